@@ -1,0 +1,8 @@
+//! The control API: request and response types, the socket server and the client.
+
+pub mod client;
+pub mod server;
+pub mod types;
+
+/// Requests longer than this are refused (a malformed or hostile client).
+pub const MAX_REQUEST_BYTES: u64 = 1 << 20;

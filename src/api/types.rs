@@ -1,0 +1,156 @@
+//! What travels over the control socket: one JSON request line, one JSON response line.
+//! The view types are also what `--format json` prints, so their field names are stable.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    pub mtu: Option<u32>,
+    pub vni: Option<u32>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SandboxCreate {
+    pub name: String,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    pub ip: Option<String>,
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    NetworkCreate(NetworkCreate),
+    NetworkList,
+    NetworkInspect {
+        name: String,
+    },
+    NetworkRemove {
+        name: String,
+    },
+    NetworkConnect {
+        network: String,
+        sandbox: String,
+        ip: Option<String>,
+        #[serde(default)]
+        aliases: Vec<String>,
+    },
+    NetworkDisconnect {
+        network: String,
+        sandbox: String,
+    },
+    SandboxCreate(SandboxCreate),
+    SandboxList,
+    SandboxInspect {
+        name: String,
+    },
+    SandboxRemove {
+        name: String,
+        #[serde(default)]
+        force: bool,
+    },
+    Fdb {
+        network: String,
+    },
+    Stats {
+        network: Option<String>,
+    },
+    /// Stop the daemon (as SIGTERM would).
+    Shutdown,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    Ok { result: serde_json::Value },
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub sandbox: String,
+    pub interface: Option<String>,
+    pub mac: Option<String>,
+    /// CIDR form, as Docker's inspect: "172.18.0.2/16".
+    pub ipv4: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub name: String,
+    pub id: String,
+    pub driver: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub mtu: u32,
+    pub vni: Option<u32>,
+    pub mac_aging_s: u32,
+    pub options: BTreeMap<String, String>,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceView {
+    pub network: String,
+    pub interface: Option<String>,
+    pub mac: Option<String>,
+    pub ipv4: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SandboxView {
+    pub name: String,
+    pub id: String,
+    pub hostname: String,
+    pub netns: String,
+    pub utsns: Option<String>,
+    pub interfaces: Vec<InterfaceView>,
+    pub ports: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FdbRow {
+    pub mac: String,
+    /// `sandbox/interface` behind which the station was learned.
+    pub port: String,
+    pub age_s: u32,
+    /// `learned` for stations the switch learned from traffic.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsRow {
+    pub network: String,
+    pub port: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+    pub rx_malformed: u64,
+    pub rx_oversize: u64,
+    pub rx_filtered: u64,
+    pub tx_dropped: u64,
+}

@@ -1,0 +1,49 @@
+//! `tapnet exec` and the command half of `tapnet run`: run a program inside a sandbox's
+//! namespaces with our stdio, and hand back its exit status.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+
+use crate::api::types::SandboxView;
+use crate::error::{Context, Error, Result};
+
+/// Exit status like a shell reports it: the code, or 128 + the signal that killed it.
+pub fn exec_in(sandbox: &SandboxView, command: &[String]) -> Result<i32> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| Error::invalid("no command given"))?;
+    let netns = File::open(&sandbox.netns)
+        .context(|| format!("open network namespace of sandbox {}", sandbox.name))?;
+    let utsns = sandbox
+        .utsns
+        .as_ref()
+        .map(File::open)
+        .transpose()
+        .context(|| format!("open UTS namespace of sandbox {}", sandbox.name))?;
+    let net_fd: RawFd = netns.as_raw_fd();
+    let uts_fd: Option<RawFd> = utsns.as_ref().map(|f| f.as_raw_fd());
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: only setns, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = uts_fd
+                && libc::setns(fd, libc::CLONE_NEWUTS) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .context(|| format!("run {program} in sandbox {}", sandbox.name))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}

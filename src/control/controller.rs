@@ -1,0 +1,839 @@
+//! The controller: owns the CNM model and the state file, and carries out API requests.
+//!
+//! Every request is validated in full before anything changes; system work that fails half way
+//! is rolled back, so a failed request leaves the model, the state file and the namespaces as
+//! they were.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
+use super::ipv4net::Ipv4Net;
+use super::model::{
+    DEFAULT_MTU, Driver, Endpoint, MAX_MTU, MIN_MTU, Network, Sandbox, State, new_id, validate_name,
+};
+use super::store::Store;
+use super::views::{network_view, sandbox_view};
+use super::wiring::{self, TapSpec};
+use crate::api::server::Handler;
+use crate::api::types::{FdbRow, NetworkCreate, Request, SandboxCreate, StatsRow};
+use crate::datapath::Datapath;
+use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
+use crate::datapath::frame::MacAddr;
+use crate::datapath::port::NetId;
+use crate::error::{Error, Result};
+use crate::netns::namespace::{self, NewNamespaces};
+use crate::netns::processes;
+use crate::netns::tap::Offload;
+use crate::paths::StateDir;
+
+const MAX_VNI: u32 = (1 << 24) - 1;
+
+pub struct Controller {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    dirs: StateDir,
+    store: Store,
+    state: State,
+    dp: Arc<Datapath>,
+    offload: Offload,
+    /// Datapath ids of the bridge networks.
+    nets: HashMap<String, NetId>,
+    /// Switch ports of endpoints, by (sandbox, interface).
+    ports: HashMap<(String, String), PortId>,
+}
+
+fn default_state() -> State {
+    let builtin = |name: &str, driver: Driver| Network {
+        name: name.to_string(),
+        id: new_id(),
+        driver,
+        subnet: None,
+        gateway: None,
+        ip_range: None,
+        internal: false,
+        mtu: DEFAULT_MTU,
+        vni: None,
+        mac_aging_s: DEFAULT_AGING_SECS,
+        options: BTreeMap::new(),
+        builtin: true,
+    };
+    let mut bridge = builtin("bridge", Driver::Bridge);
+    bridge.subnet = Some(DEFAULT_BRIDGE_SUBNET);
+    bridge.gateway = Some(Ipv4Addr::new(172, 17, 0, 1));
+    State {
+        version: State::VERSION,
+        networks: vec![
+            bridge,
+            builtin("host", Driver::Host),
+            builtin("none", Driver::Null),
+        ],
+        sandboxes: Vec::new(),
+    }
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| Error::invalid(format!("malformed {what} {s:?}: expected an IPv4 address")))
+}
+
+fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net> {
+    s.parse()
+        .map_err(|e: String| Error::invalid(format!("{what}: {e}")))
+}
+
+fn validate_hostname(h: &str) -> Result<()> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("invalid hostname {h:?}")))
+    }
+}
+
+/// `eth0`, `eth1`, ...: the lowest index no endpoint of the sandbox uses.
+fn next_interface(sb: &Sandbox) -> String {
+    let used: HashSet<_> = sb
+        .endpoints
+        .iter()
+        .filter_map(|e| e.interface.clone())
+        .collect();
+    (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !used.contains(n))
+        .unwrap_or_default()
+}
+
+impl Controller {
+    /// Load (or create) the state and bring every network and sandbox back to life.
+    pub fn open(dirs: StateDir, dp: Arc<Datapath>, offload: Offload) -> Result<Controller> {
+        let store = Store::new(dirs.state_file());
+        let state = match store.load()? {
+            Some(state) => state,
+            None => {
+                let state = default_state();
+                store.save(&state)?;
+                state
+            }
+        };
+        let mut inner = Inner {
+            dirs,
+            store,
+            state,
+            dp,
+            offload,
+            nets: HashMap::new(),
+            ports: HashMap::new(),
+        };
+        inner.restore();
+        Ok(Controller {
+            inner: Mutex::new(inner),
+        })
+    }
+}
+
+impl Handler for Controller {
+    fn handle(&self, request: Request) -> Result<Value> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match request {
+            Request::Ping => Ok(json!({"pid": std::process::id()})),
+            Request::NetworkCreate(req) => {
+                let name = inner.network_create(req)?;
+                value(&inner.network_view(&name)?)
+            }
+            Request::NetworkList => {
+                let views: Vec<_> = inner
+                    .state
+                    .networks
+                    .iter()
+                    .map(|n| network_view(&inner.state, n))
+                    .collect();
+                value(&views)
+            }
+            Request::NetworkInspect { name } => value(&inner.network_view(&name)?),
+            Request::NetworkRemove { name } => {
+                inner.network_remove(&name)?;
+                Ok(json!({"removed": name}))
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
+            } => {
+                inner.network_connect(&network, &sandbox, ip.as_deref(), aliases)?;
+                value(&inner.sandbox_view(&sandbox)?)
+            }
+            Request::NetworkDisconnect { network, sandbox } => {
+                inner.network_disconnect(&network, &sandbox)?;
+                value(&inner.sandbox_view(&sandbox)?)
+            }
+            Request::SandboxCreate(req) => {
+                let name = inner.sandbox_create(req)?;
+                value(&inner.sandbox_view(&name)?)
+            }
+            Request::SandboxList => {
+                let views: Vec<_> = inner
+                    .state
+                    .sandboxes
+                    .iter()
+                    .map(|s| sandbox_view(&inner.state, s))
+                    .collect();
+                value(&views)
+            }
+            Request::SandboxInspect { name } => value(&inner.sandbox_view(&name)?),
+            Request::SandboxRemove { name, force } => {
+                inner.sandbox_remove(&name, force)?;
+                Ok(json!({"removed": name}))
+            }
+            Request::Fdb { network } => value(&inner.fdb(&network)?),
+            Request::Stats { network } => value(&inner.stats(network.as_deref())?),
+            Request::Shutdown => {
+                // Answer first, then stop the way SIGTERM does.
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+                });
+                Ok(json!({"stopping": std::process::id()}))
+            }
+        }
+    }
+}
+
+fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::invalid(format!("encode answer: {e}")))
+}
+
+impl Inner {
+    fn save(&self) -> Result<()> {
+        self.store.save(&self.state)
+    }
+
+    fn network(&self, name: &str) -> Result<&Network> {
+        self.state
+            .network(name)
+            .ok_or_else(|| Error::not_found("network", name))
+    }
+
+    fn sandbox(&self, name: &str) -> Result<&Sandbox> {
+        self.state
+            .sandbox(name)
+            .ok_or_else(|| Error::not_found("sandbox", name))
+    }
+
+    fn network_view(&self, name: &str) -> Result<crate::api::types::NetworkView> {
+        Ok(network_view(&self.state, self.network(name)?))
+    }
+
+    fn sandbox_view(&self, name: &str) -> Result<crate::api::types::SandboxView> {
+        Ok(sandbox_view(&self.state, self.sandbox(name)?))
+    }
+
+    // ---- restore after a (re)start ------------------------------------------------------
+
+    fn restore(&mut self) {
+        let networks: Vec<Network> = self.state.networks.clone();
+        for net in networks.iter().filter(|n| n.driver == Driver::Bridge) {
+            let id = self.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
+            self.nets.insert(net.name.clone(), id);
+        }
+        let sandboxes = self.state.sandboxes.clone();
+        for sb in &sandboxes {
+            if let Err(e) = self.restore_sandbox(sb) {
+                eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name);
+            }
+        }
+    }
+
+    fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
+        let host_mode = sb
+            .endpoints
+            .iter()
+            .any(|e| self.driver_of(&e.network) == Some(Driver::Host));
+        if !namespace::is_mounted_ns(&sb.netns) {
+            // The namespaces are gone (a reboot, or someone unmounted them): make them anew.
+            if host_mode {
+                namespace::pin_current_netns(&sb.netns)?;
+            } else {
+                namespace::remove(&sb.netns);
+                if let Some(uts) = &sb.utsns {
+                    namespace::remove(uts);
+                }
+                namespace::create(
+                    NewNamespaces {
+                        netns: sb.netns.clone(),
+                        uts: sb.utsns.clone().map(|p| (p, sb.hostname.clone())),
+                    },
+                    wiring::loopback_up,
+                )?;
+            }
+        }
+        for ep in &sb.endpoints {
+            if let Some(net) = self.state.network(&ep.network).cloned()
+                && net.driver == Driver::Bridge
+            {
+                self.wire(sb, ep, &net)?;
+            }
+        }
+        self.sync_default_route(sb)
+    }
+
+    fn driver_of(&self, network: &str) -> Option<Driver> {
+        self.state.network(network).map(|n| n.driver)
+    }
+
+    // ---- networks -----------------------------------------------------------------------
+
+    fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
+        validate_name("network", &req.name).map_err(Error::Invalid)?;
+        if self.state.network(&req.name).is_some() {
+            return Err(Error::exists("network", &req.name));
+        }
+        let driver =
+            Driver::parse(req.driver.as_deref().unwrap_or("bridge")).map_err(Error::Invalid)?;
+        if driver != Driver::Bridge {
+            return Err(Error::invalid(format!(
+                "only one network of driver {} may exist (it is {})",
+                driver.name(),
+                if driver == Driver::Host {
+                    "host"
+                } else {
+                    "none"
+                }
+            )));
+        }
+        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(Error::invalid(format!(
+                "MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"
+            )));
+        }
+        if let Some(vni) = req.vni {
+            if vni == 0 || vni > MAX_VNI {
+                return Err(Error::invalid(format!(
+                    "VNI {vni} is out of range (1-{MAX_VNI})"
+                )));
+            }
+            return Err(Error::invalid("--vni applies to overlay networks only"));
+        }
+        let mut options = BTreeMap::new();
+        for opt in &req.options {
+            let (k, v) = opt.split_once('=').ok_or_else(|| {
+                Error::invalid(format!("malformed option {opt:?}: expected KEY=VALUE"))
+            })?;
+            if k.is_empty() {
+                return Err(Error::invalid(format!(
+                    "malformed option {opt:?}: empty key"
+                )));
+            }
+            options.insert(k.to_string(), v.to_string());
+        }
+        let mac_aging_s = match options.get("mac_aging") {
+            None => DEFAULT_AGING_SECS,
+            Some(v) => v.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                Error::invalid(format!(
+                    "option mac_aging={v}: expected a number of seconds > 0"
+                ))
+            })?,
+        };
+        let taken: Vec<(String, Ipv4Net)> = self
+            .state
+            .networks
+            .iter()
+            .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
+            .collect();
+        let gateway = req
+            .gateway
+            .as_deref()
+            .map(|g| parse_ip("gateway", g))
+            .transpose()?;
+        let ip_range = req
+            .ip_range
+            .as_deref()
+            .map(|r| parse_cidr("ip range", r))
+            .transpose()?;
+        let subnet = match req.subnet.as_deref() {
+            Some(s) => parse_cidr("subnet", s)?,
+            None => {
+                if gateway.is_some() || ip_range.is_some() {
+                    return Err(Error::invalid("--gateway and --ip-range need --subnet"));
+                }
+                let only: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
+                ipam::next_free_subnet(&only)?
+            }
+        };
+        let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
+        let net = Network {
+            name: req.name.clone(),
+            id: new_id(),
+            driver,
+            subnet: Some(subnet),
+            gateway: Some(gateway),
+            ip_range,
+            internal: req.internal,
+            mtu,
+            vni: None,
+            mac_aging_s,
+            options,
+            builtin: false,
+        };
+        self.state.networks.push(net.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.pop();
+            return Err(e);
+        }
+        let id = self.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
+        self.nets.insert(net.name.clone(), id);
+        Ok(net.name)
+    }
+
+    fn network_remove(&mut self, name: &str) -> Result<()> {
+        let net = self.network(name)?;
+        if net.builtin {
+            return Err(Error::conflict(format!(
+                "network {name} is a default network and cannot be removed"
+            )));
+        }
+        let users: Vec<String> = self
+            .state
+            .endpoints_on(name)
+            .map(|(sb, ep)| match &ep.interface {
+                Some(i) => format!("{} ({i})", sb.name),
+                None => sb.name.clone(),
+            })
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "network {name} has active endpoints: {}",
+                users.join(", ")
+            )));
+        }
+        let index = self
+            .state
+            .networks
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| Error::not_found("network", name))?;
+        let removed = self.state.networks.remove(index);
+        if let Err(e) = self.save() {
+            self.state.networks.insert(index, removed);
+            return Err(e);
+        }
+        if let Some(id) = self.nets.remove(name) {
+            self.dp.remove_network(id);
+        }
+        Ok(())
+    }
+
+    /// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
+    fn plan_endpoint(
+        &self,
+        sb: &Sandbox,
+        net: &Network,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint> {
+        for alias in &aliases {
+            validate_name("alias", alias).map_err(Error::Invalid)?;
+        }
+        if net.driver != Driver::Bridge {
+            if ip.is_some() {
+                return Err(Error::invalid(format!(
+                    "--ip does not apply to network {} (driver {})",
+                    net.name,
+                    net.driver.name()
+                )));
+            }
+            return Ok(Endpoint {
+                id: new_id(),
+                network: net.name.clone(),
+                interface: None,
+                mac: None,
+                ipv4: None,
+                aliases,
+            });
+        }
+        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+            return Err(Error::invalid(format!(
+                "network {} has no subnet",
+                net.name
+            )));
+        };
+        let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
+        let used: HashSet<Ipv4Addr> = self
+            .state
+            .endpoints_on(&net.name)
+            .filter_map(|(_, e)| e.ipv4)
+            .collect();
+        let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
+        Ok(Endpoint {
+            id: new_id(),
+            network: net.name.clone(),
+            interface: Some(next_interface(sb)),
+            mac: Some(MacAddr::from_ipv4(ipv4)),
+            ipv4: Some(ipv4),
+            aliases,
+        })
+    }
+
+    /// Create the endpoint's TAP in the sandbox and wire it to the switch.
+    fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<()> {
+        let (Some(interface), Some(mac), Some(ipv4), Some(subnet)) =
+            (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
+        else {
+            return Ok(());
+        };
+        let net_id = *self
+            .nets
+            .get(&net.name)
+            .ok_or_else(|| Error::not_found("network", &net.name))?;
+        let fd = wiring::create_tap(
+            &sb.netns,
+            TapSpec {
+                interface: interface.clone(),
+                mac,
+                ipv4,
+                prefix: subnet.prefix,
+                mtu: net.mtu,
+                offload: self.offload,
+            },
+        )?;
+        let label = format!("{}/{}", sb.name, interface);
+        let port = self.dp.add_port(net_id, label, fd)?;
+        self.ports.insert((sb.name.clone(), interface), port);
+        Ok(())
+    }
+
+    /// Remove the endpoint's switch port; its TAP disappears with the last fd.
+    fn unwire(&mut self, sandbox: &str, ep: &Endpoint) {
+        if let Some(interface) = &ep.interface
+            && let Some(port) = self.ports.remove(&(sandbox.to_string(), interface.clone()))
+        {
+            self.dp.remove_port(port);
+        }
+    }
+
+    /// SPEC.md: the default route goes via the gateway of the first non-internal network.
+    fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
+        if sb.utsns.is_none()
+            && sb
+                .endpoints
+                .iter()
+                .any(|e| self.driver_of(&e.network) == Some(Driver::Host))
+        {
+            return Ok(());
+        }
+        let route = sb.endpoints.iter().find_map(|ep| {
+            let net = self.state.network(&ep.network)?;
+            if net.driver != Driver::Bridge || net.internal {
+                return None;
+            }
+            Some((net.gateway?, ep.interface.clone()?))
+        });
+        wiring::set_default_route(&sb.netns, route)
+    }
+
+    fn network_connect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<()> {
+        let net = self.network(network)?.clone();
+        let sb = self.sandbox(sandbox)?.clone();
+        if net.driver != Driver::Bridge {
+            return Err(Error::invalid(format!(
+                "network {network} (driver {}) can only be chosen when a sandbox is created",
+                net.driver.name()
+            )));
+        }
+        if let Some(ep) = sb
+            .endpoints
+            .iter()
+            .find(|e| self.driver_of(&e.network) != Some(Driver::Bridge))
+        {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is on network {} and cannot join other networks",
+                ep.network
+            )));
+        }
+        if sb.endpoint(network).is_some() {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is already connected to network {network}"
+            )));
+        }
+        let ep = self.plan_endpoint(&sb, &net, ip, aliases)?;
+        self.wire(&sb, &ep, &net)?;
+        let mut updated = sb.clone();
+        updated.endpoints.push(ep.clone());
+        if let Err(e) = self.sync_default_route(&updated).and_then(|_| {
+            self.replace_sandbox(updated.clone());
+            self.save()
+        }) {
+            self.unwire(sandbox, &ep);
+            self.replace_sandbox(sb.clone());
+            let _ = self.sync_default_route(&sb);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn replace_sandbox(&mut self, sb: Sandbox) {
+        if let Some(slot) = self.state.sandboxes.iter_mut().find(|s| s.name == sb.name) {
+            *slot = sb;
+        }
+    }
+
+    fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<()> {
+        let net = self.network(network)?.clone();
+        let sb = self.sandbox(sandbox)?.clone();
+        let Some(ep) = sb.endpoint(network).cloned() else {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is not connected to network {network}"
+            )));
+        };
+        if net.driver != Driver::Bridge {
+            return Err(Error::invalid(format!(
+                "sandbox {sandbox} cannot leave network {network} (driver {}); remove the sandbox instead",
+                net.driver.name()
+            )));
+        }
+        let mut updated = sb.clone();
+        updated.endpoints.retain(|e| e.network != network);
+        self.replace_sandbox(updated.clone());
+        if let Err(e) = self.save() {
+            self.replace_sandbox(sb);
+            return Err(e);
+        }
+        self.unwire(sandbox, &ep);
+        self.sync_default_route(&updated)
+    }
+
+    // ---- sandboxes ----------------------------------------------------------------------
+
+    fn sandbox_create(&mut self, req: SandboxCreate) -> Result<String> {
+        validate_name("sandbox", &req.name).map_err(Error::Invalid)?;
+        if self.state.sandbox(&req.name).is_some() {
+            return Err(Error::exists("sandbox", &req.name));
+        }
+        if !req.publish.is_empty() {
+            return Err(Error::invalid(
+                "publishing ports (-p) is not implemented yet: it needs the gateway's NAT",
+            ));
+        }
+        let networks = if req.networks.is_empty() {
+            vec!["bridge".to_string()]
+        } else {
+            req.networks.clone()
+        };
+        let mut seen = HashSet::new();
+        let mut nets = Vec::new();
+        for name in &networks {
+            if !seen.insert(name.as_str()) {
+                return Err(Error::conflict(format!(
+                    "network {name} is given twice: a sandbox joins a network once"
+                )));
+            }
+            nets.push(self.network(name)?.clone());
+        }
+        let special = nets.iter().find(|n| n.driver != Driver::Bridge);
+        if let Some(n) = special
+            && nets.len() > 1
+        {
+            return Err(Error::invalid(format!(
+                "network {} (driver {}) cannot be combined with other networks",
+                n.name,
+                n.driver.name()
+            )));
+        }
+        let host_mode = special.is_some_and(|n| n.driver == Driver::Host);
+        let hostname = match (&req.hostname, host_mode) {
+            (Some(_), true) => {
+                return Err(Error::invalid(
+                    "--hostname cannot be set on a sandbox that shares the host's network",
+                ));
+            }
+            (Some(h), false) => {
+                validate_hostname(h)?;
+                h.clone()
+            }
+            (None, true) => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            (None, false) => req.name.clone(),
+        };
+        let mut sb = Sandbox {
+            name: req.name.clone(),
+            id: new_id(),
+            hostname: hostname.clone(),
+            netns: self.dirs.netns_path(&req.name),
+            utsns: (!host_mode).then(|| self.dirs.utsns_path(&req.name)),
+            endpoints: Vec::new(),
+        };
+        // Plan every endpoint (addresses, interface names) before creating anything.
+        for (i, net) in nets.iter().enumerate() {
+            let ip = if i == 0 { req.ip.as_deref() } else { None };
+            let ep = self.plan_endpoint(&sb, net, ip, Vec::new())?;
+            sb.endpoints.push(ep);
+        }
+        if req.ip.is_some() && nets[0].driver != Driver::Bridge {
+            return Err(Error::invalid("--ip needs a bridge network"));
+        }
+        if host_mode {
+            namespace::pin_current_netns(&sb.netns)?;
+        } else {
+            namespace::create(
+                NewNamespaces {
+                    netns: sb.netns.clone(),
+                    uts: sb.utsns.clone().map(|p| (p, hostname)),
+                },
+                wiring::loopback_up,
+            )?;
+        }
+        if let Err(e) = self.bring_up(&sb) {
+            self.tear_down(&sb);
+            return Err(e);
+        }
+        Ok(sb.name)
+    }
+
+    fn bring_up(&mut self, sb: &Sandbox) -> Result<()> {
+        for (ep, net) in sb
+            .endpoints
+            .iter()
+            .filter_map(|ep| Some((ep, self.state.network(&ep.network)?.clone())))
+            .collect::<Vec<_>>()
+        {
+            self.wire(sb, ep, &net)?;
+        }
+        self.sync_default_route(sb)?;
+        self.state.sandboxes.push(sb.clone());
+        if let Err(e) = self.save() {
+            self.state.sandboxes.pop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Remove a sandbox's ports and namespaces (not its model entry).
+    fn tear_down(&mut self, sb: &Sandbox) {
+        for ep in &sb.endpoints {
+            self.unwire(&sb.name, ep);
+        }
+        namespace::remove(&sb.netns);
+        if let Some(uts) = &sb.utsns {
+            namespace::remove(uts);
+        }
+    }
+
+    fn sandbox_remove(&mut self, name: &str, force: bool) -> Result<()> {
+        let sb = self.sandbox(name)?.clone();
+        let shares_host = sb.utsns.is_none();
+        if !shares_host {
+            let running = processes::in_netns(&sb.netns);
+            if !running.is_empty() {
+                if !force {
+                    let list: Vec<String> = running
+                        .iter()
+                        .map(|p| format!("{} ({})", p.pid, p.name))
+                        .collect();
+                    return Err(Error::conflict(format!(
+                        "sandbox {name} has running processes: {}; stop them or use --force",
+                        list.join(", ")
+                    )));
+                }
+                let left = processes::kill_all(&sb.netns);
+                if !left.is_empty() {
+                    return Err(Error::conflict(format!(
+                        "sandbox {name}: {} processes survived SIGKILL",
+                        left.len()
+                    )));
+                }
+            }
+        }
+        let index = self
+            .state
+            .sandboxes
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| Error::not_found("sandbox", name))?;
+        self.state.sandboxes.remove(index);
+        if let Err(e) = self.save() {
+            self.state.sandboxes.insert(index, sb);
+            return Err(e);
+        }
+        self.tear_down(&sb);
+        Ok(())
+    }
+
+    // ---- observation --------------------------------------------------------------------
+
+    fn bridge_net_id(&self, network: &str) -> Result<NetId> {
+        let net = self.network(network)?;
+        self.nets.get(&net.name).copied().ok_or_else(|| {
+            Error::invalid(format!(
+                "network {network} (driver {}) has no switch",
+                net.driver.name()
+            ))
+        })
+    }
+
+    fn fdb(&self, network: &str) -> Result<Vec<FdbRow>> {
+        let id = self.bridge_net_id(network)?;
+        Ok(self
+            .dp
+            .fdb_entries(id)
+            .into_iter()
+            .map(|e| FdbRow {
+                mac: e.mac.to_string(),
+                port: self
+                    .dp
+                    .port_label(e.port)
+                    .unwrap_or_else(|| format!("port {}", e.port)),
+                age_s: e.age_secs,
+                kind: "learned".to_string(),
+            })
+            .collect())
+    }
+
+    fn stats(&self, network: Option<&str>) -> Result<Vec<StatsRow>> {
+        let filter = network.map(|n| self.bridge_net_id(n)).transpose()?;
+        let names: HashMap<NetId, &String> = self.nets.iter().map(|(n, id)| (*id, n)).collect();
+        Ok(self
+            .dp
+            .port_reports()
+            .into_iter()
+            .filter(|r| filter.is_none_or(|id| id == r.network))
+            .map(|r| StatsRow {
+                network: names
+                    .get(&r.network)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                port: r.label,
+                drops: r.stats.drops(),
+                rx_packets: r.stats.rx_packets,
+                rx_bytes: r.stats.rx_bytes,
+                tx_packets: r.stats.tx_packets,
+                tx_bytes: r.stats.tx_bytes,
+                rx_malformed: r.stats.rx_malformed,
+                rx_oversize: r.stats.rx_oversize,
+                rx_filtered: r.stats.rx_filtered,
+                tx_dropped: r.stats.tx_dropped,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,11 @@
+//! The control plane: the CNM model, IPAM, the state file, and the controller that turns API
+//! requests into namespace setup and datapath commands.
+
+pub mod controller;
+pub mod ipam;
+pub mod ipv4net;
+pub mod model;
+pub mod reset;
+pub mod store;
+pub mod views;
+pub mod wiring;

@@ -1,0 +1,166 @@
+//! The CNM objects as they are persisted: networks, sandboxes and the endpoints that join them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::ipv4net::Ipv4Net;
+use crate::datapath::frame::MacAddr;
+
+pub const DEFAULT_MTU: u32 = 1500;
+pub const MIN_MTU: u32 = 68;
+/// The largest MTU a TAP takes with a 64 KiB frame buffer.
+pub const MAX_MTU: u32 = 65520;
+
+/// libnetwork's drivers. `overlay` and `remote` are not implemented yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Userspace L2 switch: TAP endpoints, MAC learning, isolation.
+    Bridge,
+    /// The sandbox shares the daemon's network namespace.
+    Host,
+    /// Own namespace with loopback only.
+    Null,
+}
+
+impl Driver {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "bridge" => Ok(Driver::Bridge),
+            "host" => Ok(Driver::Host),
+            "null" => Ok(Driver::Null),
+            "overlay" => Err("driver overlay is not implemented yet".into()),
+            s if s.starts_with("remote:") => Err(format!(
+                "driver {s}: remote drivers are not implemented yet"
+            )),
+            s => Err(format!(
+                "unknown driver {s:?} (known: bridge, host, null, overlay, remote:NAME)"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Host => "host",
+            Driver::Null => "null",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    pub driver: Driver,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: bool,
+    pub mtu: u32,
+    pub vni: Option<u32>,
+    pub mac_aging_s: u32,
+    pub options: BTreeMap<String, String>,
+    /// One of the networks every state dir has (`bridge`, `host`, `none`).
+    pub builtin: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network: String,
+    /// `eth0`, `eth1`, ...; none for host and null endpoints.
+    pub interface: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub aliases: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub name: String,
+    pub id: String,
+    pub hostname: String,
+    /// Bind mount of the network namespace: `nsenter --net=PATH` accepts it.
+    pub netns: PathBuf,
+    /// Bind mount of the UTS namespace; host-network sandboxes have none of their own.
+    pub utsns: Option<PathBuf>,
+    /// In connect order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Sandbox {
+    pub fn endpoint(&self, network: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.network == network)
+    }
+}
+
+/// Everything the state file holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub networks: Vec<Network>,
+    pub sandboxes: Vec<Sandbox>,
+}
+
+impl State {
+    pub const VERSION: u32 = 1;
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+    pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
+        self.sandboxes.iter().find(|s| s.name == name)
+    }
+    /// (sandbox, endpoint) pairs on network `name`.
+    pub fn endpoints_on<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a Sandbox, &'a Endpoint)> + 'a {
+        self.sandboxes.iter().flat_map(move |s| {
+            s.endpoints
+                .iter()
+                .filter(move |e| e.network == name)
+                .map(move |e| (s, e))
+        })
+    }
+}
+
+/// A 64-hex-digit random id, like Docker's.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: writes at most bytes.len() - filled bytes into the array.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Names of networks and sandboxes become file names and interface labels: keep them tame.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {kind} name {name:?}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}

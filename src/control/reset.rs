@@ -1,0 +1,122 @@
+//! `tapnet system reset`: stop the daemon and remove everything the state dir owns.
+//! Works from the files alone, so it also cleans up after a daemon that was killed.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::api::client::Client;
+use crate::api::types::Request;
+use crate::error::{Context, Result};
+use crate::netns::{namespace, processes};
+use crate::paths::StateDir;
+
+fn daemon_pid(dirs: &StateDir) -> Option<Pid> {
+    let text = std::fs::read_to_string(dirs.pid_file()).ok()?;
+    let pid = Pid::from_raw(text.trim().parse().ok()?);
+    kill(pid, None).ok().map(|_| pid)
+}
+
+fn wait_gone(pid: Pid, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if kill(pid, None).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Stop the daemon of `dirs`, politely first.
+pub fn stop_daemon(client: &Client) {
+    let dirs = client.dirs();
+    let pid = daemon_pid(dirs);
+    if client.daemon_running() {
+        let _ = client.call_value(&Request::Shutdown);
+    }
+    if let Some(pid) = pid
+        && !wait_gone(pid, Duration::from_secs(10))
+    {
+        let _ = kill(pid, Signal::SIGKILL);
+        wait_gone(pid, Duration::from_secs(2));
+    }
+}
+
+/// Mount points at or below `root`, deepest first.
+fn mounts_below(root: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn reset(client: &Client) -> Result<()> {
+    let dirs = client.dirs().clone();
+    stop_daemon(client);
+    let root = dirs.root();
+    if !root.exists() {
+        return Ok(());
+    }
+    // Kill what runs inside sandboxes, but never anything in our own namespace (host-network
+    // sandboxes pin the daemon's namespace, which is everybody's).
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    if let Ok(entries) = std::fs::read_dir(dirs.netns_dir()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let id = std::fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
+            if namespace::is_mounted_ns(&path) && id != own {
+                processes::kill_all(&path);
+            }
+        }
+    }
+    for mount in mounts_below(root) {
+        namespace::remove(&mount);
+    }
+    std::fs::remove_dir_all(root).context(|| format!("remove state dir {}", root.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_mountinfo;
+
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
+}

@@ -1,0 +1,113 @@
+//! The state file: JSON, written atomically (temp file, fsync, rename, fsync of the directory).
+//! A truncated or corrupt file stops the daemon with an error naming it; it is never reset.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::model::State;
+use crate::error::{Context, Error, Result};
+
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn new(path: PathBuf) -> Self {
+        Store { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved state, or `None` if there is no state file yet.
+    pub fn load(&self) -> Result<Option<State>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("read state file {}", self.path.display()),
+                    source: e,
+                });
+            }
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(format!(
+                "state file {} is corrupt ({e}); refusing to start. Move it away to start empty, or run `tapnet system reset`",
+                self.path.display()
+            ))
+        })?;
+        if state.version != State::VERSION {
+            return Err(Error::invalid(format!(
+                "state file {} has version {}, this tapnet understands {}",
+                self.path.display(),
+                state.version,
+                State::VERSION
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let text = serde_json::to_vec_pretty(state)
+            .map_err(|e| Error::invalid(format!("serialise state: {e}")))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let what = || format!("write state file {}", tmp.display());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .context(what)?;
+        file.write_all(&text).context(what)?;
+        file.sync_all().context(what)?;
+        std::fs::rename(&tmp, &self.path)
+            .context(|| format!("replace state file {}", self.path.display()))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .context(|| format!("sync {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tapnet-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn round_trips_and_refuses_corruption() {
+        let dir = temp_dir("rt");
+        let store = Store::new(dir.join("state.json"));
+        assert!(store.load().unwrap().is_none());
+        let state = State {
+            version: State::VERSION,
+            ..State::default()
+        };
+        store.save(&state).unwrap();
+        assert!(store.load().unwrap().is_some());
+        let full = std::fs::read(store.path()).unwrap();
+        std::fs::write(store.path(), &full[..full.len() / 2]).unwrap();
+        let err = store.load().unwrap_err().to_string();
+        assert!(
+            err.contains("state.json") && err.contains("corrupt"),
+            "{err}"
+        );
+        // Refusing must not touch the file.
+        assert_eq!(
+            std::fs::read(store.path()).unwrap(),
+            &full[..full.len() / 2]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

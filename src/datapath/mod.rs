@@ -1,0 +1,291 @@
+//! The datapath: worker threads that move frames between TAP ports, and the handle the control
+//! plane drives them with. See docs/ARCHITECTURE.md for the threads and the life of a frame.
+
+pub mod clock;
+pub mod fdb;
+pub mod frame;
+pub mod network;
+pub mod port;
+pub mod switch;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use mio::{Poll, Waker};
+
+use crate::error::{Context, Error, Result};
+use clock::Clock;
+use fdb::{FdbEntry, PortId};
+use network::NetworkDp;
+use port::{NetId, Port, PortStats};
+use worker::{Command, WAKER, Worker};
+
+struct WorkerHandle {
+    commands: Sender<Command>,
+    waker: Waker,
+    thread: Option<JoinHandle<()>>,
+    owned_ports: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    networks: HashMap<NetId, Arc<NetworkDp>>,
+    ports: HashMap<PortId, (Arc<Port>, usize)>,
+    free_port_ids: Vec<PortId>,
+    next_port_id: PortId,
+    free_net_ids: Vec<NetId>,
+    next_net_id: NetId,
+}
+
+/// A row of `tapnet stats`.
+#[derive(Clone, Debug)]
+pub struct PortReport {
+    pub id: PortId,
+    pub network: NetId,
+    pub label: String,
+    pub stats: PortStats,
+}
+
+pub struct Datapath {
+    workers: Mutex<Vec<WorkerHandle>>,
+    registry: Mutex<Registry>,
+    clock: Arc<Clock>,
+    stopping: Arc<AtomicBool>,
+    housekeeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Datapath {
+    /// Start `threads` poll loops and the aging thread.
+    pub fn start(threads: usize) -> Result<Arc<Datapath>> {
+        let clock = Arc::new(Clock::new());
+        let mut workers = Vec::new();
+        for index in 0..threads.max(1) {
+            let poll = Poll::new().context(|| "create datapath poll".into())?;
+            let waker =
+                Waker::new(poll.registry(), WAKER).context(|| "create datapath waker".into())?;
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let worker = Worker::new(index, poll, rx, clock.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("datapath-{index}"))
+                .spawn(move || worker.run())
+                .context(|| "spawn datapath thread".into())?;
+            workers.push(WorkerHandle {
+                commands: tx,
+                waker,
+                thread: Some(thread),
+                owned_ports: 0,
+            });
+        }
+        let dp = Arc::new(Datapath {
+            workers: Mutex::new(workers),
+            registry: Mutex::new(Registry::default()),
+            clock,
+            stopping: Arc::new(AtomicBool::new(false)),
+            housekeeper: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&dp);
+        let stopping = dp.stopping.clone();
+        let housekeeper = std::thread::Builder::new()
+            .name("fdb-aging".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    match weak.upgrade() {
+                        Some(dp) => dp.expire_fdbs(),
+                        None => return,
+                    }
+                }
+            })
+            .context(|| "spawn aging thread".into())?;
+        *lock(&dp.housekeeper) = Some(housekeeper);
+        Ok(dp)
+    }
+
+    pub fn threads(&self) -> usize {
+        lock(&self.workers).len()
+    }
+
+    pub fn now_secs(&self) -> u32 {
+        self.clock.now_secs()
+    }
+
+    fn broadcast(&self, make: impl Fn() -> Command) {
+        for w in lock(&self.workers).iter() {
+            if w.commands.send(make()).is_ok() {
+                let _ = w.waker.wake();
+            }
+        }
+    }
+
+    fn expire_fdbs(&self) {
+        let now = self.now_secs();
+        let nets: Vec<_> = lock(&self.registry).networks.values().cloned().collect();
+        for net in nets {
+            net.fdb.expire(now);
+        }
+    }
+
+    pub fn add_network(&self, name: &str, mtu: u32, aging_secs: u32) -> NetId {
+        let net = {
+            let mut reg = lock(&self.registry);
+            let id = reg.free_net_ids.pop().unwrap_or_else(|| {
+                reg.next_net_id += 1;
+                reg.next_net_id - 1
+            });
+            let net = Arc::new(NetworkDp::new(id, name.to_string(), mtu, aging_secs));
+            reg.networks.insert(id, net.clone());
+            net
+        };
+        self.broadcast(|| Command::AddNetwork(net.clone()));
+        net.id
+    }
+
+    /// Remove a network; its ports must be gone already.
+    pub fn remove_network(&self, id: NetId) {
+        {
+            let mut reg = lock(&self.registry);
+            if reg.networks.remove(&id).is_none() {
+                return;
+            }
+            reg.free_net_ids.push(id);
+        }
+        self.broadcast(|| Command::RemoveNetwork(id));
+    }
+
+    pub fn network(&self, id: NetId) -> Option<Arc<NetworkDp>> {
+        lock(&self.registry).networks.get(&id).cloned()
+    }
+
+    /// Wire a TAP into network `net`. The least loaded worker polls it.
+    pub fn add_port(&self, net: NetId, label: String, fd: OwnedFd) -> Result<PortId> {
+        let mut workers = lock(&self.workers);
+        let mut reg = lock(&self.registry);
+        if !reg.networks.contains_key(&net) {
+            return Err(Error::invalid(format!("datapath has no network {net}")));
+        }
+        let id = reg.free_port_ids.pop().unwrap_or_else(|| {
+            reg.next_port_id += 1;
+            reg.next_port_id - 1
+        });
+        let owner = (0..workers.len())
+            .min_by_key(|&i| workers[i].owned_ports)
+            .unwrap_or(0);
+        workers[owner].owned_ports += 1;
+        let port = Arc::new(Port::new(id, net, label, fd));
+        reg.ports.insert(id, (port.clone(), owner));
+        drop(reg);
+        for w in workers.iter() {
+            if w.commands
+                .send(Command::AddPort {
+                    port: port.clone(),
+                    owner,
+                })
+                .is_ok()
+            {
+                let _ = w.waker.wake();
+            }
+        }
+        Ok(id)
+    }
+
+    /// Unwire a port. Returns once no worker holds it any more, so the TAP closes on return
+    /// (unless the caller kept the fd elsewhere).
+    pub fn remove_port(&self, id: PortId) {
+        let mut workers = lock(&self.workers);
+        let Some((port, owner)) = lock(&self.registry).ports.remove(&id) else {
+            return;
+        };
+        if let Some(w) = workers.get_mut(owner) {
+            w.owned_ports = w.owned_ports.saturating_sub(1);
+        }
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let mut asked = 0;
+        for w in workers.iter() {
+            if w.commands
+                .send(Command::RemovePort {
+                    id,
+                    done: done_tx.clone(),
+                })
+                .is_ok()
+            {
+                let _ = w.waker.wake();
+                asked += 1;
+            }
+        }
+        drop(workers);
+        for _ in 0..asked {
+            if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+                eprintln!(
+                    "tapnet: a datapath worker did not release port {}",
+                    port.label
+                );
+                break;
+            }
+        }
+        if let Some(net) = self.network(port.network) {
+            net.fdb.flush_port(id);
+        }
+        let mut reg = lock(&self.registry);
+        reg.free_port_ids.push(id);
+    }
+
+    pub fn port_reports(&self) -> Vec<PortReport> {
+        let reg = lock(&self.registry);
+        let mut out: Vec<_> = reg
+            .ports
+            .values()
+            .map(|(p, _)| PortReport {
+                id: p.id,
+                network: p.network,
+                label: p.label.clone(),
+                stats: p.counters.snapshot(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.label.cmp(&b.label));
+        out
+    }
+
+    pub fn port_label(&self, id: PortId) -> Option<String> {
+        lock(&self.registry)
+            .ports
+            .get(&id)
+            .map(|(p, _)| p.label.clone())
+    }
+
+    pub fn fdb_entries(&self, net: NetId) -> Vec<FdbEntry> {
+        match self.network(net) {
+            Some(n) => n.fdb.entries(self.now_secs()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Stop every worker and wait for them. Ports close as the workers drop them.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let mut workers = lock(&self.workers);
+        for w in workers.iter() {
+            let _ = w.commands.send(Command::Stop);
+            let _ = w.waker.wake();
+        }
+        for w in workers.iter_mut() {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        drop(workers);
+        if let Some(t) = lock(&self.housekeeper).take() {
+            let _ = t.join();
+        }
+        lock(&self.registry).ports.clear();
+    }
+}

@@ -1,0 +1,137 @@
+//! A switch port: one TAP file descriptor plus its counters. Shared (`Arc`) between the thread
+//! that polls it and every thread that forwards to it; the fd closes when the last holder lets go.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::fdb::PortId;
+use super::frame::{DropReason, VNET_HDR_LEN};
+
+pub type NetId = u32;
+
+#[derive(Default)]
+pub struct PortCounters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_malformed: AtomicU64,
+    rx_oversize: AtomicU64,
+    rx_filtered: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+/// A copy of a port's counters, as `tapnet stats` shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Runts, bad virtio-net headers, impossible source MACs.
+    pub rx_malformed: u64,
+    /// Frames larger than the network's MTU.
+    pub rx_oversize: u64,
+    /// Frames addressed to a station behind the port they came from.
+    pub rx_filtered: u64,
+    /// Frames the kernel refused when written to this port.
+    pub tx_dropped: u64,
+}
+
+impl PortStats {
+    pub fn drops(&self) -> u64 {
+        self.rx_malformed + self.rx_oversize + self.tx_dropped
+    }
+}
+
+impl PortCounters {
+    pub fn rx(&self, bytes: usize) {
+        self.rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn rx_drop(&self, reason: DropReason) {
+        let counter = match reason {
+            DropReason::Oversize => &self.rx_oversize,
+            DropReason::Runt | DropReason::BadVnetHeader | DropReason::BadSourceMac => {
+                &self.rx_malformed
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rx_filtered(&self) {
+        self.rx_filtered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> PortStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PortStats {
+            rx_packets: get(&self.rx_packets),
+            rx_bytes: get(&self.rx_bytes),
+            tx_packets: get(&self.tx_packets),
+            tx_bytes: get(&self.tx_bytes),
+            rx_malformed: get(&self.rx_malformed),
+            rx_oversize: get(&self.rx_oversize),
+            rx_filtered: get(&self.rx_filtered),
+            tx_dropped: get(&self.tx_dropped),
+        }
+    }
+}
+
+pub struct Port {
+    pub id: PortId,
+    pub network: NetId,
+    /// `sandbox/interface`, for logs and tables.
+    pub label: String,
+    fd: OwnedFd,
+    pub counters: PortCounters,
+}
+
+impl Port {
+    /// `fd` must be a non-blocking TAP opened with a 12-byte virtio-net header.
+    pub fn new(id: PortId, network: NetId, label: String, fd: OwnedFd) -> Self {
+        Port {
+            id,
+            network,
+            label,
+            fd,
+            counters: PortCounters::default(),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Read one frame (virtio-net header included) into `buf`.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of buf.len() bytes; the fd is owned by self.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Write one frame (virtio-net header included). A TAP write never blocks: when the
+    /// receiving stack cannot take the frame the kernel drops it, and so do we, counting it.
+    pub fn send(&self, frame: &[u8]) -> bool {
+        // SAFETY: frame is valid for reads of frame.len() bytes; the fd is owned by self.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.counters.tx_bytes.fetch_add(
+            frame.len().saturating_sub(VNET_HDR_LEN) as u64,
+            Ordering::Relaxed,
+        );
+        true
+    }
+}

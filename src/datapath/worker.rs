@@ -1,0 +1,242 @@
+//! One datapath thread: a mio poll loop over the TAP ports it owns. It forwards to any port of the
+//! switch by writing to that port's fd directly, so no frame ever crosses a thread boundary.
+//!
+//! Every worker keeps its own copy of the port table and of each network's member list, updated
+//! by commands from the control plane: the hot path reads them without any lock.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::clock::Clock;
+use super::fdb::PortId;
+use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
+use super::network::NetworkDp;
+use super::port::{NetId, Port};
+use super::switch::{Egress, decide};
+
+pub const WAKER: Token = Token(usize::MAX);
+/// Frames read from one port before the worker turns to the next ready port.
+const BATCH: usize = 64;
+
+pub enum Command {
+    AddNetwork(Arc<NetworkDp>),
+    RemoveNetwork(NetId),
+    AddPort { port: Arc<Port>, owner: usize },
+    RemovePort { id: PortId, done: Sender<()> },
+    Stop,
+}
+
+struct NetView {
+    net: Arc<NetworkDp>,
+    members: Vec<Arc<Port>>,
+}
+
+pub struct Worker {
+    index: usize,
+    poll: Poll,
+    commands: Receiver<Command>,
+    clock: Arc<Clock>,
+    ports: Vec<Option<Arc<Port>>>,
+    networks: Vec<Option<NetView>>,
+    ready: VecDeque<PortId>,
+    queued: Vec<bool>,
+    buf: Box<[u8]>,
+}
+
+fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
+    if v.len() <= i {
+        v.resize_with(i + 1, T::default);
+    }
+    &mut v[i]
+}
+
+impl Worker {
+    pub fn new(index: usize, poll: Poll, commands: Receiver<Command>, clock: Arc<Clock>) -> Self {
+        Worker {
+            index,
+            poll,
+            commands,
+            clock,
+            ports: Vec::new(),
+            networks: Vec::new(),
+            ready: VecDeque::with_capacity(256),
+            queued: Vec::new(),
+            buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = if self.ready.is_empty() {
+                None
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("tapnet: datapath worker {}: poll failed: {e}", self.index);
+                return;
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    if !self.handle_commands() {
+                        return;
+                    }
+                } else {
+                    self.mark_ready(event.token().0 as PortId);
+                }
+            }
+            self.service_ready_ports();
+        }
+    }
+
+    fn mark_ready(&mut self, id: PortId) {
+        let queued = slot(&mut self.queued, id as usize);
+        if !*queued {
+            *queued = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// One round: at most BATCH frames from each port that was ready when the round began.
+    /// A port with more waiting goes to the back of the queue, so a busy port cannot starve
+    /// the others.
+    fn service_ready_ports(&mut self) {
+        let now = self.clock.now_secs();
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(port) = self.ports.get(id as usize).cloned().flatten() else {
+                *slot(&mut self.queued, id as usize) = false;
+                continue;
+            };
+            if self.drain(&port, now) {
+                self.ready.push_back(id);
+            } else {
+                *slot(&mut self.queued, id as usize) = false;
+            }
+        }
+    }
+
+    /// Forward up to BATCH frames from `port`; true if it may have more.
+    fn drain(&mut self, port: &Port, now: u32) -> bool {
+        let Some(view) = self
+            .networks
+            .get(port.network as usize)
+            .and_then(Option::as_ref)
+        else {
+            return false;
+        };
+        for _ in 0..BATCH {
+            let len = match port.recv(&mut self.buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("tapnet: read from port {} failed: {e}", port.label);
+                    return false;
+                }
+            };
+            forward(&self.ports, view, port, &self.buf[..len], now);
+        }
+        true
+    }
+
+    fn handle_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::AddNetwork(net) => {
+                    let id = net.id as usize;
+                    *slot(&mut self.networks, id) = Some(NetView {
+                        net,
+                        members: Vec::new(),
+                    });
+                }
+                Command::RemoveNetwork(id) => {
+                    *slot(&mut self.networks, id as usize) = None;
+                }
+                Command::AddPort { port, owner } => self.add_port(port, owner),
+                Command::RemovePort { id, done } => {
+                    self.remove_port(id);
+                    let _ = done.send(());
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn add_port(&mut self, port: Arc<Port>, owner: usize) {
+        let id = port.id;
+        if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
+            view.members.push(port.clone());
+        }
+        *slot(&mut self.ports, id as usize) = Some(port.clone());
+        if owner == self.index {
+            let fd: RawFd = port.raw_fd();
+            if let Err(e) = self.poll.registry().register(
+                &mut SourceFd(&fd),
+                Token(id as usize),
+                Interest::READABLE,
+            ) {
+                eprintln!("tapnet: cannot poll port {}: {e}", port.label);
+            }
+            // Frames may have queued before registration: look once without waiting for an edge.
+            self.mark_ready(id);
+        }
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        let Some(port) = slot(&mut self.ports, id as usize).take() else {
+            return;
+        };
+        let fd = port.raw_fd();
+        // Only the owner registered it; for the others this fails harmlessly.
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
+            view.members.retain(|p| p.id != id);
+        }
+    }
+}
+
+/// Switch one frame (virtio-net header included) that arrived on `ingress`.
+fn forward(ports: &[Option<Arc<Port>>], view: &NetView, ingress: &Port, frame: &[u8], now: u32) {
+    let info = match frame::parse(frame, view.net.mtu()) {
+        Ok(info) => info,
+        Err(reason) => {
+            ingress.counters.rx_drop(reason);
+            return;
+        }
+    };
+    ingress.counters.rx(frame.len() - VNET_HDR_LEN);
+    match decide(&view.net.fdb, &info, ingress.id, now) {
+        Egress::Unicast(out) => match ports.get(out as usize).and_then(Option::as_ref) {
+            Some(port) if port.network == ingress.network => {
+                port.send(frame);
+            }
+            // The station's port went away between learning and now: fall back to flooding.
+            _ => flood(view, ingress, frame),
+        },
+        Egress::Flood => flood(view, ingress, frame),
+        Egress::Filter => ingress.counters.rx_filtered(),
+    }
+}
+
+fn flood(view: &NetView, ingress: &Port, frame: &[u8]) {
+    for port in &view.members {
+        if port.id != ingress.id {
+            port.send(frame);
+        }
+    }
+}

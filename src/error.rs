@@ -1,0 +1,83 @@
+//! One error type for the whole crate. Every variant says what failed and on which object, so the
+//! CLI can print it as the single `tapnet: error: ...` line SPEC.md asks for.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such {kind}: {name}")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    /// Bad input from a user or a client: the request changes nothing.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is well formed but the current state forbids it (object in use, ...).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{context}: {errno}")]
+    Sys {
+        context: String,
+        errno: nix::errno::Errno,
+    },
+    #[error("netlink: {0}")]
+    Netlink(String),
+    /// An error reported by the daemon, carried back to the client as text.
+    #[error("{0}")]
+    Remote(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn exists(kind: &'static str, name: impl Into<String>) -> Self {
+        Error::AlreadyExists {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Error::Conflict(msg.into())
+    }
+}
+
+/// Attach "what we were doing" to I/O and system errors.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, io::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, nix::errno::Errno> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|errno| Error::Sys {
+            context: what(),
+            errno,
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! tapnet: a userspace virtual switch that implements Docker's Container Network Model over TAP
+//! devices in network namespaces. See docs/ARCHITECTURE.md for the planes, threads and the life of
+//! a frame.
+
+pub mod api;
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod datapath;
+pub mod demo;
+pub mod error;
+pub mod netns;
+pub mod paths;

@@ -1,0 +1,176 @@
+//! Interface configuration over rtnetlink, in whatever network namespace the calling thread is in:
+//! link MAC/MTU/up, IPv4 addresses and the default route. Used only on namespace setup threads.
+
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::datapath::frame::MacAddr;
+use crate::error::{Error, Result};
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+}
+
+/// What to set on a link; `None` leaves a property as it is.
+#[derive(Default)]
+pub struct LinkSettings {
+    pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+    pub txqueuelen: Option<u32>,
+    pub up: bool,
+}
+
+impl Netlink {
+    /// A route netlink socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self> {
+        let mut socket =
+            Socket::new(NETLINK_ROUTE).map_err(|e| Error::Netlink(format!("open socket: {e}")))?;
+        socket
+            .bind_auto()
+            .map_err(|e| Error::Netlink(format!("bind socket: {e}")))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| Error::Netlink(format!("connect socket: {e}")))?;
+        Ok(Netlink { socket, seq: 1 })
+    }
+
+    /// Send one request and wait for its acknowledgement.
+    fn request(&mut self, what: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = self.seq;
+        self.seq += 1;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket
+            .send(&buf, 0)
+            .map_err(|e| Error::Netlink(format!("{what}: send: {e}")))?;
+        loop {
+            let (reply, _) = self
+                .socket
+                .recv_from_full()
+                .map_err(|e| Error::Netlink(format!("{what}: receive: {e}")))?;
+            let mut offset = 0;
+            while offset < reply.len() {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[offset..])
+                    .map_err(|e| Error::Netlink(format!("{what}: bad reply: {e}")))?;
+                let len = msg.header.length as usize;
+                if msg.header.sequence_number == header.sequence_number
+                    && let NetlinkPayload::Error(err) = msg.payload
+                {
+                    return match err.code {
+                        None => Ok(()),
+                        Some(code) => Err(Error::Netlink(format!(
+                            "{what}: {}",
+                            nix::errno::Errno::from_raw(-code.get())
+                        ))),
+                    };
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+            }
+        }
+    }
+
+    pub fn set_link(&mut self, index: u32, name: &str, settings: &LinkSettings) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if settings.up {
+            msg.header.flags = LinkFlags::Up;
+            msg.header.change_mask = LinkFlags::Up;
+        }
+        if let Some(mac) = settings.mac {
+            msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        if let Some(mtu) = settings.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(q) = settings.txqueuelen {
+            msg.attributes.push(LinkAttribute::TxQueueLen(q));
+        }
+        self.request(
+            &format!("configure link {name}"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+    }
+
+    pub fn add_address(&mut self, index: u32, name: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(ip.into()));
+        msg.attributes.push(AddressAttribute::Address(ip.into()));
+        if prefix < 31 {
+            let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+            let broadcast = Ipv4Addr::from(u32::from(ip) | host_bits);
+            msg.attributes.push(AddressAttribute::Broadcast(broadcast));
+        }
+        self.request(
+            &format!("add address {ip}/{prefix} to {name}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn default_route(gateway: Option<(Ipv4Addr, u32)>) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        if let Some((gw, index)) = gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+            msg.attributes.push(RouteAttribute::Oif(index));
+        }
+        msg
+    }
+
+    /// Point the default route at `gateway` through interface `index`, replacing any other.
+    pub fn replace_default_route(&mut self, gateway: Ipv4Addr, index: u32) -> Result<()> {
+        self.request(
+            &format!("set default route via {gateway}"),
+            RouteNetlinkMessage::NewRoute(Self::default_route(Some((gateway, index)))),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Remove the default route; having none is not an error.
+    pub fn remove_default_route(&mut self) -> Result<()> {
+        match self.request(
+            "remove default route",
+            RouteNetlinkMessage::DelRoute(Self::default_route(None)),
+            0,
+        ) {
+            Err(Error::Netlink(m)) if m.contains("ESRCH") => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+pub fn link_index(name: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(|errno| Error::Sys {
+        context: format!("find interface {name}"),
+        errno,
+    })
+}

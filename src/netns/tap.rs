@@ -1,0 +1,94 @@
+//! Opening TAP devices with the virtio-net header and offloads.
+//!
+//! The `tun-tap` crate opens TAPs with `IFF_TAP|IFF_NO_PI` only; tapnet needs `IFF_VNET_HDR`,
+//! `TUNSETVNETHDRSZ` and `TUNSETOFFLOAD` to exchange 64 KiB GSO super-frames with the kernel, so
+//! this module does the few ioctls itself (see README, "Dependencies").
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::datapath::frame::VNET_HDR_LEN;
+use crate::error::{Context, Error, Result};
+
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// Socket buffer for frames we write into the TAP: room for a burst of 64 KiB super-frames.
+const SNDBUF: libc::c_int = 4 << 20;
+
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+nix::ioctl_write_ptr_bad!(tunsetiff, 0x4004_54ca, IfReqFlags);
+nix::ioctl_write_int_bad!(tunsetoffload, 0x4004_54d0);
+nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, 0x4004_54d8, libc::c_int);
+nix::ioctl_write_ptr_bad!(tunsetsndbuf, 0x4004_54d4, libc::c_int);
+
+/// Which offloads a TAP port takes. With `Off` the kernel segments and checksums everything
+/// before handing frames to us, as with a plain TAP; the virtio-net header stays, always zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    On,
+    Off,
+}
+
+/// Create TAP `name` in the calling thread's network namespace and return its non-blocking fd.
+/// The device lives as long as the fd (it is not persistent).
+pub fn open_tap(name: &str, offload: Offload) -> Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(Error::invalid(format!("bad interface name {name:?}")));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .context(|| "open /dev/net/tun".into())?;
+    let fd = file.as_raw_fd();
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: fd is an open tun fd; req is a properly sized ifreq.
+    unsafe { tunsetiff(fd, &req) }.context(|| format!("create TAP {name}"))?;
+    let hdr_len = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: pointer to a live c_int.
+    unsafe { tunsetvnethdrsz(fd, &hdr_len) }
+        .context(|| format!("set virtio-net header size on {name}"))?;
+    set_offload(fd, name, offload)?;
+    // SAFETY: pointer to a live c_int.
+    unsafe { tunsetsndbuf(fd, &SNDBUF) }.context(|| format!("set send buffer on {name}"))?;
+    Ok(file.into())
+}
+
+fn set_offload(fd: libc::c_int, name: &str, offload: Offload) -> Result<()> {
+    if offload == Offload::Off {
+        // SAFETY: TUNSETOFFLOAD takes its flags by value.
+        unsafe { tunsetoffload(fd, 0) }.context(|| format!("clear offloads on {name}"))?;
+        return Ok(());
+    }
+    let base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    // UDP segmentation offload arrived in Linux 6.2; older kernels refuse the flags.
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe { tunsetoffload(fd, (base | TUN_F_USO4 | TUN_F_USO6) as libc::c_int) }.is_ok() {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    unsafe { tunsetoffload(fd, base as libc::c_int) }
+        .context(|| format!("enable offloads on {name}"))?;
+    Ok(())
+}
