@@ -204,7 +204,10 @@ impl Handler for Controller {
                 // Answer first, then stop the way SIGTERM does.
                 std::thread::spawn(|| {
                     std::thread::sleep(std::time::Duration::from_millis(50));
-                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::this(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
                 });
                 Ok(json!({"stopping": std::process::id()}))
             }

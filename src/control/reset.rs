@@ -17,13 +17,28 @@ use crate::paths::StateDir;
 fn daemon_pid(dirs: &StateDir) -> Option<Pid> {
     let text = std::fs::read_to_string(dirs.pid_file()).ok()?;
     let pid = Pid::from_raw(text.trim().parse().ok()?);
-    kill(pid, None).ok().map(|_| pid)
+    (!is_gone(pid)).then_some(pid)
+}
+
+/// Gone, or a zombie: an autostarted daemon's parent has exited, and the machine's init may
+/// be slow (or unwilling) to reap it.
+fn is_gone(pid: Pid) -> bool {
+    if kill(pid, None).is_err() {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 fn wait_gone(pid: Pid, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if kill(pid, None).is_err() {
+        if is_gone(pid) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
