@@ -1,0 +1,236 @@
+//! Shared harness of the end-to-end tests: drive the built `tapnet` binary as a user would, each
+//! test with its own state dir, and tear everything down on success and on failure (Drop).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tapnet")
+}
+
+pub fn traffic_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/traffic.py")
+}
+
+/// One daemon's world: a unique state dir under /tmp, reset when dropped.
+pub struct Tapnet {
+    pub dir: PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+impl Tapnet {
+    pub fn new(tag: &str) -> Self {
+        assert!(
+            nix_is_root(),
+            "the end-to-end tests need root (namespaces and TAP devices); run scripts/test.sh as root"
+        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tapnet-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Tapnet {
+            dir,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--state-dir").arg(&self.dir).args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tapnet {args:?}: {e}"))
+    }
+
+    /// Run and insist on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tapnet {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and insist on exit status 1 with one `tapnet: error:` line; returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "tapnet {args:?} should fail with status 1: stdout {} stderr {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.starts_with("tapnet: error: "), "stderr: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one error line: {stderr}");
+        stderr
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = args.to_vec();
+        full.extend(["--format", "json"]);
+        let out = self.ok(&full);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
+    }
+
+    /// `tapnet exec SANDBOX -- ARGS`, returning the whole output.
+    pub fn exec(&self, sandbox: &str, args: &[&str]) -> Output {
+        let mut full = vec!["exec", sandbox, "--"];
+        full.extend(args);
+        self.run(&full)
+    }
+
+    pub fn exec_ok(&self, sandbox: &str, args: &[&str]) -> String {
+        let out = self.exec(sandbox, args);
+        assert!(
+            out.status.success(),
+            "exec in {sandbox} {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ping(&self, sandbox: &str, ip: &str) -> bool {
+        self.exec(sandbox, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+            .status
+            .success()
+    }
+
+    /// Start a traffic.py server in `sandbox` and wait until it listens.
+    pub fn spawn_server(&mut self, sandbox: &str, args: &[&str]) -> usize {
+        let script = traffic_script();
+        let mut full = vec!["exec", sandbox, "--", "python3", script.to_str().unwrap_or("")];
+        full.extend(args);
+        let mut child = self
+            .command(&full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("server output");
+        assert_eq!(line.trim(), "ready", "server in {sandbox} did not start");
+        child.stdout = Some(reader.into_inner());
+        self.children.push(Some(child));
+        self.children.len() - 1
+    }
+
+    /// Wait for server `index` to exit and return what it printed after "ready".
+    pub fn server_output(&mut self, index: usize) -> String {
+        let child = self.children[index].take().expect("child already collected");
+        let out = child.wait_with_output().expect("server exit");
+        assert!(out.status.success(), "server failed: {}", out.status);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// TCP transfer of `bytes` from `from` to `server_ip` in `to`; both sides' "BYTES SHA256".
+    pub fn tcp_transfer(&mut self, from: &str, to: &str, server_ip: &str, bytes: usize) -> (String, String) {
+        let port = "5001";
+        let server = self.spawn_server(to, &["tcp-serve", server_ip, port]);
+        let script = traffic_script();
+        let sent = self.exec_ok(
+            from,
+            &["python3", script.to_str().unwrap_or(""), "tcp-send", server_ip, port, &bytes.to_string()],
+        );
+        let received = self.server_output(server);
+        (sent.trim().to_string(), received)
+    }
+
+    /// Start tcpdump on `iface` in `sandbox` for 4 s with a capture filter; waits until it
+    /// listens. Read the result with `capture_count`.
+    pub fn spawn_capture(&mut self, sandbox: &str, iface: &str, filter: &[&str]) -> usize {
+        let mut full = vec![
+            "exec", sandbox, "--", "timeout", "4", "tcpdump", "-i", iface, "-nn", "-l", "-c", "1000",
+        ];
+        full.extend(filter);
+        let mut child = self
+            .command(&full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpdump");
+        let stderr = child.stderr.take().expect("tcpdump stderr");
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("tcpdump output");
+            assert!(n > 0, "tcpdump in {sandbox} did not start");
+        }
+        self.children.push(Some(child));
+        self.children.len() - 1
+    }
+
+    /// The frames the capture `index` saw, one line each (waits for its 4 s to end).
+    pub fn captured(&mut self, index: usize) -> Vec<String> {
+        let child = self.children[index].take().expect("child already collected");
+        let out = child.wait_with_output().expect("tcpdump exit");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("tapnet.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Tapnet {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.command(&["--no-autostart", "system", "reset"]).output();
+        if self.dir.exists() {
+            eprintln!("warning: {} survived system reset", self.dir.display());
+        }
+    }
+}
+
+pub fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Counters of one port from `tapnet stats --format json`.
+pub fn port_stats(t: &Tapnet, port: &str) -> serde_json::Value {
+    let rows = t.json(&["stats"]);
+    rows.as_array()
+        .and_then(|a| a.iter().find(|r| r["port"] == port).cloned())
+        .unwrap_or_else(|| panic!("no port {port} in {rows}"))
+}
