@@ -39,6 +39,15 @@ fn lock_state_dir(dirs: &StateDir) -> Result<Flock<File>> {
     })
 }
 
+/// True when no daemon holds the state dir's lock: the last of its threads has exited and its
+/// fds (socket, TAPs) are closed. A killed daemon's main thread can be a zombie before that.
+pub fn lock_is_free(dirs: &StateDir) -> bool {
+    let Ok(file) = OpenOptions::new().write(true).open(dirs.lock_file()) else {
+        return true;
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+}
+
 pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
     std::fs::create_dir_all(dirs.root())
         .context(|| format!("create state dir {}", dirs.root().display()))?;

@@ -55,10 +55,17 @@ fn serve(netns: &Path, addr: Ipv4Addr, deadline: Instant) -> Result<()> {
                         if n == 0 {
                             break;
                         }
-                        good &= buf[..n].iter().enumerate().all(|(i, b)| *b == pattern(total + i));
+                        good &= buf[..n]
+                            .iter()
+                            .enumerate()
+                            .all(|(i, b)| *b == pattern(total + i));
                         total += n;
                     }
-                    let verdict: &[u8] = if good && total == TRANSFER { b"ok" } else { b"bad" };
+                    let verdict: &[u8] = if good && total == TRANSFER {
+                        b"ok"
+                    } else {
+                        b"bad"
+                    };
                     let _ = conn.write_all(verdict);
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),

@@ -10,4 +10,5 @@ pub mod datapath;
 pub mod demo;
 pub mod error;
 pub mod netns;
+pub mod offload;
 pub mod paths;

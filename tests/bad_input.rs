@@ -19,20 +19,71 @@ fn bad_networks_are_refused_without_side_effects() {
     let before = snapshot(&t);
     let cases: &[(&[&str], &str)] = &[
         (&["network", "create", "net1"], "already exists"),
-        (&["network", "create", "x", "--subnet", "10.50.0.0/16"], "overlaps"),
-        (&["network", "create", "x", "--subnet", "10.60.0.0"], "malformed"),
-        (&["network", "create", "x", "--subnet", "10.60.0.0/33"], "malformed"),
-        (&["network", "create", "x", "--subnet", "10.60.0.9/24"], "host bits"),
-        (&["network", "create", "x", "--subnet", "10.60.0.0/24", "--gateway", "10.61.0.1"], "gateway"),
-        (&["network", "create", "x", "--subnet", "10.60.0.0/24", "--gateway", "banana"], "malformed gateway"),
-        (&["network", "create", "x", "--subnet", "10.60.0.0/24", "--ip-range", "10.61.0.0/25"], "ip range"),
+        (
+            &["network", "create", "x", "--subnet", "10.50.0.0/16"],
+            "overlaps",
+        ),
+        (
+            &["network", "create", "x", "--subnet", "10.60.0.0"],
+            "malformed",
+        ),
+        (
+            &["network", "create", "x", "--subnet", "10.60.0.0/33"],
+            "malformed",
+        ),
+        (
+            &["network", "create", "x", "--subnet", "10.60.0.9/24"],
+            "host bits",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.60.0.0/24",
+                "--gateway",
+                "10.61.0.1",
+            ],
+            "gateway",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.60.0.0/24",
+                "--gateway",
+                "banana",
+            ],
+            "malformed gateway",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.60.0.0/24",
+                "--ip-range",
+                "10.61.0.0/25",
+            ],
+            "ip range",
+        ),
         (&["network", "create", "x", "--vni", "16777216"], "VNI"),
         (&["network", "create", "x", "--vni", "0"], "VNI"),
         (&["network", "create", "x", "--mtu", "20"], "MTU"),
         (&["network", "create", "x", "--mtu", "70000"], "MTU"),
-        (&["network", "create", "x", "--driver", "warp"], "unknown driver"),
+        (
+            &["network", "create", "x", "--driver", "warp"],
+            "unknown driver",
+        ),
         (&["network", "create", "x", "--opt", "novalue"], "KEY=VALUE"),
-        (&["network", "create", "x", "--opt", "mac_aging=soon"], "mac_aging"),
+        (
+            &["network", "create", "x", "--opt", "mac_aging=soon"],
+            "mac_aging",
+        ),
         (&["network", "create", "bad/name"], "invalid network name"),
         (&["network", "rm", "nosuch"], "no such network"),
         (&["network", "inspect", "nosuch"], "no such network"),
@@ -46,7 +97,10 @@ fn bad_networks_are_refused_without_side_effects() {
     ];
     for (args, want) in cases {
         let err = t.fails(args);
-        assert!(err.contains(want), "tapnet {args:?}: expected {want:?} in {err:?}");
+        assert!(
+            err.contains(want),
+            "tapnet {args:?}: expected {want:?} in {err:?}"
+        );
     }
     assert_eq!(snapshot(&t), before, "failed commands changed nothing");
 }
@@ -55,32 +109,113 @@ fn bad_networks_are_refused_without_side_effects() {
 fn bad_sandboxes_are_refused_without_side_effects() {
     let t = Tapnet::new("badsb");
     t.ok(&["network", "create", "net1", "--subnet", "10.51.0.0/24"]);
-    t.ok(&["sandbox", "create", "s1", "--net", "net1", "--ip", "10.51.0.10"]);
+    t.ok(&[
+        "sandbox",
+        "create",
+        "s1",
+        "--net",
+        "net1",
+        "--ip",
+        "10.51.0.10",
+    ]);
     let before = snapshot(&t);
-    let netns_before: Vec<_> = std::fs::read_dir(t.dir.join("netns")).expect("netns dir").collect();
+    let netns_before: Vec<_> = std::fs::read_dir(t.dir.join("netns"))
+        .expect("netns dir")
+        .collect();
     let cases: &[(&[&str], &str)] = &[
         (&["sandbox", "create", "s1"], "already exists"),
-        (&["sandbox", "create", "s2", "--net", "net1", "--ip", "10.51.0.10"], "in use"),
-        (&["sandbox", "create", "s2", "--net", "net1", "--ip", "10.52.0.10"], "not a usable address"),
-        (&["sandbox", "create", "s2", "--net", "net1", "--ip", "10.51.0.1"], "gateway"),
-        (&["sandbox", "create", "s2", "--net", "net1", "--ip", "ten"], "malformed address"),
-        (&["sandbox", "create", "s2", "--net", "nosuch"], "no such network"),
-        (&["sandbox", "create", "s2", "--net", "net1", "--net", "net1"], "twice"),
-        (&["sandbox", "create", "s2", "--net", "none", "--net", "net1"], "cannot be combined"),
-        (&["sandbox", "create", "s2", "--net", "host", "--hostname", "h"], "hostname"),
-        (&["sandbox", "create", "s2", "--hostname", "bad_host!"], "invalid hostname"),
-        (&["sandbox", "create", "s2", "-p", "8080:80"], "not implemented"),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s2",
+                "--net",
+                "net1",
+                "--ip",
+                "10.51.0.10",
+            ],
+            "in use",
+        ),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s2",
+                "--net",
+                "net1",
+                "--ip",
+                "10.52.0.10",
+            ],
+            "not a usable address",
+        ),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s2",
+                "--net",
+                "net1",
+                "--ip",
+                "10.51.0.1",
+            ],
+            "gateway",
+        ),
+        (
+            &["sandbox", "create", "s2", "--net", "net1", "--ip", "ten"],
+            "malformed address",
+        ),
+        (
+            &["sandbox", "create", "s2", "--net", "nosuch"],
+            "no such network",
+        ),
+        (
+            &["sandbox", "create", "s2", "--net", "net1", "--net", "net1"],
+            "twice",
+        ),
+        (
+            &["sandbox", "create", "s2", "--net", "none", "--net", "net1"],
+            "cannot be combined",
+        ),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s2",
+                "--net",
+                "host",
+                "--hostname",
+                "h",
+            ],
+            "hostname",
+        ),
+        (
+            &["sandbox", "create", "s2", "--hostname", "bad_host!"],
+            "invalid hostname",
+        ),
+        (
+            &["sandbox", "create", "s2", "-p", "8080:80"],
+            "not implemented",
+        ),
         (&["sandbox", "rm", "nosuch"], "no such sandbox"),
         (&["sandbox", "inspect", "nosuch"], "no such sandbox"),
         (&["exec", "nosuch", "--", "true"], "no such sandbox"),
     ];
     for (args, want) in cases {
         let err = t.fails(args);
-        assert!(err.contains(want), "tapnet {args:?}: expected {want:?} in {err:?}");
+        assert!(
+            err.contains(want),
+            "tapnet {args:?}: expected {want:?} in {err:?}"
+        );
     }
     assert_eq!(snapshot(&t), before, "failed commands changed nothing");
-    let netns_after: Vec<_> = std::fs::read_dir(t.dir.join("netns")).expect("netns dir").collect();
-    assert_eq!(netns_before.len(), netns_after.len(), "no namespace left behind");
+    let netns_after: Vec<_> = std::fs::read_dir(t.dir.join("netns"))
+        .expect("netns dir")
+        .collect();
+    assert_eq!(
+        netns_before.len(),
+        netns_after.len(),
+        "no namespace left behind"
+    );
 }
 
 #[test]
@@ -103,14 +238,25 @@ fn usage_errors_exit_2() {
 fn malformed_control_requests_get_an_error_and_the_daemon_lives_on() {
     let t = Tapnet::new("badreq");
     t.ok(&["network", "ls"]);
-    for garbage in ["this is not json", "{\"op\":\"no_such_op\"}", "{\"op\":\"network_inspect\"}", "[1,2,3]"] {
+    for garbage in [
+        "this is not json",
+        "{\"op\":\"no_such_op\"}",
+        "{\"op\":\"network_inspect\"}",
+        "[1,2,3]",
+    ] {
         let mut conn = UnixStream::connect(t.dir.join("tapnet.sock")).expect("connect");
-        conn.write_all(format!("{garbage}\n").as_bytes()).expect("send");
+        conn.write_all(format!("{garbage}\n").as_bytes())
+            .expect("send");
         let mut answer = String::new();
         BufReader::new(conn).read_line(&mut answer).expect("answer");
         let v: serde_json::Value = serde_json::from_str(&answer).expect("answer is JSON");
         assert_eq!(v["status"], "error", "{garbage} -> {answer}");
-        assert!(v["message"].as_str().is_some_and(|m| m.contains("malformed request")), "{answer}");
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("malformed request")),
+            "{answer}"
+        );
     }
     t.ok(&["network", "ls"]);
 }
@@ -119,16 +265,20 @@ fn malformed_control_requests_get_an_error_and_the_daemon_lives_on() {
 fn corrupt_state_file_stops_the_daemon_and_names_the_file() {
     let t = Tapnet::new("corrupt");
     t.ok(&["network", "create", "keepme"]);
-    let pid = t.pid().expect("daemon pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .expect("stop daemon");
-    assert!(common::wait_until(std::time::Duration::from_secs(5), || !t.dir.join("tapnet.pid").exists()));
+    t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
     let state = t.dir.join("state.json");
     let full = std::fs::read(&state).expect("state file");
     std::fs::write(&state, &full[..full.len() / 2]).expect("truncate");
     let out = t.run(&["daemon"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("state.json") && err.contains("corrupt"), "{err}");
-    assert_eq!(std::fs::read(&state).expect("state file"), &full[..full.len() / 2], "file untouched");
+    assert!(
+        err.contains("state.json") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&state).expect("state file"),
+        &full[..full.len() / 2],
+        "file untouched"
+    );
 }

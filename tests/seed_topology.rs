@@ -34,12 +34,27 @@ fn seed_topology_reachability_and_isolation() {
 
     // The second interface appeared live inside the namespace.
     let addrs = t.exec_ok("container2", &["ip", "-o", "-4", "addr", "show"]);
-    assert!(addrs.contains("eth0") && addrs.contains("172.18.0.3/16"), "{addrs}");
-    assert!(addrs.contains("eth1") && addrs.contains("172.19.0.3/16"), "{addrs}");
+    assert!(
+        addrs.contains("eth0") && addrs.contains("172.18.0.3/16"),
+        "{addrs}"
+    );
+    assert!(
+        addrs.contains("eth1") && addrs.contains("172.19.0.3/16"),
+        "{addrs}"
+    );
 
-    assert!(t.ping("container2", "172.18.0.2"), "container2 -> container1");
-    assert!(t.ping("container2", "172.19.0.2"), "container2 -> container3");
-    assert!(t.ping("container3", "172.19.0.3"), "container3 -> container2");
+    assert!(
+        t.ping("container2", "172.18.0.2"),
+        "container2 -> container1"
+    );
+    assert!(
+        t.ping("container2", "172.19.0.2"),
+        "container2 -> container3"
+    );
+    assert!(
+        t.ping("container3", "172.19.0.3"),
+        "container3 -> container2"
+    );
 
     for (to, ip) in [("container1", "172.18.0.2"), ("container3", "172.19.0.2")] {
         let (sent, received) = t.tcp_transfer("container2", to, ip, TEN_MB);
@@ -49,16 +64,31 @@ fn seed_topology_reachability_and_isolation() {
 
     // Isolation: even with an on-link route (so container1 broadcasts ARP for container3),
     // no frame of container1 shows up on frontend, while backend sees them.
-    t.exec_ok("container1", &["ip", "route", "add", "172.19.0.0/16", "dev", "eth0"]);
+    t.exec_ok(
+        "container1",
+        &["ip", "route", "add", "172.19.0.0/16", "dev", "eth0"],
+    );
     let from_c1 = ["ether", "src", "02:42:ac:12:00:02"];
     let on_frontend = t.spawn_capture("container3", "eth0", &from_c1);
     let on_backend = t.spawn_capture("container2", "eth0", &from_c1);
-    assert!(!t.ping("container1", "172.19.0.2"), "container1 must not reach container3");
+    assert!(
+        !t.ping("container1", "172.19.0.2"),
+        "container1 must not reach container3"
+    );
     let leaked = t.captured(on_frontend);
-    assert!(leaked.is_empty(), "container1's frames leaked to frontend: {leaked:?}");
-    assert!(!t.captured(on_backend).is_empty(), "the capture itself works");
+    assert!(
+        leaked.is_empty(),
+        "container1's frames leaked to frontend: {leaked:?}"
+    );
+    assert!(
+        !t.captured(on_backend).is_empty(),
+        "the capture itself works"
+    );
     let frontend_macs = t.json(&["fdb", "frontend"]).to_string();
-    assert!(!frontend_macs.contains("02:42:ac:12:00:02"), "{frontend_macs}");
+    assert!(
+        !frontend_macs.contains("02:42:ac:12:00:02"),
+        "{frontend_macs}"
+    );
     assert_eq!(port_stats(&t, "container1/eth0")["drops"], 0);
 }
 
@@ -69,7 +99,10 @@ fn default_network_and_busy_networks_cannot_be_removed() {
     let err = t.fails(&["network", "rm", "bridge"]);
     assert!(err.contains("default network"), "{err}");
     let err = t.fails(&["network", "rm", "backend"]);
-    assert!(err.contains("container1") && err.contains("container2"), "names endpoints: {err}");
+    assert!(
+        err.contains("container1") && err.contains("container2"),
+        "names endpoints: {err}"
+    );
 
     t.ok(&["sandbox", "rm", "container1"]);
     t.ok(&["network", "disconnect", "backend", "container2"]);
@@ -78,7 +111,11 @@ fn default_network_and_busy_networks_cannot_be_removed() {
     assert!(!links.contains("eth0") && links.contains("eth1"), "{links}");
     assert!(t.ping("container2", "172.19.0.2"));
     t.ok(&["network", "rm", "backend"]);
-    let names: Vec<String> = t.json(&["network", "ls"]).as_array().expect("list").iter()
+    let names: Vec<String> = t
+        .json(&["network", "ls"])
+        .as_array()
+        .expect("list")
+        .iter()
         .map(|n| n["name"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(names, ["bridge", "host", "none", "frontend"]);
@@ -93,14 +130,23 @@ fn mac_table_learns_and_ages() {
     assert!(t.ping("a", "172.18.0.3"));
     let fdb = t.json(&["fdb", "agenet"]);
     let rows = fdb.as_array().expect("rows");
-    let port_of = |mac: &str| rows.iter().find(|r| r["mac"] == mac).map(|r| r["port"].clone());
+    let port_of = |mac: &str| {
+        rows.iter()
+            .find(|r| r["mac"] == mac)
+            .map(|r| r["port"].clone())
+    };
     assert_eq!(port_of("02:42:ac:12:00:02"), Some("a/eth0".into()), "{fdb}");
     assert_eq!(port_of("02:42:ac:12:00:03"), Some("b/eth0".into()), "{fdb}");
-    assert!(rows.iter().all(|r| r["kind"] == "learned" && r["age_s"].as_u64() <= Some(2)));
+    assert!(
+        rows.iter()
+            .all(|r| r["kind"] == "learned" && r["age_s"].as_u64() <= Some(2))
+    );
     // Silence: both stations age out after 2 s (IPv6 router solicitations may still appear
     // from time to time, so only the IPv4 stations' absence is checked).
     let gone = wait_until(Duration::from_secs(10), || {
-        t.json(&["fdb", "agenet"]).as_array().is_some_and(|r| r.is_empty())
+        t.json(&["fdb", "agenet"])
+            .as_array()
+            .is_some_and(|r| r.is_empty())
     });
     assert!(gone, "entries aged out: {}", t.json(&["fdb", "agenet"]));
 }

@@ -40,9 +40,32 @@ pub fn exec_in(sandbox: &SandboxView, command: &[String]) -> Result<i32> {
             Ok(())
         });
     }
-    let status = cmd
-        .status()
-        .context(|| format!("run {program} in sandbox {}", sandbox.name))?;
+    let status = match cmd.status() {
+        Ok(status) => status,
+        // As a shell does: 127 for a command that cannot be found, 126 for one not executable.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            eprintln!(
+                "tapnet: error: cannot run {program} in sandbox {}: {e}",
+                sandbox.name
+            );
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+        Err(e) => {
+            return Err(crate::error::Error::Io {
+                context: format!("run {program} in sandbox {}", sandbox.name),
+                source: e,
+            });
+        }
+    };
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use crate::api::client::Client;
 use crate::api::types::Request;
+use crate::daemon;
 use crate::error::{Context, Result};
 use crate::netns::{namespace, processes};
 use crate::paths::StateDir;
@@ -58,6 +59,11 @@ pub fn stop_daemon(client: &Client) {
     {
         let _ = kill(pid, Signal::SIGKILL);
         wait_gone(pid, Duration::from_secs(2));
+    }
+    // The main thread exits first; wait for the rest so that its TAPs are closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon::lock_is_free(dirs) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -41,7 +41,7 @@ fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) 
 /// Is `path` a mounted namespace file (and not just the empty file it is mounted on)?
 pub fn is_mounted_ns(path: &Path) -> bool {
     match nix::sys::statfs::statfs(path) {
-        Ok(fs) => fs.filesystem_type().0 as i64 == NSFS_MAGIC,
+        Ok(fs) => fs.filesystem_type().0 == NSFS_MAGIC,
         Err(_) => false,
     }
 }

@@ -142,11 +142,7 @@ mod tests {
                 let ours = fold(sum(0, piece));
                 let reference = reference_sum(piece);
                 // 0 and 0xffff are both zero in ones-complement.
-                assert_eq!(
-                    ours % 0xffff,
-                    reference % 0xffff,
-                    "start {start} len {len}"
-                );
+                assert_eq!(ours % 0xffff, reference % 0xffff, "start {start} len {len}");
             }
         }
     }
@@ -251,11 +247,7 @@ mod tests {
             };
             assert_eq!(
                 complete_checksum(&mut f, &h),
-                Err(OffloadError::BadChecksumOffsets {
-                    start,
-                    offset,
-                    len
-                })
+                Err(OffloadError::BadChecksumOffsets { start, offset, len })
             );
         }
         assert_eq!(f, before, "nothing written on error");

@@ -26,7 +26,9 @@ pub enum OffloadError {
     #[error("truncated {0} header")]
     Truncated(&'static str),
     /// `csum_start`/`csum_offset` point outside the frame, or not at the L4 checksum of a GSO frame.
-    #[error("checksum offsets start {start} offset {offset} do not fit a {len}-byte frame")]
+    #[error(
+        "checksum start {start} offset {offset} is outside the {len}-byte frame or not at its L4 checksum"
+    )]
     BadChecksumOffsets { start: u16, offset: u16, len: usize },
     /// A GSO type the virtio spec does not define.
     #[error("unknown GSO type {0:#04x}")]

@@ -2,6 +2,9 @@
 //! test with its own state dir, and tear everything down on success and on failure (Drop).
 #![allow(dead_code)]
 
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,7 +78,11 @@ impl Tapnet {
             String::from_utf8_lossy(&out.stdout)
         );
         assert!(stderr.starts_with("tapnet: error: "), "stderr: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "one error line: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "one error line: {stderr}"
+        );
         stderr
     }
 
@@ -114,7 +121,13 @@ impl Tapnet {
     /// Start a traffic.py server in `sandbox` and wait until it listens.
     pub fn spawn_server(&mut self, sandbox: &str, args: &[&str]) -> usize {
         let script = traffic_script();
-        let mut full = vec!["exec", sandbox, "--", "python3", script.to_str().unwrap_or("")];
+        let mut full = vec![
+            "exec",
+            sandbox,
+            "--",
+            "python3",
+            script.to_str().unwrap_or(""),
+        ];
         full.extend(args);
         let mut child = self
             .command(&full)
@@ -134,20 +147,35 @@ impl Tapnet {
 
     /// Wait for server `index` to exit and return what it printed after "ready".
     pub fn server_output(&mut self, index: usize) -> String {
-        let child = self.children[index].take().expect("child already collected");
+        let child = self.children[index]
+            .take()
+            .expect("child already collected");
         let out = child.wait_with_output().expect("server exit");
         assert!(out.status.success(), "server failed: {}", out.status);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// TCP transfer of `bytes` from `from` to `server_ip` in `to`; both sides' "BYTES SHA256".
-    pub fn tcp_transfer(&mut self, from: &str, to: &str, server_ip: &str, bytes: usize) -> (String, String) {
+    pub fn tcp_transfer(
+        &mut self,
+        from: &str,
+        to: &str,
+        server_ip: &str,
+        bytes: usize,
+    ) -> (String, String) {
         let port = "5001";
         let server = self.spawn_server(to, &["tcp-serve", server_ip, port]);
         let script = traffic_script();
         let sent = self.exec_ok(
             from,
-            &["python3", script.to_str().unwrap_or(""), "tcp-send", server_ip, port, &bytes.to_string()],
+            &[
+                "python3",
+                script.to_str().unwrap_or(""),
+                "tcp-send",
+                server_ip,
+                port,
+                &bytes.to_string(),
+            ],
         );
         let received = self.server_output(server);
         (sent.trim().to_string(), received)
@@ -157,7 +185,8 @@ impl Tapnet {
     /// listens. Read the result with `capture_count`.
     pub fn spawn_capture(&mut self, sandbox: &str, iface: &str, filter: &[&str]) -> usize {
         let mut full = vec![
-            "exec", sandbox, "--", "timeout", "4", "tcpdump", "-i", iface, "-nn", "-l", "-c", "1000",
+            "exec", sandbox, "--", "timeout", "4", "tcpdump", "-i", iface, "-nn", "-l", "-c",
+            "1000",
         ];
         full.extend(filter);
         let mut child = self
@@ -180,13 +209,32 @@ impl Tapnet {
 
     /// The frames the capture `index` saw, one line each (waits for its 4 s to end).
     pub fn captured(&mut self, index: usize) -> Vec<String> {
-        let child = self.children[index].take().expect("child already collected");
+        let child = self.children[index]
+            .take()
+            .expect("child already collected");
         let out = child.wait_with_output().expect("tcpdump exit");
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect()
+    }
+
+    /// Send `signal` to the daemon and wait until it is gone: its lock is free, so every thread
+    /// has exited and its fds are closed. (The main thread turns zombie earlier, and nobody may
+    /// reap it: the client that started it has exited.)
+    pub fn stop_daemon(&self, signal: Signal) {
+        let pid = self.pid().expect("daemon pid");
+        kill(Pid::from_raw(pid), signal).expect("signal daemon");
+        let lock = self.dir.join("tapnet.lock");
+        let gone = wait_until(Duration::from_secs(10), || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&lock)
+                .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok())
+                .unwrap_or(true)
+        });
+        assert!(gone, "daemon {pid} did not stop on {signal:?}");
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -204,7 +252,14 @@ impl Drop for Tapnet {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = self.command(&["--no-autostart", "system", "reset"]).output();
+        if std::thread::panicking() {
+            // The daemon's side of the story, before reset deletes it.
+            let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+            eprintln!("--- daemon.log of {} ---\n{log}", self.dir.display());
+        }
+        let _ = self
+            .command(&["--no-autostart", "system", "reset"])
+            .output();
         if self.dir.exists() {
             eprintln!("warning: {} survived system reset", self.dir.display());
         }
