@@ -17,6 +17,8 @@ pub struct NetworkCreate {
     pub internal: bool,
     pub mtu: Option<u32>,
     pub vni: Option<u32>,
+    /// Offloads on the network's TAPs; `None` means on.
+    pub offload: Option<bool>,
     #[serde(default)]
     pub options: Vec<String>,
 }
@@ -105,6 +107,7 @@ pub struct NetworkView {
     pub mtu: u32,
     pub vni: Option<u32>,
     pub mac_aging_s: u32,
+    pub offload: bool,
     pub options: BTreeMap<String, String>,
     pub endpoints: Vec<EndpointView>,
 }

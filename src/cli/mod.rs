@@ -94,6 +94,9 @@ pub enum NetworkCmd {
         mtu: Option<u32>,
         #[arg(long)]
         vni: Option<u32>,
+        /// Checksum and segmentation offloads on the network's TAPs.
+        #[arg(long, value_enum, default_value = "on")]
+        offload: OnOff,
         /// Driver options; `mac_aging=SECONDS` sets the MAC table's aging time.
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
@@ -268,6 +271,7 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
             internal,
             mtu,
             vni,
+            offload,
             options,
         } => {
             let view: NetworkView = client.call(&Request::NetworkCreate(NetworkCreate {
@@ -279,6 +283,7 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
                 internal,
                 mtu,
                 vni,
+                offload: Some(offload == OnOff::On),
                 options,
             }))?;
             println!("{}", view.id);
@@ -359,6 +364,7 @@ fn print_network(n: &NetworkView) {
     println!("Internal:  {}", n.internal);
     println!("MTU:       {}", n.mtu);
     println!("MAC aging: {} s", n.mac_aging_s);
+    println!("Offloads:  {}", if n.offload { "on" } else { "off" });
     for (k, v) in &n.options {
         println!("Option:    {k}={v}");
     }

@@ -60,6 +60,7 @@ fn default_state() -> State {
         mtu: DEFAULT_MTU,
         vni: None,
         mac_aging_s: DEFAULT_AGING_SECS,
+        offload: true,
         options: BTreeMap::new(),
         builtin: true,
     };
@@ -389,6 +390,7 @@ impl Inner {
             mtu,
             vni: None,
             mac_aging_s,
+            offload: req.offload.unwrap_or(true),
             options,
             builtin: false,
         };
@@ -510,7 +512,11 @@ impl Inner {
                 ipv4,
                 prefix: subnet.prefix,
                 mtu: net.mtu,
-                offload: self.offload,
+                offload: if net.offload {
+                    self.offload
+                } else {
+                    Offload::Off
+                },
             },
         )?;
         let label = format!("{}/{}", sb.name, interface);

@@ -63,6 +63,10 @@ pub struct Network {
     pub mtu: u32,
     pub vni: Option<u32>,
     pub mac_aging_s: u32,
+    /// Checksum and segmentation offloads on this network's TAPs (unless the daemon turns them
+    /// off for all).
+    #[serde(default = "default_true")]
+    pub offload: bool,
     pub options: BTreeMap<String, String>,
     /// One of the networks every state dir has (`bridge`, `host`, `none`).
     pub builtin: bool,
@@ -127,6 +131,10 @@ impl State {
                 .map(move |e| (s, e))
         })
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A 64-hex-digit random id, like Docker's.

@@ -20,6 +20,7 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
         mtu: net.mtu,
         vni: net.vni,
         mac_aging_s: net.mac_aging_s,
+        offload: net.offload,
         options: net.options.clone(),
         endpoints: state
             .endpoints_on(&net.name)

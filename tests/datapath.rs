@@ -1,0 +1,255 @@
+//! The switch itself: flooding and learning seen from inside sandboxes, malformed and oversize
+//! frames, offloads on and off, jumbo MTU, datapath threads.
+
+mod common;
+
+use common::{Tapnet, port_stats, traffic_script, wait_until};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const EXPERIMENTAL_ETHERTYPE: &str = "88b5";
+
+fn frame(dst: &str, src: &str, ethertype: &str, payload_len: usize) -> String {
+    format!(
+        "{}{}{ethertype}{}",
+        dst.replace(':', ""),
+        src.replace(':', ""),
+        "ab".repeat(payload_len)
+    )
+}
+
+fn raw_send(t: &Tapnet, sandbox: &str, frames: &[String]) {
+    let script = traffic_script();
+    let mut args = vec!["python3", script.to_str().unwrap_or(""), "raw-send", "eth0"];
+    args.extend(frames.iter().map(String::as_str));
+    t.exec_ok(sandbox, &args);
+}
+
+#[test]
+fn floods_unknown_and_broadcast_and_forwards_learned_unicast() {
+    let mut t = Tapnet::new("flood");
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["network", "create", "other"]);
+    for s in ["a", "b", "c"] {
+        t.ok(&["sandbox", "create", s, "--net", "n"]);
+    }
+    t.ok(&["sandbox", "create", "d", "--net", "other"]);
+    let a_mac = "02:42:ac:12:00:02";
+    let b_mac = "02:42:ac:12:00:03";
+    // Teach the switch where b is.
+    assert!(t.ping("b", "172.18.0.2"));
+    let filter = ["ether", "proto", "0x88b5"];
+    let caps: Vec<usize> = ["b", "c", "d"]
+        .iter()
+        .map(|s| t.spawn_capture(s, "eth0", &filter))
+        .collect();
+    raw_send(
+        &t,
+        "a",
+        &[
+            frame("ff:ff:ff:ff:ff:ff", a_mac, EXPERIMENTAL_ETHERTYPE, 50),
+            frame("02:00:00:00:00:99", a_mac, EXPERIMENTAL_ETHERTYPE, 51),
+            frame(b_mac, a_mac, EXPERIMENTAL_ETHERTYPE, 52),
+        ],
+    );
+    // tcpdump header lines read "TIME SRC > DST, ethertype ...": keep the destinations.
+    let destinations = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.split(" > ").nth(1)?.split(',').next().map(str::to_string))
+            .collect()
+    };
+    let seen: Vec<Vec<String>> = caps
+        .into_iter()
+        .map(|c| destinations(t.captured(c)))
+        .collect();
+    assert_eq!(
+        seen[0],
+        ["ff:ff:ff:ff:ff:ff", "02:00:00:00:00:99", b_mac],
+        "b sees broadcast, unknown and its own unicast"
+    );
+    assert_eq!(
+        seen[1],
+        ["ff:ff:ff:ff:ff:ff", "02:00:00:00:00:99"],
+        "c sees the floods but not b's unicast"
+    );
+    assert!(
+        seen[2].is_empty(),
+        "another network sees nothing: {:?}",
+        seen[2]
+    );
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted() {
+    let t = Tapnet::new("malformed");
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    let before_b = port_stats(&t, "b/eth0");
+    raw_send(
+        &t,
+        "a",
+        &[
+            // Group (multicast) source address.
+            frame(
+                "ff:ff:ff:ff:ff:ff",
+                "01:00:5e:00:00:01",
+                EXPERIMENTAL_ETHERTYPE,
+                46,
+            ),
+            // All-zero source address.
+            frame(
+                "ff:ff:ff:ff:ff:ff",
+                "00:00:00:00:00:00",
+                EXPERIMENTAL_ETHERTYPE,
+                46,
+            ),
+            // Broadcast source address.
+            frame(
+                "02:42:ac:12:00:03",
+                "ff:ff:ff:ff:ff:ff",
+                EXPERIMENTAL_ETHERTYPE,
+                46,
+            ),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(3), || port_stats(
+        &t, "a/eth0"
+    )["rx_malformed"]
+        == 3));
+    let after_b = port_stats(&t, "b/eth0");
+    let received = |s: &serde_json::Value| s["tx_packets"].as_u64().unwrap_or(0);
+    assert!(
+        received(&after_b) - received(&before_b) < 3,
+        "malformed frames were not forwarded"
+    );
+    assert!(t.ping("a", "172.18.0.3"), "the switch carries on");
+    let fdb = t.json(&["fdb", "n"]).to_string();
+    assert!(
+        !fdb.contains("01:00:5e") && !fdb.contains("00:00:00:00:00:00"),
+        "{fdb}"
+    );
+}
+
+#[test]
+fn frames_over_the_network_mtu_are_dropped_and_counted() {
+    let t = Tapnet::new("oversize");
+    t.ok(&["network", "create", "n", "--mtu", "1500"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    assert!(t.ping("a", "172.18.0.3"));
+    // a lies about its MTU; the switch holds the network's.
+    t.exec_ok("a", &["ip", "link", "set", "eth0", "mtu", "9000"]);
+    let out = t.exec(
+        "a",
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "3000",
+            "172.18.0.3",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(port_stats(&t, "a/eth0")["rx_oversize"], 2);
+    assert!(
+        t.exec(
+            "a",
+            &["ping", "-c", "1", "-W", "1", "-s", "1472", "172.18.0.3"]
+        )
+        .status
+        .success()
+    );
+}
+
+#[test]
+fn jumbo_mtu_carries_tcp_and_large_pings() {
+    let mut t = Tapnet::new("jumbo");
+    t.ok(&["network", "create", "big", "--mtu", "65520"]);
+    t.ok(&["sandbox", "create", "a", "--net", "big"]);
+    t.ok(&["sandbox", "create", "b", "--net", "big"]);
+    let link = t.exec_ok("a", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 65520"), "{link}");
+    assert!(
+        t.exec(
+            "a",
+            &[
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "1",
+                "-M",
+                "do",
+                "-s",
+                "65000",
+                "172.18.0.3"
+            ]
+        )
+        .status
+        .success()
+    );
+    let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 20 << 20);
+    assert_eq!(sent, received);
+}
+
+/// Start `tapnet daemon ARGS` for `t` in the background and wait until it answers.
+fn start_daemon(t: &Tapnet, args: &[&str]) -> Child {
+    let mut full = vec!["daemon"];
+    full.extend(args);
+    let child = t
+        .command(&full)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    assert!(wait_until(Duration::from_secs(5), || t
+        .dir
+        .join("tapnet.sock")
+        .exists()));
+    child
+}
+
+fn ethtool_feature(t: &Tapnet, sandbox: &str, feature: &str) -> String {
+    let out = t.exec_ok(sandbox, &["ethtool", "-k", "eth0"]);
+    out.lines()
+        .find(|l| l.trim_start().starts_with(&format!("{feature}:")))
+        .unwrap_or_else(|| panic!("{feature} not in {out}"))
+        .to_string()
+}
+
+#[test]
+fn offloads_off_for_the_daemon_with_one_datapath_thread() {
+    let mut t = Tapnet::new("nooffload");
+    let mut daemon = start_daemon(&t, &["--offload", "off", "--datapath-threads", "1"]);
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    assert!(ethtool_feature(&t, "a", "tcp-segmentation-offload").ends_with("off"));
+    let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 10 << 20);
+    assert_eq!(sent, received);
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+}
+
+#[test]
+fn offloads_per_network() {
+    let mut t = Tapnet::new("netoffload");
+    t.ok(&["network", "create", "plain", "--offload", "off"]);
+    t.ok(&["network", "create", "fast"]);
+    t.ok(&["sandbox", "create", "a", "--net", "plain"]);
+    t.ok(&["sandbox", "create", "b", "--net", "plain"]);
+    t.ok(&["network", "connect", "fast", "a"]);
+    assert_eq!(t.json(&["network", "inspect", "plain"])["offload"], false);
+    assert!(ethtool_feature(&t, "b", "tcp-segmentation-offload").ends_with("off"));
+    let on = t.exec_ok("a", &["ethtool", "-k", "eth1"]);
+    assert!(on.contains("tcp-segmentation-offload: on"), "{on}");
+    let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 10 << 20);
+    assert_eq!(sent, received);
+}
