@@ -101,8 +101,12 @@ impl Client {
         Ok(())
     }
 
-    /// Send one request and return the daemon's result.
-    pub fn call_value(&self, request: &Request) -> Result<serde_json::Value> {
+    /// Send a request whose answer is followed by a stream (a capture): the answer, and the
+    /// connection positioned after it.
+    pub fn open_stream(
+        &self,
+        request: &Request,
+    ) -> Result<(serde_json::Value, BufReader<UnixStream>)> {
         let mut stream = self.connect()?;
         let mut line = serde_json::to_string(request)
             .map_err(|e| Error::invalid(format!("encode request: {e}")))?;
@@ -121,12 +125,17 @@ impl Client {
             ));
         }
         match serde_json::from_str::<Response>(&answer) {
-            Ok(Response::Ok { result }) => Ok(result),
+            Ok(Response::Ok { result }) => Ok((result, reader)),
             Ok(Response::Error { message }) => Err(Error::Remote(message)),
             Err(e) => Err(Error::Remote(format!(
                 "unreadable answer from the daemon: {e}"
             ))),
         }
+    }
+
+    /// Send one request and return the daemon's result.
+    pub fn call_value(&self, request: &Request) -> Result<serde_json::Value> {
+        self.open_stream(request).map(|(result, _)| result)
     }
 
     pub fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T> {

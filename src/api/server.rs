@@ -1,17 +1,29 @@
 //! The daemon side of the control socket: one thread per connection, one request per line.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::RecvTimeoutError;
+use nix::sys::socket::{MsgFlags, recv};
+
 use super::MAX_REQUEST_BYTES;
 use super::types::{Request, Response};
+use crate::datapath::capture::CaptureSession;
+use crate::datapath::pcap::{self, RecordHeader};
 use crate::error::Result;
 
 /// Something that answers requests: the controller.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> Result<serde_json::Value>;
+    fn open_capture(
+        &self,
+        network: &str,
+        sandbox: Option<&str>,
+        snaplen: Option<u32>,
+    ) -> Result<CaptureSession>;
 }
 
 pub fn serve(listener: UnixListener, handler: Arc<dyn Handler>) {
@@ -49,6 +61,22 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
             }
         }
         let response = match serde_json::from_str::<Request>(line.trim_end()) {
+            Ok(Request::Capture {
+                network,
+                sandbox,
+                snaplen,
+            }) => match handler.open_capture(&network, sandbox.as_deref(), snaplen) {
+                Ok(session) => {
+                    let started = Response::Ok {
+                        result: serde_json::json!({"snaplen": session.snaplen}),
+                    };
+                    if reply(&mut writer, started).is_ok() {
+                        stream_capture(&session, writer);
+                    }
+                    return;
+                }
+                Err(e) => error(&e.to_string()),
+            },
             Ok(request) => match handler.handle(request) {
                 Ok(result) => Response::Ok { result },
                 Err(e) => error(&e.to_string()),
@@ -57,6 +85,62 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
         };
         if reply(&mut writer, response).is_err() {
             return;
+        }
+    }
+}
+
+/// Has the client hung up (or sent anything, which also ends a capture)?
+fn client_done(conn: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(
+        recv(
+            conn.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Err(nix::errno::Errno::EAGAIN)
+    )
+}
+
+/// Write the capture as pcap until the client hangs up.
+fn stream_capture(session: &CaptureSession, conn: UnixStream) {
+    let Ok(probe) = conn.try_clone() else {
+        return;
+    };
+    let mut out = BufWriter::new(conn);
+    if out
+        .write_all(&pcap::global_header(session.snaplen))
+        .is_err()
+        || out.flush().is_err()
+    {
+        return;
+    }
+    loop {
+        match session.records.recv_timeout(Duration::from_millis(250)) {
+            Ok(record) => {
+                let header = RecordHeader {
+                    ts_sec: record.ts_sec,
+                    ts_usec: record.ts_usec,
+                    incl_len: record.data.len() as u32,
+                    orig_len: record.orig_len,
+                };
+                let written = out
+                    .write_all(&header.to_bytes())
+                    .and_then(|_| out.write_all(&record.data));
+                session.sink.recycle(record);
+                if written.is_err() {
+                    return;
+                }
+                if session.records.is_empty() && out.flush().is_err() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if client_done(&probe) {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }

@@ -73,6 +73,12 @@ pub enum Request {
     Stats {
         network: Option<String>,
     },
+    /// Stream the network's frames as pcap after the answer line, until the client hangs up.
+    Capture {
+        network: String,
+        sandbox: Option<String>,
+        snaplen: Option<u32>,
+    },
     /// Stop the daemon (as SIGTERM would).
     Shutdown,
 }

@@ -1,5 +1,6 @@
 //! The command line: clap definitions and dispatch to the client or the daemon.
 
+pub mod capture;
 pub mod exec;
 pub mod output;
 
@@ -64,6 +65,22 @@ pub enum Command {
         network: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// Capture a network's frames (pcap, LINKTYPE_ETHERNET), segmented as on a wire.
+    Capture {
+        network: String,
+        /// Only frames from or to this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Write pcap to FILE (`-` for stdout) instead of printing a line per frame.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<String>,
+        /// Stop after COUNT frames.
+        #[arg(short = 'c', value_name = "COUNT")]
+        count: Option<u64>,
+        /// Bytes kept of each frame.
+        #[arg(short = 's', long, value_name = "BYTES")]
+        snaplen: Option<u32>,
     },
     /// Run the switch and the control API in the foreground.
     Daemon(DaemonArgs),
@@ -238,6 +255,22 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
             print_stats(&rows, format);
             Ok(0)
         }
+        Command::Capture {
+            network,
+            sandbox,
+            write,
+            count,
+            snaplen,
+        } => capture::run(
+            &client,
+            capture::CaptureArgs {
+                network,
+                sandbox,
+                write,
+                count,
+                snaplen,
+            },
+        ),
         Command::Daemon(args) => {
             let threads = args
                 .datapath_threads

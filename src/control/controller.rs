@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -21,6 +22,7 @@ use super::wiring::{self, TapSpec};
 use crate::api::server::Handler;
 use crate::api::types::{FdbRow, NetworkCreate, Request, SandboxCreate, StatsRow};
 use crate::datapath::Datapath;
+use crate::datapath::capture::{CaptureSession, CaptureSink};
 use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
@@ -34,7 +36,11 @@ const MAX_VNI: u32 = (1 << 24) - 1;
 
 pub struct Controller {
     inner: Mutex<Inner>,
+    next_capture: AtomicU64,
 }
+
+/// pcap's customary default: whole frames.
+const DEFAULT_SNAPLEN: u32 = 262_144;
 
 struct Inner {
     dirs: StateDir,
@@ -141,6 +147,7 @@ impl Controller {
         inner.restore();
         Ok(Controller {
             inner: Mutex::new(inner),
+            next_capture: AtomicU64::new(1),
         })
     }
 }
@@ -212,7 +219,58 @@ impl Handler for Controller {
                 });
                 Ok(json!({"stopping": std::process::id()}))
             }
+            Request::Capture { .. } => Err(Error::invalid(
+                "capture streams: it is served by the connection, not as a request",
+            )),
         }
+    }
+
+    fn open_capture(
+        &self,
+        network: &str,
+        sandbox: Option<&str>,
+        snaplen: Option<u32>,
+    ) -> Result<CaptureSession> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let snaplen = snaplen.unwrap_or(DEFAULT_SNAPLEN);
+        if !(14..=DEFAULT_SNAPLEN).contains(&snaplen) {
+            return Err(Error::invalid(format!(
+                "snaplen {snaplen} is out of range (14-{DEFAULT_SNAPLEN})"
+            )));
+        }
+        let net_id = inner.bridge_net_id(network)?;
+        let mtu = inner.network(network)?.mtu as usize;
+        let ports = match sandbox {
+            None => None,
+            Some(name) => {
+                let sb = inner.sandbox(name)?;
+                let ep = sb.endpoint(network).ok_or_else(|| {
+                    Error::conflict(format!(
+                        "sandbox {name} is not connected to network {network}"
+                    ))
+                })?;
+                let iface = ep.interface.clone().unwrap_or_default();
+                let port = inner
+                    .ports
+                    .get(&(name.to_string(), iface))
+                    .copied()
+                    .ok_or_else(|| {
+                        Error::conflict(format!("sandbox {name} has no port on network {network}"))
+                    })?;
+                Some(vec![port])
+            }
+        };
+        // Frames leave the switch segmented: none is longer than the MTU plus an Ethernet
+        // header and a VLAN tag.
+        let record_len = (snaplen as usize).min(mtu + 18);
+        let id = self.next_capture.fetch_add(1, Ordering::Relaxed);
+        let (sink, records) = CaptureSink::new(id, net_id, ports, record_len);
+        Ok(CaptureSession::start(
+            inner.dp.clone(),
+            sink,
+            records,
+            snaplen,
+        ))
     }
 }
 

@@ -1,10 +1,12 @@
 //! The datapath: worker threads that move frames between TAP ports, and the handle the control
 //! plane drives them with. See docs/ARCHITECTURE.md for the threads and the life of a frame.
 
+pub mod capture;
 pub mod clock;
 pub mod fdb;
 pub mod frame;
 pub mod network;
+pub mod pcap;
 pub mod port;
 pub mod switch;
 pub mod worker;
@@ -20,6 +22,7 @@ use crossbeam_channel::Sender;
 use mio::{Poll, Waker};
 
 use crate::error::{Context, Error, Result};
+use capture::CaptureSink;
 use clock::Clock;
 use fdb::{FdbEntry, PortId};
 use network::NetworkDp;
@@ -237,6 +240,37 @@ impl Datapath {
         }
         let mut reg = lock(&self.registry);
         reg.free_port_ids.push(id);
+    }
+
+    /// Start copying a network's frames into `sink`.
+    pub fn add_capture(&self, sink: Arc<CaptureSink>) {
+        self.broadcast(|| Command::AddCapture(sink.clone()));
+    }
+
+    /// Stop a capture; returns once no worker writes into it any more.
+    pub fn remove_capture(&self, network: NetId, id: u64) {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let workers = lock(&self.workers);
+        let mut asked = 0;
+        for w in workers.iter() {
+            if w.commands
+                .send(Command::RemoveCapture {
+                    network,
+                    id,
+                    done: done_tx.clone(),
+                })
+                .is_ok()
+            {
+                let _ = w.waker.wake();
+                asked += 1;
+            }
+        }
+        drop(workers);
+        for _ in 0..asked {
+            if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+                break;
+            }
+        }
     }
 
     pub fn port_reports(&self) -> Vec<PortReport> {

@@ -14,12 +14,14 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::capture::CaptureSink;
 use super::clock::Clock;
 use super::fdb::PortId;
 use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::network::NetworkDp;
 use super::port::{NetId, Port};
 use super::switch::{Egress, decide};
+use crate::offload::Segmenter;
 
 pub const WAKER: Token = Token(usize::MAX);
 /// Frames read from one port before the worker turns to the next ready port.
@@ -28,14 +30,27 @@ const BATCH: usize = 64;
 pub enum Command {
     AddNetwork(Arc<NetworkDp>),
     RemoveNetwork(NetId),
-    AddPort { port: Arc<Port>, owner: usize },
-    RemovePort { id: PortId, done: Sender<()> },
+    AddPort {
+        port: Arc<Port>,
+        owner: usize,
+    },
+    RemovePort {
+        id: PortId,
+        done: Sender<()>,
+    },
+    AddCapture(Arc<CaptureSink>),
+    RemoveCapture {
+        network: NetId,
+        id: u64,
+        done: Sender<()>,
+    },
     Stop,
 }
 
 struct NetView {
     net: Arc<NetworkDp>,
     members: Vec<Arc<Port>>,
+    captures: Vec<Arc<CaptureSink>>,
 }
 
 pub struct Worker {
@@ -48,6 +63,8 @@ pub struct Worker {
     ready: VecDeque<PortId>,
     queued: Vec<bool>,
     buf: Box<[u8]>,
+    /// Cuts super-frames into wire-size frames for captures.
+    segmenter: Segmenter,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -69,6 +86,7 @@ impl Worker {
             ready: VecDeque::with_capacity(256),
             queued: Vec::new(),
             buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            segmenter: Segmenter::new(),
         }
     }
 
@@ -148,7 +166,14 @@ impl Worker {
                     return false;
                 }
             };
-            forward(&self.ports, view, port, &self.buf[..len], now);
+            forward(
+                &self.ports,
+                view,
+                port,
+                &self.buf[..len],
+                now,
+                &mut self.segmenter,
+            );
         }
         true
     }
@@ -161,6 +186,7 @@ impl Worker {
                     *slot(&mut self.networks, id) = Some(NetView {
                         net,
                         members: Vec::new(),
+                        captures: Vec::new(),
                     });
                 }
                 Command::RemoveNetwork(id) => {
@@ -169,6 +195,17 @@ impl Worker {
                 Command::AddPort { port, owner } => self.add_port(port, owner),
                 Command::RemovePort { id, done } => {
                     self.remove_port(id);
+                    let _ = done.send(());
+                }
+                Command::AddCapture(sink) => {
+                    if let Some(Some(view)) = self.networks.get_mut(sink.network as usize) {
+                        view.captures.push(sink);
+                    }
+                }
+                Command::RemoveCapture { network, id, done } => {
+                    if let Some(Some(view)) = self.networks.get_mut(network as usize) {
+                        view.captures.retain(|c| c.id != id);
+                    }
                     let _ = done.send(());
                 }
                 Command::Stop => return false,
@@ -211,7 +248,14 @@ impl Worker {
 }
 
 /// Switch one frame (virtio-net header included) that arrived on `ingress`.
-fn forward(ports: &[Option<Arc<Port>>], view: &NetView, ingress: &Port, frame: &[u8], now: u32) {
+fn forward(
+    ports: &[Option<Arc<Port>>],
+    view: &NetView,
+    ingress: &Port,
+    frame: &[u8],
+    now: u32,
+    segmenter: &mut Segmenter,
+) {
     let info = match frame::parse(frame, view.net.mtu()) {
         Ok(info) => info,
         Err(reason) => {
@@ -220,7 +264,11 @@ fn forward(ports: &[Option<Arc<Port>>], view: &NetView, ingress: &Port, frame: &
         }
     };
     ingress.counters.rx(frame.len() - VNET_HDR_LEN);
-    match decide(&view.net.fdb, &info, ingress.id, now) {
+    let egress = decide(&view.net.fdb, &info, ingress.id, now);
+    if !view.captures.is_empty() {
+        capture(view, ingress.id, egress, frame, segmenter);
+    }
+    match egress {
         Egress::Unicast(out) => match ports.get(out as usize).and_then(Option::as_ref) {
             Some(port) if port.network == ingress.network => {
                 port.send(frame);
@@ -230,6 +278,23 @@ fn forward(ports: &[Option<Arc<Port>>], view: &NetView, ingress: &Port, frame: &
         },
         Egress::Flood => flood(view, ingress, frame),
         Egress::Filter => ingress.counters.rx_filtered(),
+    }
+}
+
+/// Hand the frame to every interested capture as it would look on a wire: segmented, with
+/// complete checksums. A frame the segmenter refuses is captured as it came.
+fn capture(
+    view: &NetView,
+    ingress: PortId,
+    egress: Egress,
+    frame: &[u8],
+    segmenter: &mut Segmenter,
+) {
+    for sink in view.captures.iter().filter(|s| s.wants(ingress, egress)) {
+        let mut emit = |segment: &[u8]| sink.push(&segment[VNET_HDR_LEN..]);
+        if segmenter.segment(frame, &mut emit).is_err() {
+            sink.push(&frame[VNET_HDR_LEN..]);
+        }
     }
 }
 

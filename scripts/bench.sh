@@ -1,0 +1,642 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: tapnet against the kernel bridge, VDE and Open vSwitch (userspace datapath),
+# each wiring two network namespaces together, measured side by side in one run.
+# See BENCHMARKS.md for what each case and column means. Must run as root.
+#
+#   scripts/bench.sh [--quick] [--rounds N] [--cases "bridge tapnet ..."] [--out FILE]
+#                    [--no-scaling] [--scale "1 2 10 100"]
+#
+# Environment (flags win): ROUNDS (3), CASES, OUT (bench-results/latest.md), TAPNET (tapnet binary;
+# default: cargo build --release, honouring CARGO_TARGET_DIR), TAPNET_ARGS (extra `tapnet daemon`
+# args, e.g. "--datapath-threads 1"), TCP_SECS (5), UDP_SECS (5), PING_COUNT (200),
+# SCALING (1/0), SCALE_PAIRS ("1 2 10 100"), SCALE_TCP_SECS (3), SCALE_MAX_IPERF (10), PYTHON.
+# Cases (default all, in this order): bridge tapnet tapnet-nooff vde ovs ovs-tso.
+# --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about a minute).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LIB="$REPO/scripts/bench/benchlib.py"
+# The exact command, with the knobs that came from the environment, for the report.
+ORIG_CMD=""
+for v in ROUNDS CASES OUT TAPNET TAPNET_ARGS TCP_SECS UDP_SECS PING_COUNT SCALING SCALE_PAIRS \
+         SCALE_TCP_SECS SCALE_MAX_IPERF CARGO_TARGET_DIR; do
+    [ -z "${!v:-}" ] || ORIG_CMD+="$v=\"${!v}\" "
+done
+ORIG_CMD+=$0
+for a in "$@"; do
+    case $a in *[[:space:]]*|"") ORIG_CMD+=" \"$a\"" ;; *) ORIG_CMD+=" $a" ;; esac
+done
+
+ALL_CASES="bridge tapnet tapnet-nooff vde ovs ovs-tso"
+ROUNDS=${ROUNDS:-3}
+CASES=${CASES:-$ALL_CASES}
+OUT=${OUT:-$REPO/bench-results/latest.md}
+TCP_SECS=${TCP_SECS:-5}
+UDP_SECS=${UDP_SECS:-5}
+PING_COUNT=${PING_COUNT:-200}
+SCALING=${SCALING:-1}
+SCALE_PAIRS=${SCALE_PAIRS:-"1 2 10 100"}
+SCALE_TCP_SECS=${SCALE_TCP_SECS:-3}
+SCALE_MAX_IPERF=${SCALE_MAX_IPERF:-10}
+TAPNET_ARGS=${TAPNET_ARGS:-}
+PYTHON=${PYTHON:-python3}
+UDP_LEN=64
+IPERF_PORT=5201
+# Addresses of the two namespaces in the non-tapnet cases (each case has its own namespaces).
+IP_A=10.77.0.2 IP_B=10.77.0.3 PREFIXLEN=24
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) ROUNDS=1 TCP_SECS=2 UDP_SECS=2 PING_COUNT=50 SCALING=0 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --cases) CASES=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --no-scaling) SCALING=0 ;;
+        --scale) SCALE_PAIRS=$2; SCALING=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+for c in $CASES; do
+    case " $ALL_CASES " in *" $c "*) ;; *) echo "bench.sh: unknown case $c (known: $ALL_CASES)" >&2; exit 2 ;; esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench.sh: must run as root (namespaces, TAP devices)" >&2; exit 1; }
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ------------------------------------------------------------------ cleanup registry
+# Everything the script creates is written to a registry file as it is made; cleanup undoes a
+# registry in reverse order. Each case round has its own registry (cleaned by its subshell), and
+# the EXIT trap of the main shell cleans all of them again in case a subshell was killed.
+
+# Unique prefix for host-side link names: "tnb" + PID is at most 10 chars, so 5 remain.
+P="tnb$$"
+WORK=$(mktemp -d "/tmp/tnb$$.XXXXXX")
+REG_MAIN="$WORK/reg.main"
+REG=$REG_MAIN
+: >"$REG_MAIN"
+SUB=""   # PID of the running case subshell
+
+reg() { printf '%s\n' "$*" >>"$REG"; }
+
+# Stop a process we started, but only if the PID still belongs to the same program.
+stop_pid() {
+    local pid=$1 comm=$2 i
+    [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        # Gone, or a zombie waiting for us to reap it.
+        [ -r "/proc/$pid/stat" ] || break
+        case $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) in Z|"") break ;; esac
+        sleep 0.1
+    done
+    if [ -r "/proc/$pid/stat" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true   # reap it if it is our child
+}
+
+cleanup_from() {
+    local file=$1 kind a b
+    [ -f "$file" ] || return 0
+    while read -r kind a b; do
+        case $kind in
+            pid) stop_pid "$a" "$b" ;;
+            tapnet) TAPNET_STATE_DIR=$a timeout 30 "$TAPNET" --no-autostart system reset >/dev/null 2>&1 ||
+                        log "warning: tapnet system reset failed for $a" ;;
+            link) ! ip link show "$a" >/dev/null 2>&1 || ip link del "$a" 2>/dev/null || true ;;
+            netns) ! mountpoint -q "$a" 2>/dev/null || umount "$a" 2>/dev/null || umount -l "$a" || true
+                   rm -f "$a" ;;
+            dir) rm -rf "$a" ;;
+        esac
+    done < <(tac "$file")
+    : >"$file"
+}
+
+SAVED_POLICY=""
+cleanup_all() {
+    local rc=$? f
+    trap - EXIT INT TERM
+    set +e
+    # Let the running case subshell tear down its own topology first (it reaps its children).
+    if [ -n "$SUB" ]; then kill -TERM "$SUB" 2>/dev/null; wait "$SUB" 2>/dev/null; fi
+    for f in "$WORK"/reg.*; do [ "$f" = "$REG_MAIN" ] || cleanup_from "$f"; done
+    cleanup_from "$REG_MAIN"
+    [ -z "$SAVED_POLICY" ] || rm -f /usr/sbin/policy-rc.d
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ packages and binaries
+
+need_pkgs() {
+    local want=() c
+    command -v iperf3 >/dev/null || want+=(iperf3)
+    command -v ping >/dev/null || want+=(iputils-ping)
+    command -v ip >/dev/null && command -v ss >/dev/null || want+=(iproute2)
+    command -v pgrep >/dev/null || want+=(procps)
+    command -v nsenter >/dev/null && command -v unshare >/dev/null || want+=(util-linux)
+    for c in $CASES; do
+        case $c in
+            vde) command -v vde_switch >/dev/null || want+=(vde2) ;;
+            ovs|ovs-tso) command -v ovs-vswitchd >/dev/null || want+=(openvswitch-switch) ;;
+        esac
+    done
+    printf '%s\n' "${want[@]}" | sort -u | grep -v '^$' || true
+}
+
+# PIDs of processes whose name is exactly $1 (from /proc: pgrep may not be installed yet).
+pids_named() {
+    local f
+    for f in /proc/[0-9]*/comm; do
+        [ "$(cat "$f" 2>/dev/null)" != "$1" ] || { f=${f#/proc/}; echo "${f%/comm}"; }
+    done
+}
+
+install_pkgs() {
+    local pkgs before after p
+    mapfile -t pkgs < <(need_pkgs)
+    [ ${#pkgs[@]} -gt 0 ] || return 0
+    log "installing: ${pkgs[*]}"
+    # The OVS package would start the system's ovsdb-server/ovs-vswitchd. A policy-rc.d that
+    # says "no" (101) keeps invoke-rc.d from starting services; we add one only if none exists.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        SAVED_POLICY=1
+    fi
+    before=$(pids_named ovsdb-server; pids_named ovs-vswitchd)
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
+    if [ -n "$SAVED_POLICY" ]; then rm -f /usr/sbin/policy-rc.d; SAVED_POLICY=""; fi
+    # Belt and braces: stop OVS daemons that the installation started (not ones running before).
+    after=$(pids_named ovsdb-server; pids_named ovs-vswitchd)
+    for p in $after; do
+        if ! grep -qx "$p" <<<"$before"; then
+            log "stopping OVS daemon $p started by the package installation"
+            stop_pid "$p" "$(cat "/proc/$p/comm")"
+        fi
+    done
+}
+
+resolve_tapnet() {
+    if [ -n "${TAPNET:-}" ]; then
+        [ -x "$TAPNET" ] || { echo "bench.sh: TAPNET=$TAPNET is not executable" >&2; exit 1; }
+        return
+    fi
+    local target=${CARGO_TARGET_DIR:-target}
+    case $target in /*) ;; *) target="$REPO/$target" ;; esac
+    log "building tapnet (cargo build --release, target dir $target)"
+    (cd "$REPO" && cargo build --release >&2)
+    TAPNET="$target/release/tapnet"
+}
+
+# ------------------------------------------------------------------ small helpers
+
+# A persistent network namespace bound to a file in our work dir (not /run/netns, so nothing
+# shows up in `ip netns` and no shared mount is left behind). `ip` accepts the path for `netns`.
+new_netns() {
+    local path=$1
+    : >"$path"
+    reg netns "$path"
+    unshare --net="$path" true
+    nsenter --net="$path" ip link set lo up
+}
+
+in_ns() { local ns=$1; shift; nsenter --net="$ns" "$@"; }
+
+# Configure the address of an interface that is already inside namespace $1.
+addr_up() {
+    in_ns "$1" ip addr add "$3/$PREFIXLEN" dev "$2"
+    in_ns "$1" ip link set "$2" up
+}
+
+wait_for() {   # wait_for SECONDS CMD...: retry CMD every 0.1 s
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}
+
+# Sum of user+system CPU ticks of the given PIDs (all threads).
+cpu_ticks() {
+    local t=0 p s
+    for p in "$@"; do
+        s=$(cat "/proc/$p/stat")
+        s=${s##*) }
+        # shellcheck disable=SC2086
+        set -- $s
+        t=$((t + ${12} + ${13}))
+    done
+    echo "$t"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+rss_mib() {   # rss_mib PID [VmRSS|VmHWM]
+    awk -v k="${2:-VmRSS}:" '$1 == k { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
+}
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
+
+# ------------------------------------------------------------------ topologies
+# Each setup_* builds two namespaces A and B joined by one switch and sets:
+#   NS_A NS_B   paths of the namespaces, IPB   address of B,
+#   SW_PIDS     the switch's process(es) for CPU time (empty for the kernel),
+#   SW_EXTRA    a helper process whose RSS is reported separately (ovsdb-server).
+# $D is this case round's private directory, $T a short tag for link names.
+
+setup_bridge() {
+    NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B SW_PIDS="" SW_EXTRA=""
+    new_netns "$NS_A"; new_netns "$NS_B"
+    reg link "${T}br"
+    ip link add "${T}br" type bridge
+    ip link set "${T}br" up
+    local side ns ip
+    for side in a b; do
+        if [ $side = a ]; then ns=$NS_A ip=$IP_A; else ns=$NS_B ip=$IP_B; fi
+        reg link "${T}$side"
+        ip link add "${T}$side" type veth peer name eth0 netns "$ns"
+        ip link set "${T}$side" master "${T}br" up
+        addr_up "$ns" eth0 "$ip"
+    done
+}
+
+setup_vde() {
+    NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B SW_EXTRA=""
+    new_netns "$NS_A"; new_netns "$NS_B"
+    mkfifo "$D/console"
+    reg link "${T}a"; reg link "${T}b"
+    # vde_switch creates the TAPs itself and exits on EOF of its console: opening the fifo
+    # read-write as its stdin means it never sees EOF.
+    vde_switch -s "$D/ctl" -M "$D/mgmt" -t "${T}a" -t "${T}b" 0<>"$D/console" >"$D/vde.log" 2>&1 &
+    SW_PIDS=$!
+    reg pid "$SW_PIDS" vde_switch
+    wait_for 5 ip link show "${T}b"
+    ip link set "${T}a" netns "$NS_A"
+    ip link set "${T}b" netns "$NS_B"
+    addr_up "$NS_A" "${T}a" "$IP_A"
+    addr_up "$NS_B" "${T}b" "$IP_B"
+}
+
+# OVS userspace datapath; $1 = true to enable userspace TSO. Daemons run from files in $D only.
+setup_ovs_common() {
+    local tso=$1
+    NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B
+    new_netns "$NS_A"; new_netns "$NS_B"
+    export OVS_RUNDIR=$D OVS_LOGDIR=$D OVS_DBDIR=$D OVS_SYSCONFDIR=$D
+    local db="unix:$D/db.sock"
+    ovsdb-tool create "$D/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    ovsdb-server "$D/conf.db" --remote="punix:$D/db.sock" --unixctl="$D/ovsdb.ctl" \
+        --pidfile="$D/ovsdb.pid" --log-file="$D/ovsdb.log" >"$D/ovsdb.out" 2>&1 &
+    SW_EXTRA=$!
+    reg pid "$SW_EXTRA" ovsdb-server
+    wait_for 5 test -S "$D/db.sock"
+    ovs-vsctl --db="$db" --no-wait init
+    # userspace-tso-enable is read once at start, so set it before ovs-vswitchd runs.
+    [ "$tso" = true ] && ovs-vsctl --db="$db" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
+    reg link "${T}br"; reg link "${T}a"; reg link "${T}b"
+    # The netdev datapath adds a persistent TAP "ovs-netdev" (its local port) that outlives
+    # ovs-vswitchd. Remove it afterwards, but only if it is ours (did not exist before).
+    if ip link show ovs-netdev >/dev/null 2>&1; then
+        log "  note: a link ovs-netdev exists already (not ours); leaving it alone"
+    else
+        reg link ovs-netdev
+    fi
+    ovs-vswitchd "$db" --unixctl="$D/vswitchd.ctl" --pidfile="$D/vswitchd.pid" \
+        --log-file="$D/vswitchd.log" >"$D/vswitchd.out" 2>&1 &
+    SW_PIDS=$!
+    reg pid "$SW_PIDS" ovs-vswitchd
+    # Internal ports of a netdev bridge are TAP devices owned by ovs-vswitchd. The bridge's own
+    # local port is one too; it stays down in the host namespace.
+    ovs-vsctl --db="$db" --timeout=20 add-br "${T}br" -- set bridge "${T}br" datapath_type=netdev \
+        -- add-port "${T}br" "${T}a" -- set interface "${T}a" type=internal \
+        -- add-port "${T}br" "${T}b" -- set interface "${T}b" type=internal
+    wait_for 5 ip link show "${T}b"
+    ip link set "${T}a" netns "$NS_A"
+    ip link set "${T}b" netns "$NS_B"
+    addr_up "$NS_A" "${T}a" "$IP_A"
+    addr_up "$NS_B" "${T}b" "$IP_B"
+}
+setup_ovs() { setup_ovs_common false; }
+setup_ovs_tso() { setup_ovs_common true; }
+
+# Start a tapnet daemon on a fresh state dir; sets TN_DIR and TN_PID.
+start_tapnet() {
+    TN_DIR="$D/tapnet"
+    mkdir -p "$TN_DIR"
+    reg tapnet "$TN_DIR"
+    # shellcheck disable=SC2086
+    "$TAPNET" --state-dir "$TN_DIR" daemon $TAPNET_ARGS "$@" >"$D/tapnet-daemon.log" 2>&1 &
+    TN_PID=$!
+    reg pid "$TN_PID" "$(basename "$TAPNET" | cut -c1-15)"
+    export TAPNET_STATE_DIR=$TN_DIR
+    wait_for 10 test -S "$TN_DIR/tapnet.sock"
+    wait_for 5 "$TAPNET" --no-autostart network ls
+}
+
+tn_netns() { "$TAPNET" sandbox inspect "$1" --format json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["netns"])'; }
+tn_ip() { "$TAPNET" sandbox inspect "$1" --format json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["ipv4"].split("/")[0])'; }
+
+setup_tapnet_common() {
+    start_tapnet "$@"
+    SW_PIDS=$TN_PID SW_EXTRA=""
+    "$TAPNET" network create benchnet >/dev/null
+    "$TAPNET" sandbox create a --net benchnet >/dev/null
+    "$TAPNET" sandbox create b --net benchnet >/dev/null
+    NS_A=$(tn_netns a) NS_B=$(tn_netns b) IPB=$(tn_ip b)
+}
+setup_tapnet() { setup_tapnet_common --offload on; }
+setup_tapnet_nooff() { setup_tapnet_common --offload off; }
+
+# ------------------------------------------------------------------ measurements
+
+# Clients run in the background and are waited for: bash defers a trap until a foreground
+# command ends, so this keeps a TERM to the case subshell effective at once.
+CLIENTS="" SERVERS=""
+client_bg() {   # client_bg LIMIT-SECONDS OUTFILE CMD... ; PID in CLIENT
+    local limit=$1 out=$2; shift 2
+    timeout "$limit" "$@" >"$out" 2>&1 &
+    CLIENT=$!
+    CLIENTS+=" $CLIENT"
+}
+client() { client_bg "$@"; wait "$CLIENT"; }
+
+# EXIT trap of a case subshell: stop clients, show the logs on failure, undo the registry.
+sub_exit() {
+    local rc=$? p
+    set +e
+    for p in $CLIENTS; do kill -TERM "$p" 2>/dev/null; done
+    for p in $CLIENTS; do wait "$p" 2>/dev/null; done
+    [ "$rc" = 0 ] || tail -n 5 "$D"/*.log 2>/dev/null >&2
+    cleanup_from "$REG"
+    exit "$rc"
+}
+
+# The measure_* functions write "case round metric value" lines to $RESULTS; a failed test
+# records an "error" line and the round goes on. Clients run in A, the iperf3 server in B.
+record() { printf '%s\t%s\t%s\t%s\n' "$CASE" "$ROUND" "$1" "$2" >>"$RESULTS"; }
+
+start_iperf_server() {   # start_iperf_server NS -> pid in IPERF_PID
+    # nsenter (not the in_ns function) so that $! is iperf3 itself, not a forked subshell.
+    nsenter --net="$1" iperf3 -s -p "$IPERF_PORT" >"$D/iperf-server-$RANDOM.log" 2>&1 &
+    IPERF_PID=$!
+    SERVERS+=" $IPERF_PID"
+    reg pid "$IPERF_PID" iperf3
+    wait_for 5 bash -c "nsenter --net='$1' ss -Hltn 'sport = :$IPERF_PORT' | grep -q ."
+}
+
+# Until B answers (ARP resolved, FDB learned), at most 10 s.
+wait_reachable() { wait_for 10 in_ns "$1" ping -c 1 -W 1 "$2"; }
+
+measure_tcp() {   # measure_tcp STREAMS METRIC-PREFIX CPU-METRIC
+    local n=$1 out="$D/tcp$1.json" t0 t1 c0 c1 wall res
+    c0=$([ -z "$SW_PIDS" ] || cpu_ticks "$SW_PIDS")
+    t0=$(now)
+    client $((TCP_SECS + 30)) "$out" nsenter --net="$NS_A" \
+        iperf3 -c "$IPB" -p "$IPERF_PORT" -t "$TCP_SECS" -P "$n" -J ||
+        { record error "TCP -P $n: iperf3 failed or timed out ($(head -c 200 "$out" | tr '\n\t' '  '))"; return 0; }
+    t1=$(now)
+    res=$("$PYTHON" "$LIB" tcp "$out") || { record error "TCP -P $n: unparsable"; return 0; }
+    record "${2}_gbps" "${res% *}"
+    record "${2}_retr" "${res#* }"
+    if [ -n "$SW_PIDS" ]; then
+        c1=$(cpu_ticks "$SW_PIDS")
+        wall=$(elapsed "$t0" "$t1")
+        record "$3" "$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.1f", 100 * d / hz / w }')"
+    fi
+    log "  $CASE TCP -P $n: ${res% *} Gbit/s, ${res#* } retransmits"
+}
+
+measure_udp() {
+    local out="$D/udp.json" res a b c
+    client $((UDP_SECS + 30)) "$out" nsenter --net="$NS_A" \
+        iperf3 -c "$IPB" -p "$IPERF_PORT" -u -l "$UDP_LEN" -b 0 -t "$UDP_SECS" -J ||
+        { record error "UDP: iperf3 failed or timed out"; return 0; }
+    res=$("$PYTHON" "$LIB" udp "$out" "$UDP_SECS" "$UDP_LEN") || { record error "UDP: unparsable"; return 0; }
+    read -r a b c <<<"$res"
+    record udp_rx_kpps "$a"; record udp_tx_kpps "$b"; record udp_loss_pct "$c"
+    log "  $CASE UDP 64 B: rx $a kpps (sent $b kpps, loss $c %)"
+}
+
+measure_ping() {
+    local out="$D/ping.txt" res p50 p99 avg loss n
+    client $((PING_COUNT / 50 + 20)) "$out" nsenter --net="$NS_A" \
+        ping -n -c "$PING_COUNT" -i 0.01 -W 1 "$IPB" || true
+    res=$("$PYTHON" "$LIB" ping "$out") || { record error "ping: no replies"; return 0; }
+    read -r p50 p99 avg loss n <<<"$res"
+    record ping_p50_us "$p50"; record ping_p99_us "$p99"; record ping_avg_us "$avg"; record ping_loss_pct "$loss"
+    log "  $CASE ping: p50 $p50 us, p99 $p99 us, loss $loss %"
+}
+
+# One case, one round, in a subshell so that `set -e` aborts only this case: the subshell's
+# EXIT trap tears its topology down, and its children are reaped by it (this machine's init
+# does not reap orphans).
+case_round() {
+    CASE=$1 ROUND=$2
+    D="$WORK/$CASE.$ROUND"
+    REG="$WORK/reg.$CASE.$ROUND"
+    : >"$REG"
+    mkdir -p "$D"
+    reg dir "$D"
+    # Link name tag: prefix + one letter per case + round, plus a/b/br stays <= 15 chars.
+    local code
+    case $CASE in bridge) code=k ;; vde) code=v ;; ovs) code=o ;; ovs-tso) code=s ;; *) code=t ;; esac
+    T="${P}${code}${ROUND}"
+    trap sub_exit EXIT
+    trap 'exit 143' TERM
+
+    local t0
+    t0=$(now)
+    "setup_${CASE//-/_}"
+    wait_reachable "$NS_A" "$IPB" || { record error "B ($IPB) not reachable from A after setup"; exit 1; }
+    record setup_s "$(elapsed "$t0" "$(now)")"
+    start_iperf_server "$NS_B"
+
+    measure_tcp 1 tcp1 cpu1_pct
+    measure_tcp 4 tcp4 cpu4_pct
+    # Memory after the bulk tests: the switch has seen full queues by now.
+    if [ -n "$SW_PIDS" ]; then
+        record rss_mib "$(rss_mib "$SW_PIDS")"
+        record hwm_mib "$(rss_mib "$SW_PIDS" VmHWM)"
+    fi
+    [ -z "$SW_EXTRA" ] || record rss_extra_mib "$(rss_mib "$SW_EXTRA")"
+    measure_udp
+    measure_ping
+}
+
+# Run "$@" in a subshell with its own `set -e`, in the background so that a signal to this
+# script is handled at once (cleanup_all then stops the subshell); sets RC.
+run_sub() {
+    set +e
+    (set -e; "$@") &
+    SUB=$!
+    wait "$SUB"
+    RC=$?
+    SUB=""
+    set -e
+}
+
+run_case_round() {
+    local rc
+    log "round $2/$ROUNDS: $1"
+    run_sub case_round "$1" "$2"
+    rc=$RC
+    if [ $rc -ne 0 ]; then
+        log "round $2: case $1 failed (exit $rc)"
+        grep -q "^$1	$2	error	" "$RESULTS" || printf '%s\t%s\terror\tsetup or measurement aborted (exit %s)\n' "$1" "$2" "$rc" >>"$RESULTS"
+    fi
+    [ $rc -ne 130 ] && [ $rc -ne 143 ] || exit $rc
+}
+
+# ------------------------------------------------------------------ scaling (tapnet only)
+
+srecord() { printf '%s\t%s\t%s\n' "$PAIRS" "$1" "$2" >>"$SCALE_RESULTS"; }
+
+scale_run() {
+    PAIRS=$1
+    D="$WORK/scale.$PAIRS"
+    REG="$WORK/reg.scale.$PAIRS"
+    : >"$REG"
+    mkdir -p "$D"
+    reg dir "$D"
+    trap sub_exit EXIT
+    trap 'exit 143' TERM
+
+    local i t0 k out pids=() c0 c1 t1 sum res
+    start_tapnet --offload on
+    "$TAPNET" network create benchnet >/dev/null
+    t0=$(now)
+    for i in $(seq "$PAIRS"); do
+        "$TAPNET" sandbox create "a$i" --net benchnet >/dev/null
+        "$TAPNET" sandbox create "b$i" --net benchnet >/dev/null
+    done
+    srecord create_s "$(elapsed "$t0" "$(now)")"
+    # Sanity: they all exist.
+    i=$("$TAPNET" sandbox ls --format json | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    [ "$i" -eq $((2 * PAIRS)) ] || srecord error "expected $((2 * PAIRS)) sandboxes, sandbox ls shows $i"
+    srecord rss_mib "$(rss_mib "$TN_PID")"
+
+    NS_A=$(tn_netns a1) IPB=$(tn_ip b1)
+    wait_reachable "$NS_A" "$IPB" || { srecord error "pair 1 not reachable"; exit 1; }
+    out="$D/ping.txt"
+    client $((PING_COUNT / 50 + 20)) "$out" nsenter --net="$NS_A" ping -n -c "$PING_COUNT" -i 0.01 -W 1 "$IPB" || true
+    if res=$("$PYTHON" "$LIB" ping "$out"); then
+        srecord ping_p50_us "$(cut -d' ' -f1 <<<"$res")"
+        srecord ping_p99_us "$(cut -d' ' -f2 <<<"$res")"
+    else
+        srecord error "ping: no replies"
+    fi
+
+    # Concurrent single-stream iperf3 on the first k pairs, started together.
+    k=$((PAIRS < SCALE_MAX_IPERF ? PAIRS : SCALE_MAX_IPERF))
+    local ips=() nss=()
+    for i in $(seq "$k"); do
+        nss[i]=$(tn_netns "a$i"); ips[i]=$(tn_ip "b$i")
+        start_iperf_server "$(tn_netns "b$i")"
+        wait_reachable "${nss[i]}" "${ips[i]}" || srecord error "pair $i not reachable"
+    done
+    c0=$(cpu_ticks "$TN_PID"); t0=$(now)
+    for i in $(seq "$k"); do
+        client_bg $((SCALE_TCP_SECS + 30)) "$D/agg$i.json" nsenter --net="${nss[i]}" \
+            iperf3 -c "${ips[i]}" -p "$IPERF_PORT" -t "$SCALE_TCP_SECS" -J
+        pids+=("$CLIENT")
+    done
+    for i in "${!pids[@]}"; do wait "${pids[i]}" || srecord error "iperf3 pair $((i + 1)) failed"; done
+    t1=$(now); c1=$(cpu_ticks "$TN_PID")
+    sum=0
+    for i in $(seq "$k"); do
+        res=$("$PYTHON" "$LIB" tcp "$D/agg$i.json" 2>/dev/null) || continue
+        sum=$(awk -v s="$sum" -v r="${res% *}" 'BEGIN { print s + r }')
+    done
+    srecord iperf_pairs "$k"
+    srecord agg_gbps "$sum"
+    srecord cpu_pct "$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w="$(elapsed "$t0" "$t1")" 'BEGIN { printf "%.1f", 100 * d / hz / w }')"
+    srecord rss_after_mib "$(rss_mib "$TN_PID")"
+    log "  scaling $PAIRS pairs: aggregate $sum Gbit/s over $k pairs"
+
+    # Time the teardown of everything (it is part of what a user waits for). Stop our iperf3
+    # servers first: reset would SIGKILL them, and they are not part of the switch's work.
+    for i in $SERVERS; do stop_pid "$i" iperf3; done
+    t0=$(now)
+    "$TAPNET" system reset >/dev/null
+    srecord reset_s "$(elapsed "$t0" "$(now)")"
+}
+
+run_scale() {
+    local rc
+    log "scaling: $1 pair(s)"
+    run_sub scale_run "$1"
+    rc=$RC
+    if [ $rc -ne 0 ]; then
+        log "scaling $1 pairs failed (exit $rc)"
+        printf '%s\terror\taborted (exit %s)\n' "$1" "$rc" >>"$SCALE_RESULTS"
+    fi
+    [ $rc -ne 130 ] && [ $rc -ne 143 ] || exit $rc
+}
+
+# ------------------------------------------------------------------ main
+
+install_pkgs
+for c in iperf3 ping ip ss nsenter unshare "$PYTHON"; do
+    command -v "$c" >/dev/null || { echo "bench.sh: $c not found" >&2; exit 1; }
+done
+case " $CASES " in *" tapnet"*) resolve_tapnet ;; *) [ "$SCALING" = 0 ] || resolve_tapnet ;; esac
+TAPNET=${TAPNET:-/bin/false}   # the cleanup refers to it even when no tapnet case runs
+[ -e /dev/net/tun ] || { echo "bench.sh: /dev/net/tun is missing" >&2; exit 1; }
+
+RESULTS="$WORK/results.tsv"
+SCALE_RESULTS="$WORK/scale.tsv"
+META="$WORK/meta"
+: >"$RESULTS"; : >"$SCALE_RESULTS"
+
+{
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "command=$ORIG_CMD"
+    echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "cores=$(nproc)"
+    echo "kernel=$(uname -r)"
+    # shellcheck disable=SC1091
+    echo "distro=$(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "cc=$(cat /proc/sys/net/ipv4/tcp_congestion_control)"
+    echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+    vers="iperf3 $(iperf3 --version | awk 'NR==1 { print $2 }')"
+    if command -v vde_switch >/dev/null; then
+        pkg=$(dpkg -S "$(command -v vde_switch)" 2>/dev/null | cut -d: -f1) || pkg=vde2
+        vers+=", vde_switch ($pkg) $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || echo '?')"
+    fi
+    ! command -v ovs-vswitchd >/dev/null || vers+=", Open vSwitch $(ovs-vswitchd --version | awk 'NR==1 { print $NF }')"
+    echo "versions=$vers"
+    if [ "$TAPNET" != /bin/false ]; then
+        echo "tapnet_version=$("$TAPNET" --version 2>/dev/null) (git $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
+    fi
+    echo "tapnet_args=$TAPNET_ARGS"
+    echo "rounds=$ROUNDS"; echo "tcp_secs=$TCP_SECS"; echo "udp_secs=$UDP_SECS"; echo "ping_count=$PING_COUNT"
+    echo "scale_tcp_secs=$SCALE_TCP_SECS"; echo "scale_max_iperf=$SCALE_MAX_IPERF"
+} >"$META"
+
+log "cases: $CASES; rounds: $ROUNDS; work dir $WORK"
+for round in $(seq "$ROUNDS"); do
+    for c in $CASES; do run_case_round "$c" "$round"; done
+done
+if [ "$SCALING" != 0 ]; then
+    for n in $SCALE_PAIRS; do run_scale "$n"; done
+fi
+echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$META"
+
+mkdir -p "$(dirname "$OUT")"
+report_args=(--meta "$META" --results "$RESULTS")
+[ "$SCALING" = 0 ] || report_args+=(--scale "$SCALE_RESULTS")
+"$PYTHON" "$LIB" report "${report_args[@]}" >"$OUT"
+# Raw numbers next to the table, for anyone who wants to recompute.
+cp "$RESULTS" "${OUT%.md}.tsv"
+[ "$SCALING" = 0 ] || cp "$SCALE_RESULTS" "${OUT%.md}-scaling.tsv"
+log "results written to $OUT"
+cat "$OUT"

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Parsing and reporting helpers for scripts/bench.sh (standard library only).
+
+Subcommands:
+  tcp FILE              iperf3 -J output of a TCP test  -> "GBIT_PER_S RETRANSMITS"
+  udp FILE SECONDS LEN  iperf3 -J output of a UDP test  -> "RX_KPPS SENT_KPPS LOSS_PCT"
+  ping FILE             plain ping output               -> "P50_US P99_US AVG_US LOSS_PCT RECEIVED"
+  report --meta F --results F [--scale F]   markdown fragment on stdout
+
+The result files are tab-separated: "case round metric value" for the side-by-side run and
+"pairs metric value" for the scaling run. A metric "error" carries a text instead of a number.
+"""
+
+import json
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+
+def die(msg):
+    print(f"benchlib: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def load_iperf(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"{path}: not iperf3 JSON ({e})")
+    if "error" in doc:
+        die(f"{path}: iperf3 error: {doc['error']}")
+    return doc
+
+
+def cmd_tcp(path):
+    end = load_iperf(path)["end"]
+    gbps = end["sum_received"]["bits_per_second"] / 1e9
+    retr = end.get("sum_sent", {}).get("retransmits", 0)
+    print(f"{gbps:.3f} {retr}")
+
+
+def cmd_udp(path, seconds, length):
+    end = load_iperf(path)["end"]
+    rx = end["sum_received"]
+    sent = end["sum_sent"]
+    # Receiver's count: datagrams it saw (highest sequence number minus the gaps). Divide by
+    # the nominal test length: the receiver's own interval includes the idle tail.
+    received = rx["packets"] - rx["lost_packets"]
+    if received <= 0 and rx.get("bytes"):
+        received = rx["bytes"] // int(length)
+    secs = float(seconds)
+    sent_pkts = sent["packets"] or sent["bytes"] // int(length)
+    loss = 100.0 * (1 - received / sent_pkts) if sent_pkts else 100.0
+    print(f"{received / secs / 1e3:.1f} {sent_pkts / secs / 1e3:.1f} {max(loss, 0.0):.2f}")
+
+
+def percentile(sorted_vals, p):
+    """Nearest-rank percentile of an already sorted list."""
+    k = max(1, math.ceil(p / 100.0 * len(sorted_vals)))
+    return sorted_vals[k - 1]
+
+
+def cmd_ping(path):
+    times = []
+    transmitted = None
+    with open(path) as f:
+        for line in f:
+            m = re.search(r"time[=<]([0-9.]+) ms", line)
+            if m:
+                times.append(float(m.group(1)) * 1000.0)
+            m = re.search(r"(\d+) packets transmitted", line)
+            if m:
+                transmitted = int(m.group(1))
+    if not times:
+        die(f"{path}: no replies")
+    times.sort()
+    sent = transmitted or len(times)
+    loss = 100.0 * (sent - len(times)) / sent
+    print(
+        f"{statistics.median(times):.0f} {percentile(times, 99):.0f} "
+        f"{statistics.mean(times):.0f} {loss:.1f} {len(times)}"
+    )
+
+
+# ---------------------------------------------------------------- report
+
+CASE_LABELS = {
+    "bridge": "Linux bridge + 2 veth (kernel)",
+    "tapnet": "tapnet (offload on)",
+    "tapnet-nooff": "tapnet --offload off",
+    "vde": "VDE vde_switch, 2 TAP",
+    "ovs": "OVS netdev datapath, 2 internal (TAP) ports",
+    "ovs-tso": "OVS netdev + userspace-tso-enable",
+}
+
+# (metric, header, decimals, ratio to the bridge?)
+MAIN_COLUMNS = [
+    ("tcp1_gbps", "TCP 1 stream Gbit/s", None, True),
+    ("tcp4_gbps", "TCP 4 streams Gbit/s", None, True),
+    ("udp_rx_kpps", "UDP 64 B rx kpps", 0, True),
+    ("ping_p50_us", "ping p50 µs", 0, True),
+    ("ping_p99_us", "ping p99 µs", 0, True),
+    ("cpu1_pct", "switch CPU % (TCP 1)", 0, False),
+    ("rss_mib", "switch RSS MiB", 1, False),
+]
+
+
+def fmt(v, decimals=None):
+    if v is None:
+        return "n/a"
+    if decimals is None:  # throughput: 3 significant-ish digits
+        decimals = 2 if abs(v) < 10 else 1
+    return f"{v:.{decimals}f}"
+
+
+def read_kv(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                meta[k] = v
+    return meta
+
+
+def read_results(path):
+    vals = defaultdict(lambda: defaultdict(list))  # case -> metric -> [values]
+    errors = defaultdict(list)
+    order = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 4:
+                continue
+            case, rnd, metric, value = parts
+            if case not in order:
+                order.append(case)
+            if metric == "error":
+                errors[case].append(f"round {rnd}: {value}")
+                continue
+            try:
+                vals[case][metric].append(float(value))
+            except ValueError:
+                pass
+    return order, vals, errors
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs, decimals=None):
+    if not xs:
+        return "n/a"
+    if len(xs) == 1:
+        return fmt(xs[0], decimals)
+    return f"{fmt(med(xs), decimals)} [{fmt(min(xs), decimals)}-{fmt(max(xs), decimals)}]"
+
+
+def main_table(order, vals, meta):
+    base = vals.get("bridge", {})
+    out = ["| case | " + " | ".join(c[1] for c in MAIN_COLUMNS) + " |"]
+    out.append("|---" * (len(MAIN_COLUMNS) + 1) + "|")
+    for case in order:
+        cells = []
+        for metric, _, dec, ratio in MAIN_COLUMNS:
+            v = med(vals[case].get(metric, []))
+            if metric in ("cpu1_pct", "rss_mib") and case == "bridge":
+                cells.append("kernel")
+                continue
+            cell = fmt(v, dec)
+            b = med(base.get(metric, []))
+            if ratio and v is not None and b:
+                cell += f" ({v / b:.2f}x)"
+            if metric == "rss_mib" and v is not None:
+                extra = med(vals[case].get("rss_extra_mib", []))
+                if extra:
+                    cell += f" (+{extra:.1f} ovsdb)"
+            cells.append(cell)
+        label = CASE_LABELS.get(case, case)
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def detail_table(order, vals, meta):
+    cols = [
+        ("rounds ok", lambda v: str(len(v.get("tcp1_gbps", [])))),
+        ("TCP 1 [min-max]", lambda v: spread(v.get("tcp1_gbps", []))),
+        ("retransmits TCP 1", lambda v: fmt(med(v.get("tcp1_retr", [])), 0)),
+        ("TCP 4 [min-max]", lambda v: spread(v.get("tcp4_gbps", []))),
+        ("retransmits TCP 4", lambda v: fmt(med(v.get("tcp4_retr", [])), 0)),
+        ("UDP rx kpps [min-max]", lambda v: spread(v.get("udp_rx_kpps", []), 0)),
+        ("UDP sent kpps", lambda v: fmt(med(v.get("udp_tx_kpps", [])), 0)),
+        ("UDP loss %", lambda v: fmt(med(v.get("udp_loss_pct", [])), 1)),
+        ("ping avg µs", lambda v: fmt(med(v.get("ping_avg_us", [])), 0)),
+        ("ping loss %", lambda v: fmt(med(v.get("ping_loss_pct", [])), 1)),
+        ("switch CPU % (TCP 4)", lambda v: fmt(med(v.get("cpu4_pct", [])), 0)),
+        ("switch peak RSS MiB", lambda v: fmt(med(v.get("hwm_mib", [])), 1)),
+        ("setup s", lambda v: fmt(med(v.get("setup_s", [])), 2)),
+    ]
+    out = ["| case | " + " | ".join(c[0] for c in cols) + " |"]
+    out.append("|---" * (len(cols) + 1) + "|")
+    for case in order:
+        v = vals[case]
+        cells = [c[1](v) for c in cols]
+        if case == "bridge":
+            cells[10] = cells[11] = "kernel"
+        out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def scale_table(path, meta):
+    rows = defaultdict(dict)
+    errors = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                continue
+            pairs, metric, value = parts
+            if metric == "error":
+                errors[int(pairs)].append(value)
+                continue
+            try:
+                rows[int(pairs)][metric] = float(value)
+            except ValueError:
+                pass
+    out = [
+        "| pairs | sandboxes | create all s (ms per sandbox) | daemon RSS MiB after create "
+        "| RSS after traffic | ping p50 / p99 µs (pair 1) | pairs running iperf3 "
+        "| aggregate TCP Gbit/s | daemon CPU % | reset s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pairs in sorted(set(rows) | set(errors)):
+        r = rows.get(pairs, {})
+        g = r.get
+        create = g("create_s")
+        per = f" ({1000 * create / (2 * pairs):.0f})" if create is not None else ""
+        out.append(
+            f"| {pairs} | {2 * pairs} | {fmt(create, 2)}{per} | {fmt(g('rss_mib'), 1)} "
+            f"| {fmt(g('rss_after_mib'), 1)} | {fmt(g('ping_p50_us'), 0)} / {fmt(g('ping_p99_us'), 0)} "
+            f"| {fmt(g('iperf_pairs'), 0)} | {fmt(g('agg_gbps'))} | {fmt(g('cpu_pct'), 0)} "
+            f"| {fmt(g('reset_s'), 2)} |"
+        )
+    notes = [f"- {p} pairs: {e}" for p in sorted(errors) for e in errors[p]]
+    return out, notes
+
+
+def cmd_report(args):
+    opts = dict(zip(args[0::2], args[1::2]))
+    meta = read_kv(opts["--meta"])
+    order, vals, errors = read_results(opts["--results"])
+    m = meta.get
+    out = [
+        f"### tapnet benchmark, {m('date', '?')}",
+        "",
+        f"- command: `{m('command', '?')}`",
+        f"- machine: {m('cpu', '?')}, {m('cores', '?')} cores, kernel {m('kernel', '?')}, "
+        f"{m('distro', '?')}, TCP congestion control {m('cc', '?')}",
+        f"- load average at start / end: {m('load_start', '?')} / {m('load_end', '?')}",
+        f"- tools: {m('versions', '?')}",
+    ]
+    if m("tapnet_version"):
+        out.append(f"- tapnet: {m('tapnet_version')}; extra daemon args: "
+                   f"`{m('tapnet_args', '') or '(none)'}`")
+    out += [
+        f"- per case and round: iperf3 TCP `-t {m('tcp_secs')}` (1 stream, then `-P 4`), "
+        f"UDP `-u -l 64 -b 0 -t {m('udp_secs')}`, ping `-c {m('ping_count')} -i 0.01`; "
+        f"{m('rounds')} round(s), cases interleaved per round, median reported, MTU 1500",
+        "",
+    ]
+    if order:
+        out.append("Medians over the rounds; ratios are against the Linux bridge of the same run "
+                   "(for ping, lower is better).")
+        out.append("")
+        out += main_table(order, vals, meta)
+        out += ["", "Spread and extra counters (median [min-max] over the rounds):", ""]
+        out += detail_table(order, vals, meta)
+    if errors:
+        out += ["", "Failures:", ""]
+        for case in order:
+            for e in errors.get(case, []):
+                out.append(f"- {CASE_LABELS.get(case, case)}: {e}")
+    scale = opts.get("--scale")
+    if scale:
+        rows, notes = scale_table(scale, meta)
+        out += [
+            "",
+            f"Scaling, tapnet only: N sandbox pairs on one network (one daemon, offload on). "
+            f"Ping is pair 1 while all sandboxes exist; the aggregate is the sum of "
+            f"concurrent single-stream iperf3 `-t {m('scale_tcp_secs')}` runs on at most "
+            f"{m('scale_max_iperf')} pairs at once.",
+            "",
+        ]
+        out += rows
+        if notes:
+            out += ["", "Scaling failures:", ""] + notes
+    print("\n".join(out))
+
+
+def main():
+    if len(sys.argv) < 2:
+        die(__doc__)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "tcp":
+        cmd_tcp(*args)
+    elif cmd == "udp":
+        cmd_udp(*args)
+    elif cmd == "ping":
+        cmd_ping(*args)
+    elif cmd == "report":
+        cmd_report(args)
+    else:
+        die(f"unknown subcommand {cmd}")
+
+
+if __name__ == "__main__":
+    main()
