@@ -11,14 +11,18 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::api::server;
 use crate::control::controller::Controller;
+use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::Datapath;
 use crate::error::{Context, Error, Result};
+use crate::gateway::policy::NatPolicy;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 
 pub struct DaemonOptions {
     pub threads: usize,
     pub offload: Offload,
+    /// Destinations outbound NAT may reach; empty means everywhere.
+    pub nat_allow: Vec<Ipv4Net>,
 }
 
 /// Take the state dir's lock; fails if another daemon holds it.
@@ -71,7 +75,8 @@ pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
 
 fn serve_until_signal(dirs: &StateDir, options: &DaemonOptions, signals: &SigSet) -> Result<()> {
     let dp = Datapath::start(options.threads)?;
-    let controller = match Controller::open(dirs.clone(), dp.clone(), options.offload) {
+    let policy = NatPolicy::new(options.nat_allow.clone());
+    let controller = match Controller::open(dirs.clone(), dp.clone(), options.offload, policy) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             dp.stop();

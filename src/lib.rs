@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod demo;
 pub mod error;
+pub mod gateway;
 pub mod netns;
 pub mod offload;
 pub mod paths;

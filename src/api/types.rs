@@ -116,6 +116,14 @@ pub struct NetworkView {
     pub offload: bool,
     pub options: BTreeMap<String, String>,
     pub endpoints: Vec<EndpointView>,
+    /// Live outbound NAT flows through the gateway (bridge networks).
+    pub nat: Option<NatView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NatView {
+    pub tcp_flows: usize,
+    pub udp_flows: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -214,6 +214,15 @@ pub struct DaemonArgs {
     /// Checksum and segmentation offloads on TAP ports.
     #[arg(long, value_enum, default_value = "on")]
     pub offload: OnOff,
+    /// Let outbound NAT reach only these destinations (repeatable; default: everywhere).
+    /// Connections to a network's gateway address count as 127.0.0.1.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        env = "TAPNET_NAT_ALLOW",
+        value_delimiter = ','
+    )]
+    pub nat_allow: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -282,7 +291,22 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                 OnOff::On => Offload::On,
                 OnOff::Off => Offload::Off,
             };
-            daemon::run(dirs, DaemonOptions { threads, offload })?;
+            let nat_allow = args
+                .nat_allow
+                .iter()
+                .map(|c| {
+                    c.parse()
+                        .map_err(|e: String| Error::invalid(format!("--nat-allow: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            daemon::run(
+                dirs,
+                DaemonOptions {
+                    threads,
+                    offload,
+                    nat_allow,
+                },
+            )?;
             Ok(0)
         }
         Command::System(SystemCmd::Reset) => {

@@ -26,13 +26,52 @@ use crate::datapath::capture::{CaptureSession, CaptureSink};
 use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::gateway::policy::NatPolicy;
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::netns::namespace::{self, NewNamespaces};
 use crate::netns::processes;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 
 const MAX_VNI: u32 = (1 << 24) - 1;
+/// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
+const DEFAULT_UDP_IDLE_SECS: u32 = 30;
+
+/// A `--opt KEY=SECONDS` value: `None` when absent, an error unless a number > 0.
+fn option_secs(options: &BTreeMap<String, String>, key: &str) -> Result<Option<u32>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                Error::invalid(format!(
+                    "option {key}={v}: expected a number of seconds > 0"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Label of a network's gateway port in `stats` and `fdb`.
+const GATEWAY_PORT: &str = "gateway";
+
+/// The two ends of a gateway's switch port: a socketpair that keeps frame boundaries.
+fn gateway_port() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )
+    .context(|| "create gateway port".into())?;
+    for fd in [&a, &b] {
+        // Room for a burst of 64 KiB super-frames each way.
+        let _ = setsockopt(fd, sockopt::SndBuf, &(4 << 20));
+        let _ = setsockopt(fd, sockopt::RcvBuf, &(4 << 20));
+    }
+    Ok((a, b))
+}
 
 pub struct Controller {
     inner: Mutex<Inner>,
@@ -52,6 +91,9 @@ struct Inner {
     nets: HashMap<String, NetId>,
     /// Switch ports of endpoints, by (sandbox, interface).
     ports: HashMap<(String, String), PortId>,
+    /// The gateway of each bridge network and its switch port.
+    gateways: HashMap<String, (PortId, Gateway)>,
+    nat_policy: NatPolicy,
 }
 
 fn default_state() -> State {
@@ -125,7 +167,12 @@ fn next_interface(sb: &Sandbox) -> String {
 
 impl Controller {
     /// Load (or create) the state and bring every network and sandbox back to life.
-    pub fn open(dirs: StateDir, dp: Arc<Datapath>, offload: Offload) -> Result<Controller> {
+    pub fn open(
+        dirs: StateDir,
+        dp: Arc<Datapath>,
+        offload: Offload,
+        nat_policy: NatPolicy,
+    ) -> Result<Controller> {
         let store = Store::new(dirs.state_file());
         let state = match store.load()? {
             Some(state) => state,
@@ -143,7 +190,17 @@ impl Controller {
             offload,
             nets: HashMap::new(),
             ports: HashMap::new(),
+            gateways: HashMap::new(),
+            nat_policy,
         };
+        inner.nat_policy.set_tapnet_subnets(
+            inner
+                .state
+                .networks
+                .iter()
+                .filter_map(|n| n.subnet)
+                .collect(),
+        );
         inner.restore();
         Ok(Controller {
             inner: Mutex::new(inner),
@@ -280,6 +337,13 @@ fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
 
 impl Inner {
     fn save(&self) -> Result<()> {
+        self.nat_policy.set_tapnet_subnets(
+            self.state
+                .networks
+                .iter()
+                .filter_map(|n| n.subnet)
+                .collect(),
+        );
         self.store.save(&self.state)
     }
 
@@ -296,7 +360,14 @@ impl Inner {
     }
 
     fn network_view(&self, name: &str) -> Result<crate::api::types::NetworkView> {
-        Ok(network_view(&self.state, self.network(name)?))
+        let mut view = network_view(&self.state, self.network(name)?);
+        if let Some((_, gw)) = self.gateways.get(name) {
+            view.nat = Some(crate::api::types::NatView {
+                tcp_flows: gw.stats.tcp_flows.load(Ordering::Relaxed),
+                udp_flows: gw.stats.udp_flows.load(Ordering::Relaxed),
+            });
+        }
+        Ok(view)
     }
 
     fn sandbox_view(&self, name: &str) -> Result<crate::api::types::SandboxView> {
@@ -308,8 +379,9 @@ impl Inner {
     fn restore(&mut self) {
         let networks: Vec<Network> = self.state.networks.clone();
         for net in networks.iter().filter(|n| n.driver == Driver::Bridge) {
-            let id = self.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
-            self.nets.insert(net.name.clone(), id);
+            if let Err(e) = self.add_switch(net) {
+                eprintln!("tapnet: cannot restore network {}: {e}", net.name);
+            }
         }
         let sandboxes = self.state.sandboxes.clone();
         for sb in &sandboxes {
@@ -402,14 +474,8 @@ impl Inner {
             }
             options.insert(k.to_string(), v.to_string());
         }
-        let mac_aging_s = match options.get("mac_aging") {
-            None => DEFAULT_AGING_SECS,
-            Some(v) => v.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
-                Error::invalid(format!(
-                    "option mac_aging={v}: expected a number of seconds > 0"
-                ))
-            })?,
-        };
+        let mac_aging_s = option_secs(&options, "mac_aging")?.unwrap_or(DEFAULT_AGING_SECS);
+        option_secs(&options, "nat_udp_timeout")?;
         let taken: Vec<(String, Ipv4Net)> = self
             .state
             .networks
@@ -452,14 +518,64 @@ impl Inner {
             options,
             builtin: false,
         };
+        self.add_switch(&net)?;
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
             self.state.networks.pop();
+            self.remove_switch(&net.name);
             return Err(e);
         }
+        Ok(net.name)
+    }
+
+    /// The datapath side of a bridge network: its switch, and its gateway on an internal port.
+    fn add_switch(&mut self, net: &Network) -> Result<()> {
         let id = self.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
         self.nets.insert(net.name.clone(), id);
-        Ok(net.name)
+        if let (Some(subnet), Some(ip)) = (net.subnet, net.gateway) {
+            let config = GatewayConfig {
+                network: net.name.clone(),
+                subnet,
+                ip,
+                mac: MacAddr::from_ipv4(ip),
+                mtu: net.mtu,
+                nat: !net.internal,
+                policy: self.nat_policy.clone(),
+                udp_idle: std::time::Duration::from_secs(u64::from(
+                    option_secs(&net.options, "nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
+                )),
+            };
+            let started = gateway_port().and_then(|(switch_end, gateway_end)| {
+                let port = self.dp.add_port(id, GATEWAY_PORT.to_string(), switch_end)?;
+                match Gateway::start(config, gateway_end) {
+                    Ok(gw) => Ok((port, gw)),
+                    Err(e) => {
+                        self.dp.remove_port(port);
+                        Err(e)
+                    }
+                }
+            });
+            match started {
+                Ok(gw) => {
+                    self.gateways.insert(net.name.clone(), gw);
+                }
+                Err(e) => {
+                    self.remove_switch(&net.name);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_switch(&mut self, name: &str) {
+        if let Some((port, gateway)) = self.gateways.remove(name) {
+            drop(gateway);
+            self.dp.remove_port(port);
+        }
+        if let Some(id) = self.nets.remove(name) {
+            self.dp.remove_network(id);
+        }
     }
 
     fn network_remove(&mut self, name: &str) -> Result<()> {
@@ -494,9 +610,7 @@ impl Inner {
             self.state.networks.insert(index, removed);
             return Err(e);
         }
-        if let Some(id) = self.nets.remove(name) {
-            self.dp.remove_network(id);
-        }
+        self.remove_switch(name);
         Ok(())
     }
 
@@ -865,14 +979,22 @@ impl Inner {
             .dp
             .fdb_entries(id)
             .into_iter()
-            .map(|e| FdbRow {
-                mac: e.mac.to_string(),
-                port: self
+            .map(|e| {
+                let port = self
                     .dp
                     .port_label(e.port)
-                    .unwrap_or_else(|| format!("port {}", e.port)),
-                age_s: e.age_secs,
-                kind: "learned".to_string(),
+                    .unwrap_or_else(|| format!("port {}", e.port));
+                let kind = if port == GATEWAY_PORT {
+                    "gateway"
+                } else {
+                    "learned"
+                };
+                FdbRow {
+                    mac: e.mac.to_string(),
+                    port,
+                    age_s: e.age_secs,
+                    kind: kind.to_string(),
+                }
             })
             .collect())
     }

@@ -32,6 +32,7 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
                 aliases: ep.aliases.clone(),
             })
             .collect(),
+        nat: None,
     }
 }
 

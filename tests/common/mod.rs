@@ -45,6 +45,9 @@ impl Tapnet {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.arg("--state-dir").arg(&self.dir).args(args);
+        // Outbound NAT of every daemon a test starts reaches the host's loopback only: no test
+        // can send a packet off this machine, whatever it does.
+        cmd.env("TAPNET_NAT_ALLOW", "127.0.0.0/8");
         cmd
     }
 
@@ -143,6 +146,32 @@ impl Tapnet {
         child.stdout = Some(reader.into_inner());
         self.children.push(Some(child));
         self.children.len() - 1
+    }
+
+    /// Start a traffic.py server in the daemon's (this test's) own namespace, on loopback.
+    pub fn spawn_host_server(&mut self, args: &[&str]) -> usize {
+        let mut child = Command::new("python3")
+            .arg(traffic_script())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn host server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("server output");
+        assert_eq!(line.trim(), "ready", "host server did not start");
+        child.stdout = Some(reader.into_inner());
+        self.children.push(Some(child));
+        self.children.len() - 1
+    }
+
+    /// Run traffic.py in `sandbox` and return what it printed.
+    pub fn traffic(&self, sandbox: &str, args: &[&str]) -> String {
+        let script = traffic_script();
+        let mut full = vec!["python3", script.to_str().unwrap_or("")];
+        full.extend(args);
+        self.exec_ok(sandbox, &full).trim().to_string()
     }
 
     /// Wait for server `index` to exit and return what it printed after "ready".

@@ -5,6 +5,11 @@
   traffic.py tcp-send ADDR PORT BYTES     send BYTES of a fixed pattern, print "BYTES SHA256"
   traffic.py udp-echo ADDR PORT COUNT     echo COUNT datagrams back to their sender
   traffic.py raw-send IFACE HEXFRAME...   write raw Ethernet frames on IFACE (AF_PACKET)
+  traffic.py tcp-count-serve ADDR PORT N  accept N connections; each: read to EOF, reply the count
+  traffic.py tcp-many ADDR PORT N BYTES   N connections, each sends BYTES, half-closes, reads the
+                                          reply; prints how many got the right count
+  traffic.py tcp-connect ADDR PORT        try to connect; print "ok", or the errno name, and ms
+  traffic.py udp-ping ADDR PORT COUNT     send COUNT datagrams, print how many echoes came back
 
 Servers print "ready" on a line of its own once they listen, so a test can wait for it.
 """
@@ -66,6 +71,79 @@ def raw_send(iface, *frames):
     print("sent", len(frames), flush=True)
 
 
+def tcp_count_serve(addr, port, count):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, int(port)))
+    srv.listen(64)
+    srv.settimeout(60)
+    print("ready", flush=True)
+    for _ in range(int(count)):
+        conn, _ = srv.accept()
+        total = 0
+        while True:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            total += len(chunk)
+        conn.sendall(str(total).encode())
+        conn.close()
+
+
+def tcp_many(addr, port, count, size):
+    good = 0
+    for _ in range(int(count)):
+        conn = socket.create_connection((addr, int(port)), timeout=10)
+        conn.sendall(pattern(int(size)))
+        conn.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            chunk = conn.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+        conn.close()
+        good += reply == size.encode()
+    print(good, flush=True)
+
+
+def tcp_connect(addr, port):
+    import errno
+    import time
+    start = time.monotonic()
+    try:
+        socket.create_connection((addr, int(port)), timeout=10).close()
+        result = "ok"
+    except OSError as e:
+        result = errno.errorcode.get(e.errno, "timeout") if e.errno else "timeout"
+    print(result, int((time.monotonic() - start) * 1000), flush=True)
+
+
+def udp_ping(addr, port, count):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(2)
+    sock.connect((addr, int(port)))
+    echoed = 0
+    for i in range(int(count)):
+        message = b"datagram %d" % i
+        sock.send(message)
+        try:
+            echoed += sock.recv(65535) == message
+        except OSError:
+            pass
+    print(echoed, flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"tcp-serve": tcp_serve, "tcp-send": tcp_send, "udp-echo": udp_echo, "raw-send": raw_send}[mode](*args)
+    modes = {
+        "tcp-serve": tcp_serve,
+        "tcp-send": tcp_send,
+        "udp-echo": udp_echo,
+        "raw-send": raw_send,
+        "tcp-count-serve": tcp_count_serve,
+        "tcp-many": tcp_many,
+        "tcp-connect": tcp_connect,
+        "udp-ping": udp_ping,
+    }
+    modes[mode](*args)

@@ -1,0 +1,152 @@
+//! The gateway's side of its switch port, as a smoltcp `Device`: one frame in, frames out.
+//! The port is a SOCK_SEQPACKET socketpair whose other end the datapath polls like a TAP, so
+//! every message carries the same 12-byte virtio-net header as a TAP frame.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::datapath::frame::{MAX_FRAME_LEN, VNET_HDR_LEN};
+
+pub struct SwitchDevice {
+    fd: OwnedFd,
+    /// The frame waiting to be handed to smoltcp (Ethernet, no virtio-net header).
+    rx: Box<[u8]>,
+    rx_len: Option<usize>,
+    tx: Box<[u8]>,
+    mtu: usize,
+}
+
+impl SwitchDevice {
+    pub fn new(fd: OwnedFd, mtu: usize) -> Self {
+        SwitchDevice {
+            fd,
+            rx: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            rx_len: None,
+            tx: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
+            mtu,
+        }
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Read the next message from the switch into the receive slot: `Some(len)` of the
+    /// Ethernet frame, `None` when nothing is waiting.
+    pub fn read_frame(&mut self) -> Option<usize> {
+        // SAFETY: rx is valid for writes of its length; fd is owned.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                self.rx.as_mut_ptr().cast(),
+                self.rx.len(),
+            )
+        };
+        if n < VNET_HDR_LEN as isize {
+            return None;
+        }
+        let n = n as usize;
+        self.rx.copy_within(VNET_HDR_LEN..n, 0);
+        Some(n - VNET_HDR_LEN)
+    }
+
+    /// The frame read last.
+    pub fn frame(&self, len: usize) -> &[u8] {
+        &self.rx[..len]
+    }
+
+    /// Put `frame` (Ethernet) into the receive slot, as if just read.
+    pub fn load(&mut self, frame: &[u8]) {
+        if frame.len() <= self.rx.len() {
+            self.rx[..frame.len()].copy_from_slice(frame);
+        }
+    }
+
+    /// Offer the frame read last to smoltcp on the next poll.
+    pub fn queue_for_stack(&mut self, len: usize) {
+        self.rx_len = Some(len);
+    }
+
+    /// Send an Ethernet frame to the switch, with an all-zero virtio-net header.
+    /// A full socket drops the frame, as a congested link would.
+    pub fn send(&mut self, frame: &[u8]) {
+        let token = TxToken {
+            fd: self.fd.as_raw_fd(),
+            tx: &mut self.tx,
+        };
+        phy::TxToken::consume(token, frame.len(), |b| b.copy_from_slice(frame));
+    }
+}
+
+pub struct RxToken<'a> {
+    frame: &'a [u8],
+}
+
+pub struct TxToken<'a> {
+    fd: i32,
+    tx: &'a mut [u8],
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.frame)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        if VNET_HDR_LEN + len > self.tx.len() {
+            // Longer than any frame: smoltcp never builds one, but do not panic if it did.
+            return f(&mut vec![0u8; len]);
+        }
+        let total = VNET_HDR_LEN + len;
+        self.tx[..VNET_HDR_LEN].fill(0);
+        let result = f(&mut self.tx[VNET_HDR_LEN..total]);
+        // SAFETY: tx is valid for reads of `total` bytes.
+        unsafe { libc::write(self.fd, self.tx.as_ptr().cast(), total) };
+        result
+    }
+}
+
+impl phy::Device for SwitchDevice {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let len = self.rx_len.take()?;
+        let fd = self.fd.as_raw_fd();
+        Some((
+            RxToken {
+                frame: &self.rx[..len],
+            },
+            TxToken {
+                fd,
+                tx: &mut self.tx,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken {
+            fd: self.fd.as_raw_fd(),
+            tx: &mut self.tx,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu + 14;
+        // Frames from sandboxes come from their kernels, which leave TCP and UDP checksums
+        // partial (offloads): verifying them would reject good frames. Outgoing ones are full.
+        let mut checksum = ChecksumCapabilities::default();
+        checksum.ipv4 = Checksum::Tx;
+        checksum.tcp = Checksum::Tx;
+        checksum.udp = Checksum::Tx;
+        checksum.icmpv4 = Checksum::Both;
+        caps.checksum = checksum;
+        caps
+    }
+}

@@ -1,0 +1,351 @@
+//! The gateway's thread: reads frames from its switch port, decides which ones are for the
+//! gateway (ARP for its address, IPv4 sent to its MAC), feeds them to smoltcp or the NAT
+//! tables, and moves data between smoltcp sockets and host sockets.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+
+use super::device::SwitchDevice;
+use super::tcp_nat::{SynVerdict, TcpNat};
+use super::udp_nat::UdpNat;
+use super::{GatewayConfig, GatewayStats};
+use crate::datapath::frame::MacAddr;
+use crate::error::{Context, Error, Result};
+
+const SWITCH: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_FLOW_TOKEN: usize = 2;
+/// Longest the loop sleeps, so that idle UDP flows expire and stop is noticed.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+pub struct Engine {
+    config: GatewayConfig,
+    device: SwitchDevice,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    poll: Poll,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<GatewayStats>,
+    tcp: TcpNat,
+    udp: UdpNat,
+    next_token: usize,
+    epoch: std::time::Instant,
+}
+
+/// What a frame from the switch is, as far as the gateway cares.
+enum Inbound {
+    /// For smoltcp: ARP for the gateway address, ping of it, TCP to it or through it.
+    Stack,
+    /// A TCP SYN that opens a NAT flow.
+    TcpSyn(TcpTuple),
+    Udp {
+        tuple: TcpTuple,
+        src_mac: MacAddr,
+        payload: (usize, usize),
+    },
+    Ignore,
+}
+
+type TcpTuple = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+impl Engine {
+    pub fn new(
+        config: GatewayConfig,
+        port: OwnedFd,
+        stop: Arc<AtomicBool>,
+        stats: Arc<GatewayStats>,
+    ) -> Result<Engine> {
+        let poll = Poll::new().context(|| "create gateway poll".into())?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).context(|| "create gateway waker".into())?);
+        let raw = port.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&raw), SWITCH, Interest::READABLE)
+            .context(|| "poll the gateway port".into())?;
+        let mut device = SwitchDevice::new(port, config.mtu as usize);
+        let epoch = std::time::Instant::now();
+        let hw = HardwareAddress::Ethernet(EthernetAddress(config.mac.0));
+        let mut iface = Interface::new(Config::new(hw), &mut device, SmolInstant::from_millis(0));
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(
+                IpAddress::Ipv4(config.ip),
+                config.subnet.prefix,
+            ));
+        });
+        // Accept packets for any destination routed through the gateway itself: the
+        // classifier below decides which ones reach the stack.
+        iface.set_any_ip(true);
+        iface
+            .routes_mut()
+            .add_default_ipv4_route(config.ip)
+            .map_err(|_| Error::invalid("gateway route table full"))?;
+        Ok(Engine {
+            config,
+            device,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            poll,
+            waker,
+            stop,
+            stats,
+            tcp: TcpNat::default(),
+            udp: UdpNat::default(),
+            next_token: FIRST_FLOW_TOKEN,
+            epoch,
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    fn now(&self) -> SmolInstant {
+        SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            let sleep = self
+                .iface
+                .poll_delay(now, &self.sockets)
+                .map(|d| Duration::from_micros(d.total_micros()))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            if let Err(e) = self.poll.poll(&mut events, Some(sleep)) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!(
+                    "tapnet: gateway of {}: poll failed: {e}",
+                    self.config.network
+                );
+                return;
+            }
+            let mut host_ready = Vec::new();
+            for event in events.iter() {
+                match event.token() {
+                    SWITCH | WAKER => {}
+                    token => host_ready.push(token),
+                }
+            }
+            self.drain_switch();
+            for token in host_ready {
+                self.host_event(token);
+            }
+            self.settle();
+            let registry = self.poll.registry();
+            self.udp.expire(registry, self.config.udp_idle);
+            self.stats
+                .tcp_flows
+                .store(self.tcp.len(), Ordering::Relaxed);
+            self.stats
+                .udp_flows
+                .store(self.udp.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Let smoltcp and the NAT flows exchange data until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..64 {
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            if !self.tcp.pump(&mut self.sockets) {
+                break;
+            }
+        }
+        let now = self.now();
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        self.tcp.reap(self.poll.registry(), &mut self.sockets);
+    }
+
+    fn drain_switch(&mut self) {
+        while let Some(len) = self.device.read_frame() {
+            match self.classify(len) {
+                Inbound::Stack => self.feed_stack(len),
+                Inbound::TcpSyn(tuple) => self.tcp_syn(tuple, len),
+                Inbound::Udp {
+                    tuple,
+                    src_mac,
+                    payload,
+                } => self.udp_out(tuple, src_mac, payload),
+                Inbound::Ignore => {}
+            }
+        }
+    }
+
+    fn feed_stack(&mut self, len: usize) {
+        self.device.queue_for_stack(len);
+        let now = self.now();
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+    }
+
+    /// Where the sandbox's packet for `dst` really goes: the host's loopback for the gateway
+    /// address, the destination itself otherwise.
+    fn target(&self, dst: Ipv4Addr, port: u16) -> SocketAddrV4 {
+        if dst == self.config.ip {
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+        } else {
+            SocketAddrV4::new(dst, port)
+        }
+    }
+
+    /// May the gateway carry traffic to `dst`? Not on internal networks, and never to other
+    /// addresses of its own subnet (those are reached directly on the switch).
+    fn routable(&self, dst: Ipv4Addr) -> bool {
+        dst == self.config.ip
+            || (self.config.nat
+                && !self.config.subnet.contains(dst)
+                && !self.config.policy.is_tapnet_address(dst))
+    }
+
+    fn classify(&self, len: usize) -> Inbound {
+        let frame = self.device.frame(len);
+        if frame.len() < 14 {
+            return Inbound::Ignore;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if ethertype == ETHERTYPE_ARP {
+            // Target protocol address of an Ethernet/IPv4 ARP packet.
+            let ours = frame.len() >= 42 && frame[38..42] == self.config.ip.octets();
+            return if ours {
+                Inbound::Stack
+            } else {
+                Inbound::Ignore
+            };
+        }
+        if ethertype != ETHERTYPE_IPV4 || frame[0..6] != self.config.mac.0 {
+            return Inbound::Ignore;
+        }
+        let ip = &frame[14..];
+        if ip.len() < 20 || ip[0] >> 4 != 4 {
+            return Inbound::Ignore;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let l4 = &ip[ihl.min(ip.len())..];
+        match ip[9] {
+            PROTO_ICMP if dst == self.config.ip => Inbound::Stack,
+            PROTO_TCP if self.routable(dst) && l4.len() >= 20 => {
+                let sport = u16::from_be_bytes([l4[0], l4[1]]);
+                let dport = u16::from_be_bytes([l4[2], l4[3]]);
+                let flags = l4[13];
+                let syn_only = flags & 0x12 == 0x02;
+                let tuple = (src, sport, dst, dport);
+                if syn_only && !self.tcp.knows(&tuple) {
+                    Inbound::TcpSyn(tuple)
+                } else if syn_only {
+                    Inbound::Ignore // a retransmitted SYN while the host side connects
+                } else {
+                    Inbound::Stack
+                }
+            }
+            // A sandbox talking through the gateway to an address it may not carry: refused by
+            // smoltcp with RST, so that the sandbox fails at once.
+            PROTO_TCP if !self.config.subnet.contains(dst) => Inbound::Stack,
+            PROTO_UDP if self.config.nat && self.routable(dst) && l4.len() >= 8 => {
+                let sport = u16::from_be_bytes([l4[0], l4[1]]);
+                let dport = u16::from_be_bytes([l4[2], l4[3]]);
+                let udp_len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+                let start = 14 + ihl + 8;
+                let end = (14 + ihl + udp_len).min(frame.len());
+                if udp_len < 8 || start > end {
+                    return Inbound::Ignore;
+                }
+                Inbound::Udp {
+                    tuple: (src, sport, dst, dport),
+                    src_mac: MacAddr([
+                        frame[6], frame[7], frame[8], frame[9], frame[10], frame[11],
+                    ]),
+                    payload: (start, end),
+                }
+            }
+            _ => Inbound::Ignore,
+        }
+    }
+
+    fn tcp_syn(&mut self, tuple: TcpTuple, len: usize) {
+        if !self.config.nat {
+            // Internal network: not even the gateway address leads to the host.
+            self.feed_stack(len);
+            return;
+        }
+        let target = self.target(tuple.2, tuple.3);
+        if !self.config.policy.allows(*target.ip()) {
+            self.feed_stack(len);
+            return;
+        }
+        let syn = self.device.frame(len).to_vec();
+        let registry = self.poll.registry();
+        if self
+            .tcp
+            .start(registry, &mut self.next_token, tuple, target, &syn)
+            .is_err()
+        {
+            // Could not even start connecting: refuse (smoltcp answers the SYN with RST).
+            self.feed_stack(len);
+        }
+    }
+
+    fn feed(&mut self, frame: &[u8]) {
+        let len = frame.len();
+        self.device.load(frame);
+        self.feed_stack(len);
+    }
+
+    fn host_event(&mut self, token: Token) {
+        if self.udp.owns(token) {
+            let mac = self.config.mac;
+            let device = &mut self.device;
+            self.udp
+                .inbound(token, mac, &mut |frame| device.send(frame));
+            return;
+        }
+        if self.tcp.owns(token) {
+            match self.tcp.resolve(token, &mut self.sockets) {
+                Some(SynVerdict::Accept(syn)) | Some(SynVerdict::Refuse(syn)) => self.feed(&syn),
+                None => {}
+            }
+        }
+    }
+
+    fn udp_out(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
+        let target = self.target(tuple.2, tuple.3);
+        if !self.config.policy.allows(*target.ip()) {
+            return;
+        }
+        let registry = self.poll.registry();
+        let payload = &self.device.frame(end)[start..end];
+        if let Err(e) = self.udp.outbound(
+            registry,
+            &mut self.next_token,
+            tuple,
+            src_mac,
+            target,
+            payload,
+        ) {
+            eprintln!(
+                "tapnet: gateway of {}: UDP to {target}: {e}",
+                self.config.network
+            );
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The gateway of a bridge network: an internal switch port served by a smoltcp interface that
+//! owns the gateway address. It answers ARP and ping for that address, and carries sandboxes'
+//! TCP and UDP to the daemon's network namespace through host sockets (outbound NAT, as
+//! slirp4netns and pasta do, so it needs no privileges). Connections to the gateway address
+//! reach the host's loopback.
+//!
+//! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
+
+pub mod device;
+pub mod engine;
+pub mod policy;
+pub mod tcp_nat;
+pub mod udp_nat;
+
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use crate::control::ipv4net::Ipv4Net;
+use crate::datapath::frame::MacAddr;
+use crate::error::{Context, Result};
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub network: String,
+    pub subnet: Ipv4Net,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// Outbound NAT (false on `--internal` networks: no way out).
+    pub nat: bool,
+    pub policy: policy::NatPolicy,
+    /// Idle time after which a UDP flow is forgotten.
+    pub udp_idle: std::time::Duration,
+}
+
+/// Counters the control plane reads.
+#[derive(Default)]
+pub struct GatewayStats {
+    pub tcp_flows: AtomicUsize,
+    pub udp_flows: AtomicUsize,
+}
+
+pub struct Gateway {
+    stop: Arc<AtomicBool>,
+    waker: Arc<mio::Waker>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<GatewayStats>,
+}
+
+impl Gateway {
+    /// Serve `config` on `port`, the gateway's end of its switch port.
+    pub fn start(config: GatewayConfig, port: OwnedFd) -> Result<Gateway> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(GatewayStats::default());
+        let engine = engine::Engine::new(config.clone(), port, stop.clone(), stats.clone())?;
+        let waker = engine.waker();
+        let thread = std::thread::Builder::new()
+            .name(format!("gateway-{}", config.network))
+            .spawn(move || engine.run())
+            .context(|| format!("spawn the gateway of network {}", config.network))?;
+        Ok(Gateway {
+            stop,
+            waker,
+            thread: Some(thread),
+            stats,
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

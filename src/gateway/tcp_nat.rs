@@ -1,0 +1,257 @@
+//! Outbound TCP through host sockets. A sandbox's SYN to a destination is held until a host
+//! socket has connected there; only then is a smoltcp socket created to take the SYN, so a
+//! refused destination is refused to the sandbox at once (smoltcp answers a SYN nobody listens
+//! for with RST). Data is then copied between the smoltcp socket's buffers and the host socket,
+//! and FIN and RST are carried each way.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, IpListenEndpoint};
+
+/// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
+pub type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// Per-direction buffer of a flow inside the gateway: a 64 KiB super-frame fits whole.
+const SOCKET_BUFFER: usize = 256 * 1024;
+
+enum Phase {
+    /// Host socket connecting; the sandbox's SYN waits here.
+    Connecting {
+        syn: Vec<u8>,
+    },
+    Open {
+        handle: SocketHandle,
+    },
+}
+
+struct Flow {
+    key: FlowKey,
+    host: TcpStream,
+    phase: Phase,
+    /// The host peer closed its side (we send FIN to the sandbox).
+    host_eof: bool,
+    /// The sandbox closed its side (we shut down the host socket's write half).
+    sandbox_eof: bool,
+    finished: bool,
+}
+
+/// What the engine must do with a held SYN once its host socket has connected, or failed.
+pub enum SynVerdict {
+    /// Connected: a listening socket now waits for this SYN.
+    Accept(Vec<u8>),
+    /// Failed: feed the SYN with no listener, so that smoltcp answers RST.
+    Refuse(Vec<u8>),
+}
+
+#[derive(Default)]
+pub struct TcpNat {
+    flows: HashMap<Token, Flow>,
+    by_key: HashMap<FlowKey, Token>,
+}
+
+impl TcpNat {
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.flows.contains_key(&token)
+    }
+
+    /// Is a flow for this 4-tuple known (connecting or open)?
+    pub fn knows(&self, key: &FlowKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// A new SYN: start connecting to `target`. `Err` means the connect failed at once.
+    pub fn start(
+        &mut self,
+        registry: &Registry,
+        next_token: &mut usize,
+        key: FlowKey,
+        target: SocketAddrV4,
+        syn: &[u8],
+    ) -> io::Result<()> {
+        let mut host = TcpStream::connect(target.into())?;
+        let token = Token(*next_token);
+        *next_token += 1;
+        registry.register(&mut host, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.flows.insert(
+            token,
+            Flow {
+                key,
+                host,
+                phase: Phase::Connecting { syn: syn.to_vec() },
+                host_eof: false,
+                sandbox_eof: false,
+                finished: false,
+            },
+        );
+        self.by_key.insert(key, token);
+        Ok(())
+    }
+
+    /// The host socket of a connecting flow reported readiness: has it connected?
+    pub fn resolve(
+        &mut self,
+        token: Token,
+        sockets: &mut SocketSet<'static>,
+    ) -> Option<SynVerdict> {
+        let flow = self.flows.get_mut(&token)?;
+        let Phase::Connecting { syn } = &mut flow.phase else {
+            return None;
+        };
+        let failed = matches!(flow.host.take_error(), Ok(Some(_)) | Err(_));
+        let connected = !failed && flow.host.peer_addr().is_ok();
+        if !failed && !connected {
+            return None; // still connecting
+        }
+        let syn = std::mem::take(syn);
+        if failed {
+            flow.finished = true;
+            return Some(SynVerdict::Refuse(syn));
+        }
+        let (_, _, dst, dport) = flow.key;
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
+        );
+        socket.set_nagle_enabled(false);
+        // ACK every segment at once: the sandbox's window, not a timer, should pace the flow.
+        socket.set_ack_delay(None);
+        let endpoint = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(dst)),
+            port: dport,
+        };
+        if socket.listen(endpoint).is_err() {
+            flow.finished = true;
+            return Some(SynVerdict::Refuse(syn));
+        }
+        flow.phase = Phase::Open {
+            handle: sockets.add(socket),
+        };
+        Some(SynVerdict::Accept(syn))
+    }
+
+    /// Move data both ways on every open flow, and carry closes. Returns true if anything moved.
+    pub fn pump(&mut self, sockets: &mut SocketSet<'static>) -> bool {
+        let mut moved = false;
+        for flow in self.flows.values_mut() {
+            let Phase::Open { handle } = flow.phase else {
+                continue;
+            };
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            moved |= pump_flow(flow, socket);
+        }
+        moved
+    }
+
+    /// Remove finished flows; returns how many went.
+    pub fn reap(&mut self, registry: &Registry, sockets: &mut SocketSet<'static>) -> usize {
+        let done: Vec<Token> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.finished)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in &done {
+            if let Some(mut flow) = self.flows.remove(token) {
+                let _ = registry.deregister(&mut flow.host);
+                self.by_key.remove(&flow.key);
+                if let Phase::Open { handle } = flow.phase {
+                    sockets.remove(handle);
+                }
+            }
+        }
+        done.len()
+    }
+}
+
+fn pump_flow(flow: &mut Flow, socket: &mut tcp::Socket<'static>) -> bool {
+    let mut moved = false;
+    // Sandbox to host: hand over what the host socket takes; the rest waits in smoltcp's
+    // buffer, whose window then holds the sandbox back.
+    while socket.can_recv() {
+        let result = socket.recv(|data| match flow.host.write(data) {
+            Ok(n) => (n, Ok(n)),
+            Err(e) => (0, Err(e)),
+        });
+        match result {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(_)) => moved = true,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(Err(_)) => {
+                // The host peer is gone: reset the sandbox's side too.
+                socket.abort();
+                flow.finished = true;
+                return true;
+            }
+        }
+    }
+    if !flow.sandbox_eof && !socket.may_recv() && socket.recv_queue() == 0 && socket_opened(socket)
+    {
+        let _ = flow.host.shutdown(Shutdown::Write);
+        flow.sandbox_eof = true;
+        moved = true;
+    }
+    // Host to sandbox: read straight into smoltcp's free transmit space.
+    while !flow.host_eof && socket.can_send() {
+        let result = socket.send(|space| match flow.host.read(space) {
+            Ok(n) => (n, Ok(n)),
+            Err(e) => (0, Err(e)),
+        });
+        match result {
+            Ok(Ok(0)) => {
+                flow.host_eof = true;
+                socket.close();
+                moved = true;
+            }
+            Ok(Ok(_)) => moved = true,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(Err(_)) => {
+                socket.abort();
+                flow.finished = true;
+                return true;
+            }
+            Err(_) => break,
+        }
+    }
+    match socket.state() {
+        tcp::State::Closed | tcp::State::TimeWait => {
+            if !(flow.host_eof && flow.sandbox_eof) {
+                // The sandbox reset the connection (or it timed out): reset the host side.
+                reset_on_close(&flow.host);
+            }
+            flow.finished = true;
+        }
+        _ => {}
+    }
+    moved
+}
+
+/// Make the coming close of `stream` send RST instead of FIN (SO_LINGER with zero time).
+fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger);
+}
+
+/// Past the handshake (a listening socket also "may not receive").
+fn socket_opened(socket: &tcp::Socket) -> bool {
+    !matches!(
+        socket.state(),
+        tcp::State::Listen | tcp::State::SynReceived | tcp::State::SynSent
+    )
+}

@@ -1,0 +1,145 @@
+//! Outbound UDP through host sockets: each (sandbox address, destination) pair gets a connected
+//! host socket; datagrams that come back are wrapped in Ethernet/IPv4/UDP and sent to the
+//! sandbox as if from the destination it addressed. Idle flows expire.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use etherparse::PacketBuilder;
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+
+use crate::datapath::frame::MacAddr;
+
+/// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
+pub type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+struct Flow {
+    key: FlowKey,
+    sandbox_mac: MacAddr,
+    socket: UdpSocket,
+    last_used: Instant,
+}
+
+pub struct UdpNat {
+    flows: HashMap<Token, Flow>,
+    by_key: HashMap<FlowKey, Token>,
+    /// A reused datagram buffer and frame buffer: nothing allocated per datagram.
+    datagram: Box<[u8]>,
+    frame: Vec<u8>,
+}
+
+impl Default for UdpNat {
+    fn default() -> Self {
+        UdpNat {
+            flows: HashMap::new(),
+            by_key: HashMap::new(),
+            datagram: vec![0u8; 65536].into_boxed_slice(),
+            frame: Vec::with_capacity(65536 + 64),
+        }
+    }
+}
+
+impl UdpNat {
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn owns(&self, token: Token) -> bool {
+        self.flows.contains_key(&token)
+    }
+
+    /// Send a sandbox's datagram to `target` (where the destination really is).
+    #[allow(clippy::too_many_arguments)]
+    pub fn outbound(
+        &mut self,
+        registry: &Registry,
+        next_token: &mut usize,
+        key: FlowKey,
+        sandbox_mac: MacAddr,
+        target: SocketAddrV4,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let token = match self.by_key.get(&key) {
+            Some(t) => *t,
+            None => {
+                let bind: SocketAddr = if target.ip().is_loopback() {
+                    (Ipv4Addr::LOCALHOST, 0).into()
+                } else {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                };
+                let mut socket = UdpSocket::bind(bind)?;
+                socket.connect(target.into())?;
+                let token = Token(*next_token);
+                *next_token += 1;
+                registry.register(&mut socket, token, Interest::READABLE)?;
+                self.flows.insert(
+                    token,
+                    Flow {
+                        key,
+                        sandbox_mac,
+                        socket,
+                        last_used: Instant::now(),
+                    },
+                );
+                self.by_key.insert(key, token);
+                token
+            }
+        };
+        if let Some(flow) = self.flows.get_mut(&token) {
+            flow.last_used = Instant::now();
+            flow.sandbox_mac = sandbox_mac;
+            // A full host buffer drops the datagram, as UDP may.
+            let _ = flow.socket.send(payload);
+        }
+        Ok(())
+    }
+
+    /// Datagrams arrived on a flow's host socket: hand each to `send` as a frame for the sandbox.
+    pub fn inbound(&mut self, token: Token, gateway_mac: MacAddr, send: &mut dyn FnMut(&[u8])) {
+        let Some(flow) = self.flows.get_mut(&token) else {
+            return;
+        };
+        let (sandbox_ip, sandbox_port, remote_ip, remote_port) = flow.key;
+        loop {
+            let n = match flow.socket.recv(&mut self.datagram) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock, or an ICMP error from the host side (refused): nothing to deliver.
+                Err(_) => return,
+            };
+            flow.last_used = Instant::now();
+            self.frame.clear();
+            let builder = PacketBuilder::ethernet2(gateway_mac.0, flow.sandbox_mac.0)
+                .ipv4(remote_ip.octets(), sandbox_ip.octets(), 64)
+                .udp(remote_port, sandbox_port);
+            if builder.write(&mut self.frame, &self.datagram[..n]).is_ok() {
+                send(&self.frame);
+            }
+        }
+    }
+
+    /// Forget flows idle for longer than `idle`; returns how many went.
+    pub fn expire(&mut self, registry: &Registry, idle: Duration) -> usize {
+        let now = Instant::now();
+        let stale: Vec<Token> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.last_used) > idle)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in &stale {
+            if let Some(mut flow) = self.flows.remove(token) {
+                let _ = registry.deregister(&mut flow.socket);
+                self.by_key.remove(&flow.key);
+            }
+        }
+        stale.len()
+    }
+}

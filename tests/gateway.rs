@@ -1,0 +1,137 @@
+//! The gateway of a bridge network: ARP and ping, outbound NAT of TCP and UDP to the host's
+//! loopback through the gateway address, refusals, internal networks, flow cleanup.
+//! Every daemon here may only NAT to 127.0.0.0/8 (the harness sets TAPNET_NAT_ALLOW).
+
+mod common;
+
+use common::{Tapnet, wait_until};
+use std::net::TcpListener;
+use std::time::Duration;
+
+fn free_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port().to_string()
+}
+
+fn nat_flows(t: &Tapnet, net: &str) -> (u64, u64) {
+    let v = t.json(&["network", "inspect", net]);
+    (
+        v["nat"]["tcp_flows"].as_u64().expect("tcp flows"),
+        v["nat"]["udp_flows"].as_u64().expect("udp flows"),
+    )
+}
+
+#[test]
+fn gateway_answers_arp_and_ping_for_its_own_address_only() {
+    let t = Tapnet::new("gwping");
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    assert!(t.ping("a", "172.18.0.1"), "the gateway answers ping");
+    let neigh = t.exec_ok("a", &["ip", "neigh", "show", "172.18.0.1"]);
+    assert!(
+        neigh.contains("02:42:ac:12:00:01"),
+        "ARP resolved the gateway: {neigh}"
+    );
+    let fdb = t.json(&["fdb", "n"]).to_string();
+    assert!(fdb.contains("\"kind\":\"gateway\""), "{fdb}");
+    // No proxy ARP: an unused address of the subnet stays unanswered.
+    assert!(!t.ping("a", "172.18.0.99"));
+    let neigh = t.exec_ok("a", &["ip", "neigh", "show", "172.18.0.99"]);
+    assert!(!neigh.contains("lladdr"), "{neigh}");
+}
+
+#[test]
+fn tcp_reaches_the_host_loopback_at_the_gateway_address() {
+    let mut t = Tapnet::new("gwtcp");
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    // 10 MB with a matching checksum.
+    let port = free_port();
+    let server = t.spawn_host_server(&["tcp-serve", "127.0.0.1", &port]);
+    let sent = t.traffic(
+        "a",
+        &["tcp-send", "172.18.0.1", &port, &(10 << 20).to_string()],
+    );
+    assert_eq!(sent, t.server_output(server), "10 MB through NAT intact");
+    // 50 short connections, each half-closed by the sandbox before the host answers.
+    let port = free_port();
+    let server = t.spawn_host_server(&["tcp-count-serve", "127.0.0.1", &port, "50"]);
+    let good = t.traffic("a", &["tcp-many", "172.18.0.1", &port, "50", "3000"]);
+    assert_eq!(
+        good, "50",
+        "every short connection got its reply after a half-close"
+    );
+    t.server_output(server);
+    // Flows are gone once the connections are.
+    assert!(
+        wait_until(Duration::from_secs(10), || nat_flows(&t, "n").0 == 0),
+        "{:?}",
+        nat_flows(&t, "n")
+    );
+}
+
+#[test]
+fn refused_and_forbidden_destinations_fail_at_once() {
+    let t = Tapnet::new("gwrefuse");
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["network", "create", "other"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "other"]);
+    let closed = free_port();
+    for (dst, port, why) in [
+        ("172.18.0.1", closed.as_str(), "nothing listens on the host"),
+        ("192.0.2.1", "80", "outside --nat-allow"),
+        (
+            "172.19.0.2",
+            "80",
+            "another tapnet network is never reached through NAT",
+        ),
+    ] {
+        let out = t.traffic("a", &["tcp-connect", dst, port]);
+        let (result, ms) = out.split_once(' ').expect("result and time");
+        assert_eq!(result, "ECONNREFUSED", "{dst}:{port} ({why}): {out}");
+        assert!(
+            ms.parse::<u64>().expect("ms") < 1000,
+            "{dst}: refused at once, not after a timeout: {out}"
+        );
+    }
+}
+
+#[test]
+fn udp_reaches_the_host_loopback_and_idle_flows_expire() {
+    let mut t = Tapnet::new("gwudp");
+    t.ok(&["network", "create", "n", "--opt", "nat_udp_timeout=2"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    let port = free_port();
+    let server = t.spawn_host_server(&["udp-echo", "127.0.0.1", &port, "20"]);
+    assert_eq!(
+        t.traffic("a", &["udp-ping", "172.18.0.1", &port, "20"]),
+        "20"
+    );
+    t.server_output(server);
+    assert_eq!(nat_flows(&t, "n").1, 1, "one flow for one sandbox socket");
+    assert!(
+        wait_until(Duration::from_secs(6), || nat_flows(&t, "n").1 == 0),
+        "idle UDP flow expired"
+    );
+}
+
+#[test]
+fn internal_networks_have_no_way_out() {
+    let mut t = Tapnet::new("gwinternal");
+    t.ok(&["network", "create", "inside", "--internal"]);
+    t.ok(&["sandbox", "create", "a", "--net", "inside"]);
+    assert!(t.ping("a", "172.18.0.1"), "the gateway still answers ping");
+    let routes = t.exec_ok("a", &["ip", "route"]);
+    assert!(!routes.contains("default"), "no default route: {routes}");
+    let port = free_port();
+    // A server that would answer, were the host reachable.
+    let _server = t.spawn_host_server(&["tcp-count-serve", "127.0.0.1", &port, "1"]);
+    let out = t.traffic("a", &["tcp-connect", "172.18.0.1", &port]);
+    assert!(
+        out.starts_with("ECONNREFUSED"),
+        "the host is not reachable: {out}"
+    );
+    let out = t.traffic("a", &["tcp-connect", "10.200.0.1", "80"]);
+    assert!(out.starts_with("ENETUNREACH"), "{out}");
+}
