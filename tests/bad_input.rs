@@ -193,8 +193,22 @@ fn bad_sandboxes_are_refused_without_side_effects() {
             "invalid hostname",
         ),
         (
-            &["sandbox", "create", "s2", "-p", "8080:80"],
-            "not implemented",
+            &["sandbox", "create", "s2", "-p", "80"],
+            "malformed port mapping",
+        ),
+        (
+            &["sandbox", "create", "s2", "-p", "8080:80/sctp"],
+            "unknown protocol",
+        ),
+        (
+            &["sandbox", "create", "s2", "--net", "none", "-p", "8080:80"],
+            "needs a non-internal bridge network",
+        ),
+        (
+            &[
+                "sandbox", "create", "s2", "-p", "18080:80", "-p", "18080:81",
+            ],
+            "clashes",
         ),
         (&["sandbox", "rm", "nosuch"], "no such sandbox"),
         (&["sandbox", "inspect", "nosuch"], "no such sandbox"),

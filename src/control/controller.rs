@@ -16,6 +16,7 @@ use super::ipv4net::Ipv4Net;
 use super::model::{
     DEFAULT_MTU, Driver, Endpoint, MAX_MTU, MIN_MTU, Network, Sandbox, State, new_id, validate_name,
 };
+use super::ports::{self, HostSocket, PublishedPort};
 use super::store::Store;
 use super::views::{network_view, sandbox_view};
 use super::wiring::{self, TapSpec};
@@ -28,6 +29,7 @@ use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::error::{Context, Error, Result};
 use crate::gateway::policy::NatPolicy;
+use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::netns::namespace::{self, NewNamespaces};
 use crate::netns::processes;
@@ -93,6 +95,9 @@ struct Inner {
     ports: HashMap<(String, String), PortId>,
     /// The gateway of each bridge network and its switch port.
     gateways: HashMap<String, (PortId, Gateway)>,
+    /// Published ports being served, per sandbox: (network, publication id).
+    publications: HashMap<String, Vec<(String, u64)>>,
+    next_publication: u64,
     nat_policy: NatPolicy,
 }
 
@@ -191,6 +196,8 @@ impl Controller {
             nets: HashMap::new(),
             ports: HashMap::new(),
             gateways: HashMap::new(),
+            publications: HashMap::new(),
+            next_publication: 1,
             nat_policy,
         };
         inner.nat_policy.set_tapnet_subnets(
@@ -421,7 +428,14 @@ impl Inner {
                 self.wire(sb, ep, &net)?;
             }
         }
-        self.sync_default_route(sb)
+        self.sync_default_route(sb)?;
+        let sockets = sb
+            .ports
+            .iter()
+            .map(ports::bind)
+            .collect::<Result<Vec<_>>>()?;
+        self.publish(sb, sockets);
+        Ok(())
     }
 
     fn driver_of(&self, network: &str) -> Option<Driver> {
@@ -792,6 +806,11 @@ impl Inner {
                 net.driver.name()
             )));
         }
+        if let Some(port) = sb.ports.iter().find(|p| p.network == network) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} publishes {port} through network {network}; remove the sandbox to unpublish"
+            )));
+        }
         let mut updated = sb.clone();
         updated.endpoints.retain(|e| e.network != network);
         self.replace_sandbox(updated.clone());
@@ -809,11 +828,6 @@ impl Inner {
         validate_name("sandbox", &req.name).map_err(Error::Invalid)?;
         if self.state.sandbox(&req.name).is_some() {
             return Err(Error::exists("sandbox", &req.name));
-        }
-        if !req.publish.is_empty() {
-            return Err(Error::invalid(
-                "publishing ports (-p) is not implemented yet: it needs the gateway's NAT",
-            ));
         }
         let networks = if req.networks.is_empty() {
             vec!["bridge".to_string()]
@@ -864,6 +878,7 @@ impl Inner {
             netns: self.dirs.netns_path(&req.name),
             utsns: (!host_mode).then(|| self.dirs.utsns_path(&req.name)),
             endpoints: Vec::new(),
+            ports: Vec::new(),
         };
         // Plan every endpoint (addresses, interface names) before creating anything.
         for (i, net) in nets.iter().enumerate() {
@@ -874,6 +889,13 @@ impl Inner {
         if req.ip.is_some() && nets[0].driver != Driver::Bridge {
             return Err(Error::invalid("--ip needs a bridge network"));
         }
+        sb.ports = self.plan_ports(&req.publish, &nets)?;
+        // Bind the host side before creating anything: a taken port fails the request cleanly.
+        let host_sockets = sb
+            .ports
+            .iter()
+            .map(ports::bind)
+            .collect::<Result<Vec<_>>>()?;
         if host_mode {
             namespace::pin_current_netns(&sb.netns)?;
         } else {
@@ -889,7 +911,81 @@ impl Inner {
             self.tear_down(&sb);
             return Err(e);
         }
+        self.publish(&sb, host_sockets);
         Ok(sb.name)
+    }
+
+    /// Check `-p` specs: a bridge network to carry them, and no clash with what is published.
+    fn plan_ports(&self, specs: &[String], nets: &[Network]) -> Result<Vec<PublishedPort>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(carrier) = nets
+            .iter()
+            .find(|n| n.driver == Driver::Bridge && !n.internal)
+        else {
+            return Err(Error::invalid(
+                "publishing ports (-p) needs a non-internal bridge network",
+            ));
+        };
+        let mut planned: Vec<PublishedPort> = Vec::new();
+        for spec in specs {
+            let port = ports::parse(spec, &carrier.name)?;
+            if let Some(clash) = planned.iter().find(|p| p.clashes_with(&port)) {
+                return Err(Error::conflict(format!("{port} clashes with {clash}")));
+            }
+            for other in &self.state.sandboxes {
+                if let Some(clash) = other.ports.iter().find(|p| p.clashes_with(&port)) {
+                    return Err(Error::conflict(format!(
+                        "cannot publish {port}: sandbox {} already publishes {clash}",
+                        other.name
+                    )));
+                }
+            }
+            planned.push(port);
+        }
+        Ok(planned)
+    }
+
+    /// Hand bound host sockets to the gateways that serve them.
+    fn publish(&mut self, sb: &Sandbox, sockets: Vec<HostSocket>) {
+        for (port, socket) in sb.ports.iter().zip(sockets) {
+            let Some(ep) = sb.endpoint(&port.network) else {
+                continue;
+            };
+            let (Some(ip), Some(mac)) = (ep.ipv4, ep.mac) else {
+                continue;
+            };
+            let Some((_, gateway)) = self.gateways.get(&port.network) else {
+                continue;
+            };
+            let id = self.next_publication;
+            self.next_publication += 1;
+            let target = PublishTarget {
+                id,
+                sandbox: std::net::SocketAddrV4::new(ip, port.port),
+                sandbox_mac: mac,
+            };
+            gateway.command(match socket {
+                HostSocket::Tcp(l) => GatewayCommand::PublishTcp(target, l),
+                HostSocket::Udp(s) => GatewayCommand::PublishUdp(target, s),
+            });
+            self.publications
+                .entry(sb.name.clone())
+                .or_default()
+                .push((port.network.clone(), id));
+        }
+    }
+
+    /// Stop serving a sandbox's published ports; returns once their host sockets are closed.
+    fn unpublish(&mut self, sandbox: &str) {
+        for (network, id) in self.publications.remove(sandbox).unwrap_or_default() {
+            if let Some((_, gateway)) = self.gateways.get(&network) {
+                let (done, wait) = crossbeam_channel::bounded(1);
+                gateway.command(GatewayCommand::Unpublish(id, done));
+                let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
+            }
+        }
     }
 
     fn bring_up(&mut self, sb: &Sandbox) -> Result<()> {
@@ -912,6 +1008,7 @@ impl Inner {
 
     /// Remove a sandbox's ports and namespaces (not its model entry).
     fn tear_down(&mut self, sb: &Sandbox) {
+        self.unpublish(&sb.name);
         for ep in &sb.endpoints {
             self.unwire(&sb.name, ep);
         }

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod ipam;
 pub mod ipv4net;
 pub mod model;
+pub mod ports;
 pub mod reset;
 pub mod store;
 pub mod views;

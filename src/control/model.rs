@@ -94,6 +94,9 @@ pub struct Sandbox {
     pub utsns: Option<PathBuf>,
     /// In connect order.
     pub endpoints: Vec<Endpoint>,
+    /// Published ports (`-p`).
+    #[serde(default)]
+    pub ports: Vec<super::ports::PublishedPort>,
 }
 
 impl Sandbox {

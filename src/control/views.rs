@@ -54,6 +54,6 @@ pub fn sandbox_view(state: &State, sb: &Sandbox) -> SandboxView {
                 aliases: ep.aliases.clone(),
             })
             .collect(),
-        ports: Vec::new(),
+        ports: sb.ports.iter().map(|p| p.to_string()).collect(),
     }
 }

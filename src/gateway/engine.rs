@@ -2,7 +2,10 @@
 //! gateway (ARP for its address, IPv4 sent to its MAC), feeds them to smoltcp or the NAT
 //! tables, and moves data between smoltcp sockets and host sockets.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crossbeam_channel::Receiver;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +18,9 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use super::device::SwitchDevice;
+use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::tcp_nat::{SynVerdict, TcpNat};
-use super::udp_nat::UdpNat;
+use super::udp_nat::{UdpNat, build_udp_frame};
 use super::{GatewayConfig, GatewayStats};
 use crate::datapath::frame::MacAddr;
 use crate::error::{Context, Error, Result};
@@ -44,6 +48,10 @@ pub struct Engine {
     stats: Arc<GatewayStats>,
     tcp: TcpNat,
     udp: UdpNat,
+    commands: Receiver<GatewayCommand>,
+    tcp_published: HashMap<Token, TcpPublished>,
+    udp_published: HashMap<Token, UdpPublished>,
+    gateway_ports: PortAllocator,
     next_token: usize,
     epoch: std::time::Instant,
 }
@@ -70,6 +78,7 @@ impl Engine {
         port: OwnedFd,
         stop: Arc<AtomicBool>,
         stats: Arc<GatewayStats>,
+        commands: Receiver<GatewayCommand>,
     ) -> Result<Engine> {
         let poll = Poll::new().context(|| "create gateway poll".into())?;
         let waker =
@@ -106,6 +115,10 @@ impl Engine {
             stats,
             tcp: TcpNat::default(),
             udp: UdpNat::default(),
+            commands,
+            tcp_published: HashMap::new(),
+            udp_published: HashMap::new(),
+            gateway_ports: PortAllocator::default(),
             next_token: FIRST_FLOW_TOKEN,
             epoch,
         })
@@ -142,7 +155,8 @@ impl Engine {
             let mut host_ready = Vec::new();
             for event in events.iter() {
                 match event.token() {
-                    SWITCH | WAKER => {}
+                    SWITCH => {}
+                    WAKER => self.handle_commands(),
                     token => host_ready.push(token),
                 }
             }
@@ -311,7 +325,149 @@ impl Engine {
         self.feed_stack(len);
     }
 
+    fn handle_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            let registry = self.poll.registry();
+            match command {
+                GatewayCommand::PublishTcp(target, listener) => {
+                    let mut listener = mio::net::TcpListener::from_std(listener);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if registry
+                        .register(&mut listener, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.tcp_published
+                            .insert(token, TcpPublished { target, listener });
+                    }
+                }
+                GatewayCommand::PublishUdp(target, socket) => {
+                    let mut socket = mio::net::UdpSocket::from_std(socket);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if registry
+                        .register(&mut socket, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.udp_published
+                            .insert(token, UdpPublished::new(target, socket));
+                    }
+                }
+                GatewayCommand::Unpublish(id, done) => {
+                    self.tcp_published.retain(|_, p| {
+                        let keep = p.target.id != id;
+                        if !keep {
+                            let _ = registry.deregister(&mut p.listener);
+                        }
+                        keep
+                    });
+                    self.udp_published.retain(|_, p| {
+                        let keep = p.target.id != id;
+                        if !keep {
+                            let _ = registry.deregister(&mut p.socket);
+                        }
+                        keep
+                    });
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Connections arrived on a published TCP port: connect each into the sandbox.
+    fn accept_published(&mut self, token: Token) {
+        loop {
+            let Some(published) = self.tcp_published.get(&token) else {
+                return;
+            };
+            let target = published.target;
+            let stream = match published.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => return,
+            };
+            let local = self.gateway_ports.allocate();
+            let mut socket = TcpNat::new_socket();
+            let remote = (IpAddress::Ipv4(*target.sandbox.ip()), target.sandbox.port());
+            if socket
+                .connect(
+                    self.iface.context(),
+                    remote,
+                    (IpAddress::Ipv4(self.config.ip), local),
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let handle = self.sockets.add(socket);
+            let key = (
+                *target.sandbox.ip(),
+                target.sandbox.port(),
+                self.config.ip,
+                local,
+            );
+            let registry = self.poll.registry();
+            if self
+                .tcp
+                .adopt(registry, &mut self.next_token, key, stream, handle)
+                .is_err()
+            {
+                self.sockets.remove(handle);
+            }
+        }
+    }
+
+    /// Datagrams arrived on a published UDP port: pass each to the sandbox, from a gateway
+    /// port that stands for the sender.
+    fn receive_published(&mut self, token: Token) {
+        let gateway_mac = self.config.mac;
+        let gateway_ip = self.config.ip;
+        let Some(published) = self.udp_published.get_mut(&token) else {
+            return;
+        };
+        let (datagram, frame) = self.udp.datagram_buffer();
+        loop {
+            let (n, peer) = match published.socket.recv_from(datagram) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let ports = &mut self.gateway_ports;
+            let local = published.port_for(peer, &mut || ports.allocate());
+            let target = published.target;
+            let from = SocketAddrV4::new(gateway_ip, local);
+            if build_udp_frame(
+                frame,
+                (gateway_mac, target.sandbox_mac),
+                from,
+                target.sandbox,
+                &datagram[..n],
+            ) {
+                self.device.send(frame);
+            }
+        }
+    }
+
+    /// A sandbox's answer to a datagram that came in on a published port, if `dport` is one.
+    fn reply_published(&mut self, dport: u16, payload: (usize, usize), frame_len: usize) -> bool {
+        for published in self.udp_published.values() {
+            if let Some(peer) = published.peer_of(dport) {
+                let (start, end) = payload;
+                let _ = published.reply(peer, &self.device.frame(frame_len)[start..end]);
+                return true;
+            }
+        }
+        false
+    }
+
     fn host_event(&mut self, token: Token) {
+        if self.tcp_published.contains_key(&token) {
+            self.accept_published(token);
+            return;
+        }
+        if self.udp_published.contains_key(&token) {
+            self.receive_published(token);
+            return;
+        }
         if self.udp.owns(token) {
             let mac = self.config.mac;
             let device = &mut self.device;
@@ -328,6 +484,9 @@ impl Engine {
     }
 
     fn udp_out(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
+        if tuple.2 == self.config.ip && self.reply_published(tuple.3, (start, end), end) {
+            return;
+        }
         let target = self.target(tuple.2, tuple.3);
         if !self.config.policy.allows(*target.ip()) {
             return;

@@ -9,6 +9,7 @@
 pub mod device;
 pub mod engine;
 pub mod policy;
+pub mod publish;
 pub mod tcp_nat;
 pub mod udp_nat;
 
@@ -44,6 +45,7 @@ pub struct GatewayStats {
 }
 
 pub struct Gateway {
+    commands: crossbeam_channel::Sender<publish::GatewayCommand>,
     stop: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
     thread: Option<JoinHandle<()>>,
@@ -55,18 +57,30 @@ impl Gateway {
     pub fn start(config: GatewayConfig, port: OwnedFd) -> Result<Gateway> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
-        let engine = engine::Engine::new(config.clone(), port, stop.clone(), stats.clone())?;
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let engine =
+            engine::Engine::new(config.clone(), port, stop.clone(), stats.clone(), receiver)?;
         let waker = engine.waker();
         let thread = std::thread::Builder::new()
             .name(format!("gateway-{}", config.network))
             .spawn(move || engine.run())
             .context(|| format!("spawn the gateway of network {}", config.network))?;
         Ok(Gateway {
+            commands,
             stop,
             waker,
             thread: Some(thread),
             stats,
         })
+    }
+}
+
+impl Gateway {
+    /// Hand a published port (or its removal) to the gateway's thread.
+    pub fn command(&self, command: publish::GatewayCommand) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
     }
 }
 

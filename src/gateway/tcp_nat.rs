@@ -101,6 +101,46 @@ impl TcpNat {
         Ok(())
     }
 
+    /// A connection accepted on a published port, already being connected into the sandbox by
+    /// the smoltcp socket `handle`. `key` is the flow as the sandbox sees it.
+    pub fn adopt(
+        &mut self,
+        registry: &Registry,
+        next_token: &mut usize,
+        key: FlowKey,
+        mut host: TcpStream,
+        handle: SocketHandle,
+    ) -> io::Result<()> {
+        let token = Token(*next_token);
+        *next_token += 1;
+        registry.register(&mut host, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.flows.insert(
+            token,
+            Flow {
+                key,
+                host,
+                phase: Phase::Open { handle },
+                host_eof: false,
+                sandbox_eof: false,
+                finished: false,
+            },
+        );
+        self.by_key.insert(key, token);
+        Ok(())
+    }
+
+    /// A smoltcp socket for one flow, tuned for bulk transfer.
+    pub fn new_socket() -> tcp::Socket<'static> {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
+        );
+        socket.set_nagle_enabled(false);
+        // ACK every segment at once: the sandbox's window, not a timer, should pace the flow.
+        socket.set_ack_delay(None);
+        socket
+    }
+
     /// The host socket of a connecting flow reported readiness: has it connected?
     pub fn resolve(
         &mut self,
@@ -122,13 +162,7 @@ impl TcpNat {
             return Some(SynVerdict::Refuse(syn));
         }
         let (_, _, dst, dport) = flow.key;
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; SOCKET_BUFFER]),
-        );
-        socket.set_nagle_enabled(false);
-        // ACK every segment at once: the sandbox's window, not a timer, should pace the flow.
-        socket.set_ack_delay(None);
+        let mut socket = Self::new_socket();
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(dst)),
             port: dport,

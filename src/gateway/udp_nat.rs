@@ -115,14 +115,22 @@ impl UdpNat {
                 Err(_) => return,
             };
             flow.last_used = Instant::now();
-            self.frame.clear();
-            let builder = PacketBuilder::ethernet2(gateway_mac.0, flow.sandbox_mac.0)
-                .ipv4(remote_ip.octets(), sandbox_ip.octets(), 64)
-                .udp(remote_port, sandbox_port);
-            if builder.write(&mut self.frame, &self.datagram[..n]).is_ok() {
+            let from = SocketAddrV4::new(remote_ip, remote_port);
+            let to = SocketAddrV4::new(sandbox_ip, sandbox_port);
+            if build_udp_frame(
+                &mut self.frame,
+                (gateway_mac, flow.sandbox_mac),
+                from,
+                to,
+                &self.datagram[..n],
+            ) {
                 send(&self.frame);
             }
         }
+    }
+
+    pub fn datagram_buffer(&mut self) -> (&mut [u8], &mut Vec<u8>) {
+        (&mut self.datagram, &mut self.frame)
     }
 
     /// Forget flows idle for longer than `idle`; returns how many went.
@@ -142,4 +150,20 @@ impl UdpNat {
         }
         stale.len()
     }
+}
+
+/// Build an Ethernet/IPv4/UDP frame into `out` (reused); false if it cannot be built.
+pub fn build_udp_frame(
+    out: &mut Vec<u8>,
+    (src_mac, dst_mac): (MacAddr, MacAddr),
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    payload: &[u8],
+) -> bool {
+    out.clear();
+    PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv4(from.ip().octets(), to.ip().octets(), 64)
+        .udp(from.port(), to.port())
+        .write(out, payload)
+        .is_ok()
 }
