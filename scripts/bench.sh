@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: tapnet against the kernel bridge, VDE and Open vSwitch (userspace datapath),
-# each wiring two network namespaces together, measured side by side in one run.
+# each wiring two network namespaces together, measured side by side in one run; and tapnet's
+# gateway NAT against slirp4netns and pasta, a namespace reaching a server on the host's loopback.
 # See BENCHMARKS.md for what each case and column means. Must run as root.
 #
 #   scripts/bench.sh [--quick] [--rounds N] [--cases "bridge tapnet ..."] [--out FILE]
@@ -9,9 +10,13 @@
 # Environment (flags win): ROUNDS (3), CASES, OUT (bench-results/latest.md), TAPNET (tapnet binary;
 # default: cargo build --release, honouring CARGO_TARGET_DIR), TAPNET_ARGS (extra `tapnet daemon`
 # args, e.g. "--datapath-threads 1"), TCP_SECS (5), UDP_SECS (5), PING_COUNT (200),
-# SCALING (1/0), SCALE_PAIRS ("1 2 10 100"), SCALE_TCP_SECS (3), SCALE_MAX_IPERF (10), PYTHON.
-# Cases (default all, in this order): bridge tapnet tapnet-nooff vde ovs ovs-tso.
-# --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about a minute).
+# SCALING (1/0), SCALE_PAIRS ("1 2 10 100"), SCALE_TCP_SECS (3), SCALE_MAX_IPERF (10), PYTHON,
+# CONN_SECS (3, connection-rate test of the NAT cases), NAT_GRACE (15, seconds a NAT test may
+# overrun before it is killed and recorded as stalled).
+# Cases (default all, in this order): switch cases bridge tapnet tapnet-nooff vde ovs ovs-tso;
+# NAT cases nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520
+# nat-pasta-1500 nat-pasta-65520. "switch" and "nat" in CASES stand for each group.
+# --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +24,7 @@ LIB="$REPO/scripts/bench/benchlib.py"
 # The exact command, with the knobs that came from the environment, for the report.
 ORIG_CMD=""
 for v in ROUNDS CASES OUT TAPNET TAPNET_ARGS TCP_SECS UDP_SECS PING_COUNT SCALING SCALE_PAIRS \
-         SCALE_TCP_SECS SCALE_MAX_IPERF CARGO_TARGET_DIR; do
+         SCALE_TCP_SECS SCALE_MAX_IPERF CONN_SECS NAT_GRACE CARGO_TARGET_DIR; do
     [ -z "${!v:-}" ] || ORIG_CMD+="$v=\"${!v}\" "
 done
 ORIG_CMD+=$0
@@ -27,7 +32,9 @@ for a in "$@"; do
     case $a in *[[:space:]]*|"") ORIG_CMD+=" \"$a\"" ;; *) ORIG_CMD+=" $a" ;; esac
 done
 
-ALL_CASES="bridge tapnet tapnet-nooff vde ovs ovs-tso"
+SWITCH_CASES="bridge tapnet tapnet-nooff vde ovs ovs-tso"
+NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
+ALL_CASES="$SWITCH_CASES $NAT_CASES"
 ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-$ALL_CASES}
 OUT=${OUT:-$REPO/bench-results/latest.md}
@@ -38,14 +45,22 @@ SCALING=${SCALING:-1}
 SCALE_PAIRS=${SCALE_PAIRS:-"1 2 10 100"}
 SCALE_TCP_SECS=${SCALE_TCP_SECS:-3}
 SCALE_MAX_IPERF=${SCALE_MAX_IPERF:-10}
+CONN_SECS=${CONN_SECS:-3}
+NAT_GRACE=${NAT_GRACE:-15}
 TAPNET_ARGS=${TAPNET_ARGS:-}
 PYTHON=${PYTHON:-python3}
 UDP_LEN=64
 IPERF_PORT=5201
 # Addresses of the two namespaces in the non-tapnet cases (each case has its own namespaces).
 IP_A=10.77.0.2 IP_B=10.77.0.3 PREFIXLEN=24
+# NAT cases: the kernel reference's point-to-point veth (host end / namespace end, /32 each, so
+# the host namespace gains one host route to our namespace and nothing else), and the addresses
+# of the slirp4netns/pasta namespaces (their gateway 10.0.2.2 is the host's loopback).
+VETH_HOST=10.77.1.1 VETH_NS=10.77.1.2
+SLIRP_NS=10.0.2.100 SLIRP_GW=10.0.2.2
+CONNRATE="$REPO/scripts/bench/connrate.py"
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -60,6 +75,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+expanded=""
+for c in $CASES; do
+    case $c in switch) expanded+=" $SWITCH_CASES" ;; nat) expanded+=" $NAT_CASES" ;; *) expanded+=" $c" ;; esac
+done
+CASES=${expanded# }
 for c in $CASES; do
     case " $ALL_CASES " in *" $c "*) ;; *) echo "bench.sh: unknown case $c (known: $ALL_CASES)" >&2; exit 2 ;; esac
 done
@@ -146,6 +166,8 @@ need_pkgs() {
         case $c in
             vde) command -v vde_switch >/dev/null || want+=(vde2) ;;
             ovs|ovs-tso) command -v ovs-vswitchd >/dev/null || want+=(openvswitch-switch) ;;
+            nat-slirp-*) command -v slirp4netns >/dev/null || want+=(slirp4netns) ;;
+            nat-pasta-*) command -v pasta >/dev/null || want+=(passt) ;;
         esac
     done
     printf '%s\n' "${want[@]}" | sort -u | grep -v '^$' || true
@@ -356,6 +378,82 @@ setup_tapnet_common() {
 setup_tapnet() { setup_tapnet_common --offload on; }
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
 
+# ------------------------------------------------------------------ NAT topologies
+# Each setup_nat_* builds one namespace A (the sandbox) whose traffic reaches the script's own
+# namespace (the host), and sets: NS_A, TARGET (the address A connects to), SRV_ADDR (the address
+# the servers bind to in the host namespace: 127.0.0.1 except for the kernel reference),
+# SW_PIDS (the NAT process, empty for the kernel), SW_EXTRA (unused). Nothing gets a route to
+# anything but the host's loopback (or, for nat-veth, the veth's host end).
+
+# Kernel reference: a veth pair, point to point: host end $VETH_HOST/32 peer $VETH_NS, namespace
+# end the reverse. The servers bind to the host end's address (the kernel would not route to
+# 127.0.0.1 from another namespace without route_localnet and DNAT), so this is veth plus local
+# delivery in the host namespace: what a NAT would cost at best.
+setup_nat_veth() {
+    NS_A="$D/ns-a" TARGET=$VETH_HOST SRV_ADDR=$VETH_HOST SW_PIDS="" SW_EXTRA=""
+    if ip -4 -o addr show | grep -q " inet $VETH_HOST/"; then
+        record error "$VETH_HOST is already assigned in the host namespace; not touching it"
+        return 1
+    fi
+    new_netns "$NS_A"
+    reg link "${T}v"
+    ip link add "${T}v" type veth peer name eth0 netns "$NS_A"
+    ip addr add "$VETH_HOST/32" peer "$VETH_NS/32" dev "${T}v"
+    ip link set "${T}v" up
+    in_ns "$NS_A" ip addr add "$VETH_NS/32" peer "$VETH_HOST/32" dev eth0
+    in_ns "$NS_A" ip link set eth0 up
+}
+
+# tapnet's gateway: a daemon that may NAT only to loopback, one network with the given MTU, one
+# sandbox; the sandbox connects to its network's gateway address.
+setup_nat_tapnet() {
+    local mtu=$1
+    start_tapnet --nat-allow 127.0.0.0/8
+    SW_PIDS=$TN_PID SW_EXTRA="" SRV_ADDR=127.0.0.1
+    "$TAPNET" network create natnet --mtu "$mtu" >/dev/null
+    "$TAPNET" sandbox create a --net natnet >/dev/null
+    NS_A=$(tn_netns a)
+    TARGET=$("$TAPNET" network inspect natnet --format json |
+        "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d, list) else d; print(d["gateway"].split("/")[0])')
+}
+
+# slirp4netns and pasta get a TAP "tap0" in A that the script configures itself: address
+# $SLIRP_NS/24, the MTU, no default route (so only their gateway, i.e. the host's loopback, is
+# reachable). Their own outbound sockets are bound to 127.0.0.1 as well.
+config_tap0() {   # config_tap0 MTU
+    wait_for 5 in_ns "$NS_A" ip link show tap0 || { record error "tap0 did not appear"; return 1; }
+    in_ns "$NS_A" ip link set tap0 mtu "$1"
+    in_ns "$NS_A" ip addr add "$SLIRP_NS/24" dev tap0
+    in_ns "$NS_A" ip link set tap0 up
+}
+
+setup_nat_slirp() {
+    local mtu=$1
+    NS_A="$D/ns-a" TARGET=$SLIRP_GW SRV_ADDR=127.0.0.1 SW_EXTRA=""
+    new_netns "$NS_A"
+    slirp4netns --netns-type=path --disable-dns --mtu "$mtu" --outbound-addr=127.0.0.1 \
+        "$NS_A" tap0 >"$D/slirp4netns.log" 2>&1 &
+    SW_PIDS=$!
+    reg pid "$SW_PIDS" slirp4netns
+    config_tap0 "$mtu"
+}
+
+setup_nat_pasta() {
+    local mtu=$1
+    NS_A="$D/ns-a" TARGET=$SLIRP_GW SRV_ADDR=127.0.0.1 SW_EXTRA=""
+    new_netns "$NS_A"
+    # As root, pasta changes to "nobody" by default and then may not join a namespace that
+    # belongs to the initial user namespace ("Couldn't switch to pasta namespaces"): keep root.
+    pasta -f -q -4 --runas 0:0 --no-icmp --no-dhcp --no-ndp --no-dhcpv6 --no-ra -a "$SLIRP_NS" -n 24 \
+        -g "$SLIRP_GW" -I tap0 -m "$mtu" -o 127.0.0.1 -t none -u none -T none -U none \
+        --netns "$NS_A" >"$D/pasta.log" 2>&1 &
+    SW_PIDS=$!
+    reg pid "$SW_PIDS" pasta
+    config_tap0 "$mtu"
+    # pasta re-executes itself as passt.avx2 where the CPU has AVX2: register the name it has now.
+    reg pid "$SW_PIDS" "$(cat "/proc/$SW_PIDS/comm")"
+}
+
 # ------------------------------------------------------------------ measurements
 
 # Clients run in the background and are waited for: bash defers a trap until a foreground
@@ -436,6 +534,100 @@ measure_ping() {
     log "  $CASE ping: p50 $p50 us, p99 $p99 us, loss $loss %"
 }
 
+# ------------------------------------------------------------------ NAT measurements
+# Servers run in the script's own namespace (the host), bound to $SRV_ADDR; clients run in A.
+
+PY_COMM=""   # comm of a $PYTHON process, for stop_pid
+
+start_connrate_server() {   # sets CR_PORT
+    "$PYTHON" "$CONNRATE" serve "$SRV_ADDR" "$D/connrate.port" >"$D/connrate-server.log" 2>&1 &
+    reg pid "$!" "$PY_COMM"
+    wait_for 5 test -s "$D/connrate.port" || { record error "connection-rate server did not start"; return 1; }
+    CR_PORT=$(cat "$D/connrate.port")
+}
+
+cpu_pct_since() {   # cpu_pct_since TICKS0 T0 -> CPU % of SW_PIDS since then
+    awk -v d=$(($(cpu_ticks "$SW_PIDS") - $1)) -v hz="$CLK_TCK" -v w="$(elapsed "$2" "$(now)")" \
+        'BEGIN { printf "%.1f", 100 * d / hz / w }'
+}
+
+# measure_nat_tcp up|down: iperf3 single stream A -> host (up) or host -> A (down, -R), against a
+# one-off server on a free port. A test that has not finished NAT_GRACE s after its nominal end
+# is killed and recorded as stalled, with what the server saw (iperf3 prints nothing before the
+# end in JSON mode).
+measure_nat_tcp() {
+    local dir=$1 rev=() port spid out="$D/tcp-$1.json" slog="$D/iperf-server-$1.txt" c0 t0 rc res
+    [ "$dir" = down ] && rev=(-R)
+    port=$("$PYTHON" "$LIB" freeport "$SRV_ADDR")
+    iperf3 -s -1 -B "$SRV_ADDR" -p "$port" -i 1 --forceflush >"$slog" 2>&1 &
+    spid=$!
+    reg pid "$spid" iperf3
+    wait_for 5 bash -c "ss -Hltn 'src $SRV_ADDR and sport = :$port' | grep -q ." ||
+        { record error "TCP $dir: iperf3 server did not start"; stop_pid "$spid" iperf3; return 0; }
+    c0=$([ -z "$SW_PIDS" ] || cpu_ticks "$SW_PIDS")
+    t0=$(now)
+    rc=0
+    client $((TCP_SECS + NAT_GRACE)) "$out" nsenter --net="$NS_A" \
+        iperf3 -c "$TARGET" -p "$port" -t "$TCP_SECS" "${rev[@]}" --connect-timeout 5000 -J || rc=$?
+    [ -z "$SW_PIDS" ] || record "cpu_${dir}_pct" "$(cpu_pct_since "$c0" "$t0")"
+    stop_pid "$spid" iperf3
+    if [ $rc -eq 124 ]; then
+        record error "TCP $dir: stalled, killed after $((TCP_SECS + NAT_GRACE)) s; server's last intervals: $("$PYTHON" "$LIB" iperf-tail "$slog")"
+        record "stall_$dir" 1
+        log "  $CASE TCP $dir: stalled (killed after $((TCP_SECS + NAT_GRACE)) s)"
+        return 0
+    fi
+    if [ $rc -ne 0 ] || ! res=$("$PYTHON" "$LIB" tcp "$out" 2>"$D/tcp-$dir.err"); then
+        record error "TCP $dir: iperf3 failed (exit $rc: $(head -c 200 "$D/tcp-$dir.err" "$out" 2>/dev/null | tr '\n\t' '  '))"
+        return 0
+    fi
+    record "tcp_${dir}_gbps" "${res% *}"
+    record "tcp_${dir}_retr" "${res#* }"
+    log "  $CASE TCP $dir: ${res% *} Gbit/s, ${res#* } retransmits"
+}
+
+measure_connrate() {
+    local out="$D/conn.txt" c0 t0 rc=0 rate ndone failed mean p99
+    c0=$([ -z "$SW_PIDS" ] || cpu_ticks "$SW_PIDS")
+    t0=$(now)
+    client $((CONN_SECS + NAT_GRACE)) "$out" nsenter --net="$NS_A" \
+        "$PYTHON" "$CONNRATE" client "$TARGET" "$CR_PORT" "$CONN_SECS" || rc=$?
+    if [ $rc -ne 0 ]; then
+        record error "connection rate: client failed (exit $rc: $(head -c 200 "$out" | tr '\n\t' '  '))"
+        return 0
+    fi
+    [ -z "$SW_PIDS" ] || record cpu_conn_pct "$(cpu_pct_since "$c0" "$t0")"
+    read -r rate ndone failed mean p99 <"$out"
+    record conn_per_s "$rate"; record conn_failed "$failed"
+    record conn_mean_ms "$mean"; record conn_p99_ms "$p99"
+    log "  $CASE connections: $rate/s ($ndone in ${CONN_SECS} s, $failed failed, mean $mean ms)"
+}
+
+# Body of a NAT case round (called by case_round).
+nat_round() {
+    local t0 mtu=${CASE##*-}
+    t0=$(now)
+    case $CASE in
+        nat-veth) setup_nat_veth ;;
+        nat-tapnet-*) setup_nat_tapnet "$mtu" ;;
+        nat-slirp-*) setup_nat_slirp "$mtu" ;;
+        nat-pasta-*) setup_nat_pasta "$mtu" ;;
+    esac
+    start_connrate_server
+    # Reachable when one connection gets the server's answer (at most 10 s).
+    wait_for 10 in_ns "$NS_A" "$PYTHON" "$CONNRATE" client "$TARGET" "$CR_PORT" 0.1 ||
+        { record error "host ($TARGET:$CR_PORT) not reachable from the sandbox after setup"; exit 1; }
+    record setup_s "$(elapsed "$t0" "$(now)")"
+    measure_nat_tcp up
+    measure_nat_tcp down
+    [ -z "$SW_PIDS" ] || record rss_tcp_mib "$(rss_mib "$SW_PIDS")"
+    measure_connrate
+    if [ -n "$SW_PIDS" ]; then
+        record rss_mib "$(rss_mib "$SW_PIDS")"
+        record hwm_mib "$(rss_mib "$SW_PIDS" VmHWM)"
+    fi
+}
+
 # One case, one round, in a subshell so that `set -e` aborts only this case: the subshell's
 # EXIT trap tears its topology down, and its children are reaped by it (this machine's init
 # does not reap orphans).
@@ -448,10 +640,11 @@ case_round() {
     reg dir "$D"
     # Link name tag: prefix + one letter per case + round, plus a/b/br stays <= 15 chars.
     local code
-    case $CASE in bridge) code=k ;; vde) code=v ;; ovs) code=o ;; ovs-tso) code=s ;; *) code=t ;; esac
+    case $CASE in bridge) code=k ;; vde) code=v ;; ovs) code=o ;; ovs-tso) code=s ;; nat-*) code=n ;; *) code=t ;; esac
     T="${P}${code}${ROUND}"
     trap sub_exit EXIT
     trap 'exit 143' TERM
+    case $CASE in nat-*) nat_round; return ;; esac
 
     local t0
     t0=$(now)
@@ -588,7 +781,8 @@ install_pkgs
 for c in iperf3 ping ip ss nsenter unshare "$PYTHON"; do
     command -v "$c" >/dev/null || { echo "bench.sh: $c not found" >&2; exit 1; }
 done
-case " $CASES " in *" tapnet"*) resolve_tapnet ;; *) [ "$SCALING" = 0 ] || resolve_tapnet ;; esac
+case " $CASES " in *" tapnet"*|*" nat-tapnet"*) resolve_tapnet ;; *) [ "$SCALING" = 0 ] || resolve_tapnet ;; esac
+PY_COMM=$(basename "$(command -v "$PYTHON")" | cut -c1-15)
 TAPNET=${TAPNET:-/bin/false}   # the cleanup refers to it even when no tapnet case runs
 [ -e /dev/net/tun ] || { echo "bench.sh: /dev/net/tun is missing" >&2; exit 1; }
 
@@ -613,6 +807,8 @@ META="$WORK/meta"
         vers+=", vde_switch ($pkg) $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || echo '?')"
     fi
     ! command -v ovs-vswitchd >/dev/null || vers+=", Open vSwitch $(ovs-vswitchd --version | awk 'NR==1 { print $NF }')"
+    ! command -v slirp4netns >/dev/null || vers+=", slirp4netns $(dpkg-query -W -f '${Version}' slirp4netns 2>/dev/null || slirp4netns --version | awk 'NR==1 { print $NF }')"
+    ! command -v pasta >/dev/null || vers+=", pasta (passt) $(dpkg-query -W -f '${Version}' passt 2>/dev/null || echo '?')"
     echo "versions=$vers"
     if [ "$TAPNET" != /bin/false ]; then
         echo "tapnet_version=$("$TAPNET" --version 2>/dev/null) (git $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
@@ -620,6 +816,7 @@ META="$WORK/meta"
     echo "tapnet_args=$TAPNET_ARGS"
     echo "rounds=$ROUNDS"; echo "tcp_secs=$TCP_SECS"; echo "udp_secs=$UDP_SECS"; echo "ping_count=$PING_COUNT"
     echo "scale_tcp_secs=$SCALE_TCP_SECS"; echo "scale_max_iperf=$SCALE_MAX_IPERF"
+    echo "conn_secs=$CONN_SECS"; echo "nat_grace=$NAT_GRACE"
 } >"$META"
 
 log "cases: $CASES; rounds: $ROUNDS; work dir $WORK"

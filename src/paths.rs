@@ -49,6 +49,17 @@ impl StateDir {
     pub fn utsns_dir(&self) -> PathBuf {
         self.root.join("utsns")
     }
+    /// Bind mounts of sandbox mount namespaces (their /etc files and /sys).
+    pub fn mntns_dir(&self) -> PathBuf {
+        self.root.join("mntns")
+    }
+    pub fn mntns_path(&self, sandbox: &str) -> PathBuf {
+        self.mntns_dir().join(sandbox)
+    }
+    /// The files a sandbox sees as /etc/hosts, /etc/resolv.conf and /etc/hostname.
+    pub fn etc_dir(&self, sandbox: &str) -> PathBuf {
+        self.root.join("etc").join(sandbox)
+    }
     pub fn netns_path(&self, sandbox: &str) -> PathBuf {
         self.netns_dir().join(sandbox)
     }

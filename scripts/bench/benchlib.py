@@ -5,15 +5,19 @@ Subcommands:
   tcp FILE              iperf3 -J output of a TCP test  -> "GBIT_PER_S RETRANSMITS"
   udp FILE SECONDS LEN  iperf3 -J output of a UDP test  -> "RX_KPPS SENT_KPPS LOSS_PCT"
   ping FILE             plain ping output               -> "P50_US P99_US AVG_US LOSS_PCT RECEIVED"
+  freeport ADDR         a TCP port on ADDR that is free right now
+  iperf-tail FILE       text output of an iperf3 server (-i 1) -> its last interval lines, on one line
   report --meta F --results F [--scale F]   markdown fragment on stdout
 
 The result files are tab-separated: "case round metric value" for the side-by-side run and
 "pairs metric value" for the scaling run. A metric "error" carries a text instead of a number.
+Cases named nat-* (sandbox to the host's loopback through a NAT) get tables of their own.
 """
 
 import json
 import math
 import re
+import socket
 import statistics
 import sys
 from collections import defaultdict
@@ -85,6 +89,28 @@ def cmd_ping(path):
     )
 
 
+def cmd_freeport(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((addr, 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def cmd_iperf_tail(path):
+    lines = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if re.search(r"\bsec\b.*bits/sec", line) and "receiver" not in line and "sender" not in line:
+                    text = " ".join(line.split()[2:])
+                    if text not in lines:  # the summary a killed server prints repeats intervals
+                        lines.append(text)
+    except OSError:
+        pass
+    total = len(lines)
+    print(f"{total} intervals; last: " + " | ".join(lines[-3:]) if lines else "no intervals")
+
+
 # ---------------------------------------------------------------- report
 
 CASE_LABELS = {
@@ -94,6 +120,13 @@ CASE_LABELS = {
     "vde": "VDE vde_switch, 2 TAP",
     "ovs": "OVS netdev datapath, 2 internal (TAP) ports",
     "ovs-tso": "OVS netdev + userspace-tso-enable",
+    "nat-veth": "kernel: veth + local delivery (reference)",
+    "nat-tapnet-1500": "tapnet gateway NAT, MTU 1500",
+    "nat-tapnet-65520": "tapnet gateway NAT, MTU 65520",
+    "nat-slirp-1500": "slirp4netns, MTU 1500",
+    "nat-slirp-65520": "slirp4netns, MTU 65520",
+    "nat-pasta-1500": "pasta, MTU 1500",
+    "nat-pasta-65520": "pasta, MTU 65520",
 }
 
 # (metric, header, decimals, ratio to the bridge?)
@@ -250,10 +283,102 @@ def scale_table(path, meta):
     return out, notes
 
 
+# (metric, header, decimals, ratio to nat-veth?)
+NAT_COLUMNS = [
+    ("tcp_up_gbps", "TCP sandbox→host Gbit/s", None, True),
+    ("tcp_down_gbps", "TCP host→sandbox Gbit/s", None, True),
+    ("conn_per_s", "connections/s", 0, True),
+    ("cpu_up_pct", "NAT CPU % (→host)", 0, False),
+    ("cpu_down_pct", "NAT CPU % (→sandbox)", 0, False),
+    ("cpu_conn_pct", "NAT CPU % (conn)", 0, False),
+    ("rss_tcp_mib", "NAT RSS MiB after TCP", 1, False),
+    ("rss_mib", "NAT RSS MiB after conns", 1, False),
+]
+
+
+def nat_table(order, vals, rounds):
+    base = vals.get("nat-veth", {})
+    out = ["| case | " + " | ".join(c[1] for c in NAT_COLUMNS) + " |"]
+    out.append("|---" * (len(NAT_COLUMNS) + 1) + "|")
+    for case in order:
+        cells = []
+        n = len(rounds[case])
+        for metric, _, dec, ratio in NAT_COLUMNS:
+            xs = vals[case].get(metric, [])
+            if case == "nat-veth" and not ratio:
+                cells.append("kernel")
+                continue
+            v = med(xs)
+            cell = fmt(v, dec)
+            b = med(base.get(metric, []))
+            if ratio and v is not None and b:
+                cell += f" ({v / b:.2f}x)"
+            if ratio and len(xs) < n:
+                stalls = len(vals[case].get("stall_" + metric.split("_")[1], []))
+                what = f", {stalls} stalled" if stalls and metric.startswith("tcp_") else ""
+                cell += f" [{len(xs)} of {n} rounds ok{what}]" if xs else f" [0 of {n} rounds ok{what}]"
+            cells.append(cell)
+        out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def nat_detail_table(order, vals):
+    def stalls(v, d):
+        k = len(v.get("stall_" + d, []))
+        return str(k)
+    cols = [
+        ("TCP →host [min-max]", lambda v: spread(v.get("tcp_up_gbps", []))),
+        ("retransmits →host", lambda v: fmt(med(v.get("tcp_up_retr", [])), 0)),
+        ("stalls →host", lambda v: stalls(v, "up")),
+        ("TCP →sandbox [min-max]", lambda v: spread(v.get("tcp_down_gbps", []))),
+        ("retransmits →sandbox", lambda v: fmt(med(v.get("tcp_down_retr", [])), 0)),
+        ("stalls →sandbox", lambda v: stalls(v, "down")),
+        ("conn/s [min-max]", lambda v: spread(v.get("conn_per_s", []), 0)),
+        ("conn mean / p99 ms", lambda v: f"{fmt(med(v.get('conn_mean_ms', [])), 2)} / "
+                                         f"{fmt(med(v.get('conn_p99_ms', [])), 2)}"),
+        ("failed conns", lambda v: fmt(med(v.get("conn_failed", [])), 0)),
+        ("NAT peak RSS MiB", lambda v: fmt(med(v.get("hwm_mib", [])), 1)),
+        ("setup s", lambda v: fmt(med(v.get("setup_s", [])), 2)),
+    ]
+    out = ["| case | " + " | ".join(c[0] for c in cols) + " |"]
+    out.append("|---" * (len(cols) + 1) + "|")
+    for case in order:
+        v = vals[case]
+        cells = [c[1](v) for c in cols]
+        if case == "nat-veth":
+            cells[9] = "kernel"
+        cells[8] = cells[8] if v.get("conn_per_s") else "n/a"
+        out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def goal_line(vals):
+    t = med(vals.get("nat-tapnet-1500", {}).get("tcp_up_gbps", []))
+    s = med(vals.get("nat-slirp-65520", {}).get("tcp_up_gbps", []))
+    if t is None or s is None:
+        return []
+    verdict = "met" if t >= s else "not met"
+    return ["", f"Goal (tapnet NAT at MTU 1500 at least as fast as slirp4netns at MTU 65520, "
+                f"sandbox→host): {fmt(t)} vs {fmt(s)} Gbit/s, {t / s:.2f}x: **{verdict}**."]
+
+
+def read_rounds(path):
+    rounds = defaultdict(set)
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 4:
+                rounds[parts[0]].add(parts[1])
+    return rounds
+
+
 def cmd_report(args):
     opts = dict(zip(args[0::2], args[1::2]))
     meta = read_kv(opts["--meta"])
     order, vals, errors = read_results(opts["--results"])
+    rounds = read_rounds(opts["--results"])
+    nat_order = [c for c in order if c.startswith("nat-")]
+    sw_order = [c for c in order if not c.startswith("nat-")]
     m = meta.get
     out = [
         f"### tapnet benchmark, {m('date', '?')}",
@@ -267,19 +392,37 @@ def cmd_report(args):
     if m("tapnet_version"):
         out.append(f"- tapnet: {m('tapnet_version')}; extra daemon args: "
                    f"`{m('tapnet_args', '') or '(none)'}`")
-    out += [
-        f"- per case and round: iperf3 TCP `-t {m('tcp_secs')}` (1 stream, then `-P 4`), "
-        f"UDP `-u -l 64 -b 0 -t {m('udp_secs')}`, ping `-c {m('ping_count')} -i 0.01`; "
-        f"{m('rounds')} round(s), cases interleaved per round, median reported, MTU 1500",
-        "",
-    ]
-    if order:
+    if sw_order:
+        out.append(
+            f"- per switch case and round: iperf3 TCP `-t {m('tcp_secs')}` (1 stream, then `-P 4`), "
+            f"UDP `-u -l 64 -b 0 -t {m('udp_secs')}`, ping `-c {m('ping_count')} -i 0.01`; "
+            f"{m('rounds')} round(s), cases interleaved per round, median reported, MTU 1500")
+    if nat_order:
+        out.append(
+            f"- per NAT case and round: iperf3 single stream `-t {m('tcp_secs')}` sandbox→host and "
+            f"`-R`, killed as stalled {m('nat_grace')} s after its nominal end; connection rate "
+            f"for {m('conn_secs')} s (one connection after the other: connect, 1 byte each way, "
+            f"close); servers on the host's loopback (the kernel reference: on the veth's host end)")
+    out.append("")
+    if sw_order:
         out.append("Medians over the rounds; ratios are against the Linux bridge of the same run "
                    "(for ping, lower is better).")
         out.append("")
-        out += main_table(order, vals, meta)
+        out += main_table(sw_order, vals, meta)
         out += ["", "Spread and extra counters (median [min-max] over the rounds):", ""]
-        out += detail_table(order, vals, meta)
+        out += detail_table(sw_order, vals, meta)
+    if nat_order:
+        if sw_order:
+            out.append("")
+        out.append("Sandbox to the host's loopback through a NAT: medians over the rounds; ratios "
+                   "are against the kernel veth reference of the same run. CPU is the NAT "
+                   "process's (all threads) during each test, 100 % = one core.")
+        out.append("")
+        out += nat_table(nat_order, vals, rounds)
+        out += goal_line(vals)
+        out += ["", "Spread and extra counters of the NAT cases (median [min-max] over the "
+                    "rounds):", ""]
+        out += nat_detail_table(nat_order, vals)
     if errors:
         out += ["", "Failures:", ""]
         for case in order:
@@ -312,6 +455,10 @@ def main():
         cmd_udp(*args)
     elif cmd == "ping":
         cmd_ping(*args)
+    elif cmd == "freeport":
+        cmd_freeport(*args)
+    elif cmd == "iperf-tail":
+        cmd_iperf_tail(*args)
     elif cmd == "report":
         cmd_report(args)
     else:

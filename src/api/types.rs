@@ -143,6 +143,7 @@ pub struct SandboxView {
     pub hostname: String,
     pub netns: String,
     pub utsns: Option<String>,
+    pub mntns: Option<String>,
     pub interfaces: Vec<InterfaceView>,
     pub ports: Vec<String>,
 }

@@ -22,8 +22,15 @@ pub fn exec_in(sandbox: &SandboxView, command: &[String]) -> Result<i32> {
         .map(File::open)
         .transpose()
         .context(|| format!("open UTS namespace of sandbox {}", sandbox.name))?;
+    let mntns = sandbox
+        .mntns
+        .as_ref()
+        .map(File::open)
+        .transpose()
+        .context(|| format!("open mount namespace of sandbox {}", sandbox.name))?;
     let net_fd: RawFd = netns.as_raw_fd();
     let uts_fd: Option<RawFd> = utsns.as_ref().map(|f| f.as_raw_fd());
+    let mnt_fd: Option<RawFd> = mntns.as_ref().map(|f| f.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: only setns, which is async-signal-safe, runs between fork and exec.
@@ -34,6 +41,12 @@ pub fn exec_in(sandbox: &SandboxView, command: &[String]) -> Result<i32> {
             }
             if let Some(fd) = uts_fd
                 && libc::setns(fd, libc::CLONE_NEWUTS) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Last: entering a mount namespace moves the root and working directory to its root.
+            if let Some(fd) = mnt_fd
+                && libc::setns(fd, libc::CLONE_NEWNS) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }

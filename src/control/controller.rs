@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
 use super::ipv4net::Ipv4Net;
 use super::model::{
@@ -409,16 +410,10 @@ impl Inner {
                 namespace::pin_current_netns(&sb.netns)?;
             } else {
                 namespace::remove(&sb.netns);
-                if let Some(uts) = &sb.utsns {
-                    namespace::remove(uts);
+                for pinned in [&sb.utsns, &sb.mntns].into_iter().flatten() {
+                    namespace::remove(pinned);
                 }
-                namespace::create(
-                    NewNamespaces {
-                        netns: sb.netns.clone(),
-                        uts: sb.utsns.clone().map(|p| (p, sb.hostname.clone())),
-                    },
-                    wiring::loopback_up,
-                )?;
+                self.create_namespaces(sb)?;
             }
         }
         for ep in &sb.endpoints {
@@ -783,6 +778,7 @@ impl Inner {
             let _ = self.sync_default_route(&sb);
             return Err(e);
         }
+        self.refresh_etc(&updated);
         Ok(())
     }
 
@@ -819,6 +815,7 @@ impl Inner {
             return Err(e);
         }
         self.unwire(sandbox, &ep);
+        self.refresh_etc(&updated);
         self.sync_default_route(&updated)
     }
 
@@ -877,6 +874,7 @@ impl Inner {
             hostname: hostname.clone(),
             netns: self.dirs.netns_path(&req.name),
             utsns: (!host_mode).then(|| self.dirs.utsns_path(&req.name)),
+            mntns: (!host_mode).then(|| self.dirs.mntns_path(&req.name)),
             endpoints: Vec::new(),
             ports: Vec::new(),
         };
@@ -899,13 +897,7 @@ impl Inner {
         if host_mode {
             namespace::pin_current_netns(&sb.netns)?;
         } else {
-            namespace::create(
-                NewNamespaces {
-                    netns: sb.netns.clone(),
-                    uts: sb.utsns.clone().map(|p| (p, hostname)),
-                },
-                wiring::loopback_up,
-            )?;
+            self.create_namespaces(&sb)?;
         }
         if let Err(e) = self.bring_up(&sb) {
             self.tear_down(&sb);
@@ -1013,8 +1005,34 @@ impl Inner {
             self.unwire(&sb.name, ep);
         }
         namespace::remove(&sb.netns);
-        if let Some(uts) = &sb.utsns {
-            namespace::remove(uts);
+        for pinned in [&sb.utsns, &sb.mntns].into_iter().flatten() {
+            namespace::remove(pinned);
+        }
+        let _ = std::fs::remove_dir_all(self.dirs.etc_dir(&sb.name));
+    }
+
+    /// Network, UTS and mount namespaces of a sandbox that has its own, with its /etc files.
+    fn create_namespaces(&self, sb: &Sandbox) -> Result<()> {
+        let etc = self.dirs.etc_dir(&sb.name);
+        if sb.mntns.is_some() {
+            etc_files::write(&etc, &self.state, sb)?;
+        }
+        namespace::create(
+            NewNamespaces {
+                netns: sb.netns.clone(),
+                uts: sb.utsns.clone().map(|p| (p, sb.hostname.clone())),
+                mnt: sb.mntns.clone().map(|p| (p, etc_files::binds(&etc))),
+            },
+            wiring::loopback_up,
+        )
+    }
+
+    /// Rewrite a live sandbox's /etc/hosts and /etc/resolv.conf after its networks changed.
+    fn refresh_etc(&self, sb: &Sandbox) {
+        if sb.mntns.is_some()
+            && let Err(e) = etc_files::write(&self.dirs.etc_dir(&sb.name), &self.state, sb)
+        {
+            eprintln!("tapnet: sandbox {}: {e}", sb.name);
         }
     }
 

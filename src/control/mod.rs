@@ -2,6 +2,7 @@
 //! requests into namespace setup and datapath commands.
 
 pub mod controller;
+pub mod etc_files;
 pub mod ipam;
 pub mod ipv4net;
 pub mod model;

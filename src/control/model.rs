@@ -92,6 +92,9 @@ pub struct Sandbox {
     pub netns: PathBuf,
     /// Bind mount of the UTS namespace; host-network sandboxes have none of their own.
     pub utsns: Option<PathBuf>,
+    /// Bind mount of the mount namespace (own /etc/hosts, /etc/resolv.conf, /etc/hostname).
+    #[serde(default)]
+    pub mntns: Option<PathBuf>,
     /// In connect order.
     pub endpoints: Vec<Endpoint>,
     /// Published ports (`-p`).

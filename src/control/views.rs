@@ -43,6 +43,7 @@ pub fn sandbox_view(state: &State, sb: &Sandbox) -> SandboxView {
         hostname: sb.hostname.clone(),
         netns: sb.netns.display().to_string(),
         utsns: sb.utsns.as_ref().map(|p| p.display().to_string()),
+        mntns: sb.mntns.as_ref().map(|p| p.display().to_string()),
         interfaces: sb
             .endpoints
             .iter()

@@ -7,6 +7,7 @@
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
 pub mod device;
+pub mod dns;
 pub mod engine;
 pub mod policy;
 pub mod publish;
