@@ -14,6 +14,7 @@ use crate::control::controller::Controller;
 use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::Datapath;
 use crate::error::{Context, Error, Result};
+use crate::gateway::dns;
 use crate::gateway::policy::NatPolicy;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
@@ -23,6 +24,8 @@ pub struct DaemonOptions {
     pub offload: Offload,
     /// Destinations outbound NAT may reach; empty means everywhere.
     pub nat_allow: Vec<Ipv4Net>,
+    /// Name servers the gateways forward to; empty means those of /etc/resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// Take the state dir's lock; fails if another daemon holds it.
@@ -76,13 +79,20 @@ pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
 fn serve_until_signal(dirs: &StateDir, options: &DaemonOptions, signals: &SigSet) -> Result<()> {
     let dp = Datapath::start(options.threads)?;
     let policy = NatPolicy::new(options.nat_allow.clone());
-    let controller = match Controller::open(dirs.clone(), dp.clone(), options.offload, policy) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            dp.stop();
-            return Err(e);
-        }
+    let upstreams = if options.dns_upstreams.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        dns::nameservers_from_resolv_conf(&text, false)
+    } else {
+        options.dns_upstreams.clone()
     };
+    let controller =
+        match Controller::open(dirs.clone(), dp.clone(), options.offload, policy, upstreams) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                dp.stop();
+                return Err(e);
+            }
+        };
     let _ = std::fs::remove_file(dirs.socket());
     let listener = UnixListener::bind(dirs.socket())
         .context(|| format!("listen on {}", dirs.socket().display()))?;

@@ -223,6 +223,15 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub nat_allow: Vec<String>,
+    /// Name servers for names the gateways do not know (repeatable; default: those of
+    /// /etc/resolv.conf). ADDR or ADDR:PORT.
+    #[arg(
+        long,
+        value_name = "ADDR[:PORT]",
+        env = "TAPNET_DNS_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub dns_upstream: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,12 +308,22 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                         .map_err(|e: String| Error::invalid(format!("--nat-allow: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let dns_upstreams = args
+                .dns_upstream
+                .iter()
+                .map(|a| {
+                    a.parse::<std::net::SocketAddr>()
+                        .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                        .map_err(|_| Error::invalid(format!("--dns-upstream: bad address {a:?}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
             daemon::run(
                 dirs,
                 DaemonOptions {
                     threads,
                     offload,
                     nat_allow,
+                    dns_upstreams,
                 },
             )?;
             Ok(0)

@@ -29,6 +29,7 @@ use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::error::{Context, Error, Result};
+use crate::gateway::dns_server::{DnsServer, NameTable};
 use crate::gateway::policy::NatPolicy;
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::gateway::{Gateway, GatewayConfig};
@@ -100,6 +101,8 @@ struct Inner {
     publications: HashMap<String, Vec<(String, u64)>>,
     next_publication: u64,
     nat_policy: NatPolicy,
+    /// Where gateways forward names they do not know.
+    dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 fn default_state() -> State {
@@ -178,6 +181,7 @@ impl Controller {
         dp: Arc<Datapath>,
         offload: Offload,
         nat_policy: NatPolicy,
+        dns_upstreams: Vec<std::net::SocketAddr>,
     ) -> Result<Controller> {
         let store = Store::new(dirs.state_file());
         let state = match store.load()? {
@@ -200,6 +204,7 @@ impl Controller {
             publications: HashMap::new(),
             next_publication: 1,
             nat_policy,
+            dns_upstreams,
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -210,6 +215,7 @@ impl Controller {
                 .collect(),
         );
         inner.restore();
+        inner.sync_names();
         Ok(Controller {
             inner: Mutex::new(inner),
             next_capture: AtomicU64::new(1),
@@ -352,7 +358,28 @@ impl Inner {
                 .filter_map(|n| n.subnet)
                 .collect(),
         );
+        self.sync_names();
         self.store.save(&self.state)
+    }
+
+    /// Give every user-defined network's DNS the names and aliases of its sandboxes. The
+    /// default `bridge` network resolves no sandbox names, as in Docker.
+    fn sync_names(&self) {
+        for net in &self.state.networks {
+            let Some((_, gateway)) = self.gateways.get(&net.name) else {
+                continue;
+            };
+            let mut table = NameTable::new();
+            if !net.builtin {
+                for (sb, ep) in self.state.endpoints_on(&net.name) {
+                    let Some(ip) = ep.ipv4 else { continue };
+                    for name in std::iter::once(&sb.name).chain(&ep.aliases) {
+                        table.entry(name.to_lowercase()).or_default().push(ip);
+                    }
+                }
+            }
+            gateway.set_names(table);
+        }
     }
 
     fn network(&self, name: &str) -> Result<&Network> {
@@ -553,10 +580,26 @@ impl Inner {
                 udp_idle: std::time::Duration::from_secs(u64::from(
                     option_secs(&net.options, "nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
                 )),
+                dns: None,
+            };
+            // Internal networks resolve their own names only; others forward, but only to
+            // upstreams the NAT policy admits.
+            let upstreams = if net.internal {
+                Vec::new()
+            } else {
+                self.dns_upstreams
+                    .iter()
+                    .filter(|a| match a.ip() {
+                        std::net::IpAddr::V4(ip) => self.nat_policy.allows(ip),
+                        std::net::IpAddr::V6(_) => false,
+                    })
+                    .copied()
+                    .collect()
             };
             let started = gateway_port().and_then(|(switch_end, gateway_end)| {
+                let dns = DnsServer::start(&net.name, upstreams)?;
                 let port = self.dp.add_port(id, GATEWAY_PORT.to_string(), switch_end)?;
-                match Gateway::start(config, gateway_end) {
+                match Gateway::start(config, gateway_end, dns) {
                     Ok(gw) => Ok((port, gw)),
                     Err(e) => {
                         self.dp.remove_port(port);

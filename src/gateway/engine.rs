@@ -214,11 +214,30 @@ impl Engine {
     /// Where the sandbox's packet for `dst` really goes: the host's loopback for the gateway
     /// address, the destination itself otherwise.
     fn target(&self, dst: Ipv4Addr, port: u16) -> SocketAddrV4 {
+        self.target_for(dst, port, false)
+    }
+
+    /// DNS to the gateway address goes to the gateway's own server (UDP or TCP end).
+    fn target_for(&self, dst: Ipv4Addr, port: u16, tcp: bool) -> SocketAddrV4 {
+        if let Some((udp, tcp_end)) = self.config.dns
+            && self.is_dns(dst, port)
+        {
+            return if tcp { tcp_end } else { udp };
+        }
         if dst == self.config.ip {
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
         } else {
             SocketAddrV4::new(dst, port)
         }
+    }
+
+    fn is_dns(&self, dst: Ipv4Addr, port: u16) -> bool {
+        self.config.dns.is_some() && dst == self.config.ip && port == super::dns::DNS_PORT
+    }
+
+    /// May a host socket go to `target`? The gateway's own DNS server always.
+    fn allowed(&self, target: SocketAddrV4, dst: Ipv4Addr, port: u16) -> bool {
+        self.is_dns(dst, port) || self.config.policy.allows(*target.ip())
     }
 
     /// May the gateway carry traffic to `dst`? Not on internal networks, and never to other
@@ -275,7 +294,11 @@ impl Engine {
             // A sandbox talking through the gateway to an address it may not carry: refused by
             // smoltcp with RST, so that the sandbox fails at once.
             PROTO_TCP if !self.config.subnet.contains(dst) => Inbound::Stack,
-            PROTO_UDP if self.config.nat && self.routable(dst) && l4.len() >= 8 => {
+            PROTO_UDP
+                if l4.len() >= 8
+                    && ((self.config.nat && self.routable(dst))
+                        || self.is_dns(dst, u16::from_be_bytes([l4[2], l4[3]]))) =>
+            {
                 let sport = u16::from_be_bytes([l4[0], l4[1]]);
                 let dport = u16::from_be_bytes([l4[2], l4[3]]);
                 let udp_len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
@@ -297,13 +320,14 @@ impl Engine {
     }
 
     fn tcp_syn(&mut self, tuple: TcpTuple, len: usize) {
-        if !self.config.nat {
+        let dns = self.is_dns(tuple.2, tuple.3);
+        if !self.config.nat && !dns {
             // Internal network: not even the gateway address leads to the host.
             self.feed_stack(len);
             return;
         }
-        let target = self.target(tuple.2, tuple.3);
-        if !self.config.policy.allows(*target.ip()) {
+        let target = self.target_for(tuple.2, tuple.3, true);
+        if !self.allowed(target, tuple.2, tuple.3) {
             self.feed_stack(len);
             return;
         }
@@ -488,7 +512,7 @@ impl Engine {
             return;
         }
         let target = self.target(tuple.2, tuple.3);
-        if !self.config.policy.allows(*target.ip()) {
+        if !self.allowed(target, tuple.2, tuple.3) {
             return;
         }
         let registry = self.poll.registry();

@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod dns;
+pub mod dns_server;
 pub mod engine;
 pub mod policy;
 pub mod publish;
@@ -36,6 +37,8 @@ pub struct GatewayConfig {
     pub policy: policy::NatPolicy,
     /// Idle time after which a UDP flow is forgotten.
     pub udp_idle: std::time::Duration,
+    /// Where queries to the gateway address, port 53, go (its DNS server's UDP and TCP ends).
+    pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
 }
 
 /// Counters the control plane reads.
@@ -51,11 +54,17 @@ pub struct Gateway {
     waker: Arc<mio::Waker>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<GatewayStats>,
+    dns: dns_server::DnsServer,
 }
 
 impl Gateway {
     /// Serve `config` on `port`, the gateway's end of its switch port.
-    pub fn start(config: GatewayConfig, port: OwnedFd) -> Result<Gateway> {
+    pub fn start(
+        mut config: GatewayConfig,
+        port: OwnedFd,
+        dns: dns_server::DnsServer,
+    ) -> Result<Gateway> {
+        config.dns = Some((dns.udp, dns.tcp));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
         let (commands, receiver) = crossbeam_channel::unbounded();
@@ -72,11 +81,17 @@ impl Gateway {
             waker,
             thread: Some(thread),
             stats,
+            dns,
         })
     }
 }
 
 impl Gateway {
+    /// The names the gateway's DNS answers for.
+    pub fn set_names(&self, table: dns_server::NameTable) {
+        self.dns.set_names(table);
+    }
+
     /// Hand a published port (or its removal) to the gateway's thread.
     pub fn command(&self, command: publish::GatewayCommand) {
         if self.commands.send(command).is_ok() {

@@ -10,6 +10,8 @@
                                           reply; prints how many got the right count
   traffic.py tcp-connect ADDR PORT        try to connect; print "ok", or the errno name, and ms
   traffic.py udp-ping ADDR PORT COUNT     send COUNT datagrams, print how many echoes came back
+  traffic.py dns-serve ADDR PORT IP       a fake upstream name server: every A query gets IP
+  traffic.py dns-tcp SERVER NAME          an A query over TCP; prints the rcode and addresses
 
 Servers print "ready" on a line of its own once they listen, so a test can wait for it.
 """
@@ -134,6 +136,44 @@ def udp_ping(addr, port, count):
     print(echoed, flush=True)
 
 
+def dns_query(name, ident=0x4242):
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question + b"\x00\x01\x00\x01"
+
+
+def dns_serve(addr, port, ip):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((addr, int(port)))
+    print("ready", flush=True)
+    while True:
+        query, peer = sock.recvfrom(512)
+        end = 12
+        while query[end] != 0:
+            end += query[end] + 1
+        question = query[12:end + 5]
+        answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)
+        sock.sendto(query[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + answer, peer)
+
+
+def dns_tcp(server, name):
+    query = dns_query(name)
+    conn = socket.create_connection((server, 53), timeout=5)
+    conn.sendall(len(query).to_bytes(2, "big") + query)
+    length = int.from_bytes(conn.recv(2), "big")
+    reply = b""
+    while len(reply) < length:
+        reply += conn.recv(length - len(reply))
+    rcode = reply[3] & 0x0F
+    answers = int.from_bytes(reply[6:8], "big")
+    # Answers follow the question; each A record ends with 4 address bytes.
+    addresses, at = [], len(query)
+    for _ in range(answers):
+        rdlength = int.from_bytes(reply[at + 10:at + 12], "big")
+        addresses.append(socket.inet_ntoa(reply[at + 12:at + 12 + rdlength]))
+        at += 12 + rdlength
+    print(rcode, " ".join(addresses), flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     modes = {
@@ -145,5 +185,7 @@ if __name__ == "__main__":
         "tcp-many": tcp_many,
         "tcp-connect": tcp_connect,
         "udp-ping": udp_ping,
+        "dns-serve": dns_serve,
+        "dns-tcp": dns_tcp,
     }
     modes[mode](*args)
