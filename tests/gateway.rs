@@ -135,3 +135,66 @@ fn internal_networks_have_no_way_out() {
     let out = t.traffic("a", &["tcp-connect", "10.200.0.1", "80"]);
     assert!(out.starts_with("ENETUNREACH"), "{out}");
 }
+
+#[test]
+fn nat_mss_follows_the_network_mtu() {
+    let mut t = Tapnet::new("gwmss");
+    t.ok(&["network", "create", "small", "--mtu", "1400"]);
+    t.ok(&["sandbox", "create", "a", "--net", "small"]);
+    let file = t.dir.join("syn.pcap");
+    let capture = t
+        .command(&[
+            "capture",
+            "small",
+            "-w",
+            file.to_str().unwrap_or(""),
+            "-c",
+            "30",
+        ])
+        .spawn()
+        .expect("capture");
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_port();
+    let server = t.spawn_host_server(&["tcp-count-serve", "127.0.0.1", &port, "1"]);
+    assert_eq!(
+        t.traffic("a", &["tcp-many", "172.18.0.1", &port, "1", "200000"]),
+        "1"
+    );
+    t.server_output(server);
+    assert!(
+        capture
+            .wait_with_output()
+            .expect("capture")
+            .status
+            .success()
+    );
+    let syns = std::process::Command::new("tcpdump")
+        .arg("-r")
+        .arg(&file)
+        .args(["-nn", "tcp[tcpflags] & tcp-syn != 0"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("tcpdump");
+    let text = String::from_utf8_lossy(&syns.stdout);
+    assert_eq!(text.lines().count(), 2, "SYN and SYN-ACK: {text}");
+    assert!(
+        text.lines().all(|l| l.contains("mss 1360")),
+        "both sides use MTU 1400 - 40: {text}"
+    );
+    let frames = std::process::Command::new("tcpdump")
+        .arg("-r")
+        .arg(&file)
+        .args(["-nn", "-e", "tcp"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("tcpdump");
+    for line in String::from_utf8_lossy(&frames.stdout).lines() {
+        let len: usize = line
+            .split("length ")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert!(len <= 1414, "no frame over the MTU on the wire: {line}");
+    }
+}

@@ -17,9 +17,10 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
+use super::classify::{Inbound, classify};
 use super::device::SwitchDevice;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
-use super::tcp_nat::{SynVerdict, TcpNat};
+use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
 use super::udp_nat::{UdpNat, build_udp_frame};
 use super::{GatewayConfig, GatewayStats};
 use crate::datapath::frame::MacAddr;
@@ -30,12 +31,6 @@ const WAKER: Token = Token(1);
 const FIRST_FLOW_TOKEN: usize = 2;
 /// Longest the loop sleeps, so that idle UDP flows expire and stop is noticed.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
-
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 
 pub struct Engine {
     config: GatewayConfig,
@@ -56,21 +51,7 @@ pub struct Engine {
     epoch: std::time::Instant,
 }
 
-/// What a frame from the switch is, as far as the gateway cares.
-enum Inbound {
-    /// For smoltcp: ARP for the gateway address, ping of it, TCP to it or through it.
-    Stack,
-    /// A TCP SYN that opens a NAT flow.
-    TcpSyn(TcpTuple),
-    Udp {
-        tuple: TcpTuple,
-        src_mac: MacAddr,
-        payload: (usize, usize),
-    },
-    Ignore,
-}
-
-type TcpTuple = (Ipv4Addr, u16, Ipv4Addr, u16);
+type TcpTuple = FlowKey;
 
 impl Engine {
     pub fn new(
@@ -192,8 +173,10 @@ impl Engine {
 
     fn drain_switch(&mut self) {
         while let Some(len) = self.device.read_frame() {
-            match self.classify(len) {
+            match classify(self.device.frame(len), &self.config) {
                 Inbound::Stack => self.feed_stack(len),
+                // A retransmitted SYN while the host side still connects: already held.
+                Inbound::TcpSyn(tuple) if self.tcp.knows(&tuple) => {}
                 Inbound::TcpSyn(tuple) => self.tcp_syn(tuple, len),
                 Inbound::Udp {
                     tuple,
@@ -232,91 +215,12 @@ impl Engine {
     }
 
     fn is_dns(&self, dst: Ipv4Addr, port: u16) -> bool {
-        self.config.dns.is_some() && dst == self.config.ip && port == super::dns::DNS_PORT
+        self.config.is_dns(dst, port)
     }
 
     /// May a host socket go to `target`? The gateway's own DNS server always.
     fn allowed(&self, target: SocketAddrV4, dst: Ipv4Addr, port: u16) -> bool {
         self.is_dns(dst, port) || self.config.policy.allows(*target.ip())
-    }
-
-    /// May the gateway carry traffic to `dst`? Not on internal networks, and never to other
-    /// addresses of its own subnet (those are reached directly on the switch).
-    fn routable(&self, dst: Ipv4Addr) -> bool {
-        dst == self.config.ip
-            || (self.config.nat
-                && !self.config.subnet.contains(dst)
-                && !self.config.policy.is_tapnet_address(dst))
-    }
-
-    fn classify(&self, len: usize) -> Inbound {
-        let frame = self.device.frame(len);
-        if frame.len() < 14 {
-            return Inbound::Ignore;
-        }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        if ethertype == ETHERTYPE_ARP {
-            // Target protocol address of an Ethernet/IPv4 ARP packet.
-            let ours = frame.len() >= 42 && frame[38..42] == self.config.ip.octets();
-            return if ours {
-                Inbound::Stack
-            } else {
-                Inbound::Ignore
-            };
-        }
-        if ethertype != ETHERTYPE_IPV4 || frame[0..6] != self.config.mac.0 {
-            return Inbound::Ignore;
-        }
-        let ip = &frame[14..];
-        if ip.len() < 20 || ip[0] >> 4 != 4 {
-            return Inbound::Ignore;
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let l4 = &ip[ihl.min(ip.len())..];
-        match ip[9] {
-            PROTO_ICMP if dst == self.config.ip => Inbound::Stack,
-            PROTO_TCP if self.routable(dst) && l4.len() >= 20 => {
-                let sport = u16::from_be_bytes([l4[0], l4[1]]);
-                let dport = u16::from_be_bytes([l4[2], l4[3]]);
-                let flags = l4[13];
-                let syn_only = flags & 0x12 == 0x02;
-                let tuple = (src, sport, dst, dport);
-                if syn_only && !self.tcp.knows(&tuple) {
-                    Inbound::TcpSyn(tuple)
-                } else if syn_only {
-                    Inbound::Ignore // a retransmitted SYN while the host side connects
-                } else {
-                    Inbound::Stack
-                }
-            }
-            // A sandbox talking through the gateway to an address it may not carry: refused by
-            // smoltcp with RST, so that the sandbox fails at once.
-            PROTO_TCP if !self.config.subnet.contains(dst) => Inbound::Stack,
-            PROTO_UDP
-                if l4.len() >= 8
-                    && ((self.config.nat && self.routable(dst))
-                        || self.is_dns(dst, u16::from_be_bytes([l4[2], l4[3]]))) =>
-            {
-                let sport = u16::from_be_bytes([l4[0], l4[1]]);
-                let dport = u16::from_be_bytes([l4[2], l4[3]]);
-                let udp_len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-                let start = 14 + ihl + 8;
-                let end = (14 + ihl + udp_len).min(frame.len());
-                if udp_len < 8 || start > end {
-                    return Inbound::Ignore;
-                }
-                Inbound::Udp {
-                    tuple: (src, sport, dst, dport),
-                    src_mac: MacAddr([
-                        frame[6], frame[7], frame[8], frame[9], frame[10], frame[11],
-                    ]),
-                    payload: (start, end),
-                }
-            }
-            _ => Inbound::Ignore,
-        }
     }
 
     fn tcp_syn(&mut self, tuple: TcpTuple, len: usize) {

@@ -6,6 +6,7 @@
 //!
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
+pub mod classify;
 pub mod device;
 pub mod dns;
 pub mod dns_server;

@@ -167,3 +167,81 @@ pub fn build_udp_frame(
         .write(out, payload)
         .is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use mio::Poll;
+
+    #[test]
+    fn a_flow_carries_datagrams_both_ways_and_expires() {
+        let poll = Poll::new().unwrap();
+        let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let echo_addr = match echo.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        let mut nat = UdpNat::default();
+        let mut next = 10;
+        let sandbox_mac = MacAddr([2, 0x42, 172, 18, 0, 2]);
+        let gateway_mac = MacAddr([2, 0x42, 172, 18, 0, 1]);
+        // The sandbox addressed the gateway (172.18.0.1:7); the host socket goes to `echo`.
+        let key = (
+            Ipv4Addr::new(172, 18, 0, 2),
+            5000,
+            Ipv4Addr::new(172, 18, 0, 1),
+            7,
+        );
+        nat.outbound(
+            poll.registry(),
+            &mut next,
+            key,
+            sandbox_mac,
+            echo_addr,
+            b"ping",
+        )
+        .unwrap();
+        nat.outbound(
+            poll.registry(),
+            &mut next,
+            key,
+            sandbox_mac,
+            echo_addr,
+            b"again",
+        )
+        .unwrap();
+        assert_eq!(nat.len(), 1, "one flow per 4-tuple");
+        let mut buf = [0u8; 64];
+        let (n, from) = echo.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        echo.send_to(b"pong", from).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut frames = Vec::new();
+        nat.inbound(Token(10), gateway_mac, &mut |f| frames.push(f.to_vec()));
+        assert_eq!(frames.len(), 1);
+        let packet = SlicedPacket::from_ethernet(&frames[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = packet.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(
+            ip.header().source_addr(),
+            Ipv4Addr::new(172, 18, 0, 1),
+            "as addressed"
+        );
+        assert_eq!(ip.header().destination_addr(), Ipv4Addr::new(172, 18, 0, 2));
+        let Some(TransportSlice::Udp(udp)) = packet.transport else {
+            panic!("not UDP")
+        };
+        assert_eq!((udp.source_port(), udp.destination_port()), (7, 5000));
+        assert_eq!(udp.payload(), b"pong");
+        assert_eq!(
+            nat.expire(poll.registry(), Duration::from_secs(60)),
+            0,
+            "not idle yet"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(nat.expire(poll.registry(), Duration::from_millis(10)), 1);
+        assert!(nat.is_empty());
+    }
+}

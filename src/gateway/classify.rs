@@ -1,0 +1,300 @@
+//! Which frames from the switch are the gateway's business, and what each one is. A pure
+//! function of the frame and the gateway's configuration, so that it can be tested on byte
+//! arrays and fuzzed: it reads every frame a sandbox sends towards the gateway.
+//!
+//! smoltcp with AnyIP would answer ARP and ping for every address; only what this function
+//! lets through reaches it, so the gateway never answers for a sandbox or a foreign network.
+
+use std::net::Ipv4Addr;
+
+use super::GatewayConfig;
+use super::tcp_nat::FlowKey;
+use crate::datapath::frame::MacAddr;
+
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const ETH_LEN: usize = 14;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// For smoltcp: ARP for the gateway address, ping of it, TCP segments of known flows, and
+    /// TCP it must refuse (smoltcp answers RST where no socket listens).
+    Stack,
+    /// A TCP SYN (without ACK) that may open a NAT flow.
+    TcpSyn(FlowKey),
+    /// A UDP datagram for NAT or the gateway's DNS; `payload` is its byte range in the frame.
+    Udp {
+        tuple: FlowKey,
+        src_mac: MacAddr,
+        payload: (usize, usize),
+    },
+    Ignore,
+}
+
+impl GatewayConfig {
+    /// Queries to the gateway address, port 53, go to its DNS server.
+    pub fn is_dns(&self, dst: Ipv4Addr, port: u16) -> bool {
+        self.dns.is_some() && dst == self.ip && port == super::dns::DNS_PORT
+    }
+
+    /// May the gateway carry traffic to `dst`? Not on internal networks (except to itself),
+    /// and never to other addresses of its own subnet or of another tapnet network.
+    pub fn routable(&self, dst: Ipv4Addr) -> bool {
+        dst == self.ip
+            || (self.nat && !self.subnet.contains(dst) && !self.policy.is_tapnet_address(dst))
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
+    if frame.len() < ETH_LEN {
+        return Inbound::Ignore;
+    }
+    let ethertype = be16(frame, 12);
+    if ethertype == ETHERTYPE_ARP {
+        // The target protocol address of an Ethernet/IPv4 ARP packet.
+        let ours = frame.len() >= 42 && frame[38..42] == config.ip.octets();
+        return if ours {
+            Inbound::Stack
+        } else {
+            Inbound::Ignore
+        };
+    }
+    if ethertype != ETHERTYPE_IPV4 || frame[0..6] != config.mac.0 {
+        return Inbound::Ignore;
+    }
+    let ip = &frame[ETH_LEN..];
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return Inbound::Ignore;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ihl < 20 || ihl > ip.len() {
+        return Inbound::Ignore;
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let l4 = &ip[ihl..];
+    match ip[9] {
+        PROTO_ICMP if dst == config.ip => Inbound::Stack,
+        PROTO_TCP if l4.len() >= 20 && config.routable(dst) => {
+            let tuple = (src, be16(l4, 0), dst, be16(l4, 2));
+            let syn_only = l4[13] & 0x12 == 0x02;
+            if syn_only {
+                Inbound::TcpSyn(tuple)
+            } else {
+                Inbound::Stack
+            }
+        }
+        // Through the gateway to somewhere it may not go: refused, so the sandbox fails at once.
+        PROTO_TCP if l4.len() >= 20 && !config.subnet.contains(dst) => Inbound::Stack,
+        PROTO_UDP
+            if l4.len() >= 8
+                && ((config.nat && config.routable(dst)) || config.is_dns(dst, be16(l4, 2))) =>
+        {
+            let udp_len = usize::from(be16(l4, 4));
+            let start = ETH_LEN + ihl + 8;
+            let end = ETH_LEN + ihl + udp_len;
+            if udp_len < 8 || end > frame.len() {
+                return Inbound::Ignore;
+            }
+            Inbound::Udp {
+                tuple: (src, be16(l4, 0), dst, be16(l4, 2)),
+                src_mac: MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]),
+                payload: (start, end),
+            }
+        }
+        _ => Inbound::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::policy::NatPolicy;
+    use etherparse::PacketBuilder;
+    use std::time::Duration;
+
+    const GW_MAC: [u8; 6] = [2, 0x42, 172, 18, 0, 1];
+    const SB_MAC: [u8; 6] = [2, 0x42, 172, 18, 0, 2];
+    const SB: [u8; 4] = [172, 18, 0, 2];
+
+    fn config(nat: bool) -> GatewayConfig {
+        let policy = NatPolicy::new(Vec::new());
+        policy.set_tapnet_subnets(vec![
+            "172.18.0.0/16".parse().unwrap(),
+            "172.19.0.0/16".parse().unwrap(),
+        ]);
+        GatewayConfig {
+            network: "n".into(),
+            subnet: "172.18.0.0/16".parse().unwrap(),
+            ip: Ipv4Addr::new(172, 18, 0, 1),
+            mac: MacAddr(GW_MAC),
+            mtu: 1500,
+            nat,
+            policy,
+            udp_idle: Duration::from_secs(30),
+            dns: Some((
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
+        }
+    }
+
+    fn tcp(dst: [u8; 4], syn: bool, ack: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ethernet2(SB_MAC, GW_MAC)
+            .ipv4(SB, dst, 64)
+            .tcp(40000, 80, 1, 65535);
+        if syn {
+            b = b.syn();
+        }
+        if ack {
+            b = b.ack(7);
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    fn udp(dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC, GW_MAC)
+            .ipv4(SB, dst, 64)
+            .udp(5353, dport)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    fn arp(target: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&SB_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&SB_MAC);
+        f.extend_from_slice(&SB);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target);
+        f
+    }
+
+    #[test]
+    fn arp_only_for_the_gateway_address() {
+        let c = config(true);
+        assert_eq!(classify(&arp([172, 18, 0, 1]), &c), Inbound::Stack);
+        assert_eq!(
+            classify(&arp([172, 18, 0, 3]), &c),
+            Inbound::Ignore,
+            "no proxy ARP"
+        );
+    }
+
+    #[test]
+    fn tcp_syn_opens_flows_outside_tapnet_only() {
+        let c = config(true);
+        let key = (Ipv4Addr::from(SB), 40000, Ipv4Addr::new(192, 0, 2, 9), 80);
+        assert_eq!(
+            classify(&tcp([192, 0, 2, 9], true, false), &c),
+            Inbound::TcpSyn(key)
+        );
+        assert_eq!(
+            classify(&tcp([192, 0, 2, 9], true, true), &c),
+            Inbound::Stack,
+            "SYN-ACK"
+        );
+        assert_eq!(
+            classify(&tcp([192, 0, 2, 9], false, true), &c),
+            Inbound::Stack
+        );
+        assert!(matches!(
+            classify(&tcp([172, 18, 0, 1], true, false), &c),
+            Inbound::TcpSyn(_)
+        ));
+        // Another tapnet network: refused through smoltcp, never a flow.
+        assert_eq!(
+            classify(&tcp([172, 19, 0, 2], true, false), &c),
+            Inbound::Stack
+        );
+        // A neighbour on the same subnet is reached on the switch, not through the gateway.
+        assert_eq!(
+            classify(&tcp([172, 18, 0, 3], true, false), &c),
+            Inbound::Ignore
+        );
+        // Internal: only the gateway itself.
+        let internal = config(false);
+        assert_eq!(
+            classify(&tcp([192, 0, 2, 9], true, false), &internal),
+            Inbound::Stack
+        );
+    }
+
+    #[test]
+    fn udp_for_nat_and_dns_with_exact_payload_bounds() {
+        let c = config(true);
+        let f = udp([192, 0, 2, 9], 123, b"hello");
+        match classify(&f, &c) {
+            Inbound::Udp {
+                tuple,
+                src_mac,
+                payload,
+            } => {
+                assert_eq!(tuple.3, 123);
+                assert_eq!(src_mac, MacAddr(SB_MAC));
+                assert_eq!(&f[payload.0..payload.1], b"hello");
+            }
+            other => panic!("{other:?}"),
+        }
+        let internal = config(false);
+        assert!(matches!(
+            classify(&udp([172, 18, 0, 1], 53, b"q"), &internal),
+            Inbound::Udp { .. }
+        ));
+        assert_eq!(
+            classify(&udp([192, 0, 2, 9], 53, b"q"), &internal),
+            Inbound::Ignore
+        );
+        // A UDP length beyond the frame is malformed.
+        let mut bad = udp([192, 0, 2, 9], 123, b"hello");
+        bad[14 + 20 + 4] = 0xff;
+        assert_eq!(classify(&bad, &c), Inbound::Ignore);
+    }
+
+    #[test]
+    fn ignores_what_is_not_for_the_gateway() {
+        let c = config(true);
+        let mut other_mac = tcp([192, 0, 2, 9], true, false);
+        other_mac[0..6].copy_from_slice(&[2, 0x42, 172, 18, 0, 3]);
+        assert_eq!(classify(&other_mac, &c), Inbound::Ignore);
+        let mut bad_ihl = tcp([192, 0, 2, 9], true, false);
+        bad_ihl[14] = 0x42;
+        assert_eq!(classify(&bad_ihl, &c), Inbound::Ignore);
+        assert_eq!(classify(&[0u8; 10], &c), Inbound::Ignore);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let c = config(true);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let base = udp([192, 0, 2, 9], 53, b"payload");
+        for round in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut f = base.clone();
+            f.truncate((seed as usize) % (base.len() + 1));
+            if let Some(b) = f.get_mut((seed >> 20) as usize % base.len().max(1)) {
+                *b = (seed >> 40) as u8;
+            }
+            if round % 2 == 0 && f.len() >= 14 {
+                f[0..6].copy_from_slice(&GW_MAC);
+            }
+            if let Inbound::Udp { payload, .. } = classify(&f, &c) {
+                assert!(payload.0 <= payload.1 && payload.1 <= f.len());
+            }
+        }
+    }
+}
