@@ -198,3 +198,40 @@ fn nat_mss_follows_the_network_mtu() {
         assert!(len <= 1414, "no frame over the MTU on the wire: {line}");
     }
 }
+
+/// Pings beyond the gateway go through the host's ping sockets. The daemon runs in a network
+/// namespace this test makes, so that ping sockets can be allowed there and "outside" is an
+/// address of that namespace; nothing changes in the machine's own namespace.
+#[test]
+fn pings_to_outside_addresses_go_through_ping_sockets() {
+    let t = Tapnet::new("gwicmp");
+    std::fs::create_dir_all(&t.dir).expect("state dir");
+    let setup = format!(
+        "ip link set lo up && ip addr add 10.250.0.1/32 dev lo && \
+         sysctl -qw net.ipv4.ping_group_range='0 2147483647' && \
+         exec {} --state-dir {} daemon",
+        common::bin(),
+        t.dir.display()
+    );
+    let mut daemon = std::process::Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", &setup])
+        .env("TAPNET_NAT_ALLOW", "10.250.0.1/32")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("daemon in its own namespace");
+    assert!(wait_until(Duration::from_secs(5), || t
+        .dir
+        .join("tapnet.sock")
+        .exists()));
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    let out = t.exec(
+        "a",
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.250.0.1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 received"), "{text}");
+    assert!(!t.ping("a", "10.250.0.2"), "outside --nat-allow: dropped");
+    t.ok(&["system", "reset"]);
+    let _ = daemon.wait();
+}

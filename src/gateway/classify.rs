@@ -31,6 +31,12 @@ pub enum Inbound {
         src_mac: MacAddr,
         payload: (usize, usize),
     },
+    /// An ICMP echo request to ping through the host; `icmp` is its byte range in the frame.
+    Echo {
+        key: (Ipv4Addr, u16, Ipv4Addr),
+        src_mac: MacAddr,
+        icmp: (usize, usize),
+    },
     Ignore,
 }
 
@@ -82,6 +88,23 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
     let l4 = &ip[ihl..];
     match ip[9] {
         PROTO_ICMP if dst == config.ip => Inbound::Stack,
+        PROTO_ICMP if config.nat && config.routable(dst) => {
+            let total = usize::from(be16(ip, 2));
+            if total < ihl || total > ip.len() {
+                return Inbound::Ignore;
+            }
+            let icmp = (ETH_LEN + ihl, ETH_LEN + total);
+            match super::icmp_nat::echo_request(&frame[icmp.0..icmp.1]) {
+                Some(echo) => Inbound::Echo {
+                    key: (src, echo.id, dst),
+                    src_mac: MacAddr([
+                        frame[6], frame[7], frame[8], frame[9], frame[10], frame[11],
+                    ]),
+                    icmp,
+                },
+                None => Inbound::Ignore,
+            }
+        }
         PROTO_TCP if l4.len() >= 20 && config.routable(dst) => {
             let tuple = (src, be16(l4, 0), dst, be16(l4, 2));
             let syn_only = l4[13] & 0x12 == 0x02;
@@ -261,6 +284,43 @@ mod tests {
         let mut bad = udp([192, 0, 2, 9], 123, b"hello");
         bad[14 + 20 + 4] = 0xff;
         assert_eq!(classify(&bad, &c), Inbound::Ignore);
+    }
+
+    #[test]
+    fn echo_requests_beyond_the_gateway_are_pinged_through() {
+        let ping = |dst: [u8; 4]| {
+            let mut out = Vec::new();
+            PacketBuilder::ethernet2(SB_MAC, GW_MAC)
+                .ipv4(SB, dst, 64)
+                .icmpv4_echo_request(0x77, 3)
+                .write(&mut out, b"abcdefgh")
+                .unwrap();
+            out
+        };
+        let c = config(true);
+        let f = ping([192, 0, 2, 9]);
+        match classify(&f, &c) {
+            Inbound::Echo { key, icmp, .. } => {
+                assert_eq!(key, (Ipv4Addr::from(SB), 0x77, Ipv4Addr::new(192, 0, 2, 9)));
+                assert_eq!(icmp, (34, f.len()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            classify(&ping([172, 18, 0, 1]), &c),
+            Inbound::Stack,
+            "the gateway itself"
+        );
+        assert_eq!(
+            classify(&ping([172, 19, 0, 5]), &c),
+            Inbound::Ignore,
+            "another network"
+        );
+        assert_eq!(
+            classify(&ping([192, 0, 2, 9]), &config(false)),
+            Inbound::Ignore,
+            "internal"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use super::classify::{Inbound, classify};
 use super::device::SwitchDevice;
+use super::icmp_nat::IcmpNat;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
 use super::udp_nat::{UdpNat, build_udp_frame};
@@ -43,6 +44,7 @@ pub struct Engine {
     stats: Arc<GatewayStats>,
     tcp: TcpNat,
     udp: UdpNat,
+    icmp: IcmpNat,
     commands: Receiver<GatewayCommand>,
     tcp_published: HashMap<Token, TcpPublished>,
     udp_published: HashMap<Token, UdpPublished>,
@@ -96,6 +98,7 @@ impl Engine {
             stats,
             tcp: TcpNat::default(),
             udp: UdpNat::default(),
+            icmp: IcmpNat::default(),
             commands,
             tcp_published: HashMap::new(),
             udp_published: HashMap::new(),
@@ -148,6 +151,7 @@ impl Engine {
             self.settle();
             let registry = self.poll.registry();
             self.udp.expire(registry, self.config.udp_idle);
+            self.icmp.expire(registry);
             self.stats
                 .tcp_flows
                 .store(self.tcp.len(), Ordering::Relaxed);
@@ -183,6 +187,7 @@ impl Engine {
                     src_mac,
                     payload,
                 } => self.udp_out(tuple, src_mac, payload),
+                Inbound::Echo { key, src_mac, icmp } => self.echo_out(key, src_mac, icmp, len),
                 Inbound::Ignore => {}
             }
         }
@@ -396,6 +401,13 @@ impl Engine {
             self.receive_published(token);
             return;
         }
+        if self.icmp.owns(token) {
+            let mac = self.config.mac;
+            let device = &mut self.device;
+            self.icmp
+                .inbound(token, mac, &mut |frame| device.send(frame));
+            return;
+        }
         if self.udp.owns(token) {
             let mac = self.config.mac;
             let device = &mut self.device;
@@ -408,6 +420,29 @@ impl Engine {
                 Some(SynVerdict::Accept(syn)) | Some(SynVerdict::Refuse(syn)) => self.feed(&syn),
                 None => {}
             }
+        }
+    }
+
+    fn echo_out(
+        &mut self,
+        key: (Ipv4Addr, u16, Ipv4Addr),
+        src_mac: MacAddr,
+        (start, end): (usize, usize),
+        len: usize,
+    ) {
+        if !self.config.policy.allows(key.2) {
+            return;
+        }
+        let registry = self.poll.registry();
+        let icmp = &self.device.frame(len)[start..end];
+        if let Err(e) =
+            self.icmp
+                .outbound(registry, &mut self.next_token, key, src_mac, key.2, icmp)
+        {
+            eprintln!(
+                "tapnet: gateway of {}: ping {}: {e}",
+                self.config.network, key.2
+            );
         }
     }
 

@@ -1,0 +1,163 @@
+//! Outbound ICMP echo through the host's ping sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`), where the
+//! host allows them (`net.ipv4.ping_group_range`); elsewhere such pings are dropped, as
+//! slirp4netns does. The kernel picks the echo identifier of a ping socket, so replies get the
+//! sandbox's identifier back before they are framed for the sandbox.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recv, send, socket,
+};
+
+use crate::datapath::frame::MacAddr;
+
+/// (sandbox ip, echo identifier, destination ip).
+pub type EchoKey = (Ipv4Addr, u16, Ipv4Addr);
+
+/// Pings are short-lived: forget a flow after this long without an echo.
+const ECHO_IDLE: Duration = Duration::from_secs(10);
+
+struct EchoFlow {
+    key: EchoKey,
+    sandbox_mac: MacAddr,
+    socket: OwnedFd,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+pub struct IcmpNat {
+    flows: HashMap<Token, EchoFlow>,
+    by_key: HashMap<EchoKey, Token>,
+    /// The host refused ping sockets once: do not ask again for every ping.
+    unavailable: bool,
+    frame: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl IcmpNat {
+    pub fn owns(&self, token: Token) -> bool {
+        self.flows.contains_key(&token)
+    }
+
+    /// Send an echo request (ICMP header and data, as the sandbox sent it) towards `target`.
+    pub fn outbound(
+        &mut self,
+        registry: &Registry,
+        next_token: &mut usize,
+        key: EchoKey,
+        sandbox_mac: MacAddr,
+        target: Ipv4Addr,
+        icmp: &[u8],
+    ) -> io::Result<()> {
+        if self.unavailable {
+            return Ok(());
+        }
+        let token = match self.by_key.get(&key) {
+            Some(t) => *t,
+            None => {
+                let socket = match socket(
+                    AddressFamily::Inet,
+                    SockType::Datagram,
+                    SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                    SockProtocol::Icmp,
+                ) {
+                    Ok(s) => s,
+                    Err(nix::errno::Errno::EACCES) | Err(nix::errno::Errno::EPERM) => {
+                        self.unavailable = true;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                nix::sys::socket::connect(
+                    socket.as_raw_fd(),
+                    &SockaddrIn::from(SocketAddrV4::new(target, 0)),
+                )?;
+                let token = Token(*next_token);
+                *next_token += 1;
+                registry.register(
+                    &mut SourceFd(&socket.as_raw_fd()),
+                    token,
+                    Interest::READABLE,
+                )?;
+                self.flows.insert(
+                    token,
+                    EchoFlow {
+                        key,
+                        sandbox_mac,
+                        socket,
+                        last_used: Instant::now(),
+                    },
+                );
+                self.by_key.insert(key, token);
+                token
+            }
+        };
+        if let Some(flow) = self.flows.get_mut(&token) {
+            flow.last_used = Instant::now();
+            let _ = send(flow.socket.as_raw_fd(), icmp, MsgFlags::empty());
+        }
+        Ok(())
+    }
+
+    /// Echo replies arrived: frame each for the sandbox, from the address it pinged.
+    pub fn inbound(&mut self, token: Token, gateway_mac: MacAddr, emit: &mut dyn FnMut(&[u8])) {
+        let Some(flow) = self.flows.get_mut(&token) else {
+            return;
+        };
+        let (sandbox_ip, ident, remote) = flow.key;
+        self.reply.resize(65536, 0);
+        loop {
+            let n = match recv(flow.socket.as_raw_fd(), &mut self.reply, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            let Ok((icmp, data)) = etherparse::Icmpv4Header::from_slice(&self.reply[..n]) else {
+                continue;
+            };
+            let Icmpv4Type::EchoReply(echo) = icmp.icmp_type else {
+                continue;
+            };
+            flow.last_used = Instant::now();
+            self.frame.clear();
+            let built = PacketBuilder::ethernet2(gateway_mac.0, flow.sandbox_mac.0)
+                .ipv4(remote.octets(), sandbox_ip.octets(), 64)
+                .icmpv4_echo_reply(ident, echo.seq)
+                .write(&mut self.frame, data);
+            if built.is_ok() {
+                emit(&self.frame);
+            }
+        }
+    }
+
+    pub fn expire(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        let stale: Vec<Token> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.last_used) > ECHO_IDLE)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in stale {
+            if let Some(flow) = self.flows.remove(&token) {
+                let _ = registry.deregister(&mut SourceFd(&flow.socket.as_raw_fd()));
+                self.by_key.remove(&flow.key);
+            }
+        }
+    }
+}
+
+/// The identifier and sequence of an ICMP echo request, if `icmp` is one.
+pub fn echo_request(icmp: &[u8]) -> Option<IcmpEchoHeader> {
+    match etherparse::Icmpv4Header::from_slice(icmp).ok()?.0.icmp_type {
+        Icmpv4Type::EchoRequest(echo) => Some(echo),
+        _ => None,
+    }
+}
