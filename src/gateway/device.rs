@@ -66,6 +66,7 @@ impl SwitchDevice {
 
     /// Offer the frame read last to smoltcp on the next poll.
     pub fn queue_for_stack(&mut self, len: usize) {
+        super::tso::raise_syn_mss(&mut self.rx[..len]);
         self.rx_len = Some(len);
     }
 
@@ -75,6 +76,7 @@ impl SwitchDevice {
         let token = TxToken {
             fd: self.fd.as_raw_fd(),
             tx: &mut self.tx,
+            mtu: self.mtu,
         };
         phy::TxToken::consume(token, frame.len(), |b| b.copy_from_slice(frame));
     }
@@ -87,6 +89,7 @@ pub struct RxToken<'a> {
 pub struct TxToken<'a> {
     fd: i32,
     tx: &'a mut [u8],
+    mtu: usize,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -104,6 +107,7 @@ impl phy::TxToken for TxToken<'_> {
         let total = VNET_HDR_LEN + len;
         self.tx[..VNET_HDR_LEN].fill(0);
         let result = f(&mut self.tx[VNET_HDR_LEN..total]);
+        super::tso::prepare_tx(&mut self.tx[..total], self.mtu);
         // SAFETY: tx is valid for reads of `total` bytes.
         unsafe { libc::write(self.fd, self.tx.as_ptr().cast(), total) };
         result
@@ -124,6 +128,7 @@ impl phy::Device for SwitchDevice {
             TxToken {
                 fd,
                 tx: &mut self.tx,
+                mtu: self.mtu,
             },
         ))
     }
@@ -132,13 +137,15 @@ impl phy::Device for SwitchDevice {
         Some(TxToken {
             fd: self.fd.as_raw_fd(),
             tx: &mut self.tx,
+            mtu: self.mtu,
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + 14;
+        // smoltcp may build segments that fill an IPv4 packet: they leave as GSO frames.
+        caps.max_transmission_unit = 65535 + 14;
         // Frames from sandboxes come from their kernels, which leave TCP and UDP checksums
         // partial (offloads): verifying them would reject good frames. Outgoing ones are full.
         let mut checksum = ChecksumCapabilities::default();

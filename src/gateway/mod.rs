@@ -15,6 +15,7 @@ pub mod icmp_nat;
 pub mod policy;
 pub mod publish;
 pub mod tcp_nat;
+pub mod tso;
 pub mod udp_nat;
 
 use std::net::Ipv4Addr;
