@@ -204,36 +204,17 @@ impl Datapath {
     /// Unwire a port. Returns once no worker holds it any more, so the TAP closes on return
     /// (unless the caller kept the fd elsewhere).
     pub fn remove_port(&self, id: PortId) {
-        let mut workers = lock(&self.workers);
         let Some((port, owner)) = lock(&self.registry).ports.remove(&id) else {
             return;
         };
-        if let Some(w) = workers.get_mut(owner) {
+        if let Some(w) = lock(&self.workers).get_mut(owner) {
             w.owned_ports = w.owned_ports.saturating_sub(1);
         }
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let mut asked = 0;
-        for w in workers.iter() {
-            if w.commands
-                .send(Command::RemovePort {
-                    id,
-                    done: done_tx.clone(),
-                })
-                .is_ok()
-            {
-                let _ = w.waker.wake();
-                asked += 1;
-            }
-        }
-        drop(workers);
-        for _ in 0..asked {
-            if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
-                eprintln!(
-                    "tapnet: a datapath worker did not release port {}",
-                    port.label
-                );
-                break;
-            }
+        if !self.ask_all(|done| Command::RemovePort { id, done }) {
+            eprintln!(
+                "tapnet: a datapath worker did not release port {}",
+                port.label
+            );
         }
         if let Some(net) = self.network(port.network) {
             net.fdb.flush_port(id);
@@ -249,28 +230,21 @@ impl Datapath {
 
     /// Stop a capture; returns once no worker writes into it any more.
     pub fn remove_capture(&self, network: NetId, id: u64) {
+        self.ask_all(|done| Command::RemoveCapture { network, id, done });
+    }
+
+    /// Send every worker the command `make` builds and wait (5 s at most) until each has
+    /// carried it out. False if one did not answer.
+    fn ask_all(&self, make: impl Fn(Sender<()>) -> Command) -> bool {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let workers = lock(&self.workers);
         let mut asked = 0;
-        for w in workers.iter() {
-            if w.commands
-                .send(Command::RemoveCapture {
-                    network,
-                    id,
-                    done: done_tx.clone(),
-                })
-                .is_ok()
-            {
+        for w in lock(&self.workers).iter() {
+            if w.commands.send(make(done_tx.clone())).is_ok() {
                 let _ = w.waker.wake();
                 asked += 1;
             }
         }
-        drop(workers);
-        for _ in 0..asked {
-            if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
-                break;
-            }
-        }
+        (0..asked).all(|_| done_rx.recv_timeout(Duration::from_secs(5)).is_ok())
     }
 
     pub fn port_reports(&self) -> Vec<PortReport> {

@@ -141,6 +141,10 @@ impl TcpNat {
         socket.set_nagle_enabled(false);
         // ACK every segment at once: the sandbox's window, not a timer, should pace the flow.
         socket.set_ack_delay(None);
+        // A sandbox that vanished mid-connection must not pin a flow forever: probe idle flows,
+        // and give up on a peer that acknowledges nothing for two minutes.
+        socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
         socket
     }
 
