@@ -3,7 +3,6 @@
 //! slirp4netns does. The kernel picks the echo identifier of a ping socket, so replies get the
 //! sandbox's identifier back before they are framed for the sandbox.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,6 +15,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recv, send, socket,
 };
 
+use super::flow_table::FlowTable;
 use crate::datapath::frame::MacAddr;
 
 /// (sandbox ip, echo identifier, destination ip).
@@ -25,7 +25,6 @@ pub type EchoKey = (Ipv4Addr, u16, Ipv4Addr);
 const ECHO_IDLE: Duration = Duration::from_secs(10);
 
 struct EchoFlow {
-    key: EchoKey,
     sandbox_mac: MacAddr,
     socket: OwnedFd,
     last_used: Instant,
@@ -33,8 +32,7 @@ struct EchoFlow {
 
 #[derive(Default)]
 pub struct IcmpNat {
-    flows: HashMap<Token, EchoFlow>,
-    by_key: HashMap<EchoKey, Token>,
+    flows: FlowTable<EchoKey, EchoFlow>,
     /// The host refused ping sockets once: do not ask again for every ping.
     unavailable: bool,
     frame: Vec<u8>,
@@ -43,7 +41,7 @@ pub struct IcmpNat {
 
 impl IcmpNat {
     pub fn owns(&self, token: Token) -> bool {
-        self.flows.contains_key(&token)
+        self.flows.owns(token)
     }
 
     /// Send an echo request (ICMP header and data, as the sandbox sent it) towards `target`.
@@ -59,8 +57,8 @@ impl IcmpNat {
         if self.unavailable {
             return Ok(());
         }
-        let token = match self.by_key.get(&key) {
-            Some(t) => *t,
+        let token = match self.flows.token_of(&key) {
+            Some(t) => t,
             None => {
                 let socket = match socket(
                     AddressFamily::Inet,
@@ -88,18 +86,17 @@ impl IcmpNat {
                 )?;
                 self.flows.insert(
                     token,
+                    key,
                     EchoFlow {
-                        key,
                         sandbox_mac,
                         socket,
                         last_used: Instant::now(),
                     },
                 );
-                self.by_key.insert(key, token);
                 token
             }
         };
-        if let Some(flow) = self.flows.get_mut(&token) {
+        if let Some((_, flow)) = self.flows.get_mut(token) {
             flow.last_used = Instant::now();
             let _ = send(flow.socket.as_raw_fd(), icmp, MsgFlags::empty());
         }
@@ -108,10 +105,9 @@ impl IcmpNat {
 
     /// Echo replies arrived: frame each for the sandbox, from the address it pinged.
     pub fn inbound(&mut self, token: Token, gateway_mac: MacAddr, emit: &mut dyn FnMut(&[u8])) {
-        let Some(flow) = self.flows.get_mut(&token) else {
+        let Some(((sandbox_ip, ident, remote), flow)) = self.flows.get_mut(token) else {
             return;
         };
-        let (sandbox_ip, ident, remote) = flow.key;
         self.reply.resize(65536, 0);
         loop {
             let n = match recv(flow.socket.as_raw_fd(), &mut self.reply, MsgFlags::empty()) {
@@ -139,17 +135,11 @@ impl IcmpNat {
 
     pub fn expire(&mut self, registry: &Registry) {
         let now = Instant::now();
-        let stale: Vec<Token> = self
+        for flow in self
             .flows
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.last_used) > ECHO_IDLE)
-            .map(|(t, _)| *t)
-            .collect();
-        for token in stale {
-            if let Some(flow) = self.flows.remove(&token) {
-                let _ = registry.deregister(&mut SourceFd(&flow.socket.as_raw_fd()));
-                self.by_key.remove(&flow.key);
-            }
+            .remove_where(|f| now.duration_since(f.last_used) > ECHO_IDLE)
+        {
+            let _ = registry.deregister(&mut SourceFd(&flow.socket.as_raw_fd()));
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod device;
 pub mod dns;
 pub mod dns_server;
 pub mod engine;
+pub mod flow_table;
 pub mod icmp_nat;
 pub mod policy;
 pub mod publish;

@@ -4,13 +4,14 @@
 //! for with RST). Data is then copied between the smoltcp socket's buffers and the host socket,
 //! and FIN and RST are carried each way.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use smoltcp::iface::{SocketHandle, SocketSet};
+
+use super::flow_table::FlowTable;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
@@ -34,7 +35,6 @@ enum Phase {
 }
 
 struct Flow {
-    key: FlowKey,
     host: TcpStream,
     phase: Phase,
     /// The host peer closed its side (we send FIN to the sandbox).
@@ -54,8 +54,7 @@ pub enum SynVerdict {
 
 #[derive(Default)]
 pub struct TcpNat {
-    flows: HashMap<Token, Flow>,
-    by_key: HashMap<FlowKey, Token>,
+    flows: FlowTable<FlowKey, Flow>,
 }
 
 impl TcpNat {
@@ -68,12 +67,12 @@ impl TcpNat {
     }
 
     pub fn owns(&self, token: Token) -> bool {
-        self.flows.contains_key(&token)
+        self.flows.owns(token)
     }
 
     /// Is a flow for this 4-tuple known (connecting or open)?
     pub fn knows(&self, key: &FlowKey) -> bool {
-        self.by_key.contains_key(key)
+        self.flows.token_of(key).is_some()
     }
 
     /// A new SYN: start connecting to `target`. `Err` means the connect failed at once.
@@ -85,23 +84,9 @@ impl TcpNat {
         target: SocketAddrV4,
         syn: &[u8],
     ) -> io::Result<()> {
-        let mut host = TcpStream::connect(target.into())?;
-        let token = Token(*next_token);
-        *next_token += 1;
-        registry.register(&mut host, token, Interest::READABLE | Interest::WRITABLE)?;
-        self.flows.insert(
-            token,
-            Flow {
-                key,
-                host,
-                phase: Phase::Connecting { syn: syn.to_vec() },
-                host_eof: false,
-                sandbox_eof: false,
-                finished: false,
-            },
-        );
-        self.by_key.insert(key, token);
-        Ok(())
+        let host = TcpStream::connect(target.into())?;
+        let phase = Phase::Connecting { syn: syn.to_vec() };
+        self.track(registry, next_token, key, host, phase)
     }
 
     /// A connection accepted on a published port, already being connected into the sandbox by
@@ -111,24 +96,31 @@ impl TcpNat {
         registry: &Registry,
         next_token: &mut usize,
         key: FlowKey,
-        mut host: TcpStream,
+        host: TcpStream,
         handle: SocketHandle,
+    ) -> io::Result<()> {
+        self.track(registry, next_token, key, host, Phase::Open { handle })
+    }
+
+    fn track(
+        &mut self,
+        registry: &Registry,
+        next_token: &mut usize,
+        key: FlowKey,
+        mut host: TcpStream,
+        phase: Phase,
     ) -> io::Result<()> {
         let token = Token(*next_token);
         *next_token += 1;
         registry.register(&mut host, token, Interest::READABLE | Interest::WRITABLE)?;
-        self.flows.insert(
-            token,
-            Flow {
-                key,
-                host,
-                phase: Phase::Open { handle },
-                host_eof: false,
-                sandbox_eof: false,
-                finished: false,
-            },
-        );
-        self.by_key.insert(key, token);
+        let flow = Flow {
+            host,
+            phase,
+            host_eof: false,
+            sandbox_eof: false,
+            finished: false,
+        };
+        self.flows.insert(token, key, flow);
         Ok(())
     }
 
@@ -154,7 +146,7 @@ impl TcpNat {
         token: Token,
         sockets: &mut SocketSet<'static>,
     ) -> Option<SynVerdict> {
-        let flow = self.flows.get_mut(&token)?;
+        let ((_, _, dst, dport), flow) = self.flows.get_mut(token)?;
         let Phase::Connecting { syn } = &mut flow.phase else {
             return None;
         };
@@ -168,7 +160,6 @@ impl TcpNat {
             flow.finished = true;
             return Some(SynVerdict::Refuse(syn));
         }
-        let (_, _, dst, dport) = flow.key;
         let mut socket = Self::new_socket();
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(dst)),
@@ -187,7 +178,7 @@ impl TcpNat {
     /// Move data both ways on every open flow, and carry closes. Returns true if anything moved.
     pub fn pump(&mut self, sockets: &mut SocketSet<'static>) -> bool {
         let mut moved = false;
-        for flow in self.flows.values_mut() {
+        for flow in self.flows.flows_mut() {
             let Phase::Open { handle } = flow.phase else {
                 continue;
             };
@@ -199,22 +190,15 @@ impl TcpNat {
 
     /// Remove finished flows; returns how many went.
     pub fn reap(&mut self, registry: &Registry, sockets: &mut SocketSet<'static>) -> usize {
-        let done: Vec<Token> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.finished)
-            .map(|(t, _)| *t)
-            .collect();
-        for token in &done {
-            if let Some(mut flow) = self.flows.remove(token) {
-                let _ = registry.deregister(&mut flow.host);
-                self.by_key.remove(&flow.key);
-                if let Phase::Open { handle } = flow.phase {
-                    sockets.remove(handle);
-                }
+        let done = self.flows.remove_where(|f| f.finished);
+        let count = done.len();
+        for mut flow in done {
+            let _ = registry.deregister(&mut flow.host);
+            if let Phase::Open { handle } = flow.phase {
+                sockets.remove(handle);
             }
         }
-        done.len()
+        count
     }
 }
 

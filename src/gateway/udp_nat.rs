@@ -2,7 +2,6 @@
 //! host socket; datagrams that come back are wrapped in Ethernet/IPv4/UDP and sent to the
 //! sandbox as if from the destination it addressed. Idle flows expire.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -11,21 +10,20 @@ use etherparse::PacketBuilder;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
+use super::flow_table::FlowTable;
 use crate::datapath::frame::MacAddr;
 
 /// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
 pub type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
 
 struct Flow {
-    key: FlowKey,
     sandbox_mac: MacAddr,
     socket: UdpSocket,
     last_used: Instant,
 }
 
 pub struct UdpNat {
-    flows: HashMap<Token, Flow>,
-    by_key: HashMap<FlowKey, Token>,
+    flows: FlowTable<FlowKey, Flow>,
     /// A reused datagram buffer and frame buffer: nothing allocated per datagram.
     datagram: Box<[u8]>,
     frame: Vec<u8>,
@@ -34,8 +32,7 @@ pub struct UdpNat {
 impl Default for UdpNat {
     fn default() -> Self {
         UdpNat {
-            flows: HashMap::new(),
-            by_key: HashMap::new(),
+            flows: FlowTable::default(),
             datagram: vec![0u8; 65536].into_boxed_slice(),
             frame: Vec::with_capacity(65536 + 64),
         }
@@ -52,7 +49,7 @@ impl UdpNat {
     }
 
     pub fn owns(&self, token: Token) -> bool {
-        self.flows.contains_key(&token)
+        self.flows.owns(token)
     }
 
     /// Send a sandbox's datagram to `target` (where the destination really is).
@@ -66,8 +63,8 @@ impl UdpNat {
         target: SocketAddrV4,
         payload: &[u8],
     ) -> io::Result<()> {
-        let token = match self.by_key.get(&key) {
-            Some(t) => *t,
+        let token = match self.flows.token_of(&key) {
+            Some(t) => t,
             None => {
                 let bind: SocketAddr = if target.ip().is_loopback() {
                     (Ipv4Addr::LOCALHOST, 0).into()
@@ -81,18 +78,17 @@ impl UdpNat {
                 registry.register(&mut socket, token, Interest::READABLE)?;
                 self.flows.insert(
                     token,
+                    key,
                     Flow {
-                        key,
                         sandbox_mac,
                         socket,
                         last_used: Instant::now(),
                     },
                 );
-                self.by_key.insert(key, token);
                 token
             }
         };
-        if let Some(flow) = self.flows.get_mut(&token) {
+        if let Some((_, flow)) = self.flows.get_mut(token) {
             flow.last_used = Instant::now();
             flow.sandbox_mac = sandbox_mac;
             // A full host buffer drops the datagram, as UDP may.
@@ -103,10 +99,11 @@ impl UdpNat {
 
     /// Datagrams arrived on a flow's host socket: hand each to `send` as a frame for the sandbox.
     pub fn inbound(&mut self, token: Token, gateway_mac: MacAddr, send: &mut dyn FnMut(&[u8])) {
-        let Some(flow) = self.flows.get_mut(&token) else {
+        let Some(((sandbox_ip, sandbox_port, remote_ip, remote_port), flow)) =
+            self.flows.get_mut(token)
+        else {
             return;
         };
-        let (sandbox_ip, sandbox_port, remote_ip, remote_port) = flow.key;
         loop {
             let n = match flow.socket.recv(&mut self.datagram) {
                 Ok(n) => n,
@@ -136,17 +133,11 @@ impl UdpNat {
     /// Forget flows idle for longer than `idle`; returns how many went.
     pub fn expire(&mut self, registry: &Registry, idle: Duration) -> usize {
         let now = Instant::now();
-        let stale: Vec<Token> = self
+        let mut stale = self
             .flows
-            .iter()
-            .filter(|(_, f)| now.duration_since(f.last_used) > idle)
-            .map(|(t, _)| *t)
-            .collect();
-        for token in &stale {
-            if let Some(mut flow) = self.flows.remove(token) {
-                let _ = registry.deregister(&mut flow.socket);
-                self.by_key.remove(&flow.key);
-            }
+            .remove_where(|f| now.duration_since(f.last_used) > idle);
+        for flow in stale.iter_mut() {
+            let _ = registry.deregister(&mut flow.socket);
         }
         stale.len()
     }
