@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::api::client::Client;
-use crate::api::types::{FdbRow, NetworkCreate, Request, SandboxCreate, SandboxView};
+use crate::api::types::{FdbRow, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView};
 use crate::cli::output::table;
 use crate::control::reset;
 use crate::error::Result;
@@ -42,6 +42,11 @@ fn serve(netns: &Path, addr: Ipv4Addr, deadline: Instant) -> Result<()> {
             source: e,
         })
     })?;
+    accept_transfers(listener, deadline);
+    Ok(())
+}
+
+fn accept_transfers(listener: TcpListener, deadline: Instant) {
     listener.set_nonblocking(true).ok();
     std::thread::spawn(move || {
         while Instant::now() < deadline {
@@ -72,14 +77,13 @@ fn serve(netns: &Path, addr: Ipv4Addr, deadline: Instant) -> Result<()> {
             }
         }
     });
-    Ok(())
 }
 
 /// Send TRANSFER bytes from inside `netns` to `to`; the cell text for the table.
-fn probe(netns: &Path, to: Ipv4Addr) -> String {
+fn probe(netns: &Path, to: Ipv4Addr, port: u16) -> String {
     let result = in_netns(netns, move || {
         let start = Instant::now();
-        let target = SocketAddr::from((to, PORT));
+        let target = SocketAddr::from((to, port));
         let outcome = (|| -> std::io::Result<String> {
             let mut conn = TcpStream::connect_timeout(&target, Duration::from_millis(700))?;
             conn.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -139,7 +143,7 @@ pub fn run() -> Result<i32> {
             row.push(if *name == sb.name {
                 "-".to_string()
             } else {
-                probe(&PathBuf::from(&sb.netns), *ip)
+                probe(&PathBuf::from(&sb.netns), *ip, PORT)
             });
         }
         rows.push(row);
@@ -147,6 +151,32 @@ pub fn run() -> Result<i32> {
     println!("\nTCP transfers of 1 MiB, checked byte by byte:\n");
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     print!("{}", table(&headers, &rows));
+    // The way out: a server on this host's loopback, reached at each sandbox's gateway address
+    // through the gateway's NAT.
+    let host =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| crate::error::Error::Io {
+            context: "listen on the host's loopback".into(),
+            source: e,
+        })?;
+    let host_port = host.local_addr().map(|a| a.port()).unwrap_or(0);
+    accept_transfers(host, deadline);
+    let mut rows = Vec::new();
+    for sb in &sandboxes {
+        let Some(first) = sb.interfaces.first() else {
+            continue;
+        };
+        let net: NetworkView = client.call(&Request::NetworkInspect {
+            name: first.network.clone(),
+        })?;
+        let Some(gateway) = net.gateway else { continue };
+        rows.push(vec![
+            sb.name.clone(),
+            format!("{gateway}:{host_port}"),
+            probe(&PathBuf::from(&sb.netns), gateway, host_port),
+        ]);
+    }
+    println!("\nThe host's 127.0.0.1:{host_port}, reached at the gateway address through NAT:\n");
+    print!("{}", table(&["from", "to", "1 MiB transfer"], &rows));
     for net in ["backend", "frontend"] {
         let fdb: Vec<FdbRow> = client.call(&Request::Fdb {
             network: net.into(),
