@@ -13,3 +13,5 @@ pub mod gateway;
 pub mod netns;
 pub mod offload;
 pub mod paths;
+#[cfg(test)]
+mod test_rng;

@@ -115,12 +115,5 @@ fn system_reset_removes_everything_the_state_dir_owns() {
         "daemon stopped"
     );
     // A fresh start has only the default networks.
-    let names: Vec<String> = t
-        .json(&["network", "ls"])
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|n| n["name"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(names, ["bridge", "host", "none"]);
+    assert_eq!(t.network_names(), ["bridge", "host", "none"]);
 }

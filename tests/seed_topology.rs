@@ -111,14 +111,7 @@ fn default_network_and_busy_networks_cannot_be_removed() {
     assert!(!links.contains("eth0") && links.contains("eth1"), "{links}");
     assert!(t.ping("container2", "172.19.0.2"));
     t.ok(&["network", "rm", "backend"]);
-    let names: Vec<String> = t
-        .json(&["network", "ls"])
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|n| n["name"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(names, ["bridge", "host", "none", "frontend"]);
+    assert_eq!(t.network_names(), ["bridge", "host", "none", "frontend"]);
 }
 
 #[test]

@@ -338,12 +338,10 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         let c = config(true);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::test_rng::XorShift(0x2545_f491_4f6c_dd1d);
         let base = udp([192, 0, 2, 9], 53, b"payload");
         for round in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = rng.next();
             let mut f = base.clone();
             f.truncate((seed as usize) % (base.len() + 1));
             if let Some(b) = f.get_mut((seed >> 20) as usize % base.len().max(1)) {

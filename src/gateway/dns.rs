@@ -1704,18 +1704,7 @@ nameserver 10.0.0.54
 
     // ---- robustness ----
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::XorShift;
 
     #[test]
     fn random_and_mutated_messages_never_break_invariants() {

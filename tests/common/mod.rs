@@ -96,6 +96,16 @@ impl Tapnet {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {out}"))
     }
 
+    /// Names from `network ls`, in order.
+    pub fn network_names(&self) -> Vec<String> {
+        self.json(&["network", "ls"])
+            .as_array()
+            .expect("network list")
+            .iter()
+            .map(|n| n["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
     /// `tapnet exec SANDBOX -- ARGS`, returning the whole output.
     pub fn exec(&self, sandbox: &str, args: &[&str]) -> Output {
         let mut full = vec!["exec", sandbox, "--"];
