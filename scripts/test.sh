@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run every tapnet test on a Debian machine, as root: install what the end-to-end tests use
-# (iproute2, ping, tcpdump, ethtool, python3), make sure /dev/net/tun exists, check formatting
-# and lints, then run the unit and end-to-end tests. CI (.ci/run) calls exactly this.
+# (iproute2, ping, tcpdump, ethtool, python3, util-linux's setpriv/unshare/nsenter, uidmap's
+# newuidmap), make sure /dev/net/tun exists, create the unprivileged users the rootless tests
+# run as, check formatting and lints, then run the unit and end-to-end tests. CI (.ci/run)
+# calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,11 @@ have ping || missing+=(iputils-ping)
 have tcpdump || missing+=(tcpdump)
 have ethtool || missing+=(ethtool)
 have nsenter || missing+=(util-linux)
+have setpriv || missing+=(util-linux)
 have python3 || missing+=(python3)
 have timeout || missing+=(coreutils)
+have newuidmap || missing+=(uidmap)
+have useradd || missing+=(passwd)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     apt-get update -qq
@@ -30,6 +35,24 @@ if [ ! -c /dev/net/tun ]; then
     mknod /dev/net/tun c 10 200
     chmod 0666 /dev/net/tun
 fi
+# Rootless tests need the tun device open to every user, as most distributions ship it;
+# restore what the machine had when the run ends.
+tun_mode=$(stat -c %a /dev/net/tun)
+if [ "$tun_mode" != 666 ]; then
+    chmod 0666 /dev/net/tun
+    trap 'chmod "$tun_mode" /dev/net/tun' EXIT
+fi
+
+# The rootless tests' users: tapnet-test with a subordinate ID range (newuidmap path),
+# tapnet-test1 without one (single-ID mapping).
+for user in tapnet-test tapnet-test1; do
+    id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
+done
+for file in /etc/subuid /etc/subgid; do
+    touch "$file"
+    grep -q '^tapnet-test:' "$file" || echo "tapnet-test:400000:65536" >>"$file"
+    sed -i '/^tapnet-test1:/d' "$file"
+done
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -3,13 +3,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::api::server;
+use crate::api::server::{self, PeerPolicy};
 use crate::control::controller::Controller;
 use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::Datapath;
@@ -18,6 +20,7 @@ use crate::gateway::dns;
 use crate::gateway::policy::NatPolicy;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
+use crate::rootless::{self, Mode};
 
 pub struct DaemonOptions {
     pub threads: usize,
@@ -26,39 +29,96 @@ pub struct DaemonOptions {
     pub nat_allow: Vec<Ipv4Net>,
     /// Name servers the gateways forward to; empty means those of /etc/resolv.conf.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// A group whose members may use the control socket too (as Docker's `docker` group).
+    pub group: Option<nix::unistd::Gid>,
 }
+
+/// How long a starting daemon retries a lock that a client is only probing.
+const LOCK_RETRY: Duration = Duration::from_secs(1);
 
 /// Take the state dir's lock; fails if another daemon holds it.
 fn lock_state_dir(dirs: &StateDir) -> Result<Flock<File>> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dirs.lock_file())
-        .context(|| format!("open {}", dirs.lock_file().display()))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let pid = std::fs::read_to_string(dirs.pid_file()).unwrap_or_default();
-        Error::conflict(format!(
-            "another daemon (pid {}) already runs for state dir {}",
-            pid.trim(),
-            dirs.root().display()
-        ))
-    })
+    let deadline = Instant::now() + LOCK_RETRY;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dirs.lock_file())
+            .context(|| format!("open {}", dirs.lock_file().display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            // A client that checks whether a daemon lives holds a shared lock for a moment.
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => {
+                let pid = std::fs::read_to_string(dirs.pid_file()).unwrap_or_default();
+                return Err(Error::conflict(format!(
+                    "another daemon (pid {}) already runs for state dir {}",
+                    pid.trim(),
+                    dirs.root().display()
+                )));
+            }
+        }
+    }
 }
 
 /// True when no daemon holds the state dir's lock: the last of its threads has exited and its
 /// fds (socket, TAPs) are closed. A killed daemon's main thread can be a zombie before that.
+/// Probes with a shared lock, so that it never blocks a daemon that starts meanwhile for long.
 pub fn lock_is_free(dirs: &StateDir) -> bool {
-    let Ok(file) = OpenOptions::new().write(true).open(dirs.lock_file()) else {
+    let Ok(file) = OpenOptions::new().read(true).open(dirs.lock_file()) else {
         return true;
     };
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+    Flock::lock(file, FlockArg::LockSharedNonblock).is_ok()
+}
+
+/// Create the state dir if needed, private to its owner (0700, or 0710 for `group`) whatever
+/// the umask; refuse one that belongs to somebody else.
+pub fn prepare_state_dir(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Result<()> {
+    let root = dirs.root();
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .recursive(true)
+        .create(root)
+        .context(|| format!("create state dir {}", root.display()))?;
+    let meta = std::fs::metadata(root).context(|| format!("inspect {}", root.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::conflict(format!(
+            "state dir {} belongs to uid {}, not to you (uid {me}); choose another --state-dir",
+            root.display(),
+            meta.uid()
+        )));
+    }
+    let mode = if group.is_some() { 0o710 } else { 0o700 };
+    if meta.permissions().mode() & 0o777 != mode {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))
+            .context(|| format!("restrict {} to mode {mode:o}", root.display()))?;
+    }
+    if let Some(gid) = group {
+        nix::unistd::chown(root, None, Some(gid))
+            .context(|| format!("give {} to group {gid}", root.display()))?;
+    }
+    Ok(())
+}
+
+/// Raise the soft limit on open files to the hard limit: every TAP, flow and DNS socket is one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
-    std::fs::create_dir_all(dirs.root())
-        .context(|| format!("create state dir {}", dirs.root().display()))?;
+    // Nothing the daemon creates is for other users: state.json, the log, the socket.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    prepare_state_dir(&dirs, options.group)?;
     let _lock = lock_state_dir(&dirs)?;
+    // Before any thread exists: a rootless daemon joins its holder's namespaces here.
+    let mode = rootless::enter(&dirs)?;
+    raise_fd_limit();
     // Block the stop signals before any thread starts, so all inherit the mask and only the
     // main thread's sigwait sees them.
     let mut signals = SigSet::empty();
@@ -70,13 +130,33 @@ pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
     writeln!(pid_file, "{}", std::process::id())
         .context(|| format!("write {}", dirs.pid_file().display()))?;
 
-    let result = serve_until_signal(&dirs, &options, &signals);
+    let result = serve_until_signal(&dirs, &options, mode, &signals);
     let _ = std::fs::remove_file(dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
     result
 }
 
-fn serve_until_signal(dirs: &StateDir, options: &DaemonOptions, signals: &SigSet) -> Result<()> {
+/// Bind the control socket: mode 0600 (0660 and the group's, with `--group`).
+fn bind_socket(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Result<UnixListener> {
+    let path = dirs.socket();
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).context(|| format!("listen on {}", path.display()))?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .context(|| format!("restrict {}", path.display()))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(&path, None, Some(gid))
+            .context(|| format!("give {} to group {gid}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+fn serve_until_signal(
+    dirs: &StateDir,
+    options: &DaemonOptions,
+    mode: Mode,
+    signals: &SigSet,
+) -> Result<()> {
     let dp = Datapath::start(options.threads)?;
     let policy = NatPolicy::new(options.nat_allow.clone());
     let upstreams = if options.dns_upstreams.is_empty() {
@@ -85,24 +165,33 @@ fn serve_until_signal(dirs: &StateDir, options: &DaemonOptions, signals: &SigSet
     } else {
         options.dns_upstreams.clone()
     };
-    let controller =
-        match Controller::open(dirs.clone(), dp.clone(), options.offload, policy, upstreams) {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                dp.stop();
-                return Err(e);
-            }
-        };
-    let _ = std::fs::remove_file(dirs.socket());
-    let listener = UnixListener::bind(dirs.socket())
-        .context(|| format!("listen on {}", dirs.socket().display()))?;
+    let controller = match Controller::open(
+        dirs.clone(),
+        dp.clone(),
+        options.offload,
+        policy,
+        upstreams,
+        mode,
+    ) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            dp.stop();
+            return Err(e);
+        }
+    };
+    let listener = bind_socket(dirs, options.group)?;
+    let peers = PeerPolicy {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: options.group.map(|g| g.as_raw()),
+    };
     std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || server::serve(listener, controller))
+        .spawn(move || server::serve(listener, controller, peers))
         .context(|| "spawn API thread".into())?;
     eprintln!(
-        "tapnet: daemon {} serving {} with {} datapath threads, offloads {}",
+        "tapnet: daemon {} ({} mode) serving {} with {} datapath threads, offloads {}",
         std::process::id(),
+        mode.name(),
         dirs.socket().display(),
         dp.threads(),
         if options.offload == Offload::On {

@@ -13,5 +13,6 @@ pub mod gateway;
 pub mod netns;
 pub mod offload;
 pub mod paths;
+pub mod rootless;
 #[cfg(test)]
 mod test_rng;

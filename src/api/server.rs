@@ -26,9 +26,68 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<CaptureSession>;
 }
 
-pub fn serve(listener: UnixListener, handler: Arc<dyn Handler>) {
+/// Who may use the control socket: the daemon's own user, and members of `gid` when the
+/// daemon was started with `--group`. Checked on every connection with SO_PEERCRED, on top of
+/// the socket's mode, so that a loose state dir cannot open the daemon to everyone.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerPolicy {
+    pub uid: u32,
+    pub gid: Option<u32>,
+}
+
+impl PeerPolicy {
+    /// Is the peer with these credentials allowed? `groups` lists its supplementary groups.
+    pub fn allows(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == self.uid || self.gid.is_some_and(|g| g == gid || groups.contains(&g))
+    }
+}
+
+/// Supplementary groups of process `pid`, from /proc.
+fn groups_of(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The credentials of the peer, or the reason it is refused.
+fn check_peer(conn: &UnixStream, policy: PeerPolicy) -> std::result::Result<(), String> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let cred = getsockopt(conn, sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    let groups = if policy.gid.is_some() {
+        groups_of(cred.pid())
+    } else {
+        Vec::new()
+    };
+    if policy.allows(cred.uid(), cred.gid(), &groups) {
+        Ok(())
+    } else {
+        Err(format!(
+            "permission denied: uid {} may not use this daemon (only uid {}{})",
+            cred.uid(),
+            policy.uid,
+            policy
+                .gid
+                .map(|g| format!(" and group {g}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+pub fn serve(listener: UnixListener, handler: Arc<dyn Handler>, policy: PeerPolicy) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let Ok(mut conn) = conn else { continue };
+        if let Err(refusal) = check_peer(&conn, policy) {
+            let _ = reply(&mut conn, error(&refusal));
+            continue;
+        }
         let handler = handler.clone();
         let spawned = std::thread::Builder::new()
             .name("api-conn".into())
@@ -155,4 +214,31 @@ fn reply(writer: &mut UnixStream, response: Response) -> std::io::Result<()> {
     let mut text = serde_json::to_string(&response).map_err(std::io::Error::other)?;
     text.push('\n');
     writer.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerPolicy;
+
+    #[test]
+    fn only_the_owner_and_the_granted_group_get_in() {
+        let own = PeerPolicy {
+            uid: 1000,
+            gid: None,
+        };
+        assert!(own.allows(1000, 1000, &[]));
+        assert!(!own.allows(1001, 1000, &[1000]));
+        assert!(
+            !own.allows(0, 0, &[]),
+            "not even root, unless it is the daemon's uid"
+        );
+        let group = PeerPolicy {
+            uid: 0,
+            gid: Some(27),
+        };
+        assert!(group.allows(0, 0, &[]));
+        assert!(group.allows(1001, 27, &[]));
+        assert!(group.allows(1001, 1001, &[4, 27]));
+        assert!(!group.allows(1001, 1001, &[4, 24]));
+    }
 }

@@ -81,6 +81,8 @@ pub enum Request {
     },
     /// Stop the daemon (as SIGTERM would).
     Shutdown,
+    /// The daemon's mode, version, state dir and the kernel features it found.
+    Info,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,11 +143,34 @@ pub struct SandboxView {
     pub name: String,
     pub id: String,
     pub hostname: String,
+    /// The pinned network namespace (`nsenter --net=PATH` accepts it in root mode).
     pub netns: String,
+    /// The pinned UTS namespace; none for sandboxes on the host's network.
     pub utsns: Option<String>,
-    pub mntns: Option<String>,
+    /// The directory whose hosts, resolv.conf and hostname `tapnet exec` shows as /etc files.
+    pub etc: Option<String>,
+    /// How to enter the sandbox by hand (a shell command line), for the daemon's mode.
+    pub enter: String,
     pub interfaces: Vec<InterfaceView>,
     pub ports: Vec<String>,
+}
+
+/// What `tapnet info` shows of the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InfoView {
+    pub version: String,
+    pub pid: i32,
+    /// `root` or `rootless`.
+    pub mode: String,
+    /// Rootless: the process holding the daemon's user and mount namespaces.
+    pub holder_pid: Option<i32>,
+    pub state_dir: String,
+    /// The daemon's /proc/self/uid_map, flattened ("0 0 4294967295" in root mode).
+    pub uid_map: String,
+    pub datapath_threads: usize,
+    pub networks: usize,
+    pub sandboxes: usize,
+    pub features: crate::rootless::checks::Features,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

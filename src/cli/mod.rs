@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::client::Client;
 use crate::api::types::{
-    FdbRow, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView, StatsRow,
+    FdbRow, InfoView, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView, StatsRow,
 };
 use crate::control::reset;
 use crate::daemon::{self, DaemonOptions};
@@ -89,6 +89,11 @@ pub enum Command {
     System(SystemCmd),
     /// Build the seed topology in a throwaway state dir, send traffic, show the result.
     Demo,
+    /// Show the daemon's mode (root or rootless), state dir, version and kernel features.
+    Info {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,6 +237,10 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub dns_upstream: Vec<String>,
+    /// Let members of GROUP use the control socket too (socket mode 0660), as Docker's
+    /// `docker` group does. Default: only the daemon's own user.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,7 +252,18 @@ pub enum SystemCmd {
 /// Parse arguments, run, and return the process exit status (0 ok, 1 failed, 2 usage).
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let dirs = StateDir::new(cli.state_dir.clone().unwrap_or_else(StateDir::default_root));
+    let root = match cli
+        .state_dir
+        .clone()
+        .map_or_else(StateDir::default_root, Ok)
+    {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("tapnet: error: {e}");
+            return 1;
+        }
+    };
+    let dirs = StateDir::new(root);
     match run(cli, dirs) {
         Ok(code) => code,
         Err(e) => {
@@ -260,7 +280,16 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
         Command::Sandbox(cmd) => sandbox(&client, cmd),
         Command::Exec { sandbox, command } => {
             let view: SandboxView = client.call(&Request::SandboxInspect { name: sandbox })?;
-            exec::exec_in(&view, &command)
+            let info: InfoView = client.call(&Request::Info)?;
+            exec::exec_in(&exec::Entry::new(&view, &info, client.dirs()), &command)
+        }
+        Command::Info { format } => {
+            let info: InfoView = client.call(&Request::Info)?;
+            match format {
+                Format::Json => print!("{}", json(&info)),
+                Format::Table => print_info(&info),
+            }
+            Ok(0)
         }
         Command::Run(args) => run_command(&client, args),
         Command::Fdb { network, format } => {
@@ -317,6 +346,18 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                         .map_err(|_| Error::invalid(format!("--dns-upstream: bad address {a:?}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let group = args
+                .group
+                .as_deref()
+                .map(|g| {
+                    nix::unistd::Group::from_name(g)
+                        .ok()
+                        .flatten()
+                        .map(|g| g.gid)
+                        .or_else(|| g.parse().ok().map(nix::unistd::Gid::from_raw))
+                        .ok_or_else(|| Error::invalid(format!("--group: no such group {g:?}")))
+                })
+                .transpose()?;
             daemon::run(
                 dirs,
                 DaemonOptions {
@@ -324,6 +365,7 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                     offload,
                     nat_allow,
                     dns_upstreams,
+                    group,
                 },
             )?;
             Ok(0)
@@ -530,6 +572,7 @@ fn print_sandbox(s: &SandboxView) {
     println!("ID:        {}", s.id);
     println!("Hostname:  {}", s.hostname);
     println!("Netns:     {}", s.netns);
+    println!("Enter:     {}", s.enter);
     let rows: Vec<Vec<String>> = s
         .interfaces
         .iter()
@@ -552,12 +595,40 @@ fn run_command(client: &Client, args: RunArgs) -> Result<i32> {
         format!("run-{}", &id[..12])
     });
     let view: SandboxView = client.call(&sandbox_request(name.clone(), args.spec))?;
-    let status = exec::exec_in(&view, &args.command);
+    let info: InfoView = client.call(&Request::Info)?;
+    let status = exec::exec_in(
+        &exec::Entry::new(&view, &info, client.dirs()),
+        &args.command,
+    );
     if args.rm {
         // Like `docker run --rm`: whatever the command left running goes with the sandbox.
         client.call_value(&Request::SandboxRemove { name, force: true })?;
     }
     status
+}
+
+fn print_info(i: &InfoView) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("Version:        {}", i.version);
+    println!("Daemon PID:     {}", i.pid);
+    match i.holder_pid {
+        Some(holder) => println!("Mode:           rootless (namespace holder {holder})"),
+        None => println!("Mode:           {}", i.mode),
+    }
+    println!("State dir:      {}", i.state_dir);
+    println!("UID map:        {}", i.uid_map);
+    println!("Datapath:       {} threads", i.datapath_threads);
+    println!("Networks:       {}", i.networks);
+    println!("Sandboxes:      {}", i.sandboxes);
+    let f = &i.features;
+    println!("/dev/net/tun:   {}", yes(f.tun));
+    println!("vnet headers:   {}", yes(f.vnet_hdr));
+    println!("user namespaces: max {}", opt(&f.max_user_namespaces));
+    println!("ping sockets:   {}", yes(f.ping_sockets));
+    println!(
+        "lowest unprivileged port: {}",
+        opt(&f.unprivileged_port_start)
+    );
 }
 
 fn print_fdb(rows: &[FdbRow], format: Format) {

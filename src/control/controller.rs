@@ -29,14 +29,16 @@ use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::error::{Context, Error, Result};
+use crate::gateway::Commander;
 use crate::gateway::dns_server::{DnsServer, NameTable};
 use crate::gateway::policy::NatPolicy;
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::gateway::{Gateway, GatewayConfig};
-use crate::netns::namespace::{self, NewNamespaces};
+use crate::netns::namespace;
 use crate::netns::processes;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
+use crate::rootless::Mode;
 
 const MAX_VNI: u32 = (1 << 24) - 1;
 /// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
@@ -87,6 +89,10 @@ const DEFAULT_SNAPLEN: u32 = 262_144;
 
 struct Inner {
     dirs: StateDir,
+    /// Root or rootless: how sandboxes are entered by hand.
+    mode: Mode,
+    /// Sandboxes being removed: their names stay taken until their namespaces are gone.
+    removing: HashSet<String>,
     store: Store,
     state: State,
     dp: Arc<Datapath>,
@@ -182,6 +188,7 @@ impl Controller {
         offload: Offload,
         nat_policy: NatPolicy,
         dns_upstreams: Vec<std::net::SocketAddr>,
+        mode: Mode,
     ) -> Result<Controller> {
         let store = Store::new(dirs.state_file());
         let state = match store.load()? {
@@ -194,6 +201,8 @@ impl Controller {
         };
         let mut inner = Inner {
             dirs,
+            mode,
+            removing: HashSet::new(),
             store,
             state,
             dp,
@@ -214,6 +223,10 @@ impl Controller {
                 .filter_map(|n| n.subnet)
                 .collect(),
         );
+        for dir in inner.dirs.pin_dirs() {
+            namespace::ensure_pin_dir(&dir)?;
+        }
+        inner.reconcile();
         inner.restore();
         inner.sync_names();
         Ok(Controller {
@@ -243,7 +256,9 @@ impl Handler for Controller {
             }
             Request::NetworkInspect { name } => value(&inner.network_view(&name)?),
             Request::NetworkRemove { name } => {
-                inner.network_remove(&name)?;
+                let teardown = inner.network_remove(&name)?;
+                drop(inner);
+                teardown.run();
                 Ok(json!({"removed": name}))
             }
             Request::NetworkConnect {
@@ -256,8 +271,14 @@ impl Handler for Controller {
                 value(&inner.sandbox_view(&sandbox)?)
             }
             Request::NetworkDisconnect { network, sandbox } => {
-                inner.network_disconnect(&network, &sandbox)?;
-                value(&inner.sandbox_view(&sandbox)?)
+                let teardown = inner.network_disconnect(&network, &sandbox)?;
+                drop(inner);
+                teardown.run();
+                let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let result = inner.sync_default_route_of(&sandbox);
+                let view = inner.sandbox_view(&sandbox);
+                result?;
+                value(&view?)
             }
             Request::SandboxCreate(req) => {
                 let name = inner.sandbox_create(req)?;
@@ -268,15 +289,17 @@ impl Handler for Controller {
                     .state
                     .sandboxes
                     .iter()
-                    .map(|s| sandbox_view(&inner.state, s))
+                    .map(|s| inner.view_of(s))
                     .collect();
                 value(&views)
             }
             Request::SandboxInspect { name } => value(&inner.sandbox_view(&name)?),
             Request::SandboxRemove { name, force } => {
-                inner.sandbox_remove(&name, force)?;
+                drop(inner);
+                self.sandbox_remove(&name, force)?;
                 Ok(json!({"removed": name}))
             }
+            Request::Info => value(&inner.info()),
             Request::Fdb { network } => value(&inner.fdb(&network)?),
             Request::Stats { network } => value(&inner.stats(network.as_deref())?),
             Request::Shutdown => {
@@ -345,8 +368,140 @@ impl Handler for Controller {
     }
 }
 
+/// Names of the entries of `dir` (none if it does not exist).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::invalid(format!("encode answer: {e}")))
+}
+
+/// Slow work that follows a committed change: waiting for gateways to close published
+/// sockets, for every datapath worker to drop a port, for a gateway thread to end, and
+/// unpinning namespaces. Run without the controller's lock, so that `stats`, `fdb` and every
+/// other request go on meanwhile.
+/// A network's datapath side as it leaves the controller's maps: its gateway (with the
+/// gateway's switch port) and its datapath id.
+type Switch = (Option<(PortId, Gateway)>, Option<NetId>);
+
+#[must_use]
+struct Teardown {
+    dp: Arc<Datapath>,
+    unpublish: Vec<(Commander, u64)>,
+    ports: Vec<PortId>,
+    switches: Vec<Switch>,
+    pins: Vec<std::path::PathBuf>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Teardown {
+    fn new(dp: Arc<Datapath>) -> Self {
+        Teardown {
+            dp,
+            unpublish: Vec::new(),
+            ports: Vec::new(),
+            switches: Vec::new(),
+            pins: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    fn run(self) {
+        for (gateway, id) in self.unpublish {
+            let (done, wait) = crossbeam_channel::bounded(1);
+            gateway.send(GatewayCommand::Unpublish(id, done));
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
+        }
+        for port in self.ports {
+            self.dp.remove_port(port);
+        }
+        for (gateway, net) in self.switches {
+            if let Some((port, gateway)) = gateway {
+                drop(gateway);
+                self.dp.remove_port(port);
+            }
+            if let Some(id) = net {
+                self.dp.remove_network(id);
+            }
+        }
+        for pin in &self.pins {
+            namespace::remove(pin);
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Controller {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `sandbox rm`: checked and reserved under the lock; processes killed without it (up to
+    /// 5 s); the model changed and saved under it; ports, publications and namespaces released
+    /// without it. The name stays taken until the namespaces are gone.
+    fn sandbox_remove(&self, name: &str, force: bool) -> Result<()> {
+        let (netns, own_namespaces) = {
+            let mut inner = self.lock();
+            let sb = inner.sandbox(name)?;
+            let own = !inner.state.shares_host(sb);
+            if !inner.removing.insert(name.to_string()) {
+                return Err(Error::conflict(format!(
+                    "sandbox {name} is being removed already"
+                )));
+            }
+            (inner.dirs.netns_path(name), own)
+        };
+        let release = |this: &Self| {
+            this.lock().removing.remove(name);
+        };
+        if own_namespaces {
+            let running = processes::in_netns(&netns);
+            if !running.is_empty() {
+                if !force {
+                    release(self);
+                    let list: Vec<String> = running
+                        .iter()
+                        .map(|p| format!("{} ({})", p.pid, p.name))
+                        .collect();
+                    return Err(Error::conflict(format!(
+                        "sandbox {name} has running processes: {}; stop them or use --force",
+                        list.join(", ")
+                    )));
+                }
+                let left = processes::kill_all(&netns);
+                if !left.is_empty() {
+                    release(self);
+                    return Err(Error::conflict(format!(
+                        "sandbox {name}: {} processes survived SIGKILL",
+                        left.len()
+                    )));
+                }
+            }
+        }
+        let teardown = {
+            let mut inner = self.lock();
+            match inner.commit_sandbox_removal(name) {
+                Ok(t) => t,
+                Err(e) => {
+                    inner.removing.remove(name);
+                    return Err(e);
+                }
+            }
+        };
+        teardown.run();
+        release(self);
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -406,7 +561,68 @@ impl Inner {
     }
 
     fn sandbox_view(&self, name: &str) -> Result<crate::api::types::SandboxView> {
-        Ok(sandbox_view(&self.state, self.sandbox(name)?))
+        Ok(self.view_of(self.sandbox(name)?))
+    }
+
+    fn view_of(&self, sb: &Sandbox) -> crate::api::types::SandboxView {
+        let netns = self.dirs.netns_path(&sb.name).display().to_string();
+        let utsns = (!self.state.shares_host(sb))
+            .then(|| self.dirs.utsns_path(&sb.name).display().to_string());
+        let enter = self.mode.enter_hint(&netns, utsns.as_deref());
+        sandbox_view(&self.state, sb, &self.dirs, enter)
+    }
+
+    fn info(&self) -> crate::api::types::InfoView {
+        crate::api::types::InfoView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id() as i32,
+            mode: self.mode.name().to_string(),
+            holder_pid: self.mode.holder(),
+            state_dir: self.dirs.root().display().to_string(),
+            uid_map: std::fs::read_to_string("/proc/self/uid_map")
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
+            datapath_threads: self.dp.threads(),
+            networks: self.state.networks.len(),
+            sandboxes: self.state.sandboxes.len(),
+            features: crate::rootless::checks::features(),
+        }
+    }
+
+    /// Make the state dir agree with the model after a crash: namespace pins and /etc dirs of
+    /// sandboxes the model does not know (a create that was killed half way) are removed, and
+    /// so are the mount-namespace pins of releases before 0.2. Sandboxes the model knows but
+    /// whose namespaces are gone are made again by `restore`.
+    fn reconcile(&mut self) {
+        let known: HashSet<String> = self
+            .state
+            .sandboxes
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for dir in self.dirs.pin_dirs() {
+            for name in names_in(&dir) {
+                if !known.contains(&name) {
+                    eprintln!(
+                        "tapnet: removing leftover namespace {}",
+                        dir.join(&name).display()
+                    );
+                    namespace::remove(&dir.join(&name));
+                }
+            }
+        }
+        for name in names_in(&self.dirs.etc_root()) {
+            if !known.contains(&name) {
+                let _ = std::fs::remove_dir_all(self.dirs.etc_dir(&name));
+            }
+        }
+        let legacy = self.dirs.legacy_mntns_dir();
+        if legacy.exists() {
+            for name in names_in(&legacy) {
+                namespace::remove(&legacy.join(name));
+            }
+            let _ = std::fs::remove_dir(&legacy);
+        }
     }
 
     // ---- restore after a (re)start ------------------------------------------------------
@@ -427,21 +643,19 @@ impl Inner {
     }
 
     fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
-        let host_mode = sb
-            .endpoints
-            .iter()
-            .any(|e| self.driver_of(&e.network) == Some(Driver::Host));
-        if !namespace::is_mounted_ns(&sb.netns) {
+        let host_mode = self.state.shares_host(sb);
+        let netns = self.dirs.netns_path(&sb.name);
+        if !namespace::is_mounted_ns(&netns) {
             // The namespaces are gone (a reboot, or someone unmounted them): make them anew.
             if host_mode {
-                namespace::pin_current_netns(&sb.netns)?;
+                namespace::pin_current_netns(&netns)?;
             } else {
-                namespace::remove(&sb.netns);
-                for pinned in [&sb.utsns, &sb.mntns].into_iter().flatten() {
-                    namespace::remove(pinned);
-                }
+                namespace::remove(&netns);
+                namespace::remove(&self.dirs.utsns_path(&sb.name));
                 self.create_namespaces(sb)?;
             }
+        } else if !host_mode {
+            self.refresh_etc(sb);
         }
         for ep in &sb.endpoints {
             if let Some(net) = self.state.network(&ep.network).cloned()
@@ -621,16 +835,17 @@ impl Inner {
     }
 
     fn remove_switch(&mut self, name: &str) {
-        if let Some((port, gateway)) = self.gateways.remove(name) {
-            drop(gateway);
-            self.dp.remove_port(port);
-        }
-        if let Some(id) = self.nets.remove(name) {
-            self.dp.remove_network(id);
-        }
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown.switches.push(self.take_switch(name));
+        teardown.run();
     }
 
-    fn network_remove(&mut self, name: &str) -> Result<()> {
+    /// A network's gateway and datapath id, forgotten here; the teardown stops them.
+    fn take_switch(&mut self, name: &str) -> Switch {
+        (self.gateways.remove(name), self.nets.remove(name))
+    }
+
+    fn network_remove(&mut self, name: &str) -> Result<Teardown> {
         let net = self.network(name)?;
         if net.builtin {
             return Err(Error::conflict(format!(
@@ -662,8 +877,9 @@ impl Inner {
             self.state.networks.insert(index, removed);
             return Err(e);
         }
-        self.remove_switch(name);
-        Ok(())
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown.switches.push(self.take_switch(name));
+        Ok(teardown)
     }
 
     /// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
@@ -729,7 +945,7 @@ impl Inner {
             .get(&net.name)
             .ok_or_else(|| Error::not_found("network", &net.name))?;
         let fd = wiring::create_tap(
-            &sb.netns,
+            &self.dirs.netns_path(&sb.name),
             TapSpec {
                 interface: interface.clone(),
                 mac,
@@ -751,21 +967,21 @@ impl Inner {
 
     /// Remove the endpoint's switch port; its TAP disappears with the last fd.
     fn unwire(&mut self, sandbox: &str, ep: &Endpoint) {
-        if let Some(interface) = &ep.interface
-            && let Some(port) = self.ports.remove(&(sandbox.to_string(), interface.clone()))
-        {
+        if let Some(port) = self.take_port(sandbox, ep) {
             self.dp.remove_port(port);
         }
     }
 
+    /// The endpoint's switch port, forgotten here; removing it from the datapath is the
+    /// caller's (it waits for every worker).
+    fn take_port(&mut self, sandbox: &str, ep: &Endpoint) -> Option<PortId> {
+        let interface = ep.interface.clone()?;
+        self.ports.remove(&(sandbox.to_string(), interface))
+    }
+
     /// SPEC.md: the default route goes via the gateway of the first non-internal network.
     fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
-        if sb.utsns.is_none()
-            && sb
-                .endpoints
-                .iter()
-                .any(|e| self.driver_of(&e.network) == Some(Driver::Host))
-        {
+        if self.state.shares_host(sb) {
             return Ok(());
         }
         let route = sb.endpoints.iter().find_map(|ep| {
@@ -775,7 +991,11 @@ impl Inner {
             }
             Some((net.gateway?, ep.interface.clone()?))
         });
-        wiring::set_default_route(&sb.netns, route)
+        wiring::set_default_route(&self.dirs.netns_path(&sb.name), route)
+    }
+
+    fn sync_default_route_of(&self, sandbox: &str) -> Result<()> {
+        self.sync_default_route(self.sandbox(sandbox)?)
     }
 
     fn network_connect(
@@ -787,6 +1007,11 @@ impl Inner {
     ) -> Result<()> {
         let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
+        if self.removing.contains(sandbox) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is being removed"
+            )));
+        }
         if net.driver != Driver::Bridge {
             return Err(Error::invalid(format!(
                 "network {network} (driver {}) can only be chosen when a sandbox is created",
@@ -831,7 +1056,9 @@ impl Inner {
         }
     }
 
-    fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<()> {
+    /// The sandbox leaves the network in the model and its /etc files; the returned teardown
+    /// removes its port, after which the caller fixes the default route.
+    fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Teardown> {
         let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
         let Some(ep) = sb.endpoint(network).cloned() else {
@@ -850,6 +1077,11 @@ impl Inner {
                 "sandbox {sandbox} publishes {port} through network {network}; remove the sandbox to unpublish"
             )));
         }
+        if self.removing.contains(sandbox) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is being removed"
+            )));
+        }
         let mut updated = sb.clone();
         updated.endpoints.retain(|e| e.network != network);
         self.replace_sandbox(updated.clone());
@@ -857,9 +1089,10 @@ impl Inner {
             self.replace_sandbox(sb);
             return Err(e);
         }
-        self.unwire(sandbox, &ep);
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown.ports.extend(self.take_port(sandbox, &ep));
         self.refresh_etc(&updated);
-        self.sync_default_route(&updated)
+        Ok(teardown)
     }
 
     // ---- sandboxes ----------------------------------------------------------------------
@@ -868,6 +1101,12 @@ impl Inner {
         validate_name("sandbox", &req.name).map_err(Error::Invalid)?;
         if self.state.sandbox(&req.name).is_some() {
             return Err(Error::exists("sandbox", &req.name));
+        }
+        if self.removing.contains(&req.name) {
+            return Err(Error::conflict(format!(
+                "sandbox {} is still being removed; try again",
+                req.name
+            )));
         }
         let networks = if req.networks.is_empty() {
             vec!["bridge".to_string()]
@@ -915,9 +1154,6 @@ impl Inner {
             name: req.name.clone(),
             id: new_id(),
             hostname: hostname.clone(),
-            netns: self.dirs.netns_path(&req.name),
-            utsns: (!host_mode).then(|| self.dirs.utsns_path(&req.name)),
-            mntns: (!host_mode).then(|| self.dirs.mntns_path(&req.name)),
             endpoints: Vec::new(),
             ports: Vec::new(),
         };
@@ -938,12 +1174,12 @@ impl Inner {
             .map(ports::bind)
             .collect::<Result<Vec<_>>>()?;
         if host_mode {
-            namespace::pin_current_netns(&sb.netns)?;
+            namespace::pin_current_netns(&self.dirs.netns_path(&sb.name))?;
         } else {
             self.create_namespaces(&sb)?;
         }
         if let Err(e) = self.bring_up(&sb) {
-            self.tear_down(&sb);
+            self.teardown_of(&sb).run();
             return Err(e);
         }
         self.publish(&sb, host_sockets);
@@ -1012,15 +1248,18 @@ impl Inner {
         }
     }
 
-    /// Stop serving a sandbox's published ports; returns once their host sockets are closed.
-    fn unpublish(&mut self, sandbox: &str) {
-        for (network, id) in self.publications.remove(sandbox).unwrap_or_default() {
-            if let Some((_, gateway)) = self.gateways.get(&network) {
-                let (done, wait) = crossbeam_channel::bounded(1);
-                gateway.command(GatewayCommand::Unpublish(id, done));
-                let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
-            }
-        }
+    /// The gateways and ids of a sandbox's published ports, forgotten here; the teardown
+    /// stops serving them.
+    fn take_publications(&mut self, sandbox: &str) -> Vec<(Commander, u64)> {
+        self.publications
+            .remove(sandbox)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(network, id)| {
+                let (_, gateway) = self.gateways.get(&network)?;
+                Some((gateway.commander(), id))
+            })
+            .collect()
     }
 
     fn bring_up(&mut self, sb: &Sandbox) -> Result<()> {
@@ -1041,82 +1280,62 @@ impl Inner {
         Ok(())
     }
 
-    /// Remove a sandbox's ports and namespaces (not its model entry).
-    fn tear_down(&mut self, sb: &Sandbox) {
-        self.unpublish(&sb.name);
+    /// What removing a sandbox's ports, publications and namespaces takes (not its model
+    /// entry): the handles come out of the controller's maps now, the waiting comes later.
+    fn teardown_of(&mut self, sb: &Sandbox) -> Teardown {
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown.unpublish = self.take_publications(&sb.name);
         for ep in &sb.endpoints {
-            self.unwire(&sb.name, ep);
+            teardown.ports.extend(self.take_port(&sb.name, ep));
         }
-        namespace::remove(&sb.netns);
-        for pinned in [&sb.utsns, &sb.mntns].into_iter().flatten() {
-            namespace::remove(pinned);
-        }
-        let _ = std::fs::remove_dir_all(self.dirs.etc_dir(&sb.name));
+        teardown.pins = vec![
+            self.dirs.netns_path(&sb.name),
+            self.dirs.utsns_path(&sb.name),
+        ];
+        teardown.dirs = vec![self.dirs.etc_dir(&sb.name)];
+        teardown
     }
 
-    /// Network, UTS and mount namespaces of a sandbox that has its own, with its /etc files.
-    fn create_namespaces(&self, sb: &Sandbox) -> Result<()> {
-        let etc = self.dirs.etc_dir(&sb.name);
-        if sb.mntns.is_some() {
-            etc_files::write(&etc, &self.state, sb)?;
-        }
-        namespace::create(
-            NewNamespaces {
-                netns: sb.netns.clone(),
-                uts: sb.utsns.clone().map(|p| (p, sb.hostname.clone())),
-                mnt: sb.mntns.clone().map(|p| (p, etc_files::binds(&etc))),
-            },
-            wiring::loopback_up,
-        )
-    }
-
-    /// Rewrite a live sandbox's /etc/hosts and /etc/resolv.conf after its networks changed.
-    fn refresh_etc(&self, sb: &Sandbox) {
-        if sb.mntns.is_some()
-            && let Err(e) = etc_files::write(&self.dirs.etc_dir(&sb.name), &self.state, sb)
-        {
-            eprintln!("tapnet: sandbox {}: {e}", sb.name);
-        }
-    }
-
-    fn sandbox_remove(&mut self, name: &str, force: bool) -> Result<()> {
-        let sb = self.sandbox(name)?.clone();
-        let shares_host = sb.utsns.is_none();
-        if !shares_host {
-            let running = processes::in_netns(&sb.netns);
-            if !running.is_empty() {
-                if !force {
-                    let list: Vec<String> = running
-                        .iter()
-                        .map(|p| format!("{} ({})", p.pid, p.name))
-                        .collect();
-                    return Err(Error::conflict(format!(
-                        "sandbox {name} has running processes: {}; stop them or use --force",
-                        list.join(", ")
-                    )));
-                }
-                let left = processes::kill_all(&sb.netns);
-                if !left.is_empty() {
-                    return Err(Error::conflict(format!(
-                        "sandbox {name}: {} processes survived SIGKILL",
-                        left.len()
-                    )));
-                }
-            }
-        }
+    /// Remove a sandbox from the model and the state file; the teardown releases the rest.
+    fn commit_sandbox_removal(&mut self, name: &str) -> Result<Teardown> {
         let index = self
             .state
             .sandboxes
             .iter()
             .position(|s| s.name == name)
             .ok_or_else(|| Error::not_found("sandbox", name))?;
-        self.state.sandboxes.remove(index);
+        let sb = self.state.sandboxes.remove(index);
         if let Err(e) = self.save() {
             self.state.sandboxes.insert(index, sb);
             return Err(e);
         }
-        self.tear_down(&sb);
-        Ok(())
+        Ok(self.teardown_of(&sb))
+    }
+
+    /// Network and UTS namespaces of a sandbox that has its own, with its /etc files. (Its
+    /// mount view is made by each `tapnet exec`.) On failure nothing is left behind.
+    fn create_namespaces(&self, sb: &Sandbox) -> Result<()> {
+        let etc = self.dirs.etc_dir(&sb.name);
+        let made = etc_files::write(&etc, &self.state, sb).and_then(|_| {
+            namespace::create(
+                &self.dirs.netns_path(&sb.name),
+                Some((&self.dirs.utsns_path(&sb.name), &sb.hostname)),
+                wiring::loopback_up,
+            )
+        });
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&etc);
+        }
+        made
+    }
+
+    /// Rewrite a live sandbox's /etc/hosts and /etc/resolv.conf after its networks changed.
+    fn refresh_etc(&self, sb: &Sandbox) {
+        if !self.state.shares_host(sb)
+            && let Err(e) = etc_files::write(&self.dirs.etc_dir(&sb.name), &self.state, sb)
+        {
+            eprintln!("tapnet: sandbox {}: {e}", sb.name);
+        }
     }
 
     // ---- observation --------------------------------------------------------------------

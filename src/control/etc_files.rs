@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::model::{Driver, Sandbox, State};
@@ -59,18 +60,24 @@ pub fn resolv_conf(state: &State, sb: &Sandbox) -> String {
     }
 }
 
+/// The files are bind mounted over /etc in the sandbox, where processes of any user read them:
+/// mode 0644 whatever the daemon's umask.
 fn write_in_place(path: &Path, text: &str) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o644)
         .open(path)
+        .context(|| format!("write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
         .context(|| format!("write {}", path.display()))?;
     file.write_all(text.as_bytes())
         .context(|| format!("write {}", path.display()))
 }
 
-/// Write (or rewrite) all three files of `sb` into `dir`.
+/// Write (or rewrite) all three files of `sb` into `dir` (the sandbox's processes
+/// reach the files through bind mounts, never through the state dir).
 pub fn write(dir: &Path, state: &State, sb: &Sandbox) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
     write_in_place(&dir.join("hosts"), &hosts(sb))?;

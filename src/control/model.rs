@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -83,18 +82,14 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
 }
 
+/// A sandbox as persisted. Its namespace pins and /etc files live at paths derived from the
+/// state dir and its name (`paths::StateDir`); none is stored here, so an edited state file
+/// cannot point the daemon at other files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sandbox {
     pub name: String,
     pub id: String,
     pub hostname: String,
-    /// Bind mount of the network namespace: `nsenter --net=PATH` accepts it.
-    pub netns: PathBuf,
-    /// Bind mount of the UTS namespace; host-network sandboxes have none of their own.
-    pub utsns: Option<PathBuf>,
-    /// Bind mount of the mount namespace (own /etc/hosts, /etc/resolv.conf, /etc/hostname).
-    #[serde(default)]
-    pub mntns: Option<PathBuf>,
     /// In connect order.
     pub endpoints: Vec<Endpoint>,
     /// Published ports (`-p`).
@@ -124,6 +119,32 @@ impl State {
     }
     pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
         self.sandboxes.iter().find(|s| s.name == name)
+    }
+    /// Does `sb` share the daemon's network namespace (`--net host`)? Such a sandbox has no
+    /// namespaces of its own.
+    pub fn shares_host(&self, sb: &Sandbox) -> bool {
+        sb.endpoints.iter().any(|e| {
+            self.network(&e.network)
+                .is_some_and(|n| n.driver == Driver::Host)
+        })
+    }
+    /// Every name in a loaded file must be one `validate_name` accepts: names become paths.
+    pub fn check_names(&self) -> Result<(), String> {
+        for n in &self.networks {
+            validate_name("network", &n.name)?;
+        }
+        for s in &self.sandboxes {
+            validate_name("sandbox", &s.name)?;
+            for e in &s.endpoints {
+                if self.network(&e.network).is_none() {
+                    return Err(format!(
+                        "sandbox {} has an endpoint on unknown network {:?}",
+                        s.name, e.network
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
     /// (sandbox, endpoint) pairs on network `name`.
     pub fn endpoints_on<'a>(

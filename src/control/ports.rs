@@ -114,6 +114,17 @@ pub enum HostSocket {
 pub fn bind(port: &PublishedPort) -> Result<HostSocket> {
     let addr = port.host_addr();
     let taken = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "1024".into());
+            return Error::conflict(format!(
+                "cannot publish {port}: binding host port {} needs privileges: ports below \
+                 net.ipv4.ip_unprivileged_port_start ({start}) are reserved to root; publish a \
+                 higher port, or lower that sysctl",
+                addr.port()
+            ));
+        }
         Error::conflict(format!(
             "cannot publish {port}: host address {addr} is taken ({e})"
         ))

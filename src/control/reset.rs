@@ -14,6 +14,7 @@ use crate::daemon;
 use crate::error::{Context, Result};
 use crate::netns::{namespace, processes};
 use crate::paths::StateDir;
+use crate::rootless::holder;
 
 fn daemon_pid(dirs: &StateDir) -> Option<Pid> {
     let text = std::fs::read_to_string(dirs.pid_file()).ok()?;
@@ -52,7 +53,8 @@ pub fn stop_daemon(client: &Client) {
     let dirs = client.dirs();
     let pid = daemon_pid(dirs);
     if client.daemon_running() {
-        let _ = client.call_value(&Request::Shutdown);
+        // Never start a daemon only to stop it.
+        let _ = Client::new(dirs.clone(), false).call_value(&Request::Shutdown);
     }
     if let Some(pid) = pid
         && !wait_gone(pid, Duration::from_secs(10))
@@ -75,7 +77,7 @@ fn mounts_below(root: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = info
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .map(|p| PathBuf::from(namespace::unescape_mountinfo(p)))
         .filter(|p| p.starts_with(root))
         .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -83,24 +85,44 @@ fn mounts_below(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape_mountinfo(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
+/// Every process (other than the holder) in the user namespace of rootless holder `holder`:
+/// whatever `tapnet exec` started in sandboxes.
+fn in_userns_of(holder: i32) -> Vec<i32> {
+    let Ok(target) = std::fs::metadata(format!("/proc/{holder}/ns/user")) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != holder)
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/user"))
+                .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev())
+        })
+        .collect()
+}
+
+/// Rootless: kill what runs in sandboxes, then the holder; its namespaces, and with them every
+/// sandbox's, go when it does.
+fn stop_holder(dirs: &StateDir) {
+    let Some(holder) = holder::find(dirs) else {
+        let _ = std::fs::remove_file(dirs.holder_pid_file());
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = in_userns_of(holder);
+        if left.is_empty() || Instant::now() > deadline {
+            break;
         }
-        out.push(bytes[i]);
-        i += 1;
+        for pid in left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    String::from_utf8_lossy(&out).into_owned()
+    holder::stop(dirs);
 }
 
 pub fn reset(client: &Client) -> Result<()> {
@@ -110,6 +132,7 @@ pub fn reset(client: &Client) -> Result<()> {
     if !root.exists() {
         return Ok(());
     }
+    stop_holder(&dirs);
     // Kill what runs inside sandboxes, but never anything in our own namespace (host-network
     // sandboxes pin the daemon's namespace, which is everybody's).
     let own = std::fs::metadata("/proc/self/ns/net")
@@ -128,16 +151,4 @@ pub fn reset(client: &Client) -> Result<()> {
         namespace::remove(&mount);
     }
     std::fs::remove_dir_all(root).context(|| format!("remove state dir {}", root.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unescape_mountinfo;
-
-    #[test]
-    fn unescapes_mountinfo_paths() {
-        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
-    }
 }

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::model::State;
@@ -39,6 +40,12 @@ impl Store {
                 self.path.display()
             ))
         })?;
+        state.check_names().map_err(|e| {
+            Error::invalid(format!(
+                "state file {} is corrupt ({e}); refusing to start",
+                self.path.display()
+            ))
+        })?;
         if state.version != State::VERSION {
             return Err(Error::invalid(format!(
                 "state file {} has version {}, this tapnet understands {}",
@@ -59,6 +66,7 @@ impl Store {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .context(what)?;
         file.write_all(&text).context(what)?;

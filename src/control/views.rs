@@ -2,6 +2,7 @@
 
 use super::model::{Endpoint, Network, Sandbox, State};
 use crate::api::types::{EndpointView, InterfaceView, NetworkView, SandboxView};
+use crate::paths::StateDir;
 
 fn cidr(network: Option<&Network>, ep: &Endpoint) -> Option<String> {
     let prefix = network.and_then(|n| n.subnet).map(|s| s.prefix)?;
@@ -36,14 +37,18 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
     }
 }
 
-pub fn sandbox_view(state: &State, sb: &Sandbox) -> SandboxView {
+/// `enter` is the command line that enters the sandbox by hand, which depends on the mode the
+/// daemon runs in (see `daemon::Mode::enter_hint`).
+pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String) -> SandboxView {
+    let own_namespaces = !state.shares_host(sb);
     SandboxView {
         name: sb.name.clone(),
         id: sb.id.clone(),
         hostname: sb.hostname.clone(),
-        netns: sb.netns.display().to_string(),
-        utsns: sb.utsns.as_ref().map(|p| p.display().to_string()),
-        mntns: sb.mntns.as_ref().map(|p| p.display().to_string()),
+        netns: dirs.netns_path(&sb.name).display().to_string(),
+        utsns: own_namespaces.then(|| dirs.utsns_path(&sb.name).display().to_string()),
+        etc: own_namespaces.then(|| dirs.etc_dir(&sb.name).display().to_string()),
+        enter,
         interfaces: sb
             .endpoints
             .iter()

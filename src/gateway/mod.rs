@@ -90,7 +90,30 @@ impl Gateway {
     }
 }
 
+/// A handle that sends commands to a gateway's thread without holding the `Gateway` itself,
+/// for work done outside the controller's lock.
+#[derive(Clone)]
+pub struct Commander {
+    commands: crossbeam_channel::Sender<publish::GatewayCommand>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Commander {
+    pub fn send(&self, command: publish::GatewayCommand) {
+        if self.commands.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
 impl Gateway {
+    pub fn commander(&self) -> Commander {
+        Commander {
+            commands: self.commands.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
     /// The names the gateway's DNS answers for.
     pub fn set_names(&self, table: dns_server::NameTable) {
         self.dns.set_names(table);
@@ -98,9 +121,7 @@ impl Gateway {
 
     /// Hand a published port (or its removal) to the gateway's thread.
     pub fn command(&self, command: publish::GatewayCommand) {
-        if self.commands.send(command).is_ok() {
-            let _ = self.waker.wake();
-        }
+        self.commander().send(command);
     }
 }
 

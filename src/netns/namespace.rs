@@ -3,10 +3,15 @@
 //! Namespace work happens on a short-lived thread: `unshare` and `setns` of the network and UTS
 //! namespaces affect only the calling thread, so the daemon's other threads stay where they are.
 //! File descriptors opened there (TAPs, netlink sockets) stay valid after the thread ends.
+//!
+//! Only network and UTS namespaces are pinned. A sandbox's mount view (its /etc files, its
+//! /sys) is built for each `tapnet exec` instead (see `cli::sandbox_view`), as `ip netns exec`
+//! does: pinning a mount namespace with a bind mount fails at random inside a non-initial mount
+//! namespace on Linux 6.18, whose namespace ids are not ordered across CPUs.
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
@@ -46,126 +51,107 @@ pub fn is_mounted_ns(path: &Path) -> bool {
     }
 }
 
-/// Which namespaces a new sandbox gets.
-pub struct NewNamespaces {
-    pub netns: PathBuf,
-    /// A UTS namespace with this hostname, when the sandbox has its own.
-    pub uts: Option<(PathBuf, String)>,
-    /// A mount namespace pinned at this path, in which each (file, target) pair is bind
-    /// mounted over the target (the sandbox's /etc/hosts, ...) and /sys shows the sandbox's
-    /// own network devices.
-    pub mnt: Option<(PathBuf, Vec<(PathBuf, PathBuf)>)>,
+/// Make `dir` a mount point of its own (a bind mount of itself), once. Pins live below it, so
+/// that a copy of the mount table (a `tapnet exec`'s mount namespace) can drop all of them with
+/// one detach instead of keeping every other sandbox's namespaces alive.
+pub fn ensure_pin_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .context(|| format!("bind {} to itself", dir.display()))
 }
 
-/// Create a network namespace (and optionally a UTS namespace) and pin them with bind mounts.
-/// Runs `setup` inside the new network namespace before it is pinned (bring up `lo`, ...).
+/// Is `dir` the root of a mount (its device differs from its parent's, or mountinfo lists it)?
+pub fn is_mount_point(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
+        return false;
+    };
+    let Ok(canonical) = dir.canonicalize() else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| Path::new(&unescape_mountinfo(point)) == canonical)
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+pub fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Create a network namespace (and, with `uts`, a UTS namespace with that hostname) and pin
+/// them with bind mounts. Runs `setup` inside the new network namespace before it is pinned
+/// (bring up `lo`, ...). On failure nothing is left behind.
 pub fn create(
-    spec: NewNamespaces,
+    netns: &Path,
+    uts: Option<(&Path, &str)>,
     setup: impl FnOnce() -> Result<()> + Send + 'static,
 ) -> Result<()> {
-    touch(&spec.netns)?;
-    if let Some((uts, _)) = &spec.uts {
-        touch(uts)?;
+    touch(netns)?;
+    if let Some((path, _)) = uts
+        && let Err(e) = touch(path)
+    {
+        remove(netns);
+        return Err(e);
     }
-    if let Some((mnt, _)) = &spec.mnt {
-        touch(mnt)?;
-    }
-    let netns = spec.netns.clone();
-    let uts = spec.uts.clone();
-    let binds = spec.mnt.as_ref().map(|(_, b)| b.clone());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<i32>>();
-    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("netns".into())
-        .spawn(move || {
-            let outcome = (|| {
-                let mut flags = CloneFlags::CLONE_NEWNET;
-                if uts.is_some() {
-                    flags |= CloneFlags::CLONE_NEWUTS;
-                }
-                unshare(flags).context(|| "create namespaces (unshare)".into())?;
-                if let Some((path, hostname)) = &uts {
-                    nix::unistd::sethostname(hostname)
-                        .context(|| format!("set hostname {hostname}"))?;
-                    bind_self_ns("uts", path)?;
-                }
-                setup()?;
-                // Pin the network namespace while still in the daemon's mount namespace.
-                bind_self_ns("net", &netns)?;
-                if let Some(binds) = &binds {
-                    private_mounts(binds)?;
-                }
-                Ok(nix::unistd::gettid().as_raw())
-            })();
-            let waits = outcome.is_ok() && binds.is_some();
-            let _ = ready_tx.send(outcome);
-            if waits {
-                // Stay alive (and in the new mount namespace) until the daemon has pinned it.
-                let _ = pinned_rx.recv();
-            }
-        })
-        .context(|| "spawn namespace thread".into())?;
-    let result = ready_rx
-        .recv()
-        .map_err(|_| Error::invalid("namespace thread died"))
-        .and_then(|r| r)
-        .and_then(|tid| match &spec.mnt {
-            // A bind mount made inside the new mount namespace would be invisible outside it:
-            // pin it from here, through the thread's /proc entry.
-            Some((mnt, _)) => bind_ns_file(&format!("/proc/self/task/{tid}/ns/mnt"), mnt),
-            None => Ok(()),
-        });
-    let _ = pinned_tx.send(());
-    let _ = thread.join();
-    if result.is_err() {
-        remove(&spec.netns);
-        if let Some((uts, _)) = &spec.uts {
-            remove(uts);
+    let net_target = netns.to_path_buf();
+    let uts_target = uts.map(|(p, h)| (p.to_path_buf(), h.to_string()));
+    let result = on_thread(move || {
+        let mut flags = CloneFlags::CLONE_NEWNET;
+        if uts_target.is_some() {
+            flags |= CloneFlags::CLONE_NEWUTS;
         }
-        if let Some((mnt, _)) = &spec.mnt {
-            remove(mnt);
+        unshare(flags).map_err(|errno| unshare_error(errno, flags))?;
+        if let Some((path, hostname)) = &uts_target {
+            nix::unistd::sethostname(hostname).context(|| format!("set hostname {hostname}"))?;
+            bind_self_ns("uts", path)?;
+        }
+        setup()?;
+        bind_self_ns("net", &net_target)
+    });
+    if result.is_err() {
+        remove(netns);
+        if let Some((path, _)) = uts {
+            remove(path);
         }
     }
     result
 }
 
-/// In a fresh mount namespace of the calling thread: nothing propagates back to the host, the
-/// sandbox's files cover the host's, and /sys is the sandbox's.
-fn private_mounts(binds: &[(PathBuf, PathBuf)]) -> Result<()> {
-    // A thread shares its filesystem context with the process; a mount namespace needs its own.
-    unshare(CloneFlags::CLONE_FS).context(|| "unshare filesystem context".into())?;
-    unshare(CloneFlags::CLONE_NEWNS).context(|| "create mount namespace".into())?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context(|| "make mounts private".into())?;
-    for (source, target) in binds {
-        if !target.exists() {
-            continue;
-        }
-        mount(
-            Some(source.as_path()),
-            target.as_path(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .context(|| format!("bind {} over {}", source.display(), target.display()))?;
+/// The error for a refused `unshare`, with what would make it work.
+fn unshare_error(errno: nix::errno::Errno, flags: CloneFlags) -> Error {
+    let what = if flags.contains(CloneFlags::CLONE_NEWUTS) {
+        "network and UTS"
+    } else {
+        "network"
+    };
+    let hint = if errno == nix::errno::Errno::EPERM {
+        ": the daemon lacks CAP_SYS_ADMIN (run it as root, or as a user with unprivileged user \
+         namespaces so that it makes its own; see `tapnet info`)"
+    } else {
+        ""
+    };
+    Error::Sys {
+        context: format!("create {what} namespaces (unshare){hint}"),
+        errno,
     }
-    drop_foreign_namespace_mounts();
-    // sysfs shows the network namespace of whoever mounts it: this thread is in the sandbox's.
-    mount(
-        Some("sysfs"),
-        "/sys",
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .context(|| "mount /sys".into())
 }
 
 /// Pin the calling thread's current network namespace at `path` (for host-network sandboxes,
@@ -188,33 +174,10 @@ fn touch(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The new mount namespace starts as a copy of the daemon's, including the bind mounts that pin
-/// other sandboxes' namespaces. Drop those copies, or they would keep those namespaces alive
-/// after the other sandboxes are gone.
-fn drop_foreign_namespace_mounts() {
-    let Ok(info) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
-        return;
-    };
-    for line in info.lines() {
-        // Fields: ... mount-point ... " - " fstype source options
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if right.split(' ').next() == Some("nsfs")
-            && let Some(point) = left.split(' ').nth(4)
-        {
-            let _ = umount2(point.replace("\\040", " ").as_str(), MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 fn bind_self_ns(kind: &str, target: &Path) -> Result<()> {
-    bind_ns_file(&format!("/proc/thread-self/ns/{kind}"), target)
-}
-
-fn bind_ns_file(source: &str, target: &Path) -> Result<()> {
+    let source = format!("/proc/thread-self/ns/{kind}");
     mount(
-        Some(source),
+        Some(source.as_str()),
         target,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -232,4 +195,16 @@ pub fn remove(path: &Path) {
         }
     }
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_mountinfo;
+
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
 }

@@ -21,10 +21,74 @@ pub fn traffic_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/traffic.py")
 }
 
-/// One daemon's world: a unique state dir under /tmp, reset when dropped.
+/// An unprivileged user that rootless tests run tapnet as. scripts/test.sh creates
+/// `tapnet-test` (with a subordinate ID range) and `tapnet-test1` (without one).
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn test_user(name: &str) -> TestUser {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, name])
+            .output()
+            .expect("run id");
+        assert!(
+            out.status.success(),
+            "test user {name} is missing: scripts/test.sh creates it (useradd {name})"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    TestUser {
+        name: name.to_string(),
+        uid: id("-u"),
+        gid: id("-g"),
+    }
+}
+
+/// The tapnet binary and the traffic script, copied where an unprivileged user can run them
+/// (the checkout may live in a directory only root can enter).
+fn public_copies() -> &'static (PathBuf, PathBuf) {
+    static COPIES: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    COPIES.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tapnet-e2e-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create public bin dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin_copy = dir.join("tapnet");
+        std::fs::copy(bin(), &bin_copy).expect("copy tapnet");
+        let script = dir.join("traffic.py");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/traffic.py"),
+            &script,
+        )
+        .expect("copy traffic.py");
+        for f in [&bin_copy, &script] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        (bin_copy, script)
+    })
+}
+
+/// The tapnet binary, where an unprivileged user can run it.
+pub fn public_bin() -> PathBuf {
+    public_copies().0.clone()
+}
+
+/// One daemon's world: a unique state dir under /tmp, reset when dropped. A rootless one runs
+/// every command as a test user, with its state dir under a private XDG_RUNTIME_DIR.
 pub struct Tapnet {
     pub dir: PathBuf,
     children: Vec<Option<Child>>,
+    pub user: Option<TestUser>,
+    /// The rootless user's XDG_RUNTIME_DIR (the state dir is its `tapnet`).
+    pub runtime_dir: Option<PathBuf>,
 }
 
 impl Tapnet {
@@ -39,12 +103,67 @@ impl Tapnet {
         Tapnet {
             dir,
             children: Vec::new(),
+            user: None,
+            runtime_dir: None,
+        }
+    }
+
+    /// A world whose commands run as `user` (rootless mode), with the default state dir
+    /// `$XDG_RUNTIME_DIR/tapnet`. Needs /dev/net/tun mode 0666 (scripts/test.sh sees to it).
+    pub fn rootless(tag: &str, user: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let user = test_user(user);
+        let mode = std::fs::metadata("/dev/net/tun")
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(
+            mode, 0o666,
+            "rootless tests need /dev/net/tun mode 0666 (scripts/test.sh sets it for the run)"
+        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let runtime =
+            std::env::temp_dir().join(format!("tapnet-rl-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&runtime);
+        std::fs::create_dir_all(&runtime).expect("create runtime dir");
+        std::os::unix::fs::chown(&runtime, Some(user.uid), Some(user.gid)).expect("chown");
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        public_copies();
+        Tapnet {
+            dir: runtime.join("tapnet"),
+            children: Vec::new(),
+            user: Some(user),
+            runtime_dir: Some(runtime),
+        }
+    }
+
+    /// The traffic script's path, readable by whoever runs the commands.
+    pub fn script(&self) -> PathBuf {
+        match self.user {
+            Some(_) => public_copies().1.clone(),
+            None => traffic_script(),
         }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--state-dir").arg(&self.dir).args(args);
+        let mut cmd = match (&self.user, &self.runtime_dir) {
+            (Some(user), Some(runtime)) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={}", user.uid))
+                    .arg(format!("--regid={}", user.gid))
+                    .args(["--clear-groups", "--"])
+                    .arg(&public_copies().0)
+                    .env("XDG_RUNTIME_DIR", runtime)
+                    .env("HOME", runtime)
+                    .current_dir(runtime);
+                cmd
+            }
+            _ => {
+                let mut cmd = Command::new(bin());
+                cmd.arg("--state-dir").arg(&self.dir);
+                cmd
+            }
+        };
+        cmd.args(args);
         // Outbound NAT of every daemon a test starts reaches the host's loopback only: no test
         // can send a packet off this machine, whatever it does.
         cmd.env("TAPNET_NAT_ALLOW", "127.0.0.0/8");
@@ -133,7 +252,7 @@ impl Tapnet {
 
     /// Start a traffic.py server in `sandbox` and wait until it listens.
     pub fn spawn_server(&mut self, sandbox: &str, args: &[&str]) -> usize {
-        let script = traffic_script();
+        let script = self.script();
         let mut full = vec![
             "exec",
             sandbox,
@@ -178,7 +297,7 @@ impl Tapnet {
 
     /// Run traffic.py in `sandbox` and return what it printed.
     pub fn traffic(&self, sandbox: &str, args: &[&str]) -> String {
-        let script = traffic_script();
+        let script = self.script();
         let mut full = vec!["python3", script.to_str().unwrap_or("")];
         full.extend(args);
         self.exec_ok(sandbox, &full).trim().to_string()
@@ -204,7 +323,7 @@ impl Tapnet {
     ) -> (String, String) {
         let port = "5001";
         let server = self.spawn_server(to, &["tcp-serve", server_ip, port]);
-        let script = traffic_script();
+        let script = self.script();
         let sent = self.exec_ok(
             from,
             &[
@@ -301,6 +420,9 @@ impl Drop for Tapnet {
             .output();
         if self.dir.exists() {
             eprintln!("warning: {} survived system reset", self.dir.display());
+        }
+        if let Some(runtime) = &self.runtime_dir {
+            let _ = std::fs::remove_dir_all(runtime);
         }
     }
 }

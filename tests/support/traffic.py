@@ -3,6 +3,9 @@
 
   traffic.py tcp-serve ADDR PORT          accept one connection, read to EOF, print "BYTES SHA256"
   traffic.py tcp-send ADDR PORT BYTES     send BYTES of a fixed pattern, print "BYTES SHA256"
+  traffic.py tcp-trickle ADDR PORT BYTES SECONDS
+                                          the same, spread evenly over SECONDS (a connection
+                                          that lives through a daemon restart)
   traffic.py udp-echo ADDR PORT COUNT     echo COUNT datagrams back to their sender
   traffic.py raw-send IFACE HEXFRAME...   write raw Ethernet frames on IFACE (AF_PACKET)
   traffic.py tcp-count-serve ADDR PORT N  accept N connections; each: read to EOF, reply the count
@@ -50,6 +53,21 @@ def tcp_send(addr, port, count):
     conn = socket.create_connection((addr, int(port)), timeout=10)
     conn.settimeout(60)
     conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+    print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+
+
+def tcp_trickle(addr, port, count, seconds):
+    import time
+    data = pattern(int(count))
+    conn = socket.create_connection((addr, int(port)), timeout=10)
+    conn.settimeout(60)
+    steps = 100
+    chunk = -(-len(data) // steps)
+    for i in range(0, len(data), chunk):
+        conn.sendall(data[i:i + chunk])
+        time.sleep(float(seconds) / steps)
     conn.shutdown(socket.SHUT_WR)
     conn.recv(1)
     print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
@@ -179,6 +197,7 @@ if __name__ == "__main__":
     modes = {
         "tcp-serve": tcp_serve,
         "tcp-send": tcp_send,
+        "tcp-trickle": tcp_trickle,
         "udp-echo": udp_echo,
         "raw-send": raw_send,
         "tcp-count-serve": tcp_count_serve,
