@@ -166,11 +166,12 @@ pub enum NetworkCmd {
         /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].
         #[arg(long, value_name = "CIDR")]
         subnet: Option<String>,
-        /// Gateway address inside the subnet [default: the subnet's first address].
+        /// Gateway address inside the subnet; needs --subnet [default: the subnet's first
+        /// address].
         #[arg(long, value_name = "IP")]
         gateway: Option<String>,
-        /// Part of the subnet that endpoint addresses are taken from [default: the whole
-        /// subnet].
+        /// Part of the subnet that endpoint addresses are taken from; needs --subnet
+        /// [default: the whole subnet].
         #[arg(long, value_name = "CIDR")]
         ip_range: Option<String>,
         /// No way out of the network (no default route, no NAT, no forwarded DNS).
