@@ -346,6 +346,17 @@ fn demo_uses_a_fresh_state_dir_and_refuses_an_existing_one() {
     let refused = busy.fails(&["demo"]);
     assert!(refused.contains("exists"), "{refused}");
     assert!(busy.network_names().contains(&"keep".to_string()));
+    let unused = busy.dir.with_extension("unused");
+    let out = bare(&[
+        "--state-dir",
+        &unused.to_string_lossy(),
+        "--no-autostart",
+        "demo",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let refused = text(&out.stderr);
+    assert!(refused.contains("--no-autostart"), "{refused}");
+    assert!(!unused.exists());
 
     let fresh = Tapnet::new("demofresh");
     assert!(!fresh.dir.exists());

@@ -131,7 +131,8 @@ pub enum Command {
     ///
     /// The state dir is a new directory under the temp dir, or `--state-dir DIR` when DIR does
     /// not exist yet; either way it is removed at the end. An existing state dir is refused, so
-    /// the demo can never remove a daemon's networks and sandboxes.
+    /// the demo can never remove a daemon's networks and sandboxes; so is --no-autostart, since
+    /// the demo starts its own daemon.
     Demo,
     /// Print a shell completion script on stdout.
     ///
@@ -409,6 +410,11 @@ fn run(cli: Cli) -> Result<i32> {
             reset::reset(&client)?;
             Ok(0)
         }
+        // The demo always starts a daemon of its own: refuse a flag it could not honour.
+        Command::Demo if cli.no_autostart => Err(Error::invalid(
+            "demo: --no-autostart does not apply: the demo starts its own daemon in its own \
+             state dir",
+        )),
         Command::Demo => crate::demo::run(chosen_dir),
         Command::Completion { shell } => {
             print!("{}", docs::completion(shell)?);
