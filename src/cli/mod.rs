@@ -181,7 +181,8 @@ pub enum NetworkCmd {
         /// MTU of the network's interfaces, 68-65520 [default: 1500].
         #[arg(long, value_name = "BYTES")]
         mtu: Option<u32>,
-        /// VXLAN network identifier, 1-16777215 (overlay networks, not supported yet: refused).
+        /// VXLAN network identifier, 1-16777215, of overlay networks; overlay is not supported
+        /// yet, so any VNI is refused [default: none].
         #[arg(long, value_name = "VNI")]
         vni: Option<u32>,
         /// Checksum and segmentation offloads on the network's TAPs.
@@ -654,6 +655,32 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    /// An option that takes a value and may be left out says what happens then: a clap
+    /// default, or `[default: ...]` in its help. Repeatable options default to none.
+    #[test]
+    fn every_optional_value_says_its_default() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut commands = vec![("tapnet".to_string(), cmd.clone())];
+        walk(&cmd, "tapnet".into(), &mut commands);
+        let mut missing = Vec::new();
+        for (path, cmd) in &commands {
+            for arg in cmd.get_arguments() {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let optional_value = arg.get_action().takes_values()
+                    && !arg.is_required_set()
+                    && !matches!(arg.get_action(), clap::ArgAction::Append);
+                if optional_value
+                    && arg.get_default_values().is_empty()
+                    && !help.contains("[default: ")
+                {
+                    missing.push(format!("{path}: {}", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no default documented: {missing:#?}");
     }
 
     #[test]
