@@ -120,7 +120,14 @@ mod tests {
         let page = String::from_utf8(man_page().expect("man page")).expect("UTF-8");
         assert!(page.starts_with(".ie"), "{}", &page[..page.len().min(200)]);
         assert!(page.contains(".TH tapnet 1"), "title");
-        for word in ["network", "sandbox", "completion", "state\\-dir"] {
+        for word in [
+            "network",
+            "sandbox",
+            "completion",
+            "state\\-dir",
+            "Exit status",
+            "TAPNET_NAT_ALLOW",
+        ] {
             assert!(page.contains(word), "{word} missing");
         }
     }

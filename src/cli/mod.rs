@@ -41,11 +41,23 @@ pub const ENV_DNS_UPSTREAM: &str = "TAPNET_DNS_UPSTREAM";
 
 const GLOBAL_OPTIONS: &str = "Global options";
 
+/// The end of `tapnet --help` and of tapnet(1): what every command shares.
+const AFTER_HELP: &str = "\
+Every command but daemon, demo, completion, man and version is a client of the daemon of the
+state dir, started in the background on first use (unless --no-autostart).
+
+Exit status: 0 success; 1 failure, with one line `tapnet: error: ...` on stderr; 2 usage
+error. exec and run return the command's status.
+
+Environment: TAPNET_STATE_DIR (--state-dir), TAPNET_NAT_ALLOW (daemon --nat-allow),
+TAPNET_DNS_UPSTREAM (daemon --dns-upstream); a flag wins over its variable.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tapnet",
     version = VERSION,
-    about = "Userspace virtual switch for containers: Docker's CNM over TAP devices"
+    about = "Userspace virtual switch for containers: Docker's CNM over TAP devices",
+    after_long_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
