@@ -12,7 +12,7 @@ use crate::api::client::Client;
 use crate::api::types::{FdbRow, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView};
 use crate::cli::output::table;
 use crate::control::reset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::netns::namespace::in_netns;
 use crate::paths::StateDir;
 
@@ -37,7 +37,7 @@ fn pattern(i: usize) -> u8 {
 /// Accept transfers on `addr` inside `netns` until `deadline`; each is checked byte by byte.
 fn serve(netns: &Path, addr: Ipv4Addr, deadline: Instant) -> Result<()> {
     let listener = in_netns(netns, move || {
-        TcpListener::bind((addr, PORT)).map_err(|e| crate::error::Error::Io {
+        TcpListener::bind((addr, PORT)).map_err(|e| Error::Io {
             context: format!("listen on {addr}:{PORT}"),
             source: e,
         })
@@ -114,8 +114,23 @@ fn addresses(sb: &SandboxView) -> Vec<(String, Ipv4Addr)> {
         .collect()
 }
 
-pub fn run() -> Result<i32> {
-    let dir = std::env::temp_dir().join(format!("tapnet-demo-{}", std::process::id()));
+/// The demo's state dir: `chosen` (from `--state-dir` or TAPNET_STATE_DIR) when it does not
+/// exist yet, else a new one under the temp dir. The demo removes its state dir at the end, so
+/// an existing one (a daemon's networks and sandboxes, say) is refused rather than reset.
+fn demo_dir(chosen: Option<PathBuf>) -> Result<PathBuf> {
+    match chosen {
+        Some(dir) if dir.exists() => Err(Error::invalid(format!(
+            "demo: state dir {} exists; the demo removes its state dir at the end, so give it \
+             one that does not exist yet, or no --state-dir (and no TAPNET_STATE_DIR)",
+            dir.display()
+        ))),
+        Some(dir) => Ok(dir),
+        None => Ok(std::env::temp_dir().join(format!("tapnet-demo-{}", std::process::id()))),
+    }
+}
+
+pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
+    let dir = demo_dir(chosen_dir)?;
     let client = Client::new(StateDir::new(dir.clone()), true);
     let cleanup = Cleanup(Client::new(StateDir::new(dir.clone()), false));
     println!("tapnet demo: state dir {}", dir.display());
@@ -153,11 +168,10 @@ pub fn run() -> Result<i32> {
     print!("{}", table(&headers, &rows));
     // The way out: a server on this host's loopback, reached at each sandbox's gateway address
     // through the gateway's NAT.
-    let host =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| crate::error::Error::Io {
-            context: "listen on the host's loopback".into(),
-            source: e,
-        })?;
+    let host = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::Io {
+        context: "listen on the host's loopback".into(),
+        source: e,
+    })?;
     let host_port = host.local_addr().map(|a| a.port()).unwrap_or(0);
     accept_transfers(host, deadline);
     let mut rows = Vec::new();
@@ -183,10 +197,17 @@ pub fn run() -> Result<i32> {
         })?;
         let rows: Vec<Vec<String>> = fdb
             .iter()
-            .map(|r| vec![r.mac.clone(), r.port.clone(), r.age_s.to_string()])
+            .map(|r| {
+                vec![
+                    r.mac.clone(),
+                    r.port.clone(),
+                    crate::cli::views::age(r.age_s),
+                    r.kind.clone(),
+                ]
+            })
             .collect();
         println!("\nMAC table of {net}:\n");
-        print!("{}", table(&["MAC", "PORT", "AGE"], &rows));
+        print!("{}", table(&["MAC", "PORT", "AGE", "KIND"], &rows));
     }
     println!("\ncleaning up {}", dir.display());
     drop(cleanup);

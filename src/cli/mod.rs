@@ -1,9 +1,13 @@
 //! The command line: clap definitions and dispatch to the client or the daemon.
 
 pub mod capture;
+pub mod docs;
 pub mod exec;
+pub mod names;
 pub mod output;
+pub mod views;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -14,27 +18,65 @@ use crate::api::types::{
 };
 use crate::control::reset;
 use crate::daemon::{self, DaemonOptions};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
-use output::{Format, json, opt, table};
+use clap_complete::Shell;
+use output::Format;
+
+/// `tapnet -V` and `tapnet version`: the package version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("TAPNET_GIT_REV"),
+    ")"
+);
+
+/// Environment variables read in place of absent flags. Read by hand rather than with clap's
+/// `env`: clap counts a value from the environment as a flag the user typed and then shows it
+/// in the usage line of every error (`Usage: tapnet network create --state-dir <DIR> <NAME>`).
+pub const ENV_STATE_DIR: &str = "TAPNET_STATE_DIR";
+pub const ENV_NAT_ALLOW: &str = "TAPNET_NAT_ALLOW";
+pub const ENV_DNS_UPSTREAM: &str = "TAPNET_DNS_UPSTREAM";
+
+const GLOBAL_OPTIONS: &str = "Global options";
+
+/// The end of `tapnet --help` and of tapnet(1): what every command shares.
+const AFTER_HELP: &str = "\
+Every command but daemon, demo, completion, man and version is a client of the daemon of the
+state dir, started in the background on first use (unless --no-autostart).
+
+Exit status: 0 success; 1 failure, with one line `tapnet: error: ...` on stderr; 2 usage
+error. exec and run return the command's status.
+
+Environment: TAPNET_STATE_DIR (--state-dir), TAPNET_NAT_ALLOW (daemon --nat-allow),
+TAPNET_DNS_UPSTREAM (daemon --dns-upstream); a flag wins over its variable.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tapnet",
-    version,
-    about = "Userspace virtual switch for containers: Docker's CNM over TAP devices"
+    version = VERSION,
+    about = "Userspace virtual switch for containers: Docker's CNM over TAP devices",
+    after_long_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// State dir of the daemon to talk to (default: /run/tapnet for root,
-    /// $XDG_RUNTIME_DIR/tapnet otherwise).
-    #[arg(long, global = true, env = "TAPNET_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Do not start a daemon when none answers.
-    #[arg(long, global = true)]
-    pub no_autostart: bool,
     #[command(subcommand)]
     pub command: Command,
+    /// State dir of the daemon to talk to [env: TAPNET_STATE_DIR] [default: /run/tapnet for
+    /// root, $XDG_RUNTIME_DIR/tapnet otherwise].
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL_OPTIONS)]
+    pub state_dir: Option<PathBuf>,
+    /// Fail when no daemon answers instead of starting one in the background.
+    #[arg(long, global = true, help_heading = GLOBAL_OPTIONS)]
+    pub no_autostart: bool,
+}
+
+/// `--format`: how objects are printed.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct FormatArg {
+    /// Output format: aligned table for people, one JSON document for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 #[derive(Subcommand, Debug)]
@@ -45,146 +87,209 @@ pub enum Command {
     /// Manage sandboxes (network namespaces with endpoints).
     #[command(subcommand)]
     Sandbox(SandboxCmd),
-    /// Run a command inside a sandbox.
+    /// Run a command inside a sandbox (its network, UTS and mount namespaces).
     Exec {
+        /// Name of the sandbox.
         sandbox: String,
-        /// The command and its arguments (after `--`).
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The command and its arguments (after `--`); its exit status is tapnet's (127 if not
+        /// found).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// Create a sandbox, run a command in it, and optionally remove it.
     Run(RunArgs),
     /// Show a network's MAC table.
     Fdb {
+        /// Name of the network (bridge driver).
         network: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
-    /// Show per-port counters.
+    /// Show per-port counters, with drops by reason.
     Stats {
+        /// Only this network's ports [default: every network].
         network: Option<String>,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
     /// Capture a network's frames (pcap, LINKTYPE_ETHERNET), segmented as on a wire.
     Capture {
+        /// Name of the network (bridge driver).
         network: String,
-        /// Only frames from or to this sandbox.
-        #[arg(long)]
+        /// Only frames from or to this sandbox [default: every port].
+        #[arg(long, value_name = "SANDBOX")]
         sandbox: Option<String>,
-        /// Write pcap to FILE (`-` for stdout) instead of printing a line per frame.
+        /// Write pcap to FILE (`-` for stdout) [default: print a line per frame].
         #[arg(short = 'w', value_name = "FILE")]
         write: Option<String>,
-        /// Stop after COUNT frames.
+        /// Stop after COUNT frames [default: run until interrupted].
         #[arg(short = 'c', value_name = "COUNT")]
         count: Option<u64>,
-        /// Bytes kept of each frame.
+        /// Bytes kept of each frame, 14-262144 [default: 262144].
         #[arg(short = 's', long, value_name = "BYTES")]
         snaplen: Option<u32>,
     },
-    /// Run the switch and the control API in the foreground.
+    /// Run the switch and the control API in the foreground (clients start it on first use).
     Daemon(DaemonArgs),
     /// Whole-state-dir operations.
     #[command(subcommand)]
     System(SystemCmd),
     /// Build the seed topology in a throwaway state dir, send traffic, show the result.
+    ///
+    /// The state dir is a new directory under the temp dir, or `--state-dir DIR` when DIR does
+    /// not exist yet; either way it is removed at the end. An existing state dir is refused, so
+    /// the demo can never remove a daemon's networks and sandboxes; so is --no-autostart, since
+    /// the demo starts its own daemon.
     Demo,
     /// Show the daemon's mode (root or rootless), state dir, version and kernel features.
     Info {
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
+    /// Print a shell completion script on stdout.
+    ///
+    /// bash: `tapnet completion bash > /etc/bash_completion.d/tapnet`;
+    /// zsh: `tapnet completion zsh > "${fpath[1]}/_tapnet"`;
+    /// fish: `tapnet completion fish > ~/.config/fish/completions/tapnet.fish`.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page tapnet(1) on stdout, or write every page to a directory.
+    Man {
+        /// Write tapnet.1 and one page per subcommand (tapnet-network-create.1, ...) into DIR
+        /// [default: print tapnet.1 on stdout].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the version and the git revision of the build.
+    Version,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
-    /// Create a network.
+    /// Create a network; prints its ID.
     Create {
+        /// Name of the network: 1-64 letters, digits, '-', '_' or '.'.
         name: String,
+        /// Network driver; only bridge networks can be created (host and null exist once).
         #[arg(long, default_value = "bridge")]
         driver: String,
+        /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].
         #[arg(long, value_name = "CIDR")]
         subnet: Option<String>,
+        /// Gateway address inside the subnet; needs --subnet [default: the subnet's first
+        /// address].
         #[arg(long, value_name = "IP")]
         gateway: Option<String>,
+        /// Part of the subnet that endpoint addresses are taken from; needs --subnet
+        /// [default: the whole subnet].
         #[arg(long, value_name = "CIDR")]
         ip_range: Option<String>,
-        /// No way out of the network (no default route, no NAT).
+        /// No way out of the network (no default route, no NAT, no forwarded DNS).
         #[arg(long)]
         internal: bool,
-        #[arg(long)]
+        /// MTU of the network's interfaces, 68-65520 [default: 1500].
+        #[arg(long, value_name = "BYTES")]
         mtu: Option<u32>,
-        #[arg(long)]
+        /// VXLAN network identifier, 1-16777215, of overlay networks; overlay is not supported
+        /// yet, so any VNI is refused [default: none].
+        #[arg(long, value_name = "VNI")]
         vni: Option<u32>,
         /// Checksum and segmentation offloads on the network's TAPs.
         #[arg(long, value_enum, default_value = "on")]
         offload: OnOff,
-        /// Driver options; `mac_aging=SECONDS` sets the MAC table's aging time.
+        /// Driver option (repeatable). Keys: mac_aging=SECONDS (MAC table aging time
+        /// [default: 300]), nat_udp_timeout=SECONDS (idle UDP NAT flows expire [default: 30]).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
     },
     /// List networks.
     Ls {
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
-    /// Show a network and its endpoints.
+    /// Show a network, its endpoints and its live NAT flows.
     Inspect {
+        /// Name of the network.
         name: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
-    /// Remove a network (it must have no endpoints).
-    Rm { name: String },
+    /// Remove a network (it must have no endpoints; bridge, host and none stay).
+    Rm {
+        /// Name of the network.
+        name: String,
+    },
     /// Give a running sandbox an interface on a network.
     Connect {
+        /// Name of the network.
         network: String,
+        /// Name of the sandbox.
         sandbox: String,
-        #[arg(long)]
+        /// Address of the new interface [default: the next free one of the network].
+        #[arg(long, value_name = "IP")]
         ip: Option<String>,
-        #[arg(long = "alias")]
+        /// Another name of the sandbox on this network's DNS (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
         aliases: Vec<String>,
     },
     /// Remove a sandbox's interface on a network.
-    Disconnect { network: String, sandbox: String },
+    Disconnect {
+        /// Name of the network.
+        network: String,
+        /// Name of the sandbox.
+        sandbox: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct SandboxSpec {
-    /// Network to join (repeatable; default: bridge).
+    /// Network to join (repeatable) [default: bridge].
     #[arg(long = "net", value_name = "NET")]
     pub networks: Vec<String>,
-    /// Address on the first network.
-    #[arg(long)]
+    /// Address on the first network [default: the next free one].
+    #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
-    #[arg(long)]
+    /// Host name inside the sandbox [default: the sandbox's name].
+    #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Publish a port: [HOSTIP:]HOSTPORT:PORT[/udp].
+    /// Publish a port (repeatable): [HOSTIP:]HOSTPORT:PORT[/udp]; HOSTIP defaults to every
+    /// address, the protocol to tcp.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SandboxCmd {
-    /// Create a sandbox.
+    /// Create a sandbox; prints its ID.
     Create {
+        /// Name of the sandbox: 1-64 letters, digits, '-', '_' or '.'.
         name: String,
         #[command(flatten)]
         spec: SandboxSpec,
     },
     /// List sandboxes.
     Ls {
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
-    /// Show a sandbox.
+    /// Show a sandbox: namespaces, interfaces, aliases, published ports.
     Inspect {
+        /// Name of the sandbox.
         name: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        format: FormatArg,
     },
-    /// Remove a sandbox.
+    /// Remove a sandbox (refused while processes run inside, unless --force).
     Rm {
+        /// Name of the sandbox.
         name: String,
         /// Kill processes still running inside first.
         #[arg(long, short)]
@@ -194,14 +299,21 @@ pub enum SandboxCmd {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    #[arg(long)]
+    /// Name of the sandbox [default: a new adjective_noun name, printed on stderr].
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[command(flatten)]
     pub spec: SandboxSpec,
-    /// Remove the sandbox when the command ends.
+    /// Remove the sandbox, and whatever still runs in it, when the command ends.
     #[arg(long)]
     pub rm: bool,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The command and its arguments (after `--`); its exit status is tapnet's.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -213,32 +325,23 @@ pub enum OnOff {
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
-    /// Poll threads for the datapath (default: number of cores).
-    #[arg(long)]
+    /// Poll threads for the datapath [default: number of cores].
+    #[arg(long, value_name = "N")]
     pub datapath_threads: Option<usize>,
     /// Checksum and segmentation offloads on TAP ports.
     #[arg(long, value_enum, default_value = "on")]
     pub offload: OnOff,
-    /// Let outbound NAT reach only these destinations (repeatable; default: everywhere).
-    /// Connections to a network's gateway address count as 127.0.0.1.
-    #[arg(
-        long,
-        value_name = "CIDR",
-        env = "TAPNET_NAT_ALLOW",
-        value_delimiter = ','
-    )]
+    /// Let outbound NAT reach only these destinations (repeatable or comma-separated)
+    /// [env: TAPNET_NAT_ALLOW] [default: everywhere]. Connections to a network's gateway
+    /// address count as 127.0.0.1.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub nat_allow: Vec<String>,
-    /// Name servers for names the gateways do not know (repeatable; default: those of
-    /// /etc/resolv.conf). ADDR or ADDR:PORT.
-    #[arg(
-        long,
-        value_name = "ADDR[:PORT]",
-        env = "TAPNET_DNS_UPSTREAM",
-        value_delimiter = ','
-    )]
+    /// Name servers for names the gateways do not know (repeatable or comma-separated), ADDR
+    /// or ADDR:PORT [env: TAPNET_DNS_UPSTREAM] [default: those of /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR[:PORT]", value_delimiter = ',')]
     pub dns_upstream: Vec<String>,
     /// Let members of GROUP use the control socket too (socket mode 0660), as Docker's
-    /// `docker` group does. Default: only the daemon's own user.
+    /// `docker` group does [default: only the daemon's own user].
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 }
@@ -249,22 +352,31 @@ pub enum SystemCmd {
     Reset,
 }
 
+/// A non-empty environment variable.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A list flag's values, or the comma-separated environment variable when the flag is absent.
+fn list_or_env(values: Vec<String>, name: &str) -> Vec<String> {
+    if !values.is_empty() {
+        return values;
+    }
+    env_value(name)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Parse arguments, run, and return the process exit status (0 ok, 1 failed, 2 usage).
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let root = match cli
-        .state_dir
-        .clone()
-        .map_or_else(StateDir::default_root, Ok)
-    {
-        Ok(root) => root,
-        Err(e) => {
-            eprintln!("tapnet: error: {e}");
-            return 1;
-        }
-    };
-    let dirs = StateDir::new(root);
-    match run(cli, dirs) {
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tapnet: error: {e}");
@@ -273,7 +385,15 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
+fn run(cli: Cli) -> Result<i32> {
+    let chosen_dir = cli
+        .state_dir
+        .clone()
+        .or_else(|| env_value(ENV_STATE_DIR).map(PathBuf::from));
+    let dirs = StateDir::new(match chosen_dir.clone() {
+        Some(dir) => dir,
+        None => StateDir::default_root()?,
+    });
     let client = Client::new(dirs.clone(), !cli.no_autostart);
     match cli.command {
         Command::Network(cmd) => network(&client, cmd),
@@ -285,21 +405,19 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
         }
         Command::Info { format } => {
             let info: InfoView = client.call(&Request::Info)?;
-            match format {
-                Format::Json => print!("{}", json(&info)),
-                Format::Table => print_info(&info),
-            }
+            print!("{}", views::info(&info, format.format));
             Ok(0)
         }
         Command::Run(args) => run_command(&client, args),
         Command::Fdb { network, format } => {
             let rows: Vec<FdbRow> = client.call(&Request::Fdb { network })?;
-            print_fdb(&rows, format);
+            print!("{}", views::fdb(&rows, format.format));
             Ok(0)
         }
         Command::Stats { network, format } => {
-            let rows: Vec<StatsRow> = client.call(&Request::Stats { network })?;
-            print_stats(&rows, format);
+            let mut rows: Vec<StatsRow> = client.call(&Request::Stats { network })?;
+            views::sort_stats(&mut rows);
+            print!("{}", views::stats(&rows, format.format));
             Ok(0)
         }
         Command::Capture {
@@ -318,64 +436,89 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                 snaplen,
             },
         ),
-        Command::Daemon(args) => {
-            let threads = args
-                .datapath_threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            if threads == 0 {
-                return Err(Error::invalid("--datapath-threads must be at least 1"));
-            }
-            let offload = match args.offload {
-                OnOff::On => Offload::On,
-                OnOff::Off => Offload::Off,
-            };
-            let nat_allow = args
-                .nat_allow
-                .iter()
-                .map(|c| {
-                    c.parse()
-                        .map_err(|e: String| Error::invalid(format!("--nat-allow: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let dns_upstreams = args
-                .dns_upstream
-                .iter()
-                .map(|a| {
-                    a.parse::<std::net::SocketAddr>()
-                        .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
-                        .map_err(|_| Error::invalid(format!("--dns-upstream: bad address {a:?}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let group = args
-                .group
-                .as_deref()
-                .map(|g| {
-                    nix::unistd::Group::from_name(g)
-                        .ok()
-                        .flatten()
-                        .map(|g| g.gid)
-                        .or_else(|| g.parse().ok().map(nix::unistd::Gid::from_raw))
-                        .ok_or_else(|| Error::invalid(format!("--group: no such group {g:?}")))
-                })
-                .transpose()?;
-            daemon::run(
-                dirs,
-                DaemonOptions {
-                    threads,
-                    offload,
-                    nat_allow,
-                    dns_upstreams,
-                    group,
-                },
-            )?;
-            Ok(0)
-        }
+        Command::Daemon(args) => run_daemon(dirs, args),
         Command::System(SystemCmd::Reset) => {
             reset::reset(&client)?;
             Ok(0)
         }
-        Command::Demo => crate::demo::run(),
+        // The demo always starts a daemon of its own: refuse a flag it could not honour.
+        Command::Demo if cli.no_autostart => Err(Error::invalid(
+            "demo: --no-autostart does not apply: the demo starts its own daemon in its own \
+             state dir",
+        )),
+        Command::Demo => crate::demo::run(chosen_dir),
+        Command::Completion { shell } => {
+            print!("{}", docs::completion(shell)?);
+            Ok(0)
+        }
+        Command::Man { dir: None } => {
+            std::io::stdout()
+                .write_all(&docs::man_page()?)
+                .context(|| "write the man page to stdout".into())?;
+            Ok(0)
+        }
+        Command::Man { dir: Some(dir) } => {
+            for path in docs::write_man_pages(&dir)? {
+                println!("{}", path.display());
+            }
+            Ok(0)
+        }
+        Command::Version => {
+            println!("tapnet {VERSION}");
+            Ok(0)
+        }
     }
+}
+
+fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
+    let threads = args
+        .datapath_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err(Error::invalid("--datapath-threads must be at least 1"));
+    }
+    let offload = match args.offload {
+        OnOff::On => Offload::On,
+        OnOff::Off => Offload::Off,
+    };
+    let nat_allow = list_or_env(args.nat_allow, ENV_NAT_ALLOW)
+        .iter()
+        .map(|c| {
+            c.parse()
+                .map_err(|e: String| Error::invalid(format!("--nat-allow: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let dns_upstreams = list_or_env(args.dns_upstream, ENV_DNS_UPSTREAM)
+        .iter()
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| Error::invalid(format!("--dns-upstream: bad address {a:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let group = args
+        .group
+        .as_deref()
+        .map(|g| {
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|g| g.gid)
+                .or_else(|| g.parse().ok().map(nix::unistd::Gid::from_raw))
+                .ok_or_else(|| Error::invalid(format!("--group: no such group {g:?}")))
+        })
+        .transpose()?;
+    daemon::run(
+        dirs,
+        DaemonOptions {
+            threads,
+            offload,
+            nat_allow,
+            dns_upstreams,
+            group,
+        },
+    )?;
+    Ok(0)
 }
 
 fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
@@ -407,46 +550,12 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
             println!("{}", view.id);
         }
         NetworkCmd::Ls { format } => {
-            let views: Vec<NetworkView> = client.call(&Request::NetworkList)?;
-            match format {
-                Format::Json => print!("{}", json(&views)),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = views
-                        .iter()
-                        .map(|n| {
-                            vec![
-                                n.id.chars().take(12).collect(),
-                                n.name.clone(),
-                                n.driver.clone(),
-                                opt(&n.subnet),
-                                opt(&n.gateway),
-                                n.endpoints.len().to_string(),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(
-                            &[
-                                "NETWORK ID",
-                                "NAME",
-                                "DRIVER",
-                                "SUBNET",
-                                "GATEWAY",
-                                "ENDPOINTS"
-                            ],
-                            &rows
-                        )
-                    );
-                }
-            }
+            let list: Vec<NetworkView> = client.call(&Request::NetworkList)?;
+            print!("{}", views::network_list(&list, format.format));
         }
         NetworkCmd::Inspect { name, format } => {
             let view: NetworkView = client.call(&Request::NetworkInspect { name })?;
-            match format {
-                Format::Json => print!("{}", json(&view)),
-                Format::Table => print_network(&view),
-            }
+            print!("{}", views::network(&view, format.format));
         }
         NetworkCmd::Rm { name } => {
             client.call_value(&Request::NetworkRemove { name: name.clone() })?;
@@ -472,36 +581,6 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
     Ok(0)
 }
 
-fn print_network(n: &NetworkView) {
-    println!("Name:      {}", n.name);
-    println!("ID:        {}", n.id);
-    println!("Driver:    {}", n.driver);
-    println!("Subnet:    {}", opt(&n.subnet));
-    println!("Gateway:   {}", opt(&n.gateway));
-    println!("IP range:  {}", opt(&n.ip_range));
-    println!("Internal:  {}", n.internal);
-    println!("MTU:       {}", n.mtu);
-    println!("MAC aging: {} s", n.mac_aging_s);
-    println!("Offloads:  {}", if n.offload { "on" } else { "off" });
-    for (k, v) in &n.options {
-        println!("Option:    {k}={v}");
-    }
-    let rows: Vec<Vec<String>> = n
-        .endpoints
-        .iter()
-        .map(|e| {
-            vec![
-                e.sandbox.clone(),
-                opt(&e.interface),
-                opt(&e.mac),
-                opt(&e.ipv4),
-            ]
-        })
-        .collect();
-    println!();
-    print!("{}", table(&["SANDBOX", "INTERFACE", "MAC", "IPV4"], &rows));
-}
-
 fn sandbox_request(name: String, spec: SandboxSpec) -> Request {
     Request::SandboxCreate(SandboxCreate {
         name,
@@ -519,42 +598,12 @@ fn sandbox(client: &Client, cmd: SandboxCmd) -> Result<i32> {
             println!("{}", view.id);
         }
         SandboxCmd::Ls { format } => {
-            let views: Vec<SandboxView> = client.call(&Request::SandboxList)?;
-            match format {
-                Format::Json => print!("{}", json(&views)),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = views
-                        .iter()
-                        .map(|s| {
-                            let addrs: Vec<String> = s
-                                .interfaces
-                                .iter()
-                                .map(|i| match &i.ipv4 {
-                                    Some(ip) => format!("{}={ip}", i.network),
-                                    None => i.network.clone(),
-                                })
-                                .collect();
-                            vec![
-                                s.name.clone(),
-                                s.id.chars().take(12).collect(),
-                                s.hostname.clone(),
-                                addrs.join(","),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(&["NAME", "SANDBOX ID", "HOSTNAME", "NETWORKS"], &rows)
-                    );
-                }
-            }
+            let list: Vec<SandboxView> = client.call(&Request::SandboxList)?;
+            print!("{}", views::sandbox_list(&list, format.format));
         }
         SandboxCmd::Inspect { name, format } => {
             let view: SandboxView = client.call(&Request::SandboxInspect { name })?;
-            match format {
-                Format::Json => print!("{}", json(&view)),
-                Format::Table => print_sandbox(&view),
-            }
+            print!("{}", views::sandbox(&view, format.format));
         }
         SandboxCmd::Rm { name, force } => {
             client.call_value(&Request::SandboxRemove {
@@ -567,34 +616,16 @@ fn sandbox(client: &Client, cmd: SandboxCmd) -> Result<i32> {
     Ok(0)
 }
 
-fn print_sandbox(s: &SandboxView) {
-    println!("Name:      {}", s.name);
-    println!("ID:        {}", s.id);
-    println!("Hostname:  {}", s.hostname);
-    println!("Netns:     {}", s.netns);
-    println!("Enter:     {}", s.enter);
-    let rows: Vec<Vec<String>> = s
-        .interfaces
-        .iter()
-        .map(|i| {
-            vec![
-                i.network.clone(),
-                opt(&i.interface),
-                opt(&i.mac),
-                opt(&i.ipv4),
-            ]
-        })
-        .collect();
-    println!();
-    print!("{}", table(&["NETWORK", "INTERFACE", "MAC", "IPV4"], &rows));
-}
+/// Attempts at a generated name before giving up: each one only fails when another client
+/// created a sandbox of that name between our list and our create.
+const NAME_ATTEMPTS: usize = 8;
 
 fn run_command(client: &Client, args: RunArgs) -> Result<i32> {
-    let name = args.name.unwrap_or_else(|| {
-        let id = crate::control::model::new_id();
-        format!("run-{}", &id[..12])
-    });
-    let view: SandboxView = client.call(&sandbox_request(name.clone(), args.spec))?;
+    let view: SandboxView = match args.name {
+        Some(name) => client.call(&sandbox_request(name, args.spec))?,
+        None => create_named_sandbox(client, &args.spec)?,
+    };
+    let name = view.name.clone();
     let info: InfoView = client.call(&Request::Info)?;
     let status = exec::exec_in(
         &exec::Entry::new(&view, &info, client.dirs()),
@@ -607,77 +638,147 @@ fn run_command(client: &Client, args: RunArgs) -> Result<i32> {
     status
 }
 
-fn print_info(i: &InfoView) {
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    println!("Version:        {}", i.version);
-    println!("Daemon PID:     {}", i.pid);
-    match i.holder_pid {
-        Some(holder) => println!("Mode:           rootless (namespace holder {holder})"),
-        None => println!("Mode:           {}", i.mode),
-    }
-    println!("State dir:      {}", i.state_dir);
-    println!("UID map:        {}", i.uid_map);
-    println!("Datapath:       {} threads", i.datapath_threads);
-    println!("Networks:       {}", i.networks);
-    println!("Sandboxes:      {}", i.sandboxes);
-    let f = &i.features;
-    println!("/dev/net/tun:   {}", yes(f.tun));
-    println!("vnet headers:   {}", yes(f.vnet_hdr));
-    println!("user namespaces: max {}", opt(&f.max_user_namespaces));
-    println!("ping sockets:   {}", yes(f.ping_sockets));
-    println!(
-        "lowest unprivileged port: {}",
-        opt(&f.unprivileged_port_start)
-    );
-}
-
-fn print_fdb(rows: &[FdbRow], format: Format) {
-    match format {
-        Format::Json => print!("{}", json(&rows)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.mac.clone(),
-                        r.port.clone(),
-                        r.age_s.to_string(),
-                        r.kind.clone(),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["MAC", "PORT", "AGE", "KIND"], &rows));
+/// A sandbox with a generated Docker-style name (adjective_noun) that no sandbox has; the name
+/// goes to stderr, so that stdout stays the command's.
+fn create_named_sandbox(client: &Client, spec: &SandboxSpec) -> Result<SandboxView> {
+    let mut last_error = None;
+    for _ in 0..NAME_ATTEMPTS {
+        let existing: Vec<SandboxView> = client.call(&Request::SandboxList)?;
+        let taken: Vec<&str> = existing.iter().map(|s| s.name.as_str()).collect();
+        let name = names::unique_name(&taken, names::random_u64);
+        match client.call::<SandboxView>(&sandbox_request(name.clone(), spec.clone())) {
+            Ok(view) => {
+                eprintln!("tapnet: sandbox {name}");
+                return Ok(view);
+            }
+            // Someone took the name in between: pick another.
+            Err(e) if client.call_value(&Request::SandboxInspect { name }).is_ok() => {
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
         }
     }
+    Err(last_error.unwrap_or_else(|| Error::invalid("could not pick a free sandbox name")))
 }
 
-fn print_stats(rows: &[StatsRow], format: Format) {
-    match format {
-        Format::Json => print!("{}", json(&rows)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.network.clone(),
-                        r.port.clone(),
-                        r.rx_packets.to_string(),
-                        r.rx_bytes.to_string(),
-                        r.tx_packets.to_string(),
-                        r.tx_bytes.to_string(),
-                        r.drops.to_string(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "NETWORK", "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS"
-                    ],
-                    &rows
-                )
-            );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand, with its path from the top (`tapnet network create`), except clap's
+    /// own `help` subcommands.
+    fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_path = format!("{path} {}", sub.get_name());
+            out.push((sub_path.clone(), sub.clone()));
+            walk(sub, sub_path, out);
         }
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut commands = vec![("tapnet".to_string(), cmd.clone())];
+        walk(&cmd, "tapnet".into(), &mut commands);
+        assert!(commands.len() >= 25, "{} commands", commands.len());
+        let mut missing = Vec::new();
+        for (path, cmd) in &commands {
+            if cmd.get_about().is_none() && cmd.get_name() != "tapnet" {
+                missing.push(format!("{path} (the command itself)"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    /// An option that takes a value and may be left out says what happens then: a clap
+    /// default, or `[default: ...]` in its help. Repeatable options default to none.
+    #[test]
+    fn every_optional_value_says_its_default() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut commands = vec![("tapnet".to_string(), cmd.clone())];
+        walk(&cmd, "tapnet".into(), &mut commands);
+        let mut missing = Vec::new();
+        for (path, cmd) in &commands {
+            for arg in cmd.get_arguments() {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let optional_value = arg.get_action().takes_values()
+                    && !arg.is_required_set()
+                    && !matches!(arg.get_action(), clap::ArgAction::Append);
+                if optional_value
+                    && arg.get_default_values().is_empty()
+                    && !help.contains("[default: ")
+                {
+                    missing.push(format!("{path}: {}", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no default documented: {missing:#?}");
+    }
+
+    #[test]
+    fn global_options_come_under_their_own_heading() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut commands = Vec::new();
+        walk(&cmd, "tapnet".into(), &mut commands);
+        for (path, cmd) in commands.iter().filter(|(_, c)| !c.has_subcommands()) {
+            for id in ["state_dir", "no_autostart"] {
+                let arg = cmd
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .unwrap_or_else(|| panic!("{path} lacks {id}"));
+                assert_eq!(arg.get_help_heading(), Some(GLOBAL_OPTIONS), "{path} {id}");
+            }
+            // A command's own options stay under "Options", before the global ones.
+            let help = cmd.clone().render_help().to_string();
+            let global = help.find("Global options:").unwrap_or(0);
+            let own = help.find("Options:").unwrap_or(usize::MAX);
+            assert!(own < global, "{path}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn option_help_lists_every_key_the_daemon_accepts() {
+        let cmd = Cli::command();
+        let create = cmd
+            .find_subcommand("network")
+            .and_then(|n| n.find_subcommand("create"))
+            .expect("network create");
+        let opt = create
+            .get_arguments()
+            .find(|a| a.get_id() == "options")
+            .expect("--opt");
+        let help = opt.get_help().map(|h| h.to_string()).unwrap_or_default();
+        for key in ["mac_aging=SECONDS", "nat_udp_timeout=SECONDS"] {
+            assert!(help.contains(key), "{key} missing from: {help}");
+        }
+    }
+
+    #[test]
+    fn env_fills_absent_lists_and_flags_win() {
+        // A variable name of this test only: tests of other modules run in parallel.
+        let var = "TAPNET_TEST_LIST_OR_ENV";
+        // SAFETY: no other thread reads or writes this variable.
+        unsafe { std::env::set_var(var, "10.0.0.0/8, 127.0.0.0/8,") };
+        assert_eq!(list_or_env(Vec::new(), var), ["10.0.0.0/8", "127.0.0.0/8"]);
+        assert_eq!(list_or_env(vec!["1.2.3.4/32".into()], var), ["1.2.3.4/32"]);
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(var) };
+        assert!(list_or_env(Vec::new(), var).is_empty());
     }
 }

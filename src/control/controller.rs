@@ -517,22 +517,40 @@ impl Inner {
         self.store.save(&self.state)
     }
 
-    /// Give every user-defined network's DNS the names and aliases of its sandboxes. The
-    /// default `bridge` network resolves no sandbox names, as in Docker.
+    /// Give every user-defined network's DNS the names and aliases of its sandboxes, each also
+    /// as NAME.NETWORK, and the reverse (PTR) names of their addresses. The default `bridge`
+    /// network resolves no sandbox names, as in Docker.
     fn sync_names(&self) {
         for net in &self.state.networks {
             let Some((_, gateway)) = self.gateways.get(&net.name) else {
                 continue;
             };
             let mut table = NameTable::new();
+            let mut add = |name: String, ip| {
+                let addresses = table.entry(name).or_default();
+                if !addresses.contains(&ip) {
+                    addresses.push(ip);
+                }
+            };
+            let network = net.name.to_lowercase();
+            let mut reverse = Vec::new();
             if !net.builtin {
                 for (sb, ep) in self.state.endpoints_on(&net.name) {
                     let Some(ip) = ep.ipv4 else { continue };
                     for name in std::iter::once(&sb.name).chain(&ep.aliases) {
-                        table.entry(name.to_lowercase()).or_default().push(ip);
+                        let name = name.to_lowercase();
+                        // NAME.NETWORK too, as Docker's embedded DNS resolves it.
+                        add(format!("{name}.{network}"), ip);
+                        add(name, ip);
                     }
+                    // PTR answers name the sandbox as Docker does: NAME.NETWORK.
+                    reverse.push(crate::gateway::dns::reverse_entry(
+                        ip,
+                        &format!("{}.{network}", sb.name.to_lowercase()),
+                    ));
                 }
             }
+            table.extend(reverse);
             gateway.set_names(table);
         }
     }

@@ -17,8 +17,13 @@
 //! decompression is bounded (pointers must go strictly backwards, at most [`MAX_POINTERS`] of them,
 //! at most [`MAX_NAME_LEN`] bytes of name).
 //!
-//! Not handled locally (forwarded instead): PTR queries for sandbox addresses, SRV, AAAA records
-//! (networks are IPv4 only). EDNS is not interpreted: local answers carry no OPT record and stay
+//! Local names are what the network's [`Names`] knows: sandbox names and aliases, and, as
+//! Docker's embedded DNS, the same names qualified by the network (`alpha.backend`). A known name
+//! gets its A records, and an empty NOERROR answer (NODATA) for any other type, AAAA included
+//! (networks are IPv4 only): never NXDOMAIN, which would make the client give up on its A
+//! records, and never forwarded. PTR queries for the network's own addresses (`in-addr.arpa`)
+//! are answered from the same names (`alpha.backend`); other addresses are forwarded. SRV is not
+//! handled locally (forwarded). EDNS is not interpreted: local answers carry no OPT record and stay
 //! within 512 bytes over UDP (TC set when addresses had to be left out, so the client retries
 //! over TCP); forwarded queries and replies pass through unchanged.
 
@@ -44,6 +49,7 @@ pub const MAX_POINTERS: usize = 32;
 pub const MAX_NAMESERVERS: usize = 3;
 
 pub const TYPE_A: u16 = 1;
+pub const TYPE_PTR: u16 = 12;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_ANY: u16 = 255;
 pub const CLASS_IN: u16 = 1;
@@ -62,6 +68,10 @@ const RCODE_MASK: u16 = 0x000f;
 const POINTER_TO_QUESTION: [u8; 2] = [0xc0, HEADER_LEN as u8];
 /// Name pointer, type, class, TTL, RDLENGTH, IPv4 address.
 const A_RECORD_LEN: usize = 2 + 2 + 2 + 4 + 2 + 4;
+/// Name pointer, type, class, TTL, RDLENGTH; the target name follows.
+const PTR_RECORD_FIXED_LEN: usize = 2 + 2 + 2 + 4 + 2;
+/// Where reverse names live (RFC 1035 section 3.5).
+const REVERSE_SUFFIX: &str = ".in-addr.arpa";
 /// Upper bound on any wait, so that a huge timeout cannot overflow an `Instant`.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
@@ -415,6 +425,43 @@ pub fn write_nodata(query_header: &Header, question: &Question, out: &mut Vec<u8
     write_a_records(query_header, question, &[], MAX_UDP_LEN, out);
 }
 
+/// The wire form of a dotted name (`alpha.backend` -> `\x05alpha\x07backend\x00`), or None when
+/// it is not a name a message can carry: an empty label, a label over 63 bytes, over 255 in all.
+fn wire_form(name: &str) -> Option<Vec<u8>> {
+    let mut wire = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.') {
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|l| (1..=63).contains(l))?;
+        wire.push(len);
+        wire.extend_from_slice(label.as_bytes());
+    }
+    wire.push(0);
+    (wire.len() <= MAX_NAME_LEN).then_some(wire)
+}
+
+/// Writes an authoritative NOERROR response with one PTR record (TTL [`LOCAL_TTL`], owner name
+/// compressed to the question) whose target is `target_wire`, a name in uncompressed wire form.
+pub fn write_ptr_record(
+    query_header: &Header,
+    question: &Question,
+    target_wire: &[u8],
+    out: &mut Vec<u8>,
+) {
+    write_header(query_header, true, Rcode::NoError, true, out);
+    write_question(question, out);
+    let rdlength = u16::try_from(target_wire.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&POINTER_TO_QUESTION);
+    out.extend_from_slice(&TYPE_PTR.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&LOCAL_TTL.to_be_bytes());
+    out.extend_from_slice(&rdlength.to_be_bytes());
+    out.extend_from_slice(target_wire);
+    if let Some(field) = out.get_mut(6..8) {
+        field.copy_from_slice(&1u16.to_be_bytes());
+    }
+}
+
 /// Authoritative NXDOMAIN: the name does not exist at all.
 pub fn write_nxdomain(query_header: &Header, question: &Question, out: &mut Vec<u8>) {
     write_header(query_header, true, Rcode::NxDomain, true, out);
@@ -462,43 +509,100 @@ pub enum Decision {
     Drop,
 }
 
+/// What a network's DNS knows locally.
+pub trait Names {
+    /// The addresses of `name` (lowercased, no trailing dot) on this network: several for an
+    /// alias shared by several sandboxes (shuffle them for round-robin, as Docker does), or
+    /// None for a name it does not know.
+    fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>>;
+    /// The name a PTR query for `address` answers with (`alpha.backend`), or None for an
+    /// address that is not the network's.
+    fn name_of(&self, address: Ipv4Addr) -> Option<String>;
+}
+
+/// A lookup of names in a table of name -> addresses is a [`Names`]: it answers PTR queries
+/// from the entries that [`reverse_entry`] makes in the same table.
+impl<F: Fn(&str) -> Option<Vec<Ipv4Addr>>> Names for F {
+    fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        self(name)
+    }
+
+    fn name_of(&self, address: Ipv4Addr) -> Option<String> {
+        let packed = self(&reverse_key(address))?;
+        let bytes: Vec<u8> = packed.iter().flat_map(|a| a.octets()).collect();
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8(bytes.get(..end)?.to_vec()).ok()
+    }
+}
+
+/// Key under which a name table of name -> addresses holds the PTR name of `address`. It starts
+/// with a space, which a question name never contains (a space in a label reads as `\032`), so
+/// no client can ask for it as a name.
+pub fn reverse_key(address: Ipv4Addr) -> String {
+    format!(" ptr {address}")
+}
+
+/// The entry that makes a name table of name -> addresses answer PTR queries for `address`
+/// with `name`: the key of [`reverse_key`], and the name's bytes packed four to an address,
+/// zero-padded. The table's value type stays as it is; a table that keeps a reverse map of its
+/// own implements [`Names`] directly instead.
+pub fn reverse_entry(address: Ipv4Addr, name: &str) -> (String, Vec<Ipv4Addr>) {
+    let packed = name
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| {
+            let mut octets = [0u8; 4];
+            octets
+                .iter_mut()
+                .zip(chunk)
+                .for_each(|(octet, byte)| *octet = *byte);
+            Ipv4Addr::from(octets)
+        })
+        .collect();
+    (reverse_key(address), packed)
+}
+
+/// The address of a reverse name with all four octets (`2.0.18.172.in-addr.arpa` ->
+/// 172.18.0.2), written the canonical way (no leading zeros); None for anything else.
+pub fn reverse_address(name: &str) -> Option<Ipv4Addr> {
+    let octets = name.strip_suffix(REVERSE_SUFFIX)?;
+    let mut parsed = [0u8; 4];
+    let mut labels = octets.split('.');
+    for slot in parsed.iter_mut().rev() {
+        let label = labels.next()?;
+        let value: u8 = label.parse().ok()?;
+        if value.to_string() != label {
+            return None;
+        }
+        *slot = value;
+    }
+    labels.next().is_none().then_some(Ipv4Addr::from(parsed))
+}
+
 /// Resolution policy for a query that came over UDP; responses stay within [`MAX_UDP_LEN`].
 ///
-/// `lookup` gets the lowercased name without trailing dot and returns the addresses of the
-/// sandbox or alias of that name on this network (several for an alias shared by several
-/// sandboxes; shuffle them for round-robin, as Docker does), or None for a name it does not know.
+/// `names` knows the network's names (see [`Names`]; a plain lookup closure of name ->
+/// addresses is one).
 ///
 /// - Not a query (no header, QR=1): `Drop`, never answer a response (that could loop).
 /// - Opcode other than QUERY: NOTIMP. Unreadable question or QDCOUNT=0: FORMERR.
 /// - Class other than IN: REFUSED.
-/// - Known name: A records for type A (and ANY), NODATA for any other type.
-/// - Unknown name, including the root and single-label names: `Forward`. Docker forwards
-///   unqualified names too (it answers them locally only when the sandbox's resolv.conf sets
-///   ndots explicitly), and a single label can be a real name upstream (a search-domain-less
-///   intranet host, a TLD).
-pub fn answer(
-    query: &[u8],
-    lookup: &dyn Fn(&str) -> Option<Vec<Ipv4Addr>>,
-    out: &mut Vec<u8>,
-) -> Decision {
-    answer_within(query, lookup, MAX_UDP_LEN, out)
+/// - Known name: A records for type A (and ANY), NODATA for any other type (AAAA included).
+/// - Reverse name of a known address: a PTR record for type PTR (and ANY), NODATA otherwise.
+/// - Unknown name or address, including the root and single-label names: `Forward`. Docker
+///   forwards unqualified names too (it answers them locally only when the sandbox's
+///   resolv.conf sets ndots explicitly), and a single label can be a real name upstream (a
+///   search-domain-less intranet host, a TLD).
+pub fn answer(query: &[u8], names: &dyn Names, out: &mut Vec<u8>) -> Decision {
+    answer_within(query, names, MAX_UDP_LEN, out)
 }
 
 /// [`answer`] for a query that came over TCP: responses may use the whole [`MAX_TCP_LEN`].
-pub fn answer_tcp(
-    query: &[u8],
-    lookup: &dyn Fn(&str) -> Option<Vec<Ipv4Addr>>,
-    out: &mut Vec<u8>,
-) -> Decision {
-    answer_within(query, lookup, MAX_TCP_LEN, out)
+pub fn answer_tcp(query: &[u8], names: &dyn Names, out: &mut Vec<u8>) -> Decision {
+    answer_within(query, names, MAX_TCP_LEN, out)
 }
 
-fn answer_within(
-    query: &[u8],
-    lookup: &dyn Fn(&str) -> Option<Vec<Ipv4Addr>>,
-    max_len: usize,
-    out: &mut Vec<u8>,
-) -> Decision {
+fn answer_within(query: &[u8], names: &dyn Names, max_len: usize, out: &mut Vec<u8>) -> Decision {
     out.clear();
     let header = match Header::parse(query) {
         Ok(header) if !header.is_response() => header,
@@ -520,7 +624,17 @@ fn answer_within(
     if question.name.is_empty() {
         return Decision::Forward;
     }
-    let Some(addresses) = lookup(&question.name) else {
+    if let Some(address) = reverse_address(&question.name) {
+        let Some(target) = names.name_of(address).as_deref().and_then(wire_form) else {
+            return Decision::Forward;
+        };
+        match question.qtype {
+            TYPE_PTR | TYPE_ANY => write_ptr_record(&header, &question, &target, out),
+            _ => write_nodata(&header, &question, out),
+        }
+        return Decision::Answered;
+    }
+    let Some(addresses) = names.addresses(&question.name) else {
         return Decision::Forward;
     };
     match question.qtype {
@@ -882,8 +996,14 @@ pub fn write_tcp_message(w: &mut impl Write, msg: &[u8]) -> io::Result<()> {
 #[doc(hidden)]
 pub fn check_arbitrary_message(data: &[u8]) {
     const KNOWN: &str = "web.local";
+    const KNOWN_REVERSE: &str = "2.0.18.172.in-addr.arpa";
+    let web = Ipv4Addr::new(172, 18, 0, 2);
+    let (reverse_key, reverse_value) = reverse_entry(web, KNOWN);
     let lookup = |name: &str| {
-        (name == KNOWN).then(|| vec![Ipv4Addr::new(172, 18, 0, 2), Ipv4Addr::new(172, 18, 0, 3)])
+        if name == reverse_key {
+            return Some(reverse_value.clone());
+        }
+        (name == KNOWN).then(|| vec![web, Ipv4Addr::new(172, 18, 0, 3)])
     };
     let parsed = parse_query(data);
     if let Ok(query) = &parsed {
@@ -911,7 +1031,9 @@ pub fn check_arbitrary_message(data: &[u8]) {
             Decision::Forward => {
                 assert!(out.is_empty());
                 let query = parsed.as_ref();
-                assert!(query.is_ok_and(|q| q.question.name != KNOWN));
+                assert!(query.is_ok_and(|q| {
+                    q.question.name != KNOWN && q.question.name != KNOWN_REVERSE
+                }));
             }
             Decision::Answered => {
                 assert!(out.len() <= max_len);
@@ -934,11 +1056,18 @@ pub fn check_arbitrary_message(data: &[u8]) {
                 } else {
                     0
                 };
+                let asked = parsed.as_ref().map(|q| q.question.name.as_str());
+                // Answers are A records for KNOWN, or one PTR record naming KNOWN.
+                let record_len = if asked == Ok(KNOWN_REVERSE) {
+                    PTR_RECORD_FIXED_LEN + KNOWN.len() + 2
+                } else {
+                    A_RECORD_LEN
+                };
                 let expected_len =
-                    HEADER_LEN + question_len + usize::from(header.ancount) * A_RECORD_LEN;
+                    HEADER_LEN + question_len + usize::from(header.ancount) * record_len;
                 assert_eq!(out.len(), expected_len);
                 if header.ancount > 0 {
-                    assert!(parsed.as_ref().is_ok_and(|q| q.question.name == KNOWN));
+                    assert!(asked == Ok(KNOWN) || asked == Ok(KNOWN_REVERSE));
                 }
             }
         }
@@ -985,9 +1114,20 @@ mod tests {
         query_bytes(0x1234, "web.local", TYPE_A, CLASS_IN)
     }
 
+    /// WEB's reverse name and PTR target.
+    const WEB_REVERSE: &str = "2.0.18.172.in-addr.arpa";
+    const WEB_PTR: &str = "web.backend";
+
+    /// A table as the controller builds it: names, names qualified by the network, and the
+    /// reverse entry of WEB.
     fn lookup(name: &str) -> Option<Vec<Ipv4Addr>> {
+        let (reverse_key, reverse_value) = reverse_entry(WEB, WEB_PTR);
+        if name == reverse_key {
+            return Some(reverse_value);
+        }
         match name {
             "web.local" => Some(vec![WEB, WEB2]),
+            "web.backend" => Some(vec![WEB]),
             "db" => Some(vec![WEB]),
             "many" => Some((0..100).map(|i| Ipv4Addr::new(172, 18, 1, i)).collect()),
             _ => None,
@@ -1299,6 +1439,169 @@ mod tests {
             assert!(response.header.authoritative());
             assert_eq!(response.header.ancount, 0);
             assert_eq!(response.question.expect("question").qtype, qtype);
+        }
+    }
+
+    #[test]
+    fn aaaa_for_known_and_network_qualified_names_is_empty_noerror() {
+        for name in ["web.local", "WEB.Backend", "db"] {
+            let mut out = Vec::new();
+            let msg = query_bytes(10, name, TYPE_AAAA, CLASS_IN);
+            assert_eq!(
+                answer(&msg, &lookup, &mut out),
+                Decision::Answered,
+                "{name}"
+            );
+            let response = parse_response(&out);
+            let h = response.header;
+            assert_eq!(h.rcode(), Rcode::NoError as u8, "{name}: not NXDOMAIN");
+            assert!(h.authoritative());
+            assert_eq!((h.qdcount, h.ancount, h.nscount, h.arcount), (1, 0, 0, 0));
+        }
+        // An unknown name's AAAA is the upstream's business.
+        let msg = query_bytes(10, "web.frontend", TYPE_AAAA, CLASS_IN);
+        assert_eq!(answer(&msg, &lookup, &mut Vec::new()), Decision::Forward);
+    }
+
+    #[test]
+    fn network_qualified_names_get_a_records() {
+        let mut out = Vec::new();
+        let msg = query_bytes(11, "Web.Backend", TYPE_A, CLASS_IN);
+        assert_eq!(answer(&msg, &lookup, &mut out), Decision::Answered);
+        let response = parse_response(&out);
+        assert_eq!(response.answers.len(), 1);
+        assert_eq!(response.answers[0].rdata, WEB.octets());
+    }
+
+    #[test]
+    fn ptr_for_a_known_address_names_it_with_its_network() {
+        for (tcp, qtype) in [(false, TYPE_PTR), (true, TYPE_PTR), (false, TYPE_ANY)] {
+            let msg = query_bytes(12, "2.0.18.172.IN-ADDR.arpa", qtype, CLASS_IN);
+            let mut out = Vec::new();
+            let decision = if tcp {
+                answer_tcp(&msg, &lookup, &mut out)
+            } else {
+                answer(&msg, &lookup, &mut out)
+            };
+            assert_eq!(decision, Decision::Answered);
+            let response = parse_response(&out);
+            let h = response.header;
+            assert_eq!(h.id, 12);
+            assert!(h.authoritative() && h.recursion_available() && !h.truncated());
+            assert_eq!(h.rcode(), Rcode::NoError as u8);
+            assert_eq!((h.qdcount, h.ancount, h.nscount, h.arcount), (1, 1, 0, 0));
+            // The question comes back as asked, case included.
+            assert_eq!(
+                response.question.expect("question").wire_name(),
+                b"\x012\x010\x0218\x03172\x07IN-ADDR\x04arpa\x00"
+            );
+            let record = &response.answers[0];
+            assert_eq!(record.name, WEB_REVERSE);
+            assert_eq!(
+                (record.rtype, record.class, record.ttl),
+                (TYPE_PTR, CLASS_IN, LOCAL_TTL)
+            );
+            assert_eq!(record.rdata, b"\x03web\x07backend\x00");
+            // Owner name compressed to the question.
+            let question_end = HEADER_LEN + WEB_REVERSE.len() + 2 + 4;
+            assert_eq!(&out[question_end..question_end + 2], &[0xc0, 0x0c]);
+        }
+    }
+
+    #[test]
+    fn other_types_of_a_known_reverse_name_get_nodata() {
+        for qtype in [TYPE_A, TYPE_AAAA, 16] {
+            let mut out = Vec::new();
+            let msg = query_bytes(13, WEB_REVERSE, qtype, CLASS_IN);
+            assert_eq!(answer(&msg, &lookup, &mut out), Decision::Answered);
+            let response = parse_response(&out);
+            assert_eq!(response.header.rcode(), Rcode::NoError as u8);
+            assert_eq!(response.header.ancount, 0);
+        }
+    }
+
+    #[test]
+    fn ptr_for_other_addresses_and_partial_reverse_names_is_forwarded() {
+        for name in [
+            "3.0.18.172.in-addr.arpa", // an address of no sandbox (WEB2 has no reverse entry)
+            "1.0.0.127.in-addr.arpa",  // not the network's
+            "0.18.172.in-addr.arpa",   // a zone, not an address
+            "02.0.18.172.in-addr.arpa", // not canonical
+            "9.2.0.18.172.in-addr.arpa",
+            "in-addr.arpa",
+        ] {
+            let mut out = vec![1];
+            let msg = query_bytes(14, name, TYPE_PTR, CLASS_IN);
+            assert_eq!(answer(&msg, &lookup, &mut out), Decision::Forward, "{name}");
+            assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn reverse_addresses_parse_only_in_canonical_form() {
+        assert_eq!(
+            reverse_address("2.0.18.172.in-addr.arpa"),
+            Some(Ipv4Addr::new(172, 18, 0, 2))
+        );
+        assert_eq!(
+            reverse_address("255.255.255.255.in-addr.arpa"),
+            Some(Ipv4Addr::BROADCAST)
+        );
+        for bad in [
+            "256.0.18.172.in-addr.arpa",
+            "-1.0.18.172.in-addr.arpa",
+            "+1.0.18.172.in-addr.arpa",
+            "1..18.172.in-addr.arpa",
+            "2.0.18.172.in-addr.arpa.example",
+            "2.0.18.172.ip6.arpa",
+            "2.0.18.172",
+        ] {
+            assert_eq!(reverse_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reverse_entries_round_trip_every_length() {
+        let name = "abcdefghijklm.backend";
+        for len in 1..=name.len() {
+            let target = &name[..len];
+            let (key, value) = reverse_entry(WEB2, target);
+            assert_eq!(value.len(), len.div_ceil(4));
+            let table = |asked: &str| (asked == key).then(|| value.clone());
+            assert_eq!(table.name_of(WEB2).as_deref(), Some(target));
+            assert_eq!(table.name_of(WEB), None);
+        }
+    }
+
+    #[test]
+    fn no_question_can_ask_for_a_reverse_entry_key() {
+        // A label holding the key's very bytes reads as an escaped name, never as the key.
+        let key = reverse_key(WEB);
+        let mut msg = query_bytes(15, "x", TYPE_A, CLASS_IN);
+        let label_at = HEADER_LEN;
+        msg.splice(
+            label_at..label_at + 2,
+            std::iter::once(key.len() as u8).chain(key.bytes()),
+        );
+        let asked = std::cell::RefCell::new(Vec::new());
+        let recording = |name: &str| {
+            asked.borrow_mut().push(name.to_owned());
+            lookup(name)
+        };
+        assert_eq!(answer(&msg, &recording, &mut Vec::new()), Decision::Forward);
+        let asked = asked.into_inner();
+        assert_eq!(asked.len(), 1);
+        assert_ne!(asked[0], key);
+        assert!(asked[0].starts_with("\\032ptr"), "{asked:?}");
+    }
+
+    #[test]
+    fn ptr_targets_that_no_message_can_carry_are_forwarded() {
+        for target in ["", "a..b", &"x".repeat(64), &["y"; 128].join(".")] {
+            let (key, value) = reverse_entry(WEB, target);
+            let table = |asked: &str| (asked == key).then(|| value.clone());
+            let msg = query_bytes(16, WEB_REVERSE, TYPE_PTR, CLASS_IN);
+            assert_eq!(answer(&msg, &table, &mut Vec::new()), Decision::Forward);
         }
     }
 
@@ -1722,6 +2025,7 @@ nameserver 10.0.0.54
             query_bytes(1, "WEB.LOCAL", TYPE_AAAA, CLASS_IN),
             query_bytes(2, "web.local", TYPE_ANY, CLASS_IN),
             query_bytes(3, "example.com", TYPE_A, CLASS_IN),
+            query_bytes(4, "2.0.18.172.in-addr.arpa", TYPE_PTR, CLASS_IN),
             compressed,
         ];
         let (mut local_answers, mut other_answers, mut forwarded, mut dropped) = (0, 0, 0, 0);

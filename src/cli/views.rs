@@ -1,0 +1,491 @@
+//! How each object prints: `--format table` shows every field that `--format json` has, so
+//! nobody needs JSON just to see a value.
+
+use crate::api::types::{FdbRow, InfoView, NetworkView, SandboxView, StatsRow};
+
+use super::output::{Format, json, opt, table};
+
+/// `-` for an empty list, else its items joined by `, `.
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+pub fn network_list(views: &[NetworkView], format: Format) -> String {
+    if format == Format::Json {
+        return json(&views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|n| {
+            vec![
+                short_id(&n.id),
+                n.name.clone(),
+                n.driver.clone(),
+                opt(&n.subnet),
+                opt(&n.gateway),
+                n.endpoints.len().to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NETWORK ID",
+            "NAME",
+            "DRIVER",
+            "SUBNET",
+            "GATEWAY",
+            "ENDPOINTS",
+        ],
+        &rows,
+    )
+}
+
+pub fn network(n: &NetworkView, format: Format) -> String {
+    if format == Format::Json {
+        return json(n);
+    }
+    let options: Vec<String> = n.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let nat = n.nat.as_ref().map_or_else(
+        || "- (no gateway)".to_string(),
+        |nat| format!("{} TCP, {} UDP", nat.tcp_flows, nat.udp_flows),
+    );
+    let fields = [
+        ("Name", n.name.clone()),
+        ("ID", n.id.clone()),
+        ("Driver", n.driver.clone()),
+        ("Subnet", opt(&n.subnet)),
+        ("Gateway", opt(&n.gateway)),
+        ("IP range", opt(&n.ip_range)),
+        ("Internal", n.internal.to_string()),
+        ("MTU", n.mtu.to_string()),
+        ("VNI", opt(&n.vni)),
+        ("MAC aging", format!("{} s", n.mac_aging_s)),
+        ("Offloads", if n.offload { "on" } else { "off" }.to_string()),
+        ("Options", list(&options)),
+        ("NAT flows", nat),
+    ];
+    let rows: Vec<Vec<String>> = n
+        .endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.sandbox.clone(),
+                opt(&e.interface),
+                opt(&e.mac),
+                opt(&e.ipv4),
+                list(&e.aliases),
+            ]
+        })
+        .collect();
+    let mut out = key_values(&fields);
+    out.push('\n');
+    out.push_str(&table(
+        &["SANDBOX", "INTERFACE", "MAC", "IPV4", "ALIASES"],
+        &rows,
+    ));
+    out
+}
+
+pub fn sandbox_list(views: &[SandboxView], format: Format) -> String {
+    if format == Format::Json {
+        return json(&views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|s| {
+            let addrs: Vec<String> = s
+                .interfaces
+                .iter()
+                .map(|i| match &i.ipv4 {
+                    Some(ip) => format!("{}={ip}", i.network),
+                    None => i.network.clone(),
+                })
+                .collect();
+            vec![
+                s.name.clone(),
+                short_id(&s.id),
+                s.hostname.clone(),
+                addrs.join(","),
+                list(&s.ports),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "SANDBOX ID", "HOSTNAME", "NETWORKS", "PORTS"],
+        &rows,
+    )
+}
+
+pub fn sandbox(s: &SandboxView, format: Format) -> String {
+    if format == Format::Json {
+        return json(s);
+    }
+    let fields = [
+        ("Name", s.name.clone()),
+        ("ID", s.id.clone()),
+        ("Hostname", s.hostname.clone()),
+        ("Netns", s.netns.clone()),
+        ("UTS ns", opt(&s.utsns)),
+        ("/etc files", opt(&s.etc)),
+        ("Enter", s.enter.clone()),
+        ("Ports", list(&s.ports)),
+    ];
+    let rows: Vec<Vec<String>> = s
+        .interfaces
+        .iter()
+        .map(|i| {
+            vec![
+                i.network.clone(),
+                opt(&i.interface),
+                opt(&i.mac),
+                opt(&i.ipv4),
+                list(&i.aliases),
+            ]
+        })
+        .collect();
+    let mut out = key_values(&fields);
+    out.push('\n');
+    out.push_str(&table(
+        &["NETWORK", "INTERFACE", "MAC", "IPV4", "ALIASES"],
+        &rows,
+    ));
+    out
+}
+
+pub fn info(i: &InfoView, format: Format) -> String {
+    if format == Format::Json {
+        return json(i);
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let mode = match i.holder_pid {
+        Some(holder) => format!("rootless (namespace holder {holder})"),
+        None => i.mode.clone(),
+    };
+    let f = &i.features;
+    key_values(&[
+        ("Version", i.version.clone()),
+        ("Daemon PID", i.pid.to_string()),
+        ("Mode", mode),
+        ("State dir", i.state_dir.clone()),
+        ("UID map", i.uid_map.clone()),
+        ("Datapath threads", i.datapath_threads.to_string()),
+        ("Networks", i.networks.to_string()),
+        ("Sandboxes", i.sandboxes.to_string()),
+        ("/dev/net/tun", yes(f.tun)),
+        ("vnet headers", yes(f.vnet_hdr)),
+        ("Max user namespaces", opt(&f.max_user_namespaces)),
+        ("Ping sockets", yes(f.ping_sockets)),
+        ("Unprivileged ports from", opt(&f.unprivileged_port_start)),
+    ])
+}
+
+/// `Key:` lines with the values aligned.
+fn key_values(fields: &[(&str, String)]) -> String {
+    let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    fields
+        .iter()
+        .map(|(k, v)| format!("{:<width$}  {v}\n", format!("{k}:")))
+        .collect()
+}
+
+/// Seconds as `AGE` shows them: the unit is part of the cell.
+pub fn age(seconds: u32) -> String {
+    format!("{seconds}s")
+}
+
+pub fn fdb(rows: &[FdbRow], format: Format) -> String {
+    if format == Format::Json {
+        return json(&rows);
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r.mac.clone(), r.port.clone(), age(r.age_s), r.kind.clone()])
+        .collect();
+    table(&["MAC", "PORT", "AGE", "KIND"], &rows)
+}
+
+/// By network, then port, so that repeated runs line up (the daemon reports in port order,
+/// which changes as ports come and go).
+pub fn sort_stats(rows: &mut [StatsRow]) {
+    rows.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
+}
+
+/// DROPS is the sum of MALFORMED, OVERSIZE and TX DROPPED; FILTERED frames (for a station
+/// behind the port they came from) are not losses and are counted apart.
+pub fn stats(rows: &[StatsRow], format: Format) -> String {
+    if format == Format::Json {
+        return json(&rows);
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.network.clone(),
+                r.port.clone(),
+                r.rx_packets.to_string(),
+                r.rx_bytes.to_string(),
+                r.tx_packets.to_string(),
+                r.tx_bytes.to_string(),
+                r.drops.to_string(),
+                r.rx_malformed.to_string(),
+                r.rx_oversize.to_string(),
+                r.tx_dropped.to_string(),
+                r.rx_filtered.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NETWORK",
+            "PORT",
+            "RX PKTS",
+            "RX BYTES",
+            "TX PKTS",
+            "TX BYTES",
+            "DROPS",
+            "MALFORMED",
+            "OVERSIZE",
+            "TX DROPPED",
+            "FILTERED",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{EndpointView, InterfaceView, NatView};
+    use std::collections::BTreeMap;
+
+    /// Every scalar leaf of a JSON document, as text (strings unquoted), except those `skip`
+    /// names by key.
+    fn leaves(value: &serde_json::Value, skip: &[&str], out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    if skip.contains(&k.as_str()) {
+                        continue;
+                    }
+                    match v {
+                        serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                            leaves(v, skip, out)
+                        }
+                        serde_json::Value::String(s) => out.push((k.clone(), s.clone())),
+                        other => out.push((k.clone(), other.to_string())),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for v in items {
+                    leaves(v, skip, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every value of the JSON form shows up in the table form. Values are distinct numbers
+    /// and words, so a missing field cannot hide behind another field's value.
+    fn assert_table_has_every_field<T: serde::Serialize>(value: &T, table: &str, skip: &[&str]) {
+        let json = serde_json::to_value(value).expect("serializable view");
+        let mut found = Vec::new();
+        leaves(&json, skip, &mut found);
+        assert!(found.len() > 5, "{json}");
+        for (key, text) in found {
+            assert!(
+                table.contains(&text),
+                "field {key} = {text} missing from the table:\n{table}"
+            );
+        }
+    }
+
+    fn network_view() -> NetworkView {
+        NetworkView {
+            name: "backend".into(),
+            id: "0123456789abcdef".into(),
+            driver: "bridge".into(),
+            subnet: Some("172.18.0.0/16".into()),
+            gateway: Some("172.18.0.1".parse().expect("address")),
+            ip_range: Some("172.18.5.0/24".into()),
+            internal: true,
+            mtu: 9000,
+            vni: Some(4242),
+            mac_aging_s: 61,
+            offload: false,
+            options: BTreeMap::from([
+                ("mac_aging".to_string(), "61".to_string()),
+                ("nat_udp_timeout".to_string(), "7".to_string()),
+            ]),
+            endpoints: vec![EndpointView {
+                sandbox: "alpha".into(),
+                interface: Some("eth3".into()),
+                mac: Some("02:42:ac:12:05:02".into()),
+                ipv4: Some("172.18.5.2/16".into()),
+                aliases: vec!["db".into(), "primary".into()],
+            }],
+            nat: Some(NatView {
+                tcp_flows: 11,
+                udp_flows: 13,
+            }),
+        }
+    }
+
+    #[test]
+    fn network_table_shows_every_json_field() {
+        let view = network_view();
+        let text = network(&view, Format::Table);
+        // `offload: false` prints as "off", `internal` as true/false, option keys beside values.
+        assert_table_has_every_field(&view, &text, &["offload"]);
+        assert!(text.contains("Offloads:   off"), "{text}");
+        assert!(text.contains("nat_udp_timeout=7"), "{text}");
+        assert!(text.contains("11 TCP, 13 UDP"), "{text}");
+        assert!(text.contains("db, primary"), "{text}");
+    }
+
+    #[test]
+    fn network_table_without_gateway_says_so() {
+        let mut view = network_view();
+        view.nat = None;
+        view.options.clear();
+        let text = network(&view, Format::Table);
+        assert!(text.contains("NAT flows:  - (no gateway)"), "{text}");
+        assert!(text.contains("Options:    -\n"), "{text}");
+    }
+
+    fn sandbox_view() -> SandboxView {
+        SandboxView {
+            name: "alpha".into(),
+            id: "fedcba9876543210".into(),
+            hostname: "alpha.example".into(),
+            netns: "/run/tapnet/netns/alpha".into(),
+            utsns: Some("/run/tapnet/utsns/alpha".into()),
+            etc: Some("/run/tapnet/etc/alpha".into()),
+            enter: "nsenter --net=/run/tapnet/netns/alpha --uts=/run/tapnet/utsns/alpha CMD".into(),
+            interfaces: vec![
+                InterfaceView {
+                    network: "backend".into(),
+                    interface: Some("eth0".into()),
+                    mac: Some("02:42:ac:12:00:02".into()),
+                    ipv4: Some("172.18.0.2/16".into()),
+                    aliases: vec!["api".into()],
+                },
+                InterfaceView {
+                    network: "frontend".into(),
+                    interface: Some("eth1".into()),
+                    mac: Some("02:42:ac:13:00:03".into()),
+                    ipv4: Some("172.19.0.3/16".into()),
+                    aliases: Vec::new(),
+                },
+            ],
+            ports: vec!["0.0.0.0:8080->80/tcp".into(), "127.0.0.1:53->53/udp".into()],
+        }
+    }
+
+    #[test]
+    fn sandbox_table_shows_every_json_field() {
+        let view = sandbox_view();
+        let text = sandbox(&view, Format::Table);
+        assert_table_has_every_field(&view, &text, &[]);
+        assert!(
+            text.contains("0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn sandbox_list_shows_ports() {
+        let text = sandbox_list(&[sandbox_view()], Format::Table);
+        assert!(text.lines().next().is_some_and(|h| h.ends_with("PORTS")));
+        assert!(text.contains("0.0.0.0:8080->80/tcp"), "{text}");
+    }
+
+    fn stats_row(network: &str, port: &str, seed: u64) -> StatsRow {
+        StatsRow {
+            network: network.into(),
+            port: port.into(),
+            rx_packets: seed + 1,
+            rx_bytes: seed + 2,
+            tx_packets: seed + 3,
+            tx_bytes: seed + 4,
+            drops: seed + 5,
+            rx_malformed: seed + 6,
+            rx_oversize: seed + 7,
+            rx_filtered: seed + 8,
+            tx_dropped: seed + 9,
+        }
+    }
+
+    #[test]
+    fn stats_table_has_a_column_per_drop_reason() {
+        let row = stats_row("backend", "alpha/eth0", 100);
+        let text = stats(std::slice::from_ref(&row), Format::Table);
+        assert_table_has_every_field(&row, &text, &[]);
+        let (header, line) = (lines_of(&text, 0), lines_of(&text, 1));
+        // Each counter sits under its own header: same start column.
+        for (name, value) in [
+            ("DROPS", "105"),
+            ("MALFORMED", "106"),
+            ("OVERSIZE", "107"),
+            ("FILTERED", "108"),
+            ("TX DROPPED", "109"),
+        ] {
+            let column = header
+                .find(&format!("   {name}"))
+                .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+                + 3;
+            let cell = line
+                .get(column..)
+                .and_then(|rest| rest.split_whitespace().next());
+            assert_eq!(cell, Some(value), "{name}:\n{text}");
+        }
+    }
+
+    fn lines_of(text: &str, n: usize) -> &str {
+        text.lines().nth(n).unwrap_or_default()
+    }
+
+    #[test]
+    fn stats_sort_by_network_then_port() {
+        let mut rows = vec![
+            stats_row("frontend", "gateway", 0),
+            stats_row("backend", "gateway", 0),
+            stats_row("backend", "alpha/eth0", 0),
+            stats_row("frontend", "alpha/eth1", 0),
+        ];
+        sort_stats(&mut rows);
+        let order: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.network.as_str(), r.port.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("backend", "alpha/eth0"),
+                ("backend", "gateway"),
+                ("frontend", "alpha/eth1"),
+                ("frontend", "gateway"),
+            ]
+        );
+    }
+
+    #[test]
+    fn fdb_age_has_a_unit() {
+        let rows = [FdbRow {
+            mac: "02:42:ac:12:00:02".into(),
+            port: "alpha/eth0".into(),
+            age_s: 42,
+            kind: "learned".into(),
+        }];
+        let text = fdb(&rows, Format::Table);
+        assert!(text.contains("   42s   learned"), "{text}");
+    }
+}
