@@ -47,6 +47,14 @@ pub fn in_netns(netns: &Path) -> Vec<Process> {
 
 /// SIGKILL every process in the namespace and wait (up to 5 s) until none is left.
 pub fn kill_all(netns: &Path) -> Vec<Process> {
+    // A test hook: make this slow on purpose, as a process stuck in the kernel would, so that
+    // a test can show the daemon keeps answering meanwhile.
+    if let Some(ms) = std::env::var("TAPNET_TEST_SLOW_KILL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms.min(10_000)));
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = in_netns(netns);
