@@ -80,7 +80,9 @@ impl Datapath {
             let worker = Worker::new(index, poll, rx, clock.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("datapath-{index}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    crate::guard::guarded(&format!("datapath-{index}"), || worker.run());
+                })
                 .context(|| "spawn datapath thread".into())?;
             workers.push(WorkerHandle {
                 commands: tx,
@@ -101,13 +103,15 @@ impl Datapath {
         let housekeeper = std::thread::Builder::new()
             .name("fdb-aging".into())
             .spawn(move || {
-                while !stopping.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(500));
-                    match weak.upgrade() {
-                        Some(dp) => dp.expire_fdbs(),
-                        None => return,
+                crate::guard::guarded("fdb-aging", || {
+                    while !stopping.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(500));
+                        match weak.upgrade() {
+                            Some(dp) => dp.expire_fdbs(),
+                            None => return,
+                        }
                     }
-                }
+                });
             })
             .context(|| "spawn aging thread".into())?;
         *lock(&dp.housekeeper) = Some(housekeeper);

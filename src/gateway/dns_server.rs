@@ -98,11 +98,15 @@ impl DnsServer {
         let s = shared.clone();
         std::thread::Builder::new()
             .name(format!("dns-udp-{network}"))
-            .spawn(move || serve_udp(udp_socket, s))
+            .spawn(move || {
+                crate::guard::guarded("dns-udp", || serve_udp(udp_socket, s));
+            })
             .context(|| "spawn DNS server".into())?;
         std::thread::Builder::new()
             .name(format!("dns-tcp-{network}"))
-            .spawn(move || serve_tcp(tcp_listener, shared))
+            .spawn(move || {
+                crate::guard::guarded("dns-tcp", || serve_tcp(tcp_listener, shared));
+            })
             .context(|| "spawn DNS server".into())?;
         Ok(DnsServer {
             udp,

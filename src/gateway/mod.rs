@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 
 use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::frame::MacAddr;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -72,12 +72,26 @@ impl Gateway {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let engine =
-            engine::Engine::new(config.clone(), port, stop.clone(), stats.clone(), receiver)?;
+        // smoltcp panics on some configurations (a multicast address, say) that validation should
+        // have refused; should one slip through, it is this request's error, not a dead thread,
+        // and the port fd, dropped in the unwind, is not leaked.
+        let engine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine::Engine::new(config.clone(), port, stop.clone(), stats.clone(), receiver)
+        }))
+        .map_err(|payload| {
+            Error::invalid(format!(
+                "start the gateway of network {}: {}",
+                config.network,
+                crate::guard::panic_message(payload.as_ref())
+            ))
+        })??;
         let waker = engine.waker();
+        let name = format!("gateway-{}", config.network);
         let thread = std::thread::Builder::new()
-            .name(format!("gateway-{}", config.network))
-            .spawn(move || engine.run())
+            .name(name.clone())
+            .spawn(move || {
+                crate::guard::guarded(&name, || engine.run());
+            })
             .context(|| format!("spawn the gateway of network {}", config.network))?;
         Ok(Gateway {
             commands,
