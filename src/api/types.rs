@@ -171,4 +171,10 @@ pub struct StatsRow {
     pub rx_oversize: u64,
     pub rx_filtered: u64,
     pub tx_dropped: u64,
+    /// Dropped by port security (a source that is not the port's own).
+    #[serde(default)]
+    pub rx_spoofed: u64,
+    /// Source MACs not learned: the port owns its limit of stations, or the table is full.
+    #[serde(default)]
+    pub learn_refused: u64,
 }

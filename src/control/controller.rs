@@ -25,9 +25,10 @@ use crate::api::server::Handler;
 use crate::api::types::{FdbRow, NetworkCreate, Request, SandboxCreate, StatsRow};
 use crate::datapath::Datapath;
 use crate::datapath::capture::{CaptureSession, CaptureSink};
-use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
+use crate::datapath::fdb::{DEFAULT_AGING_SECS, DEFAULT_PORT_LIMIT, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
+use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns_server::{DnsServer, NameTable};
 use crate::gateway::policy::NatPolicy;
@@ -54,6 +55,35 @@ fn option_secs(options: &BTreeMap<String, String>, key: &str) -> Result<Option<u
             })
         })
         .transpose()
+}
+
+/// `--opt port_security=on|off`: may a sandbox's port send only as its endpoint (default on)?
+fn port_security(options: &BTreeMap<String, String>) -> Result<bool> {
+    match options.get("port_security").map(String::as_str) {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(Error::invalid(format!(
+            "option port_security={v}: expected on or off"
+        ))),
+    }
+}
+
+/// A `--opt KEY=N` count: `None` when absent, an error unless a number > 0.
+fn option_count(options: &BTreeMap<String, String>, key: &str) -> Result<Option<u32>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::invalid(format!("option {key}={v}: expected a number > 0")))
+        })
+        .transpose()
+}
+
+/// `--opt max_macs_per_port=N`: stations one port may own in the MAC table (default 64).
+fn max_macs_per_port(options: &BTreeMap<String, String>) -> Result<u32> {
+    Ok(option_count(options, "max_macs_per_port")?.unwrap_or(DEFAULT_PORT_LIMIT))
 }
 
 /// Label of a network's gateway port in `stats` and `fdb`.
@@ -512,6 +542,8 @@ impl Inner {
         }
         let mac_aging_s = option_secs(&options, "mac_aging")?.unwrap_or(DEFAULT_AGING_SECS);
         option_secs(&options, "nat_udp_timeout")?;
+        port_security(&options)?;
+        max_macs_per_port(&options)?;
         let taken: Vec<(String, Ipv4Net)> = self
             .state
             .networks
@@ -568,6 +600,11 @@ impl Inner {
     fn add_switch(&mut self, net: &Network) -> Result<()> {
         let id = self.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
         self.nets.insert(net.name.clone(), id);
+        if let Some(dp_net) = self.dp.network(id) {
+            dp_net
+                .fdb
+                .set_port_limit(max_macs_per_port(&net.options).unwrap_or(DEFAULT_PORT_LIMIT));
+        }
         if let (Some(subnet), Some(ip)) = (net.subnet, net.gateway) {
             let config = GatewayConfig {
                 network: net.name.clone(),
@@ -598,7 +635,10 @@ impl Inner {
             };
             let started = gateway_port().and_then(|(switch_end, gateway_end)| {
                 let dns = DnsServer::start(&net.name, upstreams)?;
-                let port = self.dp.add_port(id, GATEWAY_PORT.to_string(), switch_end)?;
+                // The gateway speaks for many addresses (NAT replies): no port security.
+                let port = self
+                    .dp
+                    .add_port(id, GATEWAY_PORT.to_string(), switch_end, None)?;
                 match Gateway::start(config, gateway_end, dns) {
                     Ok(gw) => Ok((port, gw)),
                     Err(e) => {
@@ -744,7 +784,10 @@ impl Inner {
             },
         )?;
         let label = format!("{}/{}", sb.name, interface);
-        let port = self.dp.add_port(net_id, label, fd)?;
+        let policy = port_security(&net.options)
+            .unwrap_or(true)
+            .then_some(PortPolicy { mac, ipv4 });
+        let port = self.dp.add_port(net_id, label, fd, policy)?;
         self.ports.insert((sb.name.clone(), interface), port);
         Ok(())
     }
@@ -1180,6 +1223,8 @@ impl Inner {
                 rx_oversize: r.stats.rx_oversize,
                 rx_filtered: r.stats.rx_filtered,
                 tx_dropped: r.stats.tx_dropped,
+                rx_spoofed: r.stats.rx_spoofed,
+                learn_refused: r.stats.learn_refused,
             })
             .collect())
     }

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod network;
 pub mod pcap;
 pub mod port;
+pub mod security;
 pub mod switch;
 pub mod worker;
 
@@ -27,6 +28,7 @@ use clock::Clock;
 use fdb::{FdbEntry, PortId};
 use network::NetworkDp;
 use port::{NetId, Port, PortStats};
+use security::PortPolicy;
 use worker::{Command, WAKER, Worker};
 
 struct WorkerHandle {
@@ -173,8 +175,15 @@ impl Datapath {
         lock(&self.registry).networks.get(&id).cloned()
     }
 
-    /// Wire a TAP into network `net`. The least loaded worker polls it.
-    pub fn add_port(&self, net: NetId, label: String, fd: OwnedFd) -> Result<PortId> {
+    /// Wire a TAP into network `net`. The least loaded worker polls it. With a `policy`, the
+    /// port may only send as that station (port security).
+    pub fn add_port(
+        &self,
+        net: NetId,
+        label: String,
+        fd: OwnedFd,
+        policy: Option<PortPolicy>,
+    ) -> Result<PortId> {
         let mut workers = lock(&self.workers);
         let mut reg = lock(&self.registry);
         if !reg.networks.contains_key(&net) {
@@ -188,7 +197,7 @@ impl Datapath {
             .min_by_key(|&i| workers[i].owned_ports)
             .unwrap_or(0);
         workers[owner].owned_ports += 1;
-        let port = Arc::new(Port::new(id, net, label, fd));
+        let port = Arc::new(Port::new(id, net, label, fd, policy));
         reg.ports.insert(id, (port.clone(), owner));
         drop(reg);
         for w in workers.iter() {
