@@ -33,7 +33,7 @@ use crate::error::{Context, Error, Result};
 use crate::gateway::dns_server::{DnsServer, NameTable};
 use crate::gateway::policy::NatPolicy;
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::gateway::{Gateway, GatewayConfig, NatLimits};
 use crate::netns::namespace::{self, NewNamespaces};
 use crate::netns::processes;
 use crate::netns::tap::Offload;
@@ -84,6 +84,24 @@ fn option_count(options: &BTreeMap<String, String>, key: &str) -> Result<Option<
 /// `--opt max_macs_per_port=N`: stations one port may own in the MAC table (default 64).
 fn max_macs_per_port(options: &BTreeMap<String, String>) -> Result<u32> {
     Ok(option_count(options, "max_macs_per_port")?.unwrap_or(DEFAULT_PORT_LIMIT))
+}
+
+/// The gateway's NAT caps, from `--opt nat_{udp,tcp}_flows_per_{sandbox,gateway}=N` and
+/// `--opt nat_udp_peers=N` over the defaults.
+fn nat_limits(options: &BTreeMap<String, String>) -> Result<NatLimits> {
+    let mut limits = NatLimits::default();
+    let set = |key: &str, field: &mut usize| -> Result<()> {
+        if let Some(n) = option_count(options, key)? {
+            *field = n as usize;
+        }
+        Ok(())
+    };
+    set("nat_udp_flows_per_sandbox", &mut limits.udp.per_sandbox)?;
+    set("nat_udp_flows_per_gateway", &mut limits.udp.per_gateway)?;
+    set("nat_tcp_flows_per_sandbox", &mut limits.tcp.per_sandbox)?;
+    set("nat_tcp_flows_per_gateway", &mut limits.tcp.per_gateway)?;
+    set("nat_udp_peers", &mut limits.published_udp_peers)?;
+    Ok(limits)
 }
 
 /// Label of a network's gateway port in `stats` and `fdb`.
@@ -544,6 +562,7 @@ impl Inner {
         option_secs(&options, "nat_udp_timeout")?;
         port_security(&options)?;
         max_macs_per_port(&options)?;
+        nat_limits(&options)?;
         let taken: Vec<(String, Ipv4Net)> = self
             .state
             .networks
@@ -617,6 +636,7 @@ impl Inner {
                 udp_idle: std::time::Duration::from_secs(u64::from(
                     option_secs(&net.options, "nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
                 )),
+                limits: nat_limits(&net.options)?,
                 dns: None,
             };
             // Internal networks resolve their own names only; others forward, but only to

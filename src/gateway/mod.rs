@@ -39,10 +39,34 @@ pub struct GatewayConfig {
     /// Outbound NAT (false on `--internal` networks: no way out).
     pub nat: bool,
     pub policy: policy::NatPolicy,
-    /// Idle time after which a UDP flow is forgotten.
+    /// Idle time after which a UDP flow (or a published UDP port's peer) is forgotten.
     pub udp_idle: std::time::Duration,
+    /// Caps on what sandboxes can make the gateway hold.
+    pub limits: NatLimits,
     /// Where queries to the gateway address, port 53, go (its DNS server's UDP and TCP ends).
     pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
+}
+
+/// Caps on the gateway's NAT state, so that no sandbox can exhaust the daemon's fds or memory
+/// and starve its neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatLimits {
+    /// UDP flows (a host socket each).
+    pub udp: flow_table::FlowLimits,
+    /// TCP flows (a host socket and about 1.25 MiB of buffers each); SYNs beyond get RST.
+    pub tcp: flow_table::FlowLimits,
+    /// Host peers one published UDP port tracks at once (the idlest is forgotten first).
+    pub published_udp_peers: usize,
+}
+
+impl Default for NatLimits {
+    fn default() -> Self {
+        NatLimits {
+            udp: udp_nat::DEFAULT_LIMITS,
+            tcp: tcp_nat::DEFAULT_LIMITS,
+            published_udp_peers: publish::DEFAULT_PEERS,
+        }
+    }
 }
 
 /// Counters the control plane reads.
@@ -50,6 +74,10 @@ pub struct GatewayConfig {
 pub struct GatewayStats {
     pub tcp_flows: AtomicUsize,
     pub udp_flows: AtomicUsize,
+    /// SYNs refused (RST) and published connections closed because a TCP cap was reached.
+    pub tcp_refused: AtomicUsize,
+    /// UDP flows evicted to stay under a cap.
+    pub udp_evicted: AtomicUsize,
 }
 
 pub struct Gateway {
