@@ -236,9 +236,15 @@ impl Datapath {
         reg.free_port_ids.push(id);
     }
 
-    /// Start copying a network's frames into `sink`.
+    /// Start copying a network's frames into `sink`; returns once every worker does, so a
+    /// frame sent after the return is captured (the pcap header reaches the client after it).
     pub fn add_capture(&self, sink: Arc<CaptureSink>) {
-        self.broadcast(|| Command::AddCapture(sink.clone()));
+        if !self.ask_all(|done| Command::AddCapture {
+            sink: sink.clone(),
+            done,
+        }) {
+            eprintln!("tapnet: a datapath worker did not take capture {}", sink.id);
+        }
     }
 
     /// Stop a capture; returns once no worker writes into it any more.

@@ -39,7 +39,10 @@ pub enum Command {
         id: PortId,
         done: Sender<()>,
     },
-    AddCapture(Arc<CaptureSink>),
+    AddCapture {
+        sink: Arc<CaptureSink>,
+        done: Sender<()>,
+    },
     RemoveCapture {
         network: NetId,
         id: u64,
@@ -198,10 +201,11 @@ impl Worker {
                     self.remove_port(id);
                     let _ = done.send(());
                 }
-                Command::AddCapture(sink) => {
+                Command::AddCapture { sink, done } => {
                     if let Some(Some(view)) = self.networks.get_mut(sink.network as usize) {
                         view.captures.push(sink);
                     }
+                    let _ = done.send(());
                 }
                 Command::RemoveCapture { network, id, done } => {
                     if let Some(Some(view)) = self.networks.get_mut(network as usize) {
