@@ -7,6 +7,7 @@ mod common;
 use common::Tapnet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 /// Open fds and threads of the daemon, from /proc.
 fn daemon_fds_and_threads(t: &Tapnet) -> (usize, usize) {
@@ -260,4 +261,189 @@ fn port_security_drops_spoofed_frames_unless_turned_off() {
     // Honest traffic is untouched by port security.
     let ping = hammer(&t, "secure-a", &["ping", "10.75.0.3", "3", "0.1"]);
     assert!(ping.starts_with("3 3 "), "{ping}");
+}
+
+/// Start this test's daemon with `upstream` as its only DNS upstream.
+fn start_daemon_with_upstream(t: &Tapnet, upstream: &str) -> Child {
+    let daemon = t
+        .command(&["daemon"])
+        .env("TAPNET_DNS_UPSTREAM", upstream)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    assert!(common::wait_until(Duration::from_secs(5), || t
+        .dir
+        .join("tapnet.sock")
+        .exists()));
+    daemon
+}
+
+/// A sandbox sends 3,000 DNS queries, each from a new source port, all at once, for a name the
+/// gateway must forward to an upstream that never answers. Without bounds that was 3,000 UDP
+/// NAT flows (fds) held for 30 s and 3,000 threads waiting on the upstream. Now the sandbox's
+/// flows stay at their cap and no thread is added, while a neighbour still resolves names and
+/// reaches the host over UDP. Positive control: on a network whose UDP caps are lifted, the same
+/// burst does add thousands of fds, so the measure would have seen the leak.
+#[test]
+fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
+    let mut t = Tapnet::new("dnshammer");
+    // An upstream that swallows every query: forwarders wait their full timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("silent upstream");
+    let upstream = silent.local_addr().expect("address").to_string();
+    let mut daemon = start_daemon_with_upstream(&t, &upstream);
+    t.ok(&["network", "create", "n", "--subnet", "10.78.0.0/24"]);
+    t.ok(&[
+        "network",
+        "create",
+        "open",
+        "--subnet",
+        "10.79.0.0/24",
+        "--opt",
+        "nat_udp_flows_per_sandbox=100000",
+        "--opt",
+        "nat_udp_flows_per_gateway=100000",
+    ]);
+    for (s, net) in [("h", "n"), ("q", "n"), ("o", "open")] {
+        t.ok(&["sandbox", "create", s, "--net", net]);
+    }
+    let (echo, port) = t.spawn_host_server_on_free_port(&["udp-echo", "127.0.0.1", "0", "20"]);
+    let before = daemon_fds_and_threads(&t);
+    let burst = hammer(&t, "h", &["dns-burst", "10.78.0.1", "3000", "1"]);
+    let sent: u64 = burst
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("sent");
+    assert_eq!(sent, 3000, "{burst}");
+    let during = daemon_fds_and_threads(&t);
+    // The neighbour, while h's flows sit at their cap and the forwarders are stuck upstream.
+    let name = hammer(&t, "q", &["dns-burst", "10.78.0.1", "1", "2", "h"]);
+    assert_eq!(name, "1 1", "q's query for a local name is answered");
+    assert_eq!(
+        t.traffic("q", &["udp-ping", "10.78.0.1", &port, "20"]),
+        "20",
+        "q's UDP to the host goes through"
+    );
+    t.server_output(echo);
+    let inspect = t.json(&["network", "inspect", "n"]);
+    let flows = num(&inspect["nat"]["udp_flows"]);
+    eprintln!(
+        "dns burst: {burst}; fds, threads before {before:?} during {during:?}; flows {flows}"
+    );
+    assert!(flows <= 256 + 2, "h's flows stay at the cap: {flows}");
+    assert!(
+        during.0 <= before.0 + 256 + 16,
+        "fds bounded: {before:?} -> {during:?}"
+    );
+    assert!(
+        during.1 <= before.1 + 1,
+        "no thread per query: {before:?} -> {during:?}"
+    );
+    // Positive control.
+    let open_before = daemon_fds_and_threads(&t);
+    hammer(&t, "o", &["dns-burst", "10.79.0.1", "3000", "1"]);
+    let open_during = daemon_fds_and_threads(&t);
+    eprintln!("uncapped: before {open_before:?} during {open_during:?}");
+    assert!(
+        open_during.0 >= open_before.0 + 2000,
+        "without caps the burst holds fds: {open_before:?} -> {open_during:?}"
+    );
+    t.ok(&["system", "reset"]);
+    let _ = daemon.wait();
+}
+
+/// A host listener for NAT tests that accepts and holds every connection (the test holds its
+/// port).
+fn holding_listener() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("address").port().to_string();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let _ = listener.set_nonblocking(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            match listener.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (port, handle)
+}
+
+/// TCP NAT flows are capped per sandbox and per gateway: connections over a cap are refused at
+/// once (RST), the sandbox's established ones and its neighbours' go on. Positive control: with
+/// the default caps the same 40 connections all open.
+#[test]
+fn tcp_nat_caps_refuse_new_flows_and_spare_the_neighbours() {
+    let mut t = Tapnet::new("tcpcap");
+    let (port, _listener) = holding_listener();
+    t.ok(&[
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        "10.80.0.0/24",
+        "--opt",
+        "nat_tcp_flows_per_sandbox=20",
+        "--opt",
+        "nat_tcp_flows_per_gateway=30",
+    ]);
+    t.ok(&["network", "create", "d", "--subnet", "10.81.0.0/24"]);
+    for (s, net) in [("h", "n"), ("q", "n"), ("r", "n"), ("x", "d")] {
+        t.ok(&["sandbox", "create", s, "--net", net]);
+    }
+    let hold = |t: &Tapnet, s: &str, gw: &str, n: &str| {
+        let script = hammer_script();
+        t.command(&[
+            "exec", s, "--", "python3", &script, "tcp-hold", gw, &port, n, "15",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tcp-hold")
+    };
+    let read_line = |child: &mut Child| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("tcp-hold output");
+        line.trim().to_string()
+    };
+    let mut h = hold(&t, "h", "10.80.0.1", "40");
+    assert_eq!(
+        read_line(&mut h),
+        "20 20",
+        "h: 20 open, 20 refused at its cap"
+    );
+    // The neighbour still connects and transfers, under the gateway's cap of 30.
+    let (server, sport) = t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
+    let sent = t.traffic("q", &["tcp-send", "10.80.0.1", &sport, "1000000"]);
+    assert_eq!(sent, t.server_output(server), "q's transfer went through");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || {
+            num(&t.json(&["network", "inspect", "n"])["nat"]["tcp_flows"]) == 20
+        }),
+        "q's flow is gone"
+    );
+    // The gateway's cap: r gets the 10 left of 30.
+    let mut r = hold(&t, "r", "10.80.0.1", "20");
+    assert_eq!(read_line(&mut r), "10 10", "r: the gateway's cap");
+    let refused_fast = t.traffic("r", &["tcp-connect", "10.80.0.1", &port]);
+    let (result, ms) = refused_fast.split_once(' ').expect("result and time");
+    assert_eq!(result, "ECONNREFUSED", "{refused_fast}");
+    assert!(
+        ms.parse::<u64>().expect("ms") < 1000,
+        "at once: {refused_fast}"
+    );
+    // Positive control: default caps.
+    let mut x = hold(&t, "x", "10.81.0.1", "40");
+    assert_eq!(
+        read_line(&mut x),
+        "40 0",
+        "x: all open under the default caps"
+    );
+    for mut c in [h, r, x] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

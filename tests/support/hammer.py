@@ -113,7 +113,14 @@ def dns_query(name, ident):
     return ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question + b"\x00\x01\x00\x01"
 
 
+def raise_fd_limit():
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def dns_burst(server, count, wait, name="hammer-target"):
+    raise_fd_limit()
     socks = []
     for i in range(int(count)):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -124,24 +131,30 @@ def dns_burst(server, count, wait, name="hammer-target"):
         except OSError:
             sock.close()
     answered = 0
-    pending = set(socks)
+    poller = select.poll()
+    by_fd = {}
+    for sock in socks:
+        poller.register(sock, select.POLLIN)
+        by_fd[sock.fileno()] = sock
     deadline = time.monotonic() + float(wait)
-    while pending and time.monotonic() < deadline:
-        ready, _, _ = select.select(list(pending)[:1000], [], [], 0.05)
-        for sock in ready:
+    while by_fd and time.monotonic() < deadline:
+        for fd, _ in poller.poll(50):
+            sock = by_fd.pop(fd, None)
+            if sock is None:
+                continue
+            poller.unregister(fd)
             try:
                 sock.recv(65535)
                 answered += 1
             except OSError:
                 pass
-            pending.discard(sock)
-            sock.close()
-    for sock in pending:
+    for sock in socks:
         sock.close()
     print(len(socks), answered, flush=True)
 
 
 def tcp_hold(addr, port, count, secs):
+    raise_fd_limit()
     held, refused = [], 0
     for _ in range(int(count)):
         try:
