@@ -2,8 +2,9 @@
 """Load generators and probes for tapnet's hardening tests and RELIABILITY.md, run inside
 sandboxes with `tapnet exec` (root there: raw sockets allowed). Results go to stdout, one line.
 
-  hammer.py mac-flood IFACE COUNT            COUNT broadcast frames (ethertype 0x88b5), each from
-                                             a new random unicast source MAC; prints "COUNT SECONDS"
+  hammer.py mac-flood IFACE COUNT [SECS]     COUNT broadcast frames (ethertype 0x88b5), each from
+                                             a new random unicast source MAC, repeated until SECS
+                                             have passed; prints "FRAMES SECONDS"
   hammer.py raw-count IFACE ETHERTYPE SECS   count frames of ETHERTYPE (hex) arriving for SECS;
                                              prints "ready" first, then the count
   hammer.py ping ADDR COUNT INTERVAL         ICMP echo (raw socket); prints "SENT RECEIVED RTT_MS_AVG"
@@ -14,6 +15,11 @@ sandboxes with `tapnet exec` (root there: raw sockets allowed). Results go to st
                                              WAIT seconds for replies; prints "SENT ANSWERED"
   hammer.py tcp-hold ADDR PORT COUNT SECS    open up to COUNT connections and hold them SECS;
                                              prints "OPENED REFUSED"
+  hammer.py dns-rate SERVER RATE SECS        RATE queries a second for SECS, each from a new
+                                             socket closed at once (a resolver with a new port per
+                                             query); prints "SENT"
+  hammer.py tcp-stream ADDR PORT SECS        send as fast as possible for SECS; prints "BYTES SECONDS"
+  hammer.py tcp-sink ADDR PORT               accept one connection, read to EOF; prints "BYTES"
 """
 import os
 import select
@@ -23,21 +29,28 @@ import sys
 import time
 
 
-def mac_flood(iface, count):
+def mac_flood(iface, count, secs="0"):
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((iface, 0))
     frame = bytearray(b"\xff" * 6 + b"\x02" + b"\x00" * 5 + b"\x88\xb5" + b"\xab" * 46)
     seed = int.from_bytes(os.urandom(4), "big")
+    count, secs = int(count), float(secs)
     start = time.monotonic()
-    for i in range(int(count)):
-        # Locally administered unicast (0x02 first byte), the rest a counter mixed with a seed.
-        frame[8:12] = ((i * 2654435761 + seed) & 0xFFFFFFFF).to_bytes(4, "big")
-        frame[7] = (i >> 24) & 0xFF
-        try:
-            sock.send(frame)
-        except BlockingIOError:
-            pass
-    print(count, round(time.monotonic() - start, 2), flush=True)
+    sent = 0
+    while True:
+        for i in range(count):
+            # Locally administered unicast (0x02 first byte), the rest a counter mixed with a
+            # seed: COUNT distinct source MACs.
+            frame[8:12] = ((i * 2654435761 + seed) & 0xFFFFFFFF).to_bytes(4, "big")
+            frame[7] = (i >> 24) & 0xFF
+            try:
+                sock.send(frame)
+            except BlockingIOError:
+                pass
+        sent += count
+        if time.monotonic() - start >= secs:
+            break
+    print(sent, round(time.monotonic() - start, 2), flush=True)
 
 
 def raw_count(iface, ethertype, secs):
@@ -165,6 +178,56 @@ def tcp_hold(addr, port, count, secs):
     time.sleep(float(secs))
 
 
+def dns_rate(server, rate, secs, name="hammer-target"):
+    rate, secs = int(rate), float(secs)
+    start = time.monotonic()
+    sent = 0
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= secs:
+            break
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.sendto(dns_query(name, sent & 0xFFFF), (server, 53))
+            except OSError:
+                pass
+            sock.close()
+            sent += 1
+        time.sleep(0.001)
+    print(sent, flush=True)
+
+
+def tcp_stream(addr, port, secs):
+    conn = socket.create_connection((addr, int(port)), timeout=10)
+    block = b"\x5a" * (1 << 16)
+    total, start = 0, time.monotonic()
+    while time.monotonic() - start < float(secs):
+        conn.sendall(block)
+        total += len(block)
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+    print(total, round(time.monotonic() - start, 2), flush=True)
+
+
+def tcp_sink(addr, port):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, int(port)))
+    srv.listen(1)
+    print("ready", flush=True)
+    conn, _ = srv.accept()
+    total = 0
+    while True:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+    conn.close()
+    print(total, flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     modes = {
@@ -174,5 +237,8 @@ if __name__ == "__main__":
         "udp-burst": udp_burst,
         "dns-burst": dns_burst,
         "tcp-hold": tcp_hold,
+        "dns-rate": dns_rate,
+        "tcp-stream": tcp_stream,
+        "tcp-sink": tcp_sink,
     }
     modes[mode](*args)
