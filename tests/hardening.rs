@@ -332,6 +332,14 @@ fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
     );
     assert!(flows <= 256 + 2, "h's flows stay at the cap: {flows}");
     assert!(
+        num(&inspect["nat"]["udp_evicted"]) >= 2000,
+        "evictions are counted: {inspect}"
+    );
+    assert!(
+        num(&inspect["nat"]["dns_shed"]) >= 1,
+        "queries beyond the forwarders' queue are shed: {inspect}"
+    );
+    assert!(
         during.0 <= before.0 + 256 + 16,
         "fds bounded: {before:?} -> {during:?}"
     );
@@ -435,6 +443,8 @@ fn tcp_nat_caps_refuse_new_flows_and_spare_the_neighbours() {
         ms.parse::<u64>().expect("ms") < 1000,
         "at once: {refused_fast}"
     );
+    let refused = num(&t.json(&["network", "inspect", "n"])["nat"]["tcp_refused"]);
+    assert!(refused >= 31, "refusals are counted: {refused}");
     // Positive control: default caps.
     let mut x = hold(&t, "x", "10.81.0.1", "40");
     assert_eq!(

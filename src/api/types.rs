@@ -124,6 +124,16 @@ pub struct NetworkView {
 pub struct NatView {
     pub tcp_flows: usize,
     pub udp_flows: usize,
+    /// New TCP flows refused (RST, or a published connection closed) at a cap.
+    #[serde(default)]
+    pub tcp_refused: usize,
+    /// UDP flows evicted, idlest first, to stay under a cap.
+    #[serde(default)]
+    pub udp_evicted: usize,
+    /// DNS queries answered SERVFAIL at once, and TCP clients closed, because the DNS server's
+    /// pools were busy.
+    #[serde(default)]
+    pub dns_shed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -448,6 +448,9 @@ impl Inner {
             view.nat = Some(crate::api::types::NatView {
                 tcp_flows: gw.stats.tcp_flows.load(Ordering::Relaxed),
                 udp_flows: gw.stats.udp_flows.load(Ordering::Relaxed),
+                tcp_refused: gw.stats.tcp_refused.load(Ordering::Relaxed),
+                udp_evicted: gw.stats.udp_evicted.load(Ordering::Relaxed),
+                dns_shed: gw.dns_shed(),
             });
         }
         Ok(view)

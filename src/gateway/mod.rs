@@ -133,6 +133,11 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// DNS queries and TCP clients its DNS server turned away because its pools were busy.
+    pub fn dns_shed(&self) -> u64 {
+        self.dns.shed()
+    }
+
     /// The names the gateway's DNS answers for.
     pub fn set_names(&self, table: dns_server::NameTable) {
         self.dns.set_names(table);
