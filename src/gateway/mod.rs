@@ -160,3 +160,61 @@ impl Drop for Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    fn config(ip: Ipv4Addr, subnet: &str) -> GatewayConfig {
+        GatewayConfig {
+            network: "t".into(),
+            subnet: subnet.parse().unwrap(),
+            ip,
+            mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
+            mtu: 1500,
+            nat: false,
+            policy: policy::NatPolicy::new(Vec::new()),
+            udp_idle: std::time::Duration::from_secs(30),
+            limits: NatLimits::default(),
+            dns: None,
+        }
+    }
+
+    fn port() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    /// smoltcp panics on a multicast interface address; the request fails instead, and the
+    /// gateway's end of the port is closed (the switch's end sees the hang-up).
+    #[test]
+    fn a_configuration_smoltcp_refuses_is_an_error_not_a_dead_thread() {
+        let (switch_end, gateway_end) = port();
+        let dns = dns_server::DnsServer::start("t", Vec::new()).unwrap();
+        let bad = config(Ipv4Addr::new(224, 0, 0, 1), "224.0.0.0/24");
+        let err = Gateway::start(bad, gateway_end, dns)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("not unicast"), "{err}");
+        let mut byte = [0u8; 1];
+        let n = nix::unistd::read(&switch_end, &mut byte).expect("peer closed, not EAGAIN");
+        assert_eq!(n, 0, "the gateway's end is closed");
+        // Positive control: a good address starts, and the same check sees the end open.
+        let (switch_end, gateway_end) = port();
+        let dns = dns_server::DnsServer::start("t", Vec::new()).unwrap();
+        let good = config(Ipv4Addr::new(10, 0, 0, 1), "10.0.0.0/24");
+        let gateway = Gateway::start(good, gateway_end, dns).expect("starts");
+        assert_eq!(
+            nix::unistd::read(&switch_end, &mut byte),
+            Err(nix::errno::Errno::EAGAIN),
+            "open and silent"
+        );
+        drop(gateway);
+    }
+}
