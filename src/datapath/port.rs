@@ -46,8 +46,8 @@ pub struct PortStats {
     /// the port's own, or a VLAN tag.
     #[serde(default)]
     pub rx_spoofed: u64,
-    /// Source MACs not learned because the port owns its limit of stations (the frames still
-    /// went out, and frames to those MACs flood).
+    /// Source MACs not learned because the port owns its limit of stations, or the table is
+    /// full (the frames still went out, and frames to those MACs flood).
     #[serde(default)]
     pub learn_refused: u64,
 }
