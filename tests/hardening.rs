@@ -457,3 +457,43 @@ fn tcp_nat_caps_refuse_new_flows_and_spare_the_neighbours() {
         let _ = c.wait();
     }
 }
+
+/// The options of this work take only values that mean something; each bad one is one line
+/// and creates nothing. Positive control: good values are accepted.
+#[test]
+fn hardening_options_are_validated() {
+    let t = Tapnet::new("hardopts");
+    for (opt, why) in [
+        ("port_security=maybe", "on or off"),
+        ("max_macs_per_port=0", "number > 0"),
+        ("max_macs_per_port=lots", "number > 0"),
+        ("nat_udp_flows_per_sandbox=0", "number > 0"),
+        ("nat_udp_flows_per_gateway=-1", "number > 0"),
+        ("nat_tcp_flows_per_sandbox=x", "number > 0"),
+        ("nat_tcp_flows_per_gateway=0", "number > 0"),
+        ("nat_udp_peers=0", "number > 0"),
+    ] {
+        let line = t.fails(&["network", "create", "x", "--opt", opt]);
+        assert!(line.contains(why) && line.contains(opt), "{opt}: {line}");
+    }
+    assert!(!t.network_names().contains(&"x".to_string()));
+    t.ok(&[
+        "network",
+        "create",
+        "x",
+        "--opt",
+        "port_security=off",
+        "--opt",
+        "max_macs_per_port=8",
+        "--opt",
+        "nat_udp_flows_per_sandbox=4",
+        "--opt",
+        "nat_udp_flows_per_gateway=8",
+        "--opt",
+        "nat_tcp_flows_per_sandbox=4",
+        "--opt",
+        "nat_tcp_flows_per_gateway=8",
+        "--opt",
+        "nat_udp_peers=16",
+    ]);
+}
