@@ -74,15 +74,19 @@ mac_flood() {
         hammer a mac-flood eth0 "$frames" 12 > "$STATE/flood.out" &
         local flood=$!
         sleep 1
+        # What the flooder overhears of b and c's IPv4 meanwhile (their unicast, if it floods).
+        hammer a raw-count eth0 0800 11 > "$STATE/overheard.out" &
+        local overheard=$!
         neighbours "$net" 10 "  during the flood"
-        wait "$flood"
+        wait "$flood" "$overheard"
+        echo "  a overheard $(tail -1 "$STATE/overheard.out") IPv4 frames of b and c"
         read -r sent took < "$STATE/flood.out"
         echo "  flood: $sent frames ($frames distinct source MACs) in $took s ($(python3 -c "print(int($sent / $took))") frames/s offered)"
         tn stats flood --format json | python3 -c '
 import json, sys
 for r in json.load(sys.stdin):
     if r["port"] == "a/eth0":
-        print("  a/eth0: rx_packets %d rx_spoofed %d learn_refused %d" % (r["rx_packets"], r["rx_spoofed"], r["learn_refused"]))'
+        print("  a/eth0: rx_packets %d rx_spoofed %s learn_refused %s" % (r["rx_packets"], r.get("rx_spoofed", "-"), r.get("learn_refused", "-")))'
         echo "  MAC table: $(tn fdb flood --format json | python3 -c '
 import json, sys, collections
 c = collections.Counter(r["port"] for r in json.load(sys.stdin))

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crossbeam_channel::TrySendError;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -183,8 +182,9 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
             }
             Decision::Drop => {}
             Decision::Forward => {
-                if let Err(TrySendError::Full((query, _))) = queue.try_send((query.to_vec(), peer))
-                {
+                // Full (or no forwarder thread could start): SERVFAIL now rather than never.
+                if let Err(e) = queue.try_send((query.to_vec(), peer)) {
+                    let (query, _) = e.into_inner();
                     shared.shed.fetch_add(1, Ordering::Relaxed);
                     out.clear();
                     if dns::servfail_for(&query, &mut out) {
