@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
