@@ -74,12 +74,17 @@ mac_flood() {
         hammer a mac-flood eth0 "$frames" 12 > "$STATE/flood.out" &
         local flood=$!
         sleep 1
-        # What the flooder overhears of b and c's IPv4 meanwhile (their unicast, if it floods).
+        # A station that arrives during the flood (d, .5), and what the flooder overhears of
+        # the others' IPv4 meanwhile: their unicast, were it flooded.
+        tn sandbox create d --net flood >/dev/null
         hammer a raw-count eth0 0800 11 > "$STATE/overheard.out" &
         local overheard=$!
+        hammer b ping "$net.5" 50 0.2 > "$STATE/late.out" &
+        local late=$!
         neighbours "$net" 10 "  during the flood"
-        wait "$flood" "$overheard"
-        echo "  a overheard $(tail -1 "$STATE/overheard.out") IPv4 frames of b and c"
+        wait "$flood" "$overheard" "$late"
+        read -r lsent lreceived lrtt < "$STATE/late.out"
+        echo "  late station d: b->d ping $lreceived/$lsent answered; the flooder a overheard $(tail -1 "$STATE/overheard.out") IPv4 frames of b, c and d"
         read -r sent took < "$STATE/flood.out"
         echo "  flood: $sent frames ($frames distinct source MACs) in $took s ($(python3 -c "print(int($sent / $took))") frames/s offered)"
         tn stats flood --format json | python3 -c '
@@ -91,7 +96,7 @@ for r in json.load(sys.stdin):
 import json, sys, collections
 c = collections.Counter(r["port"] for r in json.load(sys.stdin))
 print(", ".join("%s %d" % kv for kv in sorted(c.items())))')"
-        for s in a b c; do tn sandbox rm "$s" >/dev/null; done
+        for s in a b c d; do tn sandbox rm "$s" >/dev/null; done
         tn network rm flood >/dev/null
     done
 }
