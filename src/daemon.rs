@@ -125,6 +125,9 @@ pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.thread_block().context(|| "block signals".into())?;
+    if let Err(e) = crate::guard::raise_fd_limit() {
+        eprintln!("tapnet: cannot raise the open-file limit: {e}");
+    }
     let mut pid_file =
         File::create(dirs.pid_file()).context(|| format!("write {}", dirs.pid_file().display()))?;
     writeln!(pid_file, "{}", std::process::id())

@@ -55,7 +55,7 @@ fn captured_tcp_is_segmented_with_correct_checksums() {
         .command(&["capture", "n", "-w", &file_arg, "-c", "400"])
         .spawn()
         .expect("capture");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    common::wait_for_capture(&file);
     let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 4 << 20);
     assert_eq!(sent, received);
     let status = capture
@@ -107,7 +107,8 @@ fn sandbox_filter_and_snaplen() {
     };
     let mut cap_c = spawn(&on_c, "c");
     let mut cap_b = spawn(&on_b, "b");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    common::wait_for_capture(&on_c);
+    common::wait_for_capture(&on_b);
     assert!(
         t.exec(
             "a",
@@ -116,7 +117,13 @@ fn sandbox_filter_and_snaplen() {
         .status
         .success()
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The daemon flushes records as they come: wait for b's six, not for a fixed time.
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(5), || {
+            std::fs::metadata(&on_b).is_ok_and(|m| m.len() >= 24 + 6 * (16 + 60))
+        }),
+        "b's capture got the pings"
+    );
     for cap in [&mut cap_c, &mut cap_b] {
         let _ = Command::new("kill")
             .arg("-INT")

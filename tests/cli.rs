@@ -260,7 +260,9 @@ fn stats_rows_are_sorted_with_drop_reasons_and_fdb_ages_have_units() {
             "MALFORMED",
             "OVERSIZE",
             "TX DROPPED",
-            "FILTERED"
+            "SPOOFED",
+            "FILTERED",
+            "LEARN REFUSED"
         ]
     );
     let ports: Vec<&str> = lines.filter_map(|l| l.split_whitespace().nth(1)).collect();

@@ -5,7 +5,6 @@
 mod common;
 
 use common::Tapnet;
-use std::net::UdpSocket;
 
 fn getent(t: &Tapnet, sandbox: &str, name: &str) -> Option<String> {
     let out = t.exec(sandbox, &["getent", "hosts", name]);
@@ -117,6 +116,29 @@ fn the_default_bridge_network_resolves_no_sandbox_names() {
     t.ok(&["sandbox", "create", "x"]);
     t.ok(&["sandbox", "create", "y"]);
     assert_eq!(getent(&t, "x", "y"), None);
+    // Positive controls: the bridge's DNS is alive and answers (an error code, no address)
+    // rather than not at all, and the same daemon resolves names on a user-defined network.
+    let script = common::traffic_script();
+    let reply = t.exec_ok(
+        "x",
+        &[
+            "python3",
+            script.to_str().unwrap_or(""),
+            "dns-tcp",
+            "172.17.0.1",
+            "y",
+        ],
+    );
+    let mut words = reply.split_whitespace();
+    let rcode: u8 = words.next().and_then(|w| w.parse().ok()).expect("an rcode");
+    assert!(
+        rcode != 0 && words.next().is_none(),
+        "no address for y: {reply}"
+    );
+    t.ok(&["network", "create", "named"]);
+    t.ok(&["sandbox", "create", "p", "--net", "named"]);
+    t.ok(&["sandbox", "create", "q", "--net", "named"]);
+    assert_eq!(getent(&t, "p", "q").as_deref(), Some("172.18.0.3"));
     assert!(
         t.ping("x", "172.17.0.3"),
         "while the sandboxes do reach each other"
@@ -126,11 +148,8 @@ fn the_default_bridge_network_resolves_no_sandbox_names() {
 #[test]
 fn other_names_are_forwarded_upstream_or_fail_with_servfail() {
     let mut t = Tapnet::new("forward");
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port();
-    let _upstream = t.spawn_host_server(&["dns-serve", "127.0.0.1", &port.to_string(), "10.1.2.3"]);
+    let (_upstream, port) =
+        t.spawn_host_server_on_free_port(&["dns-serve", "127.0.0.1", "0", "10.1.2.3"]);
     let mut daemon = t
         .command(&["daemon"])
         .env("TAPNET_DNS_UPSTREAM", format!("127.0.0.1:{port}"))

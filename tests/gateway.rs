@@ -5,12 +5,28 @@
 mod common;
 
 use common::{Tapnet, wait_until};
-use std::net::TcpListener;
 use std::time::Duration;
 
-fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port().to_string()
+/// A loopback TCP port this test holds bound but not listening: connections to it are refused,
+/// and no other test can take it while the returned socket lives.
+fn closed_port() -> (std::os::fd::OwnedFd, String) {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, getsockname, socket,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .expect("bind");
+    let addr: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("address");
+    (fd, addr.port().to_string())
 }
 
 fn nat_flows(t: &Tapnet, net: &str) -> (u64, u64) {
@@ -46,16 +62,15 @@ fn tcp_reaches_the_host_loopback_at_the_gateway_address() {
     t.ok(&["network", "create", "n"]);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
     // 10 MB with a matching checksum.
-    let port = free_port();
-    let server = t.spawn_host_server(&["tcp-serve", "127.0.0.1", &port]);
+    let (server, port) = t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
     let sent = t.traffic(
         "a",
         &["tcp-send", "172.18.0.1", &port, &(10 << 20).to_string()],
     );
     assert_eq!(sent, t.server_output(server), "10 MB through NAT intact");
     // 50 short connections, each half-closed by the sandbox before the host answers.
-    let port = free_port();
-    let server = t.spawn_host_server(&["tcp-count-serve", "127.0.0.1", &port, "50"]);
+    let (server, port) =
+        t.spawn_host_server_on_free_port(&["tcp-count-serve", "127.0.0.1", "0", "50"]);
     let good = t.traffic("a", &["tcp-many", "172.18.0.1", &port, "50", "3000"]);
     assert_eq!(
         good, "50",
@@ -77,7 +92,7 @@ fn refused_and_forbidden_destinations_fail_at_once() {
     t.ok(&["network", "create", "other"]);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
     t.ok(&["sandbox", "create", "b", "--net", "other"]);
-    let closed = free_port();
+    let (_held, closed) = closed_port();
     for (dst, port, why) in [
         ("172.18.0.1", closed.as_str(), "nothing listens on the host"),
         ("192.0.2.1", "80", "outside --nat-allow"),
@@ -102,8 +117,7 @@ fn udp_reaches_the_host_loopback_and_idle_flows_expire() {
     let mut t = Tapnet::new("gwudp");
     t.ok(&["network", "create", "n", "--opt", "nat_udp_timeout=2"]);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
-    let port = free_port();
-    let server = t.spawn_host_server(&["udp-echo", "127.0.0.1", &port, "20"]);
+    let (server, port) = t.spawn_host_server_on_free_port(&["udp-echo", "127.0.0.1", "0", "20"]);
     assert_eq!(
         t.traffic("a", &["udp-ping", "172.18.0.1", &port, "20"]),
         "20"
@@ -124,9 +138,9 @@ fn internal_networks_have_no_way_out() {
     assert!(t.ping("a", "172.18.0.1"), "the gateway still answers ping");
     let routes = t.exec_ok("a", &["ip", "route"]);
     assert!(!routes.contains("default"), "no default route: {routes}");
-    let port = free_port();
     // A server that would answer, were the host reachable.
-    let _server = t.spawn_host_server(&["tcp-count-serve", "127.0.0.1", &port, "1"]);
+    let (_server, port) =
+        t.spawn_host_server_on_free_port(&["tcp-count-serve", "127.0.0.1", "0", "1"]);
     let out = t.traffic("a", &["tcp-connect", "172.18.0.1", &port]);
     assert!(
         out.starts_with("ECONNREFUSED"),
@@ -153,9 +167,9 @@ fn nat_mss_follows_the_network_mtu() {
         ])
         .spawn()
         .expect("capture");
-    std::thread::sleep(Duration::from_millis(300));
-    let port = free_port();
-    let server = t.spawn_host_server(&["tcp-count-serve", "127.0.0.1", &port, "1"]);
+    common::wait_for_capture(&file);
+    let (server, port) =
+        t.spawn_host_server_on_free_port(&["tcp-count-serve", "127.0.0.1", "0", "1"]);
     assert_eq!(
         t.traffic("a", &["tcp-many", "172.18.0.1", &port, "1", "200000"]),
         "1"
@@ -188,13 +202,18 @@ fn nat_mss_follows_the_network_mtu() {
         .stderr(std::process::Stdio::null())
         .output()
         .expect("tcpdump");
-    for line in String::from_utf8_lossy(&frames.stdout).lines() {
+    let text = String::from_utf8_lossy(&frames.stdout);
+    assert!(
+        text.lines().count() >= 10,
+        "the capture holds the flow: {text}"
+    );
+    for line in text.lines() {
         let len: usize = line
             .split("length ")
             .nth(1)
             .and_then(|s| s.split(':').next())
             .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+            .unwrap_or_else(|| panic!("no frame length in tcpdump's line: {line}"));
         assert!(len <= 1414, "no frame over the MTU on the wire: {line}");
     }
 }

@@ -132,7 +132,8 @@ fn mac_table_learns_and_ages() {
     assert_eq!(port_of("02:42:ac:12:00:03"), Some("b/eth0".into()), "{fdb}");
     assert!(
         rows.iter()
-            .all(|r| r["kind"] == "learned" && r["age_s"].as_u64() <= Some(2))
+            .all(|r| r["kind"] == "learned" && r["age_s"].as_u64().is_some_and(|a| a <= 2)),
+        "every row is a learned station with an age: {fdb}"
     );
     // Silence: both stations age out after 2 s (IPv6 router solicitations may still appear
     // from time to time, so only the IPv4 stations' absence is checked).

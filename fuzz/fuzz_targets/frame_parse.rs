@@ -1,10 +1,12 @@
 //! Any bytes a TAP might hand us: parsing must never panic, and whatever it accepts must be a
-//! frame the switch can forward (source is a station address, lengths are consistent).
+//! frame the switch can forward (source is a station address, lengths are consistent); port
+//! security checks any such frame without panicking or reading past it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tapnet::datapath::fdb::Fdb;
 use tapnet::datapath::frame::{ETH_HDR_LEN, VNET_HDR_LEN, parse};
+use tapnet::datapath::security::check_arbitrary_frame;
 use tapnet::datapath::switch::decide;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,4 +18,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = decide(&fdb, &info, 1, 0);
         assert_eq!(fdb.lookup(info.src, 0), Some(1));
     }
+    check_arbitrary_frame(data);
 });

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         nat: data.first().is_some_and(|b| b & 1 == 1),
         policy,
         udp_idle: Duration::from_secs(30),
+        limits: tapnet::gateway::NatLimits::default(),
         dns: Some(("127.0.0.1:1".parse().expect("addr"), "127.0.0.1:2".parse().expect("addr"))),
     };
     if let Inbound::Udp { payload, .. } = classify(data, &config) {

@@ -126,6 +126,16 @@ pub struct NetworkView {
 pub struct NatView {
     pub tcp_flows: usize,
     pub udp_flows: usize,
+    /// New TCP flows refused (RST, or a published connection closed) at a cap.
+    #[serde(default)]
+    pub tcp_refused: usize,
+    /// UDP flows evicted, idlest first, to stay under a cap.
+    #[serde(default)]
+    pub udp_evicted: usize,
+    /// DNS queries answered SERVFAIL at once, and TCP clients closed, because the DNS server's
+    /// pools were busy.
+    #[serde(default)]
+    pub dns_shed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,4 +206,10 @@ pub struct StatsRow {
     pub rx_oversize: u64,
     pub rx_filtered: u64,
     pub tx_dropped: u64,
+    /// Dropped by port security (a source that is not the port's own).
+    #[serde(default)]
+    pub rx_spoofed: u64,
+    /// Source MACs not learned: the port owns its limit of stations, or the table is full.
+    #[serde(default)]
+    pub learn_refused: u64,
 }

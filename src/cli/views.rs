@@ -55,7 +55,12 @@ pub fn network(n: &NetworkView, format: Format) -> String {
     let options: Vec<String> = n.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let nat = n.nat.as_ref().map_or_else(
         || "- (no gateway)".to_string(),
-        |nat| format!("{} TCP, {} UDP", nat.tcp_flows, nat.udp_flows),
+        |nat| {
+            format!(
+                "{} TCP, {} UDP (refused at a cap: {} TCP; evicted: {} UDP; DNS queries shed: {})",
+                nat.tcp_flows, nat.udp_flows, nat.tcp_refused, nat.udp_evicted, nat.dns_shed
+            )
+        },
     );
     let fields = [
         ("Name", n.name.clone()),
@@ -218,7 +223,7 @@ pub fn sort_stats(rows: &mut [StatsRow]) {
     rows.sort_by(|a, b| (&a.network, &a.port).cmp(&(&b.network, &b.port)));
 }
 
-/// DROPS is the sum of MALFORMED, OVERSIZE and TX DROPPED; FILTERED frames (for a station
+/// DROPS is the sum of MALFORMED, OVERSIZE, TX DROPPED and SPOOFED; FILTERED frames (for a station
 /// behind the port they came from) are not losses and are counted apart.
 pub fn stats(rows: &[StatsRow], format: Format) -> String {
     if format == Format::Json {
@@ -238,7 +243,9 @@ pub fn stats(rows: &[StatsRow], format: Format) -> String {
                 r.rx_malformed.to_string(),
                 r.rx_oversize.to_string(),
                 r.tx_dropped.to_string(),
+                r.rx_spoofed.to_string(),
                 r.rx_filtered.to_string(),
+                r.learn_refused.to_string(),
             ]
         })
         .collect();
@@ -254,7 +261,9 @@ pub fn stats(rows: &[StatsRow], format: Format) -> String {
             "MALFORMED",
             "OVERSIZE",
             "TX DROPPED",
+            "SPOOFED",
             "FILTERED",
+            "LEARN REFUSED",
         ],
         &rows,
     )
@@ -335,6 +344,9 @@ mod tests {
             nat: Some(NatView {
                 tcp_flows: 11,
                 udp_flows: 13,
+                tcp_refused: 17,
+                udp_evicted: 19,
+                dns_shed: 23,
             }),
         }
     }
@@ -421,6 +433,8 @@ mod tests {
             rx_oversize: seed + 7,
             rx_filtered: seed + 8,
             tx_dropped: seed + 9,
+            rx_spoofed: seed + 10,
+            learn_refused: seed + 11,
         }
     }
 
@@ -437,6 +451,8 @@ mod tests {
             ("OVERSIZE", "107"),
             ("FILTERED", "108"),
             ("TX DROPPED", "109"),
+            ("SPOOFED", "110"),
+            ("LEARN REFUSED", "111"),
         ] {
             let column = header
                 .find(&format!("   {name}"))

@@ -25,15 +25,16 @@ use crate::api::server::Handler;
 use crate::api::types::{FdbRow, NetworkCreate, Request, SandboxCreate, StatsRow};
 use crate::datapath::Datapath;
 use crate::datapath::capture::{CaptureSession, CaptureSink};
-use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
+use crate::datapath::fdb::{DEFAULT_AGING_SECS, DEFAULT_PORT_LIMIT, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
+use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::Commander;
 use crate::gateway::dns_server::{DnsServer, NameTable};
 use crate::gateway::policy::NatPolicy;
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::gateway::{Gateway, GatewayConfig, NatLimits};
 use crate::netns::namespace;
 use crate::netns::processes;
 use crate::netns::tap::Offload;
@@ -56,6 +57,53 @@ fn option_secs(options: &BTreeMap<String, String>, key: &str) -> Result<Option<u
             })
         })
         .transpose()
+}
+
+/// `--opt port_security=on|off`: may a sandbox's port send only as its endpoint (default on)?
+fn port_security(options: &BTreeMap<String, String>) -> Result<bool> {
+    match options.get("port_security").map(String::as_str) {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(Error::invalid(format!(
+            "option port_security={v}: expected on or off"
+        ))),
+    }
+}
+
+/// A `--opt KEY=N` count: `None` when absent, an error unless a number > 0.
+fn option_count(options: &BTreeMap<String, String>, key: &str) -> Result<Option<u32>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::invalid(format!("option {key}={v}: expected a number > 0")))
+        })
+        .transpose()
+}
+
+/// `--opt max_macs_per_port=N`: stations one port may own in the MAC table (default 64).
+fn max_macs_per_port(options: &BTreeMap<String, String>) -> Result<u32> {
+    Ok(option_count(options, "max_macs_per_port")?.unwrap_or(DEFAULT_PORT_LIMIT))
+}
+
+/// The gateway's NAT caps, from `--opt nat_{udp,tcp}_flows_per_{sandbox,gateway}=N` and
+/// `--opt nat_udp_peers=N` over the defaults.
+fn nat_limits(options: &BTreeMap<String, String>) -> Result<NatLimits> {
+    let mut limits = NatLimits::default();
+    let set = |key: &str, field: &mut usize| -> Result<()> {
+        if let Some(n) = option_count(options, key)? {
+            *field = n as usize;
+        }
+        Ok(())
+    };
+    set("nat_udp_flows_per_sandbox", &mut limits.udp.per_sandbox)?;
+    set("nat_udp_flows_per_gateway", &mut limits.udp.per_gateway)?;
+    set("nat_tcp_flows_per_sandbox", &mut limits.tcp.per_sandbox)?;
+    set("nat_tcp_flows_per_gateway", &mut limits.tcp.per_gateway)?;
+    set("nat_udp_peers", &mut limits.published_udp_peers)?;
+    Ok(limits)
 }
 
 /// Label of a network's gateway port in `stats` and `fdb`.
@@ -526,31 +574,20 @@ impl Inner {
                 continue;
             };
             let mut table = NameTable::new();
-            let mut add = |name: String, ip| {
-                let addresses = table.entry(name).or_default();
-                if !addresses.contains(&ip) {
-                    addresses.push(ip);
-                }
-            };
             let network = net.name.to_lowercase();
-            let mut reverse = Vec::new();
             if !net.builtin {
                 for (sb, ep) in self.state.endpoints_on(&net.name) {
                     let Some(ip) = ep.ipv4 else { continue };
                     for name in std::iter::once(&sb.name).chain(&ep.aliases) {
                         let name = name.to_lowercase();
                         // NAME.NETWORK too, as Docker's embedded DNS resolves it.
-                        add(format!("{name}.{network}"), ip);
-                        add(name, ip);
+                        table.add(format!("{name}.{network}"), ip);
+                        table.add(name, ip);
                     }
                     // PTR answers name the sandbox as Docker does: NAME.NETWORK.
-                    reverse.push(crate::gateway::dns::reverse_entry(
-                        ip,
-                        &format!("{}.{network}", sb.name.to_lowercase()),
-                    ));
+                    table.add_reverse(ip, format!("{}.{network}", sb.name.to_lowercase()));
                 }
             }
-            table.extend(reverse);
             gateway.set_names(table);
         }
     }
@@ -573,6 +610,9 @@ impl Inner {
             view.nat = Some(crate::api::types::NatView {
                 tcp_flows: gw.stats.tcp_flows.load(Ordering::Relaxed),
                 udp_flows: gw.stats.udp_flows.load(Ordering::Relaxed),
+                tcp_refused: gw.stats.tcp_refused.load(Ordering::Relaxed),
+                udp_evicted: gw.stats.udp_evicted.load(Ordering::Relaxed),
+                dns_shed: gw.dns_shed(),
             });
         }
         Ok(view)
@@ -744,6 +784,9 @@ impl Inner {
         }
         let mac_aging_s = option_secs(&options, "mac_aging")?.unwrap_or(DEFAULT_AGING_SECS);
         option_secs(&options, "nat_udp_timeout")?;
+        port_security(&options)?;
+        max_macs_per_port(&options)?;
+        nat_limits(&options)?;
         let taken: Vec<(String, Ipv4Net)> = self
             .state
             .networks
@@ -800,6 +843,11 @@ impl Inner {
     fn add_switch(&mut self, net: &Network) -> Result<()> {
         let id = self.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
         self.nets.insert(net.name.clone(), id);
+        if let Some(dp_net) = self.dp.network(id) {
+            dp_net
+                .fdb
+                .set_port_limit(max_macs_per_port(&net.options).unwrap_or(DEFAULT_PORT_LIMIT));
+        }
         if let (Some(subnet), Some(ip)) = (net.subnet, net.gateway) {
             let config = GatewayConfig {
                 network: net.name.clone(),
@@ -812,6 +860,7 @@ impl Inner {
                 udp_idle: std::time::Duration::from_secs(u64::from(
                     option_secs(&net.options, "nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
                 )),
+                limits: nat_limits(&net.options)?,
                 dns: None,
             };
             // Internal networks resolve their own names only; others forward, but only to
@@ -830,7 +879,10 @@ impl Inner {
             };
             let started = gateway_port().and_then(|(switch_end, gateway_end)| {
                 let dns = DnsServer::start(&net.name, upstreams)?;
-                let port = self.dp.add_port(id, GATEWAY_PORT.to_string(), switch_end)?;
+                // The gateway speaks for many addresses (NAT replies): no port security.
+                let port = self
+                    .dp
+                    .add_port(id, GATEWAY_PORT.to_string(), switch_end, None)?;
                 match Gateway::start(config, gateway_end, dns) {
                     Ok(gw) => Ok((port, gw)),
                     Err(e) => {
@@ -978,7 +1030,10 @@ impl Inner {
             },
         )?;
         let label = format!("{}/{}", sb.name, interface);
-        let port = self.dp.add_port(net_id, label, fd)?;
+        let policy = port_security(&net.options)
+            .unwrap_or(true)
+            .then_some(PortPolicy { mac, ipv4 });
+        let port = self.dp.add_port(net_id, label, fd, policy)?;
         self.ports.insert((sb.name.clone(), interface), port);
         Ok(())
     }
@@ -1417,6 +1472,8 @@ impl Inner {
                 rx_oversize: r.stats.rx_oversize,
                 rx_filtered: r.stats.rx_filtered,
                 tx_dropped: r.stats.tx_dropped,
+                rx_spoofed: r.stats.rx_spoofed,
+                learn_refused: r.stats.learn_refused,
             })
             .collect())
     }

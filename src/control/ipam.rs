@@ -48,6 +48,11 @@ pub fn plan_network(
             subnet.trunc()
         )));
     }
+    if let Some(block) = subnet.special_use() {
+        return Err(Error::invalid(format!(
+            "subnet {subnet} lies in {block}: sandboxes cannot use these addresses"
+        )));
+    }
     if subnet.prefix > 30 {
         return Err(Error::invalid(format!(
             "subnet {subnet} is too small: it needs room for a gateway and endpoints (/30 at most)"
@@ -153,6 +158,8 @@ mod tests {
         assert!(err.to_string().contains("network a"), "{err}");
         assert!(plan_network(net("10.9.0.0/24"), None, Some(net("10.9.1.0/25")), &[]).is_err());
         assert!(plan_network(net("10.9.0.0/24"), None, Some(net("10.9.0.128/25")), &[]).is_ok());
+        let err = plan_network(net("224.0.0.0/24"), None, None, &[]).unwrap_err();
+        assert!(err.to_string().contains("multicast"), "{err}");
     }
 
     #[test]

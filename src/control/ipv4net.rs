@@ -48,6 +48,35 @@ impl Ipv4Net {
     pub fn covers(&self, other: &Ipv4Net) -> bool {
         other.prefix >= self.prefix && self.contains(other.network())
     }
+
+    /// The special-purpose block (RFC 6890) this prefix overlaps where a network of hosts cannot
+    /// live: its name, or `None` for an ordinary prefix.
+    pub fn special_use(&self) -> Option<&'static str> {
+        const BLOCKS: [(Ipv4Addr, u8, &str); 5] = [
+            (Ipv4Addr::new(0, 0, 0, 0), 8, "0.0.0.0/8 (\"this network\")"),
+            (Ipv4Addr::new(127, 0, 0, 0), 8, "127.0.0.0/8 (loopback)"),
+            (
+                Ipv4Addr::new(169, 254, 0, 0),
+                16,
+                "169.254.0.0/16 (link-local)",
+            ),
+            (Ipv4Addr::new(224, 0, 0, 0), 4, "224.0.0.0/4 (multicast)"),
+            (
+                Ipv4Addr::new(240, 0, 0, 0),
+                4,
+                "240.0.0.0/4 (reserved, with broadcast)",
+            ),
+        ];
+        BLOCKS
+            .iter()
+            .find(|(addr, prefix, _)| {
+                self.overlaps(&Ipv4Net {
+                    addr: *addr,
+                    prefix: *prefix,
+                })
+            })
+            .map(|(_, _, name)| *name)
+    }
 }
 
 impl fmt::Display for Ipv4Net {
@@ -121,5 +150,36 @@ mod tests {
         assert!(a.covers(&b) && !b.covers(&a));
         let zero: Ipv4Net = "0.0.0.0/0".parse().unwrap();
         assert!(zero.contains(Ipv4Addr::new(1, 2, 3, 4)));
+    }
+
+    #[test]
+    fn special_use_blocks() {
+        for (bad, block) in [
+            ("224.0.0.0/24", "multicast"),
+            ("239.255.0.0/16", "multicast"),
+            ("127.0.0.0/24", "loopback"),
+            ("0.0.0.0/24", "this network"),
+            ("240.0.0.0/24", "reserved"),
+            ("255.255.255.0/24", "reserved"),
+            ("169.254.0.0/24", "link-local"),
+            ("0.0.0.0/0", "this network"),
+            ("192.0.0.0/2", "multicast"),
+        ] {
+            let n: Ipv4Net = bad.parse().unwrap();
+            let name = n.special_use().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(name.contains(block), "{bad}: {name}");
+        }
+        for good in [
+            "10.0.0.0/8",
+            "172.18.0.0/16",
+            "192.168.1.0/24",
+            "100.64.0.0/10",
+            "223.255.255.0/24",
+            "169.253.0.0/16",
+            "1.0.0.0/24",
+        ] {
+            let n: Ipv4Net = good.parse().unwrap();
+            assert_eq!(n.special_use(), None, "{good}");
+        }
     }
 }

@@ -5,7 +5,13 @@
 //! slot guarded by a sequence counter (a seqlock). Writers that add or move entries serialise on a
 //! per-network mutex; refreshing the age of a known station is a single relaxed store. A reader
 //! that races a writer retries; the worst a reader can see is a miss, and a miss only floods.
+//!
+//! Learning is bounded per port (as port security on a hardware switch, or OVS's per-port MAC
+//! limit): a port that already owns `port_limit` stations learns no more, so one sandbox that
+//! floods random source MACs cannot fill the table and leave its neighbours unlearned (which
+//! would flood their traffic to it).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
@@ -22,6 +28,8 @@ const LIVE: u64 = 1 << 48;
 pub type PortId = u32;
 
 pub const DEFAULT_AGING_SECS: u32 = 300;
+/// Stations one port may own unless the network says otherwise (`--opt max_macs_per_port=N`).
+pub const DEFAULT_PORT_LIMIT: u32 = 64;
 
 #[derive(Default)]
 struct Slot {
@@ -49,23 +57,67 @@ pub enum Learned {
     },
     /// The table is full: the station is not learned and frames to it flood.
     Full,
+    /// The port owns its limit of stations already: not learned (the frame still goes out).
+    PortLimit,
+}
+
+/// What writers share under the writer lock: how many stations each port owns.
+#[derive(Default)]
+struct Owners {
+    per_port: HashMap<PortId, u32>,
+}
+
+impl Owners {
+    fn count(&self, port: PortId) -> u32 {
+        self.per_port.get(&port).copied().unwrap_or(0)
+    }
+    fn add(&mut self, port: PortId) {
+        *self.per_port.entry(port).or_insert(0) += 1;
+    }
+    fn sub(&mut self, port: PortId) {
+        if let Some(n) = self.per_port.get_mut(&port) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_port.remove(&port);
+            }
+        }
+    }
 }
 
 pub struct Fdb {
     slots: Box<[Slot]>,
-    writer: Mutex<()>,
+    writer: Mutex<Owners>,
     live: AtomicU32,
     aging_secs: AtomicU32,
+    port_limit: AtomicU32,
 }
 
 impl Fdb {
     pub fn new(aging_secs: u32) -> Self {
         Fdb {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
-            writer: Mutex::new(()),
+            writer: Mutex::new(Owners::default()),
             live: AtomicU32::new(0),
             aging_secs: AtomicU32::new(aging_secs),
+            port_limit: AtomicU32::new(DEFAULT_PORT_LIMIT),
         }
+    }
+
+    /// Most stations one port may own (at least 1).
+    pub fn set_port_limit(&self, limit: u32) {
+        self.port_limit.store(limit.max(1), Ordering::Relaxed);
+    }
+
+    pub fn port_limit(&self) -> u32 {
+        self.port_limit.load(Ordering::Relaxed)
+    }
+
+    /// Stations `port` owns now.
+    pub fn owned_by(&self, port: PortId) -> u32 {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(port)
     }
 
     pub fn set_aging(&self, secs: u32) {
@@ -159,14 +211,22 @@ impl Fdb {
             }
             return Learned::Refreshed;
         }
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((i, p, _)) = self.find(key) {
+        let mut owners = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let found = self.find(key);
+        if let Some((i, p, _)) = found
+            && p == port
+        {
             Self::write(&self.slots[i], key, port, now);
-            return if p == port {
-                Learned::Refreshed
-            } else {
-                Learned::Moved { from: p }
-            };
+            return Learned::Refreshed;
+        }
+        if owners.count(port) >= self.port_limit() {
+            return Learned::PortLimit;
+        }
+        if let Some((i, p, _)) = found {
+            Self::write(&self.slots[i], key, port, now);
+            owners.sub(p);
+            owners.add(port);
+            return Learned::Moved { from: p };
         }
         if self.len() >= MAX_LIVE {
             return Learned::Full;
@@ -177,6 +237,7 @@ impl Fdb {
             if k == EMPTY || k == TOMBSTONE {
                 Self::write(&self.slots[i], key, port, now);
                 self.live.fetch_add(1, Ordering::Relaxed);
+                owners.add(port);
                 return Learned::New;
             }
             i = (i + 1) & (SLOTS - 1);
@@ -203,12 +264,13 @@ impl Fdb {
     }
 
     fn remove_where(&self, mut doomed: impl FnMut(PortId, u32) -> bool) -> usize {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owners = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut removed = 0;
         for i in 0..SLOTS {
             let (k, port, seen) = Self::read(&self.slots[i]);
             if k != EMPTY && k != TOMBSTONE && doomed(port, seen) {
                 self.remove_at(i);
+                owners.sub(port);
                 removed += 1;
             }
         }
@@ -282,6 +344,7 @@ mod tests {
     #[test]
     fn flush_port_keeps_other_ports_reachable() {
         let fdb = Fdb::new(300);
+        fdb.set_port_limit(u32::MAX);
         for n in 0..1000 {
             fdb.learn(mac(n), n % 3, 0);
         }
@@ -295,6 +358,7 @@ mod tests {
     #[test]
     fn stops_learning_when_full_and_recovers() {
         let fdb = Fdb::new(300);
+        fdb.set_port_limit(u32::MAX);
         for n in 0..MAX_LIVE as u32 {
             assert_eq!(fdb.learn(mac(n), 1, 0), Learned::New);
         }
@@ -308,31 +372,90 @@ mod tests {
     }
 
     #[test]
+    fn a_port_learns_no_more_than_its_limit_and_others_still_learn() {
+        let fdb = Fdb::new(300);
+        fdb.set_port_limit(4);
+        for n in 0..4 {
+            assert_eq!(fdb.learn(mac(n), 1, 0), Learned::New);
+        }
+        // A flood of new sources on port 1 is refused, one by one.
+        for n in 4..1000 {
+            assert_eq!(fdb.learn(mac(n), 1, 0), Learned::PortLimit);
+        }
+        assert_eq!(fdb.owned_by(1), 4);
+        assert_eq!(fdb.len(), 4);
+        // Known stations still refresh, and a well-behaved port still learns.
+        assert_eq!(fdb.learn(mac(0), 1, 1), Learned::Refreshed);
+        assert_eq!(fdb.learn(mac(5000), 2, 1), Learned::New);
+        assert_eq!(fdb.lookup(mac(5000), 1), Some(2));
+        // A station may not move onto a port at its limit (it stays where it was) ...
+        assert_eq!(fdb.learn(mac(5000), 1, 1), Learned::PortLimit);
+        assert_eq!(fdb.lookup(mac(5000), 1), Some(2));
+        // ... but may once the port's stations age out or the port is flushed.
+        assert_eq!(fdb.flush_port(1), 4);
+        assert_eq!(fdb.owned_by(1), 0);
+        assert_eq!(fdb.learn(mac(5000), 1, 2), Learned::Moved { from: 2 });
+        assert_eq!((fdb.owned_by(1), fdb.owned_by(2)), (1, 0));
+        fdb.set_port_limit(1000);
+        assert_eq!(fdb.learn(mac(7), 1, 2), Learned::New);
+    }
+
+    #[test]
+    fn a_station_flood_cannot_fill_the_table_with_the_default_limit() {
+        let fdb = Fdb::new(300);
+        for n in 0..1_000_000 {
+            fdb.learn(mac(n), 1, 0);
+        }
+        assert_eq!(fdb.len(), DEFAULT_PORT_LIMIT as usize);
+        for p in 2..40 {
+            assert_eq!(
+                fdb.learn(mac(2_000_000 + p), p, 0),
+                Learned::New,
+                "port {p}"
+            );
+        }
+    }
+
+    #[test]
     fn concurrent_readers_never_see_a_wrong_port() {
         use std::sync::Arc;
         let fdb = Arc::new(Fdb::new(300));
-        // Station n always lives on port n % 8; writers churn other stations around it.
+        fdb.set_port_limit(u32::MAX);
+        // Station n always lives on port n % 8; a writer churns other stations around it: it
+        // learns 400 on a port of their own and flushes that port, so every round really
+        // inserts and removes (tombstones, backward clean-up) through the probe chains the
+        // readers walk.
         for n in 0..512 {
             fdb.learn(mac(n), n % 8, 0);
         }
         let writer = {
             let fdb = fdb.clone();
             std::thread::spawn(move || {
+                let mut removed = 0;
                 for round in 0..200 {
+                    let port = 100 + round % 8;
                     for n in 1000..1400 {
-                        fdb.learn(mac(n), round % 8, 0);
+                        fdb.learn(mac(n), port, 0);
                     }
-                    fdb.flush_port(round % 8 + 100);
+                    removed += fdb.flush_port(port);
                 }
+                removed
             })
         };
+        let mut hits = 0;
         for _ in 0..200 {
             for n in 0..512 {
-                if let Some(p) = fdb.lookup(mac(n), 0) {
-                    assert_eq!(p, n % 8);
-                }
+                let p = fdb.lookup(mac(n), 0);
+                assert_eq!(p, Some(n % 8), "station {n} is never touched by the writer");
+                hits += 1;
             }
         }
-        writer.join().unwrap();
+        assert_eq!(
+            writer.join().unwrap(),
+            200 * 400,
+            "each flush removed a round's stations"
+        );
+        assert_eq!(hits, 200 * 512);
+        assert_eq!(fdb.len(), 512);
     }
 }

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod network;
 pub mod pcap;
 pub mod port;
+pub mod security;
 pub mod switch;
 pub mod worker;
 
@@ -27,6 +28,7 @@ use clock::Clock;
 use fdb::{FdbEntry, PortId};
 use network::NetworkDp;
 use port::{NetId, Port, PortStats};
+use security::PortPolicy;
 use worker::{Command, WAKER, Worker};
 
 struct WorkerHandle {
@@ -80,7 +82,9 @@ impl Datapath {
             let worker = Worker::new(index, poll, rx, clock.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("datapath-{index}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    crate::guard::guarded(&format!("datapath-{index}"), || worker.run());
+                })
                 .context(|| "spawn datapath thread".into())?;
             workers.push(WorkerHandle {
                 commands: tx,
@@ -101,13 +105,15 @@ impl Datapath {
         let housekeeper = std::thread::Builder::new()
             .name("fdb-aging".into())
             .spawn(move || {
-                while !stopping.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(500));
-                    match weak.upgrade() {
-                        Some(dp) => dp.expire_fdbs(),
-                        None => return,
+                crate::guard::guarded("fdb-aging", || {
+                    while !stopping.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(500));
+                        match weak.upgrade() {
+                            Some(dp) => dp.expire_fdbs(),
+                            None => return,
+                        }
                     }
-                }
+                });
             })
             .context(|| "spawn aging thread".into())?;
         *lock(&dp.housekeeper) = Some(housekeeper);
@@ -169,8 +175,15 @@ impl Datapath {
         lock(&self.registry).networks.get(&id).cloned()
     }
 
-    /// Wire a TAP into network `net`. The least loaded worker polls it.
-    pub fn add_port(&self, net: NetId, label: String, fd: OwnedFd) -> Result<PortId> {
+    /// Wire a TAP into network `net`. The least loaded worker polls it. With a `policy`, the
+    /// port may only send as that station (port security).
+    pub fn add_port(
+        &self,
+        net: NetId,
+        label: String,
+        fd: OwnedFd,
+        policy: Option<PortPolicy>,
+    ) -> Result<PortId> {
         let mut workers = lock(&self.workers);
         let mut reg = lock(&self.registry);
         if !reg.networks.contains_key(&net) {
@@ -184,7 +197,7 @@ impl Datapath {
             .min_by_key(|&i| workers[i].owned_ports)
             .unwrap_or(0);
         workers[owner].owned_ports += 1;
-        let port = Arc::new(Port::new(id, net, label, fd));
+        let port = Arc::new(Port::new(id, net, label, fd, policy));
         reg.ports.insert(id, (port.clone(), owner));
         drop(reg);
         for w in workers.iter() {
@@ -223,9 +236,15 @@ impl Datapath {
         reg.free_port_ids.push(id);
     }
 
-    /// Start copying a network's frames into `sink`.
+    /// Start copying a network's frames into `sink`; returns once every worker does, so a
+    /// frame sent after the return is captured (the pcap header reaches the client after it).
     pub fn add_capture(&self, sink: Arc<CaptureSink>) {
-        self.broadcast(|| Command::AddCapture(sink.clone()));
+        if !self.ask_all(|done| Command::AddCapture {
+            sink: sink.clone(),
+            done,
+        }) {
+            eprintln!("tapnet: a datapath worker did not take capture {}", sink.id);
+        }
     }
 
     /// Stop a capture; returns once no worker writes into it any more.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fdb::PortId;
 use super::frame::{DropReason, VNET_HDR_LEN};
+use super::security::PortPolicy;
 
 pub type NetId = u32;
 
@@ -22,6 +23,8 @@ pub struct PortCounters {
     rx_oversize: AtomicU64,
     rx_filtered: AtomicU64,
     tx_dropped: AtomicU64,
+    rx_spoofed: AtomicU64,
+    learn_refused: AtomicU64,
 }
 
 /// A copy of a port's counters, as `tapnet stats` shows them.
@@ -39,11 +42,19 @@ pub struct PortStats {
     pub rx_filtered: u64,
     /// Frames the kernel refused when written to this port.
     pub tx_dropped: u64,
+    /// Frames dropped by port security: a source MAC, ARP sender or IPv4 source that is not
+    /// the port's own, or a VLAN tag.
+    #[serde(default)]
+    pub rx_spoofed: u64,
+    /// Source MACs not learned because the port owns its limit of stations, or the table is
+    /// full (the frames still went out, and frames to those MACs flood).
+    #[serde(default)]
+    pub learn_refused: u64,
 }
 
 impl PortStats {
     pub fn drops(&self) -> u64 {
-        self.rx_malformed + self.rx_oversize + self.tx_dropped
+        self.rx_malformed + self.rx_oversize + self.tx_dropped + self.rx_spoofed
     }
 }
 
@@ -67,6 +78,14 @@ impl PortCounters {
         self.rx_filtered.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn rx_spoofed(&self) {
+        self.rx_spoofed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn learn_refused(&self) {
+        self.learn_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> PortStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PortStats {
@@ -78,6 +97,8 @@ impl PortCounters {
             rx_oversize: get(&self.rx_oversize),
             rx_filtered: get(&self.rx_filtered),
             tx_dropped: get(&self.tx_dropped),
+            rx_spoofed: get(&self.rx_spoofed),
+            learn_refused: get(&self.learn_refused),
         }
     }
 }
@@ -89,17 +110,26 @@ pub struct Port {
     pub label: String,
     fd: OwnedFd,
     pub counters: PortCounters,
+    /// What the port may send as; `None`: anything (the gateway, `port_security=off`).
+    pub policy: Option<PortPolicy>,
 }
 
 impl Port {
     /// `fd` must be a non-blocking TAP opened with a 12-byte virtio-net header.
-    pub fn new(id: PortId, network: NetId, label: String, fd: OwnedFd) -> Self {
+    pub fn new(
+        id: PortId,
+        network: NetId,
+        label: String,
+        fd: OwnedFd,
+        policy: Option<PortPolicy>,
+    ) -> Self {
         Port {
             id,
             network,
             label,
             fd,
             counters: PortCounters::default(),
+            policy,
         }
     }
 

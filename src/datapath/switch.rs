@@ -1,7 +1,7 @@
 //! The forwarding decision of a learning switch, apart from any I/O so that it can be unit-tested
 //! and benchmarked on byte arrays.
 
-use super::fdb::{Fdb, PortId};
+use super::fdb::{Fdb, Learned, PortId};
 use super::frame::FrameInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,15 +16,26 @@ pub enum Egress {
 
 /// Learn the source of `info` on `ingress`, then pick where the frame goes.
 pub fn decide(fdb: &Fdb, info: &FrameInfo, ingress: PortId, now: u32) -> Egress {
-    fdb.learn(info.src, ingress, now);
+    learn_and_decide(fdb, info, ingress, now).0
+}
+
+/// `decide`, also telling what learning did (the worker counts refusals).
+pub fn learn_and_decide(
+    fdb: &Fdb,
+    info: &FrameInfo,
+    ingress: PortId,
+    now: u32,
+) -> (Egress, Learned) {
+    let learned = fdb.learn(info.src, ingress, now);
     if info.dst.is_multicast() {
-        return Egress::Flood;
+        return (Egress::Flood, learned);
     }
-    match fdb.lookup(info.dst, now) {
+    let egress = match fdb.lookup(info.dst, now) {
         Some(port) if port == ingress => Egress::Filter,
         Some(port) => Egress::Unicast(port),
         None => Egress::Flood,
-    }
+    };
+    (egress, learned)
 }
 
 #[cfg(test)]

@@ -16,11 +16,12 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::capture::CaptureSink;
 use super::clock::Clock;
-use super::fdb::PortId;
+use super::fdb::{Learned, PortId};
 use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::network::NetworkDp;
 use super::port::{NetId, Port};
-use super::switch::{Egress, decide};
+use super::security;
+use super::switch::{Egress, learn_and_decide};
 use crate::offload::Segmenter;
 
 pub const WAKER: Token = Token(usize::MAX);
@@ -38,7 +39,10 @@ pub enum Command {
         id: PortId,
         done: Sender<()>,
     },
-    AddCapture(Arc<CaptureSink>),
+    AddCapture {
+        sink: Arc<CaptureSink>,
+        done: Sender<()>,
+    },
     RemoveCapture {
         network: NetId,
         id: u64,
@@ -197,10 +201,11 @@ impl Worker {
                     self.remove_port(id);
                     let _ = done.send(());
                 }
-                Command::AddCapture(sink) => {
+                Command::AddCapture { sink, done } => {
                     if let Some(Some(view)) = self.networks.get_mut(sink.network as usize) {
                         view.captures.push(sink);
                     }
+                    let _ = done.send(());
                 }
                 Command::RemoveCapture { network, id, done } => {
                     if let Some(Some(view)) = self.networks.get_mut(network as usize) {
@@ -263,8 +268,17 @@ fn forward(
             return;
         }
     };
+    if let Some(policy) = &ingress.policy
+        && security::check(policy, frame, &info).is_err()
+    {
+        ingress.counters.rx_spoofed();
+        return;
+    }
     ingress.counters.rx(frame.len() - VNET_HDR_LEN);
-    let egress = decide(&view.net.fdb, &info, ingress.id, now);
+    let (egress, learned) = learn_and_decide(&view.net.fdb, &info, ingress.id, now);
+    if matches!(learned, Learned::PortLimit | Learned::Full) {
+        ingress.counters.learn_refused();
+    }
     if !view.captures.is_empty() {
         capture(view, ingress.id, egress, frame, segmenter);
     }

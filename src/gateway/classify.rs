@@ -162,6 +162,7 @@ mod tests {
             nat,
             policy,
             udp_idle: Duration::from_secs(30),
+            limits: crate::gateway::NatLimits::default(),
             dns: Some((
                 "127.0.0.1:1".parse().unwrap(),
                 "127.0.0.1:2".parse().unwrap(),

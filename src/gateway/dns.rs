@@ -520,46 +520,52 @@ pub trait Names {
     fn name_of(&self, address: Ipv4Addr) -> Option<String>;
 }
 
-/// A lookup of names in a table of name -> addresses is a [`Names`]: it answers PTR queries
-/// from the entries that [`reverse_entry`] makes in the same table.
+/// A lookup of names alone is a [`Names`] that knows no reverse names.
 impl<F: Fn(&str) -> Option<Vec<Ipv4Addr>>> Names for F {
     fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
         self(name)
     }
 
-    fn name_of(&self, address: Ipv4Addr) -> Option<String> {
-        let packed = self(&reverse_key(address))?;
-        let bytes: Vec<u8> = packed.iter().flat_map(|a| a.octets()).collect();
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        String::from_utf8(bytes.get(..end)?.to_vec()).ok()
+    fn name_of(&self, _address: Ipv4Addr) -> Option<String> {
+        None
     }
 }
 
-/// Key under which a name table of name -> addresses holds the PTR name of `address`. It starts
-/// with a space, which a question name never contains (a space in a label reads as `\032`), so
-/// no client can ask for it as a name.
-pub fn reverse_key(address: Ipv4Addr) -> String {
-    format!(" ptr {address}")
+/// What a network's DNS answers from: lowercased names (sandbox names, aliases, and both
+/// qualified by the network) with their addresses, and the PTR name of each address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameTable {
+    names: std::collections::HashMap<String, Vec<Ipv4Addr>>,
+    reverse: std::collections::HashMap<Ipv4Addr, String>,
 }
 
-/// The entry that makes a name table of name -> addresses answer PTR queries for `address`
-/// with `name`: the key of [`reverse_key`], and the name's bytes packed four to an address,
-/// zero-padded. The table's value type stays as it is; a table that keeps a reverse map of its
-/// own implements [`Names`] directly instead.
-pub fn reverse_entry(address: Ipv4Addr, name: &str) -> (String, Vec<Ipv4Addr>) {
-    let packed = name
-        .as_bytes()
-        .chunks(4)
-        .map(|chunk| {
-            let mut octets = [0u8; 4];
-            octets
-                .iter_mut()
-                .zip(chunk)
-                .for_each(|(octet, byte)| *octet = *byte);
-            Ipv4Addr::from(octets)
-        })
-        .collect();
-    (reverse_key(address), packed)
+impl NameTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `name` resolves to `address` too (once, however often it is added).
+    pub fn add(&mut self, name: String, address: Ipv4Addr) {
+        let addresses = self.names.entry(name).or_default();
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+
+    /// A PTR query for `address` answers `name`.
+    pub fn add_reverse(&mut self, address: Ipv4Addr, name: String) {
+        self.reverse.insert(address, name);
+    }
+}
+
+impl Names for NameTable {
+    fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        self.names.get(name).cloned()
+    }
+
+    fn name_of(&self, address: Ipv4Addr) -> Option<String> {
+        self.reverse.get(&address).cloned()
+    }
 }
 
 /// The address of a reverse name with all four octets (`2.0.18.172.in-addr.arpa` ->
@@ -998,13 +1004,10 @@ pub fn check_arbitrary_message(data: &[u8]) {
     const KNOWN: &str = "web.local";
     const KNOWN_REVERSE: &str = "2.0.18.172.in-addr.arpa";
     let web = Ipv4Addr::new(172, 18, 0, 2);
-    let (reverse_key, reverse_value) = reverse_entry(web, KNOWN);
-    let lookup = |name: &str| {
-        if name == reverse_key {
-            return Some(reverse_value.clone());
-        }
-        (name == KNOWN).then(|| vec![web, Ipv4Addr::new(172, 18, 0, 3)])
-    };
+    let mut lookup = NameTable::new();
+    lookup.add(KNOWN.to_string(), web);
+    lookup.add(KNOWN.to_string(), Ipv4Addr::new(172, 18, 0, 3));
+    lookup.add_reverse(web, KNOWN.to_string());
     let parsed = parse_query(data);
     if let Ok(query) = &parsed {
         let name = &query.question.name;
@@ -1120,11 +1123,23 @@ mod tests {
 
     /// A table as the controller builds it: names, names qualified by the network, and the
     /// reverse entry of WEB.
-    fn lookup(name: &str) -> Option<Vec<Ipv4Addr>> {
-        let (reverse_key, reverse_value) = reverse_entry(WEB, WEB_PTR);
-        if name == reverse_key {
-            return Some(reverse_value);
+    struct Table;
+
+    /// Its name is what the tests call it by.
+    #[allow(non_upper_case_globals)]
+    const lookup: Table = Table;
+
+    impl Names for Table {
+        fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+            forward(name)
         }
+
+        fn name_of(&self, address: Ipv4Addr) -> Option<String> {
+            (address == WEB).then(|| WEB_PTR.to_string())
+        }
+    }
+
+    fn forward(name: &str) -> Option<Vec<Ipv4Addr>> {
         match name {
             "web.local" => Some(vec![WEB, WEB2]),
             "web.backend" => Some(vec![WEB]),
@@ -1415,7 +1430,7 @@ mod tests {
         let names = std::cell::RefCell::new(Vec::new());
         let recording = |name: &str| {
             names.borrow_mut().push(name.to_owned());
-            lookup(name)
+            forward(name)
         };
         let mut out = Vec::new();
         assert_eq!(answer(&msg, &recording, &mut out), Decision::Answered);
@@ -1561,45 +1576,10 @@ mod tests {
     }
 
     #[test]
-    fn reverse_entries_round_trip_every_length() {
-        let name = "abcdefghijklm.backend";
-        for len in 1..=name.len() {
-            let target = &name[..len];
-            let (key, value) = reverse_entry(WEB2, target);
-            assert_eq!(value.len(), len.div_ceil(4));
-            let table = |asked: &str| (asked == key).then(|| value.clone());
-            assert_eq!(table.name_of(WEB2).as_deref(), Some(target));
-            assert_eq!(table.name_of(WEB), None);
-        }
-    }
-
-    #[test]
-    fn no_question_can_ask_for_a_reverse_entry_key() {
-        // A label holding the key's very bytes reads as an escaped name, never as the key.
-        let key = reverse_key(WEB);
-        let mut msg = query_bytes(15, "x", TYPE_A, CLASS_IN);
-        let label_at = HEADER_LEN;
-        msg.splice(
-            label_at..label_at + 2,
-            std::iter::once(key.len() as u8).chain(key.bytes()),
-        );
-        let asked = std::cell::RefCell::new(Vec::new());
-        let recording = |name: &str| {
-            asked.borrow_mut().push(name.to_owned());
-            lookup(name)
-        };
-        assert_eq!(answer(&msg, &recording, &mut Vec::new()), Decision::Forward);
-        let asked = asked.into_inner();
-        assert_eq!(asked.len(), 1);
-        assert_ne!(asked[0], key);
-        assert!(asked[0].starts_with("\\032ptr"), "{asked:?}");
-    }
-
-    #[test]
     fn ptr_targets_that_no_message_can_carry_are_forwarded() {
         for target in ["", "a..b", &"x".repeat(64), &["y"; 128].join(".")] {
-            let (key, value) = reverse_entry(WEB, target);
-            let table = |asked: &str| (asked == key).then(|| value.clone());
+            let mut table = NameTable::new();
+            table.add_reverse(WEB, target.to_string());
             let msg = query_bytes(16, WEB_REVERSE, TYPE_PTR, CLASS_IN);
             assert_eq!(answer(&msg, &table, &mut Vec::new()), Decision::Forward);
         }

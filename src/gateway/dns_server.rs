@@ -3,10 +3,14 @@
 //! port 53, there. Names of the network's sandboxes and aliases are answered from a table the
 //! controller keeps current; other names are forwarded to the upstream servers, with SERVFAIL
 //! when none answers.
+//!
+//! No thread per query: local names are answered on the receiving thread; forwarded UDP queries
+//! go to a fixed pool of forwarders through a bounded queue (full: SERVFAIL at once), TCP
+//! clients to a fixed pool of connection threads (full: closed). Threads per network: one UDP
+//! receiver, `FORWARDERS`, one TCP acceptor and `TCP_WORKERS`, whatever the sandboxes send.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,15 +21,26 @@ use crate::error::{Context, Result};
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the server threads look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// Threads that forward UDP queries upstream: at most this many forwarded queries are in
+/// flight per network, whatever the sandboxes send.
+const FORWARDERS: usize = 4;
+/// Forwarded UDP queries waiting for a forwarder; beyond that, SERVFAIL at once.
+const FORWARD_QUEUE: usize = 64;
+/// Threads that serve TCP clients, and clients that may wait for one (others are closed).
+const TCP_WORKERS: usize = 2;
+const TCP_QUEUE: usize = 16;
+/// A TCP client quiet this long is closed; one client asks this many queries at most.
+const TCP_IDLE: Duration = Duration::from_secs(5);
+const TCP_MAX_QUERIES: usize = 100;
 
-/// Lowercased names (sandbox names and aliases) and their addresses on the network.
-pub type NameTable = HashMap<String, Vec<Ipv4Addr>>;
+pub use super::dns::NameTable;
 
 pub struct DnsServer {
     pub udp: SocketAddrV4,
     pub tcp: SocketAddrV4,
     names: Arc<RwLock<NameTable>>,
     stop: Arc<AtomicBool>,
+    shed: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -33,42 +48,25 @@ struct Shared {
     /// Empty: names that are not local get SERVFAIL (internal networks, no upstream allowed).
     upstreams: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
+    /// Queries and TCP clients turned away because the pools were busy.
+    shed: Arc<AtomicU64>,
 }
 
 impl Shared {
-    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
-        self.names
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+    /// The current names (a copy: answering must not hold the lock a model change waits for).
+    fn names(&self) -> NameTable {
+        self.names.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The reply to `query`, or nothing for what must not be answered.
-    fn resolve(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(512);
-        let lookup = |name: &str| self.lookup(name);
-        let decision = if tcp {
-            dns::answer_tcp(query, &lookup, &mut out)
+    /// Forward `query` upstream into `out` (SERVFAIL when none answers); false when nothing
+    /// may be answered.
+    fn forward(&self, query: &[u8], tcp: bool, out: &mut Vec<u8>) -> bool {
+        let forwarded = if tcp {
+            dns::forward_tcp(query, &self.upstreams, UPSTREAM_TIMEOUT, out)
         } else {
-            dns::answer(query, &lookup, &mut out)
+            dns::forward_udp(query, &self.upstreams, UPSTREAM_TIMEOUT, out)
         };
-        match decision {
-            Decision::Answered => Some(out),
-            Decision::Drop => None,
-            Decision::Forward => {
-                let forwarded = if tcp {
-                    dns::forward_tcp(query, &self.upstreams, UPSTREAM_TIMEOUT, &mut out)
-                } else {
-                    dns::forward_udp(query, &self.upstreams, UPSTREAM_TIMEOUT, &mut out)
-                };
-                if forwarded.is_ok() || dns::servfail_for(query, &mut out) {
-                    Some(out)
-                } else {
-                    None
-                }
-            }
-        }
+        forwarded.is_ok() || dns::servfail_for(query, out)
     }
 }
 
@@ -90,26 +88,38 @@ impl DnsServer {
         let _ = tcp_listener.set_nonblocking(true);
         let names = Arc::new(RwLock::new(NameTable::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let shed = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             names: names.clone(),
             upstreams,
             stop: stop.clone(),
+            shed: shed.clone(),
         });
         let s = shared.clone();
         std::thread::Builder::new()
             .name(format!("dns-udp-{network}"))
-            .spawn(move || serve_udp(udp_socket, s))
+            .spawn(move || {
+                crate::guard::guarded("dns-udp", || serve_udp(udp_socket, s));
+            })
             .context(|| "spawn DNS server".into())?;
         std::thread::Builder::new()
             .name(format!("dns-tcp-{network}"))
-            .spawn(move || serve_tcp(tcp_listener, shared))
+            .spawn(move || {
+                crate::guard::guarded("dns-tcp", || serve_tcp(tcp_listener, shared));
+            })
             .context(|| "spawn DNS server".into())?;
         Ok(DnsServer {
             udp,
             tcp,
             names,
             stop,
+            shed,
         })
+    }
+
+    /// Queries and TCP clients turned away so far because the pools were busy.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     pub fn set_names(&self, table: NameTable) {
@@ -123,52 +133,125 @@ impl Drop for DnsServer {
     }
 }
 
+/// Answer UDP queries: local names at once on this thread, forwarded ones through the
+/// forwarders' queue (a query that finds it full gets SERVFAIL at once: a sandbox flooding
+/// queries for outside names cannot hold more than the pool's threads and the queue).
 fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
     let socket = Arc::new(socket);
+    let (queue, jobs) = crossbeam_channel::bounded::<(Vec<u8>, SocketAddr)>(FORWARD_QUEUE);
+    let mut forwarders = Vec::new();
+    for i in 0..FORWARDERS {
+        let (socket, shared, jobs) = (socket.clone(), shared.clone(), jobs.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("dns-fwd-{i}"))
+            .spawn(move || {
+                crate::guard::guarded("dns-fwd", || {
+                    let mut out = Vec::with_capacity(512);
+                    // Ends when serve_udp drops the queue's sender.
+                    while let Ok((query, peer)) = jobs.recv() {
+                        out.clear();
+                        if shared.forward(&query, false, &mut out) {
+                            let _ = socket.send_to(&out, peer);
+                        }
+                    }
+                });
+            });
+        match spawned {
+            Ok(t) => forwarders.push(t),
+            Err(e) => eprintln!("tapnet: DNS forwarder thread: {e}"),
+        }
+    }
     let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(512);
     while !shared.stop.load(Ordering::Relaxed) {
         let Ok((n, peer)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        let query = buf[..n].to_vec();
-        let (socket, shared) = (socket.clone(), shared.clone());
-        // Forwarding can wait seconds on a silent upstream: never hold up other queries.
-        let _ = std::thread::Builder::new()
-            .name("dns-query".into())
-            .spawn(move || {
-                if let Some(reply) = shared.resolve(&query, false) {
-                    let _ = socket.send_to(&reply, peer);
+        let query = &buf[..n];
+        out.clear();
+        let names = shared.names();
+        match dns::answer(query, &names, &mut out) {
+            Decision::Answered => {
+                let _ = socket.send_to(&out, peer);
+            }
+            Decision::Drop => {}
+            Decision::Forward => {
+                // Full (or no forwarder thread could start): SERVFAIL now rather than never.
+                if let Err(e) = queue.try_send((query.to_vec(), peer)) {
+                    let (query, _) = e.into_inner();
+                    shared.shed.fetch_add(1, Ordering::Relaxed);
+                    out.clear();
+                    if dns::servfail_for(&query, &mut out) {
+                        let _ = socket.send_to(&out, peer);
+                    }
                 }
-            });
+            }
+        }
+    }
+    drop(queue);
+    for t in forwarders {
+        let _ = t.join();
     }
 }
 
+/// Accept TCP clients into the connection pool's queue; a client that finds the queue full is
+/// closed at once.
 fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let (queue, clients) = crossbeam_channel::bounded::<TcpStream>(TCP_QUEUE);
+    let mut pool = Vec::new();
+    for i in 0..TCP_WORKERS {
+        let (shared, clients) = (shared.clone(), clients.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("dns-tcp-{i}"))
+            .spawn(move || {
+                crate::guard::guarded("dns-tcp-conn", || {
+                    while let Ok(stream) = clients.recv() {
+                        serve_tcp_connection(stream, &shared);
+                    }
+                });
+            });
+        match spawned {
+            Ok(t) => pool.push(t),
+            Err(e) => eprintln!("tapnet: DNS TCP thread: {e}"),
+        }
+    }
     while !shared.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                let shared = shared.clone();
-                let _ = std::thread::Builder::new()
-                    .name("dns-tcp-conn".into())
-                    .spawn(move || serve_tcp_connection(stream, &shared));
+                if queue.try_send(stream).is_err() {
+                    shared.shed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+    drop(queue);
+    for t in pool {
+        let _ = t.join();
+    }
 }
 
+/// Serve one TCP client: queries one after another until it closes, goes quiet for
+/// `TCP_IDLE`, or has asked `TCP_MAX_QUERIES` (a pool thread is not anyone's for long).
 fn serve_tcp_connection(mut stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_read_timeout(Some(TCP_IDLE));
+    let _ = stream.set_write_timeout(Some(TCP_IDLE));
     let mut query = Vec::new();
-    while let Ok(true) = dns::read_tcp_message(&mut stream, &mut query) {
-        match shared.resolve(&query, true) {
-            Some(reply) => {
-                if dns::write_tcp_message(&mut stream, &reply).is_err() {
-                    return;
-                }
-            }
-            None => return,
+    let mut out = Vec::with_capacity(512);
+    for _ in 0..TCP_MAX_QUERIES {
+        if !matches!(dns::read_tcp_message(&mut stream, &mut query), Ok(true)) {
+            return;
+        }
+        out.clear();
+        let names = shared.names();
+        let answered = match dns::answer_tcp(&query, &names, &mut out) {
+            Decision::Answered => true,
+            Decision::Drop => false,
+            Decision::Forward => shared.forward(&query, true, &mut out),
+        };
+        if !answered || dns::write_tcp_message(&mut stream, &out).is_err() {
+            return;
         }
     }
 }

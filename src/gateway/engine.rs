@@ -87,6 +87,7 @@ impl Engine {
             .routes_mut()
             .add_default_ipv4_route(config.ip)
             .map_err(|_| Error::invalid("gateway route table full"))?;
+        let limits = config.limits;
         Ok(Engine {
             config,
             device,
@@ -96,8 +97,8 @@ impl Engine {
             waker,
             stop,
             stats,
-            tcp: TcpNat::default(),
-            udp: UdpNat::default(),
+            tcp: TcpNat::new(limits.tcp),
+            udp: UdpNat::new(limits.udp),
             icmp: IcmpNat::default(),
             commands,
             tcp_published: HashMap::new(),
@@ -152,12 +153,18 @@ impl Engine {
             let registry = self.poll.registry();
             self.udp.expire(registry, self.config.udp_idle);
             self.icmp.expire(registry);
+            for published in self.udp_published.values_mut() {
+                published.expire(self.config.udp_idle);
+            }
             self.stats
                 .tcp_flows
                 .store(self.tcp.len(), Ordering::Relaxed);
             self.stats
                 .udp_flows
                 .store(self.udp.len(), Ordering::Relaxed);
+            self.stats
+                .udp_evicted
+                .store(self.udp.evicted() as usize, Ordering::Relaxed);
         }
     }
 
@@ -240,6 +247,12 @@ impl Engine {
             self.feed_stack(len);
             return;
         }
+        if !self.tcp.admits(tuple.0) {
+            // At a cap: refuse (RST), as a full host would; the sandbox's other flows go on.
+            self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            self.feed_stack(len);
+            return;
+        }
         let syn = self.device.frame(len).to_vec();
         let registry = self.poll.registry();
         if self
@@ -282,8 +295,9 @@ impl Engine {
                         .register(&mut socket, token, Interest::READABLE)
                         .is_ok()
                     {
+                        let max_peers = self.config.limits.published_udp_peers;
                         self.udp_published
-                            .insert(token, UdpPublished::new(target, socket));
+                            .insert(token, UdpPublished::new(target, socket, max_peers));
                     }
                 }
                 GatewayCommand::Unpublish(id, done) => {
@@ -318,6 +332,11 @@ impl Engine {
                 Ok((stream, _)) => stream,
                 Err(_) => return,
             };
+            if !self.tcp.admits(*target.sandbox.ip()) {
+                // At a cap: the host client sees the connection close at once.
+                self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let local = self.gateway_ports.allocate();
             let mut socket = TcpNat::new_socket();
             let remote = (IpAddress::Ipv4(*target.sandbox.ip()), target.sandbox.port());
@@ -382,7 +401,7 @@ impl Engine {
 
     /// A sandbox's answer to a datagram that came in on a published port, if `dport` is one.
     fn reply_published(&mut self, dport: u16, payload: (usize, usize), frame_len: usize) -> bool {
-        for published in self.udp_published.values() {
+        for published in self.udp_published.values_mut() {
             if let Some(peer) = published.peer_of(dport) {
                 let (start, end) = payload;
                 let _ = published.reply(peer, &self.device.frame(frame_len)[start..end]);

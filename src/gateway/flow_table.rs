@@ -1,14 +1,41 @@
 //! The bookkeeping every NAT table shares: flows found by their poll token (events from host
-//! sockets) or by their key (frames from sandboxes), and removed by a condition.
+//! sockets) or by their key (frames from sandboxes), and removed by a condition. It counts the
+//! flows of each sandbox, for the per-sandbox caps.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::Ipv4Addr;
 
 use mio::Token;
+
+/// A flow key that names the sandbox the flow belongs to (its first field).
+pub trait SandboxKey {
+    fn sandbox(&self) -> Ipv4Addr;
+}
+
+impl SandboxKey for (Ipv4Addr, u16, Ipv4Addr, u16) {
+    fn sandbox(&self) -> Ipv4Addr {
+        self.0
+    }
+}
+
+impl SandboxKey for (Ipv4Addr, u16, Ipv4Addr) {
+    fn sandbox(&self) -> Ipv4Addr {
+        self.0
+    }
+}
+
+/// How many flows one sandbox, and the whole gateway, may hold in a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowLimits {
+    pub per_sandbox: usize,
+    pub per_gateway: usize,
+}
 
 pub struct FlowTable<K, F> {
     flows: HashMap<Token, (K, F)>,
     by_key: HashMap<K, Token>,
+    per_sandbox: HashMap<Ipv4Addr, usize>,
 }
 
 impl<K, F> Default for FlowTable<K, F> {
@@ -16,13 +43,31 @@ impl<K, F> Default for FlowTable<K, F> {
         FlowTable {
             flows: HashMap::new(),
             by_key: HashMap::new(),
+            per_sandbox: HashMap::new(),
         }
     }
 }
 
-impl<K: Copy + Eq + Hash, F> FlowTable<K, F> {
+impl<K: Copy + Eq + Hash + SandboxKey, F> FlowTable<K, F> {
     pub fn len(&self) -> usize {
         self.flows.len()
+    }
+
+    /// Flows of the sandbox at `ip`.
+    pub fn count_of(&self, ip: Ipv4Addr) -> usize {
+        self.per_sandbox.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Would a new flow for `sandbox` break `limits`? Which one: the sandbox's own (true) or
+    /// the gateway's (false).
+    pub fn over(&self, sandbox: Ipv4Addr, limits: FlowLimits) -> Option<bool> {
+        if self.count_of(sandbox) >= limits.per_sandbox {
+            Some(true)
+        } else if self.len() >= limits.per_gateway {
+            Some(false)
+        } else {
+            None
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -38,33 +83,90 @@ impl<K: Copy + Eq + Hash, F> FlowTable<K, F> {
     }
 
     pub fn insert(&mut self, token: Token, key: K, flow: F) {
-        self.flows.insert(token, (key, flow));
+        if let Some((old, _)) = self.flows.insert(token, (key, flow)) {
+            self.uncount(old.sandbox());
+        }
         self.by_key.insert(key, token);
+        *self.per_sandbox.entry(key.sandbox()).or_insert(0) += 1;
+    }
+
+    fn uncount(&mut self, ip: Ipv4Addr) {
+        if let Some(n) = self.per_sandbox.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_sandbox.remove(&ip);
+            }
+        }
     }
 
     pub fn get_mut(&mut self, token: Token) -> Option<(K, &mut F)> {
         self.flows.get_mut(&token).map(|(k, f)| (*k, f))
     }
 
+    /// Take out one flow.
+    pub fn remove(&mut self, token: Token) -> Option<(K, F)> {
+        let (key, flow) = self.flows.remove(&token)?;
+        self.by_key.remove(&key);
+        self.uncount(key.sandbox());
+        Some((key, flow))
+    }
+
+    /// Every flow with its token and key.
+    pub fn iter(&self) -> impl Iterator<Item = (Token, &K, &F)> {
+        self.flows.iter().map(|(t, (k, f))| (*t, k, f))
+    }
+
     pub fn flows_mut(&mut self) -> impl Iterator<Item = &mut F> {
         self.flows.values_mut().map(|(_, f)| f)
     }
 
-    /// Take out every flow for which `done` holds.
-    pub fn remove_where(&mut self, mut done: impl FnMut(&F) -> bool) -> Vec<F> {
+    /// Take out every flow for which `done` holds, with its key.
+    pub fn remove_where(&mut self, mut done: impl FnMut(&F) -> bool) -> Vec<(K, F)> {
         let tokens: Vec<Token> = self
             .flows
             .iter()
             .filter(|(_, (_, f))| done(f))
             .map(|(t, _)| *t)
             .collect();
-        tokens
-            .into_iter()
-            .filter_map(|t| self.flows.remove(&t))
-            .map(|(key, flow)| {
-                self.by_key.remove(&key);
-                flow
-            })
-            .collect()
+        tokens.into_iter().filter_map(|t| self.remove(t)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Key = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+    fn key(sandbox: u8, port: u16) -> Key {
+        (
+            Ipv4Addr::new(10, 0, 0, sandbox),
+            port,
+            Ipv4Addr::new(127, 0, 0, 1),
+            53,
+        )
+    }
+
+    #[test]
+    fn counts_flows_per_sandbox_and_checks_limits() {
+        let mut t: FlowTable<Key, u32> = FlowTable::default();
+        let limits = FlowLimits {
+            per_sandbox: 2,
+            per_gateway: 3,
+        };
+        let a = Ipv4Addr::new(10, 0, 0, 2);
+        let b = Ipv4Addr::new(10, 0, 0, 3);
+        assert_eq!(t.over(a, limits), None);
+        t.insert(Token(1), key(2, 1), 0);
+        t.insert(Token(2), key(2, 2), 0);
+        assert_eq!(t.over(a, limits), Some(true), "a is at its own cap");
+        assert_eq!(t.over(b, limits), None, "b is not");
+        t.insert(Token(3), key(3, 1), 0);
+        assert_eq!(t.over(b, limits), Some(false), "the gateway is full");
+        assert_eq!(t.remove(Token(1)).map(|(k, _)| k), Some(key(2, 1)));
+        assert_eq!((t.count_of(a), t.count_of(b)), (1, 1));
+        assert_eq!(t.remove_where(|_| true).len(), 2);
+        assert_eq!((t.count_of(a), t.count_of(b), t.len()), (0, 0, 0));
+        assert_eq!(t.token_of(&key(3, 1)), None);
     }
 }

@@ -135,7 +135,7 @@ impl IcmpNat {
 
     pub fn expire(&mut self, registry: &Registry) {
         let now = Instant::now();
-        for flow in self
+        for (_, flow) in self
             .flows
             .remove_where(|f| now.duration_since(f.last_used) > ECHO_IDLE)
         {

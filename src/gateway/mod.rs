@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 
 use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::frame::MacAddr;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -39,10 +39,34 @@ pub struct GatewayConfig {
     /// Outbound NAT (false on `--internal` networks: no way out).
     pub nat: bool,
     pub policy: policy::NatPolicy,
-    /// Idle time after which a UDP flow is forgotten.
+    /// Idle time after which a UDP flow (or a published UDP port's peer) is forgotten.
     pub udp_idle: std::time::Duration,
+    /// Caps on what sandboxes can make the gateway hold.
+    pub limits: NatLimits,
     /// Where queries to the gateway address, port 53, go (its DNS server's UDP and TCP ends).
     pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
+}
+
+/// Caps on the gateway's NAT state, so that no sandbox can exhaust the daemon's fds or memory
+/// and starve its neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatLimits {
+    /// UDP flows (a host socket each).
+    pub udp: flow_table::FlowLimits,
+    /// TCP flows (a host socket and about 1.25 MiB of buffers each); SYNs beyond get RST.
+    pub tcp: flow_table::FlowLimits,
+    /// Host peers one published UDP port tracks at once (the idlest is forgotten first).
+    pub published_udp_peers: usize,
+}
+
+impl Default for NatLimits {
+    fn default() -> Self {
+        NatLimits {
+            udp: udp_nat::DEFAULT_LIMITS,
+            tcp: tcp_nat::DEFAULT_LIMITS,
+            published_udp_peers: publish::DEFAULT_PEERS,
+        }
+    }
 }
 
 /// Counters the control plane reads.
@@ -50,6 +74,10 @@ pub struct GatewayConfig {
 pub struct GatewayStats {
     pub tcp_flows: AtomicUsize,
     pub udp_flows: AtomicUsize,
+    /// SYNs refused (RST) and published connections closed because a TCP cap was reached.
+    pub tcp_refused: AtomicUsize,
+    /// UDP flows evicted to stay under a cap.
+    pub udp_evicted: AtomicUsize,
 }
 
 pub struct Gateway {
@@ -72,12 +100,26 @@ impl Gateway {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let engine =
-            engine::Engine::new(config.clone(), port, stop.clone(), stats.clone(), receiver)?;
+        // smoltcp panics on some configurations (a multicast address, say) that validation should
+        // have refused; should one slip through, it is this request's error, not a dead thread,
+        // and the port fd, dropped in the unwind, is not leaked.
+        let engine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine::Engine::new(config.clone(), port, stop.clone(), stats.clone(), receiver)
+        }))
+        .map_err(|payload| {
+            Error::invalid(format!(
+                "start the gateway of network {}: {}",
+                config.network,
+                crate::guard::panic_message(payload.as_ref())
+            ))
+        })??;
         let waker = engine.waker();
+        let name = format!("gateway-{}", config.network);
         let thread = std::thread::Builder::new()
-            .name(format!("gateway-{}", config.network))
-            .spawn(move || engine.run())
+            .name(name.clone())
+            .spawn(move || {
+                crate::guard::guarded(&name, || engine.run());
+            })
             .context(|| format!("spawn the gateway of network {}", config.network))?;
         Ok(Gateway {
             commands,
@@ -114,6 +156,11 @@ impl Gateway {
         }
     }
 
+    /// DNS queries and TCP clients its DNS server turned away because its pools were busy.
+    pub fn dns_shed(&self) -> u64 {
+        self.dns.shed()
+    }
+
     /// The names the gateway's DNS answers for.
     pub fn set_names(&self, table: dns_server::NameTable) {
         self.dns.set_names(table);
@@ -132,5 +179,63 @@ impl Drop for Gateway {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    fn config(ip: Ipv4Addr, subnet: &str) -> GatewayConfig {
+        GatewayConfig {
+            network: "t".into(),
+            subnet: subnet.parse().unwrap(),
+            ip,
+            mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
+            mtu: 1500,
+            nat: false,
+            policy: policy::NatPolicy::new(Vec::new()),
+            udp_idle: std::time::Duration::from_secs(30),
+            limits: NatLimits::default(),
+            dns: None,
+        }
+    }
+
+    fn port() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    /// smoltcp panics on a multicast interface address; the request fails instead, and the
+    /// gateway's end of the port is closed (the switch's end sees the hang-up).
+    #[test]
+    fn a_configuration_smoltcp_refuses_is_an_error_not_a_dead_thread() {
+        let (switch_end, gateway_end) = port();
+        let dns = dns_server::DnsServer::start("t", Vec::new()).unwrap();
+        let bad = config(Ipv4Addr::new(224, 0, 0, 1), "224.0.0.0/24");
+        let err = Gateway::start(bad, gateway_end, dns)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("not unicast"), "{err}");
+        let mut byte = [0u8; 1];
+        let n = nix::unistd::read(&switch_end, &mut byte).expect("peer closed, not EAGAIN");
+        assert_eq!(n, 0, "the gateway's end is closed");
+        // Positive control: a good address starts, and the same check sees the end open.
+        let (switch_end, gateway_end) = port();
+        let dns = dns_server::DnsServer::start("t", Vec::new()).unwrap();
+        let good = config(Ipv4Addr::new(10, 0, 0, 1), "10.0.0.0/24");
+        let gateway = Gateway::start(good, gateway_end, dns).expect("starts");
+        assert_eq!(
+            nix::unistd::read(&switch_end, &mut byte),
+            Err(nix::errno::Errno::EAGAIN),
+            "open and silent"
+        );
+        drop(gateway);
     }
 }

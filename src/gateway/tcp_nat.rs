@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use smoltcp::iface::{SocketHandle, SocketSet};
 
-use super::flow_table::FlowTable;
+use super::flow_table::{FlowLimits, FlowTable};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
@@ -52,12 +52,42 @@ pub enum SynVerdict {
     Refuse(Vec<u8>),
 }
 
-#[derive(Default)]
+/// Default caps: a sandbox's TCP flows, and all TCP flows of one gateway (each holds up to
+/// RX_BUFFER + TX_BUFFER, so 512 flows are 640 MiB at most).
+pub const DEFAULT_LIMITS: FlowLimits = FlowLimits {
+    per_sandbox: 128,
+    per_gateway: 512,
+};
+
 pub struct TcpNat {
     flows: FlowTable<FlowKey, Flow>,
+    limits: FlowLimits,
+}
+
+impl Default for TcpNat {
+    fn default() -> Self {
+        TcpNat::new(DEFAULT_LIMITS)
+    }
 }
 
 impl TcpNat {
+    pub fn new(limits: FlowLimits) -> Self {
+        TcpNat {
+            flows: FlowTable::default(),
+            limits,
+        }
+    }
+
+    /// May the sandbox at `ip` open one more flow? (Refused ones get RST: new connections fail
+    /// fast, established ones are not touched.)
+    pub fn admits(&self, ip: Ipv4Addr) -> bool {
+        self.flows.over(ip, self.limits).is_none()
+    }
+
+    pub fn count_of(&self, ip: Ipv4Addr) -> usize {
+        self.flows.count_of(ip)
+    }
+
     pub fn len(&self) -> usize {
         self.flows.len()
     }
@@ -192,7 +222,7 @@ impl TcpNat {
     pub fn reap(&mut self, registry: &Registry, sockets: &mut SocketSet<'static>) -> usize {
         let done = self.flows.remove_where(|f| f.finished);
         let count = done.len();
-        for mut flow in done {
+        for (_, mut flow) in done {
             let _ = registry.deregister(&mut flow.host);
             if let Phase::Open { handle } = flow.phase {
                 sockets.remove(handle);

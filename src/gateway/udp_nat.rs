@@ -1,6 +1,11 @@
 //! Outbound UDP through host sockets: each (sandbox address, destination) pair gets a connected
 //! host socket; datagrams that come back are wrapped in Ethernet/IPv4/UDP and sent to the
 //! sandbox as if from the destination it addressed. Idle flows expire.
+//!
+//! Each flow is a host socket (an fd), so flows are capped per sandbox and per gateway
+//! (`FlowLimits`): a new flow that would pass a cap evicts the flow idle longest, of the same
+//! sandbox when it is the sandbox's cap, of any sandbox when it is the gateway's. A resolver
+//! that uses a new source port per query thus holds at most its cap of fds, whatever its rate.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -10,7 +15,7 @@ use etherparse::PacketBuilder;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
-use super::flow_table::FlowTable;
+use super::flow_table::{FlowLimits, FlowTable};
 use crate::datapath::frame::MacAddr;
 
 /// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
@@ -22,8 +27,17 @@ struct Flow {
     last_used: Instant,
 }
 
+/// Default caps: a sandbox's flows, and all flows of one gateway.
+pub const DEFAULT_LIMITS: FlowLimits = FlowLimits {
+    per_sandbox: 256,
+    per_gateway: 1024,
+};
+
 pub struct UdpNat {
     flows: FlowTable<FlowKey, Flow>,
+    limits: FlowLimits,
+    /// Flows evicted to make room under a cap.
+    evicted: u64,
     /// A reused datagram buffer and frame buffer: nothing allocated per datagram.
     datagram: Box<[u8]>,
     frame: Vec<u8>,
@@ -31,15 +45,48 @@ pub struct UdpNat {
 
 impl Default for UdpNat {
     fn default() -> Self {
-        UdpNat {
-            flows: FlowTable::default(),
-            datagram: vec![0u8; 65536].into_boxed_slice(),
-            frame: Vec::with_capacity(65536 + 64),
-        }
+        UdpNat::new(DEFAULT_LIMITS)
     }
 }
 
 impl UdpNat {
+    pub fn new(limits: FlowLimits) -> Self {
+        UdpNat {
+            flows: FlowTable::default(),
+            limits,
+            evicted: 0,
+            datagram: vec![0u8; 65536].into_boxed_slice(),
+            frame: Vec::with_capacity(65536 + 64),
+        }
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Flows of the sandbox at `ip`.
+    pub fn count_of(&self, ip: Ipv4Addr) -> usize {
+        self.flows.count_of(ip)
+    }
+
+    /// Make room for one more flow of `sandbox`: evict the flow idle longest, of that sandbox
+    /// when it is at its cap, of any when the gateway is.
+    fn make_room(&mut self, registry: &Registry, sandbox: Ipv4Addr) {
+        while let Some(own) = self.flows.over(sandbox, self.limits) {
+            let victim = self
+                .flows
+                .iter()
+                .filter(|(_, key, _)| !own || key.0 == sandbox)
+                .min_by_key(|(_, _, flow)| flow.last_used)
+                .map(|(token, _, _)| token);
+            let Some((_, mut flow)) = victim.and_then(|t| self.flows.remove(t)) else {
+                return;
+            };
+            let _ = registry.deregister(&mut flow.socket);
+            self.evicted += 1;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.flows.len()
     }
@@ -66,6 +113,7 @@ impl UdpNat {
         let token = match self.flows.token_of(&key) {
             Some(t) => t,
             None => {
+                self.make_room(registry, key.0);
                 let bind: SocketAddr = if target.ip().is_loopback() {
                     (Ipv4Addr::LOCALHOST, 0).into()
                 } else {
@@ -136,7 +184,7 @@ impl UdpNat {
         let mut stale = self
             .flows
             .remove_where(|f| now.duration_since(f.last_used) > idle);
-        for flow in stale.iter_mut() {
+        for (_, flow) in stale.iter_mut() {
             let _ = registry.deregister(&mut flow.socket);
         }
         stale.len()
@@ -234,5 +282,57 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(nat.expire(poll.registry(), Duration::from_millis(10)), 1);
         assert!(nat.is_empty());
+    }
+
+    #[test]
+    fn caps_evict_the_idlest_flow_of_the_right_sandbox() {
+        let poll = Poll::new().unwrap();
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let SocketAddr::V4(target) = sink.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let mut nat = UdpNat::new(FlowLimits {
+            per_sandbox: 3,
+            per_gateway: 5,
+        });
+        let mut next = 10;
+        let mac = MacAddr([2, 0x42, 10, 0, 0, 2]);
+        let a = Ipv4Addr::new(10, 0, 0, 2);
+        let b = Ipv4Addr::new(10, 0, 0, 3);
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let mut send = |nat: &mut UdpNat, ip: Ipv4Addr, port: u16| {
+            nat.outbound(
+                poll.registry(),
+                &mut next,
+                (ip, port, gw, 53),
+                mac,
+                target,
+                b"q",
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        // b holds two quiet flows; a hammers with a new port per datagram.
+        send(&mut nat, b, 1);
+        send(&mut nat, b, 2);
+        for port in 100..200 {
+            send(&mut nat, a, port);
+        }
+        assert_eq!(nat.count_of(a), 3, "a is held at its own cap");
+        assert_eq!(nat.count_of(b), 2, "a evicts its own flows, not b's");
+        assert_eq!(nat.len(), 5);
+        assert!(
+            nat.flows.token_of(&(a, 199, gw, 53)).is_some(),
+            "the newest stays"
+        );
+        assert!(
+            nat.flows.token_of(&(a, 196, gw, 53)).is_none(),
+            "the idlest went"
+        );
+        // The gateway is full: a third sandbox evicts the idlest of anyone's (b's first).
+        let c = Ipv4Addr::new(10, 0, 0, 4);
+        send(&mut nat, c, 1);
+        assert_eq!((nat.count_of(b), nat.count_of(c), nat.len()), (1, 1, 5));
+        assert_eq!(nat.evicted(), 97 + 1);
     }
 }

@@ -279,6 +279,18 @@ impl Tapnet {
 
     /// Start a traffic.py server in the daemon's (this test's) own namespace, on loopback.
     pub fn spawn_host_server(&mut self, args: &[&str]) -> usize {
+        self.spawn_host(args).0
+    }
+
+    /// `spawn_host_server` with PORT 0 in `args`: the server binds a port the kernel picks and
+    /// holds it, so no other test can take it between a guess and the bind. Returns the index
+    /// and the port.
+    pub fn spawn_host_server_on_free_port(&mut self, args: &[&str]) -> (usize, String) {
+        let (index, port) = self.spawn_host(args);
+        (index, port.expect("server reports its port"))
+    }
+
+    fn spawn_host(&mut self, args: &[&str]) -> (usize, Option<String>) {
         let mut child = Command::new("python3")
             .arg(traffic_script())
             .args(args)
@@ -289,10 +301,12 @@ impl Tapnet {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         reader.read_line(&mut line).expect("server output");
-        assert_eq!(line.trim(), "ready", "host server did not start");
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("ready"), "host server did not start");
+        let port = words.next().map(str::to_string);
         child.stdout = Some(reader.into_inner());
         self.children.push(Some(child));
-        self.children.len() - 1
+        (self.children.len() - 1, port)
     }
 
     /// Run traffic.py in `sandbox` and return what it printed.
@@ -449,4 +463,13 @@ pub fn port_stats(t: &Tapnet, port: &str) -> serde_json::Value {
     rows.as_array()
         .and_then(|a| a.iter().find(|r| r["port"] == port).cloned())
         .unwrap_or_else(|| panic!("no port {port} in {rows}"))
+}
+
+/// Wait until a `tapnet capture -w PATH` has written its pcap header: the daemon sends it only
+/// once every datapath worker has acknowledged the capture, so frames sent afterwards are in it.
+pub fn wait_for_capture(path: &Path) {
+    let started = wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(path).is_ok_and(|m| m.len() >= 24)
+    });
+    assert!(started, "capture into {} did not start", path.display());
 }

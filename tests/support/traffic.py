@@ -16,11 +16,19 @@
   traffic.py dns-serve ADDR PORT IP       a fake upstream name server: every A query gets IP
   traffic.py dns-tcp SERVER NAME          an A query over TCP; prints the rcode and addresses
 
-Servers print "ready" on a line of its own once they listen, so a test can wait for it.
+Servers print "ready" on a line of its own once they listen, so a test can wait for it. Given
+PORT 0 they bind a port the kernel picks and print "ready PORT": a test needs no free-port guess.
 """
 import hashlib
 import socket
 import sys
+
+
+def ready(sock, port):
+    if port == "0":
+        print("ready", sock.getsockname()[1], flush=True)
+    else:
+        print("ready", flush=True)
 
 
 def pattern(n):
@@ -35,7 +43,7 @@ def tcp_serve(addr, port):
     srv.bind((addr, int(port)))
     srv.listen(1)
     srv.settimeout(60)
-    print("ready", flush=True)
+    ready(srv, port)
     conn, _ = srv.accept()
     conn.settimeout(60)
     digest, total = hashlib.sha256(), 0
@@ -77,7 +85,7 @@ def udp_echo(addr, port, count):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, int(port)))
     sock.settimeout(30)
-    print("ready", flush=True)
+    ready(sock, port)
     for _ in range(int(count)):
         data, peer = sock.recvfrom(65535)
         sock.sendto(data, peer)
@@ -97,7 +105,7 @@ def tcp_count_serve(addr, port, count):
     srv.bind((addr, int(port)))
     srv.listen(64)
     srv.settimeout(60)
-    print("ready", flush=True)
+    ready(srv, port)
     for _ in range(int(count)):
         conn, _ = srv.accept()
         total = 0
@@ -162,7 +170,7 @@ def dns_query(name, ident=0x4242):
 def dns_serve(addr, port, ip):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, int(port)))
-    print("ready", flush=True)
+    ready(sock, port)
     while True:
         query, peer = sock.recvfrom(512)
         end = 12

@@ -1,0 +1,133 @@
+//! No thread dies silently. The long-lived threads of the daemon (datapath workers, the aging
+//! thread, gateways and their DNS servers) run their body through `guarded`: a panic is caught,
+//! logged with the thread's name, and the daemon is asked to stop (SIGTERM to itself, which the
+//! main thread's `sigwait` takes as any stop). Why stop rather than restart: a panic is a bug,
+//! and the state the thread held (a worker's port table, a gateway's flows) cannot be trusted
+//! afterwards; a clean stop closes every TAP, and the next command starts a daemon that finds
+//! the namespaces and rewires them. See docs/ARCHITECTURE.md.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// Run `body`; if it panics, log which thread died and why, then call `on_panic` with the
+/// message. Returns the body's value, or `None` after a panic.
+pub fn guarded_with<T>(
+    name: &str,
+    body: impl FnOnce() -> T,
+    on_panic: impl FnOnce(&str),
+) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => Some(v),
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            eprintln!("tapnet: thread {name} panicked: {message}; stopping the daemon");
+            on_panic(&message);
+            None
+        }
+    }
+}
+
+/// `guarded_with` whose reaction is to stop the daemon.
+pub fn guarded<T>(name: &str, body: impl FnOnce() -> T) -> Option<T> {
+    guarded_with(name, body, |_| stop_daemon())
+}
+
+/// Ask the daemon's main thread to stop, as `kill -TERM` would.
+pub fn stop_daemon() {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM);
+}
+
+/// Raise the soft limit of open files to the hard limit: every sandbox port, NAT flow and
+/// published port is an fd, and the default soft limit (often 1024) is far below what the caps
+/// of the gateways allow in total. Returns the new soft limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_panic_is_caught_reported_and_reacted_to() {
+        let seen = Cell::new(None::<String>);
+        let out: Option<u32> = guarded_with(
+            "test-thread",
+            || panic!("boom {}", 42),
+            |m| seen.set(Some(m.to_string())),
+        );
+        assert_eq!(out, None);
+        assert_eq!(seen.take().as_deref(), Some("boom 42"));
+    }
+
+    #[test]
+    fn a_normal_return_passes_through_without_reaction() {
+        let reacted = Cell::new(false);
+        let out = guarded_with("test-thread", || 7, |_| reacted.set(true));
+        assert_eq!(out, Some(7));
+        assert!(!reacted.get());
+    }
+
+    #[test]
+    fn a_real_thread_that_panics_reports_through_its_guard() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            guarded_with(
+                "worker",
+                || panic!("static message"),
+                |m| {
+                    let _ = tx.send(m.to_string());
+                },
+            )
+        });
+        assert_eq!(
+            t.join().ok().flatten(),
+            None::<()>,
+            "joined cleanly, body gave nothing"
+        );
+        assert_eq!(rx.recv().ok().as_deref(), Some("static message"));
+    }
+
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let soft = raise_fd_limit().unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into the struct we own.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+        assert_eq!(soft, limit.rlim_max);
+    }
+}
