@@ -497,3 +497,55 @@ fn hardening_options_are_validated() {
         "nat_udp_peers=16",
     ]);
 }
+
+/// The host peers of a published UDP port are capped (`nat_udp_peers`) and forgotten once idle
+/// for the UDP timeout. Positive control: right after the burst the count is not zero, so the
+/// counter does see peers.
+#[test]
+fn published_udp_peers_are_capped_and_expire() {
+    let mut t = Tapnet::new("udppeers");
+    t.ok(&[
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        "10.82.0.0/24",
+        "--opt",
+        "nat_udp_timeout=2",
+        "--opt",
+        "nat_udp_peers=8",
+    ]);
+    // The daemon must bind the published port itself: this one is only likely free.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let map = format!("127.0.0.1:{port}:53/udp");
+    t.ok(&["sandbox", "create", "s", "--net", "n", "-p", &map]);
+    let server = t.spawn_server("s", &["udp-echo", "0.0.0.0", "53", "20"]);
+    let peers: Vec<std::net::UdpSocket> = (0..20)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("peer"))
+        .collect();
+    let mut echoed = 0;
+    for peer in &peers {
+        peer.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        peer.send_to(b"hello", ("127.0.0.1", port)).expect("send");
+        let mut buf = [0u8; 16];
+        echoed += usize::from(peer.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"hello"));
+    }
+    assert_eq!(
+        echoed, 20,
+        "every peer got its answer while it was among the newest"
+    );
+    t.server_output(server);
+    let remembered =
+        |t: &Tapnet| num(&t.json(&["network", "inspect", "n"])["nat"]["published_udp_peers"]);
+    let now = remembered(&t);
+    assert!((1..=8).contains(&now), "capped at 8, and counted: {now}");
+    assert!(
+        common::wait_until(Duration::from_secs(8), || remembered(&t) == 0),
+        "idle peers expire: {}",
+        remembered(&t)
+    );
+}

@@ -136,6 +136,9 @@ pub struct NatView {
     /// pools were busy.
     #[serde(default)]
     pub dns_shed: u64,
+    /// Host peers the network's published UDP ports remember (they expire when idle).
+    #[serde(default)]
+    pub published_udp_peers: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

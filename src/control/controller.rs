@@ -613,6 +613,7 @@ impl Inner {
                 tcp_refused: gw.stats.tcp_refused.load(Ordering::Relaxed),
                 udp_evicted: gw.stats.udp_evicted.load(Ordering::Relaxed),
                 dns_shed: gw.dns_shed(),
+                published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
             });
         }
         Ok(view)

@@ -153,9 +153,14 @@ impl Engine {
             let registry = self.poll.registry();
             self.udp.expire(registry, self.config.udp_idle);
             self.icmp.expire(registry);
+            let mut peers = 0;
             for published in self.udp_published.values_mut() {
                 published.expire(self.config.udp_idle);
+                peers += published.peers();
             }
+            self.stats
+                .published_udp_peers
+                .store(peers, Ordering::Relaxed);
             self.stats
                 .tcp_flows
                 .store(self.tcp.len(), Ordering::Relaxed);

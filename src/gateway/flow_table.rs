@@ -103,17 +103,37 @@ impl<K: Copy + Eq + Hash + SandboxKey, F> FlowTable<K, F> {
         self.flows.get_mut(&token).map(|(k, f)| (*k, f))
     }
 
+    /// Make room for one more flow of `sandbox` under `limits`: take out the flows idle longest
+    /// (by `last_used`), of that sandbox while it is at its own cap, of any sandbox while the
+    /// gateway is at its cap. The caller closes what comes back.
+    pub fn evict_for(
+        &mut self,
+        sandbox: Ipv4Addr,
+        limits: FlowLimits,
+        last_used: impl Fn(&F) -> std::time::Instant,
+    ) -> Vec<F> {
+        let mut evicted = Vec::new();
+        while let Some(own) = self.over(sandbox, limits) {
+            let victim = self
+                .flows
+                .iter()
+                .filter(|(_, (key, _))| !own || key.sandbox() == sandbox)
+                .min_by_key(|(_, (_, flow))| last_used(flow))
+                .map(|(token, _)| *token);
+            match victim.and_then(|t| self.remove(t)) {
+                Some((_, flow)) => evicted.push(flow),
+                None => break,
+            }
+        }
+        evicted
+    }
+
     /// Take out one flow.
     pub fn remove(&mut self, token: Token) -> Option<(K, F)> {
         let (key, flow) = self.flows.remove(&token)?;
         self.by_key.remove(&key);
         self.uncount(key.sandbox());
         Some((key, flow))
-    }
-
-    /// Every flow with its token and key.
-    pub fn iter(&self) -> impl Iterator<Item = (Token, &K, &F)> {
-        self.flows.iter().map(|(t, (k, f))| (*t, k, f))
     }
 
     pub fn flows_mut(&mut self) -> impl Iterator<Item = &mut F> {
@@ -168,5 +188,36 @@ mod tests {
         assert_eq!(t.remove_where(|_| true).len(), 2);
         assert_eq!((t.count_of(a), t.count_of(b), t.len()), (0, 0, 0));
         assert_eq!(t.token_of(&key(3, 1)), None);
+    }
+
+    #[test]
+    fn evicts_the_idlest_of_the_right_sandbox() {
+        use std::time::{Duration, Instant};
+        let mut t: FlowTable<Key, Instant> = FlowTable::default();
+        let limits = FlowLimits {
+            per_sandbox: 2,
+            per_gateway: 3,
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        t.insert(Token(1), key(3, 1), at(0)); // b, idlest of all
+        t.insert(Token(2), key(2, 1), at(1));
+        t.insert(Token(3), key(2, 2), at(2));
+        let a = Ipv4Addr::new(10, 0, 0, 2);
+        let gone = t.evict_for(a, limits, |f| *f);
+        assert_eq!(
+            gone,
+            [at(1)],
+            "a at its own cap loses its own idlest, not b's"
+        );
+        t.insert(Token(4), key(2, 3), at(3));
+        let c = Ipv4Addr::new(10, 0, 0, 4);
+        let gone = t.evict_for(c, limits, |f| *f);
+        assert_eq!(
+            gone,
+            [at(0)],
+            "the gateway at its cap loses the idlest of anyone's"
+        );
+        assert_eq!(t.evict_for(c, limits, |f| *f), Vec::<Instant>::new());
     }
 }

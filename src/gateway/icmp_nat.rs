@@ -1,7 +1,8 @@
 //! Outbound ICMP echo through the host's ping sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`), where the
 //! host allows them (`net.ipv4.ping_group_range`); elsewhere such pings are dropped, as
 //! slirp4netns does. The kernel picks the echo identifier of a ping socket, so replies get the
-//! sandbox's identifier back before they are framed for the sandbox.
+//! sandbox's identifier back before they are framed for the sandbox. Each flow is a socket, so
+//! flows are capped per sandbox and per gateway like UDP's, the idlest evicted first.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -15,7 +16,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recv, send, socket,
 };
 
-use super::flow_table::FlowTable;
+use super::flow_table::{FlowLimits, FlowTable};
 use crate::datapath::frame::MacAddr;
 
 /// (sandbox ip, echo identifier, destination ip).
@@ -23,6 +24,11 @@ pub type EchoKey = (Ipv4Addr, u16, Ipv4Addr);
 
 /// Pings are short-lived: forget a flow after this long without an echo.
 const ECHO_IDLE: Duration = Duration::from_secs(10);
+/// Ping sockets one sandbox, and the whole gateway, may hold.
+const LIMITS: FlowLimits = FlowLimits {
+    per_sandbox: 64,
+    per_gateway: 256,
+};
 
 struct EchoFlow {
     sandbox_mac: MacAddr,
@@ -60,6 +66,9 @@ impl IcmpNat {
         let token = match self.flows.token_of(&key) {
             Some(t) => t,
             None => {
+                for flow in self.flows.evict_for(key.0, LIMITS, |f| f.last_used) {
+                    let _ = registry.deregister(&mut SourceFd(&flow.socket.as_raw_fd()));
+                }
                 let socket = match socket(
                     AddressFamily::Inet,
                     SockType::Datagram,

@@ -78,6 +78,8 @@ pub struct GatewayStats {
     pub tcp_refused: AtomicUsize,
     /// UDP flows evicted to stay under a cap.
     pub udp_evicted: AtomicUsize,
+    /// Host peers the published UDP ports remember.
+    pub published_udp_peers: AtomicUsize,
 }
 
 pub struct Gateway {

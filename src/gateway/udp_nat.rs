@@ -72,16 +72,7 @@ impl UdpNat {
     /// Make room for one more flow of `sandbox`: evict the flow idle longest, of that sandbox
     /// when it is at its cap, of any when the gateway is.
     fn make_room(&mut self, registry: &Registry, sandbox: Ipv4Addr) {
-        while let Some(own) = self.flows.over(sandbox, self.limits) {
-            let victim = self
-                .flows
-                .iter()
-                .filter(|(_, key, _)| !own || key.0 == sandbox)
-                .min_by_key(|(_, _, flow)| flow.last_used)
-                .map(|(token, _, _)| token);
-            let Some((_, mut flow)) = victim.and_then(|t| self.flows.remove(t)) else {
-                return;
-            };
+        for mut flow in self.flows.evict_for(sandbox, self.limits, |f| f.last_used) {
             let _ = registry.deregister(&mut flow.socket);
             self.evicted += 1;
         }
