@@ -206,7 +206,13 @@ pub enum NetworkCmd {
         #[arg(long, value_enum, default_value = "on")]
         offload: OnOff,
         /// Driver option (repeatable). Keys: mac_aging=SECONDS (MAC table aging time
-        /// [default: 300]), nat_udp_timeout=SECONDS (idle UDP NAT flows expire [default: 30]).
+        /// [default: 300]), nat_udp_timeout=SECONDS (idle UDP NAT flows expire [default: 30]),
+        /// port_security=on|off (a sandbox sends only with its own MAC and IPv4 [default: on]),
+        /// max_macs_per_port=N (stations one port may own [default: 64]),
+        /// nat_udp_flows_per_sandbox=N [default: 256], nat_udp_flows_per_gateway=N
+        /// [default: 1024], nat_tcp_flows_per_sandbox=N [default: 128],
+        /// nat_tcp_flows_per_gateway=N [default: 512], nat_udp_peers=N (host peers of a
+        /// published UDP port [default: 1024]).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
     },
@@ -764,7 +770,17 @@ mod tests {
             .find(|a| a.get_id() == "options")
             .expect("--opt");
         let help = opt.get_help().map(|h| h.to_string()).unwrap_or_default();
-        for key in ["mac_aging=SECONDS", "nat_udp_timeout=SECONDS"] {
+        for key in [
+            "mac_aging=SECONDS",
+            "nat_udp_timeout=SECONDS",
+            "port_security=on|off",
+            "max_macs_per_port=N",
+            "nat_udp_flows_per_sandbox=N",
+            "nat_udp_flows_per_gateway=N",
+            "nat_tcp_flows_per_sandbox=N",
+            "nat_tcp_flows_per_gateway=N",
+            "nat_udp_peers=N",
+        ] {
             assert!(help.contains(key), "{key} missing from: {help}");
         }
     }
