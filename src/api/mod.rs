@@ -1,6 +1,7 @@
 //! The control API: request and response types, the socket server and the client.
 
 pub mod client;
+pub mod lab;
 pub mod server;
 pub mod types;
 

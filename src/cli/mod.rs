@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod exec;
+pub mod lab;
 pub mod output;
 
 use std::path::PathBuf;
@@ -82,6 +83,9 @@ pub enum Command {
         #[arg(short = 's', long, value_name = "BYTES")]
         snaplen: Option<u32>,
     },
+    /// Impair links (delay, loss, rate, down, ...) and block traffic between sandboxes.
+    #[command(subcommand)]
+    Link(lab::LinkCmd),
     /// Run the switch and the control API in the foreground.
     Daemon(DaemonArgs),
     /// Whole-state-dir operations.
@@ -289,6 +293,7 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                 snaplen,
             },
         ),
+        Command::Link(cmd) => lab::link(&client, cmd),
         Command::Daemon(args) => {
             let threads = args
                 .datapath_threads
@@ -544,6 +549,7 @@ fn print_sandbox(s: &SandboxView) {
         .collect();
     println!();
     print!("{}", table(&["NETWORK", "INTERFACE", "MAC", "IPV4"], &rows));
+    lab::print_sandbox_links(s);
 }
 
 fn run_command(client: &Client, args: RunArgs) -> Result<i32> {

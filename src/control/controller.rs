@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
 use super::ipv4net::Ipv4Net;
+use super::links;
 use super::model::{
     DEFAULT_MTU, Driver, Endpoint, MAX_MTU, MIN_MTU, Network, Sandbox, State, new_id, validate_name,
 };
@@ -290,6 +291,29 @@ impl Handler for Controller {
                 });
                 Ok(json!({"stopping": std::process::id()}))
             }
+            Request::LinkSet(change) => {
+                let restart = change.sandbox.clone();
+                inner.link_update(Some(&restart), |st| {
+                    links::apply_change(st, &change).map(|n| vec![n])
+                })
+            }
+            Request::LinkShow { network } => value(&links::rows(
+                &inner.state,
+                &inner.ports,
+                &inner.dp,
+                network.as_deref(),
+            )?),
+            Request::LinkReset { network, sandbox } => inner.link_update(None, |st| {
+                links::reset(st, network.as_deref(), sandbox.as_deref())
+            }),
+            Request::LinkBlock {
+                a,
+                b,
+                network,
+                block,
+            } => inner.link_update(None, |st| {
+                links::set_block(st, &a, &b, network.as_deref(), block)
+            }),
             Request::Capture { .. } => Err(Error::invalid(
                 "capture streams: it is served by the connection, not as a request",
             )),
@@ -350,6 +374,27 @@ fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
 }
 
 impl Inner {
+    /// A `tapnet link` change: edit the model, save it, then push it onto the ports. A failed
+    /// edit or save leaves the model as it was.
+    fn link_update(
+        &mut self,
+        restart: Option<&str>,
+        edit: impl FnOnce(&mut State) -> Result<Vec<String>>,
+    ) -> Result<Value> {
+        let before = self.state.clone();
+        let networks = match edit(&mut self.state).and_then(|n| self.save().map(|_| n)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.state = before;
+                return Err(e);
+            }
+        };
+        for net in &networks {
+            links::sync(&self.state, &self.ports, &self.dp, net, restart);
+        }
+        value(&links::rows(&self.state, &self.ports, &self.dp, None)?)
+    }
+
     fn save(&self) -> Result<()> {
         self.nat_policy.set_tapnet_subnets(
             self.state
@@ -692,6 +737,8 @@ impl Inner {
                 mac: None,
                 ipv4: None,
                 aliases,
+                impairment: None,
+                blocked: Vec::new(),
             });
         }
         let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
@@ -714,6 +761,8 @@ impl Inner {
             mac: Some(MacAddr::from_ipv4(ipv4)),
             ipv4: Some(ipv4),
             aliases,
+            impairment: None,
+            blocked: Vec::new(),
         })
     }
 
@@ -746,6 +795,7 @@ impl Inner {
         let label = format!("{}/{}", sb.name, interface);
         let port = self.dp.add_port(net_id, label, fd)?;
         self.ports.insert((sb.name.clone(), interface), port);
+        links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
         Ok(())
     }
 
@@ -756,6 +806,8 @@ impl Inner {
         {
             self.dp.remove_port(port);
         }
+        // Port ids are reused: partners must stop naming this one in their blocks.
+        links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
     /// SPEC.md: the default route goes via the gateway of the first non-internal network.
@@ -853,6 +905,7 @@ impl Inner {
         let mut updated = sb.clone();
         updated.endpoints.retain(|e| e.network != network);
         self.replace_sandbox(updated.clone());
+        links::forget(&mut self.state, sandbox, Some(network));
         if let Err(e) = self.save() {
             self.replace_sandbox(sb);
             return Err(e);
@@ -1111,6 +1164,7 @@ impl Inner {
             .position(|s| s.name == name)
             .ok_or_else(|| Error::not_found("sandbox", name))?;
         self.state.sandboxes.remove(index);
+        links::forget(&mut self.state, name, None);
         if let Err(e) = self.save() {
             self.state.sandboxes.insert(index, sb);
             return Err(e);

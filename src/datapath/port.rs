@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fdb::PortId;
 use super::frame::{DropReason, VNET_HDR_LEN};
+use super::impair::Link;
 
 pub type NetId = u32;
 
@@ -89,6 +90,8 @@ pub struct Port {
     pub label: String,
     fd: OwnedFd,
     pub counters: PortCounters,
+    /// Impairments and blocks (`tapnet link`); inactive unless configured.
+    pub link: Link,
 }
 
 impl Port {
@@ -100,6 +103,7 @@ impl Port {
             label,
             fd,
             counters: PortCounters::default(),
+            link: Link::default(),
         }
     }
 

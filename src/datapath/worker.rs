@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
@@ -16,6 +16,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::capture::CaptureSink;
 use super::clock::Clock;
+use super::delay::{DelayQueue, Due};
+use super::egress;
 use super::fdb::PortId;
 use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::network::NetworkDp;
@@ -65,6 +67,8 @@ pub struct Worker {
     buf: Box<[u8]>,
     /// Cuts super-frames into wire-size frames for captures.
     segmenter: Segmenter,
+    /// Frames held by link impairments until their deadline.
+    delayed: DelayQueue,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -87,16 +91,19 @@ impl Worker {
             queued: Vec::new(),
             buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             segmenter: Segmenter::new(),
+            delayed: DelayQueue::default(),
         }
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if self.ready.is_empty() {
-                None
-            } else {
+            let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
+            } else {
+                self.delayed
+                    .next_deadline()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -115,6 +122,37 @@ impl Worker {
                 }
             }
             self.service_ready_ports();
+            if !self.delayed.is_empty() {
+                self.release_delayed();
+            }
+        }
+    }
+
+    /// Send (or switch) the held frames whose time has come.
+    fn release_delayed(&mut self) {
+        let now = Instant::now();
+        let clock_now = self.clock.now_secs();
+        while let Some(d) = self.delayed.pop_due(now) {
+            match d.due {
+                Due::Send => {
+                    d.port.send(&d.frame);
+                }
+                Due::Forward => {
+                    if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
+                        forward(
+                            &self.ports,
+                            view,
+                            &d.port,
+                            &d.frame,
+                            clock_now,
+                            &mut self.segmenter,
+                            &mut self.delayed,
+                            false,
+                        );
+                    }
+                }
+            }
+            self.delayed.recycle(d.frame);
         }
     }
 
@@ -148,7 +186,7 @@ impl Worker {
     }
 
     /// Forward up to BATCH frames from `port`; true if it may have more.
-    fn drain(&mut self, port: &Port, now: u32) -> bool {
+    fn drain(&mut self, port: &Arc<Port>, now: u32) -> bool {
         let Some(view) = self
             .networks
             .get(port.network as usize)
@@ -173,6 +211,8 @@ impl Worker {
                 &self.buf[..len],
                 now,
                 &mut self.segmenter,
+                &mut self.delayed,
+                true,
             );
         }
         true
@@ -238,6 +278,7 @@ impl Worker {
         let Some(port) = slot(&mut self.ports, id as usize).take() else {
             return;
         };
+        self.delayed.purge(id);
         let fd = port.raw_fd();
         // Only the owner registered it; for the others this fails harmlessly.
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -247,15 +288,25 @@ impl Worker {
     }
 }
 
-/// Switch one frame (virtio-net header included) that arrived on `ingress`.
+/// Switch one frame (virtio-net header included) that arrived on `ingress`. `shape_ingress`
+/// is false for a frame the ingress link already held (`--both`).
+#[allow(clippy::too_many_arguments)]
 fn forward(
     ports: &[Option<Arc<Port>>],
     view: &NetView,
-    ingress: &Port,
+    ingress: &Arc<Port>,
     frame: &[u8],
     now: u32,
     segmenter: &mut Segmenter,
+    delayed: &mut DelayQueue,
+    shape_ingress: bool,
 ) {
+    if shape_ingress
+        && ingress.link.ingress_active()
+        && egress::hold_ingress(ingress, frame, delayed)
+    {
+        return;
+    }
     let info = match frame::parse(frame, view.net.mtu()) {
         Ok(info) => info,
         Err(reason) => {
@@ -271,12 +322,12 @@ fn forward(
     match egress {
         Egress::Unicast(out) => match ports.get(out as usize).and_then(Option::as_ref) {
             Some(port) if port.network == ingress.network => {
-                port.send(frame);
+                egress::send(port, ingress.id, frame, delayed);
             }
             // The station's port went away between learning and now: fall back to flooding.
-            _ => flood(view, ingress, frame),
+            _ => flood(view, ingress, frame, delayed),
         },
-        Egress::Flood => flood(view, ingress, frame),
+        Egress::Flood => flood(view, ingress, frame, delayed),
         Egress::Filter => ingress.counters.rx_filtered(),
     }
 }
@@ -298,10 +349,10 @@ fn capture(
     }
 }
 
-fn flood(view: &NetView, ingress: &Port, frame: &[u8]) {
+fn flood(view: &NetView, ingress: &Port, frame: &[u8], delayed: &mut DelayQueue) {
     for port in &view.members {
         if port.id != ingress.id {
-            port.send(frame);
+            egress::send(port, ingress.id, frame, delayed);
         }
     }
 }

@@ -1,0 +1,209 @@
+//! The lab tools on real traffic: link impairments and blocks, trace, metrics, topology files.
+
+mod common;
+
+use common::{Tapnet, traffic_script};
+use nix::sys::signal::Signal;
+
+const A: &str = "10.61.0.2";
+const B: &str = "10.61.0.3";
+const C: &str = "10.61.0.4";
+
+/// Network `n` (10.61.0.0/24) with sandboxes a, b, c at .2, .3, .4.
+fn three_sandboxes(tag: &str) -> Tapnet {
+    let t = Tapnet::new(tag);
+    t.ok(&["network", "create", "n", "--subnet", "10.61.0.0/24"]);
+    for (s, ip) in [("a", A), ("b", B), ("c", C)] {
+        t.ok(&["sandbox", "create", s, "--net", "n", "--ip", ip]);
+    }
+    t
+}
+
+/// `ping` summary: (transmitted, received, average RTT in ms).
+fn ping_stats(t: &Tapnet, from: &str, args: &[&str]) -> (u32, u32, f64) {
+    let mut full = vec!["ping", "-q", "-n"];
+    full.extend(args);
+    let out = t.exec(from, &full);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let counts = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let num = |i: usize| -> u32 {
+        counts
+            .split(',')
+            .nth(i)
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("bad ping summary: {counts}"))
+    };
+    let avg = text
+        .lines()
+        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    (num(0), num(1), avg)
+}
+
+/// Pin the neighbours both ways so that no ARP frame draws from a seeded link.
+fn static_neighbours(t: &Tapnet, x: (&str, &str), y: (&str, &str)) {
+    let mac = |ip: &str| {
+        let o: Vec<u8> = ip.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+        format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    };
+    for ((s, _), (_, ip)) in [(x, y), (y, x)] {
+        t.exec_ok(
+            s,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &mac(ip),
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        );
+    }
+}
+
+#[test]
+fn delay_raises_rtt_and_survives_a_restart() {
+    let t = three_sandboxes("lab-delay");
+    let (_, got, base) = ping_stats(&t, "a", &["-c", "20", "-i", "0.05", B]);
+    assert_eq!(got, 20, "baseline pings all answered");
+    t.ok(&["link", "set", "b", "n", "--delay", "20ms"]);
+    let (_, got, delayed) = ping_stats(&t, "a", &["-c", "20", "-i", "0.05", B]);
+    assert_eq!(got, 20);
+    let added = delayed - base;
+    eprintln!("delay 20ms: rtt {base:.3} -> {delayed:.3} ms (+{added:.2})");
+    assert!(
+        (18.0..=22.0).contains(&added),
+        "20 ms delay added {added:.2} ms (base {base:.3}, delayed {delayed:.3})"
+    );
+    // Another port is not slowed by b's delay queue (positive control: b's is).
+    let (_, _, other) = ping_stats(&t, "a", &["-c", "20", "-i", "0.05", C]);
+    assert!(other < base + 2.0, "c slowed to {other:.3} ms");
+    let view = t.json(&["sandbox", "inspect", "b"]);
+    assert_eq!(view["interfaces"][0]["impairment"]["delay_us"], 20_000);
+    assert!(t.ok(&["sandbox", "inspect", "b"]).contains("delay 20ms"));
+
+    t.stop_daemon(Signal::SIGTERM);
+    let rows = t.json(&["link", "show"]);
+    assert_eq!(rows[0]["sandbox"], "b", "{rows}");
+    let (_, got, after) = ping_stats(&t, "a", &["-c", "20", "-i", "0.05", B]);
+    assert_eq!(got, 20);
+    assert!(after - base > 18.0, "delay after restart: {after:.3} ms");
+
+    t.ok(&["link", "reset"]);
+    let (_, _, reset) = ping_stats(&t, "a", &["-c", "20", "-i", "0.05", B]);
+    assert!(reset < base + 2.0, "reset left {reset:.3} ms");
+    assert!(
+        t.json(&["link", "show"])
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+}
+
+#[test]
+fn seeded_loss_loses_the_same_pings() {
+    let t = three_sandboxes("lab-loss");
+    static_neighbours(&t, ("a", A), ("b", B));
+    // Nothing but the pings may cross b's link: each frame takes one draw from the seed.
+    for s in ["a", "b", "c"] {
+        t.exec_ok(s, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        t.exec_ok(s, &["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"]);
+    }
+    let flood = ["-c", "2000", "-i", "0.002", "-W", "1", B];
+    let mut lost = Vec::new();
+    for _ in 0..2 {
+        // Setting the link (again) starts its draws from the seed.
+        t.ok(&["link", "set", "b", "n", "--loss", "10%", "--seed", "42"]);
+        let (sent, got, _) = ping_stats(&t, "a", &flood);
+        assert_eq!(sent, 2000);
+        lost.push(sent - got);
+    }
+    assert!(
+        (140..=260).contains(&lost[0]),
+        "10% loss lost {} of 2000",
+        lost[0]
+    );
+    eprintln!("loss 10% seed 42: lost {lost:?} of 2000 pings");
+    assert_eq!(lost[0], lost[1], "same seed, same losses");
+    let rows = t.json(&["link", "show", "n"]);
+    assert_eq!(
+        rows[0]["stats"]["dropped_loss"],
+        lost[0] + lost[1],
+        "{rows}"
+    );
+}
+
+#[test]
+fn rate_limits_a_tcp_transfer() {
+    let mut t = three_sandboxes("lab-rate");
+    t.ok(&["link", "set", "b", "n", "--rate", "10mbit"]);
+    let server = t.spawn_server("b", &["tcp-serve", B, "5001"]);
+    let script = traffic_script();
+    let bytes = 6_000_000;
+    let sent = t.exec_ok(
+        "a",
+        &[
+            "python3",
+            script.to_str().unwrap_or(""),
+            "tcp-send-timed",
+            B,
+            "5001",
+            &bytes.to_string(),
+        ],
+    );
+    let received = t.server_output(server);
+    assert!(received.starts_with(&bytes.to_string()), "{received}");
+    let secs: f64 = sent
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad output {sent}"));
+    let mbit = bytes as f64 * 8.0 / secs / 1e6;
+    eprintln!("rate 10mbit: {bytes} bytes in {secs:.3} s = {mbit:.2} Mbit/s");
+    assert!(
+        (8.5..=11.5).contains(&mbit),
+        "10mbit link carried {mbit:.2} Mbit/s"
+    );
+}
+
+#[test]
+fn down_up_block_unblock() {
+    let t = three_sandboxes("lab-down");
+    assert!(t.ping("a", B));
+    t.ok(&["link", "set", "b", "n", "--down"]);
+    assert!(!t.ping("a", B), "down link carries nothing");
+    assert!(t.ping("a", C), "other links still work");
+    t.ok(&["link", "set", "b", "n", "--up"]);
+    assert!(t.ping("a", B), "up again");
+
+    t.ok(&["link", "block", "a", "b"]);
+    assert!(!t.ping("a", B), "blocked a -> b");
+    assert!(!t.ping("b", A), "blocked b -> a");
+    assert!(t.ping("a", C) && t.ping("b", C), "others unaffected");
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    assert_eq!(view["interfaces"][0]["blocked"][0], "b");
+    t.ok(&["link", "unblock", "a", "b", "--net", "n"]);
+    assert!(t.ping("a", B), "unblocked");
+
+    // Bad input: one error line, nothing changes.
+    t.fails(&["link", "set", "b", "n", "--loss", "150%"]);
+    t.fails(&["link", "set", "b", "n", "--delay", "20"]);
+    t.fails(&["link", "set", "b", "n", "--delay", "1ms", "--jitter", "5ms"]);
+    t.fails(&["link", "set", "zz", "n", "--delay", "1ms"]);
+    t.fails(&["link", "block", "a", "zz"]);
+    assert!(
+        t.json(&["link", "show"])
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+}
