@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub nat_allow: Vec<Ipv4Net>,
     /// Name servers the gateways forward to; empty means those of /etc/resolv.conf.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Serve Prometheus metrics here (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Take the state dir's lock; fails if another daemon holds it.
@@ -93,6 +95,12 @@ fn serve_until_signal(dirs: &StateDir, options: &DaemonOptions, signals: &SigSet
                 return Err(e);
             }
         };
+    if let Some(addr) = options.metrics
+        && let Err(e) = crate::metrics::start(addr, controller.clone())
+    {
+        dp.stop();
+        return Err(e);
+    }
     let _ = std::fs::remove_file(dirs.socket());
     let listener = UnixListener::bind(dirs.socket())
         .context(|| format!("listen on {}", dirs.socket().display()))?;

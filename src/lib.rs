@@ -10,6 +10,7 @@ pub mod datapath;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod netns;
 pub mod offload;
 pub mod paths;

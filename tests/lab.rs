@@ -207,3 +207,154 @@ fn down_up_block_unblock() {
             .is_some_and(|a| a.is_empty())
     );
 }
+
+/// A strict reader of the Prometheus text format 0.0.4: every line must be a `# HELP`, a
+/// `# TYPE` or a sample of a declared family. Returns `name{labels}` -> value.
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = BTreeMap::new();
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or("");
+            assert!(is_name(name), "bad HELP line: {line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            assert!(is_name(name), "bad TYPE line: {line}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad type: {line}"
+            );
+            assert!(
+                types.insert(name.into(), kind.into()).is_none(),
+                "TYPE twice: {line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line: {line:?}"
+        );
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().unwrap_or("");
+        assert!(is_name(name), "bad metric name: {line}");
+        let kind = types
+            .get(name)
+            .unwrap_or_else(|| panic!("sample before TYPE: {line}"));
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "counter without _total: {line}");
+            assert!(value >= 0.0, "negative counter: {line}");
+        }
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .unwrap_or_else(|| panic!("bad label set: {line}"));
+                // name="value" pairs; values escape \ " and newline.
+                let mut rest = inner;
+                while !rest.is_empty() {
+                    let (label, after) = rest
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("bad label: {line}"));
+                    assert!(is_name(label), "bad label name: {line}");
+                    let mut end = None;
+                    let mut escaped = false;
+                    for (i, c) in after.char_indices() {
+                        match (escaped, c) {
+                            (true, '\\' | '"' | 'n') => escaped = false,
+                            (true, _) => panic!("bad escape: {line}"),
+                            (false, '\\') => escaped = true,
+                            (false, '"') => {
+                                end = Some(i);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    let end = end.unwrap_or_else(|| panic!("unterminated label: {line}"));
+                    rest = &after[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                }
+            }
+        }
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "series twice: {line}"
+        );
+    }
+    samples
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("send scrape");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read scrape");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP head");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_string()
+}
+
+#[test]
+fn metrics_parse_and_move_with_traffic() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let t = Tapnet::new("lab-metrics");
+    // The first command autostarts the daemon, which inherits the metrics address.
+    let out = t
+        .command(&["network", "create", "n", "--subnet", "10.61.0.0/24"])
+        .env("TAPNET_METRICS", &addr)
+        .output()
+        .expect("run tapnet");
+    assert!(out.status.success(), "{out:?}");
+    for (s, ip) in [("a", A), ("b", B)] {
+        t.ok(&["sandbox", "create", s, "--net", "n", "--ip", ip]);
+    }
+    let before = parse_prometheus(&scrape(&addr));
+    let rx_a = r#"tapnet_port_rx_packets_total{network="n",sandbox="a",interface="eth0"}"#;
+    let tx_b = r#"tapnet_port_tx_packets_total{network="n",sandbox="b",interface="eth0"}"#;
+    let created = r#"tapnet_control_requests_total{kind="sandbox_create",result="ok"}"#;
+    let failed = r#"tapnet_control_requests_total{kind="network_inspect",result="error"}"#;
+    assert_eq!(before.get(created), Some(&2.0), "{before:?}");
+    t.exec_ok("a", &["ping", "-c", "10", "-i", "0.01", "-q", B]);
+    t.fails(&["network", "inspect", "nope"]);
+    let after = parse_prometheus(&scrape(&addr));
+    let moved =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    assert!(moved(rx_a) >= 10.0, "a's rx moved {}", moved(rx_a));
+    assert!(moved(tx_b) >= 10.0, "b's tx moved {}", moved(tx_b));
+    assert_eq!(moved(failed), 1.0);
+    assert!(after[r#"tapnet_fdb_entries{network="n"}"#] >= 2.0);
+    assert!(after.contains_key(r#"tapnet_nat_flows{network="n",proto="tcp"}"#));
+    assert!(after.contains_key(
+        r#"tapnet_port_drops_total{network="n",sandbox="a",interface="eth0",reason="impairment_loss"}"#
+    ));
+    // A link drop shows under its reason.
+    t.ok(&["link", "set", "b", "n", "--down"]);
+    assert!(!t.ping("a", B));
+    let down = parse_prometheus(&scrape(&addr));
+    let key =
+        r#"tapnet_port_drops_total{network="n",sandbox="b",interface="eth0",reason="link_down"}"#;
+    assert!(down[key] >= 2.0, "{}", down[key]);
+}

@@ -67,6 +67,7 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
                 snaplen,
             }) => match handler.open_capture(&network, sandbox.as_deref(), snaplen) {
                 Ok(session) => {
+                    crate::metrics::count_request("capture", true);
                     let started = Response::Ok {
                         result: serde_json::json!({"snaplen": session.snaplen}),
                     };
@@ -77,16 +78,32 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
                 }
                 Err(e) => error(&e.to_string()),
             },
-            Ok(request) => match handler.handle(request) {
-                Ok(result) => Response::Ok { result },
-                Err(e) => error(&e.to_string()),
-            },
-            Err(e) => error(&format!("malformed request: {e}")),
+            Ok(request) => {
+                let kind = request_kind(&request);
+                let answer = handler.handle(request);
+                crate::metrics::count_request(&kind, answer.is_ok());
+                match answer {
+                    Ok(result) => Response::Ok { result },
+                    Err(e) => error(&e.to_string()),
+                }
+            }
+            Err(e) => {
+                crate::metrics::count_request("malformed", false);
+                error(&format!("malformed request: {e}"))
+            }
         };
         if reply(&mut writer, response).is_err() {
             return;
         }
     }
+}
+
+/// The request's `op` (`network_create`, ...), for the metrics.
+fn request_kind(request: &Request) -> String {
+    serde_json::to_value(request)
+        .ok()
+        .and_then(|v| v.get("op")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Has the client hung up (or sent anything, which also ends a capture)?

@@ -236,6 +236,9 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub dns_upstream: Vec<String>,
+    /// Serve Prometheus metrics (text format 0.0.4) at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT", env = "TAPNET_METRICS")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -322,6 +325,15 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                         .map_err(|_| Error::invalid(format!("--dns-upstream: bad address {a:?}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let metrics = args
+                .metrics
+                .as_deref()
+                .map(|a| {
+                    a.parse::<std::net::SocketAddr>().map_err(|_| {
+                        Error::invalid(format!("--metrics: bad address {a:?}: expected ADDR:PORT"))
+                    })
+                })
+                .transpose()?;
             daemon::run(
                 dirs,
                 DaemonOptions {
@@ -329,6 +341,7 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
                     offload,
                     nat_allow,
                     dns_upstreams,
+                    metrics,
                 },
             )?;
             Ok(0)

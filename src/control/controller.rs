@@ -39,6 +39,8 @@ use crate::netns::processes;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 
+mod sample;
+
 const MAX_VNI: u32 = (1 << 24) - 1;
 /// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
 const DEFAULT_UDP_IDLE_SECS: u32 = 30;

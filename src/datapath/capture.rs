@@ -82,6 +82,7 @@ impl CaptureSink {
     pub fn push(&self, frame: &[u8]) {
         let Ok(mut record) = self.free_rx.try_recv() else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let now = SystemTime::now()
@@ -96,6 +97,7 @@ impl CaptureSink {
             .extend_from_slice(&frame[..frame.len().min(self.record_len)]);
         if self.full_tx.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 
