@@ -358,3 +358,161 @@ fn metrics_parse_and_move_with_traffic() {
         r#"tapnet_port_drops_total{network="n",sandbox="b",interface="eth0",reason="link_down"}"#;
     assert!(down[key] >= 2.0, "{}", down[key]);
 }
+
+/// Start `tapnet trace --live` with `args`, wait until the daemon streams, return the child.
+fn spawn_live(t: &Tapnet, args: &[&str]) -> std::process::Child {
+    let mut full = vec![
+        "trace",
+        "n",
+        "--live",
+        "--timeout",
+        "10",
+        "--format",
+        "json",
+    ];
+    full.extend(args);
+    let child = t
+        .command(&full)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn trace --live");
+    // The sink is registered before the daemon's answer; give the client time to get it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child
+}
+
+fn live_lines(child: std::process::Child) -> Vec<serde_json::Value> {
+    let out = child.wait_with_output().expect("trace --live exit");
+    assert!(out.status.success(), "trace --live failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad live line {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn trace_explains_what_traffic_then_does() {
+    let t = three_sandboxes("lab-trace");
+    t.ok(&["network", "create", "m", "--subnet", "10.62.0.0/24"]);
+    t.ok(&["sandbox", "create", "d", "--net", "m", "--ip", "10.62.0.2"]);
+    assert!(t.ping("a", B));
+
+    // Unicast hit: the trace and the real frames agree.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", B]);
+    assert_eq!(report["decision"], "unicast", "{report}");
+    assert_eq!(report["outputs"][0]["port"], "b/eth0");
+    assert!(
+        report["steps"].to_string().contains("hit on b/eth0"),
+        "{report}"
+    );
+    let live = spawn_live(&t, &["--in", "a", "--dst", B, "--proto", "icmp", "-c", "3"]);
+    t.exec_ok("a", &["ping", "-c", "3", "-i", "0.1", B]);
+    let lines = live_lines(live);
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert_eq!(l["decision"], "unicast", "{l}");
+        assert_eq!(l["output"], "b/eth0", "{l}");
+        assert_eq!(l["ingress"], "a/eth0", "{l}");
+    }
+
+    // Miss: flood to every other port, and c really receives the frame.
+    let unknown = "02:00:00:00:00:99";
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", unknown]);
+    assert_eq!(report["decision"], "flood", "{report}");
+    let outs = report["outputs"].to_string();
+    assert!(outs.contains("b/eth0") && outs.contains("c/eth0") && outs.contains("gateway"));
+    let live = spawn_live(&t, &["--dst", unknown, "-c", "1"]);
+    let c_before = common::port_stats(&t, "c/eth0")["tx_packets"]
+        .as_u64()
+        .unwrap_or(0);
+    let frame = format!(
+        "{}{}88b5{}",
+        unknown.replace(':', ""),
+        "02420a3d0002",
+        "ab".repeat(50)
+    );
+    let script = traffic_script();
+    t.exec_ok(
+        "a",
+        &[
+            "python3",
+            script.to_str().unwrap_or(""),
+            "raw-send",
+            "eth0",
+            &frame,
+        ],
+    );
+    let lines = live_lines(live);
+    assert_eq!(lines[0]["decision"], "flood", "{}", lines[0]);
+    let c_after = common::port_stats(&t, "c/eth0")["tx_packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(c_after > c_before, "c got the flooded frame");
+
+    // The gateway: ping answered, TCP to its address is NAT to the host's loopback.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "10.61.0.1"]);
+    assert!(
+        report["gateway"]
+            .as_str()
+            .unwrap_or("")
+            .contains("answers the ping"),
+        "{report}"
+    );
+    assert!(t.ping("a", "10.61.0.1"));
+    let report = t.json(&[
+        "trace",
+        "n",
+        "--in",
+        "a",
+        "--dst",
+        "10.61.0.1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "5999",
+    ]);
+    assert!(
+        report["gateway"]
+            .as_str()
+            .unwrap_or("")
+            .contains("TCP flow to 127.0.0.1:5999"),
+        "{report}"
+    );
+
+    // Isolation: another network's address goes to the gateway, which does not carry it.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "10.62.0.2"]);
+    assert_eq!(
+        report["outputs"].as_array().map(|o| o.len()),
+        Some(1),
+        "{report}"
+    );
+    assert!(
+        report["gateway"]
+            .as_str()
+            .unwrap_or("")
+            .contains("on network m"),
+        "{report}"
+    );
+    assert!(!t.ping("a", "10.62.0.2"), "isolated");
+
+    // Blocks and impairments in force show on the output.
+    t.ok(&["link", "block", "a", "b"]);
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", B]);
+    assert!(
+        report["outputs"][0]["link"]
+            .as_str()
+            .unwrap_or("")
+            .contains("blocked")
+    );
+    assert!(!t.ping("a", B));
+    t.ok(&["link", "reset"]);
+
+    t.fails(&["trace", "n", "--in", "a", "--dst", "nonsense"]);
+    t.fails(&["trace", "n", "--in", "zz", "--dst", B]);
+    t.fails(&["trace", "n", "--in", "d", "--dst", B]);
+    t.fails(&[
+        "trace", "n", "--in", "a", "--dst", B, "--dport", "80", "--proto", "icmp",
+    ]);
+    let table = t.ok(&["trace", "n", "--in", "a", "--dst", B]);
+    assert!(table.contains("Decision: unicast -> b/eth0"), "{table}");
+}

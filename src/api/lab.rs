@@ -35,3 +35,40 @@ pub struct LinkRow {
     /// What the impairments did since the port was wired (absent when it has no port).
     pub stats: Option<LinkStats>,
 }
+
+/// `tapnet trace`: what would the switch do with such a frame from `sandbox`?
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TraceRequest {
+    pub network: String,
+    pub sandbox: String,
+    /// Source MAC; the sandbox's own by default.
+    pub src: Option<String>,
+    /// Destination MAC or IPv4 address.
+    pub dst: String,
+    pub proto: Option<String>,
+    pub dport: Option<u16>,
+}
+
+/// One output port of a traced frame and what its link would do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceOutput {
+    pub port: String,
+    /// `send`, `blocked`, `down`, or the impairments in force (`delay 20ms loss 10%`).
+    pub link: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceReport {
+    pub network: String,
+    pub ingress: String,
+    pub src_mac: String,
+    pub dst_mac: String,
+    pub dst_ip: Option<String>,
+    /// `unicast`, `flood`, `filter` or `drop`.
+    pub decision: String,
+    pub outputs: Vec<TraceOutput>,
+    /// What the gateway would do with it, when it goes there.
+    pub gateway: Option<String>,
+    /// The explanation, step by step.
+    pub steps: Vec<String>,
+}

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod lab;
+pub mod live;
 pub mod server;
 pub mod types;
 

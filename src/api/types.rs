@@ -91,6 +91,14 @@ pub enum Request {
         network: Option<String>,
         sandbox: Option<String>,
     },
+    /// Explain what the switch would do with a frame (`tapnet trace`); sends nothing.
+    Trace(super::lab::TraceRequest),
+    /// Stream a JSON line per real frame of the network with the decision taken, after the
+    /// answer line, until the client hangs up (`tapnet trace --live`).
+    TraceLive {
+        network: String,
+        sandbox: Option<String>,
+    },
     /// Cut (or restore, `block: false`) traffic between two sandboxes.
     LinkBlock {
         a: String,

@@ -1,13 +1,18 @@
-//! The lab commands: `tapnet link` (impairments and blocks).
+//! The lab commands: `tapnet link` (impairments and blocks) and `tapnet trace`.
+
+use std::io::BufRead;
+use std::net::Ipv4Addr;
 
 use clap::{Args, Subcommand};
 
 use super::output::{Format, json, table};
 use crate::api::client::Client;
-use crate::api::lab::{LinkChange, LinkRow};
+use crate::api::lab::{LinkChange, LinkRow, TraceReport, TraceRequest};
+use crate::api::live::LiveLine;
 use crate::api::types::Request;
+use crate::datapath::frame::MacAddr;
 use crate::datapath::impair::{parse_duration, parse_percent, parse_rate};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 #[derive(Subcommand, Debug)]
 pub enum LinkCmd {
@@ -210,4 +215,190 @@ pub fn print_links(rows: &[LinkRow], format: Format) {
             );
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    pub network: String,
+    /// The sandbox the frame comes from (required unless --live, where it filters).
+    #[arg(long = "in", value_name = "SANDBOX")]
+    pub sandbox: Option<String>,
+    /// Source MAC (default: the sandbox's).
+    #[arg(long, value_name = "MAC")]
+    pub src: Option<String>,
+    /// Destination MAC or IPv4 address (required unless --live, where it filters).
+    #[arg(long, value_name = "MAC|IP")]
+    pub dst: Option<String>,
+    #[arg(long, value_name = "tcp|udp|icmp")]
+    pub proto: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub dport: Option<u16>,
+    /// Show real frames as the switch handles them, one line each, instead of explaining one.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: stop after COUNT frames.
+    #[arg(short = 'c', long, value_name = "COUNT", default_value_t = 10)]
+    pub count: u64,
+    /// With --live: give up after SECONDS without a matching frame.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
+    if args.live {
+        return trace_live(client, args);
+    }
+    let (Some(sandbox), Some(dst)) = (args.sandbox.clone(), args.dst.clone()) else {
+        return Err(Error::invalid(
+            "trace needs --in SANDBOX and --dst MAC|IP (or --live)",
+        ));
+    };
+    let report: TraceReport = client.call(&Request::Trace(TraceRequest {
+        network: args.network,
+        sandbox,
+        src: args.src,
+        dst,
+        proto: args.proto,
+        dport: args.dport,
+    }))?;
+    match args.format {
+        Format::Json => print!("{}", json(&report)),
+        Format::Table => {
+            for (i, step) in report.steps.iter().enumerate() {
+                println!("{:>2}. {step}", i + 1);
+            }
+            let outs: Vec<&str> = report.outputs.iter().map(|o| o.port.as_str()).collect();
+            println!(
+                "Decision: {}{}",
+                report.decision,
+                if outs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -> {}", outs.join(", "))
+                }
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Client-side filters of `trace --live`: checked before asking the daemon anything.
+struct LiveFilter {
+    mac: Option<MacAddr>,
+    ip: Option<Ipv4Addr>,
+    src_mac: Option<MacAddr>,
+    proto: Option<String>,
+    dport: Option<u16>,
+}
+
+impl LiveFilter {
+    fn new(args: &TraceArgs) -> Result<Self> {
+        let (mut mac, mut ip) = (None, None);
+        if let Some(d) = &args.dst {
+            if let Ok(m) = d.parse::<MacAddr>() {
+                mac = Some(m);
+            } else {
+                ip = Some(d.parse::<Ipv4Addr>().map_err(|_| {
+                    Error::invalid(format!("--dst {d:?}: expected a MAC or an IPv4 address"))
+                })?);
+            }
+        }
+        let src_mac = args
+            .src
+            .as_deref()
+            .map(|s| {
+                s.parse::<MacAddr>()
+                    .map_err(|e| Error::invalid(format!("--src: {e}")))
+            })
+            .transpose()?;
+        let proto = args
+            .proto
+            .as_deref()
+            .map(|p| crate::datapath::trace::Proto::parse(p).map(|p| p.name().to_string()))
+            .transpose()
+            .map_err(Error::Invalid)?;
+        Ok(LiveFilter {
+            mac,
+            ip,
+            src_mac,
+            proto,
+            dport: args.dport,
+        })
+    }
+
+    fn wants(&self, l: &LiveLine) -> bool {
+        let f = &l.frame;
+        self.mac.is_none_or(|m| f.dst == m.to_string())
+            && self.ip.is_none_or(|ip| f.dst_ip == Some(ip))
+            && self.src_mac.is_none_or(|m| f.src == m.to_string())
+            && self
+                .proto
+                .as_ref()
+                .is_none_or(|p| f.proto.as_ref() == Some(p))
+            && self.dport.is_none_or(|p| f.dport == Some(p))
+    }
+}
+
+fn trace_live(client: &Client, args: TraceArgs) -> Result<i32> {
+    let filter = LiveFilter::new(&args)?;
+    let (_, mut stream) = client.open_stream(&Request::TraceLive {
+        network: args.network.clone(),
+        sandbox: args.sandbox.clone(),
+    })?;
+    if let Some(secs) = args.timeout {
+        stream
+            .get_ref()
+            .set_read_timeout(Some(std::time::Duration::from_secs(secs.max(1))))
+            .context(|| "set the trace timeout".into())?;
+    }
+    let mut seen = 0;
+    let mut line = String::new();
+    while seen < args.count {
+        line.clear();
+        match stream.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Error::invalid(format!(
+                    "trace --live: no matching frame on network {} within the timeout ({seen} seen)",
+                    args.network
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    context: "read the live trace".into(),
+                    source: e,
+                });
+            }
+        }
+        let Ok(live) = serde_json::from_str::<LiveLine>(line.trim_end()) else {
+            return Err(Error::Remote(
+                "the daemon sent an unreadable trace line".into(),
+            ));
+        };
+        if !filter.wants(&live) {
+            continue;
+        }
+        seen += 1;
+        match args.format {
+            Format::Json => println!("{}", line.trim_end()),
+            Format::Table => println!(
+                "{} -> {} {}: {}",
+                live.ingress,
+                live.output.as_deref().unwrap_or("*"),
+                live.decision,
+                live.frame.line()
+            ),
+        }
+    }
+    // Hang up: the daemon ends the trace when it notices.
+    drop(stream.get_mut().shutdown(std::net::Shutdown::Both));
+    Ok(0)
 }

@@ -86,6 +86,9 @@ pub enum Command {
     /// Impair links (delay, loss, rate, down, ...) and block traffic between sandboxes.
     #[command(subcommand)]
     Link(lab::LinkCmd),
+    /// Explain what the switch would do with a frame, step by step, without sending it; or
+    /// (--live) show real frames with the decision taken.
+    Trace(lab::TraceArgs),
     /// Run the switch and the control API in the foreground.
     Daemon(DaemonArgs),
     /// Whole-state-dir operations.
@@ -297,6 +300,7 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
             },
         ),
         Command::Link(cmd) => lab::link(&client, cmd),
+        Command::Trace(args) => lab::trace(&client, args),
         Command::Daemon(args) => {
             let threads = args
                 .datapath_threads

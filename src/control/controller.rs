@@ -40,6 +40,7 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 
 mod sample;
+mod trace;
 
 const MAX_VNI: u32 = (1 << 24) - 1;
 /// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
@@ -316,10 +317,16 @@ impl Handler for Controller {
             } => inner.link_update(None, |st| {
                 links::set_block(st, &a, &b, network.as_deref(), block)
             }),
-            Request::Capture { .. } => Err(Error::invalid(
+            Request::Trace(req) => value(&inner.trace(&req)?),
+            Request::Capture { .. } | Request::TraceLive { .. } => Err(Error::invalid(
                 "capture streams: it is served by the connection, not as a request",
             )),
         }
+    }
+
+    fn port_labels(&self, network: &str) -> Result<HashMap<PortId, String>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.port_labels(network)
     }
 
     fn open_capture(

@@ -342,9 +342,9 @@ fn capture(
     segmenter: &mut Segmenter,
 ) {
     for sink in view.captures.iter().filter(|s| s.wants(ingress, egress)) {
-        let mut emit = |segment: &[u8]| sink.push(&segment[VNET_HDR_LEN..]);
+        let mut emit = |segment: &[u8]| sink.push(&segment[VNET_HDR_LEN..], ingress, egress);
         if segmenter.segment(frame, &mut emit).is_err() {
-            sink.push(&frame[VNET_HDR_LEN..]);
+            sink.push(&frame[VNET_HDR_LEN..], ingress, egress);
         }
     }
 }
