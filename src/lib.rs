@@ -16,3 +16,4 @@ pub mod offload;
 pub mod paths;
 #[cfg(test)]
 mod test_rng;
+pub mod topology;

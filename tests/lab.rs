@@ -516,3 +516,121 @@ fn trace_explains_what_traffic_then_does() {
     let table = t.ok(&["trace", "n", "--in", "a", "--dst", B]);
     assert!(table.contains("Decision: unicast -> b/eth0"), "{table}");
 }
+
+fn example(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// After `down`: only the default networks, no sandbox, no record, no impaired link.
+fn assert_nothing_left(t: &Tapnet) {
+    assert_eq!(t.network_names(), ["bridge", "host", "none"]);
+    assert!(
+        t.json(&["sandbox", "ls"])
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+    assert!(
+        t.json(&["link", "show"])
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+    assert!(
+        !t.dir.join("topologies").exists(),
+        "topology record left behind"
+    );
+}
+
+#[test]
+fn seed_example_up_twice_then_down() {
+    let t = Tapnet::new("lab-seed-up");
+    let file = example("seed.toml");
+    let plan = t.ok(&["up", &file, "--dry-run"]);
+    assert!(plan.contains("would create network backend"), "{plan}");
+    assert_eq!(
+        t.network_names(),
+        ["bridge", "host", "none"],
+        "dry run changed nothing"
+    );
+    t.ok(&["up", &file]);
+    let again = t.ok(&["up", &file]);
+    assert!(again.contains("nothing to do"), "{again}");
+    assert!(t.ping("container2", "172.18.0.2") && t.ping("container2", "172.19.0.2"));
+    assert!(
+        !t.ping("container1", "172.19.0.2"),
+        "backend and frontend are isolated"
+    );
+    // container3's command serves on the published port.
+    let served = common::wait_until(std::time::Duration::from_secs(10), || {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect("127.0.0.1:28731") else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut reply = String::new();
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+            && c.read_to_string(&mut reply).is_ok()
+            && reply.starts_with("HTTP/1.0 200")
+    });
+    assert!(
+        served,
+        "container3's http.server answers through the published port"
+    );
+    t.ok(&["down", &file]);
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn impaired_lab_example_up_change_down() {
+    let t = Tapnet::new("lab-impaired-up");
+    let file = example("impaired-lab.toml");
+    t.ok(&["up", &file]);
+    assert!(t.ok(&["up", &file]).contains("nothing to do"));
+    let (_, got, rtt) = ping_stats(&t, "client", &["-c", "10", "-i", "0.05", "10.80.0.3"]);
+    assert!(got >= 8, "{got} of 10 through a 1% lossy link");
+    assert!(
+        (22.0..=30.0).contains(&rtt),
+        "20 ms + 5 ms links: {rtt:.2} ms"
+    );
+    assert!(!t.ping("intruder", "10.80.0.3"), "intruder is blocked");
+    assert!(t.ping("intruder", "10.80.0.2"), "but reaches the client");
+    let connected = common::wait_until(std::time::Duration::from_secs(10), || {
+        t.traffic("client", &["tcp-connect", "10.80.0.3", "8000"])
+            .starts_with("ok")
+    });
+    assert!(connected, "the server's command listens");
+
+    // A changed file changes only what differs: the client's link goes, nothing is recreated.
+    let text = std::fs::read_to_string(&file).expect("read example");
+    let changed = t.dir.with_extension("impaired-lab.toml");
+    std::fs::write(
+        &changed,
+        text.replace(
+            "[[link]]\nsandbox = \"client\"\nnetwork = \"lab\"\ndelay = \"5ms\"\n",
+            "",
+        ),
+    )
+    .expect("write changed file");
+    let changed_s = changed.to_string_lossy().into_owned();
+    let plan = t.ok(&["up", &changed_s]);
+    assert_eq!(plan.trim(), "clear link client lab", "{plan}");
+    let (_, _, rtt) = ping_stats(&t, "client", &["-c", "10", "-i", "0.05", "10.80.0.3"]);
+    assert!(
+        (18.0..=24.0).contains(&rtt),
+        "only the server's 20 ms left: {rtt:.2} ms"
+    );
+    t.ok(&["down", &changed_s]);
+    let _ = std::fs::remove_file(&changed);
+    assert_nothing_left(&t);
+
+    // Bad files fail with one line and change nothing.
+    let bad = t.dir.with_extension("bad.toml");
+    std::fs::write(&bad, "[[network]]\nname = \"x\"\nsubnett = \"1\"\n").expect("write");
+    let err = t.fails(&["up", &bad.to_string_lossy()]);
+    assert!(err.contains("line 3"), "{err}");
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(t.network_names(), ["bridge", "host", "none"]);
+}

@@ -218,6 +218,15 @@ pub fn print_links(rows: &[LinkRow], format: Format) {
 }
 
 #[derive(Args, Debug)]
+pub struct TopologyArgs {
+    /// A TOML topology file (see examples/).
+    pub file: std::path::PathBuf,
+    /// Print the plan without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct TraceArgs {
     pub network: String,
     /// The sandbox the frame comes from (required unless --live, where it filters).

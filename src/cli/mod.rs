@@ -89,6 +89,10 @@ pub enum Command {
     /// Explain what the switch would do with a frame, step by step, without sending it; or
     /// (--live) show real frames with the decision taken.
     Trace(lab::TraceArgs),
+    /// Build (or update) what a topology file describes; twice changes nothing.
+    Up(lab::TopologyArgs),
+    /// Remove exactly what `up` of a topology file made.
+    Down(lab::TopologyArgs),
     /// Run the switch and the control API in the foreground.
     Daemon(DaemonArgs),
     /// Whole-state-dir operations.
@@ -301,6 +305,8 @@ fn run(cli: Cli, dirs: StateDir) -> Result<i32> {
         ),
         Command::Link(cmd) => lab::link(&client, cmd),
         Command::Trace(args) => lab::trace(&client, args),
+        Command::Up(args) => crate::topology::apply::up(&client, &args.file, args.dry_run),
+        Command::Down(args) => crate::topology::apply::down(&client, &args.file, args.dry_run),
         Command::Daemon(args) => {
             let threads = args
                 .datapath_threads
