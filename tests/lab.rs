@@ -605,7 +605,7 @@ fn impaired_lab_example_up_change_down() {
 
     // A changed file changes only what differs: the client's link goes, nothing is recreated.
     let text = std::fs::read_to_string(&file).expect("read example");
-    let changed = t.dir.with_extension("impaired-lab.toml");
+    let changed = t.dir.join("changed-lab.toml");
     std::fs::write(
         &changed,
         text.replace(
@@ -627,7 +627,7 @@ fn impaired_lab_example_up_change_down() {
     assert_nothing_left(&t);
 
     // Bad files fail with one line and change nothing.
-    let bad = t.dir.with_extension("bad.toml");
+    let bad = t.dir.join("bad.toml");
     std::fs::write(&bad, "[[network]]\nname = \"x\"\nsubnett = \"1\"\n").expect("write");
     let err = t.fails(&["up", &bad.to_string_lossy()]);
     assert!(err.contains("line 3"), "{err}");

@@ -331,6 +331,17 @@ mod tests {
     }
 
     #[test]
+    fn old_state_files_load_without_link_fields() {
+        let old = r#"{"id":"e","network":"n","interface":"eth0","mac":"02:42:0a:00:00:02",
+            "ipv4":"10.0.0.2","aliases":[]}"#;
+        let ep: Endpoint = serde_json::from_str(old).expect("old endpoint loads");
+        assert!(ep.impairment.is_none() && ep.blocked.is_empty());
+        // And an endpoint without them saves as before: no new keys.
+        let text = serde_json::to_string(&ep).expect("json");
+        assert!(!text.contains("impairment") && !text.contains("blocked"), "{text}");
+    }
+
+    #[test]
     fn set_merges_and_noop_clears() {
         let mut st = state();
         let mut ch = LinkChange {
