@@ -338,7 +338,10 @@ mod tests {
         assert!(ep.impairment.is_none() && ep.blocked.is_empty());
         // And an endpoint without them saves as before: no new keys.
         let text = serde_json::to_string(&ep).expect("json");
-        assert!(!text.contains("impairment") && !text.contains("blocked"), "{text}");
+        assert!(
+            !text.contains("impairment") && !text.contains("blocked"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod network;
 pub mod pcap;
 pub mod port;
 pub mod switch;
+pub mod timer;
 pub mod trace;
 pub mod worker;
 

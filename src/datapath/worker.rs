@@ -23,9 +23,12 @@ use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::network::NetworkDp;
 use super::port::{NetId, Port};
 use super::switch::{Egress, decide};
+use super::timer::Timer;
 use crate::offload::Segmenter;
 
 pub const WAKER: Token = Token(usize::MAX);
+/// The timer of delayed frames.
+const TIMER: Token = Token(usize::MAX - 1);
 /// Frames read from one port before the worker turns to the next ready port.
 const BATCH: usize = 64;
 
@@ -69,6 +72,8 @@ pub struct Worker {
     segmenter: Segmenter,
     /// Frames held by link impairments until their deadline.
     delayed: DelayQueue,
+    /// Wakes the poll at the next deadline; without it, the poll timeout does (1 ms steps).
+    timer: Option<Timer>,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -80,6 +85,11 @@ fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
 
 impl Worker {
     pub fn new(index: usize, poll: Poll, commands: Receiver<Command>, clock: Arc<Clock>) -> Self {
+        let timer = Timer::new().ok().filter(|t| {
+            poll.registry()
+                .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
+                .is_ok()
+        });
         Worker {
             index,
             poll,
@@ -92,18 +102,23 @@ impl Worker {
             buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             segmenter: Segmenter::new(),
             delayed: DelayQueue::default(),
+            timer,
         }
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
+            let next = self.delayed.next_deadline();
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
+            } else if let Some(timer) = self.timer.as_mut() {
+                if let Some(at) = next {
+                    timer.arm(at);
+                }
+                None
             } else {
-                self.delayed
-                    .next_deadline()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                next.map(|at| at.saturating_duration_since(Instant::now()))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -116,6 +131,10 @@ impl Worker {
                 if event.token() == WAKER {
                     if !self.handle_commands() {
                         return;
+                    }
+                } else if event.token() == TIMER {
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.fired();
                     }
                 } else {
                     self.mark_ready(event.token().0 as PortId);
