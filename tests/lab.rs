@@ -516,6 +516,7 @@ fn trace_explains_what_traffic_then_does() {
             .unwrap_or("")
             .contains("blocked")
     );
+    assert_eq!(report["outputs"][0]["dropped"], true);
     assert!(!t.ping("a", B));
     t.ok(&["link", "reset"]);
 
@@ -526,7 +527,7 @@ fn trace_explains_what_traffic_then_does() {
         "trace", "n", "--in", "a", "--dst", B, "--dport", "80", "--proto", "icmp",
     ]);
     let table = t.ok(&["trace", "n", "--in", "a", "--dst", B]);
-    assert!(table.contains("Decision: unicast -> b/eth0"), "{table}");
+    assert!(table.contains("Decision: unicast -> b/eth0\n"), "{table}");
 }
 
 fn example(name: &str) -> String {

@@ -55,6 +55,8 @@ pub struct TraceOutput {
     pub port: String,
     /// `send`, `blocked`, `down`, or the impairments in force (`delay 20ms loss 10%`).
     pub link: String,
+    /// The link drops every such frame (blocked, or down).
+    pub dropped: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -278,7 +278,17 @@ pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
             for (i, step) in report.steps.iter().enumerate() {
                 println!("{:>2}. {step}", i + 1);
             }
-            let outs: Vec<&str> = report.outputs.iter().map(|o| o.port.as_str()).collect();
+            let outs: Vec<String> = report
+                .outputs
+                .iter()
+                .map(|o| {
+                    if o.dropped {
+                        format!("{} (dropped by its link)", o.port)
+                    } else {
+                        o.port.clone()
+                    }
+                })
+                .collect();
             println!(
                 "Decision: {}{}",
                 report.decision,

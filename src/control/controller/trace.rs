@@ -200,11 +200,12 @@ impl Inner {
         }
         for id in outputs {
             let port = label(id);
-            let link = self.link_verdict(&port, &req.network, &req.sandbox);
+            let (link, dropped) = self.link_verdict(&port, &req.network, &req.sandbox);
             steps.push(format!("output: {port}: {link}"));
             report.outputs.push(TraceOutput {
                 port: port.clone(),
                 link,
+                dropped,
             });
             if port == GATEWAY_PORT
                 && let (Some(src_ip), Some(dst_ip)) = (ips, dst_ip)
@@ -286,25 +287,30 @@ impl Inner {
         }
     }
 
-    /// What the link towards `port` (a `sandbox/interface` label) does to a frame from `from`.
-    fn link_verdict(&self, port: &str, network: &str, from: &str) -> String {
+    /// What the link towards `port` (a `sandbox/interface` label) does to a frame from `from`,
+    /// and whether it drops it for sure.
+    fn link_verdict(&self, port: &str, network: &str, from: &str) -> (String, bool) {
+        let send = ("send".to_string(), false);
         let Some((sandbox, _)) = port.split_once('/') else {
-            return "send".into();
+            return send;
         };
         let Some(ep) = self
             .state
             .sandbox(sandbox)
             .and_then(|s| s.endpoint(network))
         else {
-            return "send".into();
+            return send;
         };
         if ep.blocked.iter().any(|b| b == from) {
-            return format!("blocked (link block {from} {sandbox}): dropped");
+            return (
+                format!("blocked (link block {from} {sandbox}): dropped"),
+                true,
+            );
         }
         match &ep.impairment {
-            Some(i) if i.down => "link down: dropped".into(),
-            Some(i) => format!("send through impairments: {}", i.describe()),
-            None => "send".into(),
+            Some(i) if i.down => ("link down: dropped".into(), true),
+            Some(i) => (format!("send through impairments: {}", i.describe()), false),
+            None => send,
         }
     }
 
