@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::datapath::impair::LinkStats;
 use crate::datapath::port::PortStats;
 use crate::error::{Context, Result};
+use crate::gateway::dns_server::{DnsStats, RCODES};
 
 /// A request head longer than this is refused.
 const MAX_HEAD: usize = 8192;
@@ -37,12 +38,13 @@ pub struct PortSample {
     pub link: LinkStats,
 }
 
-/// One network: its MAC table and NAT flows.
+/// One network: its MAC table, NAT flows and DNS server.
 pub struct NetworkSample {
     pub name: String,
     pub fdb_entries: usize,
     pub nat_tcp_flows: Option<usize>,
     pub nat_udp_flows: Option<usize>,
+    pub dns: Option<std::sync::Arc<DnsStats>>,
 }
 
 #[derive(Default)]
@@ -224,6 +226,53 @@ pub fn render(snap: &Snapshot) -> String {
             }
         }
     }
+    let name = "tapnet_dns_queries_total";
+    f.head(name, "counter", "Queries to the network's DNS server.");
+    for n in &snap.networks {
+        if let Some(d) = &n.dns {
+            for (transport, c) in [("udp", &d.queries_udp), ("tcp", &d.queries_tcp)] {
+                f.sample(
+                    name,
+                    &[("network", &n.name), ("transport", transport)],
+                    c.load(Ordering::Relaxed),
+                );
+            }
+        }
+    }
+    let name = "tapnet_dns_answers_total";
+    f.head(
+        name,
+        "counter",
+        "Answers of the network's DNS server by source (local names, or an upstream) and response code.",
+    );
+    for n in &snap.networks {
+        if let Some(d) = &n.dns {
+            for (source, row) in [("local", &d.local), ("upstream", &d.upstream)] {
+                for (rcode, c) in RCODES.iter().zip(row.iter()) {
+                    f.sample(
+                        name,
+                        &[("network", &n.name), ("source", source), ("rcode", rcode)],
+                        c.load(Ordering::Relaxed),
+                    );
+                }
+            }
+        }
+    }
+    let name = "tapnet_dns_dropped_total";
+    f.head(
+        name,
+        "counter",
+        "Queries the DNS server left unanswered (malformed).",
+    );
+    for n in &snap.networks {
+        if let Some(d) = &n.dns {
+            f.sample(
+                name,
+                &[("network", &n.name)],
+                d.dropped.load(Ordering::Relaxed),
+            );
+        }
+    }
     let name = "tapnet_capture_dropped_total";
     f.head(
         name,
@@ -365,6 +414,7 @@ mod tests {
                 fdb_entries: 2,
                 nat_tcp_flows: Some(1),
                 nat_udp_flows: Some(0),
+                dns: Some(std::sync::Arc::new(DnsStats::default())),
             }],
         };
         let text = render(&snap);

@@ -351,12 +351,21 @@ fn metrics_parse_and_move_with_traffic() {
     assert_eq!(before.get(created), Some(&2.0), "{before:?}");
     t.exec_ok("a", &["ping", "-c", "10", "-i", "0.01", "-q", B]);
     t.fails(&["network", "inspect", "nope"]);
+    // A name of the network, answered by its DNS server.
+    assert!(t.exec_ok("a", &["getent", "hosts", "b"]).contains(B));
     let after = parse_prometheus(&scrape(&addr));
     let moved =
         |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
     assert!(moved(rx_a) >= 10.0, "a's rx moved {}", moved(rx_a));
     assert!(moved(tx_b) >= 10.0, "b's tx moved {}", moved(tx_b));
     assert_eq!(moved(failed), 1.0);
+    let answered = r#"tapnet_dns_answers_total{network="n",source="local",rcode="noerror"}"#;
+    assert!(
+        moved(answered) >= 1.0,
+        "DNS answers moved {}",
+        moved(answered)
+    );
+    assert!(moved(r#"tapnet_dns_queries_total{network="n",transport="udp"}"#) >= 1.0);
     assert!(after[r#"tapnet_fdb_entries{network="n"}"#] >= 2.0);
     assert!(after.contains_key(r#"tapnet_nat_flows{network="n",proto="tcp"}"#));
     assert!(after.contains_key(

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,14 +21,49 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// Lowercased names (sandbox names and aliases) and their addresses on the network.
 pub type NameTable = HashMap<String, Vec<Ipv4Addr>>;
 
+/// Response codes the metrics tell apart; anything else counts as `other`.
+pub const RCODES: [&str; 4] = ["noerror", "nxdomain", "servfail", "other"];
+
+/// Queries and answers, for the metrics.
+#[derive(Default)]
+pub struct DnsStats {
+    pub queries_udp: AtomicU64,
+    pub queries_tcp: AtomicU64,
+    /// Answered from the network's names (or SERVFAIL when no upstream answered), by RCODES.
+    pub local: [AtomicU64; 4],
+    /// Answers relayed from an upstream server, by RCODES.
+    pub upstream: [AtomicU64; 4],
+    /// Queries left unanswered (malformed, or not even a SERVFAIL could be built).
+    pub dropped: AtomicU64,
+}
+
+impl DnsStats {
+    fn answered(&self, upstream: bool, reply: &[u8]) {
+        let index = match reply.get(3).map(|b| b & 0x0f) {
+            Some(0) => 0,
+            Some(3) => 1,
+            Some(2) => 2,
+            _ => 3,
+        };
+        let row = if upstream {
+            &self.upstream
+        } else {
+            &self.local
+        };
+        row[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub struct DnsServer {
     pub udp: SocketAddrV4,
     pub tcp: SocketAddrV4,
     names: Arc<RwLock<NameTable>>,
     stop: Arc<AtomicBool>,
+    pub stats: Arc<DnsStats>,
 }
 
 struct Shared {
+    stats: Arc<DnsStats>,
     names: Arc<RwLock<NameTable>>,
     /// Empty: names that are not local get SERVFAIL (internal networks, no upstream allowed).
     upstreams: Vec<SocketAddr>,
@@ -44,8 +79,26 @@ impl Shared {
             .cloned()
     }
 
-    /// The reply to `query`, or nothing for what must not be answered.
+    /// The reply to `query`, or nothing for what must not be answered; counted.
     fn resolve(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let queries = if tcp {
+            &self.stats.queries_tcp
+        } else {
+            &self.stats.queries_udp
+        };
+        queries.fetch_add(1, Ordering::Relaxed);
+        let (reply, upstream) = self.resolve_uncounted(query, tcp);
+        match &reply {
+            Some(r) => self.stats.answered(upstream, r),
+            None => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        reply
+    }
+
+    /// The reply, and whether an upstream server gave it.
+    fn resolve_uncounted(&self, query: &[u8], tcp: bool) -> (Option<Vec<u8>>, bool) {
         let mut out = Vec::with_capacity(512);
         let lookup = |name: &str| self.lookup(name);
         let decision = if tcp {
@@ -54,18 +107,20 @@ impl Shared {
             dns::answer(query, &lookup, &mut out)
         };
         match decision {
-            Decision::Answered => Some(out),
-            Decision::Drop => None,
+            Decision::Answered => (Some(out), false),
+            Decision::Drop => (None, false),
             Decision::Forward => {
                 let forwarded = if tcp {
                     dns::forward_tcp(query, &self.upstreams, UPSTREAM_TIMEOUT, &mut out)
                 } else {
                     dns::forward_udp(query, &self.upstreams, UPSTREAM_TIMEOUT, &mut out)
                 };
-                if forwarded.is_ok() || dns::servfail_for(query, &mut out) {
-                    Some(out)
+                if forwarded.is_ok() {
+                    (Some(out), true)
+                } else if dns::servfail_for(query, &mut out) {
+                    (Some(out), false)
                 } else {
-                    None
+                    (None, false)
                 }
             }
         }
@@ -90,7 +145,9 @@ impl DnsServer {
         let _ = tcp_listener.set_nonblocking(true);
         let names = Arc::new(RwLock::new(NameTable::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(DnsStats::default());
         let shared = Arc::new(Shared {
+            stats: stats.clone(),
             names: names.clone(),
             upstreams,
             stop: stop.clone(),
@@ -109,6 +166,7 @@ impl DnsServer {
             tcp,
             names,
             stop,
+            stats,
         })
     }
 

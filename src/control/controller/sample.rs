@@ -37,12 +37,14 @@ impl Source for Controller {
             .nets
             .iter()
             .map(|(name, id)| {
-                let gw = inner.gateways.get(name).map(|(_, g)| &g.stats);
+                let gateway = inner.gateways.get(name).map(|(_, g)| g);
+                let gw = gateway.map(|g| &g.stats);
                 NetworkSample {
                     name: name.clone(),
                     fdb_entries: inner.dp.network(*id).map_or(0, |n| n.fdb.len()),
                     nat_tcp_flows: gw.map(|s| s.tcp_flows.load(Ordering::Relaxed)),
                     nat_udp_flows: gw.map(|s| s.udp_flows.load(Ordering::Relaxed)),
+                    dns: gateway.map(|g| g.dns_stats()),
                 }
             })
             .collect();
