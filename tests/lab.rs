@@ -207,6 +207,14 @@ fn down_up_block_unblock() {
     t.ok(&["link", "unblock", "a", "b", "--net", "n"]);
     assert!(t.ping("a", B), "unblocked");
 
+    // A block goes with the sandbox: a new b of the same name is not cut off.
+    t.ok(&["link", "block", "a", "b"]);
+    t.ok(&["sandbox", "rm", "b"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n", "--ip", B]);
+    assert!(t.ping("a", B), "the new b is reachable");
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    assert!(view["interfaces"][0].get("blocked").is_none(), "{view}");
+
     // Bad input: one error line, nothing changes.
     t.fails(&["link", "set", "b", "n", "--loss", "150%"]);
     t.fails(&["link", "set", "b", "n", "--delay", "20"]);

@@ -914,9 +914,10 @@ impl Inner {
         let mut updated = sb.clone();
         updated.endpoints.retain(|e| e.network != network);
         self.replace_sandbox(updated.clone());
-        links::forget(&mut self.state, sandbox, Some(network));
+        let forgotten = links::forget(&mut self.state, sandbox, Some(network));
         if let Err(e) = self.save() {
             self.replace_sandbox(sb);
+            links::remember(&mut self.state, forgotten);
             return Err(e);
         }
         self.unwire(sandbox, &ep);
@@ -1173,9 +1174,10 @@ impl Inner {
             .position(|s| s.name == name)
             .ok_or_else(|| Error::not_found("sandbox", name))?;
         self.state.sandboxes.remove(index);
-        links::forget(&mut self.state, name, None);
+        let forgotten = links::forget(&mut self.state, name, None);
         if let Err(e) = self.save() {
             self.state.sandboxes.insert(index, sb);
+            links::remember(&mut self.state, forgotten);
             return Err(e);
         }
         self.tear_down(&sb);

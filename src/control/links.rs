@@ -185,13 +185,35 @@ pub fn reset(
     Ok(changed)
 }
 
+/// Blocks `forget` removed, as (sandbox, network, partner), to put back if the request fails.
+pub type Forgotten = Vec<(String, String, String)>;
+
 /// Drop the blocks that name `sandbox` (on `network`, or everywhere): it is leaving.
-pub fn forget(state: &mut State, sandbox: &str, network: Option<&str>) {
+pub fn forget(state: &mut State, sandbox: &str, network: Option<&str>) -> Forgotten {
+    let mut gone = Vec::new();
     for sb in state.sandboxes.iter_mut() {
         for ep in sb.endpoints.iter_mut() {
-            if network.is_none_or(|n| n == ep.network) {
+            if network.is_none_or(|n| n == ep.network) && ep.blocked.iter().any(|b| b == sandbox) {
                 ep.blocked.retain(|b| b != sandbox);
+                gone.push((sb.name.clone(), ep.network.clone(), sandbox.to_string()));
             }
+        }
+    }
+    gone
+}
+
+/// Undo `forget` (the request that left failed).
+pub fn remember(state: &mut State, forgotten: Forgotten) {
+    for (sandbox, network, partner) in forgotten {
+        if let Some(ep) = state
+            .sandboxes
+            .iter_mut()
+            .find(|s| s.name == sandbox)
+            .and_then(|s| s.endpoints.iter_mut().find(|e| e.network == network))
+            && !ep.blocked.contains(&partner)
+        {
+            ep.blocked.push(partner);
+            ep.blocked.sort();
         }
     }
 }
@@ -415,8 +437,11 @@ mod tests {
         set_block(&mut st, "a", "b", Some("back"), false).expect("unblock");
         assert!(blocked(&st, "a", "back").is_empty());
         assert_eq!(blocked(&st, "a", "front"), vec!["b".to_string()]);
-        forget(&mut st, "b", None);
+        let gone = forget(&mut st, "b", None);
         assert!(blocked(&st, "a", "front").is_empty());
+        remember(&mut st, gone.clone());
+        assert_eq!(blocked(&st, "a", "front"), vec!["b".to_string()]);
+        forget(&mut st, "b", None);
         set_block(&mut st, "a", "c", None, true).expect("block on back");
         assert_eq!(
             reset(&mut st, None, Some("c")).expect("reset"),
