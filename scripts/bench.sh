@@ -15,7 +15,10 @@
 # overrun before it is killed and recorded as stalled).
 # Cases (default all, in this order): switch cases bridge tapnet tapnet-nooff vde ovs ovs-tso;
 # NAT cases nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520
-# nat-pasta-1500 nat-pasta-65520. "switch" and "nat" in CASES stand for each group.
+# nat-pasta-1500 nat-pasta-65520; lab cases tapnet-impair-other (a third sandbox whose link has
+# delay and loss: the measured pair's ports have none) and tapnet-capture (one capture of the
+# network running, written to /dev/null), to compare with the plain tapnet case.
+# "switch", "nat" and "lab" (tapnet plus the lab cases) in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
 
@@ -34,7 +37,8 @@ done
 
 SWITCH_CASES="bridge tapnet tapnet-nooff vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
-ALL_CASES="$SWITCH_CASES $NAT_CASES"
+LAB_CASES="tapnet-impair-other tapnet-capture"
+ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES"
 ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-$ALL_CASES}
 OUT=${OUT:-$REPO/bench-results/latest.md}
@@ -77,7 +81,12 @@ while [ $# -gt 0 ]; do
 done
 expanded=""
 for c in $CASES; do
-    case $c in switch) expanded+=" $SWITCH_CASES" ;; nat) expanded+=" $NAT_CASES" ;; *) expanded+=" $c" ;; esac
+    case $c in
+        switch) expanded+=" $SWITCH_CASES" ;;
+        nat) expanded+=" $NAT_CASES" ;;
+        lab) expanded+=" tapnet $LAB_CASES" ;;
+        *) expanded+=" $c" ;;
+    esac
 done
 CASES=${expanded# }
 for c in $CASES; do
@@ -377,6 +386,19 @@ setup_tapnet_common() {
 }
 setup_tapnet() { setup_tapnet_common --offload on; }
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
+# An impairment configured on another port of the network: the measured frames take the plain
+# path, and this shows whether they pay for it.
+setup_tapnet_impair_other() {
+    setup_tapnet_common --offload on
+    "$TAPNET" sandbox create c --net benchnet >/dev/null
+    "$TAPNET" link set c benchnet --delay 10ms --loss 1% --seed 1 >/dev/null
+}
+# One capture of the whole network running (pcap to /dev/null).
+setup_tapnet_capture() {
+    setup_tapnet_common --offload on
+    "$TAPNET" capture benchnet -w - >/dev/null 2>"$D/capture.err" &
+    reg pid "$!" "$(basename "$TAPNET" | cut -c1-15)"
+}
 
 # ------------------------------------------------------------------ NAT topologies
 # Each setup_nat_* builds one namespace A (the sandbox) whose traffic reaches the script's own

@@ -31,6 +31,8 @@ pub struct DaemonOptions {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// A group whose members may use the control socket too (as Docker's `docker` group).
     pub group: Option<nix::unistd::Gid>,
+    /// Serve Prometheus metrics here (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How long a starting daemon retries a lock that a client is only probing.
@@ -182,6 +184,12 @@ fn serve_until_signal(
             return Err(e);
         }
     };
+    if let Some(addr) = options.metrics
+        && let Err(e) = crate::metrics::start(addr, controller.clone())
+    {
+        dp.stop();
+        return Err(e);
+    }
     let listener = bind_socket(dirs, options.group)?;
     let peers = PeerPolicy {
         uid: nix::unistd::geteuid().as_raw(),

@@ -11,9 +11,11 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod guard;
+pub mod metrics;
 pub mod netns;
 pub mod offload;
 pub mod paths;
 pub mod rootless;
 #[cfg(test)]
 mod test_rng;
+pub mod topology;

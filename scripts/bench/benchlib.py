@@ -117,6 +117,8 @@ CASE_LABELS = {
     "bridge": "Linux bridge + 2 veth (kernel)",
     "tapnet": "tapnet (offload on)",
     "tapnet-nooff": "tapnet --offload off",
+    "tapnet-impair-other": "tapnet, impairment on another port",
+    "tapnet-capture": "tapnet, one capture running",
     "vde": "VDE vde_switch, 2 TAP",
     "ovs": "OVS netdev datapath, 2 internal (TAP) ports",
     "ovs-tso": "OVS netdev + userspace-tso-enable",

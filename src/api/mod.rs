@@ -1,6 +1,8 @@
 //! The control API: request and response types, the socket server and the client.
 
 pub mod client;
+pub mod lab;
+pub mod live;
 pub mod server;
 pub mod types;
 

@@ -1,5 +1,6 @@
 //! The daemon side of the control socket: one thread per connection, one request per line.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,6 +13,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use super::MAX_REQUEST_BYTES;
 use super::types::{Request, Response};
 use crate::datapath::capture::CaptureSession;
+use crate::datapath::fdb::PortId;
 use crate::datapath::pcap::{self, RecordHeader};
 use crate::error::Result;
 
@@ -24,6 +26,8 @@ pub trait Handler: Send + Sync + 'static {
         sandbox: Option<&str>,
         snaplen: Option<u32>,
     ) -> Result<CaptureSession>;
+    /// Labels of a network's ports by id (`trace --live` names them).
+    fn port_labels(&self, network: &str) -> Result<HashMap<PortId, String>>;
 }
 
 /// Who may use the control socket: the daemon's own user, and members of `gid` when the
@@ -126,6 +130,7 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
                 snaplen,
             }) => match handler.open_capture(&network, sandbox.as_deref(), snaplen) {
                 Ok(session) => {
+                    crate::metrics::count_request("capture", true);
                     let started = Response::Ok {
                         result: serde_json::json!({"snaplen": session.snaplen}),
                     };
@@ -136,11 +141,39 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
                 }
                 Err(e) => error(&e.to_string()),
             },
-            Ok(request) => match handler.handle(request) {
-                Ok(result) => Response::Ok { result },
-                Err(e) => error(&e.to_string()),
-            },
-            Err(e) => error(&format!("malformed request: {e}")),
+            Ok(Request::TraceLive { network, sandbox }) => {
+                let opened = handler.port_labels(&network).and_then(|labels| {
+                    handler
+                        .open_capture(&network, sandbox.as_deref(), Some(LIVE_SNAPLEN))
+                        .map(|s| (s, labels))
+                });
+                match opened {
+                    Ok((session, labels)) => {
+                        crate::metrics::count_request("trace_live", true);
+                        let started = Response::Ok {
+                            result: serde_json::json!({"network": network}),
+                        };
+                        if reply(&mut writer, started).is_ok() {
+                            super::live::stream(&session, &labels, writer);
+                        }
+                        return;
+                    }
+                    Err(e) => error(&e.to_string()),
+                }
+            }
+            Ok(request) => {
+                let kind = request_kind(&request);
+                let answer = handler.handle(request);
+                crate::metrics::count_request(&kind, answer.is_ok());
+                match answer {
+                    Ok(result) => Response::Ok { result },
+                    Err(e) => error(&e.to_string()),
+                }
+            }
+            Err(e) => {
+                crate::metrics::count_request("malformed", false);
+                error(&format!("malformed request: {e}"))
+            }
         };
         if reply(&mut writer, response).is_err() {
             return;
@@ -148,8 +181,19 @@ fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
     }
 }
 
+/// The request's `op` (`network_create`, ...), for the metrics.
+fn request_kind(request: &Request) -> String {
+    serde_json::to_value(request)
+        .ok()
+        .and_then(|v| v.get("op")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Bytes of each frame `trace --live` looks at: headers up to the transport ports.
+const LIVE_SNAPLEN: u32 = 128;
+
 /// Has the client hung up (or sent anything, which also ends a capture)?
-fn client_done(conn: &UnixStream) -> bool {
+pub(super) fn client_done(conn: &UnixStream) -> bool {
     let mut byte = [0u8; 1];
     !matches!(
         recv(

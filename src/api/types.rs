@@ -83,6 +83,31 @@ pub enum Request {
     Shutdown,
     /// The daemon's mode, version, state dir and the kernel features it found.
     Info,
+    /// Impair an endpoint's link (`tapnet link set`).
+    LinkSet(super::lab::LinkChange),
+    LinkShow {
+        network: Option<String>,
+    },
+    /// Clear impairments and blocks: all, or one network's, or one sandbox's.
+    LinkReset {
+        network: Option<String>,
+        sandbox: Option<String>,
+    },
+    /// Explain what the switch would do with a frame (`tapnet trace`); sends nothing.
+    Trace(super::lab::TraceRequest),
+    /// Stream a JSON line per real frame of the network with the decision taken, after the
+    /// answer line, until the client hangs up (`tapnet trace --live`).
+    TraceLive {
+        network: String,
+        sandbox: Option<String>,
+    },
+    /// Cut (or restore, `block: false`) traffic between two sandboxes.
+    LinkBlock {
+        a: String,
+        b: String,
+        network: Option<String>,
+        block: bool,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -149,6 +174,12 @@ pub struct InterfaceView {
     pub ipv4: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Link impairments in force on this interface (`tapnet link set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<crate::datapath::impair::Impairment>,
+    /// Sandboxes cut off from this interface (`tapnet link block`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

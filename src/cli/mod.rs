@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod docs;
 pub mod exec;
+pub mod lab;
 pub mod names;
 pub mod output;
 pub mod views;
@@ -38,6 +39,7 @@ pub const VERSION: &str = concat!(
 pub const ENV_STATE_DIR: &str = "TAPNET_STATE_DIR";
 pub const ENV_NAT_ALLOW: &str = "TAPNET_NAT_ALLOW";
 pub const ENV_DNS_UPSTREAM: &str = "TAPNET_DNS_UPSTREAM";
+pub const ENV_METRICS: &str = "TAPNET_METRICS";
 
 const GLOBAL_OPTIONS: &str = "Global options";
 
@@ -134,6 +136,16 @@ pub enum Command {
         #[arg(short = 's', long, value_name = "BYTES")]
         snaplen: Option<u32>,
     },
+    /// Impair links (delay, loss, rate, down, ...) and block traffic between sandboxes.
+    #[command(subcommand)]
+    Link(lab::LinkCmd),
+    /// Explain what the switch would do with a frame, step by step, without sending it; or
+    /// (--live) show real frames with the decision taken.
+    Trace(lab::TraceArgs),
+    /// Build (or update) what a topology file describes; twice changes nothing.
+    Up(lab::TopologyArgs),
+    /// Remove exactly what `up` of a topology file made.
+    Down(lab::TopologyArgs),
     /// Run the switch and the control API in the foreground (clients start it on first use).
     Daemon(DaemonArgs),
     /// Whole-state-dir operations.
@@ -350,6 +362,10 @@ pub struct DaemonArgs {
     /// `docker` group does [default: only the daemon's own user].
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Serve Prometheus metrics (text format 0.0.4) at http://ADDR:PORT/metrics [env:
+    /// TAPNET_METRICS] [default: none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -442,6 +458,10 @@ fn run(cli: Cli) -> Result<i32> {
                 snaplen,
             },
         ),
+        Command::Link(cmd) => lab::link(&client, cmd),
+        Command::Trace(args) => lab::trace(&client, args),
+        Command::Up(args) => crate::topology::apply::up(&client, &args.file, args.dry_run),
+        Command::Down(args) => crate::topology::apply::down(&client, &args.file, args.dry_run),
         Command::Daemon(args) => run_daemon(dirs, args),
         Command::System(SystemCmd::Reset) => {
             reset::reset(&client)?;
@@ -514,6 +534,16 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
                 .ok_or_else(|| Error::invalid(format!("--group: no such group {g:?}")))
         })
         .transpose()?;
+    let metrics = args
+        .metrics
+        .clone()
+        .or_else(|| env_value(ENV_METRICS))
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                Error::invalid(format!("--metrics: bad address {a:?}: expected ADDR:PORT"))
+            })
+        })
+        .transpose()?;
     daemon::run(
         dirs,
         DaemonOptions {
@@ -522,6 +552,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
             nat_allow,
             dns_upstreams,
             group,
+            metrics,
         },
     )?;
     Ok(0)

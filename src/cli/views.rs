@@ -57,8 +57,14 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         || "- (no gateway)".to_string(),
         |nat| {
             format!(
-                "{} TCP, {} UDP (refused at a cap: {} TCP; evicted: {} UDP; DNS queries shed: {})",
-                nat.tcp_flows, nat.udp_flows, nat.tcp_refused, nat.udp_evicted, nat.dns_shed
+                "{} TCP, {} UDP, {} published-UDP peers (refused at a cap: {} TCP; evicted: {} \
+                 UDP; DNS queries shed: {})",
+                nat.tcp_flows,
+                nat.udp_flows,
+                nat.published_udp_peers,
+                nat.tcp_refused,
+                nat.udp_evicted,
+                nat.dns_shed
             )
         },
     );
@@ -153,13 +159,25 @@ pub fn sandbox(s: &SandboxView, format: Format) -> String {
                 opt(&i.mac),
                 opt(&i.ipv4),
                 list(&i.aliases),
+                i.impairment
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |imp| imp.describe()),
+                list(&i.blocked),
             ]
         })
         .collect();
     let mut out = key_values(&fields);
     out.push('\n');
     out.push_str(&table(
-        &["NETWORK", "INTERFACE", "MAC", "IPV4", "ALIASES"],
+        &[
+            "NETWORK",
+            "INTERFACE",
+            "MAC",
+            "IPV4",
+            "ALIASES",
+            "LINK",
+            "BLOCKED",
+        ],
         &rows,
     ));
     out
@@ -347,6 +365,7 @@ mod tests {
                 tcp_refused: 17,
                 udp_evicted: 19,
                 dns_shed: 23,
+                published_udp_peers: 29,
             }),
         }
     }
@@ -389,6 +408,11 @@ mod tests {
                     mac: Some("02:42:ac:12:00:02".into()),
                     ipv4: Some("172.18.0.2/16".into()),
                     aliases: vec!["api".into()],
+                    impairment: Some(crate::datapath::impair::Impairment {
+                        delay_us: 20_000,
+                        ..Default::default()
+                    }),
+                    blocked: vec!["gamma".into()],
                 },
                 InterfaceView {
                     network: "frontend".into(),
@@ -396,6 +420,8 @@ mod tests {
                     mac: Some("02:42:ac:13:00:03".into()),
                     ipv4: Some("172.19.0.3/16".into()),
                     aliases: Vec::new(),
+                    impairment: None,
+                    blocked: Vec::new(),
                 },
             ],
             ports: vec!["0.0.0.0:8080->80/tcp".into(), "127.0.0.1:53->53/udp".into()],
@@ -406,7 +432,9 @@ mod tests {
     fn sandbox_table_shows_every_json_field() {
         let view = sandbox_view();
         let text = sandbox(&view, Format::Table);
-        assert_table_has_every_field(&view, &text, &[]);
+        // An impairment shows as one phrase ("delay 20ms"), not field by field.
+        assert_table_has_every_field(&view, &text, &["impairment"]);
+        assert!(text.contains("delay 20ms"), "{text}");
         assert!(
             text.contains("0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp"),
             "{text}"

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
 use super::ipv4net::Ipv4Net;
+use super::links;
 use super::model::{
     DEFAULT_MTU, Driver, Endpoint, MAX_MTU, MIN_MTU, Network, Sandbox, State, new_id, validate_name,
 };
@@ -40,6 +41,9 @@ use crate::netns::processes;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
+
+mod sample;
+mod trace;
 
 const MAX_VNI: u32 = (1 << 24) - 1;
 /// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
@@ -361,10 +365,39 @@ impl Handler for Controller {
                 });
                 Ok(json!({"stopping": std::process::id()}))
             }
-            Request::Capture { .. } => Err(Error::invalid(
+            Request::LinkSet(change) => {
+                let restart = change.sandbox.clone();
+                inner.link_update(Some(&restart), |st| {
+                    links::apply_change(st, &change).map(|n| vec![n])
+                })
+            }
+            Request::LinkShow { network } => value(&links::rows(
+                &inner.state,
+                &inner.ports,
+                &inner.dp,
+                network.as_deref(),
+            )?),
+            Request::LinkReset { network, sandbox } => inner.link_update(None, |st| {
+                links::reset(st, network.as_deref(), sandbox.as_deref())
+            }),
+            Request::LinkBlock {
+                a,
+                b,
+                network,
+                block,
+            } => inner.link_update(None, |st| {
+                links::set_block(st, &a, &b, network.as_deref(), block)
+            }),
+            Request::Trace(req) => value(&inner.trace(&req)?),
+            Request::Capture { .. } | Request::TraceLive { .. } => Err(Error::invalid(
                 "capture streams: it is served by the connection, not as a request",
             )),
         }
+    }
+
+    fn port_labels(&self, network: &str) -> Result<HashMap<PortId, String>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.port_labels(network)
     }
 
     fn open_capture(
@@ -553,6 +586,27 @@ impl Controller {
 }
 
 impl Inner {
+    /// A `tapnet link` change: edit the model, save it, then push it onto the ports. A failed
+    /// edit or save leaves the model as it was.
+    fn link_update(
+        &mut self,
+        restart: Option<&str>,
+        edit: impl FnOnce(&mut State) -> Result<Vec<String>>,
+    ) -> Result<Value> {
+        let before = self.state.clone();
+        let networks = match edit(&mut self.state).and_then(|n| self.save().map(|_| n)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.state = before;
+                return Err(e);
+            }
+        };
+        for net in &networks {
+            links::sync(&self.state, &self.ports, &self.dp, net, restart);
+        }
+        value(&links::rows(&self.state, &self.ports, &self.dp, None)?)
+    }
+
     fn save(&self) -> Result<()> {
         self.nat_policy.set_tapnet_subnets(
             self.state
@@ -979,6 +1033,8 @@ impl Inner {
                 mac: None,
                 ipv4: None,
                 aliases,
+                impairment: None,
+                blocked: Vec::new(),
             });
         }
         let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
@@ -1001,6 +1057,8 @@ impl Inner {
             mac: Some(MacAddr::from_ipv4(ipv4)),
             ipv4: Some(ipv4),
             aliases,
+            impairment: None,
+            blocked: Vec::new(),
         })
     }
 
@@ -1036,6 +1094,7 @@ impl Inner {
             .then_some(PortPolicy { mac, ipv4 });
         let port = self.dp.add_port(net_id, label, fd, policy)?;
         self.ports.insert((sb.name.clone(), interface), port);
+        links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
         Ok(())
     }
 
@@ -1044,6 +1103,8 @@ impl Inner {
         if let Some(port) = self.take_port(sandbox, ep) {
             self.dp.remove_port(port);
         }
+        // Port ids are reused: partners must stop naming this one in their blocks.
+        links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
     /// The endpoint's switch port, forgotten here; removing it from the datapath is the
@@ -1159,8 +1220,10 @@ impl Inner {
         let mut updated = sb.clone();
         updated.endpoints.retain(|e| e.network != network);
         self.replace_sandbox(updated.clone());
+        let forgotten = links::forget(&mut self.state, sandbox, Some(network));
         if let Err(e) = self.save() {
             self.replace_sandbox(sb);
+            links::remember(&mut self.state, forgotten);
             return Err(e);
         }
         let mut teardown = Teardown::new(self.dp.clone());
@@ -1379,8 +1442,10 @@ impl Inner {
             .position(|s| s.name == name)
             .ok_or_else(|| Error::not_found("sandbox", name))?;
         let sb = self.state.sandboxes.remove(index);
+        let forgotten = links::forget(&mut self.state, name, None);
         if let Err(e) = self.save() {
             self.state.sandboxes.insert(index, sb);
+            links::remember(&mut self.state, forgotten);
             return Err(e);
         }
         Ok(self.teardown_of(&sb))

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod etc_files;
 pub mod ipam;
 pub mod ipv4net;
+pub mod links;
 pub mod model;
 pub mod ports;
 pub mod reset;

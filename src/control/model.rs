@@ -80,6 +80,13 @@ pub struct Endpoint {
     pub mac: Option<MacAddr>,
     pub ipv4: Option<Ipv4Addr>,
     pub aliases: Vec<String>,
+    /// Link impairments on the endpoint's port (`tapnet link set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<crate::datapath::impair::Impairment>,
+    /// Sandboxes on the same network whose frames never reach this endpoint (`tapnet link
+    /// block`; the partner's endpoint lists this sandbox too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 /// A sandbox as persisted. Its namespace pins and /etc files live at paths derived from the

@@ -58,6 +58,8 @@ pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String)
                 mac: ep.mac.map(|m| m.to_string()),
                 ipv4: cidr(state.network(&ep.network), ep),
                 aliases: ep.aliases.clone(),
+                impairment: ep.impairment.clone(),
+                blocked: ep.blocked.clone(),
             })
             .collect(),
         ports: sb.ports.iter().map(|p| p.to_string()).collect(),

@@ -20,6 +20,9 @@ pub struct CaptureRecord {
     pub ts_usec: u32,
     pub orig_len: u32,
     pub data: Vec<u8>,
+    /// The port the frame came in on and the switch's decision (`trace --live`).
+    pub ingress: PortId,
+    pub egress: Egress,
 }
 
 pub struct CaptureSink {
@@ -50,6 +53,8 @@ impl CaptureSink {
                 ts_usec: 0,
                 orig_len: 0,
                 data: Vec::with_capacity(record_len),
+                ingress: 0,
+                egress: Egress::Filter,
             });
         }
         let sink = CaptureSink {
@@ -79,9 +84,10 @@ impl CaptureSink {
     }
 
     /// Copy one Ethernet frame (no virtio-net header) into a free record.
-    pub fn push(&self, frame: &[u8]) {
+    pub fn push(&self, frame: &[u8], ingress: PortId, egress: Egress) {
         let Ok(mut record) = self.free_rx.try_recv() else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let now = SystemTime::now()
@@ -90,12 +96,15 @@ impl CaptureSink {
         record.ts_sec = now.as_secs() as u32;
         record.ts_usec = now.subsec_micros();
         record.orig_len = frame.len() as u32;
+        record.ingress = ingress;
+        record.egress = egress;
         record.data.clear();
         record
             .data
             .extend_from_slice(&frame[..frame.len().min(self.record_len)]);
         if self.full_tx.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -3,13 +3,18 @@
 
 pub mod capture;
 pub mod clock;
+pub mod delay;
+pub mod egress;
 pub mod fdb;
 pub mod frame;
+pub mod impair;
 pub mod network;
 pub mod pcap;
 pub mod port;
 pub mod security;
 pub mod switch;
+pub mod timer;
+pub mod trace;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -280,6 +285,10 @@ impl Datapath {
             .collect();
         out.sort_by(|a, b| a.label.cmp(&b.label));
         out
+    }
+
+    pub fn port(&self, id: PortId) -> Option<Arc<Port>> {
+        lock(&self.registry).ports.get(&id).map(|(p, _)| p.clone())
     }
 
     pub fn port_label(&self, id: PortId) -> Option<String> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fdb::PortId;
 use super::frame::{DropReason, VNET_HDR_LEN};
+use super::impair::Link;
 use super::security::PortPolicy;
 
 pub type NetId = u32;
@@ -112,6 +113,8 @@ pub struct Port {
     pub counters: PortCounters,
     /// What the port may send as; `None`: anything (the gateway, `port_security=off`).
     pub policy: Option<PortPolicy>,
+    /// Impairments and blocks (`tapnet link`); inactive unless configured.
+    pub link: Link,
 }
 
 impl Port {
@@ -130,6 +133,7 @@ impl Port {
             fd,
             counters: PortCounters::default(),
             policy,
+            link: Link::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! and benchmarked on byte arrays.
 
 use super::fdb::{Fdb, Learned, PortId};
-use super::frame::FrameInfo;
+use super::frame::{FrameInfo, MacAddr};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Egress {
@@ -27,21 +27,26 @@ pub fn learn_and_decide(
     now: u32,
 ) -> (Egress, Learned) {
     let learned = fdb.learn(info.src, ingress, now);
-    if info.dst.is_multicast() {
-        return (Egress::Flood, learned);
+    (peek(fdb, info.dst, ingress, now), learned)
+}
+
+/// Where a frame to `dst` from `ingress` goes, without learning anything: `tapnet trace`
+/// explains with the very decision the workers take.
+pub fn peek(fdb: &Fdb, dst: MacAddr, ingress: PortId, now: u32) -> Egress {
+    if dst.is_multicast() {
+        return Egress::Flood;
     }
-    let egress = match fdb.lookup(info.dst, now) {
+    match fdb.lookup(dst, now) {
         Some(port) if port == ingress => Egress::Filter,
         Some(port) => Egress::Unicast(port),
         None => Egress::Flood,
-    };
-    (egress, learned)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::frame::{MacAddr, VirtioNetHdr};
+    use crate::datapath::frame::VirtioNetHdr;
 
     fn info(src: u8, dst: MacAddr) -> FrameInfo {
         FrameInfo {
@@ -87,6 +92,17 @@ mod tests {
         decide(&fdb, &info(1, station(9)), 10, 0);
         decide(&fdb, &info(2, station(9)), 10, 0);
         assert_eq!(decide(&fdb, &info(1, station(2)), 10, 0), Egress::Filter);
+    }
+
+    #[test]
+    fn peek_decides_without_learning() {
+        let fdb = Fdb::new(300);
+        assert_eq!(peek(&fdb, station(2), 10, 0), Egress::Flood);
+        assert!(fdb.is_empty(), "peek learned nothing");
+        decide(&fdb, &info(2, station(1)), 20, 0);
+        assert_eq!(peek(&fdb, station(2), 10, 0), Egress::Unicast(20));
+        assert_eq!(peek(&fdb, station(2), 20, 0), Egress::Filter);
+        assert_eq!(peek(&fdb, MacAddr::BROADCAST, 10, 0), Egress::Flood);
     }
 
     #[test]

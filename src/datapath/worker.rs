@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
@@ -16,15 +16,20 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::capture::CaptureSink;
 use super::clock::Clock;
+use super::delay::{DelayQueue, Due};
+use super::egress;
 use super::fdb::{Learned, PortId};
 use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::network::NetworkDp;
 use super::port::{NetId, Port};
 use super::security;
 use super::switch::{Egress, learn_and_decide};
+use super::timer::Timer;
 use crate::offload::Segmenter;
 
 pub const WAKER: Token = Token(usize::MAX);
+/// The timer of delayed frames.
+const TIMER: Token = Token(usize::MAX - 1);
 /// Frames read from one port before the worker turns to the next ready port.
 const BATCH: usize = 64;
 
@@ -69,6 +74,10 @@ pub struct Worker {
     buf: Box<[u8]>,
     /// Cuts super-frames into wire-size frames for captures.
     segmenter: Segmenter,
+    /// Frames held by link impairments until their deadline.
+    delayed: DelayQueue,
+    /// Wakes the poll at the next deadline; without it, the poll timeout does (1 ms steps).
+    timer: Option<Timer>,
 }
 
 fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -80,6 +89,11 @@ fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
 
 impl Worker {
     pub fn new(index: usize, poll: Poll, commands: Receiver<Command>, clock: Arc<Clock>) -> Self {
+        let timer = Timer::new().ok().filter(|t| {
+            poll.registry()
+                .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
+                .is_ok()
+        });
         Worker {
             index,
             poll,
@@ -91,16 +105,24 @@ impl Worker {
             queued: Vec::new(),
             buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             segmenter: Segmenter::new(),
+            delayed: DelayQueue::default(),
+            timer,
         }
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if self.ready.is_empty() {
+            let next = self.delayed.next_deadline();
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else if let Some(timer) = self.timer.as_mut() {
+                if let Some(at) = next {
+                    timer.arm(at);
+                }
                 None
             } else {
-                Some(Duration::ZERO)
+                next.map(|at| at.saturating_duration_since(Instant::now()))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -114,11 +136,46 @@ impl Worker {
                     if !self.handle_commands() {
                         return;
                     }
+                } else if event.token() == TIMER {
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.fired();
+                    }
                 } else {
                     self.mark_ready(event.token().0 as PortId);
                 }
             }
             self.service_ready_ports();
+            if !self.delayed.is_empty() {
+                self.release_delayed();
+            }
+        }
+    }
+
+    /// Send (or switch) the held frames whose time has come.
+    fn release_delayed(&mut self) {
+        let now = Instant::now();
+        let clock_now = self.clock.now_secs();
+        while let Some(d) = self.delayed.pop_due(now) {
+            match d.due {
+                Due::Send => {
+                    d.port.send(&d.frame);
+                }
+                Due::Forward => {
+                    if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
+                        forward(
+                            &self.ports,
+                            view,
+                            &d.port,
+                            &d.frame,
+                            clock_now,
+                            &mut self.segmenter,
+                            &mut self.delayed,
+                            false,
+                        );
+                    }
+                }
+            }
+            self.delayed.recycle(d.frame);
         }
     }
 
@@ -152,7 +209,7 @@ impl Worker {
     }
 
     /// Forward up to BATCH frames from `port`; true if it may have more.
-    fn drain(&mut self, port: &Port, now: u32) -> bool {
+    fn drain(&mut self, port: &Arc<Port>, now: u32) -> bool {
         let Some(view) = self
             .networks
             .get(port.network as usize)
@@ -177,6 +234,8 @@ impl Worker {
                 &self.buf[..len],
                 now,
                 &mut self.segmenter,
+                &mut self.delayed,
+                true,
             );
         }
         true
@@ -243,6 +302,7 @@ impl Worker {
         let Some(port) = slot(&mut self.ports, id as usize).take() else {
             return;
         };
+        self.delayed.purge(id);
         let fd = port.raw_fd();
         // Only the owner registered it; for the others this fails harmlessly.
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -252,15 +312,25 @@ impl Worker {
     }
 }
 
-/// Switch one frame (virtio-net header included) that arrived on `ingress`.
+/// Switch one frame (virtio-net header included) that arrived on `ingress`. `shape_ingress`
+/// is false for a frame the ingress link already held (`--both`).
+#[allow(clippy::too_many_arguments)]
 fn forward(
     ports: &[Option<Arc<Port>>],
     view: &NetView,
-    ingress: &Port,
+    ingress: &Arc<Port>,
     frame: &[u8],
     now: u32,
     segmenter: &mut Segmenter,
+    delayed: &mut DelayQueue,
+    shape_ingress: bool,
 ) {
+    if shape_ingress
+        && ingress.link.ingress_active()
+        && egress::hold_ingress(ingress, frame, delayed)
+    {
+        return;
+    }
     let info = match frame::parse(frame, view.net.mtu()) {
         Ok(info) => info,
         Err(reason) => {
@@ -285,12 +355,12 @@ fn forward(
     match egress {
         Egress::Unicast(out) => match ports.get(out as usize).and_then(Option::as_ref) {
             Some(port) if port.network == ingress.network => {
-                port.send(frame);
+                egress::send(port, ingress.id, frame, delayed);
             }
             // The station's port went away between learning and now: fall back to flooding.
-            _ => flood(view, ingress, frame),
+            _ => flood(view, ingress, frame, delayed),
         },
-        Egress::Flood => flood(view, ingress, frame),
+        Egress::Flood => flood(view, ingress, frame, delayed),
         Egress::Filter => ingress.counters.rx_filtered(),
     }
 }
@@ -305,17 +375,17 @@ fn capture(
     segmenter: &mut Segmenter,
 ) {
     for sink in view.captures.iter().filter(|s| s.wants(ingress, egress)) {
-        let mut emit = |segment: &[u8]| sink.push(&segment[VNET_HDR_LEN..]);
+        let mut emit = |segment: &[u8]| sink.push(&segment[VNET_HDR_LEN..], ingress, egress);
         if segmenter.segment(frame, &mut emit).is_err() {
-            sink.push(&frame[VNET_HDR_LEN..]);
+            sink.push(&frame[VNET_HDR_LEN..], ingress, egress);
         }
     }
 }
 
-fn flood(view: &NetView, ingress: &Port, frame: &[u8]) {
+fn flood(view: &NetView, ingress: &Port, frame: &[u8], delayed: &mut DelayQueue) {
     for port in &view.members {
         if port.id != ingress.id {
-            port.send(frame);
+            egress::send(port, ingress.id, frame, delayed);
         }
     }
 }

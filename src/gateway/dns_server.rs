@@ -35,15 +35,50 @@ const TCP_MAX_QUERIES: usize = 100;
 
 pub use super::dns::NameTable;
 
+/// Response codes the metrics tell apart; anything else counts as `other`.
+pub const RCODES: [&str; 4] = ["noerror", "nxdomain", "servfail", "other"];
+
+/// Queries and answers, for the metrics.
+#[derive(Default)]
+pub struct DnsStats {
+    pub queries_udp: AtomicU64,
+    pub queries_tcp: AtomicU64,
+    /// Answered from the network's names (or SERVFAIL when no upstream answered), by RCODES.
+    pub local: [AtomicU64; 4],
+    /// Answers relayed from an upstream server, by RCODES.
+    pub upstream: [AtomicU64; 4],
+    /// Queries left unanswered (malformed, or not even a SERVFAIL could be built).
+    pub dropped: AtomicU64,
+}
+
+impl DnsStats {
+    fn answered(&self, upstream: bool, reply: &[u8]) {
+        let index = match reply.get(3).map(|b| b & 0x0f) {
+            Some(0) => 0,
+            Some(3) => 1,
+            Some(2) => 2,
+            _ => 3,
+        };
+        let row = if upstream {
+            &self.upstream
+        } else {
+            &self.local
+        };
+        row[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub struct DnsServer {
     pub udp: SocketAddrV4,
     pub tcp: SocketAddrV4,
     names: Arc<RwLock<NameTable>>,
     stop: Arc<AtomicBool>,
     shed: Arc<AtomicU64>,
+    pub stats: Arc<DnsStats>,
 }
 
 struct Shared {
+    stats: Arc<DnsStats>,
     names: Arc<RwLock<NameTable>>,
     /// Empty: names that are not local get SERVFAIL (internal networks, no upstream allowed).
     upstreams: Vec<SocketAddr>,
@@ -59,14 +94,38 @@ impl Shared {
     }
 
     /// Forward `query` upstream into `out` (SERVFAIL when none answers); false when nothing
-    /// may be answered.
+    /// may be answered. Counts the answer.
     fn forward(&self, query: &[u8], tcp: bool, out: &mut Vec<u8>) -> bool {
         let forwarded = if tcp {
             dns::forward_tcp(query, &self.upstreams, UPSTREAM_TIMEOUT, out)
         } else {
             dns::forward_udp(query, &self.upstreams, UPSTREAM_TIMEOUT, out)
         };
-        forwarded.is_ok() || dns::servfail_for(query, out)
+        if forwarded.is_ok() {
+            self.stats.answered(true, out);
+            return true;
+        }
+        self.local_reply(dns::servfail_for(query, out), out)
+    }
+
+    /// Count a query as it arrives.
+    fn count_query(&self, tcp: bool) {
+        let counter = if tcp {
+            &self.stats.queries_tcp
+        } else {
+            &self.stats.queries_udp
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a reply made here (`made`: one is in `out`) or a query left unanswered.
+    fn local_reply(&self, made: bool, out: &[u8]) -> bool {
+        if made {
+            self.stats.answered(false, out);
+        } else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        made
     }
 }
 
@@ -89,7 +148,9 @@ impl DnsServer {
         let names = Arc::new(RwLock::new(NameTable::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let shed = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(DnsStats::default());
         let shared = Arc::new(Shared {
+            stats: stats.clone(),
             names: names.clone(),
             upstreams,
             stop: stop.clone(),
@@ -114,6 +175,7 @@ impl DnsServer {
             names,
             stop,
             shed,
+            stats,
         })
     }
 
@@ -169,19 +231,23 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
         };
         let query = &buf[..n];
         out.clear();
+        shared.count_query(false);
         let names = shared.names();
         match dns::answer(query, &names, &mut out) {
             Decision::Answered => {
+                shared.local_reply(true, &out);
                 let _ = socket.send_to(&out, peer);
             }
-            Decision::Drop => {}
+            Decision::Drop => {
+                shared.local_reply(false, &out);
+            }
             Decision::Forward => {
                 // Full (or no forwarder thread could start): SERVFAIL now rather than never.
                 if let Err(e) = queue.try_send((query.to_vec(), peer)) {
                     let (query, _) = e.into_inner();
                     shared.shed.fetch_add(1, Ordering::Relaxed);
                     out.clear();
-                    if dns::servfail_for(&query, &mut out) {
+                    if shared.local_reply(dns::servfail_for(&query, &mut out), &out) {
                         let _ = socket.send_to(&out, peer);
                     }
                 }
@@ -244,10 +310,11 @@ fn serve_tcp_connection(mut stream: TcpStream, shared: &Shared) {
             return;
         }
         out.clear();
+        shared.count_query(true);
         let names = shared.names();
         let answered = match dns::answer_tcp(&query, &names, &mut out) {
-            Decision::Answered => true,
-            Decision::Drop => false,
+            Decision::Answered => shared.local_reply(true, &out),
+            Decision::Drop => shared.local_reply(false, &out),
             Decision::Forward => shared.forward(&query, true, &mut out),
         };
         if !answered || dns::write_tcp_message(&mut stream, &out).is_err() {

@@ -164,6 +164,11 @@ impl Gateway {
     }
 
     /// The names the gateway's DNS answers for.
+    /// The DNS server's query and answer counters.
+    pub fn dns_stats(&self) -> Arc<dns_server::DnsStats> {
+        self.dns.stats.clone()
+    }
+
     pub fn set_names(&self, table: dns_server::NameTable) {
         self.dns.set_names(table);
     }

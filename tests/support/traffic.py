@@ -200,12 +200,26 @@ def dns_tcp(server, name):
     print(rcode, " ".join(addresses), flush=True)
 
 
+def tcp_send_timed(addr, port, count):
+    """Like tcp-send, but prints the bytes and the seconds from connect to the server's close."""
+    import time
+    data = pattern(int(count))
+    start = time.monotonic()
+    conn = socket.create_connection((addr, int(port)), timeout=10)
+    conn.settimeout(60)
+    conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+    print(len(data), "%.4f" % (time.monotonic() - start), flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     modes = {
         "tcp-serve": tcp_serve,
         "tcp-send": tcp_send,
         "tcp-trickle": tcp_trickle,
+        "tcp-send-timed": tcp_send_timed,
         "udp-echo": udp_echo,
         "raw-send": raw_send,
         "tcp-count-serve": tcp_count_serve,

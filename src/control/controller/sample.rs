@@ -1,0 +1,54 @@
+//! The controller as the metrics' source: ports, MAC tables and NAT flows, gathered under the
+//! controller's lock from counters the datapath and gateways keep anyway.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::Controller;
+use crate::metrics::{NetworkSample, PortSample, Snapshot, Source, split_label};
+
+impl Source for Controller {
+    fn snapshot(&self) -> Snapshot {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let names: HashMap<_, &String> = inner.nets.iter().map(|(n, id)| (*id, n)).collect();
+        let ports = inner
+            .dp
+            .port_reports()
+            .into_iter()
+            .map(|r| {
+                let (sandbox, interface) = split_label(&r.label);
+                PortSample {
+                    network: names
+                        .get(&r.network)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    sandbox,
+                    interface,
+                    stats: r.stats,
+                    link: inner
+                        .dp
+                        .port(r.id)
+                        .map(|p| p.link.counters.snapshot())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        let mut networks: Vec<NetworkSample> = inner
+            .nets
+            .iter()
+            .map(|(name, id)| {
+                let gateway = inner.gateways.get(name).map(|(_, g)| g);
+                let gw = gateway.map(|g| &g.stats);
+                NetworkSample {
+                    name: name.clone(),
+                    fdb_entries: inner.dp.network(*id).map_or(0, |n| n.fdb.len()),
+                    nat_tcp_flows: gw.map(|s| s.tcp_flows.load(Ordering::Relaxed)),
+                    nat_udp_flows: gw.map(|s| s.udp_flows.load(Ordering::Relaxed)),
+                    dns: gateway.map(|g| g.dns_stats()),
+                }
+            })
+            .collect();
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot { ports, networks }
+    }
+}

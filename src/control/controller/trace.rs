@@ -1,0 +1,405 @@
+//! `tapnet trace`: explain, without sending anything, what the switch would do with a frame
+//! from a sandbox. It asks the same pieces the datapath uses: the MAC table (read only, through
+//! `switch::peek`), the port counters, the links' impairments and blocks, and the gateway's
+//! classifier on a probe frame.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::{GATEWAY_PORT, Inner};
+use crate::api::lab::{TraceOutput, TraceReport, TraceRequest};
+use crate::control::model::{Driver, Network};
+use crate::datapath::fdb::PortId;
+use crate::datapath::frame::MacAddr;
+use crate::datapath::switch::{Egress, peek};
+use crate::datapath::trace::{Proto, probe_frame};
+use crate::error::{Error, Result};
+use crate::gateway::GatewayConfig;
+use crate::gateway::classify::{Inbound, classify};
+
+/// Where the frame's destination MAC comes from, as the sandbox's stack would pick it.
+enum Resolved {
+    Mac(MacAddr, String),
+    /// The sandbox would not put such a frame on this network at all.
+    NotSent(String),
+}
+
+impl Inner {
+    /// Port ids of a network's ports and their labels (for `trace --live`).
+    pub(super) fn port_labels(&self, network: &str) -> Result<HashMap<PortId, String>> {
+        let id = self.bridge_net_id(network)?;
+        Ok(self
+            .dp
+            .port_reports()
+            .into_iter()
+            .filter(|r| r.network == id)
+            .map(|r| (r.id, r.label))
+            .collect())
+    }
+
+    pub(super) fn trace(&self, req: &TraceRequest) -> Result<TraceReport> {
+        let net = self.network(&req.network)?.clone();
+        let net_id = self.bridge_net_id(&req.network)?;
+        let sb = self.sandbox(&req.sandbox)?;
+        let ep = sb.endpoint(&req.network).ok_or_else(|| {
+            Error::conflict(format!(
+                "sandbox {} is not connected to network {}",
+                req.sandbox, req.network
+            ))
+        })?;
+        let interface = ep.interface.clone().unwrap_or_default();
+        let in_port = *self
+            .ports
+            .get(&(sb.name.clone(), interface.clone()))
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "sandbox {} has no port on network {}",
+                    req.sandbox, req.network
+                ))
+            })?;
+        let proto = match &req.proto {
+            Some(p) => Proto::parse(p).map_err(Error::Invalid)?,
+            None if req.dport.is_some() => Proto::Tcp,
+            None => Proto::Icmp,
+        };
+        if req.dport.is_some() && proto == Proto::Icmp {
+            return Err(Error::invalid("--dport needs --proto tcp or udp"));
+        }
+        let src_mac = match &req.src {
+            Some(s) => s
+                .parse::<MacAddr>()
+                .map_err(|e| Error::invalid(format!("--src: {e}")))?,
+            None => ep.mac.unwrap_or_default(),
+        };
+        let ips = self.sandbox_ip(&req.sandbox, &req.network);
+        let dst_ip: Option<Ipv4Addr> = req.dst.parse().ok();
+        if dst_ip.is_none() && req.dst.parse::<MacAddr>().is_err() {
+            return Err(Error::invalid(format!(
+                "--dst {:?}: expected a MAC or an IPv4 address",
+                req.dst
+            )));
+        }
+        let reports: Vec<_> = self
+            .dp
+            .port_reports()
+            .into_iter()
+            .filter(|r| r.network == net_id)
+            .collect();
+        let label = |id: PortId| {
+            reports
+                .iter()
+                .find(|r| r.id == id)
+                .map_or_else(|| format!("port {id}"), |r| r.label.clone())
+        };
+        let in_label = label(in_port);
+        let mut steps = Vec::new();
+        let mut report = TraceReport {
+            network: net.name.clone(),
+            ingress: in_label.clone(),
+            src_mac: src_mac.to_string(),
+            dst_mac: String::new(),
+            dst_ip: dst_ip.map(|ip| ip.to_string()),
+            decision: "drop".into(),
+            outputs: Vec::new(),
+            gateway: None,
+            steps: Vec::new(),
+        };
+        if let Some(r) = reports.iter().find(|r| r.id == in_port) {
+            steps.push(format!(
+                "ingress: port {in_label} of network {} (rx {} frames {} bytes, tx {} frames, drops {})",
+                net.name,
+                r.stats.rx_packets,
+                r.stats.rx_bytes,
+                r.stats.tx_packets,
+                r.stats.drops()
+            ));
+        }
+        if let Some(imp) = ep.impairment.as_ref().filter(|i| i.both) {
+            steps.push(format!(
+                "ingress link: {} (--both) judges the frame first",
+                imp.describe()
+            ));
+        }
+        if src_mac.is_multicast() || src_mac.is_zero() {
+            steps.push(format!(
+                "parse: source {src_mac} is not a station address: dropped as malformed"
+            ));
+            report.steps = steps;
+            return Ok(report);
+        }
+        if Some(src_mac) != ep.mac {
+            let own = ep.mac.unwrap_or_default();
+            if super::port_security(&net.options).unwrap_or(true) {
+                steps.push(format!(
+                    "port security: source {src_mac} is not the endpoint's MAC {own}: dropped \
+                     (counted as rx_spoofed)"
+                ));
+                report.steps = steps;
+                return Ok(report);
+            }
+            steps.push(format!(
+                "source {src_mac} is not the endpoint's MAC {own}: port security is off on this \
+                 network, the switch takes it"
+            ));
+        }
+        let dst_mac = match dst_ip {
+            None => req.dst.parse::<MacAddr>().unwrap_or_default(),
+            Some(ip) => match self.resolve(&net, &req.sandbox, ip) {
+                Resolved::Mac(mac, why) => {
+                    steps.push(why);
+                    mac
+                }
+                Resolved::NotSent(why) => {
+                    steps.push(why);
+                    report.steps = steps;
+                    return Ok(report);
+                }
+            },
+        };
+        report.dst_mac = dst_mac.to_string();
+        let now = self.dp.now_secs();
+        let entries = self.dp.fdb_entries(net_id);
+        match entries.iter().find(|e| e.mac == src_mac) {
+            Some(e) if e.port == in_port => steps.push(format!(
+                "learning: {src_mac} is known on {in_label} (age {} s): refreshed",
+                e.age_secs
+            )),
+            Some(e) => steps.push(format!(
+                "learning: {src_mac} moves from {} to {in_label}",
+                label(e.port)
+            )),
+            None => steps.push(format!("learning: {src_mac} is new: learned on {in_label}")),
+        }
+        let Some(dp_net) = self.dp.network(net_id) else {
+            return Err(Error::invalid(format!(
+                "network {} has no switch",
+                net.name
+            )));
+        };
+        let egress = peek(&dp_net.fdb, dst_mac, in_port, now);
+        let hit = entries.iter().find(|e| e.mac == dst_mac);
+        steps.push(match (dst_mac.is_multicast(), hit) {
+            (true, _) => format!("lookup: {dst_mac} is broadcast or multicast: flood"),
+            (false, Some(e)) => format!(
+                "lookup: {dst_mac} hit on {} (age {} s)",
+                label(e.port),
+                e.age_secs
+            ),
+            (false, None) => format!("lookup: {dst_mac} miss: flood as unknown unicast"),
+        });
+        let outputs: Vec<PortId> = match egress {
+            Egress::Unicast(p) => vec![p],
+            Egress::Flood => reports
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| *id != in_port)
+                .collect(),
+            Egress::Filter => Vec::new(),
+        };
+        report.decision = match egress {
+            Egress::Unicast(_) => "unicast",
+            Egress::Flood => "flood",
+            Egress::Filter => "filter",
+        }
+        .into();
+        if egress == Egress::Filter {
+            steps.push(format!(
+                "filter: {dst_mac} sits behind the ingress port itself: nothing is sent"
+            ));
+        }
+        for id in outputs {
+            let port = label(id);
+            let (link, dropped) = self.link_verdict(&port, &req.network, &req.sandbox);
+            steps.push(format!("output: {port}: {link}"));
+            report.outputs.push(TraceOutput {
+                port: port.clone(),
+                link,
+                dropped,
+            });
+            if port == GATEWAY_PORT
+                && let (Some(src_ip), Some(dst_ip)) = (ips, dst_ip)
+            {
+                let frame = probe_frame(
+                    (src_mac, dst_mac),
+                    Some((src_ip, dst_ip)),
+                    proto,
+                    req.dport.unwrap_or(0),
+                );
+                let verdict = self.gateway_verdict(&net, &frame, dst_ip, proto);
+                steps.push(format!("gateway: {verdict}"));
+                report.gateway = Some(verdict);
+            }
+        }
+        report.steps = steps;
+        Ok(report)
+    }
+
+    fn sandbox_ip(&self, sandbox: &str, network: &str) -> Option<Ipv4Addr> {
+        self.state.sandbox(sandbox)?.endpoint(network)?.ipv4
+    }
+
+    /// The destination MAC the sandbox's stack would use for `ip` on `net`.
+    fn resolve(&self, net: &Network, sandbox: &str, ip: Ipv4Addr) -> Resolved {
+        let gw = net.gateway.map(|g| (g, MacAddr::from_ipv4(g)));
+        if let Some((g, mac)) = gw
+            && g == ip
+        {
+            return Resolved::Mac(mac, format!("{ip} is the gateway of {}: {mac}", net.name));
+        }
+        if net.subnet.is_some_and(|s| s.contains(ip)) {
+            return match self
+                .state
+                .endpoints_on(&net.name)
+                .find(|(_, e)| e.ipv4 == Some(ip))
+            {
+                Some((s, e)) => {
+                    let mac = e.mac.unwrap_or_default();
+                    Resolved::Mac(
+                        mac,
+                        format!(
+                            "ARP resolves {ip} to {mac} ({}/{})",
+                            s.name,
+                            e.interface.as_deref().unwrap_or("-")
+                        ),
+                    )
+                }
+                None => Resolved::Mac(
+                    MacAddr::BROADCAST,
+                    format!(
+                        "no endpoint has {ip}: the sandbox's ARP request is broadcast and gets no answer"
+                    ),
+                ),
+            };
+        }
+        // Off-link: the sandbox's default route decides which network carries it.
+        let route = self.state.sandbox(sandbox).and_then(|sb| {
+            sb.endpoints.iter().find_map(|e| {
+                let n = self.state.network(&e.network)?;
+                (n.driver == Driver::Bridge && !n.internal).then(|| n.name.clone())
+            })
+        });
+        match (route, gw) {
+            (Some(r), Some((g, mac))) if r == net.name => Resolved::Mac(
+                mac,
+                format!(
+                    "{ip} is outside {}: sent to the default gateway {g} ({mac})",
+                    net.subnet.map(|s| s.to_string()).unwrap_or_default()
+                ),
+            ),
+            (Some(r), _) => Resolved::NotSent(format!(
+                "{ip} is off-link and the sandbox's default route is via network {r}: nothing goes out on {}",
+                net.name
+            )),
+            (None, _) => Resolved::NotSent(format!(
+                "{ip} is off-link and the sandbox has no default route (internal networks only): not sent"
+            )),
+        }
+    }
+
+    /// What the link towards `port` (a `sandbox/interface` label) does to a frame from `from`,
+    /// and whether it drops it for sure.
+    fn link_verdict(&self, port: &str, network: &str, from: &str) -> (String, bool) {
+        let send = ("send".to_string(), false);
+        let Some((sandbox, _)) = port.split_once('/') else {
+            return send;
+        };
+        let Some(ep) = self
+            .state
+            .sandbox(sandbox)
+            .and_then(|s| s.endpoint(network))
+        else {
+            return send;
+        };
+        if ep.blocked.iter().any(|b| b == from) {
+            return (
+                format!("blocked (link block {from} {sandbox}): dropped"),
+                true,
+            );
+        }
+        match &ep.impairment {
+            Some(i) if i.down => ("link down: dropped".into(), true),
+            Some(i) => (format!("send through impairments: {}", i.describe()), false),
+            None => send,
+        }
+    }
+
+    /// The gateway's classifier on the probe frame, in words.
+    fn gateway_verdict(&self, net: &Network, frame: &[u8], dst: Ipv4Addr, proto: Proto) -> String {
+        let (Some(subnet), Some(ip)) = (net.subnet, net.gateway) else {
+            return "the network has no gateway".into();
+        };
+        let config = GatewayConfig {
+            network: net.name.clone(),
+            subnet,
+            ip,
+            mac: MacAddr::from_ipv4(ip),
+            mtu: net.mtu,
+            nat: !net.internal,
+            policy: self.nat_policy.clone(),
+            udp_idle: std::time::Duration::from_secs(30),
+            limits: crate::gateway::NatLimits::default(),
+            // Every bridge gateway runs a DNS server; only its presence matters here.
+            dns: Some((
+                std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
+                std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
+            )),
+        };
+        // Connections to the gateway address are carried to the host's loopback.
+        let target = if dst == ip { Ipv4Addr::LOCALHOST } else { dst };
+        let allowed = |what: String| {
+            if self.nat_policy.allows(target) {
+                what
+            } else {
+                format!("refused: the NAT policy (--nat-allow) does not admit {target}")
+            }
+        };
+        match classify(frame, &config) {
+            Inbound::Stack if dst == ip && proto == Proto::Icmp => {
+                "the gateway answers the ping itself".into()
+            }
+            Inbound::Stack if proto == Proto::Tcp => format!(
+                "refused with a TCP RST: {dst} is not reachable through the gateway{}",
+                self.isolation_note(dst)
+            ),
+            Inbound::Stack => "handled by the gateway's own stack".into(),
+            Inbound::TcpSyn((_, _, d, port)) => allowed(format!(
+                "NAT: a TCP flow to {target}:{port} through a host socket (new unless one exists for this 4-tuple){}",
+                if d == ip {
+                    " (the gateway address is the host's loopback)"
+                } else {
+                    ""
+                }
+            )),
+            Inbound::Udp { tuple, .. } if config.is_dns(tuple.2, tuple.3) => {
+                "DNS: the query goes to the network's DNS server".into()
+            }
+            Inbound::Udp { tuple, .. } => allowed(format!(
+                "NAT: a UDP flow to {target}:{} through a host socket",
+                tuple.3
+            )),
+            Inbound::Echo { .. } => allowed(format!(
+                "NAT: the echo request goes to {target} through a host ping socket"
+            )),
+            Inbound::Ignore => format!(
+                "dropped: the gateway does not carry it{}",
+                self.isolation_note(dst)
+            ),
+        }
+    }
+
+    /// `: 10.1.0.2 is on network m (isolation between networks)`, or why else it is stuck.
+    fn isolation_note(&self, dst: Ipv4Addr) -> String {
+        if let Some(other) = self
+            .state
+            .networks
+            .iter()
+            .find(|n| n.subnet.is_some_and(|s| s.contains(dst)))
+        {
+            return format!(
+                ": {dst} is on network {} (tapnet networks are isolated from each other)",
+                other.name
+            );
+        }
+        String::new()
+    }
+}

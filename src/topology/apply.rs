@@ -1,0 +1,252 @@
+//! Carrying out a topology plan through the daemon, and the record of what a file made
+//! (`<state-dir>/topologies/NAME.json`, with the commands' logs beside it in `NAME/`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::Topology;
+use super::plan::{Action, Current, Record, plan_down, plan_up};
+use crate::api::client::Client;
+use crate::api::lab::LinkChange;
+use crate::api::types::{NetworkCreate, Request, SandboxCreate};
+use crate::error::{Context, Error, Result};
+
+/// Read and check a topology file.
+pub fn load(path: &Path) -> Result<Topology> {
+    let text =
+        std::fs::read_to_string(path).context(|| format!("read topology {}", path.display()))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("topology");
+    Topology::parse(&text, stem)
+        .map_err(|e| Error::invalid(format!("topology {}: {e}", path.display())))
+}
+
+fn record_path(client: &Client, name: &str) -> PathBuf {
+    client
+        .dirs()
+        .root()
+        .join("topologies")
+        .join(format!("{name}.json"))
+}
+
+fn logs_dir(client: &Client, name: &str) -> PathBuf {
+    client.dirs().root().join("topologies").join(name)
+}
+
+fn read_record(client: &Client, name: &str) -> Result<Record> {
+    let path = record_path(client, name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(format!("corrupt topology record {}: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::default()),
+        Err(e) => Err(Error::Io {
+            context: format!("read {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+fn write_record(client: &Client, name: &str, record: &Record) -> Result<()> {
+    let path = record_path(client, name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(record)
+        .map_err(|e| Error::invalid(format!("encode topology record: {e}")))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).context(|| format!("write {}", path.display()))
+}
+
+fn current(client: &Client) -> Result<Current> {
+    Ok(Current {
+        networks: client.call(&Request::NetworkList)?,
+        sandboxes: client.call(&Request::SandboxList)?,
+    })
+}
+
+/// `tapnet up FILE [--dry-run]`: print the plan, then (unless a dry run) carry it out.
+pub fn up(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
+    let topo = load(path)?;
+    let name = topo.name().to_string();
+    let record = read_record(client, &name)?;
+    let (actions, next) = plan_up(&topo, &current(client)?, &record)
+        .map_err(|e| Error::conflict(format!("topology {}: {e}", path.display())))?;
+    if actions.is_empty() {
+        println!("{name}: up to date, nothing to do");
+        return Ok(0);
+    }
+    for a in &actions {
+        println!("{}{a}", if dry_run { "would " } else { "" });
+    }
+    if dry_run {
+        return Ok(0);
+    }
+    // Keep in the record what this file may have made, even if a step fails half way, so that
+    // `down` can still remove it.
+    let mut partial = record.clone();
+    for n in &next.networks {
+        if !partial.networks.contains(n) {
+            partial.networks.push(n.clone());
+        }
+    }
+    for s in &next.sandboxes {
+        if !partial.sandboxes.contains(s) {
+            partial.sandboxes.push(s.clone());
+        }
+    }
+    write_record(client, &name, &partial)?;
+    for a in &actions {
+        run(client, &name, a).map_err(|e| Error::Remote(format!("{a}: {e}")))?;
+    }
+    write_record(client, &name, &next)?;
+    Ok(0)
+}
+
+/// `tapnet down FILE [--dry-run]`: remove what `up` of this file made.
+pub fn down(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
+    let topo = load(path)?;
+    let name = topo.name().to_string();
+    let record = read_record(client, &name)?;
+    let actions = plan_down(&current(client)?, &record);
+    for a in &actions {
+        println!("{}{a}", if dry_run { "would " } else { "" });
+    }
+    if dry_run {
+        return Ok(0);
+    }
+    for a in &actions {
+        run(client, &name, a).map_err(|e| Error::Remote(format!("{a}: {e}")))?;
+    }
+    let record_file = record_path(client, &name);
+    if record_file.exists() {
+        std::fs::remove_file(&record_file)
+            .context(|| format!("remove {}", record_file.display()))?;
+    }
+    let logs = logs_dir(client, &name);
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs).context(|| format!("remove {}", logs.display()))?;
+    }
+    // The topologies dir goes too once empty (ignore "not empty": other files' records).
+    let _ = std::fs::remove_dir(client.dirs().root().join("topologies"));
+    if actions.is_empty() {
+        println!("{name}: nothing to remove");
+    }
+    Ok(0)
+}
+
+fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
+    match action {
+        Action::RemoveSandbox(name) => {
+            client.call_value(&Request::SandboxRemove {
+                name: name.clone(),
+                force: true,
+            })?;
+        }
+        Action::RemoveNetwork(name) => {
+            client.call_value(&Request::NetworkRemove { name: name.clone() })?;
+        }
+        Action::CreateNetwork(n) => {
+            client.call_value(&Request::NetworkCreate(NetworkCreate {
+                name: n.name.clone(),
+                driver: Some("bridge".into()),
+                subnet: n.subnet.clone(),
+                gateway: n.gateway.clone(),
+                ip_range: n.ip_range.clone(),
+                internal: n.internal,
+                mtu: n.mtu,
+                vni: None,
+                offload: n.offload,
+                options: n.options.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            }))?;
+        }
+        Action::CreateSandbox(s) => {
+            let first = s.networks.first().cloned().unwrap_or_default();
+            client.call_value(&Request::SandboxCreate(SandboxCreate {
+                name: s.name.clone(),
+                networks: vec![first.clone()],
+                ip: s.ip.get(&first).cloned(),
+                hostname: s.hostname.clone(),
+                publish: s.publish.clone(),
+            }))?;
+            for n in s.networks.iter().skip(1) {
+                client.call_value(&Request::NetworkConnect {
+                    network: n.clone(),
+                    sandbox: s.name.clone(),
+                    ip: s.ip.get(n).cloned(),
+                    aliases: Vec::new(),
+                })?;
+            }
+        }
+        Action::SetLink {
+            sandbox,
+            network,
+            impairment: i,
+        } => {
+            client.call_value(&Request::LinkSet(LinkChange {
+                sandbox: sandbox.clone(),
+                network: network.clone(),
+                delay_us: Some(i.delay_us),
+                jitter_us: Some(i.jitter_us),
+                loss_ppm: Some(i.loss_ppm),
+                duplicate_ppm: Some(i.duplicate_ppm),
+                corrupt_ppm: Some(i.corrupt_ppm),
+                reorder_ppm: Some(i.reorder_ppm),
+                rate_bps: Some(i.rate_bps),
+                down: Some(i.down),
+                seed: i.seed,
+                both: Some(i.both),
+            }))?;
+        }
+        Action::Block {
+            a,
+            b,
+            network,
+            block,
+        } => {
+            client.call_value(&Request::LinkBlock {
+                a: a.clone(),
+                b: b.clone(),
+                network: Some(network.clone()),
+                block: *block,
+            })?;
+        }
+        Action::StartCommand { sandbox, command } => start_command(client, topo, sandbox, command)?,
+    }
+    Ok(())
+}
+
+/// Start `sh -c COMMAND` in the sandbox through `tapnet exec`, detached (own session), with its
+/// output in `topologies/TOPO/SANDBOX.log`. Removing the sandbox (`down`) kills it.
+fn start_command(client: &Client, topo: &str, sandbox: &str, command: &str) -> Result<()> {
+    let dir = logs_dir(client, topo);
+    std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
+    let log_path = dir.join(format!("{sandbox}.log"));
+    let log = File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
+    let err = log
+        .try_clone()
+        .context(|| format!("open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context(|| "find the tapnet executable".into())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(client.dirs().root())
+        .args(["exec", sandbox, "--", "sh", "-c", command])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; it detaches the command from our terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .context(|| format!("start the command of sandbox {sandbox}"))?;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! Topology files (`tapnet up FILE`, `tapnet down FILE`): networks, sandboxes with a command
+//! each, impaired links and blocks, in TOML. This module is the file's model and its checks;
+//! `plan` computes what to change (pure), `apply` carries a plan out through the daemon.
+
+pub mod apply;
+pub mod plan;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::model::validate_name;
+use crate::datapath::impair::{Impairment, parse_duration, parse_percent, parse_rate};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Names the record of what `up` made; the file's stem by default.
+    pub name: Option<String>,
+    #[serde(default, rename = "network")]
+    pub networks: Vec<NetworkSpec>,
+    #[serde(default, rename = "sandbox")]
+    pub sandboxes: Vec<SandboxSpec>,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkSpec>,
+    #[serde(default, rename = "block")]
+    pub blocks: Vec<BlockSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    pub mtu: Option<u32>,
+    pub offload: Option<bool>,
+    /// Driver options (`mac_aging`, `nat_udp_timeout`), as `--opt KEY=VALUE`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    pub name: String,
+    /// In order: the first carries the default route.
+    pub networks: Vec<String>,
+    /// Addresses by network; others are allocated.
+    #[serde(default)]
+    pub ip: BTreeMap<String, String>,
+    pub hostname: Option<String>,
+    /// `[HOSTIP:]HOSTPORT:PORT[/udp]`, through the first network.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Run with `sh -c` inside the sandbox, detached, output to a log in the state dir.
+    pub command: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    pub sandbox: String,
+    pub network: String,
+    pub delay: Option<String>,
+    pub jitter: Option<String>,
+    pub loss: Option<String>,
+    pub duplicate: Option<String>,
+    pub corrupt: Option<String>,
+    pub reorder: Option<String>,
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub down: bool,
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub both: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockSpec {
+    pub a: String,
+    pub b: String,
+    /// Every network the two share when absent.
+    pub network: Option<String>,
+}
+
+impl LinkSpec {
+    /// The impairment the link asks for, with every unit parsed and checked.
+    pub fn impairment(&self) -> Result<Impairment, String> {
+        let d = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+        let p = |v: &Option<String>| v.as_deref().map(parse_percent).transpose();
+        let imp = Impairment {
+            delay_us: d(&self.delay)?.unwrap_or(0),
+            jitter_us: d(&self.jitter)?.unwrap_or(0),
+            loss_ppm: p(&self.loss)?.unwrap_or(0),
+            duplicate_ppm: p(&self.duplicate)?.unwrap_or(0),
+            corrupt_ppm: p(&self.corrupt)?.unwrap_or(0),
+            reorder_ppm: p(&self.reorder)?.unwrap_or(0),
+            rate_bps: self
+                .rate
+                .as_deref()
+                .map(parse_rate)
+                .transpose()?
+                .unwrap_or(0),
+            down: self.down,
+            seed: self.seed,
+            both: self.both,
+        };
+        imp.validate()?;
+        Ok(imp)
+    }
+}
+
+impl Topology {
+    /// Parse and check a topology file's text. `stem` names it when it has no `name`.
+    pub fn parse(text: &str, stem: &str) -> Result<Topology, String> {
+        let mut topo: Topology = toml::from_str(text).map_err(|e| {
+            // toml's messages span several lines (with a source excerpt): keep the first.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("").to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {}", e.message().replace('\n', " "))
+                }
+                None => first,
+            }
+        })?;
+        if topo.name.is_none() {
+            topo.name = Some(stem.to_string());
+        }
+        topo.check()?;
+        Ok(topo)
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("topology")
+    }
+
+    /// Names are valid and unique; every reference points at something the file declares (a
+    /// sandbox may also join a network that exists already, `bridge` for one).
+    fn check(&self) -> Result<(), String> {
+        validate_name("topology", self.name())?;
+        let mut nets = HashSet::new();
+        for n in &self.networks {
+            validate_name("network", &n.name)?;
+            if !nets.insert(n.name.as_str()) {
+                return Err(format!("network {} is declared twice", n.name));
+            }
+            if ["bridge", "host", "none"].contains(&n.name.as_str()) {
+                return Err(format!(
+                    "network {} is a default network: use it without declaring it",
+                    n.name
+                ));
+            }
+        }
+        let mut sbs = HashSet::new();
+        for s in &self.sandboxes {
+            validate_name("sandbox", &s.name)?;
+            if !sbs.insert(s.name.as_str()) {
+                return Err(format!("sandbox {} is declared twice", s.name));
+            }
+            if s.networks.is_empty() {
+                return Err(format!("sandbox {} joins no network", s.name));
+            }
+            let mut seen = HashSet::new();
+            for n in &s.networks {
+                if !seen.insert(n) {
+                    return Err(format!("sandbox {} joins network {n} twice", s.name));
+                }
+            }
+            if let Some(n) = s.ip.keys().find(|n| !s.networks.contains(n)) {
+                return Err(format!(
+                    "sandbox {}: address given for network {n}, which it does not join",
+                    s.name
+                ));
+            }
+        }
+        let sandbox = |name: &str| self.sandboxes.iter().find(|s| s.name == name);
+        let mut links = HashSet::new();
+        for l in &self.links {
+            let Some(s) = sandbox(&l.sandbox) else {
+                return Err(format!("link: no sandbox {} in the file", l.sandbox));
+            };
+            if !s.networks.contains(&l.network) {
+                return Err(format!(
+                    "link: sandbox {} does not join network {}",
+                    l.sandbox, l.network
+                ));
+            }
+            if !links.insert((&l.sandbox, &l.network)) {
+                return Err(format!("link {} {} is given twice", l.sandbox, l.network));
+            }
+            l.impairment()
+                .map_err(|e| format!("link {} {}: {e}", l.sandbox, l.network))?;
+        }
+        for b in &self.blocks {
+            let (Some(sa), Some(sb)) = (sandbox(&b.a), sandbox(&b.b)) else {
+                return Err(format!(
+                    "block {} {}: both must be sandboxes of the file",
+                    b.a, b.b
+                ));
+            };
+            if b.a == b.b {
+                return Err(format!("block {} {}: a sandbox with itself", b.a, b.b));
+            }
+            let shared = self.block_networks(b);
+            if shared.is_empty() {
+                return Err(format!(
+                    "block {} {}: they share no network{}",
+                    b.a,
+                    b.b,
+                    b.network
+                        .as_ref()
+                        .map(|n| format!(" {n}"))
+                        .unwrap_or_default()
+                ));
+            }
+            let _ = (sa, sb);
+        }
+        Ok(())
+    }
+
+    /// The networks a block applies to: the one named, or every network both sandboxes join.
+    pub fn block_networks(&self, b: &BlockSpec) -> Vec<String> {
+        let nets = |name: &str| {
+            self.sandboxes
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.networks.clone())
+                .unwrap_or_default()
+        };
+        let (na, nb) = (nets(&b.a), nets(&b.b));
+        na.into_iter()
+            .filter(|n| nb.contains(n) && b.network.as_ref().is_none_or(|w| w == n))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = r#"
+name = "lab"
+
+[[network]]
+name = "lab"
+subnet = "10.70.0.0/24"
+
+[[sandbox]]
+name = "client"
+networks = ["lab"]
+ip = { lab = "10.70.0.2" }
+
+[[sandbox]]
+name = "server"
+networks = ["lab"]
+command = "sleep 1000"
+
+[[link]]
+sandbox = "server"
+network = "lab"
+delay = "20ms"
+loss = "1%"
+
+[[block]]
+a = "client"
+b = "server"
+"#;
+
+    #[test]
+    fn parses_a_lab() {
+        let t = Topology::parse(LAB, "x").expect("valid");
+        assert_eq!(t.name(), "lab");
+        assert_eq!(t.sandboxes[1].command.as_deref(), Some("sleep 1000"));
+        let imp = t.links[0].impairment().expect("impairment");
+        assert_eq!((imp.delay_us, imp.loss_ppm), (20_000, 10_000));
+        assert_eq!(t.block_networks(&t.blocks[0]), vec!["lab".to_string()]);
+        let unnamed = Topology::parse("", "stem").expect("empty is valid");
+        assert_eq!(unnamed.name(), "stem");
+    }
+
+    #[test]
+    fn refuses_bad_files_with_one_line() {
+        let cases = [
+            ("[[network]]\nname = \"n\"\nsubnett = \"x\"\n", "line 3"),
+            (
+                "[[sandbox]]\nname = \"s\"\nnetworks = []\n",
+                "joins no network",
+            ),
+            (
+                "[[sandbox]]\nname = \"s\"\nnetworks = [\"bridge\"]\nip = { x = \"1.2.3.4\" }\n",
+                "does not join",
+            ),
+            (
+                "[[sandbox]]\nname = \"s\"\nnetworks = [\"bridge\"]\n[[link]]\nsandbox = \"s\"\nnetwork = \"bridge\"\nloss = \"200%\"\n",
+                "link s bridge",
+            ),
+            (
+                "[[link]]\nsandbox = \"nobody\"\nnetwork = \"bridge\"\n",
+                "no sandbox nobody",
+            ),
+            ("[[network]]\nname = \"bridge\"\n", "default network"),
+            ("[[network]]\nname = \"bad name\"\n", "invalid network name"),
+            ("name = 3\n", "line 1"),
+        ];
+        for (text, want) in cases {
+            let err = Topology::parse(text, "t").expect_err(text);
+            assert!(err.contains(want), "{text}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+}
