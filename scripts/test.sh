@@ -2,8 +2,8 @@
 # Run every tapnet test on a Debian machine, as root: install what the end-to-end tests use
 # (iproute2, ping, tcpdump, ethtool, python3, util-linux's setpriv/unshare/nsenter, uidmap's
 # newuidmap), make sure /dev/net/tun exists, create the unprivileged users the rootless tests
-# run as, check formatting and lints, then run the unit and end-to-end tests. CI (.ci/run)
-# calls exactly this.
+# run as, check formatting and lints, run the unit and end-to-end tests, then every fuzz target
+# for FUZZ_SECONDS (10) each. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,3 +57,5 @@ done
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# Every parser of untrusted bytes, fuzzed for a few seconds each (scripts/fuzz.sh N for longer).
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
