@@ -379,3 +379,35 @@ echo "fails=$fails"
     assert!(stdout.contains("fails=0"), "{stdout}: {errors}");
     assert!(wait_until(Duration::from_secs(5), || !t.dir.exists()));
 }
+
+#[test]
+fn impairments_and_trace_work_rootless() {
+    let t = Tapnet::rootless("rl-lab", USER);
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    let rtt = |t: &Tapnet| -> f64 {
+        let out = t.exec_ok("a", &["ping", "-c", "10", "-i", "0.05", "-q", "172.18.0.3"]);
+        // rtt min/avg/max/mdev = 0.061/0.074/0.101/0.011 ms
+        out.lines()
+            .find_map(|l| l.split(" = ").nth(1))
+            .and_then(|v| v.split('/').nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rtt in {out}"))
+    };
+    let base = rtt(&t);
+    t.ok(&["link", "set", "b", "n", "--delay", "20ms"]);
+    let delayed = rtt(&t);
+    assert!(
+        (18.0..=22.0).contains(&(delayed - base)),
+        "rootless 20 ms delay: {base:.3} -> {delayed:.3} ms"
+    );
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "172.18.0.3"]);
+    assert_eq!(report["decision"], "unicast", "{report}");
+    assert!(
+        report["steps"].to_string().contains("delay 20ms"),
+        "{report}"
+    );
+    t.ok(&["link", "reset"]);
+    assert!(rtt(&t) < base + 2.0, "reset restores the link");
+}

@@ -53,7 +53,7 @@ pub struct GatewayConfig {
 pub struct NatLimits {
     /// UDP flows (a host socket each).
     pub udp: flow_table::FlowLimits,
-    /// TCP flows (a host socket and about 1.25 MiB of buffers each); SYNs beyond get RST.
+    /// TCP flows (a host socket and up to 2 MiB of buffers each); SYNs beyond get RST.
     pub tcp: flow_table::FlowLimits,
     /// Host peers one published UDP port tracks at once (the idlest is forgotten first).
     pub published_udp_peers: usize,
