@@ -40,8 +40,11 @@ fi
 tun_mode=$(stat -c %a /dev/net/tun)
 if [ "$tun_mode" != 666 ]; then
     chmod 0666 /dev/net/tun
-    trap 'chmod "$tun_mode" /dev/net/tun' EXIT
+else
+    tun_mode=""
 fi
+results=$(mktemp)
+trap 'rm -f "$results"; [ -z "$tun_mode" ] || chmod "$tun_mode" /dev/net/tun' EXIT
 
 # The rootless tests' users: tapnet-test with a subordinate ID range (newuidmap path),
 # tapnet-test1 without one (single-ID mapping).
@@ -56,6 +59,9 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+cargo test --locked 2>&1 | tee "$results"
 # Every parser of untrusted bytes, fuzzed for a few seconds each (scripts/fuzz.sh N for longer).
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+# One closing line for the whole run: every test binary's counts added up.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
