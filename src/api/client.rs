@@ -174,16 +174,23 @@ impl Client {
         let mut line = serde_json::to_string(request)
             .map_err(|e| Failure::Final(Error::invalid(format!("encode request: {e}"))))?;
         line.push('\n');
-        stream
+        // A daemon that refuses us answers at once and hangs up, perhaps before our request is
+        // written: its answer is still there to read, so a failed write only counts if no
+        // answer follows.
+        let sent = stream
             .write_all(line.as_bytes())
-            .context(|| "send request to the daemon".into())
-            .map_err(Failure::Broken)?;
+            .context(|| "send request to the daemon".into());
         let mut reader = BufReader::new(stream);
         let mut answer = String::new();
-        reader
+        let read = reader
             .read_line(&mut answer)
-            .context(|| "read the daemon's answer".into())
-            .map_err(Failure::Broken)?;
+            .context(|| "read the daemon's answer".into());
+        if answer.is_empty()
+            && let Err(e) = sent
+        {
+            return Err(Failure::Broken(e));
+        }
+        read.map_err(Failure::Broken)?;
         if answer.is_empty() {
             return Err(Failure::Broken(Error::Remote(
                 "the daemon closed the connection without answering".into(),

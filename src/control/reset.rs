@@ -150,5 +150,17 @@ pub fn reset(client: &Client) -> Result<()> {
     for mount in mounts_below(root) {
         namespace::remove(&mount);
     }
-    std::fs::remove_dir_all(root).context(|| format!("remove state dir {}", root.display()))
+    // A copy of a pin directory in the mount namespace of a `tapnet exec` that just ended can
+    // outlive the process for a moment (the kernel frees namespaces lazily): EBUSY, try again.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match std::fs::remove_dir_all(root) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => {
+                return result.context(|| format!("remove state dir {}", root.display()));
+            }
+        }
+    }
 }
