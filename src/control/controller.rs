@@ -84,6 +84,8 @@ struct Inner {
     nat_policy: NatPolicy,
     /// Where gateways forward names they do not know.
     dns_upstreams: Vec<std::net::SocketAddr>,
+    /// VTEPs of overlay networks (the daemon's `--vtep` is their default address).
+    overlay: drivers::overlay::Vteps,
 }
 
 fn default_state() -> State {
@@ -164,6 +166,7 @@ impl Controller {
         nat_policy: NatPolicy,
         dns_upstreams: Vec<std::net::SocketAddr>,
         mode: Mode,
+        vtep: Option<std::net::SocketAddr>,
     ) -> Result<Controller> {
         let store = Store::new(dirs.state_file());
         let state = match store.load()? {
@@ -189,6 +192,7 @@ impl Controller {
             next_publication: 1,
             nat_policy,
             dns_upstreams,
+            overlay: drivers::overlay::Vteps::new(vtep),
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -423,12 +427,15 @@ impl Teardown {
         for port in self.ports {
             self.dp.remove_port(port);
         }
-        for (gateway, net) in self.switches {
-            if let Some((port, gateway)) = gateway {
+        for switch in self.switches {
+            if let Some((port, gateway)) = switch.gateway {
                 drop(gateway);
                 self.dp.remove_port(port);
             }
-            if let Some(id) = net {
+            for port in switch.ports {
+                self.dp.remove_port(port);
+            }
+            if let Some(id) = switch.net {
                 self.dp.remove_network(id);
             }
         }
@@ -587,6 +594,7 @@ impl Inner {
             gateways: &mut self.gateways,
             nat_policy: &self.nat_policy,
             dns_upstreams: &self.dns_upstreams,
+            overlay: &mut self.overlay,
         }
     }
 }

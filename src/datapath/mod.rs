@@ -15,6 +15,7 @@ pub mod security;
 pub mod switch;
 pub mod timer;
 pub mod trace;
+pub mod vtep;
 pub mod vxlan;
 pub mod worker;
 

@@ -19,13 +19,20 @@ use crate::netns::tap::Offload;
 pub mod bridge;
 pub mod host;
 pub mod null;
+pub mod overlay;
 
 /// `--opt KEY=VALUE` pairs as stored on a network.
 pub type Options = BTreeMap<String, String>;
 
 /// A network's datapath side as it leaves the controller's maps: its gateway (with the
-/// gateway's switch port) and its datapath id. A teardown stops them.
-pub type Switch = (Option<(PortId, Gateway)>, Option<NetId>);
+/// gateway's switch port), other ports the driver made (a VTEP's), and its datapath id. A
+/// teardown stops them.
+#[derive(Default)]
+pub struct Switch {
+    pub gateway: Option<(PortId, Gateway)>,
+    pub ports: Vec<PortId>,
+    pub net: Option<NetId>,
+}
 
 /// What a driver may touch while it sets up or tears down: the controller's datapath maps,
 /// borrowed for one call.
@@ -40,6 +47,8 @@ pub struct Ctx<'a> {
     pub gateways: &'a mut HashMap<String, (PortId, Gateway)>,
     pub nat_policy: &'a NatPolicy,
     pub dns_upstreams: &'a [SocketAddr],
+    /// VTEPs and the overlay networks on them.
+    pub overlay: &'a mut overlay::Vteps,
 }
 
 pub trait NetworkDriver: Sync {
@@ -68,7 +77,11 @@ pub trait NetworkDriver: Sync {
 
     /// Take the network's datapath side out of the maps; the caller's teardown stops it.
     fn take_network(&self, ctx: &mut Ctx<'_>, name: &str) -> Switch {
-        (ctx.gateways.remove(name), ctx.nets.remove(name))
+        Switch {
+            gateway: ctx.gateways.remove(name),
+            ports: Vec::new(),
+            net: ctx.nets.remove(name),
+        }
     }
 
     /// Create the endpoint's device in the sandbox's namespace at `netns` and attach it.
@@ -90,6 +103,7 @@ pub fn of(driver: Driver) -> &'static dyn NetworkDriver {
         Driver::Bridge => &bridge::Bridge,
         Driver::Host => &host::Host,
         Driver::Null => &null::Null,
+        Driver::Overlay => &overlay::Overlay,
     }
 }
 
@@ -150,12 +164,13 @@ mod tests {
     }
 
     #[test]
-    fn only_bridge_is_switched_and_only_host_shares_the_host() {
-        for d in [Driver::Bridge, Driver::Host, Driver::Null] {
-            assert_eq!(of(d).switched(), d == Driver::Bridge);
+    fn bridge_and_overlay_are_switched_and_only_host_shares_the_host() {
+        for d in [Driver::Bridge, Driver::Host, Driver::Null, Driver::Overlay] {
+            let switched = matches!(d, Driver::Bridge | Driver::Overlay);
+            assert_eq!(of(d).switched(), switched);
             assert_eq!(of(d).shares_host(), d == Driver::Host);
             assert_eq!(of(d).name(), d.name());
-            assert_eq!(of(d).check_create().is_ok(), d == Driver::Bridge);
+            assert_eq!(of(d).check_create().is_ok(), switched);
         }
     }
 }

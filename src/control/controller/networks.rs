@@ -12,20 +12,19 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         Driver::parse(req.driver.as_deref().unwrap_or("bridge")).map_err(Error::Invalid)?;
     let imp = drivers::of(driver);
     imp.check_create()?;
-    let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+    let overlay = driver == Driver::Overlay;
+    let default_mtu = if overlay {
+        drivers::overlay::DEFAULT_MTU
+    } else {
+        DEFAULT_MTU
+    };
+    let mtu = req.mtu.unwrap_or(default_mtu);
     if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
         return Err(Error::invalid(format!(
             "MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"
         )));
     }
-    if let Some(vni) = req.vni {
-        if vni == 0 || vni > MAX_VNI {
-            return Err(Error::invalid(format!(
-                "VNI {vni} is out of range (1-{MAX_VNI})"
-            )));
-        }
-        return Err(Error::invalid("--vni applies to overlay networks only"));
-    }
+    let vni = plan_vni(req.vni, overlay, state)?;
     let mut options = BTreeMap::new();
     for opt in &req.options {
         let (k, v) = opt.split_once('=').ok_or_else(|| {
@@ -75,12 +74,44 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         ip_range,
         internal: req.internal,
         mtu,
-        vni: None,
+        vni,
         mac_aging_s,
         offload: req.offload.unwrap_or(true),
         options,
         builtin: false,
     })
+}
+
+/// The VNI of a new network: overlay networks take the one asked for (in range and not used by
+/// another network here) or the lowest free from 256; other drivers have none.
+fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<u32>> {
+    if let Some(vni) = wanted
+        && (vni == 0 || vni > MAX_VNI)
+    {
+        return Err(Error::invalid(format!(
+            "VNI {vni} is out of range (1-{MAX_VNI})"
+        )));
+    }
+    if !overlay {
+        return match wanted {
+            Some(_) => Err(Error::invalid("--vni applies to overlay networks only")),
+            None => Ok(None),
+        };
+    }
+    let owner = |vni: u32| state.networks.iter().find(|n| n.vni == Some(vni));
+    match wanted {
+        Some(vni) => match owner(vni) {
+            Some(n) => Err(Error::conflict(format!(
+                "VNI {vni} is taken by network {}",
+                n.name
+            ))),
+            None => Ok(Some(vni)),
+        },
+        None => (drivers::overlay::FIRST_AUTO_VNI..=MAX_VNI)
+            .find(|v| owner(*v).is_none())
+            .map(Some)
+            .ok_or_else(|| Error::conflict("no free VNI")),
+    }
 }
 
 impl Inner {
@@ -90,7 +121,7 @@ impl Inner {
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
             self.state.networks.pop();
-            self.remove_switch(&net.name);
+            self.remove_switch(&net);
             return Err(e);
         }
         Ok(net.name)
@@ -101,19 +132,12 @@ impl Inner {
         drivers::of(net.driver).setup_network(&mut self.ctx(), net)
     }
 
-    pub(super) fn remove_switch(&mut self, name: &str) {
+    pub(super) fn remove_switch(&mut self, net: &Network) {
         let mut teardown = Teardown::new(self.dp.clone());
-        teardown.switches.push(self.take_switch(name));
+        teardown
+            .switches
+            .push(drivers::of(net.driver).take_network(&mut self.ctx(), &net.name));
         teardown.run();
-    }
-
-    /// A network's gateway and datapath id, forgotten here; the teardown stops them.
-    pub(super) fn take_switch(&mut self, name: &str) -> Switch {
-        let driver = self
-            .state
-            .network(name)
-            .map_or(Driver::Bridge, |n| n.driver);
-        drivers::of(driver).take_network(&mut self.ctx(), name)
     }
 
     pub(super) fn network_remove(&mut self, name: &str) -> Result<Teardown> {
@@ -175,6 +199,41 @@ mod tests {
         assert_eq!(net.mac_aging_s, 7);
         assert_ne!(net.subnet, Some(DEFAULT_BRIDGE_SUBNET));
         assert_eq!(net.options.get("mac_aging").map(String::as_str), Some("7"));
+    }
+
+    #[test]
+    fn overlay_plans_get_a_unique_vni_and_mtu_1450() {
+        let mut state = default_state();
+        let overlay = |name: &str, vni: Option<u32>| NetworkCreate {
+            driver: Some("overlay".into()),
+            vni,
+            ..req(name, &[])
+        };
+        let a = plan_network(&overlay("a", None), &state).unwrap();
+        assert_eq!((a.vni, a.mtu), (Some(256), 1450));
+        state.networks.push(a);
+        let b = plan_network(&overlay("b", None), &state).unwrap();
+        assert_eq!(b.vni, Some(257));
+        let err = plan_network(&overlay("c", Some(256)), &state)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VNI 256 is taken by network a"), "{err}");
+        for bad in [0, 1 << 24] {
+            let err = plan_network(&overlay("c", Some(bad)), &state)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("out of range"), "{err}");
+        }
+        let err = plan_network(
+            &NetworkCreate {
+                options: vec!["peers=nowhere".into()],
+                ..overlay("c", None)
+            },
+            &state,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("option peers"), "{err}");
     }
 
     #[test]

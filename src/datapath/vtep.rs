@@ -1,0 +1,443 @@
+//! A userspace VTEP: one UDP socket (the daemon's `--vtep`, or a network's `--opt vtep=`) serving
+//! every overlay network bound to it, told apart by VNI. For the switch it is a port like the
+//! gateway: one end of a SOCK_SEQPACKET socketpair per network, frames with a virtio-net header.
+//!
+//! Why a thread of its own and not a port kind in the workers: the VTEP keeps state the workers
+//! do not have (remote MACs against their VTEPs, peers, one socket for many networks, segmenting
+//! super-frames), and a socketpair port leaves the hot path of local switching untouched. The
+//! price is one copy through the socketpair per frame.
+//!
+//! Out (switch to wire): a frame is segmented to wire size (`offload::Segmenter`, checksums
+//! completed), its destination looked up in the network's remote table: a known MAC goes to its
+//! VTEP, anything else to every peer (head-end replication). The UDP source port is chosen by a
+//! hash of the inner flow among a few sockets bound to ephemeral ports, so underlay ECMP spreads
+//! flows and keeps each in order.
+//!
+//! In (wire to switch): only packets from a peer are taken; the header is checked (flags, a
+//! known VNI), the inner frame parsed as a TAP frame would be, the source MAC learned against
+//! the sending peer, and the frame handed to the switch. Everything dropped is counted.
+//!
+//! The network's gateway is local on every host (an anycast gateway: same address and MAC on
+//! each): frames from its MAC neither leave nor enter through the VTEP.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::frame::{self, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN};
+use super::vxlan::{self, DecapError, HEADER_LEN};
+use crate::error::{Context, Result};
+use crate::offload::Segmenter;
+
+/// Sockets that send, each on its own ephemeral port: the flow hash picks one.
+const TX_SOCKETS: usize = 8;
+/// Remote stations one network learns at most; more are flooded, not learned.
+const MAX_REMOTE_MACS: usize = 4096;
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Network slots start here.
+const FIRST_NET: usize = 2;
+
+/// Counters of one VTEP, relaxed atomics read by `network inspect`.
+#[derive(Default, Debug)]
+pub struct VtepStats {
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    /// Runts and frames `frame::parse` refuses.
+    pub rx_malformed: AtomicU64,
+    /// Flags other than the I flag alone.
+    pub rx_bad_flags: AtomicU64,
+    /// A VNI no network of this VTEP has.
+    pub rx_foreign_vni: AtomicU64,
+    /// From an address that is no peer of the network.
+    pub rx_unknown_peer: AtomicU64,
+    /// Super-frames the segmenter refused, and sends the kernel refused.
+    pub tx_dropped: AtomicU64,
+}
+
+/// One remote station as `network inspect` shows it.
+#[derive(Clone, Debug)]
+pub struct RemoteRow {
+    pub mac: MacAddr,
+    pub vtep: SocketAddr,
+    pub age_s: u64,
+}
+
+pub struct NetworkSpec {
+    pub vni: u32,
+    /// The VTEP's end of the network's switch port.
+    pub fd: OwnedFd,
+    pub peers: Vec<SocketAddr>,
+    pub mtu: usize,
+    pub aging: Duration,
+    /// The network's anycast gateway: never carried between hosts.
+    pub gateway_mac: Option<MacAddr>,
+}
+
+enum Command {
+    Add(Box<NetworkSpec>),
+    Remove(u32, Sender<()>),
+    Remotes(u32, Sender<Vec<RemoteRow>>),
+    Stop,
+}
+
+/// The control plane's handle of a VTEP thread. Dropping it stops the thread.
+pub struct Vtep {
+    pub addr: SocketAddr,
+    pub stats: Arc<VtepStats>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    vnis: Vec<u32>,
+}
+
+impl Vtep {
+    /// Bind `addr` and start the VTEP's thread.
+    pub fn start(addr: SocketAddr) -> Result<Vtep> {
+        let socket = UdpSocket::bind(addr).context(|| format!("bind VTEP {addr}"))?;
+        let tx = (0..TX_SOCKETS)
+            .map(|_| {
+                let s = UdpSocket::bind(SocketAddr::new(addr.ip(), 0))
+                    .context(|| format!("bind VTEP send socket on {}", addr.ip()))?;
+                s.set_nonblocking(true)
+                    .context(|| "VTEP send socket".into())?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        socket
+            .set_nonblocking(true)
+            .context(|| format!("VTEP {addr}"))?;
+        let mut socket = mio::net::UdpSocket::from_std(socket);
+        let poll = Poll::new().context(|| "create VTEP poll".into())?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).context(|| "create VTEP waker".into())?);
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE)
+            .context(|| format!("poll VTEP {addr}"))?;
+        let (commands, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(VtepStats::default());
+        let mut engine = Engine {
+            poll,
+            socket,
+            tx,
+            commands: rx,
+            nets: Vec::new(),
+            by_vni: HashMap::new(),
+            stats: stats.clone(),
+            seg: Segmenter::new(),
+            rx: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+            out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+        };
+        let name = format!("vtep-{}", addr.port());
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                crate::guard::guarded(&name, || engine.run());
+            })
+            .context(|| "start VTEP thread".into())?;
+        Ok(Vtep {
+            addr,
+            stats,
+            commands,
+            waker,
+            thread: Some(thread),
+            vnis: Vec::new(),
+        })
+    }
+
+    fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+        let _ = self.waker.wake();
+    }
+
+    pub fn add_network(&mut self, spec: NetworkSpec) {
+        self.vnis.push(spec.vni);
+        self.send(Command::Add(Box::new(spec)));
+    }
+
+    /// Remove a network; returns once the thread has closed its end of the switch port.
+    pub fn remove_network(&mut self, vni: u32) {
+        self.vnis.retain(|v| *v != vni);
+        let (done, wait) = crossbeam_channel::bounded(1);
+        self.send(Command::Remove(vni, done));
+        let _ = wait.recv_timeout(Duration::from_secs(2));
+    }
+
+    /// Does any network still use this VTEP?
+    pub fn is_empty(&self) -> bool {
+        self.vnis.is_empty()
+    }
+
+    /// The remote stations the network has learned.
+    pub fn remotes(&self, vni: u32) -> Vec<RemoteRow> {
+        let (reply, wait) = crossbeam_channel::bounded(1);
+        self.send(Command::Remotes(vni, reply));
+        wait.recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Vtep {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Net {
+    spec: NetworkSpec,
+    /// Remote MAC -> (its VTEP, last seen).
+    remote: HashMap<MacAddr, (SocketAddr, Instant)>,
+}
+
+struct Engine {
+    poll: Poll,
+    socket: mio::net::UdpSocket,
+    tx: Vec<UdpSocket>,
+    commands: Receiver<Command>,
+    /// Slot i serves token FIRST_NET + i.
+    nets: Vec<Option<Net>>,
+    by_vni: HashMap<u32, usize>,
+    stats: Arc<VtepStats>,
+    seg: Segmenter,
+    rx: Box<[u8]>,
+    out: Box<[u8]>,
+}
+
+impl Engine {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut last_aging = Instant::now();
+        loop {
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(500)))
+            {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("tapnet: VTEP poll: {e}");
+                return;
+            }
+            for ev in &events {
+                match ev.token() {
+                    SOCKET => self.decap_from_wire(),
+                    WAKER => {}
+                    Token(t) => self.encap_from_switch(t - FIRST_NET),
+                }
+            }
+            if !self.commands() {
+                return;
+            }
+            if last_aging.elapsed() >= Duration::from_millis(500) {
+                last_aging = Instant::now();
+                self.age();
+            }
+        }
+    }
+
+    /// Apply queued commands; false on Stop.
+    fn commands(&mut self) -> bool {
+        while let Ok(c) = self.commands.try_recv() {
+            match c {
+                Command::Add(spec) => {
+                    let slot = match self.nets.iter().position(Option::is_none) {
+                        Some(i) => i,
+                        None => {
+                            self.nets.push(None);
+                            self.nets.len() - 1
+                        }
+                    };
+                    let raw = spec.fd.as_raw_fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&raw),
+                        Token(FIRST_NET + slot),
+                        Interest::READABLE,
+                    ) {
+                        eprintln!("tapnet: VTEP: cannot poll network VNI {}: {e}", spec.vni);
+                        continue;
+                    }
+                    self.by_vni.insert(spec.vni, slot);
+                    self.nets[slot] = Some(Net {
+                        spec: *spec,
+                        remote: HashMap::with_capacity(MAX_REMOTE_MACS),
+                    });
+                    // Frames may have queued before registration (edge-triggered poll).
+                    self.encap_from_switch(slot);
+                }
+                Command::Remove(vni, done) => {
+                    if let Some(slot) = self.by_vni.remove(&vni)
+                        && let Some(net) = self.nets[slot].take()
+                    {
+                        let raw = net.spec.fd.as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+                    }
+                    let _ = done.send(());
+                }
+                Command::Remotes(vni, reply) => {
+                    let now = Instant::now();
+                    let rows = self
+                        .by_vni
+                        .get(&vni)
+                        .and_then(|s| self.nets[*s].as_ref())
+                        .map(|n| {
+                            let mut rows: Vec<RemoteRow> = n
+                                .remote
+                                .iter()
+                                .map(|(mac, (vtep, seen))| RemoteRow {
+                                    mac: *mac,
+                                    vtep: *vtep,
+                                    age_s: now.duration_since(*seen).as_secs(),
+                                })
+                                .collect();
+                            rows.sort_by_key(|r| r.mac.to_u64());
+                            rows
+                        })
+                        .unwrap_or_default();
+                    let _ = reply.send(rows);
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn age(&mut self) {
+        let now = Instant::now();
+        for net in self.nets.iter_mut().flatten() {
+            let aging = net.spec.aging;
+            net.remote
+                .retain(|_, (_, seen)| now.duration_since(*seen) < aging);
+        }
+    }
+
+    /// Packets from the underlay: check, learn, hand to the switch.
+    fn decap_from_wire(&mut self) {
+        // The inner frame lands right after a virtio-net header's worth of room: the VXLAN
+        // header (8 bytes) is read at offset 4 and then overwritten by a zero vnet header.
+        const AT: usize = VNET_HDR_LEN - HEADER_LEN;
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut self.rx[AT..]) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let (vni, inner_len) = match vxlan::decap(&self.rx[AT..AT + n]) {
+                Ok((vni, inner)) => (vni, inner.len()),
+                Err(DecapError::Runt) => {
+                    self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(DecapError::BadFlags) => {
+                    self.stats.rx_bad_flags.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) else {
+                self.stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            // Learn against the peer's VXLAN port, not the packet's (flow-hashed) source port.
+            let Some(peer) = net
+                .spec
+                .peers
+                .iter()
+                .find(|p| **p == from)
+                .or_else(|| net.spec.peers.iter().find(|p| p.ip() == from.ip()))
+                .copied()
+            else {
+                self.stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.rx[..VNET_HDR_LEN].fill(0);
+            let buf = &self.rx[..VNET_HDR_LEN + inner_len];
+            let Ok(info) = frame::parse(buf, net.spec.mtu) else {
+                self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if Some(info.src) == net.spec.gateway_mac {
+                continue;
+            }
+            let now = Instant::now();
+            if let Some(e) = net.remote.get_mut(&info.src) {
+                *e = (peer, now);
+            } else if net.remote.len() < MAX_REMOTE_MACS {
+                net.remote.insert(info.src, (peer, now));
+            }
+            self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: buf is valid for reads of its length; the fd is owned by net.
+            let _ = unsafe { libc::write(net.spec.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        }
+    }
+
+    /// Frames from the switch: segment, encapsulate, send to one VTEP or every peer.
+    fn encap_from_switch(&mut self, slot: usize) {
+        let Some(Some(net)) = self.nets.get(slot) else {
+            return;
+        };
+        let fd = net.spec.fd.as_raw_fd();
+        loop {
+            // SAFETY: rx is valid for writes of its length; fd is owned by the net.
+            let n = unsafe { libc::read(fd, self.rx.as_mut_ptr().cast(), self.rx.len()) };
+            if n <= 0 {
+                return;
+            }
+            let n = n as usize;
+            let Some(Some(net)) = self.nets.get(slot) else {
+                return;
+            };
+            let (out, tx, stats) = (&mut self.out, &self.tx, &self.stats);
+            out[..HEADER_LEN].copy_from_slice(&vxlan::header(net.spec.vni));
+            let mut emit = |seg: &[u8]| {
+                let frame = &seg[VNET_HDR_LEN..];
+                encapsulate(net, frame, out, tx, stats);
+            };
+            if self.seg.segment(&self.rx[..n], &mut emit).is_err() {
+                stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Send one wire-size Ethernet frame to where its destination lives.
+fn encapsulate(net: &Net, frame: &[u8], out: &mut [u8], tx: &[UdpSocket], stats: &VtepStats) {
+    if frame.len() < 14 || frame.len() + HEADER_LEN > out.len() {
+        stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut dst = [0u8; 6];
+    dst.copy_from_slice(&frame[0..6]);
+    let mut src = [0u8; 6];
+    src.copy_from_slice(&frame[6..12]);
+    if net.spec.gateway_mac == Some(MacAddr(src)) {
+        return;
+    }
+    out[HEADER_LEN..HEADER_LEN + frame.len()].copy_from_slice(frame);
+    let packet = &out[..HEADER_LEN + frame.len()];
+    let socket = &tx[usize::from(vxlan::source_port(frame)) % tx.len()];
+    let send = |to: &SocketAddr| match socket.send_to(packet, to) {
+        Ok(_) => {
+            stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let dst = MacAddr(dst);
+    match (!dst.is_multicast())
+        .then(|| net.remote.get(&dst))
+        .flatten()
+    {
+        Some((vtep, _)) => send(vtep),
+        None => net.spec.peers.iter().for_each(send),
+    }
+}
