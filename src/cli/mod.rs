@@ -207,7 +207,8 @@ pub enum NetworkCmd {
         /// No way out of the network (no default route, no NAT, no forwarded DNS).
         #[arg(long)]
         internal: bool,
-        /// MTU of the network's interfaces, 68-65520 [default: 1500; overlay 1450].
+        /// MTU of the network's interfaces, 68-65520; overlay networks default to 1450
+        /// [default: 1500].
         #[arg(long, value_name = "BYTES")]
         mtu: Option<u32>,
         /// VXLAN network identifier, 1-16777215, of overlay networks; unique among the daemon's

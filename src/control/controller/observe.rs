@@ -15,6 +15,32 @@ impl Inner {
                 published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
             });
         }
+        if let Some(r) = self.overlay.report(name) {
+            let peers = drivers::overlay::OverlayOptions::parse(&self.network(name)?.options)
+                .map(|o| o.peers)
+                .unwrap_or_default();
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            view.overlay = Some(crate::api::types::OverlayView {
+                vtep: r.vtep.to_string(),
+                peers: peers.iter().map(|p| p.to_string()).collect(),
+                remote: r
+                    .remotes
+                    .iter()
+                    .map(|e| crate::api::types::RemoteView {
+                        mac: e.mac.to_string(),
+                        vtep: e.vtep.to_string(),
+                        age_s: e.age_s,
+                    })
+                    .collect(),
+                rx_packets: get(&r.stats.rx_packets),
+                tx_packets: get(&r.stats.tx_packets),
+                rx_malformed: get(&r.stats.rx_malformed),
+                rx_bad_flags: get(&r.stats.rx_bad_flags),
+                rx_foreign_vni: get(&r.stats.rx_foreign_vni),
+                rx_unknown_peer: get(&r.stats.rx_unknown_peer),
+                tx_dropped: get(&r.stats.tx_dropped),
+            });
+        }
         Ok(view)
     }
 
