@@ -437,3 +437,105 @@ fn a_linux_kernel_vxlan_device_exchanges_ping_and_tcp_with_a_sandbox() {
         assert_eq!(o[counter], 0, "{counter}: {o}");
     }
 }
+
+/// Start `tapnet daemon ARGS` for `t` in the background and wait until it answers.
+fn start_daemon(t: &Tapnet, args: &[&str]) -> Child {
+    let mut full = vec!["daemon"];
+    full.extend(args);
+    let child = t
+        .command(&full)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || t.dir.join("tapnet.sock").exists()
+    ));
+    child
+}
+
+/// A VXLAN packet for `vni` carrying an Ethernet frame from `src` (broadcast, IPv4 ethertype).
+fn packet(flags: u8, vni: u32, src: [u8; 6]) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    let mut p = vec![flags, 0, 0, 0, v[1], v[2], v[3], 0];
+    p.extend_from_slice(&[0xff; 6]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&[0x08, 0x00]);
+    p.extend_from_slice(&[0u8; 46]);
+    p
+}
+
+#[test]
+fn the_daemon_vtep_survives_bad_packets_and_a_restart() {
+    let a = host("ovdaemon");
+    let b = host("ovdaemonb");
+    let vtep_flag = a.vtep.clone();
+    let mut daemon = start_daemon(&a.t, &["--vtep", &vtep_flag]);
+    // No vtep= here: the daemon's --vtep is used, and kept with the network.
+    let peers = format!("peers={}", b.vtep);
+    a.t.ok(&[
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        "4500",
+        "--subnet",
+        "10.80.0.0/24",
+        "--ip-range",
+        "10.80.0.0/25",
+        "--opt",
+        &peers,
+    ]);
+    overlay(&b, "ov", 4500, "10.80.0.0/24", "10.80.0.128/25", &[&a.vtep]);
+    a.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    b.t.ok(&["sandbox", "create", "t", "--net", "ov"]);
+    let t_ip = ip_of(&b, "t");
+    assert!(a.t.ping("s", &t_ip));
+    assert_eq!(
+        inspect(&a, "ov")["options"]["vtep"],
+        format!("{}:4789", a.vtep)
+    );
+
+    // Bad packets from the peer's address, and a good-looking one from a stranger.
+    let to = format!("{}:4789", a.vtep);
+    let from_peer = std::net::UdpSocket::bind(format!("{}:0", b.vtep)).expect("bind as the peer");
+    let good_src = [2, 0x42, 10, 80, 0, 250];
+    for p in [
+        vec![0x08, 0, 0],              // runt
+        packet(0x00, 4500, good_src),  // I flag clear
+        packet(0x88, 4500, good_src),  // GBP: not implemented
+        packet(0x08, 4501, good_src),  // foreign VNI
+        packet(0x08, 4500, [0xff; 6]), // multicast source MAC
+    ] {
+        from_peer.send_to(&p, &to).expect("send");
+    }
+    let stranger = std::net::UdpSocket::bind(format!("{}:0", loopback())).expect("bind");
+    stranger
+        .send_to(&packet(0x08, 4500, good_src), &to)
+        .expect("send");
+    let counted = common::wait_until(std::time::Duration::from_secs(3), || {
+        let o = inspect(&a, "ov")["overlay"].clone();
+        o["rx_malformed"].as_u64() >= Some(2)
+            && o["rx_bad_flags"].as_u64() >= Some(2)
+            && o["rx_foreign_vni"].as_u64() >= Some(1)
+            && o["rx_unknown_peer"].as_u64() >= Some(1)
+    });
+    assert!(counted, "{}", inspect(&a, "ov"));
+    let remote = inspect(&a, "ov")["overlay"]["remote"].to_string();
+    assert!(
+        !remote.contains("02:42:0a:50:00:fa"),
+        "a dropped packet was learned: {remote}"
+    );
+    assert!(a.t.ping("s", &t_ip), "the VTEP stopped after bad packets");
+
+    // A restarted daemon (autostarted, without --vtep) binds the network's VTEP again.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+    assert!(a.t.ping("s", &t_ip), "no overlay after a restart");
+}

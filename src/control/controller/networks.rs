@@ -116,7 +116,15 @@ fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<
 
 impl Inner {
     pub(super) fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
-        let net = plan_network(&req, &self.state)?;
+        let mut net = plan_network(&req, &self.state)?;
+        // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
+        // `--vtep` says: its peers know it by that address.
+        if net.driver == Driver::Overlay
+            && !net.options.contains_key("vtep")
+            && let Some(vtep) = self.overlay.default
+        {
+            net.options.insert("vtep".to_string(), vtep.to_string());
+        }
         self.add_switch(&net)?;
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
