@@ -37,6 +37,8 @@ use super::vxlan::{self, DecapError, HEADER_LEN};
 use crate::error::{Context, Result};
 use crate::offload::Segmenter;
 
+/// Socket buffers of the VTEP's UDP sockets.
+const SOCKET_BUF: usize = 8 << 20;
 /// Sockets that send, each on its own ephemeral port: the flow hash picks one.
 const TX_SOCKETS: usize = 8;
 /// Remote stations one network learns at most; more are flooded, not learned.
@@ -115,6 +117,19 @@ impl Vtep {
         socket
             .set_nonblocking(true)
             .context(|| format!("VTEP {addr}"))?;
+        // Bursts of a whole super-frame's segments arrive at once: room for many of them.
+        // FORCE passes rmem_max where the daemon may (root); the plain call is capped by it.
+        {
+            use nix::sys::socket::{setsockopt, sockopt};
+            if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
+                let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUF);
+            }
+            for s in &tx {
+                if setsockopt(s, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
+                    let _ = setsockopt(s, sockopt::SndBuf, &SOCKET_BUF);
+                }
+            }
+        }
         let mut socket = mio::net::UdpSocket::from_std(socket);
         let poll = Poll::new().context(|| "create VTEP poll".into())?;
         let waker =
@@ -135,6 +150,7 @@ impl Vtep {
             seg: Segmenter::new(),
             rx: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
             out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+            gso: true,
         };
         let name = format!("vtep-{}", addr.port());
         let thread = std::thread::Builder::new()
@@ -212,6 +228,8 @@ struct Engine {
     seg: Segmenter,
     rx: Box<[u8]>,
     out: Box<[u8]>,
+    /// Send with UDP GSO (until the kernel refuses it).
+    gso: bool,
 }
 
 impl Engine {
@@ -379,7 +397,8 @@ impl Engine {
         }
     }
 
-    /// Frames from the switch: segment, encapsulate, send to one VTEP or every peer.
+    /// Frames from the switch: segment, encapsulate, send to one VTEP or every peer. The
+    /// segments of one super-frame leave in one `sendmsg` per destination with UDP GSO.
     fn encap_from_switch(&mut self, slot: usize) {
         let Some(Some(net)) = self.nets.get(slot) else {
             return;
@@ -395,49 +414,180 @@ impl Engine {
             let Some(Some(net)) = self.nets.get(slot) else {
                 return;
             };
-            let (out, tx, stats) = (&mut self.out, &self.tx, &self.stats);
-            out[..HEADER_LEN].copy_from_slice(&vxlan::header(net.spec.vni));
-            let mut emit = |seg: &[u8]| {
-                let frame = &seg[VNET_HDR_LEN..];
-                encapsulate(net, frame, out, tx, stats);
+            let mut batch = Batch {
+                net,
+                out: &mut self.out,
+                tx: &self.tx,
+                stats: &self.stats,
+                gso: &mut self.gso,
+                len: 0,
+                seg: 0,
+                count: 0,
+                closed: false,
             };
-            if self.seg.segment(&self.rx[..n], &mut emit).is_err() {
-                stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            let result = self.seg.segment(&self.rx[..n], &mut |seg: &[u8]| {
+                batch.push(&seg[VNET_HDR_LEN..]);
+            });
+            batch.flush();
+            if result.is_err() {
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-/// Send one wire-size Ethernet frame to where its destination lives.
-fn encapsulate(net: &Net, frame: &[u8], out: &mut [u8], tx: &[UdpSocket], stats: &VtepStats) {
-    if frame.len() < 14 || frame.len() + HEADER_LEN > out.len() {
-        stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let mut dst = [0u8; 6];
-    dst.copy_from_slice(&frame[0..6]);
-    let mut src = [0u8; 6];
-    src.copy_from_slice(&frame[6..12]);
-    if net.spec.gateway_mac == Some(MacAddr(src)) {
-        return;
-    }
-    out[HEADER_LEN..HEADER_LEN + frame.len()].copy_from_slice(frame);
-    let packet = &out[..HEADER_LEN + frame.len()];
-    let socket = &tx[usize::from(vxlan::source_port(frame)) % tx.len()];
-    let send = |to: &SocketAddr| match socket.send_to(packet, to) {
-        Ok(_) => {
-            stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+/// The largest UDP payload one GSO send may carry, and the kernel's segment limit.
+const GSO_MAX_BYTES: usize = 65507;
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Encapsulated packets of one destination, back to back in `out`, all `seg` bytes long but
+/// the last: what one `sendmsg` with `UDP_SEGMENT` sends as that many datagrams.
+struct Batch<'a> {
+    net: &'a Net,
+    out: &'a mut [u8],
+    tx: &'a [UdpSocket],
+    stats: &'a VtepStats,
+    /// Does the kernel take UDP_SEGMENT? Cleared for good at the first refusal.
+    gso: &'a mut bool,
+    len: usize,
+    seg: usize,
+    count: usize,
+    /// A shorter packet ended the batch.
+    closed: bool,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() < 14 || frame.len() + HEADER_LEN > self.out.len() {
+            self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        Err(_) => {
-            stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+        // The anycast gateway stays home.
+        if self
+            .net
+            .spec
+            .gateway_mac
+            .is_some_and(|g| g.0 == frame[6..12])
+        {
+            return;
         }
+        let size = HEADER_LEN + frame.len();
+        if self.count > 0
+            && (!*self.gso
+                || self.closed
+                || size > self.seg
+                || self.len + size > GSO_MAX_BYTES
+                || self.count == GSO_MAX_SEGMENTS
+                || frame[0..6] != self.out[HEADER_LEN..HEADER_LEN + 6])
+        {
+            self.flush();
+        }
+        if self.count == 0 {
+            self.seg = size;
+        } else if size < self.seg {
+            self.closed = true;
+        }
+        let at = self.len;
+        self.out[at..at + HEADER_LEN].copy_from_slice(&vxlan::header(self.net.spec.vni));
+        self.out[at + HEADER_LEN..at + size].copy_from_slice(frame);
+        self.len += size;
+        self.count += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        let first = &self.out[HEADER_LEN..self.seg];
+        let socket = &self.tx[usize::from(vxlan::source_port(first)) % self.tx.len()];
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&first[0..6]);
+        let dst = MacAddr(dst);
+        let known = (!dst.is_multicast())
+            .then(|| self.net.remote.get(&dst))
+            .flatten();
+        match known {
+            Some((vtep, _)) => self.send(socket, vtep),
+            None => {
+                for peer in &self.net.spec.peers {
+                    self.send(socket, peer);
+                }
+            }
+        }
+        self.len = 0;
+        self.count = 0;
+        self.closed = false;
+    }
+
+    fn send(&mut self, socket: &UdpSocket, to: &SocketAddr) {
+        let count = self.count as u64;
+        if self.count > 1 && *self.gso {
+            match send_segments(socket, &self.out[..self.len], self.seg as u16, to) {
+                Ok(_) => {
+                    self.stats.tx_packets.fetch_add(count, Ordering::Relaxed);
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT)
+                    ) =>
+                {
+                    // No UDP GSO here: one datagram each from now on.
+                    *self.gso = false;
+                }
+                Err(_) => {
+                    self.stats.tx_dropped.fetch_add(count, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        for packet in self.out[..self.len].chunks(self.seg) {
+            match socket.send_to(packet, to) {
+                Ok(_) => self.stats.tx_packets.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+/// One `sendmsg` of `buf` to `to`, cut by the kernel into datagrams of `seg` bytes (the last
+/// may be shorter): UDP GSO, a control message of type `UDP_SEGMENT`.
+fn send_segments(
+    socket: &UdpSocket,
+    buf: &[u8],
+    seg: u16,
+    to: &SocketAddr,
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+    let addr = SockaddrStorage::from(*to);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
     };
-    let dst = MacAddr(dst);
-    match (!dst.is_multicast())
-        .then(|| net.remote.get(&dst))
-        .flatten()
-    {
-        Some((vtep, _)) => send(vtep),
-        None => net.spec.peers.iter().for_each(send),
+    // Room for one cmsghdr and a u16, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: the CMSG_ macros compute sizes and walk the control buffer set up above, which
+    // holds one header and a u16 (CMSG_SPACE(2) is at most 32 bytes).
+    let n = unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
