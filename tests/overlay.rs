@@ -539,3 +539,30 @@ fn the_daemon_vtep_survives_bad_packets_and_a_restart() {
     let _ = daemon.wait();
     assert!(a.t.ping("s", &t_ip), "no overlay after a restart");
 }
+
+#[test]
+fn a_rootless_daemon_shares_an_overlay_with_a_root_daemon() {
+    // The rootless daemon's VTEP is a plain UDP socket in the user's network namespace.
+    let mut a = Host {
+        t: Tapnet::rootless("ovrootless", "tapnet-test"),
+        vtep: loopback(),
+    };
+    let b = host("ovrootlessb");
+    overlay(&a, "ov", 4600, "10.81.0.0/24", "10.81.0.0/25", &[&b.vtep]);
+    overlay(&b, "ov", 4600, "10.81.0.0/24", "10.81.0.128/25", &[&a.vtep]);
+    a.t.ok(&["sandbox", "create", "r", "--net", "ov"]);
+    b.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    let (r_ip, s_ip) = (ip_of(&a, "r"), ip_of(&b, "s"));
+    assert!(
+        a.t.ping("r", &s_ip),
+        "rootless sandbox cannot reach the root daemon's"
+    );
+    assert!(
+        b.t.ping("s", &r_ip),
+        "root sandbox cannot reach the rootless daemon's"
+    );
+    let server = a.t.spawn_server("r", &["tcp-serve", &r_ip, "5001"]);
+    let sent = b.t.traffic("s", &["tcp-send", &r_ip, "5001", "2000000"]);
+    assert!(sent.starts_with("2000000 "), "{sent}");
+    assert_eq!(sent, a.t.server_output(server));
+}
