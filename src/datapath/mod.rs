@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod clock;
+pub mod coalesce;
 pub mod delay;
 pub mod egress;
 pub mod fdb;

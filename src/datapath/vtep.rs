@@ -32,6 +32,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::coalesce::Coalescer;
 use super::frame::{self, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN};
 use super::vxlan::{self, DecapError, HEADER_LEN};
 use crate::error::{Context, Result};
@@ -63,6 +64,8 @@ pub struct VtepStats {
     pub rx_unknown_peer: AtomicU64,
     /// Super-frames the segmenter refused, and sends the kernel refused.
     pub tx_dropped: AtomicU64,
+    /// Received frames the switch port had no room for.
+    pub rx_dropped: AtomicU64,
 }
 
 /// One remote station as `network inspect` shows it.
@@ -82,6 +85,8 @@ pub struct NetworkSpec {
     pub aging: Duration,
     /// The network's anycast gateway: never carried between hosts.
     pub gateway_mac: Option<MacAddr>,
+    /// Coalesce received TCP segments into super-frames (the network's TAPs take offloads).
+    pub coalesce: bool,
 }
 
 enum Command {
@@ -214,6 +219,8 @@ struct Net {
     spec: NetworkSpec,
     /// Remote MAC -> (its VTEP, last seen).
     remote: HashMap<MacAddr, (SocketAddr, Instant)>,
+    /// Received TCP segments waiting to become one super-frame.
+    gro: Coalescer,
 }
 
 struct Engine {
@@ -289,6 +296,7 @@ impl Engine {
                     self.nets[slot] = Some(Net {
                         spec: *spec,
                         remote: HashMap::with_capacity(MAX_REMOTE_MACS),
+                        gro: Coalescer::new(),
                     });
                     // Frames may have queued before registration (edge-triggered poll).
                     self.encap_from_switch(slot);
@@ -347,7 +355,10 @@ impl Engine {
         loop {
             let (n, from) = match self.socket.recv_from(&mut self.rx[AT..]) {
                 Ok(r) => r,
-                Err(_) => return,
+                Err(_) => {
+                    self.flush_coalesced();
+                    return;
+                }
             };
             let (vni, inner_len) = match vxlan::decap(&self.rx[AT..AT + n]) {
                 Ok((vni, inner)) => (vni, inner.len()),
@@ -392,8 +403,20 @@ impl Engine {
                 net.remote.insert(info.src, (peer, now));
             }
             self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: buf is valid for reads of its length; the fd is owned by net.
-            let _ = unsafe { libc::write(net.spec.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+            let fd = net.spec.fd.as_raw_fd();
+            if net.spec.coalesce {
+                net.gro.push(buf, &mut |b| to_switch(fd, b, &self.stats));
+            } else {
+                to_switch(fd, buf, &self.stats);
+            }
+        }
+    }
+
+    /// Hand every pending super-frame to its switch: the burst is over.
+    fn flush_coalesced(&mut self) {
+        for net in self.nets.iter_mut().flatten() {
+            let fd = net.spec.fd.as_raw_fd();
+            net.gro.flush(&mut |b| to_switch(fd, b, &self.stats));
         }
     }
 
@@ -433,6 +456,16 @@ impl Engine {
                 self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Write one frame (virtio-net header included) to a network's switch port; a full socket drops
+/// it, counted.
+fn to_switch(fd: std::os::fd::RawFd, frame: &[u8], stats: &VtepStats) {
+    // SAFETY: frame is valid for reads of its length; fd is a network's open socketpair end.
+    let n = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
+    if n < 0 {
+        stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -166,6 +166,8 @@ impl NetworkDriver for Overlay {
                 mtu: net.mtu as usize,
                 aging: std::time::Duration::from_secs(u64::from(net.mac_aging_s)),
                 gateway_mac: net.gateway.map(MacAddr::from_ipv4),
+                // Super-frames only where the TAPs take them.
+                coalesce: net.offload && ctx.offload != crate::netns::tap::Offload::Off,
             });
         }
         ctx.overlay
