@@ -46,6 +46,9 @@ const TX_SOCKETS: usize = 8;
 const MAX_REMOTE_MACS: usize = 4096;
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+/// Where a datagram is received in `rx`: its VXLAN header (8 bytes) ends where a virtio-net
+/// header (12) would, so the inner frame needs no move.
+const AT: usize = VNET_HDR_LEN - HEADER_LEN;
 /// Network slots start here.
 const FIRST_NET: usize = 2;
 
@@ -122,6 +125,10 @@ impl Vtep {
         socket
             .set_nonblocking(true)
             .context(|| format!("VTEP {addr}"))?;
+        // Let the kernel hand over bursts of datagrams in one receive where it can (UDP_GRO);
+        // without it each datagram comes alone, which works the same.
+        let _ =
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGroSegment, &true);
         // Bursts of a whole super-frame's segments arrive at once: room for many of them.
         // FORCE passes rmem_max where the daemon may (root); the plain call is capped by it.
         {
@@ -156,6 +163,7 @@ impl Vtep {
             rx: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
             out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
             gso: true,
+            cmsg: nix::cmsg_space!(i32),
         };
         let name = format!("vtep-{}", addr.port());
         let thread = std::thread::Builder::new()
@@ -237,6 +245,8 @@ struct Engine {
     out: Box<[u8]>,
     /// Send with UDP GSO (until the kernel refuses it).
     gso: bool,
+    /// Control messages of `recvmsg` (the UDP_GRO segment size), allocated once.
+    cmsg: Vec<u8>,
 }
 
 impl Engine {
@@ -349,66 +359,106 @@ impl Engine {
 
     /// Packets from the underlay: check, learn, hand to the switch.
     fn decap_from_wire(&mut self) {
-        // The inner frame lands right after a virtio-net header's worth of room: the VXLAN
-        // header (8 bytes) is read at offset 4 and then overwritten by a zero vnet header.
-        const AT: usize = VNET_HDR_LEN - HEADER_LEN;
         loop {
-            let (n, from) = match self.socket.recv_from(&mut self.rx[AT..]) {
-                Ok(r) => r,
-                Err(_) => {
-                    self.flush_coalesced();
-                    return;
+            let Some((n, from, seg)) = self.receive() else {
+                self.flush_coalesced();
+                return;
+            };
+            // With UDP_GRO the kernel hands over several datagrams of `seg` bytes back to back
+            // (the last may be shorter). Each is taken where it lies: its virtio-net header
+            // overwrites the 4 last bytes of the one before, which is done with by then.
+            let seg = if seg == 0 { n } else { seg };
+            let mut start = 0;
+            while start < n {
+                let len = seg.min(n - start);
+                self.take(start, len, from);
+                start += len;
+            }
+        }
+    }
+
+    /// One `recvmsg` into `rx` at [`AT`]: bytes, sender, and the datagram size when the kernel
+    /// coalesced several (UDP_GRO), else 0. `None` when nothing is waiting.
+    fn receive(&mut self) -> Option<(usize, SocketAddr, usize)> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+        let mut iov = [std::io::IoSliceMut::new(&mut self.rx[AT..])];
+        let msg = recvmsg::<SockaddrStorage>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut self.cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .ok()?;
+        let from = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        })?;
+        let mut seg = 0;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::UdpGroSegments(size) = c {
+                    seg = usize::try_from(size).unwrap_or(0);
                 }
-            };
-            let (vni, inner_len) = match vxlan::decap(&self.rx[AT..AT + n]) {
-                Ok((vni, inner)) => (vni, inner.len()),
-                Err(DecapError::Runt) => {
-                    self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Err(DecapError::BadFlags) => {
-                    self.stats.rx_bad_flags.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) else {
-                self.stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            // Learn against the peer's VXLAN port, not the packet's (flow-hashed) source port.
-            let Some(peer) = net
-                .spec
-                .peers
-                .iter()
-                .find(|p| **p == from)
-                .or_else(|| net.spec.peers.iter().find(|p| p.ip() == from.ip()))
-                .copied()
-            else {
-                self.stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            self.rx[..VNET_HDR_LEN].fill(0);
-            let buf = &self.rx[..VNET_HDR_LEN + inner_len];
-            let Ok(info) = frame::parse(buf, net.spec.mtu) else {
+            }
+        }
+        Some((msg.bytes, from, seg))
+    }
+
+    /// Check, learn and pass on the datagram at `rx[base + AT..base + AT + n]`; its frame goes
+    /// to the switch from `rx[base..]`, behind a zero virtio-net header.
+    fn take(&mut self, base: usize, n: usize, from: SocketAddr) {
+        let (vni, inner_len) = match vxlan::decap(&self.rx[base + AT..base + AT + n]) {
+            Ok((vni, inner)) => (vni, inner.len()),
+            Err(DecapError::Runt) => {
                 self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if Some(info.src) == net.spec.gateway_mac {
-                continue;
+                return;
             }
-            let now = Instant::now();
-            if let Some(e) = net.remote.get_mut(&info.src) {
-                *e = (peer, now);
-            } else if net.remote.len() < MAX_REMOTE_MACS {
-                net.remote.insert(info.src, (peer, now));
+            Err(DecapError::BadFlags) => {
+                self.stats.rx_bad_flags.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-            let fd = net.spec.fd.as_raw_fd();
-            if net.spec.coalesce {
-                net.gro.push(buf, &mut |b| to_switch(fd, b, &self.stats));
-            } else {
-                to_switch(fd, buf, &self.stats);
-            }
+        };
+        let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) else {
+            self.stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        // Learn against the peer's VXLAN port, not the packet's (flow-hashed) source port.
+        let Some(peer) = net
+            .spec
+            .peers
+            .iter()
+            .find(|p| **p == from)
+            .or_else(|| net.spec.peers.iter().find(|p| p.ip() == from.ip()))
+            .copied()
+        else {
+            self.stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.rx[base..base + VNET_HDR_LEN].fill(0);
+        let buf = &self.rx[base..base + VNET_HDR_LEN + inner_len];
+        let Ok(info) = frame::parse(buf, net.spec.mtu) else {
+            self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if Some(info.src) == net.spec.gateway_mac {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(e) = net.remote.get_mut(&info.src) {
+            *e = (peer, now);
+        } else if net.remote.len() < MAX_REMOTE_MACS {
+            net.remote.insert(info.src, (peer, now));
+        }
+        self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+        let fd = net.spec.fd.as_raw_fd();
+        if net.spec.coalesce {
+            net.gro.push(buf, &mut |b| to_switch(fd, b, &self.stats));
+        } else {
+            to_switch(fd, buf, &self.stats);
         }
     }
 
