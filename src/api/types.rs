@@ -166,6 +166,9 @@ pub struct OverlayView {
     pub rx_foreign_vni: u64,
     pub rx_unknown_peer: u64,
     pub tx_dropped: u64,
+    /// Received frames the network's switch port had no room for.
+    #[serde(default)]
+    pub rx_dropped: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -89,7 +89,7 @@ pub fn network(n: &NetworkView, format: Format) -> String {
             "VTEP",
             format!(
                 "{} (rx {}, tx {}; dropped: {} malformed, {} bad flags, {} foreign VNI, {} not from \
-                 a peer, {} on send)",
+                 a peer, {} on send, {} switch port full)",
                 o.vtep,
                 o.rx_packets,
                 o.tx_packets,
@@ -97,7 +97,8 @@ pub fn network(n: &NetworkView, format: Format) -> String {
                 o.rx_bad_flags,
                 o.rx_foreign_vni,
                 o.rx_unknown_peer,
-                o.tx_dropped
+                o.tx_dropped,
+                o.rx_dropped
             ),
         ));
         fields.push(("Peers", list(&o.peers)));
@@ -407,6 +408,7 @@ mod tests {
                 rx_foreign_vni: 53,
                 rx_unknown_peer: 59,
                 tx_dropped: 67,
+                rx_dropped: 71,
             }),
         }
     }

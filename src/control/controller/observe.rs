@@ -39,6 +39,7 @@ impl Inner {
                 rx_foreign_vni: get(&r.stats.rx_foreign_vni),
                 rx_unknown_peer: get(&r.stats.rx_unknown_peer),
                 tx_dropped: get(&r.stats.tx_dropped),
+                rx_dropped: get(&r.stats.rx_dropped),
             });
         }
         Ok(view)
