@@ -121,6 +121,16 @@ fn sandboxes_on_two_daemons_share_one_overlay_network() {
     // Each host's gateway is local (same address on both): reachable, and never crosses.
     assert!(a.t.ping("left", "10.78.0.1"));
     assert!(b.t.ping("right", "10.78.0.1"));
+    // NAT leaves from the sandbox's own host, through its local gateway.
+    let (server, port) =
+        b.t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
+    let sent =
+        b.t.traffic("right", &["tcp-send", "10.78.0.1", &port, "1000000"]);
+    assert_eq!(
+        sent,
+        b.t.server_output(server),
+        "1 MB through the overlay's NAT"
+    );
 
     // 10 MB both ways, checksummed: super-frames are segmented before encapsulation.
     let (sent, received) = tcp_across(&a, "left", &mut b, "right", &right, 10_000_000);
