@@ -827,8 +827,17 @@ mod tests {
             "nat_tcp_flows_per_sandbox=N",
             "nat_tcp_flows_per_gateway=N",
             "nat_udp_peers=N",
+            "vtep=ADDR[:PORT]",
+            "peers=ADDR[:PORT],...",
         ] {
             assert!(help.contains(key), "{key} missing from: {help}");
+        }
+        // Every key a driver accepts is documented.
+        for key in crate::drivers::overlay::keys() {
+            assert!(
+                help.contains(&format!("{key}=")),
+                "{key} missing from: {help}"
+            );
         }
     }
 
