@@ -17,7 +17,10 @@
 # NAT cases nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520
 # nat-pasta-1500 nat-pasta-65520; lab cases tapnet-impair-other (a third sandbox whose link has
 # delay and loss: the measured pair's ports have none) and tapnet-capture (one capture of the
-# network running, written to /dev/null), to compare with the plain tapnet case.
+# network running, written to /dev/null), to compare with the plain tapnet case; overlay cases
+# (`--cases overlay` adds the plain tapnet case) vxlan-kernel (two namespaces joined by Linux
+# vxlan devices over a veth underlay) and tapnet-overlay (two daemons, one sandbox each, on one
+# overlay network with VTEPs on 127.77.0.2 and 127.77.0.3).
 # "switch", "nat" and "lab" (tapnet plus the lab cases) in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
@@ -38,7 +41,8 @@ done
 SWITCH_CASES="bridge tapnet tapnet-nooff vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
 LAB_CASES="tapnet-impair-other tapnet-capture"
-ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES"
+OVERLAY_CASES="vxlan-kernel tapnet-overlay"
+ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES"
 ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-$ALL_CASES}
 OUT=${OUT:-$REPO/bench-results/latest.md}
@@ -85,6 +89,7 @@ for c in $CASES; do
         switch) expanded+=" $SWITCH_CASES" ;;
         nat) expanded+=" $NAT_CASES" ;;
         lab) expanded+=" tapnet $LAB_CASES" ;;
+        overlay) expanded+=" tapnet $OVERLAY_CASES" ;;
         *) expanded+=" $c" ;;
     esac
 done
@@ -386,6 +391,45 @@ setup_tapnet_common() {
 }
 setup_tapnet() { setup_tapnet_common --offload on; }
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
+# Kernel VXLAN between two namespaces over a veth underlay: the reference for tapnet-overlay.
+setup_vxlan_kernel() {
+    NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B SW_PIDS="" SW_EXTRA=""
+    new_netns "$NS_A"; new_netns "$NS_B"
+    reg link "${T}u"
+    ip link add "${T}u" type veth peer name "${T}v"
+    ip link set "${T}u" netns "$NS_A"
+    ip link set "${T}v" netns "$NS_B"
+    in_ns "$NS_A" ip addr add 10.77.2.1/30 dev "${T}u"
+    in_ns "$NS_A" ip link set "${T}u" up
+    in_ns "$NS_B" ip addr add 10.77.2.2/30 dev "${T}v"
+    in_ns "$NS_B" ip link set "${T}v" up
+    in_ns "$NS_A" ip link add eth0 type vxlan id 42 remote 10.77.2.2 local 10.77.2.1 dstport 4789 dev "${T}u"
+    in_ns "$NS_B" ip link add eth0 type vxlan id 42 remote 10.77.2.1 local 10.77.2.2 dstport 4789 dev "${T}v"
+    addr_up "$NS_A" eth0 "$IP_A"
+    addr_up "$NS_B" eth0 "$IP_B"
+}
+# Two tapnet daemons (two hosts) with one sandbox each on one overlay network; VTEPs on loopback.
+setup_tapnet_overlay() {
+    start_tapnet --offload on
+    local first=$TN_DIR first_pid=$TN_PID second="$D/tapnet2"
+    mkdir -p "$second"
+    reg tapnet "$second"
+    # shellcheck disable=SC2086
+    "$TAPNET" --state-dir "$second" daemon $TAPNET_ARGS --offload on >"$D/tapnet-daemon2.log" 2>&1 &
+    local second_pid=$!
+    reg pid "$second_pid" "$(basename "$TAPNET" | cut -c1-15)"
+    wait_for 10 test -S "$second/tapnet.sock"
+    # CPU and RSS columns take one process: the sending side's daemon.
+    SW_PIDS=$first_pid SW_EXTRA=""
+    "$TAPNET" --state-dir "$first" network create benchnet --driver overlay --vni 42 \
+        --subnet 10.77.3.0/24 --ip-range 10.77.3.0/25 -o vtep=127.77.0.2 -o peers=127.77.0.3 >/dev/null
+    "$TAPNET" --state-dir "$second" network create benchnet --driver overlay --vni 42 \
+        --subnet 10.77.3.0/24 --ip-range 10.77.3.128/25 -o vtep=127.77.0.3 -o peers=127.77.0.2 >/dev/null
+    "$TAPNET" --state-dir "$first" sandbox create a --net benchnet >/dev/null
+    "$TAPNET" --state-dir "$second" sandbox create b --net benchnet >/dev/null
+    NS_A=$(tn_netns a)
+    NS_B=$(TAPNET_STATE_DIR=$second tn_netns b) IPB=$(TAPNET_STATE_DIR=$second tn_ip b)
+}
 # An impairment configured on another port of the network: the measured frames take the plain
 # path, and this shows whether they pay for it.
 setup_tapnet_impair_other() {

@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     pub group: Option<nix::unistd::Gid>,
     /// Serve Prometheus metrics here (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The VTEP address of overlay networks that do not name one (`--vtep`).
+    pub vtep: Option<std::net::SocketAddr>,
 }
 
 /// How long a starting daemon retries a lock that a client is only probing.
@@ -177,6 +179,7 @@ fn serve_until_signal(
         policy,
         upstreams,
         mode,
+        options.vtep,
     ) {
         Ok(c) => Arc::new(c),
         Err(e) => {

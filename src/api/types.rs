@@ -145,6 +145,37 @@ pub struct NetworkView {
     pub endpoints: Vec<EndpointView>,
     /// Live outbound NAT flows through the gateway (bridge networks).
     pub nat: Option<NatView>,
+    /// The VTEP, peers and remote stations of an overlay network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverlayView {
+    /// This host's VTEP (address:port).
+    pub vtep: String,
+    /// The other hosts' VTEPs.
+    pub peers: Vec<String>,
+    /// Remote stations learned, each against the VTEP behind which it lives.
+    pub remote: Vec<RemoteView>,
+    /// Counters of the VTEP (shared by the overlay networks bound to it).
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_malformed: u64,
+    pub rx_bad_flags: u64,
+    pub rx_foreign_vni: u64,
+    pub rx_unknown_peer: u64,
+    pub tx_dropped: u64,
+    /// Received frames the network's switch port had no room for.
+    #[serde(default)]
+    pub rx_dropped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteView {
+    pub mac: String,
+    pub vtep: String,
+    pub age_s: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -190,7 +190,7 @@ pub enum NetworkCmd {
     Create {
         /// Name of the network: 1-64 letters, digits, '-', '_' or '.'.
         name: String,
-        /// Network driver; only bridge networks can be created (host and null exist once).
+        /// Network driver: bridge, or overlay (VXLAN between hosts); host and null exist once.
         #[arg(long, default_value = "bridge")]
         driver: String,
         /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].
@@ -207,11 +207,12 @@ pub enum NetworkCmd {
         /// No way out of the network (no default route, no NAT, no forwarded DNS).
         #[arg(long)]
         internal: bool,
-        /// MTU of the network's interfaces, 68-65520 [default: 1500].
+        /// MTU of the network's interfaces, 68-65520; overlay networks default to 1450
+        /// [default: 1500].
         #[arg(long, value_name = "BYTES")]
         mtu: Option<u32>,
-        /// VXLAN network identifier, 1-16777215, of overlay networks; overlay is not supported
-        /// yet, so any VNI is refused [default: none].
+        /// VXLAN network identifier, 1-16777215, of overlay networks; unique among the daemon's
+        /// networks and the same on every host [default: the lowest free from 256].
         #[arg(long, value_name = "VNI")]
         vni: Option<u32>,
         /// Checksum and segmentation offloads on the network's TAPs.
@@ -224,7 +225,9 @@ pub enum NetworkCmd {
         /// nat_udp_flows_per_sandbox=N [default: 256], nat_udp_flows_per_gateway=N
         /// [default: 1024], nat_tcp_flows_per_sandbox=N [default: 128],
         /// nat_tcp_flows_per_gateway=N [default: 512], nat_udp_peers=N (host peers of a
-        /// published UDP port [default: 1024]).
+        /// published UDP port [default: 1024]). Overlay also: vtep=ADDR[:PORT] (this host's VXLAN
+        /// endpoint [default: the daemon's --vtep]), peers=ADDR[:PORT],... (the other hosts'
+        /// VTEPs, port 4789 if left out [default: none]).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
     },
@@ -366,6 +369,10 @@ pub struct DaemonArgs {
     /// TAPNET_METRICS] [default: none].
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// The VXLAN endpoint of overlay networks, ADDR or ADDR:PORT (port 4789 if left out); a
+    /// network's `--opt vtep=` overrides it [default: none: overlay networks must name one].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub vtep: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -544,9 +551,18 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
             })
         })
         .transpose()?;
+    let vtep = args
+        .vtep
+        .as_deref()
+        .map(|a| {
+            crate::drivers::overlay::parse_vtep_addr(a)
+                .map_err(|e| Error::invalid(format!("--vtep: {e}")))
+        })
+        .transpose()?;
     daemon::run(
         dirs,
         DaemonOptions {
+            vtep,
             threads,
             offload,
             nat_allow,
@@ -811,8 +827,17 @@ mod tests {
             "nat_tcp_flows_per_sandbox=N",
             "nat_tcp_flows_per_gateway=N",
             "nat_udp_peers=N",
+            "vtep=ADDR[:PORT]",
+            "peers=ADDR[:PORT],...",
         ] {
             assert!(help.contains(key), "{key} missing from: {help}");
+        }
+        // Every key a driver accepts is documented.
+        for key in crate::drivers::overlay::keys() {
+            assert!(
+                help.contains(&format!("{key}=")),
+                "{key} missing from: {help}"
+            );
         }
     }
 

@@ -83,6 +83,32 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         ("Options", list(&options)),
         ("NAT flows", nat),
     ];
+    let mut fields = fields.to_vec();
+    if let Some(o) = &n.overlay {
+        fields.push((
+            "VTEP",
+            format!(
+                "{} (rx {}, tx {}; dropped: {} malformed, {} bad flags, {} foreign VNI, {} not from \
+                 a peer, {} on send, {} switch port full)",
+                o.vtep,
+                o.rx_packets,
+                o.tx_packets,
+                o.rx_malformed,
+                o.rx_bad_flags,
+                o.rx_foreign_vni,
+                o.rx_unknown_peer,
+                o.tx_dropped,
+                o.rx_dropped
+            ),
+        ));
+        fields.push(("Peers", list(&o.peers)));
+        let remote: Vec<String> = o
+            .remote
+            .iter()
+            .map(|r| format!("{} via {} ({} s)", r.mac, r.vtep, r.age_s))
+            .collect();
+        fields.push(("Remote", list(&remote)));
+    }
     let rows: Vec<Vec<String>> = n
         .endpoints
         .iter()
@@ -290,7 +316,7 @@ pub fn stats(rows: &[StatsRow], format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{EndpointView, InterfaceView, NatView};
+    use crate::api::types::{EndpointView, InterfaceView, NatView, OverlayView, RemoteView};
     use std::collections::BTreeMap;
 
     /// Every scalar leaf of a JSON document, as text (strings unquoted), except those `skip`
@@ -366,6 +392,23 @@ mod tests {
                 udp_evicted: 19,
                 dns_shed: 23,
                 published_udp_peers: 29,
+            }),
+            overlay: Some(OverlayView {
+                vtep: "127.0.0.2:4789".into(),
+                peers: vec!["127.0.0.3:4789".into()],
+                remote: vec![RemoteView {
+                    mac: "02:42:ac:12:05:09".into(),
+                    vtep: "127.0.0.3:4789".into(),
+                    age_s: 31,
+                }],
+                rx_packets: 37,
+                tx_packets: 41,
+                rx_malformed: 43,
+                rx_bad_flags: 47,
+                rx_foreign_vni: 53,
+                rx_unknown_peer: 59,
+                tx_dropped: 67,
+                rx_dropped: 71,
             }),
         }
     }

@@ -13,7 +13,7 @@ pub const MIN_MTU: u32 = 68;
 /// The largest MTU a TAP takes with a 64 KiB frame buffer.
 pub const MAX_MTU: u32 = 65520;
 
-/// libnetwork's drivers. `overlay` and `remote` are not implemented yet.
+/// libnetwork's drivers. `remote` is not implemented yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
@@ -23,6 +23,8 @@ pub enum Driver {
     Host,
     /// Own namespace with loopback only.
     Null,
+    /// Bridge switching whose L2 domain spans hosts over VXLAN.
+    Overlay,
 }
 
 impl Driver {
@@ -31,7 +33,7 @@ impl Driver {
             "bridge" => Ok(Driver::Bridge),
             "host" => Ok(Driver::Host),
             "null" => Ok(Driver::Null),
-            "overlay" => Err("driver overlay is not implemented yet".into()),
+            "overlay" => Ok(Driver::Overlay),
             s if s.starts_with("remote:") => Err(format!(
                 "driver {s}: remote drivers are not implemented yet"
             )),
@@ -46,6 +48,7 @@ impl Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Overlay => "overlay",
         }
     }
 }
@@ -132,7 +135,7 @@ impl State {
     pub fn shares_host(&self, sb: &Sandbox) -> bool {
         sb.endpoints.iter().any(|e| {
             self.network(&e.network)
-                .is_some_and(|n| n.driver == Driver::Host)
+                .is_some_and(|n| crate::drivers::of(n.driver).shares_host())
         })
     }
     /// Every name in a loaded file must be one `validate_name` accepts: names become paths.

@@ -34,6 +34,7 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
             })
             .collect(),
         nat: None,
+        overlay: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod clock;
+pub mod coalesce;
 pub mod delay;
 pub mod egress;
 pub mod fdb;
@@ -15,6 +16,8 @@ pub mod security;
 pub mod switch;
 pub mod timer;
 pub mod trace;
+pub mod vtep;
+pub mod vxlan;
 pub mod worker;
 
 use std::collections::HashMap;

@@ -506,6 +506,7 @@ b = "db"
                     options: spec.options.clone(),
                     endpoints: vec![],
                     nat: None,
+                    overlay: None,
                 }),
                 Action::CreateSandbox(spec) => {
                     let mut interfaces = Vec::new();

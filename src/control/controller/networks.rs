@@ -1,0 +1,274 @@
+//! Networks: create (planned by a pure function, then set up by the driver) and remove.
+
+use super::*;
+
+/// A new network as the request asks for it, checked against the model: nothing is created.
+pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network> {
+    validate_name("network", &req.name).map_err(Error::Invalid)?;
+    if state.network(&req.name).is_some() {
+        return Err(Error::exists("network", &req.name));
+    }
+    let driver =
+        Driver::parse(req.driver.as_deref().unwrap_or("bridge")).map_err(Error::Invalid)?;
+    let imp = drivers::of(driver);
+    imp.check_create()?;
+    let overlay = driver == Driver::Overlay;
+    let default_mtu = if overlay {
+        drivers::overlay::DEFAULT_MTU
+    } else {
+        DEFAULT_MTU
+    };
+    let mtu = req.mtu.unwrap_or(default_mtu);
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(Error::invalid(format!(
+            "MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"
+        )));
+    }
+    let vni = plan_vni(req.vni, overlay, state)?;
+    let mut options = BTreeMap::new();
+    for opt in &req.options {
+        let (k, v) = opt.split_once('=').ok_or_else(|| {
+            Error::invalid(format!("malformed option {opt:?}: expected KEY=VALUE"))
+        })?;
+        if k.is_empty() {
+            return Err(Error::invalid(format!(
+                "malformed option {opt:?}: empty key"
+            )));
+        }
+        options.insert(k.to_string(), v.to_string());
+    }
+    imp.check_options(&options)?;
+    let mac_aging_s = BridgeOptions::parse(&options)?.mac_aging_s;
+    let taken: Vec<(String, Ipv4Net)> = state
+        .networks
+        .iter()
+        .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
+        .collect();
+    let gateway = req
+        .gateway
+        .as_deref()
+        .map(|g| parse_ip("gateway", g))
+        .transpose()?;
+    let ip_range = req
+        .ip_range
+        .as_deref()
+        .map(|r| parse_cidr("ip range", r))
+        .transpose()?;
+    let subnet = match req.subnet.as_deref() {
+        Some(s) => parse_cidr("subnet", s)?,
+        None => {
+            if gateway.is_some() || ip_range.is_some() {
+                return Err(Error::invalid("--gateway and --ip-range need --subnet"));
+            }
+            let only: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
+            ipam::next_free_subnet(&only)?
+        }
+    };
+    let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
+    Ok(Network {
+        name: req.name.clone(),
+        id: new_id(),
+        driver,
+        subnet: Some(subnet),
+        gateway: Some(gateway),
+        ip_range,
+        internal: req.internal,
+        mtu,
+        vni,
+        mac_aging_s,
+        offload: req.offload.unwrap_or(true),
+        options,
+        builtin: false,
+    })
+}
+
+/// The VNI of a new network: overlay networks take the one asked for (in range and not used by
+/// another network here) or the lowest free from 256; other drivers have none.
+fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<u32>> {
+    if let Some(vni) = wanted
+        && (vni == 0 || vni > MAX_VNI)
+    {
+        return Err(Error::invalid(format!(
+            "VNI {vni} is out of range (1-{MAX_VNI})"
+        )));
+    }
+    if !overlay {
+        return match wanted {
+            Some(_) => Err(Error::invalid("--vni applies to overlay networks only")),
+            None => Ok(None),
+        };
+    }
+    let owner = |vni: u32| state.networks.iter().find(|n| n.vni == Some(vni));
+    match wanted {
+        Some(vni) => match owner(vni) {
+            Some(n) => Err(Error::conflict(format!(
+                "VNI {vni} is taken by network {}",
+                n.name
+            ))),
+            None => Ok(Some(vni)),
+        },
+        None => (drivers::overlay::FIRST_AUTO_VNI..=MAX_VNI)
+            .find(|v| owner(*v).is_none())
+            .map(Some)
+            .ok_or_else(|| Error::conflict("no free VNI")),
+    }
+}
+
+impl Inner {
+    pub(super) fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
+        let mut net = plan_network(&req, &self.state)?;
+        // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
+        // `--vtep` says: its peers know it by that address.
+        if net.driver == Driver::Overlay
+            && !net.options.contains_key("vtep")
+            && let Some(vtep) = self.overlay.default
+        {
+            net.options.insert("vtep".to_string(), vtep.to_string());
+        }
+        self.add_switch(&net)?;
+        self.state.networks.push(net.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.pop();
+            self.remove_switch(&net);
+            return Err(e);
+        }
+        Ok(net.name)
+    }
+
+    /// The datapath side of a network, by its driver.
+    pub(super) fn add_switch(&mut self, net: &Network) -> Result<()> {
+        drivers::of(net.driver).setup_network(&mut self.ctx(), net)
+    }
+
+    pub(super) fn remove_switch(&mut self, net: &Network) {
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown
+            .switches
+            .push(drivers::of(net.driver).take_network(&mut self.ctx(), &net.name));
+        teardown.run();
+    }
+
+    pub(super) fn network_remove(&mut self, name: &str) -> Result<Teardown> {
+        let net = self.network(name)?;
+        if net.builtin {
+            return Err(Error::conflict(format!(
+                "network {name} is a default network and cannot be removed"
+            )));
+        }
+        let users: Vec<String> = self
+            .state
+            .endpoints_on(name)
+            .map(|(sb, ep)| match &ep.interface {
+                Some(i) => format!("{} ({i})", sb.name),
+                None => sb.name.clone(),
+            })
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "network {name} has active endpoints: {}",
+                users.join(", ")
+            )));
+        }
+        let index = self
+            .state
+            .networks
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| Error::not_found("network", name))?;
+        let removed = self.state.networks.remove(index);
+        if let Err(e) = self.save() {
+            self.state.networks.insert(index, removed);
+            return Err(e);
+        }
+        let switch = drivers::of(removed.driver).take_network(&mut self.ctx(), name);
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown.switches.push(switch);
+        Ok(teardown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, options: &[&str]) -> NetworkCreate {
+        NetworkCreate {
+            name: name.to_string(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_takes_the_next_free_subnet_and_the_options() {
+        let state = default_state();
+        let net = plan_network(&req("n", &["mac_aging=7"]), &state).unwrap();
+        assert_eq!(net.driver, Driver::Bridge);
+        assert_eq!(net.mac_aging_s, 7);
+        assert_ne!(net.subnet, Some(DEFAULT_BRIDGE_SUBNET));
+        assert_eq!(net.options.get("mac_aging").map(String::as_str), Some("7"));
+    }
+
+    #[test]
+    fn overlay_plans_get_a_unique_vni_and_mtu_1450() {
+        let mut state = default_state();
+        let overlay = |name: &str, vni: Option<u32>| NetworkCreate {
+            driver: Some("overlay".into()),
+            vni,
+            ..req(name, &[])
+        };
+        let a = plan_network(&overlay("a", None), &state).unwrap();
+        assert_eq!((a.vni, a.mtu), (Some(256), 1450));
+        state.networks.push(a);
+        let b = plan_network(&overlay("b", None), &state).unwrap();
+        assert_eq!(b.vni, Some(257));
+        let err = plan_network(&overlay("c", Some(256)), &state)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VNI 256 is taken by network a"), "{err}");
+        for bad in [0, 1 << 24] {
+            let err = plan_network(&overlay("c", Some(bad)), &state)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("out of range"), "{err}");
+        }
+        let err = plan_network(
+            &NetworkCreate {
+                options: vec!["peers=nowhere".into()],
+                ..overlay("c", None)
+            },
+            &state,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("option peers"), "{err}");
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_their_reason() {
+        let state = default_state();
+        let cases: &[(NetworkCreate, &str)] = &[
+            (req("bridge", &[]), "exists"),
+            (req("n", &["colour=blue"]), "unknown option colour"),
+            (req("n", &["nat_udp_peers=0"]), "number > 0"),
+            (
+                NetworkCreate {
+                    driver: Some("host".into()),
+                    ..req("n", &[])
+                },
+                "only one network of driver host",
+            ),
+            (
+                NetworkCreate {
+                    vni: Some(5),
+                    ..req("n", &[])
+                },
+                "overlay networks only",
+            ),
+        ];
+        for (r, want) in cases {
+            let err = plan_network(r, &state).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} does not say {want}");
+        }
+    }
+}

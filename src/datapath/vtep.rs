@@ -1,0 +1,676 @@
+//! A userspace VTEP: one UDP socket (the daemon's `--vtep`, or a network's `--opt vtep=`) serving
+//! every overlay network bound to it, told apart by VNI. For the switch it is a port like the
+//! gateway: one end of a SOCK_SEQPACKET socketpair per network, frames with a virtio-net header.
+//!
+//! Why a thread of its own and not a port kind in the workers: the VTEP keeps state the workers
+//! do not have (remote MACs against their VTEPs, peers, one socket for many networks, segmenting
+//! super-frames), and a socketpair port leaves the hot path of local switching untouched. The
+//! price is one copy through the socketpair per frame.
+//!
+//! Out (switch to wire): a frame is segmented to wire size (`offload::Segmenter`, checksums
+//! completed), its destination looked up in the network's remote table: a known MAC goes to its
+//! VTEP, anything else to every peer (head-end replication). The UDP source port is chosen by a
+//! hash of the inner flow among a few sockets bound to ephemeral ports, so underlay ECMP spreads
+//! flows and keeps each in order.
+//!
+//! In (wire to switch): only packets from a peer are taken; the header is checked (flags, a
+//! known VNI), the inner frame parsed as a TAP frame would be, the source MAC learned against
+//! the sending peer, and the frame handed to the switch. Everything dropped is counted.
+//!
+//! The network's gateway is local on every host (an anycast gateway: same address and MAC on
+//! each): frames from its MAC neither leave nor enter through the VTEP.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::coalesce::Coalescer;
+use super::frame::{self, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN};
+use super::vxlan::{self, DecapError, HEADER_LEN};
+use crate::error::{Context, Result};
+use crate::offload::Segmenter;
+
+/// Socket buffers of the VTEP's UDP sockets.
+const SOCKET_BUF: usize = 8 << 20;
+/// Sockets that send, each on its own ephemeral port: the flow hash picks one.
+const TX_SOCKETS: usize = 8;
+/// Remote stations one network learns at most; more are flooded, not learned.
+const MAX_REMOTE_MACS: usize = 4096;
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Where a datagram is received in `rx`: its VXLAN header (8 bytes) ends where a virtio-net
+/// header (12) would, so the inner frame needs no move.
+const AT: usize = VNET_HDR_LEN - HEADER_LEN;
+/// Network slots start here.
+const FIRST_NET: usize = 2;
+
+/// Counters of one VTEP, relaxed atomics read by `network inspect`.
+#[derive(Default, Debug)]
+pub struct VtepStats {
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    /// Runts and frames `frame::parse` refuses.
+    pub rx_malformed: AtomicU64,
+    /// Flags other than the I flag alone.
+    pub rx_bad_flags: AtomicU64,
+    /// A VNI no network of this VTEP has.
+    pub rx_foreign_vni: AtomicU64,
+    /// From an address that is no peer of the network.
+    pub rx_unknown_peer: AtomicU64,
+    /// Super-frames the segmenter refused, and sends the kernel refused.
+    pub tx_dropped: AtomicU64,
+    /// Received frames the switch port had no room for.
+    pub rx_dropped: AtomicU64,
+}
+
+/// One remote station as `network inspect` shows it.
+#[derive(Clone, Debug)]
+pub struct RemoteRow {
+    pub mac: MacAddr,
+    pub vtep: SocketAddr,
+    pub age_s: u64,
+}
+
+pub struct NetworkSpec {
+    pub vni: u32,
+    /// The VTEP's end of the network's switch port.
+    pub fd: OwnedFd,
+    pub peers: Vec<SocketAddr>,
+    pub mtu: usize,
+    pub aging: Duration,
+    /// The network's anycast gateway: never carried between hosts.
+    pub gateway_mac: Option<MacAddr>,
+    /// Coalesce received TCP segments into super-frames (the network's TAPs take offloads).
+    pub coalesce: bool,
+}
+
+enum Command {
+    Add(Box<NetworkSpec>),
+    Remove(u32, Sender<()>),
+    Remotes(u32, Sender<Vec<RemoteRow>>),
+    Stop,
+}
+
+/// The control plane's handle of a VTEP thread. Dropping it stops the thread.
+pub struct Vtep {
+    pub addr: SocketAddr,
+    pub stats: Arc<VtepStats>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    vnis: Vec<u32>,
+}
+
+impl Vtep {
+    /// Bind `addr` and start the VTEP's thread.
+    pub fn start(addr: SocketAddr) -> Result<Vtep> {
+        let socket = UdpSocket::bind(addr).context(|| format!("bind VTEP {addr}"))?;
+        let tx = (0..TX_SOCKETS)
+            .map(|_| {
+                let s = UdpSocket::bind(SocketAddr::new(addr.ip(), 0))
+                    .context(|| format!("bind VTEP send socket on {}", addr.ip()))?;
+                s.set_nonblocking(true)
+                    .context(|| "VTEP send socket".into())?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        socket
+            .set_nonblocking(true)
+            .context(|| format!("VTEP {addr}"))?;
+        // Let the kernel hand over bursts of datagrams in one receive where it can (UDP_GRO);
+        // without it each datagram comes alone, which works the same.
+        let _ =
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGroSegment, &true);
+        // Bursts of a whole super-frame's segments arrive at once: room for many of them.
+        // FORCE passes rmem_max where the daemon may (root); the plain call is capped by it.
+        {
+            use nix::sys::socket::{setsockopt, sockopt};
+            if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
+                let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUF);
+            }
+            for s in &tx {
+                if setsockopt(s, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
+                    let _ = setsockopt(s, sockopt::SndBuf, &SOCKET_BUF);
+                }
+            }
+        }
+        let mut socket = mio::net::UdpSocket::from_std(socket);
+        let poll = Poll::new().context(|| "create VTEP poll".into())?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).context(|| "create VTEP waker".into())?);
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE)
+            .context(|| format!("poll VTEP {addr}"))?;
+        let (commands, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(VtepStats::default());
+        let mut engine = Engine {
+            poll,
+            socket,
+            tx,
+            commands: rx,
+            nets: Vec::new(),
+            by_vni: HashMap::new(),
+            stats: stats.clone(),
+            seg: Segmenter::new(),
+            rx: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+            out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+            gso: true,
+            cmsg: nix::cmsg_space!(i32),
+        };
+        let name = format!("vtep-{}", addr.port());
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                crate::guard::guarded(&name, || engine.run());
+            })
+            .context(|| "start VTEP thread".into())?;
+        Ok(Vtep {
+            addr,
+            stats,
+            commands,
+            waker,
+            thread: Some(thread),
+            vnis: Vec::new(),
+        })
+    }
+
+    fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+        let _ = self.waker.wake();
+    }
+
+    pub fn add_network(&mut self, spec: NetworkSpec) {
+        self.vnis.push(spec.vni);
+        self.send(Command::Add(Box::new(spec)));
+    }
+
+    /// Remove a network; returns once the thread has closed its end of the switch port.
+    pub fn remove_network(&mut self, vni: u32) {
+        self.vnis.retain(|v| *v != vni);
+        let (done, wait) = crossbeam_channel::bounded(1);
+        self.send(Command::Remove(vni, done));
+        let _ = wait.recv_timeout(Duration::from_secs(2));
+    }
+
+    /// Does any network still use this VTEP?
+    pub fn is_empty(&self) -> bool {
+        self.vnis.is_empty()
+    }
+
+    /// The remote stations the network has learned.
+    pub fn remotes(&self, vni: u32) -> Vec<RemoteRow> {
+        let (reply, wait) = crossbeam_channel::bounded(1);
+        self.send(Command::Remotes(vni, reply));
+        wait.recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Vtep {
+    fn drop(&mut self) {
+        self.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Net {
+    spec: NetworkSpec,
+    /// Remote MAC -> (its VTEP, last seen).
+    remote: HashMap<MacAddr, (SocketAddr, Instant)>,
+    /// Received TCP segments waiting to become one super-frame.
+    gro: Coalescer,
+}
+
+struct Engine {
+    poll: Poll,
+    socket: mio::net::UdpSocket,
+    tx: Vec<UdpSocket>,
+    commands: Receiver<Command>,
+    /// Slot i serves token FIRST_NET + i.
+    nets: Vec<Option<Net>>,
+    by_vni: HashMap<u32, usize>,
+    stats: Arc<VtepStats>,
+    seg: Segmenter,
+    rx: Box<[u8]>,
+    out: Box<[u8]>,
+    /// Send with UDP GSO (until the kernel refuses it).
+    gso: bool,
+    /// Control messages of `recvmsg` (the UDP_GRO segment size), allocated once.
+    cmsg: Vec<u8>,
+}
+
+impl Engine {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut last_aging = Instant::now();
+        loop {
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(500)))
+            {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("tapnet: VTEP poll: {e}");
+                return;
+            }
+            for ev in &events {
+                match ev.token() {
+                    SOCKET => self.decap_from_wire(),
+                    WAKER => {}
+                    Token(t) => self.encap_from_switch(t - FIRST_NET),
+                }
+            }
+            if !self.commands() {
+                return;
+            }
+            if last_aging.elapsed() >= Duration::from_millis(500) {
+                last_aging = Instant::now();
+                self.age();
+            }
+        }
+    }
+
+    /// Apply queued commands; false on Stop.
+    fn commands(&mut self) -> bool {
+        while let Ok(c) = self.commands.try_recv() {
+            match c {
+                Command::Add(spec) => {
+                    let slot = match self.nets.iter().position(Option::is_none) {
+                        Some(i) => i,
+                        None => {
+                            self.nets.push(None);
+                            self.nets.len() - 1
+                        }
+                    };
+                    let raw = spec.fd.as_raw_fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&raw),
+                        Token(FIRST_NET + slot),
+                        Interest::READABLE,
+                    ) {
+                        eprintln!("tapnet: VTEP: cannot poll network VNI {}: {e}", spec.vni);
+                        continue;
+                    }
+                    self.by_vni.insert(spec.vni, slot);
+                    self.nets[slot] = Some(Net {
+                        spec: *spec,
+                        remote: HashMap::with_capacity(MAX_REMOTE_MACS),
+                        gro: Coalescer::new(),
+                    });
+                    // Frames may have queued before registration (edge-triggered poll).
+                    self.encap_from_switch(slot);
+                }
+                Command::Remove(vni, done) => {
+                    if let Some(slot) = self.by_vni.remove(&vni)
+                        && let Some(net) = self.nets[slot].take()
+                    {
+                        let raw = net.spec.fd.as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+                    }
+                    let _ = done.send(());
+                }
+                Command::Remotes(vni, reply) => {
+                    let now = Instant::now();
+                    let rows = self
+                        .by_vni
+                        .get(&vni)
+                        .and_then(|s| self.nets[*s].as_ref())
+                        .map(|n| {
+                            let mut rows: Vec<RemoteRow> = n
+                                .remote
+                                .iter()
+                                .map(|(mac, (vtep, seen))| RemoteRow {
+                                    mac: *mac,
+                                    vtep: *vtep,
+                                    age_s: now.duration_since(*seen).as_secs(),
+                                })
+                                .collect();
+                            rows.sort_by_key(|r| r.mac.to_u64());
+                            rows
+                        })
+                        .unwrap_or_default();
+                    let _ = reply.send(rows);
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn age(&mut self) {
+        let now = Instant::now();
+        for net in self.nets.iter_mut().flatten() {
+            let aging = net.spec.aging;
+            net.remote
+                .retain(|_, (_, seen)| now.duration_since(*seen) < aging);
+        }
+    }
+
+    /// Packets from the underlay: check, learn, hand to the switch.
+    fn decap_from_wire(&mut self) {
+        loop {
+            let Some((n, from, seg)) = self.receive() else {
+                self.flush_coalesced();
+                return;
+            };
+            // With UDP_GRO the kernel hands over several datagrams of `seg` bytes back to back
+            // (the last may be shorter). Each is taken where it lies: its virtio-net header
+            // overwrites the 4 last bytes of the one before, which is done with by then.
+            let seg = if seg == 0 { n } else { seg };
+            let mut start = 0;
+            while start < n {
+                let len = seg.min(n - start);
+                self.take(start, len, from);
+                start += len;
+            }
+        }
+    }
+
+    /// One `recvmsg` into `rx` at [`AT`]: bytes, sender, and the datagram size when the kernel
+    /// coalesced several (UDP_GRO), else 0. `None` when nothing is waiting.
+    fn receive(&mut self) -> Option<(usize, SocketAddr, usize)> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+        let mut iov = [std::io::IoSliceMut::new(&mut self.rx[AT..])];
+        let msg = recvmsg::<SockaddrStorage>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut self.cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .ok()?;
+        let from = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        })?;
+        let mut seg = 0;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::UdpGroSegments(size) = c {
+                    seg = usize::try_from(size).unwrap_or(0);
+                }
+            }
+        }
+        Some((msg.bytes, from, seg))
+    }
+
+    /// Check, learn and pass on the datagram at `rx[base + AT..base + AT + n]`; its frame goes
+    /// to the switch from `rx[base..]`, behind a zero virtio-net header.
+    fn take(&mut self, base: usize, n: usize, from: SocketAddr) {
+        let (vni, inner_len) = match vxlan::decap(&self.rx[base + AT..base + AT + n]) {
+            Ok((vni, inner)) => (vni, inner.len()),
+            Err(DecapError::Runt) => {
+                self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(DecapError::BadFlags) => {
+                self.stats.rx_bad_flags.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) else {
+            self.stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        // Learn against the peer's VXLAN port, not the packet's (flow-hashed) source port.
+        let Some(peer) = net
+            .spec
+            .peers
+            .iter()
+            .find(|p| **p == from)
+            .or_else(|| net.spec.peers.iter().find(|p| p.ip() == from.ip()))
+            .copied()
+        else {
+            self.stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.rx[base..base + VNET_HDR_LEN].fill(0);
+        let buf = &self.rx[base..base + VNET_HDR_LEN + inner_len];
+        let Ok(info) = frame::parse(buf, net.spec.mtu) else {
+            self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if Some(info.src) == net.spec.gateway_mac {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(e) = net.remote.get_mut(&info.src) {
+            *e = (peer, now);
+        } else if net.remote.len() < MAX_REMOTE_MACS {
+            net.remote.insert(info.src, (peer, now));
+        }
+        self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+        let fd = net.spec.fd.as_raw_fd();
+        if net.spec.coalesce {
+            net.gro.push(buf, &mut |b| to_switch(fd, b, &self.stats));
+        } else {
+            to_switch(fd, buf, &self.stats);
+        }
+    }
+
+    /// Hand every pending super-frame to its switch: the burst is over.
+    fn flush_coalesced(&mut self) {
+        for net in self.nets.iter_mut().flatten() {
+            let fd = net.spec.fd.as_raw_fd();
+            net.gro.flush(&mut |b| to_switch(fd, b, &self.stats));
+        }
+    }
+
+    /// Frames from the switch: segment, encapsulate, send to one VTEP or every peer. The
+    /// segments of one super-frame leave in one `sendmsg` per destination with UDP GSO.
+    fn encap_from_switch(&mut self, slot: usize) {
+        let Some(Some(net)) = self.nets.get(slot) else {
+            return;
+        };
+        let fd = net.spec.fd.as_raw_fd();
+        loop {
+            // SAFETY: rx is valid for writes of its length; fd is owned by the net.
+            let n = unsafe { libc::read(fd, self.rx.as_mut_ptr().cast(), self.rx.len()) };
+            if n <= 0 {
+                return;
+            }
+            let n = n as usize;
+            let Some(Some(net)) = self.nets.get(slot) else {
+                return;
+            };
+            let mut batch = Batch {
+                net,
+                out: &mut self.out,
+                tx: &self.tx,
+                stats: &self.stats,
+                gso: &mut self.gso,
+                len: 0,
+                seg: 0,
+                count: 0,
+                closed: false,
+            };
+            let result = self.seg.segment(&self.rx[..n], &mut |seg: &[u8]| {
+                batch.push(&seg[VNET_HDR_LEN..]);
+            });
+            batch.flush();
+            if result.is_err() {
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Write one frame (virtio-net header included) to a network's switch port; a full socket drops
+/// it, counted.
+fn to_switch(fd: std::os::fd::RawFd, frame: &[u8], stats: &VtepStats) {
+    // SAFETY: frame is valid for reads of its length; fd is a network's open socketpair end.
+    let n = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
+    if n < 0 {
+        stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The largest UDP payload one GSO send may carry, and the kernel's segment limit.
+const GSO_MAX_BYTES: usize = 65507;
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Encapsulated packets of one destination, back to back in `out`, all `seg` bytes long but
+/// the last: what one `sendmsg` with `UDP_SEGMENT` sends as that many datagrams.
+struct Batch<'a> {
+    net: &'a Net,
+    out: &'a mut [u8],
+    tx: &'a [UdpSocket],
+    stats: &'a VtepStats,
+    /// Does the kernel take UDP_SEGMENT? Cleared for good at the first refusal.
+    gso: &'a mut bool,
+    len: usize,
+    seg: usize,
+    count: usize,
+    /// A shorter packet ended the batch.
+    closed: bool,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() < 14 || frame.len() + HEADER_LEN > self.out.len() {
+            self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // The anycast gateway stays home.
+        if self
+            .net
+            .spec
+            .gateway_mac
+            .is_some_and(|g| g.0 == frame[6..12])
+        {
+            return;
+        }
+        let size = HEADER_LEN + frame.len();
+        if self.count > 0
+            && (!*self.gso
+                || self.closed
+                || size > self.seg
+                || self.len + size > GSO_MAX_BYTES
+                || self.count == GSO_MAX_SEGMENTS
+                || frame[0..6] != self.out[HEADER_LEN..HEADER_LEN + 6])
+        {
+            self.flush();
+        }
+        if self.count == 0 {
+            self.seg = size;
+        } else if size < self.seg {
+            self.closed = true;
+        }
+        let at = self.len;
+        self.out[at..at + HEADER_LEN].copy_from_slice(&vxlan::header(self.net.spec.vni));
+        self.out[at + HEADER_LEN..at + size].copy_from_slice(frame);
+        self.len += size;
+        self.count += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        let first = &self.out[HEADER_LEN..self.seg];
+        let socket = &self.tx[usize::from(vxlan::source_port(first)) % self.tx.len()];
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&first[0..6]);
+        let dst = MacAddr(dst);
+        let known = (!dst.is_multicast())
+            .then(|| self.net.remote.get(&dst))
+            .flatten();
+        match known {
+            Some((vtep, _)) => self.send(socket, vtep),
+            None => {
+                for peer in &self.net.spec.peers {
+                    self.send(socket, peer);
+                }
+            }
+        }
+        self.len = 0;
+        self.count = 0;
+        self.closed = false;
+    }
+
+    fn send(&mut self, socket: &UdpSocket, to: &SocketAddr) {
+        let count = self.count as u64;
+        if self.count > 1 && *self.gso {
+            match send_segments(socket, &self.out[..self.len], self.seg as u16, to) {
+                Ok(_) => {
+                    self.stats.tx_packets.fetch_add(count, Ordering::Relaxed);
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT)
+                    ) =>
+                {
+                    // No UDP GSO here: one datagram each from now on.
+                    *self.gso = false;
+                }
+                Err(_) => {
+                    self.stats.tx_dropped.fetch_add(count, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        for packet in self.out[..self.len].chunks(self.seg) {
+            match socket.send_to(packet, to) {
+                Ok(_) => self.stats.tx_packets.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+/// One `sendmsg` of `buf` to `to`, cut by the kernel into datagrams of `seg` bytes (the last
+/// may be shorter): UDP GSO, a control message of type `UDP_SEGMENT`.
+fn send_segments(
+    socket: &UdpSocket,
+    buf: &[u8],
+    seg: u16,
+    to: &SocketAddr,
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+    let addr = SockaddrStorage::from(*to);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // Room for one cmsghdr and a u16, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: the CMSG_ macros compute sizes and walk the control buffer set up above, which
+    // holds one header and a u16 (CMSG_SPACE(2) is at most 32 bytes).
+    let n = unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

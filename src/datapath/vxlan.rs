@@ -1,0 +1,201 @@
+//! VXLAN (RFC 7348) as pure functions on bytes: the 8-byte header, decapsulation checks and the
+//! UDP source port a flow gets. No I/O here, so every function is unit-tested and fuzzed.
+//!
+//! ```text
+//!  0               1               2               3
+//!  |R|R|R|R|I|R|R|R|            Reserved (24 bits)                |
+//!  |                VNI (24 bits)                 | Reserved (8)  |
+//! ```
+
+/// IANA's port for VXLAN.
+pub const DEFAULT_PORT: u16 = 4789;
+/// Length of the VXLAN header.
+pub const HEADER_LEN: usize = 8;
+/// The I flag: the VNI is valid. RFC 7348 requires it.
+pub const FLAG_VNI: u8 = 0x08;
+/// The largest VNI (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Outer IPv4 + UDP + VXLAN + inner Ethernet: what an underlay MTU loses to the overlay.
+pub const OVERHEAD: u32 = 20 + 8 + HEADER_LEN as u32 + 14;
+/// Source ports of encapsulated flows, as Linux picks them (`ip_local_port_range`'s default).
+pub const SOURCE_PORTS: (u16, u16) = (32768, 60999);
+
+/// Why a received VXLAN packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapError {
+    /// Shorter than a VXLAN header plus an Ethernet header.
+    Runt,
+    /// The I flag is clear, or a flag this VTEP does not implement is set (as Linux drops them).
+    BadFlags,
+}
+
+/// The header for `vni` (the low 24 bits are used; reserved fields zero).
+pub fn header(vni: u32) -> [u8; HEADER_LEN] {
+    let v = (vni & MAX_VNI).to_be_bytes();
+    [FLAG_VNI, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// Check a VXLAN packet (the UDP payload) and split it into its VNI and inner Ethernet frame.
+/// Reserved fields are ignored on receipt, as the RFC says; the inner frame is checked by the
+/// caller with `frame::parse`.
+pub fn decap(packet: &[u8]) -> Result<(u32, &[u8]), DecapError> {
+    if packet.len() < HEADER_LEN + 14 {
+        return Err(DecapError::Runt);
+    }
+    // Flags are the first 8 bits; the remaining 24 are reserved (Linux's GBP/GPE extensions
+    // live there and are not implemented, so their flag bits are refused with the rest).
+    if packet[0] != FLAG_VNI {
+        return Err(DecapError::BadFlags);
+    }
+    let vni = u32::from_be_bytes([0, packet[4], packet[5], packet[6]]);
+    Ok((vni, &packet[HEADER_LEN..]))
+}
+
+/// The UDP source port of an encapsulated frame: a hash of the inner flow (MACs, ethertype and,
+/// for IPv4 and IPv6, addresses, protocol and TCP/UDP ports), mapped into [`SOURCE_PORTS`] the
+/// way Linux's `udp_flow_src_port` does, so underlay ECMP spreads flows and keeps each in order.
+pub fn source_port(frame: &[u8]) -> u16 {
+    let mut h = Fnv::new();
+    if frame.len() < 14 {
+        h.feed(frame);
+        return scale(h.0);
+    }
+    h.feed(&frame[0..14]);
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    let ip = &frame[14..];
+    let l4 = match ethertype {
+        0x0800 if ip.len() >= 20 => {
+            h.feed(&ip[12..20]);
+            h.feed(&ip[9..10]);
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            // A fragment after the first has no ports.
+            let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+            (first && ihl >= 20).then(|| (ip[9], ip.get(ihl..)))
+        }
+        0x86dd if ip.len() >= 40 => {
+            h.feed(&ip[8..40]);
+            h.feed(&ip[6..7]);
+            Some((ip[6], ip.get(40..)))
+        }
+        _ => None,
+    };
+    if let Some((6 | 17, Some(ports))) = l4
+        && ports.len() >= 4
+    {
+        h.feed(&ports[0..4]);
+    }
+    scale(h.0)
+}
+
+/// Map a hash onto the source port range, without division.
+fn scale(hash: u64) -> u16 {
+    let (lo, hi) = SOURCE_PORTS;
+    let folded = (hash ^ (hash >> 32)) as u32;
+    let span = u64::from(hi - lo) + 1;
+    lo + ((u64::from(folded) * span) >> 32) as u16
+}
+
+/// FNV-1a: cheap, no table, and good enough to spread flows.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The body of the fuzz target, here so unit tests run it too: any bytes decapsulate or are
+/// refused, never panic, and a frame that decapsulates re-encapsulates to the same bytes
+/// (reserved fields zeroed).
+pub fn check_arbitrary_packet(data: &[u8]) {
+    if let Ok((vni, inner)) = decap(data) {
+        assert!(vni <= MAX_VNI);
+        assert_eq!(inner.len(), data.len() - HEADER_LEN);
+        let hdr = header(vni);
+        let mut again = hdr.to_vec();
+        again.extend_from_slice(inner);
+        assert_eq!(decap(&again), Ok((vni, inner)));
+        let port = source_port(inner);
+        assert!((SOURCE_PORTS.0..=SOURCE_PORTS.1).contains(&port));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(src_port: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[0..6].copy_from_slice(&[2, 0x42, 10, 0, 0, 3]);
+        f[6..12].copy_from_slice(&[2, 0x42, 10, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 3]);
+        f[34..36].copy_from_slice(&src_port.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn header_is_rfc_7348() {
+        assert_eq!(header(0x123456), [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+        assert_eq!(header(1), [0x08, 0, 0, 0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn decap_checks_flags_and_length_and_ignores_reserved_fields() {
+        let inner = frame(1);
+        let mut p = header(42).to_vec();
+        p.extend_from_slice(&inner);
+        assert_eq!(decap(&p), Ok((42, &inner[..])));
+        p[1] = 0xff;
+        p[7] = 0xff;
+        assert_eq!(decap(&p), Ok((42, &inner[..])), "reserved bits are ignored");
+        p[0] = 0x00;
+        assert_eq!(decap(&p), Err(DecapError::BadFlags));
+        p[0] = 0x88; // GBP, not implemented
+        assert_eq!(decap(&p), Err(DecapError::BadFlags));
+        assert_eq!(decap(&p[..HEADER_LEN + 13]), Err(DecapError::Runt));
+        assert_eq!(decap(&[]), Err(DecapError::Runt));
+    }
+
+    #[test]
+    fn source_port_follows_the_flow_and_stays_in_range() {
+        let a = source_port(&frame(1000));
+        assert_eq!(a, source_port(&frame(1000)), "one flow, one port");
+        let ports: std::collections::HashSet<u16> =
+            (0..64).map(|p| source_port(&frame(2000 + p))).collect();
+        assert!(ports.len() > 32, "flows spread: {}", ports.len());
+        for p in ports {
+            assert!((SOURCE_PORTS.0..=SOURCE_PORTS.1).contains(&p));
+        }
+        for len in 0..40 {
+            let p = source_port(&frame(7)[..len]);
+            assert!((SOURCE_PORTS.0..=SOURCE_PORTS.1).contains(&p));
+        }
+    }
+
+    #[test]
+    fn arbitrary_packets_never_panic() {
+        let mut rng = crate::test_rng::XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut buf = [0u8; 200];
+        for i in 0..20_000 {
+            let len = i % buf.len();
+            for b in &mut buf[..len] {
+                *b = rng.next() as u8;
+            }
+            if i % 2 == 0 && len > 0 {
+                buf[0] = FLAG_VNI;
+            }
+            check_arbitrary_packet(&buf[..len]);
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The overlay driver: a bridge network (switch, TAPs, local gateway) whose L2 domain spans
+//! hosts over VXLAN. Its switch has one more port, the network's VTEP (`datapath::vtep`), which
+//! carries frames to and from the other hosts' VTEPs, found from static peers
+//! (`--opt peers=`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::bridge::{self, BridgeOptions};
+use super::{Ctx, NetworkDriver, Options, Switch, check_keys};
+use crate::control::model::{Endpoint, Network};
+use crate::datapath::frame::MacAddr;
+use crate::datapath::vtep::{NetworkSpec, RemoteRow, Vtep, VtepStats};
+use crate::datapath::vxlan;
+use crate::error::{Error, Result};
+
+/// The underlay's 1500 minus the 50 bytes VXLAN over IPv4 adds.
+pub const DEFAULT_MTU: u32 = 1500 - vxlan::OVERHEAD;
+/// VNIs handed out when `--vni` is left out start here (as libnetwork's overlay does).
+pub const FIRST_AUTO_VNI: u32 = 256;
+/// Label of a network's VTEP port in `stats` and `fdb`.
+pub const VTEP_PORT: &str = "vtep";
+
+/// An overlay network's `--opt` keys: the bridge's and its own.
+pub fn keys() -> Vec<&'static str> {
+    let mut k = bridge::KEYS.to_vec();
+    k.extend(["vtep", "peers"]);
+    k
+}
+
+/// `ADDR[:PORT]`, port 4789 when left out.
+pub fn parse_vtep_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, vxlan::DEFAULT_PORT))
+        })
+        .map_err(|_| format!("bad address {s:?}: expected ADDR or ADDR:PORT"))
+}
+
+/// An overlay network's own options, typed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OverlayOptions {
+    /// `vtep=ADDR[:PORT]`: this host's VTEP for the network.
+    pub vtep: Option<SocketAddr>,
+    /// `peers=ADDR[:PORT],...`: the other hosts' VTEPs.
+    pub peers: Vec<SocketAddr>,
+}
+
+impl OverlayOptions {
+    pub fn parse(options: &Options) -> Result<Self> {
+        let vtep = options
+            .get("vtep")
+            .map(|v| parse_vtep_addr(v).map_err(|e| Error::invalid(format!("option vtep: {e}"))))
+            .transpose()?;
+        let peers = options
+            .get("peers")
+            .map(|list| {
+                list.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        parse_vtep_addr(p).map_err(|e| Error::invalid(format!("option peers: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok(OverlayOptions { vtep, peers })
+    }
+}
+
+/// The daemon's VTEPs, one per bound address, and which overlay network uses which.
+pub struct Vteps {
+    /// `--vtep`: the address of networks that do not name one.
+    pub default: Option<SocketAddr>,
+    vteps: HashMap<SocketAddr, Vtep>,
+    /// Network name -> (its VTEP's address, its VTEP port on the switch, its VNI).
+    members: HashMap<String, (SocketAddr, crate::datapath::fdb::PortId, u32)>,
+}
+
+/// What `network inspect` shows of an overlay network.
+pub struct OverlayReport {
+    pub vtep: SocketAddr,
+    pub remotes: Vec<RemoteRow>,
+    pub stats: std::sync::Arc<VtepStats>,
+}
+
+impl Vteps {
+    pub fn new(default: Option<SocketAddr>) -> Self {
+        Vteps {
+            default,
+            vteps: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+
+    pub fn report(&self, network: &str) -> Option<OverlayReport> {
+        let (addr, _, vni) = self.members.get(network)?;
+        let vtep = self.vteps.get(addr)?;
+        Some(OverlayReport {
+            vtep: *addr,
+            remotes: vtep.remotes(*vni),
+            stats: vtep.stats.clone(),
+        })
+    }
+}
+
+pub struct Overlay;
+
+impl NetworkDriver for Overlay {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+    fn check_create(&self) -> Result<()> {
+        Ok(())
+    }
+    fn check_options(&self, options: &Options) -> Result<()> {
+        check_keys(self.name(), options, &keys())?;
+        BridgeOptions::parse(options)?;
+        OverlayOptions::parse(options).map(|_| ())
+    }
+    fn switched(&self) -> bool {
+        true
+    }
+    fn setup_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
+        let opts = OverlayOptions::parse(&net.options)?;
+        let vni = net
+            .vni
+            .ok_or_else(|| Error::invalid(format!("overlay network {} has no VNI", net.name)))?;
+        let addr = opts.vtep.or(ctx.overlay.default).ok_or_else(|| {
+            Error::invalid(format!(
+                "overlay network {} needs a VTEP: start the daemon with --vtep ADDR[:PORT] or pass --opt vtep=ADDR[:PORT]",
+                net.name
+            ))
+        })?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = ctx.overlay.vteps.entry(addr) {
+            slot.insert(Vtep::start(addr)?);
+        }
+        bridge::add_switch(ctx, net).inspect_err(|_| drop_if_unused(ctx, addr))?;
+        let attached = bridge::gateway_port().and_then(|(switch_end, vtep_end)| {
+            let id = *ctx
+                .nets
+                .get(&net.name)
+                .ok_or_else(|| Error::not_found("network", &net.name))?;
+            // Remote stations send as themselves: no port security on the VTEP port.
+            let port = ctx
+                .dp
+                .add_port(id, VTEP_PORT.to_string(), switch_end, None)?;
+            Ok((port, vtep_end))
+        });
+        let (port, vtep_end) = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                let sw = bridge_take(ctx, &net.name);
+                stop(ctx, sw);
+                drop_if_unused(ctx, addr);
+                return Err(e);
+            }
+        };
+        if let Some(vtep) = ctx.overlay.vteps.get_mut(&addr) {
+            vtep.add_network(NetworkSpec {
+                vni,
+                fd: vtep_end,
+                peers: opts.peers,
+                mtu: net.mtu as usize,
+                aging: std::time::Duration::from_secs(u64::from(net.mac_aging_s)),
+                gateway_mac: net.gateway.map(MacAddr::from_ipv4),
+                // Super-frames only where the TAPs take them.
+                coalesce: net.offload && ctx.offload != crate::netns::tap::Offload::Off,
+            });
+        }
+        ctx.overlay
+            .members
+            .insert(net.name.clone(), (addr, port, vni));
+        Ok(())
+    }
+    fn take_network(&self, ctx: &mut Ctx<'_>, name: &str) -> Switch {
+        let mut sw = bridge_take(ctx, name);
+        if let Some((addr, port, vni)) = ctx.overlay.members.remove(name) {
+            if let Some(vtep) = ctx.overlay.vteps.get_mut(&addr) {
+                vtep.remove_network(vni);
+            }
+            drop_if_unused(ctx, addr);
+            sw.ports.push(port);
+        }
+        sw
+    }
+    fn setup_endpoint(
+        &self,
+        ctx: &mut Ctx<'_>,
+        netns: &Path,
+        sandbox: &str,
+        ep: &Endpoint,
+        net: &Network,
+    ) -> Result<()> {
+        bridge::add_tap(ctx, netns, sandbox, ep, net)
+    }
+}
+
+fn bridge_take(ctx: &mut Ctx<'_>, name: &str) -> Switch {
+    Switch {
+        gateway: ctx.gateways.remove(name),
+        ports: Vec::new(),
+        net: ctx.nets.remove(name),
+    }
+}
+
+/// Stop a switch at once (a failed setup: nothing waits on it).
+fn stop(ctx: &mut Ctx<'_>, sw: Switch) {
+    if let Some((port, gateway)) = sw.gateway {
+        drop(gateway);
+        ctx.dp.remove_port(port);
+    }
+    if let Some(id) = sw.net {
+        ctx.dp.remove_network(id);
+    }
+}
+
+/// Stop a VTEP no network uses any more, freeing its address.
+fn drop_if_unused(ctx: &mut Ctx<'_>, addr: SocketAddr) {
+    if ctx.overlay.vteps.get(&addr).is_some_and(Vtep::is_empty) {
+        ctx.overlay.vteps.remove(&addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Options {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn vtep_and_peers_parse_with_the_default_port() {
+        let o = OverlayOptions::parse(&opts(&[
+            ("vtep", "127.0.0.2"),
+            ("peers", "127.0.0.3,10.0.0.1:9000"),
+        ]))
+        .unwrap();
+        assert_eq!(o.vtep, Some("127.0.0.2:4789".parse().unwrap()));
+        assert_eq!(
+            o.peers,
+            vec![
+                "127.0.0.3:4789".parse().unwrap(),
+                "10.0.0.1:9000".parse().unwrap()
+            ]
+        );
+        let err = OverlayOptions::parse(&opts(&[("peers", "a.b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("option peers") && err.contains("a.b"), "{err}");
+    }
+
+    #[test]
+    fn overlay_takes_bridge_keys_and_its_own_only() {
+        let d = Overlay;
+        assert!(
+            d.check_options(&opts(&[("mac_aging", "5"), ("peers", "127.0.0.3")]))
+                .is_ok()
+        );
+        assert!(d.check_options(&opts(&[("colour", "blue")])).is_err());
+        assert!(
+            super::super::bridge::Bridge
+                .check_options(&opts(&[("peers", "127.0.0.3")]))
+                .is_err()
+        );
+        assert_eq!(DEFAULT_MTU, 1450);
+    }
+}

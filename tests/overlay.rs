@@ -1,0 +1,578 @@
+//! Overlay networks: two daemons (two hosts) whose sandboxes share one L2 domain over tapnet's
+//! userspace VTEPs, and a Linux kernel vxlan device as the wire-compatibility peer. VTEPs bind
+//! loopback addresses of their own (127.78.P.N, P from the test process) or, for the kernel
+//! peer, one end of a veth pair whose other end is in a namespace the test makes: no packet
+//! leaves the machine.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{Tapnet, traffic_script};
+
+static NEXT_ADDR: AtomicU32 = AtomicU32::new(2);
+
+/// A loopback address no other test (of this run) uses, so every VTEP can take port 4789.
+fn loopback() -> String {
+    let n = NEXT_ADDR.fetch_add(1, Ordering::SeqCst);
+    format!("127.78.{}.{n}", std::process::id() % 250)
+}
+
+/// One host: a daemon and the address of its VTEP.
+struct Host {
+    t: Tapnet,
+    vtep: String,
+}
+
+fn host(tag: &str) -> Host {
+    Host {
+        t: Tapnet::new(tag),
+        vtep: loopback(),
+    }
+}
+
+/// Create overlay network `name` (VNI `vni`, `subnet`, addresses from `range`) on `h`,
+/// peering with `peers`.
+fn overlay(h: &Host, name: &str, vni: u32, subnet: &str, range: &str, peers: &[&str]) {
+    let vtep = format!("vtep={}", h.vtep);
+    let peers = format!("peers={}", peers.join(","));
+    let vni = vni.to_string();
+    h.t.ok(&[
+        "network",
+        "create",
+        name,
+        "--driver",
+        "overlay",
+        "--vni",
+        &vni,
+        "--subnet",
+        subnet,
+        "--ip-range",
+        range,
+        "--opt",
+        &vtep,
+        "--opt",
+        &peers,
+    ]);
+}
+
+fn inspect(h: &Host, net: &str) -> serde_json::Value {
+    h.t.json(&["network", "inspect", net])
+}
+
+fn ip_of(h: &Host, sandbox: &str) -> String {
+    let v = h.t.json(&["sandbox", "inspect", sandbox]);
+    let cidr = v["interfaces"][0]["ipv4"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    cidr.split('/').next().unwrap_or("").to_string()
+}
+
+/// TCP transfer of `bytes` from `from` on `a` to `server_ip` in `to` on `b`: both sides'
+/// "BYTES SHA256".
+fn tcp_across(
+    a: &Host,
+    from: &str,
+    b: &mut Host,
+    to: &str,
+    server_ip: &str,
+    bytes: usize,
+) -> (String, String) {
+    let server = b.t.spawn_server(to, &["tcp-serve", server_ip, "5001"]);
+    let script = traffic_script();
+    let sent = a.t.exec_ok(
+        from,
+        &[
+            "python3",
+            script.to_str().unwrap_or(""),
+            "tcp-send",
+            server_ip,
+            "5001",
+            &bytes.to_string(),
+        ],
+    );
+    (sent.trim().to_string(), b.t.server_output(server))
+}
+
+#[test]
+fn sandboxes_on_two_daemons_share_one_overlay_network() {
+    let mut a = host("ova");
+    let mut b = host("ovb");
+    overlay(&a, "ov", 4200, "10.78.0.0/24", "10.78.0.0/25", &[&b.vtep]);
+    overlay(&b, "ov", 4200, "10.78.0.0/24", "10.78.0.128/25", &[&a.vtep]);
+    a.t.ok(&["sandbox", "create", "left", "--net", "ov"]);
+    b.t.ok(&["sandbox", "create", "right", "--net", "ov"]);
+    let (left, right) = (ip_of(&a, "left"), ip_of(&b, "right"));
+    assert_ne!(left, right);
+
+    let mtu = a.t.exec_ok("left", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(mtu.contains("mtu 1450"), "{mtu}");
+    assert!(
+        a.t.ping("left", &right),
+        "left cannot ping right across the overlay"
+    );
+    assert!(
+        b.t.ping("right", &left),
+        "right cannot ping left across the overlay"
+    );
+    // Each host's gateway is local (same address on both): reachable, and never crosses.
+    assert!(a.t.ping("left", "10.78.0.1"));
+    assert!(b.t.ping("right", "10.78.0.1"));
+    // NAT leaves from the sandbox's own host, through its local gateway.
+    let (server, port) =
+        b.t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
+    let sent =
+        b.t.traffic("right", &["tcp-send", "10.78.0.1", &port, "1000000"]);
+    assert_eq!(
+        sent,
+        b.t.server_output(server),
+        "1 MB through the overlay's NAT"
+    );
+
+    // 10 MB both ways, checksummed: super-frames are segmented before encapsulation.
+    let (sent, received) = tcp_across(&a, "left", &mut b, "right", &right, 10_000_000);
+    assert!(sent.starts_with("10000000 "), "{sent}");
+    assert_eq!(sent, received);
+    let (sent, received) = tcp_across(&b, "right", &mut a, "left", &left, 10_000_000);
+    assert!(sent.starts_with("10000000 "), "{sent}");
+    assert_eq!(sent, received);
+
+    // inspect shows the VTEP, its peer, and the remote sandbox learned against the peer.
+    let v = inspect(&a, "ov");
+    assert_eq!(v["driver"], "overlay");
+    assert_eq!(v["vni"], 4200);
+    let o = &v["overlay"];
+    assert_eq!(o["vtep"], format!("{}:4789", a.vtep), "{v}");
+    assert_eq!(o["peers"][0], format!("{}:4789", b.vtep), "{v}");
+    let right_mac = b.t.json(&["sandbox", "inspect", "right"])["interfaces"][0]["mac"].clone();
+    let remote = o["remote"].as_array().cloned().unwrap_or_default();
+    assert!(
+        remote
+            .iter()
+            .any(|r| r["mac"] == right_mac && r["vtep"] == o["peers"][0]),
+        "{v}"
+    );
+    assert!(o["tx_packets"].as_u64() > Some(1000), "{v}");
+    assert_eq!(o["rx_malformed"], 0, "{v}");
+}
+
+#[test]
+fn overlay_networks_with_other_vnis_are_isolated() {
+    let a = host("ovisoa");
+    let b = host("ovisob");
+    // Same subnet, different VNIs: nothing crosses, and the receiver counts foreign VNIs.
+    overlay(&a, "red", 4301, "10.79.0.0/24", "10.79.0.0/25", &[&b.vtep]);
+    overlay(
+        &b,
+        "blue",
+        4302,
+        "10.79.0.0/24",
+        "10.79.0.128/25",
+        &[&a.vtep],
+    );
+    // Positive control on the same two VTEPs: matching VNIs do connect.
+    overlay(
+        &a,
+        "green",
+        4303,
+        "10.79.1.0/24",
+        "10.79.1.0/25",
+        &[&b.vtep],
+    );
+    overlay(
+        &b,
+        "green",
+        4303,
+        "10.79.1.0/24",
+        "10.79.1.128/25",
+        &[&a.vtep],
+    );
+    a.t.ok(&["sandbox", "create", "r", "--net", "red"]);
+    b.t.ok(&["sandbox", "create", "u", "--net", "blue"]);
+    a.t.ok(&["sandbox", "create", "g1", "--net", "green"]);
+    b.t.ok(&["sandbox", "create", "g2", "--net", "green"]);
+    assert!(
+        a.t.ping("g1", &ip_of(&b, "g2")),
+        "the positive control failed"
+    );
+    assert!(!a.t.ping("r", &ip_of(&b, "u")), "VNI 4301 reached VNI 4302");
+    let foreign = inspect(&b, "blue")["overlay"]["rx_foreign_vni"].as_u64();
+    assert!(foreign > Some(0), "no foreign VNI counted: {foreign:?}");
+}
+
+#[test]
+fn bad_overlay_requests_fail_cleanly() {
+    let a = host("ovbad");
+    let vtep = format!("vtep={}", a.vtep);
+    for (args, want) in [
+        (vec!["--vni", "0"], "out of range"),
+        (vec!["--vni", "16777216"], "out of range"),
+        (vec!["--opt", "colour=blue"], "unknown option colour"),
+        (vec!["--opt", "peers=nowhere"], "option peers"),
+        (vec![], "needs a VTEP"),
+    ] {
+        let mut full = vec!["network", "create", "x", "--driver", "overlay"];
+        full.extend(args);
+        let err = a.t.fails(&full);
+        assert!(err.contains(want), "{err} does not say {want}");
+    }
+    a.t.ok(&[
+        "network", "create", "x", "--driver", "overlay", "--vni", "7", "--opt", &vtep,
+    ]);
+    let err = a.t.fails(&[
+        "network", "create", "y", "--driver", "overlay", "--vni", "7", "--opt", &vtep,
+    ]);
+    assert!(err.contains("VNI 7 is taken by network x"), "{err}");
+    let err = a.t.fails(&["network", "create", "y", "--vni", "8"]);
+    assert!(err.contains("overlay networks only"), "{err}");
+    assert!(!a.t.network_names().contains(&"y".to_string()));
+    // Removing the network frees the VTEP's address: a new network binds it again.
+    a.t.ok(&["network", "rm", "x"]);
+    a.t.ok(&[
+        "network", "create", "z", "--driver", "overlay", "--opt", &vtep,
+    ]);
+    assert_eq!(inspect(&a, "z")["vni"], 256);
+}
+
+/// A network namespace with one end of a veth pair (the other in ours) and a kernel vxlan
+/// device on it; removed on drop.
+struct KernelPeer {
+    ns: String,
+    host_if: String,
+    /// The root namespace's end of the veth: the tapnet VTEP binds it.
+    host_ip: String,
+    ns_ip: String,
+    children: Vec<Child>,
+}
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl KernelPeer {
+    fn new(vni: u32, inner_cidr: &str) -> KernelPeer {
+        let id = std::process::id() % 100_000;
+        let k = std::process::id() % 250;
+        let peer = KernelPeer {
+            ns: format!("tapnet-vx-{id}"),
+            host_if: format!("tvx{id}h"),
+            host_ip: format!("10.250.{k}.1"),
+            ns_ip: format!("10.250.{k}.2"),
+            children: Vec::new(),
+        };
+        let ns_if = format!("tvx{id}n");
+        let host_cidr = format!("{}/30", peer.host_ip);
+        let vni = vni.to_string();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "netns", "add", &peer.ns],
+            vec![
+                "ip",
+                "link",
+                "add",
+                &peer.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns_if,
+                "netns",
+                &peer.ns,
+            ],
+            vec!["ip", "addr", "add", &host_cidr, "dev", &peer.host_if],
+            vec!["ip", "link", "set", &peer.host_if, "up"],
+            vec!["ip", "-n", &peer.ns, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &peer.ns, "link", "set", &ns_if, "up"],
+        ];
+        for step in &steps {
+            if let Err(e) = sh(step) {
+                panic!("setting up the kernel peer: {e}");
+            }
+        }
+        let ns_cidr = format!("{}/30", peer.ns_ip);
+        sh(&["ip", "-n", &peer.ns, "addr", "add", &ns_cidr, "dev", &ns_if]).expect("veth address");
+        // A veth never computes checksums: the kernel would hand the inner TCP checksum still
+        // partial to our UDP socket. A real wire computes it; so does a veth without tx offload.
+        sh(&[
+            "ip", "netns", "exec", &peer.ns, "ethtool", "-K", &ns_if, "tx", "off",
+        ])
+        .expect("ethtool -K tx off on the kernel peer's veth");
+        // The kernel's VXLAN is the reference: without the module there is no interop test.
+        let _ = Command::new("modprobe").arg("vxlan").output();
+        if let Err(e) = sh(&[
+            "ip",
+            "-n",
+            &peer.ns,
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "remote",
+            &peer.host_ip,
+            "local",
+            &peer.ns_ip,
+            "dstport",
+            "4789",
+            "dev",
+            &ns_if,
+        ]) {
+            panic!("the kernel's vxlan is needed for the interop test (modprobe vxlan): {e}");
+        }
+        sh(&[
+            "ip", "-n", &peer.ns, "addr", "add", inner_cidr, "dev", "vx0",
+        ])
+        .expect("vx0 address");
+        sh(&[
+            "ip", "-n", &peer.ns, "link", "set", "vx0", "mtu", "1450", "up",
+        ])
+        .expect("vx0 up");
+        peer
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// A traffic.py server in the namespace; waits until it listens.
+    fn serve(&mut self, args: &[&str]) -> usize {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3"])
+            .arg(traffic_script())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server in the kernel peer");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("server output");
+        assert_eq!(line.trim(), "ready");
+        child.stdout = Some(reader.into_inner());
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    fn server_output(&mut self, index: usize) -> String {
+        let child = self.children.remove(index);
+        let out = child.wait_with_output().expect("server exit");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for KernelPeer {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&["ip", "netns", "del", &self.ns]);
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+    }
+}
+
+#[test]
+fn a_linux_kernel_vxlan_device_exchanges_ping_and_tcp_with_a_sandbox() {
+    let mut kernel = KernelPeer::new(4400, "10.77.7.200/24");
+    let mut a = Host {
+        t: Tapnet::new("ovkernel"),
+        vtep: kernel.host_ip.clone(),
+    };
+    let peer = kernel.ns_ip.clone();
+    overlay(&a, "ov", 4400, "10.77.7.0/24", "10.77.7.0/25", &[&peer]);
+    a.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    let s_ip = ip_of(&a, "s");
+
+    assert!(
+        a.t.ping("s", "10.77.7.200"),
+        "sandbox cannot ping the kernel's vxlan"
+    );
+    let out = kernel.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", &s_ip]);
+    assert!(
+        out.status.success(),
+        "kernel vxlan cannot ping the sandbox: {out:?}"
+    );
+
+    // TCP both ways, checksummed.
+    let server = kernel.serve(&["tcp-serve", "10.77.7.200", "5001"]);
+    let script = traffic_script();
+    let script = script.to_str().unwrap_or("");
+    let sent = a.t.exec_ok(
+        "s",
+        &[
+            "python3",
+            script,
+            "tcp-send",
+            "10.77.7.200",
+            "5001",
+            "5000000",
+        ],
+    );
+    assert!(sent.starts_with("5000000 "), "{sent}");
+    assert_eq!(sent.trim(), kernel.server_output(server));
+
+    let server = a.t.spawn_server("s", &["tcp-serve", &s_ip, "5001"]);
+    let out = kernel.run(&["python3", script, "tcp-send", &s_ip, "5001", "5000000"]);
+    assert!(out.status.success(), "{out:?}");
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(sent.starts_with("5000000 "), "{sent}");
+    assert_eq!(sent, a.t.server_output(server));
+
+    // The kernel's packets passed every check: none was dropped.
+    let o = &inspect(&a, "ov")["overlay"];
+    for counter in [
+        "rx_malformed",
+        "rx_bad_flags",
+        "rx_foreign_vni",
+        "rx_unknown_peer",
+    ] {
+        assert_eq!(o[counter], 0, "{counter}: {o}");
+    }
+}
+
+/// Start `tapnet daemon ARGS` for `t` in the background and wait until it answers.
+fn start_daemon(t: &Tapnet, args: &[&str]) -> Child {
+    let mut full = vec!["daemon"];
+    full.extend(args);
+    let child = t
+        .command(&full)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || t.dir.join("tapnet.sock").exists()
+    ));
+    child
+}
+
+/// A VXLAN packet for `vni` carrying an Ethernet frame from `src` (broadcast, IPv4 ethertype).
+fn packet(flags: u8, vni: u32, src: [u8; 6]) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    let mut p = vec![flags, 0, 0, 0, v[1], v[2], v[3], 0];
+    p.extend_from_slice(&[0xff; 6]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&[0x08, 0x00]);
+    p.extend_from_slice(&[0u8; 46]);
+    p
+}
+
+#[test]
+fn the_daemon_vtep_survives_bad_packets_and_a_restart() {
+    let a = host("ovdaemon");
+    let b = host("ovdaemonb");
+    let vtep_flag = a.vtep.clone();
+    let mut daemon = start_daemon(&a.t, &["--vtep", &vtep_flag]);
+    // No vtep= here: the daemon's --vtep is used, and kept with the network.
+    let peers = format!("peers={}", b.vtep);
+    a.t.ok(&[
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        "4500",
+        "--subnet",
+        "10.80.0.0/24",
+        "--ip-range",
+        "10.80.0.0/25",
+        "--opt",
+        &peers,
+    ]);
+    overlay(&b, "ov", 4500, "10.80.0.0/24", "10.80.0.128/25", &[&a.vtep]);
+    a.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    b.t.ok(&["sandbox", "create", "t", "--net", "ov"]);
+    let t_ip = ip_of(&b, "t");
+    assert!(a.t.ping("s", &t_ip));
+    assert_eq!(
+        inspect(&a, "ov")["options"]["vtep"],
+        format!("{}:4789", a.vtep)
+    );
+
+    // Bad packets from the peer's address, and a good-looking one from a stranger.
+    let to = format!("{}:4789", a.vtep);
+    let from_peer = std::net::UdpSocket::bind(format!("{}:0", b.vtep)).expect("bind as the peer");
+    let good_src = [2, 0x42, 10, 80, 0, 250];
+    for p in [
+        vec![0x08, 0, 0],              // runt
+        packet(0x00, 4500, good_src),  // I flag clear
+        packet(0x88, 4500, good_src),  // GBP: not implemented
+        packet(0x08, 4501, good_src),  // foreign VNI
+        packet(0x08, 4500, [0xff; 6]), // multicast source MAC
+    ] {
+        from_peer.send_to(&p, &to).expect("send");
+    }
+    let stranger = std::net::UdpSocket::bind(format!("{}:0", loopback())).expect("bind");
+    stranger
+        .send_to(&packet(0x08, 4500, good_src), &to)
+        .expect("send");
+    let counted = common::wait_until(std::time::Duration::from_secs(3), || {
+        let o = inspect(&a, "ov")["overlay"].clone();
+        o["rx_malformed"].as_u64() >= Some(2)
+            && o["rx_bad_flags"].as_u64() >= Some(2)
+            && o["rx_foreign_vni"].as_u64() >= Some(1)
+            && o["rx_unknown_peer"].as_u64() >= Some(1)
+    });
+    assert!(counted, "{}", inspect(&a, "ov"));
+    let remote = inspect(&a, "ov")["overlay"]["remote"].to_string();
+    assert!(
+        !remote.contains("02:42:0a:50:00:fa"),
+        "a dropped packet was learned: {remote}"
+    );
+    assert!(a.t.ping("s", &t_ip), "the VTEP stopped after bad packets");
+
+    // A restarted daemon (autostarted, without --vtep) binds the network's VTEP again.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+    assert!(a.t.ping("s", &t_ip), "no overlay after a restart");
+}
+
+#[test]
+fn a_rootless_daemon_shares_an_overlay_with_a_root_daemon() {
+    // The rootless daemon's VTEP is a plain UDP socket in the user's network namespace.
+    let mut a = Host {
+        t: Tapnet::rootless("ovrootless", "tapnet-test"),
+        vtep: loopback(),
+    };
+    let b = host("ovrootlessb");
+    overlay(&a, "ov", 4600, "10.81.0.0/24", "10.81.0.0/25", &[&b.vtep]);
+    overlay(&b, "ov", 4600, "10.81.0.0/24", "10.81.0.128/25", &[&a.vtep]);
+    a.t.ok(&["sandbox", "create", "r", "--net", "ov"]);
+    b.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    let (r_ip, s_ip) = (ip_of(&a, "r"), ip_of(&b, "s"));
+    assert!(
+        a.t.ping("r", &s_ip),
+        "rootless sandbox cannot reach the root daemon's"
+    );
+    assert!(
+        b.t.ping("s", &r_ip),
+        "root sandbox cannot reach the rootless daemon's"
+    );
+    let server = a.t.spawn_server("r", &["tcp-serve", &r_ip, "5001"]);
+    let sent = b.t.traffic("s", &["tcp-send", &r_ip, "5001", "2000000"]);
+    assert!(sent.starts_with("2000000 "), "{sent}");
+    assert_eq!(sent, a.t.server_output(server));
+}
