@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod netns;
 pub mod offload;
 pub mod paths;
+pub mod plugin;
 pub mod rootless;
 #[cfg(test)]
 mod test_rng;

@@ -1,0 +1,5 @@
+//! Network plugins both ways: libnetwork's remote driver protocol over HTTP on unix sockets.
+//! `docker` serves it to dockerd (tapnet as a Docker network plugin).
+
+pub mod http;
+pub mod protocol;
