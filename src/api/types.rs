@@ -101,6 +101,12 @@ pub enum Request {
         network: String,
         sandbox: Option<String>,
     },
+    /// Serve (or stop serving) Docker's network plugin protocol as plugin `name`.
+    PluginDocker {
+        name: String,
+        #[serde(default)]
+        stop: bool,
+    },
     /// Cut (or restore, `block: false`) traffic between two sandboxes.
     LinkBlock {
         a: String,

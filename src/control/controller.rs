@@ -42,6 +42,7 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
 
+mod docker;
 mod sample;
 mod trace;
 
@@ -134,6 +135,10 @@ fn gateway_port() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
 pub struct Controller {
     inner: Mutex<Inner>,
     next_capture: AtomicU64,
+    /// The Docker plugin servers running, by name (`controller/docker.rs`).
+    docker_servers: Mutex<HashMap<String, crate::plugin::docker::Server>>,
+    /// The controller's own `Arc`, which plugin servers hold to call back.
+    me: std::sync::OnceLock<std::sync::Weak<Controller>>,
 }
 
 /// pcap's customary default: whole frames.
@@ -161,6 +166,8 @@ struct Inner {
     nat_policy: NatPolicy,
     /// Where gateways forward names they do not know.
     dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Switch ports of joined Docker endpoints, by Docker's EndpointID.
+    docker_ports: HashMap<String, PortId>,
 }
 
 fn default_state() -> State {
@@ -190,6 +197,7 @@ fn default_state() -> State {
             builtin("none", Driver::Null),
         ],
         sandboxes: Vec::new(),
+        docker_plugins: Vec::new(),
     }
 }
 
@@ -266,6 +274,7 @@ impl Controller {
             next_publication: 1,
             nat_policy,
             dns_upstreams,
+            docker_ports: HashMap::new(),
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -284,6 +293,8 @@ impl Controller {
         Ok(Controller {
             inner: Mutex::new(inner),
             next_capture: AtomicU64::new(1),
+            docker_servers: Mutex::new(HashMap::new()),
+            me: std::sync::OnceLock::new(),
         })
     }
 }
@@ -308,6 +319,7 @@ impl Handler for Controller {
             }
             Request::NetworkInspect { name } => value(&inner.network_view(&name)?),
             Request::NetworkRemove { name } => {
+                inner.refuse_docker_owned(&name)?;
                 let teardown = inner.network_remove(&name)?;
                 drop(inner);
                 teardown.run();
@@ -389,6 +401,10 @@ impl Handler for Controller {
                 links::set_block(st, &a, &b, network.as_deref(), block)
             }),
             Request::Trace(req) => value(&inner.trace(&req)?),
+            Request::PluginDocker { name, stop } => {
+                drop(inner);
+                self.plugin_docker(&name, stop)
+            }
             Request::Capture { .. } | Request::TraceLive { .. } => Err(Error::invalid(
                 "capture streams: it is served by the connection, not as a request",
             )),
@@ -1018,6 +1034,7 @@ impl Inner {
         for alias in &aliases {
             validate_name("alias", alias).map_err(Error::Invalid)?;
         }
+        self.refuse_docker_owned(&net.name)?;
         if net.driver != Driver::Bridge {
             if ip.is_some() {
                 return Err(Error::invalid(format!(

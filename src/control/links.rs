@@ -346,6 +346,7 @@ mod tests {
                 sb("b", &["front", "back"]),
                 sb("c", &["back"]),
             ],
+            docker_plugins: Vec::new(),
         }
     }
 

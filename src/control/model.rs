@@ -116,6 +116,38 @@ pub struct State {
     pub version: u32,
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
+    /// Docker network plugins the daemon serves (`tapnet plugin docker`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_plugins: Vec<DockerPlugin>,
+}
+
+/// tapnet as a Docker network plugin: what dockerd told it. dockerd does not replay
+/// CreateNetwork or CreateEndpoint after a plugin restart, so all of it is persisted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DockerPlugin {
+    pub name: String,
+    /// Served now; `plugin docker --stop` keeps what dockerd made and clears this.
+    #[serde(default = "default_true")]
+    pub serving: bool,
+    /// Docker's NetworkID to the tapnet network made for it.
+    #[serde(default)]
+    pub networks: BTreeMap<String, String>,
+    /// Docker's EndpointID to the endpoint.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, DockerEndpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// The tapnet network.
+    pub network: String,
+    pub ipv4: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The TAP made at Join (`tn` + 8 hex digits in the daemon's namespace until dockerd
+    /// moves it); `None` until joined, and after Leave.
+    pub tap: Option<String>,
+    /// dockerd's path of the container's network namespace, from Join.
+    pub sandbox_key: Option<String>,
 }
 
 impl State {
@@ -126,6 +158,12 @@ impl State {
     }
     pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
         self.sandboxes.iter().find(|s| s.name == name)
+    }
+    /// The Docker plugin whose network `name` is, if dockerd made it.
+    pub fn docker_owner(&self, name: &str) -> Option<&DockerPlugin> {
+        self.docker_plugins
+            .iter()
+            .find(|p| p.networks.values().any(|n| n == name))
     }
     /// Does `sb` share the daemon's network namespace (`--net host`)? Such a sandbox has no
     /// namespaces of its own.
@@ -139,6 +177,9 @@ impl State {
     pub fn check_names(&self) -> Result<(), String> {
         for n in &self.networks {
             validate_name("network", &n.name)?;
+        }
+        for p in &self.docker_plugins {
+            validate_name("plugin", &p.name)?;
         }
         for s in &self.sandboxes {
             validate_name("sandbox", &s.name)?;

@@ -46,6 +46,25 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<OwnedFd> {
     })
 }
 
+/// A TAP in the daemon's own namespace, with its MAC and MTU, left down: a Docker endpoint's
+/// link, which dockerd moves into the container, renames, addresses and brings up. The fd
+/// held here stays the switch port wherever the link goes.
+pub fn create_host_tap(name: &str, mac: MacAddr, mtu: u32, offload: Offload) -> Result<OwnedFd> {
+    let fd = open_tap(name, offload)?;
+    let index = link_index(name)?;
+    Netlink::open()?.set_link(
+        index,
+        name,
+        &LinkSettings {
+            mac: Some(mac),
+            mtu: Some(mtu),
+            txqueuelen: (offload == Offload::Off).then_some(TXQUEUELEN_PLAIN),
+            up: false,
+        },
+    )?;
+    Ok(fd)
+}
+
 /// Bring up `lo` in the calling thread's namespace (a new namespace has it down).
 pub fn loopback_up() -> Result<()> {
     let mut nl = Netlink::open()?;
