@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod demo;
+pub mod drivers;
 pub mod error;
 pub mod gateway;
 pub mod guard;

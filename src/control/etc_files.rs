@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::model::{Driver, Sandbox, State};
+use super::model::{Sandbox, State};
 use crate::error::{Context, Result};
 
 const FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
@@ -44,7 +44,7 @@ pub fn nameserver(state: &State, sb: &Sandbox) -> Option<Ipv4Addr> {
         .endpoints
         .iter()
         .filter_map(|ep| state.network(&ep.network))
-        .filter(|n| n.driver == Driver::Bridge)
+        .filter(|n| crate::drivers::of(n.driver).switched())
         .collect();
     bridges
         .iter()

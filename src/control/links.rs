@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{Driver, State};
+use super::model::State;
 use crate::api::lab::{LinkChange, LinkRow};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
@@ -22,7 +22,7 @@ fn bridge_endpoint<'a>(
     let net = state
         .network(network)
         .ok_or_else(|| Error::not_found("network", network))?;
-    if net.driver != Driver::Bridge {
+    if !crate::drivers::of(net.driver).switched() {
         return Err(Error::invalid(format!(
             "network {network} (driver {}) has no switch links to impair",
             net.driver.name()
@@ -140,7 +140,7 @@ pub fn set_block(
 fn is_bridge(state: &State, network: &str) -> bool {
     state
         .network(network)
-        .is_some_and(|n| n.driver == Driver::Bridge)
+        .is_some_and(|n| crate::drivers::of(n.driver).switched())
 }
 
 /// Clear impairments and blocks of every endpoint matching the filters. Returns the networks
@@ -295,7 +295,7 @@ pub fn impairment_of<'a>(state: &'a State, sandbox: &str, network: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::model::{Endpoint, Network, Sandbox};
+    use crate::control::model::{Driver, Endpoint, Network, Sandbox};
     use std::collections::BTreeMap;
 
     fn state() -> State {

@@ -170,7 +170,7 @@ impl State {
     pub fn shares_host(&self, sb: &Sandbox) -> bool {
         sb.endpoints.iter().any(|e| {
             self.network(&e.network)
-                .is_some_and(|n| n.driver == Driver::Host)
+                .is_some_and(|n| crate::drivers::of(n.driver).shares_host())
         })
     }
     /// Every name in a loaded file must be one `validate_name` accepts: names become paths.

@@ -40,7 +40,10 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
 
 /// Endpoints dockerd made on `net` through tapnet's Docker plugin: the sandbox is shown as
 /// `docker:` and the endpoint id's first 12 digits, the interface as the TAP's name.
-fn docker_endpoints<'a>(state: &'a State, net: &'a Network) -> impl Iterator<Item = EndpointView> + 'a {
+fn docker_endpoints<'a>(
+    state: &'a State,
+    net: &'a Network,
+) -> impl Iterator<Item = EndpointView> + 'a {
     state
         .docker_plugins
         .iter()

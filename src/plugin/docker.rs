@@ -34,8 +34,11 @@ pub trait Host: Send + Sync + 'static {
         plugin: &str,
         req: p::CreateEndpointRequest,
     ) -> Result<p::CreateEndpointResponse>;
-    fn endpoint_info(&self, plugin: &str, req: p::EndpointRequest)
-    -> Result<p::EndpointInfoResponse>;
+    fn endpoint_info(
+        &self,
+        plugin: &str,
+        req: p::EndpointRequest,
+    ) -> Result<p::EndpointInfoResponse>;
     fn delete_endpoint(&self, plugin: &str, req: p::EndpointRequest) -> Result<()>;
     fn join(&self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse>;
     fn leave(&self, plugin: &str, req: p::EndpointRequest) -> Result<()>;
@@ -139,7 +142,10 @@ fn serve_one(plugin: &str, conn: &mut UnixStream, host: &dyn Host) {
         }
     };
     let (status, body) = if req.method != "POST" {
-        (405, err_body(&format!("{} {}: only POST is served", req.method, req.path)))
+        (
+            405,
+            err_body(&format!("{} {}: only POST is served", req.method, req.path)),
+        )
     } else {
         match dispatch(plugin, &req.path, &req.body, host) {
             Ok(Some(body)) => (200, body),

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Controller, Inner, Teardown, port_security};
+use super::{Controller, Inner, Teardown};
 use crate::api::types::NetworkCreate;
 use crate::control::model::{DockerEndpoint, DockerPlugin, new_id};
 use crate::control::wiring;
 use crate::datapath::frame::MacAddr;
 use crate::datapath::security::PortPolicy;
+use crate::drivers::bridge::BridgeOptions;
 use crate::error::{Error, Result};
 use crate::netns::tap::Offload;
 use crate::plugin::docker::{self as server, Host, Server};
@@ -23,7 +24,11 @@ use crate::plugin::protocol as p;
 
 /// `a.b.c.d/len` (or a bare address) as Docker writes them.
 fn parse_cidr_addr(what: &str, s: &str) -> Result<(Ipv4Addr, Option<u8>)> {
-    let bad = || Error::invalid(format!("malformed {what} {s:?}: expected IPv4 ADDRESS/PREFIX"));
+    let bad = || {
+        Error::invalid(format!(
+            "malformed {what} {s:?}: expected IPv4 ADDRESS/PREFIX"
+        ))
+    };
     let (ip, prefix) = match s.split_once('/') {
         Some((ip, prefix)) => (ip, Some(prefix.parse::<u8>().map_err(|_| bad())?)),
         None => (s, None),
@@ -71,9 +76,7 @@ impl Controller {
         self.servers().clear();
     }
 
-    fn servers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Server>> {
+    fn servers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Server>> {
         self.docker_servers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -91,10 +94,16 @@ impl Controller {
             let mut inner = self.lock();
             let before = inner.state.docker_plugins.clone();
             // What dockerd made stays, for when the plugin serves again.
-            inner.state.docker_plugins.retain(|p| {
-                p.name != name || !(p.networks.is_empty() && p.endpoints.is_empty())
-            });
-            for p in inner.state.docker_plugins.iter_mut().filter(|p| p.name == name) {
+            inner
+                .state
+                .docker_plugins
+                .retain(|p| p.name != name || !(p.networks.is_empty() && p.endpoints.is_empty()));
+            for p in inner
+                .state
+                .docker_plugins
+                .iter_mut()
+                .filter(|p| p.name == name)
+            {
                 p.serving = false;
             }
             if let Err(e) = inner.save() {
@@ -114,7 +123,12 @@ impl Controller {
         let started = Server::start(name, me)?;
         let mut inner = self.lock();
         let before = inner.state.docker_plugins.clone();
-        match inner.state.docker_plugins.iter_mut().find(|p| p.name == name) {
+        match inner
+            .state
+            .docker_plugins
+            .iter_mut()
+            .find(|p| p.name == name)
+        {
             Some(p) => p.serving = true,
             None => inner.state.docker_plugins.push(DockerPlugin {
                 name: name.to_string(),
@@ -197,7 +211,9 @@ impl Inner {
             options: p::generic_options(&req.options),
             ..NetworkCreate::default()
         })?;
-        self.plugin_mut(plugin)?.networks.insert(id.clone(), created);
+        self.plugin_mut(plugin)?
+            .networks
+            .insert(id.clone(), created);
         if let Err(e) = self.save() {
             if let Ok(p) = self.plugin_mut(plugin) {
                 p.networks.remove(&id);
@@ -278,9 +294,9 @@ impl Inner {
             return Err(Error::exists("endpoint", req.endpoint_id.clone()));
         }
         let net = self.network(&network)?;
-        let subnet = net.subnet.ok_or_else(|| {
-            Error::invalid(format!("network {network} has no subnet"))
-        })?;
+        let subnet = net
+            .subnet
+            .ok_or_else(|| Error::invalid(format!("network {network} has no subnet")))?;
         if !subnet.contains(ipv4) || Some(ipv4) == net.gateway {
             return Err(Error::invalid(format!(
                 "address {ipv4} is not a host address of {subnet} other than the gateway"
@@ -347,7 +363,8 @@ impl Inner {
         // The fd is held before dockerd hears the name: after the move, opening the TAP by
         // name would make a new one instead.
         let fd = wiring::create_host_tap(&tap, ep.mac, net.mtu, offload)?;
-        let policy = port_security(&net.options)
+        let policy = BridgeOptions::parse(&net.options)
+            .map(|o| o.port_security)
             .unwrap_or(true)
             .then_some(PortPolicy {
                 mac: ep.mac,

@@ -1,0 +1,262 @@
+//! Endpoints: planning (pure), wiring through the driver, connect and disconnect.
+
+use super::*;
+
+/// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
+pub(super) fn plan_endpoint(
+    state: &State,
+    sb: &Sandbox,
+    net: &Network,
+    ip: Option<&str>,
+    aliases: Vec<String>,
+) -> Result<Endpoint> {
+    for alias in &aliases {
+        validate_name("alias", alias).map_err(Error::Invalid)?;
+    }
+    if !drivers::of(net.driver).switched() {
+        if ip.is_some() {
+            return Err(Error::invalid(format!(
+                "--ip does not apply to network {} (driver {})",
+                net.name,
+                net.driver.name()
+            )));
+        }
+        return Ok(Endpoint {
+            id: new_id(),
+            network: net.name.clone(),
+            interface: None,
+            mac: None,
+            ipv4: None,
+            aliases,
+            impairment: None,
+            blocked: Vec::new(),
+        });
+    }
+    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+        return Err(Error::invalid(format!(
+            "network {} has no subnet",
+            net.name
+        )));
+    };
+    let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
+    let used: HashSet<Ipv4Addr> = state
+        .endpoints_on(&net.name)
+        .filter_map(|(_, e)| e.ipv4)
+        .collect();
+    let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
+    Ok(Endpoint {
+        id: new_id(),
+        network: net.name.clone(),
+        interface: Some(next_interface(sb)),
+        mac: Some(MacAddr::from_ipv4(ipv4)),
+        ipv4: Some(ipv4),
+        aliases,
+        impairment: None,
+        blocked: Vec::new(),
+    })
+}
+
+impl Inner {
+    pub(super) fn plan_endpoint(
+        &self,
+        sb: &Sandbox,
+        net: &Network,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint> {
+        self.refuse_docker_owned(&net.name)?;
+        plan_endpoint(&self.state, sb, net, ip, aliases)
+    }
+
+    /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
+    pub(super) fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<()> {
+        let netns = self.dirs.netns_path(&sb.name);
+        drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
+        links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
+        Ok(())
+    }
+
+    /// Remove the endpoint's switch port; its TAP disappears with the last fd.
+    pub(super) fn unwire(&mut self, sandbox: &str, ep: &Endpoint) {
+        if let Some(port) = self.take_port(sandbox, ep) {
+            self.dp.remove_port(port);
+        }
+        // Port ids are reused: partners must stop naming this one in their blocks.
+        links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
+    }
+
+    /// The endpoint's switch port, forgotten here; removing it from the datapath is the
+    /// caller's (it waits for every worker).
+    pub(super) fn take_port(&mut self, sandbox: &str, ep: &Endpoint) -> Option<PortId> {
+        let interface = ep.interface.clone()?;
+        self.ports.remove(&(sandbox.to_string(), interface))
+    }
+
+    /// SPEC.md: the default route goes via the gateway of the first non-internal network.
+    pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
+        if self.state.shares_host(sb) {
+            return Ok(());
+        }
+        let route = sb.endpoints.iter().find_map(|ep| {
+            let net = self.state.network(&ep.network)?;
+            if !drivers::of(net.driver).switched() || net.internal {
+                return None;
+            }
+            Some((net.gateway?, ep.interface.clone()?))
+        });
+        wiring::set_default_route(&self.dirs.netns_path(&sb.name), route)
+    }
+
+    pub(super) fn sync_default_route_of(&self, sandbox: &str) -> Result<()> {
+        self.sync_default_route(self.sandbox(sandbox)?)
+    }
+
+    pub(super) fn network_connect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<()> {
+        let net = self.network(network)?.clone();
+        let sb = self.sandbox(sandbox)?.clone();
+        if self.removing.contains(sandbox) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is being removed"
+            )));
+        }
+        if !drivers::of(net.driver).switched() {
+            return Err(Error::invalid(format!(
+                "network {network} (driver {}) can only be chosen when a sandbox is created",
+                net.driver.name()
+            )));
+        }
+        if let Some(ep) = sb.endpoints.iter().find(|e| {
+            !self
+                .driver_of(&e.network)
+                .is_some_and(|d| drivers::of(d).switched())
+        }) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is on network {} and cannot join other networks",
+                ep.network
+            )));
+        }
+        if sb.endpoint(network).is_some() {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is already connected to network {network}"
+            )));
+        }
+        let ep = self.plan_endpoint(&sb, &net, ip, aliases)?;
+        self.wire(&sb, &ep, &net)?;
+        let mut updated = sb.clone();
+        updated.endpoints.push(ep.clone());
+        if let Err(e) = self.sync_default_route(&updated).and_then(|_| {
+            self.replace_sandbox(updated.clone());
+            self.save()
+        }) {
+            self.unwire(sandbox, &ep);
+            self.replace_sandbox(sb.clone());
+            let _ = self.sync_default_route(&sb);
+            return Err(e);
+        }
+        self.refresh_etc(&updated);
+        Ok(())
+    }
+
+    pub(super) fn replace_sandbox(&mut self, sb: Sandbox) {
+        if let Some(slot) = self.state.sandboxes.iter_mut().find(|s| s.name == sb.name) {
+            *slot = sb;
+        }
+    }
+
+    /// The sandbox leaves the network in the model and its /etc files; the returned teardown
+    /// removes its port, after which the caller fixes the default route.
+    pub(super) fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Teardown> {
+        let net = self.network(network)?.clone();
+        let sb = self.sandbox(sandbox)?.clone();
+        let Some(ep) = sb.endpoint(network).cloned() else {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is not connected to network {network}"
+            )));
+        };
+        if !drivers::of(net.driver).switched() {
+            return Err(Error::invalid(format!(
+                "sandbox {sandbox} cannot leave network {network} (driver {}); remove the sandbox instead",
+                net.driver.name()
+            )));
+        }
+        if let Some(port) = sb.ports.iter().find(|p| p.network == network) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} publishes {port} through network {network}; remove the sandbox to unpublish"
+            )));
+        }
+        if self.removing.contains(sandbox) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is being removed"
+            )));
+        }
+        let mut updated = sb.clone();
+        updated.endpoints.retain(|e| e.network != network);
+        self.replace_sandbox(updated.clone());
+        let forgotten = links::forget(&mut self.state, sandbox, Some(network));
+        if let Err(e) = self.save() {
+            self.replace_sandbox(sb);
+            links::remember(&mut self.state, forgotten);
+            return Err(e);
+        }
+        let mut teardown = Teardown::new(self.dp.clone());
+        teardown.ports.extend(self.take_port(sandbox, &ep));
+        self.refresh_etc(&updated);
+        Ok(teardown)
+    }
+
+    pub(super) fn driver_of(&self, network: &str) -> Option<Driver> {
+        self.state.network(network).map(|n| n.driver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(name: &str) -> Sandbox {
+        Sandbox {
+            name: name.into(),
+            id: new_id(),
+            hostname: name.into(),
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn switched_endpoints_get_an_interface_and_the_next_free_address() {
+        let state = default_state();
+        let net = state.network("bridge").cloned().unwrap();
+        let mut sb = sandbox("a");
+        let ep = plan_endpoint(&state, &sb, &net, None, Vec::new()).unwrap();
+        assert_eq!(ep.interface.as_deref(), Some("eth0"));
+        assert_eq!(ep.ipv4, Some(Ipv4Addr::new(172, 17, 0, 2)));
+        sb.endpoints.push(ep);
+        let wanted = plan_endpoint(&state, &sb, &net, Some("172.17.0.9"), Vec::new()).unwrap();
+        assert_eq!(wanted.interface.as_deref(), Some("eth1"));
+        assert_eq!(
+            wanted.mac,
+            Some(MacAddr::from_ipv4(Ipv4Addr::new(172, 17, 0, 9)))
+        );
+    }
+
+    #[test]
+    fn host_and_null_endpoints_have_no_address_and_refuse_one() {
+        let state = default_state();
+        for name in ["host", "none"] {
+            let net = state.network(name).cloned().unwrap();
+            let ep = plan_endpoint(&state, &sandbox("a"), &net, None, Vec::new()).unwrap();
+            assert!(ep.interface.is_none() && ep.ipv4.is_none());
+            let err = plan_endpoint(&state, &sandbox("a"), &net, Some("10.0.0.2"), Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--ip does not apply"), "{err}");
+        }
+    }
+}

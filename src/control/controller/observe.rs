@@ -1,0 +1,114 @@
+//! Observation: views of networks and sandboxes, the MAC table and port counters.
+
+use super::*;
+
+impl Inner {
+    pub(super) fn network_view(&self, name: &str) -> Result<crate::api::types::NetworkView> {
+        let mut view = network_view(&self.state, self.network(name)?);
+        if let Some((_, gw)) = self.gateways.get(name) {
+            view.nat = Some(crate::api::types::NatView {
+                tcp_flows: gw.stats.tcp_flows.load(Ordering::Relaxed),
+                udp_flows: gw.stats.udp_flows.load(Ordering::Relaxed),
+                tcp_refused: gw.stats.tcp_refused.load(Ordering::Relaxed),
+                udp_evicted: gw.stats.udp_evicted.load(Ordering::Relaxed),
+                dns_shed: gw.dns_shed(),
+                published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
+            });
+        }
+        Ok(view)
+    }
+
+    pub(super) fn sandbox_view(&self, name: &str) -> Result<crate::api::types::SandboxView> {
+        Ok(self.view_of(self.sandbox(name)?))
+    }
+
+    pub(super) fn view_of(&self, sb: &Sandbox) -> crate::api::types::SandboxView {
+        let netns = self.dirs.netns_path(&sb.name).display().to_string();
+        let utsns = (!self.state.shares_host(sb))
+            .then(|| self.dirs.utsns_path(&sb.name).display().to_string());
+        let enter = self.mode.enter_hint(&netns, utsns.as_deref());
+        sandbox_view(&self.state, sb, &self.dirs, enter)
+    }
+
+    pub(super) fn info(&self) -> crate::api::types::InfoView {
+        crate::api::types::InfoView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id() as i32,
+            mode: self.mode.name().to_string(),
+            holder_pid: self.mode.holder(),
+            state_dir: self.dirs.root().display().to_string(),
+            uid_map: std::fs::read_to_string("/proc/self/uid_map")
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
+            datapath_threads: self.dp.threads(),
+            networks: self.state.networks.len(),
+            sandboxes: self.state.sandboxes.len(),
+            features: crate::rootless::checks::features(),
+        }
+    }
+
+    pub(super) fn bridge_net_id(&self, network: &str) -> Result<NetId> {
+        let net = self.network(network)?;
+        self.nets.get(&net.name).copied().ok_or_else(|| {
+            Error::invalid(format!(
+                "network {network} (driver {}) has no switch",
+                net.driver.name()
+            ))
+        })
+    }
+
+    pub(super) fn fdb(&self, network: &str) -> Result<Vec<FdbRow>> {
+        let id = self.bridge_net_id(network)?;
+        Ok(self
+            .dp
+            .fdb_entries(id)
+            .into_iter()
+            .map(|e| {
+                let port = self
+                    .dp
+                    .port_label(e.port)
+                    .unwrap_or_else(|| format!("port {}", e.port));
+                let kind = if port == GATEWAY_PORT {
+                    "gateway"
+                } else {
+                    "learned"
+                };
+                FdbRow {
+                    mac: e.mac.to_string(),
+                    port,
+                    age_s: e.age_secs,
+                    kind: kind.to_string(),
+                }
+            })
+            .collect())
+    }
+
+    pub(super) fn stats(&self, network: Option<&str>) -> Result<Vec<StatsRow>> {
+        let filter = network.map(|n| self.bridge_net_id(n)).transpose()?;
+        let names: HashMap<NetId, &String> = self.nets.iter().map(|(n, id)| (*id, n)).collect();
+        Ok(self
+            .dp
+            .port_reports()
+            .into_iter()
+            .filter(|r| filter.is_none_or(|id| id == r.network))
+            .map(|r| StatsRow {
+                network: names
+                    .get(&r.network)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                port: r.label,
+                drops: r.stats.drops(),
+                rx_packets: r.stats.rx_packets,
+                rx_bytes: r.stats.rx_bytes,
+                tx_packets: r.stats.tx_packets,
+                tx_bytes: r.stats.tx_bytes,
+                rx_malformed: r.stats.rx_malformed,
+                rx_oversize: r.stats.rx_oversize,
+                rx_filtered: r.stats.rx_filtered,
+                tx_dropped: r.stats.tx_dropped,
+                rx_spoofed: r.stats.rx_spoofed,
+                learn_refused: r.stats.learn_refused,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,85 @@
+//! Published ports: planning `-p`, handing host sockets to gateways, taking them back.
+
+use super::*;
+
+impl Inner {
+    /// Check `-p` specs: a bridge network to carry them, and no clash with what is published.
+    pub(super) fn plan_ports(
+        &self,
+        specs: &[String],
+        nets: &[Network],
+    ) -> Result<Vec<PublishedPort>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(carrier) = nets
+            .iter()
+            .find(|n| drivers::of(n.driver).switched() && !n.internal)
+        else {
+            return Err(Error::invalid(
+                "publishing ports (-p) needs a non-internal bridge network",
+            ));
+        };
+        let mut planned: Vec<PublishedPort> = Vec::new();
+        for spec in specs {
+            let port = ports::parse(spec, &carrier.name)?;
+            if let Some(clash) = planned.iter().find(|p| p.clashes_with(&port)) {
+                return Err(Error::conflict(format!("{port} clashes with {clash}")));
+            }
+            for other in &self.state.sandboxes {
+                if let Some(clash) = other.ports.iter().find(|p| p.clashes_with(&port)) {
+                    return Err(Error::conflict(format!(
+                        "cannot publish {port}: sandbox {} already publishes {clash}",
+                        other.name
+                    )));
+                }
+            }
+            planned.push(port);
+        }
+        Ok(planned)
+    }
+
+    /// Hand bound host sockets to the gateways that serve them.
+    pub(super) fn publish(&mut self, sb: &Sandbox, sockets: Vec<HostSocket>) {
+        for (port, socket) in sb.ports.iter().zip(sockets) {
+            let Some(ep) = sb.endpoint(&port.network) else {
+                continue;
+            };
+            let (Some(ip), Some(mac)) = (ep.ipv4, ep.mac) else {
+                continue;
+            };
+            let Some((_, gateway)) = self.gateways.get(&port.network) else {
+                continue;
+            };
+            let id = self.next_publication;
+            self.next_publication += 1;
+            let target = PublishTarget {
+                id,
+                sandbox: std::net::SocketAddrV4::new(ip, port.port),
+                sandbox_mac: mac,
+            };
+            gateway.command(match socket {
+                HostSocket::Tcp(l) => GatewayCommand::PublishTcp(target, l),
+                HostSocket::Udp(s) => GatewayCommand::PublishUdp(target, s),
+            });
+            self.publications
+                .entry(sb.name.clone())
+                .or_default()
+                .push((port.network.clone(), id));
+        }
+    }
+
+    /// The gateways and ids of a sandbox's published ports, forgotten here; the teardown
+    /// stops serving them.
+    pub(super) fn take_publications(&mut self, sandbox: &str) -> Vec<(Commander, u64)> {
+        self.publications
+            .remove(sandbox)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(network, id)| {
+                let (_, gateway) = self.gateways.get(&network)?;
+                Some((gateway.commander(), id))
+            })
+            .collect()
+    }
+}

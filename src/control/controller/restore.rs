@@ -1,0 +1,86 @@
+//! After a (re)start: reconcile the state dir with the model, then rebuild every network and sandbox.
+
+use super::*;
+
+impl Inner {
+    /// Make the state dir agree with the model after a crash: namespace pins and /etc dirs of
+    /// sandboxes the model does not know (a create that was killed half way) are removed, and
+    /// so are the mount-namespace pins of releases before 0.2. Sandboxes the model knows but
+    /// whose namespaces are gone are made again by `restore`.
+    pub(super) fn reconcile(&mut self) {
+        let known: HashSet<String> = self
+            .state
+            .sandboxes
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for dir in self.dirs.pin_dirs() {
+            for name in names_in(&dir) {
+                if !known.contains(&name) {
+                    eprintln!(
+                        "tapnet: removing leftover namespace {}",
+                        dir.join(&name).display()
+                    );
+                    namespace::remove(&dir.join(&name));
+                }
+            }
+        }
+        for name in names_in(&self.dirs.etc_root()) {
+            if !known.contains(&name) {
+                let _ = std::fs::remove_dir_all(self.dirs.etc_dir(&name));
+            }
+        }
+        let legacy = self.dirs.legacy_mntns_dir();
+        if legacy.exists() {
+            for name in names_in(&legacy) {
+                namespace::remove(&legacy.join(name));
+            }
+            let _ = std::fs::remove_dir(&legacy);
+        }
+    }
+
+    pub(super) fn restore(&mut self) {
+        let networks: Vec<Network> = self.state.networks.clone();
+        for net in &networks {
+            if let Err(e) = self.add_switch(net) {
+                eprintln!("tapnet: cannot restore network {}: {e}", net.name);
+            }
+        }
+        let sandboxes = self.state.sandboxes.clone();
+        for sb in &sandboxes {
+            if let Err(e) = self.restore_sandbox(sb) {
+                eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name);
+            }
+        }
+    }
+
+    pub(super) fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
+        let host_mode = self.state.shares_host(sb);
+        let netns = self.dirs.netns_path(&sb.name);
+        if !namespace::is_mounted_ns(&netns) {
+            // The namespaces are gone (a reboot, or someone unmounted them): make them anew.
+            if host_mode {
+                namespace::pin_current_netns(&netns)?;
+            } else {
+                namespace::remove(&netns);
+                namespace::remove(&self.dirs.utsns_path(&sb.name));
+                self.create_namespaces(sb)?;
+            }
+        } else if !host_mode {
+            self.refresh_etc(sb);
+        }
+        for ep in &sb.endpoints {
+            if let Some(net) = self.state.network(&ep.network).cloned() {
+                self.wire(sb, ep, &net)?;
+            }
+        }
+        self.sync_default_route(sb)?;
+        let sockets = sb
+            .ports
+            .iter()
+            .map(ports::bind)
+            .collect::<Result<Vec<_>>>()?;
+        self.publish(sb, sockets);
+        Ok(())
+    }
+}

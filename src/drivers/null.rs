@@ -1,0 +1,20 @@
+//! The null driver: a sandbox gets its own namespace with loopback only; nothing to set up.
+
+use super::{NetworkDriver, Options, check_keys};
+use crate::error::{Error, Result};
+
+pub struct Null;
+
+impl NetworkDriver for Null {
+    fn name(&self) -> &'static str {
+        "null"
+    }
+    fn check_create(&self) -> Result<()> {
+        Err(Error::invalid(
+            "only one network of driver null may exist (it is none)",
+        ))
+    }
+    fn check_options(&self, options: &Options) -> Result<()> {
+        check_keys(self.name(), options, &[])
+    }
+}
