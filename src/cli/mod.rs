@@ -208,7 +208,9 @@ pub enum NetworkCmd {
     Create {
         /// Name of the network: 1-64 letters, digits, '-', '_' or '.'.
         name: String,
-        /// Network driver; only bridge networks can be created (host and null exist once).
+        /// Network driver: bridge, or remote:NAME for a network plugin found as
+        /// STATE_DIR/plugins/NAME.sock or /run/docker/plugins/NAME.sock (or a .spec/.json there)
+        /// [default: bridge]. Host and null exist once.
         #[arg(long, default_value = "bridge")]
         driver: String,
         /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].

@@ -91,6 +91,8 @@ struct Inner {
     dns_upstreams: Vec<std::net::SocketAddr>,
     /// Switch ports of joined Docker endpoints, by Docker's EndpointID.
     docker_ports: HashMap<String, PortId>,
+    /// Where `remote:NAME` plugins are looked for: `<state-dir>/plugins`, then Docker's dirs.
+    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 fn default_state() -> State {
@@ -108,6 +110,7 @@ fn default_state() -> State {
         offload: true,
         options: BTreeMap::new(),
         builtin: true,
+        plugin: None,
     };
     let mut bridge = builtin("bridge", Driver::Bridge);
     bridge.subnet = Some(DEFAULT_BRIDGE_SUBNET);
@@ -182,6 +185,13 @@ impl Controller {
                 state
             }
         };
+        let plugin_dirs = std::iter::once(dirs.root().join("plugins"))
+            .chain(
+                crate::plugin::client::SYSTEM_DIRS
+                    .iter()
+                    .map(std::path::PathBuf::from),
+            )
+            .collect();
         let mut inner = Inner {
             dirs,
             mode,
@@ -198,6 +208,7 @@ impl Controller {
             nat_policy,
             dns_upstreams,
             docker_ports: HashMap::new(),
+            plugin_dirs,
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -603,6 +614,7 @@ impl Inner {
             gateways: &mut self.gateways,
             nat_policy: &self.nat_policy,
             dns_upstreams: &self.dns_upstreams,
+            plugin_dirs: &self.plugin_dirs,
         }
     }
 }

@@ -313,6 +313,7 @@ mod tests {
             offload: true,
             options: BTreeMap::new(),
             builtin: false,
+            plugin: None,
         };
         let sb = |name: &str, nets: &[&str]| Sandbox {
             name: name.into(),

@@ -13,7 +13,7 @@ pub const MIN_MTU: u32 = 68;
 /// The largest MTU a TAP takes with a 64 KiB frame buffer.
 pub const MAX_MTU: u32 = 65520;
 
-/// libnetwork's drivers. `overlay` and `remote` are not implemented yet.
+/// libnetwork's drivers. `overlay` is not implemented yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
@@ -23,6 +23,8 @@ pub enum Driver {
     Host,
     /// Own namespace with loopback only.
     Null,
+    /// A third-party plugin serves the network (`remote:NAME`; the name is `Network::plugin`).
+    Remote,
 }
 
 impl Driver {
@@ -32,9 +34,7 @@ impl Driver {
             "host" => Ok(Driver::Host),
             "null" => Ok(Driver::Null),
             "overlay" => Err("driver overlay is not implemented yet".into()),
-            s if s.starts_with("remote:") => Err(format!(
-                "driver {s}: remote drivers are not implemented yet"
-            )),
+            s if s.starts_with("remote:") => Ok(Driver::Remote),
             s => Err(format!(
                 "unknown driver {s:?} (known: bridge, host, null, overlay, remote:NAME)"
             )),
@@ -46,6 +46,7 @@ impl Driver {
             Driver::Bridge => "bridge",
             Driver::Host => "host",
             Driver::Null => "null",
+            Driver::Remote => "remote",
         }
     }
 }
@@ -69,6 +70,9 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     /// One of the networks every state dir has (`bridge`, `host`, `none`).
     pub builtin: bool,
+    /// The plugin serving a `remote` network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

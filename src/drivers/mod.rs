@@ -19,6 +19,7 @@ use crate::netns::tap::Offload;
 pub mod bridge;
 pub mod host;
 pub mod null;
+pub mod remote;
 
 /// `--opt KEY=VALUE` pairs as stored on a network.
 pub type Options = BTreeMap<String, String>;
@@ -40,6 +41,8 @@ pub struct Ctx<'a> {
     pub gateways: &'a mut HashMap<String, (PortId, Gateway)>,
     pub nat_policy: &'a NatPolicy,
     pub dns_upstreams: &'a [SocketAddr],
+    /// Where `remote:NAME` plugins are looked for.
+    pub plugin_dirs: &'a [std::path::PathBuf],
 }
 
 pub trait NetworkDriver: Sync {
@@ -59,6 +62,17 @@ pub trait NetworkDriver: Sync {
     /// Does a sandbox on this network share the daemon's network namespace?
     fn shares_host(&self) -> bool {
         false
+    }
+
+    /// Tell whoever serves the network that it is being created (on create only, before
+    /// `setup_network`); an error fails the create.
+    fn create_network(&self, _ctx: &Ctx<'_>, _net: &Network) -> Result<()> {
+        Ok(())
+    }
+
+    /// Tell whoever serves the network that it is being removed; an error keeps it.
+    fn delete_network(&self, _ctx: &Ctx<'_>, _net: &Network) -> Result<()> {
+        Ok(())
     }
 
     /// Start the datapath side of a network (on create and on restore).
@@ -90,6 +104,7 @@ pub fn of(driver: Driver) -> &'static dyn NetworkDriver {
         Driver::Bridge => &bridge::Bridge,
         Driver::Host => &host::Host,
         Driver::Null => &null::Null,
+        Driver::Remote => &remote::Remote,
     }
 }
 

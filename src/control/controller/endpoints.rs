@@ -13,6 +13,13 @@ pub(super) fn plan_endpoint(
     for alias in &aliases {
         validate_name("alias", alias).map_err(Error::Invalid)?;
     }
+    if net.driver == Driver::Remote {
+        return Err(Error::invalid(format!(
+            "network {} (plugin {}): endpoints on remote networks are not implemented yet",
+            net.name,
+            net.plugin.as_deref().unwrap_or("?")
+        )));
+    }
     if !drivers::of(net.driver).switched() {
         if ip.is_some() {
             return Err(Error::invalid(format!(
