@@ -1,6 +1,7 @@
 //! tapnet as a Docker network plugin, driven by an unmodified private dockerd: networks,
 //! containers that reach each other by name, a checksummed TCP transfer, live connect and
-//! disconnect, NAT to the host's loopback, a daemon restart, and removal of everything.
+//! disconnect, NAT to the host's loopback, a published port, a daemon restart, and removal of
+//! everything.
 //! Needs `docker.io` and `busybox-static` (scripts/test.sh installs them); without docker the
 //! test is skipped loudly, except on CI (`CI` set), where that is a failure.
 
@@ -202,6 +203,17 @@ fn endpoint_taps(t: &Tapnet, network: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `GET /index.html` from 127.0.0.1:`port`, the whole answer.
+fn http_get(port: u16) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+    conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 fn host_link_exists(name: &str) -> bool {
@@ -413,6 +425,41 @@ fn docker_containers_on_a_tapnet_network() {
     assert_eq!(endpoint_taps(&t, &back).len(), 1);
     // c1 is still on front.
     assert!(d.exec("c1", "ping -c 1 -W 2 c2").status.success());
+
+    // A published port (`-p`): the host's loopback reaches a server in a container through
+    // tapnet's gateway; removing the container frees the host port.
+    let host_port = {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("probe port");
+        probe.local_addr().expect("addr").port()
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        "-p",
+        &format!("127.0.0.1:{host_port}:8000"),
+        img,
+        "sh",
+        "-c",
+        "echo published-through-tapnet > /index.html && exec httpd -f -p 8000 -h /",
+    ]);
+    let mut page = String::new();
+    let fetched = wait_until(Duration::from_secs(10), || {
+        page = http_get(host_port).unwrap_or_default();
+        page.contains("published-through-tapnet")
+    });
+    assert!(fetched, "GET through the published port: {page:?}");
+    d.ok(&["rm", "-f", "web"]);
+    let freed = wait_until(Duration::from_secs(5), || {
+        TcpListener::bind(("127.0.0.1", host_port)).is_ok()
+    });
+    assert!(
+        freed,
+        "host port {host_port} is free once the container is gone"
+    );
 
     // A restarted tapnet daemon serves the plugin again with the networks dockerd made
     // (dockerd does not replay CreateNetwork): a new container joins front.

@@ -91,6 +91,8 @@ struct Inner {
     dns_upstreams: Vec<std::net::SocketAddr>,
     /// Switch ports of joined Docker endpoints, by Docker's EndpointID.
     docker_ports: HashMap<String, PortId>,
+    /// Published ports of Docker endpoints being served: (network, publication id).
+    docker_publications: HashMap<String, Vec<(String, u64)>>,
     /// Where `remote:NAME` plugins are looked for: `<state-dir>/plugins`, then Docker's dirs.
     plugin_dirs: Vec<std::path::PathBuf>,
 }
@@ -208,6 +210,7 @@ impl Controller {
             nat_policy,
             dns_upstreams,
             docker_ports: HashMap::new(),
+            docker_publications: HashMap::new(),
             plugin_dirs,
         };
         inner.nat_policy.set_tapnet_subnets(

@@ -152,6 +152,9 @@ pub struct DockerEndpoint {
     pub tap: Option<String>,
     /// dockerd's path of the container's network namespace, from Join.
     pub sandbox_key: Option<String>,
+    /// Ports published for it (`docker run -p`), from ProgramExternalConnectivity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<super::ports::PublishedPort>,
 }
 
 impl State {

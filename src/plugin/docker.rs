@@ -42,6 +42,8 @@ pub trait Host: Send + Sync + 'static {
     fn delete_endpoint(&self, plugin: &str, req: p::EndpointRequest) -> Result<()>;
     fn join(&self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse>;
     fn leave(&self, plugin: &str, req: p::EndpointRequest) -> Result<()>;
+    fn program_external(&self, plugin: &str, req: p::ProgramExternalRequest) -> Result<()>;
+    fn revoke_external(&self, plugin: &str, req: p::EndpointRequest) -> Result<()>;
 }
 
 /// The socket path of plugin `name`.
@@ -204,9 +206,16 @@ pub fn dispatch(
             host.leave(plugin, body(path, bytes)?)?;
             empty()
         }
-        // Published ports and node discovery: nothing to do for a local switch (the gateway
-        // publishes ports tapnet's own sandboxes ask for; Docker's `-p` is not mapped yet).
-        p::PROGRAM_EXTERNAL | p::REVOKE_EXTERNAL | p::DISCOVER_NEW | p::DISCOVER_DELETE => {
+        p::PROGRAM_EXTERNAL => {
+            host.program_external(plugin, body(path, bytes)?)?;
+            empty()
+        }
+        p::REVOKE_EXTERNAL => {
+            host.revoke_external(plugin, body(path, bytes)?)?;
+            empty()
+        }
+        // Node discovery: nothing to do for a single host.
+        p::DISCOVER_NEW | p::DISCOVER_DELETE => {
             let _: serde_json::Value = body(path, bytes)?;
             empty()
         }

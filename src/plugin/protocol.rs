@@ -30,6 +30,35 @@ pub const FREE_NETWORK: &str = "/NetworkDriver.FreeNetwork";
 
 /// Options Docker puts in CreateNetwork's `Options`: the `--opt` map of `docker network create`.
 pub const GENERIC_OPTIONS: &str = "com.docker.network.generic";
+/// ProgramExternalConnectivity's `Options`: the container's `-p` bindings.
+pub const PORT_MAP: &str = "com.docker.network.portmap";
+
+/// One `-p` binding as dockerd sends it; `Proto` is the IP protocol number (6 TCP, 17 UDP).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortBinding {
+    #[serde(rename = "Proto", default)]
+    pub proto: u8,
+    #[serde(rename = "IP", default)]
+    pub ip: Option<String>,
+    #[serde(rename = "Port", default)]
+    pub port: u16,
+    #[serde(rename = "HostIP", default)]
+    pub host_ip: Option<String>,
+    #[serde(rename = "HostPort", default)]
+    pub host_port: u16,
+    #[serde(rename = "HostPortEnd", default)]
+    pub host_port_end: u16,
+}
+
+/// The `-p` bindings of a ProgramExternalConnectivity request.
+pub fn port_bindings(options: &Options) -> Result<Vec<PortBinding>, String> {
+    match options.as_ref().and_then(|o| o.get(PORT_MAP)) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(v) => {
+            serde_json::from_value(v.clone()).map_err(|e| format!("malformed {PORT_MAP}: {e}"))
+        }
+    }
+}
 
 /// A failed call: any answer may carry it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -13,11 +13,13 @@ use serde_json::{Value, json};
 use super::{Controller, Inner, Teardown};
 use crate::api::types::NetworkCreate;
 use crate::control::model::{DockerEndpoint, DockerPlugin, new_id};
+use crate::control::ports::{self, HostSocket, Protocol, PublishedPort};
 use crate::control::wiring;
 use crate::datapath::frame::MacAddr;
 use crate::datapath::security::PortPolicy;
 use crate::drivers::bridge::BridgeOptions;
 use crate::error::{Error, Result};
+use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::netns::tap::Offload;
 use crate::plugin::docker::{self as server, Host, Server};
 use crate::plugin::protocol as p;
@@ -321,6 +323,7 @@ impl Inner {
                 mac,
                 tap: None,
                 sandbox_key: None,
+                ports: Vec::new(),
             },
         );
         if let Err(e) = self.save() {
@@ -394,8 +397,135 @@ impl Inner {
         })
     }
 
+    /// `docker run -p`: bind the host sockets first (a taken port fails the call and changes
+    /// nothing), persist, then hand them to the network's gateway, as for a sandbox's `-p`.
+    fn docker_program_external(
+        &mut self,
+        plugin: &str,
+        req: p::ProgramExternalRequest,
+    ) -> Result<()> {
+        let id = req.endpoint_id.clone();
+        let ep = self.docker_endpoint(plugin, &id)?;
+        let bindings = p::port_bindings(&req.options).map_err(Error::Invalid)?;
+        if bindings.is_empty() || self.docker_publications.contains_key(&id) {
+            return Ok(());
+        }
+        let net = self.network(&ep.network)?;
+        if net.internal {
+            return Err(Error::invalid(format!(
+                "network {} is internal: it publishes no ports",
+                net.name
+            )));
+        }
+        let mut planned: Vec<PublishedPort> = Vec::new();
+        for b in &bindings {
+            let protocol = match b.proto {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                n => {
+                    return Err(Error::invalid(format!(
+                        "cannot publish IP protocol {n}: only TCP and UDP"
+                    )));
+                }
+            };
+            let host_ip = match b.host_ip.as_deref().unwrap_or("") {
+                "" | "0.0.0.0" => None,
+                // tapnet's gateway is IPv4 only; dockerd may add a binding for "::".
+                s if s.contains(':') => continue,
+                s => Some(
+                    s.parse::<Ipv4Addr>()
+                        .map_err(|_| Error::invalid(format!("malformed host address {s:?}")))?,
+                ),
+            };
+            if b.host_port == 0 || (b.host_port_end != 0 && b.host_port_end != b.host_port) {
+                return Err(Error::invalid(format!(
+                    "publish port {}: tapnet needs one explicit host port (-p HOSTPORT:{})",
+                    b.port, b.port
+                )));
+            }
+            let port = PublishedPort {
+                host_ip,
+                host_port: b.host_port,
+                port: b.port,
+                protocol,
+                network: ep.network.clone(),
+            };
+            let clash = planned
+                .iter()
+                .chain(self.state.sandboxes.iter().flat_map(|s| s.ports.iter()))
+                .chain(
+                    self.state
+                        .docker_plugins
+                        .iter()
+                        .flat_map(|p| p.endpoints.values())
+                        .flat_map(|e| e.ports.iter()),
+                )
+                .find(|q| q.clashes_with(&port));
+            if let Some(clash) = clash {
+                return Err(Error::conflict(format!(
+                    "cannot publish {port}: {clash} is published already"
+                )));
+            }
+            planned.push(port);
+        }
+        let sockets = planned
+            .iter()
+            .map(ports::bind)
+            .collect::<Result<Vec<_>>>()?;
+        let before = self.state.docker_plugins.clone();
+        if let Some(e) = self.plugin_mut(plugin)?.endpoints.get_mut(&id) {
+            e.ports = planned.clone();
+        }
+        if let Err(e) = self.save() {
+            self.state.docker_plugins = before;
+            return Err(e);
+        }
+        let Some((_, gateway)) = self.gateways.get(&ep.network) else {
+            return Err(Error::not_found("gateway of network", ep.network.clone()));
+        };
+        let mut served = Vec::new();
+        for (port, socket) in planned.iter().zip(sockets) {
+            let pid = self.next_publication;
+            self.next_publication += 1;
+            let target = PublishTarget {
+                id: pid,
+                sandbox: std::net::SocketAddrV4::new(ep.ipv4, port.port),
+                sandbox_mac: ep.mac,
+            };
+            gateway.command(match socket {
+                HostSocket::Tcp(l) => GatewayCommand::PublishTcp(target, l),
+                HostSocket::Udp(s) => GatewayCommand::PublishUdp(target, s),
+            });
+            served.push((ep.network.clone(), pid));
+        }
+        self.docker_publications.insert(id, served);
+        Ok(())
+    }
+
+    /// Stop serving an endpoint's published ports; the teardown waits for the gateway.
+    fn docker_revoke_external(&mut self, plugin: &str, id: &str) -> Result<Teardown> {
+        let mut teardown = Teardown::new(self.dp.clone());
+        for (network, pid) in self.docker_publications.remove(id).unwrap_or_default() {
+            if let Some((_, gateway)) = self.gateways.get(&network) {
+                teardown.unpublish.push((gateway.commander(), pid));
+            }
+        }
+        let before = self.state.docker_plugins.clone();
+        if let Some(e) = self.plugin_mut(plugin)?.endpoints.get_mut(id)
+            && !e.ports.is_empty()
+        {
+            e.ports.clear();
+            if let Err(e) = self.save() {
+                self.state.docker_plugins = before;
+                return Err(e);
+            }
+        }
+        Ok(teardown)
+    }
+
     /// Leave, and the first half of DeleteEndpoint: the port goes, and the TAP with its fd.
     fn docker_leave(&mut self, plugin: &str, id: &str) -> Result<()> {
+        self.docker_revoke_external(plugin, id)?.run();
         if let Some(port) = self.docker_ports.remove(id) {
             self.dp.remove_port(port);
         }
@@ -476,5 +606,17 @@ impl Host for Controller {
 
     fn leave(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
         self.lock().docker_leave(plugin, &req.endpoint_id)
+    }
+
+    fn program_external(&self, plugin: &str, req: p::ProgramExternalRequest) -> Result<()> {
+        self.lock().docker_program_external(plugin, req)
+    }
+
+    fn revoke_external(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
+        let teardown = self
+            .lock()
+            .docker_revoke_external(plugin, &req.endpoint_id)?;
+        teardown.run();
+        Ok(())
     }
 }
