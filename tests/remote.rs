@@ -1,6 +1,7 @@
 //! The remote driver against a real plugin process (tests/support/remote_plugin.py) on a unix
-//! socket in the state dir's `plugins/`: what tapnet sends, and that a plugin that refuses,
-//! hangs, answers garbage, is absent or is no network driver leaves tapnet's state as it was.
+//! socket in the state dir's `plugins/`: what tapnet sends, two sandboxes passing traffic over
+//! the plugin's links, and that a plugin that refuses, hangs, answers garbage, is absent or is no
+//! network driver leaves tapnet's state as it was.
 
 mod common;
 
@@ -117,16 +118,39 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
         create["Options"]["com.docker.network.generic"]["color"], "blue",
         "{create}"
     );
-    // Endpoints are refused for now, with the reason, and change nothing.
-    let before = networks(&t);
-    let err = t.fails(&["sandbox", "create", "s", "--net", "r"]);
-    assert!(err.contains("not implemented yet"), "{err}");
-    assert_eq!(networks(&t), before);
+    // Two sandboxes on it: the plugin's links, moved in by tapnet, carry their traffic.
+    t.ok(&["sandbox", "create", "a", "--net", "r"]);
+    t.ok(&["sandbox", "create", "b", "--net", "r"]);
+    let addr = t.exec_ok("a", &["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains("10.240.0.2/24"), "{addr}");
+    let link = t.exec_ok("a", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("UP"), "{link}");
     assert!(
-        t.json(&["sandbox", "ls"])
-            .as_array()
-            .is_some_and(|a| a.is_empty())
+        t.ping("a", "10.240.0.3"),
+        "a reaches b through the plugin's links"
     );
+    let calls = plugin.call_names();
+    for call in ["NetworkDriver.CreateEndpoint", "NetworkDriver.Join"] {
+        assert_eq!(calls.iter().filter(|c| *c == call).count(), 2, "{calls:?}");
+    }
+    let (_, endpoint) = plugin
+        .calls()
+        .into_iter()
+        .find(|(c, _)| c == "NetworkDriver.CreateEndpoint")
+        .expect("CreateEndpoint");
+    assert_eq!(
+        endpoint["Interface"]["Address"], "10.240.0.2/24",
+        "{endpoint}"
+    );
+    assert_eq!(endpoint["NetworkID"], id.as_str(), "{endpoint}");
+    // A network with endpoints stays.
+    t.fails(&["network", "rm", "r"]);
+    t.ok(&["sandbox", "rm", "a"]);
+    t.ok(&["sandbox", "rm", "b"]);
+    let calls = plugin.call_names();
+    for call in ["NetworkDriver.Leave", "NetworkDriver.DeleteEndpoint"] {
+        assert_eq!(calls.iter().filter(|c| *c == call).count(), 2, "{calls:?}");
+    }
     // Removal tells the plugin, with the same id.
     t.ok(&["network", "rm", "r"]);
     let calls = plugin.calls();
@@ -240,4 +264,67 @@ fn a_plugin_that_refuses_deletion_keeps_the_network() {
     let err = t.fails(&["network", "rm", "r"]);
     assert!(err.contains("no such network"), "{err}");
     assert!(t.network_names().contains(&"r".to_string()));
+}
+
+/// A sandbox create that the plugin spoils with `flags` fails with `expect`, leaves the state
+/// as it was and no namespace; when the plugin had made the endpoint, its last call is
+/// DeleteEndpoint.
+fn sandbox_fails(tag: &str, flags: &[&str], expect: &str) {
+    let t = Tapnet::new(tag);
+    let plugin = Plugin::start(&t, "rp", flags);
+    t.ok(&[
+        "network",
+        "create",
+        "r",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.244.0.0/24",
+    ]);
+    let before = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let err = t.fails(&["sandbox", "create", "s", "--net", "r"]);
+    assert!(err.contains(expect), "{flags:?}: {err}");
+    assert_eq!(
+        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
+        before,
+        "{flags:?} changed the state"
+    );
+    assert!(!t.dir.join("netns/s").exists(), "no namespace pin left");
+    let calls = plugin.call_names();
+    if calls.iter().any(|c| c == "NetworkDriver.CreateEndpoint") && !err.contains("CreateEndpoint")
+    {
+        assert_eq!(
+            calls.last().map(String::as_str),
+            Some("NetworkDriver.DeleteEndpoint"),
+            "{calls:?}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_that_fails_an_endpoint_step_leaves_nothing() {
+    sandbox_fails(
+        "remote-ep-err",
+        &["--fail", "NetworkDriver.CreateEndpoint"],
+        "refused NetworkDriver.CreateEndpoint",
+    );
+    sandbox_fails(
+        "remote-join-err",
+        &["--fail", "NetworkDriver.Join"],
+        "refused NetworkDriver.Join",
+    );
+    sandbox_fails(
+        "remote-join-garbage",
+        &["--garbage", "NetworkDriver.Join"],
+        "malformed",
+    );
+}
+
+#[test]
+fn a_plugin_that_hangs_at_join_times_out_and_leaves_nothing() {
+    sandbox_fails(
+        "remote-join-hang",
+        &["--hang", "NetworkDriver.Join"],
+        "timed out",
+    );
 }

@@ -1,15 +1,23 @@
 //! The remote driver: a third-party plugin serves the network over libnetwork's remote
 //! protocol (`src/plugin/client.rs`). tapnet keeps the model and IPAM and tells the plugin:
 //! CreateNetwork with the pool and gateway tapnet chose and the `--opt` map, DeleteNetwork on
-//! removal. A plugin that refuses, hangs or answers garbage fails the request, which then
-//! changes nothing. Endpoints on remote networks are not implemented yet and are refused.
+//! removal. An endpoint is CreateEndpoint (tapnet's address and MAC; a MAC the plugin returns
+//! is used) and Join; tapnet then moves the plugin's link (`SrcName`) into the sandbox, names
+//! it `DstPrefix` plus the endpoint's index, and sets its address, static routes and the
+//! plugin's gateway as default route. Sandbox removal sends Leave and DeleteEndpoint. A plugin
+//! that refuses, hangs or answers garbage fails the request, and what the plugin made for it
+//! is undone.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
 
 use serde_json::Value;
 
 use super::{Ctx, NetworkDriver, Options};
-use crate::control::model::Network;
+use crate::control::model::{Endpoint, Network};
+use crate::control::wiring::{self, PluginLink};
+use crate::datapath::frame::MacAddr;
 use crate::error::{Error, Result};
 use crate::plugin::client::{CALL_TIMEOUT, Plugin};
 use crate::plugin::protocol as p;
@@ -74,6 +82,106 @@ impl NetworkDriver for Remote {
         let _: Value = plugin.call(p::CREATE_NETWORK, &create_request(net))?;
         Ok(())
     }
+    fn setup_endpoint(
+        &self,
+        ctx: &mut Ctx<'_>,
+        netns: &Path,
+        _sandbox: &str,
+        ep: &Endpoint,
+        net: &Network,
+    ) -> Result<()> {
+        let (Some(interface), Some(mac), Some(ipv4), Some(subnet)) =
+            (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
+        else {
+            return Ok(());
+        };
+        // A restarted daemon finds the link where it put it: the plugin holds it still.
+        if wiring::link_exists_in(netns, &interface) {
+            return Ok(());
+        }
+        let plugin = plugin_of(ctx, net)?;
+        let endpoint = p::EndpointRequest {
+            network_id: net.id.clone(),
+            endpoint_id: ep.id.clone(),
+        };
+        let created: p::CreateEndpointResponse = plugin.call(
+            p::CREATE_ENDPOINT,
+            &p::CreateEndpointRequest {
+                network_id: net.id.clone(),
+                endpoint_id: ep.id.clone(),
+                interface: Some(p::EndpointInterface {
+                    address: format!("{ipv4}/{}", subnet.prefix),
+                    address_ipv6: String::new(),
+                    mac_address: mac.to_string(),
+                }),
+                options: Some(BTreeMap::new()),
+            },
+        )?;
+        let undo = |joined: bool| {
+            let mut calls = Vec::new();
+            if joined {
+                calls.push(p::LEAVE);
+            }
+            calls.push(p::DELETE_ENDPOINT);
+            for call in calls {
+                if let Err(e) = plugin.call::<_, Value>(call, &endpoint) {
+                    eprintln!("tapnet: undo endpoint {}: {e}", ep.id);
+                }
+            }
+        };
+        let joined = (|| {
+            let mac = match created.interface.map(|i| i.mac_address) {
+                Some(m) if !m.is_empty() => m.parse::<MacAddr>().map_err(|e| {
+                    Error::conflict(format!("plugin {}: malformed MAC {m:?}: {e}", plugin.name))
+                })?,
+                _ => mac,
+            };
+            let join: p::JoinResponse = plugin.call(
+                p::JOIN,
+                &p::JoinRequest {
+                    network_id: net.id.clone(),
+                    endpoint_id: ep.id.clone(),
+                    sandbox_key: netns.display().to_string(),
+                    options: Some(BTreeMap::new()),
+                },
+            )?;
+            Ok((mac, join))
+        })();
+        let (mac, join) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                undo(false);
+                return Err(e);
+            }
+        };
+        let adopted = plan_link(
+            &plugin.name,
+            &interface,
+            mac,
+            ipv4,
+            subnet.prefix,
+            net.mtu,
+            &join,
+        )
+        .and_then(|link| wiring::adopt_link(netns, link));
+        if let Err(e) = adopted {
+            undo(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn teardown_endpoint(&self, ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<()> {
+        let plugin = plugin_of(ctx, net)?;
+        let endpoint = p::EndpointRequest {
+            network_id: net.id.clone(),
+            endpoint_id: ep.id.clone(),
+        };
+        let left = plugin.call::<_, Value>(p::LEAVE, &endpoint);
+        plugin.call::<_, Value>(p::DELETE_ENDPOINT, &endpoint)?;
+        left.map(|_| ())
+    }
+
     fn delete_network(&self, ctx: &Ctx<'_>, net: &Network) -> Result<()> {
         let plugin = plugin_of(ctx, net)?;
         let _: Value = plugin.call(
@@ -84,4 +192,79 @@ impl NetworkDriver for Remote {
         )?;
         Ok(())
     }
+}
+
+/// The link Join describes, checked: a source name, the name in the sandbox (`DstPrefix` and
+/// the index of tapnet's `ethN`), the gateway and static routes.
+fn plan_link(
+    plugin: &str,
+    interface: &str,
+    mac: MacAddr,
+    ipv4: Ipv4Addr,
+    prefix: u8,
+    mtu: u32,
+    join: &p::JoinResponse,
+) -> Result<PluginLink> {
+    let bad = |what: String| Error::conflict(format!("plugin {plugin}: Join: {what}"));
+    let names = join
+        .interface_name
+        .as_ref()
+        .filter(|n| !n.src_name.is_empty())
+        .ok_or_else(|| bad("no InterfaceName.SrcName".into()))?;
+    let index = interface.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let dst_prefix = if names.dst_prefix.is_empty() {
+        "eth"
+    } else {
+        names.dst_prefix.as_str()
+    };
+    let name = format!("{dst_prefix}{index}");
+    let tame = |n: &str| {
+        !n.is_empty()
+            && n.len() < 16
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if !tame(&name) || !tame(&names.src_name) {
+        return Err(bad(format!(
+            "unusable interface names {:?} / {name:?}",
+            names.src_name
+        )));
+    }
+    let gateway = if join.gateway.is_empty() {
+        None
+    } else {
+        Some(
+            join.gateway
+                .parse::<Ipv4Addr>()
+                .map_err(|_| bad(format!("malformed Gateway {:?}", join.gateway)))?,
+        )
+    };
+    let mut routes = Vec::new();
+    for r in join.static_routes.iter().flatten() {
+        let (dest, len) = r
+            .destination
+            .split_once('/')
+            .and_then(|(d, l)| Some((d.parse::<Ipv4Addr>().ok()?, l.parse::<u8>().ok()?)))
+            .filter(|(_, l)| *l <= 32)
+            .ok_or_else(|| bad(format!("malformed route destination {:?}", r.destination)))?;
+        let via = match r.route_type {
+            1 => None,
+            _ => Some(
+                r.next_hop
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| bad(format!("malformed NextHop {:?}", r.next_hop)))?,
+            ),
+        };
+        routes.push((dest, len, via));
+    }
+    Ok(PluginLink {
+        src: names.src_name.clone(),
+        name,
+        mac,
+        mtu,
+        ipv4,
+        prefix,
+        routes,
+        gateway,
+    })
 }

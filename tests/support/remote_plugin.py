@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """An example network plugin for tapnet's remote driver: libnetwork's remote protocol (JSON over
 HTTP/1.1 on a unix socket). It records every call as a JSON line in LOG and keeps the networks
-it was told about, so tests can check what tapnet sent and that nothing is left half-made.
+and endpoints it was told about, so tests can check what tapnet sent and that nothing is left
+half-made. At Join it makes a TAP (`rp` + 8 hex digits) in its own namespace and holds it;
+tapnet moves the link into the sandbox. A relay thread floods every frame to the network's
+other TAPs: a tiny hub. Leave closes the TAP, which removes it wherever it is.
 
 usage: remote_plugin.py SOCKET LOG [--fail CALL] [--hang CALL] [--garbage CALL] [--not-network]
 
@@ -10,8 +13,11 @@ usage: remote_plugin.py SOCKET LOG [--fail CALL] [--hang CALL] [--garbage CALL] 
 --garbage CALL  answer CALL with bytes that are not JSON
 --not-network   implement VolumeDriver instead of NetworkDriver
 """
+import fcntl
 import json
 import os
+import select
+import struct
 import socketserver
 import sys
 import threading
@@ -32,6 +38,40 @@ while i < len(args):
 
 LOCK = threading.Lock()
 NETWORKS = {}
+ENDPOINTS = {}  # EndpointID -> {"network": NetworkID, "tap": fd or None}
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+
+
+def open_tap(name):
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    return fd
+
+
+def relay():
+    """Flood each frame from a TAP to the other TAPs of its network."""
+    while True:
+        with LOCK:
+            taps = {e["tap"]: e["network"] for e in ENDPOINTS.values() if e["tap"] is not None}
+        if not taps:
+            time.sleep(0.05)
+            continue
+        try:
+            ready, _, _ = select.select(list(taps), [], [], 0.05)
+        except OSError:
+            continue
+        for fd in ready:
+            try:
+                frame = os.read(fd, 65536)
+            except OSError:
+                continue
+            for other, net in taps.items():
+                if other != fd and net == taps[fd]:
+                    try:
+                        os.write(other, frame)
+                    except OSError:
+                        pass
 
 
 def log(entry):
@@ -79,6 +119,40 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 NETWORKS[body["NetworkID"]] = body
             return self.answer(200, {})
+        if call == "NetworkDriver.CreateEndpoint":
+            with LOCK:
+                if body.get("NetworkID") not in NETWORKS:
+                    return self.answer(200, {"Err": "no such network"})
+                ENDPOINTS[body["EndpointID"]] = {"network": body["NetworkID"], "tap": None}
+            return self.answer(200, {"Interface": {}})
+        if call == "NetworkDriver.Join":
+            with LOCK:
+                ep = ENDPOINTS.get(body.get("EndpointID"))
+                if ep is None:
+                    return self.answer(200, {"Err": "no such endpoint"})
+                name = "rp" + os.urandom(4).hex()
+                ep["tap"] = open_tap(name)
+            return self.answer(
+                200,
+                {"InterfaceName": {"SrcName": name, "DstPrefix": "eth"}, "StaticRoutes": []},
+            )
+        if call == "NetworkDriver.Leave":
+            with LOCK:
+                ep = ENDPOINTS.get(body.get("EndpointID"))
+                if ep is None:
+                    return self.answer(200, {"Err": "no such endpoint"})
+                if ep["tap"] is not None:
+                    os.close(ep["tap"])
+                    ep["tap"] = None
+            return self.answer(200, {})
+        if call == "NetworkDriver.DeleteEndpoint":
+            with LOCK:
+                ep = ENDPOINTS.pop(body.get("EndpointID"), None)
+                if ep is None:
+                    return self.answer(200, {"Err": "no such endpoint"})
+                if ep["tap"] is not None:
+                    os.close(ep["tap"])
+            return self.answer(200, {})
         if call == "NetworkDriver.DeleteNetwork":
             with LOCK:
                 if NETWORKS.pop(body.get("NetworkID"), None) is None:
@@ -96,6 +170,7 @@ if __name__ == "__main__":
         os.unlink(SOCKET)
     except FileNotFoundError:
         pass
+    threading.Thread(target=relay, daemon=True).start()
     server = Server(SOCKET, Handler)
     print("ready", flush=True)
     server.serve_forever()

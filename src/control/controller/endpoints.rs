@@ -13,14 +13,9 @@ pub(super) fn plan_endpoint(
     for alias in &aliases {
         validate_name("alias", alias).map_err(Error::Invalid)?;
     }
-    if net.driver == Driver::Remote {
-        return Err(Error::invalid(format!(
-            "network {} (plugin {}): endpoints on remote networks are not implemented yet",
-            net.name,
-            net.plugin.as_deref().unwrap_or("?")
-        )));
-    }
-    if !drivers::of(net.driver).switched() {
+    // A remote network's endpoints are addressed by tapnet's IPAM like switched ones; the
+    // plugin provides the link.
+    if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
         if ip.is_some() {
             return Err(Error::invalid(format!(
                 "--ip does not apply to network {} (driver {})",
@@ -101,7 +96,12 @@ impl Inner {
 
     /// SPEC.md: the default route goes via the gateway of the first non-internal network.
     pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
-        if self.state.shares_host(sb) {
+        // Host mode has no route of its own; a remote plugin's Join set it.
+        let remote = sb
+            .endpoints
+            .iter()
+            .any(|e| self.driver_of(&e.network) == Some(Driver::Remote));
+        if self.state.shares_host(sb) || remote {
             return Ok(());
         }
         let route = sb.endpoints.iter().find_map(|ep| {
