@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod datapath;

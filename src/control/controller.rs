@@ -43,6 +43,7 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
 
+mod cni;
 mod docker;
 mod endpoints;
 mod networks;
@@ -91,6 +92,8 @@ struct Inner {
     dns_upstreams: Vec<std::net::SocketAddr>,
     /// Switch ports of joined Docker endpoints, by Docker's EndpointID.
     docker_ports: HashMap<String, PortId>,
+    /// Switch ports of CNI attachments, by (container id, interface).
+    cni_ports: HashMap<(String, String), PortId>,
     /// Published ports of Docker endpoints being served: (network, publication id).
     docker_publications: HashMap<String, Vec<(String, u64)>>,
     /// Where `remote:NAME` plugins are looked for: `<state-dir>/plugins`, then Docker's dirs.
@@ -125,6 +128,7 @@ fn default_state() -> State {
             builtin("none", Driver::Null),
         ],
         sandboxes: Vec::new(),
+        cni: Vec::new(),
         docker_plugins: Vec::new(),
     }
 }
@@ -211,6 +215,7 @@ impl Controller {
             dns_upstreams,
             docker_ports: HashMap::new(),
             docker_publications: HashMap::new(),
+            cni_ports: HashMap::new(),
             plugin_dirs,
         };
         inner.nat_policy.set_tapnet_subnets(
@@ -338,6 +343,24 @@ impl Handler for Controller {
                 links::set_block(st, &a, &b, network.as_deref(), block)
             }),
             Request::Trace(req) => value(&inner.trace(&req)?),
+            Request::CniAdd {
+                network,
+                subnet,
+                container_id,
+                ifname,
+                netns,
+            } => value(&inner.cni_add(&network, subnet, &container_id, &ifname, &netns)?),
+            Request::CniDel {
+                container_id,
+                ifname,
+            } => {
+                inner.cni_del(&container_id, &ifname)?;
+                Ok(json!({"removed": ifname}))
+            }
+            Request::CniCheck {
+                container_id,
+                ifname,
+            } => value(&inner.cni_check(&container_id, &ifname)?),
             Request::PluginDocker { name, stop } => {
                 drop(inner);
                 self.plugin_docker(&name, stop)

@@ -347,6 +347,7 @@ mod tests {
                 sb("b", &["front", "back"]),
                 sb("c", &["back"]),
             ],
+            cni: Vec::new(),
             docker_plugins: Vec::new(),
         }
     }

@@ -120,9 +120,24 @@ pub struct State {
     pub version: u32,
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
+    /// Attachments made by CNI runtimes through `tapnet-cni`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cni: Vec<CniAttachment>,
     /// Docker network plugins the daemon serves (`tapnet plugin docker`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub docker_plugins: Vec<DockerPlugin>,
+}
+
+/// A TAP that `tapnet-cni` asked for in a namespace the runtime made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
+    /// The runtime's path of the namespace.
+    pub netns: String,
+    pub network: String,
+    pub ipv4: Ipv4Addr,
+    pub mac: MacAddr,
 }
 
 /// tapnet as a Docker network plugin: what dockerd told it. dockerd does not replay

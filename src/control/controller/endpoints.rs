@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// Addresses taken on `network`: sandboxes' endpoints and CNI attachments.
+pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
+    state
+        .endpoints_on(network)
+        .filter_map(|(_, e)| e.ipv4)
+        .chain(
+            state
+                .cni
+                .iter()
+                .filter(|a| a.network == network)
+                .map(|a| a.ipv4),
+        )
+        .collect()
+}
+
 /// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
 pub(super) fn plan_endpoint(
     state: &State,
@@ -41,10 +56,7 @@ pub(super) fn plan_endpoint(
         )));
     };
     let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
-    let used: HashSet<Ipv4Addr> = state
-        .endpoints_on(&net.name)
-        .filter_map(|(_, e)| e.ipv4)
-        .collect();
+    let used = addresses_on(state, &net.name);
     let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
     Ok(Endpoint {
         id: new_id(),

@@ -154,6 +154,16 @@ impl Inner {
                 None => sb.name.clone(),
             })
             .collect();
+        let users: Vec<String> = users
+            .into_iter()
+            .chain(
+                self.state
+                    .cni
+                    .iter()
+                    .filter(|a| a.network == name)
+                    .map(|a| format!("CNI {}/{}", a.container_id, a.ifname)),
+            )
+            .collect();
         if !users.is_empty() {
             return Err(Error::conflict(format!(
                 "network {name} has active endpoints: {}",

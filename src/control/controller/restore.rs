@@ -52,6 +52,7 @@ impl Inner {
                 eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name);
             }
         }
+        self.restore_cni();
     }
 
     pub(super) fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
