@@ -485,10 +485,16 @@ fn docker_containers_on_a_tapnet_network() {
         "600",
     ]);
     let out = d.exec("c4", "ping -c 1 -W 2 10.231.0.1");
+    assert!(out.status.success(), "c4 reaches tapnet's gateway");
+    // Running containers keep their links: the daemon attached to their TAPs again.
+    let out = d.exec("c1", "ping -c 1 -W 2 c2");
     assert!(
         out.status.success(),
-        "c4 reaches tapnet's gateway after the restart"
+        "c1 still reaches c2 after the restart: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
+    let out = d.exec("c4", "ping -c 1 -W 2 c1");
+    assert!(out.status.success(), "c4 reaches c1 after the restart");
 
     // Removal of everything: the TAPs, the endpoints and the tapnet networks go.
     let all_taps: Vec<String> = endpoint_taps(&t, &front);

@@ -92,6 +92,8 @@ struct Inner {
     dns_upstreams: Vec<std::net::SocketAddr>,
     /// Switch ports of joined Docker endpoints, by Docker's EndpointID.
     docker_ports: HashMap<String, PortId>,
+    /// A second fd of each joined Docker endpoint's (persistent) TAP, to unpersist it at Leave.
+    docker_fds: HashMap<String, std::os::fd::OwnedFd>,
     /// Switch ports of CNI attachments, by (container id, interface).
     cni_ports: HashMap<(String, String), PortId>,
     /// Published ports of Docker endpoints being served: (network, publication id).
@@ -216,6 +218,7 @@ impl Controller {
             docker_ports: HashMap::new(),
             docker_publications: HashMap::new(),
             cni_ports: HashMap::new(),
+            docker_fds: HashMap::new(),
             plugin_dirs,
         };
         inner.nat_policy.set_tapnet_subnets(

@@ -20,7 +20,8 @@ use crate::datapath::security::PortPolicy;
 use crate::drivers::bridge::BridgeOptions;
 use crate::error::{Error, Result};
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
-use crate::netns::tap::Offload;
+use crate::netns::namespace::in_netns;
+use crate::netns::tap::{self, Offload};
 use crate::plugin::docker::{self as server, Host, Server};
 use crate::plugin::protocol as p;
 
@@ -366,6 +367,18 @@ impl Inner {
         // The fd is held before dockerd hears the name: after the move, opening the TAP by
         // name would make a new one instead.
         let fd = wiring::create_host_tap(&tap, ep.mac, net.mtu, offload)?;
+        // Persistent, so it stays in the container if the daemon restarts; a second fd lets
+        // Leave undo that.
+        tap::set_persist(&fd, &tap, true)?;
+        let keep = match fd.try_clone() {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = tap::set_persist(&fd, &tap, false);
+                return Err(Error::invalid(format!(
+                    "duplicate the fd of TAP {tap}: {e}"
+                )));
+            }
+        };
         let policy = BridgeOptions::parse(&net.options)
             .map(|o| o.port_security)
             .unwrap_or(true)
@@ -374,7 +387,13 @@ impl Inner {
                 ipv4: ep.ipv4,
             });
         let label = format!("docker:{}/{tap}", &req.endpoint_id[..12]);
-        let port = self.dp.add_port(net_id, label, fd, policy)?;
+        let port = match self.dp.add_port(net_id, label, fd, policy) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tap::set_persist(&keep, &tap, false);
+                return Err(e);
+            }
+        };
         let before = self.state.docker_plugins.clone();
         if let Some(e) = self.plugin_mut(plugin)?.endpoints.get_mut(&req.endpoint_id) {
             e.tap = Some(tap.clone());
@@ -382,10 +401,12 @@ impl Inner {
         }
         if let Err(e) = self.save() {
             self.state.docker_plugins = before;
+            let _ = tap::set_persist(&keep, &tap, false);
             self.dp.remove_port(port);
             return Err(e);
         }
         self.docker_ports.insert(req.endpoint_id.clone(), port);
+        self.docker_fds.insert(req.endpoint_id.clone(), keep);
         Ok(p::JoinResponse {
             interface_name: Some(p::InterfaceName {
                 src_name: tap,
@@ -526,6 +547,17 @@ impl Inner {
     /// Leave, and the first half of DeleteEndpoint: the port goes, and the TAP with its fd.
     fn docker_leave(&mut self, plugin: &str, id: &str) -> Result<()> {
         self.docker_revoke_external(plugin, id)?.run();
+        if let Some(fd) = self.docker_fds.remove(id) {
+            let name = self
+                .plugin(plugin)
+                .ok()
+                .and_then(|p| p.endpoints.get(id))
+                .and_then(|e| e.tap.clone())
+                .unwrap_or_default();
+            if let Err(e) = tap::set_persist(&fd, &name, false) {
+                eprintln!("tapnet: Docker endpoint {id}: {e}");
+            }
+        }
         if let Some(port) = self.docker_ports.remove(id) {
             self.dp.remove_port(port);
         }
@@ -556,6 +588,84 @@ impl Inner {
                 .insert(id.to_string(), removed);
             return Err(e);
         }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// After a restart: attach again to the persistent TAPs of joined endpoints, found by MAC
+    /// in their containers' namespaces. A TAP whose container is gone (dockerd moved it back
+    /// here while the daemon was down) is removed, and the endpoint counts as left.
+    pub(super) fn restore_docker(&mut self) {
+        let joined: Vec<(String, String, DockerEndpoint)> = self
+            .state
+            .docker_plugins
+            .iter()
+            .flat_map(|p| {
+                p.endpoints
+                    .iter()
+                    .filter(|(_, e)| e.tap.is_some())
+                    .map(|(id, e)| (p.name.clone(), id.clone(), e.clone()))
+            })
+            .collect();
+        for (plugin, id, ep) in joined {
+            if let Err(e) = self.docker_reattach(&id, &ep) {
+                eprintln!("tapnet: Docker endpoint {id}: cannot attach again: {e}");
+                if let Some(name) = &ep.tap
+                    && let Ok(fd) = tap::open_tap(name, Offload::Off)
+                {
+                    let _ = tap::set_persist(&fd, name, false);
+                }
+                if let Ok(p) = self.plugin_mut(&plugin)
+                    && let Some(e) = p.endpoints.get_mut(&id)
+                {
+                    e.tap = None;
+                    e.sandbox_key = None;
+                }
+                let _ = self.save();
+            }
+        }
+    }
+
+    fn docker_reattach(&mut self, id: &str, ep: &DockerEndpoint) -> Result<()> {
+        let key = ep
+            .sandbox_key
+            .clone()
+            .filter(|k| std::path::Path::new(k).exists())
+            .ok_or_else(|| Error::conflict("its container's namespace is gone"))?;
+        let net = self.network(&ep.network)?.clone();
+        let net_id = *self
+            .nets
+            .get(&net.name)
+            .ok_or_else(|| Error::not_found("network", &net.name))?;
+        let offload = if net.offload {
+            self.offload
+        } else {
+            Offload::Off
+        };
+        let mac = ep.mac;
+        let (fd, name) = in_netns(std::path::Path::new(&key), move || {
+            let name = tap::link_with_mac(mac)?;
+            Ok((tap::open_tap(&name, offload)?, name))
+        })?;
+        let keep = fd
+            .try_clone()
+            .map_err(|e| Error::invalid(format!("duplicate the fd of TAP {name}: {e}")))?;
+        let policy = BridgeOptions::parse(&net.options)
+            .map(|o| o.port_security)
+            .unwrap_or(true)
+            .then_some(PortPolicy {
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+            });
+        let label = format!(
+            "docker:{}/{}",
+            id.get(..12).unwrap_or(id),
+            ep.tap.clone().unwrap_or_default()
+        );
+        let port = self.dp.add_port(net_id, label, fd, policy)?;
+        self.docker_ports.insert(id.to_string(), port);
+        self.docker_fds.insert(id.to_string(), keep);
         Ok(())
     }
 }

@@ -53,6 +53,7 @@ impl Inner {
             }
         }
         self.restore_cni();
+        self.restore_docker();
     }
 
     pub(super) fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
