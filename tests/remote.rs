@@ -130,7 +130,11 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
         "a reaches b through the plugin's links"
     );
     let calls = plugin.call_names();
-    for call in ["NetworkDriver.CreateEndpoint", "NetworkDriver.Join"] {
+    for call in [
+        "NetworkDriver.CreateEndpoint",
+        "NetworkDriver.Join",
+        "NetworkDriver.ProgramExternalConnectivity",
+    ] {
         assert_eq!(calls.iter().filter(|c| *c == call).count(), 2, "{calls:?}");
     }
     let (_, endpoint) = plugin
@@ -148,7 +152,11 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
     t.ok(&["sandbox", "rm", "a"]);
     t.ok(&["sandbox", "rm", "b"]);
     let calls = plugin.call_names();
-    for call in ["NetworkDriver.Leave", "NetworkDriver.DeleteEndpoint"] {
+    for call in [
+        "NetworkDriver.RevokeExternalConnectivity",
+        "NetworkDriver.Leave",
+        "NetworkDriver.DeleteEndpoint",
+    ] {
         assert_eq!(calls.iter().filter(|c| *c == call).count(), 2, "{calls:?}");
     }
     // Removal tells the plugin, with the same id.
@@ -312,6 +320,11 @@ fn a_plugin_that_fails_an_endpoint_step_leaves_nothing() {
         "remote-join-err",
         &["--fail", "NetworkDriver.Join"],
         "refused NetworkDriver.Join",
+    );
+    sandbox_fails(
+        "remote-program-err",
+        &["--fail", "NetworkDriver.ProgramExternalConnectivity"],
+        "refused NetworkDriver.ProgramExternalConnectivity",
     );
     sandbox_fails(
         "remote-join-garbage",

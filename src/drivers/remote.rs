@@ -2,9 +2,11 @@
 //! protocol (`src/plugin/client.rs`). tapnet keeps the model and IPAM and tells the plugin:
 //! CreateNetwork with the pool and gateway tapnet chose and the `--opt` map, DeleteNetwork on
 //! removal. An endpoint is CreateEndpoint (tapnet's address and MAC; a MAC the plugin returns
-//! is used) and Join; tapnet then moves the plugin's link (`SrcName`) into the sandbox, names
+//! is used), Join and ProgramExternalConnectivity (optional: a 404 is fine, as in libnetwork);
+//! tapnet then moves the plugin's link (`SrcName`) into the sandbox, names
 //! it `DstPrefix` plus the endpoint's index, and sets its address, static routes and the
-//! plugin's gateway as default route. Sandbox removal sends Leave and DeleteEndpoint. A plugin
+//! plugin's gateway as default route. Sandbox removal sends RevokeExternalConnectivity, Leave
+//! and DeleteEndpoint. A plugin
 //! that refuses, hangs or answers garbage fails the request, and what the plugin made for it
 //! is undone.
 
@@ -154,6 +156,20 @@ impl NetworkDriver for Remote {
                 return Err(e);
             }
         };
+        let programmed = plugin
+            .call_optional::<_, Value>(
+                p::PROGRAM_EXTERNAL,
+                &p::ProgramExternalRequest {
+                    network_id: net.id.clone(),
+                    endpoint_id: ep.id.clone(),
+                    options: Some(BTreeMap::new()),
+                },
+            )
+            .map(|_| ());
+        if let Err(e) = programmed {
+            undo(true);
+            return Err(e);
+        }
         let adopted = plan_link(
             &plugin.name,
             &interface,
@@ -165,6 +181,7 @@ impl NetworkDriver for Remote {
         )
         .and_then(|link| wiring::adopt_link(netns, link));
         if let Err(e) = adopted {
+            let _ = plugin.call_optional::<_, Value>(p::REVOKE_EXTERNAL, &endpoint);
             undo(true);
             return Err(e);
         }
@@ -177,7 +194,9 @@ impl NetworkDriver for Remote {
             network_id: net.id.clone(),
             endpoint_id: ep.id.clone(),
         };
+        let revoked = plugin.call_optional::<_, Value>(p::REVOKE_EXTERNAL, &endpoint);
         let left = plugin.call::<_, Value>(p::LEAVE, &endpoint);
+        revoked?;
         plugin.call::<_, Value>(p::DELETE_ENDPOINT, &endpoint)?;
         left.map(|_| ())
     }

@@ -103,6 +103,26 @@ impl Plugin {
         path: &str,
         req: &Req,
     ) -> Result<Resp> {
+        self.call_inner(path, req, false)?
+            .ok_or_else(|| Error::conflict(format!("plugin {}: {path}: no answer", self.name)))
+    }
+
+    /// As `call`, for calls a plugin need not implement (as libnetwork treats
+    /// ProgramExternalConnectivity): `Ok(None)` when it answers 404.
+    pub fn call_optional<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Option<Resp>> {
+        self.call_inner(path, req, true)
+    }
+
+    fn call_inner<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        optional: bool,
+    ) -> Result<Option<Resp>> {
         let what = format!("plugin {} {}", self.name, path.trim_start_matches('/'));
         let body = serde_json::to_vec(req)
             .map_err(|e| Error::invalid(format!("{what}: encode the request: {e}")))?;
@@ -111,13 +131,18 @@ impl Plugin {
         })?;
         let (status, answer) = http::post(&mut conn, path, &body, self.timeout)
             .map_err(|e| Error::conflict(format!("{what}: {e} (deadline {:?})", self.timeout)))?;
+        if optional && status == 404 {
+            return Ok(None);
+        }
         if let Some(err) = error_of(&answer) {
             return Err(Error::conflict(format!("{what}: {err}")));
         }
         if status != 200 {
             return Err(Error::conflict(format!("{what}: answered HTTP {status}")));
         }
-        decode(path, &answer).map_err(|e| Error::conflict(format!("{what}: {e}")))
+        decode(path, &answer)
+            .map(Some)
+            .map_err(|e| Error::conflict(format!("{what}: {e}")))
     }
 }
 
@@ -216,5 +241,34 @@ mod tests {
         server.join().unwrap();
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(dir2);
+    }
+
+    #[test]
+    fn optional_calls_may_be_missing() {
+        let dir = temp("optional");
+        let listener = UnixListener::bind(dir.join("o.sock")).unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().unwrap();
+                let _ = http::read_request(&mut conn, Duration::from_secs(5)).unwrap();
+                let body = br#"{"Err":"unknown"}"#;
+                http::write_response(&mut conn, 404, body, Duration::from_secs(5)).unwrap();
+            }
+        });
+        let plugin = Plugin {
+            name: "o".into(),
+            socket: dir.join("o.sock"),
+            timeout: Duration::from_secs(5),
+        };
+        let missing: Option<serde_json::Value> = plugin
+            .call_optional(p::PROGRAM_EXTERNAL, &p::EndpointRequest::default())
+            .unwrap();
+        assert!(missing.is_none());
+        let err = plugin
+            .call::<_, serde_json::Value>(p::JOIN, &p::EndpointRequest::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown"), "{err}");
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -136,6 +136,12 @@ class Handler(BaseHTTPRequestHandler):
                 200,
                 {"InterfaceName": {"SrcName": name, "DstPrefix": "eth"}, "StaticRoutes": []},
             )
+        if call in ("NetworkDriver.ProgramExternalConnectivity",
+                    "NetworkDriver.RevokeExternalConnectivity"):
+            with LOCK:
+                if body.get("EndpointID") not in ENDPOINTS:
+                    return self.answer(200, {"Err": "no such endpoint"})
+            return self.answer(200, {})
         if call == "NetworkDriver.Leave":
             with LOCK:
                 ep = ENDPOINTS.get(body.get("EndpointID"))
