@@ -29,6 +29,15 @@ struct Dockerd {
 
 const LEFTOVERS: &[&str] = &["/etc/docker/key.json", "/run/docker", "/run/containerd"];
 
+/// The paths dockerd and the plugin leave behind that do not exist yet.
+fn missing_leftovers() -> Vec<PathBuf> {
+    LEFTOVERS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| !p.exists())
+        .collect()
+}
+
 fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
@@ -37,15 +46,12 @@ fn have(cmd: &str) -> bool {
 }
 
 impl Dockerd {
-    fn start(tag: &str, plugin: &str) -> Dockerd {
+    /// `created`: the leftovers that did not exist before the test (`missing_leftovers`, taken
+    /// before anything, the plugin's socket dir included, was made).
+    fn start(tag: &str, plugin: &str, created: Vec<PathBuf>) -> Dockerd {
         let dir = std::env::temp_dir().join(format!("tapnet-dockerd-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create dockerd dir");
-        let created = LEFTOVERS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| !p.exists())
-            .collect();
         let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
         let child = Command::new("dockerd")
             .arg("--iptables=false")
@@ -239,9 +245,10 @@ fn docker_containers_on_a_tapnet_network() {
     );
     let started = Instant::now();
     let plugin = format!("tntest{}", std::process::id());
+    let created = missing_leftovers();
     let t = Tapnet::new("docker");
     t.ok(&["plugin", "docker", "--name", &plugin]);
-    let d = Dockerd::start("docker", &plugin);
+    let d = Dockerd::start("docker", &plugin, created);
     d.import_busybox("tapnet-busybox:test");
     let img = "tapnet-busybox:test";
 
