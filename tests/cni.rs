@@ -1,6 +1,6 @@
 //! `tapnet-cni` driven as a CNI runtime drives it: the `CNI_*` environment, the configuration on
-//! stdin. ADD into two namespaces this test makes, traffic between them, CHECK, DEL, DEL again,
-//! VERSION, and errors with CNI's codes.
+//! stdin. ADD into two namespaces this test makes, traffic between them (also after a daemon
+//! restart), CHECK, DEL, DEL again, VERSION, and errors with CNI's codes.
 
 mod common;
 
@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::Tapnet;
+use nix::sys::signal::Signal;
 
 fn cni_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tapnet-cni")
@@ -109,6 +110,14 @@ fn add_check_del_del_into_two_namespaces() {
     assert!(ping.status.success(), "b reaches the gateway: {ping:?}");
     let route = String::from_utf8_lossy(&a.exec(&["ip", "route"]).stdout).to_string();
     assert!(route.contains("default via 10.245.0.1"), "{route}");
+    // A restarted daemon opens the TAPs again in the namespaces, which still exist.
+    t.stop_daemon(Signal::SIGTERM);
+    t.ok(&["network", "ls"]);
+    let ping = a.exec(&["ping", "-c", "1", "-W", "2", "10.245.0.3"]);
+    assert!(
+        ping.status.success(),
+        "a reaches b after a restart: {ping:?}"
+    );
     // CHECK passes; the network cannot be removed while attached.
     let (r, code) = cni("CHECK", "ctr-a", &a.path(), &conf);
     assert_eq!(code, 0, "{r}");
