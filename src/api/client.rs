@@ -174,15 +174,17 @@ impl Client {
         let mut line = serde_json::to_string(request)
             .map_err(|e| Failure::Final(Error::invalid(format!("encode request: {e}"))))?;
         line.push('\n');
-        stream
-            .write_all(line.as_bytes())
-            .context(|| "send request to the daemon".into())
-            .map_err(Failure::Broken)?;
+        let sent = stream.write_all(line.as_bytes());
         let mut reader = BufReader::new(stream);
         let mut answer = String::new();
-        reader
-            .read_line(&mut answer)
-            .context(|| "read the daemon's answer".into())
+        // A daemon that refuses a peer answers and closes at once, so the write may fail
+        // (EPIPE) with its answer already waiting: read it before giving up.
+        let read = reader.read_line(&mut answer);
+        if answer.is_empty() {
+            sent.context(|| "send request to the daemon".into())
+                .map_err(Failure::Broken)?;
+        }
+        read.context(|| "read the daemon's answer".into())
             .map_err(Failure::Broken)?;
         if answer.is_empty() {
             return Err(Failure::Broken(Error::Remote(
