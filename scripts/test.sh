@@ -24,6 +24,9 @@ have python3 || missing+=(python3)
 have timeout || missing+=(coreutils)
 have newuidmap || missing+=(uidmap)
 have useradd || missing+=(passwd)
+# tests/docker.rs: a private dockerd (with its containerd) and a busybox image built from it.
+have dockerd || missing+=(docker.io)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     apt-get update -qq

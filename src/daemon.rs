@@ -193,6 +193,9 @@ fn serve_until_signal(
         dp.stop();
         return Err(e);
     }
+    // Docker plugins the state lists serve again: dockerd does not re-register them.
+    controller.serve_plugins();
+    let plugins = controller.clone();
     let listener = bind_socket(dirs, options.group)?;
     let peers = PeerPolicy {
         uid: nix::unistd::geteuid().as_raw(),
@@ -216,6 +219,8 @@ fn serve_until_signal(
     );
     let signal = signals.wait().context(|| "wait for signals".into())?;
     eprintln!("tapnet: {signal:?} received, stopping");
+    // Their sockets go with the daemon; the state says to serve them again.
+    plugins.stop_plugins();
     dp.stop();
     Ok(())
 }

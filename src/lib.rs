@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod netns;
 pub mod offload;
 pub mod paths;
+pub mod plugin;
 pub mod rootless;
 #[cfg(test)]
 mod test_rng;

@@ -101,6 +101,31 @@ pub enum Request {
         network: String,
         sandbox: Option<String>,
     },
+    /// CNI ADD (`tapnet-cni`): a TAP named `ifname` in the namespace at `netns` on `network`
+    /// (created with `subnet` if missing), addressed, routed, its fd held by the daemon.
+    CniAdd {
+        network: String,
+        subnet: Option<String>,
+        container_id: String,
+        ifname: String,
+        netns: String,
+    },
+    /// CNI DEL: remove the attachment; nothing to remove is fine.
+    CniDel {
+        container_id: String,
+        ifname: String,
+    },
+    /// CNI CHECK: the attachment exists and its link is in place.
+    CniCheck {
+        container_id: String,
+        ifname: String,
+    },
+    /// Serve (or stop serving) Docker's network plugin protocol as plugin `name`.
+    PluginDocker {
+        name: String,
+        #[serde(default)]
+        stop: bool,
+    },
     /// Cut (or restore, `block: false`) traffic between two sandboxes.
     LinkBlock {
         a: String,

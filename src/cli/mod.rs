@@ -139,6 +139,9 @@ pub enum Command {
     /// Impair links (delay, loss, rate, down, ...) and block traffic between sandboxes.
     #[command(subcommand)]
     Link(lab::LinkCmd),
+    /// Serve other tools' network plugin protocols from the daemon.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
     /// Explain what the switch would do with a frame, step by step, without sending it; or
     /// (--live) show real frames with the decision taken.
     Trace(lab::TraceArgs),
@@ -185,12 +188,29 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum PluginCmd {
+    /// Serve Docker's network plugin protocol on /run/docker/plugins/NAME.sock, so that
+    /// `docker network create -d NAME` puts containers on tapnet's switch. The daemon serves it
+    /// again after a restart, until --stop.
+    Docker {
+        /// The plugin's name, which is dockerd's driver name [default: tapnet].
+        #[arg(long, value_name = "NAME", default_value = crate::plugin::docker::DEFAULT_NAME)]
+        name: String,
+        /// Stop serving (what dockerd made stays, for when it serves again) [default: start].
+        #[arg(long)]
+        stop: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
     /// Create a network; prints its ID.
     Create {
         /// Name of the network: 1-64 letters, digits, '-', '_' or '.'.
         name: String,
-        /// Network driver: bridge, or overlay (VXLAN between hosts); host and null exist once.
+        /// Network driver: bridge; overlay (VXLAN between hosts); or remote:NAME for a network
+        /// plugin found as STATE_DIR/plugins/NAME.sock or /run/docker/plugins/NAME.sock (or a
+        /// .spec/.json there) [default: bridge]. Host and null exist once.
         #[arg(long, default_value = "bridge")]
         driver: String,
         /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].
@@ -466,6 +486,16 @@ fn run(cli: Cli) -> Result<i32> {
             },
         ),
         Command::Link(cmd) => lab::link(&client, cmd),
+        Command::Plugin(PluginCmd::Docker { name, stop }) => {
+            let v: serde_json::Value = client.call(&Request::PluginDocker { name, stop })?;
+            let socket = v["socket"].as_str().unwrap_or_default();
+            if stop {
+                println!("stopped serving {socket}");
+            } else {
+                println!("serving {socket}");
+            }
+            Ok(0)
+        }
         Command::Trace(args) => lab::trace(&client, args),
         Command::Up(args) => crate::topology::apply::up(&client, &args.file, args.dry_run),
         Command::Down(args) => crate::topology::apply::down(&client, &args.file, args.dry_run),

@@ -43,6 +43,8 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
 
+mod cni;
+mod docker;
 mod endpoints;
 mod networks;
 mod observe;
@@ -57,6 +59,10 @@ const MAX_VNI: u32 = (1 << 24) - 1;
 pub struct Controller {
     inner: Mutex<Inner>,
     next_capture: AtomicU64,
+    /// The Docker plugin servers running, by name (`controller/docker.rs`).
+    docker_servers: Mutex<HashMap<String, crate::plugin::docker::Server>>,
+    /// The controller's own `Arc`, which plugin servers hold to call back.
+    me: std::sync::OnceLock<std::sync::Weak<Controller>>,
 }
 
 /// pcap's customary default: whole frames.
@@ -86,6 +92,16 @@ struct Inner {
     dns_upstreams: Vec<std::net::SocketAddr>,
     /// VTEPs of overlay networks (the daemon's `--vtep` is their default address).
     overlay: drivers::overlay::Vteps,
+    /// Switch ports of joined Docker endpoints, by Docker's EndpointID.
+    docker_ports: HashMap<String, PortId>,
+    /// A second fd of each joined Docker endpoint's (persistent) TAP, to unpersist it at Leave.
+    docker_fds: HashMap<String, std::os::fd::OwnedFd>,
+    /// Switch ports of CNI attachments, by (container id, interface).
+    cni_ports: HashMap<(String, String), PortId>,
+    /// Published ports of Docker endpoints being served: (network, publication id).
+    docker_publications: HashMap<String, Vec<(String, u64)>>,
+    /// Where `remote:NAME` plugins are looked for: `<state-dir>/plugins`, then Docker's dirs.
+    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 fn default_state() -> State {
@@ -103,6 +119,7 @@ fn default_state() -> State {
         offload: true,
         options: BTreeMap::new(),
         builtin: true,
+        plugin: None,
     };
     let mut bridge = builtin("bridge", Driver::Bridge);
     bridge.subnet = Some(DEFAULT_BRIDGE_SUBNET);
@@ -115,6 +132,8 @@ fn default_state() -> State {
             builtin("none", Driver::Null),
         ],
         sandboxes: Vec::new(),
+        cni: Vec::new(),
+        docker_plugins: Vec::new(),
     }
 }
 
@@ -177,6 +196,13 @@ impl Controller {
                 state
             }
         };
+        let plugin_dirs = std::iter::once(dirs.root().join("plugins"))
+            .chain(
+                crate::plugin::client::SYSTEM_DIRS
+                    .iter()
+                    .map(std::path::PathBuf::from),
+            )
+            .collect();
         let mut inner = Inner {
             dirs,
             mode,
@@ -193,6 +219,11 @@ impl Controller {
             nat_policy,
             dns_upstreams,
             overlay: drivers::overlay::Vteps::new(vtep),
+            docker_ports: HashMap::new(),
+            docker_publications: HashMap::new(),
+            cni_ports: HashMap::new(),
+            docker_fds: HashMap::new(),
+            plugin_dirs,
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -211,6 +242,8 @@ impl Controller {
         Ok(Controller {
             inner: Mutex::new(inner),
             next_capture: AtomicU64::new(1),
+            docker_servers: Mutex::new(HashMap::new()),
+            me: std::sync::OnceLock::new(),
         })
     }
 }
@@ -235,6 +268,7 @@ impl Handler for Controller {
             }
             Request::NetworkInspect { name } => value(&inner.network_view(&name)?),
             Request::NetworkRemove { name } => {
+                inner.refuse_docker_owned(&name)?;
                 let teardown = inner.network_remove(&name)?;
                 drop(inner);
                 teardown.run();
@@ -316,6 +350,28 @@ impl Handler for Controller {
                 links::set_block(st, &a, &b, network.as_deref(), block)
             }),
             Request::Trace(req) => value(&inner.trace(&req)?),
+            Request::CniAdd {
+                network,
+                subnet,
+                container_id,
+                ifname,
+                netns,
+            } => value(&inner.cni_add(&network, subnet, &container_id, &ifname, &netns)?),
+            Request::CniDel {
+                container_id,
+                ifname,
+            } => {
+                inner.cni_del(&container_id, &ifname)?;
+                Ok(json!({"removed": ifname}))
+            }
+            Request::CniCheck {
+                container_id,
+                ifname,
+            } => value(&inner.cni_check(&container_id, &ifname)?),
+            Request::PluginDocker { name, stop } => {
+                drop(inner);
+                self.plugin_docker(&name, stop)
+            }
             Request::Capture { .. } | Request::TraceLive { .. } => Err(Error::invalid(
                 "capture streams: it is served by the connection, not as a request",
             )),
@@ -595,6 +651,7 @@ impl Inner {
             nat_policy: &self.nat_policy,
             dns_upstreams: &self.dns_upstreams,
             overlay: &mut self.overlay,
+            plugin_dirs: &self.plugin_dirs,
         }
     }
 }

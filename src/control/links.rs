@@ -313,6 +313,7 @@ mod tests {
             offload: true,
             options: BTreeMap::new(),
             builtin: false,
+            plugin: None,
         };
         let sb = |name: &str, nets: &[&str]| Sandbox {
             name: name.into(),
@@ -346,6 +347,8 @@ mod tests {
                 sb("b", &["front", "back"]),
                 sb("c", &["back"]),
             ],
+            cni: Vec::new(),
+            docker_plugins: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ pub const MIN_MTU: u32 = 68;
 /// The largest MTU a TAP takes with a 64 KiB frame buffer.
 pub const MAX_MTU: u32 = 65520;
 
-/// libnetwork's drivers. `remote` is not implemented yet.
+/// libnetwork's drivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
@@ -25,6 +25,8 @@ pub enum Driver {
     Null,
     /// Bridge switching whose L2 domain spans hosts over VXLAN.
     Overlay,
+    /// A third-party plugin serves the network (`remote:NAME`; the name is `Network::plugin`).
+    Remote,
 }
 
 impl Driver {
@@ -34,9 +36,7 @@ impl Driver {
             "host" => Ok(Driver::Host),
             "null" => Ok(Driver::Null),
             "overlay" => Ok(Driver::Overlay),
-            s if s.starts_with("remote:") => Err(format!(
-                "driver {s}: remote drivers are not implemented yet"
-            )),
+            s if s.starts_with("remote:") => Ok(Driver::Remote),
             s => Err(format!(
                 "unknown driver {s:?} (known: bridge, host, null, overlay, remote:NAME)"
             )),
@@ -49,6 +49,7 @@ impl Driver {
             Driver::Host => "host",
             Driver::Null => "null",
             Driver::Overlay => "overlay",
+            Driver::Remote => "remote",
         }
     }
 }
@@ -72,6 +73,9 @@ pub struct Network {
     pub options: BTreeMap<String, String>,
     /// One of the networks every state dir has (`bridge`, `host`, `none`).
     pub builtin: bool,
+    /// The plugin serving a `remote` network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -119,6 +123,56 @@ pub struct State {
     pub version: u32,
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
+    /// Attachments made by CNI runtimes through `tapnet-cni`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cni: Vec<CniAttachment>,
+    /// Docker network plugins the daemon serves (`tapnet plugin docker`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_plugins: Vec<DockerPlugin>,
+}
+
+/// A TAP that `tapnet-cni` asked for in a namespace the runtime made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
+    /// The runtime's path of the namespace.
+    pub netns: String,
+    pub network: String,
+    pub ipv4: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// tapnet as a Docker network plugin: what dockerd told it. dockerd does not replay
+/// CreateNetwork or CreateEndpoint after a plugin restart, so all of it is persisted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DockerPlugin {
+    pub name: String,
+    /// Served now; `plugin docker --stop` keeps what dockerd made and clears this.
+    #[serde(default = "default_true")]
+    pub serving: bool,
+    /// Docker's NetworkID to the tapnet network made for it.
+    #[serde(default)]
+    pub networks: BTreeMap<String, String>,
+    /// Docker's EndpointID to the endpoint.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, DockerEndpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// The tapnet network.
+    pub network: String,
+    pub ipv4: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The TAP made at Join (`tn` + 8 hex digits in the daemon's namespace until dockerd
+    /// moves it); `None` until joined, and after Leave.
+    pub tap: Option<String>,
+    /// dockerd's path of the container's network namespace, from Join.
+    pub sandbox_key: Option<String>,
+    /// Ports published for it (`docker run -p`), from ProgramExternalConnectivity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<super::ports::PublishedPort>,
 }
 
 impl State {
@@ -129,6 +183,12 @@ impl State {
     }
     pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
         self.sandboxes.iter().find(|s| s.name == name)
+    }
+    /// The Docker plugin whose network `name` is, if dockerd made it.
+    pub fn docker_owner(&self, name: &str) -> Option<&DockerPlugin> {
+        self.docker_plugins
+            .iter()
+            .find(|p| p.networks.values().any(|n| n == name))
     }
     /// Does `sb` share the daemon's network namespace (`--net host`)? Such a sandbox has no
     /// namespaces of its own.
@@ -142,6 +202,9 @@ impl State {
     pub fn check_names(&self) -> Result<(), String> {
         for n in &self.networks {
             validate_name("network", &n.name)?;
+        }
+        for p in &self.docker_plugins {
+            validate_name("plugin", &p.name)?;
         }
         for s in &self.sandboxes {
             validate_name("sandbox", &s.name)?;

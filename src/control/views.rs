@@ -32,10 +32,34 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
                 ipv4: cidr(Some(net), ep),
                 aliases: ep.aliases.clone(),
             })
+            .chain(docker_endpoints(state, net))
             .collect(),
         nat: None,
         overlay: None,
     }
+}
+
+/// Endpoints dockerd made on `net` through tapnet's Docker plugin: the sandbox is shown as
+/// `docker:` and the endpoint id's first 12 digits, the interface as the TAP's name.
+fn docker_endpoints<'a>(
+    state: &'a State,
+    net: &'a Network,
+) -> impl Iterator<Item = EndpointView> + 'a {
+    state
+        .docker_plugins
+        .iter()
+        .flat_map(|p| p.endpoints.iter())
+        .filter(move |(_, ep)| ep.network == net.name)
+        .map(move |(id, ep)| EndpointView {
+            sandbox: format!("docker:{}", id.get(..12).unwrap_or(id)),
+            interface: ep.tap.clone(),
+            mac: Some(ep.mac.to_string()),
+            ipv4: Some(match net.subnet {
+                Some(s) => format!("{}/{}", ep.ipv4, s.prefix),
+                None => ep.ipv4.to_string(),
+            }),
+            aliases: Vec::new(),
+        })
 }
 
 /// `enter` is the command line that enters the sandbox by hand, which depends on the mode the

@@ -46,6 +46,79 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<OwnedFd> {
     })
 }
 
+/// A TAP in the daemon's own namespace, with its MAC and MTU, left down: a Docker endpoint's
+/// link, which dockerd moves into the container, renames, addresses and brings up. The fd
+/// held here stays the switch port wherever the link goes.
+pub fn create_host_tap(name: &str, mac: MacAddr, mtu: u32, offload: Offload) -> Result<OwnedFd> {
+    let fd = open_tap(name, offload)?;
+    let index = link_index(name)?;
+    Netlink::open()?.set_link(
+        index,
+        name,
+        &LinkSettings {
+            mac: Some(mac),
+            mtu: Some(mtu),
+            txqueuelen: (offload == Offload::Off).then_some(TXQUEUELEN_PLAIN),
+            up: false,
+        },
+    )?;
+    Ok(fd)
+}
+
+/// A remote plugin's link as tapnet sets it up in a sandbox.
+pub struct PluginLink {
+    /// Its name in the daemon's namespace, where the plugin made it.
+    pub src: String,
+    /// Its name in the sandbox.
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub ipv4: Ipv4Addr,
+    pub prefix: u8,
+    /// Routes: destination, prefix, next hop (`None`: directly connected).
+    pub routes: Vec<(Ipv4Addr, u8, Option<Ipv4Addr>)>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Move a plugin's link from the daemon's namespace into the sandbox at `netns`, rename it,
+/// and set its MAC, MTU, address, routes and default route.
+pub fn adopt_link(netns: &Path, link: PluginLink) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(netns)
+        .map_err(|e| crate::error::Error::invalid(format!("open {}: {e}", netns.display())))?;
+    let index = link_index(&link.src)?;
+    Netlink::open()?.move_to_netns(index, &link.src, ns.as_raw_fd())?;
+    in_netns(netns, move || {
+        let index = link_index(&link.src)?;
+        let mut nl = Netlink::open()?;
+        nl.rename_link(index, &link.src, &link.name)?;
+        nl.set_link(
+            index,
+            &link.name,
+            &LinkSettings {
+                mac: Some(link.mac),
+                mtu: Some(link.mtu),
+                txqueuelen: None,
+                up: true,
+            },
+        )?;
+        nl.add_address(index, &link.name, link.ipv4, link.prefix)?;
+        for (dest, prefix, via) in &link.routes {
+            nl.add_route(*dest, *prefix, *via, index)?;
+        }
+        if let Some(gw) = link.gateway {
+            nl.replace_default_route(gw, index)?;
+        }
+        Ok(())
+    })
+}
+
+/// Does the sandbox at `netns` have a link named `name`?
+pub fn link_exists_in(netns: &Path, name: &str) -> bool {
+    let name = name.to_string();
+    in_netns(netns, move || link_index(&name)).is_ok()
+}
+
 /// Bring up `lo` in the calling thread's namespace (a new namespace has it down).
 pub fn loopback_up() -> Result<()> {
     let mut nl = Netlink::open()?;

@@ -20,6 +20,7 @@ pub mod bridge;
 pub mod host;
 pub mod null;
 pub mod overlay;
+pub mod remote;
 
 /// `--opt KEY=VALUE` pairs as stored on a network.
 pub type Options = BTreeMap<String, String>;
@@ -49,6 +50,8 @@ pub struct Ctx<'a> {
     pub dns_upstreams: &'a [SocketAddr],
     /// VTEPs and the overlay networks on them.
     pub overlay: &'a mut overlay::Vteps,
+    /// Where `remote:NAME` plugins are looked for.
+    pub plugin_dirs: &'a [std::path::PathBuf],
 }
 
 pub trait NetworkDriver: Sync {
@@ -68,6 +71,23 @@ pub trait NetworkDriver: Sync {
     /// Does a sandbox on this network share the daemon's network namespace?
     fn shares_host(&self) -> bool {
         false
+    }
+
+    /// Tell whoever serves the network that it is being created (on create only, before
+    /// `setup_network`); an error fails the create.
+    fn create_network(&self, _ctx: &Ctx<'_>, _net: &Network) -> Result<()> {
+        Ok(())
+    }
+
+    /// Tell whoever serves the network that it is being removed; an error keeps it.
+    fn delete_network(&self, _ctx: &Ctx<'_>, _net: &Network) -> Result<()> {
+        Ok(())
+    }
+
+    /// Undo `setup_endpoint` beyond the switch port (a remote plugin's Leave and
+    /// DeleteEndpoint); on sandbox removal and failed creation. Errors are only logged.
+    fn teardown_endpoint(&self, _ctx: &Ctx<'_>, _ep: &Endpoint, _net: &Network) -> Result<()> {
+        Ok(())
     }
 
     /// Start the datapath side of a network (on create and on restore).
@@ -104,6 +124,7 @@ pub fn of(driver: Driver) -> &'static dyn NetworkDriver {
         Driver::Host => &host::Host,
         Driver::Null => &null::Null,
         Driver::Overlay => &overlay::Overlay,
+        Driver::Remote => &remote::Remote,
     }
 }
 

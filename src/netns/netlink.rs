@@ -111,6 +111,59 @@ impl Netlink {
         )
     }
 
+    /// Move link `index` into the network namespace open as `netns_fd` (a remote plugin's
+    /// link into a sandbox).
+    pub fn move_to_netns(
+        &mut self,
+        index: u32,
+        name: &str,
+        netns_fd: std::os::fd::RawFd,
+    ) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(netns_fd));
+        self.request(
+            &format!("move link {name} into a sandbox"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+    }
+
+    /// Rename link `index` (it must be down).
+    pub fn rename_link(&mut self, index: u32, old: &str, new: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(new.to_string()));
+        self.request(
+            &format!("rename link {old} to {new}"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+    }
+
+    /// Add a route to `dest/prefix` through link `index`, via `next_hop` or directly connected.
+    pub fn add_route(
+        &mut self,
+        dest: Ipv4Addr,
+        prefix: u8,
+        next_hop: Option<Ipv4Addr>,
+        index: u32,
+    ) -> Result<()> {
+        let mut msg = Self::default_route(next_hop.map(|gw| (gw, index)));
+        msg.header.destination_prefix_length = prefix;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+        if next_hop.is_none() {
+            msg.header.scope = RouteScope::Link;
+            msg.attributes.push(RouteAttribute::Oif(index));
+        }
+        self.request(
+            &format!("add route to {dest}/{prefix}"),
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
     pub fn add_address(&mut self, index: u32, name: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;

@@ -35,6 +35,7 @@ nix::ioctl_write_ptr_bad!(tunsetiff, 0x4004_54ca, IfReqFlags);
 nix::ioctl_write_int_bad!(tunsetoffload, 0x4004_54d0);
 nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, 0x4004_54d8, libc::c_int);
 nix::ioctl_write_ptr_bad!(tunsetsndbuf, 0x4004_54d4, libc::c_int);
+nix::ioctl_write_int_bad!(tunsetpersist, 0x4004_54cb);
 
 /// Which offloads a TAP port takes. With `Off` the kernel segments and checksums everything
 /// before handing frames to us, as with a plain TAP; the virtio-net header stays, always zero.
@@ -73,6 +74,33 @@ pub fn open_tap(name: &str, offload: Offload) -> Result<OwnedFd> {
     // SAFETY: pointer to a live c_int.
     unsafe { tunsetsndbuf(fd, &SNDBUF) }.context(|| format!("set send buffer on {name}"))?;
     Ok(file.into())
+}
+
+/// Keep TAP `name` (open as `fd`) when its last fd closes, or stop keeping it. A Docker
+/// endpoint's TAP is persistent so that it stays in its container across a daemon restart,
+/// and the restarted daemon attaches to it again by name.
+pub fn set_persist(fd: &impl AsRawFd, name: &str, on: bool) -> Result<()> {
+    // SAFETY: TUNSETPERSIST takes its flag by value.
+    unsafe { tunsetpersist(fd.as_raw_fd(), libc::c_int::from(on)) }.context(|| {
+        format!(
+            "make TAP {name} {}",
+            if on { "persistent" } else { "non-persistent" }
+        )
+    })?;
+    Ok(())
+}
+
+/// The name of the link with MAC `mac` in the calling thread's network namespace.
+pub fn link_with_mac(mac: crate::datapath::frame::MacAddr) -> Result<String> {
+    let addrs = nix::ifaddrs::getifaddrs().context(|| "list interfaces".into())?;
+    for a in addrs {
+        if let Some(link) = a.address.as_ref().and_then(|s| s.as_link_addr())
+            && link.addr() == Some(mac.0)
+        {
+            return Ok(a.interface_name);
+        }
+    }
+    Err(Error::not_found("interface with MAC", mac.to_string()))
 }
 
 fn set_offload(fd: libc::c_int, name: &str, offload: Offload) -> Result<()> {

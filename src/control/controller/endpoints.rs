@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// Addresses taken on `network`: sandboxes' endpoints and CNI attachments.
+pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
+    state
+        .endpoints_on(network)
+        .filter_map(|(_, e)| e.ipv4)
+        .chain(
+            state
+                .cni
+                .iter()
+                .filter(|a| a.network == network)
+                .map(|a| a.ipv4),
+        )
+        .collect()
+}
+
 /// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
 pub(super) fn plan_endpoint(
     state: &State,
@@ -13,7 +28,9 @@ pub(super) fn plan_endpoint(
     for alias in &aliases {
         validate_name("alias", alias).map_err(Error::Invalid)?;
     }
-    if !drivers::of(net.driver).switched() {
+    // A remote network's endpoints are addressed by tapnet's IPAM like switched ones; the
+    // plugin provides the link.
+    if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
         if ip.is_some() {
             return Err(Error::invalid(format!(
                 "--ip does not apply to network {} (driver {})",
@@ -39,10 +56,7 @@ pub(super) fn plan_endpoint(
         )));
     };
     let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
-    let used: HashSet<Ipv4Addr> = state
-        .endpoints_on(&net.name)
-        .filter_map(|(_, e)| e.ipv4)
-        .collect();
+    let used = addresses_on(state, &net.name);
     let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
     Ok(Endpoint {
         id: new_id(),
@@ -64,6 +78,7 @@ impl Inner {
         ip: Option<&str>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
+        self.refuse_docker_owned(&net.name)?;
         plan_endpoint(&self.state, sb, net, ip, aliases)
     }
 
@@ -93,7 +108,12 @@ impl Inner {
 
     /// SPEC.md: the default route goes via the gateway of the first non-internal network.
     pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
-        if self.state.shares_host(sb) {
+        // Host mode has no route of its own; a remote plugin's Join set it.
+        let remote = sb
+            .endpoints
+            .iter()
+            .any(|e| self.driver_of(&e.network) == Some(Driver::Remote));
+        if self.state.shares_host(sb) || remote {
             return Ok(());
         }
         let route = sb.endpoints.iter().find_map(|ep| {

@@ -12,6 +12,17 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         Driver::parse(req.driver.as_deref().unwrap_or("bridge")).map_err(Error::Invalid)?;
     let imp = drivers::of(driver);
     imp.check_create()?;
+    let plugin = match req
+        .driver
+        .as_deref()
+        .and_then(|d| d.strip_prefix("remote:"))
+    {
+        Some(name) => {
+            validate_name("plugin", name).map_err(Error::Invalid)?;
+            Some(name.to_string())
+        }
+        None => None,
+    };
     let overlay = driver == Driver::Overlay;
     let default_mtu = if overlay {
         drivers::overlay::DEFAULT_MTU
@@ -79,6 +90,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         offload: req.offload.unwrap_or(true),
         options,
         builtin: false,
+        plugin,
     })
 }
 
@@ -125,12 +137,23 @@ impl Inner {
         {
             net.options.insert("vtep".to_string(), vtep.to_string());
         }
-        self.add_switch(&net)?;
+        let imp = drivers::of(net.driver);
+        imp.create_network(&self.ctx(), &net)?;
+        // Undo what the driver's side (a remote plugin) made when a later step fails.
+        let undo = |this: &mut Self, e: Error| {
+            if let Err(undo) = imp.delete_network(&this.ctx(), &net) {
+                eprintln!("tapnet: network {}: undo create: {undo}", net.name);
+            }
+            e
+        };
+        if let Err(e) = self.add_switch(&net) {
+            return Err(undo(self, e));
+        }
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
             self.state.networks.pop();
             self.remove_switch(&net);
-            return Err(e);
+            return Err(undo(self, e));
         }
         Ok(net.name)
     }
@@ -163,6 +186,16 @@ impl Inner {
                 None => sb.name.clone(),
             })
             .collect();
+        let users: Vec<String> = users
+            .into_iter()
+            .chain(
+                self.state
+                    .cni
+                    .iter()
+                    .filter(|a| a.network == name)
+                    .map(|a| format!("CNI {}/{}", a.container_id, a.ifname)),
+            )
+            .collect();
         if !users.is_empty() {
             return Err(Error::conflict(format!(
                 "network {name} has active endpoints: {}",
@@ -175,9 +208,16 @@ impl Inner {
             .iter()
             .position(|n| n.name == name)
             .ok_or_else(|| Error::not_found("network", name))?;
+        // The driver's side first: a remote plugin that refuses keeps the network.
+        let imp = drivers::of(self.state.networks[index].driver);
+        let net = self.state.networks[index].clone();
+        imp.delete_network(&self.ctx(), &net)?;
         let removed = self.state.networks.remove(index);
         if let Err(e) = self.save() {
             self.state.networks.insert(index, removed);
+            if let Err(redo) = imp.create_network(&self.ctx(), &net) {
+                eprintln!("tapnet: network {name}: undo remove: {redo}");
+            }
             return Err(e);
         }
         let switch = drivers::of(removed.driver).take_network(&mut self.ctx(), name);

@@ -52,6 +52,8 @@ impl Inner {
                 eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name);
             }
         }
+        self.restore_cni();
+        self.restore_docker();
     }
 
     pub(super) fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {

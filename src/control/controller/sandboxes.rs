@@ -85,7 +85,8 @@ impl Inner {
             self.create_namespaces(&sb)?;
         }
         if let Err(e) = self.bring_up(&sb) {
-            self.teardown_of(&sb).run();
+            // A driver's failed setup undid its own part (a remote plugin's endpoint).
+            self.teardown_of(&sb, false).run();
             return Err(e);
         }
         self.publish(&sb, host_sockets);
@@ -112,11 +113,17 @@ impl Inner {
 
     /// What removing a sandbox's ports, publications and namespaces takes (not its model
     /// entry): the handles come out of the controller's maps now, the waiting comes later.
-    pub(super) fn teardown_of(&mut self, sb: &Sandbox) -> Teardown {
+    pub(super) fn teardown_of(&mut self, sb: &Sandbox, endpoints: bool) -> Teardown {
         let mut teardown = Teardown::new(self.dp.clone());
         teardown.unpublish = self.take_publications(&sb.name);
         for ep in &sb.endpoints {
             teardown.ports.extend(self.take_port(&sb.name, ep));
+            if endpoints
+                && let Some(net) = self.state.network(&ep.network).cloned()
+                && let Err(e) = drivers::of(net.driver).teardown_endpoint(&self.ctx(), ep, &net)
+            {
+                eprintln!("tapnet: sandbox {}: {e}", sb.name);
+            }
         }
         teardown.pins = vec![
             self.dirs.netns_path(&sb.name),
@@ -141,7 +148,7 @@ impl Inner {
             links::remember(&mut self.state, forgotten);
             return Err(e);
         }
-        Ok(self.teardown_of(&sb))
+        Ok(self.teardown_of(&sb, true))
     }
 
     /// Network and UTS namespaces of a sandbox that has its own, with its /etc files. (Its

@@ -1,0 +1,306 @@
+//! The CNI side of `tapnet-cni` (CNI spec 1.0/1.1): the network configuration on stdin, the
+//! `CNI_*` environment, the result and error JSON. The work is the daemon's (`CniAdd`, ...):
+//! a CNI plugin exits after each call, so the daemon holds the TAP's fd.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::types::Request;
+
+/// The versions this plugin speaks; STATUS and GC exist from 1.1.0 on.
+pub const SUPPORTED: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
+
+/// CNI's well-known error codes.
+pub const INCOMPATIBLE_VERSION: u32 = 1;
+pub const UNSUPPORTED_FIELD: u32 = 2;
+pub const INVALID_ENV: u32 = 4;
+pub const DECODE_FAILED: u32 = 6;
+pub const INVALID_CONFIG: u32 = 7;
+pub const TRY_AGAIN_LATER: u32 = 11;
+/// Plugin-specific: the daemon refused or failed.
+pub const DAEMON_ERROR: u32 = 100;
+
+/// The network configuration: CNI's keys and tapnet's own.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NetConf {
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The tapnet network to join [default: the config's `name`].
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Subnet of the network, created with it if missing.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// The tapnet state dir [default: tapnet's].
+    #[serde(rename = "stateDir", default)]
+    pub state_dir: Option<String>,
+}
+
+/// A CNI error: printed as JSON on stdout, exit status 1.
+#[derive(Debug, PartialEq)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        CniError {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+    pub fn to_json(&self, version: &str) -> Value {
+        json!({"cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details})
+    }
+}
+
+/// One call: what the runtime asked for.
+#[derive(Debug, PartialEq)]
+pub enum Call {
+    Version,
+    Add(Endpoint),
+    Del(Endpoint),
+    Check(Endpoint),
+    Status,
+    Gc,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub container_id: String,
+    pub ifname: String,
+    /// Empty on DEL when the namespace is gone.
+    pub netns: String,
+}
+
+/// The daemon's answer to CniAdd/CniCheck.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub interface: String,
+    pub mac: String,
+    /// CIDR form.
+    pub address: String,
+    pub gateway: Option<String>,
+    pub netns: String,
+}
+
+fn env_of<'a>(env: &'a HashMap<String, String>, key: &str) -> Result<&'a str, CniError> {
+    env.get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| CniError::new(INVALID_ENV, format!("{key} is not set")))
+}
+
+/// Read the call from the environment and the configuration.
+pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<(Call, NetConf), CniError> {
+    let command = env_of(env, "CNI_COMMAND")?;
+    if command == "VERSION" {
+        return Ok((Call::Version, NetConf::default()));
+    }
+    let conf: NetConf = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(DECODE_FAILED, format!("network configuration: {e}")))?;
+    if !SUPPORTED.contains(&conf.cni_version.as_str()) {
+        return Err(CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!(
+                "cniVersion {:?} is not supported (supported: {})",
+                conf.cni_version,
+                SUPPORTED.join(", ")
+            ),
+        ));
+    }
+    let network = conf.network.clone().unwrap_or_else(|| conf.name.clone());
+    crate::control::model::validate_name("network", &network)
+        .map_err(|e| CniError::new(INVALID_CONFIG, e))?;
+    let endpoint = |need_netns: bool| -> Result<Endpoint, CniError> {
+        Ok(Endpoint {
+            container_id: env_of(env, "CNI_CONTAINERID")?.to_string(),
+            ifname: env_of(env, "CNI_IFNAME")?.to_string(),
+            netns: if need_netns {
+                env_of(env, "CNI_NETNS")?.to_string()
+            } else {
+                env.get("CNI_NETNS").cloned().unwrap_or_default()
+            },
+        })
+    };
+    let since_1_1 = |what: &str| -> Result<(), CniError> {
+        if conf.cni_version.as_str() < "1.1.0" {
+            return Err(CniError::new(
+                UNSUPPORTED_FIELD,
+                format!("{what} needs cniVersion 1.1.0"),
+            ));
+        }
+        Ok(())
+    };
+    let call = match command {
+        "ADD" => Call::Add(endpoint(true)?),
+        "DEL" => Call::Del(endpoint(false)?),
+        "CHECK" => Call::Check(endpoint(true)?),
+        "STATUS" => {
+            since_1_1("STATUS")?;
+            Call::Status
+        }
+        "GC" => {
+            since_1_1("GC")?;
+            Call::Gc
+        }
+        other => {
+            return Err(CniError::new(
+                INVALID_ENV,
+                format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC"),
+            ));
+        }
+    };
+    Ok((call, conf))
+}
+
+/// The request for the daemon.
+pub fn request(call: &Call, conf: &NetConf) -> Option<Request> {
+    let network = conf.network.clone().unwrap_or_else(|| conf.name.clone());
+    match call {
+        Call::Add(ep) => Some(Request::CniAdd {
+            network,
+            subnet: conf.subnet.clone(),
+            container_id: ep.container_id.clone(),
+            ifname: ep.ifname.clone(),
+            netns: ep.netns.clone(),
+        }),
+        Call::Del(ep) => Some(Request::CniDel {
+            container_id: ep.container_id.clone(),
+            ifname: ep.ifname.clone(),
+        }),
+        Call::Check(ep) => Some(Request::CniCheck {
+            container_id: ep.container_id.clone(),
+            ifname: ep.ifname.clone(),
+        }),
+        Call::Status => Some(Request::Ping),
+        Call::Version | Call::Gc => None,
+    }
+}
+
+/// The result of ADD in the spec's form.
+pub fn add_result(version: &str, a: &Attachment) -> Value {
+    let mut ip = json!({"address": a.address, "interface": 0});
+    if let Some(gw) = &a.gateway {
+        ip["gateway"] = json!(gw);
+    }
+    if version == "0.4.0" {
+        ip["version"] = json!("4");
+    }
+    let routes: Vec<Value> = a
+        .gateway
+        .iter()
+        .map(|gw| json!({"dst": "0.0.0.0/0", "gw": gw}))
+        .collect();
+    json!({
+        "cniVersion": version,
+        "interfaces": [{"name": a.interface, "mac": a.mac, "sandbox": a.netns}],
+        "ips": [ip],
+        "routes": routes,
+        "dns": {},
+    })
+}
+
+pub fn version_result() -> Value {
+    json!({"cniVersion": "1.1.0", "supportedVersions": SUPPORTED})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const CONF: &[u8] =
+        br#"{"cniVersion":"1.0.0","name":"podnet","type":"tapnet-cni","subnet":"10.88.0.0/24"}"#;
+
+    #[test]
+    fn calls_from_env_and_config() {
+        let e = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
+        let (call, conf) = parse(&e, CONF).unwrap();
+        assert_eq!(
+            call,
+            Call::Add(Endpoint {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+                netns: "/run/netns/x".into()
+            })
+        );
+        let Some(Request::CniAdd {
+            network, subnet, ..
+        }) = request(&call, &conf)
+        else {
+            panic!("an add request");
+        };
+        assert_eq!(network, "podnet");
+        assert_eq!(subnet.as_deref(), Some("10.88.0.0/24"));
+        // DEL without a namespace is fine; ADD is not.
+        let e = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
+        assert!(matches!(parse(&e, CONF).unwrap().0, Call::Del(_)));
+        let e = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
+        assert_eq!(parse(&e, CONF).unwrap_err().code, INVALID_ENV);
+    }
+
+    #[test]
+    fn errors_carry_cni_codes() {
+        let e = env(&[("CNI_COMMAND", "ADD")]);
+        assert_eq!(parse(&e, b"{").unwrap_err().code, DECODE_FAILED);
+        let old = br#"{"cniVersion":"0.1.0","name":"n"}"#;
+        assert_eq!(parse(&e, old).unwrap_err().code, INCOMPATIBLE_VERSION);
+        let bad = br#"{"cniVersion":"1.0.0","name":"../x"}"#;
+        assert_eq!(parse(&e, bad).unwrap_err().code, INVALID_CONFIG);
+        let e = env(&[("CNI_COMMAND", "STATUS")]);
+        assert_eq!(parse(&e, CONF).unwrap_err().code, UNSUPPORTED_FIELD);
+        let e = env(&[("CNI_COMMAND", "FROB")]);
+        assert_eq!(parse(&e, CONF).unwrap_err().code, INVALID_ENV);
+        assert_eq!(parse(&env(&[]), CONF).unwrap_err().code, INVALID_ENV);
+        let json = CniError::new(7, "no").to_json("1.0.0");
+        assert_eq!(json["code"], 7);
+        assert_eq!(json["msg"], "no");
+    }
+
+    #[test]
+    fn add_result_shape() {
+        let a = Attachment {
+            interface: "eth0".into(),
+            mac: "02:42:0a:58:00:02".into(),
+            address: "10.88.0.2/24".into(),
+            gateway: Some("10.88.0.1".into()),
+            netns: "/run/netns/x".into(),
+        };
+        let r = add_result("1.0.0", &a);
+        assert_eq!(r["ips"][0]["address"], "10.88.0.2/24");
+        assert_eq!(r["ips"][0]["interface"], 0);
+        assert_eq!(r["interfaces"][0]["sandbox"], "/run/netns/x");
+        assert_eq!(r["routes"][0]["gw"], "10.88.0.1");
+        assert!(r["ips"][0].get("version").is_none());
+        assert_eq!(add_result("0.4.0", &a)["ips"][0]["version"], "4");
+    }
+}

@@ -1,0 +1,732 @@
+//! The controller as a Docker network plugin's host: each call of dockerd becomes a change of
+//! the model, checked first, saved, and undone if a later step fails. A Docker network is a
+//! tapnet bridge network (`docker-` and the NetworkID's first 12 digits) with Docker's pool and
+//! gateway; a Docker endpoint is a TAP made in the daemon's namespace at Join, which dockerd
+//! moves into the container. Docker configures the address and routes itself.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{Controller, Inner, Teardown};
+use crate::api::types::NetworkCreate;
+use crate::control::model::{DockerEndpoint, DockerPlugin, new_id};
+use crate::control::ports::{self, HostSocket, Protocol, PublishedPort};
+use crate::control::wiring;
+use crate::datapath::frame::MacAddr;
+use crate::datapath::security::PortPolicy;
+use crate::drivers::bridge::BridgeOptions;
+use crate::error::{Error, Result};
+use crate::gateway::publish::{GatewayCommand, PublishTarget};
+use crate::netns::namespace::in_netns;
+use crate::netns::tap::{self, Offload};
+use crate::plugin::docker::{self as server, Host, Server};
+use crate::plugin::protocol as p;
+
+/// `a.b.c.d/len` (or a bare address) as Docker writes them.
+fn parse_cidr_addr(what: &str, s: &str) -> Result<(Ipv4Addr, Option<u8>)> {
+    let bad = || {
+        Error::invalid(format!(
+            "malformed {what} {s:?}: expected IPv4 ADDRESS/PREFIX"
+        ))
+    };
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix.parse::<u8>().map_err(|_| bad())?)),
+        None => (s, None),
+    };
+    let ip = ip.parse().map_err(|_| bad())?;
+    if prefix.is_some_and(|p| p > 32) {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
+/// Docker's ids are hex; they become parts of network names.
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.len() < 12 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::invalid(format!("malformed {what} {id:?}")));
+    }
+    Ok(())
+}
+
+impl Controller {
+    /// Start the plugin servers the state lists (after a restart); the daemon calls this once
+    /// with the controller's `Arc`.
+    pub fn serve_plugins(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+        let names: Vec<String> = self
+            .lock()
+            .state
+            .docker_plugins
+            .iter()
+            .filter(|p| p.serving)
+            .map(|p| p.name.clone())
+            .collect();
+        for name in names {
+            match Server::start(&name, self.clone()) {
+                Ok(s) => {
+                    self.servers().insert(name, s);
+                }
+                Err(e) => eprintln!("tapnet: cannot serve Docker plugin {name}: {e}"),
+            }
+        }
+    }
+
+    /// Stop every plugin server and remove its socket (the daemon is stopping).
+    pub fn stop_plugins(&self) {
+        self.servers().clear();
+    }
+
+    fn servers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Server>> {
+        self.docker_servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `tapnet plugin docker [--name NAME] [--stop]`.
+    pub(super) fn plugin_docker(&self, name: &str, stop: bool) -> Result<Value> {
+        server::validate_name(name)?;
+        let socket = server::socket_path(name).display().to_string();
+        let mut servers = self.servers();
+        if stop {
+            if servers.remove(name).is_none() {
+                return Err(Error::not_found("Docker plugin", name));
+            }
+            let mut inner = self.lock();
+            let before = inner.state.docker_plugins.clone();
+            // What dockerd made stays, for when the plugin serves again.
+            inner
+                .state
+                .docker_plugins
+                .retain(|p| p.name != name || !(p.networks.is_empty() && p.endpoints.is_empty()));
+            for p in inner
+                .state
+                .docker_plugins
+                .iter_mut()
+                .filter(|p| p.name == name)
+            {
+                p.serving = false;
+            }
+            if let Err(e) = inner.save() {
+                inner.state.docker_plugins = before;
+                return Err(e);
+            }
+            return Ok(json!({"name": name, "socket": socket, "serving": false}));
+        }
+        if servers.contains_key(name) {
+            return Ok(json!({"name": name, "socket": socket, "serving": true}));
+        }
+        let me = self
+            .me
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| Error::conflict("the daemon is not ready to serve plugins"))?;
+        let started = Server::start(name, me)?;
+        let mut inner = self.lock();
+        let before = inner.state.docker_plugins.clone();
+        match inner
+            .state
+            .docker_plugins
+            .iter_mut()
+            .find(|p| p.name == name)
+        {
+            Some(p) => p.serving = true,
+            None => inner.state.docker_plugins.push(DockerPlugin {
+                name: name.to_string(),
+                serving: true,
+                ..DockerPlugin::default()
+            }),
+        }
+        if let Err(e) = inner.save() {
+            inner.state.docker_plugins = before;
+            return Err(e);
+        }
+        servers.insert(name.to_string(), started);
+        Ok(json!({"name": name, "socket": socket, "serving": true}))
+    }
+}
+
+impl Inner {
+    /// Networks dockerd made are changed through dockerd only.
+    pub(super) fn refuse_docker_owned(&self, network: &str) -> Result<()> {
+        match self.state.docker_owner(network) {
+            Some(p) => Err(Error::conflict(format!(
+                "network {network} belongs to Docker plugin {}: use docker network commands",
+                p.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn plugin(&self, name: &str) -> Result<&DockerPlugin> {
+        self.state
+            .docker_plugins
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::not_found("Docker plugin", name))
+    }
+
+    fn plugin_mut(&mut self, name: &str) -> Result<&mut DockerPlugin> {
+        self.state
+            .docker_plugins
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::not_found("Docker plugin", name))
+    }
+
+    /// The tapnet network of Docker network `id`.
+    fn docker_network(&self, plugin: &str, id: &str) -> Result<String> {
+        self.plugin(plugin)?
+            .networks
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("Docker network", id))
+    }
+
+    fn docker_create_network(&mut self, plugin: &str, req: p::CreateNetworkRequest) -> Result<()> {
+        let id = req.network_id.clone();
+        check_id("NetworkID", &id)?;
+        if self.plugin(plugin)?.networks.contains_key(&id) {
+            return Ok(());
+        }
+        if req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(Error::invalid("tapnet networks are IPv4 only: drop --ipv6"));
+        }
+        let pools = req.ipv4_data.clone().unwrap_or_default();
+        let [pool] = pools.as_slice() else {
+            return Err(Error::invalid(format!(
+                "network {id}: tapnet needs exactly one IPv4 pool, dockerd sent {}",
+                pools.len()
+            )));
+        };
+        let gateway = if pool.gateway.is_empty() {
+            None
+        } else {
+            Some(parse_cidr_addr("gateway", &pool.gateway)?.0.to_string())
+        };
+        let name = format!("docker-{}", &id[..12]);
+        let created = self.network_create(NetworkCreate {
+            name: name.clone(),
+            subnet: Some(pool.pool.clone()),
+            gateway,
+            options: p::generic_options(&req.options),
+            ..NetworkCreate::default()
+        })?;
+        self.plugin_mut(plugin)?
+            .networks
+            .insert(id.clone(), created);
+        if let Err(e) = self.save() {
+            if let Ok(p) = self.plugin_mut(plugin) {
+                p.networks.remove(&id);
+            }
+            if let Ok(t) = self.network_remove(&name) {
+                t.run();
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn docker_delete_network(&mut self, plugin: &str, id: &str) -> Result<Option<Teardown>> {
+        let Some(name) = self.plugin(plugin)?.networks.get(id).cloned() else {
+            // Already gone: dockerd retries deletions.
+            return Ok(None);
+        };
+        let left = self
+            .plugin(plugin)?
+            .endpoints
+            .values()
+            .filter(|e| e.network == name)
+            .count();
+        if left > 0 {
+            return Err(Error::conflict(format!(
+                "Docker network {id} ({name}) still has {left} endpoints"
+            )));
+        }
+        self.plugin_mut(plugin)?.networks.remove(id);
+        match self.network_remove(&name) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                self.plugin_mut(plugin)?
+                    .networks
+                    .insert(id.to_string(), name);
+                Err(e)
+            }
+        }
+    }
+
+    fn docker_create_endpoint(
+        &mut self,
+        plugin: &str,
+        req: p::CreateEndpointRequest,
+    ) -> Result<p::CreateEndpointResponse> {
+        check_id("EndpointID", &req.endpoint_id)?;
+        let network = self.docker_network(plugin, &req.network_id)?;
+        let iface = req.interface.clone().unwrap_or_default();
+        if !iface.address_ipv6.is_empty() {
+            return Err(Error::invalid("tapnet endpoints are IPv4 only"));
+        }
+        if iface.address.is_empty() {
+            return Err(Error::invalid(format!(
+                "endpoint {}: dockerd sent no IPv4 address",
+                req.endpoint_id
+            )));
+        }
+        let (ipv4, _) = parse_cidr_addr("address", &iface.address)?;
+        let given_mac = if iface.mac_address.is_empty() {
+            None
+        } else {
+            Some(iface.mac_address.parse::<MacAddr>().map_err(|e| {
+                Error::invalid(format!("malformed MAC {:?}: {e}", iface.mac_address))
+            })?)
+        };
+        let mac = given_mac.unwrap_or_else(|| MacAddr::from_ipv4(ipv4));
+        // Only the MAC, and only when dockerd left it to us: it refuses a changed address.
+        let answer = p::CreateEndpointResponse {
+            interface: given_mac.is_none().then(|| p::EndpointInterface {
+                mac_address: mac.to_string(),
+                ..p::EndpointInterface::default()
+            }),
+        };
+        if let Some(ep) = self.plugin(plugin)?.endpoints.get(&req.endpoint_id) {
+            if ep.ipv4 == ipv4 && ep.network == network {
+                return Ok(answer);
+            }
+            return Err(Error::exists("endpoint", req.endpoint_id.clone()));
+        }
+        let net = self.network(&network)?;
+        let subnet = net
+            .subnet
+            .ok_or_else(|| Error::invalid(format!("network {network} has no subnet")))?;
+        if !subnet.contains(ipv4) || Some(ipv4) == net.gateway {
+            return Err(Error::invalid(format!(
+                "address {ipv4} is not a host address of {subnet} other than the gateway"
+            )));
+        }
+        let taken = self
+            .state
+            .docker_plugins
+            .iter()
+            .flat_map(|p| p.endpoints.values())
+            .any(|e| e.network == network && e.ipv4 == ipv4);
+        if taken {
+            return Err(Error::conflict(format!(
+                "address {ipv4} is in use on network {network}"
+            )));
+        }
+        self.plugin_mut(plugin)?.endpoints.insert(
+            req.endpoint_id.clone(),
+            DockerEndpoint {
+                network,
+                ipv4,
+                mac,
+                tap: None,
+                sandbox_key: None,
+                ports: Vec::new(),
+            },
+        );
+        if let Err(e) = self.save() {
+            self.plugin_mut(plugin)?.endpoints.remove(&req.endpoint_id);
+            return Err(e);
+        }
+        Ok(answer)
+    }
+
+    fn docker_endpoint(&self, plugin: &str, id: &str) -> Result<DockerEndpoint> {
+        self.plugin(plugin)?
+            .endpoints
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("endpoint", id))
+    }
+
+    fn docker_join(&mut self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse> {
+        let ep = self.docker_endpoint(plugin, &req.endpoint_id)?;
+        if self.docker_ports.contains_key(&req.endpoint_id) {
+            return Err(Error::conflict(format!(
+                "endpoint {} has joined a container already",
+                req.endpoint_id
+            )));
+        }
+        let net = self.network(&ep.network)?.clone();
+        let net_id = *self
+            .nets
+            .get(&net.name)
+            .ok_or_else(|| Error::not_found("network", &net.name))?;
+        let gateway = net
+            .gateway
+            .ok_or_else(|| Error::invalid(format!("network {} has no gateway", net.name)))?;
+        let tap = format!("tn{}", &new_id()[..8]);
+        let offload = if net.offload {
+            self.offload
+        } else {
+            Offload::Off
+        };
+        // The fd is held before dockerd hears the name: after the move, opening the TAP by
+        // name would make a new one instead.
+        let fd = wiring::create_host_tap(&tap, ep.mac, net.mtu, offload)?;
+        // Persistent, so it stays in the container if the daemon restarts; a second fd lets
+        // Leave undo that.
+        tap::set_persist(&fd, &tap, true)?;
+        let keep = match fd.try_clone() {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = tap::set_persist(&fd, &tap, false);
+                return Err(Error::invalid(format!(
+                    "duplicate the fd of TAP {tap}: {e}"
+                )));
+            }
+        };
+        let policy = BridgeOptions::parse(&net.options)
+            .map(|o| o.port_security)
+            .unwrap_or(true)
+            .then_some(PortPolicy {
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+            });
+        let label = format!("docker:{}/{tap}", &req.endpoint_id[..12]);
+        let port = match self.dp.add_port(net_id, label, fd, policy) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tap::set_persist(&keep, &tap, false);
+                return Err(e);
+            }
+        };
+        let before = self.state.docker_plugins.clone();
+        if let Some(e) = self.plugin_mut(plugin)?.endpoints.get_mut(&req.endpoint_id) {
+            e.tap = Some(tap.clone());
+            e.sandbox_key = Some(req.sandbox_key.clone()).filter(|k| !k.is_empty());
+        }
+        if let Err(e) = self.save() {
+            self.state.docker_plugins = before;
+            let _ = tap::set_persist(&keep, &tap, false);
+            self.dp.remove_port(port);
+            return Err(e);
+        }
+        self.docker_ports.insert(req.endpoint_id.clone(), port);
+        self.docker_fds.insert(req.endpoint_id.clone(), keep);
+        Ok(p::JoinResponse {
+            interface_name: Some(p::InterfaceName {
+                src_name: tap,
+                dst_prefix: "eth".into(),
+            }),
+            // With a gateway dockerd adds no docker_gwbridge of its own.
+            gateway: gateway.to_string(),
+            ..p::JoinResponse::default()
+        })
+    }
+
+    /// `docker run -p`: bind the host sockets first (a taken port fails the call and changes
+    /// nothing), persist, then hand them to the network's gateway, as for a sandbox's `-p`.
+    fn docker_program_external(
+        &mut self,
+        plugin: &str,
+        req: p::ProgramExternalRequest,
+    ) -> Result<()> {
+        let id = req.endpoint_id.clone();
+        let ep = self.docker_endpoint(plugin, &id)?;
+        let bindings = p::port_bindings(&req.options).map_err(Error::Invalid)?;
+        if bindings.is_empty() || self.docker_publications.contains_key(&id) {
+            return Ok(());
+        }
+        let net = self.network(&ep.network)?;
+        if net.internal {
+            return Err(Error::invalid(format!(
+                "network {} is internal: it publishes no ports",
+                net.name
+            )));
+        }
+        let mut planned: Vec<PublishedPort> = Vec::new();
+        for b in &bindings {
+            let protocol = match b.proto {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                n => {
+                    return Err(Error::invalid(format!(
+                        "cannot publish IP protocol {n}: only TCP and UDP"
+                    )));
+                }
+            };
+            let host_ip = match b.host_ip.as_deref().unwrap_or("") {
+                "" | "0.0.0.0" => None,
+                // tapnet's gateway is IPv4 only; dockerd may add a binding for "::".
+                s if s.contains(':') => continue,
+                s => Some(
+                    s.parse::<Ipv4Addr>()
+                        .map_err(|_| Error::invalid(format!("malformed host address {s:?}")))?,
+                ),
+            };
+            if b.host_port == 0 || (b.host_port_end != 0 && b.host_port_end != b.host_port) {
+                return Err(Error::invalid(format!(
+                    "publish port {}: tapnet needs one explicit host port (-p HOSTPORT:{})",
+                    b.port, b.port
+                )));
+            }
+            let port = PublishedPort {
+                host_ip,
+                host_port: b.host_port,
+                port: b.port,
+                protocol,
+                network: ep.network.clone(),
+            };
+            let clash = planned
+                .iter()
+                .chain(self.state.sandboxes.iter().flat_map(|s| s.ports.iter()))
+                .chain(
+                    self.state
+                        .docker_plugins
+                        .iter()
+                        .flat_map(|p| p.endpoints.values())
+                        .flat_map(|e| e.ports.iter()),
+                )
+                .find(|q| q.clashes_with(&port));
+            if let Some(clash) = clash {
+                return Err(Error::conflict(format!(
+                    "cannot publish {port}: {clash} is published already"
+                )));
+            }
+            planned.push(port);
+        }
+        let sockets = planned
+            .iter()
+            .map(ports::bind)
+            .collect::<Result<Vec<_>>>()?;
+        let before = self.state.docker_plugins.clone();
+        if let Some(e) = self.plugin_mut(plugin)?.endpoints.get_mut(&id) {
+            e.ports = planned.clone();
+        }
+        if let Err(e) = self.save() {
+            self.state.docker_plugins = before;
+            return Err(e);
+        }
+        let Some((_, gateway)) = self.gateways.get(&ep.network) else {
+            return Err(Error::not_found("gateway of network", ep.network.clone()));
+        };
+        let mut served = Vec::new();
+        for (port, socket) in planned.iter().zip(sockets) {
+            let pid = self.next_publication;
+            self.next_publication += 1;
+            let target = PublishTarget {
+                id: pid,
+                sandbox: std::net::SocketAddrV4::new(ep.ipv4, port.port),
+                sandbox_mac: ep.mac,
+            };
+            gateway.command(match socket {
+                HostSocket::Tcp(l) => GatewayCommand::PublishTcp(target, l),
+                HostSocket::Udp(s) => GatewayCommand::PublishUdp(target, s),
+            });
+            served.push((ep.network.clone(), pid));
+        }
+        self.docker_publications.insert(id, served);
+        Ok(())
+    }
+
+    /// Stop serving an endpoint's published ports; the teardown waits for the gateway.
+    fn docker_revoke_external(&mut self, plugin: &str, id: &str) -> Result<Teardown> {
+        let mut teardown = Teardown::new(self.dp.clone());
+        for (network, pid) in self.docker_publications.remove(id).unwrap_or_default() {
+            if let Some((_, gateway)) = self.gateways.get(&network) {
+                teardown.unpublish.push((gateway.commander(), pid));
+            }
+        }
+        let before = self.state.docker_plugins.clone();
+        if let Some(e) = self.plugin_mut(plugin)?.endpoints.get_mut(id)
+            && !e.ports.is_empty()
+        {
+            e.ports.clear();
+            if let Err(e) = self.save() {
+                self.state.docker_plugins = before;
+                return Err(e);
+            }
+        }
+        Ok(teardown)
+    }
+
+    /// Leave, and the first half of DeleteEndpoint: the port goes, and the TAP with its fd.
+    fn docker_leave(&mut self, plugin: &str, id: &str) -> Result<()> {
+        self.docker_revoke_external(plugin, id)?.run();
+        if let Some(fd) = self.docker_fds.remove(id) {
+            let name = self
+                .plugin(plugin)
+                .ok()
+                .and_then(|p| p.endpoints.get(id))
+                .and_then(|e| e.tap.clone())
+                .unwrap_or_default();
+            if let Err(e) = tap::set_persist(&fd, &name, false) {
+                eprintln!("tapnet: Docker endpoint {id}: {e}");
+            }
+        }
+        if let Some(port) = self.docker_ports.remove(id) {
+            self.dp.remove_port(port);
+        }
+        let before = self.state.docker_plugins.clone();
+        let Some(ep) = self.plugin_mut(plugin)?.endpoints.get_mut(id) else {
+            return Ok(());
+        };
+        if ep.tap.is_none() {
+            return Ok(());
+        }
+        ep.tap = None;
+        ep.sandbox_key = None;
+        if let Err(e) = self.save() {
+            self.state.docker_plugins = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn docker_delete_endpoint(&mut self, plugin: &str, id: &str) -> Result<()> {
+        self.docker_leave(plugin, id)?;
+        let Some(removed) = self.plugin_mut(plugin)?.endpoints.remove(id) else {
+            return Ok(());
+        };
+        if let Err(e) = self.save() {
+            self.plugin_mut(plugin)?
+                .endpoints
+                .insert(id.to_string(), removed);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// After a restart: attach again to the persistent TAPs of joined endpoints, found by MAC
+    /// in their containers' namespaces. A TAP whose container is gone (dockerd moved it back
+    /// here while the daemon was down) is removed, and the endpoint counts as left.
+    pub(super) fn restore_docker(&mut self) {
+        let joined: Vec<(String, String, DockerEndpoint)> = self
+            .state
+            .docker_plugins
+            .iter()
+            .flat_map(|p| {
+                p.endpoints
+                    .iter()
+                    .filter(|(_, e)| e.tap.is_some())
+                    .map(|(id, e)| (p.name.clone(), id.clone(), e.clone()))
+            })
+            .collect();
+        for (plugin, id, ep) in joined {
+            if let Err(e) = self.docker_reattach(&id, &ep) {
+                eprintln!("tapnet: Docker endpoint {id}: cannot attach again: {e}");
+                if let Some(name) = &ep.tap
+                    && let Ok(fd) = tap::open_tap(name, Offload::Off)
+                {
+                    let _ = tap::set_persist(&fd, name, false);
+                }
+                if let Ok(p) = self.plugin_mut(&plugin)
+                    && let Some(e) = p.endpoints.get_mut(&id)
+                {
+                    e.tap = None;
+                    e.sandbox_key = None;
+                }
+                let _ = self.save();
+            }
+        }
+    }
+
+    fn docker_reattach(&mut self, id: &str, ep: &DockerEndpoint) -> Result<()> {
+        let key = ep
+            .sandbox_key
+            .clone()
+            .filter(|k| std::path::Path::new(k).exists())
+            .ok_or_else(|| Error::conflict("its container's namespace is gone"))?;
+        let net = self.network(&ep.network)?.clone();
+        let net_id = *self
+            .nets
+            .get(&net.name)
+            .ok_or_else(|| Error::not_found("network", &net.name))?;
+        let offload = if net.offload {
+            self.offload
+        } else {
+            Offload::Off
+        };
+        let mac = ep.mac;
+        let (fd, name) = in_netns(std::path::Path::new(&key), move || {
+            let name = tap::link_with_mac(mac)?;
+            Ok((tap::open_tap(&name, offload)?, name))
+        })?;
+        let keep = fd
+            .try_clone()
+            .map_err(|e| Error::invalid(format!("duplicate the fd of TAP {name}: {e}")))?;
+        let policy = BridgeOptions::parse(&net.options)
+            .map(|o| o.port_security)
+            .unwrap_or(true)
+            .then_some(PortPolicy {
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+            });
+        let label = format!(
+            "docker:{}/{}",
+            id.get(..12).unwrap_or(id),
+            ep.tap.clone().unwrap_or_default()
+        );
+        let port = self.dp.add_port(net_id, label, fd, policy)?;
+        self.docker_ports.insert(id.to_string(), port);
+        self.docker_fds.insert(id.to_string(), keep);
+        Ok(())
+    }
+}
+
+impl Host for Controller {
+    fn create_network(&self, plugin: &str, req: p::CreateNetworkRequest) -> Result<()> {
+        self.lock().docker_create_network(plugin, req)
+    }
+
+    fn delete_network(&self, plugin: &str, req: p::NetworkRequest) -> Result<()> {
+        let teardown = self.lock().docker_delete_network(plugin, &req.network_id)?;
+        if let Some(t) = teardown {
+            t.run();
+        }
+        Ok(())
+    }
+
+    fn create_endpoint(
+        &self,
+        plugin: &str,
+        req: p::CreateEndpointRequest,
+    ) -> Result<p::CreateEndpointResponse> {
+        self.lock().docker_create_endpoint(plugin, req)
+    }
+
+    fn endpoint_info(
+        &self,
+        plugin: &str,
+        req: p::EndpointRequest,
+    ) -> Result<p::EndpointInfoResponse> {
+        let inner = self.lock();
+        let ep = inner.docker_endpoint(plugin, &req.endpoint_id)?;
+        let mut value = BTreeMap::new();
+        value.insert("network".to_string(), json!(ep.network));
+        value.insert("ipv4".to_string(), json!(ep.ipv4.to_string()));
+        value.insert("mac".to_string(), json!(ep.mac.to_string()));
+        value.insert("tap".to_string(), json!(ep.tap));
+        Ok(p::EndpointInfoResponse { value })
+    }
+
+    fn delete_endpoint(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
+        self.lock().docker_delete_endpoint(plugin, &req.endpoint_id)
+    }
+
+    fn join(&self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse> {
+        self.lock().docker_join(plugin, req)
+    }
+
+    fn leave(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
+        self.lock().docker_leave(plugin, &req.endpoint_id)
+    }
+
+    fn program_external(&self, plugin: &str, req: p::ProgramExternalRequest) -> Result<()> {
+        self.lock().docker_program_external(plugin, req)
+    }
+
+    fn revoke_external(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
+        let teardown = self
+            .lock()
+            .docker_revoke_external(plugin, &req.endpoint_id)?;
+        teardown.run();
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! `tapnet-cni` driven as a CNI runtime drives it: the `CNI_*` environment, the configuration on
+//! stdin. ADD into two namespaces this test makes, traffic between them (also after a daemon
+//! restart), CHECK, DEL, DEL again, VERSION, and errors with CNI's codes.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Tapnet;
+use nix::sys::signal::Signal;
+
+fn cni_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tapnet-cni")
+}
+
+/// A named network namespace of the test (`ip netns`), deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("tncni-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        Netns(name)
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Run the plugin: (stdout JSON, exit code).
+fn cni(command: &str, id: &str, netns: &str, conf: &str) -> (serde_json::Value, i32) {
+    let mut child = Command::new(cni_bin())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TAPNET_NAT_ALLOW", "127.0.0.0/8")
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run tapnet-cni");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write config");
+    let out = child.wait_with_output().expect("wait tapnet-cni");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null);
+    (value, out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn add_check_del_del_into_two_namespaces() {
+    let t = Tapnet::new("cni");
+    // The daemon of this state dir, with the test's NAT policy.
+    t.ok(&["network", "ls"]);
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "cninet",
+        "type": "tapnet-cni",
+        "subnet": "10.245.0.0/24",
+        "stateDir": t.dir.display().to_string(),
+    })
+    .to_string();
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    let (ra, code) = cni("ADD", "ctr-a", &a.path(), &conf);
+    assert_eq!(code, 0, "{ra}");
+    assert_eq!(ra["ips"][0]["address"], "10.245.0.2/24", "{ra}");
+    assert_eq!(ra["ips"][0]["gateway"], "10.245.0.1", "{ra}");
+    assert_eq!(ra["interfaces"][0]["name"], "eth0", "{ra}");
+    assert_eq!(ra["interfaces"][0]["sandbox"], a.path().as_str(), "{ra}");
+    let (rb, code) = cni("ADD", "ctr-b", &b.path(), &conf);
+    assert_eq!(code, 0, "{rb}");
+    assert_eq!(rb["ips"][0]["address"], "10.245.0.3/24", "{rb}");
+    // The network was made with the config's subnet.
+    let view = t.json(&["network", "inspect", "cninet"]);
+    assert_eq!(view["subnet"], "10.245.0.0/24");
+    // Traffic between the namespaces through tapnet's switch, and to the gateway.
+    let ping = a.exec(&["ping", "-c", "1", "-W", "2", "10.245.0.3"]);
+    assert!(ping.status.success(), "a reaches b: {ping:?}");
+    let ping = b.exec(&["ping", "-c", "1", "-W", "2", "10.245.0.1"]);
+    assert!(ping.status.success(), "b reaches the gateway: {ping:?}");
+    let route = String::from_utf8_lossy(&a.exec(&["ip", "route"]).stdout).to_string();
+    assert!(route.contains("default via 10.245.0.1"), "{route}");
+    // A restarted daemon opens the TAPs again in the namespaces, which still exist.
+    t.stop_daemon(Signal::SIGTERM);
+    t.ok(&["network", "ls"]);
+    let ping = a.exec(&["ping", "-c", "1", "-W", "2", "10.245.0.3"]);
+    assert!(
+        ping.status.success(),
+        "a reaches b after a restart: {ping:?}"
+    );
+    // CHECK passes; the network cannot be removed while attached.
+    let (r, code) = cni("CHECK", "ctr-a", &a.path(), &conf);
+    assert_eq!(code, 0, "{r}");
+    t.fails(&["network", "rm", "cninet"]);
+    // DEL, then DEL again: both succeed; the link is gone and traffic stops.
+    let (r, code) = cni("DEL", "ctr-a", &a.path(), &conf);
+    assert_eq!(code, 0, "{r}");
+    let (r, code) = cni("DEL", "ctr-a", &a.path(), &conf);
+    assert_eq!(code, 0, "DEL is idempotent: {r}");
+    let links = String::from_utf8_lossy(&a.exec(&["ip", "-o", "link"]).stdout).to_string();
+    assert!(!links.contains("eth0"), "{links}");
+    let ping = b.exec(&["ping", "-c", "1", "-W", "1", "10.245.0.2"]);
+    assert!(!ping.status.success(), "a's address is gone");
+    // CHECK of what is gone is an error with CNI's JSON.
+    let (r, code) = cni("CHECK", "ctr-a", &a.path(), &conf);
+    assert_eq!(code, 1);
+    assert_eq!(r["code"], 100, "{r}");
+    assert!(
+        r["msg"].as_str().is_some_and(|m| m.contains("ctr-a")),
+        "{r}"
+    );
+    let (r, code) = cni("DEL", "ctr-b", &b.path(), &conf);
+    assert_eq!(code, 0, "{r}");
+    t.ok(&["network", "rm", "cninet"]);
+}
+
+#[test]
+fn version_and_errors_use_cni_codes() {
+    let (v, code) = cni("VERSION", "", "", "");
+    assert_eq!(code, 0);
+    let versions = v["supportedVersions"].to_string();
+    assert!(versions.contains("1.0.0"), "{v}");
+    let (e, code) = cni("ADD", "x", "", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+    assert_eq!(code, 1);
+    assert_eq!(e["code"], 4, "no CNI_NETNS: {e}");
+    let (e, _) = cni(
+        "ADD",
+        "x",
+        "/run/netns/x",
+        r#"{"cniVersion":"0.1.0","name":"n"}"#,
+    );
+    assert_eq!(e["code"], 1, "{e}");
+    let (e, _) = cni("ADD", "x", "/run/netns/x", "not json");
+    assert_eq!(e["code"], 6, "{e}");
+}
