@@ -664,3 +664,22 @@ fn impaired_lab_example_up_change_down() {
     let _ = std::fs::remove_file(&bad);
     assert_eq!(t.network_names(), ["bridge", "host", "none"]);
 }
+
+#[test]
+fn two_daemon_overlay_example_up_twice_then_down() {
+    let one = Tapnet::new("lab-ov1");
+    let two = Tapnet::new("lab-ov2");
+    let (first, second) = (example("overlay-host1.toml"), example("overlay-host2.toml"));
+    one.ok(&["up", &first]);
+    two.ok(&["up", &second]);
+    // Across the overlay, from one daemon's sandbox to the other's.
+    assert!(one.ping("web1", "10.42.0.130"), "web1 -> web2 over VXLAN");
+    assert!(two.ping("web2", "10.42.0.10"), "web2 -> web1 over VXLAN");
+    // Twice changes nothing.
+    let plan = one.ok(&["up", &first, "--dry-run"]);
+    assert!(plan.contains("nothing to do"), "{plan}");
+    two.ok(&["down", &second]);
+    one.ok(&["down", &first]);
+    assert_nothing_left(&one);
+    assert_nothing_left(&two);
+}

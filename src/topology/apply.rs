@@ -153,13 +153,13 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
         Action::CreateNetwork(n) => {
             client.call_value(&Request::NetworkCreate(NetworkCreate {
                 name: n.name.clone(),
-                driver: Some("bridge".into()),
+                driver: Some(n.driver.clone().unwrap_or_else(|| "bridge".into())),
                 subnet: n.subnet.clone(),
                 gateway: n.gateway.clone(),
                 ip_range: n.ip_range.clone(),
                 internal: n.internal,
                 mtu: n.mtu,
-                vni: None,
+                vni: n.vni,
                 offload: n.offload,
                 options: n.options.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             }))?;

@@ -31,6 +31,10 @@ pub struct Topology {
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     pub name: String,
+    /// `bridge` (the default) or `overlay`.
+    pub driver: Option<String>,
+    /// The VXLAN network identifier of an overlay network.
+    pub vni: Option<u32>,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
@@ -38,7 +42,8 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub mtu: Option<u32>,
     pub offload: Option<bool>,
-    /// Driver options (`mac_aging`, `nat_udp_timeout`), as `--opt KEY=VALUE`.
+    /// Driver options (`mac_aging`, `nat_udp_timeout`, overlay's `vtep` and `peers`), as
+    /// `--opt KEY=VALUE`.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }

@@ -123,7 +123,8 @@ fn strip_prefix(cidr: &Option<String>) -> Option<&str> {
 /// Does the daemon's network match what the file asks? Settings the file leaves out match
 /// anything.
 fn network_matches(spec: &NetworkSpec, view: &NetworkView) -> bool {
-    view.driver == "bridge"
+    view.driver == spec.driver.as_deref().unwrap_or("bridge")
+        && spec.vni.is_none_or(|v| view.vni == Some(v))
         && spec
             .subnet
             .as_ref()
@@ -137,7 +138,7 @@ fn network_matches(spec: &NetworkSpec, view: &NetworkView) -> bool {
             .as_ref()
             .is_none_or(|r| view.ip_range.as_ref() == Some(r))
         && spec.internal == view.internal
-        && spec.mtu.unwrap_or(1500) == view.mtu
+        && spec.mtu.is_none_or(|m| m == view.mtu)
         && spec.offload.unwrap_or(true) == view.offload
         && spec
             .options
@@ -494,13 +495,13 @@ b = "db"
                 Action::CreateNetwork(spec) => c.networks.push(NetworkView {
                     name: spec.name.clone(),
                     id: spec.name.clone(),
-                    driver: "bridge".into(),
+                    driver: spec.driver.clone().unwrap_or_else(|| "bridge".into()),
                     subnet: spec.subnet.clone(),
                     gateway: None,
                     ip_range: spec.ip_range.clone(),
                     internal: spec.internal,
                     mtu: spec.mtu.unwrap_or(1500),
-                    vni: None,
+                    vni: spec.vni,
                     mac_aging_s: 300,
                     offload: spec.offload.unwrap_or(true),
                     options: spec.options.clone(),
