@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, setns};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
 use crate::api::types::{InfoView, SandboxView};
 use crate::control::etc_files;
 use crate::error::{Context, Error, Result};
+use crate::netns::namespace;
 use crate::paths::StateDir;
 
 /// Everything needed to enter a sandbox, gathered before forking.
@@ -110,17 +111,7 @@ impl Entry {
 
     fn mount_view(&self, etc: &Path) -> Result<()> {
         let name = &self.sandbox;
-        unshare(CloneFlags::CLONE_NEWNS)
-            .context(|| format!("create a mount namespace for sandbox {name}"))?;
-        // Slave: the host's unmounts still reach us, our mounts never reach the host.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .context(|| "make mounts slaves".into())?;
+        namespace::unshare_slave_mounts(&format!("a mount namespace for sandbox {name}"))?;
         // Our copy of the pins would keep other sandboxes' namespaces alive as long as this
         // command runs: drop them all (each pin directory is one mount).
         for dir in &self.pin_dirs {

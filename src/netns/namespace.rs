@@ -96,6 +96,20 @@ pub fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Give the calling thread a mount namespace of its own whose mounts are slaves of the one it
+/// leaves: unmounts there still reach it, and nothing mounted in it ever reaches back.
+pub fn unshare_slave_mounts(what: &str) -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context(|| format!("create {what}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context(|| format!("make the mounts of {what} slaves"))
+}
+
 /// Create a network namespace (and, with `uts`, a UTS namespace with that hostname) and pin
 /// them with bind mounts. Runs `setup` inside the new network namespace before it is pinned
 /// (bring up `lo`, ...). On failure nothing is left behind.

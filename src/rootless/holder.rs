@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, Pid, fork};
 
@@ -153,16 +152,8 @@ fn become_holder(mut to_parent: File, mut from_parent: File) -> Result<()> {
         nix::unistd::setresgid(root, root, root).context(|| "become group root".into())?;
         let root = nix::unistd::Uid::from_raw(0);
         nix::unistd::setresuid(root, root, root).context(|| "become root".into())?;
-        unshare(CloneFlags::CLONE_NEWNS).context(|| "create the mount namespace".into())?;
         // Slave: unmounts on the host reach us; our pins never reach the host.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .context(|| "make the holder's mounts slaves".into())
+        crate::netns::namespace::unshare_slave_mounts("the holder's mount namespace")
     })();
     step(&mut to_parent, setup)?;
     set_comm(HOLDER_COMM);
