@@ -136,6 +136,13 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
     println!("tapnet demo: state dir {}", dir.display());
     build(&client)?;
     let sandboxes: Vec<SandboxView> = client.call(&Request::SandboxList)?;
+    // A rootless daemon's namespace pins exist only in its holder's mount namespace: join it
+    // (and its user namespace) before any thread starts, as `tapnet exec` does. This process
+    // keeps the user's network namespace, so the host's loopback below is still the user's.
+    let info: crate::api::types::InfoView = client.call(&Request::Info)?;
+    if let Some(holder) = info.holder_pid {
+        crate::rootless::holder::join(holder)?;
+    }
 
     let deadline = Instant::now() + Duration::from_secs(60);
     for sb in &sandboxes {

@@ -411,3 +411,20 @@ fn impairments_and_trace_work_rootless() {
     t.ok(&["link", "reset"]);
     assert!(rtt(&t) < base + 2.0, "reset restores the link");
 }
+
+#[test]
+fn the_demo_runs_rootless_and_cleans_up() {
+    let t = Tapnet::rootless("rl-demo", USER);
+    let out = t.ok(&["demo"]);
+    let dir = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tapnet demo: state dir "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    // Within a network the transfers work, across networks the gateway refuses them, and the
+    // host's loopback is reached through NAT.
+    assert!(out.contains("ok ("), "{out}");
+    assert!(out.contains("unreachable (connection refused)"), "{out}");
+    assert!(out.contains("172.18.0.1:"), "{out}");
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+}

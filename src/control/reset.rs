@@ -85,7 +85,8 @@ fn mounts_below(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every process (other than the holder) in the user namespace of rootless holder `holder`:
+/// Every process (other than the holder and this one, which may have joined it, as the demo
+/// does) in the user namespace of rootless holder `holder`:
 /// whatever `tapnet exec` started in sandboxes.
 fn in_userns_of(holder: i32) -> Vec<i32> {
     let Ok(target) = std::fs::metadata(format!("/proc/{holder}/ns/user")) else {
@@ -96,7 +97,7 @@ fn in_userns_of(holder: i32) -> Vec<i32> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != holder)
+        .filter(|&pid| pid != holder && pid != std::process::id() as i32)
         .filter(|pid| {
             std::fs::metadata(format!("/proc/{pid}/ns/user"))
                 .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev())
