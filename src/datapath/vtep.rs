@@ -17,6 +17,11 @@
 //! known VNI), the inner frame parsed as a TAP frame would be, the source MAC learned against
 //! the sending peer, and the frame handed to the switch. Everything dropped is counted.
 //!
+//! With a cluster store (`daemon --store`), the controller also hands each network the VTEPs of
+//! the other hosts' endpoints (added to the static peers) and their MACs (a table of its own that
+//! never ages and is looked up first), so frames to them go straight to their VTEP without a
+//! flood.
+//!
 //! The network's gateway is local on every host (an anycast gateway: same address and MAC on
 //! each): frames from its MAC neither leave nor enter through the VTEP.
 
@@ -79,6 +84,15 @@ pub struct RemoteRow {
     pub age_s: u64,
 }
 
+/// What the cluster store knows of a network's other hosts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    /// VTEPs of the other hosts' endpoints: peers beside the static ones.
+    pub peers: Vec<SocketAddr>,
+    /// The other hosts' endpoints' MACs against their VTEPs.
+    pub stations: HashMap<MacAddr, SocketAddr>,
+}
+
 pub struct NetworkSpec {
     pub vni: u32,
     /// The VTEP's end of the network's switch port.
@@ -96,6 +110,7 @@ enum Command {
     Add(Box<NetworkSpec>),
     Remove(u32, Sender<()>),
     Remotes(u32, Sender<Vec<RemoteRow>>),
+    Cluster(u32, Box<ClusterView>),
     Stop,
 }
 
@@ -205,6 +220,11 @@ impl Vtep {
         self.vnis.is_empty()
     }
 
+    /// Replace what the cluster store says of network `vni`'s other hosts.
+    pub fn set_cluster(&self, vni: u32, view: ClusterView) {
+        self.send(Command::Cluster(vni, Box::new(view)));
+    }
+
     /// The remote stations the network has learned.
     pub fn remotes(&self, vni: u32) -> Vec<RemoteRow> {
         let (reply, wait) = crossbeam_channel::bounded(1);
@@ -227,6 +247,10 @@ struct Net {
     spec: NetworkSpec,
     /// Remote MAC -> (its VTEP, last seen).
     remote: HashMap<MacAddr, (SocketAddr, Instant)>,
+    /// The static peers (`spec.peers` is these and the cluster's).
+    static_peers: Vec<SocketAddr>,
+    /// Remote MACs from the cluster store: never aged, looked up first.
+    stations: HashMap<MacAddr, SocketAddr>,
     /// Received TCP segments waiting to become one super-frame.
     gro: Coalescer,
 }
@@ -303,8 +327,11 @@ impl Engine {
                         continue;
                     }
                     self.by_vni.insert(spec.vni, slot);
+                    let static_peers = spec.peers.clone();
                     self.nets[slot] = Some(Net {
                         spec: *spec,
+                        static_peers,
+                        stations: HashMap::new(),
                         remote: HashMap::with_capacity(MAX_REMOTE_MACS),
                         gro: Coalescer::new(),
                     });
@@ -341,6 +368,18 @@ impl Engine {
                         })
                         .unwrap_or_default();
                     let _ = reply.send(rows);
+                }
+                Command::Cluster(vni, view) => {
+                    if let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) {
+                        let mut peers = net.static_peers.clone();
+                        for p in view.peers {
+                            if !peers.contains(&p) {
+                                peers.push(p);
+                            }
+                        }
+                        net.spec.peers = peers;
+                        net.stations = view.stations;
+                    }
                 }
                 Command::Stop => return false,
             }
@@ -448,7 +487,9 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        if let Some(e) = net.remote.get_mut(&info.src) {
+        if net.stations.contains_key(&info.src) {
+            // Known from the store: nothing to learn.
+        } else if let Some(e) = net.remote.get_mut(&info.src) {
             *e = (peer, now);
         } else if net.remote.len() < MAX_REMOTE_MACS {
             net.remote.insert(info.src, (peer, now));
@@ -587,10 +628,15 @@ impl Batch<'_> {
         dst.copy_from_slice(&first[0..6]);
         let dst = MacAddr(dst);
         let known = (!dst.is_multicast())
-            .then(|| self.net.remote.get(&dst))
+            .then(|| {
+                self.net
+                    .stations
+                    .get(&dst)
+                    .or_else(|| self.net.remote.get(&dst).map(|(vtep, _)| vtep))
+            })
             .flatten();
         match known {
-            Some((vtep, _)) => self.send(socket, vtep),
+            Some(vtep) => self.send(socket, vtep),
             None => {
                 for peer in &self.net.spec.peers {
                     self.send(socket, peer);
