@@ -296,6 +296,19 @@ mod with_store {
         let (ip_a1, ip_b1) = (a.ip_of("a1"), b.ip_of("b1"));
         assert!(a.t.ping("a1", &ip_b1), "a1 -> b1 {ip_b1}");
         assert!(b.t.ping("b1", &ip_a1), "b1 -> a1 {ip_a1}");
+        // ARP for a remote address the store knows is answered by the local VTEP.
+        let answered = |h: &Host| {
+            h.t.json(&["network", "inspect", "ov"])["overlay"]["arp_answered"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let before = answered(&a);
+        let ip_b2 = b.ip_of("b2");
+        assert!(a.t.ping("a2", &ip_b2), "a2 -> b2 {ip_b2}");
+        assert!(
+            answered(&a) > before,
+            "a2's ARP for {ip_b2} was not answered locally"
+        );
         assert_eq!(
             a.getent("a1", "b2").as_deref(),
             Some(b.ip_of("b2").as_str())

@@ -115,6 +115,7 @@ pub fn network(n: &NetworkView, format: Format) -> String {
                 .map(|e| format!("{} {} ({}) on host {}", e.sandbox, e.ipv4, e.mac, e.host))
                 .collect();
             fields.push(("Remote endpoints", list(&eps)));
+            fields.push(("ARP answered", o.arp_answered.to_string()));
         }
     }
     let rows: Vec<Vec<String>> = n
@@ -417,6 +418,7 @@ mod tests {
                 rx_unknown_peer: 59,
                 tx_dropped: 67,
                 rx_dropped: 71,
+                arp_answered: 0,
                 remote_endpoints: Vec::new(),
             }),
         }

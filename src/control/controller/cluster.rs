@@ -182,6 +182,7 @@ impl Inner {
                 view.peers.push(rec.vtep);
             }
             view.stations.insert(rec.mac, rec.vtep);
+            view.addresses.insert(rec.ip, rec.mac);
         }
         self.overlay.set_cluster(network, view);
     }

@@ -40,6 +40,7 @@ impl Inner {
                 rx_unknown_peer: get(&r.stats.rx_unknown_peer),
                 tx_dropped: get(&r.stats.tx_dropped),
                 rx_dropped: get(&r.stats.rx_dropped),
+                arp_answered: get(&r.stats.arp_answered),
                 remote_endpoints: self
                     .remote_eps
                     .values()
