@@ -419,6 +419,16 @@ mod with_store {
         assert!(err.contains("--store") && err.contains("etcd://"), "{err}");
         let err = t.fails(&["daemon", "--store", "etcd://127.0.0.1:2379"]);
         assert!(err.contains("--vtep"), "{err}");
+        let err = t.fails(&[
+            "daemon",
+            "--vtep",
+            "127.0.0.1",
+            "--store",
+            "etcd://127.0.0.1:2379",
+            "--store-lease",
+            "1s",
+        ]);
+        assert!(err.contains("--store-lease") && err.contains("1s"), "{err}");
         let port = free_port();
         let err = t.fails(&[
             "daemon",

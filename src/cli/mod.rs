@@ -400,8 +400,8 @@ pub struct DaemonArgs {
     pub store: Option<String>,
     /// TTL of this daemon's lease in the store, in seconds (`15` or `15s`, 2-3600): a host
     /// dead this long loses its endpoints in the other hosts' tables [default: 15s].
-    #[arg(long, value_name = "SECONDS", default_value = "15s")]
-    pub store_lease: String,
+    #[arg(long, value_name = "SECONDS")]
+    pub store_lease: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -604,8 +604,11 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .map(|url| {
             let endpoints = crate::cluster::parse_url(url)
                 .map_err(|e| Error::invalid(format!("--store: {e}")))?;
-            let lease = crate::cluster::parse_lease(&args.store_lease)
-                .map_err(|e| Error::invalid(format!("--store-lease: {e}")))?;
+            let lease = match args.store_lease.as_deref() {
+                Some(l) => crate::cluster::parse_lease(l)
+                    .map_err(|e| Error::invalid(format!("--store-lease: {e}")))?,
+                None => crate::cluster::DEFAULT_LEASE,
+            };
             if vtep.is_none() {
                 return Err(Error::invalid(
                     "--store needs --vtep: its address names this host in the store",
