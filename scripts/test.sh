@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run every tapnet test on a Debian machine, as root: install what the end-to-end tests use
 # (iproute2, ping, tcpdump, ethtool, python3, util-linux's setpriv/unshare/nsenter, uidmap's
-# newuidmap), make sure /dev/net/tun exists, create the unprivileged users the rootless tests
-# run as, check formatting and lints, run the unit and end-to-end tests, then every fuzz target
-# for FUZZ_SECONDS (10) each. CI (.ci/run) calls exactly this.
+# newuidmap, etcd-server and protobuf-compiler for the cluster store), make sure /dev/net/tun
+# exists, create the unprivileged users the rootless tests run as, check formatting and lints,
+# run the unit and end-to-end tests, then every fuzz target for FUZZ_SECONDS (10) each. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,10 @@ have useradd || missing+=(passwd)
 # tests/docker.rs: a private dockerd (with its containerd) and a busybox image built from it.
 have dockerd || missing+=(docker.io)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
+# tests/etcd.rs: a real etcd server on loopback (the cluster store); the `etcd` feature's client
+# (etcd-client) compiles etcd's .proto files at build time with protoc.
+have etcd || missing+=(etcd-server)
+have protoc || missing+=(protobuf-compiler)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     apt-get update -qq
@@ -62,7 +66,9 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked 2>&1 | tee "$results"
+# The cluster store is a cargo feature (it needs protoc): lint it and test with it.
+cargo clippy --all-targets --locked --features etcd -- -D warnings
+cargo test --locked --features etcd 2>&1 | tee "$results"
 # Every parser of untrusted bytes, fuzzed for a few seconds each (scripts/fuzz.sh N for longer).
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 # One closing line for the whole run: every test binary's counts added up.

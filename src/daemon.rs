@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// The VTEP address of overlay networks that do not name one (`--vtep`).
     pub vtep: Option<std::net::SocketAddr>,
+    /// The cluster store (`--store`, `--store-lease`).
+    pub store: Option<crate::cluster::StoreOptions>,
 }
 
 /// How long a starting daemon retries a lock that a client is only probing.
@@ -164,6 +166,11 @@ fn serve_until_signal(
     mode: Mode,
     signals: &SigSet,
 ) -> Result<()> {
+    // An unreachable store stops the daemon here, before anything is made.
+    let cluster = match (&options.store, options.vtep) {
+        (Some(store), Some(vtep)) => Some(crate::cluster::Cluster::start(store, vtep.to_string())?),
+        _ => None,
+    };
     let dp = Datapath::start(options.threads)?;
     let policy = NatPolicy::new(options.nat_allow.clone());
     let upstreams = if options.dns_upstreams.is_empty() {
@@ -187,6 +194,12 @@ fn serve_until_signal(
             return Err(e);
         }
     };
+    if let Some((cluster, events)) = cluster
+        && let Err(e) = controller.attach_cluster(cluster, events)
+    {
+        dp.stop();
+        return Err(e);
+    }
     if let Some(addr) = options.metrics
         && let Err(e) = crate::metrics::start(addr, controller.clone())
     {

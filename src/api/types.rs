@@ -194,6 +194,22 @@ pub struct OverlayView {
     /// Received frames the network's switch port had no room for.
     #[serde(default)]
     pub rx_dropped: u64,
+    /// ARP requests for remote addresses the cluster store knows, answered locally.
+    #[serde(default)]
+    pub arp_answered: u64,
+    /// Endpoints of other hosts, from the cluster store (`daemon --store`).
+    #[serde(default)]
+    pub remote_endpoints: Vec<RemoteEndpointView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteEndpointView {
+    pub sandbox: String,
+    /// The daemon it lives on (its VTEP address).
+    pub host: String,
+    pub ipv4: String,
+    pub mac: String,
+    pub vtep: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -393,6 +393,15 @@ pub struct DaemonArgs {
     /// network's `--opt vtep=` overrides it [default: none: overlay networks must name one].
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub vtep: Option<String>,
+    /// Keep overlay networks, address claims and endpoints in this cluster store,
+    /// etcd://HOST:PORT[,HOST:PORT...]; needs --vtep (its address names this host) and a build
+    /// with the `etcd` feature [default: none: static peers only].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// TTL of this daemon's lease in the store, in seconds (`15` or `15s`, 2-3600): a host
+    /// dead this long loses its endpoints in the other hosts' tables [default: 15s].
+    #[arg(long, value_name = "SECONDS")]
+    pub store_lease: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -589,10 +598,30 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
                 .map_err(|e| Error::invalid(format!("--vtep: {e}")))
         })
         .transpose()?;
+    let store = args
+        .store
+        .as_deref()
+        .map(|url| {
+            let endpoints = crate::cluster::parse_url(url)
+                .map_err(|e| Error::invalid(format!("--store: {e}")))?;
+            let lease = match args.store_lease.as_deref() {
+                Some(l) => crate::cluster::parse_lease(l)
+                    .map_err(|e| Error::invalid(format!("--store-lease: {e}")))?,
+                None => crate::cluster::DEFAULT_LEASE,
+            };
+            if vtep.is_none() {
+                return Err(Error::invalid(
+                    "--store needs --vtep: its address names this host in the store",
+                ));
+            }
+            Ok(crate::cluster::StoreOptions { endpoints, lease })
+        })
+        .transpose()?;
     daemon::run(
         dirs,
         DaemonOptions {
             vtep,
+            store,
             threads,
             offload,
             nat_allow,

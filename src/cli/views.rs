@@ -108,6 +108,15 @@ pub fn network(n: &NetworkView, format: Format) -> String {
             .map(|r| format!("{} via {} ({} s)", r.mac, r.vtep, r.age_s))
             .collect();
         fields.push(("Remote", list(&remote)));
+        if !o.remote_endpoints.is_empty() {
+            let eps: Vec<String> = o
+                .remote_endpoints
+                .iter()
+                .map(|e| format!("{} {} ({}) on host {}", e.sandbox, e.ipv4, e.mac, e.host))
+                .collect();
+            fields.push(("Remote endpoints", list(&eps)));
+            fields.push(("ARP answered", o.arp_answered.to_string()));
+        }
     }
     let rows: Vec<Vec<String>> = n
         .endpoints
@@ -409,6 +418,8 @@ mod tests {
                 rx_unknown_peer: 59,
                 tx_dropped: 67,
                 rx_dropped: 71,
+                arp_answered: 0,
+                remote_endpoints: Vec::new(),
             }),
         }
     }

@@ -43,6 +43,7 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
 
+mod cluster;
 mod cni;
 mod docker;
 mod endpoints;
@@ -102,6 +103,12 @@ struct Inner {
     docker_publications: HashMap<String, Vec<(String, u64)>>,
     /// Where `remote:NAME` plugins are looked for: `<state-dir>/plugins`, then Docker's dirs.
     plugin_dirs: Vec<std::path::PathBuf>,
+    /// The cluster store (`daemon --store`), once attached.
+    cluster: Option<crate::cluster::Cluster>,
+    /// Endpoints of other hosts on overlay networks, from the store, by (network, address).
+    remote_eps: BTreeMap<(String, Ipv4Addr), crate::cluster::EndpointRecord>,
+    /// Addresses this daemon claimed in the store, released when the model no longer has them.
+    claimed: std::cell::RefCell<std::collections::BTreeSet<(String, Ipv4Addr)>>,
 }
 
 fn default_state() -> State {
@@ -224,6 +231,9 @@ impl Controller {
             cni_ports: HashMap::new(),
             docker_fds: HashMap::new(),
             plugin_dirs,
+            cluster: None,
+            remote_eps: BTreeMap::new(),
+            claimed: Default::default(),
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -280,7 +290,9 @@ impl Handler for Controller {
                 ip,
                 aliases,
             } => {
-                inner.network_connect(&network, &sandbox, ip.as_deref(), aliases)?;
+                let r = inner.network_connect(&network, &sandbox, ip.as_deref(), aliases);
+                inner.release_stale_claims();
+                r?;
                 value(&inner.sandbox_view(&sandbox)?)
             }
             Request::NetworkDisconnect { network, sandbox } => {
@@ -294,7 +306,9 @@ impl Handler for Controller {
                 value(&view?)
             }
             Request::SandboxCreate(req) => {
-                let name = inner.sandbox_create(req)?;
+                let r = inner.sandbox_create(req);
+                inner.release_stale_claims();
+                let name = r?;
                 value(&inner.sandbox_view(&name)?)
             }
             Request::SandboxList => {
@@ -598,6 +612,7 @@ impl Inner {
                 .collect(),
         );
         self.sync_names();
+        self.release_stale_claims();
         self.store.save(&self.state)
     }
 
@@ -622,6 +637,13 @@ impl Inner {
                     }
                     // PTR answers name the sandbox as Docker does: NAME.NETWORK.
                     table.add_reverse(ip, format!("{}.{network}", sb.name.to_lowercase()));
+                }
+                // Sandboxes of other hosts (the cluster store).
+                for rec in self.remote_eps.values().filter(|r| r.network == net.name) {
+                    let name = rec.sandbox.to_lowercase();
+                    table.add(format!("{name}.{network}"), rec.ip);
+                    table.add(name.clone(), rec.ip);
+                    table.add_reverse(rec.ip, format!("{name}.{network}"));
                 }
             }
             gateway.set_names(table);

@@ -17,6 +17,12 @@
 //! known VNI), the inner frame parsed as a TAP frame would be, the source MAC learned against
 //! the sending peer, and the frame handed to the switch. Everything dropped is counted.
 //!
+//! With a cluster store (`daemon --store`), the controller also hands each network the VTEPs of
+//! the other hosts' endpoints (added to the static peers) and their MACs (a table of its own that
+//! never ages and is looked up first), so frames to them go straight to their VTEP without a
+//! flood; ARP requests for their addresses are answered here, as libnetwork's overlay does, and
+//! never cross the underlay.
+//!
 //! The network's gateway is local on every host (an anycast gateway: same address and MAC on
 //! each): frames from its MAC neither leave nor enter through the VTEP.
 
@@ -69,6 +75,8 @@ pub struct VtepStats {
     pub tx_dropped: AtomicU64,
     /// Received frames the switch port had no room for.
     pub rx_dropped: AtomicU64,
+    /// ARP requests for remote addresses the cluster store knows, answered locally.
+    pub arp_answered: AtomicU64,
 }
 
 /// One remote station as `network inspect` shows it.
@@ -77,6 +85,43 @@ pub struct RemoteRow {
     pub mac: MacAddr,
     pub vtep: SocketAddr,
     pub age_s: u64,
+}
+
+/// What the cluster store knows of a network's other hosts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    /// VTEPs of the other hosts' endpoints: peers beside the static ones.
+    pub peers: Vec<SocketAddr>,
+    /// The other hosts' endpoints' MACs against their VTEPs.
+    pub stations: HashMap<MacAddr, SocketAddr>,
+    /// Their addresses' MACs: ARP for these is answered locally.
+    pub addresses: HashMap<std::net::Ipv4Addr, MacAddr>,
+}
+
+/// The ARP reply for `frame` (an Ethernet frame) when it is an ARP request for an address of
+/// `table`; None for anything else (gratuitous ARP included).
+pub fn proxy_arp(frame: &[u8], table: &HashMap<std::net::Ipv4Addr, MacAddr>) -> Option<[u8; 42]> {
+    let f = frame.get(..42)?;
+    // EtherType ARP; Ethernet/IPv4, lengths 6 and 4; a request.
+    if f[12..14] != [0x08, 0x06] || f[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] {
+        return None;
+    }
+    let (sha, spa, tpa) = (&f[22..28], &f[28..32], &f[38..42]);
+    if spa == tpa {
+        return None;
+    }
+    let target = std::net::Ipv4Addr::new(tpa[0], tpa[1], tpa[2], tpa[3]);
+    let mac = table.get(&target)?;
+    let mut r = [0u8; 42];
+    r[0..6].copy_from_slice(sha);
+    r[6..12].copy_from_slice(&mac.0);
+    r[12..14].copy_from_slice(&[0x08, 0x06]);
+    r[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    r[22..28].copy_from_slice(&mac.0);
+    r[28..32].copy_from_slice(tpa);
+    r[32..38].copy_from_slice(sha);
+    r[38..42].copy_from_slice(spa);
+    Some(r)
 }
 
 pub struct NetworkSpec {
@@ -96,6 +141,7 @@ enum Command {
     Add(Box<NetworkSpec>),
     Remove(u32, Sender<()>),
     Remotes(u32, Sender<Vec<RemoteRow>>),
+    Cluster(u32, Box<ClusterView>),
     Stop,
 }
 
@@ -205,6 +251,11 @@ impl Vtep {
         self.vnis.is_empty()
     }
 
+    /// Replace what the cluster store says of network `vni`'s other hosts.
+    pub fn set_cluster(&self, vni: u32, view: ClusterView) {
+        self.send(Command::Cluster(vni, Box::new(view)));
+    }
+
     /// The remote stations the network has learned.
     pub fn remotes(&self, vni: u32) -> Vec<RemoteRow> {
         let (reply, wait) = crossbeam_channel::bounded(1);
@@ -227,6 +278,12 @@ struct Net {
     spec: NetworkSpec,
     /// Remote MAC -> (its VTEP, last seen).
     remote: HashMap<MacAddr, (SocketAddr, Instant)>,
+    /// The static peers (`spec.peers` is these and the cluster's).
+    static_peers: Vec<SocketAddr>,
+    /// Remote MACs from the cluster store: never aged, looked up first.
+    stations: HashMap<MacAddr, SocketAddr>,
+    /// Remote addresses from the cluster store: ARP for them is answered here.
+    addresses: HashMap<std::net::Ipv4Addr, MacAddr>,
     /// Received TCP segments waiting to become one super-frame.
     gro: Coalescer,
 }
@@ -303,8 +360,12 @@ impl Engine {
                         continue;
                     }
                     self.by_vni.insert(spec.vni, slot);
+                    let static_peers = spec.peers.clone();
                     self.nets[slot] = Some(Net {
                         spec: *spec,
+                        static_peers,
+                        stations: HashMap::new(),
+                        addresses: HashMap::new(),
                         remote: HashMap::with_capacity(MAX_REMOTE_MACS),
                         gro: Coalescer::new(),
                     });
@@ -341,6 +402,19 @@ impl Engine {
                         })
                         .unwrap_or_default();
                     let _ = reply.send(rows);
+                }
+                Command::Cluster(vni, view) => {
+                    if let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) {
+                        let mut peers = net.static_peers.clone();
+                        for p in view.peers {
+                            if !peers.contains(&p) {
+                                peers.push(p);
+                            }
+                        }
+                        net.spec.peers = peers;
+                        net.stations = view.stations;
+                        net.addresses = view.addresses;
+                    }
                 }
                 Command::Stop => return false,
             }
@@ -448,7 +522,9 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        if let Some(e) = net.remote.get_mut(&info.src) {
+        if net.stations.contains_key(&info.src) {
+            // Known from the store: nothing to learn.
+        } else if let Some(e) = net.remote.get_mut(&info.src) {
             *e = (peer, now);
         } else if net.remote.len() < MAX_REMOTE_MACS {
             net.remote.insert(info.src, (peer, now));
@@ -487,6 +563,18 @@ impl Engine {
             let Some(Some(net)) = self.nets.get(slot) else {
                 return;
             };
+            if !net.addresses.is_empty()
+                && let Some(reply) = self
+                    .rx
+                    .get(VNET_HDR_LEN..n)
+                    .and_then(|f| proxy_arp(f, &net.addresses))
+            {
+                let mut out = [0u8; VNET_HDR_LEN + 42];
+                out[VNET_HDR_LEN..].copy_from_slice(&reply);
+                to_switch(fd, &out, &self.stats);
+                self.stats.arp_answered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let mut batch = Batch {
                 net,
                 out: &mut self.out,
@@ -587,10 +675,15 @@ impl Batch<'_> {
         dst.copy_from_slice(&first[0..6]);
         let dst = MacAddr(dst);
         let known = (!dst.is_multicast())
-            .then(|| self.net.remote.get(&dst))
+            .then(|| {
+                self.net
+                    .stations
+                    .get(&dst)
+                    .or_else(|| self.net.remote.get(&dst).map(|(vtep, _)| vtep))
+            })
             .flatten();
         match known {
-            Some((vtep, _)) => self.send(socket, vtep),
+            Some(vtep) => self.send(socket, vtep),
             None => {
                 for peer in &self.net.spec.peers {
                     self.send(socket, peer);
@@ -672,5 +765,42 @@ fn send_segments(
         Err(std::io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arp_request(spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+        let sha = [2, 0, 0, 0, 0, 1];
+        let mut f = vec![0xff; 6];
+        f.extend(sha);
+        f.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend(sha);
+        f.extend(spa);
+        f.extend([0; 6]);
+        f.extend(tpa);
+        f
+    }
+
+    #[test]
+    fn arp_for_a_known_remote_address_is_answered_and_nothing_else() {
+        let remote = MacAddr([2, 0, 0, 0, 0, 9]);
+        let table = HashMap::from([(std::net::Ipv4Addr::new(10, 0, 0, 9), remote)]);
+        let r = proxy_arp(&arp_request([10, 0, 0, 1], [10, 0, 0, 9]), &table).unwrap();
+        assert_eq!(&r[0..6], &[2, 0, 0, 0, 0, 1], "to the asker");
+        assert_eq!(&r[6..12], &remote.0);
+        assert_eq!(&r[20..22], &[0, 2], "a reply");
+        assert_eq!(&r[22..28], &remote.0, "sender is the remote station");
+        assert_eq!(&r[28..32], &[10, 0, 0, 9]);
+        assert_eq!(&r[38..42], &[10, 0, 0, 1]);
+        // Unknown address, gratuitous ARP, a reply, a runt: not answered.
+        assert!(proxy_arp(&arp_request([10, 0, 0, 1], [10, 0, 0, 8]), &table).is_none());
+        assert!(proxy_arp(&arp_request([10, 0, 0, 9], [10, 0, 0, 9]), &table).is_none());
+        let mut reply = arp_request([10, 0, 0, 1], [10, 0, 0, 9]);
+        reply[21] = 2;
+        assert!(proxy_arp(&reply, &table).is_none());
+        assert!(proxy_arp(&reply[..30], &table).is_none());
     }
 }

@@ -95,6 +95,15 @@ impl Vteps {
         }
     }
 
+    /// Hand a network's VTEP what the cluster store knows of the other hosts.
+    pub fn set_cluster(&self, network: &str, view: crate::datapath::vtep::ClusterView) {
+        if let Some((addr, _, vni)) = self.members.get(network)
+            && let Some(vtep) = self.vteps.get(addr)
+        {
+            vtep.set_cluster(*vni, view);
+        }
+    }
+
     pub fn report(&self, network: &str) -> Option<OverlayReport> {
         let (addr, _, vni) = self.members.get(network)?;
         let vtep = self.vteps.get(addr)?;

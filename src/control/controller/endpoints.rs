@@ -79,6 +79,9 @@ impl Inner {
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
         self.refuse_docker_owned(&net.name)?;
+        if net.driver == Driver::Overlay && self.cluster.is_some() {
+            return self.plan_claimed(sb, net, ip, aliases);
+        }
         plan_endpoint(&self.state, sb, net, ip, aliases)
     }
 

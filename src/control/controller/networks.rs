@@ -137,6 +137,11 @@ impl Inner {
         {
             net.options.insert("vtep".to_string(), vtep.to_string());
         }
+        if net.driver == Driver::Overlay
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.put_network(&net)?;
+        }
         let imp = drivers::of(net.driver);
         imp.create_network(&self.ctx(), &net)?;
         // Undo what the driver's side (a remote plugin) made when a later step fails.
@@ -160,7 +165,11 @@ impl Inner {
 
     /// The datapath side of a network, by its driver.
     pub(super) fn add_switch(&mut self, net: &Network) -> Result<()> {
-        drivers::of(net.driver).setup_network(&mut self.ctx(), net)
+        drivers::of(net.driver).setup_network(&mut self.ctx(), net)?;
+        if net.driver == Driver::Overlay {
+            self.sync_cluster(&net.name);
+        }
+        Ok(())
     }
 
     pub(super) fn remove_switch(&mut self, net: &Network) {
@@ -219,6 +228,13 @@ impl Inner {
                 eprintln!("tapnet: network {name}: undo remove: {redo}");
             }
             return Err(e);
+        }
+        // Out of the store too, unless other hosts still have endpoints on it.
+        if removed.driver == Driver::Overlay
+            && self.remote_addresses(name).is_empty()
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.delete_network(name);
         }
         let switch = drivers::of(removed.driver).take_network(&mut self.ctx(), name);
         let mut teardown = Teardown::new(self.dp.clone());

@@ -40,6 +40,19 @@ impl Inner {
                 rx_unknown_peer: get(&r.stats.rx_unknown_peer),
                 tx_dropped: get(&r.stats.tx_dropped),
                 rx_dropped: get(&r.stats.rx_dropped),
+                arp_answered: get(&r.stats.arp_answered),
+                remote_endpoints: self
+                    .remote_eps
+                    .values()
+                    .filter(|e| e.network == name)
+                    .map(|e| crate::api::types::RemoteEndpointView {
+                        sandbox: e.sandbox.clone(),
+                        host: e.host.clone(),
+                        ipv4: e.ip.to_string(),
+                        mac: e.mac.to_string(),
+                        vtep: e.vtep.to_string(),
+                    })
+                    .collect(),
             });
         }
         Ok(view)

@@ -1,0 +1,341 @@
+//! The etcd client of the cluster store: a thread with a tokio runtime of its own (the rest of
+//! the daemon is threads and mio), bridged to the controller by channels.
+//!
+//! The thread connects, grants the daemon's lease and keeps it alive (every third of its TTL),
+//! reads everything under the prefix (sent as one [`Event::Snapshot`]) and watches from the next
+//! revision. When any of that fails (the store went away) it retries every second; on success it
+//! grants a new lease if the old one is gone, puts this daemon's endpoints again, and sends a
+//! new snapshot: a daemon that lost the store catches up, and meanwhile the controller keeps
+//! what it knew (the datapath never waits on the store).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use super::{Event, PREFIX, Request, StoreOptions, endpoint_key, event_of, network_key};
+use crate::error::{Error, Result};
+
+const RETRY: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Outcome<T> = std::result::Result<T, etcd_client::Error>;
+
+pub(super) fn start(options: &StoreOptions) -> Result<(Sender<Request>, Receiver<Event>)> {
+    let (requests, from_controller) = crossbeam_channel::unbounded::<Request>();
+    let (events, to_controller) = crossbeam_channel::unbounded();
+    let (started, wait) = crossbeam_channel::bounded::<std::result::Result<(), String>>(1);
+    let options = options.clone();
+    std::thread::Builder::new()
+        .name("cluster-store".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = started.send(Err(format!("start its runtime: {e}")));
+                    return;
+                }
+            };
+            // Requests come on a crossbeam channel (the controller has no runtime): a plain
+            // thread forwards them into the runtime's channel.
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let forward = std::thread::Builder::new()
+                .name("cluster-requests".into())
+                .spawn(move || {
+                    for r in from_controller {
+                        if tx.send(r).is_err() {
+                            break;
+                        }
+                    }
+                });
+            if let Err(e) = forward {
+                let _ = started.send(Err(format!("start its request thread: {e}")));
+                return;
+            }
+            runtime.block_on(run(options, rx, events, started));
+        })
+        .map_err(|e| Error::invalid(format!("cluster store: start its thread: {e}")))?;
+    match wait.recv_timeout(CONNECT_TIMEOUT + Duration::from_secs(5)) {
+        Ok(Ok(())) => Ok((requests, to_controller)),
+        Ok(Err(e)) => Err(Error::invalid(format!("cluster store: {e}"))),
+        Err(_) => Err(Error::invalid("cluster store: no answer from the store")),
+    }
+}
+
+/// The session state kept across reconnections.
+struct Session {
+    options: StoreOptions,
+    lease: Option<i64>,
+    /// This daemon's endpoints (key -> value), put again after a reconnection.
+    own: BTreeMap<String, Vec<u8>>,
+}
+
+async fn run(
+    options: StoreOptions,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Request>,
+    events: Sender<Event>,
+    started: Sender<std::result::Result<(), String>>,
+) {
+    let mut s = Session {
+        options,
+        lease: None,
+        own: BTreeMap::new(),
+    };
+    let mut started = Some(started);
+    loop {
+        let outcome = session(&mut s, &mut requests, &events, &mut started).await;
+        match outcome {
+            Ok(()) => return, // the controller is gone
+            Err(e) => {
+                if let Some(st) = started.take() {
+                    let _ = st.send(Err(format!(
+                        "cannot reach {}: {e}",
+                        s.options.endpoints.join(",")
+                    )));
+                    return;
+                }
+                eprintln!(
+                    "tapnet: cluster store lost ({e}); forwarding goes on with what is known, retrying"
+                );
+            }
+        }
+        // Requests that come while the store is away fail at once rather than wait.
+        let deadline = tokio::time::sleep(RETRY);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                r = requests.recv() => match r {
+                    Some(r) => offline(&mut s, r),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+fn offline(s: &mut Session, r: Request) {
+    let away = || Error::invalid("cluster store unreachable: try again when it is back");
+    match r {
+        Request::PutNetwork(_, reply) => {
+            let _ = reply.send(Err(away()));
+        }
+        Request::Claim(_, reply) => {
+            let _ = reply.send(Err(away()));
+        }
+        Request::Publish(rec) => {
+            if let Ok(v) = serde_json::to_vec(&rec) {
+                s.own.insert(endpoint_key(&rec.network, rec.ip), v);
+            }
+        }
+        Request::Release { network, ip } => {
+            s.own.remove(&endpoint_key(&network, ip));
+        }
+        Request::DeleteNetwork(_) => {}
+    }
+}
+
+/// One connection's life: Ok when the controller hung up, Err when the store failed.
+async fn session(
+    s: &mut Session,
+    requests: &mut tokio::sync::mpsc::UnboundedReceiver<Request>,
+    events: &Sender<Event>,
+    started: &mut Option<Sender<std::result::Result<(), String>>>,
+) -> Outcome<()> {
+    let connect = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(CONNECT_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    let mut client = Client::connect(&s.options.endpoints, Some(connect)).await?;
+    let ttl = s.options.lease.as_secs() as i64;
+    // The old lease survives a store restart shorter than its TTL: keep it if it does.
+    let lease = match s.lease {
+        Some(id) if client.lease_time_to_live(id, None).await?.ttl() > 0 => id,
+        _ => client.lease_grant(ttl, None).await?.id(),
+    };
+    s.lease = Some(lease);
+    let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
+    keeper.keep_alive().await?;
+    for (k, v) in &s.own {
+        client
+            .put(
+                k.clone(),
+                v.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+    }
+    let all = client
+        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = all.header().map(|h| h.revision()).unwrap_or(0);
+    let mut networks = Vec::new();
+    let mut endpoints = Vec::new();
+    for kv in all.kvs() {
+        match kv
+            .key_str()
+            .ok()
+            .and_then(|k| event_of(k, kv.value(), false))
+        {
+            Some(Event::Network(n)) => networks.push(n),
+            Some(Event::Endpoint(e)) => endpoints.push(e),
+            _ => {}
+        }
+    }
+    let mut watch = client
+        .watch(
+            PREFIX,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        )
+        .await?;
+    if let Some(st) = started.take() {
+        let _ = st.send(Ok(()));
+    }
+    if events
+        .send(Event::Snapshot {
+            networks,
+            endpoints,
+        })
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(500)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                keeper.keep_alive().await?;
+            }
+            k = kept.message() => {
+                match k? {
+                    // A lease that ended (the store was away too long): start over.
+                    Some(r) if r.ttl() <= 0 => {
+                        s.lease = None;
+                        return Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into()));
+                    }
+                    Some(_) => {}
+                    None => return Err(etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into())),
+                }
+            }
+            w = watch.message() => {
+                let Some(w) = w? else {
+                    return Err(etcd_client::Error::WatchError("watch ended".into()));
+                };
+                if w.canceled() {
+                    return Err(etcd_client::Error::WatchError("watch canceled".into()));
+                }
+                for e in w.events() {
+                    let Some(kv) = e.kv() else { continue };
+                    let deleted = e.event_type() == EventType::Delete;
+                    if let Some(ev) = kv.key_str().ok().and_then(|k| event_of(k, kv.value(), deleted))
+                        && events.send(ev).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            r = requests.recv() => {
+                let Some(r) = r else { return Ok(()) };
+                serve(s, &mut client, lease, r).await?;
+            }
+        }
+    }
+}
+
+async fn serve(s: &mut Session, client: &mut Client, lease: i64, r: Request) -> Outcome<()> {
+    match r {
+        Request::PutNetwork(net, reply) => {
+            let key = network_key(&net.name);
+            let value = serde_json::to_vec(&net).unwrap_or_default();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value, None)])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let answer = match client.txn(txn).await {
+                Ok(t) if t.succeeded() => Ok(()),
+                Ok(_) => {
+                    // Another host made it first: fine if it is the same network.
+                    let theirs = client.get(key.clone(), None).await?;
+                    let same = theirs
+                        .kvs()
+                        .first()
+                        .and_then(|kv| {
+                            serde_json::from_slice::<crate::control::model::Network>(kv.value())
+                                .ok()
+                        })
+                        .is_some_and(|n| n.vni == net.vni && n.subnet == net.subnet);
+                    if same {
+                        Ok(())
+                    } else {
+                        Err(Error::conflict(format!(
+                            "network {} exists in the cluster store with another VNI or subnet",
+                            net.name
+                        )))
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::invalid(format!(
+                        "cluster store: create network {}: {e}",
+                        net.name
+                    ))));
+                    return Err(e);
+                }
+            };
+            let _ = reply.send(answer);
+        }
+        Request::DeleteNetwork(name) => {
+            client.delete(network_key(&name), None).await?;
+        }
+        Request::Claim(rec, reply) => {
+            let key = endpoint_key(&rec.network, rec.ip);
+            let value = serde_json::to_vec(&rec).unwrap_or_default();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            match client.txn(txn).await {
+                Ok(t) => {
+                    if t.succeeded() {
+                        s.own.insert(key, value);
+                    }
+                    let _ = reply.send(Ok(t.succeeded()));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::invalid(format!(
+                        "cluster store: claim {} on network {}: {e}",
+                        rec.ip, rec.network
+                    ))));
+                    return Err(e);
+                }
+            }
+        }
+        Request::Publish(rec) => {
+            let key = endpoint_key(&rec.network, rec.ip);
+            let value = serde_json::to_vec(&rec).unwrap_or_default();
+            s.own.insert(key.clone(), value.clone());
+            client
+                .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await?;
+        }
+        Request::Release { network, ip } => {
+            let key = endpoint_key(&network, ip);
+            s.own.remove(&key);
+            client.delete(key, None).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! The cluster store (`tapnet daemon --store etcd://HOST:PORT[,HOST:PORT...]`): overlay
+//! networks, cluster-wide address claims and each endpoint's MAC, address and VTEP, kept in etcd
+//! so every daemon of the cluster knows them.
+//!
+//! Keys (values are JSON):
+//!
+//! - `/tapnet/v1/networks/NAME`: the overlay network (VNI, subnet, range, MTU, options but this
+//!   host's `vtep` and `peers`); no lease: it outlives the host that made it.
+//! - `/tapnet/v1/endpoints/NETWORK/IP`: an [`EndpointRecord`], under the daemon's lease. Made
+//!   with "create if absent", so the key is also the address's claim: no two hosts hand out one
+//!   address. When the daemon dies its lease ends and its endpoints disappear.
+//!
+//! The client runs on a tokio runtime in a thread of its own (`etcd.rs`, cargo feature `etcd`);
+//! the controller talks to it through channels ([`Cluster`]) and gets the store's changes as
+//! [`Event`]s. Nothing here touches the datapath.
+
+#[cfg(feature = "etcd")]
+mod etcd;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+use crate::control::model::Network;
+use crate::datapath::frame::MacAddr;
+use crate::error::{Error, Result};
+
+pub const PREFIX: &str = "/tapnet/v1/";
+pub const NETWORKS: &str = "/tapnet/v1/networks/";
+pub const ENDPOINTS: &str = "/tapnet/v1/endpoints/";
+/// How long a request to the store thread may take before the controller gives up on it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default TTL of the daemon's lease (`--store-lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// `--store etcd://HOST:PORT[,HOST:PORT...]`: the endpoints as `http://HOST:PORT`.
+pub fn parse_url(url: &str) -> std::result::Result<Vec<String>, String> {
+    let rest = url.strip_prefix("etcd://").ok_or_else(|| {
+        format!("bad store URL {url:?}: expected etcd://HOST:PORT[,HOST:PORT...]")
+    })?;
+    let mut out = Vec::new();
+    for hp in rest.split(',') {
+        let ok = hp.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty()
+                && !h.contains('/')
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c))
+                && p.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !ok {
+            return Err(format!(
+                "bad store URL {url:?}: {hp:?} is not HOST:PORT (expected etcd://HOST:PORT[,HOST:PORT...])"
+            ));
+        }
+        out.push(format!("http://{hp}"));
+    }
+    Ok(out)
+}
+
+/// `--store-lease`: seconds, with an optional `s` (`3s`, `15`), 2-3600.
+pub fn parse_lease(s: &str) -> std::result::Result<Duration, String> {
+    let n: u64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("bad lease {s:?}: expected seconds such as 15s"))?;
+    if !(2..=3600).contains(&n) {
+        return Err(format!("lease {s:?} is out of range (2s-3600s)"));
+    }
+    Ok(Duration::from_secs(n))
+}
+
+/// One endpoint as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub sandbox: String,
+    /// The daemon that owns it (its VTEP address, unique in the cluster).
+    pub host: String,
+    /// Where frames to it are sent.
+    pub vtep: SocketAddr,
+}
+
+pub fn network_key(name: &str) -> String {
+    format!("{NETWORKS}{name}")
+}
+
+pub fn endpoint_key(network: &str, ip: Ipv4Addr) -> String {
+    format!("{ENDPOINTS}{network}/{ip}")
+}
+
+/// A network as other hosts should make it: without this host's VTEP and peers.
+pub fn shared_network(net: &Network) -> Network {
+    let mut n = net.clone();
+    n.options.remove("vtep");
+    n.options.remove("peers");
+    n
+}
+
+/// A change in the store, for the controller.
+#[derive(Debug)]
+pub enum Event {
+    /// Everything under the prefix, after (re)connecting: replaces what was known.
+    Snapshot {
+        networks: Vec<Network>,
+        endpoints: Vec<EndpointRecord>,
+    },
+    Network(Network),
+    NetworkGone(String),
+    Endpoint(EndpointRecord),
+    EndpointGone {
+        network: String,
+        ip: Ipv4Addr,
+    },
+}
+
+/// Parse one key-value pair of the store into an event (None: not ours or unreadable).
+pub fn event_of(key: &str, value: &[u8], deleted: bool) -> Option<Event> {
+    if let Some(name) = key.strip_prefix(NETWORKS) {
+        if deleted {
+            return Some(Event::NetworkGone(name.to_string()));
+        }
+        return serde_json::from_slice(value)
+            .inspect_err(|e| eprintln!("tapnet: cluster store: unreadable {key}: {e}"))
+            .ok()
+            .map(Event::Network);
+    }
+    let rest = key.strip_prefix(ENDPOINTS)?;
+    let (network, ip) = rest.rsplit_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    if deleted {
+        return Some(Event::EndpointGone {
+            network: network.to_string(),
+            ip,
+        });
+    }
+    serde_json::from_slice(value)
+        .inspect_err(|e| eprintln!("tapnet: cluster store: unreadable {key}: {e}"))
+        .ok()
+        .map(Event::Endpoint)
+}
+
+/// What the controller asks of the store thread.
+pub enum Request {
+    /// Create the network's key unless it exists; an existing one with another VNI is an error.
+    PutNetwork(Box<Network>, Sender<Result<()>>),
+    DeleteNetwork(String),
+    /// Claim an address: create the endpoint's key under the lease unless it exists (`false`).
+    Claim(Box<EndpointRecord>, Sender<Result<bool>>),
+    /// Publish an endpoint this daemon already owns (after a restart): put under the lease.
+    Publish(Box<EndpointRecord>),
+    Release {
+        network: String,
+        ip: Ipv4Addr,
+    },
+}
+
+/// The controller's handle of the store thread.
+pub struct Cluster {
+    requests: Sender<Request>,
+    /// This daemon's name in the store (its VTEP address).
+    pub host: String,
+}
+
+/// How to reach the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub endpoints: Vec<String>,
+    pub lease: Duration,
+}
+
+impl Cluster {
+    /// Connect (an unreachable store is an error here, at start) and start the store thread;
+    /// the store's changes arrive on the returned receiver.
+    pub fn start(options: &StoreOptions, host: String) -> Result<(Cluster, Receiver<Event>)> {
+        #[cfg(feature = "etcd")]
+        {
+            let (requests, events) = etcd::start(options)?;
+            Ok((Cluster { requests, host }, events))
+        }
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = (options, host);
+            Err(Error::invalid(
+                "--store: this tapnet was built without the cluster store; build it with `cargo build --release --features etcd` (needs protoc)",
+            ))
+        }
+    }
+
+    fn ask<T>(&self, what: &str, make: impl FnOnce(Sender<Result<T>>) -> Request) -> Result<T> {
+        let (reply, wait) = crossbeam_channel::bounded(1);
+        self.requests.send(make(reply)).map_err(|_| {
+            Error::invalid(format!("cluster store: {what}: the store thread is gone"))
+        })?;
+        wait.recv_timeout(REQUEST_TIMEOUT).map_err(|_| {
+            Error::invalid(format!(
+                "cluster store: {what}: no answer within {}s (is the store reachable?)",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+        })?
+    }
+
+    pub fn put_network(&self, net: &Network) -> Result<()> {
+        let net = Box::new(shared_network(net));
+        let what = format!("create network {}", net.name);
+        self.ask(&what, |r| Request::PutNetwork(net, r))
+    }
+
+    pub fn delete_network(&self, name: &str) {
+        let _ = self.requests.send(Request::DeleteNetwork(name.to_string()));
+    }
+
+    pub fn claim(&self, rec: EndpointRecord) -> Result<bool> {
+        let what = format!("claim {} on network {}", rec.ip, rec.network);
+        self.ask(&what, |r| Request::Claim(Box::new(rec), r))
+    }
+
+    pub fn publish(&self, rec: EndpointRecord) {
+        let _ = self.requests.send(Request::Publish(Box::new(rec)));
+    }
+
+    pub fn release(&self, network: &str, ip: Ipv4Addr) {
+        let _ = self.requests.send(Request::Release {
+            network: network.to_string(),
+            ip,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_url("etcd://127.0.0.1:2379,etcd1:2380").unwrap(),
+            vec!["http://127.0.0.1:2379", "http://etcd1:2380"]
+        );
+        for bad in [
+            "http://x:1",
+            "etcd://",
+            "etcd://host",
+            "etcd://h:0",
+            "etcd://h:1,",
+            "etcd://a/b:1",
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(e.contains("bad store URL"), "{bad}: {e}");
+        }
+        assert_eq!(parse_lease("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_lease("15").unwrap(), Duration::from_secs(15));
+        assert!(parse_lease("1s").is_err() && parse_lease("x").is_err());
+    }
+
+    #[test]
+    fn keys_become_events() {
+        let rec = EndpointRecord {
+            network: "ov".into(),
+            ip: Ipv4Addr::new(10, 1, 0, 2),
+            mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 2)),
+            sandbox: "a".into(),
+            host: "127.0.0.2:4789".into(),
+            vtep: "127.0.0.2:4789".parse().unwrap(),
+        };
+        let key = endpoint_key("ov", rec.ip);
+        let value = serde_json::to_vec(&rec).unwrap();
+        assert!(matches!(event_of(&key, &value, false), Some(Event::Endpoint(r)) if r == rec));
+        assert!(matches!(
+            event_of(&key, b"", true),
+            Some(Event::EndpointGone { network, ip }) if network == "ov" && ip == rec.ip
+        ));
+        assert!(
+            matches!(event_of(&network_key("ov"), b"", true), Some(Event::NetworkGone(n)) if n == "ov")
+        );
+        assert!(event_of("/other/x", b"", false).is_none());
+        assert!(event_of(&key, b"not json", false).is_none());
+    }
+}

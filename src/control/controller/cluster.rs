@@ -1,0 +1,290 @@
+//! The cluster store's side of the controller (`daemon --store`): publishing this host's overlay
+//! networks and endpoints, claiming addresses cluster-wide, and applying what the store says of
+//! the other hosts (networks made here, their endpoints in the VTEPs' tables and the gateways'
+//! names). Events come from the store thread (`cluster::etcd`) through a channel; a thread of
+//! the controller applies them under its lock.
+
+use super::*;
+use crate::cluster::{Cluster, EndpointRecord, Event};
+
+/// Addresses tried before an endpoint's planning gives up on claims other hosts win.
+const CLAIM_TRIES: usize = 64;
+
+impl Controller {
+    /// Start using the cluster store: publish what this host has, then apply the store's
+    /// changes as they come, until the store thread ends.
+    pub fn attach_cluster(
+        self: &Arc<Self>,
+        cluster: Cluster,
+        events: crossbeam_channel::Receiver<Event>,
+    ) -> Result<()> {
+        {
+            let mut inner = self.lock();
+            let overlay: Vec<Network> = inner
+                .state
+                .networks
+                .iter()
+                .filter(|n| n.driver == Driver::Overlay)
+                .cloned()
+                .collect();
+            for net in &overlay {
+                if let Err(e) = cluster.put_network(net) {
+                    eprintln!("tapnet: network {}: {e}", net.name);
+                }
+            }
+            let own: Vec<EndpointRecord> = inner
+                .state
+                .sandboxes
+                .iter()
+                .flat_map(|sb| sb.endpoints.iter().map(move |ep| (sb, ep)))
+                .filter_map(|(sb, ep)| inner.own_record(&sb.name, ep))
+                .collect();
+            for rec in own {
+                inner
+                    .claimed
+                    .get_mut()
+                    .insert((rec.network.clone(), rec.ip));
+                cluster.publish(rec);
+            }
+            inner.cluster = Some(cluster);
+        }
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("cluster-events".into())
+            .spawn(move || {
+                for ev in events {
+                    let Some(this) = me.upgrade() else { return };
+                    this.lock().apply_cluster(ev);
+                }
+            })
+            .map_err(|e| Error::invalid(format!("cluster store: start its event thread: {e}")))?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// The store's record of one of this host's endpoints (overlay networks only).
+    pub(super) fn own_record(&self, sandbox: &str, ep: &Endpoint) -> Option<EndpointRecord> {
+        let cluster = self.cluster.as_ref()?;
+        let net = self.state.network(&ep.network)?;
+        if net.driver != Driver::Overlay {
+            return None;
+        }
+        let ip = ep.ipv4?;
+        Some(EndpointRecord {
+            network: net.name.clone(),
+            ip,
+            mac: ep.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
+            sandbox: sandbox.to_string(),
+            host: cluster.host.clone(),
+            vtep: self.vtep_of(net)?,
+        })
+    }
+
+    fn vtep_of(&self, net: &Network) -> Option<std::net::SocketAddr> {
+        drivers::overlay::OverlayOptions::parse(&net.options)
+            .ok()?
+            .vtep
+            .or(self.overlay.default)
+    }
+
+    /// Addresses other hosts hold on `network`.
+    pub(super) fn remote_addresses(&self, network: &str) -> Vec<Ipv4Addr> {
+        self.remote_eps
+            .keys()
+            .filter(|(n, _)| n == network)
+            .map(|(_, ip)| *ip)
+            .collect()
+    }
+
+    /// Plan an endpoint on an overlay network with the store: the address must be claimed in
+    /// the store (create-if-absent), so two hosts never hand out the same one.
+    pub(super) fn plan_claimed(
+        &self,
+        sb: &Sandbox,
+        net: &Network,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<Endpoint> {
+        let mut lost: Vec<Ipv4Addr> = self.remote_addresses(&net.name);
+        for _ in 0..CLAIM_TRIES {
+            let mut state = self.state.clone();
+            // Addresses others hold or won stand in as endpoints of a placeholder sandbox.
+            state.sandboxes.push(Sandbox {
+                name: String::new(),
+                id: String::new(),
+                hostname: String::new(),
+                endpoints: lost
+                    .iter()
+                    .map(|ip| Endpoint {
+                        id: String::new(),
+                        network: net.name.clone(),
+                        interface: None,
+                        mac: None,
+                        ipv4: Some(*ip),
+                        aliases: Vec::new(),
+                        impairment: None,
+                        blocked: Vec::new(),
+                    })
+                    .collect(),
+                ports: Vec::new(),
+            });
+            let ep = endpoints::plan_endpoint(&state, sb, net, ip, aliases.clone())?;
+            let (Some(rec), Some(cluster)) = (self.own_record(&sb.name, &ep), &self.cluster) else {
+                return Ok(ep);
+            };
+            let addr = rec.ip;
+            if cluster.claim(rec)? {
+                self.claimed.borrow_mut().insert((net.name.clone(), addr));
+                return Ok(ep);
+            }
+            if ip.is_some() {
+                return Err(Error::conflict(format!(
+                    "address {addr} on network {} is taken by another host",
+                    net.name
+                )));
+            }
+            lost.push(addr);
+        }
+        Err(Error::conflict(format!(
+            "network {}: no address could be claimed in the cluster store",
+            net.name
+        )))
+    }
+
+    /// Give back claims of endpoints the model no longer has (removed, or a create that failed).
+    pub(super) fn release_stale_claims(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        let live: HashSet<(String, Ipv4Addr)> = self
+            .state
+            .sandboxes
+            .iter()
+            .flat_map(|sb| sb.endpoints.iter())
+            .filter_map(|ep| Some((ep.network.clone(), ep.ipv4?)))
+            .collect();
+        self.claimed.borrow_mut().retain(|(network, ip)| {
+            let keep = live.contains(&(network.clone(), *ip));
+            if !keep {
+                cluster.release(network, *ip);
+            }
+            keep
+        });
+    }
+
+    /// Tell the network's VTEP what the store knows of the other hosts.
+    pub(super) fn sync_cluster(&self, network: &str) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let mut view = crate::datapath::vtep::ClusterView::default();
+        for rec in self.remote_eps.values().filter(|r| r.network == network) {
+            if !view.peers.contains(&rec.vtep) {
+                view.peers.push(rec.vtep);
+            }
+            view.stations.insert(rec.mac, rec.vtep);
+            view.addresses.insert(rec.ip, rec.mac);
+        }
+        self.overlay.set_cluster(network, view);
+    }
+
+    fn is_own(&self, rec: &EndpointRecord) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.host == rec.host)
+    }
+
+    pub(super) fn apply_cluster(&mut self, ev: Event) {
+        match ev {
+            Event::Snapshot {
+                networks,
+                endpoints,
+            } => {
+                for net in networks {
+                    self.adopt_network(net);
+                }
+                let before: HashSet<String> = self
+                    .remote_eps
+                    .values()
+                    .map(|r| r.network.clone())
+                    .collect();
+                self.remote_eps = endpoints
+                    .into_iter()
+                    .filter(|r| !self.is_own(r))
+                    .map(|r| ((r.network.clone(), r.ip), r))
+                    .collect();
+                let mut touched: HashSet<String> = self
+                    .remote_eps
+                    .values()
+                    .map(|r| r.network.clone())
+                    .collect();
+                touched.extend(before);
+                for n in touched {
+                    self.sync_cluster(&n);
+                }
+                self.sync_names();
+            }
+            Event::Network(net) => self.adopt_network(net),
+            Event::NetworkGone(name) => {
+                // Removed on another host: this host's network stays while it is used here.
+                if self.state.network(&name).is_some() {
+                    eprintln!(
+                        "tapnet: network {name} left the cluster store; kept here (remove it with network rm)"
+                    );
+                }
+            }
+            Event::Endpoint(rec) => {
+                if self.is_own(&rec) {
+                    return;
+                }
+                let network = rec.network.clone();
+                self.remote_eps.insert((network.clone(), rec.ip), rec);
+                self.sync_cluster(&network);
+                self.sync_names();
+            }
+            Event::EndpointGone { network, ip } => {
+                if self.remote_eps.remove(&(network.clone(), ip)).is_some() {
+                    self.sync_cluster(&network);
+                    self.sync_names();
+                }
+            }
+        }
+    }
+
+    /// Make here an overlay network another host put in the store.
+    fn adopt_network(&mut self, mut net: Network) {
+        if net.driver != Driver::Overlay || self.state.network(&net.name).is_some() {
+            return;
+        }
+        if let Some(other) = self
+            .state
+            .networks
+            .iter()
+            .find(|n| n.vni.is_some() && n.vni == net.vni)
+        {
+            eprintln!(
+                "tapnet: network {} of the cluster store has VNI {:?}, taken here by network {}; not made",
+                net.name, net.vni, other.name
+            );
+            return;
+        }
+        let Some(vtep) = self.overlay.default else {
+            eprintln!(
+                "tapnet: network {} of the cluster store needs a VTEP: start the daemon with --vtep",
+                net.name
+            );
+            return;
+        };
+        net.options.insert("vtep".to_string(), vtep.to_string());
+        net.builtin = false;
+        if let Err(e) = self.add_switch(&net) {
+            eprintln!("tapnet: network {} of the cluster store: {e}", net.name);
+            return;
+        }
+        self.state.networks.push(net.clone());
+        if let Err(e) = self.save() {
+            eprintln!("tapnet: network {} of the cluster store: {e}", net.name);
+            self.state.networks.pop();
+            self.remove_switch(&net);
+            return;
+        }
+        self.sync_cluster(&net.name);
+    }
+}

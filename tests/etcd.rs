@@ -1,0 +1,459 @@
+//! The cluster store (`daemon --store etcd://...`) against a real etcd server on loopback:
+//! networks made on one host appear on the other, addresses are claimed cluster-wide, sandboxes
+//! on two hosts ping and resolve each other by name, a host killed with `kill -9` leaves the
+//! other's tables when its lease ends, and both hosts ride through a store restart. Each test
+//! starts its own etcd (free loopback ports, a temp data dir, killed on drop) and daemons whose
+//! VTEPs bind loopback addresses of their own. Without etcd installed the tests are skipped
+//! loudly, except on CI (`CI=true`), where they fail.
+
+mod common;
+
+#[cfg(feature = "etcd")]
+mod with_store {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+
+    use super::common::{Tapnet, wait_until};
+
+    static NEXT: AtomicU32 = AtomicU32::new(2);
+
+    /// A loopback address no other test of this run uses (port 4789 is free on each).
+    fn loopback() -> String {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        format!("127.79.{}.{n}", std::process::id() % 250)
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port")
+    }
+
+    /// A real etcd server on loopback, killed (and its data dir removed) on drop.
+    struct Etcd {
+        child: Option<Child>,
+        dir: PathBuf,
+        client: u16,
+        peer: u16,
+    }
+
+    impl Etcd {
+        /// None (after saying so loudly) when etcd is not installed and CI is unset.
+        fn start(tag: &str) -> Option<Etcd> {
+            if Command::new("etcd").arg("--version").output().is_err() {
+                assert!(
+                    std::env::var("CI").is_err(),
+                    "etcd is not installed: scripts/test.sh installs etcd-server"
+                );
+                eprintln!(
+                    "SKIPPED {tag}: etcd is not installed (apt-get install etcd-server); the cluster store is untested"
+                );
+                return None;
+            }
+            let dir =
+                std::env::temp_dir().join(format!("tapnet-etcd-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut etcd = Etcd {
+                child: None,
+                dir,
+                client: free_port(),
+                peer: free_port(),
+            };
+            etcd.run();
+            Some(etcd)
+        }
+
+        fn url(&self) -> String {
+            format!("etcd://127.0.0.1:{}", self.client)
+        }
+
+        /// Start (again) on the same data dir and ports; waits until it is healthy.
+        fn run(&mut self) {
+            let client = format!("http://127.0.0.1:{}", self.client);
+            let peer = format!("http://127.0.0.1:{}", self.peer);
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.with_extension("log"))
+                .expect("etcd log");
+            let child = Command::new("etcd")
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("default={peer}")])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            self.child = Some(child);
+            assert!(
+                wait_until(Duration::from_secs(20), || self.healthy()),
+                "etcd on port {} did not become healthy",
+                self.client
+            );
+        }
+
+        fn healthy(&self) -> bool {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            body.contains("\"health\":\"true\"")
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    impl Drop for Etcd {
+        fn drop(&mut self) {
+            self.kill();
+            if std::thread::panicking() {
+                let log =
+                    std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!(
+                    "--- etcd log (last lines, newest first) ---\n{}",
+                    tail.join("\n")
+                );
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_file(self.dir.with_extension("log"));
+        }
+    }
+
+    /// One host: a daemon with the store and its own VTEP.
+    struct Host {
+        t: Tapnet,
+        vtep: String,
+        daemon: Option<Child>,
+    }
+
+    impl Host {
+        fn new(tag: &str, etcd: &Etcd) -> Host {
+            let t = Tapnet::new(tag);
+            let vtep = loopback();
+            std::fs::create_dir_all(&t.dir).expect("state dir");
+            let log = std::fs::File::create(t.dir.join("daemon.log")).expect("daemon log");
+            let daemon = t
+                .command(&[
+                    "daemon",
+                    "--vtep",
+                    &vtep,
+                    "--store",
+                    &etcd.url(),
+                    "--store-lease",
+                    "3s",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("daemon");
+            assert!(
+                wait_until(Duration::from_secs(10), || t
+                    .dir
+                    .join("tapnet.sock")
+                    .exists()),
+                "daemon {tag} did not start: {}",
+                std::fs::read_to_string(t.dir.join("daemon.log")).unwrap_or_default()
+            );
+            Host {
+                t,
+                vtep: format!("{vtep}:4789"),
+                daemon: Some(daemon),
+            }
+        }
+
+        fn ip_of(&self, sandbox: &str) -> String {
+            let v = self.t.json(&["sandbox", "inspect", sandbox]);
+            let cidr = v["interfaces"][0]["ipv4"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            cidr.split('/').next().unwrap_or("").to_string()
+        }
+
+        /// Sandbox names of the network's remote endpoints, with their host.
+        fn remote_endpoints(&self, net: &str) -> Vec<(String, String)> {
+            let v = self.t.json(&["network", "inspect", net]);
+            v["overlay"]["remote_endpoints"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            (
+                                e["sandbox"].as_str().unwrap_or("").to_string(),
+                                e["host"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+
+        fn sees(&self, net: &str, sandbox: &str) -> bool {
+            self.remote_endpoints(net).iter().any(|(s, _)| s == sandbox)
+        }
+
+        fn getent(&self, sandbox: &str, name: &str) -> Option<String> {
+            let out = self.t.exec(sandbox, &["getent", "hosts", name]);
+            out.status.success().then(|| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+        }
+    }
+
+    impl Drop for Host {
+        fn drop(&mut self) {
+            if let Some(mut d) = self.daemon.take() {
+                // A daemon still running stops cleanly at the Tapnet's reset; reap it after.
+                if let Ok(None) = d.try_wait() {
+                    let _ = self
+                        .t
+                        .command(&["--no-autostart", "system", "reset"])
+                        .output();
+                }
+                let _ = d.kill();
+                let _ = d.wait();
+            }
+        }
+    }
+
+    fn overlay_on(h: &Host, name: &str, subnet: &str) {
+        h.t.ok(&[
+            "network", "create", name, "--driver", "overlay", "--subnet", subnet,
+        ]);
+    }
+
+    #[test]
+    fn a_network_made_on_one_host_works_on_the_other_with_names_and_unique_addresses() {
+        let Some(etcd) = Etcd::start("share") else {
+            return;
+        };
+        let a = Host::new("etcd-a", &etcd);
+        let b = Host::new("etcd-b", &etcd);
+        overlay_on(&a, "ov", "10.91.0.0/24");
+        assert!(
+            wait_until(Duration::from_secs(10), || b
+                .t
+                .network_names()
+                .contains(&"ov".to_string())),
+            "the network made on host A did not appear on host B"
+        );
+        let vni_a = a.t.json(&["network", "inspect", "ov"])["vni"].clone();
+        assert_eq!(b.t.json(&["network", "inspect", "ov"])["vni"], vni_a);
+        // Both hosts hand out addresses at once: every one differs.
+        std::thread::scope(|s| {
+            for (h, prefix) in [(&a, "a"), (&b, "b")] {
+                s.spawn(move || {
+                    for i in 1..=3 {
+                        h.t.ok(&["sandbox", "create", &format!("{prefix}{i}"), "--net", "ov"]);
+                    }
+                });
+            }
+        });
+        let mut ips: Vec<String> = (1..=3)
+            .flat_map(|i| [a.ip_of(&format!("a{i}")), b.ip_of(&format!("b{i}"))])
+            .collect();
+        assert!(ips.iter().all(|ip| ip.starts_with("10.91.0.")), "{ips:?}");
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 6, "two hosts handed out one address: {ips:?}");
+        // The other host's endpoints are known from the store, with their host, before any
+        // frame crossed.
+        assert!(wait_until(Duration::from_secs(10), || (1..=3).all(|i| a
+            .sees("ov", &format!("b{i}"))
+            && b.sees("ov", &format!("a{i}")))));
+        assert!(
+            a.remote_endpoints("ov")
+                .iter()
+                .all(|(_, host)| *host == b.vtep),
+            "{:?} should all be on {}",
+            a.remote_endpoints("ov"),
+            b.vtep
+        );
+        let (ip_a1, ip_b1) = (a.ip_of("a1"), b.ip_of("b1"));
+        assert!(a.t.ping("a1", &ip_b1), "a1 -> b1 {ip_b1}");
+        assert!(b.t.ping("b1", &ip_a1), "b1 -> a1 {ip_a1}");
+        // ARP for a remote address the store knows is answered by the local VTEP.
+        let answered = |h: &Host| {
+            h.t.json(&["network", "inspect", "ov"])["overlay"]["arp_answered"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let before = answered(&a);
+        let ip_b2 = b.ip_of("b2");
+        assert!(a.t.ping("a2", &ip_b2), "a2 -> b2 {ip_b2}");
+        assert!(
+            answered(&a) > before,
+            "a2's ARP for {ip_b2} was not answered locally"
+        );
+        assert_eq!(
+            a.getent("a1", "b2").as_deref(),
+            Some(b.ip_of("b2").as_str())
+        );
+        assert_eq!(
+            b.getent("b3", "a3.ov").as_deref(),
+            Some(a.ip_of("a3").as_str())
+        );
+        // Negative beside it: a name nobody has does not resolve.
+        assert_eq!(a.getent("a1", "nobody-here"), None);
+        // A removed sandbox leaves the other host's table and frees its address.
+        b.t.ok(&["sandbox", "rm", "b3"]);
+        assert!(wait_until(Duration::from_secs(10), || !a.sees("ov", "b3")));
+        assert!(a.sees("ov", "b2"), "the others stay");
+    }
+
+    #[test]
+    fn a_host_killed_with_kill_9_leaves_the_other_hosts_table_when_its_lease_ends() {
+        let Some(etcd) = Etcd::start("lease") else {
+            return;
+        };
+        let a = Host::new("etcd-la", &etcd);
+        let b = Host::new("etcd-lb", &etcd);
+        overlay_on(&a, "ov", "10.92.0.0/24");
+        assert!(wait_until(Duration::from_secs(10), || b
+            .t
+            .network_names()
+            .contains(&"ov".to_string())));
+        a.t.ok(&["sandbox", "create", "a", "--net", "ov"]);
+        b.t.ok(&["sandbox", "create", "b", "--net", "ov"]);
+        // Positive control: the endpoint is there while its host lives.
+        assert!(wait_until(Duration::from_secs(10), || a.sees("ov", "b")));
+        assert!(a.t.ping("a", &b.ip_of("b")));
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(
+            a.sees("ov", "b"),
+            "a live host's endpoint stays past its lease's TTL"
+        );
+        b.t.stop_daemon(Signal::SIGKILL);
+        assert!(
+            wait_until(Duration::from_secs(15), || !a.sees("ov", "b")),
+            "the dead host's endpoint is still listed: {:?}",
+            a.remote_endpoints("ov")
+        );
+        assert_eq!(a.getent("a", "b"), None, "its name left the gateway too");
+    }
+
+    #[test]
+    fn both_hosts_ride_through_a_store_restart() {
+        let Some(mut etcd) = Etcd::start("restart") else {
+            return;
+        };
+        let a = Host::new("etcd-ra", &etcd);
+        let b = Host::new("etcd-rb", &etcd);
+        overlay_on(&a, "ov", "10.93.0.0/24");
+        assert!(wait_until(Duration::from_secs(10), || b
+            .t
+            .network_names()
+            .contains(&"ov".to_string())));
+        a.t.ok(&["sandbox", "create", "a", "--net", "ov"]);
+        b.t.ok(&["sandbox", "create", "b", "--net", "ov"]);
+        assert!(wait_until(Duration::from_secs(10), || a.sees("ov", "b")
+            && b.sees("ov", "a")));
+        let ip_b = b.ip_of("b");
+        assert!(
+            a.t.ping("a", &ip_b),
+            "positive control: traffic flows with the store"
+        );
+        etcd.kill();
+        // Without the store: forwarding goes on with what is known.
+        assert!(a.t.ping("a", &ip_b), "traffic stopped with the store");
+        assert!(a.sees("ov", "b"), "the known endpoint was forgotten");
+        let err = b.t.fails(&["sandbox", "create", "late", "--net", "ov"]);
+        assert!(err.contains("cluster store"), "{err}");
+        etcd.run();
+        // Back: a sandbox made now is seen by the other host, and reached.
+        let created = wait_until(Duration::from_secs(20), || {
+            b.t.run(&["sandbox", "create", "c", "--net", "ov"])
+                .status
+                .success()
+        });
+        assert!(
+            created,
+            "no sandbox could be made after the store came back"
+        );
+        assert!(
+            wait_until(Duration::from_secs(15), || a.sees("ov", "c")),
+            "the new sandbox did not reach the other host: {:?}",
+            a.remote_endpoints("ov")
+        );
+        assert!(a.t.ping("a", &b.ip_of("c")));
+        assert!(
+            a.sees("ov", "b"),
+            "the old endpoint is back after the restart"
+        );
+    }
+
+    #[test]
+    fn bad_and_unreachable_stores_are_one_clear_error() {
+        let t = Tapnet::new("etcd-bad");
+        let err = t.fails(&[
+            "daemon",
+            "--vtep",
+            "127.0.0.1",
+            "--store",
+            "http://127.0.0.1:2379",
+        ]);
+        assert!(err.contains("--store") && err.contains("etcd://"), "{err}");
+        let err = t.fails(&["daemon", "--store", "etcd://127.0.0.1:2379"]);
+        assert!(err.contains("--vtep"), "{err}");
+        let err = t.fails(&[
+            "daemon",
+            "--vtep",
+            "127.0.0.1",
+            "--store",
+            "etcd://127.0.0.1:2379",
+            "--store-lease",
+            "1s",
+        ]);
+        assert!(err.contains("--store-lease") && err.contains("1s"), "{err}");
+        let port = free_port();
+        let err = t.fails(&[
+            "daemon",
+            "--vtep",
+            &loopback(),
+            "--store",
+            &format!("etcd://127.0.0.1:{port}"),
+        ]);
+        assert!(
+            err.contains("cannot reach") && err.contains(&port.to_string()),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn without_the_etcd_feature_store_says_how_to_get_it() {
+    let t = common::Tapnet::new("etcd-nofeature");
+    let err = t.fails(&[
+        "daemon",
+        "--vtep",
+        "127.0.0.1",
+        "--store",
+        "etcd://127.0.0.1:2379",
+    ]);
+    assert!(err.contains("--features etcd"), "{err}");
+}
