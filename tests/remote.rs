@@ -129,6 +129,41 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
         t.ping("a", "10.240.0.3"),
         "a reaches b through the plugin's links"
     );
+    // The MAC the plugin chose at CreateEndpoint is the endpoint's, on the link and in the
+    // model (tapnet planned 02:42:...); inspect shows the plugin's EndpointOperInfo.
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    let mac = view["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(mac.starts_with("02:70:6c:00:00:"), "{view}");
+    assert!(link.contains(&mac), "{link} has {mac}");
+    let tap = view["interfaces"][0]["plugin_info"]["tap"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(tap.starts_with("rp"), "{view}");
+    assert_eq!(
+        view["interfaces"][0]["plugin_info"]["joined"], true,
+        "{view}"
+    );
+    let table = t.ok(&["sandbox", "inspect", "a", "--format", "table"]);
+    assert!(table.contains(&format!("tap={tap}")), "{table}");
+    assert!(table.contains(&mac), "{table}");
+    let net = t.json(&["network", "inspect", "r"]);
+    let eps = net["endpoints"].as_array().cloned().unwrap_or_default();
+    assert!(
+        eps.iter()
+            .any(|e| e["mac"] == mac.as_str() && e["plugin_info"]["tap"] == tap.as_str()),
+        "{net}"
+    );
+    let table = t.ok(&["network", "inspect", "r", "--format", "table"]);
+    assert!(table.contains(&format!("tap={tap}")), "{table}");
+    // A bridge network's endpoint has no plugin info (the positive control is above).
+    t.ok(&["sandbox", "create", "plain"]);
+    let view = t.json(&["sandbox", "inspect", "plain"]);
+    assert!(view["interfaces"][0].get("plugin_info").is_none(), "{view}");
+    t.ok(&["sandbox", "rm", "plain"]);
     let calls = plugin.call_names();
     for call in [
         "NetworkDriver.CreateEndpoint",

@@ -48,6 +48,7 @@ mod docker;
 mod endpoints;
 mod networks;
 mod observe;
+mod oper_info;
 mod publish;
 mod restore;
 mod sample;
@@ -266,7 +267,13 @@ impl Handler for Controller {
                     .collect();
                 value(&views)
             }
-            Request::NetworkInspect { name } => value(&inner.network_view(&name)?),
+            Request::NetworkInspect { name } => {
+                let mut view = inner.network_view(&name)?;
+                let queries = inner.network_queries(&name)?;
+                drop(inner);
+                queries.fill_network(&mut view);
+                value(&view)
+            }
             Request::NetworkRemove { name } => {
                 inner.refuse_docker_owned(&name)?;
                 let teardown = inner.network_remove(&name)?;
@@ -306,7 +313,13 @@ impl Handler for Controller {
                     .collect();
                 value(&views)
             }
-            Request::SandboxInspect { name } => value(&inner.sandbox_view(&name)?),
+            Request::SandboxInspect { name } => {
+                let mut view = inner.sandbox_view(&name)?;
+                let queries = inner.sandbox_queries(&name)?;
+                drop(inner);
+                queries.fill_sandbox(&mut view);
+                value(&view)
+            }
             Request::SandboxRemove { name, force } => {
                 drop(inner);
                 self.sandbox_remove(&name, force)?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::control::model::{Driver, Endpoint, Network};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
+use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
@@ -105,6 +106,7 @@ pub trait NetworkDriver: Sync {
     }
 
     /// Create the endpoint's device in the sandbox's namespace at `netns` and attach it.
+    /// Returns the MAC the device got when it is not the planned one (a remote plugin's).
     fn setup_endpoint(
         &self,
         _ctx: &mut Ctx<'_>,
@@ -112,8 +114,8 @@ pub trait NetworkDriver: Sync {
         _sandbox: &str,
         _ep: &Endpoint,
         _net: &Network,
-    ) -> Result<()> {
-        Ok(())
+    ) -> Result<Option<MacAddr>> {
+        Ok(None)
     }
 }
 

@@ -91,15 +91,15 @@ impl NetworkDriver for Remote {
         _sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<()> {
+    ) -> Result<Option<MacAddr>> {
         let (Some(interface), Some(mac), Some(ipv4), Some(subnet)) =
             (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
         else {
-            return Ok(());
+            return Ok(None);
         };
         // A restarted daemon finds the link where it put it: the plugin holds it still.
         if wiring::link_exists_in(netns, &interface) {
-            return Ok(());
+            return Ok(None);
         }
         let plugin = plugin_of(ctx, net)?;
         let endpoint = p::EndpointRequest {
@@ -185,7 +185,7 @@ impl NetworkDriver for Remote {
             undo(true);
             return Err(e);
         }
-        Ok(())
+        Ok(Some(mac))
     }
 
     fn teardown_endpoint(&self, ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<()> {

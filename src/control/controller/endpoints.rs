@@ -83,11 +83,17 @@ impl Inner {
     }
 
     /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
-    pub(super) fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<()> {
+    /// Returns the endpoint as wired: with the MAC a remote plugin chose.
+    pub(super) fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<Endpoint> {
         let netns = self.dirs.netns_path(&sb.name);
-        drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
+        let mac =
+            drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
         links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
-        Ok(())
+        let mut wired = ep.clone();
+        if mac.is_some() {
+            wired.mac = mac;
+        }
+        Ok(wired)
     }
 
     /// Remove the endpoint's switch port; its TAP disappears with the last fd.
@@ -166,7 +172,7 @@ impl Inner {
             )));
         }
         let ep = self.plan_endpoint(&sb, &net, ip, aliases)?;
-        self.wire(&sb, &ep, &net)?;
+        let ep = self.wire(&sb, &ep, &net)?;
         let mut updated = sb.clone();
         updated.endpoints.push(ep.clone());
         if let Err(e) = self.sync_default_route(&updated).and_then(|_| {

@@ -84,7 +84,7 @@ impl Inner {
         } else {
             self.create_namespaces(&sb)?;
         }
-        if let Err(e) = self.bring_up(&sb) {
+        if let Err(e) = self.bring_up(&mut sb) {
             // A driver's failed setup undid its own part (a remote plugin's endpoint).
             self.teardown_of(&sb, false).run();
             return Err(e);
@@ -93,14 +93,14 @@ impl Inner {
         Ok(sb.name)
     }
 
-    pub(super) fn bring_up(&mut self, sb: &Sandbox) -> Result<()> {
-        for (ep, net) in sb
-            .endpoints
-            .iter()
-            .filter_map(|ep| Some((ep, self.state.network(&ep.network)?.clone())))
-            .collect::<Vec<_>>()
-        {
-            self.wire(sb, ep, &net)?;
+    /// Wire every endpoint (each takes the MAC its driver gave it) and add the sandbox.
+    pub(super) fn bring_up(&mut self, sb: &mut Sandbox) -> Result<()> {
+        for i in 0..sb.endpoints.len() {
+            let Some(net) = self.state.network(&sb.endpoints[i].network).cloned() else {
+                continue;
+            };
+            let wired = self.wire(sb, &sb.endpoints[i].clone(), &net)?;
+            sb.endpoints[i] = wired;
         }
         self.sync_default_route(sb)?;
         self.state.sandboxes.push(sb.clone());
