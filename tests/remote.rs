@@ -376,3 +376,132 @@ fn a_plugin_that_hangs_at_join_times_out_and_leaves_nothing() {
         "timed out",
     );
 }
+
+/// Wait until the plugin has received `call`.
+fn wait_for_call(plugin: &Plugin, call: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !plugin.call_names().iter().any(|c| c == call) {
+        assert!(Instant::now() < deadline, "the plugin never got {call}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// While a request waits for a hung plugin, `stats` answers at once (the plugin is called
+/// without the controller's lock); returns the error of the hung request.
+fn hung_request_leaves_the_daemon_free(
+    t: &Tapnet,
+    plugin: &Plugin,
+    call: &str,
+    request: &[&str],
+    meanwhile: impl FnOnce(),
+) -> String {
+    std::thread::scope(|s| {
+        let hung = s.spawn(|| t.run(request));
+        wait_for_call(plugin, call);
+        let started = Instant::now();
+        t.ok(&["stats"]);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "stats took {took:?} while {call} hangs"
+        );
+        meanwhile();
+        let out = hung.join().expect("hung request thread");
+        assert_eq!(out.status.code(), Some(1), "{request:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })
+}
+
+#[test]
+fn a_hung_plugin_holds_up_only_the_request_that_called_it() {
+    let t = Tapnet::new("remote-unlocked");
+    // Network create: the name and subnet are reserved while the plugin is asked.
+    let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.CreateNetwork"]);
+    let before = networks(&t);
+    let create = [
+        "network",
+        "create",
+        "r",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.243.0.0/24",
+    ];
+    let err = hung_request_leaves_the_daemon_free(
+        &t,
+        &plugin,
+        "NetworkDriver.CreateNetwork",
+        &create,
+        || {
+            assert!(!t.network_names().contains(&"r".to_string()));
+            let err = t.fails(&create);
+            assert!(err.contains("exists"), "the name is taken: {err}");
+            let err = t.fails(&["network", "create", "other", "--subnet", "10.243.0.0/24"]);
+            assert!(err.contains("10.243.0.0/24"), "the subnet is taken: {err}");
+        },
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(networks(&t), before, "the failed create left a network");
+    drop(plugin);
+
+    // Sandbox create: the plugin hangs at Join.
+    let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.Join"]);
+    t.ok(&create);
+    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let err = hung_request_leaves_the_daemon_free(
+        &t,
+        &plugin,
+        "NetworkDriver.Join",
+        &["sandbox", "create", "s", "--net", "r"],
+        || {
+            let err = t.fails(&["sandbox", "create", "s"]);
+            assert!(err.contains("exists"), "the name is taken: {err}");
+            let err = t.fails(&["network", "rm", "r"]);
+            assert!(err.contains("s (being created)"), "{err}");
+        },
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
+        state
+    );
+    assert!(!t.dir.join("netns/s").exists(), "no namespace pin left");
+    assert_eq!(
+        plugin.call_names().last().map(String::as_str),
+        Some("NetworkDriver.DeleteEndpoint")
+    );
+    drop(plugin);
+
+    // Network remove: the plugin hangs at DeleteNetwork; the network keeps its name and no
+    // sandbox may join it meanwhile.
+    let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.DeleteNetwork"]);
+    let err = hung_request_leaves_the_daemon_free(
+        &t,
+        &plugin,
+        "NetworkDriver.DeleteNetwork",
+        &["network", "rm", "r"],
+        || {
+            let err = t.fails(&["sandbox", "create", "x", "--net", "r"]);
+            assert!(err.contains("network r is being removed"), "{err}");
+            let err = t.fails(&["network", "rm", "r"]);
+            assert!(err.contains("being removed already"), "{err}");
+        },
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert!(t.network_names().contains(&"r".to_string()));
+    drop(plugin);
+    // Positive control: with a plugin that answers, a network goes (a new plugin process
+    // does not know `r`, so a second network is used).
+    let _plugin = Plugin::start(&t, "rp", &[]);
+    t.ok(&[
+        "network",
+        "create",
+        "r2",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.243.1.0/24",
+    ]);
+    t.ok(&["network", "rm", "r2"]);
+    assert!(!t.network_names().contains(&"r2".to_string()));
+}

@@ -50,6 +50,7 @@ mod networks;
 mod observe;
 mod oper_info;
 mod publish;
+mod remote;
 mod restore;
 mod sample;
 mod sandboxes;
@@ -103,6 +104,14 @@ struct Inner {
     docker_publications: HashMap<String, Vec<(String, u64)>>,
     /// Where `remote:NAME` plugins are looked for: `<state-dir>/plugins`, then Docker's dirs.
     plugin_dirs: Vec<std::path::PathBuf>,
+    /// Remote networks whose plugin is being told of their creation (`controller/remote.rs`):
+    /// their names and subnets are taken, they are not in the model yet.
+    creating_networks: Vec<Network>,
+    /// Remote networks whose plugin is being told of their removal: no endpoint may join.
+    deleting_networks: HashSet<String>,
+    /// Sandboxes on a remote network whose plugin is making their endpoint: their names and
+    /// addresses are taken, they are not in the model yet.
+    creating_sandboxes: Vec<Sandbox>,
 }
 
 fn default_state() -> State {
@@ -225,6 +234,9 @@ impl Controller {
             cni_ports: HashMap::new(),
             docker_fds: HashMap::new(),
             plugin_dirs,
+            creating_networks: Vec::new(),
+            deleting_networks: HashSet::new(),
+            creating_sandboxes: Vec::new(),
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -254,6 +266,10 @@ impl Handler for Controller {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match request {
             Request::Ping => Ok(json!({"pid": std::process::id()})),
+            Request::NetworkCreate(req) if remote::is_remote(req.driver.as_deref()) => {
+                drop(inner);
+                self.network_create_remote(req)
+            }
             Request::NetworkCreate(req) => {
                 let name = inner.network_create(req)?;
                 value(&inner.network_view(&name)?)
@@ -273,6 +289,11 @@ impl Handler for Controller {
                 drop(inner);
                 queries.fill_network(&mut view);
                 value(&view)
+            }
+            Request::NetworkRemove { name } if inner.driver_of(&name) == Some(Driver::Remote) => {
+                drop(inner);
+                self.network_remove_remote(&name)?;
+                Ok(json!({"removed": name}))
             }
             Request::NetworkRemove { name } => {
                 inner.refuse_docker_owned(&name)?;
@@ -299,6 +320,15 @@ impl Handler for Controller {
                 let view = inner.sandbox_view(&sandbox);
                 result?;
                 value(&view?)
+            }
+            Request::SandboxCreate(req)
+                if req
+                    .networks
+                    .iter()
+                    .any(|n| inner.driver_of(n) == Some(Driver::Remote)) =>
+            {
+                drop(inner);
+                self.sandbox_create_remote(req)
             }
             Request::SandboxCreate(req) => {
                 let name = inner.sandbox_create(req)?;
@@ -473,6 +503,10 @@ struct Teardown {
     switches: Vec<Switch>,
     pins: Vec<std::path::PathBuf>,
     dirs: Vec<std::path::PathBuf>,
+    /// Endpoints on remote networks whose plugin is told (Leave, DeleteEndpoint), with where
+    /// plugins are looked for.
+    remote: Vec<(Endpoint, Network)>,
+    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Teardown {
@@ -484,6 +518,8 @@ impl Teardown {
             switches: Vec::new(),
             pins: Vec::new(),
             dirs: Vec::new(),
+            remote: Vec::new(),
+            plugin_dirs: Vec::new(),
         }
     }
 
@@ -506,6 +542,11 @@ impl Teardown {
             }
             if let Some(id) = switch.net {
                 self.dp.remove_network(id);
+            }
+        }
+        for (ep, net) in &self.remote {
+            if let Err(e) = drivers::remote::teardown(&self.plugin_dirs, ep, net) {
+                eprintln!("tapnet: endpoint {} on network {}: {e}", ep.id, net.name);
             }
         }
         for pin in &self.pins {

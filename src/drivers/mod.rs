@@ -85,12 +85,6 @@ pub trait NetworkDriver: Sync {
         Ok(())
     }
 
-    /// Undo `setup_endpoint` beyond the switch port (a remote plugin's Leave and
-    /// DeleteEndpoint); on sandbox removal and failed creation. Errors are only logged.
-    fn teardown_endpoint(&self, _ctx: &Ctx<'_>, _ep: &Endpoint, _net: &Network) -> Result<()> {
-        Ok(())
-    }
-
     /// Start the datapath side of a network (on create and on restore).
     fn setup_network(&self, _ctx: &mut Ctx<'_>, _net: &Network) -> Result<()> {
         Ok(())

@@ -79,7 +79,13 @@ impl Inner {
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
         self.refuse_docker_owned(&net.name)?;
-        plan_endpoint(&self.state, sb, net, ip, aliases)
+        if self.deleting_networks.contains(&net.name) {
+            return Err(Error::conflict(format!(
+                "network {} is being removed",
+                net.name
+            )));
+        }
+        plan_endpoint(&self.planning_state(), sb, net, ip, aliases)
     }
 
     /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
