@@ -505,3 +505,94 @@ fn a_hung_plugin_holds_up_only_the_request_that_called_it() {
     t.ok(&["network", "rm", "r2"]);
     assert!(!t.network_names().contains(&"r2".to_string()));
 }
+
+#[test]
+fn a_running_sandbox_connects_to_and_disconnects_from_a_remote_network() {
+    let t = Tapnet::new("remote-connect");
+    let plugin = Plugin::start(&t, "rp", &[]);
+    t.ok(&[
+        "network",
+        "create",
+        "r",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.246.0.0/24",
+    ]);
+    t.ok(&["sandbox", "create", "b", "--net", "r"]);
+    t.ok(&["sandbox", "create", "a"]);
+    // Live connect: CreateEndpoint and Join, the plugin's link moved in as eth1.
+    t.ok(&["network", "connect", "r", "a"]);
+    let addr = t.exec_ok("a", &["ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(addr.contains("10.246.0.3/24"), "{addr}");
+    assert!(
+        t.ping("a", "10.246.0.2"),
+        "a reaches b over the remote network"
+    );
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    assert_eq!(view["interfaces"][1]["network"], "r", "{view}");
+    assert!(
+        view["interfaces"][1]["mac"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("02:70:6c:")),
+        "the plugin's MAC: {view}"
+    );
+    let count = |call: &str| plugin.call_names().iter().filter(|c| *c == call).count();
+    assert_eq!(count("NetworkDriver.Join"), 2);
+    // Live disconnect: Leave and DeleteEndpoint; the link and the traffic are gone.
+    t.ok(&["network", "disconnect", "r", "a"]);
+    assert_eq!(count("NetworkDriver.Leave"), 1);
+    assert_eq!(count("NetworkDriver.DeleteEndpoint"), 1);
+    // The plugin closes its TAP at Leave; the link goes once the plugin's relay lets go.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let links = t.exec_ok("a", &["ip", "-o", "link"]);
+        if !links.contains("eth1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "eth1 stays: {links}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!t.ping("a", "10.246.0.2"), "a no longer reaches b");
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    assert_eq!(
+        view["interfaces"].as_array().map(Vec::len),
+        Some(1),
+        "{view}"
+    );
+    // Connecting again works (the positive control of the failure below).
+    t.ok(&["network", "connect", "r", "a"]);
+    assert!(t.ping("a", "10.246.0.2"), "a reaches b again");
+    t.ok(&["network", "disconnect", "r", "a"]);
+
+    // A plugin that refuses Join: the connect fails, the plugin's endpoint is deleted, the
+    // sandbox and the state are as before.
+    let refusing = Plugin::start(&t, "rp2", &["--fail", "NetworkDriver.Join"]);
+    t.ok(&[
+        "network",
+        "create",
+        "r2",
+        "--driver",
+        "remote:rp2",
+        "--subnet",
+        "10.246.1.0/24",
+    ]);
+    let before = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let err = t.fails(&["network", "connect", "r2", "a"]);
+    assert!(err.contains("refused NetworkDriver.Join"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
+        before
+    );
+    assert_eq!(
+        refusing.call_names().last().map(String::as_str),
+        Some("NetworkDriver.DeleteEndpoint")
+    );
+    let links = t.exec_ok("a", &["ip", "-o", "link"]);
+    assert!(!links.contains("eth1"), "{links}");
+    assert!(t.ping("a", "172.17.0.1"), "a keeps its bridge network");
+    t.ok(&["sandbox", "rm", "a"]);
+    t.ok(&["sandbox", "rm", "b"]);
+    t.ok(&["network", "rm", "r"]);
+    t.ok(&["network", "rm", "r2"]);
+}

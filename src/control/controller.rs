@@ -307,6 +307,15 @@ impl Handler for Controller {
                 sandbox,
                 ip,
                 aliases,
+            } if inner.driver_of(&network) == Some(Driver::Remote) => {
+                drop(inner);
+                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
             } => {
                 inner.network_connect(&network, &sandbox, ip.as_deref(), aliases)?;
                 value(&inner.sandbox_view(&sandbox)?)
@@ -569,6 +578,7 @@ impl Controller {
     fn sandbox_remove(&self, name: &str, force: bool) -> Result<()> {
         let (netns, own_namespaces) = {
             let mut inner = self.lock();
+            inner.refuse_connecting(name)?;
             let sb = inner.sandbox(name)?;
             let own = !inner.state.shares_host(sb);
             if !inner.removing.insert(name.to_string()) {

@@ -3,7 +3,8 @@
 //! (up to its 5 s deadline per call, while `stats` and every other request go on); committed
 //! under the lock, and the plugin's side undone if the commit fails. Network create and remove
 //! on a `remote:NAME` driver, sandbox create on a remote network (Leave and DeleteEndpoint at
-//! `sandbox rm` run in its `Teardown`).
+//! `sandbox rm` run in its `Teardown`), and `network connect` of a running sandbox to a remote
+//! network (`network disconnect`'s Leave and DeleteEndpoint also run in its `Teardown`).
 
 use super::networks::plan_network;
 use super::*;
@@ -124,6 +125,62 @@ impl Controller {
             Ok(view) => value(&view?),
             Err(e) => {
                 abandon(self, &sb);
+                Err(e)
+            }
+        }
+    }
+
+    /// `network connect` of a remote network: the endpoint planned and the sandbox reserved
+    /// (no other change to it meanwhile) under the lock; CreateEndpoint, Join and the link
+    /// moved in without it; committed under it, or Leave and DeleteEndpoint sent.
+    pub(super) fn network_connect_remote(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<Value> {
+        let (ep, net, dirs, netns) = {
+            let mut inner = self.lock();
+            let (sb, net, ep) = inner.plan_connect(network, sandbox, ip, aliases)?;
+            // The reservation: the sandbox with only the new endpoint, so that plans see its
+            // address taken and other changes to the sandbox wait.
+            let mut reserved = sb.clone();
+            reserved.endpoints = vec![ep.clone()];
+            inner.creating_sandboxes.push(reserved);
+            let netns = inner.dirs.netns_path(sandbox);
+            (ep, net, inner.plugin_dirs.clone(), netns)
+        };
+        let release = |this: &Self| {
+            this.lock().creating_sandboxes.retain(|s| s.name != sandbox);
+        };
+        let mut ep = ep;
+        match remote::setup(&dirs, &netns, &ep, &net) {
+            Ok(mac) => {
+                if mac.is_some() {
+                    ep.mac = mac;
+                }
+            }
+            Err(e) => {
+                release(self);
+                return Err(e);
+            }
+        }
+        let committed = {
+            let mut inner = self.lock();
+            inner.creating_sandboxes.retain(|s| s.name != sandbox);
+            inner
+                .sandbox(sandbox)
+                .cloned()
+                .and_then(|sb| inner.commit_connect(&sb, ep.clone()))
+                .map(|_| inner.sandbox_view(sandbox))
+        };
+        match committed {
+            Ok(view) => value(&view?),
+            Err(e) => {
+                if let Err(undo) = remote::teardown(&dirs, &ep, &net) {
+                    eprintln!("tapnet: sandbox {sandbox}: undo connect to {network}: {undo}");
+                }
                 Err(e)
             }
         }
