@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Run every tapnet test on a Debian machine, as root: install what the end-to-end tests use
 # (iproute2, ping, tcpdump, ethtool, python3, util-linux's setpriv/unshare/nsenter, uidmap's
-# newuidmap, etcd-server and protobuf-compiler for the cluster store), make sure /dev/net/tun
-# exists, create the unprivileged users the rootless tests run as, check formatting and lints,
-# run the unit and end-to-end tests, then every fuzz target for FUZZ_SECONDS (10) each. CI (.ci/run) calls exactly this.
+# newuidmap; etcd-server and protobuf-compiler for the cluster store; docker.io and
+# busybox-static for tests/docker.rs; golang-go and golang-github-appc-cni-dev for
+# tests/cni.rs's libcni client; podman for tests/podman.rs), make sure /dev/net/tun exists,
+# create the unprivileged users the rootless tests run as, check formatting and lints, run the
+# unit and end-to-end tests, then every fuzz target for FUZZ_SECONDS (10) each. CI (.ci/run)
+# calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,11 @@ have python3 || missing+=(python3)
 have timeout || missing+=(coreutils)
 have newuidmap || missing+=(uidmap)
 have useradd || missing+=(passwd)
+# tests/cni.rs: libcni's own client, built offline from Debian's libcni source with Go.
+have go || missing+=(golang-go)
+# tests/podman.rs: one podman run with podman's CNI backend.
+have podman || missing+=(podman)
+[ -d /usr/share/gocode/src/github.com/containernetworking/cni/libcni ] || missing+=(golang-github-appc-cni-dev)
 # tests/docker.rs: a private dockerd (with its containerd) and a busybox image built from it.
 have dockerd || missing+=(docker.io)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)

@@ -1,10 +1,13 @@
 //! `tapnet-cni` driven as a CNI runtime drives it: the `CNI_*` environment, the configuration on
 //! stdin. ADD into two namespaces this test makes, traffic between them (also after a daemon
-//! restart), CHECK, DEL, DEL again, VERSION, and errors with CNI's codes.
+//! restart), CHECK, DEL, DEL again, VERSION, and errors with CNI's codes. Then the same through
+//! libcni itself: `tests/support/cnitool/main.go` (upstream's cnitool, reduced) built offline
+//! against Debian's libcni source.
 
 mod common;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::Tapnet;
@@ -162,4 +165,109 @@ fn version_and_errors_use_cni_codes() {
     assert_eq!(e["code"], 1, "{e}");
     let (e, _) = cni("ADD", "x", "/run/netns/x", "not json");
     assert_eq!(e["code"], 6, "{e}");
+}
+
+/// Where Debian's golang-github-appc-cni-dev puts libcni's source (a GOPATH).
+const GOPATH: &str = "/usr/share/gocode";
+
+/// Build `tests/support/cnitool` with Go in GOPATH mode against Debian's libcni source, with no
+/// network (`GOPROXY=off`), into this test's target tmp dir. `None` (said loudly) when Go or
+/// libcni's source is missing; on CI (`CI` set) that is a failure.
+fn cnitool() -> Option<PathBuf> {
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let have_libcni = Path::new(GOPATH)
+        .join("src/github.com/containernetworking/cni/libcni")
+        .is_dir();
+    if !have_go || !have_libcni {
+        let why = "needs golang-go and golang-github-appc-cni-dev (scripts/test.sh installs them)";
+        assert!(std::env::var_os("CI").is_none(), "libcni test: {why}");
+        eprintln!("SKIPPED: the libcni test {why}");
+        return None;
+    }
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cnitool");
+    std::fs::create_dir_all(&out).expect("cnitool build dir");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cnitool/main.go");
+    let bin = out.join("cnitool");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOPATH)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", out.join("cache"))
+        .output()
+        .expect("run go build");
+    assert!(
+        built.status.success(),
+        "go build cnitool: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Some(bin)
+}
+
+#[test]
+fn libcni_adds_checks_and_deletes_through_tapnet_cni() {
+    let Some(cnitool) = cnitool() else { return };
+    let t = Tapnet::new("cni-libcni");
+    t.ok(&["network", "ls"]);
+    let confdir = t.dir.join("net.d");
+    std::fs::create_dir_all(&confdir).expect("conf dir");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "libcninet",
+        "plugins": [{
+            "type": "tapnet-cni",
+            "network": "libcninet",
+            "subnet": "10.247.0.0/24",
+            "stateDir": t.dir.display().to_string(),
+        }],
+    });
+    std::fs::write(confdir.join("10-libcni.conflist"), conflist.to_string()).expect("conflist");
+    let plugins = Path::new(cni_bin()).parent().expect("plugin dir");
+    let run = |command: &str, ns: &Netns| {
+        Command::new(&cnitool)
+            .args([command, "libcninet", &ns.path()])
+            .env("NETCONFPATH", &confdir)
+            .env("CNI_PATH", plugins)
+            .env("CNI_CACHE_DIR", t.dir.join("cni-cache"))
+            .output()
+            .expect("run cnitool")
+    };
+    let a = Netns::new("la");
+    let b = Netns::new("lb");
+    for (ns, ip) in [(&a, "10.247.0.2/24"), (&b, "10.247.0.3/24")] {
+        let out = run("add", ns);
+        assert!(out.status.success(), "add: {out:?}");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ADD result");
+        assert_eq!(result["ips"][0]["address"], ip, "{result}");
+        assert_eq!(result["interfaces"][0]["name"], "eth0", "{result}");
+    }
+    let ping = a.exec(&["ping", "-c", "1", "-W", "2", "10.247.0.3"]);
+    assert!(ping.status.success(), "a reaches b: {ping:?}");
+    let ping = b.exec(&["ping", "-c", "1", "-W", "2", "10.247.0.2"]);
+    assert!(ping.status.success(), "b reaches a: {ping:?}");
+    for ns in [&a, &b] {
+        let out = run("check", ns);
+        assert!(out.status.success(), "check: {out:?}");
+    }
+    // DEL, and DEL again (idempotent); a's link and address are gone.
+    for _ in 0..2 {
+        let out = run("del", &a);
+        assert!(out.status.success(), "del: {out:?}");
+    }
+    let links = String::from_utf8_lossy(&a.exec(&["ip", "-o", "link"]).stdout).to_string();
+    assert!(!links.contains("eth0"), "{links}");
+    let ping = b.exec(&["ping", "-c", "1", "-W", "1", "10.247.0.2"]);
+    assert!(!ping.status.success(), "a's address is gone");
+    // CHECK of what is gone fails (it passed above).
+    let out = run("check", &a);
+    assert!(!out.status.success(), "check after del: {out:?}");
+    let out = run("del", &b);
+    assert!(out.status.success(), "del: {out:?}");
+    t.ok(&["network", "rm", "libcninet"]);
 }

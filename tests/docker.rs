@@ -506,7 +506,15 @@ fn docker_containers_on_a_tapnet_network() {
     // Removal of everything: the TAPs, the endpoints and the tapnet networks go.
     let all_taps: Vec<String> = endpoint_taps(&t, &front);
     d.ok(&["rm", "-f", "c1", "c2", "c3", "c4"]);
-    d.ok(&["network", "rm", "front", "back"]);
+    // dockerd releases a removed container's endpoints a moment after `rm -f` returns, and
+    // refuses the network meanwhile ("has active endpoints"): give it that moment.
+    for net in ["front", "back"] {
+        let removed = wait_until(Duration::from_secs(10), || {
+            let out = d.run(&["network", "rm", net]);
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("No such network")
+        });
+        assert!(removed, "docker network rm {net}");
+    }
     let names = t.network_names();
     assert!(
         !names.iter().any(|n| n == &front || n == &back),

@@ -129,6 +129,41 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
         t.ping("a", "10.240.0.3"),
         "a reaches b through the plugin's links"
     );
+    // The MAC the plugin chose at CreateEndpoint is the endpoint's, on the link and in the
+    // model (tapnet planned 02:42:...); inspect shows the plugin's EndpointOperInfo.
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    let mac = view["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(mac.starts_with("02:70:6c:00:00:"), "{view}");
+    assert!(link.contains(&mac), "{link} has {mac}");
+    let tap = view["interfaces"][0]["plugin_info"]["tap"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(tap.starts_with("rp"), "{view}");
+    assert_eq!(
+        view["interfaces"][0]["plugin_info"]["joined"], true,
+        "{view}"
+    );
+    let table = t.ok(&["sandbox", "inspect", "a", "--format", "table"]);
+    assert!(table.contains(&format!("tap={tap}")), "{table}");
+    assert!(table.contains(&mac), "{table}");
+    let net = t.json(&["network", "inspect", "r"]);
+    let eps = net["endpoints"].as_array().cloned().unwrap_or_default();
+    assert!(
+        eps.iter()
+            .any(|e| e["mac"] == mac.as_str() && e["plugin_info"]["tap"] == tap.as_str()),
+        "{net}"
+    );
+    let table = t.ok(&["network", "inspect", "r", "--format", "table"]);
+    assert!(table.contains(&format!("tap={tap}")), "{table}");
+    // A bridge network's endpoint has no plugin info (the positive control is above).
+    t.ok(&["sandbox", "create", "plain"]);
+    let view = t.json(&["sandbox", "inspect", "plain"]);
+    assert!(view["interfaces"][0].get("plugin_info").is_none(), "{view}");
+    t.ok(&["sandbox", "rm", "plain"]);
     let calls = plugin.call_names();
     for call in [
         "NetworkDriver.CreateEndpoint",
@@ -340,4 +375,224 @@ fn a_plugin_that_hangs_at_join_times_out_and_leaves_nothing() {
         &["--hang", "NetworkDriver.Join"],
         "timed out",
     );
+}
+
+/// Wait until the plugin has received `call`.
+fn wait_for_call(plugin: &Plugin, call: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !plugin.call_names().iter().any(|c| c == call) {
+        assert!(Instant::now() < deadline, "the plugin never got {call}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// While a request waits for a hung plugin, `stats` answers at once (the plugin is called
+/// without the controller's lock); returns the error of the hung request.
+fn hung_request_leaves_the_daemon_free(
+    t: &Tapnet,
+    plugin: &Plugin,
+    call: &str,
+    request: &[&str],
+    meanwhile: impl FnOnce(),
+) -> String {
+    std::thread::scope(|s| {
+        let hung = s.spawn(|| t.run(request));
+        wait_for_call(plugin, call);
+        let started = Instant::now();
+        t.ok(&["stats"]);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "stats took {took:?} while {call} hangs"
+        );
+        meanwhile();
+        let out = hung.join().expect("hung request thread");
+        assert_eq!(out.status.code(), Some(1), "{request:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })
+}
+
+#[test]
+fn a_hung_plugin_holds_up_only_the_request_that_called_it() {
+    let t = Tapnet::new("remote-unlocked");
+    // Network create: the name and subnet are reserved while the plugin is asked.
+    let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.CreateNetwork"]);
+    let before = networks(&t);
+    let create = [
+        "network",
+        "create",
+        "r",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.243.0.0/24",
+    ];
+    let err = hung_request_leaves_the_daemon_free(
+        &t,
+        &plugin,
+        "NetworkDriver.CreateNetwork",
+        &create,
+        || {
+            assert!(!t.network_names().contains(&"r".to_string()));
+            let err = t.fails(&create);
+            assert!(err.contains("exists"), "the name is taken: {err}");
+            let err = t.fails(&["network", "create", "other", "--subnet", "10.243.0.0/24"]);
+            assert!(err.contains("10.243.0.0/24"), "the subnet is taken: {err}");
+        },
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(networks(&t), before, "the failed create left a network");
+    drop(plugin);
+
+    // Sandbox create: the plugin hangs at Join.
+    let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.Join"]);
+    t.ok(&create);
+    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let err = hung_request_leaves_the_daemon_free(
+        &t,
+        &plugin,
+        "NetworkDriver.Join",
+        &["sandbox", "create", "s", "--net", "r"],
+        || {
+            let err = t.fails(&["sandbox", "create", "s"]);
+            assert!(err.contains("exists"), "the name is taken: {err}");
+            let err = t.fails(&["network", "rm", "r"]);
+            assert!(err.contains("s (being created)"), "{err}");
+        },
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
+        state
+    );
+    assert!(!t.dir.join("netns/s").exists(), "no namespace pin left");
+    assert_eq!(
+        plugin.call_names().last().map(String::as_str),
+        Some("NetworkDriver.DeleteEndpoint")
+    );
+    drop(plugin);
+
+    // Network remove: the plugin hangs at DeleteNetwork; the network keeps its name and no
+    // sandbox may join it meanwhile.
+    let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.DeleteNetwork"]);
+    let err = hung_request_leaves_the_daemon_free(
+        &t,
+        &plugin,
+        "NetworkDriver.DeleteNetwork",
+        &["network", "rm", "r"],
+        || {
+            let err = t.fails(&["sandbox", "create", "x", "--net", "r"]);
+            assert!(err.contains("network r is being removed"), "{err}");
+            let err = t.fails(&["network", "rm", "r"]);
+            assert!(err.contains("being removed already"), "{err}");
+        },
+    );
+    assert!(err.contains("timed out"), "{err}");
+    assert!(t.network_names().contains(&"r".to_string()));
+    drop(plugin);
+    // Positive control: with a plugin that answers, a network goes (a new plugin process
+    // does not know `r`, so a second network is used).
+    let _plugin = Plugin::start(&t, "rp", &[]);
+    t.ok(&[
+        "network",
+        "create",
+        "r2",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.243.1.0/24",
+    ]);
+    t.ok(&["network", "rm", "r2"]);
+    assert!(!t.network_names().contains(&"r2".to_string()));
+}
+
+#[test]
+fn a_running_sandbox_connects_to_and_disconnects_from_a_remote_network() {
+    let t = Tapnet::new("remote-connect");
+    let plugin = Plugin::start(&t, "rp", &[]);
+    t.ok(&[
+        "network",
+        "create",
+        "r",
+        "--driver",
+        "remote:rp",
+        "--subnet",
+        "10.246.0.0/24",
+    ]);
+    t.ok(&["sandbox", "create", "b", "--net", "r"]);
+    t.ok(&["sandbox", "create", "a"]);
+    // Live connect: CreateEndpoint and Join, the plugin's link moved in as eth1.
+    t.ok(&["network", "connect", "r", "a"]);
+    let addr = t.exec_ok("a", &["ip", "-o", "-4", "addr", "show", "eth1"]);
+    assert!(addr.contains("10.246.0.3/24"), "{addr}");
+    assert!(
+        t.ping("a", "10.246.0.2"),
+        "a reaches b over the remote network"
+    );
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    assert_eq!(view["interfaces"][1]["network"], "r", "{view}");
+    assert!(
+        view["interfaces"][1]["mac"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("02:70:6c:")),
+        "the plugin's MAC: {view}"
+    );
+    let count = |call: &str| plugin.call_names().iter().filter(|c| *c == call).count();
+    assert_eq!(count("NetworkDriver.Join"), 2);
+    // Live disconnect: Leave and DeleteEndpoint; the link and the traffic are gone.
+    t.ok(&["network", "disconnect", "r", "a"]);
+    assert_eq!(count("NetworkDriver.Leave"), 1);
+    assert_eq!(count("NetworkDriver.DeleteEndpoint"), 1);
+    // The plugin closes its TAP at Leave; the link goes once the plugin's relay lets go.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let links = t.exec_ok("a", &["ip", "-o", "link"]);
+        if !links.contains("eth1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "eth1 stays: {links}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!t.ping("a", "10.246.0.2"), "a no longer reaches b");
+    let view = t.json(&["sandbox", "inspect", "a"]);
+    assert_eq!(
+        view["interfaces"].as_array().map(Vec::len),
+        Some(1),
+        "{view}"
+    );
+    // Connecting again works (the positive control of the failure below).
+    t.ok(&["network", "connect", "r", "a"]);
+    assert!(t.ping("a", "10.246.0.2"), "a reaches b again");
+    t.ok(&["network", "disconnect", "r", "a"]);
+
+    // A plugin that refuses Join: the connect fails, the plugin's endpoint is deleted, the
+    // sandbox and the state are as before.
+    let refusing = Plugin::start(&t, "rp2", &["--fail", "NetworkDriver.Join"]);
+    t.ok(&[
+        "network",
+        "create",
+        "r2",
+        "--driver",
+        "remote:rp2",
+        "--subnet",
+        "10.246.1.0/24",
+    ]);
+    let before = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let err = t.fails(&["network", "connect", "r2", "a"]);
+    assert!(err.contains("refused NetworkDriver.Join"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
+        before
+    );
+    assert_eq!(
+        refusing.call_names().last().map(String::as_str),
+        Some("NetworkDriver.DeleteEndpoint")
+    );
+    let links = t.exec_ok("a", &["ip", "-o", "link"]);
+    assert!(!links.contains("eth1"), "{links}");
+    assert!(t.ping("a", "172.17.0.1"), "a keeps its bridge network");
+    t.ok(&["sandbox", "rm", "a"]);
+    t.ok(&["sandbox", "rm", "b"]);
+    t.ok(&["network", "rm", "r"]);
+    t.ok(&["network", "rm", "r2"]);
 }

@@ -151,6 +151,10 @@ pub struct EndpointView {
     pub ipv4: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// A remote network's endpoint: the plugin's EndpointOperInfo answer, asked at inspect
+    /// (`{"error": "..."}` when the plugin could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_info: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,6 +256,10 @@ pub struct InterfaceView {
     /// Sandboxes cut off from this interface (`tapnet link block`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+    /// A remote network's endpoint: the plugin's EndpointOperInfo answer, asked at inspect
+    /// (`{"error": "..."}` when the plugin could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_info: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

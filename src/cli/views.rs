@@ -14,6 +14,20 @@ fn list(items: &[String]) -> String {
     }
 }
 
+/// A remote plugin's EndpointOperInfo as `KEY=VALUE, ...` (strings unquoted, the rest as
+/// JSON); `-` when there is none.
+fn plugin_info(info: &Option<std::collections::BTreeMap<String, serde_json::Value>>) -> String {
+    let items: Vec<String> = info
+        .iter()
+        .flatten()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    list(&items)
+}
+
 fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
@@ -128,13 +142,21 @@ pub fn network(n: &NetworkView, format: Format) -> String {
                 opt(&e.mac),
                 opt(&e.ipv4),
                 list(&e.aliases),
+                plugin_info(&e.plugin_info),
             ]
         })
         .collect();
     let mut out = key_values(&fields);
     out.push('\n');
     out.push_str(&table(
-        &["SANDBOX", "INTERFACE", "MAC", "IPV4", "ALIASES"],
+        &[
+            "SANDBOX",
+            "INTERFACE",
+            "MAC",
+            "IPV4",
+            "ALIASES",
+            "PLUGIN INFO",
+        ],
         &rows,
     ));
     out
@@ -198,6 +220,7 @@ pub fn sandbox(s: &SandboxView, format: Format) -> String {
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |imp| imp.describe()),
                 list(&i.blocked),
+                plugin_info(&i.plugin_info),
             ]
         })
         .collect();
@@ -212,6 +235,7 @@ pub fn sandbox(s: &SandboxView, format: Format) -> String {
             "ALIASES",
             "LINK",
             "BLOCKED",
+            "PLUGIN INFO",
         ],
         &rows,
     ));
@@ -393,6 +417,13 @@ mod tests {
                 mac: Some("02:42:ac:12:05:02".into()),
                 ipv4: Some("172.18.5.2/16".into()),
                 aliases: vec!["db".into(), "primary".into()],
+                plugin_info: Some(BTreeMap::from([
+                    ("vlan".to_string(), serde_json::json!(83)),
+                    (
+                        "uplink".to_string(),
+                        serde_json::json!({"name": "veth-up7"}),
+                    ),
+                ])),
             }],
             nat: Some(NatView {
                 tcp_flows: 11,
@@ -467,6 +498,7 @@ mod tests {
                         ..Default::default()
                     }),
                     blocked: vec!["gamma".into()],
+                    plugin_info: None,
                 },
                 InterfaceView {
                     network: "frontend".into(),
@@ -476,6 +508,10 @@ mod tests {
                     aliases: Vec::new(),
                     impairment: None,
                     blocked: Vec::new(),
+                    plugin_info: Some(BTreeMap::from([(
+                        "peer".to_string(),
+                        serde_json::json!("veth-peer5"),
+                    )])),
                 },
             ],
             ports: vec!["0.0.0.0:8080->80/tcp".into(), "127.0.0.1:53->53/udp".into()],

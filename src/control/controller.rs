@@ -49,7 +49,9 @@ mod docker;
 mod endpoints;
 mod networks;
 mod observe;
+mod oper_info;
 mod publish;
+mod remote;
 mod restore;
 mod sample;
 mod sandboxes;
@@ -109,6 +111,14 @@ struct Inner {
     remote_eps: BTreeMap<(String, Ipv4Addr), crate::cluster::EndpointRecord>,
     /// Addresses this daemon claimed in the store, released when the model no longer has them.
     claimed: std::cell::RefCell<std::collections::BTreeSet<(String, Ipv4Addr)>>,
+    /// Remote networks whose plugin is being told of their creation (`controller/remote.rs`):
+    /// their names and subnets are taken, they are not in the model yet.
+    creating_networks: Vec<Network>,
+    /// Remote networks whose plugin is being told of their removal: no endpoint may join.
+    deleting_networks: HashSet<String>,
+    /// Sandboxes on a remote network whose plugin is making their endpoint: their names and
+    /// addresses are taken, they are not in the model yet.
+    creating_sandboxes: Vec<Sandbox>,
 }
 
 fn default_state() -> State {
@@ -234,6 +244,9 @@ impl Controller {
             cluster: None,
             remote_eps: BTreeMap::new(),
             claimed: Default::default(),
+            creating_networks: Vec::new(),
+            deleting_networks: HashSet::new(),
+            creating_sandboxes: Vec::new(),
         };
         inner.nat_policy.set_tapnet_subnets(
             inner
@@ -263,6 +276,10 @@ impl Handler for Controller {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match request {
             Request::Ping => Ok(json!({"pid": std::process::id()})),
+            Request::NetworkCreate(req) if remote::is_remote(req.driver.as_deref()) => {
+                drop(inner);
+                self.network_create_remote(req)
+            }
             Request::NetworkCreate(req) => {
                 let name = inner.network_create(req)?;
                 value(&inner.network_view(&name)?)
@@ -276,13 +293,33 @@ impl Handler for Controller {
                     .collect();
                 value(&views)
             }
-            Request::NetworkInspect { name } => value(&inner.network_view(&name)?),
+            Request::NetworkInspect { name } => {
+                let mut view = inner.network_view(&name)?;
+                let queries = inner.network_queries(&name)?;
+                drop(inner);
+                queries.fill_network(&mut view);
+                value(&view)
+            }
+            Request::NetworkRemove { name } if inner.driver_of(&name) == Some(Driver::Remote) => {
+                drop(inner);
+                self.network_remove_remote(&name)?;
+                Ok(json!({"removed": name}))
+            }
             Request::NetworkRemove { name } => {
                 inner.refuse_docker_owned(&name)?;
                 let teardown = inner.network_remove(&name)?;
                 drop(inner);
                 teardown.run();
                 Ok(json!({"removed": name}))
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
+            } if inner.driver_of(&network) == Some(Driver::Remote) => {
+                drop(inner);
+                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
             }
             Request::NetworkConnect {
                 network,
@@ -305,6 +342,15 @@ impl Handler for Controller {
                 result?;
                 value(&view?)
             }
+            Request::SandboxCreate(req)
+                if req
+                    .networks
+                    .iter()
+                    .any(|n| inner.driver_of(n) == Some(Driver::Remote)) =>
+            {
+                drop(inner);
+                self.sandbox_create_remote(req)
+            }
             Request::SandboxCreate(req) => {
                 let r = inner.sandbox_create(req);
                 inner.release_stale_claims();
@@ -320,7 +366,13 @@ impl Handler for Controller {
                     .collect();
                 value(&views)
             }
-            Request::SandboxInspect { name } => value(&inner.sandbox_view(&name)?),
+            Request::SandboxInspect { name } => {
+                let mut view = inner.sandbox_view(&name)?;
+                let queries = inner.sandbox_queries(&name)?;
+                drop(inner);
+                queries.fill_sandbox(&mut view);
+                value(&view)
+            }
             Request::SandboxRemove { name, force } => {
                 drop(inner);
                 self.sandbox_remove(&name, force)?;
@@ -474,6 +526,10 @@ struct Teardown {
     switches: Vec<Switch>,
     pins: Vec<std::path::PathBuf>,
     dirs: Vec<std::path::PathBuf>,
+    /// Endpoints on remote networks whose plugin is told (Leave, DeleteEndpoint), with where
+    /// plugins are looked for.
+    remote: Vec<(Endpoint, Network)>,
+    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Teardown {
@@ -485,6 +541,8 @@ impl Teardown {
             switches: Vec::new(),
             pins: Vec::new(),
             dirs: Vec::new(),
+            remote: Vec::new(),
+            plugin_dirs: Vec::new(),
         }
     }
 
@@ -509,6 +567,11 @@ impl Teardown {
                 self.dp.remove_network(id);
             }
         }
+        for (ep, net) in &self.remote {
+            if let Err(e) = drivers::remote::teardown(&self.plugin_dirs, ep, net) {
+                eprintln!("tapnet: endpoint {} on network {}: {e}", ep.id, net.name);
+            }
+        }
         for pin in &self.pins {
             namespace::remove(pin);
         }
@@ -529,6 +592,7 @@ impl Controller {
     fn sandbox_remove(&self, name: &str, force: bool) -> Result<()> {
         let (netns, own_namespaces) = {
             let mut inner = self.lock();
+            inner.refuse_connecting(name)?;
             let sb = inner.sandbox(name)?;
             let own = !inner.state.shares_host(sb);
             if !inner.removing.insert(name.to_string()) {

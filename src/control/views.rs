@@ -31,6 +31,7 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
                 mac: ep.mac.map(|m| m.to_string()),
                 ipv4: cidr(Some(net), ep),
                 aliases: ep.aliases.clone(),
+                plugin_info: None,
             })
             .chain(docker_endpoints(state, net))
             .collect(),
@@ -59,6 +60,7 @@ fn docker_endpoints<'a>(
                 None => ep.ipv4.to_string(),
             }),
             aliases: Vec::new(),
+            plugin_info: None,
         })
 }
 
@@ -85,6 +87,7 @@ pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String)
                 aliases: ep.aliases.clone(),
                 impairment: ep.impairment.clone(),
                 blocked: ep.blocked.clone(),
+                plugin_info: None,
             })
             .collect(),
         ports: sb.ports.iter().map(|p| p.to_string()).collect(),

@@ -110,8 +110,8 @@ impl NetworkDriver for Bridge {
         sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<()> {
-        add_tap(ctx, netns, sandbox, ep, net)
+    ) -> Result<Option<MacAddr>> {
+        add_tap(ctx, netns, sandbox, ep, net).map(|_| None)
     }
 }
 

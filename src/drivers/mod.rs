@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::control::model::{Driver, Endpoint, Network};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
+use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
@@ -84,12 +85,6 @@ pub trait NetworkDriver: Sync {
         Ok(())
     }
 
-    /// Undo `setup_endpoint` beyond the switch port (a remote plugin's Leave and
-    /// DeleteEndpoint); on sandbox removal and failed creation. Errors are only logged.
-    fn teardown_endpoint(&self, _ctx: &Ctx<'_>, _ep: &Endpoint, _net: &Network) -> Result<()> {
-        Ok(())
-    }
-
     /// Start the datapath side of a network (on create and on restore).
     fn setup_network(&self, _ctx: &mut Ctx<'_>, _net: &Network) -> Result<()> {
         Ok(())
@@ -105,6 +100,7 @@ pub trait NetworkDriver: Sync {
     }
 
     /// Create the endpoint's device in the sandbox's namespace at `netns` and attach it.
+    /// Returns the MAC the device got when it is not the planned one (a remote plugin's).
     fn setup_endpoint(
         &self,
         _ctx: &mut Ctx<'_>,
@@ -112,8 +108,8 @@ pub trait NetworkDriver: Sync {
         _sandbox: &str,
         _ep: &Endpoint,
         _net: &Network,
-    ) -> Result<()> {
-        Ok(())
+    ) -> Result<Option<MacAddr>> {
+        Ok(None)
     }
 }
 

@@ -202,8 +202,8 @@ impl NetworkDriver for Overlay {
         sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<()> {
-        bridge::add_tap(ctx, netns, sandbox, ep, net)
+    ) -> Result<Option<crate::datapath::frame::MacAddr>> {
+        bridge::add_tap(ctx, netns, sandbox, ep, net).map(|_| None)
     }
 }
 

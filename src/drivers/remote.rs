@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -26,12 +26,12 @@ use crate::plugin::protocol as p;
 
 pub struct Remote;
 
-fn plugin_of(ctx: &Ctx<'_>, net: &Network) -> Result<Plugin> {
+fn plugin_of(dirs: &[PathBuf], net: &Network) -> Result<Plugin> {
     let name = net
         .plugin
         .as_deref()
         .ok_or_else(|| Error::invalid(format!("network {} has no plugin name", net.name)))?;
-    Plugin::activate(name, ctx.plugin_dirs, CALL_TIMEOUT)
+    Plugin::activate(name, dirs, CALL_TIMEOUT)
 }
 
 /// The CreateNetwork request for `net`, as dockerd would send it.
@@ -72,17 +72,7 @@ impl NetworkDriver for Remote {
         Ok(())
     }
     fn create_network(&self, ctx: &Ctx<'_>, net: &Network) -> Result<()> {
-        let plugin = plugin_of(ctx, net)?;
-        let caps: p::CapabilitiesResponse =
-            plugin.call(p::GET_CAPABILITIES, &serde_json::json!({}))?;
-        if !caps.scope.is_empty() && caps.scope != "local" {
-            return Err(Error::conflict(format!(
-                "plugin {}: scope {:?} is not supported (tapnet is a single host)",
-                plugin.name, caps.scope
-            )));
-        }
-        let _: Value = plugin.call(p::CREATE_NETWORK, &create_request(net))?;
-        Ok(())
+        create(ctx.plugin_dirs, net)
     }
     fn setup_endpoint(
         &self,
@@ -91,126 +81,158 @@ impl NetworkDriver for Remote {
         _sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<()> {
-        let (Some(interface), Some(mac), Some(ipv4), Some(subnet)) =
-            (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
-        else {
-            return Ok(());
-        };
-        // A restarted daemon finds the link where it put it: the plugin holds it still.
-        if wiring::link_exists_in(netns, &interface) {
-            return Ok(());
-        }
-        let plugin = plugin_of(ctx, net)?;
-        let endpoint = p::EndpointRequest {
+    ) -> Result<Option<MacAddr>> {
+        setup(ctx.plugin_dirs, netns, ep, net)
+    }
+    fn delete_network(&self, ctx: &Ctx<'_>, net: &Network) -> Result<()> {
+        delete(ctx.plugin_dirs, net)
+    }
+}
+
+// The plugin's side of each step, given only where plugins are looked for: the controller
+// calls these without its lock (`controller/remote.rs`), the seam's hooks with it (restore).
+
+/// GetCapabilities (local scope only) and CreateNetwork.
+pub fn create(dirs: &[PathBuf], net: &Network) -> Result<()> {
+    let plugin = plugin_of(dirs, net)?;
+    let caps: p::CapabilitiesResponse = plugin.call(p::GET_CAPABILITIES, &serde_json::json!({}))?;
+    if !caps.scope.is_empty() && caps.scope != "local" {
+        return Err(Error::conflict(format!(
+            "plugin {}: scope {:?} is not supported (tapnet is a single host)",
+            plugin.name, caps.scope
+        )));
+    }
+    let _: Value = plugin.call(p::CREATE_NETWORK, &create_request(net))?;
+    Ok(())
+}
+/// CreateEndpoint, Join and ProgramExternalConnectivity, then the plugin's link moved into the
+/// namespace at `netns` and configured; the MAC the link got. Undone on any failure.
+pub fn setup(
+    dirs: &[PathBuf],
+    netns: &Path,
+    ep: &Endpoint,
+    net: &Network,
+) -> Result<Option<MacAddr>> {
+    let (Some(interface), Some(mac), Some(ipv4), Some(subnet)) =
+        (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
+    else {
+        return Ok(None);
+    };
+    // A restarted daemon finds the link where it put it: the plugin holds it still.
+    if wiring::link_exists_in(netns, &interface) {
+        return Ok(None);
+    }
+    let plugin = plugin_of(dirs, net)?;
+    let endpoint = p::EndpointRequest {
+        network_id: net.id.clone(),
+        endpoint_id: ep.id.clone(),
+    };
+    let created: p::CreateEndpointResponse = plugin.call(
+        p::CREATE_ENDPOINT,
+        &p::CreateEndpointRequest {
             network_id: net.id.clone(),
             endpoint_id: ep.id.clone(),
+            interface: Some(p::EndpointInterface {
+                address: format!("{ipv4}/{}", subnet.prefix),
+                address_ipv6: String::new(),
+                mac_address: mac.to_string(),
+            }),
+            options: Some(BTreeMap::new()),
+        },
+    )?;
+    let undo = |joined: bool| {
+        let mut calls = Vec::new();
+        if joined {
+            calls.push(p::LEAVE);
+        }
+        calls.push(p::DELETE_ENDPOINT);
+        for call in calls {
+            if let Err(e) = plugin.call::<_, Value>(call, &endpoint) {
+                eprintln!("tapnet: undo endpoint {}: {e}", ep.id);
+            }
+        }
+    };
+    let joined = (|| {
+        let mac = match created.interface.map(|i| i.mac_address) {
+            Some(m) if !m.is_empty() => m.parse::<MacAddr>().map_err(|e| {
+                Error::conflict(format!("plugin {}: malformed MAC {m:?}: {e}", plugin.name))
+            })?,
+            _ => mac,
         };
-        let created: p::CreateEndpointResponse = plugin.call(
-            p::CREATE_ENDPOINT,
-            &p::CreateEndpointRequest {
+        let join: p::JoinResponse = plugin.call(
+            p::JOIN,
+            &p::JoinRequest {
                 network_id: net.id.clone(),
                 endpoint_id: ep.id.clone(),
-                interface: Some(p::EndpointInterface {
-                    address: format!("{ipv4}/{}", subnet.prefix),
-                    address_ipv6: String::new(),
-                    mac_address: mac.to_string(),
-                }),
+                sandbox_key: netns.display().to_string(),
                 options: Some(BTreeMap::new()),
             },
         )?;
-        let undo = |joined: bool| {
-            let mut calls = Vec::new();
-            if joined {
-                calls.push(p::LEAVE);
-            }
-            calls.push(p::DELETE_ENDPOINT);
-            for call in calls {
-                if let Err(e) = plugin.call::<_, Value>(call, &endpoint) {
-                    eprintln!("tapnet: undo endpoint {}: {e}", ep.id);
-                }
-            }
-        };
-        let joined = (|| {
-            let mac = match created.interface.map(|i| i.mac_address) {
-                Some(m) if !m.is_empty() => m.parse::<MacAddr>().map_err(|e| {
-                    Error::conflict(format!("plugin {}: malformed MAC {m:?}: {e}", plugin.name))
-                })?,
-                _ => mac,
-            };
-            let join: p::JoinResponse = plugin.call(
-                p::JOIN,
-                &p::JoinRequest {
-                    network_id: net.id.clone(),
-                    endpoint_id: ep.id.clone(),
-                    sandbox_key: netns.display().to_string(),
-                    options: Some(BTreeMap::new()),
-                },
-            )?;
-            Ok((mac, join))
-        })();
-        let (mac, join) = match joined {
-            Ok(j) => j,
-            Err(e) => {
-                undo(false);
-                return Err(e);
-            }
-        };
-        let programmed = plugin
-            .call_optional::<_, Value>(
-                p::PROGRAM_EXTERNAL,
-                &p::ProgramExternalRequest {
-                    network_id: net.id.clone(),
-                    endpoint_id: ep.id.clone(),
-                    options: Some(BTreeMap::new()),
-                },
-            )
-            .map(|_| ());
-        if let Err(e) = programmed {
-            undo(true);
+        Ok((mac, join))
+    })();
+    let (mac, join) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            undo(false);
             return Err(e);
         }
-        let adopted = plan_link(
-            &plugin.name,
-            &interface,
-            mac,
-            ipv4,
-            subnet.prefix,
-            net.mtu,
-            &join,
-        )
-        .and_then(|link| wiring::adopt_link(netns, link));
-        if let Err(e) = adopted {
-            let _ = plugin.call_optional::<_, Value>(p::REVOKE_EXTERNAL, &endpoint);
-            undo(true);
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    fn teardown_endpoint(&self, ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<()> {
-        let plugin = plugin_of(ctx, net)?;
-        let endpoint = p::EndpointRequest {
-            network_id: net.id.clone(),
-            endpoint_id: ep.id.clone(),
-        };
-        let revoked = plugin.call_optional::<_, Value>(p::REVOKE_EXTERNAL, &endpoint);
-        let left = plugin.call::<_, Value>(p::LEAVE, &endpoint);
-        revoked?;
-        plugin.call::<_, Value>(p::DELETE_ENDPOINT, &endpoint)?;
-        left.map(|_| ())
-    }
-
-    fn delete_network(&self, ctx: &Ctx<'_>, net: &Network) -> Result<()> {
-        let plugin = plugin_of(ctx, net)?;
-        let _: Value = plugin.call(
-            p::DELETE_NETWORK,
-            &p::NetworkRequest {
+    };
+    let programmed = plugin
+        .call_optional::<_, Value>(
+            p::PROGRAM_EXTERNAL,
+            &p::ProgramExternalRequest {
                 network_id: net.id.clone(),
+                endpoint_id: ep.id.clone(),
+                options: Some(BTreeMap::new()),
             },
-        )?;
-        Ok(())
+        )
+        .map(|_| ());
+    if let Err(e) = programmed {
+        undo(true);
+        return Err(e);
     }
+    let adopted = plan_link(
+        &plugin.name,
+        &interface,
+        mac,
+        ipv4,
+        subnet.prefix,
+        net.mtu,
+        &join,
+    )
+    .and_then(|link| wiring::adopt_link(netns, link));
+    if let Err(e) = adopted {
+        let _ = plugin.call_optional::<_, Value>(p::REVOKE_EXTERNAL, &endpoint);
+        undo(true);
+        return Err(e);
+    }
+    Ok(Some(mac))
+}
+
+/// RevokeExternalConnectivity, Leave and DeleteEndpoint.
+pub fn teardown(dirs: &[PathBuf], ep: &Endpoint, net: &Network) -> Result<()> {
+    let plugin = plugin_of(dirs, net)?;
+    let endpoint = p::EndpointRequest {
+        network_id: net.id.clone(),
+        endpoint_id: ep.id.clone(),
+    };
+    let revoked = plugin.call_optional::<_, Value>(p::REVOKE_EXTERNAL, &endpoint);
+    let left = plugin.call::<_, Value>(p::LEAVE, &endpoint);
+    revoked?;
+    plugin.call::<_, Value>(p::DELETE_ENDPOINT, &endpoint)?;
+    left.map(|_| ())
+}
+
+/// DeleteNetwork.
+pub fn delete(dirs: &[PathBuf], net: &Network) -> Result<()> {
+    let plugin = plugin_of(dirs, net)?;
+    let _: Value = plugin.call(
+        p::DELETE_NETWORK,
+        &p::NetworkRequest {
+            network_id: net.id.clone(),
+        },
+    )?;
+    Ok(())
 }
 
 /// The link Join describes, checked: a source name, the name in the sandbox (`DstPrefix` and

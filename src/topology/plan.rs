@@ -524,6 +524,7 @@ b = "db"
                             mac: None,
                             ipv4: Some(format!("{ip}/24")),
                             aliases: vec![],
+                            plugin_info: None,
                         });
                         interfaces.push(InterfaceView {
                             network: n.clone(),
@@ -533,6 +534,7 @@ b = "db"
                             aliases: vec![],
                             impairment: None,
                             blocked: vec![],
+                            plugin_info: None,
                         });
                     }
                     c.sandboxes.push(SandboxView {

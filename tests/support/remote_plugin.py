@@ -3,7 +3,8 @@
 HTTP/1.1 on a unix socket). It records every call as a JSON line in LOG and keeps the networks
 and endpoints it was told about, so tests can check what tapnet sent and that nothing is left
 half-made. At Join it makes a TAP (`rp` + 8 hex digits) in its own namespace and holds it;
-tapnet moves the link into the sandbox. A relay thread floods every frame to the network's
+tapnet moves the link into the sandbox. CreateEndpoint answers a MAC of the plugin's own
+(02:70:6c:00:00:NN, which tapnet must use); EndpointOperInfo tells the TAP's name. A relay thread floods every frame to the network's
 other TAPs: a tiny hub. Leave closes the TAP, which removes it wherever it is.
 
 usage: remote_plugin.py SOCKET LOG [--fail CALL] [--hang CALL] [--garbage CALL] [--not-network]
@@ -38,7 +39,8 @@ while i < len(args):
 
 LOCK = threading.Lock()
 NETWORKS = {}
-ENDPOINTS = {}  # EndpointID -> {"network": NetworkID, "tap": fd or None}
+ENDPOINTS = {}  # EndpointID -> {"network": NetworkID, "tap": fd or None, "name": TAP name}
+NEXT_MAC = [1]
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
 
@@ -124,7 +126,15 @@ class Handler(BaseHTTPRequestHandler):
                 if body.get("NetworkID") not in NETWORKS:
                     return self.answer(200, {"Err": "no such network"})
                 ENDPOINTS[body["EndpointID"]] = {"network": body["NetworkID"], "tap": None}
-            return self.answer(200, {"Interface": {}})
+                mac = "02:70:6c:00:00:%02x" % (NEXT_MAC[0] % 256)
+                NEXT_MAC[0] += 1
+            return self.answer(200, {"Interface": {"MacAddress": mac}})
+        if call == "NetworkDriver.EndpointOperInfo":
+            with LOCK:
+                ep = ENDPOINTS.get(body.get("EndpointID"))
+                if ep is None:
+                    return self.answer(200, {"Err": "no such endpoint"})
+                return self.answer(200, {"Value": {"tap": ep.get("name"), "joined": ep["tap"] is not None}})
         if call == "NetworkDriver.Join":
             with LOCK:
                 ep = ENDPOINTS.get(body.get("EndpointID"))
@@ -132,6 +142,7 @@ class Handler(BaseHTTPRequestHandler):
                     return self.answer(200, {"Err": "no such endpoint"})
                 name = "rp" + os.urandom(4).hex()
                 ep["tap"] = open_tap(name)
+                ep["name"] = name
             return self.answer(
                 200,
                 {"InterfaceName": {"SrcName": name, "DstPrefix": "eth"}, "StaticRoutes": []},

@@ -79,18 +79,30 @@ impl Inner {
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
         self.refuse_docker_owned(&net.name)?;
+        if self.deleting_networks.contains(&net.name) {
+            return Err(Error::conflict(format!(
+                "network {} is being removed",
+                net.name
+            )));
+        }
         if net.driver == Driver::Overlay && self.cluster.is_some() {
             return self.plan_claimed(sb, net, ip, aliases);
         }
-        plan_endpoint(&self.state, sb, net, ip, aliases)
+        plan_endpoint(&self.planning_state(), sb, net, ip, aliases)
     }
 
     /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
-    pub(super) fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<()> {
+    /// Returns the endpoint as wired: with the MAC a remote plugin chose.
+    pub(super) fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<Endpoint> {
         let netns = self.dirs.netns_path(&sb.name);
-        drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
+        let mac =
+            drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
         links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
-        Ok(())
+        let mut wired = ep.clone();
+        if mac.is_some() {
+            wired.mac = mac;
+        }
+        Ok(wired)
     }
 
     /// Remove the endpoint's switch port; its TAP disappears with the last fd.
@@ -133,6 +145,16 @@ impl Inner {
         self.sync_default_route(self.sandbox(sandbox)?)
     }
 
+    /// Refuse a change to a sandbox while a remote plugin is connecting it to a network.
+    pub(super) fn refuse_connecting(&self, sandbox: &str) -> Result<()> {
+        if self.creating_sandboxes.iter().any(|s| s.name == sandbox) {
+            return Err(Error::conflict(format!(
+                "sandbox {sandbox} is being connected to a network; try again"
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) fn network_connect(
         &mut self,
         network: &str,
@@ -140,6 +162,19 @@ impl Inner {
         ip: Option<&str>,
         aliases: Vec<String>,
     ) -> Result<()> {
+        let (sb, net, ep) = self.plan_connect(network, sandbox, ip, aliases)?;
+        let ep = self.wire(&sb, &ep, &net)?;
+        self.commit_connect(&sb, ep).map(|_| ())
+    }
+
+    /// A connect checked and its endpoint planned: nothing made yet.
+    pub(super) fn plan_connect(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<(Sandbox, Network, Endpoint)> {
         let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
         if self.removing.contains(sandbox) {
@@ -147,17 +182,20 @@ impl Inner {
                 "sandbox {sandbox} is being removed"
             )));
         }
-        if !drivers::of(net.driver).switched() {
+        self.refuse_connecting(sandbox)?;
+        // A remote network's endpoint is a link the plugin makes: it joins like a bridge one.
+        let joins = |d: Driver| drivers::of(d).switched() || d == Driver::Remote;
+        if !joins(net.driver) {
             return Err(Error::invalid(format!(
                 "network {network} (driver {}) can only be chosen when a sandbox is created",
                 net.driver.name()
             )));
         }
-        if let Some(ep) = sb.endpoints.iter().find(|e| {
-            !self
-                .driver_of(&e.network)
-                .is_some_and(|d| drivers::of(d).switched())
-        }) {
+        if let Some(ep) = sb
+            .endpoints
+            .iter()
+            .find(|e| !self.driver_of(&e.network).is_some_and(joins))
+        {
             return Err(Error::conflict(format!(
                 "sandbox {sandbox} is on network {} and cannot join other networks",
                 ep.network
@@ -169,20 +207,26 @@ impl Inner {
             )));
         }
         let ep = self.plan_endpoint(&sb, &net, ip, aliases)?;
-        self.wire(&sb, &ep, &net)?;
+        Ok((sb, net, ep))
+    }
+
+    /// Add a wired endpoint to its sandbox in the model and the state file; on failure its
+    /// switch port is removed and the model is as before (a remote plugin's side is the
+    /// caller's to undo).
+    pub(super) fn commit_connect(&mut self, sb: &Sandbox, ep: Endpoint) -> Result<Sandbox> {
         let mut updated = sb.clone();
         updated.endpoints.push(ep.clone());
         if let Err(e) = self.sync_default_route(&updated).and_then(|_| {
             self.replace_sandbox(updated.clone());
             self.save()
         }) {
-            self.unwire(sandbox, &ep);
+            self.unwire(&sb.name, &ep);
             self.replace_sandbox(sb.clone());
-            let _ = self.sync_default_route(&sb);
+            let _ = self.sync_default_route(sb);
             return Err(e);
         }
         self.refresh_etc(&updated);
-        Ok(())
+        Ok(updated)
     }
 
     pub(super) fn replace_sandbox(&mut self, sb: Sandbox) {
@@ -201,7 +245,8 @@ impl Inner {
                 "sandbox {sandbox} is not connected to network {network}"
             )));
         };
-        if !drivers::of(net.driver).switched() {
+        self.refuse_connecting(sandbox)?;
+        if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
             return Err(Error::invalid(format!(
                 "sandbox {sandbox} cannot leave network {network} (driver {}); remove the sandbox instead",
                 net.driver.name()
@@ -228,6 +273,11 @@ impl Inner {
         }
         let mut teardown = Teardown::new(self.dp.clone());
         teardown.ports.extend(self.take_port(sandbox, &ep));
+        // A remote plugin hears Leave and DeleteEndpoint when the teardown runs, unlocked.
+        if net.driver == Driver::Remote {
+            teardown.plugin_dirs = self.plugin_dirs.clone();
+            teardown.remote.push((ep.clone(), net.clone()));
+        }
         self.refresh_etc(&updated);
         Ok(teardown)
     }

@@ -127,8 +127,24 @@ fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<
 }
 
 impl Inner {
+    /// The model as plans see it: with the networks and sandboxes a remote plugin is being
+    /// told about, whose names, subnets and addresses are taken already.
+    pub(super) fn planning_state(&self) -> std::borrow::Cow<'_, State> {
+        if self.creating_networks.is_empty() && self.creating_sandboxes.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.state);
+        }
+        let mut state = self.state.clone();
+        state
+            .networks
+            .extend(self.creating_networks.iter().cloned());
+        state
+            .sandboxes
+            .extend(self.creating_sandboxes.iter().cloned());
+        std::borrow::Cow::Owned(state)
+    }
+
     pub(super) fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
-        let mut net = plan_network(&req, &self.state)?;
+        let mut net = plan_network(&req, &self.planning_state())?;
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
         // `--vtep` says: its peers know it by that address.
         if net.driver == Driver::Overlay
@@ -151,16 +167,23 @@ impl Inner {
             }
             e
         };
-        if let Err(e) = self.add_switch(&net) {
-            return Err(undo(self, e));
-        }
-        self.state.networks.push(net.clone());
-        if let Err(e) = self.save() {
-            self.state.networks.pop();
-            self.remove_switch(&net);
+        if let Err(e) = self.commit_network(&net) {
             return Err(undo(self, e));
         }
         Ok(net.name)
+    }
+
+    /// Add a planned network (its driver's side made) to the datapath, the model and the
+    /// state file; on failure none of the three has it.
+    pub(super) fn commit_network(&mut self, net: &Network) -> Result<()> {
+        self.add_switch(net)?;
+        self.state.networks.push(net.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.pop();
+            self.remove_switch(net);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The datapath side of a network, by its driver.
@@ -181,7 +204,25 @@ impl Inner {
     }
 
     pub(super) fn network_remove(&mut self, name: &str) -> Result<Teardown> {
+        let net = self.removable_network(name)?;
+        // The driver's side first: a remote plugin that refuses keeps the network.
+        let imp = drivers::of(net.driver);
+        imp.delete_network(&self.ctx(), &net)?;
+        self.commit_network_removal(name).inspect_err(|_| {
+            if let Err(redo) = imp.create_network(&self.ctx(), &net) {
+                eprintln!("tapnet: network {name}: undo remove: {redo}");
+            }
+        })
+    }
+
+    /// A network that may be removed (not built in, no endpoints, not being removed).
+    pub(super) fn removable_network(&self, name: &str) -> Result<Network> {
         let net = self.network(name)?;
+        if self.deleting_networks.contains(name) {
+            return Err(Error::conflict(format!(
+                "network {name} is being removed already"
+            )));
+        }
         if net.builtin {
             return Err(Error::conflict(format!(
                 "network {name} is a default network and cannot be removed"
@@ -198,6 +239,12 @@ impl Inner {
         let users: Vec<String> = users
             .into_iter()
             .chain(
+                self.creating_sandboxes
+                    .iter()
+                    .filter(|sb| sb.endpoint(name).is_some())
+                    .map(|sb| format!("{} (being created)", sb.name)),
+            )
+            .chain(
                 self.state
                     .cni
                     .iter()
@@ -211,22 +258,21 @@ impl Inner {
                 users.join(", ")
             )));
         }
+        Ok(net.clone())
+    }
+
+    /// Take a network out of the model and the state file (its driver's side is gone); the
+    /// teardown stops its datapath side. On failure the model keeps it.
+    pub(super) fn commit_network_removal(&mut self, name: &str) -> Result<Teardown> {
         let index = self
             .state
             .networks
             .iter()
             .position(|n| n.name == name)
             .ok_or_else(|| Error::not_found("network", name))?;
-        // The driver's side first: a remote plugin that refuses keeps the network.
-        let imp = drivers::of(self.state.networks[index].driver);
-        let net = self.state.networks[index].clone();
-        imp.delete_network(&self.ctx(), &net)?;
         let removed = self.state.networks.remove(index);
         if let Err(e) = self.save() {
             self.state.networks.insert(index, removed);
-            if let Err(redo) = imp.create_network(&self.ctx(), &net) {
-                eprintln!("tapnet: network {name}: undo remove: {redo}");
-            }
             return Err(e);
         }
         // Out of the store too, unless other hosts still have endpoints on it.

@@ -4,8 +4,25 @@ use super::*;
 
 impl Inner {
     pub(super) fn sandbox_create(&mut self, req: SandboxCreate) -> Result<String> {
+        let (mut sb, host_sockets) = self.prepare_sandbox(&req)?;
+        if let Err(e) = self.bring_up(&mut sb) {
+            // A driver's failed setup undid its own part (a remote plugin's endpoint).
+            self.teardown_of(&sb, false).run();
+            return Err(e);
+        }
+        self.publish(&sb, host_sockets);
+        Ok(sb.name)
+    }
+
+    /// A new sandbox checked and planned (every endpoint's address and interface), its host
+    /// ports bound and its namespaces made; not wired, not in the model. On failure nothing
+    /// is left.
+    pub(super) fn prepare_sandbox(
+        &mut self,
+        req: &SandboxCreate,
+    ) -> Result<(Sandbox, Vec<HostSocket>)> {
         validate_name("sandbox", &req.name).map_err(Error::Invalid)?;
-        if self.state.sandbox(&req.name).is_some() {
+        if self.planning_state().sandbox(&req.name).is_some() {
             return Err(Error::exists("sandbox", &req.name));
         }
         if self.removing.contains(&req.name) {
@@ -84,24 +101,23 @@ impl Inner {
         } else {
             self.create_namespaces(&sb)?;
         }
-        if let Err(e) = self.bring_up(&sb) {
-            // A driver's failed setup undid its own part (a remote plugin's endpoint).
-            self.teardown_of(&sb, false).run();
-            return Err(e);
-        }
-        self.publish(&sb, host_sockets);
-        Ok(sb.name)
+        Ok((sb, host_sockets))
     }
 
-    pub(super) fn bring_up(&mut self, sb: &Sandbox) -> Result<()> {
-        for (ep, net) in sb
-            .endpoints
-            .iter()
-            .filter_map(|ep| Some((ep, self.state.network(&ep.network)?.clone())))
-            .collect::<Vec<_>>()
-        {
-            self.wire(sb, ep, &net)?;
+    /// Wire every endpoint (each takes the MAC its driver gave it) and add the sandbox.
+    pub(super) fn bring_up(&mut self, sb: &mut Sandbox) -> Result<()> {
+        for i in 0..sb.endpoints.len() {
+            let Some(net) = self.state.network(&sb.endpoints[i].network).cloned() else {
+                continue;
+            };
+            let wired = self.wire(sb, &sb.endpoints[i].clone(), &net)?;
+            sb.endpoints[i] = wired;
         }
+        self.commit_sandbox(sb)
+    }
+
+    /// Add a wired sandbox to the model: its default route, the state file.
+    pub(super) fn commit_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
         self.sync_default_route(sb)?;
         self.state.sandboxes.push(sb.clone());
         if let Err(e) = self.save() {
@@ -116,13 +132,15 @@ impl Inner {
     pub(super) fn teardown_of(&mut self, sb: &Sandbox, endpoints: bool) -> Teardown {
         let mut teardown = Teardown::new(self.dp.clone());
         teardown.unpublish = self.take_publications(&sb.name);
+        teardown.plugin_dirs = self.plugin_dirs.clone();
         for ep in &sb.endpoints {
             teardown.ports.extend(self.take_port(&sb.name, ep));
+            // A remote plugin is told without the controller's lock, when the teardown runs.
             if endpoints
                 && let Some(net) = self.state.network(&ep.network).cloned()
-                && let Err(e) = drivers::of(net.driver).teardown_endpoint(&self.ctx(), ep, &net)
+                && net.driver == Driver::Remote
             {
-                eprintln!("tapnet: sandbox {}: {e}", sb.name);
+                teardown.remote.push((ep.clone(), net));
             }
         }
         teardown.pins = vec![

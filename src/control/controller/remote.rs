@@ -1,0 +1,188 @@
+//! Requests that call a remote network's plugin, made without the controller's lock, as
+//! `sandbox rm` is: checked, planned and reserved under the lock; the plugin called without it
+//! (up to its 5 s deadline per call, while `stats` and every other request go on); committed
+//! under the lock, and the plugin's side undone if the commit fails. Network create and remove
+//! on a `remote:NAME` driver, sandbox create on a remote network (Leave and DeleteEndpoint at
+//! `sandbox rm` run in its `Teardown`), and `network connect` of a running sandbox to a remote
+//! network (`network disconnect`'s Leave and DeleteEndpoint also run in its `Teardown`).
+
+use super::networks::plan_network;
+use super::*;
+use crate::drivers::remote;
+
+/// Does `--driver` name the remote driver?
+pub(super) fn is_remote(driver: Option<&str>) -> bool {
+    driver.is_some_and(|d| d == "remote" || d.starts_with("remote:"))
+}
+
+impl Controller {
+    pub(super) fn network_create_remote(&self, req: NetworkCreate) -> Result<Value> {
+        let (net, dirs) = {
+            let mut inner = self.lock();
+            let net = plan_network(&req, &inner.planning_state())?;
+            inner.creating_networks.push(net.clone());
+            (net, inner.plugin_dirs.clone())
+        };
+        let created = remote::create(&dirs, &net);
+        let committed = {
+            let mut inner = self.lock();
+            inner.creating_networks.retain(|n| n.name != net.name);
+            created?;
+            inner
+                .commit_network(&net)
+                .map(|_| inner.network_view(&net.name))
+        };
+        match committed {
+            Ok(view) => value(&view?),
+            Err(e) => {
+                if let Err(undo) = remote::delete(&dirs, &net) {
+                    eprintln!("tapnet: network {}: undo create: {undo}", net.name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn network_remove_remote(&self, name: &str) -> Result<()> {
+        let (net, dirs) = {
+            let mut inner = self.lock();
+            inner.refuse_docker_owned(name)?;
+            let net = inner.removable_network(name)?;
+            inner.deleting_networks.insert(name.to_string());
+            (net, inner.plugin_dirs.clone())
+        };
+        // A plugin that refuses keeps the network.
+        let deleted = remote::delete(&dirs, &net);
+        let teardown = {
+            let mut inner = self.lock();
+            inner.deleting_networks.remove(name);
+            deleted?;
+            inner.commit_network_removal(name)
+        };
+        match teardown {
+            Ok(t) => {
+                t.run();
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(redo) = remote::create(&dirs, &net) {
+                    eprintln!("tapnet: network {name}: undo remove: {redo}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A sandbox on a remote network (which is its only network: a remote network is not
+    /// combined with others).
+    pub(super) fn sandbox_create_remote(&self, req: SandboxCreate) -> Result<Value> {
+        let (mut sb, sockets, dirs, netns) = {
+            let mut inner = self.lock();
+            let (sb, sockets) = inner.prepare_sandbox(&req)?;
+            inner.creating_sandboxes.push(sb.clone());
+            let netns = inner.dirs.netns_path(&sb.name);
+            (sb, sockets, inner.plugin_dirs.clone(), netns)
+        };
+        // Drop the reservation, the namespaces and the plugin's side of `sb`'s endpoints.
+        let abandon = |this: &Self, sb: &Sandbox| {
+            let teardown = {
+                let mut inner = this.lock();
+                inner.creating_sandboxes.retain(|s| s.name != sb.name);
+                inner.teardown_of(sb, true)
+            };
+            teardown.run();
+        };
+        let mut wired = Vec::new();
+        for ep in &mut sb.endpoints {
+            let Some(net) = self.lock().state.network(&ep.network).cloned() else {
+                continue;
+            };
+            match remote::setup(&dirs, &netns, ep, &net) {
+                Ok(mac) => {
+                    if mac.is_some() {
+                        ep.mac = mac;
+                    }
+                    wired.push(ep.clone());
+                }
+                Err(e) => {
+                    // The plugin undid its side of this endpoint; earlier ones are undone here.
+                    let mut partial = sb.clone();
+                    partial.endpoints = wired;
+                    abandon(self, &partial);
+                    return Err(e);
+                }
+            }
+        }
+        let committed = {
+            let mut inner = self.lock();
+            inner.creating_sandboxes.retain(|s| s.name != sb.name);
+            inner.commit_sandbox(&sb).map(|_| {
+                inner.publish(&sb, sockets);
+                inner.sandbox_view(&sb.name)
+            })
+        };
+        match committed {
+            Ok(view) => value(&view?),
+            Err(e) => {
+                abandon(self, &sb);
+                Err(e)
+            }
+        }
+    }
+
+    /// `network connect` of a remote network: the endpoint planned and the sandbox reserved
+    /// (no other change to it meanwhile) under the lock; CreateEndpoint, Join and the link
+    /// moved in without it; committed under it, or Leave and DeleteEndpoint sent.
+    pub(super) fn network_connect_remote(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<Value> {
+        let (ep, net, dirs, netns) = {
+            let mut inner = self.lock();
+            let (sb, net, ep) = inner.plan_connect(network, sandbox, ip, aliases)?;
+            // The reservation: the sandbox with only the new endpoint, so that plans see its
+            // address taken and other changes to the sandbox wait.
+            let mut reserved = sb.clone();
+            reserved.endpoints = vec![ep.clone()];
+            inner.creating_sandboxes.push(reserved);
+            let netns = inner.dirs.netns_path(sandbox);
+            (ep, net, inner.plugin_dirs.clone(), netns)
+        };
+        let release = |this: &Self| {
+            this.lock().creating_sandboxes.retain(|s| s.name != sandbox);
+        };
+        let mut ep = ep;
+        match remote::setup(&dirs, &netns, &ep, &net) {
+            Ok(mac) => {
+                if mac.is_some() {
+                    ep.mac = mac;
+                }
+            }
+            Err(e) => {
+                release(self);
+                return Err(e);
+            }
+        }
+        let committed = {
+            let mut inner = self.lock();
+            inner.creating_sandboxes.retain(|s| s.name != sandbox);
+            inner
+                .sandbox(sandbox)
+                .cloned()
+                .and_then(|sb| inner.commit_connect(&sb, ep.clone()))
+                .map(|_| inner.sandbox_view(sandbox))
+        };
+        match committed {
+            Ok(view) => value(&view?),
+            Err(e) => {
+                if let Err(undo) = remote::teardown(&dirs, &ep, &net) {
+                    eprintln!("tapnet: sandbox {sandbox}: undo connect to {network}: {undo}");
+                }
+                Err(e)
+            }
+        }
+    }
+}
