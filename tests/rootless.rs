@@ -427,4 +427,20 @@ fn the_demo_runs_rootless_and_cleans_up() {
     assert!(out.contains("unreachable (connection refused)"), "{out}");
     assert!(out.contains("172.18.0.1:"), "{out}");
     assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+    // Nor its daemon's namespace holder (the demo joins the holder, then must still stop it).
+    let holders: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            let p = e.path();
+            std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "tapnet-nsholder")
+                && std::fs::read(p.join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&dir))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        holders.is_empty(),
+        "holders of {dir} left running: {holders:?}"
+    );
 }
