@@ -1,5 +1,5 @@
 //! One error type for the whole crate. Every variant says what failed and on which object, so the
-//! CLI can print it as the single `tapnet: error: ...` line SPEC.md asks for.
+//! CLI can print it as the single `tapnet: error: ...` line the README promises.
 
 use std::io;
 

@@ -121,7 +121,7 @@ impl Inner {
         self.ports.remove(&(sandbox.to_string(), interface))
     }
 
-    /// SPEC.md: the default route goes via the gateway of the first non-internal network.
+    /// As in Docker: the default route goes via the gateway of the first non-internal network.
     pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
         // Host mode has no route of its own; a remote plugin's Join set it.
         let remote = sb
