@@ -115,29 +115,7 @@ impl Dockerd {
 
     /// A busybox image from the static busybox binary: no registry needed.
     fn import_busybox(&self, image: &str) {
-        let root = self.dir.join("image");
-        let bin = root.join("bin");
-        std::fs::create_dir_all(&bin).expect("image dir");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-            if applet != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-            }
-        }
-        let tar = self.dir.join("busybox.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(status.success(), "tar the busybox image");
+        let tar = common::busybox_tarball(&self.dir);
         self.ok(&["import", &tar.display().to_string(), image]);
     }
 

@@ -80,28 +80,7 @@ impl Podman {
 
     /// A busybox image from the static busybox binary: no registry needed.
     fn import_busybox(&self, image: &str) {
-        let bin = self.dir.join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("rootfs");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-            }
-        }
-        let tar = self.dir.join("busybox.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(self.dir.join("rootfs"))
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(status.success(), "tar the busybox image");
+        let tar = common::busybox_tarball(&self.dir);
         self.ok(&["import", &tar.display().to_string(), image]);
     }
 }

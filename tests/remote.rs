@@ -62,6 +62,11 @@ impl Plugin {
     fn call_names(&self) -> Vec<String> {
         self.calls().into_iter().map(|(c, _)| c).collect()
     }
+
+    /// How many times the plugin was called at `call` so far.
+    fn times(&self, call: &str) -> usize {
+        self.call_names().iter().filter(|c| *c == call).count()
+    }
 }
 
 impl Drop for Plugin {
@@ -170,7 +175,7 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
         "NetworkDriver.Join",
         "NetworkDriver.ProgramExternalConnectivity",
     ] {
-        assert_eq!(calls.iter().filter(|c| *c == call).count(), 2, "{calls:?}");
+        assert_eq!(plugin.times(call), 2, "{calls:?}");
     }
     let (_, endpoint) = plugin
         .calls()
@@ -192,7 +197,7 @@ fn a_remote_network_is_created_and_removed_through_its_plugin() {
         "NetworkDriver.Leave",
         "NetworkDriver.DeleteEndpoint",
     ] {
-        assert_eq!(calls.iter().filter(|c| *c == call).count(), 2, "{calls:?}");
+        assert_eq!(plugin.times(call), 2, "{calls:?}");
     }
     // Removal tells the plugin, with the same id.
     t.ok(&["network", "rm", "r"]);
@@ -537,7 +542,7 @@ fn a_running_sandbox_connects_to_and_disconnects_from_a_remote_network() {
             .is_some_and(|m| m.starts_with("02:70:6c:")),
         "the plugin's MAC: {view}"
     );
-    let count = |call: &str| plugin.call_names().iter().filter(|c| *c == call).count();
+    let count = |call: &str| plugin.times(call);
     assert_eq!(count("NetworkDriver.Join"), 2);
     // Live disconnect: Leave and DeleteEndpoint; the link and the traffic are gone.
     t.ok(&["network", "disconnect", "r", "a"]);

@@ -473,3 +473,32 @@ pub fn wait_for_capture(path: &Path) {
     });
     assert!(started, "capture into {} did not start", path.display());
 }
+
+/// A container image tarball made of the static busybox binary and its applet links, under
+/// `dir` (no registry needed): for `docker import` and `podman import`.
+pub fn busybox_tarball(dir: &Path) -> PathBuf {
+    let root = dir.join("busybox-rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).expect("image dir");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+        }
+    }
+    let tar = dir.join("busybox.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar the busybox image");
+    tar
+}
