@@ -88,9 +88,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// The current names (a copy: answering must not hold the lock a model change waits for).
-    fn names(&self) -> NameTable {
-        self.names.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Answer `query` from the network's names (a read lock for the microseconds the codec
+    /// takes; forwarding, which can take seconds, happens after it is released).
+    fn answer(&self, query: &[u8], tcp: bool, out: &mut Vec<u8>) -> Decision {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        if tcp {
+            dns::answer_tcp(query, &*names, out)
+        } else {
+            dns::answer(query, &*names, out)
+        }
     }
 
     /// Forward `query` upstream into `out` (SERVFAIL when none answers); false when nothing
@@ -232,8 +238,7 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
         let query = &buf[..n];
         out.clear();
         shared.count_query(false);
-        let names = shared.names();
-        match dns::answer(query, &names, &mut out) {
+        match shared.answer(query, false, &mut out) {
             Decision::Answered => {
                 shared.local_reply(true, &out);
                 let _ = socket.send_to(&out, peer);
@@ -311,8 +316,7 @@ fn serve_tcp_connection(mut stream: TcpStream, shared: &Shared) {
         }
         out.clear();
         shared.count_query(true);
-        let names = shared.names();
-        let answered = match dns::answer_tcp(&query, &names, &mut out) {
+        let answered = match shared.answer(&query, true, &mut out) {
             Decision::Answered => shared.local_reply(true, &out),
             Decision::Drop => shared.local_reply(false, &out),
             Decision::Forward => shared.forward(&query, true, &mut out),
