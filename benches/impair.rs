@@ -20,7 +20,7 @@ fn devnull_port(id: u32) -> Arc<Port> {
         .open("/dev/null")
         .expect("open /dev/null")
         .into();
-    Arc::new(Port::new(id, 0, format!("bench/{id}"), fd, None))
+    Arc::new(Port::new(id, 0, format!("bench/{id}"), vec![fd], None))
 }
 
 fn bench_egress(c: &mut Criterion) {
@@ -31,15 +31,15 @@ fn bench_egress(c: &mut Criterion) {
 
     let plain = devnull_port(1);
     group.bench_function("bare_write_64B", |b| {
-        b.iter(|| plain.send(black_box(&frame)))
+        b.iter(|| plain.send(0, black_box(&frame)))
     });
     let mut queue = DelayQueue::default();
     group.bench_function("unimpaired_port_64B", |b| {
-        b.iter(|| egress::send(&plain, 0, black_box(&frame), &mut queue))
+        b.iter(|| egress::send(&plain, 0, 0, black_box(&frame), &mut queue))
     });
     // The same bare write again: how far the machine drifts between cases.
     group.bench_function("bare_write_64B_again", |b| {
-        b.iter(|| plain.send(black_box(&frame)))
+        b.iter(|| plain.send(0, black_box(&frame)))
     });
 
     // Impaired, but the frame passes at once: the link's lock, clock and draws.
@@ -55,7 +55,7 @@ fn bench_egress(c: &mut Criterion) {
         true,
     );
     group.bench_function("impaired_port_pass_64B", |b| {
-        b.iter(|| egress::send(&impaired, 0, black_box(&frame), &mut queue))
+        b.iter(|| egress::send(&impaired, 0, 0, black_box(&frame), &mut queue))
     });
     group.finish();
 

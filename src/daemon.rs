@@ -23,7 +23,7 @@ use crate::paths::StateDir;
 use crate::rootless::{self, Mode};
 
 pub struct DaemonOptions {
-    pub threads: usize,
+    pub datapath: crate::datapath::Options,
     pub offload: Offload,
     /// Destinations outbound NAT may reach; empty means everywhere.
     pub nat_allow: Vec<Ipv4Net>,
@@ -171,7 +171,7 @@ fn serve_until_signal(
         (Some(store), Some(vtep)) => Some(crate::cluster::Cluster::start(store, vtep.to_string())?),
         _ => None,
     };
-    let dp = Datapath::start(options.threads)?;
+    let dp = Datapath::start(&options.datapath)?;
     let policy = NatPolicy::new(options.nat_allow.clone());
     let upstreams = if options.dns_upstreams.is_empty() {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -219,11 +219,13 @@ fn serve_until_signal(
         .spawn(move || server::serve(listener, controller, peers))
         .context(|| "spawn API thread".into())?;
     eprintln!(
-        "tapnet: daemon {} ({} mode) serving {} with {} datapath threads, offloads {}",
+        "tapnet: daemon {} ({} mode) serving {} with {} datapath threads, {} queue(s) per TAP, \
+         offloads {}",
         std::process::id(),
         mode.name(),
         dirs.socket().display(),
         dp.threads(),
+        dp.tap_queues(),
         if options.offload == Offload::On {
             "on"
         } else {

@@ -266,3 +266,110 @@ fn offloads_per_network() {
     let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 10 << 20);
     assert_eq!(sent, received);
 }
+
+/// Frames each datapath thread has read so far (`tapnet info`).
+fn frames_read(t: &Tapnet) -> Vec<u64> {
+    t.json(&["info"])["frames_read"]
+        .as_array()
+        .expect("frames_read")
+        .iter()
+        .map(|v| v.as_u64().expect("a count"))
+        .collect()
+}
+
+/// Frames each thread read while sandbox a pinged b `count` times.
+fn frames_read_during_pings(t: &Tapnet, count: usize) -> Vec<u64> {
+    let before = frames_read(t);
+    let n = count.to_string();
+    t.exec_ok("a", &["ping", "-c", &n, "-i", "0.01", "-q", "172.18.0.3"]);
+    frames_read(t)
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| after - before)
+        .collect()
+}
+
+fn queues_of_eth0(t: &Tapnet, sandbox: &str) -> Vec<String> {
+    let out = t.exec_ok(sandbox, &["ls", "/sys/class/net/eth0/queues"]);
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn a_reply_comes_back_to_the_thread_that_forwarded_the_request() {
+    const PINGS: usize = 60;
+    // Multi-queue TAPs (the default): tun's flow table puts b's reply on the queue the
+    // request was written through, which the same thread polls.
+    let mut t = Tapnet::new("mq");
+    let mut daemon = start_daemon(&t, &["--datapath-threads", "2"]);
+    assert_eq!(t.json(&["info"])["tap_queues"], 2);
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    assert_eq!(queues_of_eth0(&t, "a"), ["rx-0", "rx-1", "tx-0", "tx-1"]);
+    assert!(t.ping("a", "172.18.0.3"));
+    let read = frames_read_during_pings(&t, PINGS);
+    let (most, least) = (read.iter().max(), read.iter().min());
+    assert!(
+        most >= Some(&(2 * PINGS as u64)) && least <= Some(&(PINGS as u64 / 10)),
+        "one thread should read both the requests and the replies: {read:?}"
+    );
+    let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 10 << 20);
+    assert_eq!(sent, received);
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+
+    // Positive control: single-queue TAPs, a's port polled by one thread and b's by the
+    // other, so each thread reads one frame of every round trip.
+    let t = Tapnet::new("sq");
+    let mut daemon = start_daemon(&t, &["--datapath-threads", "2", "--tap-queues", "single"]);
+    assert_eq!(t.json(&["info"])["tap_queues"], 1);
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    assert_eq!(queues_of_eth0(&t, "a"), ["rx-0", "tx-0"]);
+    assert!(t.ping("a", "172.18.0.3"));
+    let read = frames_read_during_pings(&t, PINGS);
+    assert!(
+        read.iter().all(|&n| n >= PINGS as u64),
+        "each thread should read one side of every round trip: {read:?}"
+    );
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+}
+
+/// The daemon's user + system CPU time so far, in clock ticks (/proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("daemon stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn an_idle_daemon_uses_no_cpu_after_traffic() {
+    let mut t = Tapnet::new("idle");
+    let mut daemon = start_daemon(&t, &[]);
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    t.ok(&["sandbox", "create", "b", "--net", "n"]);
+    // Positive control: forwarding shows up in the same counter.
+    let before = cpu_ticks(daemon.id());
+    let (sent, received) = t.tcp_transfer("a", "b", "172.18.0.3", 256 << 20);
+    assert_eq!(sent, received);
+    let busy = cpu_ticks(daemon.id()) - before;
+    assert!(busy >= 3, "a 256 MiB transfer cost the daemon {busy} ticks");
+    // Short gaps open the workers' spin windows; idle, they must close and the threads sleep.
+    t.exec_ok(
+        "a",
+        &["ping", "-c", "50", "-i", "0.002", "-q", "172.18.0.3"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(daemon.id());
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = cpu_ticks(daemon.id()) - before;
+    assert!(idle <= 1, "the idle daemon used {idle} ticks in 5 s");
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+}

@@ -292,6 +292,12 @@ pub struct InfoView {
     /// The daemon's /proc/self/uid_map, flattened ("0 0 4294967295" in root mode).
     pub uid_map: String,
     pub datapath_threads: usize,
+    /// Queues a sandbox's TAP gets: one per datapath thread, or 1.
+    #[serde(default)]
+    pub tap_queues: usize,
+    /// Frames each datapath thread has read since the daemon started.
+    #[serde(default)]
+    pub frames_read: Vec<u64>,
     pub networks: usize,
     pub sandboxes: usize,
     pub features: crate::rootless::checks::Features,

@@ -359,6 +359,12 @@ pub struct RunArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TapQueues {
+    PerThread,
+    Single,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnOff {
     On,
     Off,
@@ -372,6 +378,17 @@ pub struct DaemonArgs {
     /// Checksum and segmentation offloads on TAP ports.
     #[arg(long, value_enum, default_value = "on")]
     pub offload: OnOff,
+    /// Queues per sandbox TAP: `per-thread` gives each TAP one queue per datapath thread
+    /// (IFF_MULTI_QUEUE), each thread polling its own, so a reply comes back to the thread that
+    /// forwarded the request and flows spread over the threads; `single` gives one queue,
+    /// polled by one thread. Kernels without multi-queue TAPs get `single`.
+    #[arg(long, value_enum, default_value = "per-thread")]
+    pub tap_queues: TapQueues,
+    /// The longest a datapath thread polls without sleeping after forwarding frames, in
+    /// microseconds; it adapts below that to the gaps between frames, and a thread that
+    /// forwarded nothing does not spin. 0: always sleep.
+    #[arg(long, value_name = "US", default_value_t = 50)]
+    pub poll_spin: u64,
     /// Let outbound NAT reach only these destinations (repeatable or comma-separated)
     /// [env: TAPNET_NAT_ALLOW] [default: everywhere]. Connections to a network's gateway
     /// address count as 127.0.0.1.
@@ -622,7 +639,11 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         DaemonOptions {
             vtep,
             store,
-            threads,
+            datapath: crate::datapath::Options {
+                threads,
+                multiqueue: args.tap_queues == TapQueues::PerThread,
+                spin: std::time::Duration::from_micros(args.poll_spin),
+            },
             offload,
             nat_allow,
             dns_upstreams,

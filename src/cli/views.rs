@@ -259,6 +259,15 @@ pub fn info(i: &InfoView, format: Format) -> String {
         ("State dir", i.state_dir.clone()),
         ("UID map", i.uid_map.clone()),
         ("Datapath threads", i.datapath_threads.to_string()),
+        ("Queues per TAP", i.tap_queues.to_string()),
+        (
+            "Frames read per thread",
+            i.frames_read
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("Networks", i.networks.to_string()),
         ("Sandboxes", i.sandboxes.to_string()),
         ("/dev/net/tun", yes(f.tun)),

@@ -9,7 +9,7 @@ use crate::datapath::frame::MacAddr;
 use crate::error::Result;
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
-use crate::netns::tap::{Offload, open_tap};
+use crate::netns::tap::{Offload, open_tap, open_tap_queues};
 
 /// Kernel-to-switch queue of a TAP. Without offloads the sender's kernel hands us one
 /// 1500-byte frame per segment, and the default 1000 frames overflow under bulk TCP.
@@ -22,12 +22,15 @@ pub struct TapSpec {
     pub prefix: u8,
     pub mtu: u32,
     pub offload: Offload,
+    /// Queues of the TAP: one per datapath worker (see `netns::tap::open_tap_queues`).
+    pub queues: usize,
 }
 
-/// Create and configure the endpoint's TAP inside `netns`; the returned fd is its switch port.
-pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<OwnedFd> {
+/// Create and configure the endpoint's TAP inside `netns`; the returned fds (one per queue)
+/// are its switch port.
+pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
     in_netns(netns, move || {
-        let fd = open_tap(&spec.interface, spec.offload)?;
+        let fds = open_tap_queues(&spec.interface, spec.offload, spec.queues)?;
         let index = link_index(&spec.interface)?;
         let mut nl = Netlink::open()?;
         let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
@@ -42,7 +45,7 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<OwnedFd> {
             },
         )?;
         nl.add_address(index, &spec.interface, spec.ipv4, spec.prefix)?;
-        Ok(fd)
+        Ok(fds)
     })
 }
 

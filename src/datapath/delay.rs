@@ -148,7 +148,7 @@ mod tests {
         let fd: OwnedFd = std::fs::File::open("/dev/null")
             .expect("open /dev/null")
             .into();
-        Arc::new(Port::new(id, 0, format!("p{id}"), fd, None))
+        Arc::new(Port::new(id, 0, format!("p{id}"), vec![fd], None))
     }
 
     #[test]

@@ -11,25 +11,31 @@ use super::frame::VNET_HDR_LEN;
 use super::impair::{SplitMix64, Verdict, corrupt};
 use super::port::Port;
 
-/// Write `frame` (from port `from`) to `port`.
+/// Write `frame` (from port `from`) to `port`, through worker `worker`'s queue.
 #[inline]
-pub fn send(port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
+pub fn send(port: &Arc<Port>, worker: usize, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
     if port.link.is_active() {
-        send_impaired(port, from, frame, delayed);
+        send_impaired(port, worker, from, frame, delayed);
     } else {
-        port.send(frame);
+        port.send(worker, frame);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn send_impaired(port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
+fn send_impaired(
+    port: &Arc<Port>,
+    worker: usize,
+    from: PortId,
+    frame: &[u8],
+    delayed: &mut DelayQueue,
+) {
     let now = Instant::now();
     let verdict = port
         .link
         .judge_egress(from, frame.len().saturating_sub(VNET_HDR_LEN), now);
     apply(port, from, Due::Send, frame, verdict, now, delayed, |f| {
-        port.send(f);
+        port.send(worker, f);
     });
 }
 

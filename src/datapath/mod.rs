@@ -13,6 +13,7 @@ pub mod network;
 pub mod pcap;
 pub mod port;
 pub mod security;
+pub mod spin;
 pub mod switch;
 pub mod timer;
 pub mod trace;
@@ -39,8 +40,21 @@ use port::{NetId, Port, PortStats};
 use security::PortPolicy;
 use worker::{Command, WAKER, Worker};
 
+/// How the datapath runs (`tapnet daemon` flags).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads (`--datapath-threads`).
+    pub threads: usize,
+    /// Sandbox TAPs get one queue per worker, and every worker polls its own queue of each
+    /// (`--tap-queues per-thread`).
+    pub multiqueue: bool,
+    /// The longest busy poll of a worker before it sleeps (`--poll-spin`; zero: never).
+    pub spin: Duration,
+}
+
 struct WorkerHandle {
     commands: Sender<Command>,
+    frames_read: Arc<worker::FramesRead>,
     waker: Waker,
     thread: Option<JoinHandle<()>>,
     owned_ports: usize,
@@ -67,6 +81,10 @@ pub struct PortReport {
 
 pub struct Datapath {
     workers: Mutex<Vec<WorkerHandle>>,
+    /// Queues asked of every sandbox TAP: one per worker, or 1 (`--tap-queues 1`).
+    tap_queues: usize,
+    /// Set once a TAP came with fewer queues than asked (the kernel refused multi-queue).
+    warned_single_queue: AtomicBool,
     registry: Mutex<Registry>,
     clock: Arc<Clock>,
     stopping: Arc<AtomicBool>,
@@ -78,16 +96,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Datapath {
-    /// Start `threads` poll loops and the aging thread.
-    pub fn start(threads: usize) -> Result<Arc<Datapath>> {
+    /// Start the poll loops and the aging thread.
+    pub fn start(options: &Options) -> Result<Arc<Datapath>> {
         let clock = Arc::new(Clock::new());
         let mut workers = Vec::new();
-        for index in 0..threads.max(1) {
+        for index in 0..options.threads.max(1) {
             let poll = Poll::new().context(|| "create datapath poll".into())?;
             let waker =
                 Waker::new(poll.registry(), WAKER).context(|| "create datapath waker".into())?;
             let (tx, rx) = crossbeam_channel::unbounded();
-            let worker = Worker::new(index, poll, rx, clock.clone());
+            let frames_read = Arc::new(worker::FramesRead::default());
+            let worker = Worker::new(
+                index,
+                poll,
+                rx,
+                clock.clone(),
+                options.spin,
+                frames_read.clone(),
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("datapath-{index}"))
                 .spawn(move || {
@@ -96,13 +122,17 @@ impl Datapath {
                 .context(|| "spawn datapath thread".into())?;
             workers.push(WorkerHandle {
                 commands: tx,
+                frames_read,
                 waker,
                 thread: Some(thread),
                 owned_ports: 0,
             });
         }
+        let tap_queues = if options.multiqueue { workers.len() } else { 1 };
         let dp = Arc::new(Datapath {
             workers: Mutex::new(workers),
+            tap_queues,
+            warned_single_queue: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
             clock,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -130,6 +160,19 @@ impl Datapath {
 
     pub fn threads(&self) -> usize {
         lock(&self.workers).len()
+    }
+
+    /// Frames each worker has read since the start, in worker order.
+    pub fn frames_read(&self) -> Vec<u64> {
+        lock(&self.workers)
+            .iter()
+            .map(|w| w.frames_read.0.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// How many queues a sandbox's TAP should have (see `netns::tap::open_tap_queues`).
+    pub fn tap_queues(&self) -> usize {
+        self.tap_queues
     }
 
     pub fn now_secs(&self) -> u32 {
@@ -183,8 +226,8 @@ impl Datapath {
         lock(&self.registry).networks.get(&id).cloned()
     }
 
-    /// Wire a TAP into network `net`. The least loaded worker polls it. With a `policy`, the
-    /// port may only send as that station (port security).
+    /// Wire a single-fd port (a TAP, a socketpair end) into network `net`. The least loaded
+    /// worker polls it. With a `policy`, the port may only send as that station (port security).
     pub fn add_port(
         &self,
         net: NetId,
@@ -192,7 +235,35 @@ impl Datapath {
         fd: OwnedFd,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
+        self.add_port_queues(net, label, vec![fd], policy)
+    }
+
+    /// Wire a TAP with one fd per queue into network `net`. With as many queues as workers,
+    /// each worker polls its own queue; otherwise the least loaded worker polls the first.
+    pub fn add_port_queues(
+        &self,
+        net: NetId,
+        label: String,
+        queues: Vec<OwnedFd>,
+        policy: Option<PortPolicy>,
+    ) -> Result<PortId> {
+        if queues.is_empty() {
+            return Err(Error::invalid(format!(
+                "port {label} has no file descriptor"
+            )));
+        }
         let mut workers = lock(&self.workers);
+        if queues.len() < self.tap_queues
+            && self.tap_queues > 1
+            && !self.warned_single_queue.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "tapnet: TAP {label} has {} queue(s), not {}: the kernel refused multi-queue \
+                 TAPs, so one worker polls each port",
+                queues.len(),
+                self.tap_queues
+            );
+        }
         let mut reg = lock(&self.registry);
         if !reg.networks.contains_key(&net) {
             return Err(Error::invalid(format!("datapath has no network {net}")));
@@ -205,7 +276,7 @@ impl Datapath {
             .min_by_key(|&i| workers[i].owned_ports)
             .unwrap_or(0);
         workers[owner].owned_ports += 1;
-        let port = Arc::new(Port::new(id, net, label, fd, policy));
+        let port = Arc::new(Port::new(id, net, label, queues, policy));
         reg.ports.insert(id, (port.clone(), owner));
         drop(reg);
         for w in workers.iter() {

@@ -1,5 +1,6 @@
-//! A switch port: one TAP file descriptor plus its counters. Shared (`Arc`) between the thread
-//! that polls it and every thread that forwards to it; the fd closes when the last holder lets go.
+//! A switch port: its file descriptors (one per queue of a multi-queue TAP, else one) plus its
+//! counters. Shared (`Arc`) between the threads that poll it and every thread that forwards to
+//! it; the fds close when the last holder lets go.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -109,7 +110,8 @@ pub struct Port {
     pub network: NetId,
     /// `sandbox/interface`, for logs and tables.
     pub label: String,
-    fd: OwnedFd,
+    /// One fd per queue; worker `i` reads and writes queue `i % len`.
+    queues: Vec<OwnedFd>,
     pub counters: PortCounters,
     /// What the port may send as; `None`: anything (the gateway, `port_security=off`).
     pub policy: Option<PortPolicy>,
@@ -118,33 +120,44 @@ pub struct Port {
 }
 
 impl Port {
-    /// `fd` must be a non-blocking TAP opened with a 12-byte virtio-net header.
+    /// `queues` must be non-blocking fds of one TAP opened with a 12-byte virtio-net header
+    /// (or one end of a socketpair carrying such frames), at least one.
     pub fn new(
         id: PortId,
         network: NetId,
         label: String,
-        fd: OwnedFd,
+        queues: Vec<OwnedFd>,
         policy: Option<PortPolicy>,
     ) -> Self {
+        debug_assert!(!queues.is_empty());
         Port {
             id,
             network,
             label,
-            fd,
+            queues,
             counters: PortCounters::default(),
             policy,
             link: Link::default(),
         }
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// How many queues the port has: more than one means every worker polls its own.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
     }
 
-    /// Read one frame (virtio-net header included) into `buf`.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// The fd worker `worker` reads and writes.
+    #[inline]
+    pub fn queue_fd(&self, worker: usize) -> RawFd {
+        let n = self.queues.len();
+        let i = if n == 1 { 0 } else { worker % n };
+        self.queues[i].as_raw_fd()
+    }
+
+    /// Read one frame (virtio-net header included) from worker `worker`'s queue into `buf`.
+    pub fn recv(&self, worker: usize, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of buf.len() bytes; the fd is owned by self.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe { libc::read(self.queue_fd(worker), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -152,11 +165,12 @@ impl Port {
         }
     }
 
-    /// Write one frame (virtio-net header included). A TAP write never blocks: when the
-    /// receiving stack cannot take the frame the kernel drops it, and so do we, counting it.
-    pub fn send(&self, frame: &[u8]) -> bool {
+    /// Write one frame (virtio-net header included) through worker `worker`'s queue: the
+    /// kernel then puts the replies of its flow on that queue. A TAP write never blocks: when
+    /// the receiving stack cannot take the frame the kernel drops it, and so do we, counting it.
+    pub fn send(&self, worker: usize, frame: &[u8]) -> bool {
         // SAFETY: frame is valid for reads of frame.len() bytes; the fd is owned by self.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        let n = unsafe { libc::write(self.queue_fd(worker), frame.as_ptr().cast(), frame.len()) };
         if n < 0 {
             self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
             return false;

@@ -1,12 +1,17 @@
-//! One datapath thread: a mio poll loop over the TAP ports it owns. It forwards to any port of the
-//! switch by writing to that port's fd directly, so no frame ever crosses a thread boundary.
+//! One datapath thread: a poll loop over its queue of every multi-queue TAP port, and over the
+//! single-queue ports it owns. It forwards to any port of the switch by writing to that port
+//! through its own queue, so no frame ever crosses a thread boundary, and the kernel puts the
+//! reply on the same queue (tun's flow table): a request and its reply stay on one worker.
+//!
+//! Ports are polled level-triggered: `epoll_wait` says which queues hold frames, so a port that
+//! receives lone frames (a ping, a request) is read once per frame, with no read that returns
+//! `EAGAIN`; a port reported in consecutive rounds is busy and is read in batches.
 //!
 //! Every worker keeps its own copy of the port table and of each network's member list, updated
 //! by commands from the control plane: the hot path reads them without any lock.
 
-use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,7 @@ use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
 use super::network::NetworkDp;
 use super::port::{NetId, Port};
 use super::security;
+use super::spin::Spin;
 use super::switch::{Egress, learn_and_decide};
 use super::timer::Timer;
 use crate::offload::Segmenter;
@@ -30,7 +36,7 @@ use crate::offload::Segmenter;
 pub const WAKER: Token = Token(usize::MAX);
 /// The timer of delayed frames.
 const TIMER: Token = Token(usize::MAX - 1);
-/// Frames read from one port before the worker turns to the next ready port.
+/// Frames read from a busy port before the worker turns to the next ready port.
 const BATCH: usize = 64;
 
 pub enum Command {
@@ -62,15 +68,24 @@ struct NetView {
     captures: Vec<Arc<CaptureSink>>,
 }
 
+/// Frames one worker has read, for `tapnet info`: on a cache line of its own, so the workers'
+/// relaxed increments never contend.
+#[derive(Default)]
+#[repr(align(64))]
+pub struct FramesRead(pub std::sync::atomic::AtomicU64);
+
 pub struct Worker {
     index: usize,
+    frames_read: Arc<FramesRead>,
     poll: Poll,
     commands: Receiver<Command>,
     clock: Arc<Clock>,
     ports: Vec<Option<Arc<Port>>>,
     networks: Vec<Option<NetView>>,
-    ready: VecDeque<PortId>,
-    queued: Vec<bool>,
+    /// Poll round in which each port was last ready: ready in consecutive rounds means busy.
+    last_ready: Vec<u64>,
+    round: u64,
+    spin: Spin,
     buf: Box<[u8]>,
     /// Cuts super-frames into wire-size frames for captures.
     segmenter: Segmenter,
@@ -88,7 +103,15 @@ fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
 }
 
 impl Worker {
-    pub fn new(index: usize, poll: Poll, commands: Receiver<Command>, clock: Arc<Clock>) -> Self {
+    /// `spin` bounds the busy poll before sleeping (see `spin.rs`); zero disables it.
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        commands: Receiver<Command>,
+        clock: Arc<Clock>,
+        spin: Duration,
+        frames_read: Arc<FramesRead>,
+    ) -> Self {
         let timer = Timer::new().ok().filter(|t| {
             poll.registry()
                 .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
@@ -96,13 +119,15 @@ impl Worker {
         });
         Worker {
             index,
+            frames_read,
             poll,
             commands,
             clock,
             ports: Vec::new(),
             networks: Vec::new(),
-            ready: VecDeque::with_capacity(256),
-            queued: Vec::new(),
+            last_ready: Vec::new(),
+            round: 0,
+            spin: Spin::new(spin),
             buf: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             segmenter: Segmenter::new(),
             delayed: DelayQueue::default(),
@@ -112,25 +137,29 @@ impl Worker {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        let mut forwarded = false;
         loop {
-            let next = self.delayed.next_deadline();
-            let timeout = if !self.ready.is_empty() {
-                Some(Duration::ZERO)
-            } else if let Some(timer) = self.timer.as_mut() {
-                if let Some(at) = next {
-                    timer.arm(at);
-                }
-                None
-            } else {
-                next.map(|at| at.saturating_duration_since(Instant::now()))
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                eprintln!("tapnet: datapath worker {}: poll failed: {e}", self.index);
-                return;
+            let timeout = self.sleep_timeout();
+            events.clear();
+            if forwarded && timeout != Some(Duration::ZERO) {
+                self.spin_poll(&mut events);
             }
+            if events.is_empty() {
+                let slept_at = Instant::now();
+                if let Err(e) = self.poll.poll(&mut events, timeout) {
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    eprintln!("tapnet: datapath worker {}: poll failed: {e}", self.index);
+                    return;
+                }
+                if forwarded && !events.is_empty() {
+                    self.spin.slept(slept_at.elapsed());
+                }
+            }
+            self.round += 1;
+            let now = self.clock.now_secs();
+            forwarded = false;
             for event in events.iter() {
                 if event.token() == WAKER {
                     if !self.handle_commands() {
@@ -141,13 +170,45 @@ impl Worker {
                         timer.fired();
                     }
                 } else {
-                    self.mark_ready(event.token().0 as PortId);
+                    forwarded |= self.service(event.token().0 as PortId, now);
                 }
             }
-            self.service_ready_ports();
             if !self.delayed.is_empty() {
                 self.release_delayed();
             }
+        }
+    }
+
+    /// How long the next poll may sleep: until the next held frame is due, or for ever.
+    fn sleep_timeout(&mut self) -> Option<Duration> {
+        let next = self.delayed.next_deadline();
+        if let Some(timer) = self.timer.as_mut() {
+            if let Some(at) = next {
+                timer.arm(at);
+            }
+            None
+        } else {
+            next.map(|at| at.saturating_duration_since(Instant::now()))
+        }
+    }
+
+    /// Poll without sleeping for the spin window, until something is ready.
+    fn spin_poll(&mut self, events: &mut Events) {
+        let window = self.spin.window();
+        if window.is_zero() {
+            return;
+        }
+        let start = Instant::now();
+        loop {
+            if self.poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
+                self.spin.spun(true);
+                return;
+            }
+            if start.elapsed() >= window {
+                self.spin.spun(false);
+                return;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -158,12 +219,13 @@ impl Worker {
         while let Some(d) = self.delayed.pop_due(now) {
             match d.due {
                 Due::Send => {
-                    d.port.send(&d.frame);
+                    d.port.send(self.index, &d.frame);
                 }
                 Due::Forward => {
                     if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
                         forward(
                             &self.ports,
+                            self.index,
                             view,
                             &d.port,
                             &d.frame,
@@ -179,66 +241,54 @@ impl Worker {
         }
     }
 
-    fn mark_ready(&mut self, id: PortId) {
-        let queued = slot(&mut self.queued, id as usize);
-        if !*queued {
-            *queued = true;
-            self.ready.push_back(id);
-        }
-    }
-
-    /// One round: at most BATCH frames from each port that was ready when the round began.
-    /// A port with more waiting goes to the back of the queue, so a busy port cannot starve
-    /// the others.
-    fn service_ready_ports(&mut self) {
-        let now = self.clock.now_secs();
-        for _ in 0..self.ready.len() {
-            let Some(id) = self.ready.pop_front() else {
-                break;
-            };
-            let Some(port) = self.ports.get(id as usize).cloned().flatten() else {
-                *slot(&mut self.queued, id as usize) = false;
-                continue;
-            };
-            if self.drain(&port, now) {
-                self.ready.push_back(id);
-            } else {
-                *slot(&mut self.queued, id as usize) = false;
-            }
-        }
-    }
-
-    /// Forward up to BATCH frames from `port`; true if it may have more.
-    fn drain(&mut self, port: &Arc<Port>, now: u32) -> bool {
+    /// Forward frames from port `id`, which the poll reported ready: one frame if it was not
+    /// ready in the previous round too (a lone frame: the poll reports it again if more
+    /// wait), else up to BATCH. True if anything was forwarded.
+    fn service(&mut self, id: PortId, now: u32) -> bool {
+        let Some(port) = self.ports.get(id as usize).cloned().flatten() else {
+            return false;
+        };
+        let last = slot(&mut self.last_ready, id as usize);
+        let budget = if *last + 1 == self.round { BATCH } else { 1 };
+        *last = self.round;
         let Some(view) = self
             .networks
             .get(port.network as usize)
             .and_then(Option::as_ref)
         else {
+            // Not switchable (its network is being removed): drop a frame, or the level-
+            // triggered poll would report the port again at once, for ever.
+            let _ = port.recv(self.index, &mut self.buf);
             return false;
         };
-        for _ in 0..BATCH {
-            let len = match port.recv(&mut self.buf) {
+        let mut forwarded = false;
+        for _ in 0..budget {
+            let len = match port.recv(self.index, &mut self.buf) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     eprintln!("tapnet: read from port {} failed: {e}", port.label);
-                    return false;
+                    break;
                 }
             };
             forward(
                 &self.ports,
+                self.index,
                 view,
-                port,
+                &port,
                 &self.buf[..len],
                 now,
                 &mut self.segmenter,
                 &mut self.delayed,
                 true,
             );
+            forwarded = true;
+            self.frames_read
+                .0
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        true
+        forwarded
     }
 
     fn handle_commands(&mut self) -> bool {
@@ -278,23 +328,23 @@ impl Worker {
         true
     }
 
+    /// Does this worker poll `port`: its own queue of a multi-queue port, or a single-queue
+    /// port it owns.
+    fn polls(&self, port: &Port, owner: usize) -> bool {
+        port.queue_count() > 1 || owner == self.index
+    }
+
     fn add_port(&mut self, port: Arc<Port>, owner: usize) {
         let id = port.id;
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
             view.members.push(port.clone());
         }
         *slot(&mut self.ports, id as usize) = Some(port.clone());
-        if owner == self.index {
-            let fd: RawFd = port.raw_fd();
-            if let Err(e) = self.poll.registry().register(
-                &mut SourceFd(&fd),
-                Token(id as usize),
-                Interest::READABLE,
-            ) {
-                eprintln!("tapnet: cannot poll port {}: {e}", port.label);
-            }
-            // Frames may have queued before registration: look once without waiting for an edge.
-            self.mark_ready(id);
+        *slot(&mut self.last_ready, id as usize) = 0;
+        if self.polls(&port, owner)
+            && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
+        {
+            eprintln!("tapnet: cannot poll port {}: {e}", port.label);
         }
     }
 
@@ -303,13 +353,40 @@ impl Worker {
             return;
         };
         self.delayed.purge(id);
-        let fd = port.raw_fd();
-        // Only the owner registered it; for the others this fails harmlessly.
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        // A worker that does not poll the port fails this harmlessly.
+        unwatch(&self.poll, port.queue_fd(self.index));
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
             view.members.retain(|p| p.id != id);
         }
     }
+}
+
+/// Poll `fd` level-triggered under `id`'s token. mio registers edge-triggered only, so this
+/// talks to its epoll instance directly; mio reads the token back from the event as usual.
+fn watch(poll: &Poll, fd: RawFd, id: PortId) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: id as u64,
+    };
+    // SAFETY: both fds are open; event is a valid epoll_event for the call's duration.
+    let r = unsafe { libc::epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn unwatch(poll: &Poll, fd: RawFd) {
+    // SAFETY: a null event is allowed for EPOLL_CTL_DEL; an unwatched fd gives ENOENT.
+    unsafe {
+        libc::epoll_ctl(
+            poll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 /// Switch one frame (virtio-net header included) that arrived on `ingress`. `shape_ingress`
@@ -317,6 +394,7 @@ impl Worker {
 #[allow(clippy::too_many_arguments)]
 fn forward(
     ports: &[Option<Arc<Port>>],
+    worker: usize,
     view: &NetView,
     ingress: &Arc<Port>,
     frame: &[u8],
@@ -355,12 +433,12 @@ fn forward(
     match egress {
         Egress::Unicast(out) => match ports.get(out as usize).and_then(Option::as_ref) {
             Some(port) if port.network == ingress.network => {
-                egress::send(port, ingress.id, frame, delayed);
+                egress::send(port, worker, ingress.id, frame, delayed);
             }
             // The station's port went away between learning and now: fall back to flooding.
-            _ => flood(view, ingress, frame, delayed),
+            _ => flood(view, worker, ingress, frame, delayed),
         },
-        Egress::Flood => flood(view, ingress, frame, delayed),
+        Egress::Flood => flood(view, worker, ingress, frame, delayed),
         Egress::Filter => ingress.counters.rx_filtered(),
     }
 }
@@ -382,10 +460,10 @@ fn capture(
     }
 }
 
-fn flood(view: &NetView, ingress: &Port, frame: &[u8], delayed: &mut DelayQueue) {
+fn flood(view: &NetView, worker: usize, ingress: &Port, frame: &[u8], delayed: &mut DelayQueue) {
     for port in &view.members {
         if port.id != ingress.id {
-            egress::send(port, ingress.id, frame, delayed);
+            egress::send(port, worker, ingress.id, frame, delayed);
         }
     }
 }

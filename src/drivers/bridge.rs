@@ -215,7 +215,7 @@ pub fn add_tap(
         .nets
         .get(&net.name)
         .ok_or_else(|| Error::not_found("network", &net.name))?;
-    let fd = wiring::create_tap(
+    let fds = wiring::create_tap(
         netns,
         TapSpec {
             interface: interface.clone(),
@@ -228,6 +228,7 @@ pub fn add_tap(
             } else {
                 Offload::Off
             },
+            queues: ctx.dp.tap_queues(),
         },
     )?;
     let label = format!("{sandbox}/{interface}");
@@ -235,7 +236,7 @@ pub fn add_tap(
         .map(|o| o.port_security)
         .unwrap_or(true)
         .then_some(PortPolicy { mac, ipv4 });
-    let port = ctx.dp.add_port(net_id, label, fd, policy)?;
+    let port = ctx.dp.add_port_queues(net_id, label, fds, policy)?;
     ctx.ports.insert((sandbox.to_string(), interface), port);
     Ok(())
 }

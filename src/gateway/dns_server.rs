@@ -19,8 +19,6 @@ use crate::error::{Context, Result};
 
 /// Per-upstream wait before trying the next one.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the server threads look at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(200);
 /// Threads that forward UDP queries upstream: at most this many forwarded queries are in
 /// flight per network, whatever the sandboxes send.
 const FORWARDERS: usize = 4;
@@ -149,8 +147,6 @@ impl DnsServer {
                 ));
             }
         };
-        let _ = udp_socket.set_read_timeout(Some(STOP_POLL));
-        let _ = tcp_listener.set_nonblocking(true);
         let names = Arc::new(RwLock::new(NameTable::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let shed = Arc::new(AtomicU64::new(0));
@@ -196,8 +192,14 @@ impl DnsServer {
 }
 
 impl Drop for DnsServer {
+    /// The server threads block in `recv_from` and `accept` (an idle server costs no CPU):
+    /// set the flag, then wake each with a datagram and a connection of its own.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Ok(waker) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) {
+            let _ = waker.send_to(&[], self.udp);
+        }
+        let _ = TcpStream::connect_timeout(&self.tcp.into(), Duration::from_secs(1));
     }
 }
 
@@ -231,8 +233,12 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
     }
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(512);
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+    loop {
+        let received = socket.recv_from(&mut buf);
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok((n, peer)) = received else {
             continue;
         };
         let query = &buf[..n];
@@ -286,13 +292,18 @@ fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
             Err(e) => eprintln!("tapnet: DNS TCP thread: {e}"),
         }
     }
-    while !shared.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match accepted {
             Ok((stream, _)) => {
                 if queue.try_send(stream).is_err() {
                     shared.shed.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // Out of file descriptors, say: try again a little later.
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }

@@ -14,6 +14,7 @@ use crate::error::{Context, Error, Result};
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
@@ -48,31 +49,65 @@ pub enum Offload {
 /// Create TAP `name` in the calling thread's network namespace and return its non-blocking fd.
 /// The device lives as long as the fd (it is not persistent).
 pub fn open_tap(name: &str, offload: Offload) -> Result<OwnedFd> {
+    let mut fds = open_tap_queues(name, offload, 1)?;
+    fds.pop()
+        .ok_or_else(|| Error::invalid(format!("TAP {name} has no queue")))
+}
+
+/// Create TAP `name` with `queues` queues (`IFF_MULTI_QUEUE` when more than one), one
+/// non-blocking fd each. The kernel puts each flow a sandbox sends on one queue, and the reply
+/// of a flow written through a queue on that same queue (tun's flow table), so a worker that
+/// reads one queue of every port sees the replies to what it forwarded. A kernel that refuses
+/// multi-queue TAPs gets one queue.
+pub fn open_tap_queues(name: &str, offload: Offload, queues: usize) -> Result<Vec<OwnedFd>> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(Error::invalid(format!("bad interface name {name:?}")));
     }
+    let queues = queues.clamp(1, MAX_QUEUES);
+    let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    if queues > 1 {
+        flags |= IFF_MULTI_QUEUE;
+    }
+    let first = match attach_queue(name, flags) {
+        Ok(fd) => fd,
+        Err(_) if queues > 1 => return open_tap_queues(name, offload, 1),
+        Err(e) => return Err(e),
+    };
+    let raw = first.as_raw_fd();
+    let hdr_len = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: pointer to a live c_int.
+    unsafe { tunsetvnethdrsz(raw, &hdr_len) }
+        .context(|| format!("set virtio-net header size on {name}"))?;
+    set_offload(raw, name, offload)?;
+    // SAFETY: pointer to a live c_int.
+    unsafe { tunsetsndbuf(raw, &SNDBUF) }.context(|| format!("set send buffer on {name}"))?;
+    let mut fds = vec![first];
+    for _ in 1..queues {
+        // Header size, offloads and send buffer belong to the device: the new queue has them.
+        fds.push(attach_queue(name, flags)?);
+    }
+    Ok(fds)
+}
+
+/// Queues tapnet asks for at most (the kernel allows 256).
+const MAX_QUEUES: usize = 64;
+
+/// Open /dev/net/tun and attach it to TAP `name` (created by the first call) with `flags`.
+fn attach_queue(name: &str, flags: libc::c_short) -> Result<OwnedFd> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/net/tun")
         .context(|| "open /dev/net/tun".into())?;
-    let fd = file.as_raw_fd();
     let mut req = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        flags,
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: fd is an open tun fd; req is a properly sized ifreq.
-    unsafe { tunsetiff(fd, &req) }.context(|| format!("create TAP {name}"))?;
-    let hdr_len = VNET_HDR_LEN as libc::c_int;
-    // SAFETY: pointer to a live c_int.
-    unsafe { tunsetvnethdrsz(fd, &hdr_len) }
-        .context(|| format!("set virtio-net header size on {name}"))?;
-    set_offload(fd, name, offload)?;
-    // SAFETY: pointer to a live c_int.
-    unsafe { tunsetsndbuf(fd, &SNDBUF) }.context(|| format!("set send buffer on {name}"))?;
+    // SAFETY: the fd is an open tun fd; req is a properly sized ifreq.
+    unsafe { tunsetiff(file.as_raw_fd(), &req) }.context(|| format!("create TAP {name}"))?;
     Ok(file.into())
 }
 

@@ -44,7 +44,7 @@ impl Inner {
             .get(&net.name)
             .ok_or_else(|| Error::not_found("network", &net.name))?;
         let netns = std::path::Path::new(&a.netns);
-        let fd = wiring::create_tap(
+        let fds = wiring::create_tap(
             netns,
             TapSpec {
                 interface: a.ifname.clone(),
@@ -57,10 +57,11 @@ impl Inner {
                 } else {
                     Offload::Off
                 },
+                queues: self.dp.tap_queues(),
             },
         )?;
         let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
-        // The fd closes (and the TAP goes) if routing fails.
+        // The fds close (and the TAP goes) if routing fails.
         wiring::set_default_route(netns, route)?;
         let policy = BridgeOptions::parse(&net.options)
             .map(|o| o.port_security)
@@ -70,7 +71,7 @@ impl Inner {
                 ipv4: a.ipv4,
             });
         let label = format!("cni:{}/{}", short(&a.container_id), a.ifname);
-        let port = self.dp.add_port(net_id, label, fd, policy)?;
+        let port = self.dp.add_port_queues(net_id, label, fds, policy)?;
         self.cni_ports
             .insert((a.container_id.clone(), a.ifname.clone()), port);
         Ok(())

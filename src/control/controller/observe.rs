@@ -81,6 +81,8 @@ impl Inner {
                 .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
                 .unwrap_or_default(),
             datapath_threads: self.dp.threads(),
+            tap_queues: self.dp.tap_queues(),
+            frames_read: self.dp.frames_read(),
             networks: self.state.networks.len(),
             sandboxes: self.state.sandboxes.len(),
             features: crate::rootless::checks::features(),
