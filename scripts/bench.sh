@@ -13,7 +13,8 @@
 # SCALING (1/0), SCALE_PAIRS ("1 2 10 100"), SCALE_TCP_SECS (3), SCALE_MAX_IPERF (10), PYTHON,
 # CONN_SECS (3, connection-rate test of the NAT cases), NAT_GRACE (15, seconds a NAT test may
 # overrun before it is killed and recorded as stalled).
-# Cases (default all, in this order): switch cases bridge tapnet tapnet-nooff vde ovs ovs-tso;
+# Cases (default all, in this order): switch cases bridge tapnet tapnet-nooff tapnet-uring vde ovs
+# ovs-tso (tapnet-uring: the tapnet case with `daemon --datapath-io uring`);
 # NAT cases nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520
 # nat-pasta-1500 nat-pasta-65520; lab cases tapnet-impair-other (a third sandbox whose link has
 # delay and loss: the measured pair's ports have none) and tapnet-capture (one capture of the
@@ -38,7 +39,7 @@ for a in "$@"; do
     case $a in *[[:space:]]*|"") ORIG_CMD+=" \"$a\"" ;; *) ORIG_CMD+=" $a" ;; esac
 done
 
-SWITCH_CASES="bridge tapnet tapnet-nooff vde ovs ovs-tso"
+SWITCH_CASES="bridge tapnet tapnet-nooff tapnet-uring vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
 LAB_CASES="tapnet-impair-other tapnet-capture"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
@@ -391,6 +392,7 @@ setup_tapnet_common() {
 }
 setup_tapnet() { setup_tapnet_common --offload on; }
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
+setup_tapnet_uring() { setup_tapnet_common --offload on --datapath-io uring; }
 # Kernel VXLAN between two namespaces over a veth underlay: the reference for tapnet-overlay.
 setup_vxlan_kernel() {
     NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B SW_PIDS="" SW_EXTRA=""

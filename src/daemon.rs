@@ -232,6 +232,7 @@ fn serve_until_signal(
             "off"
         }
     );
+    eprintln!("tapnet: datapath I/O: {}", options.datapath.io);
     let signal = signals.wait().context(|| "wait for signals".into())?;
     eprintln!("tapnet: {signal:?} received, stopping");
     // Their sockets go with the daemon; the state says to serve them again.

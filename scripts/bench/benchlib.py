@@ -117,6 +117,7 @@ CASE_LABELS = {
     "bridge": "Linux bridge + 2 veth (kernel)",
     "tapnet": "tapnet (offload on)",
     "tapnet-nooff": "tapnet --offload off",
+    "tapnet-uring": "tapnet --datapath-io uring",
     "tapnet-impair-other": "tapnet, impairment on another port",
     "tapnet-capture": "tapnet, one capture running",
     "vde": "VDE vde_switch, 2 TAP",

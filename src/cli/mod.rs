@@ -19,6 +19,7 @@ use crate::api::types::{
 };
 use crate::control::reset;
 use crate::daemon::{self, DaemonOptions};
+use crate::datapath::IoMode;
 use crate::error::{Context, Error, Result};
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
@@ -359,6 +360,12 @@ pub struct RunArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatapathIo {
+    Epoll,
+    Uring,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TapQueues {
     PerThread,
     Single,
@@ -389,6 +396,11 @@ pub struct DaemonArgs {
     /// forwarded nothing does not spin. 0: always sleep.
     #[arg(long, value_name = "US", default_value_t = 50)]
     pub poll_spin: u64,
+    /// How the datapath does TAP I/O: `epoll`, one read and one write per frame; `uring`,
+    /// io_uring (a prototype: multishot reads into shared buffers, the writes of a round
+    /// submitted together), or epoll with a warning where the kernel lacks it.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "epoll")]
+    pub datapath_io: DatapathIo,
     /// Let outbound NAT reach only these destinations (repeatable or comma-separated)
     /// [env: TAPNET_NAT_ALLOW] [default: everywhere]. Connections to a network's gateway
     /// address count as 127.0.0.1.
@@ -570,6 +582,13 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         OnOff::On => Offload::On,
         OnOff::Off => Offload::Off,
     };
+    let io = match args.datapath_io {
+        DatapathIo::Epoll => IoMode::Epoll,
+        DatapathIo::Uring => IoMode::uring().unwrap_or_else(|why| {
+            eprintln!("tapnet: --datapath-io uring: {why}; using epoll");
+            IoMode::Epoll
+        }),
+    };
     let nat_allow = list_or_env(args.nat_allow, ENV_NAT_ALLOW)
         .iter()
         .map(|c| {
@@ -643,6 +662,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
                 threads,
                 multiqueue: args.tap_queues == TapQueues::PerThread,
                 spin: std::time::Duration::from_micros(args.poll_spin),
+                io,
             },
             offload,
             nat_allow,

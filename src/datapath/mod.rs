@@ -17,6 +17,8 @@ pub mod spin;
 pub mod switch;
 pub mod timer;
 pub mod trace;
+pub mod uring;
+pub mod uring_worker;
 pub mod vtep;
 pub mod vxlan;
 pub mod worker;
@@ -38,6 +40,8 @@ use fdb::{FdbEntry, PortId};
 use network::NetworkDp;
 use port::{NetId, Port, PortStats};
 use security::PortPolicy;
+pub use uring_worker::IoMode;
+use uring_worker::UringWorker;
 use worker::{Command, WAKER, Worker};
 
 /// How the datapath runs (`tapnet daemon` flags).
@@ -50,6 +54,8 @@ pub struct Options {
     pub multiqueue: bool,
     /// The longest busy poll of a worker before it sleeps (`--poll-spin`; zero: never).
     pub spin: Duration,
+    /// How the workers do TAP I/O (`--datapath-io`), resolved against the kernel.
+    pub io: IoMode,
 }
 
 struct WorkerHandle {
@@ -106,18 +112,35 @@ impl Datapath {
                 Waker::new(poll.registry(), WAKER).context(|| "create datapath waker".into())?;
             let (tx, rx) = crossbeam_channel::unbounded();
             let frames_read = Arc::new(worker::FramesRead::default());
-            let worker = Worker::new(
-                index,
-                poll,
-                rx,
-                clock.clone(),
-                options.spin,
-                frames_read.clone(),
-            );
+            let run: Box<dyn FnOnce() + Send> = match options.io {
+                IoMode::Epoll => {
+                    let worker = Worker::new(
+                        index,
+                        poll,
+                        rx,
+                        clock.clone(),
+                        options.spin,
+                        frames_read.clone(),
+                    );
+                    Box::new(move || worker.run())
+                }
+                IoMode::Uring(support) => {
+                    let worker = UringWorker::new(
+                        index,
+                        poll,
+                        rx,
+                        clock.clone(),
+                        support,
+                        frames_read.clone(),
+                    )
+                    .context(|| "create datapath io_uring".into())?;
+                    Box::new(move || worker.run())
+                }
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("datapath-{index}"))
                 .spawn(move || {
-                    crate::guard::guarded(&format!("datapath-{index}"), || worker.run());
+                    crate::guard::guarded(&format!("datapath-{index}"), run);
                 })
                 .context(|| "spawn datapath thread".into())?;
             workers.push(WorkerHandle {

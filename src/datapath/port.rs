@@ -165,6 +165,20 @@ impl Port {
         }
     }
 
+    /// Count the outcome of a write of this port's made elsewhere (the io_uring worker's ring):
+    /// `result` is the bytes written, virtio-net header included, or a negative errno.
+    pub fn count_write(&self, result: i32) {
+        if result < 0 {
+            self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.counters.tx_bytes.fetch_add(
+            (result as usize).saturating_sub(VNET_HDR_LEN) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
     /// Write one frame (virtio-net header included) through worker `worker`'s queue: the
     /// kernel then puts the replies of its flow on that queue. A TAP write never blocks: when
     /// the receiving stack cannot take the frame the kernel drops it, and so do we, counting it.

@@ -35,7 +35,7 @@ use crate::offload::Segmenter;
 
 pub const WAKER: Token = Token(usize::MAX);
 /// The timer of delayed frames.
-const TIMER: Token = Token(usize::MAX - 1);
+pub(super) const TIMER: Token = Token(usize::MAX - 1);
 /// Frames read from a busy port before the worker turns to the next ready port.
 const BATCH: usize = 64;
 
@@ -62,10 +62,10 @@ pub enum Command {
     Stop,
 }
 
-struct NetView {
-    net: Arc<NetworkDp>,
-    members: Vec<Arc<Port>>,
-    captures: Vec<Arc<CaptureSink>>,
+pub(super) struct NetView {
+    pub(super) net: Arc<NetworkDp>,
+    pub(super) members: Vec<Arc<Port>>,
+    pub(super) captures: Vec<Arc<CaptureSink>>,
 }
 
 /// Frames one worker has read, for `tapnet info`: on a cache line of its own, so the workers'
@@ -95,7 +95,7 @@ pub struct Worker {
     timer: Option<Timer>,
 }
 
-fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
+pub(super) fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
     if v.len() <= i {
         v.resize_with(i + 1, T::default);
     }
@@ -225,7 +225,6 @@ impl Worker {
                     if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
                         forward(
                             &self.ports,
-                            self.index,
                             view,
                             &d.port,
                             &d.frame,
@@ -233,6 +232,7 @@ impl Worker {
                             &mut self.segmenter,
                             &mut self.delayed,
                             false,
+                            &mut Direct(self.index),
                         );
                     }
                 }
@@ -274,7 +274,6 @@ impl Worker {
             };
             forward(
                 &self.ports,
-                self.index,
                 view,
                 &port,
                 &self.buf[..len],
@@ -282,6 +281,7 @@ impl Worker {
                 &mut self.segmenter,
                 &mut self.delayed,
                 true,
+                &mut Direct(self.index),
             );
             forwarded = true;
             self.frames_read
@@ -389,12 +389,27 @@ fn unwatch(poll: &Poll, fd: RawFd) {
     };
 }
 
+/// Where `forward` hands a switched frame for one output port: the epoll worker writes it at
+/// once (`Direct`); the io_uring worker queues it on its ring.
+pub(super) trait Output {
+    fn send(&mut self, port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue);
+}
+
+/// One `write` per output port, through worker `.0`'s queue of it (and its link).
+pub(super) struct Direct(pub usize);
+
+impl Output for Direct {
+    #[inline]
+    fn send(&mut self, port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
+        egress::send(port, self.0, from, frame, delayed);
+    }
+}
+
 /// Switch one frame (virtio-net header included) that arrived on `ingress`. `shape_ingress`
 /// is false for a frame the ingress link already held (`--both`).
 #[allow(clippy::too_many_arguments)]
-fn forward(
+pub(super) fn forward(
     ports: &[Option<Arc<Port>>],
-    worker: usize,
     view: &NetView,
     ingress: &Arc<Port>,
     frame: &[u8],
@@ -402,6 +417,7 @@ fn forward(
     segmenter: &mut Segmenter,
     delayed: &mut DelayQueue,
     shape_ingress: bool,
+    out: &mut impl Output,
 ) {
     if shape_ingress
         && ingress.link.ingress_active()
@@ -431,14 +447,14 @@ fn forward(
         capture(view, ingress.id, egress, frame, segmenter);
     }
     match egress {
-        Egress::Unicast(out) => match ports.get(out as usize).and_then(Option::as_ref) {
+        Egress::Unicast(to) => match ports.get(to as usize).and_then(Option::as_ref) {
             Some(port) if port.network == ingress.network => {
-                egress::send(port, worker, ingress.id, frame, delayed);
+                out.send(port, ingress.id, frame, delayed);
             }
             // The station's port went away between learning and now: fall back to flooding.
-            _ => flood(view, worker, ingress, frame, delayed),
+            _ => flood(view, ingress, frame, delayed, out),
         },
-        Egress::Flood => flood(view, worker, ingress, frame, delayed),
+        Egress::Flood => flood(view, ingress, frame, delayed, out),
         Egress::Filter => ingress.counters.rx_filtered(),
     }
 }
@@ -460,10 +476,16 @@ fn capture(
     }
 }
 
-fn flood(view: &NetView, worker: usize, ingress: &Port, frame: &[u8], delayed: &mut DelayQueue) {
+fn flood(
+    view: &NetView,
+    ingress: &Port,
+    frame: &[u8],
+    delayed: &mut DelayQueue,
+    out: &mut impl Output,
+) {
     for port in &view.members {
         if port.id != ingress.id {
-            egress::send(port, worker, ingress.id, frame, delayed);
+            out.send(port, ingress.id, frame, delayed);
         }
     }
 }

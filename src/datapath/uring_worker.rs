@@ -1,0 +1,320 @@
+//! The datapath worker on io_uring (prototype, `daemon --datapath-io uring`): the same port
+//! tables, commands and switching as `worker.rs`, with TAP I/O through `uring::UringIo`. Frames
+//! are read by multishot reads into the ring's provided buffers, and the writes of one round go
+//! to the kernel together, in one `io_uring_enter` with the wait for the next frames.
+//!
+//! The worker's mio `Poll` still carries the waker and the delay timer; the ring polls its fd,
+//! so the control plane drives this worker exactly as an epoll one.
+//!
+//! The switching is `worker::forward`'s; only its `Output` differs (`Ring`): a write queued on
+//! the ring, counted in the output port's counters when it completes. Like the epoll worker, it
+//! reads and writes its own queue of multi-queue TAPs. Frames to a port with active link
+//! impairments and delayed frames take the plain path (`egress::send`).
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+
+use super::clock::Clock;
+use super::delay::{DelayQueue, Due};
+use super::egress;
+use super::fdb::PortId;
+use super::port::Port;
+use super::timer::Timer;
+use super::uring::{self, Frame, Support, Tx, UringIo};
+use super::worker::{Command, Direct, FramesRead, NetView, Output, TIMER, WAKER, forward, slot};
+use crate::offload::Segmenter;
+
+/// How the datapath workers do TAP I/O (`daemon --datapath-io`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoMode {
+    /// One `read` and one `write` per frame, woken by epoll.
+    #[default]
+    Epoll,
+    /// io_uring: multishot reads into provided buffers, writes submitted in batches.
+    Uring(Support),
+}
+
+impl IoMode {
+    /// io_uring if the kernel has what it needs, else why not.
+    pub fn uring() -> Result<IoMode, uring::Unsupported> {
+        UringIo::probe().map(IoMode::Uring)
+    }
+}
+
+impl fmt::Display for IoMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoMode::Epoll => write!(f, "epoll"),
+            IoMode::Uring(s) => write!(
+                f,
+                "uring ({} reads, {} buffers)",
+                if s.multishot { "multishot" } else { "single" },
+                uring::buffers()
+            ),
+        }
+    }
+}
+
+/// The ring's token for the mio poll's fd (ports use their id).
+const POLL: u32 = u32::MAX;
+
+pub struct UringWorker {
+    index: usize,
+    frames_read: Arc<FramesRead>,
+    poll: Poll,
+    io: UringIo,
+    commands: Receiver<Command>,
+    clock: Arc<Clock>,
+    ports: Vec<Option<Arc<Port>>>,
+    networks: Vec<Option<NetView>>,
+    segmenter: Segmenter,
+    delayed: DelayQueue,
+    timer: Option<Timer>,
+}
+
+impl UringWorker {
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        commands: Receiver<Command>,
+        clock: Arc<Clock>,
+        support: Support,
+        frames_read: Arc<FramesRead>,
+    ) -> io::Result<Self> {
+        let io = UringIo::new(support)?;
+        let timer = Timer::new().ok().filter(|t| {
+            poll.registry()
+                .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
+                .is_ok()
+        });
+        Ok(UringWorker {
+            index,
+            frames_read,
+            poll,
+            io,
+            commands,
+            clock,
+            ports: Vec::new(),
+            networks: Vec::new(),
+            segmenter: Segmenter::new(),
+            delayed: DelayQueue::default(),
+            timer,
+        })
+    }
+
+    pub fn run(mut self) {
+        if let Err(e) = self.io.enable() {
+            eprintln!(
+                "tapnet: datapath worker {}: cannot enable its io_uring: {e}",
+                self.index
+            );
+            return;
+        }
+        self.io.poll_fd(POLL, self.poll.as_raw_fd());
+        let mut events = Events::with_capacity(64);
+        loop {
+            let next = self.delayed.next_deadline();
+            let timeout = if let Some(timer) = self.timer.as_mut() {
+                if let Some(at) = next {
+                    timer.arm(at);
+                }
+                None
+            } else {
+                next.map(|at| at.saturating_duration_since(Instant::now()))
+            };
+            if let Err(e) = self.io.wait(timeout) {
+                eprintln!(
+                    "tapnet: datapath worker {}: io_uring failed: {e}",
+                    self.index
+                );
+                return;
+            }
+            self.switch_ready();
+            self.count_written();
+            if !self.delayed.is_empty() {
+                self.release_delayed();
+            }
+            // The writes of this round go out with the next wait, in the same system call;
+            // before a command can close a port's fd, though, now.
+            if self.io.take_woken() {
+                if let Err(e) = self.io.flush() {
+                    eprintln!(
+                        "tapnet: datapath worker {}: io_uring failed: {e}",
+                        self.index
+                    );
+                    return;
+                }
+                if let Err(e) = self.poll.poll(&mut events, Some(Duration::ZERO))
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    eprintln!("tapnet: datapath worker {}: poll failed: {e}", self.index);
+                    return;
+                }
+                for event in events.iter() {
+                    if event.token() == WAKER {
+                        if !self.handle_commands() {
+                            return;
+                        }
+                    } else if event.token() == TIMER
+                        && let Some(timer) = self.timer.as_mut()
+                    {
+                        timer.fired();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switch every frame read so far.
+    fn switch_ready(&mut self) {
+        let now = self.clock.now_secs();
+        while let Some(f) = self.io.next_frame() {
+            let ingress = self.ports.get(f.token as usize).and_then(Option::as_ref);
+            if let Some(port) = ingress
+                && let Some(Some(view)) = self.networks.get(port.network as usize)
+            {
+                self.frames_read
+                    .0
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (frames, mut tx) = self.io.parts();
+                forward(
+                    &self.ports,
+                    view,
+                    port,
+                    frames.get(&f),
+                    now,
+                    &mut self.segmenter,
+                    &mut self.delayed,
+                    true,
+                    &mut Ring {
+                        tx: &mut tx,
+                        of: &f,
+                        worker: self.index,
+                    },
+                );
+            }
+            self.io.release(f);
+        }
+    }
+
+    /// Count the ring's completed writes in their output ports' counters.
+    fn count_written(&mut self) {
+        let ports = &self.ports;
+        for (id, result) in self.io.written() {
+            if let Some(Some(port)) = ports.get(id as usize) {
+                port.count_write(result);
+            }
+        }
+    }
+
+    /// As `Worker::release_delayed`: held frames take the plain path.
+    fn release_delayed(&mut self) {
+        let now = Instant::now();
+        let clock_now = self.clock.now_secs();
+        while let Some(d) = self.delayed.pop_due(now) {
+            match d.due {
+                Due::Send => {
+                    d.port.send(self.index, &d.frame);
+                }
+                Due::Forward => {
+                    if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
+                        forward(
+                            &self.ports,
+                            view,
+                            &d.port,
+                            &d.frame,
+                            clock_now,
+                            &mut self.segmenter,
+                            &mut self.delayed,
+                            false,
+                            &mut Direct(self.index),
+                        );
+                    }
+                }
+            }
+            self.delayed.recycle(d.frame);
+        }
+    }
+
+    /// As `Worker::handle_commands`, with the ring in place of the poll registry.
+    fn handle_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::AddNetwork(net) => {
+                    let id = net.id as usize;
+                    *slot(&mut self.networks, id) = Some(NetView {
+                        net,
+                        members: Vec::new(),
+                        captures: Vec::new(),
+                    });
+                }
+                Command::RemoveNetwork(id) => {
+                    *slot(&mut self.networks, id as usize) = None;
+                }
+                Command::AddPort { port, owner } => {
+                    let id = port.id;
+                    if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
+                        view.members.push(port.clone());
+                    }
+                    if port.queue_count() > 1 || owner == self.index {
+                        self.io.add_fd(id, port.queue_fd(self.index));
+                    }
+                    *slot(&mut self.ports, id as usize) = Some(port);
+                }
+                Command::RemovePort { id, done } => {
+                    if let Some(port) = slot(&mut self.ports, id as usize).take() {
+                        self.delayed.purge(id);
+                        // For a worker that does not read it, this does nothing.
+                        self.io.remove_fd(id);
+                        if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
+                            view.members.retain(|p| p.id != id);
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                Command::AddCapture { sink, done } => {
+                    if let Some(Some(view)) = self.networks.get_mut(sink.network as usize) {
+                        view.captures.push(sink);
+                    }
+                    let _ = done.send(());
+                }
+                Command::RemoveCapture { network, id, done } => {
+                    if let Some(Some(view)) = self.networks.get_mut(network as usize) {
+                        view.captures.retain(|c| c.id != id);
+                    }
+                    let _ = done.send(());
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+}
+
+/// `forward`'s output on the ring: a write queued for the next submission, or the plain path
+/// for an impaired port or a full ring.
+struct Ring<'a, 'b> {
+    tx: &'a mut Tx<'b>,
+    of: &'a Frame,
+    worker: usize,
+}
+
+impl Output for Ring<'_, '_> {
+    fn send(&mut self, port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
+        if port.link.is_active() {
+            egress::send(port, self.worker, from, frame, delayed);
+        } else if !self
+            .tx
+            .write(port.queue_fd(self.worker), port.id, self.of, frame)
+        {
+            port.send(self.worker, frame);
+        }
+    }
+}
