@@ -147,10 +147,11 @@ impl phy::Device for SwitchDevice {
         // smoltcp may build segments that fill an IPv4 packet: they leave as GSO frames.
         caps.max_transmission_unit = 65535 + 14;
         // Frames from sandboxes come from their kernels, which leave TCP and UDP checksums
-        // partial (offloads): verifying them would reject good frames. Outgoing ones are full.
+        // partial (offloads): verifying them would reject good frames. Outgoing ones are full;
+        // TCP's are filled in by `tso::prepare_tx` (partial for GSO frames).
         let mut checksum = ChecksumCapabilities::default();
         checksum.ipv4 = Checksum::Tx;
-        checksum.tcp = Checksum::Tx;
+        checksum.tcp = Checksum::None;
         checksum.udp = Checksum::Tx;
         checksum.icmpv4 = Checksum::Both;
         caps.checksum = checksum;

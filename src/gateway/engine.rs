@@ -260,13 +260,24 @@ impl Engine {
         }
         let syn = self.device.frame(len).to_vec();
         let registry = self.poll.registry();
-        if self
+        match self
             .tcp
             .start(registry, &mut self.next_token, tuple, target, &syn)
-            .is_err()
         {
+            // Connected or refused already (the host's loopback): answer now, not after a
+            // round through poll.
+            Ok(token) => self.resolve_tcp(token),
             // Could not even start connecting: refuse (smoltcp answers the SYN with RST).
-            self.feed_stack(len);
+            Err(_) => self.feed_stack(len),
+        }
+    }
+
+    /// Has the host socket of a held SYN connected, or failed? Then feed the SYN to smoltcp,
+    /// which answers SYN-ACK (a socket listens now) or RST (none does).
+    fn resolve_tcp(&mut self, token: Token) {
+        match self.tcp.resolve(token, &mut self.sockets) {
+            Some(SynVerdict::Accept(syn)) | Some(SynVerdict::Refuse(syn)) => self.feed(&syn),
+            None => {}
         }
     }
 
@@ -343,7 +354,7 @@ impl Engine {
                 continue;
             }
             let local = self.gateway_ports.allocate();
-            let mut socket = TcpNat::new_socket();
+            let mut socket = self.tcp.socket();
             let remote = (IpAddress::Ipv4(*target.sandbox.ip()), target.sandbox.port());
             if socket
                 .connect(
@@ -440,10 +451,7 @@ impl Engine {
             return;
         }
         if self.tcp.owns(token) {
-            match self.tcp.resolve(token, &mut self.sockets) {
-                Some(SynVerdict::Accept(syn)) | Some(SynVerdict::Refuse(syn)) => self.feed(&syn),
-                None => {}
-            }
+            self.resolve_tcp(token);
         }
     }
 

@@ -24,6 +24,13 @@ const RX_BUFFER: usize = 1024 * 1024;
 /// What a flow buffers towards the sandbox. 1 MiB carried 11.6-13.5 Gbit/s from the host's
 /// loopback to a sandbox where 256 KiB carried 8.0-8.7 (scripts/bench-rootless.sh, one run).
 const TX_BUFFER: usize = 1024 * 1024;
+/// Closed sockets kept for the next flows: a new socket's two zeroed 1 MiB buffers cost about
+/// 25 us per connection (memset, page faults, malloc trimming), a third of the gateway's CPU
+/// for a short connection beyond the syscalls.
+const SPARE_SOCKETS: usize = 16;
+/// Only sockets of flows that moved at most this much each way are kept, so that spares hold
+/// few touched pages (a ring buffer restarts at its beginning).
+const SPARE_MAX_MOVED: usize = 64 * 1024;
 
 enum Phase {
     /// Host socket connecting; the sandbox's SYN waits here.
@@ -43,6 +50,8 @@ struct Flow {
     /// The sandbox closed its side (we shut down the host socket's write half).
     sandbox_eof: bool,
     finished: bool,
+    /// Bytes carried sandbox to host, and host to sandbox.
+    moved: (usize, usize),
 }
 
 /// What the engine must do with a held SYN once its host socket has connected, or failed.
@@ -63,6 +72,8 @@ pub const DEFAULT_LIMITS: FlowLimits = FlowLimits {
 pub struct TcpNat {
     flows: FlowTable<FlowKey, Flow>,
     limits: FlowLimits,
+    /// Closed smoltcp sockets to reuse (see `SPARE_SOCKETS`).
+    spare: Vec<tcp::Socket<'static>>,
 }
 
 impl Default for TcpNat {
@@ -76,6 +87,7 @@ impl TcpNat {
         TcpNat {
             flows: FlowTable::default(),
             limits,
+            spare: Vec::new(),
         }
     }
 
@@ -106,7 +118,9 @@ impl TcpNat {
         self.flows.token_of(key).is_some()
     }
 
-    /// A new SYN: start connecting to `target`. `Err` means the connect failed at once.
+    /// A new SYN: start connecting to `target`; returns the flow's token. `Err` means the
+    /// connect failed at once. A connect to the host's loopback has usually completed (or been
+    /// refused) when this returns: `resolve` can tell at once, without waiting for an event.
     pub fn start(
         &mut self,
         registry: &Registry,
@@ -114,7 +128,7 @@ impl TcpNat {
         key: FlowKey,
         target: SocketAddrV4,
         syn: &[u8],
-    ) -> io::Result<()> {
+    ) -> io::Result<Token> {
         let host = TcpStream::connect(target.into())?;
         let phase = Phase::Connecting { syn: syn.to_vec() };
         self.track(registry, next_token, key, host, phase)
@@ -131,6 +145,7 @@ impl TcpNat {
         handle: SocketHandle,
     ) -> io::Result<()> {
         self.track(registry, next_token, key, host, Phase::Open { handle })
+            .map(|_| ())
     }
 
     fn track(
@@ -140,7 +155,7 @@ impl TcpNat {
         key: FlowKey,
         mut host: TcpStream,
         phase: Phase,
-    ) -> io::Result<()> {
+    ) -> io::Result<Token> {
         let token = Token(*next_token);
         *next_token += 1;
         registry.register(&mut host, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -150,13 +165,19 @@ impl TcpNat {
             host_eof: false,
             sandbox_eof: false,
             finished: false,
+            moved: (0, 0),
         };
         self.flows.insert(token, key, flow);
-        Ok(())
+        Ok(token)
+    }
+
+    /// A socket for a new flow: a spare one if there is one, else a new one.
+    pub fn socket(&mut self) -> tcp::Socket<'static> {
+        take_socket(&mut self.spare)
     }
 
     /// A smoltcp socket for one flow, tuned for bulk transfer.
-    pub fn new_socket() -> tcp::Socket<'static> {
+    fn new_socket() -> tcp::Socket<'static> {
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; RX_BUFFER]),
             tcp::SocketBuffer::new(vec![0u8; TX_BUFFER]),
@@ -191,7 +212,7 @@ impl TcpNat {
             flow.finished = true;
             return Some(SynVerdict::Refuse(syn));
         }
-        let mut socket = Self::new_socket();
+        let mut socket = take_socket(&mut self.spare);
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(dst)),
             port: dport,
@@ -225,12 +246,33 @@ impl TcpNat {
         let count = done.len();
         for (_, mut flow) in done {
             let _ = registry.deregister(&mut flow.host);
-            if let Phase::Open { handle } = flow.phase {
-                sockets.remove(handle);
+            if let Phase::Open { handle } = flow.phase
+                && let smoltcp::socket::Socket::Tcp(socket) = sockets.remove(handle)
+                && keep_spare(self.spare.len(), flow.moved)
+            {
+                self.spare.push(socket);
             }
         }
         count
     }
+}
+
+/// A spare socket, made like new, or a new one.
+fn take_socket(spare: &mut Vec<tcp::Socket<'static>>) -> tcp::Socket<'static> {
+    match spare.pop() {
+        Some(mut socket) => {
+            // Fresh congestion state (`listen` and `connect` reset the rest).
+            socket.set_congestion_control(socket.congestion_control());
+            socket
+        }
+        None => TcpNat::new_socket(),
+    }
+}
+
+/// Should a finished flow's socket be kept, with `spares` kept already and `moved` bytes
+/// carried (sandbox to host, host to sandbox)?
+fn keep_spare(spares: usize, moved: (usize, usize)) -> bool {
+    spares < SPARE_SOCKETS && moved.0 <= SPARE_MAX_MOVED && moved.1 <= SPARE_MAX_MOVED
 }
 
 fn pump_flow(flow: &mut Flow, socket: &mut tcp::Socket<'static>) -> bool {
@@ -244,7 +286,10 @@ fn pump_flow(flow: &mut Flow, socket: &mut tcp::Socket<'static>) -> bool {
         });
         match result {
             Ok(Ok(0)) | Err(_) => break,
-            Ok(Ok(_)) => moved = true,
+            Ok(Ok(n)) => {
+                flow.moved.0 = flow.moved.0.saturating_add(n);
+                moved = true;
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
             Ok(Err(_)) => {
                 // The host peer is gone: reset the sandbox's side too.
@@ -272,7 +317,10 @@ fn pump_flow(flow: &mut Flow, socket: &mut tcp::Socket<'static>) -> bool {
                 socket.close();
                 moved = true;
             }
-            Ok(Ok(_)) => moved = true,
+            Ok(Ok(n)) => {
+                flow.moved.1 = flow.moved.1.saturating_add(n);
+                moved = true;
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
             Ok(Err(_)) => {
                 socket.abort();
@@ -310,4 +358,35 @@ fn socket_opened(socket: &tcp::Socket) -> bool {
         socket.state(),
         tcp::State::Listen | tcp::State::SynReceived | tcp::State::SynSent
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sockets_of_short_flows_are_kept_and_not_too_many() {
+        assert!(keep_spare(0, (1, 1)));
+        assert!(keep_spare(
+            SPARE_SOCKETS - 1,
+            (SPARE_MAX_MOVED, SPARE_MAX_MOVED)
+        ));
+        assert!(!keep_spare(SPARE_SOCKETS, (0, 0)), "enough spares");
+        assert!(!keep_spare(0, (SPARE_MAX_MOVED + 1, 0)), "a bulk upload");
+        assert!(!keep_spare(0, (0, SPARE_MAX_MOVED + 1)), "a bulk download");
+    }
+
+    #[test]
+    fn a_spare_socket_comes_back_closed_with_its_settings() {
+        let mut spare = vec![TcpNat::new_socket()];
+        let socket = take_socket(&mut spare);
+        assert!(spare.is_empty());
+        assert_eq!(socket.state(), tcp::State::Closed);
+        assert_eq!(socket.ack_delay(), None);
+        assert!(!socket.nagle_enabled());
+        assert_eq!(socket.recv_capacity(), RX_BUFFER);
+        assert_eq!(socket.send_capacity(), TX_BUFFER);
+        let fresh = take_socket(&mut spare);
+        assert_eq!(fresh.keep_alive(), socket.keep_alive());
+    }
 }
