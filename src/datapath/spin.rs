@@ -10,6 +10,9 @@ use std::time::Duration;
 
 /// A window shorter than this is not worth a spin: it closes to zero.
 const MIN_WINDOW: Duration = Duration::from_micros(4);
+/// A poll that returned sooner than this did not sleep (sleeping and being woken costs more
+/// here): the frame was already there, and spinning would not have saved anything.
+const NO_SLEEP: Duration = Duration::from_micros(10);
 
 #[derive(Debug)]
 pub struct Spin {
@@ -42,7 +45,7 @@ impl Spin {
     /// window of twice that would have caught it without sleeping, if it is within `max`. A
     /// poll that returned at once (the reply was already queued) slept not at all: no change.
     pub fn slept(&mut self, slept: Duration) {
-        if self.max < MIN_WINDOW || slept < MIN_WINDOW {
+        if self.max < MIN_WINDOW || slept < NO_SLEEP {
             return;
         }
         if slept <= self.max {
@@ -78,17 +81,17 @@ mod tests {
         assert_eq!(s.window(), Duration::from_micros(20));
         s.slept(Duration::from_micros(40));
         assert_eq!(s.window(), MAX);
-        s.slept(Duration::from_micros(4));
-        assert_eq!(s.window(), Duration::from_micros(8));
+        s.slept(Duration::from_micros(10));
+        assert_eq!(s.window(), Duration::from_micros(20));
     }
 
     #[test]
     fn a_poll_that_did_not_sleep_changes_nothing() {
         let mut s = Spin::new(MAX);
-        s.slept(Duration::from_nanos(900));
+        s.slept(Duration::from_micros(9));
         assert_eq!(s.window(), Duration::ZERO);
         s.slept(Duration::from_micros(10));
-        s.slept(Duration::from_nanos(900));
+        s.slept(Duration::from_micros(9));
         assert_eq!(s.window(), Duration::from_micros(20));
     }
 
