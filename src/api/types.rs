@@ -295,6 +295,9 @@ pub struct InfoView {
     /// Queues a sandbox's TAP gets: one per datapath thread, or 1.
     #[serde(default)]
     pub tap_queues: usize,
+    /// How the datapath threads do TAP I/O: `epoll`, or the io_uring prototype.
+    #[serde(default)]
+    pub datapath_io: String,
     /// Frames each datapath thread has read since the daemon started.
     #[serde(default)]
     pub frames_read: Vec<u64>,

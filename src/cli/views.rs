@@ -260,6 +260,7 @@ pub fn info(i: &InfoView, format: Format) -> String {
         ("UID map", i.uid_map.clone()),
         ("Datapath threads", i.datapath_threads.to_string()),
         ("Queues per TAP", i.tap_queues.to_string()),
+        ("Datapath I/O", i.datapath_io.clone()),
         (
             "Frames read per thread",
             i.frames_read
@@ -272,6 +273,9 @@ pub fn info(i: &InfoView, format: Format) -> String {
         ("Sandboxes", i.sandboxes.to_string()),
         ("/dev/net/tun", yes(f.tun)),
         ("vnet headers", yes(f.vnet_hdr)),
+        ("Multi-queue TAPs", yes(f.multi_queue_tap)),
+        ("io_uring", yes(f.io_uring)),
+        ("vhost-net", yes(f.vhost_net)),
         ("Max user namespaces", opt(&f.max_user_namespaces)),
         ("Ping sockets", yes(f.ping_sockets)),
         ("Unprivileged ports from", opt(&f.unprivileged_port_start)),

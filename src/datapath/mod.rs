@@ -87,8 +87,9 @@ pub struct PortReport {
 
 pub struct Datapath {
     workers: Mutex<Vec<WorkerHandle>>,
-    /// Queues asked of every sandbox TAP: one per worker, or 1 (`--tap-queues 1`).
+    /// Queues asked of every sandbox TAP: one per worker, or 1 (`--tap-queues single`).
     tap_queues: usize,
+    io: IoMode,
     /// Set once a TAP came with fewer queues than asked (the kernel refused multi-queue).
     warned_single_queue: AtomicBool,
     registry: Mutex<Registry>,
@@ -155,6 +156,7 @@ impl Datapath {
         let dp = Arc::new(Datapath {
             workers: Mutex::new(workers),
             tap_queues,
+            io: options.io,
             warned_single_queue: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
             clock,
@@ -191,6 +193,11 @@ impl Datapath {
             .iter()
             .map(|w| w.frames_read.0.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// How the workers do TAP I/O.
+    pub fn io(&self) -> IoMode {
+        self.io
     }
 
     /// How many queues a sandbox's TAP should have (see `netns::tap::open_tap_queues`).

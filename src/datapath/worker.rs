@@ -208,7 +208,9 @@ impl Worker {
                 self.spin.spun(false);
                 return;
             }
-            std::hint::spin_loop();
+            // Let a task waiting for this CPU (often the receiver of what was just forwarded)
+            // run first: a spin only takes time nobody else wants.
+            std::thread::yield_now();
         }
     }
 

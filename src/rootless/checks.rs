@@ -87,18 +87,29 @@ pub struct Features {
     pub ping_sockets: bool,
     /// `net.ipv4.ip_unprivileged_port_start`: the lowest port a rootless daemon may publish.
     pub unprivileged_port_start: Option<u16>,
+    /// TAPs may have several queues (`IFF_MULTI_QUEUE`): one per datapath thread.
+    #[serde(default)]
+    pub multi_queue_tap: bool,
+    /// io_uring with what `--datapath-io uring` needs (provided-buffer rings).
+    #[serde(default)]
+    pub io_uring: bool,
+    /// /dev/vhost-net exists (tapnet does not use it: see BENCHMARKS.md, issue 13).
+    #[serde(default)]
+    pub vhost_net: bool,
 }
 
 nix::ioctl_read_bad!(tungetfeatures, 0x8004_54cf, libc::c_uint);
 
 pub fn features() -> Features {
     let tun = std::fs::OpenOptions::new().read(true).write(true).open(TUN);
-    let vnet_hdr = tun.as_ref().is_ok_and(|f| {
+    let tun_features = tun.as_ref().ok().and_then(|f| {
         let mut flags: libc::c_uint = 0;
         // SAFETY: TUNGETFEATURES writes one unsigned int through the pointer.
-        unsafe { tungetfeatures(f.as_raw_fd(), &mut flags) }.is_ok()
-            && flags & libc::IFF_VNET_HDR as libc::c_uint != 0
+        unsafe { tungetfeatures(f.as_raw_fd(), &mut flags) }
+            .is_ok()
+            .then_some(flags)
     });
+    let has = |flag: libc::c_int| tun_features.is_some_and(|f| f & flag as libc::c_uint != 0);
     let gid = nix::unistd::getgid().as_raw();
     let ping_sockets = read_sysctl("/proc/sys/net/ipv4/ping_group_range")
         .and_then(|r| {
@@ -108,7 +119,10 @@ pub fn features() -> Features {
         .is_some_and(|(lo, hi)| lo <= gid && gid <= hi);
     Features {
         tun: tun.is_ok(),
-        vnet_hdr,
+        vnet_hdr: has(libc::IFF_VNET_HDR),
+        multi_queue_tap: has(libc::IFF_MULTI_QUEUE),
+        io_uring: crate::datapath::uring::UringIo::probe().is_ok(),
+        vhost_net: std::path::Path::new("/dev/vhost-net").exists(),
         max_user_namespaces: read_sysctl("/proc/sys/user/max_user_namespaces")
             .and_then(|v| v.parse().ok()),
         ping_sockets,

@@ -82,6 +82,7 @@ impl Inner {
                 .unwrap_or_default(),
             datapath_threads: self.dp.threads(),
             tap_queues: self.dp.tap_queues(),
+            datapath_io: self.dp.io().to_string(),
             frames_read: self.dp.frames_read(),
             networks: self.state.networks.len(),
             sandboxes: self.state.sandboxes.len(),
