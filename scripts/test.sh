@@ -39,6 +39,9 @@ have dockerd || missing+=(docker.io)
 # (etcd-client) compiles etcd's .proto files at build time with protoc.
 have etcd || missing+=(etcd-server)
 have protoc || missing+=(protobuf-compiler)
+# protoc's own .proto files (google/protobuf/descriptor.proto), a Recommends of protobuf-compiler
+# that an install with --no-install-recommends leaves out.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}"
     apt-get update -qq
