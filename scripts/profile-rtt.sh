@@ -23,28 +23,8 @@ command -v bpftrace >/dev/null || {
 }
 # bpftrace needs tracefs for its tracepoints.
 [ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing
-if [ -z "${TAPNET:-}" ]; then
-    (cd "$REPO" && cargo build --release >&2)
-    TAPNET=${CARGO_TARGET_DIR:-$REPO/target}/release/tapnet
-fi
-
-DIR=$(mktemp -d /tmp/tnprof.XXXXXX)
-PID=""
-cleanup() {
-    "$TAPNET" --state-dir "$DIR" system reset >/dev/null 2>&1 || true
-    [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-"$TAPNET" --state-dir "$DIR" daemon "$@" >"$DIR/daemon.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do [ -S "$DIR/tapnet.sock" ] && break; sleep 0.1; done
-"$TAPNET" --state-dir "$DIR" network create profnet >/dev/null
-"$TAPNET" --state-dir "$DIR" sandbox create a --net profnet >/dev/null
-"$TAPNET" --state-dir "$DIR" sandbox create b --net profnet >/dev/null
-B_IP=$("$TAPNET" --state-dir "$DIR" sandbox inspect b --format json |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["ipv4"].split("/")[0])')
+# shellcheck source=scripts/profile/two-sandboxes.sh
+. "$REPO/scripts/profile/two-sandboxes.sh"
 nsenter --net="$DIR/netns/a" ping -c 20 -i 0.01 -q "$B_IP" >/dev/null # learn MACs, warm up
 
 cat >"$DIR/rtt.bt" <<'EOF'

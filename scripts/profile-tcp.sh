@@ -25,28 +25,8 @@ command -v iperf3 >/dev/null || missing+=(iperf3)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
-if [ -z "${TAPNET:-}" ]; then
-    (cd "$REPO" && cargo build --release >&2)
-    TAPNET=${CARGO_TARGET_DIR:-$REPO/target}/release/tapnet
-fi
-
-DIR=$(mktemp -d /tmp/tnprof.XXXXXX)
-PID=""
-cleanup() {
-    "$TAPNET" --state-dir "$DIR" system reset >/dev/null 2>&1 || true
-    [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-"$TAPNET" --state-dir "$DIR" daemon "$@" >"$DIR/daemon.log" 2>&1 &
-PID=$!
-for _ in $(seq 100); do [ -S "$DIR/tapnet.sock" ] && break; sleep 0.1; done
-"$TAPNET" --state-dir "$DIR" network create profnet >/dev/null
-"$TAPNET" --state-dir "$DIR" sandbox create a --net profnet >/dev/null
-"$TAPNET" --state-dir "$DIR" sandbox create b --net profnet >/dev/null
-B_IP=$("$TAPNET" --state-dir "$DIR" sandbox inspect b --format json |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["ipv4"].split("/")[0])')
+# shellcheck source=scripts/profile/two-sandboxes.sh
+. "$REPO/scripts/profile/two-sandboxes.sh"
 nsenter --net="$DIR/netns/b" iperf3 -s -1 -p 5399 >/dev/null 2>&1 &
 sleep 0.5
 nsenter --net="$DIR/netns/a" iperf3 -c "$B_IP" -p 5399 -P "$STREAMS" -t $((SECS + 4)) -J \

@@ -22,13 +22,15 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
 use super::clock::Clock;
-use super::delay::{DelayQueue, Due};
+use super::delay::DelayQueue;
 use super::egress;
 use super::fdb::PortId;
 use super::port::Port;
 use super::timer::Timer;
 use super::uring::{self, Frame, Support, Tx, UringIo};
-use super::worker::{Command, Direct, FramesRead, NetView, Output, TIMER, WAKER, forward, slot};
+use super::worker::{
+    Command, FramesRead, NetView, Output, TIMER, WAKER, apply_to_views, forward, release_due, slot,
+};
 use crate::offload::Segmenter;
 
 /// How the datapath workers do TAP I/O (`daemon --datapath-io`).
@@ -216,49 +218,22 @@ impl UringWorker {
 
     /// As `Worker::release_delayed`: held frames take the plain path.
     fn release_delayed(&mut self) {
-        let now = Instant::now();
-        let clock_now = self.clock.now_secs();
-        while let Some(d) = self.delayed.pop_due(now) {
-            match d.due {
-                Due::Send => {
-                    d.port.send(self.index, &d.frame);
-                }
-                Due::Forward => {
-                    if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
-                        forward(
-                            &self.ports,
-                            view,
-                            &d.port,
-                            &d.frame,
-                            clock_now,
-                            &mut self.segmenter,
-                            &mut self.delayed,
-                            false,
-                            &mut Direct(self.index),
-                        );
-                    }
-                }
-            }
-            self.delayed.recycle(d.frame);
-        }
+        release_due(
+            self.index,
+            self.clock.now_secs(),
+            &self.ports,
+            &self.networks,
+            &mut self.segmenter,
+            &mut self.delayed,
+        );
     }
 
     /// As `Worker::handle_commands`, with the ring in place of the poll registry.
     fn handle_commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::AddNetwork(net) => {
-                    let id = net.id as usize;
-                    *slot(&mut self.networks, id) = Some(NetView {
-                        net,
-                        members: Vec::new(),
-                        captures: Vec::new(),
-                    });
-                }
-                Command::RemoveNetwork(id) => {
-                    *slot(&mut self.networks, id as usize) = None;
-                }
-                Command::AddPort { port, owner } => {
+            match apply_to_views(&mut self.networks, cmd) {
+                None => {}
+                Some(Command::AddPort { port, owner }) => {
                     let id = port.id;
                     if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
                         view.members.push(port.clone());
@@ -268,7 +243,7 @@ impl UringWorker {
                     }
                     *slot(&mut self.ports, id as usize) = Some(port);
                 }
-                Command::RemovePort { id, done } => {
+                Some(Command::RemovePort { id, done }) => {
                     if let Some(port) = slot(&mut self.ports, id as usize).take() {
                         self.delayed.purge(id);
                         // For a worker that does not read it, this does nothing.
@@ -279,19 +254,8 @@ impl UringWorker {
                     }
                     let _ = done.send(());
                 }
-                Command::AddCapture { sink, done } => {
-                    if let Some(Some(view)) = self.networks.get_mut(sink.network as usize) {
-                        view.captures.push(sink);
-                    }
-                    let _ = done.send(());
-                }
-                Command::RemoveCapture { network, id, done } => {
-                    if let Some(Some(view)) = self.networks.get_mut(network as usize) {
-                        view.captures.retain(|c| c.id != id);
-                    }
-                    let _ = done.send(());
-                }
-                Command::Stop => return false,
+                Some(Command::Stop) => return false,
+                Some(_) => {}
             }
         }
         true

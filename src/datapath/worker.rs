@@ -216,31 +216,14 @@ impl Worker {
 
     /// Send (or switch) the held frames whose time has come.
     fn release_delayed(&mut self) {
-        let now = Instant::now();
-        let clock_now = self.clock.now_secs();
-        while let Some(d) = self.delayed.pop_due(now) {
-            match d.due {
-                Due::Send => {
-                    d.port.send(self.index, &d.frame);
-                }
-                Due::Forward => {
-                    if let Some(Some(view)) = self.networks.get(d.port.network as usize) {
-                        forward(
-                            &self.ports,
-                            view,
-                            &d.port,
-                            &d.frame,
-                            clock_now,
-                            &mut self.segmenter,
-                            &mut self.delayed,
-                            false,
-                            &mut Direct(self.index),
-                        );
-                    }
-                }
-            }
-            self.delayed.recycle(d.frame);
-        }
+        release_due(
+            self.index,
+            self.clock.now_secs(),
+            &self.ports,
+            &self.networks,
+            &mut self.segmenter,
+            &mut self.delayed,
+        );
     }
 
     /// Forward frames from port `id`, which the poll reported ready: one frame if it was not
@@ -295,36 +278,15 @@ impl Worker {
 
     fn handle_commands(&mut self) -> bool {
         while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::AddNetwork(net) => {
-                    let id = net.id as usize;
-                    *slot(&mut self.networks, id) = Some(NetView {
-                        net,
-                        members: Vec::new(),
-                        captures: Vec::new(),
-                    });
-                }
-                Command::RemoveNetwork(id) => {
-                    *slot(&mut self.networks, id as usize) = None;
-                }
-                Command::AddPort { port, owner } => self.add_port(port, owner),
-                Command::RemovePort { id, done } => {
+            match apply_to_views(&mut self.networks, cmd) {
+                None => {}
+                Some(Command::AddPort { port, owner }) => self.add_port(port, owner),
+                Some(Command::RemovePort { id, done }) => {
                     self.remove_port(id);
                     let _ = done.send(());
                 }
-                Command::AddCapture { sink, done } => {
-                    if let Some(Some(view)) = self.networks.get_mut(sink.network as usize) {
-                        view.captures.push(sink);
-                    }
-                    let _ = done.send(());
-                }
-                Command::RemoveCapture { network, id, done } => {
-                    if let Some(Some(view)) = self.networks.get_mut(network as usize) {
-                        view.captures.retain(|c| c.id != id);
-                    }
-                    let _ = done.send(());
-                }
-                Command::Stop => return false,
+                Some(Command::Stop) => return false,
+                Some(_) => {}
             }
         }
         true
@@ -360,6 +322,72 @@ impl Worker {
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
             view.members.retain(|p| p.id != id);
         }
+    }
+}
+
+/// Apply a command that changes only a worker's network views (networks, captures); give any
+/// other back.
+pub(super) fn apply_to_views(networks: &mut Vec<Option<NetView>>, cmd: Command) -> Option<Command> {
+    match cmd {
+        Command::AddNetwork(net) => {
+            let id = net.id as usize;
+            *slot(networks, id) = Some(NetView {
+                net,
+                members: Vec::new(),
+                captures: Vec::new(),
+            });
+        }
+        Command::RemoveNetwork(id) => *slot(networks, id as usize) = None,
+        Command::AddCapture { sink, done } => {
+            if let Some(Some(view)) = networks.get_mut(sink.network as usize) {
+                view.captures.push(sink);
+            }
+            let _ = done.send(());
+        }
+        Command::RemoveCapture { network, id, done } => {
+            if let Some(Some(view)) = networks.get_mut(network as usize) {
+                view.captures.retain(|c| c.id != id);
+            }
+            let _ = done.send(());
+        }
+        other => return Some(other),
+    }
+    None
+}
+
+/// Send (or switch, `--both`) the held frames whose time has come, through worker `index`'s
+/// queues.
+pub(super) fn release_due(
+    index: usize,
+    clock_now: u32,
+    ports: &[Option<Arc<Port>>],
+    networks: &[Option<NetView>],
+    segmenter: &mut Segmenter,
+    delayed: &mut DelayQueue,
+) {
+    let now = Instant::now();
+    while let Some(d) = delayed.pop_due(now) {
+        match d.due {
+            Due::Send => {
+                d.port.send(index, &d.frame);
+            }
+            Due::Forward => {
+                if let Some(Some(view)) = networks.get(d.port.network as usize) {
+                    forward(
+                        ports,
+                        view,
+                        &d.port,
+                        &d.frame,
+                        clock_now,
+                        segmenter,
+                        delayed,
+                        false,
+                        &mut Direct(index),
+                    );
+                }
+            }
+        }
+        delayed.recycle(d.frame);
     }
 }
 
