@@ -31,6 +31,8 @@ have useradd || missing+=(passwd)
 have go || missing+=(golang-go)
 # tests/podman.rs: one podman run with podman's CNI backend.
 have podman || missing+=(podman)
+# ... run by runc: crun refuses machines that boot with cgroups in hybrid mode.
+have runc || missing+=(runc)
 [ -d /usr/share/gocode/src/github.com/containernetworking/cni/libcni ] || missing+=(golang-github-appc-cni-dev)
 # tests/docker.rs: a private dockerd (with its containerd) and a busybox image built from it.
 have dockerd || missing+=(docker.io)

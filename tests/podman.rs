@@ -62,6 +62,9 @@ impl Podman {
             .arg(self.dir.join("tmp"))
             .args(["--storage-driver", "vfs"])
             .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            // crun refuses cgroups in hybrid mode (v1 controllers beside a v2 mount), as some
+            // machines boot; runc takes hybrid, v1 and v2 alike.
+            .args(["--runtime", "runc"])
             .args(args)
             .output()
             .expect("run podman")

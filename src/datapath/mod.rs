@@ -265,12 +265,32 @@ impl Datapath {
         fd: OwnedFd,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.add_port_queues(net, label, vec![fd], policy)
+        self.insert_port(net, label, vec![fd], policy)
     }
 
-    /// Wire a TAP with one fd per queue into network `net`. With as many queues as workers,
-    /// each worker polls its own queue; otherwise the least loaded worker polls the first.
+    /// Wire a sandbox's TAP, opened with `tap_queues()` queues (one fd each), into network
+    /// `net`. With as many queues as workers, each worker polls its own; otherwise the least
+    /// loaded worker polls the first.
     pub fn add_port_queues(
+        &self,
+        net: NetId,
+        label: String,
+        queues: Vec<OwnedFd>,
+        policy: Option<PortPolicy>,
+    ) -> Result<PortId> {
+        if queues.len() < self.tap_queues && !self.warned_single_queue.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "tapnet: TAP {label} has {} queue(s), not {}: the kernel refused multi-queue \
+                 TAPs, so one worker polls each port",
+                queues.len(),
+                self.tap_queues
+            );
+        }
+        self.insert_port(net, label, queues, policy)
+    }
+
+    fn insert_port(
         &self,
         net: NetId,
         label: String,
@@ -283,17 +303,6 @@ impl Datapath {
             )));
         }
         let mut workers = lock(&self.workers);
-        if queues.len() < self.tap_queues
-            && self.tap_queues > 1
-            && !self.warned_single_queue.swap(true, Ordering::Relaxed)
-        {
-            eprintln!(
-                "tapnet: TAP {label} has {} queue(s), not {}: the kernel refused multi-queue \
-                 TAPs, so one worker polls each port",
-                queues.len(),
-                self.tap_queues
-            );
-        }
         let mut reg = lock(&self.registry);
         if !reg.networks.contains_key(&net) {
             return Err(Error::invalid(format!("datapath has no network {net}")));
