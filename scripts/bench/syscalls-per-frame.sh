@@ -2,9 +2,9 @@
 # System calls of a tapnet daemon per forwarded frame, during a UDP 64 B flood between two
 # sandboxes: `perf stat -e raw_syscalls:sys_enter --per-thread` on the daemon for 3 s, frames
 # from `tapnet stats` (rx_packets of every port) just before and after; a bpftrace pass after it
-# breaks the calls down by thread and number. Root; run under the bench lock:
+# breaks the calls down by thread and number. Root; nothing else should load the machine:
 #
-#   flock /tmp/bench.lock scripts/bench/syscalls-per-frame.sh epoll|uring
+#   scripts/bench/syscalls-per-frame.sh epoll|uring
 #
 # TAPNET: the binary (default target/release/tapnet). The frame count spans perf's start and
 # stop too, so per-frame figures come out a few per cent low, alike for both modes.
