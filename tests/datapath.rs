@@ -373,3 +373,34 @@ fn an_idle_daemon_uses_no_cpu_after_traffic() {
     let _ = Command::new("kill").arg(daemon.id().to_string()).status();
     let _ = daemon.wait();
 }
+
+#[test]
+fn a_sandbox_deleting_its_interface_does_not_busy_the_daemon() {
+    let mut t = Tapnet::new("deleted");
+    let mut daemon = start_daemon(&t, &[]);
+    t.ok(&["network", "create", "n"]);
+    for s in ["a", "b", "c"] {
+        t.ok(&["sandbox", "create", s, "--net", "n"]);
+    }
+    assert!(t.ping("a", "172.18.0.3"));
+    // Positive control: forwarding shows up in the counter the assertion below reads.
+    let before = cpu_ticks(daemon.id());
+    let (sent, received) = t.tcp_transfer("b", "c", "172.18.0.4", 256 << 20);
+    assert_eq!(sent, received);
+    let busy = cpu_ticks(daemon.id()) - before;
+    assert!(busy >= 3, "a 256 MiB transfer cost the daemon {busy} ticks");
+    // The TAP's fds now fail with EBADFD and stay readable to a level-triggered poll.
+    t.exec_ok("a", &["ip", "link", "del", "eth0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(daemon.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_ticks(daemon.id()) - before;
+    assert!(
+        spent <= 1,
+        "the daemon used {spent} ticks in 3 s after a's TAP went"
+    );
+    assert!(t.ping("b", "172.18.0.4"), "the others still switch");
+    t.ok(&["sandbox", "rm", "a"]);
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+}

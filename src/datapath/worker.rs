@@ -243,17 +243,18 @@ impl Worker {
         else {
             // Not switchable (its network is being removed): drop a frame, or the level-
             // triggered poll would report the port again at once, for ever.
-            let _ = port.recv(self.index, &mut self.buf);
+            if let Err(e) = port.recv(self.index, &mut self.buf) {
+                self.read_failed(&port, &e);
+            }
             return false;
         };
-        let mut forwarded = false;
+        let mut read = 0;
         for _ in 0..budget {
             let len = match port.recv(self.index, &mut self.buf) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("tapnet: read from port {} failed: {e}", port.label);
+                    self.read_failed(&port, &e);
                     break;
                 }
             };
@@ -268,12 +269,27 @@ impl Worker {
                 true,
                 &mut Direct(self.index),
             );
-            forwarded = true;
-            self.frames_read
-                .0
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            read += 1;
         }
-        forwarded
+        self.frames_read
+            .0
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        read > 0
+    }
+
+    /// A read from `port` failed. An empty queue is the normal end of a batch; anything else
+    /// (the TAP's device was deleted in its sandbox: EBADFD) will fail again, and the
+    /// level-triggered poll would report the fd at once, for ever: stop polling it here. The
+    /// port stays in the tables until the control plane removes it.
+    fn read_failed(&self, port: &Port, e: &io::Error) {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return;
+        }
+        eprintln!(
+            "tapnet: read from port {} failed: {e}; datapath worker {} stops polling it",
+            port.label, self.index
+        );
+        unwatch(&self.poll, port.queue_fd(self.index));
     }
 
     fn handle_commands(&mut self) -> bool {
