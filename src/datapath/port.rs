@@ -149,9 +149,7 @@ impl Port {
     /// The fd worker `worker` reads and writes.
     #[inline]
     pub fn queue_fd(&self, worker: usize) -> RawFd {
-        let n = self.queues.len();
-        let i = if n == 1 { 0 } else { worker % n };
-        self.queues[i].as_raw_fd()
+        self.queues[worker % self.queues.len()].as_raw_fd()
     }
 
     /// Read one frame (virtio-net header included) from worker `worker`'s queue into `buf`.
@@ -165,8 +163,8 @@ impl Port {
         }
     }
 
-    /// Count the outcome of a write of this port's made elsewhere (the io_uring worker's ring):
-    /// `result` is the bytes written, virtio-net header included, or a negative errno.
+    /// Count the outcome of a write to this port, made by `send` or by the io_uring worker's
+    /// ring: `result` is the bytes written, virtio-net header included, or negative (failed).
     pub fn count_write(&self, result: i32) {
         if result < 0 {
             self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
@@ -185,15 +183,8 @@ impl Port {
     pub fn send(&self, worker: usize, frame: &[u8]) -> bool {
         // SAFETY: frame is valid for reads of frame.len() bytes; the fd is owned by self.
         let n = unsafe { libc::write(self.queue_fd(worker), frame.as_ptr().cast(), frame.len()) };
-        if n < 0 {
-            self.counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
-        self.counters.tx_bytes.fetch_add(
-            frame.len().saturating_sub(VNET_HDR_LEN) as u64,
-            Ordering::Relaxed,
-        );
-        true
+        // A frame is at most 64 KiB plus its header: its length fits an i32.
+        self.count_write(if n < 0 { -1 } else { n as i32 });
+        n >= 0
     }
 }

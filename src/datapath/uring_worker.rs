@@ -15,11 +15,10 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll};
+use mio::{Events, Poll};
 
 use super::clock::Clock;
 use super::delay::DelayQueue;
@@ -29,7 +28,8 @@ use super::port::Port;
 use super::timer::Timer;
 use super::uring::{self, Frame, Support, Tx, UringIo};
 use super::worker::{
-    Command, FramesRead, NetView, Output, TIMER, WAKER, apply_to_views, forward, release_due, slot,
+    Command, FramesRead, NetView, Output, TIMER, WAKER, apply_to_views, delay_timer, forward,
+    release_due, sleep_timeout, slot,
 };
 use crate::offload::Segmenter;
 
@@ -91,11 +91,7 @@ impl UringWorker {
         frames_read: Arc<FramesRead>,
     ) -> io::Result<Self> {
         let io = UringIo::new(support)?;
-        let timer = Timer::new().ok().filter(|t| {
-            poll.registry()
-                .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
-                .is_ok()
-        });
+        let timer = delay_timer(&poll);
         Ok(UringWorker {
             index,
             frames_read,
@@ -122,15 +118,7 @@ impl UringWorker {
         self.io.poll_fd(POLL, self.poll.as_raw_fd());
         let mut events = Events::with_capacity(64);
         loop {
-            let next = self.delayed.next_deadline();
-            let timeout = if let Some(timer) = self.timer.as_mut() {
-                if let Some(at) = next {
-                    timer.arm(at);
-                }
-                None
-            } else {
-                next.map(|at| at.saturating_duration_since(Instant::now()))
-            };
+            let timeout = sleep_timeout(&mut self.timer, &self.delayed);
             if let Err(e) = self.io.wait(timeout) {
                 eprintln!(
                     "tapnet: datapath worker {}: io_uring failed: {e}",
@@ -177,14 +165,13 @@ impl UringWorker {
     /// Switch every frame read so far.
     fn switch_ready(&mut self) {
         let now = self.clock.now_secs();
+        let mut read = 0;
         while let Some(f) = self.io.next_frame() {
             let ingress = self.ports.get(f.token as usize).and_then(Option::as_ref);
             if let Some(port) = ingress
                 && let Some(Some(view)) = self.networks.get(port.network as usize)
             {
-                self.frames_read
-                    .0
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                read += 1;
                 let (frames, mut tx) = self.io.parts();
                 forward(
                     &self.ports,
@@ -204,6 +191,9 @@ impl UringWorker {
             }
             self.io.release(f);
         }
+        self.frames_read
+            .0
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Count the ring's completed writes in their output ports' counters.

@@ -112,11 +112,7 @@ impl Worker {
         spin: Duration,
         frames_read: Arc<FramesRead>,
     ) -> Self {
-        let timer = Timer::new().ok().filter(|t| {
-            poll.registry()
-                .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
-                .is_ok()
-        });
+        let timer = delay_timer(&poll);
         Worker {
             index,
             frames_read,
@@ -139,7 +135,7 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut forwarded = false;
         loop {
-            let timeout = self.sleep_timeout();
+            let timeout = sleep_timeout(&mut self.timer, &self.delayed);
             events.clear();
             if forwarded && timeout != Some(Duration::ZERO) {
                 self.spin_poll(&mut events);
@@ -176,19 +172,6 @@ impl Worker {
             if !self.delayed.is_empty() {
                 self.release_delayed();
             }
-        }
-    }
-
-    /// How long the next poll may sleep: until the next held frame is due, or for ever.
-    fn sleep_timeout(&mut self) -> Option<Duration> {
-        let next = self.delayed.next_deadline();
-        if let Some(timer) = self.timer.as_mut() {
-            if let Some(at) = next {
-                timer.arm(at);
-            }
-            None
-        } else {
-            next.map(|at| at.saturating_duration_since(Instant::now()))
         }
     }
 
@@ -338,6 +321,31 @@ impl Worker {
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
             view.members.retain(|p| p.id != id);
         }
+    }
+}
+
+/// The timerfd that wakes a worker's `poll` when a held frame is due; without one (no timerfd),
+/// the poll's timeout does, in 1 ms steps.
+pub(super) fn delay_timer(poll: &Poll) -> Option<Timer> {
+    Timer::new().ok().filter(|t| {
+        poll.registry()
+            .register(&mut SourceFd(&t.raw_fd()), TIMER, Interest::READABLE)
+            .is_ok()
+    })
+}
+
+/// How long a worker's next wait may sleep: until the next held frame is due (armed on the
+/// timer when there is one), or for ever.
+pub(super) fn sleep_timeout(timer: &mut Option<Timer>, delayed: &DelayQueue) -> Option<Duration> {
+    let next = delayed.next_deadline();
+    match timer {
+        Some(timer) => {
+            if let Some(at) = next {
+                timer.arm(at);
+            }
+            None
+        }
+        None => next.map(|at| at.saturating_duration_since(Instant::now())),
     }
 }
 
