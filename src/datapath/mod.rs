@@ -152,7 +152,12 @@ impl Datapath {
                 owned_ports: 0,
             });
         }
-        let tap_queues = if options.multiqueue { workers.len() } else { 1 };
+        // A worker beyond the TAP's queues polls none of them (`Port::polled_by`).
+        let tap_queues = if options.multiqueue {
+            workers.len().min(crate::netns::tap::MAX_QUEUES)
+        } else {
+            1
+        };
         let dp = Arc::new(Datapath {
             workers: Mutex::new(workers),
             tap_queues,

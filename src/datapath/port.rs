@@ -146,6 +146,16 @@ impl Port {
         self.queues.len()
     }
 
+    /// Does worker `worker` poll this port: its own queue of a multi-queue TAP, or the one fd
+    /// of a single-queue port when it is the `owner`. Workers beyond the queue count (more
+    /// threads than `netns::tap::MAX_QUEUES`) poll none and write through a shared queue.
+    pub fn polled_by(&self, worker: usize, owner: usize) -> bool {
+        match self.queues.len() {
+            1 => worker == owner,
+            n => worker < n,
+        }
+    }
+
     /// The fd worker `worker` reads and writes.
     #[inline]
     pub fn queue_fd(&self, worker: usize) -> RawFd {
@@ -186,5 +196,44 @@ impl Port {
         // A frame is at most 64 KiB plus its header: its length fits an i32.
         self.count_write(if n < 0 { -1 } else { n as i32 });
         n >= 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(queues: usize) -> Port {
+        let fds = (0..queues)
+            .map(|_| {
+                std::fs::File::open("/dev/null")
+                    .expect("open /dev/null")
+                    .into()
+            })
+            .collect();
+        Port::new(1, 0, "p".into(), fds, None)
+    }
+
+    #[test]
+    fn each_worker_polls_its_own_queue_and_a_single_fd_only_its_owner() {
+        let single = port(1);
+        assert!(single.polled_by(1, 1));
+        assert!(!single.polled_by(0, 1));
+        assert_eq!(single.queue_fd(0), single.queue_fd(5));
+        let multi = port(2);
+        assert!(multi.polled_by(0, 1) && multi.polled_by(1, 1));
+        assert_ne!(multi.queue_fd(0), multi.queue_fd(1));
+        // More workers than queues: the extra ones poll nothing and write through a queue.
+        assert!(!multi.polled_by(2, 0));
+        assert_eq!(multi.queue_fd(2), multi.queue_fd(0));
+    }
+
+    #[test]
+    fn writes_count_bytes_without_the_header_and_failures_as_drops() {
+        let p = port(1);
+        p.count_write((VNET_HDR_LEN + 100) as i32);
+        p.count_write(-1);
+        let s = p.counters.snapshot();
+        assert_eq!((s.tx_packets, s.tx_bytes, s.tx_dropped), (1, 100, 1));
     }
 }

@@ -228,7 +228,7 @@ impl UringWorker {
                     if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
                         view.members.push(port.clone());
                     }
-                    if port.queue_count() > 1 || owner == self.index {
+                    if port.polled_by(self.index, owner) {
                         self.io.add_fd(id, port.queue_fd(self.index));
                     }
                     *slot(&mut self.ports, id as usize) = Some(port);

@@ -291,12 +291,6 @@ impl Worker {
         true
     }
 
-    /// Does this worker poll `port`: its own queue of a multi-queue port, or a single-queue
-    /// port it owns.
-    fn polls(&self, port: &Port, owner: usize) -> bool {
-        port.queue_count() > 1 || owner == self.index
-    }
-
     fn add_port(&mut self, port: Arc<Port>, owner: usize) {
         let id = port.id;
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
@@ -304,7 +298,7 @@ impl Worker {
         }
         *slot(&mut self.ports, id as usize) = Some(port.clone());
         *slot(&mut self.last_ready, id as usize) = 0;
-        if self.polls(&port, owner)
+        if port.polled_by(self.index, owner)
             && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
         {
             eprintln!("tapnet: cannot poll port {}: {e}", port.label);

@@ -89,8 +89,8 @@ pub fn open_tap_queues(name: &str, offload: Offload, queues: usize) -> Result<Ve
     Ok(fds)
 }
 
-/// Queues tapnet asks for at most (the kernel allows 256).
-const MAX_QUEUES: usize = 64;
+/// Queues tapnet asks for at most (the kernel allows 256); the datapath asks no more.
+pub const MAX_QUEUES: usize = 64;
 
 /// Open /dev/net/tun and attach it to TAP `name` (created by the first call) with `flags`.
 fn attach_queue(name: &str, flags: libc::c_short) -> Result<OwnedFd> {
