@@ -369,7 +369,9 @@ fn an_idle_daemon_uses_no_cpu_after_traffic() {
     let before = cpu_ticks(daemon.id());
     std::thread::sleep(Duration::from_secs(5));
     let idle = cpu_ticks(daemon.id()) - before;
-    assert!(idle <= 1, "the idle daemon used {idle} ticks in 5 s");
+    // A spinning worker takes hundreds; the gateways' timers and tick sampling, on a machine
+    // busy with the other tests, have shown up to 2 (0.4 % of a core).
+    assert!(idle <= 2, "the idle daemon used {idle} ticks in 5 s");
     let _ = Command::new("kill").arg(daemon.id().to_string()).status();
     let _ = daemon.wait();
 }
@@ -396,8 +398,8 @@ fn a_sandbox_deleting_its_interface_does_not_busy_the_daemon() {
     std::thread::sleep(Duration::from_secs(3));
     let spent = cpu_ticks(daemon.id()) - before;
     assert!(
-        spent <= 1,
-        "the daemon used {spent} ticks in 3 s after a's TAP went"
+        spent <= 2,
+        "the daemon used {spent} ticks in 3 s after a's TAP went (spinning on it took 425)"
     );
     assert!(t.ping("b", "172.18.0.4"), "the others still switch");
     t.ok(&["sandbox", "rm", "a"]);
