@@ -133,7 +133,7 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
     let dir = demo_dir(chosen_dir)?;
     let client = Client::new(StateDir::new(dir.clone()), true);
     let cleanup = Cleanup(Client::new(StateDir::new(dir.clone()), false));
-    println!("tapnet demo: state dir {}", dir.display());
+    outln!("tapnet demo: state dir {}", dir.display())?;
     build(&client)?;
     let sandboxes: Vec<SandboxView> = client.call(&Request::SandboxList)?;
     // A rootless daemon's namespace pins exist only in its holder's mount namespace: join it
@@ -170,9 +170,9 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
         }
         rows.push(row);
     }
-    println!("\nTCP transfers of 1 MiB, checked byte by byte:\n");
+    outln!("\nTCP transfers of 1 MiB, checked byte by byte:\n")?;
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-    print!("{}", table(&headers, &rows));
+    out!("{}", table(&headers, &rows))?;
     // The way out: a server on this host's loopback, reached at each sandbox's gateway address
     // through the gateway's NAT.
     let host = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::Io {
@@ -196,8 +196,8 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
             probe(&PathBuf::from(&sb.netns), gateway, host_port),
         ]);
     }
-    println!("\nThe host's 127.0.0.1:{host_port}, reached at the gateway address through NAT:\n");
-    print!("{}", table(&["from", "to", "1 MiB transfer"], &rows));
+    outln!("\nThe host's 127.0.0.1:{host_port}, reached at the gateway address through NAT:\n")?;
+    out!("{}", table(&["from", "to", "1 MiB transfer"], &rows))?;
     for net in ["backend", "frontend"] {
         let fdb: Vec<FdbRow> = client.call(&Request::Fdb {
             network: net.into(),
@@ -213,10 +213,10 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
                 ]
             })
             .collect();
-        println!("\nMAC table of {net}:\n");
-        print!("{}", table(&["MAC", "PORT", "AGE", "KIND"], &rows));
+        outln!("\nMAC table of {net}:\n")?;
+        out!("{}", table(&["MAC", "PORT", "AGE", "KIND"], &rows))?;
     }
-    println!("\ncleaning up {}", dir.display());
+    outln!("\ncleaning up {}", dir.display())?;
     drop(cleanup);
     Ok(0)
 }
@@ -227,7 +227,7 @@ fn build(client: &Client) -> Result<()> {
             name: name.into(),
             ..NetworkCreate::default()
         }))?;
-        println!("network {name} created");
+        outln!("network {name} created")?;
     }
     for (name, net) in [
         ("container1", "backend"),
@@ -239,7 +239,7 @@ fn build(client: &Client) -> Result<()> {
             networks: vec![net.into()],
             ..SandboxCreate::default()
         }))?;
-        println!("sandbox {name} created on {net}");
+        outln!("sandbox {name} created on {net}")?;
     }
     client.call_value(&Request::NetworkConnect {
         network: "frontend".into(),
@@ -247,6 +247,6 @@ fn build(client: &Client) -> Result<()> {
         ip: None,
         aliases: Vec::new(),
     })?;
-    println!("container2 connected to frontend");
+    outln!("container2 connected to frontend")?;
     Ok(())
 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// Bad input from a user or a client: the request changes nothing.
     #[error("{0}")]
     Invalid(String),
+    /// A command line the CLI refuses before doing anything (exit status 2, as clap's own).
+    #[error("{0}")]
+    Usage(String),
     /// The request is well formed but the current state forbids it (object in use, ...).
     #[error("{0}")]
     Conflict(String),
@@ -28,6 +31,10 @@ pub enum Error {
     },
     #[error("netlink: {0}")]
     Netlink(String),
+    /// Whoever read the command's standard output went away (`tapnet ... | head -1`): the
+    /// command stops quietly, as `cat` does, rather than failing.
+    #[error("standard output was closed")]
+    StdoutClosed,
     /// An error reported by the daemon, carried back to the client as text.
     #[error("{0}")]
     Remote(String),
@@ -52,6 +59,10 @@ impl Error {
 
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
     }
 
     pub fn conflict(msg: impl Into<String>) -> Self {

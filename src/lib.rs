@@ -2,6 +2,17 @@
 //! devices in network namespaces. See docs/ARCHITECTURE.md for the planes, threads and the life of
 //! a frame.
 
+/// `print!` for command output: returns `Result<()>` instead of panicking when the reader of
+/// standard output has gone away (EPIPE), so that `tapnet ... | head -1` exits quietly.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::emit(format_args!($($arg)*)) };
+}
+/// `println!` for command output; see `out!`.
+macro_rules! outln {
+    () => { $crate::cli::output::emit(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::output::emit(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod api;
 pub mod cli;
 pub mod cluster;

@@ -216,8 +216,8 @@ fn down_up_block_unblock() {
     assert!(view["interfaces"][0].get("blocked").is_none(), "{view}");
 
     // Bad input: one error line, nothing changes.
-    t.fails(&["link", "set", "b", "n", "--loss", "150%"]);
-    t.fails(&["link", "set", "b", "n", "--delay", "20"]);
+    t.misuse(&["link", "set", "b", "n", "--loss", "150%"]);
+    t.misuse(&["link", "set", "b", "n", "--delay", "20"]);
     t.fails(&["link", "set", "b", "n", "--delay", "1ms", "--jitter", "5ms"]);
     t.fails(&["link", "set", "zz", "n", "--delay", "1ms"]);
     t.fails(&["link", "block", "a", "zz"]);
@@ -537,7 +537,7 @@ fn trace_explains_what_traffic_then_does() {
     assert!(!t.ping("a", B));
     t.ok(&["link", "reset"]);
 
-    t.fails(&["trace", "n", "--in", "a", "--dst", "nonsense"]);
+    t.misuse(&["trace", "n", "--in", "a", "--dst", "nonsense"]);
     t.fails(&["trace", "n", "--in", "zz", "--dst", B]);
     t.fails(&["trace", "n", "--in", "d", "--dst", B]);
     t.fails(&[

@@ -41,8 +41,9 @@ pub fn run(client: &Client, args: CaptureArgs) -> Result<i32> {
         ));
     }
     if let Some(out) = out.as_mut() {
-        out.write_all(&header).context(|| "write capture".into())?;
-        out.flush().context(|| "write capture".into())?;
+        out.write_all(&header)
+            .and_then(|()| out.flush())
+            .map_err(|e| super::output::stdout_error(e, "write capture"))?;
     } else {
         eprintln!("tapnet: capturing on network {}", args.network);
     }
@@ -69,10 +70,11 @@ pub fn run(client: &Client, args: CaptureArgs) -> Result<i32> {
             Some(out) => {
                 let mut whole = rh.to_vec();
                 whole.extend_from_slice(&data);
-                out.write_all(&whole).context(|| "write capture".into())?;
-                out.flush().context(|| "write capture".into())?;
+                out.write_all(&whole)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| super::output::stdout_error(e, "write capture"))?;
             }
-            None => println!("{}", summary(&record, &data)),
+            None => outln!("{}", summary(&record, &data))?,
         }
         seen += 1;
     }

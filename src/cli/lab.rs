@@ -105,7 +105,7 @@ fn opt<T>(
     parse: fn(&str) -> std::result::Result<T, String>,
 ) -> Result<Option<T>> {
     v.as_deref()
-        .map(|s| parse(s).map_err(Error::invalid))
+        .map(|s| parse(s).map_err(Error::usage))
         .transpose()
 }
 
@@ -137,15 +137,15 @@ pub fn link(client: &Client, cmd: LinkCmd) -> Result<i32> {
     match cmd {
         LinkCmd::Set(args) => {
             let rows: Vec<LinkRow> = client.call(&Request::LinkSet(link_change(&args)?))?;
-            print_links(&rows, Format::Table);
+            print_links(&rows, Format::Table)?;
         }
         LinkCmd::Show { network, format } => {
             let rows: Vec<LinkRow> = client.call(&Request::LinkShow { network })?;
-            print_links(&rows, format);
+            print_links(&rows, format)?;
         }
         LinkCmd::Reset { sandbox, network } => {
             let rows: Vec<LinkRow> = client.call(&Request::LinkReset { network, sandbox })?;
-            print_links(&rows, Format::Table);
+            print_links(&rows, Format::Table)?;
         }
         LinkCmd::Block { a, b, network } => {
             let rows: Vec<LinkRow> = client.call(&Request::LinkBlock {
@@ -154,7 +154,7 @@ pub fn link(client: &Client, cmd: LinkCmd) -> Result<i32> {
                 network,
                 block: true,
             })?;
-            print_links(&rows, Format::Table);
+            print_links(&rows, Format::Table)?;
         }
         LinkCmd::Unblock { a, b, network } => {
             let rows: Vec<LinkRow> = client.call(&Request::LinkBlock {
@@ -163,15 +163,15 @@ pub fn link(client: &Client, cmd: LinkCmd) -> Result<i32> {
                 network,
                 block: false,
             })?;
-            print_links(&rows, Format::Table);
+            print_links(&rows, Format::Table)?;
         }
     }
     Ok(0)
 }
 
-pub fn print_links(rows: &[LinkRow], format: Format) {
+pub fn print_links(rows: &[LinkRow], format: Format) -> Result<()> {
     match format {
-        Format::Json => print!("{}", json(&rows)),
+        Format::Json => out!("{}", json(&rows))?,
         Format::Table => {
             let rows: Vec<Vec<String>> = rows
                 .iter()
@@ -198,7 +198,7 @@ pub fn print_links(rows: &[LinkRow], format: Format) {
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 table(
                     &[
@@ -211,9 +211,10 @@ pub fn print_links(rows: &[LinkRow], format: Format) {
                     ],
                     &rows
                 )
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -234,11 +235,11 @@ pub struct TraceArgs {
     #[arg(long = "in", value_name = "SANDBOX")]
     pub sandbox: Option<String>,
     /// Source MAC [default: the sandbox's].
-    #[arg(long, value_name = "MAC")]
+    #[arg(long, value_name = "MAC", value_parser = mac_syntax)]
     pub src: Option<String>,
     /// Destination MAC or IPv4 address (required unless --live, where it filters) [default:
     /// with --live, every destination].
-    #[arg(long, value_name = "MAC|IP")]
+    #[arg(long, value_name = "MAC|IP", value_parser = mac_or_ipv4_syntax)]
     pub dst: Option<String>,
     /// The IPv4 protocol of the frame [default: tcp with --dport, else icmp echo].
     #[arg(long, value_name = "tcp|udp|icmp")]
@@ -260,12 +261,28 @@ pub struct TraceArgs {
     pub format: Format,
 }
 
+/// `--src`: a MAC address, checked before anything is sent (a usage error otherwise).
+fn mac_syntax(s: &str) -> std::result::Result<String, String> {
+    s.parse::<MacAddr>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `--dst`: a MAC or an IPv4 address.
+fn mac_or_ipv4_syntax(s: &str) -> std::result::Result<String, String> {
+    if s.parse::<MacAddr>().is_ok() || s.parse::<Ipv4Addr>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected a MAC or an IPv4 address"))
+    }
+}
+
 pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
     if args.live {
         return trace_live(client, args);
     }
     let (Some(sandbox), Some(dst)) = (args.sandbox.clone(), args.dst.clone()) else {
-        return Err(Error::invalid(
+        return Err(Error::usage(
             "trace needs --in SANDBOX and --dst MAC|IP (or --live)",
         ));
     };
@@ -278,10 +295,10 @@ pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
         dport: args.dport,
     }))?;
     match args.format {
-        Format::Json => print!("{}", json(&report)),
+        Format::Json => out!("{}", json(&report))?,
         Format::Table => {
             for (i, step) in report.steps.iter().enumerate() {
-                println!("{:>2}. {step}", i + 1);
+                outln!("{:>2}. {step}", i + 1)?;
             }
             let outs: Vec<String> = report
                 .outputs
@@ -294,7 +311,7 @@ pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
                     }
                 })
                 .collect();
-            println!(
+            outln!(
                 "Decision: {}{}",
                 report.decision,
                 if outs.is_empty() {
@@ -302,7 +319,7 @@ pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
                 } else {
                     format!(" -> {}", outs.join(", "))
                 }
-            );
+            )?;
         }
     }
     Ok(0)
@@ -325,7 +342,7 @@ impl LiveFilter {
                 mac = Some(m);
             } else {
                 ip = Some(d.parse::<Ipv4Addr>().map_err(|_| {
-                    Error::invalid(format!("--dst {d:?}: expected a MAC or an IPv4 address"))
+                    Error::usage(format!("--dst {d:?}: expected a MAC or an IPv4 address"))
                 })?);
             }
         }
@@ -334,7 +351,7 @@ impl LiveFilter {
             .as_deref()
             .map(|s| {
                 s.parse::<MacAddr>()
-                    .map_err(|e| Error::invalid(format!("--src: {e}")))
+                    .map_err(|e| Error::usage(format!("--src: {e}")))
             })
             .transpose()?;
         let proto = args
@@ -412,14 +429,14 @@ fn trace_live(client: &Client, args: TraceArgs) -> Result<i32> {
         }
         seen += 1;
         match args.format {
-            Format::Json => println!("{}", line.trim_end()),
-            Format::Table => println!(
+            Format::Json => outln!("{}", line.trim_end())?,
+            Format::Table => outln!(
                 "{} -> {} {}: {}",
                 live.ingress,
                 live.output.as_deref().unwrap_or("*"),
                 live.decision,
                 live.frame.line()
-            ),
+            )?,
         }
     }
     // Hang up: the daemon ends the trace when it notices.

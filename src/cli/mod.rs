@@ -20,7 +20,7 @@ use crate::api::types::{
 use crate::control::reset;
 use crate::daemon::{self, DaemonOptions};
 use crate::datapath::IoMode;
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use clap_complete::Shell;
@@ -194,7 +194,7 @@ pub enum PluginCmd {
     /// `docker network create -d NAME` puts containers on tapnet's switch. The daemon serves it
     /// again after a restart, until --stop.
     Docker {
-        /// The plugin's name, which is dockerd's driver name [default: tapnet].
+        /// The plugin's name, which is dockerd's driver name.
         #[arg(long, value_name = "NAME", default_value = crate::plugin::docker::DEFAULT_NAME)]
         name: String,
         /// Stop serving (what dockerd made stays, for when it serves again) [default: start].
@@ -211,19 +211,19 @@ pub enum NetworkCmd {
         name: String,
         /// Network driver: bridge; overlay (VXLAN between hosts); or remote:NAME for a network
         /// plugin found as STATE_DIR/plugins/NAME.sock or /run/docker/plugins/NAME.sock (or a
-        /// .spec/.json there) [default: bridge]. Host and null exist once.
+        /// .spec/.json there). Host and null exist once.
         #[arg(long, default_value = "bridge")]
         driver: String,
         /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].
-        #[arg(long, value_name = "CIDR")]
+        #[arg(long, value_name = "CIDR", value_parser = ipv4_subnet)]
         subnet: Option<String>,
         /// Gateway address inside the subnet; needs --subnet [default: the subnet's first
         /// address].
-        #[arg(long, value_name = "IP")]
+        #[arg(long, value_name = "IP", value_parser = ipv4_address)]
         gateway: Option<String>,
         /// Part of the subnet that endpoint addresses are taken from; needs --subnet
         /// [default: the whole subnet].
-        #[arg(long, value_name = "CIDR")]
+        #[arg(long, value_name = "CIDR", value_parser = ipv4_subnet)]
         ip_range: Option<String>,
         /// No way out of the network (no default route, no NAT, no forwarded DNS).
         #[arg(long)]
@@ -276,7 +276,7 @@ pub enum NetworkCmd {
         /// Name of the sandbox.
         sandbox: String,
         /// Address of the new interface [default: the next free one of the network].
-        #[arg(long, value_name = "IP")]
+        #[arg(long, value_name = "IP", value_parser = ipv4_address)]
         ip: Option<String>,
         /// Another name of the sandbox on this network's DNS (repeatable).
         #[arg(long = "alias", value_name = "NAME")]
@@ -297,14 +297,14 @@ pub struct SandboxSpec {
     #[arg(long = "net", value_name = "NET")]
     pub networks: Vec<String>,
     /// Address on the first network [default: the next free one].
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", value_parser = ipv4_address)]
     pub ip: Option<String>,
     /// Host name inside the sandbox [default: the sandbox's name].
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
     /// Publish a port (repeatable): [HOSTIP:]HOSTPORT:PORT[/udp]; HOSTIP defaults to every
     /// address, the protocol to tcp.
-    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = publish_spec)]
     pub publish: Vec<String>,
 }
 
@@ -460,11 +460,37 @@ fn list_or_env(values: Vec<String>, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `-p`: the mapping's syntax is checked here, so that a malformed one is a usage error
+/// (exit status 2); whether the port is free is the daemon's to say.
+fn publish_spec(spec: &str) -> std::result::Result<String, String> {
+    crate::control::ports::parse(spec, "")
+        .map(|_| spec.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `--ip`, `--gateway`: an IPv4 address (whether it fits the network is the daemon's to say).
+fn ipv4_address(s: &str) -> std::result::Result<String, String> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
+}
+
+/// `--subnet`, `--ip-range`: an IPv4 prefix in CIDR form.
+fn ipv4_subnet(s: &str) -> std::result::Result<String, String> {
+    s.parse::<crate::control::ipv4net::Ipv4Net>()
+        .map(|_| s.to_string())
+}
+
 /// Parse arguments, run, and return the process exit status (0 ok, 1 failed, 2 usage).
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(Error::StdoutClosed) => 0,
+        Err(Error::Usage(message)) => {
+            eprintln!("tapnet: error: {message}");
+            2
+        }
         Err(e) => {
             eprintln!("tapnet: error: {e}");
             1
@@ -492,19 +518,19 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Info { format } => {
             let info: InfoView = client.call(&Request::Info)?;
-            print!("{}", views::info(&info, format.format));
+            out!("{}", views::info(&info, format.format))?;
             Ok(0)
         }
         Command::Run(args) => run_command(&client, args),
         Command::Fdb { network, format } => {
             let rows: Vec<FdbRow> = client.call(&Request::Fdb { network })?;
-            print!("{}", views::fdb(&rows, format.format));
+            out!("{}", views::fdb(&rows, format.format))?;
             Ok(0)
         }
         Command::Stats { network, format } => {
             let mut rows: Vec<StatsRow> = client.call(&Request::Stats { network })?;
             views::sort_stats(&mut rows);
-            print!("{}", views::stats(&rows, format.format));
+            out!("{}", views::stats(&rows, format.format))?;
             Ok(0)
         }
         Command::Capture {
@@ -528,9 +554,9 @@ fn run(cli: Cli) -> Result<i32> {
             let v: serde_json::Value = client.call(&Request::PluginDocker { name, stop })?;
             let socket = v["socket"].as_str().unwrap_or_default();
             if stop {
-                println!("stopped serving {socket}");
+                outln!("stopped serving {socket}")?;
             } else {
-                println!("serving {socket}");
+                outln!("serving {socket}")?;
             }
             Ok(0)
         }
@@ -543,29 +569,29 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         // The demo always starts a daemon of its own: refuse a flag it could not honour.
-        Command::Demo if cli.no_autostart => Err(Error::invalid(
+        Command::Demo if cli.no_autostart => Err(Error::usage(
             "demo: --no-autostart does not apply: the demo starts its own daemon in its own \
              state dir",
         )),
         Command::Demo => crate::demo::run(chosen_dir),
         Command::Completion { shell } => {
-            print!("{}", docs::completion(shell)?);
+            out!("{}", docs::completion(shell)?)?;
             Ok(0)
         }
         Command::Man { dir: None } => {
             std::io::stdout()
                 .write_all(&docs::man_page()?)
-                .context(|| "write the man page to stdout".into())?;
+                .map_err(|e| output::stdout_error(e, "write the man page to stdout"))?;
             Ok(0)
         }
         Command::Man { dir: Some(dir) } => {
             for path in docs::write_man_pages(&dir)? {
-                println!("{}", path.display());
+                outln!("{}", path.display())?;
             }
             Ok(0)
         }
         Command::Version => {
-            println!("tapnet {VERSION}");
+            outln!("tapnet {VERSION}")?;
             Ok(0)
         }
     }
@@ -576,7 +602,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .datapath_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
-        return Err(Error::invalid("--datapath-threads must be at least 1"));
+        return Err(Error::usage("--datapath-threads must be at least 1"));
     }
     let offload = match args.offload {
         OnOff::On => Offload::On,
@@ -593,7 +619,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .iter()
         .map(|c| {
             c.parse()
-                .map_err(|e: String| Error::invalid(format!("--nat-allow: {e}")))
+                .map_err(|e: String| Error::usage(format!("--nat-allow: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let dns_upstreams = list_or_env(args.dns_upstream, ENV_DNS_UPSTREAM)
@@ -601,7 +627,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .map(|a| {
             a.parse::<std::net::SocketAddr>()
                 .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
-                .map_err(|_| Error::invalid(format!("--dns-upstream: bad address {a:?}")))
+                .map_err(|_| Error::usage(format!("--dns-upstream: bad address {a:?}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let group = args
@@ -613,7 +639,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
                 .flatten()
                 .map(|g| g.gid)
                 .or_else(|| g.parse().ok().map(nix::unistd::Gid::from_raw))
-                .ok_or_else(|| Error::invalid(format!("--group: no such group {g:?}")))
+                .ok_or_else(|| Error::usage(format!("--group: no such group {g:?}")))
         })
         .transpose()?;
     let metrics = args
@@ -622,7 +648,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .or_else(|| env_value(ENV_METRICS))
         .map(|a| {
             a.parse::<std::net::SocketAddr>().map_err(|_| {
-                Error::invalid(format!("--metrics: bad address {a:?}: expected ADDR:PORT"))
+                Error::usage(format!("--metrics: bad address {a:?}: expected ADDR:PORT"))
             })
         })
         .transpose()?;
@@ -631,7 +657,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .as_deref()
         .map(|a| {
             crate::drivers::overlay::parse_vtep_addr(a)
-                .map_err(|e| Error::invalid(format!("--vtep: {e}")))
+                .map_err(|e| Error::usage(format!("--vtep: {e}")))
         })
         .transpose()?;
     let store = args
@@ -639,14 +665,14 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
         .as_deref()
         .map(|url| {
             let endpoints = crate::cluster::parse_url(url)
-                .map_err(|e| Error::invalid(format!("--store: {e}")))?;
+                .map_err(|e| Error::usage(format!("--store: {e}")))?;
             let lease = match args.store_lease.as_deref() {
                 Some(l) => crate::cluster::parse_lease(l)
-                    .map_err(|e| Error::invalid(format!("--store-lease: {e}")))?,
+                    .map_err(|e| Error::usage(format!("--store-lease: {e}")))?,
                 None => crate::cluster::DEFAULT_LEASE,
             };
             if vtep.is_none() {
-                return Err(Error::invalid(
+                return Err(Error::usage(
                     "--store needs --vtep: its address names this host in the store",
                 ));
             }
@@ -700,19 +726,19 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
                 offload: Some(offload == OnOff::On),
                 options,
             }))?;
-            println!("{}", view.id);
+            outln!("{}", view.id)?;
         }
         NetworkCmd::Ls { format } => {
             let list: Vec<NetworkView> = client.call(&Request::NetworkList)?;
-            print!("{}", views::network_list(&list, format.format));
+            out!("{}", views::network_list(&list, format.format))?;
         }
         NetworkCmd::Inspect { name, format } => {
             let view: NetworkView = client.call(&Request::NetworkInspect { name })?;
-            print!("{}", views::network(&view, format.format));
+            out!("{}", views::network(&view, format.format))?;
         }
         NetworkCmd::Rm { name } => {
             client.call_value(&Request::NetworkRemove { name: name.clone() })?;
-            println!("{name}");
+            outln!("{name}")?;
         }
         NetworkCmd::Connect {
             network,
@@ -748,22 +774,22 @@ fn sandbox(client: &Client, cmd: SandboxCmd) -> Result<i32> {
     match cmd {
         SandboxCmd::Create { name, spec } => {
             let view: SandboxView = client.call(&sandbox_request(name, spec))?;
-            println!("{}", view.id);
+            outln!("{}", view.id)?;
         }
         SandboxCmd::Ls { format } => {
             let list: Vec<SandboxView> = client.call(&Request::SandboxList)?;
-            print!("{}", views::sandbox_list(&list, format.format));
+            out!("{}", views::sandbox_list(&list, format.format))?;
         }
         SandboxCmd::Inspect { name, format } => {
             let view: SandboxView = client.call(&Request::SandboxInspect { name })?;
-            print!("{}", views::sandbox(&view, format.format));
+            out!("{}", views::sandbox(&view, format.format))?;
         }
         SandboxCmd::Rm { name, force } => {
             client.call_value(&Request::SandboxRemove {
                 name: name.clone(),
                 force,
             })?;
-            println!("{name}");
+            outln!("{name}")?;
         }
     }
     Ok(0)
@@ -881,6 +907,38 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "no default documented: {missing:#?}");
+    }
+
+    /// clap prints `[default: X]` after the help of an argument with a default value: a help
+    /// text that says it again shows it twice (`[default: tapnet] [default: tapnet]`).
+    #[test]
+    fn no_default_is_shown_twice() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut commands = vec![("tapnet".to_string(), cmd.clone())];
+        walk(&cmd, "tapnet".into(), &mut commands);
+        let mut twice = Vec::new();
+        for (path, cmd) in &commands {
+            for arg in cmd.get_arguments() {
+                let help = arg.get_long_help().or(arg.get_help());
+                let help = help.map(|h| h.to_string()).unwrap_or_default();
+                let shown_by_clap = arg.get_action().takes_values()
+                    && !arg.get_default_values().is_empty()
+                    && !arg.is_hide_default_value_set();
+                if shown_by_clap && help.contains("[default:") {
+                    twice.push(format!("{path}: {}", arg.get_id()));
+                }
+            }
+            let rendered = cmd.clone().render_long_help().to_string();
+            for line in rendered.lines() {
+                let defaults: Vec<&str> = line.split("[default:").skip(1).collect();
+                let mut seen = std::collections::HashSet::new();
+                if defaults.iter().any(|d| !seen.insert(d.split(']').next())) {
+                    twice.push(format!("{path}: {}", line.trim()));
+                }
+            }
+        }
+        assert!(twice.is_empty(), "default shown twice: {twice:#?}");
     }
 
     #[test]

@@ -1,7 +1,33 @@
 //! Printing results: aligned tables for people, one JSON document for scripts.
 
+use std::io::Write;
+
 use clap::ValueEnum;
 use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Write command output to stdout (what `out!` and `outln!` expand to). A reader that went
+/// away is `Error::StdoutClosed`, which ends the command quietly with status 0.
+pub fn emit(args: std::fmt::Arguments<'_>) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| stdout_error(e, "write to standard output"))
+}
+
+/// An error writing to stdout: `StdoutClosed` for EPIPE, the error with `what` otherwise.
+pub fn stdout_error(e: std::io::Error, what: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::StdoutClosed
+    } else {
+        Error::Io {
+            context: what.to_string(),
+            source: e,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {

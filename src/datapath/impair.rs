@@ -80,10 +80,10 @@ impl Impairment {
                 duration(self.delay_us)
             ));
         }
-        if self.delay_us > 60_000_000 {
+        if self.delay_us > MAX_DELAY_US {
             return Err(format!("--delay {}: at most 60s", duration(self.delay_us)));
         }
-        if self.rate_bps != 0 && self.rate_bps < 8_000 {
+        if self.rate_bps != 0 && self.rate_bps < MIN_RATE_BPS {
             return Err(format!("--rate {}bit: at least 8kbit", self.rate_bps));
         }
         Ok(())
@@ -126,6 +126,11 @@ impl Impairment {
         parts.join(" ")
     }
 }
+
+/// The longest delay (and so jitter) a link takes.
+pub const MAX_DELAY_US: u64 = 60_000_000;
+/// The lowest rate limit; 0 means none.
+pub const MIN_RATE_BPS: u64 = 8_000;
 
 pub fn percent(ppm: u32) -> String {
     let whole = ppm / 10_000;
@@ -178,7 +183,11 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         .ok()
         .filter(|v: &f64| v.is_finite() && *v >= 0.0)
         .ok_or_else(|| format!("bad duration {s:?}: expected a number with us, ms or s (20ms)"))?;
-    Ok((v * scale).round() as u64)
+    let us = (v * scale).round();
+    if us > MAX_DELAY_US as f64 {
+        return Err(format!("bad duration {s:?}: at most 60s"));
+    }
+    Ok(us as u64)
 }
 
 /// `10%`, `0.5%` or `10`: a probability in parts per million.
@@ -215,7 +224,15 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         .ok()
         .filter(|v: &f64| v.is_finite() && *v >= 0.0 && *v * scale < 1e15)
         .ok_or_else(err)?;
-    Ok((v * scale).round() as u64)
+    let bps = (v * scale).round();
+    // Only a rate of 0 lifts the limit: a tiny one is refused like any other below the minimum,
+    // rather than rounding to 0 and lifting it.
+    if v > 0.0 && bps < MIN_RATE_BPS as f64 {
+        return Err(format!(
+            "bad rate {s:?}: at least 8kbit (or 0 for no limit)"
+        ));
+    }
+    Ok(bps as u64)
 }
 
 /// splitmix64: small, fast, and the same sequence for the same seed everywhere.
@@ -411,7 +428,7 @@ impl Link {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::guard::lock_or_stop(&self.state, "a link's impairment state")
     }
 
     /// Replace the link's configuration; takes effect for the next frame. An unchanged
@@ -525,6 +542,16 @@ mod tests {
         assert_eq!(parse_rate("1.5Gbit"), Ok(1_500_000_000));
         assert!(parse_rate("10mbps").is_err());
         assert!(parse_rate("nan mbit").is_err());
+        // Below the minimum is refused whether or not it rounds to 0; only 0 lifts the limit.
+        assert!(parse_rate("1bit").is_err());
+        assert!(parse_rate("0.0001bit").is_err());
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert_eq!(parse_rate("0mbit"), Ok(0));
+        assert_eq!(parse_rate("8kbit"), Ok(8_000));
+        // A delay too long to hold is refused in the parser, not wrapped to u64::MAX.
+        assert!(parse_duration("99999999999999s").is_err());
+        assert!(parse_duration("61s").is_err());
+        assert_eq!(parse_duration("60s"), Ok(60_000_000));
         assert_eq!(duration(20_000), "20ms");
         assert_eq!(percent(100_000), "10%");
         assert_eq!(percent(5_000), "0.5%");

@@ -77,11 +77,11 @@ pub fn up(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
     let (actions, next) = plan_up(&topo, &current(client)?, &record)
         .map_err(|e| Error::conflict(format!("topology {}: {e}", path.display())))?;
     if actions.is_empty() {
-        println!("{name}: up to date, nothing to do");
+        outln!("{name}: up to date, nothing to do")?;
         return Ok(0);
     }
     for a in &actions {
-        println!("{}{a}", if dry_run { "would " } else { "" });
+        outln!("{}{a}", if dry_run { "would " } else { "" })?;
     }
     if dry_run {
         return Ok(0);
@@ -114,7 +114,7 @@ pub fn down(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
     let record = read_record(client, &name)?;
     let actions = plan_down(&current(client)?, &record);
     for a in &actions {
-        println!("{}{a}", if dry_run { "would " } else { "" });
+        outln!("{}{a}", if dry_run { "would " } else { "" })?;
     }
     if dry_run {
         return Ok(0);
@@ -134,7 +134,7 @@ pub fn down(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
     // The topologies dir goes too once empty (ignore "not empty": other files' records).
     let _ = std::fs::remove_dir(client.dirs().root().join("topologies"));
     if actions.is_empty() {
-        println!("{name}: nothing to remove");
+        outln!("{name}: nothing to remove")?;
     }
     Ok(0)
 }

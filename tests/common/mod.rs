@@ -208,6 +208,21 @@ impl Tapnet {
         stderr
     }
 
+    /// Run and insist on exit status 2 (a usage error: nothing was sent to the daemon); returns
+    /// stderr, which names what is wrong.
+    pub fn misuse(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "tapnet {args:?} should be a usage error (status 2): stdout {} stderr {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains("error: "), "stderr: {stderr}");
+        stderr
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut full = args.to_vec();
         full.extend(["--format", "json"]);
