@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::api::server::{self, PeerPolicy};
+use crate::api::server::PeerPolicy;
 use crate::control::controller::Controller;
 use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::Datapath;
@@ -79,9 +79,10 @@ pub fn lock_is_free(dirs: &StateDir) -> bool {
 }
 
 /// Create the state dir if needed, private to its owner (0700, or 0710 for `group`) whatever
-/// the umask; refuse one that belongs to somebody else.
-pub fn prepare_state_dir(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Result<()> {
+/// the umask; refuse one that belongs to somebody else. True when this call created it.
+pub fn prepare_state_dir(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Result<bool> {
     let root = dirs.root();
+    let existed = root.exists();
     let mut builder = std::fs::DirBuilder::new();
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
@@ -106,7 +107,16 @@ pub fn prepare_state_dir(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Re
         nix::unistd::chown(root, None, Some(gid))
             .context(|| format!("give {} to group {gid}", root.display()))?;
     }
-    Ok(())
+    Ok(!existed)
+}
+
+/// Undo a state dir that a daemon which never served created: its lock, PID file and socket,
+/// then the dir itself if nothing else is in it (a log someone else opened stays).
+pub fn remove_unused_state_dir(dirs: &StateDir) {
+    for file in [dirs.lock_file(), dirs.pid_file(), dirs.socket()] {
+        let _ = std::fs::remove_file(file);
+    }
+    let _ = std::fs::remove_dir(dirs.root());
 }
 
 /// Raise the soft limit on open files to the hard limit: every TAP, flow and DNS socket is one.
@@ -120,8 +130,20 @@ fn raise_fd_limit() {
 pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
     // Nothing the daemon creates is for other users: state.json, the log, the socket.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    prepare_state_dir(&dirs, options.group)?;
-    let _lock = lock_state_dir(&dirs)?;
+    let created = prepare_state_dir(&dirs, options.group)?;
+    // Another daemon owns the dir when this fails: nothing there is ours to remove.
+    let lock = lock_state_dir(&dirs)?;
+    let result = run_locked(&dirs, options);
+    if result.is_err() && created {
+        // A daemon that could not start leaves no trace in a state dir it made.
+        drop(lock);
+        remove_unused_state_dir(&dirs);
+    }
+    result
+}
+
+fn run_locked(dirs: &StateDir, options: DaemonOptions) -> Result<()> {
+    let dirs = dirs.clone();
     // Before any thread exists: a rootless daemon joins its holder's namespaces here.
     let mode = rootless::enter(&dirs)?;
     raise_fd_limit();
@@ -216,7 +238,7 @@ fn serve_until_signal(
     };
     std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || server::serve(listener, controller, peers))
+        .spawn(move || crate::api::poller::serve(listener, controller, peers))
         .context(|| "spawn API thread".into())?;
     eprintln!(
         "tapnet: daemon {} ({} mode) serving {} with {} datapath threads, {} queue(s) per TAP, \

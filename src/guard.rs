@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -46,6 +47,45 @@ pub fn guarded<T>(name: &str, body: impl FnOnce() -> T) -> Option<T> {
 /// Ask the daemon's main thread to stop, as `kill -TERM` would.
 pub fn stop_daemon() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGTERM);
+}
+
+/// Lock `mutex`, which guards `what`. A poisoned lock means a thread panicked while changing
+/// it, so it may be half-changed: that is a bug like any panic, and gets the same answer (the
+/// daemon stops; the next command starts one from the saved state). The guard is still
+/// returned, so that the caller finishes its frame or step while the stop is under way; code
+/// that must not act on half-changed state at all (a new control request) checks
+/// `Mutex::is_poisoned` first.
+pub fn lock_or_stop<'a, T>(mutex: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
+    mutex.lock().unwrap_or_else(|poisoned| {
+        report_poisoned(what);
+        poisoned.into_inner()
+    })
+}
+
+/// `lock_or_stop` for a read lock.
+pub fn read_or_stop<'a, T>(lock: &'a RwLock<T>, what: &str) -> RwLockReadGuard<'a, T> {
+    lock.read().unwrap_or_else(|poisoned| {
+        report_poisoned(what);
+        poisoned.into_inner()
+    })
+}
+
+/// `lock_or_stop` for a write lock.
+pub fn write_or_stop<'a, T>(lock: &'a RwLock<T>, what: &str) -> RwLockWriteGuard<'a, T> {
+    lock.write().unwrap_or_else(|poisoned| {
+        report_poisoned(what);
+        poisoned.into_inner()
+    })
+}
+
+fn report_poisoned(what: &str) {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        eprintln!(
+            "tapnet: {what} was left half-changed by a thread that panicked; stopping the daemon"
+        );
+    });
+    stop_daemon();
 }
 
 /// Raise the soft limit of open files to the hard limit: every sandbox port, NAT flow and

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::trust;
 use super::types::{Request, Response};
+use crate::control::request_log;
 use crate::daemon;
 use crate::error::{Context, Error, Result};
 use crate::paths::StateDir;
 
 const AUTOSTART_WAIT: Duration = Duration::from_secs(5);
-/// How long a dying daemon may take to release its lock before a client gives up on it.
-const DYING_WAIT: Duration = Duration::from_secs(3);
+/// How long a request is tried again after the daemon died under it: the dying daemon's
+/// teardown, then a new daemon's start.
+const RETRY_WINDOW: Duration = Duration::from_secs(15);
 
 pub struct Client {
     dirs: StateDir,
@@ -60,22 +63,24 @@ impl Client {
         }
     }
 
-    fn connect(&self) -> Result<UnixStream> {
+    /// Connect to the daemon, starting one if none runs. `dead`: the PID of a daemon that
+    /// broke a connection of ours; a socket it still answers on is not used.
+    fn connect(&self, dead: Option<i32>) -> Result<(UnixStream, i32)> {
+        trust::check_owner(self.dirs.root(), "state dir")?;
         let socket = self.dirs.socket();
-        let first = match UnixStream::connect(&socket) {
-            Ok(s) => return Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(self.refused(e));
-            }
-            Err(e) => e,
+        let first = match self.try_connect(dead) {
+            Ok(c) => return Ok(c),
+            Err(Attempt::Refused(e)) => return Err(e),
+            Err(Attempt::NotYet(e)) => e,
         };
         // A daemon holds the lock but does not answer yet: it is starting, or dying.
         let deadline = Instant::now() + AUTOSTART_WAIT;
         while self.daemon_running() && Instant::now() < deadline {
-            if let Ok(s) = UnixStream::connect(&socket) {
-                return Ok(s);
+            match self.try_connect(dead) {
+                Ok(c) => return Ok(c),
+                Err(Attempt::Refused(e)) => return Err(e),
+                Err(Attempt::NotYet(_)) => std::thread::sleep(Duration::from_millis(10)),
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         if !self.autostart {
             return Err(Error::Io {
@@ -86,32 +91,64 @@ impl Client {
                 source: first,
             });
         }
-        let mut child = self.start_daemon()?;
+        let (mut child, created) = self.start_daemon()?;
         let deadline = Instant::now() + AUTOSTART_WAIT;
+        let mut exited = None;
         loop {
-            match UnixStream::connect(&socket) {
-                Ok(s) => return Ok(s),
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    return Err(self.refused(e));
-                }
-                Err(e) => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        return Err(self.daemon_failed(status));
-                    }
-                    if Instant::now() > deadline {
-                        return Err(Error::Io {
-                            context: format!(
-                                "started a daemon but it did not answer on {} within 5 s (see {})",
-                                socket.display(),
-                                self.dirs.log_file().display()
-                            ),
-                            source: e,
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+            let e = match self.try_connect(dead) {
+                Ok(c) => return Ok(c),
+                Err(Attempt::Refused(e)) => return Err(e),
+                Err(Attempt::NotYet(e)) => e,
+            };
+            if exited.is_none()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited = Some(status);
             }
+            // Our daemon exited. When another client's daemon won the state dir, wait for
+            // that one to answer; otherwise ours failed, and its log says why.
+            if let Some(status) = exited
+                && !self.daemon_running()
+            {
+                let failure = self.daemon_failed(status);
+                if created {
+                    daemon::remove_unused_state_dir(&self.dirs);
+                }
+                return Err(failure);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Io {
+                    context: format!(
+                        "started a daemon but it did not answer on {} within 5 s (see {})",
+                        socket.display(),
+                        self.dirs.log_file().display()
+                    ),
+                    source: e,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// One attempt to reach a daemon we can trust (see trust.rs); `dead` as for `connect`.
+    fn try_connect(&self, dead: Option<i32>) -> std::result::Result<(UnixStream, i32), Attempt> {
+        let socket = self.dirs.socket();
+        let stream = match UnixStream::connect(&socket) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Attempt::Refused(self.refused(e)));
+            }
+            Err(e) => return Err(Attempt::NotYet(e)),
+        };
+        trust::check_owner(&socket, "control socket").map_err(Attempt::Refused)?;
+        let pid = trust::check_peer(&stream, &socket).map_err(Attempt::Refused)?;
+        if Some(pid) == dead {
+            return Err(Attempt::NotYet(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("daemon {pid} is going away"),
+            )));
+        }
+        Ok((stream, pid))
     }
 
     /// The error of an autostarted daemon that exited: its own last error line, from its log.
@@ -122,10 +159,6 @@ impl Client {
             .rev()
             .find_map(|l| l.strip_prefix("tapnet: error: "))
         {
-            // Another client started a daemon first: use that one.
-            Some(line) if line.contains("already runs for state dir") => {
-                Error::Remote(format!("{line} (retry)"))
-            }
             Some(line) => Error::Remote(format!("the daemon could not start: {line}")),
             None => Error::Remote(format!(
                 "the daemon exited at once ({status}); see {}",
@@ -135,13 +168,14 @@ impl Client {
     }
 
     /// Start `tapnet daemon` for this state dir in the background, detached, logging to
-    /// `<state-dir>/daemon.log`.
-    fn start_daemon(&self) -> Result<Child> {
-        daemon::prepare_state_dir(&self.dirs, None)?;
+    /// `<state-dir>/daemon.log`. Also says whether the state dir was made for it.
+    fn start_daemon(&self) -> Result<(Child, bool)> {
+        let created = daemon::prepare_state_dir(&self.dirs, None)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(self.dirs.log_file())
             .context(|| format!("open {}", self.dirs.log_file().display()))?;
         let log2 = log
@@ -163,17 +197,23 @@ impl Client {
                 Ok(())
             });
         }
-        cmd.spawn().context(|| "start the daemon".into())
+        let child = cmd.spawn();
+        if child.is_err() && created {
+            let _ = std::fs::remove_file(self.dirs.log_file());
+            daemon::remove_unused_state_dir(&self.dirs);
+        }
+        Ok((child.context(|| "start the daemon".into())?, created))
     }
 
+    /// Send `line` and read the answer. `peer` is set to the daemon's PID once connected.
     fn exchange(
         &self,
-        request: &Request,
+        line: &str,
+        dead: Option<i32>,
+        peer: &mut Option<i32>,
     ) -> std::result::Result<(serde_json::Value, BufReader<UnixStream>), Failure> {
-        let mut stream = self.connect().map_err(Failure::Final)?;
-        let mut line = serde_json::to_string(request)
-            .map_err(|e| Failure::Final(Error::invalid(format!("encode request: {e}"))))?;
-        line.push('\n');
+        let (mut stream, pid) = self.connect(dead).map_err(Failure::Final)?;
+        *peer = Some(pid);
         // A daemon that refuses us answers at once and hangs up, perhaps before our request is
         // written: its answer is still there to read, so a failed write only counts if no
         // answer follows.
@@ -205,36 +245,39 @@ impl Client {
         }
     }
 
-    /// Wait until the daemon that broke our connection has released its lock.
-    fn wait_gone(&self) -> bool {
-        let deadline = Instant::now() + DYING_WAIT;
-        while Instant::now() < deadline {
-            if !self.daemon_running() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
     /// Send a request whose answer is followed by a stream (a capture): the answer, and the
     /// connection positioned after it.
+    ///
+    /// A daemon that dies under the request (killed, or dying as we connected) is waited out
+    /// and the request sent again, to the daemon that replaces it (started by us or by
+    /// another client). The request carries one id through every try, so that a daemon
+    /// whose predecessor committed it before dying answers as the first try would have,
+    /// instead of doing it twice.
     pub fn open_stream(
         &self,
         request: &Request,
     ) -> Result<(serde_json::Value, BufReader<UnixStream>)> {
-        match self.exchange(request) {
-            Ok(answer) => Ok(answer),
-            Err(Failure::Final(e)) => Err(e),
-            // The daemon died under the request (killed, or dying as we connected). Once it is
-            // gone, start a new one and ask again: the state file shows whatever it committed.
-            Err(Failure::Broken(e)) => {
-                if !(self.autostart && self.wait_gone()) {
-                    return Err(e);
+        let mut body = serde_json::to_value(request)
+            .map_err(|e| Error::invalid(format!("encode request: {e}")))?;
+        if let (Some(fields), Some(id)) = (body.as_object_mut(), request_log::new_id()) {
+            fields.insert("request_id".into(), id.into());
+        }
+        let mut line = body.to_string();
+        line.push('\n');
+        let deadline = Instant::now() + RETRY_WINDOW;
+        let mut dead = None;
+        loop {
+            let mut peer = None;
+            match self.exchange(&line, dead, &mut peer) {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Broken(e)) => {
+                    if !self.autostart || Instant::now() > deadline {
+                        return Err(e);
+                    }
+                    dead = peer.or(dead);
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                self.exchange(request).map_err(|f| match f {
-                    Failure::Broken(e) | Failure::Final(e) => e,
-                })
             }
         }
     }
@@ -249,4 +292,12 @@ impl Client {
         serde_json::from_value(value)
             .map_err(|e| Error::Remote(format!("unexpected answer from the daemon: {e}")))
     }
+}
+
+/// Why one connection attempt did not give a daemon to talk to.
+enum Attempt {
+    /// None answers yet (or only one that is going away): try again.
+    NotYet(std::io::Error),
+    /// One answers that we must not talk to, or may not: final.
+    Refused(Error),
 }

@@ -3,7 +3,9 @@
 pub mod client;
 pub mod lab;
 pub mod live;
+pub mod poller;
 pub mod server;
+pub mod trust;
 pub mod types;
 
 /// Requests longer than this are refused (a malformed or hostile client).

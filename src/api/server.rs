@@ -1,16 +1,15 @@
-//! The daemon side of the control socket: one thread per connection, one request per line.
+//! The daemon side of the control socket: who may connect, and the answer to one request line
+//! (the event loop that reads the lines is poller.rs).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::Arc;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::MAX_REQUEST_BYTES;
 use super::types::{Request, Response};
 use crate::datapath::capture::CaptureSession;
 use crate::datapath::fdb::PortId;
@@ -61,7 +60,7 @@ fn groups_of(pid: i32) -> Vec<u32> {
 }
 
 /// The credentials of the peer, or the reason it is refused.
-fn check_peer(conn: &UnixStream, policy: PeerPolicy) -> std::result::Result<(), String> {
+pub(super) fn check_peer(conn: &UnixStream, policy: PeerPolicy) -> std::result::Result<(), String> {
     use nix::sys::socket::{getsockopt, sockopt};
     let cred = getsockopt(conn, sockopt::PeerCredentials)
         .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
@@ -85,99 +84,115 @@ fn check_peer(conn: &UnixStream, policy: PeerPolicy) -> std::result::Result<(), 
     }
 }
 
-pub fn serve(listener: UnixListener, handler: Arc<dyn Handler>, policy: PeerPolicy) {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        if let Err(refusal) = check_peer(&conn, policy) {
-            let _ = reply(&mut conn, error(&refusal));
-            continue;
-        }
-        let handler = handler.clone();
-        let spawned = std::thread::Builder::new()
-            .name("api-conn".into())
-            .spawn(move || serve_connection(conn, handler.as_ref()));
-        if let Err(e) = spawned {
-            eprintln!("tapnet: cannot serve a control connection: {e}");
-        }
-    }
+/// Refuse a connection with one error line, and close it.
+pub(super) fn refuse(mut conn: UnixStream, message: &str) {
+    let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = reply(&mut conn, error(message));
 }
 
-fn serve_connection(conn: UnixStream, handler: &dyn Handler) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut writer) = conn.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(conn.take(MAX_REQUEST_BYTES + 1));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(n) if n as u64 > MAX_REQUEST_BYTES => {
-                let _ = reply(&mut writer, error("request too large"));
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = reply(&mut writer, error(&format!("unreadable request: {e}")));
-                return;
-            }
+/// A client that does not read its answer for this long is dropped: it holds a worker.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What becomes of a connection once its request is answered.
+pub(super) enum After {
+    /// Wait for its next request.
+    Next(UnixStream),
+    /// It is done (it hung up, or broke the protocol).
+    Close,
+    /// It streams a capture from now on, on a thread of its own.
+    Stream(Box<dyn FnOnce() + Send>),
+}
+
+/// The request id a client sent along with its request (see control::request_log).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    request_id: Option<String>,
+}
+
+/// Answer one request line. `streams_allowed`: whether another capture may start now.
+pub(super) fn answer(
+    job: super::poller::Job,
+    handler: &dyn Handler,
+    streams_allowed: bool,
+) -> After {
+    let super::poller::Job { mut conn, line } = job;
+    let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
+    let response = match serde_json::from_str::<Request>(line.trim_end()) {
+        Ok(Request::Capture { .. } | Request::TraceLive { .. }) if !streams_allowed => {
+            error("the daemon serves as many captures as it may at once; stop one and retry")
         }
-        let response = match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(Request::Capture {
-                network,
-                sandbox,
-                snaplen,
-            }) => match handler.open_capture(&network, sandbox.as_deref(), snaplen) {
-                Ok(session) => {
-                    crate::metrics::count_request("capture", true);
+        Ok(Request::Capture {
+            network,
+            sandbox,
+            snaplen,
+        }) => match handler.open_capture(&network, sandbox.as_deref(), snaplen) {
+            Ok(session) => {
+                crate::metrics::count_request("capture", true);
+                let started = Response::Ok {
+                    result: serde_json::json!({"snaplen": session.snaplen}),
+                };
+                if reply(&mut conn, started).is_err() {
+                    return After::Close;
+                }
+                return After::Stream(Box::new(move || {
+                    let _ = conn.set_write_timeout(None);
+                    stream_capture(&session, conn)
+                }));
+            }
+            Err(e) => error(&e.to_string()),
+        },
+        Ok(Request::TraceLive { network, sandbox }) => {
+            let opened = handler.port_labels(&network).and_then(|labels| {
+                handler
+                    .open_capture(&network, sandbox.as_deref(), Some(LIVE_SNAPLEN))
+                    .map(|s| (s, labels))
+            });
+            match opened {
+                Ok((session, labels)) => {
+                    crate::metrics::count_request("trace_live", true);
                     let started = Response::Ok {
-                        result: serde_json::json!({"snaplen": session.snaplen}),
+                        result: serde_json::json!({"network": network}),
                     };
-                    if reply(&mut writer, started).is_ok() {
-                        stream_capture(&session, writer);
+                    if reply(&mut conn, started).is_err() {
+                        return After::Close;
                     }
-                    return;
+                    return After::Stream(Box::new(move || {
+                        let _ = conn.set_write_timeout(None);
+                        super::live::stream(&session, &labels, conn)
+                    }));
                 }
                 Err(e) => error(&e.to_string()),
-            },
-            Ok(Request::TraceLive { network, sandbox }) => {
-                let opened = handler.port_labels(&network).and_then(|labels| {
-                    handler
-                        .open_capture(&network, sandbox.as_deref(), Some(LIVE_SNAPLEN))
-                        .map(|s| (s, labels))
-                });
-                match opened {
-                    Ok((session, labels)) => {
-                        crate::metrics::count_request("trace_live", true);
-                        let started = Response::Ok {
-                            result: serde_json::json!({"network": network}),
-                        };
-                        if reply(&mut writer, started).is_ok() {
-                            super::live::stream(&session, &labels, writer);
-                        }
-                        return;
-                    }
-                    Err(e) => error(&e.to_string()),
-                }
             }
-            Ok(request) => {
-                let kind = request_kind(&request);
-                let answer = handler.handle(request);
-                crate::metrics::count_request(&kind, answer.is_ok());
-                match answer {
-                    Ok(result) => Response::Ok { result },
-                    Err(e) => error(&e.to_string()),
-                }
-            }
-            Err(e) => {
-                crate::metrics::count_request("malformed", false);
-                error(&format!("malformed request: {e}"))
-            }
-        };
-        if reply(&mut writer, response).is_err() {
-            return;
         }
+        Ok(request) => {
+            let id = serde_json::from_str::<Envelope>(line.trim_end())
+                .ok()
+                .and_then(|e| e.request_id)
+                .filter(|id| crate::control::request_log::valid_id(id));
+            let kind = request_kind(&request);
+            let answer = crate::guard::guarded(&format!("api ({kind})"), || {
+                crate::control::request_log::serving(id, || handler.handle(request))
+            });
+            let answer = answer.unwrap_or_else(|| {
+                Err(crate::error::Error::Remote(format!(
+                    "the daemon failed inside this {kind} request (a bug, logged in its \
+                     daemon.log) and is restarting from its last saved state; retry"
+                )))
+            });
+            crate::metrics::count_request(&kind, answer.is_ok());
+            match answer {
+                Ok(result) => Response::Ok { result },
+                Err(e) => error(&e.to_string()),
+            }
+        }
+        Err(e) => {
+            crate::metrics::count_request("malformed", false);
+            error(&format!("malformed request: {e}"))
+        }
+    };
+    match reply(&mut conn, response) {
+        Ok(()) => After::Next(conn),
+        Err(_) => After::Close,
     }
 }
 

@@ -52,6 +52,7 @@ mod observe;
 mod oper_info;
 mod publish;
 mod remote;
+mod replay;
 mod restore;
 mod sample;
 mod sandboxes;
@@ -151,6 +152,7 @@ fn default_state() -> State {
         sandboxes: Vec::new(),
         cni: Vec::new(),
         docker_plugins: Vec::new(),
+        committed_requests: Default::default(),
     }
 }
 
@@ -273,7 +275,12 @@ impl Controller {
 
 impl Handler for Controller {
     fn handle(&self, request: Request) -> Result<Value> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock_for_request()?;
+        if crate::control::request_log::already_committed(&inner.state.committed_requests)
+            && let Some(answer) = inner.replay(&request)
+        {
+            return answer;
+        }
         match request {
             Request::Ping => Ok(json!({"pid": std::process::id()})),
             Request::NetworkCreate(req) if remote::is_remote(req.driver.as_deref()) => {
@@ -336,7 +343,7 @@ impl Handler for Controller {
                 let teardown = inner.network_disconnect(&network, &sandbox)?;
                 drop(inner);
                 teardown.run();
-                let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let inner = self.lock();
                 let result = inner.sync_default_route_of(&sandbox);
                 let view = inner.sandbox_view(&sandbox);
                 result?;
@@ -445,7 +452,7 @@ impl Handler for Controller {
     }
 
     fn port_labels(&self, network: &str) -> Result<HashMap<PortId, String>> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock_for_request()?;
         inner.port_labels(network)
     }
 
@@ -455,7 +462,7 @@ impl Handler for Controller {
         sandbox: Option<&str>,
         snaplen: Option<u32>,
     ) -> Result<CaptureSession> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock_for_request()?;
         let snaplen = snaplen.unwrap_or(DEFAULT_SNAPLEN);
         if !(14..=DEFAULT_SNAPLEN).contains(&snaplen) {
             return Err(Error::invalid(format!(
@@ -582,8 +589,25 @@ impl Teardown {
 }
 
 impl Controller {
+    /// The controller's state, for a step of a request already under way (see
+    /// `guard::lock_or_stop`).
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::guard::lock_or_stop(&self.inner, "the controller's state")
+    }
+
+    /// The controller's state for a new request: refused when a panic left it half-changed,
+    /// so that no request runs on it; the daemon is stopping then, and a client's retry
+    /// starts a new one from the saved state.
+    fn lock_for_request(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        if self.inner.is_poisoned() {
+            drop(self.lock());
+            return Err(Error::Remote(
+                "the daemon stops after an internal error (a bug, logged in its daemon.log); \
+                 retry, and a new daemon starts from the saved state"
+                    .into(),
+            ));
+        }
+        Ok(self.lock())
     }
 
     /// `sandbox rm`: checked and reserved under the lock; processes killed without it (up to
@@ -667,7 +691,8 @@ impl Inner {
         value(&links::rows(&self.state, &self.ports, &self.dp, None)?)
     }
 
-    fn save(&self) -> Result<()> {
+    fn save(&mut self) -> Result<()> {
+        crate::control::request_log::record(&mut self.state.committed_requests);
         self.nat_policy.set_tapnet_subnets(
             self.state
                 .networks

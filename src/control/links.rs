@@ -349,6 +349,7 @@ mod tests {
             ],
             cni: Vec::new(),
             docker_plugins: Vec::new(),
+            committed_requests: Default::default(),
         }
     }
 

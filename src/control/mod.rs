@@ -8,6 +8,7 @@ pub mod ipv4net;
 pub mod links;
 pub mod model;
 pub mod ports;
+pub mod request_log;
 pub mod reset;
 pub mod store;
 pub mod views;

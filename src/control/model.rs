@@ -129,6 +129,9 @@ pub struct State {
     /// Docker network plugins the daemon serves (`tapnet plugin docker`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub docker_plugins: Vec<DockerPlugin>,
+    /// Ids of the newest client requests this state holds the commit of (see request_log).
+    #[serde(default, skip_serializing_if = "std::collections::VecDeque::is_empty")]
+    pub committed_requests: std::collections::VecDeque<String>,
 }
 
 /// A TAP that `tapnet-cni` asked for in a namespace the runtime made.

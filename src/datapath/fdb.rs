@@ -114,10 +114,7 @@ impl Fdb {
 
     /// Stations `port` owns now.
     pub fn owned_by(&self, port: PortId) -> u32 {
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .count(port)
+        crate::guard::lock_or_stop(&self.writer, "a MAC table").count(port)
     }
 
     pub fn set_aging(&self, secs: u32) {
@@ -211,7 +208,7 @@ impl Fdb {
             }
             return Learned::Refreshed;
         }
-        let mut owners = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owners = crate::guard::lock_or_stop(&self.writer, "a MAC table");
         let found = self.find(key);
         if let Some((i, p, _)) = found
             && p == port
@@ -264,7 +261,7 @@ impl Fdb {
     }
 
     fn remove_where(&self, mut doomed: impl FnMut(PortId, u32) -> bool) -> usize {
-        let mut owners = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owners = crate::guard::lock_or_stop(&self.writer, "a MAC table");
         let mut removed = 0;
         for i in 0..SLOTS {
             let (k, port, seen) = Self::read(&self.slots[i]);

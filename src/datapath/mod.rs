@@ -99,7 +99,7 @@ pub struct Datapath {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    crate::guard::lock_or_stop(m, "the datapath's port table")
 }
 
 impl Datapath {

@@ -89,7 +89,7 @@ impl Shared {
     /// Answer `query` from the network's names (a read lock for the microseconds the codec
     /// takes; forwarding, which can take seconds, happens after it is released).
     fn answer(&self, query: &[u8], tcp: bool, out: &mut Vec<u8>) -> Decision {
-        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        let names = crate::guard::read_or_stop(&self.names, "a DNS name table");
         if tcp {
             dns::answer_tcp(query, &*names, out)
         } else {
@@ -187,7 +187,7 @@ impl DnsServer {
     }
 
     pub fn set_names(&self, table: NameTable) {
-        *self.names.write().unwrap_or_else(|e| e.into_inner()) = table;
+        *crate::guard::write_or_stop(&self.names, "a DNS name table") = table;
     }
 }
 

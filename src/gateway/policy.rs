@@ -24,17 +24,12 @@ impl NatPolicy {
     }
 
     pub fn set_tapnet_subnets(&self, subnets: Vec<Ipv4Net>) {
-        *self
-            .tapnet_subnets
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = subnets;
+        *crate::guard::write_or_stop(&self.tapnet_subnets, "the NAT policy's subnets") = subnets;
     }
 
     /// Is `dst`, as a sandbox addressed it, inside one of tapnet's own networks?
     pub fn is_tapnet_address(&self, dst: Ipv4Addr) -> bool {
-        self.tapnet_subnets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::guard::read_or_stop(&self.tapnet_subnets, "the NAT policy's subnets")
             .iter()
             .any(|s| s.contains(dst))
     }

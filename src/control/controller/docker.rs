@@ -80,9 +80,7 @@ impl Controller {
     }
 
     fn servers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Server>> {
-        self.docker_servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::guard::lock_or_stop(&self.docker_servers, "the Docker plugin servers")
     }
 
     /// `tapnet plugin docker [--name NAME] [--stop]`.

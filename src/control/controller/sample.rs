@@ -9,7 +9,7 @@ use crate::metrics::{NetworkSample, PortSample, Snapshot, Source, split_label};
 
 impl Source for Controller {
     fn snapshot(&self) -> Snapshot {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         let names: HashMap<_, &String> = inner.nets.iter().map(|(n, id)| (*id, n)).collect();
         let ports = inner
             .dp
