@@ -24,7 +24,10 @@ fn main() {
             1,
         ),
     };
-    println!("{out}");
+    // DEL, CHECK, STATUS and GC say nothing on success (CNI spec); `null` is not nothing.
+    if !out.is_null() {
+        println!("{out}");
+    }
     std::process::exit(code);
 }
 
@@ -72,12 +75,16 @@ fn run(env: &HashMap<String, String>, stdin: &[u8]) -> (serde_json::Value, i32) 
             _ => (serde_json::Value::Null, 0),
         },
         Err(e) => {
-            let code = if call == Call::Status {
-                cni::TRY_AGAIN_LATER
-            } else {
-                cni::DAEMON_ERROR
+            let msg = e.to_string();
+            let code = match &call {
+                Call::Status => cni::TRY_AGAIN_LATER,
+                // CNI_IFNAME names an interface the namespace already has.
+                Call::Add(ep) if msg == cni::ifname_taken(&ep.ifname, &ep.netns) => {
+                    cni::INVALID_ENV
+                }
+                _ => cni::DAEMON_ERROR,
             };
-            (CniError::new(code, e.to_string()).to_json(&version), 1)
+            (CniError::new(code, msg).to_json(&version), 1)
         }
     }
 }

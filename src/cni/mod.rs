@@ -93,6 +93,46 @@ pub struct Attachment {
     pub netns: String,
 }
 
+/// CNI's container id rule (libcni's `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`): the id ends up in
+/// labels, `stats` rows and the state file, so nothing else gets through.
+pub fn validate_container_id(id: &str) -> Result<(), String> {
+    let mut chars = id.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "container id {id:?} is invalid: it must start with a letter or digit and hold only \
+             letters, digits, '_', '.' and '-'"
+        ))
+    }
+}
+
+/// CNI's interface name rule (libcni's `ValidateInterfaceName`: 1 to 15 bytes, not `.` or
+/// `..`, no `/`, `:` or whitespace), and no `%`: the kernel expands `%d` in a new name to a
+/// free number, so `e%d` would become some other interface than the one asked for.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > 15 {
+        "it is longer than 15 bytes"
+    } else if name == "." || name == ".." {
+        "it is . or .."
+    } else if name.contains(['/', ':', '%']) || name.chars().any(char::is_whitespace) {
+        "it holds '/', ':', '%' or whitespace"
+    } else {
+        return Ok(());
+    };
+    Err(format!("interface name {name:?} is invalid: {why}"))
+}
+
+/// The daemon's error when ADD finds `ifname` taken in `netns`; the plugin recognises it by
+/// equality and answers with [`INVALID_ENV`].
+pub fn ifname_taken(ifname: &str, netns: &str) -> String {
+    format!("interface {ifname} already exists in namespace {netns}")
+}
+
 fn env_of<'a>(env: &'a HashMap<String, String>, key: &str) -> Result<&'a str, CniError> {
     env.get(key)
         .map(String::as_str)
@@ -122,9 +162,15 @@ pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<(Call, NetCo
     crate::control::model::validate_name("network", &network)
         .map_err(|e| CniError::new(INVALID_CONFIG, e))?;
     let endpoint = |need_netns: bool| -> Result<Endpoint, CniError> {
+        let container_id = env_of(env, "CNI_CONTAINERID")?;
+        validate_container_id(container_id)
+            .map_err(|e| CniError::new(INVALID_ENV, format!("CNI_CONTAINERID: {e}")))?;
+        let ifname = env_of(env, "CNI_IFNAME")?;
+        validate_ifname(ifname)
+            .map_err(|e| CniError::new(INVALID_ENV, format!("CNI_IFNAME: {e}")))?;
         Ok(Endpoint {
-            container_id: env_of(env, "CNI_CONTAINERID")?.to_string(),
-            ifname: env_of(env, "CNI_IFNAME")?.to_string(),
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
             netns: if need_netns {
                 env_of(env, "CNI_NETNS")?.to_string()
             } else {
@@ -284,6 +330,39 @@ mod tests {
         let json = CniError::new(7, "no").to_json("1.0.0");
         assert_eq!(json["code"], 7);
         assert_eq!(json["msg"], "no");
+    }
+
+    #[test]
+    fn container_ids_and_interface_names_follow_cni_rules() {
+        for id in ["c1", "0abc", "a_b.c-d", "A"] {
+            assert!(validate_container_id(id).is_ok(), "{id}");
+        }
+        for id in ["", "-a", ".a", "_a", "a\nb", "a b", "a/b", "a:b", "é"] {
+            assert!(validate_container_id(id).is_err(), "{id:?}");
+        }
+        for name in ["eth0", "a", "net1.100", "fifteen-chars-x"] {
+            assert!(validate_ifname(name).is_ok(), "{name}");
+        }
+        for name in [
+            "",
+            ".",
+            "..",
+            "e%d",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "eth\n",
+            "sixteen-chars-xx",
+        ] {
+            assert!(validate_ifname(name).is_err(), "{name:?}");
+        }
+        let base = [("CNI_COMMAND", "ADD"), ("CNI_NETNS", "/run/netns/x")];
+        for (id, ifname) in [("c\n1", "eth0"), ("c1", "e%d")] {
+            let mut pairs = base.to_vec();
+            pairs.extend([("CNI_CONTAINERID", id), ("CNI_IFNAME", ifname)]);
+            assert_eq!(parse(&env(&pairs), CONF).unwrap_err().code, INVALID_ENV);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::datapath::frame::VNET_HDR_LEN;
 use crate::error::{Context, Error, Result};
+use crate::netns::netlink::{Netlink, link_index};
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -32,7 +33,8 @@ struct IfReqFlags {
     _pad: [u8; 22],
 }
 
-nix::ioctl_write_ptr_bad!(tunsetiff, 0x4004_54ca, IfReqFlags);
+// TUNSETIFF reads the ifreq and writes the device's name back (hence read-write).
+nix::ioctl_readwrite_bad!(tunsetiff, 0x4004_54ca, IfReqFlags);
 nix::ioctl_write_int_bad!(tunsetoffload, 0x4004_54d0);
 nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, 0x4004_54d8, libc::c_int);
 nix::ioctl_write_ptr_bad!(tunsetsndbuf, 0x4004_54d4, libc::c_int);
@@ -46,31 +48,66 @@ pub enum Offload {
     Off,
 }
 
-/// Create TAP `name` in the calling thread's network namespace and return its non-blocking fd.
-/// The device lives as long as the fd (it is not persistent).
+/// Open TAP `name` in the calling thread's network namespace, creating it when it does not
+/// exist, and return its non-blocking fd. An existing TAP of that name is attached to (a Docker
+/// endpoint's persistent TAP, found again after a restart). The device lives as long as its fds
+/// unless it is persistent.
 pub fn open_tap(name: &str, offload: Offload) -> Result<OwnedFd> {
-    let mut fds = open_tap_queues(name, offload, 1)?;
+    check_name(name)?;
+    let (_, mut fds) = open_queues(name, offload, 1)?;
     fds.pop()
         .ok_or_else(|| Error::invalid(format!("TAP {name} has no queue")))
 }
 
-/// Create TAP `name` with `queues` queues (`IFF_MULTI_QUEUE` when more than one), one
-/// non-blocking fd each. The kernel puts each flow a sandbox sends on one queue, and the reply
-/// of a flow written through a queue on that same queue (tun's flow table), so a worker that
-/// reads one queue of every port sees the replies to what it forwarded. A kernel that refuses
-/// multi-queue TAPs gets one queue.
+/// The name a new TAP gets before [`open_tap_queues`] renames it. A name with `%d` is never a
+/// device's name (the kernel expands it whenever it names a device), so TUNSETIFF with it
+/// cannot attach to an existing device: it makes a new one, `tapnet0`, `tapnet1`, ...
+const FRESH_NAME: &str = "tapnet%d";
+
+/// Create a new TAP `name` with `queues` queues (`IFF_MULTI_QUEUE` when more than one), one
+/// non-blocking fd each, in the calling thread's namespace; fail, touching nothing, when the
+/// namespace has a link of that name already. The kernel puts each flow a sandbox sends on one
+/// queue, and the reply of a flow written through a queue on that same queue (tun's flow
+/// table), so a worker that reads one queue of every port sees the replies to what it
+/// forwarded. A kernel that refuses multi-queue TAPs gets one queue.
+///
+/// TUNSETIFF with an existing TAP's name attaches to that TAP (and with `IFF_MULTI_QUEUE` adds
+/// a queue to it), and checking for the name first would leave a window. So the TAP is made
+/// under a kernel-chosen free name and renamed over netlink: the kernel refuses the rename with
+/// EEXIST when `name` is taken, atomically. On failure the fds close and the new TAP, not
+/// persistent, goes with them.
 pub fn open_tap_queues(name: &str, offload: Offload, queues: usize) -> Result<Vec<OwnedFd>> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+    check_name(name)?;
+    let (fresh, fds) = open_queues(FRESH_NAME, offload, queues)?;
+    let index = link_index(&fresh)?;
+    match Netlink::open()?.rename_link(index, &fresh, name) {
+        Ok(()) => Ok(fds),
+        Err(Error::Netlink(m)) if m.contains("EEXIST") => Err(Error::exists("interface", name)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A name the kernel takes as it is: `%` would be expanded to a free number.
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('%') {
         return Err(Error::invalid(format!("bad interface name {name:?}")));
     }
+    Ok(())
+}
+
+/// Queues tapnet asks for at most (the kernel allows 256); the datapath asks no more.
+pub const MAX_QUEUES: usize = 64;
+
+/// Open `queues` queues of TAP `name` (a `%d` pattern makes a new one) and say the TAP's name.
+fn open_queues(name: &str, offload: Offload, queues: usize) -> Result<(String, Vec<OwnedFd>)> {
     let queues = queues.clamp(1, MAX_QUEUES);
     let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     if queues > 1 {
         flags |= IFF_MULTI_QUEUE;
     }
-    let first = match attach_queue(name, flags) {
-        Ok(fd) => fd,
-        Err(_) if queues > 1 => return open_tap_queues(name, offload, 1),
+    let (first, name) = match attach_queue(name, flags) {
+        Ok(opened) => opened,
+        Err(_) if queues > 1 => return open_queues(name, offload, 1),
         Err(e) => return Err(e),
     };
     let raw = first.as_raw_fd();
@@ -78,22 +115,21 @@ pub fn open_tap_queues(name: &str, offload: Offload, queues: usize) -> Result<Ve
     // SAFETY: pointer to a live c_int.
     unsafe { tunsetvnethdrsz(raw, &hdr_len) }
         .context(|| format!("set virtio-net header size on {name}"))?;
-    set_offload(raw, name, offload)?;
+    set_offload(raw, &name, offload)?;
     // SAFETY: pointer to a live c_int.
     unsafe { tunsetsndbuf(raw, &SNDBUF) }.context(|| format!("set send buffer on {name}"))?;
     let mut fds = vec![first];
     for _ in 1..queues {
         // Header size, offloads and send buffer belong to the device: the new queue has them.
-        fds.push(attach_queue(name, flags)?);
+        // The first queue's name, not a pattern again: these join the TAP just made.
+        fds.push(attach_queue(&name, flags)?.0);
     }
-    Ok(fds)
+    Ok((name, fds))
 }
 
-/// Queues tapnet asks for at most (the kernel allows 256); the datapath asks no more.
-pub const MAX_QUEUES: usize = 64;
-
-/// Open /dev/net/tun and attach it to TAP `name` (created by the first call) with `flags`.
-fn attach_queue(name: &str, flags: libc::c_short) -> Result<OwnedFd> {
+/// Open /dev/net/tun and attach it to TAP `name` with `flags`, the kernel creating the TAP
+/// when no device has that name; returns the fd and the TAP's name as the kernel gives it back (a `%d` pattern expanded).
+fn attach_queue(name: &str, flags: libc::c_short) -> Result<(OwnedFd, String)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -106,9 +142,16 @@ fn attach_queue(name: &str, flags: libc::c_short) -> Result<OwnedFd> {
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: the fd is an open tun fd; req is a properly sized ifreq.
-    unsafe { tunsetiff(file.as_raw_fd(), &req) }.context(|| format!("create TAP {name}"))?;
-    Ok(file.into())
+    // SAFETY: the fd is an open tun fd; req is a properly sized ifreq, which the kernel
+    // writes the device's name back into.
+    unsafe { tunsetiff(file.as_raw_fd(), &mut req) }.context(|| format!("create TAP {name}"))?;
+    let len = req
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(req.name.len());
+    let name = String::from_utf8_lossy(&req.name[..len]).into_owned();
+    Ok((file.into(), name))
 }
 
 /// Keep TAP `name` (open as `fd`) when its last fd closes, or stop keeping it. A Docker

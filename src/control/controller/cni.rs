@@ -59,7 +59,14 @@ impl Inner {
                 },
                 queues: self.dp.tap_queues(),
             },
-        )?;
+        )
+        .map_err(|e| match e {
+            // Never an interface the runtime or anyone else made (see `open_tap_queues`).
+            Error::AlreadyExists {
+                kind: "interface", ..
+            } => Error::conflict(crate::cni::ifname_taken(&a.ifname, &a.netns)),
+            e => e,
+        })?;
         let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
         // The fds close (and the TAP goes) if routing fails.
         wiring::set_default_route(netns, route)?;
@@ -85,13 +92,12 @@ impl Inner {
         ifname: &str,
         netns: &str,
     ) -> Result<Attachment> {
-        if container_id.is_empty() || !netns.starts_with('/') {
-            return Err(Error::invalid(
-                "CNI ADD needs a container id and an absolute namespace path",
-            ));
-        }
-        if ifname.is_empty() || ifname.len() > 15 || ifname.contains('/') {
-            return Err(Error::invalid(format!("invalid interface name {ifname:?}")));
+        crate::cni::validate_container_id(container_id).map_err(Error::invalid)?;
+        crate::cni::validate_ifname(ifname).map_err(Error::invalid)?;
+        if !netns.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "CNI ADD needs an absolute namespace path, not {netns:?}"
+            )));
         }
         if let Some(i) = self.cni_index(container_id, ifname) {
             let a = self.state.cni[i].clone();
