@@ -90,9 +90,7 @@ impl Inner {
                 "CNI ADD needs a container id and an absolute namespace path",
             ));
         }
-        if ifname.is_empty() || ifname.len() > 15 || ifname.contains('/') {
-            return Err(Error::invalid(format!("invalid interface name {ifname:?}")));
-        }
+        validate::cni_ifname(ifname)?;
         if let Some(i) = self.cni_index(container_id, ifname) {
             let a = self.state.cni[i].clone();
             if a.netns == netns && a.network == network {
