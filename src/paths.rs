@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The state dir's directory of sandboxes' /etc files (`etc/NAME/hosts`, ...).
+pub const ETC_DIR: &str = "etc";
+
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -77,7 +80,7 @@ impl StateDir {
         self.etc_root().join(sandbox)
     }
     pub fn etc_root(&self) -> PathBuf {
-        self.root.join("etc")
+        self.root.join(ETC_DIR)
     }
     pub fn netns_path(&self, sandbox: &str) -> PathBuf {
         self.netns_dir().join(sandbox)

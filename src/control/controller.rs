@@ -15,11 +15,10 @@ use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
 use super::ipv4net::Ipv4Net;
 use super::links;
-use super::model::{
-    DEFAULT_MTU, Driver, Endpoint, MAX_MTU, MIN_MTU, Network, Sandbox, State, new_id, validate_name,
-};
+use super::model::{DEFAULT_MTU, Driver, Endpoint, Network, Sandbox, State, new_id, validate_name};
 use super::ports::{self, HostSocket, PublishedPort};
 use super::store::Store;
+use super::validate::{self, MAX_VNI};
 use super::views::{network_view, sandbox_view};
 use super::wiring;
 use crate::api::server::Handler;
@@ -29,7 +28,7 @@ use crate::datapath::capture::{CaptureSession, CaptureSink};
 use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
-use crate::drivers::bridge::{BridgeOptions, GATEWAY_PORT};
+use crate::drivers::bridge::GATEWAY_PORT;
 use crate::drivers::{self, Ctx, Switch};
 use crate::error::{Error, Result};
 use crate::gateway::Commander;
@@ -57,8 +56,6 @@ mod restore;
 mod sample;
 mod sandboxes;
 mod trace;
-
-const MAX_VNI: u32 = (1 << 24) - 1;
 
 pub struct Controller {
     inner: Mutex<Inner>,
@@ -164,22 +161,6 @@ fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
 fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net> {
     s.parse()
         .map_err(|e: String| Error::invalid(format!("{what}: {e}")))
-}
-
-fn validate_hostname(h: &str) -> Result<()> {
-    let ok = !h.is_empty()
-        && h.len() <= 64
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("invalid hostname {h:?}")))
-    }
 }
 
 /// `eth0`, `eth1`, ...: the lowest index no endpoint of the sandbox uses.
@@ -532,7 +513,8 @@ struct Teardown {
     ports: Vec<PortId>,
     switches: Vec<Switch>,
     pins: Vec<std::path::PathBuf>,
-    dirs: Vec<std::path::PathBuf>,
+    /// Sandboxes whose /etc files go, with their state dir.
+    etc: Vec<(StateDir, String)>,
     /// Endpoints on remote networks whose plugin is told (Leave, DeleteEndpoint), with where
     /// plugins are looked for.
     remote: Vec<(Endpoint, Network)>,
@@ -547,7 +529,7 @@ impl Teardown {
             ports: Vec::new(),
             switches: Vec::new(),
             pins: Vec::new(),
-            dirs: Vec::new(),
+            etc: Vec::new(),
             remote: Vec::new(),
             plugin_dirs: Vec::new(),
         }
@@ -582,8 +564,8 @@ impl Teardown {
         for pin in &self.pins {
             namespace::remove(pin);
         }
-        for dir in &self.dirs {
-            let _ = std::fs::remove_dir_all(dir);
+        for (dirs, sandbox) in &self.etc {
+            etc_files::remove(dirs, sandbox);
         }
     }
 }

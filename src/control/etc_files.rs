@@ -2,13 +2,13 @@
 //! state dir and are bind mounted in the sandbox's mount namespace; they are rewritten in place
 //! (never replaced), so that a live sandbox sees a new interface's address at once.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::model::{Sandbox, State};
-use crate::error::{Context, Result};
+use super::nofollow::Dir;
+use crate::error::Result;
+use crate::paths::{ETC_DIR, StateDir};
 
 const FILES: [&str; 3] = ["hosts", "resolv.conf", "hostname"];
 
@@ -62,25 +62,31 @@ pub fn resolv_conf(state: &State, sb: &Sandbox) -> String {
 
 /// The files are bind mounted over /etc in the sandbox, where processes of any user read them:
 /// mode 0644 whatever the daemon's umask.
-fn write_in_place(path: &Path, text: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)
-        .context(|| format!("write {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .context(|| format!("write {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .context(|| format!("write {}", path.display()))
+const MODE: u32 = 0o644;
+
+/// Write (or rewrite) all three files of `sb` into its dir under the state dir (the sandbox's
+/// processes reach the files through bind mounts, never through the state dir). No link in the
+/// state dir is followed: a linked directory is refused, a linked file replaced.
+pub fn write(dirs: &StateDir, state: &State, sb: &Sandbox) -> Result<()> {
+    let dir = Dir::open_root(dirs.root())?
+        .subdir(ETC_DIR, Some(0o755))?
+        .subdir(&sb.name, Some(0o755))?;
+    dir.write_in_place("hosts", hosts(sb).as_bytes(), MODE)?;
+    dir.write_in_place("resolv.conf", resolv_conf(state, sb).as_bytes(), MODE)?;
+    dir.write_in_place("hostname", format!("{}\n", sb.hostname).as_bytes(), MODE)
 }
 
-/// Write (or rewrite) all three files of `sb` into `dir` (the sandbox's processes
-/// reach the files through bind mounts, never through the state dir).
-pub fn write(dir: &Path, state: &State, sb: &Sandbox) -> Result<()> {
-    std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
-    write_in_place(&dir.join("hosts"), &hosts(sb))?;
-    write_in_place(&dir.join("resolv.conf"), &resolv_conf(state, sb))?;
-    write_in_place(&dir.join("hostname"), &format!("{}\n", sb.hostname))
+/// Remove a sandbox's files; a link in the way is removed, never followed.
+pub fn remove(dirs: &StateDir, sandbox: &str) {
+    let removed = Dir::open_root(dirs.root())
+        .and_then(|root| root.subdir(ETC_DIR, None))
+        .and_then(|etc| etc.remove_all(sandbox));
+    match removed {
+        Ok(()) => {}
+        Err(crate::error::Error::Sys {
+            errno: nix::errno::Errno::ENOENT,
+            ..
+        }) => {}
+        Err(e) => eprintln!("tapnet: sandbox {sandbox}: {e}"),
+    }
 }

@@ -201,27 +201,6 @@ impl State {
                 .is_some_and(|n| crate::drivers::of(n.driver).shares_host())
         })
     }
-    /// Every name in a loaded file must be one `validate_name` accepts: names become paths.
-    pub fn check_names(&self) -> Result<(), String> {
-        for n in &self.networks {
-            validate_name("network", &n.name)?;
-        }
-        for p in &self.docker_plugins {
-            validate_name("plugin", &p.name)?;
-        }
-        for s in &self.sandboxes {
-            validate_name("sandbox", &s.name)?;
-            for e in &s.endpoints {
-                if self.network(&e.network).is_none() {
-                    return Err(format!(
-                        "sandbox {} has an endpoint on unknown network {:?}",
-                        s.name, e.network
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
     /// (sandbox, endpoint) pairs on network `name`.
     pub fn endpoints_on<'a>(
         &'a self,

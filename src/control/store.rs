@@ -1,12 +1,15 @@
 //! The state file: JSON, written atomically (temp file, fsync, rename, fsync of the directory).
-//! A truncated or corrupt file stops the daemon with an error naming it; it is never reset.
+//! A truncated or corrupt file stops the daemon with an error naming it; it is never reset. A
+//! file that parses is checked field by field as the API checks requests; neither the file nor
+//! its temp file is reached through a symbolic link.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::model::State;
+use super::nofollow::{self, Dir};
+use super::validate;
 use crate::error::{Context, Error, Result};
 
 pub struct Store {
@@ -24,9 +27,15 @@ impl Store {
 
     /// The saved state, or `None` if there is no state file yet.
     pub fn load(&self) -> Result<Option<State>> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match nofollow::read_nofollow(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::invalid(format!(
+                    "state file {} is a symbolic link; refusing to start",
+                    self.path.display()
+                )));
+            }
             Err(e) => {
                 return Err(Error::Io {
                     context: format!("read state file {}", self.path.display()),
@@ -40,12 +49,6 @@ impl Store {
                 self.path.display()
             ))
         })?;
-        state.check_names().map_err(|e| {
-            Error::invalid(format!(
-                "state file {} is corrupt ({e}); refusing to start",
-                self.path.display()
-            ))
-        })?;
         if state.version != State::VERSION {
             return Err(Error::invalid(format!(
                 "state file {} has version {}, this tapnet understands {}",
@@ -54,6 +57,12 @@ impl Store {
                 State::VERSION
             )));
         }
+        validate::state(&state).map_err(|e| {
+            Error::invalid(format!(
+                "state file {}: {e}; refusing to start",
+                self.path.display()
+            ))
+        })?;
         Ok(Some(state))
     }
 
@@ -62,22 +71,23 @@ impl Store {
             .map_err(|e| Error::invalid(format!("serialise state: {e}")))?;
         let tmp = self.path.with_extension("json.tmp");
         let what = || format!("write state file {}", tmp.display());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .context(what)?;
+        let (Some(dir), Some(name)) =
+            (self.path.parent(), tmp.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(Error::invalid(format!(
+                "state file {} has no directory",
+                self.path.display()
+            )));
+        };
+        // A new file: whatever had the temp name (a link, say) is removed, not written through.
+        let mut file = Dir::open_root(dir)?.create_new(name, 0o600)?;
         file.write_all(&text).context(what)?;
         file.sync_all().context(what)?;
         std::fs::rename(&tmp, &self.path)
             .context(|| format!("replace state file {}", self.path.display()))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .context(|| format!("sync {}", dir.display()))?;
-        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .context(|| format!("sync {}", dir.display()))?;
         Ok(())
     }
 }

@@ -274,6 +274,16 @@ impl Inner {
         };
         net.options.insert("vtep".to_string(), vtep.to_string());
         net.builtin = false;
+        // Checked as a restarted daemon checks its state file, which will hold it.
+        let mut next = self.state.clone();
+        next.networks.push(net.clone());
+        if let Err(e) = validate::state(&next) {
+            eprintln!(
+                "tapnet: network {} of the cluster store: {e}; not made",
+                net.name
+            );
+            return;
+        }
         if let Err(e) = self.add_switch(&net) {
             eprintln!("tapnet: network {} of the cluster store: {e}", net.name);
             return;

@@ -30,11 +30,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         DEFAULT_MTU
     };
     let mtu = req.mtu.unwrap_or(default_mtu);
-    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-        return Err(Error::invalid(format!(
-            "MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"
-        )));
-    }
+    validate::mtu(mtu)?;
     let vni = plan_vni(req.vni, overlay, state)?;
     let mut options = BTreeMap::new();
     for opt in &req.options {
@@ -48,8 +44,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         }
         options.insert(k.to_string(), v.to_string());
     }
-    imp.check_options(&options)?;
-    let mac_aging_s = BridgeOptions::parse(&options)?.mac_aging_s;
+    let mac_aging_s = validate::options(driver, &options)?;
     let taken: Vec<(String, Ipv4Net)> = state
         .networks
         .iter()
@@ -97,12 +92,8 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
 /// The VNI of a new network: overlay networks take the one asked for (in range and not used by
 /// another network here) or the lowest free from 256; other drivers have none.
 fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<u32>> {
-    if let Some(vni) = wanted
-        && (vni == 0 || vni > MAX_VNI)
-    {
-        return Err(Error::invalid(format!(
-            "VNI {vni} is out of range (1-{MAX_VNI})"
-        )));
+    if let Some(vni) = wanted {
+        validate::vni(vni)?;
     }
     if !overlay {
         return match wanted {

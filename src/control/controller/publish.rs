@@ -23,17 +23,7 @@ impl Inner {
         let mut planned: Vec<PublishedPort> = Vec::new();
         for spec in specs {
             let port = ports::parse(spec, &carrier.name)?;
-            if let Some(clash) = planned.iter().find(|p| p.clashes_with(&port)) {
-                return Err(Error::conflict(format!("{port} clashes with {clash}")));
-            }
-            for other in &self.state.sandboxes {
-                if let Some(clash) = other.ports.iter().find(|p| p.clashes_with(&port)) {
-                    return Err(Error::conflict(format!(
-                        "cannot publish {port}: sandbox {} already publishes {clash}",
-                        other.name
-                    )));
-                }
-            }
+            validate::port_clash(&port, &planned, &self.state.sandboxes)?;
             planned.push(port);
         }
         Ok(planned)

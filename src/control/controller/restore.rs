@@ -27,7 +27,7 @@ impl Inner {
         }
         for name in names_in(&self.dirs.etc_root()) {
             if !known.contains(&name) {
-                let _ = std::fs::remove_dir_all(self.dirs.etc_dir(&name));
+                etc_files::remove(&self.dirs, &name);
             }
         }
         let legacy = self.dirs.legacy_mntns_dir();

@@ -64,7 +64,7 @@ impl Inner {
                 ));
             }
             (Some(h), false) => {
-                validate_hostname(h)?;
+                validate::hostname(h)?;
                 h.clone()
             }
             (None, true) => nix::unistd::gethostname()
@@ -147,7 +147,7 @@ impl Inner {
             self.dirs.netns_path(&sb.name),
             self.dirs.utsns_path(&sb.name),
         ];
-        teardown.dirs = vec![self.dirs.etc_dir(&sb.name)];
+        teardown.etc = vec![(self.dirs.clone(), sb.name.clone())];
         teardown
     }
 
@@ -172,8 +172,7 @@ impl Inner {
     /// Network and UTS namespaces of a sandbox that has its own, with its /etc files. (Its
     /// mount view is made by each `tapnet exec`.) On failure nothing is left behind.
     pub(super) fn create_namespaces(&self, sb: &Sandbox) -> Result<()> {
-        let etc = self.dirs.etc_dir(&sb.name);
-        let made = etc_files::write(&etc, &self.state, sb).and_then(|_| {
+        let made = etc_files::write(&self.dirs, &self.state, sb).and_then(|_| {
             namespace::create(
                 &self.dirs.netns_path(&sb.name),
                 Some((&self.dirs.utsns_path(&sb.name), &sb.hostname)),
@@ -181,7 +180,7 @@ impl Inner {
             )
         });
         if made.is_err() {
-            let _ = std::fs::remove_dir_all(&etc);
+            etc_files::remove(&self.dirs, &sb.name);
         }
         made
     }
@@ -189,7 +188,7 @@ impl Inner {
     /// Rewrite a live sandbox's /etc/hosts and /etc/resolv.conf after its networks changed.
     pub(super) fn refresh_etc(&self, sb: &Sandbox) {
         if !self.state.shares_host(sb)
-            && let Err(e) = etc_files::write(&self.dirs.etc_dir(&sb.name), &self.state, sb)
+            && let Err(e) = etc_files::write(&self.dirs, &self.state, sb)
         {
             eprintln!("tapnet: sandbox {}: {e}", sb.name);
         }

@@ -1,0 +1,619 @@
+//! The checks an object passes when the API makes it, applied again to every object of a loaded
+//! state file: an edited or damaged file must not give the daemon what the API refuses (a
+//! hostname that adds lines to /etc/hosts, an address outside its subnet, a multicast subnet).
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use super::ipam;
+use super::ipv4net::Ipv4Net;
+use super::model::{
+    CniAttachment, DockerPlugin, Driver, MAX_MTU, MIN_MTU, Network, Sandbox, State, validate_name,
+};
+use super::ports::PublishedPort;
+use crate::datapath::frame::MacAddr;
+use crate::drivers::{self, bridge::BridgeOptions};
+use crate::error::{Error, Result};
+
+pub use crate::datapath::vxlan::MAX_VNI;
+
+/// The networks every state dir has, and the only ones that are built in.
+const BUILTIN: [&str; 3] = ["bridge", "host", "none"];
+
+/// A hostname a sandbox may be given: dot-separated labels of letters, digits and '-'.
+pub fn hostname(h: &str) -> Result<()> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("invalid hostname {h:?}")))
+    }
+}
+
+pub fn mtu(mtu: u32) -> Result<()> {
+    if (MIN_MTU..=MAX_MTU).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"
+        )))
+    }
+}
+
+pub fn vni(vni: u32) -> Result<()> {
+    if vni == 0 || vni > MAX_VNI {
+        return Err(Error::invalid(format!(
+            "VNI {vni} is out of range (1-{MAX_VNI})"
+        )));
+    }
+    Ok(())
+}
+
+/// A network's options as its driver takes them; returns the MAC aging they give.
+pub fn options(
+    driver: Driver,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<u32> {
+    drivers::of(driver).check_options(options)?;
+    Ok(BridgeOptions::parse(options)?.mac_aging_s)
+}
+
+/// Interface names of a CNI attachment (the runtime's `CNI_IFNAME`).
+pub fn cni_ifname(ifname: &str) -> Result<()> {
+    crate::cni::validate_ifname(ifname).map_err(Error::invalid)
+}
+
+/// A published port that would want a host socket another one has.
+pub fn port_clash<'a>(
+    port: &PublishedPort,
+    planned: &[PublishedPort],
+    others: impl IntoIterator<Item = &'a Sandbox>,
+) -> Result<()> {
+    if let Some(clash) = planned.iter().find(|p| p.clashes_with(port)) {
+        return Err(Error::conflict(format!("{port} clashes with {clash}")));
+    }
+    for other in others {
+        if let Some(clash) = other.ports.iter().find(|p| p.clashes_with(port)) {
+            return Err(Error::conflict(format!(
+                "cannot publish {port}: sandbox {} already publishes {clash}",
+                other.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every object of a loaded state, checked as the API checked it when it was made, and in
+/// context: names and addresses unique, endpoints on networks that exist. The error names the
+/// object and the field.
+pub fn state(state: &State) -> std::result::Result<(), String> {
+    for (i, net) in state.networks.iter().enumerate() {
+        network(net, &state.networks[..i]).map_err(|e| format!("network {:?}: {e}", net.name))?;
+    }
+    // Addresses taken per network, with who took them.
+    let mut taken: HashMap<(String, Ipv4Addr), String> = HashMap::new();
+    for (i, sb) in state.sandboxes.iter().enumerate() {
+        sandbox(state, sb, &state.sandboxes[..i], &mut taken)
+            .map_err(|e| format!("sandbox {:?}: {e}", sb.name))?;
+    }
+    for (i, a) in state.cni.iter().enumerate() {
+        cni(state, a, &state.cni[..i], &mut taken)
+            .map_err(|e| format!("CNI attachment {:?}/{:?}: {e}", a.container_id, a.ifname))?;
+    }
+    for (i, p) in state.docker_plugins.iter().enumerate() {
+        docker_plugin(state, p, &state.docker_plugins[..i])
+            .map_err(|e| format!("docker plugin {:?}: {e}", p.name))?;
+    }
+    use crate::control::request_log;
+    if state.committed_requests.len() > request_log::KEPT {
+        return Err(format!(
+            "committed_requests: {} ids, at most {}",
+            state.committed_requests.len(),
+            request_log::KEPT
+        ));
+    }
+    if let Some(bad) = state
+        .committed_requests
+        .iter()
+        .find(|id| !request_log::valid_id(id))
+    {
+        return Err(format!("committed_requests: invalid request id {bad:?}"));
+    }
+    Ok(())
+}
+
+fn network(net: &Network, earlier: &[Network]) -> Result<()> {
+    validate_name("network", &net.name).map_err(Error::Invalid)?;
+    if earlier.iter().any(|n| n.name == net.name) {
+        return Err(Error::invalid("is listed twice"));
+    }
+    if net.builtin && !BUILTIN.contains(&net.name.as_str()) {
+        return Err(Error::invalid(format!(
+            "only {} are built in",
+            BUILTIN.join(", ")
+        )));
+    }
+    mtu(net.mtu)?;
+    let aging = options(net.driver, &net.options)?;
+    if aging != net.mac_aging_s {
+        return Err(Error::invalid(format!(
+            "mac_aging_s {} is not what its options give ({aging})",
+            net.mac_aging_s
+        )));
+    }
+    match (net.driver, &net.plugin) {
+        (Driver::Remote, Some(p)) => validate_name("plugin", p).map_err(Error::Invalid)?,
+        (Driver::Remote, None) => return Err(Error::invalid("a remote network names no plugin")),
+        (_, Some(p)) => {
+            return Err(Error::invalid(format!(
+                "plugin {p:?} on a network of driver {}",
+                net.driver.name()
+            )));
+        }
+        (_, None) => {}
+    }
+    match (net.driver, net.vni) {
+        (Driver::Overlay, Some(v)) => {
+            vni(v)?;
+            if let Some(other) = earlier.iter().find(|n| n.vni == Some(v)) {
+                return Err(Error::conflict(format!(
+                    "VNI {v} is taken by network {}",
+                    other.name
+                )));
+            }
+        }
+        (Driver::Overlay, None) => return Err(Error::invalid("an overlay network has no VNI")),
+        (_, Some(v)) => {
+            return Err(Error::invalid(format!(
+                "VNI {v} on a network of driver {}",
+                net.driver.name()
+            )));
+        }
+        (_, None) => {}
+    }
+    if addressed(net.driver) {
+        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+            return Err(Error::invalid("has no subnet and gateway"));
+        };
+        let others: Vec<(String, Ipv4Net)> = earlier
+            .iter()
+            .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
+            .collect();
+        ipam::plan_network(subnet, Some(gateway), net.ip_range, &others)?;
+    } else if net.subnet.is_some() || net.gateway.is_some() || net.ip_range.is_some() {
+        return Err(Error::invalid(format!(
+            "a network of driver {} has no addresses",
+            net.driver.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Do endpoints on networks of this driver get an interface and an address from tapnet?
+fn addressed(driver: Driver) -> bool {
+    drivers::of(driver).switched() || driver == Driver::Remote
+}
+
+fn unicast(mac: MacAddr) -> Result<()> {
+    if mac.is_zero() || mac.is_multicast() {
+        return Err(Error::invalid(format!(
+            "MAC {mac} is not a unicast address"
+        )));
+    }
+    Ok(())
+}
+
+/// `eth0`, `eth1`, ...: the names the daemon gives.
+fn interface(name: &str) -> Result<()> {
+    let ok = name
+        .strip_prefix("eth")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("invalid interface name {name:?}")))
+    }
+}
+
+/// Claim `ip` on `network` for `who`: an address is held by one object at a time.
+fn claim(
+    taken: &mut HashMap<(String, Ipv4Addr), String>,
+    network: &str,
+    ip: Ipv4Addr,
+    who: String,
+) -> Result<()> {
+    if let Some(owner) = taken.get(&(network.to_string(), ip)) {
+        return Err(Error::conflict(format!(
+            "address {ip} on network {network} is {owner}'s too"
+        )));
+    }
+    taken.insert((network.to_string(), ip), who);
+    Ok(())
+}
+
+fn sandbox(
+    state: &State,
+    sb: &Sandbox,
+    earlier: &[Sandbox],
+    taken: &mut HashMap<(String, Ipv4Addr), String>,
+) -> Result<()> {
+    validate_name("sandbox", &sb.name).map_err(Error::Invalid)?;
+    if earlier.iter().any(|s| s.name == sb.name) {
+        return Err(Error::invalid("is listed twice"));
+    }
+    if state.shares_host(sb) {
+        // The host's own name: not written to any file, shown only; one line of it.
+        if sb.hostname.len() > 64 || sb.hostname.chars().any(|c| c.is_control()) {
+            return Err(Error::invalid(format!(
+                "invalid hostname {:?}",
+                sb.hostname
+            )));
+        }
+    } else {
+        hostname(&sb.hostname)?;
+    }
+    let mut networks = HashSet::new();
+    let mut interfaces = HashSet::new();
+    for ep in &sb.endpoints {
+        let Some(net) = state.network(&ep.network) else {
+            return Err(Error::invalid(format!(
+                "endpoint on unknown network {:?}",
+                ep.network
+            )));
+        };
+        let what = |e: Error| Error::invalid(format!("endpoint on network {}: {e}", net.name));
+        if !networks.insert(ep.network.as_str()) {
+            return Err(what(Error::invalid("joins it twice")));
+        }
+        for alias in &ep.aliases {
+            validate_name("alias", alias).map_err(|e| what(Error::Invalid(e)))?;
+        }
+        for partner in &ep.blocked {
+            validate_name("sandbox", partner).map_err(|e| what(Error::Invalid(e)))?;
+        }
+        if let Some(imp) = &ep.impairment {
+            imp.validate().map_err(|e| what(Error::Invalid(e)))?;
+        }
+        if addressed(net.driver) {
+            endpoint_link(sb, net, ep, &mut interfaces, taken).map_err(what)?;
+        } else {
+            if ep.interface.is_some() || ep.mac.is_some() || ep.ipv4.is_some() {
+                return Err(what(Error::invalid(format!(
+                    "a network of driver {} gives no interface or address",
+                    net.driver.name()
+                ))));
+            }
+            if sb.endpoints.len() > 1 {
+                return Err(what(Error::invalid(format!(
+                    "driver {} cannot be combined with other networks",
+                    net.driver.name()
+                ))));
+            }
+        }
+    }
+    let mut planned = Vec::new();
+    for port in &sb.ports {
+        published(state, sb, port)?;
+        port_clash(port, &planned, earlier)?;
+        planned.push(port.clone());
+    }
+    Ok(())
+}
+
+/// The interface, MAC and address of an endpoint on a network tapnet addresses.
+fn endpoint_link(
+    sb: &Sandbox,
+    net: &Network,
+    ep: &super::model::Endpoint,
+    interfaces: &mut HashSet<String>,
+    taken: &mut HashMap<(String, Ipv4Addr), String>,
+) -> Result<()> {
+    let (Some(ifname), Some(mac), Some(ip)) = (&ep.interface, ep.mac, ep.ipv4) else {
+        return Err(Error::invalid("has no interface, MAC or address"));
+    };
+    interface(ifname)?;
+    if !interfaces.insert(ifname.clone()) {
+        return Err(Error::invalid(format!("interface {ifname} is used twice")));
+    }
+    unicast(mac)?;
+    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+        return Err(Error::invalid("the network has no subnet"));
+    };
+    ipam::allocate(subnet, gateway, None, &HashSet::new(), Some(ip))?;
+    claim(taken, &net.name, ip, format!("sandbox {}", sb.name))
+}
+
+/// A published port: carried by a non-internal switched network the sandbox is on.
+fn published(state: &State, sb: &Sandbox, port: &PublishedPort) -> Result<()> {
+    if port.host_port == 0 || port.port == 0 {
+        return Err(Error::invalid(format!("published port {port}: port 0")));
+    }
+    let carrier = state
+        .network(&port.network)
+        .filter(|n| drivers::of(n.driver).switched() && !n.internal);
+    if carrier.is_none() || sb.endpoint(&port.network).is_none() {
+        return Err(Error::invalid(format!(
+            "published port {port}: network {:?} is not a non-internal bridge network of the sandbox",
+            port.network
+        )));
+    }
+    Ok(())
+}
+
+fn cni(
+    state: &State,
+    a: &CniAttachment,
+    earlier: &[CniAttachment],
+    taken: &mut HashMap<(String, Ipv4Addr), String>,
+) -> Result<()> {
+    crate::cni::validate_container_id(&a.container_id).map_err(Error::invalid)?;
+    if !a.netns.starts_with('/') {
+        return Err(Error::invalid("needs an absolute namespace path"));
+    }
+    cni_ifname(&a.ifname)?;
+    if earlier
+        .iter()
+        .any(|e| e.container_id == a.container_id && e.ifname == a.ifname)
+    {
+        return Err(Error::invalid("is listed twice"));
+    }
+    let net = state
+        .network(&a.network)
+        .filter(|n| drivers::of(n.driver).switched())
+        .ok_or_else(|| {
+            Error::invalid(format!("network {:?} is not a bridge network", a.network))
+        })?;
+    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+        return Err(Error::invalid("the network has no subnet"));
+    };
+    unicast(a.mac)?;
+    ipam::allocate(subnet, gateway, None, &HashSet::new(), Some(a.ipv4))?;
+    claim(
+        taken,
+        &net.name,
+        a.ipv4,
+        format!("CNI container {}", a.container_id),
+    )
+}
+
+fn docker_plugin(state: &State, p: &DockerPlugin, earlier: &[DockerPlugin]) -> Result<()> {
+    validate_name("plugin", &p.name).map_err(Error::Invalid)?;
+    if earlier.iter().any(|e| e.name == p.name) {
+        return Err(Error::invalid("is listed twice"));
+    }
+    for network in p.networks.values() {
+        if state.network(network).is_none() {
+            return Err(Error::invalid(format!("unknown network {network:?}")));
+        }
+    }
+    // As dockerd's CreateEndpoint is checked: a host address of the subnet, not the gateway,
+    // not another Docker endpoint's.
+    let mut used = HashSet::new();
+    for (id, ep) in &p.endpoints {
+        let what = |e: String| Error::invalid(format!("endpoint {id:?}: {e}"));
+        let net = state
+            .network(&ep.network)
+            .ok_or_else(|| what(format!("unknown network {:?}", ep.network)))?;
+        let subnet = net
+            .subnet
+            .ok_or_else(|| what(format!("network {} has no subnet", net.name)))?;
+        if !subnet.contains(ep.ipv4) || Some(ep.ipv4) == net.gateway {
+            return Err(what(format!(
+                "address {} is not a host address of {subnet} other than the gateway",
+                ep.ipv4
+            )));
+        }
+        if !used.insert((ep.network.as_str(), ep.ipv4)) {
+            return Err(what(format!("address {} is used twice", ep.ipv4)));
+        }
+        if let Some(tap) = &ep.tap {
+            let ok = tap
+                .strip_prefix("tn")
+                .is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return Err(what(format!("invalid TAP name {tap:?}")));
+            }
+        }
+        if let Some(key) = &ep.sandbox_key
+            && !key.starts_with('/')
+        {
+            return Err(what(format!("sandbox key {key:?} is not an absolute path")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_are_labels_without_spaces_or_newlines() {
+        for good in ["a", "web-1", "alpha.example", "x1.y2.z3"] {
+            assert!(hostname(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "x\n10.0.0.1 evil",
+            "a b",
+            "a\tb",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            &"a".repeat(65),
+        ] {
+            let err = hostname(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid hostname"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn mtu_vni_and_interface_ranges() {
+        assert!(mtu(MIN_MTU).is_ok() && mtu(MAX_MTU).is_ok());
+        assert!(mtu(MIN_MTU - 1).is_err() && mtu(MAX_MTU + 1).is_err());
+        assert!(vni(1).is_ok() && vni(MAX_VNI).is_ok());
+        assert!(vni(0).is_err() && vni(MAX_VNI + 1).is_err());
+        assert!(interface("eth0").is_ok() && interface("eth12").is_ok());
+        for bad in ["", "eth", "eth-1", "lo", "eth0/../x", "eth123456"] {
+            assert!(interface(bad).is_err(), "{bad}");
+        }
+        assert!(cni_ifname("net1").is_ok());
+        assert!(cni_ifname("a/b").is_err() && cni_ifname("").is_err());
+        assert!(cni_ifname("abcdefghijklmnop").is_err());
+    }
+
+    /// Bridge network `n` (10.61.0.0/24) and sandbox `a` on it, as the API makes them.
+    fn world() -> State {
+        let json = serde_json::json!({
+            "version": 1,
+            "networks": [
+                {"name": "bridge", "id": "1", "driver": "bridge", "subnet": "172.17.0.0/16",
+                 "gateway": "172.17.0.1", "ip_range": null, "internal": false, "mtu": 1500,
+                 "vni": null, "mac_aging_s": 300, "options": {}, "builtin": true},
+                {"name": "none", "id": "2", "driver": "null", "subnet": null, "gateway": null,
+                 "ip_range": null, "internal": false, "mtu": 1500, "vni": null,
+                 "mac_aging_s": 300, "options": {}, "builtin": true},
+                {"name": "n", "id": "3", "driver": "bridge", "subnet": "10.61.0.0/24",
+                 "gateway": "10.61.0.1", "ip_range": null, "internal": false, "mtu": 1500,
+                 "vni": null, "mac_aging_s": 300, "options": {}, "builtin": false}
+            ],
+            "sandboxes": [
+                {"name": "a", "id": "4", "hostname": "a", "ports": [
+                    {"host_ip": null, "host_port": 8080, "port": 80, "protocol": "tcp",
+                     "network": "n"}],
+                 "endpoints": [{"id": "5", "network": "n", "interface": "eth0",
+                    "mac": "0a:58:0a:3d:00:02", "ipv4": "10.61.0.2", "aliases": ["web"]}]}
+            ]
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn refused(edit: impl Fn(&mut State), want: &str) {
+        let mut s = world();
+        edit(&mut s);
+        let err = state(&s).unwrap_err();
+        assert!(err.contains(want), "{err} does not say {want}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn a_state_the_api_made_passes() {
+        state(&world()).unwrap();
+    }
+
+    #[test]
+    fn every_field_is_checked_on_load() {
+        refused(
+            |s| s.sandboxes[0].hostname = "x\n10.0.0.1 evil".into(),
+            r#"sandbox "a": invalid hostname "x\n10.0.0.1 evil""#,
+        );
+        refused(
+            |s| s.sandboxes[0].endpoints[0].ipv4 = Some("10.99.0.5".parse().unwrap()),
+            "10.99.0.5 is not a usable address of subnet 10.61.0.0/24",
+        );
+        refused(
+            |s| s.sandboxes[0].endpoints[0].ipv4 = Some("10.61.0.1".parse().unwrap()),
+            "is the network's gateway",
+        );
+        refused(
+            |s| s.sandboxes.push(s.sandboxes[0].clone()),
+            r#"sandbox "a": is listed twice"#,
+        );
+        refused(
+            |s| {
+                let mut b = s.sandboxes[0].clone();
+                b.name = "b".into();
+                b.ports.clear();
+                s.sandboxes.push(b);
+            },
+            "address 10.61.0.2 on network n is sandbox a's too",
+        );
+        refused(
+            |s| {
+                let mut b = s.sandboxes[0].clone();
+                b.name = "b".into();
+                b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
+                s.sandboxes.push(b);
+            },
+            "sandbox a already publishes",
+        );
+        refused(
+            |s| s.networks[2].subnet = Some("224.1.0.0/16".parse().unwrap()),
+            r#"network "n": subnet 224.1.0.0/16 lies in 224.0.0.0/4 (multicast)"#,
+        );
+        refused(
+            |s| s.networks[2].subnet = Some("127.0.0.0/24".parse().unwrap()),
+            "loopback",
+        );
+        refused(
+            |s| s.networks[2].subnet = Some("172.17.5.0/24".parse().unwrap()),
+            "overlaps 172.17.0.0/16 of network bridge",
+        );
+        refused(
+            |s| s.networks[2].gateway = Some("10.62.0.1".parse().unwrap()),
+            "gateway 10.62.0.1 is not a usable address",
+        );
+        refused(|s| s.networks[2].mtu = 10, "MTU 10 is out of range");
+        refused(
+            |s| s.networks[2].vni = Some(5),
+            "VNI 5 on a network of driver bridge",
+        );
+        refused(
+            |s| {
+                s.networks[2].driver = Driver::Overlay;
+                s.networks[2].vni = Some(1 << 24);
+            },
+            "VNI 16777216 is out of range",
+        );
+        refused(
+            |s| {
+                s.networks[2].options.insert("colour".into(), "blue".into());
+            },
+            "unknown option colour",
+        );
+        refused(
+            |s| s.networks.push(s.networks[2].clone()),
+            r#"network "n": is listed twice"#,
+        );
+        refused(
+            |s| s.networks[2].name = "../x".into(),
+            "invalid network name",
+        );
+        refused(
+            |s| s.sandboxes[0].endpoints[0].mac = Some("01:00:5e:00:00:01".parse().unwrap()),
+            "not a unicast address",
+        );
+        refused(
+            |s| s.sandboxes[0].endpoints[0].interface = Some("eth0/../x".into()),
+            "invalid interface name",
+        );
+        refused(
+            |s| s.sandboxes[0].endpoints[0].aliases = vec!["a b".into()],
+            "invalid alias name",
+        );
+        refused(
+            |s| {
+                let ep = s.sandboxes[0].endpoints[0].clone();
+                s.sandboxes[0].endpoints.push(ep)
+            },
+            "joins it twice",
+        );
+        refused(
+            |s| s.sandboxes[0].endpoints[0].network = "gone".into(),
+            r#"endpoint on unknown network "gone""#,
+        );
+        refused(|s| s.sandboxes[0].ports[0].port = 0, "port 0");
+        refused(
+            |s| s.sandboxes[0].ports[0].network = "bridge".into(),
+            "is not a non-internal bridge network of the sandbox",
+        );
+    }
+}
