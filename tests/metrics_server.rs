@@ -47,7 +47,8 @@ fn scrape(addr: &str) -> Result<Duration, String> {
     conn.read_to_string(&mut reply)
         .map_err(|e| format!("read after {:?}: {e}", start.elapsed()))?;
     let took = start.elapsed();
-    if !reply.starts_with("HTTP/1.1 200") || !reply.contains("tapnet_capture_dropped_total") {
+    let ok = reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200");
+    if !ok || !reply.contains("tapnet_capture_dropped_total") {
         return Err(format!("bad reply after {took:?}: {reply:?}"));
     }
     Ok(took)
