@@ -387,7 +387,11 @@ async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
                 }
             }
         };
-        tokio::spawn(connection(stream, source.clone(), waiting.clone(), permit));
+        // Registered here, not in the task: the task may not have run yet when the next accept
+        // finds the slots full, and it must be there to be evicted.
+        let (id, evicted) = waiting.add();
+        let waiter = (waiting.clone(), id, evicted);
+        tokio::spawn(connection(stream, source.clone(), waiter, permit));
     }
 }
 
@@ -395,10 +399,9 @@ async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
 async fn connection(
     stream: tokio::net::TcpStream,
     source: Arc<dyn Source>,
-    waiting: Arc<HeadWaiters>,
+    (waiting, id, evicted): (Arc<HeadWaiters>, u64, Arc<Notify>),
     _permit: OwnedSemaphorePermit,
 ) {
-    let (id, evicted) = waiting.add();
     let parsed = waiting.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         // The head is in: this connection answers now, it is not idle any more.
