@@ -1,22 +1,35 @@
-//! `tapnet daemon --metrics ADDR:PORT`: a small HTTP/1.0 server thread answering `GET /metrics`
-//! in the Prometheus text format 0.0.4. It reads counters the datapath and gateways keep anyway
+//! `tapnet daemon --metrics ADDR:PORT`: a small HTTP/1 server thread (hyper on a current-thread
+//! tokio runtime) answering `GET /metrics` in the Prometheus text format 0.0.4. It reads counters the datapath and gateways keep anyway
 //! (relaxed atomics), so scraping costs the switch nothing.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::datapath::impair::LinkStats;
 use crate::datapath::port::PortStats;
 use crate::error::{Context, Result};
 use crate::gateway::dns_server::{DnsStats, RCODES};
 
-/// A request head longer than this is refused.
+/// A request head longer than this is refused (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8192;
+/// Connections served at once. Past it, the one waiting longest for its request head is closed.
+const MAX_CONNECTIONS: usize = 16;
+/// A client has this long from connecting to send its whole request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+/// And this long for the whole exchange, so a client that never reads the reply lets go too.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Control requests by kind and result, counted by the API server.
 static REQUESTS: Mutex<BTreeMap<(String, bool), u64>> = Mutex::new(BTreeMap::new());
@@ -308,109 +321,169 @@ pub fn render(snap: &Snapshot) -> String {
     out
 }
 
-/// What a request head asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Route {
-    Metrics,
-    NotFound,
-    /// Not a request line we understand: 400.
-    Bad,
-    /// Not GET/HEAD: 405.
-    Method,
-}
-
-/// Parse the first line of an HTTP request head (untrusted bytes; fuzzed).
-pub fn route(head: &[u8]) -> Route {
-    let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
-    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
-        return Route::Bad;
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Route::Bad;
-    };
-    if !version.starts_with("HTTP/1.") || target.is_empty() {
-        return Route::Bad;
-    }
-    if method != "GET" && method != "HEAD" {
-        return Route::Method;
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    if path == "/metrics" {
-        Route::Metrics
+/// The answer to a request hyper has parsed: status and body, by method and path.
+fn respond(method: &Method, path: &str, source: &dyn Source) -> (StatusCode, String) {
+    if method != Method::GET && method != Method::HEAD {
+        (StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_string())
+    } else if path != "/metrics" {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics\n".to_string(),
+        )
     } else {
-        Route::NotFound
+        (StatusCode::OK, render(&source.snapshot()))
     }
 }
 
 /// Bind `addr` and serve scrapes on a thread; fails at once if the address is taken.
 pub fn start(addr: SocketAddr, source: Arc<dyn Source>) -> Result<()> {
     let listener = TcpListener::bind(addr).context(|| format!("listen for metrics on {addr}"))?;
+    listener
+        .set_nonblocking(true)
+        .context(|| format!("make the metrics listener on {addr} non-blocking"))?;
+    // One thread, no worker pool: connections are tasks, so holding many costs no threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context(|| "build the metrics server's runtime".into())?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                if let Err(e) = answer(conn, source.as_ref()) {
-                    eprintln!("tapnet: metrics: {e}");
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, source).await,
+                    Err(e) => eprintln!("tapnet: metrics: register the listener on {addr}: {e}"),
                 }
-            }
+            })
         })
         .context(|| "spawn metrics thread".into())?;
     Ok(())
 }
 
-/// One scrape, answered on the server's thread (scrapes are rare and quick).
-fn answer(mut conn: TcpStream, source: &dyn Source) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD {
-            break;
+/// Accept forever, at most `MAX_CONNECTIONS` served at once.
+async fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let waiting = Arc::new(HeadWaiters::default());
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of fds, say: wait rather than spin, the connections we hold will end.
+                eprintln!("tapnet: metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: the client that has waited longest for its request head gives up its
+                // slot, so idle connections cannot keep a scrape out.
+                waiting.evict_oldest();
+                match slots.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                }
+            }
+        };
+        // Registered here, not in the task: the task may not have run yet when the next accept
+        // finds the slots full, and it must be there to be evicted.
+        let (id, evicted) = waiting.add();
+        let waiter = (waiting.clone(), id, evicted);
+        tokio::spawn(connection(stream, source.clone(), waiter, permit));
+    }
+}
+
+/// One connection, one request; it holds its slot (`_permit`) until it ends.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    source: Arc<dyn Source>,
+    (waiting, id, evicted): (Arc<HeadWaiters>, u64, Arc<Notify>),
+    _permit: OwnedSemaphorePermit,
+) {
+    let parsed = waiting.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        // The head is in: this connection answers now, it is not idle any more.
+        parsed.remove(id);
+        let (status, body) = respond(req.method(), req.uri().path(), source.as_ref());
+        let mut reply = Response::new(body);
+        *reply.status_mut() = status;
+        reply.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        std::future::ready(Ok::<_, Infallible>(reply))
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    // Errors are the client's (a malformed or late head, a reset): hyper has answered or closed,
+    // and logging them would let any client fill the log.
+    tokio::select! {
+        _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+        _ = evicted.notified() => {}
+    }
+    waiting.remove(id);
+}
+
+/// Connections still waiting for their request head, oldest first.
+#[derive(Default)]
+struct HeadWaiters {
+    inner: Mutex<(u64, BTreeMap<u64, Arc<Notify>>)>,
+}
+
+impl HeadWaiters {
+    fn add(&self) -> (u64, Arc<Notify>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let id = inner.0;
+        inner.0 += 1;
+        let notify = Arc::new(Notify::new());
+        inner.1.insert(id, notify.clone());
+        (id, notify)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.1.remove(&id);
+    }
+
+    /// Close the oldest waiter (`notify_one` keeps the wakeup if it is not polling yet).
+    fn evict_oldest(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, notify)) = inner.1.pop_first() {
+            notify.notify_one();
         }
     }
-    let (status, body) = match route(&head) {
-        Route::Metrics => ("200 OK", render(&source.snapshot())),
-        Route::NotFound => ("404 Not Found", "not found: try /metrics\n".to_string()),
-        Route::Method => ("405 Method Not Allowed", "GET only\n".to_string()),
-        Route::Bad => ("400 Bad Request", "bad request\n".to_string()),
-    };
-    let head_only = head.starts_with(b"HEAD ");
-    let mut reply = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if !head_only {
-        reply.push_str(&body);
-    }
-    conn.write_all(reply.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    struct Empty;
+    impl Source for Empty {
+        fn snapshot(&self) -> Snapshot {
+            Snapshot::default()
+        }
+    }
+
     #[test]
-    fn routes_request_lines() {
+    fn responds_by_method_and_path() {
+        let status = |m: Method, p: &str| respond(&m, p, &Empty).0;
+        assert_eq!(status(Method::GET, "/metrics"), StatusCode::OK);
+        assert_eq!(status(Method::HEAD, "/metrics"), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/"), StatusCode::NOT_FOUND);
+        assert_eq!(status(Method::GET, "/metrics/x"), StatusCode::NOT_FOUND);
         assert_eq!(
-            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Route::Metrics
+            status(Method::POST, "/metrics"),
+            StatusCode::METHOD_NOT_ALLOWED
         );
-        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
-        assert_eq!(route(b"GET / HTTP/1.0\r\n\r\n"), Route::NotFound);
-        assert_eq!(route(b"POST /metrics HTTP/1.0\r\n\r\n"), Route::Method);
-        assert_eq!(route(b"GET /metrics\r\n\r\n"), Route::Bad);
-        assert_eq!(route(b"\xff\xfe"), Route::Bad);
-        assert_eq!(route(b""), Route::Bad);
+        let (_, body) = respond(&Method::GET, "/metrics", &Empty);
+        assert!(body.contains("# TYPE tapnet_capture_dropped_total counter\n"));
     }
 
     #[test]
