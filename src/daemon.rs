@@ -110,13 +110,20 @@ pub fn prepare_state_dir(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Re
     Ok(!existed)
 }
 
-/// Undo a state dir that a daemon which never served created: its lock, PID file and socket,
-/// then the dir itself if nothing else is in it (a log someone else opened stays).
+/// Undo a state dir that was made for a daemon which then could not start: everything in it,
+/// unless it holds namespace pins (then only the daemon's lock, PID file and socket go, and
+/// `system reset` is the way to remove the rest).
 pub fn remove_unused_state_dir(dirs: &StateDir) {
-    for file in [dirs.lock_file(), dirs.pid_file(), dirs.socket()] {
-        let _ = std::fs::remove_file(file);
+    let pins = std::fs::read_dir(dirs.netns_dir())
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if pins {
+        for file in [dirs.lock_file(), dirs.pid_file(), dirs.socket()] {
+            let _ = std::fs::remove_file(file);
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(dirs.root());
     }
-    let _ = std::fs::remove_dir(dirs.root());
 }
 
 /// Raise the soft limit on open files to the hard limit: every TAP, flow and DNS socket is one.

@@ -38,7 +38,7 @@ pub static CAPTURE_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Count one control request of `kind` (`network_create`, ...) that succeeded or failed.
 pub fn count_request(kind: &str, ok: bool) {
-    let mut map = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = crate::guard::lock_or_stop(&REQUESTS, "the request counters");
     *map.entry((kind.to_string(), ok)).or_insert(0) += 1;
 }
 
@@ -313,7 +313,7 @@ pub fn render(snap: &Snapshot) -> String {
     f.sample(name, &[], CAPTURE_DROPPED.load(Ordering::Relaxed));
     let name = "tapnet_control_requests_total";
     f.head(name, "counter", "Control API requests by kind and result.");
-    let requests = REQUESTS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let requests = crate::guard::lock_or_stop(&REQUESTS, "the request counters").clone();
     for ((kind, ok), v) in &requests {
         let result = if *ok { "ok" } else { "error" };
         f.sample(name, &[("kind", kind), ("result", result)], *v);
@@ -438,7 +438,7 @@ struct HeadWaiters {
 
 impl HeadWaiters {
     fn add(&self) -> (u64, Arc<Notify>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::guard::lock_or_stop(&self.inner, "the metrics connection list");
         let id = inner.0;
         inner.0 += 1;
         let notify = Arc::new(Notify::new());
@@ -447,13 +447,13 @@ impl HeadWaiters {
     }
 
     fn remove(&self, id: u64) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::guard::lock_or_stop(&self.inner, "the metrics connection list");
         inner.1.remove(&id);
     }
 
     /// Close the oldest waiter (`notify_one` keeps the wakeup if it is not polling yet).
     fn evict_oldest(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::guard::lock_or_stop(&self.inner, "the metrics connection list");
         if let Some((_, notify)) = inner.1.pop_first() {
             notify.notify_one();
         }

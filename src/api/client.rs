@@ -199,7 +199,6 @@ impl Client {
         }
         let child = cmd.spawn();
         if child.is_err() && created {
-            let _ = std::fs::remove_file(self.dirs.log_file());
             daemon::remove_unused_state_dir(&self.dirs);
         }
         Ok((child.context(|| "start the daemon".into())?, created))
