@@ -53,6 +53,14 @@ fn lock_state_dir(dirs: &StateDir) -> Result<Flock<File>> {
             .open(dirs.lock_file())
             .context(|| format!("open {}", dirs.lock_file().display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // A lock on a file that `system reset` unlinked meanwhile guards nothing: the
+            // state dir is gone, and this daemon would run in nowhere.
+            Ok(lock) if !is_current_lock_file(&lock, dirs) => {
+                return Err(Error::conflict(format!(
+                    "state dir {} was removed while this daemon started",
+                    dirs.root().display()
+                )));
+            }
             Ok(lock) => return Ok(lock),
             // A client that checks whether a daemon lives holds a shared lock for a moment.
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
@@ -65,6 +73,14 @@ fn lock_state_dir(dirs: &StateDir) -> Result<Flock<File>> {
                 )));
             }
         }
+    }
+}
+
+/// Is `lock` the file that the state dir's lock path names now (not one unlinked since)?
+fn is_current_lock_file(lock: &Flock<File>, dirs: &StateDir) -> bool {
+    match (lock.metadata(), std::fs::metadata(dirs.lock_file())) {
+        (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+        _ => false,
     }
 }
 
@@ -114,16 +130,25 @@ pub fn prepare_state_dir(dirs: &StateDir, group: Option<nix::unistd::Gid>) -> Re
 /// unless it holds namespace pins (then only the daemon's lock, PID file and socket go, and
 /// `system reset` is the way to remove the rest).
 pub fn remove_unused_state_dir(dirs: &StateDir) {
-    let pins = std::fs::read_dir(dirs.netns_dir())
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
+    let pin_dirs = dirs.pin_dirs();
+    let pins = pin_dirs.iter().any(|d| {
+        std::fs::read_dir(d)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false)
+    });
     if pins {
         for file in [dirs.lock_file(), dirs.pid_file(), dirs.socket()] {
             let _ = std::fs::remove_file(file);
         }
-    } else {
-        let _ = std::fs::remove_dir_all(dirs.root());
+        return;
     }
+    // The empty pin dirs are bind mounts of themselves (as `ip netns` makes them).
+    for dir in &pin_dirs {
+        if crate::netns::namespace::is_mount_point(dir) {
+            let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dirs.root());
 }
 
 /// Raise the soft limit on open files to the hard limit: every TAP, flow and DNS socket is one.

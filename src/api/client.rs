@@ -96,7 +96,17 @@ impl Client {
         let mut exited = None;
         loop {
             let e = match self.try_connect(dead) {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    // Another client's daemon answered: ours, still waiting for the state
+                    // dir's lock, would take it over when that one stops.
+                    if c.1 as u32 != child.id() && exited.is_none() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(child.id() as i32),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    return Ok(c);
+                }
                 Err(Attempt::Refused(e)) => return Err(e),
                 Err(Attempt::NotYet(e)) => e,
             };
