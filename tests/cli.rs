@@ -355,7 +355,11 @@ fn demo_uses_a_fresh_state_dir_and_refuses_an_existing_one() {
         "--no-autostart",
         "demo",
     ]);
-    assert_eq!(out.status.code(), Some(2), "a flag the demo cannot honour: usage");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a flag the demo cannot honour: usage"
+    );
     let refused = text(&out.stderr);
     assert!(refused.contains("--no-autostart"), "{refused}");
     assert!(!unused.exists());

@@ -97,7 +97,10 @@ fn a_create_whose_answer_died_with_the_daemon_succeeds_once() {
         let view = t.json(&["sandbox", "inspect", &name]);
         assert_eq!(view["id"].as_str(), Some(id.as_str()), "{name}");
     }
-    assert!(killed >= 25, "positive control: the daemon was killed ({killed})");
+    assert!(
+        killed >= 25,
+        "positive control: the daemon was killed ({killed})"
+    );
     assert!(failures.is_empty(), "{failures:#?}");
     let names: Vec<String> = t
         .json(&["sandbox", "ls"])
@@ -135,7 +138,10 @@ fn a_daemon_that_cannot_start_leaves_no_state_dir_behind() {
         .expect("client");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("could not start") && err.contains(&taken), "{err}");
+    assert!(
+        err.contains("could not start") && err.contains(&taken),
+        "{err}"
+    );
     assert!(!t.dir.exists(), "the client's state dir was removed");
     // Positive control: a state dir the daemon did not make keeps what was there.
     std::fs::create_dir_all(&t.dir).expect("mkdir");
