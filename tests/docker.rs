@@ -2,8 +2,8 @@
 //! containers that reach each other by name, a checksummed TCP transfer, live connect and
 //! disconnect, NAT to the host's loopback, a published port, a daemon restart, and removal of
 //! everything.
-//! Needs `docker.io` and `busybox-static` (scripts/test.sh installs them); without docker the
-//! test is skipped loudly, except on CI (`CI` set), where that is a failure.
+//! Needs `docker.io` and `busybox-static` (scripts/test.sh installs them); without them the test
+//! fails, unless `TAPNET_TEST_SKIP` names `docker` (see tests/common/skip.rs).
 
 mod common;
 
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::skip::need;
 use common::{Tapnet, wait_until};
 use nix::sys::signal::Signal;
 
@@ -36,13 +37,6 @@ fn missing_leftovers() -> Vec<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| !p.exists())
         .collect()
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 impl Dockerd {
@@ -206,21 +200,16 @@ fn host_link_exists(name: &str) -> bool {
 
 #[test]
 fn docker_containers_on_a_tapnet_network() {
-    if !have("dockerd") || !have("docker") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "docker is not installed on CI: scripts/test.sh must install docker.io"
-        );
-        eprintln!(
-            "\n\n*** SKIPPED docker_containers_on_a_tapnet_network: docker is not installed \
-             (apt-get install docker.io busybox-static) ***\n\n"
-        );
+    if !common::skip::require(
+        "docker",
+        &[
+            need("dockerd", "docker.io"),
+            need("docker", "docker.io"),
+            need("/bin/busybox", "busybox-static"),
+        ],
+    ) {
         return;
     }
-    assert!(
-        Path::new("/bin/busybox").exists(),
-        "the test image is built from /bin/busybox: install busybox-static"
-    );
     let started = Instant::now();
     let plugin = format!("tntest{}", std::process::id());
     let created = missing_leftovers();

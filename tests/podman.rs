@@ -3,8 +3,8 @@
 //! network config dir and containers.conf; a busybox image imported from a tarball made of
 //! `/bin/busybox` (no registry); the container reaches a tapnet sandbox on the same network, and
 //! after `--rm` the attachment is gone (the network can be removed). Needs `podman` and
-//! `busybox-static` (scripts/test.sh installs them); without podman the test is skipped loudly,
-//! except on CI (`CI` set), where that fails.
+//! `busybox-static` (scripts/test.sh installs them); without them the test fails, unless
+//! `TAPNET_TEST_SKIP` names `podman` (see tests/common/skip.rs).
 
 mod common;
 
@@ -12,16 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::Tapnet;
+use common::skip::need;
 
 /// What podman makes whatever its other dirs are: libcni's result cache and a blob info cache.
 const LEFTOVERS: &[&str] = &["/var/lib/cni", "/var/lib/containers"];
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// Podman with every directory of its own under `dir`; removes its storage and the
 /// `LEFTOVERS` the test made on drop.
@@ -101,21 +95,16 @@ impl Drop for Podman {
 
 #[test]
 fn podman_runs_a_container_on_a_tapnet_network_through_cni() {
-    if !have("podman") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "podman is not installed on CI: scripts/test.sh must install podman"
-        );
-        eprintln!(
-            "\n\n*** SKIPPED podman_runs_a_container_on_a_tapnet_network_through_cni: podman is \
-             not installed (apt-get install podman busybox-static) ***\n\n"
-        );
+    if !common::skip::require(
+        "podman",
+        &[
+            need("podman", "podman"),
+            need("runc", "runc"),
+            need("/bin/busybox", "busybox-static"),
+        ],
+    ) {
         return;
     }
-    assert!(
-        Path::new("/bin/busybox").exists(),
-        "the test image is built from /bin/busybox: install busybox-static"
-    );
     let t = Tapnet::new("podman");
     t.ok(&["network", "create", "tnpod", "--subnet", "10.249.0.0/24"]);
     t.ok(&["sandbox", "create", "s", "--net", "tnpod"]);
