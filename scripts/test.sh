@@ -85,12 +85,16 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # The cluster store is a cargo feature (it needs protoc): lint it and test with it.
 cargo clippy --all-targets --locked --features etcd -- -D warnings
-cargo test --locked --features etcd 2>&1 | tee "$results"
+# Every test binary runs even when one fails (--no-fail-fast), so the summary counts them all.
+test_status=0
+cargo test --locked --no-fail-fast --features etcd 2>&1 | tee "$results" || test_status=$?
 # Every parser of untrusted bytes, fuzzed for a few seconds each (scripts/fuzz.sh N for longer).
-scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+fuzz_status=0
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}" || fuzz_status=$?
 # One closing line for the whole run: every test binary's counts added up, and the skipped
 # tests, listed just before it. cargo counts a skipped test as passed: it is not, here.
 cat "$skips"
 skipped=$(wc -l <"$skips")
 awk -v k="$skipped" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed", p - k, f; if (k > 0) printf ", %d skipped", k; printf "\n" }' "$results"
+[ "$test_status" -eq 0 ] && [ "$fuzz_status" -eq 0 ]

@@ -403,7 +403,9 @@ mod with_store {
     #[test]
     fn bad_and_unreachable_stores_are_one_clear_error() {
         let t = Tapnet::new("etcd-bad");
-        let err = t.fails(&[
+        // A malformed or incomplete --store is a usage error (status 2); an unreachable one
+        // is a failure (status 1).
+        let err = t.misuse(&[
             "daemon",
             "--vtep",
             "127.0.0.1",
@@ -411,9 +413,9 @@ mod with_store {
             "http://127.0.0.1:2379",
         ]);
         assert!(err.contains("--store") && err.contains("etcd://"), "{err}");
-        let err = t.fails(&["daemon", "--store", "etcd://127.0.0.1:2379"]);
+        let err = t.misuse(&["daemon", "--store", "etcd://127.0.0.1:2379"]);
         assert!(err.contains("--vtep"), "{err}");
-        let err = t.fails(&[
+        let err = t.misuse(&[
             "daemon",
             "--vtep",
             "127.0.0.1",
@@ -450,4 +452,8 @@ fn without_the_etcd_feature_store_says_how_to_get_it() {
         "etcd://127.0.0.1:2379",
     ]);
     assert!(err.contains("--features etcd"), "{err}");
+    assert!(
+        !t.dir.exists(),
+        "no lock or log left in the state dir it made"
+    );
 }

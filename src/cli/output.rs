@@ -36,8 +36,32 @@ pub enum Format {
     Json,
 }
 
+/// A cell as one line: control characters (a newline in a name a plugin or runtime sent) are
+/// escaped, so that every row of a table stays one line.
+fn cell(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
+}
+
 /// Columns padded to their widest cell; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cell(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -85,5 +109,12 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME      DRIVER\nbackend   bridge\nb         host\n");
+    }
+
+    #[test]
+    fn a_cell_with_a_newline_stays_on_its_row() {
+        let t = table(&["PORT", "RX"], &[vec!["cni:x\ny/eth0".into(), "1".into()]]);
+        assert_eq!(t, "PORT            RX\ncni:x\\ny/eth0   1\n");
+        assert_eq!(t.lines().count(), 2);
     }
 }
