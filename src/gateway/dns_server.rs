@@ -1,7 +1,7 @@
 //! The DNS server of a network's gateway. The gateway hands it a sandbox's UDP queries to the
 //! gateway address, port 53, directly ([`DnsPort`]): no host socket and no NAT flow per query.
 //! TCP queries reach its TCP end on the host's loopback through the gateway's TCP NAT; its UDP
-//! end there serves host-side clients the same way. Names of the network's sandboxes and
+//! end there answers clients on the host (the gateway no longer sends through it). Names of the network's sandboxes and
 //! aliases are answered from a table the controller keeps current; other names are forwarded to
 //! the upstream servers, with SERVFAIL when none answers.
 //!
