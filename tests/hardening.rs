@@ -280,16 +280,20 @@ fn start_daemon_with_upstream(t: &Tapnet, upstream: &str) -> Child {
 
 /// A sandbox sends 3,000 DNS queries, each from a new source port, all at once, for a name the
 /// gateway must forward to an upstream that never answers. Without bounds that was 3,000 UDP
-/// NAT flows (fds) held for 30 s and 3,000 threads waiting on the upstream. Now the sandbox's
-/// flows stay at their cap and no thread is added, while a neighbour still resolves names and
-/// reaches the host over UDP. Positive control: on a network whose UDP caps are lifted, the same
-/// burst does add thousands of fds, so the measure would have seen the leak.
+/// NAT flows (fds) held for 30 s and 3,000 threads waiting on the upstream. Now the gateway
+/// hands queries to its DNS server directly: no NAT flow and no fd per query, no thread added,
+/// queries beyond the forwarders' queue shed. The same sandbox's UDP burst to the host (a new
+/// source port per datagram) is held at its flow cap, while a neighbour still resolves names
+/// and reaches the host over UDP. Positive control: on a network whose UDP caps are lifted, the
+/// UDP burst does add thousands of fds, so the measure would have seen the leak.
 #[test]
 fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
     let mut t = Tapnet::new("dnshammer");
-    // An upstream that swallows every query: forwarders wait their full timeout.
+    // An upstream that swallows every query: forwarders wait their full timeout. It swallows
+    // the UDP bursts too.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("silent upstream");
     let upstream = silent.local_addr().expect("address").to_string();
+    let silent_port = silent.local_addr().expect("address").port().to_string();
     let mut daemon = start_daemon_with_upstream(&t, &upstream);
     t.ok(&["network", "create", "n", "--subnet", "10.78.0.0/24"]);
     t.ok(&[
@@ -315,6 +319,30 @@ fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
         .and_then(|n| n.parse().ok())
         .expect("sent");
     assert_eq!(sent, 3000, "{burst}");
+    let during_dns = daemon_fds_and_threads(&t);
+    let inspect = t.json(&["network", "inspect", "n"]);
+    assert_eq!(
+        num(&inspect["nat"]["udp_flows"]),
+        0,
+        "DNS queries hold no NAT flow: {inspect}"
+    );
+    assert!(
+        num(&inspect["nat"]["dns_queries"]) >= 2000,
+        "they are counted as DNS: {inspect}"
+    );
+    assert!(
+        num(&inspect["nat"]["dns_shed"]) >= 1,
+        "queries beyond the forwarders' queue are shed: {inspect}"
+    );
+    assert!(
+        during_dns.0 <= before.0 + 16,
+        "no fd per DNS query: {before:?} -> {during_dns:?}"
+    );
+    assert!(
+        during_dns.1 <= before.1 + 1,
+        "no thread per query: {before:?} -> {during_dns:?}"
+    );
+    hammer(&t, "h", &["udp-burst", "10.78.0.1", &silent_port, "3000"]);
     let during = daemon_fds_and_threads(&t);
     // The neighbour, while h's flows sit at their cap and the forwarders are stuck upstream.
     let name = hammer(&t, "q", &["dns-burst", "10.78.0.1", "1", "2", "h"]);
@@ -328,32 +356,27 @@ fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
     let inspect = t.json(&["network", "inspect", "n"]);
     let flows = num(&inspect["nat"]["udp_flows"]);
     eprintln!(
-        "dns burst: {burst}; fds, threads before {before:?} during {during:?}; flows {flows}"
+        "dns burst: {burst}; fds, threads before {before:?} after DNS {during_dns:?} after UDP \
+         {during:?}; flows {flows}"
     );
     assert!(flows <= 256 + 2, "h's flows stay at the cap: {flows}");
     assert!(
-        num(&inspect["nat"]["udp_evicted"]) >= 2000,
+        // Some of the burst's frames are dropped on the way (the sandbox outpaces the gateway):
+        // well over the cap is what matters.
+        num(&inspect["nat"]["udp_evicted"]) >= 1000,
         "evictions are counted: {inspect}"
-    );
-    assert!(
-        num(&inspect["nat"]["dns_shed"]) >= 1,
-        "queries beyond the forwarders' queue are shed: {inspect}"
     );
     assert!(
         during.0 <= before.0 + 256 + 16,
         "fds bounded: {before:?} -> {during:?}"
     );
-    assert!(
-        during.1 <= before.1 + 1,
-        "no thread per query: {before:?} -> {during:?}"
-    );
     // Positive control.
     let open_before = daemon_fds_and_threads(&t);
-    hammer(&t, "o", &["dns-burst", "10.79.0.1", "3000", "1"]);
+    hammer(&t, "o", &["udp-burst", "10.79.0.1", &silent_port, "3000"]);
     let open_during = daemon_fds_and_threads(&t);
     eprintln!("uncapped: before {open_before:?} during {open_during:?}");
     assert!(
-        open_during.0 >= open_before.0 + 2000,
+        open_during.0 >= open_before.0 + 1000,
         "without caps the burst holds fds: {open_before:?} -> {open_during:?}"
     );
     t.ok(&["system", "reset"]);

@@ -237,6 +237,12 @@ pub struct NatView {
     /// pools were busy.
     #[serde(default)]
     pub dns_shed: u64,
+    /// DNS queries the gateway's server received (UDP and TCP); they are not NAT flows.
+    #[serde(default)]
+    pub dns_queries: u64,
+    /// Of those, answered from the network's names (SERVFAIL when no upstream answered too).
+    #[serde(default)]
+    pub dns_local_answers: u64,
     /// Host peers the network's published UDP ports remember (they expire when idle).
     #[serde(default)]
     pub published_udp_peers: usize,

@@ -72,13 +72,22 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         |nat| {
             format!(
                 "{} TCP, {} UDP, {} published-UDP peers (refused at a cap: {} TCP; evicted: {} \
-                 UDP; DNS queries shed: {})",
+                 UDP)",
                 nat.tcp_flows,
                 nat.udp_flows,
                 nat.published_udp_peers,
                 nat.tcp_refused,
                 nat.udp_evicted,
-                nat.dns_shed
+            )
+        },
+    );
+    let dns = n.nat.as_ref().map_or_else(
+        || "- (no gateway)".to_string(),
+        |nat| {
+            format!(
+                "{} queries ({} answered from the network's names; shed while the forwarders were \
+                 busy: {})",
+                nat.dns_queries, nat.dns_local_answers, nat.dns_shed
             )
         },
     );
@@ -96,6 +105,7 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         ("Offloads", if n.offload { "on" } else { "off" }.to_string()),
         ("Options", list(&options)),
         ("NAT flows", nat),
+        ("DNS", dns),
     ];
     let mut fields = fields.to_vec();
     if let Some(o) = &n.overlay {
@@ -444,6 +454,8 @@ mod tests {
                 tcp_refused: 17,
                 udp_evicted: 19,
                 dns_shed: 23,
+                dns_queries: 73,
+                dns_local_answers: 79,
                 published_udp_peers: 29,
             }),
             overlay: Some(OverlayView {

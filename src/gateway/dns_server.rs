@@ -1,20 +1,25 @@
-//! The DNS server of a network's gateway. It listens on the host's loopback (UDP and TCP, an
-//! ephemeral port each); the gateway's NAT sends a sandbox's queries to the gateway address,
-//! port 53, there. Names of the network's sandboxes and aliases are answered from a table the
-//! controller keeps current; other names are forwarded to the upstream servers, with SERVFAIL
-//! when none answers.
+//! The DNS server of a network's gateway. The gateway hands it a sandbox's UDP queries to the
+//! gateway address, port 53, directly ([`DnsPort`]): no host socket and no NAT flow per query.
+//! TCP queries reach its TCP end on the host's loopback through the gateway's TCP NAT; its UDP
+//! end there answers clients on the host (the gateway no longer sends through it). Names of the network's sandboxes and
+//! aliases are answered from a table the controller keeps current; other names are forwarded to
+//! the upstream servers, with SERVFAIL when none answers.
 //!
-//! No thread per query: local names are answered on the receiving thread; forwarded UDP queries
-//! go to a fixed pool of forwarders through a bounded queue (full: SERVFAIL at once), TCP
-//! clients to a fixed pool of connection threads (full: closed). Threads per network: one UDP
-//! receiver, `FORWARDERS`, one TCP acceptor and `TCP_WORKERS`, whatever the sandboxes send.
+//! No thread per query: local names are answered on the receiving thread (the gateway's, for
+//! its sandboxes); forwarded UDP queries go to a fixed pool of forwarders through a bounded
+//! queue (full: SERVFAIL at once), TCP clients to a fixed pool of connection threads (full:
+//! closed). Threads per network: one UDP receiver, `FORWARDERS`, one TCP acceptor and
+//! `TCP_WORKERS`, whatever the sandboxes send.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender};
+
 use super::dns::{self, Decision};
+use crate::datapath::frame::MacAddr;
 use crate::error::{Context, Result};
 
 /// Per-upstream wait before trying the next one.
@@ -73,6 +78,80 @@ pub struct DnsServer {
     stop: Arc<AtomicBool>,
     shed: Arc<AtomicU64>,
     pub stats: Arc<DnsStats>,
+    shared: Arc<Shared>,
+    forward: Sender<Job>,
+}
+
+/// A forwarded UDP query and where its answer goes.
+struct Job {
+    query: Vec<u8>,
+    reply: ReplyTo,
+}
+
+enum ReplyTo {
+    /// A client of the UDP end on the host's loopback.
+    Peer(SocketAddr),
+    /// A sandbox, through its gateway's thread.
+    Gateway {
+        sandbox: SocketAddrV4,
+        mac: MacAddr,
+        back: Arc<Back>,
+    },
+}
+
+/// The way back into a gateway's thread for answers that come from a forwarder.
+struct Back {
+    answers: Sender<DnsAnswer>,
+    waker: Arc<mio::Waker>,
+}
+
+/// An answer to a forwarded query, for the gateway to frame and send to `sandbox`.
+pub struct DnsAnswer {
+    pub sandbox: SocketAddrV4,
+    pub mac: MacAddr,
+    pub message: Vec<u8>,
+}
+
+/// A gateway's direct way into its DNS server: local names are answered on the gateway's
+/// thread, in the frame's time, holding nothing; other names take a place in the forwarders'
+/// queue and come back through `answers`. A sandbox that floods queries thus holds no fd and no
+/// flow: at most the forwarders and their queue, as any client of the server.
+pub struct DnsPort {
+    shared: Arc<Shared>,
+    forward: Sender<Job>,
+    back: Arc<Back>,
+}
+
+impl DnsPort {
+    /// Take a sandbox's UDP query. True when `out` holds the reply to send now (a local name,
+    /// or SERVFAIL when the forwarders are busy); false when there is none yet (forwarded: the
+    /// answer comes through `answers`) or none at all (not a query). Counts the query and
+    /// what it got, as the server's UDP end does.
+    pub fn query(
+        &self,
+        query: &[u8],
+        sandbox: SocketAddrV4,
+        mac: MacAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        self.shared.count_query(false);
+        match self.shared.answer(query, false, out) {
+            Decision::Answered => self.shared.local_reply(true, out),
+            Decision::Drop => self.shared.local_reply(false, out),
+            Decision::Forward => {
+                let job = Job {
+                    query: query.to_vec(),
+                    reply: ReplyTo::Gateway {
+                        sandbox,
+                        mac,
+                        back: self.back.clone(),
+                    },
+                };
+                self.shared.enqueue(&self.forward, job, out)
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -131,6 +210,20 @@ impl Shared {
         }
         made
     }
+
+    /// Queue `job` for the forwarders. When the queue is full (or no forwarder thread could
+    /// start), SERVFAIL now rather than never: true when `out` holds it, to send at once.
+    fn enqueue(&self, queue: &Sender<Job>, job: Job, out: &mut Vec<u8>) -> bool {
+        match queue.try_send(job) {
+            Ok(()) => false,
+            Err(e) => {
+                let job = e.into_inner();
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                out.clear();
+                self.local_reply(dns::servfail_for(&job.query, out), out)
+            }
+        }
+    }
 }
 
 impl DnsServer {
@@ -158,17 +251,21 @@ impl DnsServer {
             stop: stop.clone(),
             shed: shed.clone(),
         });
-        let s = shared.clone();
+        let udp_socket = Arc::new(udp_socket);
+        let (forward, jobs) = crossbeam_channel::bounded::<Job>(FORWARD_QUEUE);
+        start_forwarders(network, &udp_socket, &shared, &jobs);
+        let (s, queue) = (shared.clone(), forward.clone());
         std::thread::Builder::new()
             .name(format!("dns-udp-{network}"))
             .spawn(move || {
-                crate::guard::guarded("dns-udp", || serve_udp(udp_socket, s));
+                crate::guard::guarded("dns-udp", || serve_udp(&udp_socket, &s, &queue));
             })
             .context(|| "spawn DNS server".into())?;
+        let s = shared.clone();
         std::thread::Builder::new()
             .name(format!("dns-tcp-{network}"))
             .spawn(move || {
-                crate::guard::guarded("dns-tcp", || serve_tcp(tcp_listener, shared));
+                crate::guard::guarded("dns-tcp", || serve_tcp(tcp_listener, s));
             })
             .context(|| "spawn DNS server".into())?;
         Ok(DnsServer {
@@ -178,7 +275,22 @@ impl DnsServer {
             stop,
             shed,
             stats,
+            shared,
+            forward,
         })
+    }
+
+    /// The gateway's direct way in; `waker` wakes the gateway's thread when a forwarded answer
+    /// is waiting in the receiver.
+    pub fn port(&self, waker: Arc<mio::Waker>) -> (DnsPort, Receiver<DnsAnswer>) {
+        // Unbounded, yet never long: each answer is one of the forwarders' bounded jobs.
+        let (answers, receiver) = crossbeam_channel::unbounded();
+        let port = DnsPort {
+            shared: self.shared.clone(),
+            forward: self.forward.clone(),
+            back: Arc::new(Back { answers, waker }),
+        };
+        (port, receiver)
     }
 
     /// Queries and TCP clients turned away so far because the pools were busy.
@@ -203,13 +315,15 @@ impl Drop for DnsServer {
     }
 }
 
-/// Answer UDP queries: local names at once on this thread, forwarded ones through the
-/// forwarders' queue (a query that finds it full gets SERVFAIL at once: a sandbox flooding
-/// queries for outside names cannot hold more than the pool's threads and the queue).
-fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
-    let socket = Arc::new(socket);
-    let (queue, jobs) = crossbeam_channel::bounded::<(Vec<u8>, SocketAddr)>(FORWARD_QUEUE);
-    let mut forwarders = Vec::new();
+/// The forwarders: each takes a job from the queue, asks the upstreams and sends the answer
+/// where the job says. They end once every sender of the queue is gone (the UDP end's thread,
+/// the server and the gateway's port), after the job in hand.
+fn start_forwarders(
+    network: &str,
+    socket: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    jobs: &Receiver<Job>,
+) {
     for i in 0..FORWARDERS {
         let (socket, shared, jobs) = (socket.clone(), shared.clone(), jobs.clone());
         let spawned = std::thread::Builder::new()
@@ -217,20 +331,39 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
             .spawn(move || {
                 crate::guard::guarded("dns-fwd", || {
                     let mut out = Vec::with_capacity(512);
-                    // Ends when serve_udp drops the queue's sender.
-                    while let Ok((query, peer)) = jobs.recv() {
+                    while let Ok(job) = jobs.recv() {
                         out.clear();
-                        if shared.forward(&query, false, &mut out) {
-                            let _ = socket.send_to(&out, peer);
+                        if !shared.forward(&job.query, false, &mut out) {
+                            continue;
+                        }
+                        match job.reply {
+                            ReplyTo::Peer(peer) => {
+                                let _ = socket.send_to(&out, peer);
+                            }
+                            ReplyTo::Gateway { sandbox, mac, back } => {
+                                let message = std::mem::replace(&mut out, Vec::with_capacity(512));
+                                let answer = DnsAnswer {
+                                    sandbox,
+                                    mac,
+                                    message,
+                                };
+                                if back.answers.send(answer).is_ok() {
+                                    let _ = back.waker.wake();
+                                }
+                            }
                         }
                     }
                 });
             });
-        match spawned {
-            Ok(t) => forwarders.push(t),
-            Err(e) => eprintln!("tapnet: DNS forwarder thread: {e}"),
+        if let Err(e) = spawned {
+            eprintln!("tapnet: DNS forwarder thread of network {network}: {e}");
         }
     }
+}
+
+/// Answer UDP queries from host-side clients: local names at once on this thread, forwarded
+/// ones through the forwarders' queue (a query that finds it full gets SERVFAIL at once).
+fn serve_udp(socket: &UdpSocket, shared: &Shared, queue: &Sender<Job>) {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(512);
     loop {
@@ -244,30 +377,20 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
         let query = &buf[..n];
         out.clear();
         shared.count_query(false);
-        match shared.answer(query, false, &mut out) {
-            Decision::Answered => {
-                shared.local_reply(true, &out);
-                let _ = socket.send_to(&out, peer);
-            }
-            Decision::Drop => {
-                shared.local_reply(false, &out);
-            }
+        let now = match shared.answer(query, false, &mut out) {
+            Decision::Answered => shared.local_reply(true, &out),
+            Decision::Drop => shared.local_reply(false, &out),
             Decision::Forward => {
-                // Full (or no forwarder thread could start): SERVFAIL now rather than never.
-                if let Err(e) = queue.try_send((query.to_vec(), peer)) {
-                    let (query, _) = e.into_inner();
-                    shared.shed.fetch_add(1, Ordering::Relaxed);
-                    out.clear();
-                    if shared.local_reply(dns::servfail_for(&query, &mut out), &out) {
-                        let _ = socket.send_to(&out, peer);
-                    }
-                }
+                let job = Job {
+                    query: query.to_vec(),
+                    reply: ReplyTo::Peer(peer),
+                };
+                shared.enqueue(queue, job, &mut out)
             }
+        };
+        if now {
+            let _ = socket.send_to(&out, peer);
         }
-    }
-    drop(queue);
-    for t in forwarders {
-        let _ = t.join();
     }
 }
 

@@ -19,6 +19,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use super::classify::{Inbound, classify};
 use super::device::SwitchDevice;
+use super::dns_server::{DnsAnswer, DnsPort, DnsServer};
 use super::icmp_nat::IcmpNat;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
@@ -51,6 +52,11 @@ pub struct Engine {
     gateway_ports: PortAllocator,
     next_token: usize,
     epoch: std::time::Instant,
+    /// The DNS server, for sandboxes' UDP queries to the gateway address (none in unit tests).
+    dns: Option<(DnsPort, Receiver<DnsAnswer>)>,
+    /// Reused for DNS replies: the message and its frame.
+    dns_message: Vec<u8>,
+    dns_frame: Vec<u8>,
 }
 
 type TcpTuple = FlowKey;
@@ -62,6 +68,7 @@ impl Engine {
         stop: Arc<AtomicBool>,
         stats: Arc<GatewayStats>,
         commands: Receiver<GatewayCommand>,
+        dns: Option<&DnsServer>,
     ) -> Result<Engine> {
         let poll = Poll::new().context(|| "create gateway poll".into())?;
         let waker =
@@ -88,6 +95,7 @@ impl Engine {
             .add_default_ipv4_route(config.ip)
             .map_err(|_| Error::invalid("gateway route table full"))?;
         let limits = config.limits;
+        let dns = dns.map(|server| server.port(waker.clone()));
         Ok(Engine {
             config,
             device,
@@ -106,6 +114,9 @@ impl Engine {
             gateway_ports: PortAllocator::default(),
             next_token: FIRST_FLOW_TOKEN,
             epoch,
+            dns,
+            dns_message: Vec::with_capacity(512),
+            dns_frame: Vec::with_capacity(600),
         })
     }
 
@@ -146,6 +157,7 @@ impl Engine {
                 }
             }
             self.drain_switch();
+            self.dns_answers();
             for token in host_ready {
                 self.host_event(token);
             }
@@ -482,6 +494,10 @@ impl Engine {
         if tuple.2 == self.config.ip && self.reply_published(tuple.3, (start, end), end) {
             return;
         }
+        if self.is_dns(tuple.2, tuple.3) && self.dns.is_some() {
+            self.dns_query(tuple, src_mac, (start, end));
+            return;
+        }
         let target = self.target(tuple.2, tuple.3);
         if !self.allowed(target, tuple.2, tuple.3) {
             return;
@@ -500,6 +516,43 @@ impl Engine {
                 "tapnet: gateway of {}: UDP to {target}: {e}",
                 self.config.network
             );
+        }
+    }
+
+    /// A sandbox's UDP query to the gateway's DNS: answered here, not through a NAT flow, so it
+    /// holds no host socket and is counted in the DNS counters, not in `udp_flows`. A name the
+    /// server forwards upstream is not a NAT flow either: the forwarders ask from their own
+    /// sockets, bounded by their pool and queue, and count it as an upstream answer.
+    fn dns_query(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
+        let Some((port, _)) = &self.dns else {
+            return;
+        };
+        let sandbox = SocketAddrV4::new(tuple.0, tuple.1);
+        let query = &self.device.frame(end)[start..end];
+        if port.query(query, sandbox, src_mac, &mut self.dns_message) {
+            self.send_dns(sandbox, src_mac);
+        }
+    }
+
+    /// Answers the forwarders have sent back since the last look.
+    fn dns_answers(&mut self) {
+        while let Some(answer) = self.dns.as_ref().and_then(|(_, back)| back.try_recv().ok()) {
+            self.dns_message = answer.message;
+            self.send_dns(answer.sandbox, answer.mac);
+        }
+    }
+
+    /// Send `dns_message` to `sandbox` from the gateway address, port 53.
+    fn send_dns(&mut self, sandbox: SocketAddrV4, mac: MacAddr) {
+        let from = SocketAddrV4::new(self.config.ip, super::dns::DNS_PORT);
+        if build_udp_frame(
+            &mut self.dns_frame,
+            (self.config.mac, mac),
+            from,
+            sandbox,
+            &self.dns_message,
+        ) {
+            self.device.send(&self.dns_frame);
         }
     }
 }

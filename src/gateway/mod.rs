@@ -106,7 +106,14 @@ impl Gateway {
         // have refused; should one slip through, it is this request's error, not a dead thread,
         // and the port fd, dropped in the unwind, is not leaked.
         let engine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine::Engine::new(config.clone(), port, stop.clone(), stats.clone(), receiver)
+            engine::Engine::new(
+                config.clone(),
+                port,
+                stop.clone(),
+                stats.clone(),
+                receiver,
+                Some(&dns),
+            )
         }))
         .map_err(|payload| {
             Error::invalid(format!(

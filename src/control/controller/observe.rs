@@ -6,12 +6,16 @@ impl Inner {
     pub(super) fn network_view(&self, name: &str) -> Result<crate::api::types::NetworkView> {
         let mut view = network_view(&self.state, self.network(name)?);
         if let Some((_, gw)) = self.gateways.get(name) {
+            let dns = gw.dns_stats();
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             view.nat = Some(crate::api::types::NatView {
                 tcp_flows: gw.stats.tcp_flows.load(Ordering::Relaxed),
                 udp_flows: gw.stats.udp_flows.load(Ordering::Relaxed),
                 tcp_refused: gw.stats.tcp_refused.load(Ordering::Relaxed),
                 udp_evicted: gw.stats.udp_evicted.load(Ordering::Relaxed),
                 dns_shed: gw.dns_shed(),
+                dns_queries: get(&dns.queries_udp) + get(&dns.queries_tcp),
+                dns_local_answers: dns.local.iter().map(get).sum(),
                 published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
             });
         }
