@@ -56,8 +56,13 @@ pub fn stop_daemon() {
 /// that must not act on half-changed state at all (a new control request) checks
 /// `Mutex::is_poisoned` first.
 pub fn lock_or_stop<'a, T>(mutex: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
+    lock_or_react(mutex, || report_poisoned(what))
+}
+
+/// `lock_or_stop` with the reaction to a poisoned lock given.
+fn lock_or_react<T>(mutex: &Mutex<T>, react: impl FnOnce()) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| {
-        report_poisoned(what);
+        react();
         poisoned.into_inner()
     })
 }
@@ -153,6 +158,28 @@ mod tests {
             "joined cleanly, body gave nothing"
         );
         assert_eq!(rx.recv().ok().as_deref(), Some("static message"));
+    }
+
+    #[test]
+    fn a_lock_poisoned_by_a_panic_is_reacted_to_not_ignored() {
+        let mutex = std::sync::Arc::new(Mutex::new(1));
+        let reacted = Cell::new(0);
+        *lock_or_react(&mutex, || reacted.set(reacted.get() + 1)) += 1;
+        assert_eq!(
+            reacted.get(),
+            0,
+            "positive control: a sound lock is no event"
+        );
+        let held = mutex.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = held.lock();
+            panic!("half-changed");
+        })
+        .join();
+        assert!(mutex.is_poisoned());
+        let value = *lock_or_react(&mutex, || reacted.set(reacted.get() + 1));
+        assert_eq!(reacted.get(), 1, "the poisoned lock was reacted to");
+        assert_eq!(value, 2, "and the caller can finish its step");
     }
 
     #[test]

@@ -492,3 +492,46 @@ fn dns_answers_name_dot_network_reverse_and_empty_aaaa() {
         "forwarded, and nothing upstream answers"
     );
 }
+
+/// A reader that goes away (`| head -1`) ends a command quietly: status 0, nothing on stderr
+/// (it panicked with a backtrace on EPIPE). The reader here closes the pipe before tapnet
+/// writes, so every write fails; the positive control reads the whole output.
+#[test]
+fn commands_stop_quietly_when_their_reader_goes_away() {
+    let t = Tapnet::new("epipe");
+    t.ok(&["network", "create", "n"]);
+    let cases: &[&[&str]] = &[
+        &["completion", "bash"],
+        &["man"],
+        &["network", "ls"],
+        &["network", "inspect", "n", "--format", "json"],
+        &["version"],
+    ];
+    for args in cases {
+        let mut child = t
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Close the read end at once: tapnet's first write meets a pipe with no reader.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tapnet {args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "tapnet {args:?}: {}",
+            text(&out.stderr)
+        );
+        let whole = t.run(args);
+        assert!(
+            whole.status.success() && !whole.stdout.is_empty(),
+            "positive control: tapnet {args:?} writes output"
+        );
+    }
+}
