@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::api::client::Client;
 use crate::api::types::{FdbRow, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView};
 use crate::cli::output::table;
-use crate::control::reset;
+use crate::cli::reset;
 use crate::error::{Error, Result};
 use crate::netns::namespace::in_netns;
 use crate::paths::StateDir;

@@ -31,6 +31,7 @@ pub mod offload;
 pub mod paths;
 pub mod plugin;
 pub mod rootless;
+pub mod state_dir;
 #[cfg(test)]
 mod test_rng;
 pub mod topology;

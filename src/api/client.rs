@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use super::trust;
 use super::types::{Request, Response};
 use crate::control::request_log;
-use crate::daemon;
 use crate::error::{Context, Error, Result};
 use crate::paths::StateDir;
+use crate::state_dir;
 
 const AUTOSTART_WAIT: Duration = Duration::from_secs(5);
 /// How long a request is tried again after the daemon died under it: the dying daemon's
@@ -49,7 +49,7 @@ impl Client {
 
     /// Is a daemon alive for this state dir (it holds the lock)?
     pub fn daemon_running(&self) -> bool {
-        !daemon::lock_is_free(&self.dirs)
+        !state_dir::lock_is_free(&self.dirs)
     }
 
     fn refused(&self, e: std::io::Error) -> Error {
@@ -122,7 +122,7 @@ impl Client {
             {
                 let failure = self.daemon_failed(status);
                 if created {
-                    daemon::remove_unused_state_dir(&self.dirs);
+                    state_dir::remove_unused_state_dir(&self.dirs);
                 }
                 return Err(failure);
             }
@@ -180,7 +180,7 @@ impl Client {
     /// Start `tapnet daemon` for this state dir in the background, detached, logging to
     /// `<state-dir>/daemon.log`. Also says whether the state dir was made for it.
     fn start_daemon(&self) -> Result<(Child, bool)> {
-        let created = daemon::prepare_state_dir(&self.dirs, None)?;
+        let created = state_dir::prepare_state_dir(&self.dirs, None)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -209,7 +209,7 @@ impl Client {
         }
         let child = cmd.spawn();
         if child.is_err() && created {
-            daemon::remove_unused_state_dir(&self.dirs);
+            state_dir::remove_unused_state_dir(&self.dirs);
         }
         Ok((child.context(|| "start the daemon".into())?, created))
     }

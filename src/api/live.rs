@@ -65,7 +65,7 @@ pub fn stream(session: &CaptureSession, labels: &HashMap<PortId, String>, conn: 
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                if super::server::client_done(&probe) {
+                if super::capture::client_done(&probe) {
                     return;
                 }
             }

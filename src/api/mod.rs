@@ -1,5 +1,6 @@
 //! The control API: request and response types, the socket server and the client.
 
+pub mod capture;
 pub mod client;
 pub mod lab;
 pub mod live;

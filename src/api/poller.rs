@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::MAX_REQUEST_BYTES;
-use super::server::{self, After, Handler, PeerPolicy};
+use super::server::{self, After, Handler, Job, PeerPolicy};
 
 /// Threads that answer requests; a request that waits (a remote plugin, a process to die)
 /// holds one, the rest go on.
@@ -36,12 +36,6 @@ struct Pending {
     stream: mio::net::UnixStream,
     buf: Vec<u8>,
     since: Instant,
-}
-
-/// A complete request line and the connection to answer it on.
-pub struct Job {
-    pub conn: UnixStream,
-    pub line: String,
 }
 
 /// What a worker hands back to the loop: a connection that may send another request.

@@ -2,18 +2,13 @@
 //! (the event loop that reads the lines is poller.rs).
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-use crossbeam_channel::RecvTimeoutError;
-use nix::sys::socket::{MsgFlags, recv};
 
 use super::types::{Request, Response};
 use crate::datapath::capture::CaptureSession;
 use crate::datapath::fdb::PortId;
-use crate::datapath::pcap::{self, RecordHeader};
 use crate::error::Result;
 
 /// Something that answers requests: the controller.
@@ -103,6 +98,12 @@ pub(super) enum After {
     Stream(Box<dyn FnOnce() + Send>),
 }
 
+/// A complete request line and the connection to answer it on.
+pub struct Job {
+    pub conn: UnixStream,
+    pub line: String,
+}
+
 /// The request id a client sent along with its request (see control::request_log).
 #[derive(serde::Deserialize)]
 struct Envelope {
@@ -110,12 +111,8 @@ struct Envelope {
 }
 
 /// Answer one request line. `streams_allowed`: whether another capture may start now.
-pub(super) fn answer(
-    job: super::poller::Job,
-    handler: &dyn Handler,
-    streams_allowed: bool,
-) -> After {
-    let super::poller::Job { mut conn, line } = job;
+pub(super) fn answer(job: Job, handler: &dyn Handler, streams_allowed: bool) -> After {
+    let Job { mut conn, line } = job;
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let response = match serde_json::from_str::<Request>(line.trim_end()) {
         Ok(Request::Capture { .. } | Request::TraceLive { .. }) if !streams_allowed => {
@@ -136,7 +133,7 @@ pub(super) fn answer(
                 }
                 return After::Stream(Box::new(move || {
                     let _ = conn.set_write_timeout(None);
-                    stream_capture(&session, conn)
+                    super::capture::stream(&session, conn)
                 }));
             }
             Err(e) => error(&e.to_string()),
@@ -206,62 +203,6 @@ fn request_kind(request: &Request) -> String {
 
 /// Bytes of each frame `trace --live` looks at: headers up to the transport ports.
 const LIVE_SNAPLEN: u32 = 128;
-
-/// Has the client hung up (or sent anything, which also ends a capture)?
-pub(super) fn client_done(conn: &UnixStream) -> bool {
-    let mut byte = [0u8; 1];
-    !matches!(
-        recv(
-            conn.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-        ),
-        Err(nix::errno::Errno::EAGAIN)
-    )
-}
-
-/// Write the capture as pcap until the client hangs up.
-fn stream_capture(session: &CaptureSession, conn: UnixStream) {
-    let Ok(probe) = conn.try_clone() else {
-        return;
-    };
-    let mut out = BufWriter::new(conn);
-    if out
-        .write_all(&pcap::global_header(session.snaplen))
-        .is_err()
-        || out.flush().is_err()
-    {
-        return;
-    }
-    loop {
-        match session.records.recv_timeout(Duration::from_millis(250)) {
-            Ok(record) => {
-                let header = RecordHeader {
-                    ts_sec: record.ts_sec,
-                    ts_usec: record.ts_usec,
-                    incl_len: record.data.len() as u32,
-                    orig_len: record.orig_len,
-                };
-                let written = out
-                    .write_all(&header.to_bytes())
-                    .and_then(|_| out.write_all(&record.data));
-                session.sink.recycle(record);
-                if written.is_err() {
-                    return;
-                }
-                if session.records.is_empty() && out.flush().is_err() {
-                    return;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if client_done(&probe) {
-                    return;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
 
 fn error(message: &str) -> Response {
     Response::Error {

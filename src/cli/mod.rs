@@ -6,6 +6,7 @@ pub mod exec;
 pub mod lab;
 pub mod names;
 pub mod output;
+pub mod reset;
 pub mod views;
 
 use std::io::Write;
@@ -17,7 +18,6 @@ use crate::api::client::Client;
 use crate::api::types::{
     FdbRow, InfoView, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView, StatsRow,
 };
-use crate::control::reset;
 use crate::daemon::{self, DaemonOptions};
 use crate::datapath::IoMode;
 use crate::error::{Error, Result};

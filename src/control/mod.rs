@@ -10,7 +10,6 @@ pub mod model;
 pub mod nofollow;
 pub mod ports;
 pub mod request_log;
-pub mod reset;
 pub mod store;
 pub mod validate;
 pub mod views;

@@ -10,11 +10,11 @@ use nix::unistd::Pid;
 
 use crate::api::client::Client;
 use crate::api::types::Request;
-use crate::daemon;
 use crate::error::{Context, Result};
 use crate::netns::{namespace, processes};
 use crate::paths::StateDir;
 use crate::rootless::holder;
+use crate::state_dir;
 
 fn daemon_pid(dirs: &StateDir) -> Option<Pid> {
     let text = std::fs::read_to_string(dirs.pid_file()).ok()?;
@@ -64,7 +64,7 @@ pub fn stop_daemon(client: &Client) {
     }
     // The main thread exits first; wait for the rest so that its TAPs are closed.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !daemon::lock_is_free(dirs) && Instant::now() < deadline {
+    while !state_dir::lock_is_free(dirs) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
