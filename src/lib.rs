@@ -1,6 +1,7 @@
 //! tapnet: a userspace virtual switch that implements Docker's Container Network Model over TAP
 //! devices in network namespaces. See docs/ARCHITECTURE.md for the planes, threads and the life of
 //! a frame.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// `print!` for command output: returns `Result<()>` instead of panicking when the reader of
 /// standard output has gone away (EPIPE), so that `tapnet ... | head -1` exits quietly.

@@ -455,6 +455,7 @@ impl UringIo {
             // SAFETY: a cancel refers to no memory.
             if unsafe { self.ring.submission().push(&sqe) }.is_err() {
                 let _ = self.ring.submit();
+                // SAFETY: as above, a cancel refers to no memory.
                 let _ = unsafe { self.ring.submission().push(&sqe) };
             }
         }
