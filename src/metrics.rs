@@ -20,7 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::datapath::impair::LinkStats;
 use crate::datapath::port::PortStats;
 use crate::error::{Context, Result};
-use crate::gateway::dns_server::{DnsStats, RCODES};
+use crate::gateway::dns::{DnsStats, RCODES};
 
 /// A request head longer than this is refused (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8192;

@@ -33,7 +33,7 @@ use crate::drivers::{self, Ctx, Switch};
 use crate::error::{Error, Result};
 use crate::gateway::Commander;
 use crate::gateway::Gateway;
-use crate::gateway::dns_server::NameTable;
+use crate::gateway::dns::NameTable;
 use crate::gateway::policy::NatPolicy;
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::netns::namespace;

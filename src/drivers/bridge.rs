@@ -10,7 +10,7 @@ use crate::datapath::fdb::{DEFAULT_AGING_SECS, DEFAULT_PORT_LIMIT};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
-use crate::gateway::dns_server::DnsServer;
+use crate::gateway::dns::DnsServer;
 use crate::gateway::{Gateway, GatewayConfig, NatLimits};
 use crate::netns::tap::Offload;
 

@@ -19,7 +19,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use super::classify::{Inbound, classify};
 use super::device::SwitchDevice;
-use super::dns_server::{DnsAnswer, DnsPort, DnsServer};
+use super::dns::{DnsAnswer, DnsPort, DnsServer};
 use super::icmp_nat::IcmpNat;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};

@@ -9,7 +9,6 @@
 pub mod classify;
 pub mod device;
 pub mod dns;
-pub mod dns_server;
 pub mod engine;
 pub mod flow_table;
 pub mod icmp_nat;
@@ -88,16 +87,12 @@ pub struct Gateway {
     waker: Arc<mio::Waker>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<GatewayStats>,
-    dns: dns_server::DnsServer,
+    dns: dns::DnsServer,
 }
 
 impl Gateway {
     /// Serve `config` on `port`, the gateway's end of its switch port.
-    pub fn start(
-        mut config: GatewayConfig,
-        port: OwnedFd,
-        dns: dns_server::DnsServer,
-    ) -> Result<Gateway> {
+    pub fn start(mut config: GatewayConfig, port: OwnedFd, dns: dns::DnsServer) -> Result<Gateway> {
         config.dns = Some((dns.udp, dns.tcp));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
@@ -172,11 +167,11 @@ impl Gateway {
 
     /// The names the gateway's DNS answers for.
     /// The DNS server's query and answer counters.
-    pub fn dns_stats(&self) -> Arc<dns_server::DnsStats> {
+    pub fn dns_stats(&self) -> Arc<dns::DnsStats> {
         self.dns.stats.clone()
     }
 
-    pub fn set_names(&self, table: dns_server::NameTable) {
+    pub fn set_names(&self, table: dns::NameTable) {
         self.dns.set_names(table);
     }
 
@@ -231,7 +226,7 @@ mod tests {
     #[test]
     fn a_configuration_smoltcp_refuses_is_an_error_not_a_dead_thread() {
         let (switch_end, gateway_end) = port();
-        let dns = dns_server::DnsServer::start("t", Vec::new()).unwrap();
+        let dns = dns::DnsServer::start("t", Vec::new()).unwrap();
         let bad = config(Ipv4Addr::new(224, 0, 0, 1), "224.0.0.0/24");
         let err = Gateway::start(bad, gateway_end, dns)
             .err()
@@ -242,7 +237,7 @@ mod tests {
         assert_eq!(n, 0, "the gateway's end is closed");
         // Positive control: a good address starts, and the same check sees the end open.
         let (switch_end, gateway_end) = port();
-        let dns = dns_server::DnsServer::start("t", Vec::new()).unwrap();
+        let dns = dns::DnsServer::start("t", Vec::new()).unwrap();
         let good = config(Ipv4Addr::new(10, 0, 0, 1), "10.0.0.0/24");
         let gateway = Gateway::start(good, gateway_end, dns).expect("starts");
         assert_eq!(

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::dns::{self, Decision};
 use crate::datapath::frame::MacAddr;
 use crate::error::{Context, Result};
+use crate::gateway::dns::{self, Decision, NameTable};
 
 /// Per-upstream wait before trying the next one.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,8 +35,6 @@ const TCP_QUEUE: usize = 16;
 /// A TCP client quiet this long is closed; one client asks this many queries at most.
 const TCP_IDLE: Duration = Duration::from_secs(5);
 const TCP_MAX_QUERIES: usize = 100;
-
-pub use super::dns::NameTable;
 
 /// Response codes the metrics tell apart; anything else counts as `other`.
 pub const RCODES: [&str; 4] = ["noerror", "nxdomain", "servfail", "other"];
