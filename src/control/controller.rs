@@ -15,7 +15,9 @@ use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
 use super::ipv4net::Ipv4Net;
 use super::links;
-use super::model::{DEFAULT_MTU, Driver, Endpoint, Network, Sandbox, State, new_id, validate_name};
+use super::model::{
+    BUILTIN, DEFAULT_MTU, Endpoint, Network, Sandbox, State, new_id, validate_name,
+};
 use super::ports::{self, HostSocket, PublishedPort};
 use super::store::Store;
 use super::validate::{self, MAX_VNI};
@@ -29,7 +31,7 @@ use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::drivers::bridge::GATEWAY_PORT;
-use crate::drivers::{self, Ctx, Switch};
+use crate::drivers::{self, Ctx, Switch, Unwired};
 use crate::error::{Error, Result};
 use crate::gateway::Commander;
 use crate::gateway::Gateway;
@@ -120,32 +122,35 @@ struct Inner {
 }
 
 fn default_state() -> State {
-    let builtin = |name: &str, driver: Driver| Network {
-        name: name.to_string(),
-        id: new_id(),
-        driver,
-        subnet: None,
-        gateway: None,
-        ip_range: None,
-        internal: false,
-        mtu: DEFAULT_MTU,
-        vni: None,
-        mac_aging_s: DEFAULT_AGING_SECS,
-        offload: true,
-        options: BTreeMap::new(),
-        builtin: true,
-        plugin: None,
-    };
-    let mut bridge = builtin("bridge", Driver::Bridge);
-    bridge.subnet = Some(DEFAULT_BRIDGE_SUBNET);
-    bridge.gateway = Some(Ipv4Addr::new(172, 17, 0, 1));
+    let networks = BUILTIN
+        .iter()
+        .map(|&(name, driver)| {
+            let imp = drivers::of(driver);
+            let options = BTreeMap::new();
+            let addressed = imp.addressed();
+            Network {
+                name: name.to_string(),
+                id: new_id(),
+                driver,
+                subnet: addressed.then_some(DEFAULT_BRIDGE_SUBNET),
+                gateway: addressed.then_some(Ipv4Addr::new(172, 17, 0, 1)),
+                ip_range: None,
+                internal: false,
+                mtu: DEFAULT_MTU,
+                vni: None,
+                mac_aging_s: DEFAULT_AGING_SECS,
+                offload: true,
+                // No options: nothing to refuse.
+                typed: imp.validate(&options).ok(),
+                options,
+                builtin: true,
+                plugin: None,
+            }
+        })
+        .collect();
     State {
         version: State::VERSION,
-        networks: vec![
-            bridge,
-            builtin("host", Driver::Host),
-            builtin("none", Driver::Null),
-        ],
+        networks,
         sandboxes: Vec::new(),
         cni: Vec::new(),
         docker_plugins: Vec::new(),
@@ -288,7 +293,7 @@ impl Handler for Controller {
                 queries.fill_network(&mut view);
                 value(&view)
             }
-            Request::NetworkRemove { name } if inner.driver_of(&name) == Some(Driver::Remote) => {
+            Request::NetworkRemove { name } if drivers::plugin_served(&inner.state, &name) => {
                 drop(inner);
                 self.network_remove_remote(&name)?;
                 Ok(json!({"removed": name}))
@@ -305,7 +310,7 @@ impl Handler for Controller {
                 sandbox,
                 ip,
                 aliases,
-            } if inner.driver_of(&network) == Some(Driver::Remote) => {
+            } if drivers::plugin_served(&inner.state, &network) => {
                 drop(inner);
                 self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
             }
@@ -334,7 +339,7 @@ impl Handler for Controller {
                 if req
                     .networks
                     .iter()
-                    .any(|n| inner.driver_of(n) == Some(Driver::Remote)) =>
+                    .any(|n| drivers::plugin_served(&inner.state, n)) =>
             {
                 drop(inner);
                 self.sandbox_create_remote(req)
@@ -510,15 +515,12 @@ fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
 struct Teardown {
     dp: Arc<Datapath>,
     unpublish: Vec<(Commander, u64)>,
-    ports: Vec<PortId>,
+    /// Endpoints' switch ports, and plugins to tell (Leave, DeleteEndpoint), by their drivers.
+    endpoints: Vec<Unwired>,
     switches: Vec<Switch>,
     pins: Vec<std::path::PathBuf>,
     /// Sandboxes whose /etc files go, with their state dir.
     etc: Vec<(StateDir, String)>,
-    /// Endpoints on remote networks whose plugin is told (Leave, DeleteEndpoint), with where
-    /// plugins are looked for.
-    remote: Vec<(Endpoint, Network)>,
-    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Teardown {
@@ -526,12 +528,10 @@ impl Teardown {
         Teardown {
             dp,
             unpublish: Vec::new(),
-            ports: Vec::new(),
+            endpoints: Vec::new(),
             switches: Vec::new(),
             pins: Vec::new(),
             etc: Vec::new(),
-            remote: Vec::new(),
-            plugin_dirs: Vec::new(),
         }
     }
 
@@ -541,8 +541,8 @@ impl Teardown {
             gateway.send(GatewayCommand::Unpublish(id, done));
             let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
         }
-        for port in self.ports {
-            self.dp.remove_port(port);
+        for ep in self.endpoints {
+            ep.run(&self.dp);
         }
         for switch in self.switches {
             if let Some((port, gateway)) = switch.gateway {
@@ -554,11 +554,6 @@ impl Teardown {
             }
             if let Some(id) = switch.net {
                 self.dp.remove_network(id);
-            }
-        }
-        for (ep, net) in &self.remote {
-            if let Err(e) = drivers::remote::teardown(&self.plugin_dirs, ep, net) {
-                eprintln!("tapnet: endpoint {} on network {}: {e}", ep.id, net.name);
             }
         }
         for pin in &self.pins {
@@ -600,7 +595,7 @@ impl Controller {
             let mut inner = self.lock();
             inner.refuse_connecting(name)?;
             let sb = inner.sandbox(name)?;
-            let own = !inner.state.shares_host(sb);
+            let own = !drivers::shares_host(&inner.state, sb);
             if !inner.removing.insert(name.to_string()) {
                 return Err(Error::conflict(format!(
                     "sandbox {name} is being removed already"

@@ -30,7 +30,7 @@ pub(super) fn plan_endpoint(
     }
     // A remote network's endpoints are addressed by tapnet's IPAM like switched ones; the
     // plugin provides the link.
-    if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
+    if !drivers::of(net.driver).addressed() {
         if ip.is_some() {
             return Err(Error::invalid(format!(
                 "--ip does not apply to network {} (driver {})",
@@ -85,7 +85,7 @@ impl Inner {
                 net.name
             )));
         }
-        if net.driver == Driver::Overlay && self.cluster.is_some() {
+        if drivers::of(net.driver).in_cluster_store() && self.cluster.is_some() {
             return self.plan_claimed(sb, net, ip, aliases);
         }
         plan_endpoint(&self.planning_state(), sb, net, ip, aliases)
@@ -105,30 +105,39 @@ impl Inner {
         Ok(wired)
     }
 
-    /// Remove the endpoint's switch port; its TAP disappears with the last fd.
+    /// Remove the endpoint's switch port; its TAP disappears with the last fd. (A remote
+    /// plugin's side is the caller's to undo.)
     pub(super) fn unwire(&mut self, sandbox: &str, ep: &Endpoint) {
-        if let Some(port) = self.take_port(sandbox, ep) {
+        if let Some(port) = self.take_endpoint(sandbox, ep, false).port {
             self.dp.remove_port(port);
         }
         // Port ids are reused: partners must stop naming this one in their blocks.
         links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
-    /// The endpoint's switch port, forgotten here; removing it from the datapath is the
-    /// caller's (it waits for every worker).
-    pub(super) fn take_port(&mut self, sandbox: &str, ep: &Endpoint) -> Option<PortId> {
-        let interface = ep.interface.clone()?;
-        self.ports.remove(&(sandbox.to_string(), interface))
+    /// The endpoint's side, by its driver, forgotten here; removing it from the datapath and
+    /// telling a plugin (with `tell`) is the caller's, without the lock (it waits for every
+    /// worker, and for the plugin).
+    pub(super) fn take_endpoint(&mut self, sandbox: &str, ep: &Endpoint, tell: bool) -> Unwired {
+        let Some(net) = self.state.network(&ep.network).cloned() else {
+            return Unwired::default();
+        };
+        let mut unwired = drivers::of(net.driver).take_endpoint(&mut self.ctx(), sandbox, ep, &net);
+        if !tell {
+            unwired.plugin = None;
+        }
+        unwired
     }
 
     /// As in Docker: the default route goes via the gateway of the first non-internal network.
     pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
         // Host mode has no route of its own; a remote plugin's Join set it.
-        let remote = sb
-            .endpoints
-            .iter()
-            .any(|e| self.driver_of(&e.network) == Some(Driver::Remote));
-        if self.state.shares_host(sb) || remote {
+        let routed = sb.endpoints.iter().any(|e| {
+            self.state
+                .network(&e.network)
+                .is_some_and(|n| drivers::of(n.driver).routes_itself())
+        });
+        if drivers::shares_host(&self.state, sb) || routed {
             return Ok(());
         }
         let route = sb.endpoints.iter().find_map(|ep| {
@@ -184,8 +193,8 @@ impl Inner {
         }
         self.refuse_connecting(sandbox)?;
         // A remote network's endpoint is a link the plugin makes: it joins like a bridge one.
-        let joins = |d: Driver| drivers::of(d).switched() || d == Driver::Remote;
-        if !joins(net.driver) {
+        let joins = |net: &Network| drivers::of(net.driver).addressed();
+        if !joins(&net) {
             return Err(Error::invalid(format!(
                 "network {network} (driver {}) can only be chosen when a sandbox is created",
                 net.driver.name()
@@ -194,7 +203,7 @@ impl Inner {
         if let Some(ep) = sb
             .endpoints
             .iter()
-            .find(|e| !self.driver_of(&e.network).is_some_and(joins))
+            .find(|e| !self.state.network(&e.network).is_some_and(joins))
         {
             return Err(Error::conflict(format!(
                 "sandbox {sandbox} is on network {} and cannot join other networks",
@@ -246,7 +255,7 @@ impl Inner {
             )));
         };
         self.refuse_connecting(sandbox)?;
-        if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
+        if !drivers::of(net.driver).addressed() {
             return Err(Error::invalid(format!(
                 "sandbox {sandbox} cannot leave network {network} (driver {}); remove the sandbox instead",
                 net.driver.name()
@@ -272,18 +281,12 @@ impl Inner {
             return Err(e);
         }
         let mut teardown = Teardown::new(self.dp.clone());
-        teardown.ports.extend(self.take_port(sandbox, &ep));
         // A remote plugin hears Leave and DeleteEndpoint when the teardown runs, unlocked.
-        if net.driver == Driver::Remote {
-            teardown.plugin_dirs = self.plugin_dirs.clone();
-            teardown.remote.push((ep.clone(), net.clone()));
-        }
+        teardown
+            .endpoints
+            .push(self.take_endpoint(sandbox, &ep, true));
         self.refresh_etc(&updated);
         Ok(teardown)
-    }
-
-    pub(super) fn driver_of(&self, network: &str) -> Option<Driver> {
-        self.state.network(network).map(|n| n.driver)
     }
 }
 

@@ -20,8 +20,8 @@ impl Inner {
             });
         }
         if let Some(r) = self.overlay.report(name) {
-            let peers = drivers::overlay::OverlayOptions::parse(&self.network(name)?.options)
-                .map(|o| o.peers)
+            let peers = drivers::overlay::options_of(self.network(name)?)
+                .map(|o| o.peers.clone())
                 .unwrap_or_default();
             let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             view.overlay = Some(crate::api::types::OverlayView {
@@ -68,7 +68,7 @@ impl Inner {
 
     pub(super) fn view_of(&self, sb: &Sandbox) -> crate::api::types::SandboxView {
         let netns = self.dirs.netns_path(&sb.name).display().to_string();
-        let utsns = (!self.state.shares_host(sb))
+        let utsns = (!drivers::shares_host(&self.state, sb))
             .then(|| self.dirs.utsns_path(&sb.name).display().to_string());
         let enter = self.mode.enter_hint(&netns, utsns.as_deref());
         sandbox_view(&self.state, sb, &self.dirs, enter)

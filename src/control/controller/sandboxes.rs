@@ -132,16 +132,10 @@ impl Inner {
     pub(super) fn teardown_of(&mut self, sb: &Sandbox, endpoints: bool) -> Teardown {
         let mut teardown = Teardown::new(self.dp.clone());
         teardown.unpublish = self.take_publications(&sb.name);
-        teardown.plugin_dirs = self.plugin_dirs.clone();
         for ep in &sb.endpoints {
-            teardown.ports.extend(self.take_port(&sb.name, ep));
             // A remote plugin is told without the controller's lock, when the teardown runs.
-            if endpoints
-                && let Some(net) = self.state.network(&ep.network).cloned()
-                && net.driver == Driver::Remote
-            {
-                teardown.remote.push((ep.clone(), net));
-            }
+            let unwired = self.take_endpoint(&sb.name, ep, endpoints);
+            teardown.endpoints.push(unwired);
         }
         teardown.pins = vec![
             self.dirs.netns_path(&sb.name),
@@ -187,7 +181,7 @@ impl Inner {
 
     /// Rewrite a live sandbox's /etc/hosts and /etc/resolv.conf after its networks changed.
     pub(super) fn refresh_etc(&self, sb: &Sandbox) {
-        if !self.state.shares_host(sb)
+        if !drivers::shares_host(&self.state, sb)
             && let Err(e) = etc_files::write(&self.dirs, &self.state, sb)
         {
             eprintln!("tapnet: sandbox {}: {e}", sb.name);
