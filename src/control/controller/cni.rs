@@ -9,6 +9,33 @@ use crate::control::model::CniAttachment;
 use crate::drivers::bridge::{self, Tap, TapFds};
 
 impl Inner {
+    /// CNI ADD, DEL and CHECK from `tapnet-cni`.
+    pub(super) fn cni_request(&mut self, request: Request) -> Result<Value> {
+        match request {
+            Request::CniAdd {
+                network,
+                subnet,
+                container_id,
+                ifname,
+                netns,
+            } => value(&self.cni_add(&network, subnet, &container_id, &ifname, &netns)?),
+            Request::CniDel {
+                container_id,
+                ifname,
+            } => {
+                self.cni_del(&container_id, &ifname)?;
+                Ok(json!({"removed": ifname}))
+            }
+            Request::CniCheck {
+                container_id,
+                ifname,
+            } => value(&self.cni_check(&container_id, &ifname)?),
+            _ => Err(misrouted("CNI")),
+        }
+    }
+}
+
+impl Inner {
     fn cni_index(&self, container_id: &str, ifname: &str) -> Option<usize> {
         self.state
             .cni

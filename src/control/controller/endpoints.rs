@@ -70,6 +70,46 @@ pub(super) fn plan_endpoint(
     })
 }
 
+impl Controller {
+    /// `network connect` and `network disconnect`; a plugin's network is called without the
+    /// lock (`controller/remote.rs`).
+    pub(super) fn endpoint_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        match request {
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
+            } if drivers::plugin_served(&inner.state, &network) => {
+                drop(inner);
+                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
+            } => {
+                let r = inner.network_connect(&network, &sandbox, ip.as_deref(), aliases);
+                inner.release_stale_claims();
+                r?;
+                value(&inner.sandbox_view(&sandbox)?)
+            }
+            Request::NetworkDisconnect { network, sandbox } => {
+                let teardown = inner.network_disconnect(&network, &sandbox)?;
+                drop(inner);
+                teardown.run();
+                let inner = self.lock();
+                let result = inner.sync_default_route_of(&sandbox);
+                let view = inner.sandbox_view(&sandbox);
+                result?;
+                value(&view?)
+            }
+            _ => Err(misrouted("endpoint")),
+        }
+    }
+}
+
 impl Inner {
     pub(super) fn plan_endpoint(
         &self,

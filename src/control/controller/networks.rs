@@ -111,6 +111,52 @@ fn plan_vni(wanted: Option<u32>, has_vni: bool, state: &State) -> Result<Option<
     }
 }
 
+impl Controller {
+    /// `network create`, `ls`, `inspect` and `rm`; those of a plugin's network call it
+    /// without the lock (`controller/remote.rs`).
+    pub(super) fn network_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        match request {
+            Request::NetworkCreate(req) if remote::is_remote(req.driver.as_deref()) => {
+                drop(inner);
+                self.network_create_remote(req)
+            }
+            Request::NetworkCreate(req) => {
+                let name = inner.network_create(req)?;
+                value(&inner.network_view(&name)?)
+            }
+            Request::NetworkList => {
+                let views: Vec<_> = inner
+                    .state
+                    .networks
+                    .iter()
+                    .map(|n| network_view(&inner.state, n))
+                    .collect();
+                value(&views)
+            }
+            Request::NetworkInspect { name } => {
+                let mut view = inner.network_view(&name)?;
+                let queries = inner.network_queries(&name)?;
+                drop(inner);
+                queries.fill_network(&mut view);
+                value(&view)
+            }
+            Request::NetworkRemove { name } if drivers::plugin_served(&inner.state, &name) => {
+                drop(inner);
+                self.network_remove_remote(&name)?;
+                Ok(json!({"removed": name}))
+            }
+            Request::NetworkRemove { name } => {
+                inner.refuse_docker_owned(&name)?;
+                let teardown = inner.network_remove(&name)?;
+                drop(inner);
+                teardown.run();
+                Ok(json!({"removed": name}))
+            }
+            _ => Err(misrouted("network")),
+        }
+    }
+}
+
 impl Inner {
     /// The model as plans see it: with the networks and sandboxes a remote plugin is being
     /// told about, whose names, subnets and addresses are taken already.

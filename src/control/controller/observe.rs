@@ -3,6 +3,19 @@
 use super::*;
 
 impl Inner {
+    /// `info`, `fdb`, `stats` and `trace`.
+    pub(super) fn observe_request(&self, request: Request) -> Result<Value> {
+        match request {
+            Request::Info => value(&self.info()),
+            Request::Fdb { network } => value(&self.fdb(&network)?),
+            Request::Stats { network } => value(&self.stats(network.as_deref())?),
+            Request::Trace(req) => value(&self.trace(&req)?),
+            _ => Err(misrouted("observe")),
+        }
+    }
+}
+
+impl Inner {
     pub(super) fn network_view(&self, name: &str) -> Result<crate::api::types::NetworkView> {
         let mut view = network_view(&self.state, self.network(name)?);
         if let Some((_, gw)) = self.gateways.get(name) {

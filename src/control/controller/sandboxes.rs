@@ -2,6 +2,51 @@
 
 use super::*;
 
+impl Controller {
+    /// `sandbox create`, `ls`, `inspect` and `rm`.
+    pub(super) fn sandbox_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        match request {
+            Request::SandboxCreate(req)
+                if req
+                    .networks
+                    .iter()
+                    .any(|n| drivers::plugin_served(&inner.state, n)) =>
+            {
+                drop(inner);
+                self.sandbox_create_remote(req)
+            }
+            Request::SandboxCreate(req) => {
+                let r = inner.sandbox_create(req);
+                inner.release_stale_claims();
+                let name = r?;
+                value(&inner.sandbox_view(&name)?)
+            }
+            Request::SandboxList => {
+                let views: Vec<_> = inner
+                    .state
+                    .sandboxes
+                    .iter()
+                    .map(|s| inner.view_of(s))
+                    .collect();
+                value(&views)
+            }
+            Request::SandboxInspect { name } => {
+                let mut view = inner.sandbox_view(&name)?;
+                let queries = inner.sandbox_queries(&name)?;
+                drop(inner);
+                queries.fill_sandbox(&mut view);
+                value(&view)
+            }
+            Request::SandboxRemove { name, force } => {
+                drop(inner);
+                self.sandbox_remove(&name, force)?;
+                Ok(json!({"removed": name}))
+            }
+            _ => Err(misrouted("sandbox")),
+        }
+    }
+}
+
 impl Inner {
     pub(super) fn sandbox_create(&mut self, req: SandboxCreate) -> Result<String> {
         let (mut sb, host_sockets) = self.prepare_sandbox(&req)?;
