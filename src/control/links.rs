@@ -22,7 +22,7 @@ fn bridge_endpoint<'a>(
     let net = state
         .network(network)
         .ok_or_else(|| Error::not_found("network", network))?;
-    if !crate::drivers::of(net.driver).switched() {
+    if !crate::drivers::of(net.driver).supports_impairments() {
         return Err(Error::invalid(format!(
             "network {network} (driver {}) has no switch links to impair",
             net.driver.name()
@@ -140,7 +140,7 @@ pub fn set_block(
 fn is_bridge(state: &State, network: &str) -> bool {
     state
         .network(network)
-        .is_some_and(|n| crate::drivers::of(n.driver).switched())
+        .is_some_and(|n| crate::drivers::of(n.driver).supports_impairments())
 }
 
 /// Clear impairments and blocks of every endpoint matching the filters. Returns the networks

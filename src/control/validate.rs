@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 use super::ipam;
 use super::ipv4net::Ipv4Net;
 use super::model::{
-    BUILTIN, CniAttachment, DockerPlugin, Driver, MAX_MTU, MIN_MTU, Network, Sandbox, State,
-    validate_name,
+    BUILTIN, CniAttachment, DockerPlugin, MAX_MTU, MIN_MTU, Network, Sandbox, State, validate_name,
 };
 use super::ports::PublishedPort;
 use crate::datapath::frame::MacAddr;
@@ -52,11 +51,6 @@ pub fn vni(vni: u32) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A network's options as its driver takes them, typed.
-pub fn options(driver: Driver, options: &drivers::Options) -> Result<NetOptions> {
-    drivers::of(driver).validate(options)
 }
 
 /// Interface names of a CNI attachment (the runtime's `CNI_IFNAME`).
@@ -342,7 +336,7 @@ fn published(state: &State, sb: &Sandbox, port: &PublishedPort) -> Result<()> {
     }
     let carrier = state
         .network(&port.network)
-        .filter(|n| drivers::of(n.driver).switched() && !n.internal);
+        .filter(|n| drivers::of(n.driver).publishes_ports() && !n.internal);
     if carrier.is_none() || sb.endpoint(&port.network).is_none() {
         return Err(Error::invalid(format!(
             "published port {port}: network {:?} is not a non-internal bridge network of the sandbox",
@@ -371,7 +365,7 @@ fn cni(
     }
     let net = state
         .network(&a.network)
-        .filter(|n| drivers::of(n.driver).switched())
+        .filter(|n| drivers::of(n.driver).takes_taps())
         .ok_or_else(|| {
             Error::invalid(format!("network {:?} is not a bridge network", a.network))
         })?;

@@ -269,3 +269,50 @@ pub fn add_tap(
     ctx.ports.insert((sandbox.to_string(), interface), port);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::model::Driver;
+
+    fn net(options: &[(&str, &str)]) -> Network {
+        let options: Options = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Network {
+            name: "n".into(),
+            id: "1".into(),
+            driver: Driver::Bridge,
+            subnet: None,
+            gateway: None,
+            ip_range: None,
+            internal: false,
+            mtu: 1500,
+            vni: None,
+            mac_aging_s: 300,
+            offload: true,
+            typed: Bridge.validate(&options).ok(),
+            options,
+            builtin: false,
+            plugin: None,
+        }
+    }
+
+    #[test]
+    fn port_security_comes_from_the_validated_options_never_a_fallback() {
+        let mac = MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 2));
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(port_policy(&net(&[]), mac, ip).unwrap().is_some());
+        assert!(
+            port_policy(&net(&[("port_security", "off")]), mac, ip)
+                .unwrap()
+                .is_none()
+        );
+        // Not validated (a bad value never gets this far): an error, not "on".
+        let bad = net(&[("port_security", "maybe")]);
+        assert!(bad.typed.is_none());
+        let err = port_policy(&bad, mac, ip).unwrap_err().to_string();
+        assert!(err.contains("not validated"), "{err}");
+    }
+}

@@ -100,6 +100,32 @@ pub trait NetworkDriver: Sync {
         self.switched()
     }
 
+    /// Has the network a gateway (an address, NAT and DNS) that sandboxes route and resolve
+    /// through?
+    fn has_gateway(&self) -> bool {
+        self.switched()
+    }
+
+    /// May its sandboxes publish ports (`-p`) through the network's gateway?
+    fn publishes_ports(&self) -> bool {
+        self.has_gateway()
+    }
+
+    /// Have endpoints switch links that `tapnet link` can impair and block?
+    fn supports_impairments(&self) -> bool {
+        self.switched()
+    }
+
+    /// Does the network take TAPs made by others (CNI runtimes, Docker)?
+    fn takes_taps(&self) -> bool {
+        self.switched()
+    }
+
+    /// May a sandbox on this network be on other networks too?
+    fn combines(&self) -> bool {
+        self.switched()
+    }
+
     /// Does a sandbox on this network share the daemon's network namespace?
     fn shares_host(&self) -> bool {
         false

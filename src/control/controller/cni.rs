@@ -151,7 +151,7 @@ impl Inner {
     ) -> Result<Attachment> {
         self.refuse_docker_owned(network)?;
         let net = self.network(network)?.clone();
-        if !drivers::of(net.driver).switched() {
+        if !drivers::of(net.driver).takes_taps() {
             return Err(Error::invalid(format!(
                 "network {network} (driver {}) takes no CNI attachments",
                 net.driver.name()

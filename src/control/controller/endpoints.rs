@@ -182,7 +182,7 @@ impl Inner {
         }
         let route = sb.endpoints.iter().find_map(|ep| {
             let net = self.state.network(&ep.network)?;
-            if !drivers::of(net.driver).switched() || net.internal {
+            if !drivers::of(net.driver).has_gateway() || net.internal {
                 return None;
             }
             Some((net.gateway?, ep.interface.clone()?))

@@ -91,7 +91,7 @@ impl Inner {
             }
             nets.push(self.network(name)?.clone());
         }
-        let special = nets.iter().find(|n| !drivers::of(n.driver).switched());
+        let special = nets.iter().find(|n| !drivers::of(n.driver).combines());
         if let Some(n) = special
             && nets.len() > 1
         {

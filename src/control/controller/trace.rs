@@ -276,7 +276,7 @@ impl Inner {
         let route = self.state.sandbox(sandbox).and_then(|sb| {
             sb.endpoints.iter().find_map(|e| {
                 let n = self.state.network(&e.network)?;
-                (crate::drivers::of(n.driver).switched() && !n.internal).then(|| n.name.clone())
+                (crate::drivers::of(n.driver).has_gateway() && !n.internal).then(|| n.name.clone())
             })
         });
         match (route, gw) {
