@@ -116,7 +116,7 @@ impl Controller {
     /// without the lock (`controller/remote.rs`).
     pub(super) fn network_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
         match request {
-            Request::NetworkCreate(req) if remote::is_remote(req.driver.as_deref()) => {
+            Request::NetworkCreate(req) if remote::plugin_driver(req.driver.as_deref()) => {
                 drop(inner);
                 self.network_create_remote(req)
             }

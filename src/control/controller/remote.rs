@@ -9,9 +9,12 @@
 use super::networks::plan_network;
 use super::*;
 
-/// Does `--driver` name the remote driver?
-pub(super) fn is_remote(driver: Option<&str>) -> bool {
-    driver.is_some_and(|d| d == "remote" || d.starts_with("remote:"))
+/// Does `--driver` name a driver whose networks a plugin serves? (A name that is no driver
+/// is refused by the plan, either way.)
+pub(super) fn plugin_driver(driver: Option<&str>) -> bool {
+    driver
+        .and_then(|d| drivers::named(d).ok())
+        .is_some_and(|d| drivers::of(d).plugin_served())
 }
 
 impl Controller {
