@@ -223,6 +223,11 @@ pub trait NetworkDriver: Sync {
         )))
     }
 
+    /// Unwire a TAP `attach_tap` wired (CNI DEL, Docker Leave, or a failed commit after it).
+    fn detach_tap(&self, ctx: &Ctx<'_>, port: PortId) {
+        ctx.dp.remove_port(port);
+    }
+
     /// Take the endpoint's side out of the maps; the returned `Unwired` removes it, and tells
     /// whoever serves the network, when run without the controller's lock.
     fn take_endpoint(

@@ -178,7 +178,7 @@ impl Inner {
                 .cni_ports
                 .remove(&(a.container_id.clone(), a.ifname.clone()))
             {
-                self.dp.remove_port(port);
+                self.detach_tap(&a.network, port);
             }
             return Err(e);
         }
@@ -198,7 +198,7 @@ impl Inner {
             .cni_ports
             .remove(&(container_id.to_string(), ifname.to_string()))
         {
-            self.dp.remove_port(port);
+            self.detach_tap(&removed.network, port);
         }
         Ok(())
     }

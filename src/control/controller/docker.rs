@@ -397,7 +397,7 @@ impl Inner {
         if let Err(e) = self.save() {
             self.state.docker_plugins = before;
             let _ = tap::set_persist(&keep, &tap, false);
-            self.dp.remove_port(port);
+            self.detach_tap(&net.name, port);
             return Err(e);
         }
         self.docker_ports.insert(req.endpoint_id.clone(), port);
@@ -554,7 +554,10 @@ impl Inner {
             }
         }
         if let Some(port) = self.docker_ports.remove(id) {
-            self.dp.remove_port(port);
+            match self.docker_endpoint(plugin, id) {
+                Ok(ep) => self.detach_tap(&ep.network, port),
+                Err(_) => self.dp.remove_port(port),
+            }
         }
         let before = self.state.docker_plugins.clone();
         let Some(ep) = self.plugin_mut(plugin)?.endpoints.get_mut(id) else {

@@ -155,6 +155,14 @@ impl Inner {
         links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
+    /// Unwire a TAP made by others (CNI, Docker) from `network`, by its driver.
+    pub(super) fn detach_tap(&mut self, network: &str, port: PortId) {
+        match self.state.network(network).map(|n| n.driver) {
+            Some(driver) => drivers::of(driver).detach_tap(&self.ctx(), port),
+            None => self.dp.remove_port(port),
+        }
+    }
+
     /// The endpoint's side, by its driver, forgotten here; removing it from the datapath and
     /// telling a plugin (with `tell`) is the caller's, without the lock (it waits for every
     /// worker, and for the plugin).
