@@ -15,7 +15,9 @@ use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
 use super::ipv4net::Ipv4Net;
 use super::links;
-use super::model::{DEFAULT_MTU, Driver, Endpoint, Network, Sandbox, State, new_id, validate_name};
+use super::model::{
+    BUILTIN, DEFAULT_MTU, Endpoint, Network, Sandbox, State, new_id, validate_name,
+};
 use super::ports::{self, HostSocket, PublishedPort};
 use super::store::Store;
 use super::validate::{self, MAX_VNI};
@@ -29,7 +31,7 @@ use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::drivers::bridge::GATEWAY_PORT;
-use crate::drivers::{self, Ctx, Switch};
+use crate::drivers::{self, Ctx, Switch, Unwired};
 use crate::error::{Error, Result};
 use crate::gateway::Commander;
 use crate::gateway::Gateway;
@@ -46,6 +48,7 @@ mod cluster;
 mod cni;
 mod docker;
 mod endpoints;
+mod link_changes;
 mod networks;
 mod observe;
 mod oper_info;
@@ -120,32 +123,35 @@ struct Inner {
 }
 
 fn default_state() -> State {
-    let builtin = |name: &str, driver: Driver| Network {
-        name: name.to_string(),
-        id: new_id(),
-        driver,
-        subnet: None,
-        gateway: None,
-        ip_range: None,
-        internal: false,
-        mtu: DEFAULT_MTU,
-        vni: None,
-        mac_aging_s: DEFAULT_AGING_SECS,
-        offload: true,
-        options: BTreeMap::new(),
-        builtin: true,
-        plugin: None,
-    };
-    let mut bridge = builtin("bridge", Driver::Bridge);
-    bridge.subnet = Some(DEFAULT_BRIDGE_SUBNET);
-    bridge.gateway = Some(Ipv4Addr::new(172, 17, 0, 1));
+    let networks = BUILTIN
+        .iter()
+        .map(|&(name, driver)| {
+            let imp = drivers::of(driver);
+            let options = BTreeMap::new();
+            let addressed = imp.addressed();
+            Network {
+                name: name.to_string(),
+                id: new_id(),
+                driver,
+                subnet: addressed.then_some(DEFAULT_BRIDGE_SUBNET),
+                gateway: addressed.then_some(Ipv4Addr::new(172, 17, 0, 1)),
+                ip_range: None,
+                internal: false,
+                mtu: DEFAULT_MTU,
+                vni: None,
+                mac_aging_s: DEFAULT_AGING_SECS,
+                offload: true,
+                // No options: nothing to refuse.
+                typed: imp.validate(&options).ok(),
+                options,
+                builtin: true,
+                plugin: None,
+            }
+        })
+        .collect();
     State {
         version: State::VERSION,
-        networks: vec![
-            bridge,
-            builtin("host", Driver::Host),
-            builtin("none", Driver::Null),
-        ],
+        networks,
         sandboxes: Vec::new(),
         cni: Vec::new(),
         docker_plugins: Vec::new(),
@@ -254,7 +260,19 @@ impl Controller {
     }
 }
 
+/// The controller's state, held for one request.
+type Guard<'a> = std::sync::MutexGuard<'a, Inner>;
+
+/// A request handed to a family's function that does not serve it: a bug in `handle`.
+fn misrouted(family: &str) -> Error {
+    Error::invalid(format!(
+        "internal error: request sent to the {family} requests"
+    ))
+}
+
 impl Handler for Controller {
+    /// A replayed answer, or the request's family: each family's function lives in the
+    /// `controller/` file of its objects.
     fn handle(&self, request: Request) -> Result<Value> {
         let mut inner = self.lock_for_request()?;
         if crate::control::request_log::already_committed(&inner.state.committed_requests)
@@ -263,165 +281,28 @@ impl Handler for Controller {
             return answer;
         }
         match request {
-            Request::Ping => Ok(json!({"pid": std::process::id()})),
-            Request::NetworkCreate(req) if remote::is_remote(req.driver.as_deref()) => {
-                drop(inner);
-                self.network_create_remote(req)
+            Request::Ping | Request::Shutdown => daemon_request(request),
+            Request::NetworkCreate(_)
+            | Request::NetworkList
+            | Request::NetworkInspect { .. }
+            | Request::NetworkRemove { .. } => self.network_request(inner, request),
+            Request::NetworkConnect { .. } | Request::NetworkDisconnect { .. } => {
+                self.endpoint_request(inner, request)
             }
-            Request::NetworkCreate(req) => {
-                let name = inner.network_create(req)?;
-                value(&inner.network_view(&name)?)
+            Request::SandboxCreate(_)
+            | Request::SandboxList
+            | Request::SandboxInspect { .. }
+            | Request::SandboxRemove { .. } => self.sandbox_request(inner, request),
+            Request::LinkSet(_)
+            | Request::LinkShow { .. }
+            | Request::LinkReset { .. }
+            | Request::LinkBlock { .. } => inner.link_request(request),
+            Request::Info | Request::Fdb { .. } | Request::Stats { .. } | Request::Trace(_) => {
+                inner.observe_request(request)
             }
-            Request::NetworkList => {
-                let views: Vec<_> = inner
-                    .state
-                    .networks
-                    .iter()
-                    .map(|n| network_view(&inner.state, n))
-                    .collect();
-                value(&views)
+            Request::CniAdd { .. } | Request::CniDel { .. } | Request::CniCheck { .. } => {
+                inner.cni_request(request)
             }
-            Request::NetworkInspect { name } => {
-                let mut view = inner.network_view(&name)?;
-                let queries = inner.network_queries(&name)?;
-                drop(inner);
-                queries.fill_network(&mut view);
-                value(&view)
-            }
-            Request::NetworkRemove { name } if inner.driver_of(&name) == Some(Driver::Remote) => {
-                drop(inner);
-                self.network_remove_remote(&name)?;
-                Ok(json!({"removed": name}))
-            }
-            Request::NetworkRemove { name } => {
-                inner.refuse_docker_owned(&name)?;
-                let teardown = inner.network_remove(&name)?;
-                drop(inner);
-                teardown.run();
-                Ok(json!({"removed": name}))
-            }
-            Request::NetworkConnect {
-                network,
-                sandbox,
-                ip,
-                aliases,
-            } if inner.driver_of(&network) == Some(Driver::Remote) => {
-                drop(inner);
-                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
-            }
-            Request::NetworkConnect {
-                network,
-                sandbox,
-                ip,
-                aliases,
-            } => {
-                let r = inner.network_connect(&network, &sandbox, ip.as_deref(), aliases);
-                inner.release_stale_claims();
-                r?;
-                value(&inner.sandbox_view(&sandbox)?)
-            }
-            Request::NetworkDisconnect { network, sandbox } => {
-                let teardown = inner.network_disconnect(&network, &sandbox)?;
-                drop(inner);
-                teardown.run();
-                let inner = self.lock();
-                let result = inner.sync_default_route_of(&sandbox);
-                let view = inner.sandbox_view(&sandbox);
-                result?;
-                value(&view?)
-            }
-            Request::SandboxCreate(req)
-                if req
-                    .networks
-                    .iter()
-                    .any(|n| inner.driver_of(n) == Some(Driver::Remote)) =>
-            {
-                drop(inner);
-                self.sandbox_create_remote(req)
-            }
-            Request::SandboxCreate(req) => {
-                let r = inner.sandbox_create(req);
-                inner.release_stale_claims();
-                let name = r?;
-                value(&inner.sandbox_view(&name)?)
-            }
-            Request::SandboxList => {
-                let views: Vec<_> = inner
-                    .state
-                    .sandboxes
-                    .iter()
-                    .map(|s| inner.view_of(s))
-                    .collect();
-                value(&views)
-            }
-            Request::SandboxInspect { name } => {
-                let mut view = inner.sandbox_view(&name)?;
-                let queries = inner.sandbox_queries(&name)?;
-                drop(inner);
-                queries.fill_sandbox(&mut view);
-                value(&view)
-            }
-            Request::SandboxRemove { name, force } => {
-                drop(inner);
-                self.sandbox_remove(&name, force)?;
-                Ok(json!({"removed": name}))
-            }
-            Request::Info => value(&inner.info()),
-            Request::Fdb { network } => value(&inner.fdb(&network)?),
-            Request::Stats { network } => value(&inner.stats(network.as_deref())?),
-            Request::Shutdown => {
-                // Answer first, then stop the way SIGTERM does.
-                std::thread::spawn(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::this(),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                });
-                Ok(json!({"stopping": std::process::id()}))
-            }
-            Request::LinkSet(change) => {
-                let restart = change.sandbox.clone();
-                inner.link_update(Some(&restart), |st| {
-                    links::apply_change(st, &change).map(|n| vec![n])
-                })
-            }
-            Request::LinkShow { network } => value(&links::rows(
-                &inner.state,
-                &inner.ports,
-                &inner.dp,
-                network.as_deref(),
-            )?),
-            Request::LinkReset { network, sandbox } => inner.link_update(None, |st| {
-                links::reset(st, network.as_deref(), sandbox.as_deref())
-            }),
-            Request::LinkBlock {
-                a,
-                b,
-                network,
-                block,
-            } => inner.link_update(None, |st| {
-                links::set_block(st, &a, &b, network.as_deref(), block)
-            }),
-            Request::Trace(req) => value(&inner.trace(&req)?),
-            Request::CniAdd {
-                network,
-                subnet,
-                container_id,
-                ifname,
-                netns,
-            } => value(&inner.cni_add(&network, subnet, &container_id, &ifname, &netns)?),
-            Request::CniDel {
-                container_id,
-                ifname,
-            } => {
-                inner.cni_del(&container_id, &ifname)?;
-                Ok(json!({"removed": ifname}))
-            }
-            Request::CniCheck {
-                container_id,
-                ifname,
-            } => value(&inner.cni_check(&container_id, &ifname)?),
             Request::PluginDocker { name, stop } => {
                 drop(inner);
                 self.plugin_docker(&name, stop)
@@ -486,6 +367,25 @@ impl Handler for Controller {
     }
 }
 
+/// The daemon's own requests: is it there, and stop.
+fn daemon_request(request: Request) -> Result<Value> {
+    match request {
+        Request::Ping => Ok(json!({"pid": std::process::id()})),
+        Request::Shutdown => {
+            // Answer first, then stop the way SIGTERM does.
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            });
+            Ok(json!({"stopping": std::process::id()}))
+        }
+        _ => Err(misrouted("daemon")),
+    }
+}
+
 /// Names of the entries of `dir` (none if it does not exist).
 fn names_in(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -510,15 +410,12 @@ fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
 struct Teardown {
     dp: Arc<Datapath>,
     unpublish: Vec<(Commander, u64)>,
-    ports: Vec<PortId>,
+    /// Endpoints' switch ports, and plugins to tell (Leave, DeleteEndpoint), by their drivers.
+    endpoints: Vec<Unwired>,
     switches: Vec<Switch>,
     pins: Vec<std::path::PathBuf>,
     /// Sandboxes whose /etc files go, with their state dir.
     etc: Vec<(StateDir, String)>,
-    /// Endpoints on remote networks whose plugin is told (Leave, DeleteEndpoint), with where
-    /// plugins are looked for.
-    remote: Vec<(Endpoint, Network)>,
-    plugin_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Teardown {
@@ -526,12 +423,10 @@ impl Teardown {
         Teardown {
             dp,
             unpublish: Vec::new(),
-            ports: Vec::new(),
+            endpoints: Vec::new(),
             switches: Vec::new(),
             pins: Vec::new(),
             etc: Vec::new(),
-            remote: Vec::new(),
-            plugin_dirs: Vec::new(),
         }
     }
 
@@ -541,8 +436,8 @@ impl Teardown {
             gateway.send(GatewayCommand::Unpublish(id, done));
             let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
         }
-        for port in self.ports {
-            self.dp.remove_port(port);
+        for ep in self.endpoints {
+            ep.run(&self.dp);
         }
         for switch in self.switches {
             if let Some((port, gateway)) = switch.gateway {
@@ -554,11 +449,6 @@ impl Teardown {
             }
             if let Some(id) = switch.net {
                 self.dp.remove_network(id);
-            }
-        }
-        for (ep, net) in &self.remote {
-            if let Err(e) = drivers::remote::teardown(&self.plugin_dirs, ep, net) {
-                eprintln!("tapnet: endpoint {} on network {}: {e}", ep.id, net.name);
             }
         }
         for pin in &self.pins {
@@ -600,7 +490,7 @@ impl Controller {
             let mut inner = self.lock();
             inner.refuse_connecting(name)?;
             let sb = inner.sandbox(name)?;
-            let own = !inner.state.shares_host(sb);
+            let own = !drivers::shares_host(&inner.state, sb);
             if !inner.removing.insert(name.to_string()) {
                 return Err(Error::conflict(format!(
                     "sandbox {name} is being removed already"
@@ -652,27 +542,6 @@ impl Controller {
 }
 
 impl Inner {
-    /// A `tapnet link` change: edit the model, save it, then push it onto the ports. A failed
-    /// edit or save leaves the model as it was.
-    fn link_update(
-        &mut self,
-        restart: Option<&str>,
-        edit: impl FnOnce(&mut State) -> Result<Vec<String>>,
-    ) -> Result<Value> {
-        let before = self.state.clone();
-        let networks = match edit(&mut self.state).and_then(|n| self.save().map(|_| n)) {
-            Ok(n) => n,
-            Err(e) => {
-                self.state = before;
-                return Err(e);
-            }
-        };
-        for net in &networks {
-            links::sync(&self.state, &self.ports, &self.dp, net, restart);
-        }
-        value(&links::rows(&self.state, &self.ports, &self.dp, None)?)
-    }
-
     fn save(&mut self) -> Result<()> {
         crate::control::request_log::record(&mut self.state.committed_requests);
         self.nat_policy.set_tapnet_subnets(

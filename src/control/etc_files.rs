@@ -44,7 +44,7 @@ pub fn nameserver(state: &State, sb: &Sandbox) -> Option<Ipv4Addr> {
         .endpoints
         .iter()
         .filter_map(|ep| state.network(&ep.network))
-        .filter(|n| crate::drivers::of(n.driver).switched())
+        .filter(|n| crate::drivers::of(n.driver).has_gateway())
         .collect();
     bridges
         .iter()

@@ -22,7 +22,7 @@ fn bridge_endpoint<'a>(
     let net = state
         .network(network)
         .ok_or_else(|| Error::not_found("network", network))?;
-    if !crate::drivers::of(net.driver).switched() {
+    if !crate::drivers::of(net.driver).supports_impairments() {
         return Err(Error::invalid(format!(
             "network {network} (driver {}) has no switch links to impair",
             net.driver.name()
@@ -140,7 +140,7 @@ pub fn set_block(
 fn is_bridge(state: &State, network: &str) -> bool {
     state
         .network(network)
-        .is_some_and(|n| crate::drivers::of(n.driver).switched())
+        .is_some_and(|n| crate::drivers::of(n.driver).supports_impairments())
 }
 
 /// Clear impairments and blocks of every endpoint matching the filters. Returns the networks
@@ -295,14 +295,14 @@ pub fn impairment_of<'a>(state: &'a State, sandbox: &str, network: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::model::{Driver, Endpoint, Network, Sandbox};
+    use crate::control::model::{Endpoint, Network, Sandbox};
     use std::collections::BTreeMap;
 
     fn state() -> State {
-        let net = |name: &str, driver| Network {
+        let net = |name: &str, driver: &str| Network {
             name: name.into(),
             id: name.into(),
-            driver,
+            driver: crate::drivers::named(driver).unwrap(),
             subnet: None,
             gateway: None,
             ip_range: None,
@@ -314,6 +314,7 @@ mod tests {
             options: BTreeMap::new(),
             builtin: false,
             plugin: None,
+            typed: None,
         };
         let sb = |name: &str, nets: &[&str]| Sandbox {
             name: name.into(),
@@ -338,9 +339,9 @@ mod tests {
         State {
             version: 1,
             networks: vec![
-                net("front", Driver::Bridge),
-                net("back", Driver::Bridge),
-                net("host", Driver::Host),
+                net("front", "bridge"),
+                net("back", "bridge"),
+                net("host", "host"),
             ],
             sandboxes: vec![
                 sb("a", &["front", "back"]),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ipv4net::Ipv4Net;
 use crate::datapath::frame::MacAddr;
+use crate::drivers::options::NetOptions;
 
 pub const DEFAULT_MTU: u32 = 1500;
 pub const MIN_MTU: u32 = 68;
@@ -28,6 +29,13 @@ pub enum Driver {
     /// A third-party plugin serves the network (`remote:NAME`; the name is `Network::plugin`).
     Remote,
 }
+
+/// The networks every state dir has, and the only ones that are built in.
+pub const BUILTIN: [(&str, Driver); 3] = [
+    ("bridge", Driver::Bridge),
+    ("host", Driver::Host),
+    ("none", Driver::Null),
+];
 
 impl Driver {
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -76,6 +84,23 @@ pub struct Network {
     /// The plugin serving a `remote` network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// `options` as the driver validated them when the network was planned or loaded; not
+    /// persisted (the option map is).
+    #[serde(skip)]
+    pub typed: Option<NetOptions>,
+}
+
+impl Network {
+    /// The network's options, typed. A network that was never validated has none: that is a
+    /// bug, and an error rather than a silent default.
+    pub fn opts(&self) -> crate::error::Result<&NetOptions> {
+        self.typed.as_ref().ok_or_else(|| {
+            crate::error::Error::invalid(format!(
+                "network {}: its options were not validated",
+                self.name
+            ))
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -192,14 +217,6 @@ impl State {
         self.docker_plugins
             .iter()
             .find(|p| p.networks.values().any(|n| n == name))
-    }
-    /// Does `sb` share the daemon's network namespace (`--net host`)? Such a sandbox has no
-    /// namespaces of its own.
-    pub fn shares_host(&self, sb: &Sandbox) -> bool {
-        sb.endpoints.iter().any(|e| {
-            self.network(&e.network)
-                .is_some_and(|n| crate::drivers::of(n.driver).shares_host())
-        })
     }
     /// (sandbox, endpoint) pairs on network `name`.
     pub fn endpoints_on<'a>(

@@ -43,7 +43,7 @@ impl Store {
                 });
             }
         };
-        let state: State = serde_json::from_str(&text).map_err(|e| {
+        let mut state: State = serde_json::from_str(&text).map_err(|e| {
             Error::invalid(format!(
                 "state file {} is corrupt ({e}); refusing to start. Move it away to start empty, or run `tapnet system reset`",
                 self.path.display()
@@ -57,7 +57,7 @@ impl Store {
                 State::VERSION
             )));
         }
-        validate::state(&state).map_err(|e| {
+        validate::load(&mut state).map_err(|e| {
             Error::invalid(format!(
                 "state file {}: {e}; refusing to start",
                 self.path.display()

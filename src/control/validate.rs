@@ -8,17 +8,14 @@ use std::net::Ipv4Addr;
 use super::ipam;
 use super::ipv4net::Ipv4Net;
 use super::model::{
-    CniAttachment, DockerPlugin, Driver, MAX_MTU, MIN_MTU, Network, Sandbox, State, validate_name,
+    BUILTIN, CniAttachment, DockerPlugin, MAX_MTU, MIN_MTU, Network, Sandbox, State, validate_name,
 };
 use super::ports::PublishedPort;
 use crate::datapath::frame::MacAddr;
-use crate::drivers::{self, bridge::BridgeOptions};
+use crate::drivers::{self, NetOptions};
 use crate::error::{Error, Result};
 
 pub use crate::datapath::vxlan::MAX_VNI;
-
-/// The networks every state dir has, and the only ones that are built in.
-const BUILTIN: [&str; 3] = ["bridge", "host", "none"];
 
 /// A hostname a sandbox may be given: dot-separated labels of letters, digits and '-'.
 pub fn hostname(h: &str) -> Result<()> {
@@ -56,15 +53,6 @@ pub fn vni(vni: u32) -> Result<()> {
     Ok(())
 }
 
-/// A network's options as its driver takes them; returns the MAC aging they give.
-pub fn options(
-    driver: Driver,
-    options: &std::collections::BTreeMap<String, String>,
-) -> Result<u32> {
-    drivers::of(driver).check_options(options)?;
-    Ok(BridgeOptions::parse(options)?.mac_aging_s)
-}
-
 /// Interface names of a CNI attachment (the runtime's `CNI_IFNAME`).
 pub fn cni_ifname(ifname: &str) -> Result<()> {
     crate::cni::validate_ifname(ifname).map_err(Error::invalid)
@@ -90,12 +78,25 @@ pub fn port_clash<'a>(
     Ok(())
 }
 
+/// A loaded state checked (`state`), its networks given their typed options.
+pub fn load(state: &mut State) -> std::result::Result<(), String> {
+    let typed = self::state(state)?;
+    for (net, typed) in state.networks.iter_mut().zip(typed) {
+        net.typed = Some(typed);
+    }
+    Ok(())
+}
+
 /// Every object of a loaded state, checked as the API checked it when it was made, and in
 /// context: names and addresses unique, endpoints on networks that exist. The error names the
-/// object and the field.
-pub fn state(state: &State) -> std::result::Result<(), String> {
+/// object and the field. Returns each network's options, typed, in order.
+pub fn state(state: &State) -> std::result::Result<Vec<NetOptions>, String> {
+    let mut typed = Vec::with_capacity(state.networks.len());
     for (i, net) in state.networks.iter().enumerate() {
-        network(net, &state.networks[..i]).map_err(|e| format!("network {:?}: {e}", net.name))?;
+        typed.push(
+            network(net, &state.networks[..i])
+                .map_err(|e| format!("network {:?}: {e}", net.name))?,
+        );
     }
     // Addresses taken per network, with who took them.
     let mut taken: HashMap<(String, Ipv4Addr), String> = HashMap::new();
@@ -126,41 +127,44 @@ pub fn state(state: &State) -> std::result::Result<(), String> {
     {
         return Err(format!("committed_requests: invalid request id {bad:?}"));
     }
-    Ok(())
+    Ok(typed)
 }
 
-fn network(net: &Network, earlier: &[Network]) -> Result<()> {
+fn network(net: &Network, earlier: &[Network]) -> Result<NetOptions> {
     validate_name("network", &net.name).map_err(Error::Invalid)?;
     if earlier.iter().any(|n| n.name == net.name) {
         return Err(Error::invalid("is listed twice"));
     }
-    if net.builtin && !BUILTIN.contains(&net.name.as_str()) {
+    if net.builtin && !BUILTIN.iter().any(|(name, _)| *name == net.name) {
+        let names: Vec<&str> = BUILTIN.iter().map(|(name, _)| *name).collect();
         return Err(Error::invalid(format!(
             "only {} are built in",
-            BUILTIN.join(", ")
+            names.join(", ")
         )));
     }
     mtu(net.mtu)?;
-    let aging = options(net.driver, &net.options)?;
+    let imp = drivers::of(net.driver);
+    let typed = imp.validate(&net.options)?;
+    let aging = typed.mac_aging_s;
     if aging != net.mac_aging_s {
         return Err(Error::invalid(format!(
             "mac_aging_s {} is not what its options give ({aging})",
             net.mac_aging_s
         )));
     }
-    match (net.driver, &net.plugin) {
-        (Driver::Remote, Some(p)) => validate_name("plugin", p).map_err(Error::Invalid)?,
-        (Driver::Remote, None) => return Err(Error::invalid("a remote network names no plugin")),
-        (_, Some(p)) => {
+    match (imp.plugin_served(), &net.plugin) {
+        (true, Some(p)) => validate_name("plugin", p).map_err(Error::Invalid)?,
+        (true, None) => return Err(Error::invalid("a remote network names no plugin")),
+        (false, Some(p)) => {
             return Err(Error::invalid(format!(
                 "plugin {p:?} on a network of driver {}",
                 net.driver.name()
             )));
         }
-        (_, None) => {}
+        (false, None) => {}
     }
-    match (net.driver, net.vni) {
-        (Driver::Overlay, Some(v)) => {
+    match (imp.has_vni(), net.vni) {
+        (true, Some(v)) => {
             vni(v)?;
             if let Some(other) = earlier.iter().find(|n| n.vni == Some(v)) {
                 return Err(Error::conflict(format!(
@@ -169,16 +173,16 @@ fn network(net: &Network, earlier: &[Network]) -> Result<()> {
                 )));
             }
         }
-        (Driver::Overlay, None) => return Err(Error::invalid("an overlay network has no VNI")),
-        (_, Some(v)) => {
+        (true, None) => return Err(Error::invalid("an overlay network has no VNI")),
+        (false, Some(v)) => {
             return Err(Error::invalid(format!(
                 "VNI {v} on a network of driver {}",
                 net.driver.name()
             )));
         }
-        (_, None) => {}
+        (false, None) => {}
     }
-    if addressed(net.driver) {
+    if imp.addressed() {
         let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
             return Err(Error::invalid("has no subnet and gateway"));
         };
@@ -193,12 +197,7 @@ fn network(net: &Network, earlier: &[Network]) -> Result<()> {
             net.driver.name()
         )));
     }
-    Ok(())
-}
-
-/// Do endpoints on networks of this driver get an interface and an address from tapnet?
-fn addressed(driver: Driver) -> bool {
-    drivers::of(driver).switched() || driver == Driver::Remote
+    Ok(typed)
 }
 
 fn unicast(mac: MacAddr) -> Result<()> {
@@ -248,7 +247,7 @@ fn sandbox(
     if earlier.iter().any(|s| s.name == sb.name) {
         return Err(Error::invalid("is listed twice"));
     }
-    if state.shares_host(sb) {
+    if crate::drivers::shares_host(state, sb) {
         // The host's own name: not written to any file, shown only; one line of it.
         if sb.hostname.len() > 64 || sb.hostname.chars().any(|c| c.is_control()) {
             return Err(Error::invalid(format!(
@@ -281,7 +280,7 @@ fn sandbox(
         if let Some(imp) = &ep.impairment {
             imp.validate().map_err(|e| what(Error::Invalid(e)))?;
         }
-        if addressed(net.driver) {
+        if drivers::of(net.driver).addressed() {
             endpoint_link(sb, net, ep, &mut interfaces, taken).map_err(what)?;
         } else {
             if ep.interface.is_some() || ep.mac.is_some() || ep.ipv4.is_some() {
@@ -337,7 +336,7 @@ fn published(state: &State, sb: &Sandbox, port: &PublishedPort) -> Result<()> {
     }
     let carrier = state
         .network(&port.network)
-        .filter(|n| drivers::of(n.driver).switched() && !n.internal);
+        .filter(|n| drivers::of(n.driver).publishes_ports() && !n.internal);
     if carrier.is_none() || sb.endpoint(&port.network).is_none() {
         return Err(Error::invalid(format!(
             "published port {port}: network {:?} is not a non-internal bridge network of the sandbox",
@@ -366,7 +365,7 @@ fn cni(
     }
     let net = state
         .network(&a.network)
-        .filter(|n| drivers::of(n.driver).switched())
+        .filter(|n| drivers::of(n.driver).takes_taps())
         .ok_or_else(|| {
             Error::invalid(format!("network {:?} is not a bridge network", a.network))
         })?;
@@ -568,7 +567,7 @@ mod tests {
         );
         refused(
             |s| {
-                s.networks[2].driver = Driver::Overlay;
+                s.networks[2].driver = drivers::named("overlay").unwrap();
                 s.networks[2].vni = Some(1 << 24);
             },
             "VNI 16777216 is out of range",

@@ -67,7 +67,7 @@ fn docker_endpoints<'a>(
 /// `enter` is the command line that enters the sandbox by hand, which depends on the mode the
 /// daemon runs in (see `daemon::Mode::enter_hint`).
 pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String) -> SandboxView {
-    let own_namespaces = !state.shares_host(sb);
+    let own_namespaces = !crate::drivers::shares_host(state, sb);
     SandboxView {
         name: sb.name.clone(),
         id: sb.id.clone(),

@@ -1,21 +1,22 @@
 //! The bridge driver: a userspace L2 switch per network, TAP endpoints in the sandboxes, and a
 //! gateway (NAT, DNS, published ports) on a socketpair port of the switch.
 
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use super::{Ctx, NetworkDriver, Options, check_keys, option_positive};
+use super::{Ctx, NetOptions, NetworkDriver, Options, check_keys};
 use crate::control::model::{Endpoint, Network};
 use crate::control::wiring::{self, TapSpec};
-use crate::datapath::fdb::{DEFAULT_AGING_SECS, DEFAULT_PORT_LIMIT};
+use crate::datapath::fdb::PortId;
 use crate::datapath::frame::MacAddr;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns::DnsServer;
-use crate::gateway::{Gateway, GatewayConfig, NatLimits};
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::netns::tap::Offload;
 
-/// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
-pub const DEFAULT_UDP_IDLE_SECS: u32 = 30;
+pub use super::options::{BridgeOptions, DEFAULT_UDP_IDLE_SECS};
 
 /// Label of a network's gateway port in `stats` and `fdb`.
 pub const GATEWAY_PORT: &str = "gateway";
@@ -33,57 +34,6 @@ pub const KEYS: &[&str] = &[
     "nat_udp_peers",
 ];
 
-/// A bridge network's options, typed, with their defaults.
-#[derive(Clone, Debug)]
-pub struct BridgeOptions {
-    /// `mac_aging=SECONDS`: MAC table aging time.
-    pub mac_aging_s: u32,
-    /// `nat_udp_timeout=SECONDS`: idle UDP NAT flows expire after it.
-    pub udp_idle_s: u32,
-    /// `port_security=on|off`: may a sandbox's port send only as its endpoint?
-    pub port_security: bool,
-    /// `max_macs_per_port=N`: stations one port may own in the MAC table.
-    pub max_macs_per_port: u32,
-    /// `nat_{udp,tcp}_flows_per_{sandbox,gateway}=N`, `nat_udp_peers=N`: the gateway's caps.
-    pub nat: NatLimits,
-}
-
-impl BridgeOptions {
-    /// The known keys' values over the defaults; other keys are not looked at (a network
-    /// restored from an older state file keeps working).
-    pub fn parse(options: &Options) -> Result<Self> {
-        let secs = |key| option_positive(options, key, "a number of seconds");
-        let mut nat = NatLimits::default();
-        let set = |key: &str, field: &mut usize| -> Result<()> {
-            if let Some(n) = option_positive(options, key, "a number")? {
-                *field = n as usize;
-            }
-            Ok(())
-        };
-        set("nat_udp_flows_per_sandbox", &mut nat.udp.per_sandbox)?;
-        set("nat_udp_flows_per_gateway", &mut nat.udp.per_gateway)?;
-        set("nat_tcp_flows_per_sandbox", &mut nat.tcp.per_sandbox)?;
-        set("nat_tcp_flows_per_gateway", &mut nat.tcp.per_gateway)?;
-        set("nat_udp_peers", &mut nat.published_udp_peers)?;
-        Ok(BridgeOptions {
-            mac_aging_s: secs("mac_aging")?.unwrap_or(DEFAULT_AGING_SECS),
-            udp_idle_s: secs("nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
-            port_security: match options.get("port_security").map(String::as_str) {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(v) => {
-                    return Err(Error::invalid(format!(
-                        "option port_security={v}: expected on or off"
-                    )));
-                }
-            },
-            max_macs_per_port: option_positive(options, "max_macs_per_port", "a number")?
-                .unwrap_or(DEFAULT_PORT_LIMIT),
-            nat,
-        })
-    }
-}
-
 pub struct Bridge;
 
 impl NetworkDriver for Bridge {
@@ -93,12 +43,20 @@ impl NetworkDriver for Bridge {
     fn check_create(&self) -> Result<()> {
         Ok(())
     }
-    fn check_options(&self, options: &Options) -> Result<()> {
+    fn validate(&self, options: &Options) -> Result<NetOptions> {
         check_keys(self.name(), options, KEYS)?;
-        BridgeOptions::parse(options).map(|_| ())
+        let bridge = BridgeOptions::parse(options)?;
+        Ok(NetOptions {
+            mac_aging_s: bridge.mac_aging_s,
+            bridge: Some(bridge),
+            overlay: None,
+        })
     }
     fn switched(&self) -> bool {
         true
+    }
+    fn attach_tap(&self, ctx: &Ctx<'_>, net: &Network, tap: Tap) -> Result<PortId> {
+        attach(ctx, net, tap)
     }
     fn setup_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         add_switch(ctx, net)
@@ -135,7 +93,7 @@ pub fn gateway_port() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
 
 /// The datapath side of a switched network: its switch, and its gateway on an internal port.
 pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
-    let opts = BridgeOptions::parse(&net.options)?;
+    let opts = options_of(net)?.clone();
     let id = ctx.dp.add_network(&net.name, net.mtu, net.mac_aging_s);
     ctx.nets.insert(net.name.clone(), id);
     if let Some(dp_net) = ctx.dp.network(id) {
@@ -198,6 +156,87 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
     }
 }
 
+/// A switched network's bridge options (as validated with it).
+pub fn options_of(net: &Network) -> Result<&BridgeOptions> {
+    net.opts()?.bridge.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "network {} (driver {}) has no switch options",
+            net.name,
+            net.driver.name()
+        ))
+    })
+}
+
+/// The policy of a station's switch port: with port security on (the network's option), it may
+/// send only as `mac` and `ipv4`.
+pub fn port_policy(net: &Network, mac: MacAddr, ipv4: Ipv4Addr) -> Result<Option<PortPolicy>> {
+    Ok(options_of(net)?
+        .port_security
+        .then_some(PortPolicy { mac, ipv4 }))
+}
+
+/// How a TAP endpoint's device is planned on `net`: its MTU, offloads and queues.
+pub fn tap_spec(
+    ctx: &Ctx<'_>,
+    net: &Network,
+    interface: String,
+    mac: MacAddr,
+    ipv4: Ipv4Addr,
+) -> Result<TapSpec> {
+    let subnet = net
+        .subnet
+        .ok_or_else(|| Error::invalid(format!("network {} has no subnet", net.name)))?;
+    Ok(TapSpec {
+        interface,
+        mac,
+        ipv4,
+        prefix: subnet.prefix,
+        mtu: net.mtu,
+        offload: offload_of(ctx, net),
+        queues: ctx.dp.tap_queues(),
+    })
+}
+
+/// The offloads of `net`'s TAPs: the daemon's, unless the network turns them off.
+pub fn offload_of(ctx: &Ctx<'_>, net: &Network) -> Offload {
+    if net.offload {
+        ctx.offload
+    } else {
+        Offload::Off
+    }
+}
+
+/// A TAP endpoint to wire to a switch, however it was made (a sandbox's, a CNI runtime's, a
+/// Docker container's).
+pub struct Tap {
+    /// The port's label in `stats` and `fdb`.
+    pub label: String,
+    /// The station the port speaks for (port security).
+    pub mac: MacAddr,
+    pub ipv4: Ipv4Addr,
+    pub fds: TapFds,
+}
+
+pub enum TapFds {
+    /// A sandbox's or CNI runtime's TAP, opened with `tap_queues()` queues.
+    Queues(Vec<OwnedFd>),
+    /// A single-queue TAP (Docker's).
+    One(OwnedFd),
+}
+
+/// Wire a TAP to `net`'s switch with the port security the network's options ask for.
+pub fn attach(ctx: &Ctx<'_>, net: &Network, tap: Tap) -> Result<PortId> {
+    let net_id = *ctx
+        .nets
+        .get(&net.name)
+        .ok_or_else(|| Error::not_found("network", &net.name))?;
+    let policy = port_policy(net, tap.mac, tap.ipv4)?;
+    match tap.fds {
+        TapFds::Queues(fds) => ctx.dp.add_port_queues(net_id, tap.label, fds, policy),
+        TapFds::One(fd) => ctx.dp.add_port(net_id, tap.label, fd, policy),
+    }
+}
+
 /// Create the endpoint's TAP in the sandbox and wire it to the switch.
 pub fn add_tap(
     ctx: &mut Ctx<'_>,
@@ -206,37 +245,27 @@ pub fn add_tap(
     ep: &Endpoint,
     net: &Network,
 ) -> Result<()> {
-    let (Some(interface), Some(mac), Some(ipv4), Some(subnet)) =
+    let (Some(interface), Some(mac), Some(ipv4), Some(_)) =
         (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
     else {
         return Ok(());
     };
-    let net_id = *ctx
-        .nets
-        .get(&net.name)
-        .ok_or_else(|| Error::not_found("network", &net.name))?;
-    let fds = wiring::create_tap(
-        netns,
-        TapSpec {
-            interface: interface.clone(),
+    // Checked before a device is made.
+    options_of(net)?;
+    if !ctx.nets.contains_key(&net.name) {
+        return Err(Error::not_found("network", &net.name));
+    }
+    let fds = wiring::create_tap(netns, tap_spec(ctx, net, interface.clone(), mac, ipv4)?)?;
+    let port = attach(
+        ctx,
+        net,
+        Tap {
+            label: format!("{sandbox}/{interface}"),
             mac,
             ipv4,
-            prefix: subnet.prefix,
-            mtu: net.mtu,
-            offload: if net.offload {
-                ctx.offload
-            } else {
-                Offload::Off
-            },
-            queues: ctx.dp.tap_queues(),
+            fds: TapFds::Queues(fds),
         },
     )?;
-    let label = format!("{sandbox}/{interface}");
-    let policy = BridgeOptions::parse(&net.options)
-        .map(|o| o.port_security)
-        .unwrap_or(true)
-        .then_some(PortPolicy { mac, ipv4 });
-    let port = ctx.dp.add_port_queues(net_id, label, fds, policy)?;
     ctx.ports.insert((sandbox.to_string(), interface), port);
     Ok(())
 }
@@ -244,20 +273,46 @@ pub fn add_tap(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::model::Driver;
+
+    fn net(options: &[(&str, &str)]) -> Network {
+        let options: Options = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Network {
+            name: "n".into(),
+            id: "1".into(),
+            driver: Driver::Bridge,
+            subnet: None,
+            gateway: None,
+            ip_range: None,
+            internal: false,
+            mtu: 1500,
+            vni: None,
+            mac_aging_s: 300,
+            offload: true,
+            typed: Bridge.validate(&options).ok(),
+            options,
+            builtin: false,
+            plugin: None,
+        }
+    }
 
     #[test]
-    fn options_parse_over_defaults_and_refuse_bad_values() {
-        let mut o = Options::new();
-        let d = BridgeOptions::parse(&o).unwrap();
-        assert_eq!(d.mac_aging_s, DEFAULT_AGING_SECS);
-        assert!(d.port_security);
-        o.insert("port_security".into(), "off".into());
-        o.insert("nat_udp_peers".into(), "7".into());
-        let p = BridgeOptions::parse(&o).unwrap();
-        assert!(!p.port_security);
-        assert_eq!(p.nat.published_udp_peers, 7);
-        o.insert("mac_aging".into(), "soon".into());
-        let err = BridgeOptions::parse(&o).unwrap_err().to_string();
-        assert!(err.contains("mac_aging=soon"), "{err}");
+    fn port_security_comes_from_the_validated_options_never_a_fallback() {
+        let mac = MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 2));
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        assert!(port_policy(&net(&[]), mac, ip).unwrap().is_some());
+        assert!(
+            port_policy(&net(&[("port_security", "off")]), mac, ip)
+                .unwrap()
+                .is_none()
+        );
+        // Not validated (a bad value never gets this far): an error, not "on".
+        let bad = net(&[("port_security", "maybe")]);
+        assert!(bad.typed.is_none());
+        let err = port_policy(&bad, mac, ip).unwrap_err().to_string();
+        assert!(err.contains("not validated"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The host driver: a sandbox shares the daemon's network namespace; nothing to set up.
 
-use super::{NetworkDriver, Options, check_keys};
+use super::{NetOptions, NetworkDriver, Options, check_keys};
+use crate::datapath::fdb::DEFAULT_AGING_SECS;
 use crate::error::{Error, Result};
 
 pub struct Host;
@@ -14,8 +15,9 @@ impl NetworkDriver for Host {
             "only one network of driver host may exist (it is host)",
         ))
     }
-    fn check_options(&self, options: &Options) -> Result<()> {
-        check_keys(self.name(), options, &[])
+    fn validate(&self, options: &Options) -> Result<NetOptions> {
+        check_keys(self.name(), options, &[])?;
+        Ok(NetOptions::plain(DEFAULT_AGING_SECS))
     }
     fn shares_host(&self) -> bool {
         true

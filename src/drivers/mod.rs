@@ -2,12 +2,12 @@
 //! sets up and tears down the datapath side of its networks and endpoints. The controller keeps
 //! the model, IPAM, persistence and the order of steps, and asks the driver for the rest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::control::model::{Driver, Endpoint, Network};
+use crate::control::model::{Driver, Endpoint, Network, Sandbox, State};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
 use crate::datapath::frame::MacAddr;
@@ -20,11 +20,11 @@ use crate::netns::tap::Offload;
 pub mod bridge;
 pub mod host;
 pub mod null;
+pub mod options;
 pub mod overlay;
 pub mod remote;
 
-/// `--opt KEY=VALUE` pairs as stored on a network.
-pub type Options = BTreeMap<String, String>;
+pub use options::{NetOptions, Options, check_keys, option_positive};
 
 /// A network's datapath side as it leaves the controller's maps: its gateway (with the
 /// gateway's switch port), other ports the driver made (a VTEP's), and its datapath id. A
@@ -34,6 +34,29 @@ pub struct Switch {
     pub gateway: Option<(PortId, Gateway)>,
     pub ports: Vec<PortId>,
     pub net: Option<NetId>,
+}
+
+/// An endpoint's side as it leaves the controller's maps (`take_endpoint`): its switch port,
+/// and the plugin that still has to hear of it. Run without the controller's lock.
+#[derive(Default)]
+pub struct Unwired {
+    pub port: Option<PortId>,
+    /// A remote network's endpoint: where plugins are looked for, the endpoint, its network.
+    pub plugin: Option<(Vec<PathBuf>, Endpoint, Network)>,
+}
+
+impl Unwired {
+    /// Remove the port (waiting for every worker to drop it) and tell the plugin.
+    pub fn run(self, dp: &Datapath) {
+        if let Some(port) = self.port {
+            dp.remove_port(port);
+        }
+        if let Some((dirs, ep, net)) = self.plugin
+            && let Err(e) = remote::teardown(&dirs, &ep, &net)
+        {
+            eprintln!("tapnet: endpoint {} on network {}: {e}", ep.id, net.name);
+        }
+    }
 }
 
 /// What a driver may touch while it sets up or tears down: the controller's datapath maps,
@@ -52,7 +75,7 @@ pub struct Ctx<'a> {
     /// VTEPs and the overlay networks on them.
     pub overlay: &'a mut overlay::Vteps,
     /// Where `remote:NAME` plugins are looked for.
-    pub plugin_dirs: &'a [std::path::PathBuf],
+    pub plugin_dirs: &'a [PathBuf],
 }
 
 pub trait NetworkDriver: Sync {
@@ -61,12 +84,46 @@ pub trait NetworkDriver: Sync {
     /// May a user create a network of this driver? Host and null exist once, built in.
     fn check_create(&self) -> Result<()>;
 
-    /// Check `--opt` keys and values; an unknown key is an error.
-    fn check_options(&self, options: &Options) -> Result<()>;
+    /// Check `--opt` keys and values (an unknown key is an error) and return them typed: the
+    /// one place a network's option map is parsed.
+    fn validate(&self, options: &Options) -> Result<NetOptions>;
 
-    /// Do endpoints get an interface, a MAC, an address and a switch port?
+    /// Do endpoints get a TAP, a MAC, an address and a switch port (and the network a switch
+    /// and a gateway)?
     fn switched(&self) -> bool {
         false
+    }
+
+    /// Do endpoints get an interface and an address from tapnet's IPAM? Such endpoints may
+    /// join and leave a running sandbox.
+    fn addressed(&self) -> bool {
+        self.switched()
+    }
+
+    /// Has the network a gateway (an address, NAT and DNS) that sandboxes route and resolve
+    /// through?
+    fn has_gateway(&self) -> bool {
+        self.switched()
+    }
+
+    /// May its sandboxes publish ports (`-p`) through the network's gateway?
+    fn publishes_ports(&self) -> bool {
+        self.has_gateway()
+    }
+
+    /// Have endpoints switch links that `tapnet link` can impair and block?
+    fn supports_impairments(&self) -> bool {
+        self.switched()
+    }
+
+    /// Does the network take TAPs made by others (CNI runtimes, Docker)?
+    fn takes_taps(&self) -> bool {
+        self.switched()
+    }
+
+    /// May a sandbox on this network be on other networks too?
+    fn combines(&self) -> bool {
+        self.switched()
     }
 
     /// Does a sandbox on this network share the daemon's network namespace?
@@ -74,14 +131,46 @@ pub trait NetworkDriver: Sync {
         false
     }
 
+    /// Is the network served by a plugin outside the daemon (named by `remote:NAME`), which
+    /// the controller calls without its lock and asks about endpoints (EndpointOperInfo)?
+    fn plugin_served(&self) -> bool {
+        false
+    }
+
+    /// Does the driver set a sandbox's routes itself (a plugin's Join), not the controller?
+    fn routes_itself(&self) -> bool {
+        false
+    }
+
+    /// Does a network have a VNI (and its default MTU leave room for encapsulation)?
+    fn has_vni(&self) -> bool {
+        false
+    }
+
+    /// The MTU of a network created without `--mtu`.
+    fn default_mtu(&self) -> u32 {
+        crate::control::model::DEFAULT_MTU
+    }
+
+    /// Are the network and its endpoints' addresses shared with other hosts through the
+    /// cluster store (`daemon --store`)?
+    fn in_cluster_store(&self) -> bool {
+        false
+    }
+
+    /// Pin on a new network what it keeps whatever a restarted daemon's flags say (an overlay
+    /// network's VTEP, which its peers know it by).
+    fn settle(&self, _ctx: &Ctx<'_>, _net: &mut Network) {}
+
     /// Tell whoever serves the network that it is being created (on create only, before
-    /// `setup_network`); an error fails the create.
-    fn create_network(&self, _ctx: &Ctx<'_>, _net: &Network) -> Result<()> {
+    /// `setup_network`); an error fails the create. Called without the controller's lock.
+    fn create_network(&self, _plugin_dirs: &[PathBuf], _net: &Network) -> Result<()> {
         Ok(())
     }
 
-    /// Tell whoever serves the network that it is being removed; an error keeps it.
-    fn delete_network(&self, _ctx: &Ctx<'_>, _net: &Network) -> Result<()> {
+    /// Tell whoever serves the network that it is being removed; an error keeps it. Called
+    /// without the controller's lock.
+    fn delete_network(&self, _plugin_dirs: &[PathBuf], _net: &Network) -> Result<()> {
         Ok(())
     }
 
@@ -111,6 +200,51 @@ pub trait NetworkDriver: Sync {
     ) -> Result<Option<MacAddr>> {
         Ok(None)
     }
+
+    /// The part of `setup_endpoint` that calls out of the daemon (a plugin's CreateEndpoint
+    /// and Join, and the link it made moved in), made without the controller's lock.
+    fn setup_endpoint_outside(
+        &self,
+        _plugin_dirs: &[PathBuf],
+        _netns: &Path,
+        _ep: &Endpoint,
+        _net: &Network,
+    ) -> Result<Option<MacAddr>> {
+        Ok(None)
+    }
+
+    /// Wire a TAP made elsewhere (a CNI runtime's, a Docker container's) to the network's
+    /// switch.
+    fn attach_tap(&self, _ctx: &Ctx<'_>, net: &Network, _tap: bridge::Tap) -> Result<PortId> {
+        Err(Error::invalid(format!(
+            "network {} (driver {}) takes no TAPs",
+            net.name,
+            self.name()
+        )))
+    }
+
+    /// Unwire a TAP `attach_tap` wired (CNI DEL, Docker Leave, or a failed commit after it).
+    fn detach_tap(&self, ctx: &Ctx<'_>, port: PortId) {
+        ctx.dp.remove_port(port);
+    }
+
+    /// Take the endpoint's side out of the maps; the returned `Unwired` removes it, and tells
+    /// whoever serves the network, when run without the controller's lock.
+    fn take_endpoint(
+        &self,
+        ctx: &mut Ctx<'_>,
+        sandbox: &str,
+        ep: &Endpoint,
+        _net: &Network,
+    ) -> Unwired {
+        Unwired {
+            port: ep
+                .interface
+                .clone()
+                .and_then(|i| ctx.ports.remove(&(sandbox.to_string(), i))),
+            plugin: None,
+        }
+    }
 }
 
 /// The implementation of a driver named in the model.
@@ -124,31 +258,26 @@ pub fn of(driver: Driver) -> &'static dyn NetworkDriver {
     }
 }
 
-/// Refuse keys outside `known`, naming the ones the driver takes.
-pub fn check_keys(driver: &str, options: &Options, known: &[&str]) -> Result<()> {
-    match options.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) if known.is_empty() => Err(Error::invalid(format!(
-            "option {k}: driver {driver} takes no options"
-        ))),
-        Some(k) => Err(Error::invalid(format!(
-            "unknown option {k} for driver {driver} (known: {})",
-            known.join(", ")
-        ))),
-    }
+/// The driver `--driver NAME` names (`remote:PLUGIN` for a plugin's).
+pub fn named(name: &str) -> Result<Driver> {
+    Driver::parse(name).map_err(Error::Invalid)
 }
 
-/// A `--opt KEY=N` number > 0: `None` when absent.
-pub fn option_positive(options: &Options, key: &str, what: &str) -> Result<Option<u32>> {
-    options
-        .get(key)
-        .map(|v| {
-            v.parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| Error::invalid(format!("option {key}={v}: expected {what} > 0")))
-        })
-        .transpose()
+/// Does `sb` share the daemon's network namespace (`--net host`)? Such a sandbox has no
+/// namespaces of its own.
+pub fn shares_host(state: &State, sb: &Sandbox) -> bool {
+    sb.endpoints.iter().any(|e| {
+        state
+            .network(&e.network)
+            .is_some_and(|n| of(n.driver).shares_host())
+    })
+}
+
+/// Is network `name` (of the model) served by a plugin outside the daemon?
+pub fn plugin_served(state: &State, name: &str) -> bool {
+    state
+        .network(name)
+        .is_some_and(|n| of(n.driver).plugin_served())
 }
 
 #[cfg(test)]
@@ -165,19 +294,16 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_the_known_ones() {
         let err = of(Driver::Bridge)
-            .check_options(&opts(&[("mac_agin", "3")]))
+            .validate(&opts(&[("mac_agin", "3")]))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("unknown option mac_agin") && err.contains("mac_aging"),
             "{err}"
         );
-        assert!(
-            of(Driver::Null)
-                .check_options(&opts(&[("a", "b")]))
-                .is_err()
-        );
-        assert!(of(Driver::Null).check_options(&opts(&[])).is_ok());
+        assert!(of(Driver::Null).validate(&opts(&[("a", "b")])).is_err());
+        assert!(of(Driver::Null).validate(&opts(&[])).is_ok());
+        assert!(of(Driver::Remote).addressed() && of(Driver::Remote).plugin_served());
     }
 
     #[test]
@@ -188,6 +314,7 @@ mod tests {
             assert_eq!(of(d).shares_host(), d == Driver::Host);
             assert_eq!(of(d).name(), d.name());
             assert_eq!(of(d).check_create().is_ok(), switched);
+            assert_eq!(of(d).addressed(), switched);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The null driver: a sandbox gets its own namespace with loopback only; nothing to set up.
 
-use super::{NetworkDriver, Options, check_keys};
+use super::{NetOptions, NetworkDriver, Options, check_keys};
+use crate::datapath::fdb::DEFAULT_AGING_SECS;
 use crate::error::{Error, Result};
 
 pub struct Null;
@@ -14,7 +15,8 @@ impl NetworkDriver for Null {
             "only one network of driver null may exist (it is none)",
         ))
     }
-    fn check_options(&self, options: &Options) -> Result<()> {
-        check_keys(self.name(), options, &[])
+    fn validate(&self, options: &Options) -> Result<NetOptions> {
+        check_keys(self.name(), options, &[])?;
+        Ok(NetOptions::plain(DEFAULT_AGING_SECS))
     }
 }

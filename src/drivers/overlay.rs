@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::bridge::{self, BridgeOptions};
-use super::{Ctx, NetworkDriver, Options, Switch, check_keys};
+use super::{Ctx, NetOptions, NetworkDriver, Options, Switch, check_keys};
 use crate::control::model::{Endpoint, Network};
+use crate::datapath::fdb::PortId;
 use crate::datapath::frame::MacAddr;
 use crate::datapath::vtep::{NetworkSpec, RemoteRow, Vtep, VtepStats};
 use crate::datapath::vxlan;
@@ -22,52 +23,13 @@ pub const FIRST_AUTO_VNI: u32 = 256;
 /// Label of a network's VTEP port in `stats` and `fdb`.
 pub const VTEP_PORT: &str = "vtep";
 
+pub use super::options::{OverlayOptions, parse_vtep_addr};
+
 /// An overlay network's `--opt` keys: the bridge's and its own.
 pub fn keys() -> Vec<&'static str> {
     let mut k = bridge::KEYS.to_vec();
     k.extend(["vtep", "peers"]);
     k
-}
-
-/// `ADDR[:PORT]`, port 4789 when left out.
-pub fn parse_vtep_addr(s: &str) -> std::result::Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .or_else(|_| {
-            s.parse::<std::net::IpAddr>()
-                .map(|ip| SocketAddr::new(ip, vxlan::DEFAULT_PORT))
-        })
-        .map_err(|_| format!("bad address {s:?}: expected ADDR or ADDR:PORT"))
-}
-
-/// An overlay network's own options, typed.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OverlayOptions {
-    /// `vtep=ADDR[:PORT]`: this host's VTEP for the network.
-    pub vtep: Option<SocketAddr>,
-    /// `peers=ADDR[:PORT],...`: the other hosts' VTEPs.
-    pub peers: Vec<SocketAddr>,
-}
-
-impl OverlayOptions {
-    pub fn parse(options: &Options) -> Result<Self> {
-        let vtep = options
-            .get("vtep")
-            .map(|v| parse_vtep_addr(v).map_err(|e| Error::invalid(format!("option vtep: {e}"))))
-            .transpose()?;
-        let peers = options
-            .get("peers")
-            .map(|list| {
-                list.split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        parse_vtep_addr(p).map_err(|e| Error::invalid(format!("option peers: {e}")))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        Ok(OverlayOptions { vtep, peers })
-    }
 }
 
 /// The daemon's VTEPs, one per bound address, and which overlay network uses which.
@@ -124,16 +86,44 @@ impl NetworkDriver for Overlay {
     fn check_create(&self) -> Result<()> {
         Ok(())
     }
-    fn check_options(&self, options: &Options) -> Result<()> {
+    fn validate(&self, options: &Options) -> Result<NetOptions> {
         check_keys(self.name(), options, &keys())?;
-        BridgeOptions::parse(options)?;
-        OverlayOptions::parse(options).map(|_| ())
+        let bridge = BridgeOptions::parse(options)?;
+        Ok(NetOptions {
+            mac_aging_s: bridge.mac_aging_s,
+            bridge: Some(bridge),
+            overlay: Some(OverlayOptions::parse(options)?),
+        })
     }
     fn switched(&self) -> bool {
         true
     }
+    fn has_vni(&self) -> bool {
+        true
+    }
+    fn default_mtu(&self) -> u32 {
+        DEFAULT_MTU
+    }
+    fn in_cluster_store(&self) -> bool {
+        true
+    }
+    fn settle(&self, ctx: &Ctx<'_>, net: &mut Network) {
+        let Some(vtep) = ctx.overlay.default else {
+            return;
+        };
+        if net.options.contains_key("vtep") {
+            return;
+        }
+        net.options.insert("vtep".to_string(), vtep.to_string());
+        if let Some(o) = net.typed.as_mut().and_then(|t| t.overlay.as_mut()) {
+            o.vtep = Some(vtep);
+        }
+    }
+    fn attach_tap(&self, ctx: &Ctx<'_>, net: &Network, tap: bridge::Tap) -> Result<PortId> {
+        bridge::attach(ctx, net, tap)
+    }
     fn setup_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
-        let opts = OverlayOptions::parse(&net.options)?;
+        let opts = options_of(net)?.clone();
         let vni = net
             .vni
             .ok_or_else(|| Error::invalid(format!("overlay network {} has no VNI", net.name)))?;
@@ -207,6 +197,17 @@ impl NetworkDriver for Overlay {
     }
 }
 
+/// An overlay network's own options (as validated with it).
+pub fn options_of(net: &Network) -> Result<&OverlayOptions> {
+    net.opts()?.overlay.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "network {} (driver {}) has no overlay options",
+            net.name,
+            net.driver.name()
+        ))
+    })
+}
+
 fn bridge_take(ctx: &mut Ctx<'_>, name: &str) -> Switch {
     Switch {
         gateway: ctx.gateways.remove(name),
@@ -245,37 +246,16 @@ mod tests {
     }
 
     #[test]
-    fn vtep_and_peers_parse_with_the_default_port() {
-        let o = OverlayOptions::parse(&opts(&[
-            ("vtep", "127.0.0.2"),
-            ("peers", "127.0.0.3,10.0.0.1:9000"),
-        ]))
-        .unwrap();
-        assert_eq!(o.vtep, Some("127.0.0.2:4789".parse().unwrap()));
-        assert_eq!(
-            o.peers,
-            vec![
-                "127.0.0.3:4789".parse().unwrap(),
-                "10.0.0.1:9000".parse().unwrap()
-            ]
-        );
-        let err = OverlayOptions::parse(&opts(&[("peers", "a.b")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("option peers") && err.contains("a.b"), "{err}");
-    }
-
-    #[test]
     fn overlay_takes_bridge_keys_and_its_own_only() {
         let d = Overlay;
         assert!(
-            d.check_options(&opts(&[("mac_aging", "5"), ("peers", "127.0.0.3")]))
+            d.validate(&opts(&[("mac_aging", "5"), ("peers", "127.0.0.3")]))
                 .is_ok()
         );
-        assert!(d.check_options(&opts(&[("colour", "blue")])).is_err());
+        assert!(d.validate(&opts(&[("colour", "blue")])).is_err());
         assert!(
             super::super::bridge::Bridge
-                .check_options(&opts(&[("peers", "127.0.0.3")]))
+                .validate(&opts(&[("peers", "127.0.0.3")]))
                 .is_err()
         );
         assert_eq!(DEFAULT_MTU, 1450);

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Ctx, NetworkDriver, Options};
+use super::options::BridgeOptions;
+use super::{Ctx, NetOptions, NetworkDriver, Options, Unwired};
 use crate::control::model::{Endpoint, Network};
 use crate::control::wiring::{self, PluginLink};
 use crate::datapath::frame::MacAddr;
@@ -67,12 +68,24 @@ impl NetworkDriver for Remote {
     fn check_create(&self) -> Result<()> {
         Ok(())
     }
-    /// Every key goes to the plugin, which judges them.
-    fn check_options(&self, _options: &Options) -> Result<()> {
-        Ok(())
+    /// Every key goes to the plugin, which judges them; the bridge's keys are held to the
+    /// bridge's values (`mac_aging` gives the network's MAC aging).
+    fn validate(&self, options: &Options) -> Result<NetOptions> {
+        Ok(NetOptions::plain(
+            BridgeOptions::parse(options)?.mac_aging_s,
+        ))
     }
-    fn create_network(&self, ctx: &Ctx<'_>, net: &Network) -> Result<()> {
-        create(ctx.plugin_dirs, net)
+    fn addressed(&self) -> bool {
+        true
+    }
+    fn plugin_served(&self) -> bool {
+        true
+    }
+    fn routes_itself(&self) -> bool {
+        true
+    }
+    fn create_network(&self, plugin_dirs: &[PathBuf], net: &Network) -> Result<()> {
+        create(plugin_dirs, net)
     }
     fn setup_endpoint(
         &self,
@@ -84,8 +97,31 @@ impl NetworkDriver for Remote {
     ) -> Result<Option<MacAddr>> {
         setup(ctx.plugin_dirs, netns, ep, net)
     }
-    fn delete_network(&self, ctx: &Ctx<'_>, net: &Network) -> Result<()> {
-        delete(ctx.plugin_dirs, net)
+    fn setup_endpoint_outside(
+        &self,
+        plugin_dirs: &[PathBuf],
+        netns: &Path,
+        ep: &Endpoint,
+        net: &Network,
+    ) -> Result<Option<MacAddr>> {
+        setup(plugin_dirs, netns, ep, net)
+    }
+    /// The plugin's link has no switch port; the plugin hears RevokeExternalConnectivity,
+    /// Leave and DeleteEndpoint.
+    fn take_endpoint(
+        &self,
+        ctx: &mut Ctx<'_>,
+        _sandbox: &str,
+        ep: &Endpoint,
+        net: &Network,
+    ) -> Unwired {
+        Unwired {
+            port: None,
+            plugin: Some((ctx.plugin_dirs.to_vec(), ep.clone(), net.clone())),
+        }
+    }
+    fn delete_network(&self, plugin_dirs: &[PathBuf], net: &Network) -> Result<()> {
+        delete(plugin_dirs, net)
     }
 }
 

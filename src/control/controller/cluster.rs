@@ -24,7 +24,7 @@ impl Controller {
                 .state
                 .networks
                 .iter()
-                .filter(|n| n.driver == Driver::Overlay)
+                .filter(|n| drivers::of(n.driver).in_cluster_store())
                 .cloned()
                 .collect();
             for net in &overlay {
@@ -67,7 +67,7 @@ impl Inner {
     pub(super) fn own_record(&self, sandbox: &str, ep: &Endpoint) -> Option<EndpointRecord> {
         let cluster = self.cluster.as_ref()?;
         let net = self.state.network(&ep.network)?;
-        if net.driver != Driver::Overlay {
+        if !drivers::of(net.driver).in_cluster_store() {
             return None;
         }
         let ip = ep.ipv4?;
@@ -82,7 +82,7 @@ impl Inner {
     }
 
     fn vtep_of(&self, net: &Network) -> Option<std::net::SocketAddr> {
-        drivers::overlay::OverlayOptions::parse(&net.options)
+        drivers::overlay::options_of(net)
             .ok()?
             .vtep
             .or(self.overlay.default)
@@ -250,7 +250,7 @@ impl Inner {
 
     /// Make here an overlay network another host put in the store.
     fn adopt_network(&mut self, mut net: Network) {
-        if net.driver != Driver::Overlay || self.state.network(&net.name).is_some() {
+        if !drivers::of(net.driver).in_cluster_store() || self.state.network(&net.name).is_some() {
             return;
         }
         if let Some(other) = self
@@ -277,12 +277,15 @@ impl Inner {
         // Checked as a restarted daemon checks its state file, which will hold it.
         let mut next = self.state.clone();
         next.networks.push(net.clone());
-        if let Err(e) = validate::state(&next) {
-            eprintln!(
-                "tapnet: network {} of the cluster store: {e}; not made",
-                net.name
-            );
-            return;
+        match validate::state(&next) {
+            Ok(mut typed) => net.typed = typed.pop(),
+            Err(e) => {
+                eprintln!(
+                    "tapnet: network {} of the cluster store: {e}; not made",
+                    net.name
+                );
+                return;
+            }
         }
         if let Err(e) = self.add_switch(&net) {
             eprintln!("tapnet: network {} of the cluster store: {e}", net.name);

@@ -6,9 +6,34 @@
 use super::*;
 use crate::cni::Attachment;
 use crate::control::model::CniAttachment;
-use crate::control::wiring::TapSpec;
-use crate::datapath::security::PortPolicy;
-use crate::drivers::bridge::BridgeOptions;
+use crate::drivers::bridge::{self, Tap, TapFds};
+
+impl Inner {
+    /// CNI ADD, DEL and CHECK from `tapnet-cni`.
+    pub(super) fn cni_request(&mut self, request: Request) -> Result<Value> {
+        match request {
+            Request::CniAdd {
+                network,
+                subnet,
+                container_id,
+                ifname,
+                netns,
+            } => value(&self.cni_add(&network, subnet, &container_id, &ifname, &netns)?),
+            Request::CniDel {
+                container_id,
+                ifname,
+            } => {
+                self.cni_del(&container_id, &ifname)?;
+                Ok(json!({"removed": ifname}))
+            }
+            Request::CniCheck {
+                container_id,
+                ifname,
+            } => value(&self.cni_check(&container_id, &ifname)?),
+            _ => Err(misrouted("CNI")),
+        }
+    }
+}
 
 impl Inner {
     fn cni_index(&self, container_id: &str, ifname: &str) -> Option<usize> {
@@ -30,37 +55,23 @@ impl Inner {
         })
     }
 
-    /// Make the TAP in the namespace and wire it (on ADD and on restore).
+    /// Make the TAP in the namespace and wire it by the network's driver (on ADD and on
+    /// restore).
     fn cni_wire(&mut self, a: &CniAttachment) -> Result<()> {
         let net = self.network(&a.network)?.clone();
-        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+        let Some(gateway) = net.gateway else {
             return Err(Error::invalid(format!(
                 "network {} has no subnet",
                 net.name
             )));
         };
-        let net_id = *self
-            .nets
-            .get(&net.name)
-            .ok_or_else(|| Error::not_found("network", &net.name))?;
+        if !self.nets.contains_key(&net.name) {
+            return Err(Error::not_found("network", &net.name));
+        }
         let netns = std::path::Path::new(&a.netns);
-        let fds = wiring::create_tap(
-            netns,
-            TapSpec {
-                interface: a.ifname.clone(),
-                mac: a.mac,
-                ipv4: a.ipv4,
-                prefix: subnet.prefix,
-                mtu: net.mtu,
-                offload: if net.offload {
-                    self.offload
-                } else {
-                    Offload::Off
-                },
-                queues: self.dp.tap_queues(),
-            },
-        )
-        .map_err(|e| match e {
+        let ctx = self.ctx();
+        let spec = bridge::tap_spec(&ctx, &net, a.ifname.clone(), a.mac, a.ipv4)?;
+        let fds = wiring::create_tap(netns, spec).map_err(|e| match e {
             // Never an interface the runtime or anyone else made (see `open_tap_queues`).
             Error::AlreadyExists {
                 kind: "interface", ..
@@ -70,15 +81,16 @@ impl Inner {
         let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
         // The fds close (and the TAP goes) if routing fails.
         wiring::set_default_route(netns, route)?;
-        let policy = BridgeOptions::parse(&net.options)
-            .map(|o| o.port_security)
-            .unwrap_or(true)
-            .then_some(PortPolicy {
+        let port = drivers::of(net.driver).attach_tap(
+            &ctx,
+            &net,
+            Tap {
+                label: format!("cni:{}/{}", short(&a.container_id), a.ifname),
                 mac: a.mac,
                 ipv4: a.ipv4,
-            });
-        let label = format!("cni:{}/{}", short(&a.container_id), a.ifname);
-        let port = self.dp.add_port_queues(net_id, label, fds, policy)?;
+                fds: TapFds::Queues(fds),
+            },
+        )?;
         self.cni_ports
             .insert((a.container_id.clone(), a.ifname.clone()), port);
         Ok(())
@@ -139,7 +151,7 @@ impl Inner {
     ) -> Result<Attachment> {
         self.refuse_docker_owned(network)?;
         let net = self.network(network)?.clone();
-        if !drivers::of(net.driver).switched() {
+        if !drivers::of(net.driver).takes_taps() {
             return Err(Error::invalid(format!(
                 "network {network} (driver {}) takes no CNI attachments",
                 net.driver.name()
@@ -166,7 +178,7 @@ impl Inner {
                 .cni_ports
                 .remove(&(a.container_id.clone(), a.ifname.clone()))
             {
-                self.dp.remove_port(port);
+                self.detach_tap(&a.network, port);
             }
             return Err(e);
         }
@@ -186,7 +198,7 @@ impl Inner {
             .cni_ports
             .remove(&(container_id.to_string(), ifname.to_string()))
         {
-            self.dp.remove_port(port);
+            self.detach_tap(&removed.network, port);
         }
         Ok(())
     }

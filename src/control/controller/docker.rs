@@ -16,8 +16,8 @@ use crate::control::model::{DockerEndpoint, DockerPlugin, new_id};
 use crate::control::ports::{self, HostSocket, Protocol, PublishedPort};
 use crate::control::wiring;
 use crate::datapath::frame::MacAddr;
-use crate::datapath::security::PortPolicy;
-use crate::drivers::bridge::BridgeOptions;
+use crate::drivers;
+use crate::drivers::bridge::{self, Tap, TapFds};
 use crate::error::{Error, Result};
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::netns::namespace::in_netns;
@@ -349,19 +349,14 @@ impl Inner {
             )));
         }
         let net = self.network(&ep.network)?.clone();
-        let net_id = *self
-            .nets
-            .get(&net.name)
-            .ok_or_else(|| Error::not_found("network", &net.name))?;
+        if !self.nets.contains_key(&net.name) {
+            return Err(Error::not_found("network", &net.name));
+        }
         let gateway = net
             .gateway
             .ok_or_else(|| Error::invalid(format!("network {} has no gateway", net.name)))?;
         let tap = format!("tn{}", &new_id()[..8]);
-        let offload = if net.offload {
-            self.offload
-        } else {
-            Offload::Off
-        };
+        let offload = bridge::offload_of(&self.ctx(), &net);
         // The fd is held before dockerd hears the name: after the move, opening the TAP by
         // name would make a new one instead.
         let fd = wiring::create_host_tap(&tap, ep.mac, net.mtu, offload)?;
@@ -377,15 +372,17 @@ impl Inner {
                 )));
             }
         };
-        let policy = BridgeOptions::parse(&net.options)
-            .map(|o| o.port_security)
-            .unwrap_or(true)
-            .then_some(PortPolicy {
+        let attached = drivers::of(net.driver).attach_tap(
+            &self.ctx(),
+            &net,
+            Tap {
+                label: format!("docker:{}/{tap}", &req.endpoint_id[..12]),
                 mac: ep.mac,
                 ipv4: ep.ipv4,
-            });
-        let label = format!("docker:{}/{tap}", &req.endpoint_id[..12]);
-        let port = match self.dp.add_port(net_id, label, fd, policy) {
+                fds: TapFds::One(fd),
+            },
+        );
+        let port = match attached {
             Ok(p) => p,
             Err(e) => {
                 let _ = tap::set_persist(&keep, &tap, false);
@@ -400,7 +397,7 @@ impl Inner {
         if let Err(e) = self.save() {
             self.state.docker_plugins = before;
             let _ = tap::set_persist(&keep, &tap, false);
-            self.dp.remove_port(port);
+            self.detach_tap(&net.name, port);
             return Err(e);
         }
         self.docker_ports.insert(req.endpoint_id.clone(), port);
@@ -557,7 +554,10 @@ impl Inner {
             }
         }
         if let Some(port) = self.docker_ports.remove(id) {
-            self.dp.remove_port(port);
+            match self.docker_endpoint(plugin, id) {
+                Ok(ep) => self.detach_tap(&ep.network, port),
+                Err(_) => self.dp.remove_port(port),
+            }
         }
         let before = self.state.docker_plugins.clone();
         let Some(ep) = self.plugin_mut(plugin)?.endpoints.get_mut(id) else {
@@ -632,15 +632,10 @@ impl Inner {
             .filter(|k| std::path::Path::new(k).exists())
             .ok_or_else(|| Error::conflict("its container's namespace is gone"))?;
         let net = self.network(&ep.network)?.clone();
-        let net_id = *self
-            .nets
-            .get(&net.name)
-            .ok_or_else(|| Error::not_found("network", &net.name))?;
-        let offload = if net.offload {
-            self.offload
-        } else {
-            Offload::Off
-        };
+        if !self.nets.contains_key(&net.name) {
+            return Err(Error::not_found("network", &net.name));
+        }
+        let offload = bridge::offload_of(&self.ctx(), &net);
         let mac = ep.mac;
         let (fd, name) = in_netns(std::path::Path::new(&key), move || {
             let name = tap::link_with_mac(mac)?;
@@ -649,19 +644,21 @@ impl Inner {
         let keep = fd
             .try_clone()
             .map_err(|e| Error::invalid(format!("duplicate the fd of TAP {name}: {e}")))?;
-        let policy = BridgeOptions::parse(&net.options)
-            .map(|o| o.port_security)
-            .unwrap_or(true)
-            .then_some(PortPolicy {
-                mac: ep.mac,
-                ipv4: ep.ipv4,
-            });
         let label = format!(
             "docker:{}/{}",
             id.get(..12).unwrap_or(id),
             ep.tap.clone().unwrap_or_default()
         );
-        let port = self.dp.add_port(net_id, label, fd, policy)?;
+        let port = drivers::of(net.driver).attach_tap(
+            &self.ctx(),
+            &net,
+            Tap {
+                label,
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+                fds: TapFds::One(fd),
+            },
+        )?;
         self.docker_ports.insert(id.to_string(), port);
         self.docker_fds.insert(id.to_string(), keep);
         Ok(())

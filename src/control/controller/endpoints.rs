@@ -30,7 +30,7 @@ pub(super) fn plan_endpoint(
     }
     // A remote network's endpoints are addressed by tapnet's IPAM like switched ones; the
     // plugin provides the link.
-    if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
+    if !drivers::of(net.driver).addressed() {
         if ip.is_some() {
             return Err(Error::invalid(format!(
                 "--ip does not apply to network {} (driver {})",
@@ -70,6 +70,46 @@ pub(super) fn plan_endpoint(
     })
 }
 
+impl Controller {
+    /// `network connect` and `network disconnect`; a plugin's network is called without the
+    /// lock (`controller/remote.rs`).
+    pub(super) fn endpoint_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        match request {
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
+            } if drivers::plugin_served(&inner.state, &network) => {
+                drop(inner);
+                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
+            } => {
+                let r = inner.network_connect(&network, &sandbox, ip.as_deref(), aliases);
+                inner.release_stale_claims();
+                r?;
+                value(&inner.sandbox_view(&sandbox)?)
+            }
+            Request::NetworkDisconnect { network, sandbox } => {
+                let teardown = inner.network_disconnect(&network, &sandbox)?;
+                drop(inner);
+                teardown.run();
+                let inner = self.lock();
+                let result = inner.sync_default_route_of(&sandbox);
+                let view = inner.sandbox_view(&sandbox);
+                result?;
+                value(&view?)
+            }
+            _ => Err(misrouted("endpoint")),
+        }
+    }
+}
+
 impl Inner {
     pub(super) fn plan_endpoint(
         &self,
@@ -85,7 +125,7 @@ impl Inner {
                 net.name
             )));
         }
-        if net.driver == Driver::Overlay && self.cluster.is_some() {
+        if drivers::of(net.driver).in_cluster_store() && self.cluster.is_some() {
             return self.plan_claimed(sb, net, ip, aliases);
         }
         plan_endpoint(&self.planning_state(), sb, net, ip, aliases)
@@ -105,35 +145,52 @@ impl Inner {
         Ok(wired)
     }
 
-    /// Remove the endpoint's switch port; its TAP disappears with the last fd.
+    /// Remove the endpoint's switch port; its TAP disappears with the last fd. (A remote
+    /// plugin's side is the caller's to undo.)
     pub(super) fn unwire(&mut self, sandbox: &str, ep: &Endpoint) {
-        if let Some(port) = self.take_port(sandbox, ep) {
+        if let Some(port) = self.take_endpoint(sandbox, ep, false).port {
             self.dp.remove_port(port);
         }
         // Port ids are reused: partners must stop naming this one in their blocks.
         links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
-    /// The endpoint's switch port, forgotten here; removing it from the datapath is the
-    /// caller's (it waits for every worker).
-    pub(super) fn take_port(&mut self, sandbox: &str, ep: &Endpoint) -> Option<PortId> {
-        let interface = ep.interface.clone()?;
-        self.ports.remove(&(sandbox.to_string(), interface))
+    /// Unwire a TAP made by others (CNI, Docker) from `network`, by its driver.
+    pub(super) fn detach_tap(&mut self, network: &str, port: PortId) {
+        match self.state.network(network).map(|n| n.driver) {
+            Some(driver) => drivers::of(driver).detach_tap(&self.ctx(), port),
+            None => self.dp.remove_port(port),
+        }
+    }
+
+    /// The endpoint's side, by its driver, forgotten here; removing it from the datapath and
+    /// telling a plugin (with `tell`) is the caller's, without the lock (it waits for every
+    /// worker, and for the plugin).
+    pub(super) fn take_endpoint(&mut self, sandbox: &str, ep: &Endpoint, tell: bool) -> Unwired {
+        let Some(net) = self.state.network(&ep.network).cloned() else {
+            return Unwired::default();
+        };
+        let mut unwired = drivers::of(net.driver).take_endpoint(&mut self.ctx(), sandbox, ep, &net);
+        if !tell {
+            unwired.plugin = None;
+        }
+        unwired
     }
 
     /// As in Docker: the default route goes via the gateway of the first non-internal network.
     pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
         // Host mode has no route of its own; a remote plugin's Join set it.
-        let remote = sb
-            .endpoints
-            .iter()
-            .any(|e| self.driver_of(&e.network) == Some(Driver::Remote));
-        if self.state.shares_host(sb) || remote {
+        let routed = sb.endpoints.iter().any(|e| {
+            self.state
+                .network(&e.network)
+                .is_some_and(|n| drivers::of(n.driver).routes_itself())
+        });
+        if drivers::shares_host(&self.state, sb) || routed {
             return Ok(());
         }
         let route = sb.endpoints.iter().find_map(|ep| {
             let net = self.state.network(&ep.network)?;
-            if !drivers::of(net.driver).switched() || net.internal {
+            if !drivers::of(net.driver).has_gateway() || net.internal {
                 return None;
             }
             Some((net.gateway?, ep.interface.clone()?))
@@ -184,8 +241,8 @@ impl Inner {
         }
         self.refuse_connecting(sandbox)?;
         // A remote network's endpoint is a link the plugin makes: it joins like a bridge one.
-        let joins = |d: Driver| drivers::of(d).switched() || d == Driver::Remote;
-        if !joins(net.driver) {
+        let joins = |net: &Network| drivers::of(net.driver).addressed();
+        if !joins(&net) {
             return Err(Error::invalid(format!(
                 "network {network} (driver {}) can only be chosen when a sandbox is created",
                 net.driver.name()
@@ -194,7 +251,7 @@ impl Inner {
         if let Some(ep) = sb
             .endpoints
             .iter()
-            .find(|e| !self.driver_of(&e.network).is_some_and(joins))
+            .find(|e| !self.state.network(&e.network).is_some_and(joins))
         {
             return Err(Error::conflict(format!(
                 "sandbox {sandbox} is on network {} and cannot join other networks",
@@ -246,7 +303,7 @@ impl Inner {
             )));
         };
         self.refuse_connecting(sandbox)?;
-        if !drivers::of(net.driver).switched() && net.driver != Driver::Remote {
+        if !drivers::of(net.driver).addressed() {
             return Err(Error::invalid(format!(
                 "sandbox {sandbox} cannot leave network {network} (driver {}); remove the sandbox instead",
                 net.driver.name()
@@ -272,18 +329,12 @@ impl Inner {
             return Err(e);
         }
         let mut teardown = Teardown::new(self.dp.clone());
-        teardown.ports.extend(self.take_port(sandbox, &ep));
         // A remote plugin hears Leave and DeleteEndpoint when the teardown runs, unlocked.
-        if net.driver == Driver::Remote {
-            teardown.plugin_dirs = self.plugin_dirs.clone();
-            teardown.remote.push((ep.clone(), net.clone()));
-        }
+        teardown
+            .endpoints
+            .push(self.take_endpoint(sandbox, &ep, true));
         self.refresh_etc(&updated);
         Ok(teardown)
-    }
-
-    pub(super) fn driver_of(&self, network: &str) -> Option<Driver> {
-        self.state.network(network).map(|n| n.driver)
     }
 }
 

@@ -8,8 +8,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
     if state.network(&req.name).is_some() {
         return Err(Error::exists("network", &req.name));
     }
-    let driver =
-        Driver::parse(req.driver.as_deref().unwrap_or("bridge")).map_err(Error::Invalid)?;
+    let driver = drivers::named(req.driver.as_deref().unwrap_or("bridge"))?;
     let imp = drivers::of(driver);
     imp.check_create()?;
     let plugin = match req
@@ -23,15 +22,9 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         }
         None => None,
     };
-    let overlay = driver == Driver::Overlay;
-    let default_mtu = if overlay {
-        drivers::overlay::DEFAULT_MTU
-    } else {
-        DEFAULT_MTU
-    };
-    let mtu = req.mtu.unwrap_or(default_mtu);
+    let mtu = req.mtu.unwrap_or(imp.default_mtu());
     validate::mtu(mtu)?;
-    let vni = plan_vni(req.vni, overlay, state)?;
+    let vni = plan_vni(req.vni, imp.has_vni(), state)?;
     let mut options = BTreeMap::new();
     for opt in &req.options {
         let (k, v) = opt.split_once('=').ok_or_else(|| {
@@ -44,7 +37,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         }
         options.insert(k.to_string(), v.to_string());
     }
-    let mac_aging_s = validate::options(driver, &options)?;
+    let typed = imp.validate(&options)?;
     let taken: Vec<(String, Ipv4Net)> = state
         .networks
         .iter()
@@ -81,21 +74,22 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         internal: req.internal,
         mtu,
         vni,
-        mac_aging_s,
+        mac_aging_s: typed.mac_aging_s,
         offload: req.offload.unwrap_or(true),
         options,
         builtin: false,
         plugin,
+        typed: Some(typed),
     })
 }
 
 /// The VNI of a new network: overlay networks take the one asked for (in range and not used by
 /// another network here) or the lowest free from 256; other drivers have none.
-fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<u32>> {
+fn plan_vni(wanted: Option<u32>, has_vni: bool, state: &State) -> Result<Option<u32>> {
     if let Some(vni) = wanted {
         validate::vni(vni)?;
     }
-    if !overlay {
+    if !has_vni {
         return match wanted {
             Some(_) => Err(Error::invalid("--vni applies to overlay networks only")),
             None => Ok(None),
@@ -114,6 +108,52 @@ fn plan_vni(wanted: Option<u32>, overlay: bool, state: &State) -> Result<Option<
             .find(|v| owner(*v).is_none())
             .map(Some)
             .ok_or_else(|| Error::conflict("no free VNI")),
+    }
+}
+
+impl Controller {
+    /// `network create`, `ls`, `inspect` and `rm`; those of a plugin's network call it
+    /// without the lock (`controller/remote.rs`).
+    pub(super) fn network_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        match request {
+            Request::NetworkCreate(req) if remote::plugin_driver(req.driver.as_deref()) => {
+                drop(inner);
+                self.network_create_remote(req)
+            }
+            Request::NetworkCreate(req) => {
+                let name = inner.network_create(req)?;
+                value(&inner.network_view(&name)?)
+            }
+            Request::NetworkList => {
+                let views: Vec<_> = inner
+                    .state
+                    .networks
+                    .iter()
+                    .map(|n| network_view(&inner.state, n))
+                    .collect();
+                value(&views)
+            }
+            Request::NetworkInspect { name } => {
+                let mut view = inner.network_view(&name)?;
+                let queries = inner.network_queries(&name)?;
+                drop(inner);
+                queries.fill_network(&mut view);
+                value(&view)
+            }
+            Request::NetworkRemove { name } if drivers::plugin_served(&inner.state, &name) => {
+                drop(inner);
+                self.network_remove_remote(&name)?;
+                Ok(json!({"removed": name}))
+            }
+            Request::NetworkRemove { name } => {
+                inner.refuse_docker_owned(&name)?;
+                let teardown = inner.network_remove(&name)?;
+                drop(inner);
+                teardown.run();
+                Ok(json!({"removed": name}))
+            }
+            _ => Err(misrouted("network")),
+        }
     }
 }
 
@@ -136,24 +176,19 @@ impl Inner {
 
     pub(super) fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
         let mut net = plan_network(&req, &self.planning_state())?;
+        let imp = drivers::of(net.driver);
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
         // `--vtep` says: its peers know it by that address.
-        if net.driver == Driver::Overlay
-            && !net.options.contains_key("vtep")
-            && let Some(vtep) = self.overlay.default
-        {
-            net.options.insert("vtep".to_string(), vtep.to_string());
-        }
-        if net.driver == Driver::Overlay
+        imp.settle(&self.ctx(), &mut net);
+        if imp.in_cluster_store()
             && let Some(cluster) = &self.cluster
         {
             cluster.put_network(&net)?;
         }
-        let imp = drivers::of(net.driver);
-        imp.create_network(&self.ctx(), &net)?;
+        imp.create_network(&self.plugin_dirs, &net)?;
         // Undo what the driver's side (a remote plugin) made when a later step fails.
         let undo = |this: &mut Self, e: Error| {
-            if let Err(undo) = imp.delete_network(&this.ctx(), &net) {
+            if let Err(undo) = imp.delete_network(&this.plugin_dirs, &net) {
                 eprintln!("tapnet: network {}: undo create: {undo}", net.name);
             }
             e
@@ -179,8 +214,9 @@ impl Inner {
 
     /// The datapath side of a network, by its driver.
     pub(super) fn add_switch(&mut self, net: &Network) -> Result<()> {
-        drivers::of(net.driver).setup_network(&mut self.ctx(), net)?;
-        if net.driver == Driver::Overlay {
+        let imp = drivers::of(net.driver);
+        imp.setup_network(&mut self.ctx(), net)?;
+        if imp.in_cluster_store() {
             self.sync_cluster(&net.name);
         }
         Ok(())
@@ -198,9 +234,9 @@ impl Inner {
         let net = self.removable_network(name)?;
         // The driver's side first: a remote plugin that refuses keeps the network.
         let imp = drivers::of(net.driver);
-        imp.delete_network(&self.ctx(), &net)?;
+        imp.delete_network(&self.plugin_dirs, &net)?;
         self.commit_network_removal(name).inspect_err(|_| {
-            if let Err(redo) = imp.create_network(&self.ctx(), &net) {
+            if let Err(redo) = imp.create_network(&self.plugin_dirs, &net) {
                 eprintln!("tapnet: network {name}: undo remove: {redo}");
             }
         })
@@ -267,7 +303,7 @@ impl Inner {
             return Err(e);
         }
         // Out of the store too, unless other hosts still have endpoints on it.
-        if removed.driver == Driver::Overlay
+        if drivers::of(removed.driver).in_cluster_store()
             && self.remote_addresses(name).is_empty()
             && let Some(cluster) = &self.cluster
         {
@@ -296,7 +332,7 @@ mod tests {
     fn a_plan_takes_the_next_free_subnet_and_the_options() {
         let state = default_state();
         let net = plan_network(&req("n", &["mac_aging=7"]), &state).unwrap();
-        assert_eq!(net.driver, Driver::Bridge);
+        assert_eq!(net.driver, drivers::named("bridge").unwrap());
         assert_eq!(net.mac_aging_s, 7);
         assert_ne!(net.subnet, Some(DEFAULT_BRIDGE_SUBNET));
         assert_eq!(net.options.get("mac_aging").map(String::as_str), Some("7"));

@@ -3,6 +3,19 @@
 use super::*;
 
 impl Inner {
+    /// `info`, `fdb`, `stats` and `trace`.
+    pub(super) fn observe_request(&self, request: Request) -> Result<Value> {
+        match request {
+            Request::Info => value(&self.info()),
+            Request::Fdb { network } => value(&self.fdb(&network)?),
+            Request::Stats { network } => value(&self.stats(network.as_deref())?),
+            Request::Trace(req) => value(&self.trace(&req)?),
+            _ => Err(misrouted("observe")),
+        }
+    }
+}
+
+impl Inner {
     pub(super) fn network_view(&self, name: &str) -> Result<crate::api::types::NetworkView> {
         let mut view = network_view(&self.state, self.network(name)?);
         if let Some((_, gw)) = self.gateways.get(name) {
@@ -20,8 +33,8 @@ impl Inner {
             });
         }
         if let Some(r) = self.overlay.report(name) {
-            let peers = drivers::overlay::OverlayOptions::parse(&self.network(name)?.options)
-                .map(|o| o.peers)
+            let peers = drivers::overlay::options_of(self.network(name)?)
+                .map(|o| o.peers.clone())
                 .unwrap_or_default();
             let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             view.overlay = Some(crate::api::types::OverlayView {
@@ -68,7 +81,7 @@ impl Inner {
 
     pub(super) fn view_of(&self, sb: &Sandbox) -> crate::api::types::SandboxView {
         let netns = self.dirs.netns_path(&sb.name).display().to_string();
-        let utsns = (!self.state.shares_host(sb))
+        let utsns = (!drivers::shares_host(&self.state, sb))
             .then(|| self.dirs.utsns_path(&sb.name).display().to_string());
         let enter = self.mode.enter_hint(&netns, utsns.as_deref());
         sandbox_view(&self.state, sb, &self.dirs, enter)

@@ -24,7 +24,7 @@ pub(super) struct Queries {
 impl Inner {
     fn query(&self, ep: &Endpoint) -> Option<Query> {
         let net = self.state.network(&ep.network)?;
-        if net.driver != Driver::Remote {
+        if !drivers::of(net.driver).plugin_served() {
             return None;
         }
         Some(Query {

@@ -14,7 +14,7 @@ impl Inner {
         }
         let Some(carrier) = nets
             .iter()
-            .find(|n| drivers::of(n.driver).switched() && !n.internal)
+            .find(|n| drivers::of(n.driver).publishes_ports() && !n.internal)
         else {
             return Err(Error::invalid(
                 "publishing ports (-p) needs a non-internal bridge network",

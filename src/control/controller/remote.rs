@@ -8,11 +8,13 @@
 
 use super::networks::plan_network;
 use super::*;
-use crate::drivers::remote;
 
-/// Does `--driver` name the remote driver?
-pub(super) fn is_remote(driver: Option<&str>) -> bool {
-    driver.is_some_and(|d| d == "remote" || d.starts_with("remote:"))
+/// Does `--driver` name a driver whose networks a plugin serves? (A name that is no driver
+/// is refused by the plan, either way.)
+pub(super) fn plugin_driver(driver: Option<&str>) -> bool {
+    driver
+        .and_then(|d| drivers::named(d).ok())
+        .is_some_and(|d| drivers::of(d).plugin_served())
 }
 
 impl Controller {
@@ -23,7 +25,8 @@ impl Controller {
             inner.creating_networks.push(net.clone());
             (net, inner.plugin_dirs.clone())
         };
-        let created = remote::create(&dirs, &net);
+        let imp = drivers::of(net.driver);
+        let created = imp.create_network(&dirs, &net);
         let committed = {
             let mut inner = self.lock();
             inner.creating_networks.retain(|n| n.name != net.name);
@@ -35,7 +38,7 @@ impl Controller {
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {
-                if let Err(undo) = remote::delete(&dirs, &net) {
+                if let Err(undo) = imp.delete_network(&dirs, &net) {
                     eprintln!("tapnet: network {}: undo create: {undo}", net.name);
                 }
                 Err(e)
@@ -52,7 +55,8 @@ impl Controller {
             (net, inner.plugin_dirs.clone())
         };
         // A plugin that refuses keeps the network.
-        let deleted = remote::delete(&dirs, &net);
+        let imp = drivers::of(net.driver);
+        let deleted = imp.delete_network(&dirs, &net);
         let teardown = {
             let mut inner = self.lock();
             inner.deleting_networks.remove(name);
@@ -65,7 +69,7 @@ impl Controller {
                 Ok(())
             }
             Err(e) => {
-                if let Err(redo) = remote::create(&dirs, &net) {
+                if let Err(redo) = imp.create_network(&dirs, &net) {
                     eprintln!("tapnet: network {name}: undo remove: {redo}");
                 }
                 Err(e)
@@ -97,7 +101,7 @@ impl Controller {
             let Some(net) = self.lock().state.network(&ep.network).cloned() else {
                 continue;
             };
-            match remote::setup(&dirs, &netns, ep, &net) {
+            match drivers::of(net.driver).setup_endpoint_outside(&dirs, &netns, ep, &net) {
                 Ok(mac) => {
                     if mac.is_some() {
                         ep.mac = mac;
@@ -155,7 +159,7 @@ impl Controller {
             this.lock().creating_sandboxes.retain(|s| s.name != sandbox);
         };
         let mut ep = ep;
-        match remote::setup(&dirs, &netns, &ep, &net) {
+        match drivers::of(net.driver).setup_endpoint_outside(&dirs, &netns, &ep, &net) {
             Ok(mac) => {
                 if mac.is_some() {
                     ep.mac = mac;
@@ -178,9 +182,14 @@ impl Controller {
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {
-                if let Err(undo) = remote::teardown(&dirs, &ep, &net) {
-                    eprintln!("tapnet: sandbox {sandbox}: undo connect to {network}: {undo}");
-                }
+                // The plugin hears Leave and DeleteEndpoint, by the driver, unlocked.
+                let (unwired, dp) = {
+                    let mut inner = self.lock();
+                    let unwired =
+                        drivers::of(net.driver).take_endpoint(&mut inner.ctx(), sandbox, &ep, &net);
+                    (unwired, inner.dp.clone())
+                };
+                unwired.run(&dp);
                 Err(e)
             }
         }

@@ -57,7 +57,7 @@ impl Inner {
     }
 
     pub(super) fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
-        let host_mode = self.state.shares_host(sb);
+        let host_mode = drivers::shares_host(&self.state, sb);
         let netns = self.dirs.netns_path(&sb.name);
         if !namespace::is_mounted_ns(&netns) {
             // The namespaces are gone (a reboot, or someone unmounted them): make them anew.

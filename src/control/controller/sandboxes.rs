@@ -2,6 +2,51 @@
 
 use super::*;
 
+impl Controller {
+    /// `sandbox create`, `ls`, `inspect` and `rm`.
+    pub(super) fn sandbox_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        match request {
+            Request::SandboxCreate(req)
+                if req
+                    .networks
+                    .iter()
+                    .any(|n| drivers::plugin_served(&inner.state, n)) =>
+            {
+                drop(inner);
+                self.sandbox_create_remote(req)
+            }
+            Request::SandboxCreate(req) => {
+                let r = inner.sandbox_create(req);
+                inner.release_stale_claims();
+                let name = r?;
+                value(&inner.sandbox_view(&name)?)
+            }
+            Request::SandboxList => {
+                let views: Vec<_> = inner
+                    .state
+                    .sandboxes
+                    .iter()
+                    .map(|s| inner.view_of(s))
+                    .collect();
+                value(&views)
+            }
+            Request::SandboxInspect { name } => {
+                let mut view = inner.sandbox_view(&name)?;
+                let queries = inner.sandbox_queries(&name)?;
+                drop(inner);
+                queries.fill_sandbox(&mut view);
+                value(&view)
+            }
+            Request::SandboxRemove { name, force } => {
+                drop(inner);
+                self.sandbox_remove(&name, force)?;
+                Ok(json!({"removed": name}))
+            }
+            _ => Err(misrouted("sandbox")),
+        }
+    }
+}
+
 impl Inner {
     pub(super) fn sandbox_create(&mut self, req: SandboxCreate) -> Result<String> {
         let (mut sb, host_sockets) = self.prepare_sandbox(&req)?;
@@ -46,7 +91,7 @@ impl Inner {
             }
             nets.push(self.network(name)?.clone());
         }
-        let special = nets.iter().find(|n| !drivers::of(n.driver).switched());
+        let special = nets.iter().find(|n| !drivers::of(n.driver).combines());
         if let Some(n) = special
             && nets.len() > 1
         {
@@ -132,16 +177,10 @@ impl Inner {
     pub(super) fn teardown_of(&mut self, sb: &Sandbox, endpoints: bool) -> Teardown {
         let mut teardown = Teardown::new(self.dp.clone());
         teardown.unpublish = self.take_publications(&sb.name);
-        teardown.plugin_dirs = self.plugin_dirs.clone();
         for ep in &sb.endpoints {
-            teardown.ports.extend(self.take_port(&sb.name, ep));
             // A remote plugin is told without the controller's lock, when the teardown runs.
-            if endpoints
-                && let Some(net) = self.state.network(&ep.network).cloned()
-                && net.driver == Driver::Remote
-            {
-                teardown.remote.push((ep.clone(), net));
-            }
+            let unwired = self.take_endpoint(&sb.name, ep, endpoints);
+            teardown.endpoints.push(unwired);
         }
         teardown.pins = vec![
             self.dirs.netns_path(&sb.name),
@@ -187,7 +226,7 @@ impl Inner {
 
     /// Rewrite a live sandbox's /etc/hosts and /etc/resolv.conf after its networks changed.
     pub(super) fn refresh_etc(&self, sb: &Sandbox) {
-        if !self.state.shares_host(sb)
+        if !drivers::shares_host(&self.state, sb)
             && let Err(e) = etc_files::write(&self.dirs, &self.state, sb)
         {
             eprintln!("tapnet: sandbox {}: {e}", sb.name);

@@ -13,7 +13,7 @@ use crate::datapath::fdb::PortId;
 use crate::datapath::frame::MacAddr;
 use crate::datapath::switch::{Egress, peek};
 use crate::datapath::trace::{Proto, probe_frame};
-use crate::drivers::bridge::BridgeOptions;
+use crate::drivers::bridge;
 use crate::error::{Error, Result};
 use crate::gateway::GatewayConfig;
 use crate::gateway::classify::{Inbound, classify};
@@ -130,7 +130,7 @@ impl Inner {
         }
         if Some(src_mac) != ep.mac {
             let own = ep.mac.unwrap_or_default();
-            if BridgeOptions::parse(&net.options).map_or(true, |o| o.port_security) {
+            if bridge::options_of(&net)?.port_security {
                 steps.push(format!(
                     "port security: source {src_mac} is not the endpoint's MAC {own}: dropped \
                      (counted as rx_spoofed)"
@@ -276,7 +276,7 @@ impl Inner {
         let route = self.state.sandbox(sandbox).and_then(|sb| {
             sb.endpoints.iter().find_map(|e| {
                 let n = self.state.network(&e.network)?;
-                (crate::drivers::of(n.driver).switched() && !n.internal).then(|| n.name.clone())
+                (crate::drivers::of(n.driver).has_gateway() && !n.internal).then(|| n.name.clone())
             })
         });
         match (route, gw) {

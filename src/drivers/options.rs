@@ -1,0 +1,216 @@
+//! Networks' `--opt` maps and their typed forms. A leaf: the model keeps a network's typed
+//! options (`Network::typed`) without depending on the drivers that produce them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::datapath::fdb::{DEFAULT_AGING_SECS, DEFAULT_PORT_LIMIT};
+use crate::datapath::vxlan;
+use crate::error::{Error, Result};
+use crate::gateway::NatLimits;
+
+/// `--opt KEY=VALUE` pairs as stored on a network.
+pub type Options = BTreeMap<String, String>;
+
+/// How long an idle UDP NAT flow lives unless `--opt nat_udp_timeout=SECONDS` says otherwise.
+pub const DEFAULT_UDP_IDLE_SECS: u32 = 30;
+
+/// A network's options as its driver validated them (`NetworkDriver::validate`), once, when the
+/// network is planned or loaded. Kept in memory with the network, never persisted: the option
+/// map is what the state file holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetOptions {
+    /// The MAC aging the options give (`mac_aging`, or the default).
+    pub mac_aging_s: u32,
+    /// A switched network's switch, gateway and port options.
+    pub bridge: Option<BridgeOptions>,
+    /// An overlay network's VTEP and peers.
+    pub overlay: Option<OverlayOptions>,
+}
+
+impl NetOptions {
+    /// A driver's that takes no options of its own.
+    pub fn plain(mac_aging_s: u32) -> Self {
+        NetOptions {
+            mac_aging_s,
+            bridge: None,
+            overlay: None,
+        }
+    }
+}
+
+/// Refuse keys outside `known`, naming the ones the driver takes.
+pub fn check_keys(driver: &str, options: &Options, known: &[&str]) -> Result<()> {
+    match options.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) if known.is_empty() => Err(Error::invalid(format!(
+            "option {k}: driver {driver} takes no options"
+        ))),
+        Some(k) => Err(Error::invalid(format!(
+            "unknown option {k} for driver {driver} (known: {})",
+            known.join(", ")
+        ))),
+    }
+}
+
+/// A `--opt KEY=N` number > 0: `None` when absent.
+pub fn option_positive(options: &Options, key: &str, what: &str) -> Result<Option<u32>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::invalid(format!("option {key}={v}: expected {what} > 0")))
+        })
+        .transpose()
+}
+
+/// A bridge network's options, typed, with their defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BridgeOptions {
+    /// `mac_aging=SECONDS`: MAC table aging time.
+    pub mac_aging_s: u32,
+    /// `nat_udp_timeout=SECONDS`: idle UDP NAT flows expire after it.
+    pub udp_idle_s: u32,
+    /// `port_security=on|off`: may a sandbox's port send only as its endpoint?
+    pub port_security: bool,
+    /// `max_macs_per_port=N`: stations one port may own in the MAC table.
+    pub max_macs_per_port: u32,
+    /// `nat_{udp,tcp}_flows_per_{sandbox,gateway}=N`, `nat_udp_peers=N`: the gateway's caps.
+    pub nat: NatLimits,
+}
+
+impl BridgeOptions {
+    /// The known keys' values over the defaults; other keys are not looked at (the driver
+    /// checks them).
+    pub fn parse(options: &Options) -> Result<Self> {
+        let secs = |key| option_positive(options, key, "a number of seconds");
+        let mut nat = NatLimits::default();
+        let set = |key: &str, field: &mut usize| -> Result<()> {
+            if let Some(n) = option_positive(options, key, "a number")? {
+                *field = n as usize;
+            }
+            Ok(())
+        };
+        set("nat_udp_flows_per_sandbox", &mut nat.udp.per_sandbox)?;
+        set("nat_udp_flows_per_gateway", &mut nat.udp.per_gateway)?;
+        set("nat_tcp_flows_per_sandbox", &mut nat.tcp.per_sandbox)?;
+        set("nat_tcp_flows_per_gateway", &mut nat.tcp.per_gateway)?;
+        set("nat_udp_peers", &mut nat.published_udp_peers)?;
+        Ok(BridgeOptions {
+            mac_aging_s: secs("mac_aging")?.unwrap_or(DEFAULT_AGING_SECS),
+            udp_idle_s: secs("nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
+            port_security: match options.get("port_security").map(String::as_str) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(v) => {
+                    return Err(Error::invalid(format!(
+                        "option port_security={v}: expected on or off"
+                    )));
+                }
+            },
+            max_macs_per_port: option_positive(options, "max_macs_per_port", "a number")?
+                .unwrap_or(DEFAULT_PORT_LIMIT),
+            nat,
+        })
+    }
+}
+
+/// `ADDR[:PORT]`, port 4789 when left out.
+pub fn parse_vtep_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, vxlan::DEFAULT_PORT))
+        })
+        .map_err(|_| format!("bad address {s:?}: expected ADDR or ADDR:PORT"))
+}
+
+/// An overlay network's own options, typed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OverlayOptions {
+    /// `vtep=ADDR[:PORT]`: this host's VTEP for the network.
+    pub vtep: Option<SocketAddr>,
+    /// `peers=ADDR[:PORT],...`: the other hosts' VTEPs.
+    pub peers: Vec<SocketAddr>,
+}
+
+impl OverlayOptions {
+    pub fn parse(options: &Options) -> Result<Self> {
+        let vtep = options
+            .get("vtep")
+            .map(|v| parse_vtep_addr(v).map_err(|e| Error::invalid(format!("option vtep: {e}"))))
+            .transpose()?;
+        let peers = options
+            .get("peers")
+            .map(|list| {
+                list.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        parse_vtep_addr(p).map_err(|e| Error::invalid(format!("option peers: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok(OverlayOptions { vtep, peers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Options {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bridge_options_parse_over_defaults_and_refuse_bad_values() {
+        let mut o = Options::new();
+        let d = BridgeOptions::parse(&o).unwrap();
+        assert_eq!(d.mac_aging_s, DEFAULT_AGING_SECS);
+        assert!(d.port_security);
+        o.insert("port_security".into(), "off".into());
+        o.insert("nat_udp_peers".into(), "7".into());
+        let p = BridgeOptions::parse(&o).unwrap();
+        assert!(!p.port_security);
+        assert_eq!(p.nat.published_udp_peers, 7);
+        o.insert("mac_aging".into(), "soon".into());
+        let err = BridgeOptions::parse(&o).unwrap_err().to_string();
+        assert!(err.contains("mac_aging=soon"), "{err}");
+    }
+
+    #[test]
+    fn port_security_that_does_not_parse_is_an_error_not_on() {
+        let err = BridgeOptions::parse(&opts(&[("port_security", "of")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port_security=of"), "{err}");
+    }
+
+    #[test]
+    fn vtep_and_peers_parse_with_the_default_port() {
+        let o = OverlayOptions::parse(&opts(&[
+            ("vtep", "127.0.0.2"),
+            ("peers", "127.0.0.3,10.0.0.1:9000"),
+        ]))
+        .unwrap();
+        assert_eq!(o.vtep, Some("127.0.0.2:4789".parse().unwrap()));
+        assert_eq!(
+            o.peers,
+            vec![
+                "127.0.0.3:4789".parse().unwrap(),
+                "10.0.0.1:9000".parse().unwrap()
+            ]
+        );
+        let err = OverlayOptions::parse(&opts(&[("peers", "a.b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("option peers") && err.contains("a.b"), "{err}");
+    }
+}
