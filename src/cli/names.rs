@@ -80,12 +80,14 @@ const NOUNS: &[&str] = &[
 /// streak this long means nearly every pair is taken.
 const RANDOM_PICKS: usize = 16;
 
-/// A random 64-bit number from the kernel's generator.
+/// A random 64-bit number from the kernel's generator (0 if it fails: the caller then tries
+/// the names in order).
 pub fn random_u64() -> u64 {
-    let id = crate::control::model::new_id();
-    id.get(..16)
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .unwrap_or_default()
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0,
+    }
 }
 
 fn pick(random: u64) -> String {

@@ -122,16 +122,16 @@ struct Inner {
     creating_sandboxes: Vec<Sandbox>,
 }
 
-fn default_state() -> State {
+fn default_state() -> Result<State> {
     let networks = BUILTIN
         .iter()
-        .map(|&(name, driver)| {
+        .map(|&(name, driver)| -> Result<Network> {
             let imp = drivers::of(driver);
             let options = BTreeMap::new();
             let addressed = imp.addressed();
-            Network {
+            Ok(Network {
                 name: name.to_string(),
-                id: new_id(),
+                id: new_id()?,
                 driver,
                 subnet: addressed.then_some(DEFAULT_BRIDGE_SUBNET),
                 gateway: addressed.then_some(Ipv4Addr::new(172, 17, 0, 1)),
@@ -146,17 +146,17 @@ fn default_state() -> State {
                 options,
                 builtin: true,
                 plugin: None,
-            }
+            })
         })
-        .collect();
-    State {
+        .collect::<Result<Vec<_>>>()?;
+    Ok(State {
         version: State::VERSION,
         networks,
         sandboxes: Vec::new(),
         cni: Vec::new(),
         docker_plugins: Vec::new(),
         committed_requests: Default::default(),
-    }
+    })
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
@@ -197,7 +197,7 @@ impl Controller {
         let state = match store.load()? {
             Some(state) => state,
             None => {
-                let state = default_state();
+                let state = default_state()?;
                 store.save(&state)?;
                 state
             }

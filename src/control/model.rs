@@ -237,19 +237,12 @@ fn default_true() -> bool {
 }
 
 /// A 64-hex-digit random id, like Docker's.
-pub fn new_id() -> String {
+pub fn new_id() -> crate::error::Result<String> {
     let mut bytes = [0u8; 32];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: writes at most bytes.len() - filled bytes into the array.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n > 0 {
-            filled += n as usize;
-        }
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes).map_err(|e| {
+        crate::error::Error::Remote(format!("cannot make an id: the kernel's random source: {e}"))
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Names of networks and sandboxes become file names and interface labels: keep them tame.

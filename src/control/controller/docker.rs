@@ -355,7 +355,7 @@ impl Inner {
         let gateway = net
             .gateway
             .ok_or_else(|| Error::invalid(format!("network {} has no gateway", net.name)))?;
-        let tap = format!("tn{}", &new_id()[..8]);
+        let tap = format!("tn{}", &new_id()?[..8]);
         let offload = bridge::offload_of(&self.ctx(), &net);
         // The fd is held before dockerd hears the name: after the move, opening the TAP by
         // name would make a new one instead.

@@ -39,7 +39,7 @@ pub(super) fn plan_endpoint(
             )));
         }
         return Ok(Endpoint {
-            id: new_id(),
+            id: new_id()?,
             network: net.name.clone(),
             interface: None,
             mac: None,
@@ -59,7 +59,7 @@ pub(super) fn plan_endpoint(
     let used = addresses_on(state, &net.name);
     let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
     Ok(Endpoint {
-        id: new_id(),
+        id: new_id()?,
         network: net.name.clone(),
         interface: Some(next_interface(sb)),
         mac: Some(MacAddr::from_ipv4(ipv4)),
@@ -345,7 +345,7 @@ mod tests {
     fn sandbox(name: &str) -> Sandbox {
         Sandbox {
             name: name.into(),
-            id: new_id(),
+            id: new_id().unwrap(),
             hostname: name.into(),
             endpoints: Vec::new(),
             ports: Vec::new(),
@@ -354,7 +354,7 @@ mod tests {
 
     #[test]
     fn switched_endpoints_get_an_interface_and_the_next_free_address() {
-        let state = default_state();
+        let state = default_state().unwrap();
         let net = state.network("bridge").cloned().unwrap();
         let mut sb = sandbox("a");
         let ep = plan_endpoint(&state, &sb, &net, None, Vec::new()).unwrap();
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn host_and_null_endpoints_have_no_address_and_refuse_one() {
-        let state = default_state();
+        let state = default_state().unwrap();
         for name in ["host", "none"] {
             let net = state.network(name).cloned().unwrap();
             let ep = plan_endpoint(&state, &sandbox("a"), &net, None, Vec::new()).unwrap();

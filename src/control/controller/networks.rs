@@ -66,7 +66,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
     let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
     Ok(Network {
         name: req.name.clone(),
-        id: new_id(),
+        id: new_id()?,
         driver,
         subnet: Some(subnet),
         gateway: Some(gateway),
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_plan_takes_the_next_free_subnet_and_the_options() {
-        let state = default_state();
+        let state = default_state().unwrap();
         let net = plan_network(&req("n", &["mac_aging=7"]), &state).unwrap();
         assert_eq!(net.driver, drivers::named("bridge").unwrap());
         assert_eq!(net.mac_aging_s, 7);
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn overlay_plans_get_a_unique_vni_and_mtu_1450() {
-        let mut state = default_state();
+        let mut state = default_state().unwrap();
         let overlay = |name: &str, vni: Option<u32>| NetworkCreate {
             driver: Some("overlay".into()),
             vni,
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn bad_plans_are_refused_with_their_reason() {
-        let state = default_state();
+        let state = default_state().unwrap();
         let cases: &[(NetworkCreate, &str)] = &[
             (req("bridge", &[]), "exists"),
             (req("n", &["colour=blue"]), "unknown option colour"),

@@ -120,7 +120,7 @@ impl Inner {
         };
         let mut sb = Sandbox {
             name: req.name.clone(),
-            id: new_id(),
+            id: new_id()?,
             hostname: hostname.clone(),
             endpoints: Vec::new(),
             ports: Vec::new(),
