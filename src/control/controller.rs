@@ -301,7 +301,7 @@ impl Handler for Controller {
                 inner.observe_request(request)
             }
             Request::CniAdd { .. } | Request::CniDel { .. } | Request::CniCheck { .. } => {
-                inner.cni_request(request)
+                self.cni_request(inner, request)
             }
             Request::PluginDocker { name, stop } => {
                 drop(inner);
@@ -410,6 +410,9 @@ fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
 struct Teardown {
     dp: Arc<Datapath>,
     unpublish: Vec<(Commander, u64)>,
+    /// Persistent TAPs to make transient (a Docker endpoint's at Leave): a second fd of each,
+    /// with its name. Done before their ports go, so the TAPs go with them.
+    taps: Vec<(std::os::fd::OwnedFd, String)>,
     /// Endpoints' switch ports, and plugins to tell (Leave, DeleteEndpoint), by their drivers.
     endpoints: Vec<Unwired>,
     switches: Vec<Switch>,
@@ -423,11 +426,22 @@ impl Teardown {
         Teardown {
             dp,
             unpublish: Vec::new(),
+            taps: Vec::new(),
             endpoints: Vec::new(),
             switches: Vec::new(),
             pins: Vec::new(),
             etc: Vec::new(),
         }
+    }
+
+    /// Add `other`'s work to this teardown's.
+    fn absorb(&mut self, other: Teardown) {
+        self.unpublish.extend(other.unpublish);
+        self.taps.extend(other.taps);
+        self.endpoints.extend(other.endpoints);
+        self.switches.extend(other.switches);
+        self.pins.extend(other.pins);
+        self.etc.extend(other.etc);
     }
 
     fn run(self) {
@@ -436,6 +450,12 @@ impl Teardown {
             gateway.send(GatewayCommand::Unpublish(id, done));
             let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
         }
+        for (fd, name) in &self.taps {
+            if let Err(e) = crate::netns::tap::set_persist(fd, name, false) {
+                eprintln!("tapnet: {e}");
+            }
+        }
+        drop(self.taps);
         for ep in self.endpoints {
             ep.run(&self.dp);
         }
@@ -480,6 +500,23 @@ impl Controller {
             ));
         }
         Ok(self.lock())
+    }
+
+    /// A change made under the lock that leaves slow work behind (ports to remove, published
+    /// ports to close, plugins to tell): `change` plans and commits it and puts that work in
+    /// the teardown, which runs after the lock is released, whether the change worked or not
+    /// (what it took out of the maps goes either way).
+    fn with_teardown<T>(
+        &self,
+        change: impl FnOnce(&mut Inner, &mut Teardown) -> Result<T>,
+    ) -> Result<T> {
+        let (result, teardown) = {
+            let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
+            (change(&mut inner, &mut teardown), teardown)
+        };
+        teardown.run();
+        result
     }
 
     /// `sandbox rm`: checked and reserved under the lock; processes killed without it (up to

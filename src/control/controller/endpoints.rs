@@ -155,11 +155,15 @@ impl Inner {
         links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
-    /// Unwire a TAP made by others (CNI, Docker) from `network`, by its driver.
-    pub(super) fn detach_tap(&mut self, network: &str, port: PortId) {
+    /// Take a TAP made by others (CNI, Docker) off `network`, by its driver: the returned
+    /// `Unwired` removes its port, run without the lock (it waits for every worker).
+    pub(super) fn detach_tap(&mut self, network: &str, port: PortId) -> Unwired {
         match self.state.network(network).map(|n| n.driver) {
             Some(driver) => drivers::of(driver).detach_tap(&self.ctx(), port),
-            None => self.dp.remove_port(port),
+            None => Unwired {
+                port: Some(port),
+                plugin: None,
+            },
         }
     }
 
