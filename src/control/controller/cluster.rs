@@ -152,6 +152,13 @@ impl Inner {
         )))
     }
 
+    /// Take a network's key out of the store, unless other hosts still have endpoints on it.
+    pub(super) fn unstore_network(&self, cluster: &Cluster, name: &str) {
+        if self.remote_addresses(name).is_empty() {
+            cluster.delete_network(name);
+        }
+    }
+
     /// Give back claims of endpoints the model no longer has (removed, or a create that failed).
     pub(super) fn release_stale_claims(&self) {
         let Some(cluster) = &self.cluster else { return };
@@ -250,13 +257,17 @@ impl Inner {
 
     /// Make here an overlay network another host put in the store.
     fn adopt_network(&mut self, mut net: Network) {
-        if !drivers::of(net.driver).in_cluster_store() || self.state.network(&net.name).is_some() {
+        // A network being created here (`network_create_outside`) is this host's own.
+        if !drivers::of(net.driver).in_cluster_store()
+            || self.planning_state().network(&net.name).is_some()
+        {
             return;
         }
         if let Some(other) = self
             .state
             .networks
             .iter()
+            .chain(&self.creating_networks)
             .find(|n| n.vni.is_some() && n.vni == net.vni)
         {
             eprintln!(

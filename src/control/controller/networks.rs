@@ -116,9 +116,11 @@ impl Controller {
     /// without the lock (`controller/remote.rs`).
     pub(super) fn network_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
         match request {
-            Request::NetworkCreate(req) if remote::plugin_driver(req.driver.as_deref()) => {
+            Request::NetworkCreate(req)
+                if remote::created_outside(req.driver.as_deref(), inner.cluster.is_some()) =>
+            {
                 drop(inner);
-                self.network_create_remote(req)
+                self.network_create_outside(req)
             }
             Request::NetworkCreate(req) => {
                 let name = inner.network_create(req)?;
@@ -180,22 +182,16 @@ impl Inner {
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
         // `--vtep` says: its peers know it by that address.
         imp.settle(&self.ctx(), &mut net);
-        if imp.in_cluster_store()
-            && let Some(cluster) = &self.cluster
-        {
-            cluster.put_network(&net)?;
+        // Networks that call a plugin or the store are made without the lock
+        // (`network_create_outside`); this path is for Docker's and CNI's bridge networks.
+        if imp.plugin_served() || (imp.in_cluster_store() && self.cluster.is_some()) {
+            return Err(Error::invalid(format!(
+                "internal error: network {} (driver {}) is made without the controller's lock",
+                net.name,
+                net.driver.name()
+            )));
         }
-        imp.create_network(&self.plugin_dirs, &net)?;
-        // Undo what the driver's side (a remote plugin) made when a later step fails.
-        let undo = |this: &mut Self, e: Error| {
-            if let Err(undo) = imp.delete_network(&this.plugin_dirs, &net) {
-                eprintln!("tapnet: network {}: undo create: {undo}", net.name);
-            }
-            e
-        };
-        if let Err(e) = self.commit_network(&net) {
-            return Err(undo(self, e));
-        }
+        self.commit_network(&net)?;
         Ok(net.name)
     }
 
@@ -304,10 +300,9 @@ impl Inner {
         }
         // Out of the store too, unless other hosts still have endpoints on it.
         if drivers::of(removed.driver).in_cluster_store()
-            && self.remote_addresses(name).is_empty()
             && let Some(cluster) = &self.cluster
         {
-            cluster.delete_network(name);
+            self.unstore_network(cluster, name);
         }
         let switch = drivers::of(removed.driver).take_network(&mut self.ctx(), name);
         let mut teardown = Teardown::new(self.dp.clone());
