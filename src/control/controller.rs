@@ -112,6 +112,11 @@ struct Inner {
     remote_eps: BTreeMap<(String, Ipv4Addr), crate::cluster::EndpointRecord>,
     /// Addresses this daemon claimed in the store, released when the model no longer has them.
     claimed: std::cell::RefCell<std::collections::BTreeSet<(String, Ipv4Addr)>>,
+    /// Addresses being claimed in the store, or claimed for a request not committed yet
+    /// (`controller/cluster.rs`): plans see them taken.
+    pending_claims: Vec<(String, Ipv4Addr)>,
+    /// The addresses the request being committed claimed, by network: its plans take them.
+    preclaimed: HashMap<String, Ipv4Addr>,
     /// Remote networks whose plugin is being told of their creation (`controller/remote.rs`):
     /// their names and subnets are taken, they are not in the model yet.
     creating_networks: Vec<Network>,
@@ -233,6 +238,8 @@ impl Controller {
             cluster: None,
             remote_eps: BTreeMap::new(),
             claimed: Default::default(),
+            pending_claims: Vec::new(),
+            preclaimed: HashMap::new(),
             creating_networks: Vec::new(),
             deleting_networks: HashSet::new(),
             creating_sandboxes: Vec::new(),

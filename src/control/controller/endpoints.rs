@@ -89,6 +89,15 @@ impl Controller {
                 sandbox,
                 ip,
                 aliases,
+            } if inner.needs_claims(std::slice::from_ref(&network)) => {
+                drop(inner);
+                self.network_connect_claimed(&network, &sandbox, ip.as_deref(), aliases)
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
             } => {
                 let r = inner.network_connect(&network, &sandbox, ip.as_deref(), aliases);
                 inner.release_stale_claims();
