@@ -117,8 +117,9 @@ struct Inner {
     pending_claims: Vec<(String, Ipv4Addr)>,
     /// The addresses the request being committed claimed, by network: its plans take them.
     preclaimed: HashMap<String, Ipv4Addr>,
-    /// Remote networks whose plugin is being told of their creation (`controller/remote.rs`):
-    /// their names and subnets are taken, they are not in the model yet.
+    /// Networks whose plugin is being told of their creation, or whose key is being put in the
+    /// cluster store (`controller/remote.rs`): their names, subnets and VNIs are taken, they
+    /// are not in the model yet.
     creating_networks: Vec<Network>,
     /// Remote networks whose plugin is being told of their removal: no endpoint may join.
     deleting_networks: HashSet<String>,
