@@ -55,7 +55,13 @@ impl Controller {
             .spawn(move || {
                 for ev in events {
                     let Some(this) = me.upgrade() else { return };
-                    this.lock().apply_cluster(ev);
+                    let teardown = {
+                        let mut inner = this.lock();
+                        let mut teardown = Teardown::new(inner.dp.clone());
+                        inner.apply_cluster(ev, &mut teardown);
+                        teardown
+                    };
+                    teardown.run();
                 }
             })
             .map_err(|e| Error::invalid(format!("cluster store: start its event thread: {e}")))?;
@@ -99,11 +105,14 @@ impl Controller {
         let won = self.claim_addresses(sandbox, false, wanted)?;
         let mut inner = self.lock();
         inner.take_claims(won);
-        let r = inner.network_connect(network, sandbox, ip, aliases);
+        let mut teardown = Teardown::new(inner.dp.clone());
+        let r = inner.network_connect(network, sandbox, ip, aliases, &mut teardown);
         inner.preclaimed.clear();
         inner.release_stale_claims();
-        r?;
-        value(&inner.sandbox_view(sandbox)?)
+        let view = r.and_then(|_| inner.sandbox_view(sandbox));
+        drop(inner);
+        teardown.run();
+        value(&view?)
     }
 
     /// Claim in the store, without the lock, the address each endpoint of `sandbox` on an
@@ -364,14 +373,15 @@ impl Inner {
         self.cluster.as_ref().is_some_and(|c| c.host == rec.host)
     }
 
-    pub(super) fn apply_cluster(&mut self, ev: Event) {
+    /// Apply a change of the store; what it takes down goes in the teardown.
+    pub(super) fn apply_cluster(&mut self, ev: Event, teardown: &mut Teardown) {
         match ev {
             Event::Snapshot {
                 networks,
                 endpoints,
             } => {
                 for net in networks {
-                    self.adopt_network(net);
+                    self.adopt_network(net, teardown);
                 }
                 let before: HashSet<String> = self
                     .remote_eps
@@ -394,7 +404,7 @@ impl Inner {
                 }
                 self.sync_names();
             }
-            Event::Network(net) => self.adopt_network(net),
+            Event::Network(net) => self.adopt_network(net, teardown),
             Event::NetworkGone(name) => {
                 // Removed on another host: this host's network stays while it is used here.
                 if self.state.network(&name).is_some() {
@@ -422,7 +432,7 @@ impl Inner {
     }
 
     /// Make here an overlay network another host put in the store.
-    fn adopt_network(&mut self, mut net: Network) {
+    fn adopt_network(&mut self, mut net: Network, teardown: &mut Teardown) {
         // A network being created here (`network_create_outside`) is this host's own.
         if !drivers::of(net.driver).in_cluster_store()
             || self.planning_state().network(&net.name).is_some()
@@ -472,7 +482,7 @@ impl Inner {
         if let Err(e) = self.save() {
             eprintln!("tapnet: network {} of the cluster store: {e}", net.name);
             self.state.networks.pop();
-            self.remove_switch(&net);
+            self.remove_switch(&net, teardown);
             return;
         }
         self.sync_cluster(&net.name);

@@ -142,11 +142,14 @@ impl Inner {
             let Some(subnet) = subnet else {
                 return Err(Error::not_found("network", network));
             };
-            self.network_create(NetworkCreate {
-                name: network.to_string(),
-                subnet: Some(subnet),
-                ..NetworkCreate::default()
-            })?;
+            self.network_create(
+                NetworkCreate {
+                    name: network.to_string(),
+                    subnet: Some(subnet),
+                    ..NetworkCreate::default()
+                },
+                teardown,
+            )?;
             created_network = true;
         }
         let result = self.cni_attach(network, container_id, ifname, netns, teardown);

@@ -210,13 +210,16 @@ impl Inner {
             Some(parse_cidr_addr("gateway", &pool.gateway)?.0.to_string())
         };
         let name = format!("docker-{}", &id[..12]);
-        let created = self.network_create(NetworkCreate {
-            name: name.clone(),
-            subnet: Some(pool.pool.clone()),
-            gateway,
-            options: p::generic_options(&req.options),
-            ..NetworkCreate::default()
-        })?;
+        let created = self.network_create(
+            NetworkCreate {
+                name: name.clone(),
+                subnet: Some(pool.pool.clone()),
+                gateway,
+                options: p::generic_options(&req.options),
+                ..NetworkCreate::default()
+            },
+            teardown,
+        )?;
         self.plugin_mut(plugin)?
             .networks
             .insert(id.clone(), created);

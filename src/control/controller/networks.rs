@@ -123,8 +123,13 @@ impl Controller {
                 self.network_create_outside(req)
             }
             Request::NetworkCreate(req) => {
-                let name = inner.network_create(req)?;
-                value(&inner.network_view(&name)?)
+                let mut teardown = Teardown::new(inner.dp.clone());
+                let view = inner
+                    .network_create(req, &mut teardown)
+                    .and_then(|name| inner.network_view(&name));
+                drop(inner);
+                teardown.run();
+                value(&view?)
             }
             Request::NetworkList => {
                 let views: Vec<_> = inner
@@ -176,7 +181,14 @@ impl Inner {
         std::borrow::Cow::Owned(state)
     }
 
-    pub(super) fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
+    /// A network of a driver that calls out of the daemon neither for a plugin nor for the
+    /// store (those are `network_create_outside`'s); what a failed commit took down goes in
+    /// the teardown.
+    pub(super) fn network_create(
+        &mut self,
+        req: NetworkCreate,
+        teardown: &mut Teardown,
+    ) -> Result<String> {
         let mut net = plan_network(&req, &self.planning_state())?;
         let imp = drivers::of(net.driver);
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
@@ -191,18 +203,18 @@ impl Inner {
                 net.driver.name()
             )));
         }
-        self.commit_network(&net)?;
+        self.commit_network(&net, teardown)?;
         Ok(net.name)
     }
 
     /// Add a planned network (its driver's side made) to the datapath, the model and the
-    /// state file; on failure none of the three has it.
-    pub(super) fn commit_network(&mut self, net: &Network) -> Result<()> {
+    /// state file; on failure none of the three has it (the teardown stops its switch).
+    pub(super) fn commit_network(&mut self, net: &Network, teardown: &mut Teardown) -> Result<()> {
         self.add_switch(net)?;
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
             self.state.networks.pop();
-            self.remove_switch(net);
+            self.remove_switch(net, teardown);
             return Err(e);
         }
         Ok(())
@@ -218,12 +230,10 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn remove_switch(&mut self, net: &Network) {
-        let mut teardown = Teardown::new(self.dp.clone());
-        teardown
-            .switches
-            .push(drivers::of(net.driver).take_network(&mut self.ctx(), &net.name));
-        teardown.run();
+    /// Take a network's datapath side out of the maps; the teardown stops it.
+    pub(super) fn remove_switch(&mut self, net: &Network, teardown: &mut Teardown) {
+        let switch = drivers::of(net.driver).take_network(&mut self.ctx(), &net.name);
+        teardown.switches.push(switch);
     }
 
     pub(super) fn network_remove(&mut self, name: &str) -> Result<Teardown> {

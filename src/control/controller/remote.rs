@@ -50,14 +50,17 @@ impl Controller {
                 }
             })
         });
-        let committed = {
+        let (committed, teardown) = {
             let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
             inner.creating_networks.retain(|n| n.name != net.name);
             created?;
-            inner
-                .commit_network(&net)
-                .map(|_| inner.network_view(&net.name))
+            let committed = inner
+                .commit_network(&net, &mut teardown)
+                .map(|_| inner.network_view(&net.name));
+            (committed, teardown)
         };
+        teardown.run();
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {
@@ -196,15 +199,18 @@ impl Controller {
                 return Err(e);
             }
         }
-        let committed = {
+        let (committed, teardown) = {
             let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
             inner.creating_sandboxes.retain(|s| s.name != sandbox);
-            inner
+            let committed = inner
                 .sandbox(sandbox)
                 .cloned()
-                .and_then(|sb| inner.commit_connect(&sb, ep.clone()))
-                .map(|_| inner.sandbox_view(sandbox))
+                .and_then(|sb| inner.commit_connect(&sb, ep.clone(), &mut teardown))
+                .map(|_| inner.sandbox_view(sandbox));
+            (committed, teardown)
         };
+        teardown.run();
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {
