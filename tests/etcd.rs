@@ -142,6 +142,11 @@ mod with_store {
 
     impl Host {
         fn new(tag: &str, etcd: &Etcd) -> Host {
+            Host::with_env(tag, etcd, &[])
+        }
+
+        /// A host whose daemon has `env` set (test hooks).
+        fn with_env(tag: &str, etcd: &Etcd, env: &[(&str, &str)]) -> Host {
             let t = Tapnet::new(tag);
             let vtep = loopback();
             std::fs::create_dir_all(&t.dir).expect("state dir");
@@ -156,6 +161,7 @@ mod with_store {
                     "--store-lease",
                     "3s",
                 ])
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -397,6 +403,70 @@ mod with_store {
         assert!(
             a.sees("ov", "b"),
             "the old endpoint is back after the restart"
+        );
+    }
+
+    /// Run `args` while every store request is made `slow` (`TAPNET_TEST_SLOW_STORE_MS`):
+    /// `stats` answers in under 100 ms meanwhile, and the command did wait for the store (the
+    /// positive control).
+    fn stats_answers_during(h: &Host, slow: Duration, args: &[&str]) {
+        let began = std::time::Instant::now();
+        let command =
+            h.t.command(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the slow command");
+        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        h.t.ok(&["stats"]);
+        let took = started.elapsed();
+        eprintln!("stats answered in {took:?} during {args:?}");
+        let out = command.wait_with_output().expect("the slow command");
+        let command_took = began.elapsed();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            command_took >= slow - Duration::from_millis(100),
+            "{args:?} took {command_took:?}: the store was not slow"
+        );
+        assert!(
+            took < Duration::from_millis(100),
+            "stats waited {took:?} behind {args:?}"
+        );
+    }
+
+    #[test]
+    fn stats_answers_while_the_store_is_slow() {
+        let Some(etcd) = Etcd::start("slow") else {
+            return;
+        };
+        let slow = Duration::from_millis(2000);
+        let h = Host::with_env("slowstore", &etcd, &[("TAPNET_TEST_SLOW_STORE_MS", "2000")]);
+        stats_answers_during(
+            &h,
+            slow,
+            &[
+                "network",
+                "create",
+                "ov",
+                "--driver",
+                "overlay",
+                "--subnet",
+                "10.235.0.0/24",
+            ],
+        );
+        stats_answers_during(&h, slow, &["sandbox", "create", "a", "--net", "ov"]);
+        h.t.ok(&["sandbox", "create", "b"]);
+        stats_answers_during(&h, slow, &["network", "connect", "ov", "b"]);
+        assert_eq!(h.ip_of("a"), "10.235.0.2");
+        let b = h.t.json(&["sandbox", "inspect", "b"]);
+        assert!(
+            b.to_string().contains("10.235.0.3"),
+            "b has the next address on ov: {b}"
         );
     }
 

@@ -160,6 +160,7 @@ pub enum Request {
 }
 
 /// The controller's handle of the store thread.
+#[derive(Clone)]
 pub struct Cluster {
     requests: Sender<Request>,
     /// This daemon's name in the store (its VTEP address).
@@ -192,6 +193,19 @@ impl Cluster {
     }
 
     fn ask<T>(&self, what: &str, make: impl FnOnce(Sender<Result<T>>) -> Request) -> Result<T> {
+        // A test hook: `TAPNET_TEST_SLOW_STORE_MS` (read once) makes every request that waits
+        // for the store this slow, as a store far away would, so that a test can show the
+        // controller's lock is not held meanwhile.
+        static SLOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let slow = *SLOW.get_or_init(|| {
+            std::env::var("TAPNET_TEST_SLOW_STORE_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |ms| ms.min(10_000))
+        });
+        if slow > 0 {
+            std::thread::sleep(Duration::from_millis(slow));
+        }
         let (reply, wait) = crossbeam_channel::bounded(1);
         self.requests.send(make(reply)).map_err(|_| {
             Error::invalid(format!("cluster store: {what}: the store thread is gone"))

@@ -112,8 +112,14 @@ struct Inner {
     remote_eps: BTreeMap<(String, Ipv4Addr), crate::cluster::EndpointRecord>,
     /// Addresses this daemon claimed in the store, released when the model no longer has them.
     claimed: std::cell::RefCell<std::collections::BTreeSet<(String, Ipv4Addr)>>,
-    /// Remote networks whose plugin is being told of their creation (`controller/remote.rs`):
-    /// their names and subnets are taken, they are not in the model yet.
+    /// Addresses being claimed in the store, or claimed for a request not committed yet
+    /// (`controller/cluster.rs`): plans see them taken.
+    pending_claims: Vec<(String, Ipv4Addr)>,
+    /// The addresses the request being committed claimed, by network: its plans take them.
+    preclaimed: HashMap<String, Ipv4Addr>,
+    /// Networks whose plugin is being told of their creation, or whose key is being put in the
+    /// cluster store (`controller/remote.rs`): their names, subnets and VNIs are taken, they
+    /// are not in the model yet.
     creating_networks: Vec<Network>,
     /// Remote networks whose plugin is being told of their removal: no endpoint may join.
     deleting_networks: HashSet<String>,
@@ -233,6 +239,8 @@ impl Controller {
             cluster: None,
             remote_eps: BTreeMap::new(),
             claimed: Default::default(),
+            pending_claims: Vec::new(),
+            preclaimed: HashMap::new(),
             creating_networks: Vec::new(),
             deleting_networks: HashSet::new(),
             creating_sandboxes: Vec::new(),
@@ -301,7 +309,7 @@ impl Handler for Controller {
                 inner.observe_request(request)
             }
             Request::CniAdd { .. } | Request::CniDel { .. } | Request::CniCheck { .. } => {
-                inner.cni_request(request)
+                self.cni_request(inner, request)
             }
             Request::PluginDocker { name, stop } => {
                 drop(inner);
@@ -410,6 +418,9 @@ fn value<T: serde::Serialize>(v: &T) -> Result<Value> {
 struct Teardown {
     dp: Arc<Datapath>,
     unpublish: Vec<(Commander, u64)>,
+    /// Persistent TAPs to make transient (a Docker endpoint's at Leave): a second fd of each,
+    /// with its name. Done before their ports go, so the TAPs go with them.
+    taps: Vec<(std::os::fd::OwnedFd, String)>,
     /// Endpoints' switch ports, and plugins to tell (Leave, DeleteEndpoint), by their drivers.
     endpoints: Vec<Unwired>,
     switches: Vec<Switch>,
@@ -423,11 +434,22 @@ impl Teardown {
         Teardown {
             dp,
             unpublish: Vec::new(),
+            taps: Vec::new(),
             endpoints: Vec::new(),
             switches: Vec::new(),
             pins: Vec::new(),
             etc: Vec::new(),
         }
+    }
+
+    /// Add `other`'s work to this teardown's.
+    fn absorb(&mut self, other: Teardown) {
+        self.unpublish.extend(other.unpublish);
+        self.taps.extend(other.taps);
+        self.endpoints.extend(other.endpoints);
+        self.switches.extend(other.switches);
+        self.pins.extend(other.pins);
+        self.etc.extend(other.etc);
     }
 
     fn run(self) {
@@ -436,6 +458,12 @@ impl Teardown {
             gateway.send(GatewayCommand::Unpublish(id, done));
             let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
         }
+        for (fd, name) in &self.taps {
+            if let Err(e) = crate::netns::tap::set_persist(fd, name, false) {
+                eprintln!("tapnet: {e}");
+            }
+        }
+        drop(self.taps);
         for ep in self.endpoints {
             ep.run(&self.dp);
         }
@@ -480,6 +508,23 @@ impl Controller {
             ));
         }
         Ok(self.lock())
+    }
+
+    /// A change made under the lock that leaves slow work behind (ports to remove, published
+    /// ports to close, plugins to tell): `change` plans and commits it and puts that work in
+    /// the teardown, which runs after the lock is released, whether the change worked or not
+    /// (what it took out of the maps goes either way).
+    fn with_teardown<T>(
+        &self,
+        change: impl FnOnce(&mut Inner, &mut Teardown) -> Result<T>,
+    ) -> Result<T> {
+        let (result, teardown) = {
+            let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
+            (change(&mut inner, &mut teardown), teardown)
+        };
+        teardown.run();
+        result
     }
 
     /// `sandbox rm`: checked and reserved under the lock; processes killed without it (up to

@@ -346,6 +346,19 @@ impl Datapath {
         if let Some(w) = lock(&self.workers).get_mut(owner) {
             w.owned_ports = w.owned_ports.saturating_sub(1);
         }
+        // A test hook: `TAPNET_TEST_SLOW_RELEASE_MS` (read once) makes every release this
+        // slow, as workers slow to ack would, so that a test can show the controller's lock is
+        // not held meanwhile.
+        static SLOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let slow = *SLOW.get_or_init(|| {
+            std::env::var("TAPNET_TEST_SLOW_RELEASE_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |ms| ms.min(10_000))
+        });
+        if slow > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(slow));
+        }
         if !self.ask_all(|done| Command::RemovePort { id, done }) {
             eprintln!(
                 "tapnet: a datapath worker did not release port {}",

@@ -223,9 +223,14 @@ pub trait NetworkDriver: Sync {
         )))
     }
 
-    /// Unwire a TAP `attach_tap` wired (CNI DEL, Docker Leave, or a failed commit after it).
-    fn detach_tap(&self, ctx: &Ctx<'_>, port: PortId) {
-        ctx.dp.remove_port(port);
+    /// Take a TAP `attach_tap` wired (CNI DEL, Docker Leave, or a failed commit after it) out
+    /// of the driver's hands; the returned `Unwired` removes it, run without the controller's
+    /// lock.
+    fn detach_tap(&self, _ctx: &Ctx<'_>, port: PortId) -> Unwired {
+        Unwired {
+            port: Some(port),
+            plugin: None,
+        }
     }
 
     /// Take the endpoint's side out of the maps; the returned `Unwired` removes it, and tells

@@ -2,7 +2,8 @@
 //! networks and endpoints, claiming addresses cluster-wide, and applying what the store says of
 //! the other hosts (networks made here, their endpoints in the VTEPs' tables and the gateways'
 //! names). Events come from the store thread (`cluster::etcd`) through a channel; a thread of
-//! the controller applies them under its lock.
+//! the controller applies them under its lock. Requests that wait for the store (a network's
+//! key, an address's claim) make their store calls without the lock.
 
 use super::*;
 use crate::cluster::{Cluster, EndpointRecord, Event};
@@ -54,7 +55,13 @@ impl Controller {
             .spawn(move || {
                 for ev in events {
                     let Some(this) = me.upgrade() else { return };
-                    this.lock().apply_cluster(ev);
+                    let teardown = {
+                        let mut inner = this.lock();
+                        let mut teardown = Teardown::new(inner.dp.clone());
+                        inner.apply_cluster(ev, &mut teardown);
+                        teardown
+                    };
+                    teardown.run();
                 }
             })
             .map_err(|e| Error::invalid(format!("cluster store: start its event thread: {e}")))?;
@@ -62,7 +69,166 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// `sandbox create` on an overlay network with a store: its addresses claimed first
+    /// without the lock, then the create as usual, its plans taking them.
+    pub(super) fn sandbox_create_claimed(&self, req: SandboxCreate) -> Result<Value> {
+        let networks = if req.networks.is_empty() {
+            vec!["bridge".to_string()]
+        } else {
+            req.networks.clone()
+        };
+        let wanted = networks
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, if i == 0 { req.ip.clone() } else { None }))
+            .collect();
+        let won = self.claim_addresses(&req.name, true, wanted)?;
+        let mut inner = self.lock();
+        inner.take_claims(won);
+        let r = inner.sandbox_create(req);
+        inner.preclaimed.clear();
+        inner.release_stale_claims();
+        let name = r?;
+        value(&inner.sandbox_view(&name)?)
+    }
+
+    /// `network connect` to an overlay network with a store: as `sandbox_create_claimed`.
+    pub(super) fn network_connect_claimed(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Result<Value> {
+        let wanted = vec![(network.to_string(), ip.map(str::to_string))];
+        let won = self.claim_addresses(sandbox, false, wanted)?;
+        let mut inner = self.lock();
+        inner.take_claims(won);
+        let mut teardown = Teardown::new(inner.dp.clone());
+        let r = inner.network_connect(network, sandbox, ip, aliases, &mut teardown);
+        inner.preclaimed.clear();
+        inner.release_stale_claims();
+        let view = r.and_then(|_| inner.sandbox_view(sandbox));
+        drop(inner);
+        teardown.run();
+        value(&view?)
+    }
+
+    /// Claim in the store, without the lock, the address each endpoint of `sandbox` on an
+    /// overlay network will have: (network, the address asked for). Planned and reserved (in
+    /// `pending_claims`) under the lock, claimed without it. A request that its plan will
+    /// refuse claims nothing: the plan under the lock says why, as before.
+    fn claim_addresses(
+        &self,
+        sandbox: &str,
+        create: bool,
+        wanted: Vec<(String, Option<String>)>,
+    ) -> Result<HashMap<String, Ipv4Addr>> {
+        let mut won = HashMap::new();
+        for (network, ip) in wanted {
+            match self.claim_one(sandbox, create, &network, ip.as_deref()) {
+                Ok(Some(addr)) => {
+                    won.insert(network, addr);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let mut inner = self.lock();
+                    inner.take_claims(won);
+                    inner.preclaimed.clear();
+                    inner.release_stale_claims();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(won)
+    }
+
+    /// One address claimed (None: nothing to claim, or a plan that will fail).
+    fn claim_one(
+        &self,
+        sandbox: &str,
+        create: bool,
+        network: &str,
+        ip: Option<&str>,
+    ) -> Result<Option<Ipv4Addr>> {
+        let mut lost: Vec<Ipv4Addr> = Vec::new();
+        for _ in 0..CLAIM_TRIES {
+            let (rec, cluster) = {
+                let mut inner = self.lock();
+                let exists = inner.planning_state().sandbox(sandbox).is_some();
+                if exists == create || inner.removing.contains(sandbox) {
+                    return Ok(None);
+                }
+                let Some(cluster) = inner.cluster.clone() else {
+                    return Ok(None);
+                };
+                let Some(net) = inner.state.network(network).cloned() else {
+                    return Ok(None);
+                };
+                if !drivers::of(net.driver).in_cluster_store() {
+                    return Ok(None);
+                }
+                let stub = Sandbox {
+                    name: sandbox.to_string(),
+                    id: String::new(),
+                    hostname: String::new(),
+                    endpoints: Vec::new(),
+                    ports: Vec::new(),
+                };
+                let Ok(ep) = inner.plan_unclaimed(&stub, &net, ip, Vec::new(), &lost) else {
+                    return Ok(None);
+                };
+                let Some(rec) = inner.own_record(sandbox, &ep) else {
+                    return Ok(None);
+                };
+                inner.pending_claims.push((network.to_string(), rec.ip));
+                (rec, cluster)
+            };
+            let addr = rec.ip;
+            let claimed = cluster.claim(rec);
+            if !matches!(claimed, Ok(true)) {
+                let key = (network.to_string(), addr);
+                self.lock().pending_claims.retain(|c| *c != key);
+            }
+            if claimed? {
+                return Ok(Some(addr));
+            }
+            if ip.is_some() {
+                return Err(Error::conflict(format!(
+                    "address {addr} on network {network} is taken by another host"
+                )));
+            }
+            lost.push(addr);
+        }
+        Err(Error::conflict(format!(
+            "network {network}: no address could be claimed in the cluster store"
+        )))
+    }
+}
+
 impl Inner {
+    /// Does a sandbox on `networks` (none: `bridge`) need addresses claimed in the store?
+    pub(super) fn needs_claims(&self, networks: &[String]) -> bool {
+        self.cluster.is_some()
+            && networks.iter().any(|n| {
+                self.state
+                    .network(n)
+                    .is_some_and(|n| drivers::of(n.driver).in_cluster_store())
+            })
+    }
+
+    /// Claims won for the request about to be committed: out of `pending_claims`, into
+    /// `claimed` (released again by the next save if the request fails) and `preclaimed`.
+    fn take_claims(&mut self, won: HashMap<String, Ipv4Addr>) {
+        for (network, addr) in &won {
+            let key = (network.clone(), *addr);
+            self.pending_claims.retain(|c| *c != key);
+            self.claimed.get_mut().insert(key);
+        }
+        self.preclaimed = won;
+    }
+
     /// The store's record of one of this host's endpoints (overlay networks only).
     pub(super) fn own_record(&self, sandbox: &str, ep: &Endpoint) -> Option<EndpointRecord> {
         let cluster = self.cluster.as_ref()?;
@@ -97,8 +263,8 @@ impl Inner {
             .collect()
     }
 
-    /// Plan an endpoint on an overlay network with the store: the address must be claimed in
-    /// the store (create-if-absent), so two hosts never hand out the same one.
+    /// Plan an endpoint on an overlay network with the store: with the address its request
+    /// claimed without the lock (`claim_addresses`), so two hosts never hand out the same one.
     pub(super) fn plan_claimed(
         &self,
         sb: &Sandbox,
@@ -106,50 +272,66 @@ impl Inner {
         ip: Option<&str>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
-        let mut lost: Vec<Ipv4Addr> = self.remote_addresses(&net.name);
-        for _ in 0..CLAIM_TRIES {
-            let mut state = self.state.clone();
-            // Addresses others hold or won stand in as endpoints of a placeholder sandbox.
-            state.sandboxes.push(Sandbox {
-                name: String::new(),
-                id: String::new(),
-                hostname: String::new(),
-                endpoints: lost
+        let Some(addr) = self.preclaimed.get(&net.name) else {
+            // Nothing claimed: the plan fails (as `claim_one` saw), or the model changed.
+            self.plan_unclaimed(sb, net, ip, aliases, &[])?;
+            return Err(Error::conflict(format!(
+                "network {}: the address was not claimed in the cluster store; try again",
+                net.name
+            )));
+        };
+        let wanted = addr.to_string();
+        self.plan_unclaimed(sb, net, Some(&wanted), aliases, &[])
+    }
+
+    /// Plan an endpoint on an overlay network without claiming: addresses other hosts hold,
+    /// `lost` (won by others meanwhile) and those being claimed here are taken.
+    fn plan_unclaimed(
+        &self,
+        sb: &Sandbox,
+        net: &Network,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+        lost: &[Ipv4Addr],
+    ) -> Result<Endpoint> {
+        let mut state = self.planning_state().into_owned();
+        let taken = self
+            .remote_addresses(&net.name)
+            .into_iter()
+            .chain(lost.iter().copied())
+            .chain(
+                self.pending_claims
                     .iter()
-                    .map(|ip| Endpoint {
-                        id: String::new(),
-                        network: net.name.clone(),
-                        interface: None,
-                        mac: None,
-                        ipv4: Some(*ip),
-                        aliases: Vec::new(),
-                        impairment: None,
-                        blocked: Vec::new(),
-                    })
-                    .collect(),
-                ports: Vec::new(),
-            });
-            let ep = endpoints::plan_endpoint(&state, sb, net, ip, aliases.clone())?;
-            let (Some(rec), Some(cluster)) = (self.own_record(&sb.name, &ep), &self.cluster) else {
-                return Ok(ep);
-            };
-            let addr = rec.ip;
-            if cluster.claim(rec)? {
-                self.claimed.borrow_mut().insert((net.name.clone(), addr));
-                return Ok(ep);
-            }
-            if ip.is_some() {
-                return Err(Error::conflict(format!(
-                    "address {addr} on network {} is taken by another host",
-                    net.name
-                )));
-            }
-            lost.push(addr);
+                    .filter(|(n, _)| *n == net.name)
+                    .map(|(_, ip)| *ip),
+            );
+        // They stand in as endpoints of a placeholder sandbox.
+        state.sandboxes.push(Sandbox {
+            name: String::new(),
+            id: String::new(),
+            hostname: String::new(),
+            endpoints: taken
+                .map(|ip| Endpoint {
+                    id: String::new(),
+                    network: net.name.clone(),
+                    interface: None,
+                    mac: None,
+                    ipv4: Some(ip),
+                    aliases: Vec::new(),
+                    impairment: None,
+                    blocked: Vec::new(),
+                })
+                .collect(),
+            ports: Vec::new(),
+        });
+        endpoints::plan_endpoint(&state, sb, net, ip, aliases)
+    }
+
+    /// Take a network's key out of the store, unless other hosts still have endpoints on it.
+    pub(super) fn unstore_network(&self, cluster: &Cluster, name: &str) {
+        if self.remote_addresses(name).is_empty() {
+            cluster.delete_network(name);
         }
-        Err(Error::conflict(format!(
-            "network {}: no address could be claimed in the cluster store",
-            net.name
-        )))
     }
 
     /// Give back claims of endpoints the model no longer has (removed, or a create that failed).
@@ -191,14 +373,15 @@ impl Inner {
         self.cluster.as_ref().is_some_and(|c| c.host == rec.host)
     }
 
-    pub(super) fn apply_cluster(&mut self, ev: Event) {
+    /// Apply a change of the store; what it takes down goes in the teardown.
+    pub(super) fn apply_cluster(&mut self, ev: Event, teardown: &mut Teardown) {
         match ev {
             Event::Snapshot {
                 networks,
                 endpoints,
             } => {
                 for net in networks {
-                    self.adopt_network(net);
+                    self.adopt_network(net, teardown);
                 }
                 let before: HashSet<String> = self
                     .remote_eps
@@ -221,7 +404,7 @@ impl Inner {
                 }
                 self.sync_names();
             }
-            Event::Network(net) => self.adopt_network(net),
+            Event::Network(net) => self.adopt_network(net, teardown),
             Event::NetworkGone(name) => {
                 // Removed on another host: this host's network stays while it is used here.
                 if self.state.network(&name).is_some() {
@@ -249,14 +432,18 @@ impl Inner {
     }
 
     /// Make here an overlay network another host put in the store.
-    fn adopt_network(&mut self, mut net: Network) {
-        if !drivers::of(net.driver).in_cluster_store() || self.state.network(&net.name).is_some() {
+    fn adopt_network(&mut self, mut net: Network, teardown: &mut Teardown) {
+        // A network being created here (`network_create_outside`) is this host's own.
+        if !drivers::of(net.driver).in_cluster_store()
+            || self.planning_state().network(&net.name).is_some()
+        {
             return;
         }
         if let Some(other) = self
             .state
             .networks
             .iter()
+            .chain(&self.creating_networks)
             .find(|n| n.vni.is_some() && n.vni == net.vni)
         {
             eprintln!(
@@ -295,7 +482,7 @@ impl Inner {
         if let Err(e) = self.save() {
             eprintln!("tapnet: network {} of the cluster store: {e}", net.name);
             self.state.networks.pop();
-            self.remove_switch(&net);
+            self.remove_switch(&net, teardown);
             return;
         }
         self.sync_cluster(&net.name);

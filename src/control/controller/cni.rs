@@ -8,30 +8,45 @@ use crate::cni::Attachment;
 use crate::control::model::CniAttachment;
 use crate::drivers::bridge::{self, Tap, TapFds};
 
-impl Inner {
-    /// CNI ADD, DEL and CHECK from `tapnet-cni`.
-    pub(super) fn cni_request(&mut self, request: Request) -> Result<Value> {
-        match request {
+impl Controller {
+    /// CNI ADD, DEL and CHECK from `tapnet-cni`: planned and committed under the lock; ports
+    /// released (DEL, or a failed ADD) without it.
+    pub(super) fn cni_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        let mut teardown = Teardown::new(inner.dp.clone());
+        let answer = match request {
             Request::CniAdd {
                 network,
                 subnet,
                 container_id,
                 ifname,
                 netns,
-            } => value(&self.cni_add(&network, subnet, &container_id, &ifname, &netns)?),
+            } => inner
+                .cni_add(
+                    &network,
+                    subnet,
+                    &container_id,
+                    &ifname,
+                    &netns,
+                    &mut teardown,
+                )
+                .and_then(|a| value(&a)),
             Request::CniDel {
                 container_id,
                 ifname,
-            } => {
-                self.cni_del(&container_id, &ifname)?;
-                Ok(json!({"removed": ifname}))
-            }
+            } => inner
+                .cni_del(&container_id, &ifname, &mut teardown)
+                .map(|_| json!({"removed": ifname})),
             Request::CniCheck {
                 container_id,
                 ifname,
-            } => value(&self.cni_check(&container_id, &ifname)?),
+            } => inner
+                .cni_check(&container_id, &ifname)
+                .and_then(|a| value(&a)),
             _ => Err(misrouted("CNI")),
-        }
+        };
+        drop(inner);
+        teardown.run();
+        answer
     }
 }
 
@@ -103,6 +118,7 @@ impl Inner {
         container_id: &str,
         ifname: &str,
         netns: &str,
+        teardown: &mut Teardown,
     ) -> Result<Attachment> {
         crate::cni::validate_container_id(container_id).map_err(Error::invalid)?;
         crate::cni::validate_ifname(ifname).map_err(Error::invalid)?;
@@ -126,17 +142,20 @@ impl Inner {
             let Some(subnet) = subnet else {
                 return Err(Error::not_found("network", network));
             };
-            self.network_create(NetworkCreate {
-                name: network.to_string(),
-                subnet: Some(subnet),
-                ..NetworkCreate::default()
-            })?;
+            self.network_create(
+                NetworkCreate {
+                    name: network.to_string(),
+                    subnet: Some(subnet),
+                    ..NetworkCreate::default()
+                },
+                teardown,
+            )?;
             created_network = true;
         }
-        let result = self.cni_attach(network, container_id, ifname, netns);
+        let result = self.cni_attach(network, container_id, ifname, netns, teardown);
         if result.is_err() && created_network {
             if let Ok(t) = self.network_remove(network) {
-                t.run();
+                teardown.absorb(t);
             }
         }
         result
@@ -148,6 +167,7 @@ impl Inner {
         container_id: &str,
         ifname: &str,
         netns: &str,
+        teardown: &mut Teardown,
     ) -> Result<Attachment> {
         self.refuse_docker_owned(network)?;
         let net = self.network(network)?.clone();
@@ -178,14 +198,22 @@ impl Inner {
                 .cni_ports
                 .remove(&(a.container_id.clone(), a.ifname.clone()))
             {
-                self.detach_tap(&a.network, port);
+                let unwired = self.detach_tap(&a.network, port);
+                teardown.endpoints.push(unwired);
             }
             return Err(e);
         }
         self.attachment_view(&a)
     }
 
-    pub(super) fn cni_del(&mut self, container_id: &str, ifname: &str) -> Result<()> {
+    /// The attachment out of the model and its port out of the maps: the teardown removes
+    /// the port. A DEL meanwhile finds nothing left, as after the first one.
+    pub(super) fn cni_del(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        teardown: &mut Teardown,
+    ) -> Result<()> {
         let Some(i) = self.cni_index(container_id, ifname) else {
             return Ok(());
         };
@@ -198,7 +226,8 @@ impl Inner {
             .cni_ports
             .remove(&(container_id.to_string(), ifname.to_string()))
         {
-            self.detach_tap(&removed.network, port);
+            let unwired = self.detach_tap(&removed.network, port);
+            teardown.endpoints.push(unwired);
         }
         Ok(())
     }

@@ -183,7 +183,12 @@ impl Inner {
             .ok_or_else(|| Error::not_found("Docker network", id))
     }
 
-    fn docker_create_network(&mut self, plugin: &str, req: p::CreateNetworkRequest) -> Result<()> {
+    fn docker_create_network(
+        &mut self,
+        plugin: &str,
+        req: p::CreateNetworkRequest,
+        teardown: &mut Teardown,
+    ) -> Result<()> {
         let id = req.network_id.clone();
         check_id("NetworkID", &id)?;
         if self.plugin(plugin)?.networks.contains_key(&id) {
@@ -205,13 +210,16 @@ impl Inner {
             Some(parse_cidr_addr("gateway", &pool.gateway)?.0.to_string())
         };
         let name = format!("docker-{}", &id[..12]);
-        let created = self.network_create(NetworkCreate {
-            name: name.clone(),
-            subnet: Some(pool.pool.clone()),
-            gateway,
-            options: p::generic_options(&req.options),
-            ..NetworkCreate::default()
-        })?;
+        let created = self.network_create(
+            NetworkCreate {
+                name: name.clone(),
+                subnet: Some(pool.pool.clone()),
+                gateway,
+                options: p::generic_options(&req.options),
+                ..NetworkCreate::default()
+            },
+            teardown,
+        )?;
         self.plugin_mut(plugin)?
             .networks
             .insert(id.clone(), created);
@@ -220,7 +228,7 @@ impl Inner {
                 p.networks.remove(&id);
             }
             if let Ok(t) = self.network_remove(&name) {
-                t.run();
+                teardown.absorb(t);
             }
             return Err(e);
         }
@@ -340,7 +348,12 @@ impl Inner {
             .ok_or_else(|| Error::not_found("endpoint", id))
     }
 
-    fn docker_join(&mut self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse> {
+    fn docker_join(
+        &mut self,
+        plugin: &str,
+        req: p::JoinRequest,
+        teardown: &mut Teardown,
+    ) -> Result<p::JoinResponse> {
         let ep = self.docker_endpoint(plugin, &req.endpoint_id)?;
         if self.docker_ports.contains_key(&req.endpoint_id) {
             return Err(Error::conflict(format!(
@@ -397,7 +410,8 @@ impl Inner {
         if let Err(e) = self.save() {
             self.state.docker_plugins = before;
             let _ = tap::set_persist(&keep, &tap, false);
-            self.detach_tap(&net.name, port);
+            let unwired = self.detach_tap(&net.name, port);
+            teardown.endpoints.push(unwired);
             return Err(e);
         }
         self.docker_ports.insert(req.endpoint_id.clone(), port);
@@ -518,9 +532,14 @@ impl Inner {
         Ok(())
     }
 
-    /// Stop serving an endpoint's published ports; the teardown waits for the gateway.
-    fn docker_revoke_external(&mut self, plugin: &str, id: &str) -> Result<Teardown> {
-        let mut teardown = Teardown::new(self.dp.clone());
+    /// Stop serving an endpoint's published ports: they come out of the maps and the model;
+    /// the teardown waits for the gateway.
+    fn docker_revoke_external(
+        &mut self,
+        plugin: &str,
+        id: &str,
+        teardown: &mut Teardown,
+    ) -> Result<()> {
         for (network, pid) in self.docker_publications.remove(id).unwrap_or_default() {
             if let Some((_, gateway)) = self.gateways.get(&network) {
                 teardown.unpublish.push((gateway.commander(), pid));
@@ -536,12 +555,15 @@ impl Inner {
                 return Err(e);
             }
         }
-        Ok(teardown)
+        Ok(())
     }
 
-    /// Leave, and the first half of DeleteEndpoint: the port goes, and the TAP with its fd.
-    fn docker_leave(&mut self, plugin: &str, id: &str) -> Result<()> {
-        self.docker_revoke_external(plugin, id)?.run();
+    /// Leave, and the first half of DeleteEndpoint: the published ports, the TAP's fd and the
+    /// switch port come out of the maps and the model; the teardown closes the ports, makes
+    /// the TAP transient and removes the port (so the TAP goes). A Leave meanwhile finds
+    /// nothing left to take, as after the first one.
+    fn docker_leave(&mut self, plugin: &str, id: &str, teardown: &mut Teardown) -> Result<()> {
+        self.docker_revoke_external(plugin, id, teardown)?;
         if let Some(fd) = self.docker_fds.remove(id) {
             let name = self
                 .plugin(plugin)
@@ -549,15 +571,17 @@ impl Inner {
                 .and_then(|p| p.endpoints.get(id))
                 .and_then(|e| e.tap.clone())
                 .unwrap_or_default();
-            if let Err(e) = tap::set_persist(&fd, &name, false) {
-                eprintln!("tapnet: Docker endpoint {id}: {e}");
-            }
+            teardown.taps.push((fd, name));
         }
         if let Some(port) = self.docker_ports.remove(id) {
-            match self.docker_endpoint(plugin, id) {
+            let unwired = match self.docker_endpoint(plugin, id) {
                 Ok(ep) => self.detach_tap(&ep.network, port),
-                Err(_) => self.dp.remove_port(port),
-            }
+                Err(_) => drivers::Unwired {
+                    port: Some(port),
+                    plugin: None,
+                },
+            };
+            teardown.endpoints.push(unwired);
         }
         let before = self.state.docker_plugins.clone();
         let Some(ep) = self.plugin_mut(plugin)?.endpoints.get_mut(id) else {
@@ -575,8 +599,13 @@ impl Inner {
         Ok(())
     }
 
-    fn docker_delete_endpoint(&mut self, plugin: &str, id: &str) -> Result<()> {
-        self.docker_leave(plugin, id)?;
+    fn docker_delete_endpoint(
+        &mut self,
+        plugin: &str,
+        id: &str,
+        teardown: &mut Teardown,
+    ) -> Result<()> {
+        self.docker_leave(plugin, id, teardown)?;
         let Some(removed) = self.plugin_mut(plugin)?.endpoints.remove(id) else {
             return Ok(());
         };
@@ -667,7 +696,7 @@ impl Inner {
 
 impl Host for Controller {
     fn create_network(&self, plugin: &str, req: p::CreateNetworkRequest) -> Result<()> {
-        self.lock().docker_create_network(plugin, req)
+        self.with_teardown(|inner, t| inner.docker_create_network(plugin, req, t))
     }
 
     fn delete_network(&self, plugin: &str, req: p::NetworkRequest) -> Result<()> {
@@ -702,15 +731,15 @@ impl Host for Controller {
     }
 
     fn delete_endpoint(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
-        self.lock().docker_delete_endpoint(plugin, &req.endpoint_id)
+        self.with_teardown(|inner, t| inner.docker_delete_endpoint(plugin, &req.endpoint_id, t))
     }
 
     fn join(&self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse> {
-        self.lock().docker_join(plugin, req)
+        self.with_teardown(|inner, t| inner.docker_join(plugin, req, t))
     }
 
     fn leave(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
-        self.lock().docker_leave(plugin, &req.endpoint_id)
+        self.with_teardown(|inner, t| inner.docker_leave(plugin, &req.endpoint_id, t))
     }
 
     fn program_external(&self, plugin: &str, req: p::ProgramExternalRequest) -> Result<()> {
@@ -718,10 +747,6 @@ impl Host for Controller {
     }
 
     fn revoke_external(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
-        let teardown = self
-            .lock()
-            .docker_revoke_external(plugin, &req.endpoint_id)?;
-        teardown.run();
-        Ok(())
+        self.with_teardown(|inner, t| inner.docker_revoke_external(plugin, &req.endpoint_id, t))
     }
 }

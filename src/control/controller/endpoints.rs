@@ -89,11 +89,29 @@ impl Controller {
                 sandbox,
                 ip,
                 aliases,
+            } if inner.needs_claims(std::slice::from_ref(&network)) => {
+                drop(inner);
+                self.network_connect_claimed(&network, &sandbox, ip.as_deref(), aliases)
+            }
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                aliases,
             } => {
-                let r = inner.network_connect(&network, &sandbox, ip.as_deref(), aliases);
+                let mut teardown = Teardown::new(inner.dp.clone());
+                let r = inner.network_connect(
+                    &network,
+                    &sandbox,
+                    ip.as_deref(),
+                    aliases,
+                    &mut teardown,
+                );
                 inner.release_stale_claims();
-                r?;
-                value(&inner.sandbox_view(&sandbox)?)
+                let view = r.and_then(|_| inner.sandbox_view(&sandbox));
+                drop(inner);
+                teardown.run();
+                value(&view?)
             }
             Request::NetworkDisconnect { network, sandbox } => {
                 let teardown = inner.network_disconnect(&network, &sandbox)?;
@@ -145,21 +163,25 @@ impl Inner {
         Ok(wired)
     }
 
-    /// Remove the endpoint's switch port; its TAP disappears with the last fd. (A remote
-    /// plugin's side is the caller's to undo.)
-    pub(super) fn unwire(&mut self, sandbox: &str, ep: &Endpoint) {
-        if let Some(port) = self.take_endpoint(sandbox, ep, false).port {
-            self.dp.remove_port(port);
-        }
-        // Port ids are reused: partners must stop naming this one in their blocks.
+    /// Take the endpoint's switch port out of the maps; the teardown removes it (its TAP
+    /// disappears with the last fd). (A remote plugin's side is the caller's to undo.)
+    pub(super) fn unwire(&mut self, sandbox: &str, ep: &Endpoint, teardown: &mut Teardown) {
+        let unwired = self.take_endpoint(sandbox, ep, false);
+        teardown.endpoints.push(unwired);
+        // Port ids are reused once the port is removed: partners must stop naming this one in
+        // their blocks.
         links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
     }
 
-    /// Unwire a TAP made by others (CNI, Docker) from `network`, by its driver.
-    pub(super) fn detach_tap(&mut self, network: &str, port: PortId) {
+    /// Take a TAP made by others (CNI, Docker) off `network`, by its driver: the returned
+    /// `Unwired` removes its port, run without the lock (it waits for every worker).
+    pub(super) fn detach_tap(&mut self, network: &str, port: PortId) -> Unwired {
         match self.state.network(network).map(|n| n.driver) {
             Some(driver) => drivers::of(driver).detach_tap(&self.ctx(), port),
-            None => self.dp.remove_port(port),
+            None => Unwired {
+                port: Some(port),
+                plugin: None,
+            },
         }
     }
 
@@ -218,10 +240,11 @@ impl Inner {
         sandbox: &str,
         ip: Option<&str>,
         aliases: Vec<String>,
+        teardown: &mut Teardown,
     ) -> Result<()> {
         let (sb, net, ep) = self.plan_connect(network, sandbox, ip, aliases)?;
         let ep = self.wire(&sb, &ep, &net)?;
-        self.commit_connect(&sb, ep).map(|_| ())
+        self.commit_connect(&sb, ep, teardown).map(|_| ())
     }
 
     /// A connect checked and its endpoint planned: nothing made yet.
@@ -268,16 +291,21 @@ impl Inner {
     }
 
     /// Add a wired endpoint to its sandbox in the model and the state file; on failure its
-    /// switch port is removed and the model is as before (a remote plugin's side is the
-    /// caller's to undo).
-    pub(super) fn commit_connect(&mut self, sb: &Sandbox, ep: Endpoint) -> Result<Sandbox> {
+    /// switch port goes in the teardown and the model is as before (a remote plugin's side is
+    /// the caller's to undo).
+    pub(super) fn commit_connect(
+        &mut self,
+        sb: &Sandbox,
+        ep: Endpoint,
+        teardown: &mut Teardown,
+    ) -> Result<Sandbox> {
         let mut updated = sb.clone();
         updated.endpoints.push(ep.clone());
         if let Err(e) = self.sync_default_route(&updated).and_then(|_| {
             self.replace_sandbox(updated.clone());
             self.save()
         }) {
-            self.unwire(&sb.name, &ep);
+            self.unwire(&sb.name, &ep, teardown);
             self.replace_sandbox(sb.clone());
             let _ = self.sync_default_route(sb);
             return Err(e);

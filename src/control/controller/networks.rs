@@ -116,13 +116,20 @@ impl Controller {
     /// without the lock (`controller/remote.rs`).
     pub(super) fn network_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
         match request {
-            Request::NetworkCreate(req) if remote::plugin_driver(req.driver.as_deref()) => {
+            Request::NetworkCreate(req)
+                if remote::created_outside(req.driver.as_deref(), inner.cluster.is_some()) =>
+            {
                 drop(inner);
-                self.network_create_remote(req)
+                self.network_create_outside(req)
             }
             Request::NetworkCreate(req) => {
-                let name = inner.network_create(req)?;
-                value(&inner.network_view(&name)?)
+                let mut teardown = Teardown::new(inner.dp.clone());
+                let view = inner
+                    .network_create(req, &mut teardown)
+                    .and_then(|name| inner.network_view(&name));
+                drop(inner);
+                teardown.run();
+                value(&view?)
             }
             Request::NetworkList => {
                 let views: Vec<_> = inner
@@ -174,39 +181,40 @@ impl Inner {
         std::borrow::Cow::Owned(state)
     }
 
-    pub(super) fn network_create(&mut self, req: NetworkCreate) -> Result<String> {
+    /// A network of a driver that calls out of the daemon neither for a plugin nor for the
+    /// store (those are `network_create_outside`'s); what a failed commit took down goes in
+    /// the teardown.
+    pub(super) fn network_create(
+        &mut self,
+        req: NetworkCreate,
+        teardown: &mut Teardown,
+    ) -> Result<String> {
         let mut net = plan_network(&req, &self.planning_state())?;
         let imp = drivers::of(net.driver);
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
         // `--vtep` says: its peers know it by that address.
         imp.settle(&self.ctx(), &mut net);
-        if imp.in_cluster_store()
-            && let Some(cluster) = &self.cluster
-        {
-            cluster.put_network(&net)?;
+        // Networks that call a plugin or the store are made without the lock
+        // (`network_create_outside`); this path is for Docker's and CNI's bridge networks.
+        if imp.plugin_served() || (imp.in_cluster_store() && self.cluster.is_some()) {
+            return Err(Error::invalid(format!(
+                "internal error: network {} (driver {}) is made without the controller's lock",
+                net.name,
+                net.driver.name()
+            )));
         }
-        imp.create_network(&self.plugin_dirs, &net)?;
-        // Undo what the driver's side (a remote plugin) made when a later step fails.
-        let undo = |this: &mut Self, e: Error| {
-            if let Err(undo) = imp.delete_network(&this.plugin_dirs, &net) {
-                eprintln!("tapnet: network {}: undo create: {undo}", net.name);
-            }
-            e
-        };
-        if let Err(e) = self.commit_network(&net) {
-            return Err(undo(self, e));
-        }
+        self.commit_network(&net, teardown)?;
         Ok(net.name)
     }
 
     /// Add a planned network (its driver's side made) to the datapath, the model and the
-    /// state file; on failure none of the three has it.
-    pub(super) fn commit_network(&mut self, net: &Network) -> Result<()> {
+    /// state file; on failure none of the three has it (the teardown stops its switch).
+    pub(super) fn commit_network(&mut self, net: &Network, teardown: &mut Teardown) -> Result<()> {
         self.add_switch(net)?;
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
             self.state.networks.pop();
-            self.remove_switch(net);
+            self.remove_switch(net, teardown);
             return Err(e);
         }
         Ok(())
@@ -222,12 +230,10 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn remove_switch(&mut self, net: &Network) {
-        let mut teardown = Teardown::new(self.dp.clone());
-        teardown
-            .switches
-            .push(drivers::of(net.driver).take_network(&mut self.ctx(), &net.name));
-        teardown.run();
+    /// Take a network's datapath side out of the maps; the teardown stops it.
+    pub(super) fn remove_switch(&mut self, net: &Network, teardown: &mut Teardown) {
+        let switch = drivers::of(net.driver).take_network(&mut self.ctx(), &net.name);
+        teardown.switches.push(switch);
     }
 
     pub(super) fn network_remove(&mut self, name: &str) -> Result<Teardown> {
@@ -304,10 +310,9 @@ impl Inner {
         }
         // Out of the store too, unless other hosts still have endpoints on it.
         if drivers::of(removed.driver).in_cluster_store()
-            && self.remote_addresses(name).is_empty()
             && let Some(cluster) = &self.cluster
         {
-            cluster.delete_network(name);
+            self.unstore_network(cluster, name);
         }
         let switch = drivers::of(removed.driver).take_network(&mut self.ctx(), name);
         let mut teardown = Teardown::new(self.dp.clone());

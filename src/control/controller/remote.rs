@@ -1,45 +1,74 @@
-//! Requests that call a remote network's plugin, made without the controller's lock, as
-//! `sandbox rm` is: checked, planned and reserved under the lock; the plugin called without it
-//! (up to its 5 s deadline per call, while `stats` and every other request go on); committed
-//! under the lock, and the plugin's side undone if the commit fails. Network create and remove
-//! on a `remote:NAME` driver, sandbox create on a remote network (Leave and DeleteEndpoint at
+//! Requests that call a remote network's plugin or the cluster store, made without the
+//! controller's lock, as `sandbox rm` is: checked, planned and reserved under the lock; the
+//! plugin or the store called without it (up to its 5 s deadline per call, while `stats` and
+//! every other request go on); committed under the lock, and the plugin's or the store's side
+//! undone if the commit fails. Network create on a `remote:NAME` driver or an overlay network
+//! with a store, network remove on a `remote:NAME` driver, sandbox create on a remote network (Leave and DeleteEndpoint at
 //! `sandbox rm` run in its `Teardown`), and `network connect` of a running sandbox to a remote
 //! network (`network disconnect`'s Leave and DeleteEndpoint also run in its `Teardown`).
 
 use super::networks::plan_network;
 use super::*;
 
-/// Does `--driver` name a driver whose networks a plugin serves? (A name that is no driver
-/// is refused by the plan, either way.)
-pub(super) fn plugin_driver(driver: Option<&str>) -> bool {
-    driver
-        .and_then(|d| drivers::named(d).ok())
-        .is_some_and(|d| drivers::of(d).plugin_served())
+/// Does a new network of `--driver` call out of the daemon: a plugin serves it, or it goes
+/// in the cluster store (`stored`: the daemon has one)? (A name that is no driver is refused
+/// by the plan, either way.)
+pub(super) fn created_outside(driver: Option<&str>, stored: bool) -> bool {
+    let driver = match driver {
+        Some(d) => drivers::named(d).ok(),
+        None => drivers::named("bridge").ok(),
+    };
+    driver.is_some_and(|d| {
+        let imp = drivers::of(d);
+        imp.plugin_served() || (stored && imp.in_cluster_store())
+    })
 }
 
 impl Controller {
-    pub(super) fn network_create_remote(&self, req: NetworkCreate) -> Result<Value> {
-        let (net, dirs) = {
+    /// `network create` of a plugin's network or a network in the cluster store: the plugin's
+    /// CreateNetwork and the store's key are made without the lock.
+    pub(super) fn network_create_outside(&self, req: NetworkCreate) -> Result<Value> {
+        let (net, dirs, cluster) = {
             let mut inner = self.lock();
-            let net = plan_network(&req, &inner.planning_state())?;
+            let mut net = plan_network(&req, &inner.planning_state())?;
+            let imp = drivers::of(net.driver);
+            // An overlay network keeps the VTEP it was made with (see `network_create`).
+            imp.settle(&inner.ctx(), &mut net);
             inner.creating_networks.push(net.clone());
-            (net, inner.plugin_dirs.clone())
+            let cluster = inner.cluster.clone().filter(|_| imp.in_cluster_store());
+            (net, inner.plugin_dirs.clone(), cluster)
         };
         let imp = drivers::of(net.driver);
-        let created = imp.create_network(&dirs, &net);
-        let committed = {
+        let stored = match &cluster {
+            Some(c) => c.put_network(&net),
+            None => Ok(()),
+        };
+        let created = stored.and_then(|_| {
+            imp.create_network(&dirs, &net).inspect_err(|_| {
+                if let Some(c) = &cluster {
+                    self.lock().unstore_network(c, &net.name);
+                }
+            })
+        });
+        let (committed, teardown) = {
             let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
             inner.creating_networks.retain(|n| n.name != net.name);
             created?;
-            inner
-                .commit_network(&net)
-                .map(|_| inner.network_view(&net.name))
+            let committed = inner
+                .commit_network(&net, &mut teardown)
+                .map(|_| inner.network_view(&net.name));
+            (committed, teardown)
         };
+        teardown.run();
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {
                 if let Err(undo) = imp.delete_network(&dirs, &net) {
                     eprintln!("tapnet: network {}: undo create: {undo}", net.name);
+                }
+                if let Some(c) = &cluster {
+                    self.lock().unstore_network(c, &net.name);
                 }
                 Err(e)
             }
@@ -170,15 +199,18 @@ impl Controller {
                 return Err(e);
             }
         }
-        let committed = {
+        let (committed, teardown) = {
             let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
             inner.creating_sandboxes.retain(|s| s.name != sandbox);
-            inner
+            let committed = inner
                 .sandbox(sandbox)
                 .cloned()
-                .and_then(|sb| inner.commit_connect(&sb, ep.clone()))
-                .map(|_| inner.sandbox_view(sandbox))
+                .and_then(|sb| inner.commit_connect(&sb, ep.clone(), &mut teardown))
+                .map(|_| inner.sandbox_view(sandbox));
+            (committed, teardown)
         };
+        teardown.run();
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {

@@ -15,6 +15,10 @@ impl Controller {
                 drop(inner);
                 self.sandbox_create_remote(req)
             }
+            Request::SandboxCreate(req) if inner.needs_claims(&req.networks) => {
+                drop(inner);
+                self.sandbox_create_claimed(req)
+            }
             Request::SandboxCreate(req) => {
                 let r = inner.sandbox_create(req);
                 inner.release_stale_claims();
