@@ -34,3 +34,4 @@ pub mod rootless;
 #[cfg(test)]
 mod test_rng;
 pub mod topology;
+pub mod wire;
