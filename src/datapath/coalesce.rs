@@ -10,11 +10,13 @@
 //! left partial, so nobody would verify it later); a segment that fails is passed on as it is,
 //! for the receiver to drop.
 
-use super::frame::{
-    ETH_HDR_LEN, MAX_FRAME_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
-    VNET_HDR_LEN, VirtioNetHdr,
-};
+use super::frame::MAX_FRAME_LEN;
 use crate::offload::checksum::{checksum, fold, pseudo_header_v4, sum};
+use crate::wire::tcp::{FLAG_ACK, FLAG_PSH};
+use crate::wire::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+use crate::wire::{
+    ETH_HDR_LEN, Ethernet, Ipv4Packet, TcpSegment, VNET_HDR_LEN, VirtioNetHdr, ethertype, ipv4,
+};
 
 const IP: usize = ETH_HDR_LEN;
 const TCP: usize = IP + 20;
@@ -159,34 +161,37 @@ fn mergeable(frame: &[u8]) -> Option<Seg> {
     if vnet.flags != 0 || vnet.is_gso() {
         return None;
     }
-    let eth = frame.get(VNET_HDR_LEN..)?;
-    if eth.len() < TCP + 20 || eth[12..14] != [0x08, 0x00] || eth[IP] != 0x45 {
+    let eth = Ethernet::new_checked(frame.get(VNET_HDR_LEN..)?).ok()?;
+    if eth.ethertype() != ethertype::IPV4 {
         return None;
     }
-    let ip = &eth[IP..];
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ip[9] != 6 || frag != 0 || total != eth.len() - IP {
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    // Plain IPv4 only: no options, no fragment, nothing after the packet.
+    if ip.version() != 4
+        || ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != ipv4::PROTO_TCP
+        || ip.is_fragment()
+        || ip.total_len() != eth.payload().len()
+    {
         return None;
     }
-    let tcp = &eth[TCP..];
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    let flags = tcp[13];
-    if doff < 20 || 20 + doff >= total || flags & !0x18 != 0 || flags & 0x10 == 0 {
+    let tcp = TcpSegment::new_checked(ip.payload().ok()?).ok()?;
+    let doff = tcp.checked_header_len().ok()?;
+    let flags = tcp.flags();
+    if doff == tcp.as_bytes().len() || flags & !(FLAG_ACK | FLAG_PSH) != 0 || flags & FLAG_ACK == 0
+    {
         return None;
     }
-    let (mut src, mut dst) = ([0u8; 4], [0u8; 4]);
-    src.copy_from_slice(&ip[12..16]);
-    dst.copy_from_slice(&ip[16..20]);
-    let l4 = total - 20;
-    if fold(sum(pseudo_header_v4(src, dst, 6, l4 as u16), tcp)) != 0xffff {
+    let l4 = tcp.as_bytes().len();
+    let pseudo = pseudo_header_v4(ip.src_bytes(), ip.dst_bytes(), ipv4::PROTO_TCP, l4 as u16);
+    if fold(sum(pseudo, tcp.as_bytes())) != 0xffff {
         return None;
     }
     Some(Seg {
         doff,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        seq: tcp.seq(),
         flags,
-        payload: total - 20 - doff,
+        payload: l4 - doff,
     })
 }
 
