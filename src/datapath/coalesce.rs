@@ -10,12 +10,12 @@
 //! left partial, so nobody would verify it later); a segment that fails is passed on as it is,
 //! for the receiver to drop.
 
-use super::frame::MAX_FRAME_LEN;
 use crate::offload::checksum::{checksum, fold, pseudo_header_v4, sum};
 use crate::wire::tcp::{FLAG_ACK, FLAG_PSH};
 use crate::wire::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
 use crate::wire::{
-    ETH_HDR_LEN, Ethernet, Ipv4Packet, TcpSegment, VNET_HDR_LEN, VirtioNetHdr, ethertype, ipv4,
+    ETH_HDR_LEN, Ethernet, Ipv4Packet, MAX_FRAME_LEN, TcpSegment, VNET_HDR_LEN, VirtioNetHdr,
+    ethertype, ipv4,
 };
 
 const IP: usize = ETH_HDR_LEN;

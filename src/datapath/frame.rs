@@ -2,6 +2,7 @@
 //! Everything here works on borrowed bytes and allocates nothing: it runs once per frame.
 
 use crate::wire::ethernet::VLAN_TAG_LEN;
+pub use crate::wire::vnet::MAX_FRAME_LEN;
 use crate::wire::{Ethernet, ethertype};
 
 // Old paths of the frame types, now in `wire`; they go when the imports are rewritten.
@@ -11,9 +12,6 @@ pub use crate::wire::vnet::{
     VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN, VirtioNetHdr,
 };
 pub use crate::wire::{ETH_HDR_LEN, MacAddr};
-
-/// Largest frame a TAP may hand us: a 64 KiB GSO super-frame plus headers.
-pub const MAX_FRAME_LEN: usize = VNET_HDR_LEN + ETH_HDR_LEN + VLAN_TAG_LEN + 65536;
 
 /// Why a frame was dropped at ingress. Each reason has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -39,11 +39,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::coalesce::Coalescer;
-use super::frame::{self, MAX_FRAME_LEN};
+use super::frame;
 use super::vxlan::{self, DecapError, HEADER_LEN};
 use crate::error::{Context, Result};
 use crate::offload::Segmenter;
-use crate::wire::{ArpPacket, ETH_HDR_LEN, Ethernet, MacAddr, VNET_HDR_LEN, arp, ethertype};
+use crate::wire::{
+    ArpPacket, ETH_HDR_LEN, Ethernet, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN, arp, ethertype,
+};
 
 /// Socket buffers of the VTEP's UDP sockets.
 const SOCKET_BUF: usize = 8 << 20;
@@ -628,17 +630,15 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     fn push(&mut self, frame: &[u8]) {
-        if frame.len() < 14 || frame.len() + HEADER_LEN > self.out.len() {
-            self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        let eth = match Ethernet::new_checked(frame) {
+            Ok(eth) if frame.len() + HEADER_LEN <= self.out.len() => eth,
+            _ => {
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         // The anycast gateway stays home.
-        if self
-            .net
-            .spec
-            .gateway_mac
-            .is_some_and(|g| g.0 == frame[6..12])
-        {
+        if self.net.spec.gateway_mac == Some(eth.src()) {
             return;
         }
         let size = HEADER_LEN + frame.len();
@@ -648,7 +648,7 @@ impl Batch<'_> {
                 || size > self.seg
                 || self.len + size > GSO_MAX_BYTES
                 || self.count == GSO_MAX_SEGMENTS
-                || frame[0..6] != self.out[HEADER_LEN..HEADER_LEN + 6])
+                || eth.dst().0 != self.out[HEADER_LEN..HEADER_LEN + 6])
         {
             self.flush();
         }
@@ -670,9 +670,8 @@ impl Batch<'_> {
         }
         let first = &self.out[HEADER_LEN..self.seg];
         let socket = &self.tx[usize::from(vxlan::source_port(first)) % self.tx.len()];
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&first[0..6]);
-        let dst = MacAddr(dst);
+        // `push` took only frames with an Ethernet header: the fallback (flood) is never used.
+        let dst = Ethernet::new_checked(first).map_or(MacAddr::BROADCAST, |e| e.dst());
         let known = (!dst.is_multicast())
             .then(|| {
                 self.net

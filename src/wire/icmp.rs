@@ -66,15 +66,22 @@ mod tests {
 
     #[test]
     fn echo_matches_etherparse() {
-        for (t, code) in [(8, 0), (0, 0), (8, 1), (3, 1), (13, 0)] {
+        for (t, code) in [(8, 0), (0, 0), (8, 1), (0, 1), (3, 1), (13, 0)] {
             let m = message(t, code);
             let v = Icmpv4::new_checked(&m).unwrap();
             let ours = v.echo_request().map(|e| (e.id, e.seq));
-            let theirs = match Icmpv4Header::from_slice(&m).map(|h| h.0.icmp_type) {
+            let parsed = Icmpv4Header::from_slice(&m).map(|h| h.0.icmp_type);
+            let theirs = match parsed {
                 Ok(Icmpv4Type::EchoRequest(e)) => Some((e.id, e.seq)),
                 _ => None,
             };
-            assert_eq!(ours, theirs, "type {t} code {code}");
+            assert_eq!(ours, theirs, "request: type {t} code {code}");
+            let ours = v.echo_reply().map(|e| (e.id, e.seq));
+            let theirs = match parsed {
+                Ok(Icmpv4Type::EchoReply(e)) => Some((e.id, e.seq)),
+                _ => None,
+            };
+            assert_eq!(ours, theirs, "reply: type {t} code {code}");
             assert_eq!((v.msg_type(), v.code(), v.checksum()), (t, code, 0xabcd));
             assert_eq!(v.payload(), b"pi");
         }

@@ -2,6 +2,11 @@
 
 /// Size of `struct virtio_net_hdr_v1` (with `num_buffers`), set on every TAP with TUNSETVNETHDRSZ.
 pub const VNET_HDR_LEN: usize = 12;
+/// Largest frame a TAP may hand us: a 64 KiB GSO super-frame plus headers (virtio-net,
+/// Ethernet, one VLAN tag).
+pub const MAX_FRAME_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65536;
+/// TAP queues tapnet asks for at most (the kernel allows 256); the datapath polls no more.
+pub const MAX_TAP_QUEUES: usize = 64;
 
 pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 pub const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
