@@ -2,14 +2,14 @@
 //! Everything here works on borrowed bytes and allocates nothing: it runs once per frame.
 
 use crate::wire::ethernet::VLAN_TAG_LEN;
-pub use crate::wire::vnet::MAX_FRAME_LEN;
 use crate::wire::{Ethernet, ethertype};
 
 // Old paths of the frame types, now in `wire`; they go when the imports are rewritten.
 pub use crate::wire::vnet::{
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
-    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
-    VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN, VirtioNetHdr,
+    MAX_FRAME_LEN, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN,
+    VirtioNetHdr,
 };
 pub use crate::wire::{ETH_HDR_LEN, MacAddr};
 

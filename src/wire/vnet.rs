@@ -1,10 +1,12 @@
 //! `struct virtio_net_hdr_v1`: what a TAP (with IFF_VNET_HDR) puts before every frame.
 
+use super::ethernet::{ETH_HDR_LEN, VLAN_TAG_LEN};
+
 /// Size of `struct virtio_net_hdr_v1` (with `num_buffers`), set on every TAP with TUNSETVNETHDRSZ.
 pub const VNET_HDR_LEN: usize = 12;
 /// Largest frame a TAP may hand us: a 64 KiB GSO super-frame plus headers (virtio-net,
 /// Ethernet, one VLAN tag).
-pub const MAX_FRAME_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65536;
+pub const MAX_FRAME_LEN: usize = VNET_HDR_LEN + ETH_HDR_LEN + VLAN_TAG_LEN + 65536;
 /// TAP queues tapnet asks for at most (the kernel allows 256); the datapath polls no more.
 pub const MAX_TAP_QUEUES: usize = 64;
 
