@@ -36,3 +36,4 @@ pub mod state_dir;
 #[cfg(test)]
 mod test_rng;
 pub mod topology;
+pub mod wire;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Control requests by kind and result, counted by the API server.
 static REQUESTS: Mutex<BTreeMap<(String, bool), u64>> = Mutex::new(BTreeMap::new());
-/// Frames captures dropped because their reader fell behind.
-pub static CAPTURE_DROPPED: AtomicU64 = AtomicU64::new(0);
+// The capture counter lives with the captures, below this module.
+pub use crate::datapath::capture::CAPTURE_DROPPED;
 
 /// Count one control request of `kind` (`network_create`, ...) that succeeded or failed.
 pub fn count_request(kind: &str, ok: bool) {

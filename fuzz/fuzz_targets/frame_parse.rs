@@ -5,9 +5,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use tapnet::datapath::fdb::Fdb;
-use tapnet::datapath::frame::{ETH_HDR_LEN, VNET_HDR_LEN, parse};
+use tapnet::datapath::frame::parse;
 use tapnet::datapath::security::check_arbitrary_frame;
 use tapnet::datapath::switch::decide;
+use tapnet::wire::{ETH_HDR_LEN, VNET_HDR_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let mtu = 1500;

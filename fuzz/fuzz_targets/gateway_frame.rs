@@ -6,10 +6,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tapnet::datapath::frame::MacAddr;
 use tapnet::gateway::GatewayConfig;
 use tapnet::gateway::classify::{Inbound, classify};
 use tapnet::gateway::policy::NatPolicy;
+use tapnet::wire::MacAddr;
 
 fuzz_target!(|data: &[u8]| {
     let policy = NatPolicy::new(Vec::new());
@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         policy,
         udp_idle: Duration::from_secs(30),
         limits: tapnet::gateway::NatLimits::default(),
-        dns: Some(("127.0.0.1:1".parse().expect("addr"), "127.0.0.1:2".parse().expect("addr"))),
+        dns: Some((
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+        )),
     };
     if let Inbound::Udp { payload, .. } = classify(data, &config) {
         assert!(payload.0 <= payload.1 && payload.1 <= data.len());

@@ -9,8 +9,8 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use tapnet::datapath::coalesce::{Coalescer, check_arbitrary_frame};
-use tapnet::datapath::frame::VNET_HDR_LEN;
 use tapnet::datapath::vxlan::{HEADER_LEN, check_arbitrary_packet, decap};
+use tapnet::wire::VNET_HDR_LEN;
 
 thread_local! {
     /// One coalescer and frame buffer for the whole run, as a VTEP keeps them.

@@ -12,6 +12,9 @@ use super::fdb::PortId;
 use super::port::NetId;
 use super::switch::Egress;
 
+/// Frames captures dropped because their reader fell behind (shown by `metrics`).
+pub static CAPTURE_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Records in flight per capture.
 const POOL: usize = 512;
 
@@ -87,7 +90,7 @@ impl CaptureSink {
     pub fn push(&self, frame: &[u8], ingress: PortId, egress: Egress) {
         let Ok(mut record) = self.free_rx.try_recv() else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
+            CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let now = SystemTime::now()
@@ -104,7 +107,7 @@ impl CaptureSink {
             .extend_from_slice(&frame[..frame.len().min(self.record_len)]);
         if self.full_tx.try_send(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
+            CAPTURE_DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 

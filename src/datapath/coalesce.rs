@@ -10,11 +10,13 @@
 //! left partial, so nobody would verify it later); a segment that fails is passed on as it is,
 //! for the receiver to drop.
 
-use super::frame::{
-    ETH_HDR_LEN, MAX_FRAME_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
-    VNET_HDR_LEN, VirtioNetHdr,
-};
 use crate::offload::checksum::{checksum, fold, pseudo_header_v4, sum};
+use crate::wire::tcp::{self, FLAG_ACK, FLAG_PSH};
+use crate::wire::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+use crate::wire::{
+    ETH_HDR_LEN, Ethernet, Ipv4Packet, MAX_FRAME_LEN, TcpSegment, VNET_HDR_LEN, VirtioNetHdr,
+    ethertype, ipv4,
+};
 
 const IP: usize = ETH_HDR_LEN;
 const TCP: usize = IP + 20;
@@ -89,10 +91,13 @@ impl Coalescer {
             self.segs += 1;
             self.closed = seg.payload < self.mss;
             // The super-frame carries the last segment's flags (PSH).
-            self.buf[VNET_HDR_LEN + TCP + 13] = seg.flags;
+            let first = &mut self.buf[VNET_HDR_LEN + TCP..self.len];
+            if let Ok(mut tcp) = TcpSegment::new_checked(first) {
+                tcp.set_flags(seg.flags);
+            }
         }
         self.next_seq = seg.seq.wrapping_add(seg.payload as u32);
-        if seg.flags & 0x08 != 0 {
+        if seg.flags & FLAG_PSH != 0 {
             self.flush(out);
         }
     }
@@ -122,25 +127,29 @@ impl Coalescer {
         }
         if self.segs > 1 {
             let len = self.len;
-            let b = &mut self.buf[VNET_HDR_LEN..len];
             let ip_len = (len - VNET_HDR_LEN - IP) as u16;
-            b[IP + 2..IP + 4].copy_from_slice(&ip_len.to_be_bytes());
-            b[IP + 10..IP + 12].fill(0);
-            let ip_sum = checksum(&b[IP..TCP]);
-            b[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-            let (mut src, mut dst) = ([0u8; 4], [0u8; 4]);
-            src.copy_from_slice(&b[IP + 12..IP + 16]);
-            dst.copy_from_slice(&b[IP + 16..IP + 20]);
-            // A partial checksum: the pseudo-header's sum, for the receiver to complete.
-            let partial = fold(pseudo_header_v4(src, dst, 6, ip_len - 20));
-            b[TCP + 16..TCP + 18].copy_from_slice(&partial.to_be_bytes());
+            // `mergeable` checked both headers of the first segment, which heads the buffer.
+            let (ip_hdr, segment) = self.buf[VNET_HDR_LEN + IP..len].split_at_mut(TCP - IP);
+            if let (Ok(mut ip), Ok(mut tcp)) = (
+                Ipv4Packet::new_checked(ip_hdr),
+                TcpSegment::new_checked(segment),
+            ) {
+                ip.set_total_len(ip_len);
+                ip.set_checksum(0);
+                let ip_sum = checksum(ip.as_bytes());
+                ip.set_checksum(ip_sum);
+                // A partial checksum: the pseudo-header's sum, for the receiver to complete.
+                let pseudo =
+                    pseudo_header_v4(ip.src_bytes(), ip.dst_bytes(), ipv4::PROTO_TCP, ip_len - 20);
+                tcp.set_checksum(fold(pseudo));
+            }
             VirtioNetHdr {
                 flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
                 gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
                 hdr_len: (TCP + self.doff) as u16,
                 gso_size: self.mss as u16,
                 csum_start: TCP as u16,
-                csum_offset: 16,
+                csum_offset: tcp::CHECKSUM_OFFSET as u16,
             }
             .write(&mut self.buf[..VNET_HDR_LEN]);
         }
@@ -159,34 +168,37 @@ fn mergeable(frame: &[u8]) -> Option<Seg> {
     if vnet.flags != 0 || vnet.is_gso() {
         return None;
     }
-    let eth = frame.get(VNET_HDR_LEN..)?;
-    if eth.len() < TCP + 20 || eth[12..14] != [0x08, 0x00] || eth[IP] != 0x45 {
+    let eth = Ethernet::new_checked(frame.get(VNET_HDR_LEN..)?).ok()?;
+    if eth.ethertype() != ethertype::IPV4 {
         return None;
     }
-    let ip = &eth[IP..];
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ip[9] != 6 || frag != 0 || total != eth.len() - IP {
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    // Plain IPv4 only: no options, no fragment, nothing after the packet.
+    if ip.version() != 4
+        || ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != ipv4::PROTO_TCP
+        || ip.is_fragment()
+        || ip.total_len() != eth.payload().len()
+    {
         return None;
     }
-    let tcp = &eth[TCP..];
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    let flags = tcp[13];
-    if doff < 20 || 20 + doff >= total || flags & !0x18 != 0 || flags & 0x10 == 0 {
+    let tcp = TcpSegment::new_checked(ip.payload().ok()?).ok()?;
+    let doff = tcp.checked_header_len().ok()?;
+    let flags = tcp.flags();
+    if doff == tcp.as_bytes().len() || flags & !(FLAG_ACK | FLAG_PSH) != 0 || flags & FLAG_ACK == 0
+    {
         return None;
     }
-    let (mut src, mut dst) = ([0u8; 4], [0u8; 4]);
-    src.copy_from_slice(&ip[12..16]);
-    dst.copy_from_slice(&ip[16..20]);
-    let l4 = total - 20;
-    if fold(sum(pseudo_header_v4(src, dst, 6, l4 as u16), tcp)) != 0xffff {
+    let l4 = tcp.as_bytes().len();
+    let pseudo = pseudo_header_v4(ip.src_bytes(), ip.dst_bytes(), ipv4::PROTO_TCP, l4 as u16);
+    if fold(sum(pseudo, tcp.as_bytes())) != 0xffff {
         return None;
     }
     Some(Seg {
         doff,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        seq: tcp.seq(),
         flags,
-        payload: total - 20 - doff,
+        payload: l4 - doff,
     })
 }
 

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::delay::{DelayQueue, Due};
 use super::fdb::PortId;
-use super::frame::VNET_HDR_LEN;
 use super::impair::{SplitMix64, Verdict, corrupt};
 use super::port::Port;
+use crate::wire::VNET_HDR_LEN;
 
 /// Write `frame` (from port `from`) to `port`, through worker `worker`'s queue.
 #[inline]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use super::frame::MacAddr;
+use crate::wire::MacAddr;
 
 /// Slots per table: a power of two. Inserts stop at 3/4 full (3072 stations per network).
 const SLOTS: usize = 4096;

@@ -154,7 +154,7 @@ impl Datapath {
         }
         // A worker beyond the TAP's queues polls none of them (`Port::polled_by`).
         let tap_queues = if options.multiqueue {
-            workers.len().min(crate::netns::tap::MAX_QUEUES)
+            workers.len().min(crate::wire::vnet::MAX_TAP_QUEUES)
         } else {
             1
         };

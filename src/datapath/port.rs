@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::fdb::PortId;
-use super::frame::{DropReason, VNET_HDR_LEN};
+use super::frame::DropReason;
 use super::impair::Link;
 use super::security::PortPolicy;
+use crate::wire::VNET_HDR_LEN;
 
 pub type NetId = u32;
 

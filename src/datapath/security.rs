@@ -8,12 +8,11 @@
 
 use std::net::Ipv4Addr;
 
-use super::frame::{ETH_HDR_LEN, FrameInfo, MacAddr, VNET_HDR_LEN};
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
+use super::frame::FrameInfo;
+use crate::wire::ethertype::{
+    ARP as ETHERTYPE_ARP, IPV4 as ETHERTYPE_IPV4, QINQ as ETHERTYPE_QINQ, VLAN as ETHERTYPE_VLAN,
+};
+use crate::wire::{ArpPacket, ETH_HDR_LEN, Ipv4Packet, MacAddr, VNET_HDR_LEN};
 
 /// What a port may send as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,27 +42,20 @@ pub fn check(policy: &PortPolicy, frame: &[u8], info: &FrameInfo) -> Result<(), 
     }
     let l3 = frame.get(VNET_HDR_LEN + ETH_HDR_LEN..).unwrap_or(&[]);
     match info.ethertype {
-        ETHERTYPE_IPV4 => {
-            // Version/IHL, ..., source address at bytes 12..16.
-            match l3.get(12..16) {
-                Some(src) if l3[0] >> 4 == 4 && src == policy.ipv4.octets() => Ok(()),
-                _ => Err(Violation::Ipv4Source),
+        ETHERTYPE_IPV4 => match Ipv4Packet::new_checked(l3) {
+            Ok(ip) if ip.version() == 4 && ip.src() == policy.ipv4 => Ok(()),
+            _ => Err(Violation::Ipv4Source),
+        },
+        ETHERTYPE_ARP => match ArpPacket::new_checked(l3) {
+            Ok(arp)
+                if arp.is_ethernet_ipv4()
+                    && arp.sender_mac() == policy.mac
+                    && arp.sender_ip() == policy.ipv4 =>
+            {
+                Ok(())
             }
-        }
-        ETHERTYPE_ARP => {
-            // Ethernet/IPv4 ARP: htype 1, ptype 0x0800, hlen 6, plen 4; sender MAC at 8..14,
-            // sender IPv4 at 14..18.
-            match l3.get(..18) {
-                Some(arp)
-                    if arp[..6] == [0, 1, 8, 0, 6, 4]
-                        && arp[8..14] == policy.mac.0
-                        && arp[14..18] == policy.ipv4.octets() =>
-                {
-                    Ok(())
-                }
-                _ => Err(Violation::ArpSender),
-            }
-        }
+            _ => Err(Violation::ArpSender),
+        },
         ETHERTYPE_VLAN | ETHERTYPE_QINQ => Err(Violation::Tagged),
         _ => Ok(()),
     }

@@ -2,7 +2,8 @@
 //! and benchmarked on byte arrays.
 
 use super::fdb::{Fdb, Learned, PortId};
-use super::frame::{FrameInfo, MacAddr};
+use super::frame::FrameInfo;
+use crate::wire::MacAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Egress {
@@ -46,7 +47,7 @@ pub fn peek(fdb: &Fdb, dst: MacAddr, ingress: PortId, now: u32) -> Egress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::frame::VirtioNetHdr;
+    use crate::wire::VirtioNetHdr;
 
     fn info(src: u8, dst: MacAddr) -> FrameInfo {
         FrameInfo {

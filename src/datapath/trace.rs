@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::frame::MacAddr;
+use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{Ethernet, Ipv4Packet, MacAddr, TcpSegment, UdpDatagram, ethertype};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,7 +50,7 @@ pub fn probe_frame(
     let Some((from, to)) = ips else {
         out.extend_from_slice(&dst.0);
         out.extend_from_slice(&src.0);
-        out.extend_from_slice(&[0x88, 0xb5]);
+        out.extend_from_slice(&ethertype::EXPERIMENTAL.to_be_bytes());
         out.resize(60, 0);
         return out;
     };
@@ -79,10 +80,6 @@ pub struct FrameSummary {
     pub len: usize,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
 /// Summarise an Ethernet frame (untrusted bytes from a sandbox; fuzzed). Short or odd frames
 /// give what could be read.
 pub fn summarize(eth: &[u8]) -> FrameSummary {
@@ -90,36 +87,44 @@ pub fn summarize(eth: &[u8]) -> FrameSummary {
         len: eth.len(),
         ..Default::default()
     };
-    if eth.len() < 14 {
+    let Ok(frame) = Ethernet::new_checked(eth) else {
         return s;
-    }
-    let mac = |b: &[u8]| MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]]).to_string();
-    s.dst = mac(&eth[0..6]);
-    s.src = mac(&eth[6..12]);
-    s.ethertype = be16(eth, 12).unwrap_or(0);
+    };
+    s.dst = frame.dst().to_string();
+    s.src = frame.src().to_string();
+    s.ethertype = frame.ethertype();
     match s.ethertype {
-        0x0806 => s.proto = Some("arp".into()),
-        0x86dd => s.proto = Some("ipv6".into()),
-        0x0800 => {
-            let ip = &eth[14..];
-            if ip.len() < 20 || ip[0] >> 4 != 4 {
+        ethertype::ARP => s.proto = Some("arp".into()),
+        ethertype::IPV6 => s.proto = Some("ipv6".into()),
+        ethertype::IPV4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(frame.payload()) else {
+                return s;
+            };
+            if ip.check_version().is_err() {
                 return s;
             }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            s.src_ip = Some(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]));
-            s.dst_ip = Some(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
-            let l4 = ip.get(ihl.max(20)..).unwrap_or(&[]);
-            let (name, ports) = match ip[9] {
-                1 => ("icmp", false),
-                6 => ("tcp", true),
-                17 => ("udp", true),
-                _ => ("ip", false),
+            s.src_ip = Some(ip.src());
+            s.dst_ip = Some(ip.dst());
+            let l4 = ip.rest().unwrap_or(&[]);
+            let (name, ports) = match ip.protocol() {
+                PROTO_ICMP => ("icmp", None),
+                PROTO_TCP => (
+                    "tcp",
+                    TcpSegment::new_checked(l4)
+                        .ok()
+                        .map(|t| (t.src_port(), t.dst_port())),
+                ),
+                PROTO_UDP => (
+                    "udp",
+                    UdpDatagram::new_checked(l4)
+                        .ok()
+                        .map(|u| (u.src_port(), u.dst_port())),
+                ),
+                _ => ("ip", None),
             };
             s.proto = Some(name.into());
-            if ports {
-                s.sport = be16(l4, 0);
-                s.dport = be16(l4, 2);
-            }
+            s.sport = ports.map(|p| p.0);
+            s.dport = ports.map(|p| p.1);
         }
         _ => {}
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
-use super::frame::MAX_FRAME_LEN;
+use crate::wire::MAX_FRAME_LEN;
 
 /// Buffers in a worker's provided-buffer ring (a power of two, at most 32768), unless
 /// `TAPNET_URING_BUFFERS` (a prototype knob, for the bench) says otherwise.

@@ -39,10 +39,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::coalesce::Coalescer;
-use super::frame::{self, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN};
+use super::frame;
 use super::vxlan::{self, DecapError, HEADER_LEN};
 use crate::error::{Context, Result};
 use crate::offload::Segmenter;
+use crate::wire::{
+    ArpPacket, ETH_HDR_LEN, Ethernet, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN, arp, ethertype,
+};
 
 /// Socket buffers of the VTEP's UDP sockets.
 const SOCKET_BUF: usize = 8 << 20;
@@ -101,26 +104,24 @@ pub struct ClusterView {
 /// The ARP reply for `frame` (an Ethernet frame) when it is an ARP request for an address of
 /// `table`; None for anything else (gratuitous ARP included).
 pub fn proxy_arp(frame: &[u8], table: &HashMap<std::net::Ipv4Addr, MacAddr>) -> Option<[u8; 42]> {
-    let f = frame.get(..42)?;
-    // EtherType ARP; Ethernet/IPv4, lengths 6 and 4; a request.
-    if f[12..14] != [0x08, 0x06] || f[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] {
+    let eth = Ethernet::new_checked(frame).ok()?;
+    if eth.ethertype() != ethertype::ARP {
         return None;
     }
-    let (sha, spa, tpa) = (&f[22..28], &f[28..32], &f[38..42]);
-    if spa == tpa {
+    let req = ArpPacket::new_checked(eth.payload()).ok()?;
+    if !req.is_request() || req.sender_ip() == req.target_ip() {
         return None;
     }
-    let target = std::net::Ipv4Addr::new(tpa[0], tpa[1], tpa[2], tpa[3]);
-    let mac = table.get(&target)?;
-    let mut r = [0u8; 42];
-    r[0..6].copy_from_slice(sha);
+    let mac = *table.get(&req.target_ip())?;
+    let mut r = [0u8; ETH_HDR_LEN + arp::PACKET_LEN];
+    r[0..6].copy_from_slice(&req.sender_mac().0);
     r[6..12].copy_from_slice(&mac.0);
-    r[12..14].copy_from_slice(&[0x08, 0x06]);
-    r[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
-    r[22..28].copy_from_slice(&mac.0);
-    r[28..32].copy_from_slice(tpa);
-    r[32..38].copy_from_slice(sha);
-    r[38..42].copy_from_slice(spa);
+    r[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
+    r[ETH_HDR_LEN..].copy_from_slice(&arp::packet(
+        arp::OP_REPLY,
+        (mac, req.target_ip()),
+        (req.sender_mac(), req.sender_ip()),
+    ));
     Some(r)
 }
 
@@ -629,17 +630,15 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     fn push(&mut self, frame: &[u8]) {
-        if frame.len() < 14 || frame.len() + HEADER_LEN > self.out.len() {
-            self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        let eth = match Ethernet::new_checked(frame) {
+            Ok(eth) if frame.len() + HEADER_LEN <= self.out.len() => eth,
+            _ => {
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         // The anycast gateway stays home.
-        if self
-            .net
-            .spec
-            .gateway_mac
-            .is_some_and(|g| g.0 == frame[6..12])
-        {
+        if self.net.spec.gateway_mac == Some(eth.src()) {
             return;
         }
         let size = HEADER_LEN + frame.len();
@@ -649,7 +648,7 @@ impl Batch<'_> {
                 || size > self.seg
                 || self.len + size > GSO_MAX_BYTES
                 || self.count == GSO_MAX_SEGMENTS
-                || frame[0..6] != self.out[HEADER_LEN..HEADER_LEN + 6])
+                || eth.dst().0 != self.out[HEADER_LEN..HEADER_LEN + 6])
         {
             self.flush();
         }
@@ -671,9 +670,8 @@ impl Batch<'_> {
         }
         let first = &self.out[HEADER_LEN..self.seg];
         let socket = &self.tx[usize::from(vxlan::source_port(first)) % self.tx.len()];
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&first[0..6]);
-        let dst = MacAddr(dst);
+        // `push` took only frames with an Ethernet header: the fallback (flood) is never used.
+        let dst = Ethernet::new_checked(first).map_or(MacAddr::BROADCAST, |e| e.dst());
         let known = (!dst.is_multicast())
             .then(|| {
                 self.net

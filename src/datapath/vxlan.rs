@@ -7,14 +7,10 @@
 //!  |                VNI (24 bits)                 | Reserved (8)  |
 //! ```
 
-/// IANA's port for VXLAN.
-pub const DEFAULT_PORT: u16 = 4789;
-/// Length of the VXLAN header.
-pub const HEADER_LEN: usize = 8;
-/// The I flag: the VNI is valid. RFC 7348 requires it.
-pub const FLAG_VNI: u8 = 0x08;
-/// The largest VNI (24 bits).
-pub const MAX_VNI: u32 = (1 << 24) - 1;
+use crate::wire::ipv4::{PROTO_TCP, PROTO_UDP};
+pub use crate::wire::vxlan::{DEFAULT_PORT, FLAG_VNI, HEADER_LEN, MAX_VNI, header};
+use crate::wire::{ETH_HDR_LEN, Ethernet, Ipv4Packet, VxlanPacket, ethertype};
+
 /// Outer IPv4 + UDP + VXLAN + inner Ethernet: what an underlay MTU loses to the overlay.
 pub const OVERHEAD: u32 = 20 + 8 + HEADER_LEN as u32 + 14;
 /// Source ports of encapsulated flows, as Linux picks them (`ip_local_port_range`'s default).
@@ -29,26 +25,20 @@ pub enum DecapError {
     BadFlags,
 }
 
-/// The header for `vni` (the low 24 bits are used; reserved fields zero).
-pub fn header(vni: u32) -> [u8; HEADER_LEN] {
-    let v = (vni & MAX_VNI).to_be_bytes();
-    [FLAG_VNI, 0, 0, 0, v[1], v[2], v[3], 0]
-}
-
 /// Check a VXLAN packet (the UDP payload) and split it into its VNI and inner Ethernet frame.
 /// Reserved fields are ignored on receipt, as the RFC says; the inner frame is checked by the
 /// caller with `frame::parse`.
 pub fn decap(packet: &[u8]) -> Result<(u32, &[u8]), DecapError> {
-    if packet.len() < HEADER_LEN + 14 {
+    let vxlan = VxlanPacket::new_checked(packet).map_err(|_| DecapError::Runt)?;
+    if vxlan.payload().len() < ETH_HDR_LEN {
         return Err(DecapError::Runt);
     }
     // Flags are the first 8 bits; the remaining 24 are reserved (Linux's GBP/GPE extensions
     // live there and are not implemented, so their flag bits are refused with the rest).
-    if packet[0] != FLAG_VNI {
+    if vxlan.flags() != FLAG_VNI {
         return Err(DecapError::BadFlags);
     }
-    let vni = u32::from_be_bytes([0, packet[4], packet[5], packet[6]]);
-    Ok((vni, &packet[HEADER_LEN..]))
+    Ok((vxlan.vni(), vxlan.payload()))
 }
 
 /// The UDP source port of an encapsulated frame: a hash of the inner flow (MACs, ethertype and,
@@ -56,30 +46,30 @@ pub fn decap(packet: &[u8]) -> Result<(u32, &[u8]), DecapError> {
 /// way Linux's `udp_flow_src_port` does, so underlay ECMP spreads flows and keeps each in order.
 pub fn source_port(frame: &[u8]) -> u16 {
     let mut h = Fnv::new();
-    if frame.len() < 14 {
+    let Ok(eth) = Ethernet::new_checked(frame) else {
         h.feed(frame);
         return scale(h.0);
-    }
-    h.feed(&frame[0..14]);
-    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    let ip = &frame[14..];
-    let l4 = match ethertype {
-        0x0800 if ip.len() >= 20 => {
-            h.feed(&ip[12..20]);
-            h.feed(&ip[9..10]);
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
+    };
+    h.feed(&frame[..ETH_HDR_LEN]);
+    let ip = eth.payload();
+    let l4 = match (eth.ethertype(), Ipv4Packet::new_checked(ip)) {
+        // Any version: the hash only needs the bytes where IPv4 keeps addresses and protocol.
+        (ethertype::IPV4, Ok(v4)) => {
+            h.feed(v4.addr_bytes());
+            h.feed(&[v4.protocol()]);
+            let ihl = v4.header_len();
             // A fragment after the first has no ports.
-            let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
-            (first && ihl >= 20).then(|| (ip[9], ip.get(ihl..)))
+            (v4.is_first_fragment() && ihl >= 20).then(|| (v4.protocol(), ip.get(ihl..)))
         }
-        0x86dd if ip.len() >= 40 => {
+        // IPv6 gets its view with the next issue's IPv6 work.
+        (ethertype::IPV6, _) if ip.len() >= 40 => {
             h.feed(&ip[8..40]);
             h.feed(&ip[6..7]);
             Some((ip[6], ip.get(40..)))
         }
         _ => None,
     };
-    if let Some((6 | 17, Some(ports))) = l4
+    if let Some((PROTO_TCP | PROTO_UDP, Some(ports))) = l4
         && ports.len() >= 4
     {
         h.feed(&ports[0..4]);

@@ -24,7 +24,7 @@ use super::clock::Clock;
 use super::delay::{DelayQueue, Due};
 use super::egress;
 use super::fdb::{Learned, PortId};
-use super::frame::{self, MAX_FRAME_LEN, VNET_HDR_LEN};
+use super::frame;
 use super::network::NetworkDp;
 use super::port::{NetId, Port};
 use super::security;
@@ -32,6 +32,7 @@ use super::spin::Spin;
 use super::switch::{Egress, learn_and_decide};
 use super::timer::Timer;
 use crate::offload::Segmenter;
+use crate::wire::{MAX_FRAME_LEN, VNET_HDR_LEN};
 
 pub const WAKER: Token = Token(usize::MAX);
 /// The timer of delayed frames.

@@ -9,14 +9,11 @@ use std::net::Ipv4Addr;
 
 use super::GatewayConfig;
 use super::tcp_nat::FlowKey;
-use crate::datapath::frame::MacAddr;
-
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const ETH_LEN: usize = 14;
+use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{
+    ArpPacket, ETH_HDR_LEN, Ethernet, Icmpv4, Ipv4Packet, MacAddr, TcpSegment, UdpDatagram,
+    ethertype,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inbound {
@@ -54,84 +51,76 @@ impl GatewayConfig {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
 pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
-    if frame.len() < ETH_LEN {
+    let Ok(eth) = Ethernet::new_checked(frame) else {
         return Inbound::Ignore;
-    }
-    let ethertype = be16(frame, 12);
-    if ethertype == ETHERTYPE_ARP {
-        // The target protocol address of an Ethernet/IPv4 ARP packet.
-        let ours = frame.len() >= 42 && frame[38..42] == config.ip.octets();
+    };
+    if eth.ethertype() == ethertype::ARP {
+        // Only ARP for the gateway's own address.
+        let ours = ArpPacket::new_checked(eth.payload()).is_ok_and(|a| a.target_ip() == config.ip);
         return if ours {
             Inbound::Stack
         } else {
             Inbound::Ignore
         };
     }
-    if ethertype != ETHERTYPE_IPV4 || frame[0..6] != config.mac.0 {
+    if eth.ethertype() != ethertype::IPV4 || eth.dst() != config.mac {
         return Inbound::Ignore;
     }
-    let ip = &frame[ETH_LEN..];
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
         return Inbound::Ignore;
-    }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ihl < 20 || ihl > ip.len() {
+    };
+    // TCP and UDP are read up to the end of the frame, ICMP up to the total length.
+    let Ok(l4) = ip.rest() else {
         return Inbound::Ignore;
-    }
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let l4 = &ip[ihl..];
-    match ip[9] {
+    };
+    let l4_at = ETH_HDR_LEN + ip.header_len();
+    let (src, dst) = (ip.src(), ip.dst());
+    match ip.protocol() {
         PROTO_ICMP if dst == config.ip => Inbound::Stack,
         PROTO_ICMP if config.nat && config.routable(dst) => {
-            let total = usize::from(be16(ip, 2));
-            if total < ihl || total > ip.len() {
+            let Ok((start, end)) = ip.payload_range() else {
                 return Inbound::Ignore;
-            }
-            let icmp = (ETH_LEN + ihl, ETH_LEN + total);
-            match super::icmp_nat::echo_request(&frame[icmp.0..icmp.1]) {
-                Some(echo) => Inbound::Echo {
+            };
+            let icmp = (ETH_HDR_LEN + start, ETH_HDR_LEN + end);
+            match Icmpv4::new_checked(&frame[icmp.0..icmp.1]).map(|m| m.echo_request()) {
+                Ok(Some(echo)) => Inbound::Echo {
                     key: (src, echo.id, dst),
-                    src_mac: MacAddr([
-                        frame[6], frame[7], frame[8], frame[9], frame[10], frame[11],
-                    ]),
+                    src_mac: eth.src(),
                     icmp,
                 },
-                None => Inbound::Ignore,
+                _ => Inbound::Ignore,
             }
         }
-        PROTO_TCP if l4.len() >= 20 && config.routable(dst) => {
-            let tuple = (src, be16(l4, 0), dst, be16(l4, 2));
-            let syn_only = l4[13] & 0x12 == 0x02;
-            if syn_only {
-                Inbound::TcpSyn(tuple)
-            } else {
-                Inbound::Stack
+        PROTO_TCP => match TcpSegment::new_checked(l4) {
+            Ok(tcp) if config.routable(dst) => {
+                let tuple = (src, tcp.src_port(), dst, tcp.dst_port());
+                if tcp.is_syn_only() {
+                    Inbound::TcpSyn(tuple)
+                } else {
+                    Inbound::Stack
+                }
             }
-        }
-        // Through the gateway to somewhere it may not go: refused, so the sandbox fails at once.
-        PROTO_TCP if l4.len() >= 20 && !config.subnet.contains(dst) => Inbound::Stack,
-        PROTO_UDP
-            if l4.len() >= 8
-                && ((config.nat && config.routable(dst)) || config.is_dns(dst, be16(l4, 2))) =>
-        {
-            let udp_len = usize::from(be16(l4, 4));
-            let start = ETH_LEN + ihl + 8;
-            let end = ETH_LEN + ihl + udp_len;
-            if udp_len < 8 || end > frame.len() {
-                return Inbound::Ignore;
+            // Through the gateway to somewhere it may not go: refused, so the sandbox fails at
+            // once.
+            Ok(_) if !config.subnet.contains(dst) => Inbound::Stack,
+            _ => Inbound::Ignore,
+        },
+        PROTO_UDP => match UdpDatagram::new_checked(l4) {
+            Ok(udp)
+                if (config.nat && config.routable(dst)) || config.is_dns(dst, udp.dst_port()) =>
+            {
+                let Ok((start, end)) = udp.payload_range() else {
+                    return Inbound::Ignore;
+                };
+                Inbound::Udp {
+                    tuple: (src, udp.src_port(), dst, udp.dst_port()),
+                    src_mac: eth.src(),
+                    payload: (l4_at + start, l4_at + end),
+                }
             }
-            Inbound::Udp {
-                tuple: (src, be16(l4, 0), dst, be16(l4, 2)),
-                src_mac: MacAddr([frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]]),
-                payload: (start, end),
-            }
-        }
+            _ => Inbound::Ignore,
+        },
         _ => Inbound::Ignore,
     }
 }

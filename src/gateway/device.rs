@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::datapath::frame::{MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::wire::{MAX_FRAME_LEN, VNET_HDR_LEN};
 
 pub struct SwitchDevice {
     fd: OwnedFd,

@@ -25,8 +25,8 @@ use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
 use super::udp_nat::{UdpNat, build_udp_frame};
 use super::{GatewayConfig, GatewayStats};
-use crate::datapath::frame::MacAddr;
 use crate::error::{Context, Error, Result};
+use crate::wire::MacAddr;
 
 const SWITCH: Token = Token(0);
 const WAKER: Token = Token(1);

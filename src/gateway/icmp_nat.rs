@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder};
+use etherparse::PacketBuilder;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{
@@ -17,7 +17,7 @@ use nix::sys::socket::{
 };
 
 use super::flow_table::{FlowLimits, FlowTable};
-use crate::datapath::frame::MacAddr;
+use crate::wire::{Icmpv4, MacAddr};
 
 /// (sandbox ip, echo identifier, destination ip).
 pub type EchoKey = (Ipv4Addr, u16, Ipv4Addr);
@@ -124,10 +124,10 @@ impl IcmpNat {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
             };
-            let Ok((icmp, data)) = etherparse::Icmpv4Header::from_slice(&self.reply[..n]) else {
+            let Ok(msg) = Icmpv4::new_checked(&self.reply[..n]) else {
                 continue;
             };
-            let Icmpv4Type::EchoReply(echo) = icmp.icmp_type else {
+            let Some(echo) = msg.echo_reply() else {
                 continue;
             };
             flow.last_used = Instant::now();
@@ -135,7 +135,7 @@ impl IcmpNat {
             let built = PacketBuilder::ethernet2(gateway_mac.0, flow.sandbox_mac.0)
                 .ipv4(remote.octets(), sandbox_ip.octets(), 64)
                 .icmpv4_echo_reply(ident, echo.seq)
-                .write(&mut self.frame, data);
+                .write(&mut self.frame, msg.payload());
             if built.is_ok() {
                 emit(&self.frame);
             }
@@ -150,13 +150,5 @@ impl IcmpNat {
         {
             let _ = registry.deregister(&mut SourceFd(&flow.socket.as_raw_fd()));
         }
-    }
-}
-
-/// The identifier and sequence of an ICMP echo request, if `icmp` is one.
-pub fn echo_request(icmp: &[u8]) -> Option<IcmpEchoHeader> {
-    match etherparse::Icmpv4Header::from_slice(icmp).ok()?.0.icmp_type {
-        Icmpv4Type::EchoRequest(echo) => Some(echo),
-        _ => None,
     }
 }

@@ -24,9 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use crate::control::ipv4net::Ipv4Net;
-use crate::datapath::frame::MacAddr;
 use crate::error::{Context, Error, Result};
+use crate::wire::{Ipv4Net, MacAddr};
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {

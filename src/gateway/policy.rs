@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
-use crate::control::ipv4net::Ipv4Net;
+use crate::wire::Ipv4Net;
 
 #[derive(Clone, Debug)]
 pub struct NatPolicy {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UdpSocket};
 
-use crate::datapath::frame::MacAddr;
+use crate::wire::MacAddr;
 
 /// Host peers one published UDP port remembers at once.
 pub const DEFAULT_PEERS: usize = 1024;

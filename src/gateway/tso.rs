@@ -4,93 +4,59 @@
 //! network's segment size, partial checksum), and the receiving kernel cuts them up, as it does
 //! for a VM's TSO. On the wire the MSS announced to a sandbox still follows the network MTU.
 
-use crate::datapath::frame::{
-    ETH_HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VNET_HDR_LEN, VirtioNetHdr,
-};
 use crate::offload::checksum::{fold, pseudo_header_v4, sum};
+use crate::wire::ipv4::PROTO_TCP;
+use crate::wire::tcp::CHECKSUM_OFFSET;
+use crate::wire::vnet::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+use crate::wire::{
+    ETH_HDR_LEN, Ethernet, Ipv4Packet, TcpSegment, VNET_HDR_LEN, VirtioNetHdr, ethertype,
+};
 
 /// What smoltcp is told a sandbox accepts: a segment that fills an IPv4 packet.
 const LARGE_MSS: u16 = 65495;
-const TCP_SYN: u8 = 0x02;
-const OPTION_END: u8 = 0;
-const OPTION_NOP: u8 = 1;
-const OPTION_MSS: u8 = 2;
 
-/// Offsets of the IPv4 and TCP headers of an Ethernet frame carrying TCP over IPv4.
+/// Where the IPv4 and TCP headers of an Ethernet frame carrying TCP over IPv4 are, once the
+/// IPv4 lengths and the TCP data offset have been checked.
 struct TcpFrame {
     ip: usize,
     tcp: usize,
     tcp_len: usize,
     end: usize,
+    src: [u8; 4],
+    dst: [u8; 4],
 }
 
 fn tcp_frame(frame: &[u8]) -> Option<TcpFrame> {
-    if frame.len() < ETH_HDR_LEN + 40 || frame[12..14] != [0x08, 0x00] {
+    let eth = Ethernet::new_checked(frame).ok()?;
+    if eth.ethertype() != ethertype::IPV4 {
         return None;
     }
-    let ip = ETH_HDR_LEN;
-    let ihl = usize::from(frame[ip] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
-    if frame[ip] >> 4 != 4 || frame[ip + 9] != 6 || ihl < 20 || ip + total > frame.len() {
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.protocol() != PROTO_TCP {
         return None;
     }
-    let tcp = ip + ihl;
-    let tcp_len = usize::from(frame.get(tcp + 12)? >> 4) * 4;
-    if tcp_len < 20 || tcp + tcp_len > ip + total {
-        return None;
-    }
+    let (start, end) = ip.payload_range().ok()?;
+    let tcp_len = TcpSegment::new_checked(ip.payload().ok()?)
+        .ok()?
+        .checked_header_len()
+        .ok()?;
     Some(TcpFrame {
-        ip,
-        tcp,
+        ip: ETH_HDR_LEN,
+        tcp: ETH_HDR_LEN + start,
         tcp_len,
-        end: ip + total,
+        end: ETH_HDR_LEN + end,
+        src: ip.src_bytes(),
+        dst: ip.dst_bytes(),
     })
 }
 
-/// Rewrite the MSS option of a SYN segment; returns whether there was one.
+/// Rewrite the MSS option of a SYN segment in place; returns whether there was one.
 fn set_mss(frame: &mut [u8], t: &TcpFrame, mss: u16) -> bool {
-    if frame[t.tcp + 13] & TCP_SYN == 0 {
-        return false;
-    }
-    let mut at = t.tcp + 20;
-    let options_end = t.tcp + t.tcp_len;
-    while at < options_end {
-        match frame[at] {
-            OPTION_END => return false,
-            OPTION_NOP => at += 1,
-            kind => {
-                let Some(&len) = frame.get(at + 1) else {
-                    return false;
-                };
-                let len = usize::from(len);
-                if len < 2 || at + len > options_end {
-                    return false;
-                }
-                if kind == OPTION_MSS && len == 4 {
-                    frame[at + 2..at + 4].copy_from_slice(&mss.to_be_bytes());
-                    return true;
-                }
-                at += len;
-            }
-        }
-    }
-    false
+    TcpSegment::new_checked(&mut frame[t.tcp..t.end]).is_ok_and(|mut tcp| tcp.set_syn_mss(mss))
 }
 
-fn l4_pseudo_sum(frame: &[u8], t: &TcpFrame) -> u64 {
-    let src = [
-        frame[t.ip + 12],
-        frame[t.ip + 13],
-        frame[t.ip + 14],
-        frame[t.ip + 15],
-    ];
-    let dst = [
-        frame[t.ip + 16],
-        frame[t.ip + 17],
-        frame[t.ip + 18],
-        frame[t.ip + 19],
-    ];
-    pseudo_header_v4(src, dst, 6, (t.end - t.tcp) as u16)
+fn l4_pseudo_sum(t: &TcpFrame) -> u64 {
+    pseudo_header_v4(t.src, t.dst, PROTO_TCP, (t.end - t.tcp) as u16)
 }
 
 /// A SYN from a sandbox, before smoltcp sees it: claim the sandbox takes 64 KiB segments.
@@ -111,17 +77,17 @@ pub fn prepare_tx(buf: &mut [u8], mtu: usize) {
     let Some(t) = tcp_frame(frame) else {
         return;
     };
-    let csum_at = t.tcp + 16;
+    let csum_at = t.tcp + CHECKSUM_OFFSET;
     set_mss(frame, &t, (mtu - 40) as u16);
     let ihl = t.tcp - t.ip;
     if t.end - t.ip <= mtu {
         frame[csum_at..csum_at + 2].fill(0);
-        let c = !fold(sum(l4_pseudo_sum(frame, &t), &frame[t.tcp..t.end]));
+        let c = !fold(sum(l4_pseudo_sum(&t), &frame[t.tcp..t.end]));
         frame[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
         return;
     }
     // The receiving kernel computes the checksum of each segment from the pseudo-header sum.
-    let partial = fold(l4_pseudo_sum(frame, &t));
+    let partial = fold(l4_pseudo_sum(&t));
     frame[csum_at..csum_at + 2].copy_from_slice(&partial.to_be_bytes());
     VirtioNetHdr {
         flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -129,9 +95,36 @@ pub fn prepare_tx(buf: &mut [u8], mtu: usize) {
         hdr_len: (t.tcp + t.tcp_len) as u16,
         gso_size: (mtu - ihl - t.tcp_len) as u16,
         csum_start: t.tcp as u16,
-        csum_offset: 16,
+        csum_offset: CHECKSUM_OFFSET as u16,
     }
     .write(hdr);
+}
+
+/// The body of the `syn_mss` fuzz target, here so the unit tests run it too: on any bytes
+/// `raise_syn_mss` does not panic, keeps the frame's length, and changes nothing but the two
+/// bytes of one MSS option's value inside the TCP header.
+#[doc(hidden)]
+pub fn check_arbitrary_syn(data: &[u8]) {
+    let mut frame = data.to_vec();
+    raise_syn_mss(&mut frame);
+    assert_eq!(frame.len(), data.len());
+    let changed: Vec<usize> = (0..data.len()).filter(|&i| frame[i] != data[i]).collect();
+    if let (Some(&first), Some(&last)) = (changed.first(), changed.last()) {
+        assert!(last - first < 2, "more than one MSS value changed");
+        let t = tcp_frame(data);
+        assert!(t.is_some(), "a frame that was edited is TCP over IPv4");
+        if let Some(t) = t {
+            assert!(
+                first >= t.tcp + 20 && last < t.tcp + t.tcp_len,
+                "edit outside the options"
+            );
+            assert_ne!(
+                data[t.tcp + 13] & crate::wire::tcp::FLAG_SYN,
+                0,
+                "not a SYN"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +189,7 @@ mod tests {
         let t = tcp_frame(frame).unwrap();
         assert_eq!(
             u16::from_be_bytes([frame[50], frame[51]]),
-            fold(l4_pseudo_sum(frame, &t))
+            fold(l4_pseudo_sum(&t))
         );
         // Small segments are not GSO frames, and get the full checksum smoltcp left out.
         let mut small = tcp_frame_bytes(false, 1000);
@@ -210,5 +203,28 @@ mod tests {
         prepare_tx(&mut junk, 1500);
         raise_syn_mss(&mut junk[VNET_HDR_LEN..]);
         assert!(junk.iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn raise_syn_mss_on_arbitrary_bytes() {
+        let mut base = tcp_frame_bytes(true, 0)[VNET_HDR_LEN..].to_vec();
+        let mss_at = base.len() - 2; // the only option: MSS
+        base[mss_at..].copy_from_slice(&1460u16.to_be_bytes());
+        let mut syn = base.clone();
+        raise_syn_mss(&mut syn);
+        assert_ne!(syn, base, "the MSS of a SYN is raised");
+        check_arbitrary_syn(&base);
+        let mut rng = crate::test_rng::XorShift(0x5e_ed55);
+        for _ in 0..20_000 {
+            let mut f = base.clone();
+            f.truncate(rng.below(base.len() + 1));
+            for _ in 0..rng.below(4) {
+                if !f.is_empty() {
+                    let i = rng.below(f.len());
+                    f[i] = rng.next() as u8;
+                }
+            }
+            check_arbitrary_syn(&f);
+        }
     }
 }

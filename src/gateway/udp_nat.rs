@@ -16,7 +16,7 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use super::flow_table::{FlowLimits, FlowTable};
-use crate::datapath::frame::MacAddr;
+use crate::wire::MacAddr;
 
 /// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
 pub type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);

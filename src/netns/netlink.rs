@@ -15,8 +15,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::datapath::frame::MacAddr;
 use crate::error::{Error, Result};
+use crate::wire::MacAddr;
 
 pub struct Netlink {
     socket: Socket,

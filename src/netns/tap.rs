@@ -8,9 +8,9 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::datapath::frame::VNET_HDR_LEN;
 use crate::error::{Context, Error, Result};
 use crate::netns::netlink::{Netlink, link_index};
+use crate::wire::VNET_HDR_LEN;
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -96,7 +96,7 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 /// Queues tapnet asks for at most (the kernel allows 256); the datapath asks no more.
-pub const MAX_QUEUES: usize = 64;
+pub const MAX_QUEUES: usize = crate::wire::vnet::MAX_TAP_QUEUES;
 
 /// Open `queues` queues of TAP `name` (a `%d` pattern makes a new one) and say the TAP's name.
 fn open_queues(name: &str, offload: Offload, queues: usize) -> Result<(String, Vec<OwnedFd>)> {
@@ -169,7 +169,7 @@ pub fn set_persist(fd: &impl AsRawFd, name: &str, on: bool) -> Result<()> {
 }
 
 /// The name of the link with MAC `mac` in the calling thread's network namespace.
-pub fn link_with_mac(mac: crate::datapath::frame::MacAddr) -> Result<String> {
+pub fn link_with_mac(mac: crate::wire::MacAddr) -> Result<String> {
     let addrs = nix::ifaddrs::getifaddrs().context(|| "list interfaces".into())?;
     for a in addrs {
         if let Some(link) = a.address.as_ref().and_then(|s| s.as_link_addr())

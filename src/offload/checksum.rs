@@ -2,7 +2,7 @@
 //! `skb_checksum_help` does it.
 
 use super::OffloadError;
-use crate::datapath::frame::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr};
+use crate::wire::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VirtioNetHdr};
 
 /// Bytes summed between two folds of the native-endian accumulator: 2^18 u32 words stay far below
 /// 2^64, so the inner loop needs no carry handling and the compiler can vectorise it.
@@ -104,7 +104,7 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VirtioNetHdr) -> Result<(), Off
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::frame::VIRTIO_NET_HDR_F_DATA_VALID;
+    use crate::wire::VIRTIO_NET_HDR_F_DATA_VALID;
 
     /// The textbook definition, one big-endian word at a time, to check the fast path against.
     fn reference_sum(data: &[u8]) -> u16 {

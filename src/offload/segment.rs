@@ -5,28 +5,23 @@
 
 use super::OffloadError;
 use super::checksum::{checksum, complete_checksum, fold, sum};
-use crate::datapath::frame::{
-    ETH_HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN,
-    VirtioNetHdr,
+use crate::wire::ethernet::VLAN_TAG_LEN;
+use crate::wire::ipv4::{Ipv4Error, PROTO_TCP as IPPROTO_TCP, PROTO_UDP as IPPROTO_UDP};
+use crate::wire::tcp::{
+    CHECKSUM_OFFSET as TCP_CSUM_OFFSET, FLAG_CWR as TCP_CWR, FLAG_FIN as TCP_FIN,
+    FLAG_PSH as TCP_PSH, TcpError,
+};
+use crate::wire::udp::{CHECKSUM_OFFSET as UDP_CSUM_OFFSET, HEADER_LEN as UDP_HDR};
+use crate::wire::vnet::{
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
+};
+use crate::wire::{
+    ETH_HDR_LEN, Ethernet, Ipv4Packet, TcpSegment, UdpDatagram, VNET_HDR_LEN, VirtioNetHdr,
+    VlanTag, ethertype,
 };
 
-const VLAN_TAG_LEN: usize = 4;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPV4_MIN_HDR: usize = 20;
 const IPV6_HDR: usize = 40;
-const TCP_MIN_HDR: usize = 20;
-const UDP_HDR: usize = 8;
-const TCP_CSUM_OFFSET: usize = 16;
-const UDP_CSUM_OFFSET: usize = 6;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Largest buffer [`Segmenter::segment`] emits: virtio-net header, Ethernet header, one VLAN tag
 /// and the largest IP packet a 16-bit length field can describe.
@@ -176,12 +171,12 @@ impl Segmenter {
             Ip::V4 => sum(0, &frame[layout.l3 + 12..layout.l3 + 20]),
             Ip::V6 => sum(0, &frame[layout.l3 + 8..layout.l3 + IPV6_HDR]),
         } + u64::from(layout.transport.protocol());
-        let ip_id = be16(frame, layout.l3 + 4);
+        // `parse_layout` checked both headers: the views cannot be refused here.
+        let ip_id =
+            Ipv4Packet::new_checked(&frame[layout.l3..layout.l4]).map_or(0, |ip| ip.ident());
         let (seq, tcp_flags) = match layout.transport {
-            Transport::Tcp => {
-                let t = &frame[layout.l4..];
-                (u32::from_be_bytes([t[4], t[5], t[6], t[7]]), t[13])
-            }
+            Transport::Tcp => TcpSegment::new_checked(&frame[layout.l4..layout.payload])
+                .map_or((0, 0), |t| (t.seq(), t.flags())),
             Transport::Udp => (0, 0),
         };
 
@@ -196,18 +191,18 @@ impl Segmenter {
 
             match layout.ip {
                 Ip::V4 => {
-                    put16(out, l3 + 2, (ip_hdr_len + l4_len) as u16);
-                    put16(out, l3 + 4, ip_id.wrapping_add(i as u16));
-                    put16(out, l3 + 10, 0);
-                    let c = checksum(&out[l3..l4]);
-                    put16(out, l3 + 10, c);
+                    if let Ok(mut ip) = Ipv4Packet::new_checked(&mut out[l3..l4]) {
+                        ip.set_total_len((ip_hdr_len + l4_len) as u16);
+                        ip.set_ident(ip_id.wrapping_add(i as u16));
+                        ip.set_checksum(0);
+                        let c = checksum(ip.as_bytes());
+                        ip.set_checksum(c);
+                    }
                 }
                 Ip::V6 => put16(out, l3 + 4, l4_len as u16),
             }
             match layout.transport {
                 Transport::Tcp => {
-                    let seg_seq = seq.wrapping_add(start as u32);
-                    out[l4 + 4..l4 + 8].copy_from_slice(&seg_seq.to_be_bytes());
                     let mut flags = tcp_flags;
                     if i + 1 < count {
                         flags &= !(TCP_FIN | TCP_PSH);
@@ -215,9 +210,16 @@ impl Segmenter {
                     if i > 0 {
                         flags &= !TCP_CWR;
                     }
-                    out[l4 + 13] = flags;
+                    if let Ok(mut tcp) = TcpSegment::new_checked(&mut out[l4..seg_end]) {
+                        tcp.set_seq(seq.wrapping_add(start as u32));
+                        tcp.set_flags(flags);
+                    }
                 }
-                Transport::Udp => put16(out, l4 + 4, l4_len as u16),
+                Transport::Udp => {
+                    if let Ok(mut udp) = UdpDatagram::new_checked(&mut out[l4..seg_end]) {
+                        udp.set_len_field(l4_len as u16);
+                    }
+                }
             }
             put16(out, csum_field, 0);
             let mut c = !fold(addr_sum + l4_len as u64 + sum(0, &out[l4..seg_end]));
@@ -255,9 +257,9 @@ fn parse_layout(frame: &[u8], hdr: &VirtioNetHdr) -> Result<Layout, OffloadError
 
     let (ethertype, l3) = link_layer(frame)?;
     let ip = match ethertype {
-        ETHERTYPE_IPV4 => Ip::V4,
-        ETHERTYPE_IPV6 => Ip::V6,
-        ETHERTYPE_VLAN | ETHERTYPE_QINQ => {
+        ethertype::IPV4 => Ip::V4,
+        ethertype::IPV6 => Ip::V6,
+        ethertype::VLAN | ethertype::QINQ => {
             return Err(OffloadError::Unsupported("stacked VLAN tags"));
         }
         _ => {
@@ -284,23 +286,15 @@ fn parse_layout(frame: &[u8], hdr: &VirtioNetHdr) -> Result<Layout, OffloadError
     }
     let segment = &frame[l4..end];
     let l4_hdr_len = match transport {
-        Transport::Tcp => {
-            if segment.len() < TCP_MIN_HDR {
-                return Err(OffloadError::Truncated("TCP"));
-            }
-            let doff = usize::from(segment[12] >> 4) * 4;
-            if doff < TCP_MIN_HDR {
-                return Err(OffloadError::Malformed("TCP data offset below 5"));
-            }
-            if doff > segment.len() {
-                return Err(OffloadError::Truncated("TCP options"));
-            }
-            doff
-        }
+        Transport::Tcp => TcpSegment::new_checked(segment)
+            .and_then(|tcp| tcp.checked_header_len())
+            .map_err(|e| match e {
+                TcpError::Truncated => OffloadError::Truncated("TCP"),
+                TcpError::DataOffset => OffloadError::Malformed("TCP data offset below 5"),
+                TcpError::OptionsTruncated => OffloadError::Truncated("TCP options"),
+            })?,
         Transport::Udp => {
-            if segment.len() < UDP_HDR {
-                return Err(OffloadError::Truncated("UDP"));
-            }
+            UdpDatagram::new_checked(segment).map_err(|_| OffloadError::Truncated("UDP"))?;
             UDP_HDR
         }
     };
@@ -328,50 +322,37 @@ fn parse_layout(frame: &[u8], hdr: &VirtioNetHdr) -> Result<Layout, OffloadError
 
 /// Ethertype of the payload and where it starts, past at most one 802.1Q tag.
 fn link_layer(frame: &[u8]) -> Result<(u16, usize), OffloadError> {
-    if frame.len() < ETH_HDR_LEN {
-        return Err(OffloadError::Runt);
+    let eth = Ethernet::new_checked(frame).map_err(|_| OffloadError::Runt)?;
+    if eth.ethertype() != ethertype::VLAN {
+        return Ok((eth.ethertype(), ETH_HDR_LEN));
     }
-    let ethertype = be16(frame, 12);
-    if ethertype != ETHERTYPE_VLAN {
-        return Ok((ethertype, ETH_HDR_LEN));
-    }
-    if frame.len() < ETH_HDR_LEN + VLAN_TAG_LEN {
-        return Err(OffloadError::Truncated("802.1Q"));
-    }
-    Ok((be16(frame, ETH_HDR_LEN + 2), ETH_HDR_LEN + VLAN_TAG_LEN))
+    let tag = VlanTag::new_checked(eth.payload()).map_err(|_| OffloadError::Truncated("802.1Q"))?;
+    Ok((tag.ethertype(), ETH_HDR_LEN + VLAN_TAG_LEN))
 }
 
 /// (L4 offset, end of packet, protocol) of the IPv4 packet at `l3`.
 fn ipv4(frame: &[u8], l3: usize) -> Result<(usize, usize, u8), OffloadError> {
-    let ip = &frame[l3..];
-    if ip.len() < IPV4_MIN_HDR {
-        return Err(OffloadError::Truncated("IPv4"));
-    }
-    if ip[0] >> 4 != 4 {
-        return Err(OffloadError::Malformed("IPv4 version field"));
-    }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ihl < IPV4_MIN_HDR {
-        return Err(OffloadError::Malformed("IPv4 IHL below 5"));
-    }
-    if ihl > ip.len() {
-        return Err(OffloadError::Truncated("IPv4 options"));
-    }
-    let total = usize::from(be16(ip, 2));
-    if total < ihl {
-        return Err(OffloadError::BadLength(
-            "IPv4 total length shorter than its header",
-        ));
-    }
-    if total > ip.len() {
-        return Err(OffloadError::BadLength(
-            "IPv4 total length beyond the end of the frame",
-        ));
-    }
-    if be16(ip, 6) & 0x3fff != 0 {
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(ipv4_error)?;
+    let (start, end) = ip.payload_range().map_err(ipv4_error)?;
+    if ip.is_fragment() {
         return Err(OffloadError::Unsupported("GSO of an IPv4 fragment"));
     }
-    Ok((l3 + ihl, l3 + total, ip[9]))
+    Ok((l3 + start, l3 + end, ip.protocol()))
+}
+
+fn ipv4_error(e: Ipv4Error) -> OffloadError {
+    match e {
+        Ipv4Error::Truncated => OffloadError::Truncated("IPv4"),
+        Ipv4Error::Version => OffloadError::Malformed("IPv4 version field"),
+        Ipv4Error::HeaderLen => OffloadError::Malformed("IPv4 IHL below 5"),
+        Ipv4Error::OptionsTruncated => OffloadError::Truncated("IPv4 options"),
+        Ipv4Error::TotalLenShort => {
+            OffloadError::BadLength("IPv4 total length shorter than its header")
+        }
+        Ipv4Error::TotalLenBeyond => {
+            OffloadError::BadLength("IPv4 total length beyond the end of the frame")
+        }
+    }
 }
 
 /// (L4 offset, end of packet, next header) of the IPv6 packet at `l3`.
@@ -424,7 +405,7 @@ pub fn check_arbitrary_frame(seg: &mut Segmenter, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::frame::VIRTIO_NET_HDR_GSO_NONE;
+    use crate::wire::vnet::VIRTIO_NET_HDR_GSO_NONE;
     use etherparse::{
         IpHeaders, IpNumber, Ipv4Header, Ipv6Header, NetHeaders, PacketBuilder, PacketHeaders,
         TcpHeader, TcpOptionElement, TransportHeader,
