@@ -6,12 +6,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tapnet::datapath::frame::{
+use tapnet::offload::checksum::{fold, pseudo_header_v4};
+use tapnet::offload::{Segmenter, complete_checksum};
+use tapnet::wire::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VNET_HDR_LEN,
     VirtioNetHdr,
 };
-use tapnet::offload::checksum::{fold, pseudo_header_v4};
-use tapnet::offload::{Segmenter, complete_checksum};
 
 const SRC: [u8; 4] = [172, 18, 0, 2];
 const DST: [u8; 4] = [172, 18, 0, 3];

@@ -6,9 +6,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tapnet::datapath::fdb::Fdb;
-use tapnet::datapath::frame::{MacAddr, VNET_HDR_LEN, parse};
+use tapnet::datapath::frame::parse;
 use tapnet::datapath::security::{PortPolicy, check};
 use tapnet::datapath::switch::{Egress, decide};
+use tapnet::wire::{MacAddr, VNET_HDR_LEN};
 
 fn frame(dst: MacAddr, src: MacAddr, payload: usize) -> Vec<u8> {
     let mut v = vec![0u8; VNET_HDR_LEN];

@@ -11,7 +11,6 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::api::server::PeerPolicy;
 use crate::control::controller::Controller;
-use crate::control::ipv4net::Ipv4Net;
 use crate::datapath::Datapath;
 use crate::error::{Context, Result};
 use crate::gateway::dns;
@@ -20,6 +19,7 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::{self, Mode};
 use crate::state_dir::{lock_state_dir, prepare_state_dir, remove_unused_state_dir};
+use crate::wire::Ipv4Net;
 
 pub struct DaemonOptions {
     pub datapath: crate::datapath::Options,

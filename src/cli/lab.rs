@@ -10,9 +10,9 @@ use crate::api::client::Client;
 use crate::api::lab::{LinkChange, LinkRow, TraceReport, TraceRequest};
 use crate::api::live::LiveLine;
 use crate::api::types::Request;
-use crate::datapath::frame::MacAddr;
 use crate::datapath::impair::{parse_duration, parse_percent, parse_rate};
 use crate::error::{Context, Error, Result};
+use crate::wire::MacAddr;
 
 #[derive(Subcommand, Debug)]
 pub enum LinkCmd {

@@ -477,8 +477,7 @@ fn ipv4_address(s: &str) -> std::result::Result<String, String> {
 
 /// `--subnet`, `--ip-range`: an IPv4 prefix in CIDR form.
 fn ipv4_subnet(s: &str) -> std::result::Result<String, String> {
-    s.parse::<crate::control::ipv4net::Ipv4Net>()
-        .map(|_| s.to_string())
+    s.parse::<crate::wire::Ipv4Net>().map(|_| s.to_string())
 }
 
 /// Parse arguments, run, and return the process exit status (0 ok, 1 failed, 2 usage).

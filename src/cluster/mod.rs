@@ -24,8 +24,8 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::control::model::Network;
-use crate::datapath::frame::MacAddr;
 use crate::error::{Error, Result};
+use crate::wire::MacAddr;
 
 pub const PREFIX: &str = "/tapnet/v1/";
 pub const NETWORKS: &str = "/tapnet/v1/networks/";

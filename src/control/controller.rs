@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
-use super::ipv4net::Ipv4Net;
 use super::links;
 use super::model::{
     BUILTIN, DEFAULT_MTU, Endpoint, Network, Sandbox, State, new_id, validate_name,
@@ -28,7 +27,6 @@ use crate::api::types::{FdbRow, NetworkCreate, Request, SandboxCreate, StatsRow}
 use crate::datapath::Datapath;
 use crate::datapath::capture::{CaptureSession, CaptureSink};
 use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
-use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::drivers::bridge::GATEWAY_PORT;
 use crate::drivers::{self, Ctx, Switch, Unwired};
@@ -43,6 +41,8 @@ use crate::netns::processes;
 use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
+use crate::wire::Ipv4Net;
+use crate::wire::MacAddr;
 
 mod cluster;
 mod cni;

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use super::ipv4net::Ipv4Net;
 use crate::error::{Error, Result};
+use crate::wire::Ipv4Net;
 
 /// The default `bridge` network's subnet.
 pub const DEFAULT_BRIDGE_SUBNET: Ipv4Net = Ipv4Net {

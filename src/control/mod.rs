@@ -4,7 +4,6 @@
 pub mod controller;
 pub mod etc_files;
 pub mod ipam;
-pub mod ipv4net;
 pub mod links;
 pub mod model;
 pub mod nofollow;

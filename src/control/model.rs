@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::ipv4net::Ipv4Net;
-use crate::datapath::frame::MacAddr;
 use crate::drivers::options::NetOptions;
+use crate::wire::Ipv4Net;
+use crate::wire::MacAddr;
 
 pub const DEFAULT_MTU: u32 = 1500;
 pub const MIN_MTU: u32 = 68;
@@ -240,7 +240,9 @@ fn default_true() -> bool {
 pub fn new_id() -> crate::error::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
-        crate::error::Error::Remote(format!("cannot make an id: the kernel's random source: {e}"))
+        crate::error::Error::Remote(format!(
+            "cannot make an id: the kernel's random source: {e}"
+        ))
     })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use super::ipam;
-use super::ipv4net::Ipv4Net;
 use super::model::{
     BUILTIN, CniAttachment, DockerPlugin, MAX_MTU, MIN_MTU, Network, Sandbox, State, validate_name,
 };
 use super::ports::PublishedPort;
-use crate::datapath::frame::MacAddr;
 use crate::drivers::{self, NetOptions};
 use crate::error::{Error, Result};
+use crate::wire::Ipv4Net;
+use crate::wire::MacAddr;
 
 pub use crate::datapath::vxlan::MAX_VNI;
 

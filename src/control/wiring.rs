@@ -5,11 +5,11 @@ use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use crate::datapath::frame::MacAddr;
 use crate::error::Result;
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
 use crate::netns::tap::{Offload, open_tap, open_tap_queues};
+use crate::wire::MacAddr;
 
 /// Kernel-to-switch queue of a TAP. Without offloads the sender's kernel hands us one
 /// 1500-byte frame per segment, and the default 1000 frames overflow under bulk TCP.

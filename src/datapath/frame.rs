@@ -2,16 +2,7 @@
 //! Everything here works on borrowed bytes and allocates nothing: it runs once per frame.
 
 use crate::wire::ethernet::VLAN_TAG_LEN;
-use crate::wire::{Ethernet, ethertype};
-
-// Old paths of the frame types, now in `wire`; they go when the imports are rewritten.
-pub use crate::wire::vnet::{
-    MAX_FRAME_LEN, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN,
-    VirtioNetHdr,
-};
-pub use crate::wire::{ETH_HDR_LEN, MacAddr};
+use crate::wire::{ETH_HDR_LEN, Ethernet, MacAddr, VNET_HDR_LEN, VirtioNetHdr, ethertype};
 
 /// Why a frame was dropped at ingress. Each reason has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +61,7 @@ pub fn parse(buf: &[u8], mtu: usize) -> Result<FrameInfo, DropReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
 
     fn frame(dst: [u8; 6], src: [u8; 6], payload: usize) -> Vec<u8> {
         let mut v = vec![0u8; VNET_HDR_LEN];

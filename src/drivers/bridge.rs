@@ -9,12 +9,12 @@ use super::{Ctx, NetOptions, NetworkDriver, Options, check_keys};
 use crate::control::model::{Endpoint, Network};
 use crate::control::wiring::{self, TapSpec};
 use crate::datapath::fdb::PortId;
-use crate::datapath::frame::MacAddr;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns::DnsServer;
 use crate::gateway::{Gateway, GatewayConfig};
 use crate::netns::tap::Offload;
+use crate::wire::MacAddr;
 
 pub use super::options::{BridgeOptions, DEFAULT_UDP_IDLE_SECS};
 

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use crate::control::model::{Driver, Endpoint, Network, Sandbox, State};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
-use crate::datapath::frame::MacAddr;
 use crate::datapath::port::NetId;
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
 use crate::gateway::policy::NatPolicy;
 use crate::netns::tap::Offload;
+use crate::wire::MacAddr;
 
 pub mod bridge;
 pub mod host;

@@ -11,10 +11,10 @@ use super::bridge::{self, BridgeOptions};
 use super::{Ctx, NetOptions, NetworkDriver, Options, Switch, check_keys};
 use crate::control::model::{Endpoint, Network};
 use crate::datapath::fdb::PortId;
-use crate::datapath::frame::MacAddr;
 use crate::datapath::vtep::{NetworkSpec, RemoteRow, Vtep, VtepStats};
 use crate::datapath::vxlan;
 use crate::error::{Error, Result};
+use crate::wire::MacAddr;
 
 /// The underlay's 1500 minus the 50 bytes VXLAN over IPv4 adds.
 pub const DEFAULT_MTU: u32 = 1500 - vxlan::OVERHEAD;
@@ -192,7 +192,7 @@ impl NetworkDriver for Overlay {
         sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<Option<crate::datapath::frame::MacAddr>> {
+    ) -> Result<Option<crate::wire::MacAddr>> {
         bridge::add_tap(ctx, netns, sandbox, ep, net).map(|_| None)
     }
 }

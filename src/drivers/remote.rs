@@ -20,10 +20,10 @@ use super::options::BridgeOptions;
 use super::{Ctx, NetOptions, NetworkDriver, Options, Unwired};
 use crate::control::model::{Endpoint, Network};
 use crate::control::wiring::{self, PluginLink};
-use crate::datapath::frame::MacAddr;
 use crate::error::{Error, Result};
 use crate::plugin::client::{CALL_TIMEOUT, Plugin};
 use crate::plugin::protocol as p;
+use crate::wire::MacAddr;
 
 pub struct Remote;
 

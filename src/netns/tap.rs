@@ -12,16 +12,10 @@ use crate::error::{Context, Error, Result};
 use crate::netns::netlink::{Netlink, link_index};
 use crate::wire::VNET_HDR_LEN;
 
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
-
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
-const TUN_F_USO4: libc::c_uint = 0x20;
-const TUN_F_USO6: libc::c_uint = 0x40;
+use libc::{
+    IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6,
+    TUN_F_USO4, TUN_F_USO6,
+};
 
 /// Socket buffer for frames we write into the TAP: room for a burst of 64 KiB super-frames.
 const SNDBUF: libc::c_int = 4 << 20;
@@ -34,11 +28,12 @@ struct IfReqFlags {
 }
 
 // TUNSETIFF reads the ifreq and writes the device's name back (hence read-write).
-nix::ioctl_readwrite_bad!(tunsetiff, 0x4004_54ca, IfReqFlags);
-nix::ioctl_write_int_bad!(tunsetoffload, 0x4004_54d0);
-nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, 0x4004_54d8, libc::c_int);
-nix::ioctl_write_ptr_bad!(tunsetsndbuf, 0x4004_54d4, libc::c_int);
-nix::ioctl_write_int_bad!(tunsetpersist, 0x4004_54cb);
+// The request numbers are libc's (the kernel's <linux/if_tun.h>), as Firecracker takes them.
+nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, IfReqFlags);
+nix::ioctl_write_int_bad!(tunsetoffload, libc::TUNSETOFFLOAD);
+nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, libc::TUNSETVNETHDRSZ, libc::c_int);
+nix::ioctl_write_ptr_bad!(tunsetsndbuf, libc::TUNSETSNDBUF, libc::c_int);
+nix::ioctl_write_int_bad!(tunsetpersist, libc::TUNSETPERSIST);
 
 /// Which offloads a TAP port takes. With `Off` the kernel segments and checksums everything
 /// before handing frames to us, as with a plain TAP; the virtio-net header stays, always zero.
@@ -101,9 +96,10 @@ pub const MAX_QUEUES: usize = crate::wire::vnet::MAX_TAP_QUEUES;
 /// Open `queues` queues of TAP `name` (a `%d` pattern makes a new one) and say the TAP's name.
 fn open_queues(name: &str, offload: Offload, queues: usize) -> Result<(String, Vec<OwnedFd>)> {
     let queues = queues.clamp(1, MAX_QUEUES);
-    let mut flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    // libc has the flags as c_int; ifreq's field is a short, and they all fit in one.
+    let mut flags = (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) as libc::c_short;
     if queues > 1 {
-        flags |= IFF_MULTI_QUEUE;
+        flags |= IFF_MULTI_QUEUE as libc::c_short;
     }
     let (first, name) = match attach_queue(name, flags) {
         Ok(opened) => opened,

@@ -15,7 +15,6 @@ use crate::api::types::NetworkCreate;
 use crate::control::model::{DockerEndpoint, DockerPlugin, new_id};
 use crate::control::ports::{self, HostSocket, Protocol, PublishedPort};
 use crate::control::wiring;
-use crate::datapath::frame::MacAddr;
 use crate::drivers;
 use crate::drivers::bridge::{self, Tap, TapFds};
 use crate::error::{Error, Result};
@@ -24,6 +23,7 @@ use crate::netns::namespace::in_netns;
 use crate::netns::tap::{self, Offload};
 use crate::plugin::docker::{self as server, Host, Server};
 use crate::plugin::protocol as p;
+use crate::wire::MacAddr;
 
 /// `a.b.c.d/len` (or a bare address) as Docker writes them.
 fn parse_cidr_addr(what: &str, s: &str) -> Result<(Ipv4Addr, Option<u8>)> {

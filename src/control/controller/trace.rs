@@ -10,13 +10,13 @@ use super::{GATEWAY_PORT, Inner};
 use crate::api::lab::{TraceOutput, TraceReport, TraceRequest};
 use crate::control::model::Network;
 use crate::datapath::fdb::PortId;
-use crate::datapath::frame::MacAddr;
 use crate::datapath::switch::{Egress, peek};
 use crate::datapath::trace::{Proto, probe_frame};
 use crate::drivers::bridge;
 use crate::error::{Error, Result};
 use crate::gateway::GatewayConfig;
 use crate::gateway::classify::{Inbound, classify};
+use crate::wire::MacAddr;
 
 /// Where the frame's destination MAC comes from, as the sandbox's stack would pick it.
 enum Resolved {

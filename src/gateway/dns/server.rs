@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::datapath::frame::MacAddr;
 use crate::error::{Context, Result};
 use crate::gateway::dns::{self, Decision, NameTable};
+use crate::wire::MacAddr;
 
 /// Per-upstream wait before trying the next one.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
