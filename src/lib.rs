@@ -16,23 +16,25 @@ macro_rules! outln {
 
 pub mod api;
 pub mod cli;
-pub mod cluster;
+// Its keys and events are the etcd client's, which the cargo feature `etcd` builds.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) mod cluster;
 pub mod cni;
-pub mod control;
-pub mod daemon;
+pub(crate) mod control;
+pub(crate) mod daemon;
 pub mod datapath;
-pub mod demo;
-pub mod drivers;
-pub mod error;
+pub(crate) mod demo;
+pub(crate) mod drivers;
+pub(crate) mod error;
 pub mod gateway;
-pub mod guard;
-pub mod metrics;
-pub mod netns;
+pub(crate) mod guard;
+pub(crate) mod metrics;
+pub(crate) mod netns;
 pub mod offload;
 pub mod paths;
 pub mod plugin;
-pub mod rootless;
-pub mod state_dir;
+pub(crate) mod rootless;
+pub(crate) mod state_dir;
 #[cfg(test)]
 mod test_rng;
 pub mod topology;

@@ -8,7 +8,6 @@ use super::model::State;
 use crate::api::lab::{LinkChange, LinkRow};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
-use crate::datapath::impair::Impairment;
 use crate::error::{Error, Result};
 
 /// Switch ports of endpoints, by (sandbox, interface): the controller's map.
@@ -284,7 +283,12 @@ pub fn rows(
 }
 
 /// The impairment of an endpoint, if any (for trace).
-pub fn impairment_of<'a>(state: &'a State, sandbox: &str, network: &str) -> Option<&'a Impairment> {
+#[cfg(test)]
+pub fn impairment_of<'a>(
+    state: &'a State,
+    sandbox: &str,
+    network: &str,
+) -> Option<&'a crate::datapath::impair::Impairment> {
     state
         .sandbox(sandbox)?
         .endpoint(network)?

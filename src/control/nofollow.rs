@@ -39,6 +39,7 @@ impl Dir {
         })
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -1,27 +1,27 @@
 //! The datapath: worker threads that move frames between TAP ports, and the handle the control
 //! plane drives them with. See docs/ARCHITECTURE.md for the threads and the life of a frame.
 
-pub mod capture;
-pub mod clock;
+pub(crate) mod capture;
+pub(crate) mod clock;
 pub mod coalesce;
 pub mod delay;
 pub mod egress;
 pub mod fdb;
 pub mod frame;
 pub mod impair;
-pub mod network;
-pub mod pcap;
+pub(crate) mod network;
+pub(crate) mod pcap;
 pub mod port;
 pub mod security;
-pub mod spin;
+pub(crate) mod spin;
 pub mod switch;
-pub mod timer;
+pub(crate) mod timer;
 pub mod trace;
-pub mod uring;
-pub mod uring_worker;
-pub mod vtep;
+pub(crate) mod uring;
+pub(crate) mod uring_worker;
+pub(crate) mod vtep;
 pub mod vxlan;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;

@@ -129,8 +129,8 @@ impl BufRefs {
         *r = r.saturating_sub(1);
         *r == 0
     }
-
     /// Buffers out of the ring.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.refs.iter().filter(|&&r| r > 0).count()
     }
@@ -413,10 +413,6 @@ impl UringIo {
         self.ring.submitter().register_enable_rings()
     }
 
-    pub fn multishot(&self) -> bool {
-        self.multishot
-    }
-
     /// Read frames from `fd` and report them under `token`.
     pub fn add_fd(&mut self, token: u32, fd: RawFd) {
         self.next_gen = self.next_gen.wrapping_add(1) & 0xff_ffff;
@@ -673,11 +669,6 @@ impl UringIo {
     /// for the ports' counters.
     pub fn written(&mut self) -> std::vec::Drain<'_, (u32, i32)> {
         self.written.drain(..)
-    }
-
-    /// Buffers currently out of the kernel's ring.
-    pub fn buffers_held(&self) -> usize {
-        self.refs.held()
     }
 }
 

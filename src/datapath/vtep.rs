@@ -148,7 +148,6 @@ enum Command {
 
 /// The control plane's handle of a VTEP thread. Dropping it stops the thread.
 pub struct Vtep {
-    pub addr: SocketAddr,
     pub stats: Arc<VtepStats>,
     commands: Sender<Command>,
     waker: Arc<Waker>,
@@ -220,7 +219,6 @@ impl Vtep {
             })
             .context(|| "start VTEP thread".into())?;
         Ok(Vtep {
-            addr,
             stats,
             commands,
             waker,

@@ -16,7 +16,7 @@ use crate::gateway::{Gateway, GatewayConfig};
 use crate::netns::tap::Offload;
 use crate::wire::MacAddr;
 
-pub use super::options::{BridgeOptions, DEFAULT_UDP_IDLE_SECS};
+pub use super::options::BridgeOptions;
 
 /// Label of a network's gateway port in `stats` and `fdb`.
 pub const GATEWAY_PORT: &str = "gateway";

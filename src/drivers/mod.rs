@@ -24,7 +24,7 @@ pub mod options;
 pub mod overlay;
 pub mod remote;
 
-pub use options::{NetOptions, Options, check_keys, option_positive};
+pub use options::{NetOptions, Options, check_keys};
 
 /// A network's datapath side as it leaves the controller's maps: its gateway (with the
 /// gateway's switch port), other ports the driver made (a VTEP's), and its datapath id. A

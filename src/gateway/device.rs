@@ -29,10 +29,6 @@ impl SwitchDevice {
         }
     }
 
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
-    }
-
     /// Read the next message from the switch into the receive slot: `Some(len)` of the
     /// Ethernet frame, `None` when nothing is waiting.
     pub fn read_frame(&mut self) -> Option<usize> {

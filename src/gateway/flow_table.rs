@@ -70,6 +70,7 @@ impl<K: Copy + Eq + Hash + SandboxKey, F> FlowTable<K, F> {
         }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

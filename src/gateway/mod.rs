@@ -7,16 +7,16 @@
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
 pub mod classify;
-pub mod device;
+pub(crate) mod device;
 pub mod dns;
-pub mod engine;
-pub mod flow_table;
-pub mod icmp_nat;
+pub(crate) mod engine;
+pub(crate) mod flow_table;
+pub(crate) mod icmp_nat;
 pub mod policy;
-pub mod publish;
-pub mod tcp_nat;
+pub(crate) mod publish;
+pub(crate) mod tcp_nat;
 pub mod tso;
-pub mod udp_nat;
+pub(crate) mod udp_nat;
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;

@@ -97,16 +97,8 @@ impl TcpNat {
         self.flows.over(ip, self.limits).is_none()
     }
 
-    pub fn count_of(&self, ip: Ipv4Addr) -> usize {
-        self.flows.count_of(ip)
-    }
-
     pub fn len(&self) -> usize {
         self.flows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
     }
 
     pub fn owns(&self, token: Token) -> bool {

@@ -65,6 +65,7 @@ impl UdpNat {
     }
 
     /// Flows of the sandbox at `ip`.
+    #[cfg(test)]
     pub fn count_of(&self, ip: Ipv4Addr) -> usize {
         self.flows.count_of(ip)
     }
@@ -82,6 +83,7 @@ impl UdpNat {
         self.flows.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

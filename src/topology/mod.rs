@@ -2,7 +2,7 @@
 //! each, impaired links and blocks, in TOML. This module is the file's model and its checks;
 //! `plan` computes what to change (pure), `apply` carries a plan out through the daemon.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod plan;
 
 use std::collections::{BTreeMap, HashSet};
