@@ -113,12 +113,9 @@ impl Fdb {
     }
 
     /// Stations `port` owns now.
+    #[cfg(test)]
     pub fn owned_by(&self, port: PortId) -> u32 {
         crate::guard::lock_or_stop(&self.writer, "a MAC table").count(port)
-    }
-
-    pub fn set_aging(&self, secs: u32) {
-        self.aging_secs.store(secs, Ordering::Relaxed);
     }
 
     pub fn aging(&self) -> u32 {

@@ -236,15 +236,6 @@ pub struct ProgramExternalRequest {
     pub options: Options,
 }
 
-/// DiscoverNew / DiscoverDelete: node and datastore notices, which a local driver ignores.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DiscoveryNotification {
-    #[serde(rename = "DiscoveryType", default)]
-    pub discovery_type: i64,
-    #[serde(rename = "DiscoveryData", default)]
-    pub discovery_data: Value,
-}
-
 /// Decode a request or answer body; an empty body reads as `{}` (Docker sends none to
 /// `/Plugin.Activate`).
 pub fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, String> {
