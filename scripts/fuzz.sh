@@ -20,6 +20,9 @@ if [ ${#TARGETS[@]} -eq 0 ]; then
     mapfile -t TARGETS < <(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^tapnet-fuzz$')
 fi
 
+# The fuzz builds' own target dir, whatever CARGO_TARGET_DIR says: the binaries are run from it,
+# and their sanitizer flags would rebuild a shared one from scratch.
+export CARGO_TARGET_DIR="$PWD/target"
 export RUSTC_BOOTSTRAP=1
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
