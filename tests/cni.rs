@@ -7,78 +7,19 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Tapnet;
 use common::skip::need;
 use nix::sys::signal::Signal;
 
-fn cni_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tapnet-cni")
-}
+use common::cni::Netns;
 
-/// A named network namespace of the test (`ip netns`), deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("tncni-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name}");
-        Netns(name)
-    }
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Run the plugin: (stdout JSON, exit code).
+/// Run the plugin on eth0: (stdout JSON, exit code).
 fn cni(command: &str, id: &str, netns: &str, conf: &str) -> (serde_json::Value, i32) {
-    let mut child = Command::new(cni_bin())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TAPNET_NAT_ALLOW", "127.0.0.0/8")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run tapnet-cni");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.as_bytes())
-        .expect("write config");
-    let out = child.wait_with_output().expect("wait tapnet-cni");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value = serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null);
-    (value, out.status.code().unwrap_or(-1))
+    let run = common::cni::run_cni(command, id, netns, "eth0", conf);
+    (run.json, run.code)
 }
 
 #[test]
@@ -229,7 +170,9 @@ fn libcni_adds_checks_and_deletes_through_tapnet_cni() {
         }],
     });
     std::fs::write(confdir.join("10-libcni.conflist"), conflist.to_string()).expect("conflist");
-    let plugins = Path::new(cni_bin()).parent().expect("plugin dir");
+    let plugins = Path::new(env!("CARGO_BIN_EXE_tapnet-cni"))
+        .parent()
+        .expect("plugin dir");
     let run = |command: &str, ns: &Netns| {
         Command::new(&cnitool)
             .args([command, "libcninet", &ns.path()])

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Tapnet, wait_until};
@@ -45,43 +45,10 @@ fn time_stats(t: &Tapnet, began: Instant, what: &str) -> Duration {
     took
 }
 
-fn netns_add(name: &str) {
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-    let ok = Command::new("ip")
-        .args(["netns", "add", name])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ip netns add {name}");
-}
-
-/// One run of `tapnet-cni`: its exit code and stdout.
+/// One run of `tapnet-cni` on eth0: its exit code and stdout.
 fn cni(command: &str, id: &str, netns: &str, conf: &str) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tapnet-cni"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run tapnet-cni");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.as_bytes())
-        .expect("write config");
-    let out = child.wait_with_output().expect("wait tapnet-cni");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let run = common::cni::run_cni(command, id, netns, "eth0", conf);
+    (run.code, run.stdout)
 }
 
 #[test]
@@ -89,9 +56,8 @@ fn stats_answers_during_a_slow_cni_del() {
     let t = Tapnet::new("lockfree-cni");
     t.ok(&["network", "ls"]);
     let daemon = restart_slow(&t);
-    let ns = format!("tnlf-cni-{}", std::process::id());
-    netns_add(&ns);
-    let netns = format!("/run/netns/{ns}");
+    let ns = common::cni::Netns::new("lf-cni");
+    let netns = ns.path();
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "lf",
@@ -110,7 +76,7 @@ fn stats_answers_during_a_slow_cni_del() {
     let took = time_stats(&t, began, "CNI DEL");
     let (code, out) = del.join().expect("DEL thread");
     let del_took = began.elapsed();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    drop(ns);
     assert_eq!(code, 0, "DEL: {out}");
     // Positive control: the DEL did wait for the slow release.
     assert!(

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod cni;
 pub mod skip;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
