@@ -113,6 +113,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         udp_idle: std::time::Duration::from_secs(u64::from(opts.udp_idle_s)),
         limits: opts.nat,
         dns: None,
+        ipv6: None,
     };
     // Internal networks resolve their own names only; others forward, but only to upstreams
     // the NAT policy admits.

@@ -43,6 +43,15 @@ pub struct GatewayConfig {
     pub limits: NatLimits,
     /// Where queries to the gateway address, port 53, go (its DNS server's UDP and TCP ends).
     pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
+    /// The network's IPv6 side, on a dual-stack or IPv6-only network.
+    pub ipv6: Option<GatewayV6>,
+}
+
+/// A gateway's IPv6 prefix and address (the router its Router Advertisements name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayV6 {
+    pub subnet: crate::wire::Ipv6Net,
+    pub ip: std::net::Ipv6Addr,
 }
 
 /// Caps on the gateway's NAT state, so that no sandbox can exhaust the daemon's fds or memory
@@ -207,6 +216,7 @@ mod tests {
             udp_idle: std::time::Duration::from_secs(30),
             limits: NatLimits::default(),
             dns: None,
+            ipv6: None,
         }
     }
 

@@ -344,6 +344,7 @@ impl Inner {
                 std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
                 std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
             )),
+            ipv6: None,
         };
         // Connections to the gateway address are carried to the host's loopback.
         let target = if dst == ip { Ipv4Addr::LOCALHOST } else { dst };
