@@ -1,7 +1,9 @@
 //! No slow work under the controller's lock: while a CNI DEL or a Docker Leave waits for its
 //! switch port to be released (made slow on purpose with `TAPNET_TEST_SLOW_RELEASE_MS`, as
-//! datapath workers slow to ack would be), `tapnet stats` still answers at once. (The cluster
-//! store's case, with `TAPNET_TEST_SLOW_STORE_MS`, is in tests/etcd.rs: it needs etcd.)
+//! datapath workers slow to ack would be), and while a sandbox create, a network connect, a
+//! CNI ADD or a Docker Join makes its namespaces and TAPs (made slow with
+//! `TAPNET_TEST_SLOW_NETNS_MS`), `tapnet stats` still answers at once. (The cluster store's
+//! case, with `TAPNET_TEST_SLOW_STORE_MS`, is in tests/etcd.rs: it needs etcd.)
 
 mod common;
 
@@ -20,10 +22,15 @@ const FAST: Duration = Duration::from_millis(100);
 
 /// Restart `t`'s daemon with every port release made slow.
 fn restart_slow(t: &Tapnet) -> Child {
+    restart_with(t, "TAPNET_TEST_SLOW_RELEASE_MS")
+}
+
+/// Restart `t`'s daemon with the test hook `hook` set to `SLOW_MS`.
+fn restart_with(t: &Tapnet, hook: &str) -> Child {
     t.stop_daemon(Signal::SIGTERM);
     let daemon = t
         .command(&["daemon"])
-        .env("TAPNET_TEST_SLOW_RELEASE_MS", SLOW_MS.to_string())
+        .env(hook, SLOW_MS.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -201,6 +208,192 @@ fn stats_answers_during_a_slow_docker_leave() {
         "Leave took {leave_took:?}: the release was not slow"
     );
     assert!(took < FAST, "stats waited {took:?} behind a Docker Leave");
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
+
+/// Run `tapnet ARGS` in the background; `finish` waits for it and insists on success.
+fn spawn_ok(t: &Tapnet, args: &[&str]) -> Child {
+    t.command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tapnet")
+}
+
+fn finish(child: Child, what: &str) {
+    let out = child.wait_with_output().expect("wait for tapnet");
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn stats_answers_during_a_slow_sandbox_create_and_connect() {
+    let t = Tapnet::new("lockfree-create");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    t.ok(&["network", "create", "lfa", "--subnet", "10.235.0.0/24"]);
+    t.ok(&["network", "create", "lfb", "--subnet", "10.235.1.0/24"]);
+    let began = Instant::now();
+    let create = spawn_ok(&t, &["sandbox", "create", "lfs", "--net", "lfa"]);
+    let create_stats = time_stats(&t, began, "sandbox create");
+    // Meanwhile the name is taken: a second create of it is refused, not made twice.
+    let second = t.fails(&["sandbox", "create", "lfs", "--net", "lfa"]);
+    assert!(second.contains("lfs"), "{second}");
+    // And its network is in use.
+    let rm = t.fails(&["network", "rm", "lfa"]);
+    assert!(rm.contains("active endpoints"), "{rm}");
+    finish(create, "sandbox create");
+    let create_took = began.elapsed();
+    let began = Instant::now();
+    let connect = spawn_ok(&t, &["network", "connect", "lfb", "lfs"]);
+    let connect_stats = time_stats(&t, began, "network connect");
+    // A removal of the sandbox being connected is refused meanwhile.
+    let rm = t.fails(&["sandbox", "rm", "lfs"]);
+    assert!(rm.contains("lfs"), "{rm}");
+    finish(connect, "network connect");
+    let connect_took = began.elapsed();
+    let addrs = t.exec_ok("lfs", &["ip", "-o", "-4", "addr"]);
+    assert!(
+        addrs.contains("10.235.0.2/24") && addrs.contains("10.235.1.2/24"),
+        "{addrs}"
+    );
+    t.ok(&["sandbox", "rm", "lfs"]);
+    // Positive control: the namespace and TAP creation were slow (the create waits twice).
+    assert!(
+        create_took >= Duration::from_millis(2 * SLOW_MS - 100),
+        "create took {create_took:?}: namespace and TAP creation were not slow"
+    );
+    assert!(
+        connect_took >= Duration::from_millis(SLOW_MS - 100),
+        "connect took {connect_took:?}: TAP creation was not slow"
+    );
+    assert!(
+        create_stats < FAST,
+        "stats waited {create_stats:?} behind a sandbox create"
+    );
+    assert!(
+        connect_stats < FAST,
+        "stats waited {connect_stats:?} behind a network connect"
+    );
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
+
+#[test]
+fn stats_answers_during_a_slow_cni_add() {
+    let t = Tapnet::new("lockfree-cniadd");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    let ns = common::cni::Netns::new("lf-add");
+    let netns = ns.path();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "lfadd",
+        "type": "tapnet-cni",
+        "subnet": "10.236.0.0/24",
+        "stateDir": t.dir.display().to_string(),
+    })
+    .to_string();
+    let began = Instant::now();
+    let add = {
+        let (netns, conf) = (netns.clone(), conf.clone());
+        std::thread::spawn(move || cni("ADD", "lockfreeadd0", &netns, &conf))
+    };
+    let took = time_stats(&t, began, "CNI ADD");
+    let (code, out) = add.join().expect("ADD thread");
+    let add_took = began.elapsed();
+    assert_eq!(code, 0, "ADD: {out}");
+    assert!(ns.links().iter().any(|l| l == "eth0"), "{:?}", ns.links());
+    let (code, out) = cni("DEL", "lockfreeadd0", &netns, &conf);
+    drop(ns);
+    assert_eq!(code, 0, "DEL: {out}");
+    // Positive control: the ADD did wait for the slow TAP creation.
+    assert!(
+        add_took >= Duration::from_millis(SLOW_MS - 100),
+        "ADD took {add_took:?}: TAP creation was not slow"
+    );
+    assert!(took < FAST, "stats waited {took:?} behind a CNI ADD");
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
+
+#[test]
+fn stats_answers_during_a_slow_docker_join() {
+    let t = Tapnet::new("lockfree-join");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    let plugin = format!("tnlj{}", std::process::id());
+    t.ok(&["plugin", "docker", "--name", &plugin]);
+    let socket = std::path::PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+    let network = format!("{:064x}", 0xabcdef_u64 + 7 + u64::from(std::process::id()));
+    let endpoint = format!("{:064x}", 0x123456_u64 + 7 + u64::from(std::process::id()));
+    post_ok(
+        &socket,
+        "/NetworkDriver.CreateNetwork",
+        &serde_json::json!({
+            "NetworkID": network,
+            "IPv4Data": [{"Pool": "10.237.0.0/24", "Gateway": "10.237.0.1/24"}],
+        }),
+    );
+    post_ok(
+        &socket,
+        "/NetworkDriver.CreateEndpoint",
+        &serde_json::json!({
+            "NetworkID": network,
+            "EndpointID": endpoint,
+            "Interface": {"Address": "10.237.0.2/24"},
+        }),
+    );
+    let began = Instant::now();
+    let join = {
+        let (socket, network, endpoint) = (socket.clone(), network.clone(), endpoint.clone());
+        std::thread::spawn(move || {
+            post(
+                &socket,
+                "/NetworkDriver.Join",
+                &serde_json::json!({"NetworkID": network, "EndpointID": endpoint, "SandboxKey": ""}),
+            )
+        })
+    };
+    let took = time_stats(&t, began, "Docker Join");
+    let (status, joined) = join.join().expect("Join thread");
+    let join_took = began.elapsed();
+    assert_eq!(status, 200, "Join: {joined}");
+    let tap =
+        serde_json::from_str::<serde_json::Value>(&joined).expect("Join's answer")["InterfaceName"]
+            ["SrcName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    assert!(!tap.is_empty(), "Join names a TAP: {joined}");
+    for call in ["Leave", "DeleteEndpoint"] {
+        post_ok(
+            &socket,
+            &format!("/NetworkDriver.{call}"),
+            &serde_json::json!({"NetworkID": network, "EndpointID": endpoint}),
+        );
+    }
+    post_ok(
+        &socket,
+        "/NetworkDriver.DeleteNetwork",
+        &serde_json::json!({"NetworkID": network}),
+    );
+    t.ok(&["plugin", "docker", "--name", &plugin, "--stop"]);
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
+        "TAP {tap} is gone after Leave"
+    );
+    // Positive control: the Join did wait for the slow TAP creation.
+    assert!(
+        join_took >= Duration::from_millis(SLOW_MS - 100),
+        "Join took {join_took:?}: TAP creation was not slow"
+    );
+    assert!(took < FAST, "stats waited {took:?} behind a Docker Join");
     t.stop_daemon(Signal::SIGTERM);
     drop(daemon);
 }

@@ -118,6 +118,7 @@ pub fn create(
     uts: Option<(&Path, &str)>,
     setup: impl FnOnce() -> Result<()> + Send + 'static,
 ) -> Result<()> {
+    super::slow_for_test();
     touch(netns)?;
     if let Some((path, _)) = uts
         && let Err(e) = touch(path)

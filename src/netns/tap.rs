@@ -49,6 +49,7 @@ pub enum Offload {
 /// unless it is persistent.
 pub fn open_tap(name: &str, offload: Offload) -> Result<OwnedFd> {
     check_name(name)?;
+    super::slow_for_test();
     let (_, mut fds) = open_queues(name, offload, 1)?;
     fds.pop()
         .ok_or_else(|| Error::invalid(format!("TAP {name} has no queue")))
@@ -73,6 +74,7 @@ const FRESH_NAME: &str = "tapnet%d";
 /// persistent, goes with them.
 pub fn open_tap_queues(name: &str, offload: Offload, queues: usize) -> Result<Vec<OwnedFd>> {
     check_name(name)?;
+    super::slow_for_test();
     let (fresh, fds) = open_queues(FRESH_NAME, offload, queues)?;
     let index = link_index(&fresh)?;
     match Netlink::open()?.rename_link(index, &fresh, name) {
