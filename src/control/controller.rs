@@ -29,7 +29,7 @@ use crate::datapath::capture::{CaptureSession, CaptureSink};
 use crate::datapath::fdb::{DEFAULT_AGING_SECS, PortId};
 use crate::datapath::port::NetId;
 use crate::drivers::bridge::GATEWAY_PORT;
-use crate::drivers::{self, Ctx, Switch, Unwired};
+use crate::drivers::{self, Ctx, Device, DevicePlan, Switch, Unwired};
 use crate::error::{Error, Result};
 use crate::gateway::Commander;
 use crate::gateway::Gateway;
@@ -126,6 +126,11 @@ struct Inner {
     /// Sandboxes on a remote network whose plugin is making their endpoint: their names and
     /// addresses are taken, they are not in the model yet.
     creating_sandboxes: Vec<Sandbox>,
+    /// CNI attachments whose TAP is being made: their addresses are taken, their networks in
+    /// use, they are not in the model yet.
+    creating_cni: Vec<super::model::CniAttachment>,
+    /// Docker endpoints whose TAP is being made for a Join: a second Join is refused.
+    docker_joining: HashSet<String>,
 }
 
 fn default_state() -> Result<State> {
@@ -244,6 +249,8 @@ impl Controller {
             creating_networks: Vec::new(),
             deleting_networks: HashSet::new(),
             creating_sandboxes: Vec::new(),
+            creating_cni: Vec::new(),
+            docker_joining: HashSet::new(),
         };
         inner.nat_policy.set_tapnet_subnets(
             inner

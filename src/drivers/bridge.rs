@@ -3,11 +3,10 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 
-use super::{Ctx, NetOptions, NetworkDriver, Options, check_keys};
+use super::{Ctx, Device, DevicePlan, NetOptions, NetworkDriver, Options, check_keys};
 use crate::control::model::{Endpoint, Network};
-use crate::control::wiring::{self, TapSpec};
+use crate::control::wiring::TapSpec;
 use crate::datapath::fdb::PortId;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
@@ -61,15 +60,18 @@ impl NetworkDriver for Bridge {
     fn setup_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         add_switch(ctx, net)
     }
-    fn setup_endpoint(
+    fn plan_device(&self, ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<DevicePlan> {
+        plan_tap(ctx, ep, net)
+    }
+    fn attach_endpoint(
         &self,
         ctx: &mut Ctx<'_>,
-        netns: &Path,
         sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<Option<MacAddr>> {
-        add_tap(ctx, netns, sandbox, ep, net).map(|_| None)
+        device: Device,
+    ) -> Result<()> {
+        attach_endpoint_tap(ctx, sandbox, ep, net, device)
     }
 }
 
@@ -238,25 +240,34 @@ pub fn attach(ctx: &Ctx<'_>, net: &Network, tap: Tap) -> Result<PortId> {
     }
 }
 
-/// Create the endpoint's TAP in the sandbox and wire it to the switch.
-pub fn add_tap(
-    ctx: &mut Ctx<'_>,
-    netns: &Path,
-    sandbox: &str,
-    ep: &Endpoint,
-    net: &Network,
-) -> Result<()> {
+/// Plan the endpoint's TAP in the sandbox: checked before a device is made.
+pub fn plan_tap(ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<DevicePlan> {
     let (Some(interface), Some(mac), Some(ipv4), Some(_)) =
         (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
     else {
-        return Ok(());
+        return Ok(DevicePlan::default());
     };
-    // Checked before a device is made.
     options_of(net)?;
     if !ctx.nets.contains_key(&net.name) {
         return Err(Error::not_found("network", &net.name));
     }
-    let fds = wiring::create_tap(netns, tap_spec(ctx, net, interface.clone(), mac, ipv4)?)?;
+    Ok(DevicePlan::tap(tap_spec(ctx, net, interface, mac, ipv4)?))
+}
+
+/// Wire the endpoint's TAP, made from `plan_tap`'s plan, to the switch.
+pub fn attach_endpoint_tap(
+    ctx: &mut Ctx<'_>,
+    sandbox: &str,
+    ep: &Endpoint,
+    net: &Network,
+    device: Device,
+) -> Result<()> {
+    let (Some(interface), Some(mac), Some(ipv4)) = (ep.interface.clone(), ep.mac, ep.ipv4) else {
+        return Ok(());
+    };
+    if device.fds.is_empty() {
+        return Ok(());
+    }
     let port = attach(
         ctx,
         net,
@@ -264,7 +275,7 @@ pub fn add_tap(
             label: format!("{sandbox}/{interface}"),
             mac,
             ipv4,
-            fds: TapFds::Queues(fds),
+            fds: TapFds::Queues(device.fds),
         },
     )?;
     ctx.ports.insert((sandbox.to_string(), interface), port);

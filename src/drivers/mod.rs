@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::control::model::{Driver, Endpoint, Network, Sandbox, State};
+use crate::control::wiring::{self, TapSpec};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
 use crate::datapath::port::NetId;
@@ -57,6 +58,39 @@ impl Unwired {
             eprintln!("tapnet: endpoint {} on network {}: {e}", ep.id, net.name);
         }
     }
+}
+
+/// An endpoint's device as its driver planned it under the controller's lock, with what it
+/// needs copied out of the `Ctx`: made without the lock (`make`), attached under it again
+/// (`NetworkDriver::attach_endpoint`).
+#[derive(Default)]
+pub struct DevicePlan {
+    tap: Option<TapSpec>,
+}
+
+impl DevicePlan {
+    /// A TAP in the sandbox's namespace.
+    pub fn tap(spec: TapSpec) -> Self {
+        DevicePlan { tap: Some(spec) }
+    }
+
+    /// Make the device in the namespace at `netns` (slow: a thread enters the namespace).
+    /// Dropping the result removes what was made.
+    pub fn make(self, netns: &Path) -> Result<Device> {
+        Ok(Device {
+            fds: match self.tap {
+                Some(spec) => wiring::create_tap(netns, spec)?,
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
+/// An endpoint's device, made and not yet attached: its TAP's queues (none: the endpoint has
+/// no device of tapnet's making). The TAP goes with its last fd.
+#[derive(Default)]
+pub struct Device {
+    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// What a driver may touch while it sets up or tears down: the controller's datapath maps,
@@ -188,17 +222,39 @@ pub trait NetworkDriver: Sync {
         }
     }
 
-    /// Create the endpoint's device in the sandbox's namespace at `netns` and attach it.
+    /// Create the endpoint's device in the sandbox's namespace at `netns` and attach it, all
+    /// under the controller's lock (on restore, and for drivers without a plan of their own).
     /// Returns the MAC the device got when it is not the planned one (a remote plugin's).
     fn setup_endpoint(
         &self,
+        ctx: &mut Ctx<'_>,
+        netns: &Path,
+        sandbox: &str,
+        ep: &Endpoint,
+        net: &Network,
+    ) -> Result<Option<MacAddr>> {
+        let device = self.plan_device(ctx, ep, net)?.make(netns)?;
+        self.attach_endpoint(ctx, sandbox, ep, net, device)?;
+        Ok(None)
+    }
+
+    /// Check that the endpoint can be set up and plan its device (under the controller's
+    /// lock); `DevicePlan::make` makes it without the lock.
+    fn plan_device(&self, _ctx: &Ctx<'_>, _ep: &Endpoint, _net: &Network) -> Result<DevicePlan> {
+        Ok(DevicePlan::default())
+    }
+
+    /// Attach a device made from this driver's plan (under the controller's lock). On failure
+    /// the device is dropped, and goes.
+    fn attach_endpoint(
+        &self,
         _ctx: &mut Ctx<'_>,
-        _netns: &Path,
         _sandbox: &str,
         _ep: &Endpoint,
         _net: &Network,
-    ) -> Result<Option<MacAddr>> {
-        Ok(None)
+        _device: Device,
+    ) -> Result<()> {
+        Ok(())
     }
 
     /// The part of `setup_endpoint` that calls out of the daemon (a plugin's CreateEndpoint

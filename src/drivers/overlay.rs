@@ -5,10 +5,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 
 use super::bridge::{self, BridgeOptions};
-use super::{Ctx, NetOptions, NetworkDriver, Options, Switch, check_keys};
+use super::{Ctx, Device, DevicePlan, NetOptions, NetworkDriver, Options, Switch, check_keys};
 use crate::control::model::{Endpoint, Network};
 use crate::datapath::fdb::PortId;
 use crate::datapath::vtep::{NetworkSpec, RemoteRow, Vtep, VtepStats};
@@ -185,15 +184,18 @@ impl NetworkDriver for Overlay {
         }
         sw
     }
-    fn setup_endpoint(
+    fn plan_device(&self, ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<DevicePlan> {
+        bridge::plan_tap(ctx, ep, net)
+    }
+    fn attach_endpoint(
         &self,
         ctx: &mut Ctx<'_>,
-        netns: &Path,
         sandbox: &str,
         ep: &Endpoint,
         net: &Network,
-    ) -> Result<Option<crate::wire::MacAddr>> {
-        bridge::add_tap(ctx, netns, sandbox, ep, net).map(|_| None)
+        device: Device,
+    ) -> Result<()> {
+        bridge::attach_endpoint_tap(ctx, sandbox, ep, net, device)
     }
 }
 

@@ -84,13 +84,7 @@ impl Controller {
             .map(|(i, n)| (n, if i == 0 { req.ip.clone() } else { None }))
             .collect();
         let won = self.claim_addresses(&req.name, true, wanted)?;
-        let mut inner = self.lock();
-        inner.take_claims(won);
-        let r = inner.sandbox_create(req);
-        inner.preclaimed.clear();
-        inner.release_stale_claims();
-        let name = r?;
-        value(&inner.sandbox_view(&name)?)
+        self.sandbox_create(req, Some(won))
     }
 
     /// `network connect` to an overlay network with a store: as `sandbox_create_claimed`.
@@ -103,16 +97,7 @@ impl Controller {
     ) -> Result<Value> {
         let wanted = vec![(network.to_string(), ip.map(str::to_string))];
         let won = self.claim_addresses(sandbox, false, wanted)?;
-        let mut inner = self.lock();
-        inner.take_claims(won);
-        let mut teardown = Teardown::new(inner.dp.clone());
-        let r = inner.network_connect(network, sandbox, ip, aliases, &mut teardown);
-        inner.preclaimed.clear();
-        inner.release_stale_claims();
-        let view = r.and_then(|_| inner.sandbox_view(sandbox));
-        drop(inner);
-        teardown.run();
-        value(&view?)
+        self.network_connect(network, sandbox, ip, aliases, Some(won))
     }
 
     /// Claim in the store, without the lock, the address each endpoint of `sandbox` on an
@@ -218,9 +203,9 @@ impl Inner {
             })
     }
 
-    /// Claims won for the request about to be committed: out of `pending_claims`, into
+    /// Claims won for the request about to be planned: out of `pending_claims`, into
     /// `claimed` (released again by the next save if the request fails) and `preclaimed`.
-    fn take_claims(&mut self, won: HashMap<String, Ipv4Addr>) {
+    pub(super) fn take_claims(&mut self, won: HashMap<String, Ipv4Addr>) {
         for (network, addr) in &won {
             let key = (network.clone(), *addr);
             self.pending_claims.retain(|c| *c != key);
@@ -334,13 +319,16 @@ impl Inner {
         }
     }
 
-    /// Give back claims of endpoints the model no longer has (removed, or a create that failed).
+    /// Give back claims of endpoints neither the model nor a reservation has (removed, or a
+    /// create that failed).
     pub(super) fn release_stale_claims(&self) {
         let Some(cluster) = &self.cluster else { return };
+        // Reserved sandboxes (a create or connect under way) keep theirs.
         let live: HashSet<(String, Ipv4Addr)> = self
             .state
             .sandboxes
             .iter()
+            .chain(&self.creating_sandboxes)
             .flat_map(|sb| sb.endpoints.iter())
             .filter_map(|ep| Some((ep.network.clone(), ep.ipv4?)))
             .collect();

@@ -9,27 +9,24 @@ use crate::control::model::CniAttachment;
 use crate::drivers::bridge::{self, Tap, TapFds};
 
 impl Controller {
-    /// CNI ADD, DEL and CHECK from `tapnet-cni`: planned and committed under the lock; ports
-    /// released (DEL, or a failed ADD) without it.
+    /// CNI ADD, DEL and CHECK from `tapnet-cni`: planned and committed under the lock; the TAP
+    /// made (ADD) and ports released (DEL, or a failed ADD) without it.
     pub(super) fn cni_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+        if let Request::CniAdd {
+            network,
+            subnet,
+            container_id,
+            ifname,
+            netns,
+        } = request
+        {
+            drop(inner);
+            return self
+                .cni_add(&network, subnet, &container_id, &ifname, &netns)
+                .and_then(|a| value(&a));
+        }
         let mut teardown = Teardown::new(inner.dp.clone());
         let answer = match request {
-            Request::CniAdd {
-                network,
-                subnet,
-                container_id,
-                ifname,
-                netns,
-            } => inner
-                .cni_add(
-                    &network,
-                    subnet,
-                    &container_id,
-                    &ifname,
-                    &netns,
-                    &mut teardown,
-                )
-                .and_then(|a| value(&a)),
             Request::CniDel {
                 container_id,
                 ifname,
@@ -48,6 +45,88 @@ impl Controller {
         teardown.run();
         answer
     }
+
+    /// CNI ADD: the attachment planned and reserved under the lock (the network made first if
+    /// the configuration gives a subnet), its TAP made and routed in the runtime's namespace
+    /// without it, attached and committed under it; on failure the TAP goes, and the network
+    /// if this ADD made it.
+    fn cni_add(
+        &self,
+        network: &str,
+        subnet: Option<String>,
+        container_id: &str,
+        ifname: &str,
+        netns: &str,
+    ) -> Result<Attachment> {
+        let (reserved, teardown) = {
+            let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
+            let r = inner.reserve_cni(network, subnet, container_id, ifname, netns, &mut teardown);
+            (r, teardown)
+        };
+        teardown.run();
+        let r = match reserved? {
+            CniAdd::Exists(view) => return Ok(view),
+            CniAdd::New(r) => r,
+        };
+        let made = cni_make(&r.a, r.plan);
+        let (answer, teardown) = {
+            let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
+            inner
+                .creating_cni
+                .retain(|c| !(c.container_id == container_id && c.ifname == ifname));
+            let answer = made.and_then(|fds| inner.commit_cni(&r.a, &r.net_id, fds, &mut teardown));
+            if answer.is_err()
+                && r.created_network
+                && let Ok(t) = inner.network_remove(network)
+            {
+                teardown.absorb(t);
+            }
+            (answer, teardown)
+        };
+        teardown.run();
+        answer
+    }
+}
+
+/// What making an attachment's TAP needs, copied out under the lock.
+struct CniPlan {
+    spec: wiring::TapSpec,
+    /// The default route via the gateway (none on an internal network).
+    route: Option<(Ipv4Addr, String)>,
+}
+
+/// A CNI ADD as planned under the lock.
+enum CniAdd {
+    /// The attachment is there already (a retried ADD).
+    Exists(Attachment),
+    /// A new attachment, reserved in `creating_cni`.
+    New(CniReserved),
+}
+
+struct CniReserved {
+    a: CniAttachment,
+    /// The id of its network as planned (a network made again meanwhile is another).
+    net_id: String,
+    plan: CniPlan,
+    /// The ADD made the network: a failed ADD removes it.
+    created_network: bool,
+}
+
+/// Make the attachment's TAP in the runtime's namespace, configured and routed (slow: a thread
+/// enters the namespace). On failure the TAP goes with its fds.
+fn cni_make(a: &CniAttachment, plan: CniPlan) -> Result<Vec<std::os::fd::OwnedFd>> {
+    let netns = std::path::Path::new(&a.netns);
+    let fds = wiring::create_tap(netns, plan.spec).map_err(|e| match e {
+        // Never an interface the runtime or anyone else made (see `open_tap_queues`).
+        Error::AlreadyExists {
+            kind: "interface", ..
+        } => Error::conflict(crate::cni::ifname_taken(&a.ifname, &a.netns)),
+        e => e,
+    })?;
+    wiring::set_default_route(netns, plan.route)?;
+    Ok(fds)
 }
 
 impl Inner {
@@ -70,9 +149,8 @@ impl Inner {
         })
     }
 
-    /// Make the TAP in the namespace and wire it by the network's driver (on ADD and on
-    /// restore).
-    fn cni_wire(&mut self, a: &CniAttachment) -> Result<()> {
+    /// What making the attachment's TAP needs, planned by its network.
+    fn cni_plan(&mut self, a: &CniAttachment) -> Result<(Network, CniPlan)> {
         let net = self.network(&a.network)?.clone();
         let Some(gateway) = net.gateway else {
             return Err(Error::invalid(format!(
@@ -83,22 +161,21 @@ impl Inner {
         if !self.nets.contains_key(&net.name) {
             return Err(Error::not_found("network", &net.name));
         }
-        let netns = std::path::Path::new(&a.netns);
-        let ctx = self.ctx();
-        let spec = bridge::tap_spec(&ctx, &net, a.ifname.clone(), a.mac, a.ipv4)?;
-        let fds = wiring::create_tap(netns, spec).map_err(|e| match e {
-            // Never an interface the runtime or anyone else made (see `open_tap_queues`).
-            Error::AlreadyExists {
-                kind: "interface", ..
-            } => Error::conflict(crate::cni::ifname_taken(&a.ifname, &a.netns)),
-            e => e,
-        })?;
+        let spec = bridge::tap_spec(&self.ctx(), &net, a.ifname.clone(), a.mac, a.ipv4)?;
         let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
-        // The fds close (and the TAP goes) if routing fails.
-        wiring::set_default_route(netns, route)?;
+        Ok((net, CniPlan { spec, route }))
+    }
+
+    /// Wire the attachment's TAP by the network's driver.
+    fn cni_attach_tap(
+        &mut self,
+        a: &CniAttachment,
+        net: &Network,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<()> {
         let port = drivers::of(net.driver).attach_tap(
-            &ctx,
-            &net,
+            &self.ctx(),
+            net,
             Tap {
                 label: format!("cni:{}/{}", short(&a.container_id), a.ifname),
                 mac: a.mac,
@@ -111,7 +188,16 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn cni_add(
+    /// Make the TAP in the namespace and wire it, all under the lock (on restore).
+    fn cni_wire(&mut self, a: &CniAttachment) -> Result<()> {
+        let (net, plan) = self.cni_plan(a)?;
+        let fds = cni_make(a, plan)?;
+        self.cni_attach_tap(a, &net, fds)
+    }
+
+    /// Check a CNI ADD, make its network if the configuration gives a subnet, plan the
+    /// attachment and reserve it; what a failure took down goes in the teardown.
+    fn reserve_cni(
         &mut self,
         network: &str,
         subnet: Option<String>,
@@ -119,7 +205,7 @@ impl Inner {
         ifname: &str,
         netns: &str,
         teardown: &mut Teardown,
-    ) -> Result<Attachment> {
+    ) -> Result<CniAdd> {
         crate::cni::validate_container_id(container_id).map_err(Error::invalid)?;
         crate::cni::validate_ifname(ifname).map_err(Error::invalid)?;
         if !netns.starts_with('/') {
@@ -130,11 +216,20 @@ impl Inner {
         if let Some(i) = self.cni_index(container_id, ifname) {
             let a = self.state.cni[i].clone();
             if a.netns == netns && a.network == network {
-                return self.attachment_view(&a);
+                return self.attachment_view(&a).map(CniAdd::Exists);
             }
             return Err(Error::conflict(format!(
                 "container {container_id} already has {ifname} on network {}",
                 a.network
+            )));
+        }
+        if self
+            .creating_cni
+            .iter()
+            .any(|a| a.container_id == container_id && a.ifname == ifname)
+        {
+            return Err(Error::conflict(format!(
+                "container {container_id} is being given {ifname} already; try again"
             )));
         }
         let mut created_network = false;
@@ -152,23 +247,33 @@ impl Inner {
             )?;
             created_network = true;
         }
-        let result = self.cni_attach(network, container_id, ifname, netns, teardown);
-        if result.is_err() && created_network {
-            if let Ok(t) = self.network_remove(network) {
-                teardown.absorb(t);
+        let planned = self.plan_cni(network, container_id, ifname, netns);
+        let (a, net, plan) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                if created_network && let Ok(t) = self.network_remove(network) {
+                    teardown.absorb(t);
+                }
+                return Err(e);
             }
-        }
-        result
+        };
+        self.creating_cni.push(a.clone());
+        Ok(CniAdd::New(CniReserved {
+            a,
+            net_id: net.id,
+            plan,
+            created_network,
+        }))
     }
 
-    fn cni_attach(
+    /// A new attachment on `network`: checked, its address chosen, its TAP planned.
+    fn plan_cni(
         &mut self,
         network: &str,
         container_id: &str,
         ifname: &str,
         netns: &str,
-        teardown: &mut Teardown,
-    ) -> Result<Attachment> {
+    ) -> Result<(CniAttachment, Network, CniPlan)> {
         self.refuse_docker_owned(network)?;
         let net = self.network(network)?.clone();
         if !drivers::of(net.driver).takes_taps() {
@@ -180,7 +285,7 @@ impl Inner {
         let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
             return Err(Error::invalid(format!("network {network} has no subnet")));
         };
-        let used: HashSet<Ipv4Addr> = endpoints::addresses_on(&self.state, network);
+        let used: HashSet<Ipv4Addr> = endpoints::addresses_on(&self.planning_state(), network);
         let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, None)?;
         let a = CniAttachment {
             container_id: container_id.to_string(),
@@ -190,7 +295,22 @@ impl Inner {
             ipv4,
             mac: MacAddr::from_ipv4(ipv4),
         };
-        self.cni_wire(&a)?;
+        let (net, plan) = self.cni_plan(&a)?;
+        Ok((a, net, plan))
+    }
+
+    /// Attach a reserved attachment's TAP and add it to the model, if its network is still the
+    /// one planned on; on failure its port goes in the teardown.
+    fn commit_cni(
+        &mut self,
+        a: &CniAttachment,
+        net_id: &str,
+        fds: Vec<std::os::fd::OwnedFd>,
+        teardown: &mut Teardown,
+    ) -> Result<Attachment> {
+        let what = format!("CNI attachment {}/{}", a.container_id, a.ifname);
+        let net = self.network_as_planned(&a.network, net_id, &what)?;
+        self.cni_attach_tap(a, &net, fds)?;
         self.state.cni.push(a.clone());
         if let Err(e) = self.save() {
             self.state.cni.pop();
@@ -203,7 +323,7 @@ impl Inner {
             }
             return Err(e);
         }
-        self.attachment_view(&a)
+        self.attachment_view(a)
     }
 
     /// The attachment out of the model and its port out of the maps: the teardown removes

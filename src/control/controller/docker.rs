@@ -348,14 +348,13 @@ impl Inner {
             .ok_or_else(|| Error::not_found("endpoint", id))
     }
 
-    fn docker_join(
-        &mut self,
-        plugin: &str,
-        req: p::JoinRequest,
-        teardown: &mut Teardown,
-    ) -> Result<p::JoinResponse> {
+    /// Join, under the lock: the endpoint checked and reserved (`docker_joining`), its TAP
+    /// planned; `make_docker_tap` makes it without the lock.
+    fn reserve_join(&mut self, plugin: &str, req: &p::JoinRequest) -> Result<JoinPlan> {
         let ep = self.docker_endpoint(plugin, &req.endpoint_id)?;
-        if self.docker_ports.contains_key(&req.endpoint_id) {
+        if self.docker_ports.contains_key(&req.endpoint_id)
+            || self.docker_joining.contains(&req.endpoint_id)
+        {
             return Err(Error::conflict(format!(
                 "endpoint {} has joined a container already",
                 req.endpoint_id
@@ -370,19 +369,43 @@ impl Inner {
             .ok_or_else(|| Error::invalid(format!("network {} has no gateway", net.name)))?;
         let tap = format!("tn{}", &new_id()?[..8]);
         let offload = bridge::offload_of(&self.ctx(), &net);
-        // The fd is held before dockerd hears the name: after the move, opening the TAP by
-        // name would make a new one instead.
-        let fd = wiring::create_host_tap(&tap, ep.mac, net.mtu, offload)?;
-        // Persistent, so it stays in the container if the daemon restarts; a second fd lets
-        // Leave undo that.
-        tap::set_persist(&fd, &tap, true)?;
-        let keep = match fd.try_clone() {
-            Ok(k) => k,
+        self.docker_joining.insert(req.endpoint_id.clone());
+        Ok(JoinPlan {
+            tap,
+            mac: ep.mac,
+            mtu: net.mtu,
+            offload,
+            net_id: net.id,
+            gateway,
+        })
+    }
+
+    /// Join, under the lock again: the TAP `make_docker_tap` made wired to the network and the
+    /// endpoint marked joined, if the endpoint and its network are still there; on failure the
+    /// teardown makes the TAP transient (so that it goes) and removes its port.
+    fn commit_join(
+        &mut self,
+        plugin: &str,
+        req: &p::JoinRequest,
+        plan: &JoinPlan,
+        (fd, keep): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+        teardown: &mut Teardown,
+    ) -> Result<p::JoinResponse> {
+        let tap = plan.tap.clone();
+        let checked = self
+            .docker_endpoint(plugin, &req.endpoint_id)
+            .and_then(|ep| {
+                let what = format!("Docker endpoint {}", req.endpoint_id);
+                Ok((
+                    self.network_as_planned(&ep.network, &plan.net_id, &what)?,
+                    ep,
+                ))
+            });
+        let (net, ep) = match checked {
+            Ok(c) => c,
             Err(e) => {
-                let _ = tap::set_persist(&fd, &tap, false);
-                return Err(Error::invalid(format!(
-                    "duplicate the fd of TAP {tap}: {e}"
-                )));
+                teardown.taps.push((keep, tap));
+                return Err(e);
             }
         };
         let attached = drivers::of(net.driver).attach_tap(
@@ -398,7 +421,7 @@ impl Inner {
         let port = match attached {
             Ok(p) => p,
             Err(e) => {
-                let _ = tap::set_persist(&keep, &tap, false);
+                teardown.taps.push((keep, tap));
                 return Err(e);
             }
         };
@@ -409,7 +432,7 @@ impl Inner {
         }
         if let Err(e) = self.save() {
             self.state.docker_plugins = before;
-            let _ = tap::set_persist(&keep, &tap, false);
+            teardown.taps.push((keep, tap));
             let unwired = self.detach_tap(&net.name, port);
             teardown.endpoints.push(unwired);
             return Err(e);
@@ -422,7 +445,7 @@ impl Inner {
                 dst_prefix: "eth".into(),
             }),
             // With a gateway dockerd adds no docker_gwbridge of its own.
-            gateway: gateway.to_string(),
+            gateway: plan.gateway.to_string(),
             ..p::JoinResponse::default()
         })
     }
@@ -619,6 +642,52 @@ impl Inner {
     }
 }
 
+/// A Join's TAP as planned under the lock.
+struct JoinPlan {
+    tap: String,
+    mac: MacAddr,
+    mtu: u32,
+    offload: Offload,
+    /// The id of the endpoint's network as planned (a network made again meanwhile is another).
+    net_id: String,
+    gateway: Ipv4Addr,
+}
+
+/// Make a Join's TAP in the daemon's namespace, persistent (slow: the TAP and its netlink
+/// settings): its fd, which becomes the switch port, and a second one to make it transient at
+/// Leave. On failure the TAP goes.
+fn make_docker_tap(plan: &JoinPlan) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let tap = &plan.tap;
+    // The fd is held before dockerd hears the name: after the move, opening the TAP by name
+    // would make a new one instead.
+    let fd = wiring::create_host_tap(tap, plan.mac, plan.mtu, plan.offload)?;
+    // Persistent, so it stays in the container if the daemon restarts; a second fd lets Leave
+    // undo that.
+    tap::set_persist(&fd, tap, true)?;
+    match fd.try_clone() {
+        Ok(keep) => Ok((fd, keep)),
+        Err(e) => {
+            let _ = tap::set_persist(&fd, tap, false);
+            Err(Error::invalid(format!(
+                "duplicate the fd of TAP {tap}: {e}"
+            )))
+        }
+    }
+}
+
+impl Controller {
+    /// Join: checked and reserved under the lock, the TAP made without it, wired and committed
+    /// under it.
+    fn docker_join(&self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse> {
+        let plan = self.lock().reserve_join(plugin, &req)?;
+        let made = make_docker_tap(&plan);
+        self.with_teardown(|inner, teardown| {
+            inner.docker_joining.remove(&req.endpoint_id);
+            inner.commit_join(plugin, &req, &plan, made?, teardown)
+        })
+    }
+}
+
 impl Inner {
     /// After a restart: attach again to the persistent TAPs of joined endpoints, found by MAC
     /// in their containers' namespaces. A TAP whose container is gone (dockerd moved it back
@@ -735,7 +804,7 @@ impl Host for Controller {
     }
 
     fn join(&self, plugin: &str, req: p::JoinRequest) -> Result<p::JoinResponse> {
-        self.with_teardown(|inner, t| inner.docker_join(plugin, req, t))
+        self.docker_join(plugin, req)
     }
 
     fn leave(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {

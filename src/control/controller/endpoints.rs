@@ -99,19 +99,8 @@ impl Controller {
                 ip,
                 aliases,
             } => {
-                let mut teardown = Teardown::new(inner.dp.clone());
-                let r = inner.network_connect(
-                    &network,
-                    &sandbox,
-                    ip.as_deref(),
-                    aliases,
-                    &mut teardown,
-                );
-                inner.release_stale_claims();
-                let view = r.and_then(|_| inner.sandbox_view(&sandbox));
                 drop(inner);
-                teardown.run();
-                value(&view?)
+                self.network_connect(&network, &sandbox, ip.as_deref(), aliases, None)
             }
             Request::NetworkDisconnect { network, sandbox } => {
                 let teardown = inner.network_disconnect(&network, &sandbox)?;
@@ -125,6 +114,67 @@ impl Controller {
             }
             _ => Err(misrouted("endpoint")),
         }
+    }
+}
+
+impl Controller {
+    /// `network connect` of a network without a plugin: planned and the sandbox reserved (no
+    /// other change to it meanwhile) under the lock, with the addresses `won` in the cluster
+    /// store; the TAP made without it; attached and committed under it, or the TAP dropped.
+    pub(super) fn network_connect(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+        aliases: Vec<String>,
+        won: Option<HashMap<String, Ipv4Addr>>,
+    ) -> Result<Value> {
+        let (ep, net_id, plan, netns) = {
+            let mut inner = self.lock();
+            if let Some(won) = won {
+                inner.take_claims(won);
+            }
+            let planned =
+                inner
+                    .plan_connect(network, sandbox, ip, aliases)
+                    .and_then(|(sb, net, ep)| {
+                        let plan = drivers::of(net.driver).plan_device(&inner.ctx(), &ep, &net)?;
+                        Ok((sb, net, ep, plan))
+                    });
+            inner.preclaimed.clear();
+            let (sb, net, ep, plan) = match planned {
+                Ok(p) => p,
+                Err(e) => {
+                    inner.release_stale_claims();
+                    return Err(e);
+                }
+            };
+            // The reservation: the sandbox with only the new endpoint, so that plans see its
+            // address taken and other changes to the sandbox wait.
+            let mut reserved = sb;
+            reserved.endpoints = vec![ep.clone()];
+            inner.creating_sandboxes.push(reserved);
+            (ep, net.id, plan, inner.dirs.netns_path(sandbox))
+        };
+        let device = match plan.make(&netns) {
+            Ok(d) => d,
+            Err(e) => {
+                self.release_sandbox(sandbox);
+                return Err(e);
+            }
+        };
+        let (committed, teardown) = {
+            let mut inner = self.lock();
+            let mut teardown = Teardown::new(inner.dp.clone());
+            inner.creating_sandboxes.retain(|s| s.name != sandbox);
+            let committed = inner
+                .commit_connect_device(sandbox, &net_id, ep, device, &mut teardown)
+                .and_then(|_| inner.sandbox_view(sandbox));
+            inner.release_stale_claims();
+            (committed, teardown)
+        };
+        teardown.run();
+        value(&committed?)
     }
 }
 
@@ -224,27 +274,31 @@ impl Inner {
         self.sync_default_route(self.sandbox(sandbox)?)
     }
 
-    /// Refuse a change to a sandbox while a remote plugin is connecting it to a network.
+    /// Refuse a change to a sandbox while it is being created or connected to a network.
     pub(super) fn refuse_connecting(&self, sandbox: &str) -> Result<()> {
         if self.creating_sandboxes.iter().any(|s| s.name == sandbox) {
             return Err(Error::conflict(format!(
-                "sandbox {sandbox} is being connected to a network; try again"
+                "sandbox {sandbox} is being created or connected to a network; try again"
             )));
         }
         Ok(())
     }
 
-    pub(super) fn network_connect(
+    /// Attach a connect's device, made from its plan, and commit the endpoint, if its network
+    /// is still the one planned on; the sandbox as it is now (its links may have changed).
+    fn commit_connect_device(
         &mut self,
-        network: &str,
         sandbox: &str,
-        ip: Option<&str>,
-        aliases: Vec<String>,
+        net_id: &str,
+        ep: Endpoint,
+        device: Device,
         teardown: &mut Teardown,
-    ) -> Result<()> {
-        let (sb, net, ep) = self.plan_connect(network, sandbox, ip, aliases)?;
-        let ep = self.wire(&sb, &ep, &net)?;
-        self.commit_connect(&sb, ep, teardown).map(|_| ())
+    ) -> Result<Sandbox> {
+        let net = self.network_as_planned(&ep.network, net_id, &format!("sandbox {sandbox}"))?;
+        let sb = self.sandbox(sandbox)?.clone();
+        drivers::of(net.driver).attach_endpoint(&mut self.ctx(), sandbox, &ep, &net, device)?;
+        links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
+        self.commit_connect(&sb, ep, teardown)
     }
 
     /// A connect checked and its endpoint planned: nothing made yet.

@@ -165,10 +165,13 @@ impl Controller {
 }
 
 impl Inner {
-    /// The model as plans see it: with the networks and sandboxes a remote plugin is being
-    /// told about, whose names, subnets and addresses are taken already.
+    /// The model as plans see it: with the networks, sandboxes and CNI attachments being made
+    /// without the lock, whose names, subnets and addresses are taken already.
     pub(super) fn planning_state(&self) -> std::borrow::Cow<'_, State> {
-        if self.creating_networks.is_empty() && self.creating_sandboxes.is_empty() {
+        if self.creating_networks.is_empty()
+            && self.creating_sandboxes.is_empty()
+            && self.creating_cni.is_empty()
+        {
             return std::borrow::Cow::Borrowed(&self.state);
         }
         let mut state = self.state.clone();
@@ -178,6 +181,7 @@ impl Inner {
         state
             .sandboxes
             .extend(self.creating_sandboxes.iter().cloned());
+        state.cni.extend(self.creating_cni.iter().cloned());
         std::borrow::Cow::Owned(state)
     }
 
@@ -281,6 +285,7 @@ impl Inner {
                 self.state
                     .cni
                     .iter()
+                    .chain(&self.creating_cni)
                     .filter(|a| a.network == name)
                     .map(|a| format!("CNI {}/{}", a.container_id, a.ifname)),
             )

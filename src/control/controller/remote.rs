@@ -109,22 +109,21 @@ impl Controller {
     /// A sandbox on a remote network (which is its only network: a remote network is not
     /// combined with others).
     pub(super) fn sandbox_create_remote(&self, req: SandboxCreate) -> Result<Value> {
-        let (mut sb, sockets, dirs, netns) = {
+        let (reserved, dirs) = {
             let mut inner = self.lock();
-            let (sb, sockets) = inner.prepare_sandbox(&req)?;
-            inner.creating_sandboxes.push(sb.clone());
-            let netns = inner.dirs.netns_path(&sb.name);
-            (sb, sockets, inner.plugin_dirs.clone(), netns)
+            let reserved = inner.reserve_sandbox(&req)?;
+            (reserved, inner.plugin_dirs.clone())
         };
         // Drop the reservation, the namespaces and the plugin's side of `sb`'s endpoints.
-        let abandon = |this: &Self, sb: &Sandbox| {
-            let teardown = {
-                let mut inner = this.lock();
-                inner.creating_sandboxes.retain(|s| s.name != sb.name);
-                inner.teardown_of(sb, true)
-            };
-            teardown.run();
-        };
+        let abandon = |this: &Self, sb: &Sandbox| this.abandon_sandbox(sb, true);
+        if let Err(e) = reserved.make_namespaces() {
+            let mut bare = reserved.sb.clone();
+            bare.endpoints.clear();
+            abandon(self, &bare);
+            return Err(e);
+        }
+        let netns = reserved.netns.clone();
+        let (mut sb, sockets) = (reserved.sb, reserved.sockets);
         let mut wired = Vec::new();
         for ep in &mut sb.endpoints {
             let Some(net) = self.lock().state.network(&ep.network).cloned() else {
@@ -148,8 +147,8 @@ impl Controller {
         }
         let committed = {
             let mut inner = self.lock();
-            inner.creating_sandboxes.retain(|s| s.name != sb.name);
             inner.commit_sandbox(&sb).map(|_| {
+                inner.creating_sandboxes.retain(|s| s.name != sb.name);
                 inner.publish(&sb, sockets);
                 inner.sandbox_view(&sb.name)
             })

@@ -4,7 +4,7 @@ use super::*;
 
 impl Controller {
     /// `sandbox create`, `ls`, `inspect` and `rm`.
-    pub(super) fn sandbox_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
+    pub(super) fn sandbox_request(&self, inner: Guard<'_>, request: Request) -> Result<Value> {
         match request {
             Request::SandboxCreate(req)
                 if req
@@ -20,10 +20,8 @@ impl Controller {
                 self.sandbox_create_claimed(req)
             }
             Request::SandboxCreate(req) => {
-                let r = inner.sandbox_create(req);
-                inner.release_stale_claims();
-                let name = r?;
-                value(&inner.sandbox_view(&name)?)
+                drop(inner);
+                self.sandbox_create(req, None)
             }
             Request::SandboxList => {
                 let views: Vec<_> = inner
@@ -51,21 +49,164 @@ impl Controller {
     }
 }
 
-impl Inner {
-    pub(super) fn sandbox_create(&mut self, req: SandboxCreate) -> Result<String> {
-        let (mut sb, host_sockets) = self.prepare_sandbox(&req)?;
-        if let Err(e) = self.bring_up(&mut sb) {
-            // A driver's failed setup undid its own part (a remote plugin's endpoint).
-            self.teardown_of(&sb, false).run();
-            return Err(e);
+/// A sandbox create planned and reserved under the lock (in `creating_sandboxes`): what the
+/// part without the lock makes.
+pub(super) struct Reserved {
+    pub(super) sb: Sandbox,
+    pub(super) sockets: Vec<HostSocket>,
+    /// Its network namespace's pin (the daemon's own namespace for a host-network sandbox).
+    pub(super) netns: std::path::PathBuf,
+    /// Its UTS namespace's pin and hostname; none for a host-network sandbox.
+    uts: Option<(std::path::PathBuf, String)>,
+    /// Each endpoint's network id (a network removed and made again meanwhile is another) and
+    /// device, in the order of `sb.endpoints`.
+    devices: Vec<(String, DevicePlan)>,
+}
+
+impl Reserved {
+    /// Make the namespaces (slow: unshare and bind mounts on a thread). On failure nothing of
+    /// them is left.
+    pub(super) fn make_namespaces(&self) -> Result<()> {
+        match &self.uts {
+            None => namespace::pin_current_netns(&self.netns),
+            Some((uts, hostname)) => {
+                namespace::create(&self.netns, Some((uts, hostname)), wiring::loopback_up)
+            }
         }
-        self.publish(&sb, host_sockets);
-        Ok(sb.name)
     }
 
-    /// A new sandbox checked and planned (every endpoint's address and interface), its host
-    /// ports bound and its namespaces made; not wired, not in the model. On failure nothing
-    /// is left.
+    /// Make every endpoint's device in the namespace; on failure those made go.
+    fn make_devices(&mut self) -> Result<Vec<(String, Device)>> {
+        std::mem::take(&mut self.devices)
+            .into_iter()
+            .map(|(id, plan)| Ok((id, plan.make(&self.netns)?)))
+            .collect()
+    }
+}
+
+impl Controller {
+    /// `sandbox create` of a sandbox with no plugin's network: planned and reserved under the
+    /// lock (with the addresses `won` in the cluster store), its namespaces and TAPs made
+    /// without it, and attached and committed under it; on failure what was made goes before
+    /// the name is free again.
+    pub(super) fn sandbox_create(
+        &self,
+        req: SandboxCreate,
+        won: Option<HashMap<String, Ipv4Addr>>,
+    ) -> Result<Value> {
+        let mut reserved = {
+            let mut inner = self.lock();
+            if let Some(won) = won {
+                inner.take_claims(won);
+            }
+            let reserved = inner.reserve_sandbox(&req);
+            inner.preclaimed.clear();
+            inner.release_stale_claims();
+            reserved?
+        };
+        let devices = match reserved
+            .make_namespaces()
+            .and_then(|_| reserved.make_devices())
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.abandon_sandbox(&reserved.sb, false);
+                return Err(e);
+            }
+        };
+        let committed = {
+            let mut inner = self.lock();
+            match inner.commit_created(&reserved.sb, devices) {
+                Ok(()) => {
+                    inner
+                        .creating_sandboxes
+                        .retain(|s| s.name != reserved.sb.name);
+                    inner.publish(&reserved.sb, reserved.sockets);
+                    Ok(inner.sandbox_view(&reserved.sb.name))
+                }
+                Err(e) => Err((e, inner.teardown_of(&reserved.sb, false))),
+            }
+        };
+        match committed {
+            Ok(view) => value(&view?),
+            Err((e, teardown)) => {
+                teardown.run();
+                self.release_sandbox(&reserved.sb.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Undo a reserved sandbox that is not in the model: its ports (`tell`: and a plugin's
+    /// endpoints), namespaces and /etc files go, and then its reservation.
+    pub(super) fn abandon_sandbox(&self, sb: &Sandbox, tell: bool) {
+        let teardown = self.lock().teardown_of(sb, tell);
+        teardown.run();
+        self.release_sandbox(&sb.name);
+    }
+
+    /// Drop the reservation of a sandbox create or connect, and the claims only it held.
+    pub(super) fn release_sandbox(&self, name: &str) {
+        let mut inner = self.lock();
+        inner.creating_sandboxes.retain(|s| s.name != name);
+        inner.release_stale_claims();
+    }
+}
+
+impl Inner {
+    /// Plan a new sandbox (`prepare_sandbox`) and its devices, write its /etc files and
+    /// reserve it: its name and addresses are taken, its networks in use.
+    pub(super) fn reserve_sandbox(&mut self, req: &SandboxCreate) -> Result<Reserved> {
+        let (sb, sockets) = self.prepare_sandbox(req)?;
+        let mut devices = Vec::new();
+        for ep in &sb.endpoints {
+            let net = self.network(&ep.network)?.clone();
+            let plan = drivers::of(net.driver).plan_device(&self.ctx(), ep, &net)?;
+            devices.push((net.id.clone(), plan));
+        }
+        let uts = if drivers::shares_host(&self.state, &sb) {
+            None
+        } else {
+            if let Err(e) = etc_files::write(&self.dirs, &self.state, &sb) {
+                etc_files::remove(&self.dirs, &sb.name);
+                return Err(e);
+            }
+            Some((self.dirs.utsns_path(&sb.name), sb.hostname.clone()))
+        };
+        self.creating_sandboxes.push(sb.clone());
+        Ok(Reserved {
+            netns: self.dirs.netns_path(&sb.name),
+            uts,
+            devices,
+            sb,
+            sockets,
+        })
+    }
+
+    /// Attach a reserved sandbox's devices and add it to the model, if every network it was
+    /// planned on is still there; on failure the caller's teardown removes what was attached.
+    fn commit_created(&mut self, sb: &Sandbox, devices: Vec<(String, Device)>) -> Result<()> {
+        for (ep, (id, device)) in sb.endpoints.iter().zip(devices) {
+            let net = self.network_as_planned(&ep.network, &id, &format!("sandbox {}", sb.name))?;
+            drivers::of(net.driver).attach_endpoint(&mut self.ctx(), &sb.name, ep, &net, device)?;
+            links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
+        }
+        self.commit_sandbox(sb)
+    }
+
+    /// Network `name` with the id it had when a request for `what` (a sandbox, an attachment)
+    /// was planned: gone (or made again) meanwhile, the request fails.
+    pub(super) fn network_as_planned(&self, name: &str, id: &str, what: &str) -> Result<Network> {
+        match self.state.network(name) {
+            Some(net) if net.id == id && !self.deleting_networks.contains(name) => Ok(net.clone()),
+            _ => Err(Error::conflict(format!(
+                "network {name} was removed while {what} was being set up on it"
+            ))),
+        }
+    }
+
+    /// A new sandbox checked and planned (every endpoint's address and interface) and its host
+    /// ports bound; nothing made, not in the model.
     pub(super) fn prepare_sandbox(
         &mut self,
         req: &SandboxCreate,
@@ -145,24 +286,7 @@ impl Inner {
             .iter()
             .map(ports::bind)
             .collect::<Result<Vec<_>>>()?;
-        if host_mode {
-            namespace::pin_current_netns(&self.dirs.netns_path(&sb.name))?;
-        } else {
-            self.create_namespaces(&sb)?;
-        }
         Ok((sb, host_sockets))
-    }
-
-    /// Wire every endpoint (each takes the MAC its driver gave it) and add the sandbox.
-    pub(super) fn bring_up(&mut self, sb: &mut Sandbox) -> Result<()> {
-        for i in 0..sb.endpoints.len() {
-            let Some(net) = self.state.network(&sb.endpoints[i].network).cloned() else {
-                continue;
-            };
-            let wired = self.wire(sb, &sb.endpoints[i].clone(), &net)?;
-            sb.endpoints[i] = wired;
-        }
-        self.commit_sandbox(sb)
     }
 
     /// Add a wired sandbox to the model: its default route, the state file.
