@@ -397,3 +397,104 @@ fn stats_answers_during_a_slow_docker_join() {
     t.stop_daemon(Signal::SIGTERM);
     drop(daemon);
 }
+
+/// Does the daemon's namespace have a link with MAC `mac`?
+fn host_has_mac(mac: &str) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("link/ether {mac} "))
+}
+
+#[test]
+fn a_join_whose_endpoint_goes_meanwhile_fails_and_leaves_no_tap() {
+    let t = Tapnet::new("lockfree-joingone");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    let plugin = format!("tnlg{}", std::process::id());
+    t.ok(&["plugin", "docker", "--name", &plugin]);
+    let socket = std::path::PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+    let network = format!("{:064x}", 0xabcdef_u64 + 9 + u64::from(std::process::id()));
+    let endpoint = |n: u64| format!("{:064x}", 0x123456_u64 + n + u64::from(std::process::id()));
+    let (gone, kept) = (endpoint(9), endpoint(10));
+    post_ok(
+        &socket,
+        "/NetworkDriver.CreateNetwork",
+        &serde_json::json!({
+            "NetworkID": network,
+            "IPv4Data": [{"Pool": "10.238.0.0/24", "Gateway": "10.238.0.1/24"}],
+        }),
+    );
+    for (id, address) in [(&gone, "10.238.0.2/24"), (&kept, "10.238.0.3/24")] {
+        post_ok(
+            &socket,
+            "/NetworkDriver.CreateEndpoint",
+            &serde_json::json!({
+                "NetworkID": network,
+                "EndpointID": id,
+                "Interface": {"Address": address},
+            }),
+        );
+    }
+    let join = |id: &str| {
+        let (socket, network, id) = (socket.clone(), network.clone(), id.to_string());
+        std::thread::spawn(move || {
+            post(
+                &socket,
+                "/NetworkDriver.Join",
+                &serde_json::json!({"NetworkID": network, "EndpointID": id, "SandboxKey": ""}),
+            )
+        })
+    };
+    let began = Instant::now();
+    let joining = join(&gone);
+    std::thread::sleep(Duration::from_millis(300));
+    // The endpoint goes while its TAP is being made: the Join's commit finds it gone.
+    post_ok(
+        &socket,
+        "/NetworkDriver.DeleteEndpoint",
+        &serde_json::json!({"NetworkID": network, "EndpointID": gone}),
+    );
+    let deleted_after = began.elapsed();
+    let (status, answer) = joining.join().expect("Join thread");
+    let err = serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default()["Err"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        status == 200 && err.contains("no such endpoint"),
+        "Join of a deleted endpoint: {answer}"
+    );
+    assert!(
+        !host_has_mac("02:42:0a:ee:00:02"),
+        "the failed Join's TAP is gone"
+    );
+    // Positive control: a Join left alone makes its TAP, found by the same look.
+    let (status, answer) = join(&kept).join().expect("Join thread");
+    assert_eq!(status, 200, "Join: {answer}");
+    assert!(
+        host_has_mac("02:42:0a:ee:00:03"),
+        "Join made no TAP: {answer}"
+    );
+    for call in ["Leave", "DeleteEndpoint"] {
+        post_ok(
+            &socket,
+            &format!("/NetworkDriver.{call}"),
+            &serde_json::json!({"NetworkID": network, "EndpointID": kept}),
+        );
+    }
+    post_ok(
+        &socket,
+        "/NetworkDriver.DeleteNetwork",
+        &serde_json::json!({"NetworkID": network}),
+    );
+    t.ok(&["plugin", "docker", "--name", &plugin, "--stop"]);
+    assert!(!host_has_mac("02:42:0a:ee:00:03"), "TAP gone after Leave");
+    assert!(
+        deleted_after < Duration::from_millis(SLOW_MS),
+        "DeleteEndpoint waited for the Join ({deleted_after:?})"
+    );
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
