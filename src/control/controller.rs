@@ -123,8 +123,9 @@ struct Inner {
     creating_networks: Vec<Network>,
     /// Remote networks whose plugin is being told of their removal: no endpoint may join.
     deleting_networks: HashSet<String>,
-    /// Sandboxes on a remote network whose plugin is making their endpoint: their names and
-    /// addresses are taken, they are not in the model yet.
+    /// Sandboxes being created, and sandboxes being connected to a network (with only the new
+    /// endpoint), whose namespaces, TAPs or plugin endpoints are made without the lock: their
+    /// names and addresses are taken, their networks in use, no other change to them meanwhile.
     creating_sandboxes: Vec<Sandbox>,
     /// CNI attachments whose TAP is being made: their addresses are taken, their networks in
     /// use, they are not in the model yet.

@@ -1,4 +1,5 @@
-//! Sandboxes: create (every endpoint planned first), bring up, and the removal bookkeeping.
+//! Sandboxes: create (every endpoint planned and the name reserved under the lock, namespaces
+//! and TAPs made without it, attached and committed under it) and the removal bookkeeping.
 
 use super::*;
 
