@@ -12,7 +12,7 @@ use crate::datapath::fdb::PortId;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns::DnsServer;
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::gateway::{Gateway, GatewayConfig, GatewayV6};
 use crate::netns::tap::Offload;
 use crate::wire::MacAddr;
 
@@ -113,7 +113,10 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         udp_idle: std::time::Duration::from_secs(u64::from(opts.udp_idle_s)),
         limits: opts.nat,
         dns: None,
-        ipv6: None,
+        ipv6: net
+            .subnet6
+            .zip(net.gateway6)
+            .map(|(subnet, ip)| GatewayV6 { subnet, ip }),
     };
     // Internal networks resolve their own names only; others forward, but only to upstreams
     // the NAT policy admits.
@@ -182,16 +185,26 @@ pub fn tap_spec(
     net: &Network,
     interface: String,
     mac: MacAddr,
-    ipv4: Ipv4Addr,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
 ) -> Result<TapSpec> {
-    let subnet = net
-        .subnet
-        .ok_or_else(|| Error::invalid(format!("network {} has no subnet", net.name)))?;
+    let no_subnet = || Error::invalid(format!("network {} has no subnet", net.name));
+    let ipv4 = match ipv4 {
+        Some(ip) => Some((ip, net.subnet.ok_or_else(no_subnet)?.prefix)),
+        None => None,
+    };
+    let ipv6 = match ipv6 {
+        Some(ip) => Some((ip, net.subnet6.ok_or_else(no_subnet)?.prefix)),
+        None => None,
+    };
+    if ipv4.is_none() && ipv6.is_none() {
+        return Err(no_subnet());
+    }
     Ok(TapSpec {
         interface,
         mac,
         ipv4,
-        prefix: subnet.prefix,
+        ipv6,
         mtu: net.mtu,
         offload: offload_of(ctx, net),
         queues: ctx.dp.tap_queues(),
@@ -246,24 +259,27 @@ pub fn add_tap(
     ep: &Endpoint,
     net: &Network,
 ) -> Result<()> {
-    let (Some(interface), Some(mac), Some(ipv4), Some(_)) =
-        (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
-    else {
+    let (Some(interface), Some(mac)) = (ep.interface.clone(), ep.mac) else {
         return Ok(());
     };
+    if ep.ipv4.is_none() && ep.ipv6.is_none() {
+        return Ok(());
+    }
     // Checked before a device is made.
     options_of(net)?;
     if !ctx.nets.contains_key(&net.name) {
         return Err(Error::not_found("network", &net.name));
     }
-    let fds = wiring::create_tap(netns, tap_spec(ctx, net, interface.clone(), mac, ipv4)?)?;
+    let spec = tap_spec(ctx, net, interface.clone(), mac, ep.ipv4, ep.ipv6)?;
+    let fds = wiring::create_tap(netns, spec)?;
     let port = attach(
         ctx,
         net,
         Tap {
             label: format!("{sandbox}/{interface}"),
             mac,
-            ipv4,
+            // An IPv6-only endpoint sends no IPv4: port security admits none from it.
+            ipv4: ep.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
             fds: TapFds::Queues(fds),
         },
     )?;
@@ -287,6 +303,8 @@ mod tests {
             driver: Driver::Bridge,
             subnet: None,
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             ip_range: None,
             internal: false,
             mtu: 1500,

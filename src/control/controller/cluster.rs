@@ -98,15 +98,15 @@ impl Controller {
         &self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Value> {
-        let wanted = vec![(network.to_string(), ip.map(str::to_string))];
+        let wanted = vec![(network.to_string(), ips.0.map(str::to_string))];
         let won = self.claim_addresses(sandbox, false, wanted)?;
         let mut inner = self.lock();
         inner.take_claims(won);
         let mut teardown = Teardown::new(inner.dp.clone());
-        let r = inner.network_connect(network, sandbox, ip, aliases, &mut teardown);
+        let r = inner.network_connect(network, sandbox, ips, aliases, &mut teardown);
         inner.preclaimed.clear();
         inner.release_stale_claims();
         let view = r.and_then(|_| inner.sandbox_view(sandbox));
@@ -176,7 +176,8 @@ impl Controller {
                     endpoints: Vec::new(),
                     ports: Vec::new(),
                 };
-                let Ok(ep) = inner.plan_unclaimed(&stub, &net, ip, Vec::new(), &lost) else {
+                let Ok(ep) = inner.plan_unclaimed(&stub, &net, (ip, None), Vec::new(), &lost)
+                else {
                     return Ok(None);
                 };
                 let Some(rec) = inner.own_record(sandbox, &ep) else {
@@ -269,19 +270,19 @@ impl Inner {
         &self,
         sb: &Sandbox,
         net: &Network,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
         let Some(addr) = self.preclaimed.get(&net.name) else {
             // Nothing claimed: the plan fails (as `claim_one` saw), or the model changed.
-            self.plan_unclaimed(sb, net, ip, aliases, &[])?;
+            self.plan_unclaimed(sb, net, ips, aliases, &[])?;
             return Err(Error::conflict(format!(
                 "network {}: the address was not claimed in the cluster store; try again",
                 net.name
             )));
         };
         let wanted = addr.to_string();
-        self.plan_unclaimed(sb, net, Some(&wanted), aliases, &[])
+        self.plan_unclaimed(sb, net, (Some(&wanted), ips.1), aliases, &[])
     }
 
     /// Plan an endpoint on an overlay network without claiming: addresses other hosts hold,
@@ -290,7 +291,7 @@ impl Inner {
         &self,
         sb: &Sandbox,
         net: &Network,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
         lost: &[Ipv4Addr],
     ) -> Result<Endpoint> {
@@ -317,6 +318,7 @@ impl Inner {
                     interface: None,
                     mac: None,
                     ipv4: Some(ip),
+                    ipv6: None,
                     aliases: Vec::new(),
                     impairment: None,
                     blocked: Vec::new(),
@@ -324,7 +326,7 @@ impl Inner {
                 .collect(),
             ports: Vec::new(),
         });
-        endpoints::plan_endpoint(&state, sb, net, ip, aliases)
+        endpoints::plan_endpoint(&state, sb, net, ips.0, ips.1, aliases)
     }
 
     /// Take a network's key out of the store, unless other hosts still have endpoints on it.

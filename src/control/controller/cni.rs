@@ -85,7 +85,7 @@ impl Inner {
         }
         let netns = std::path::Path::new(&a.netns);
         let ctx = self.ctx();
-        let spec = bridge::tap_spec(&ctx, &net, a.ifname.clone(), a.mac, a.ipv4)?;
+        let spec = bridge::tap_spec(&ctx, &net, a.ifname.clone(), a.mac, Some(a.ipv4), None)?;
         let fds = wiring::create_tap(netns, spec).map_err(|e| match e {
             // Never an interface the runtime or anyone else made (see `open_tap_queues`).
             Error::AlreadyExists {

@@ -17,12 +17,24 @@ pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
         .collect()
 }
 
-/// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
+/// The IPv4 and IPv6 addresses a request asks for (`--ip`, `--ip6`).
+pub(super) type Wanted<'a> = (Option<&'a str>, Option<&'a str>);
+
+/// IPv6 addresses taken on `network` (sandboxes' endpoints).
+pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::Ipv6Addr> {
+    state
+        .endpoints_on(network)
+        .filter_map(|(_, e)| e.ipv6)
+        .collect()
+}
+
+/// A new endpoint of `sb` on `net`: addresses checked and chosen, nothing created yet.
 pub(super) fn plan_endpoint(
     state: &State,
     sb: &Sandbox,
     net: &Network,
     ip: Option<&str>,
+    ip6: Option<&str>,
     aliases: Vec<String>,
 ) -> Result<Endpoint> {
     for alias in &aliases {
@@ -31,9 +43,10 @@ pub(super) fn plan_endpoint(
     // A remote network's endpoints are addressed by tapnet's IPAM like switched ones; the
     // plugin provides the link.
     if !drivers::of(net.driver).addressed() {
-        if ip.is_some() {
+        if ip.is_some() || ip6.is_some() {
             return Err(Error::invalid(format!(
-                "--ip does not apply to network {} (driver {})",
+                "--ip{} does not apply to network {} (driver {})",
+                if ip.is_some() { "" } else { "6" },
                 net.name,
                 net.driver.name()
             )));
@@ -44,26 +57,70 @@ pub(super) fn plan_endpoint(
             interface: None,
             mac: None,
             ipv4: None,
+            ipv6: None,
             aliases,
             impairment: None,
             blocked: Vec::new(),
         });
     }
-    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
-        return Err(Error::invalid(format!(
-            "network {} has no subnet",
-            net.name
-        )));
+    let ipv4 = match (net.subnet, net.gateway) {
+        (Some(subnet), Some(gateway)) => {
+            let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
+            let used = addresses_on(state, &net.name);
+            Some(ipam::allocate(
+                subnet,
+                gateway,
+                net.ip_range,
+                &used,
+                wanted,
+            )?)
+        }
+        _ if net.subnet6.is_none() => {
+            return Err(Error::invalid(format!(
+                "network {} has no subnet",
+                net.name
+            )));
+        }
+        _ if ip.is_some() => {
+            return Err(Error::invalid(format!(
+                "--ip: network {} has no IPv4 subnet",
+                net.name
+            )));
+        }
+        _ => None,
     };
-    let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
-    let used = addresses_on(state, &net.name);
-    let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
+    let ipv6 = match (net.subnet6, net.gateway6) {
+        (Some(subnet), Some(gateway)) => {
+            let wanted = ip6.map(|s| parse_ip6("address", s)).transpose()?;
+            let used = addresses6_on(state, &net.name);
+            Some(ipam6::allocate(subnet, gateway, &used, wanted)?)
+        }
+        _ if ip6.is_some() => {
+            return Err(Error::invalid(format!(
+                "--ip6: network {} has no IPv6 subnet (it was made without --ipv6)",
+                net.name
+            )));
+        }
+        _ => None,
+    };
+    let mac = match (ipv4, ipv6) {
+        (Some(v4), _) => MacAddr::from_ipv4(v4),
+        // An IPv6-only endpoint: 02:42 and the address's last 32 bits, as its IPv4 twin would.
+        (None, Some(v6)) => MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32)),
+        (None, None) => {
+            return Err(Error::invalid(format!(
+                "network {} has no subnet",
+                net.name
+            )));
+        }
+    };
     Ok(Endpoint {
         id: new_id()?,
         network: net.name.clone(),
         interface: Some(next_interface(sb)),
-        mac: Some(MacAddr::from_ipv4(ipv4)),
-        ipv4: Some(ipv4),
+        mac: Some(mac),
+        ipv4,
+        ipv6,
         aliases,
         impairment: None,
         blocked: Vec::new(),
@@ -80,30 +137,35 @@ impl Controller {
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             } if drivers::plugin_served(&inner.state, &network) => {
                 drop(inner);
-                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
+                let ips = (ip.as_deref(), ip6.as_deref());
+                self.network_connect_remote(&network, &sandbox, ips, aliases)
             }
             Request::NetworkConnect {
                 network,
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             } if inner.needs_claims(std::slice::from_ref(&network)) => {
                 drop(inner);
-                self.network_connect_claimed(&network, &sandbox, ip.as_deref(), aliases)
+                let ips = (ip.as_deref(), ip6.as_deref());
+                self.network_connect_claimed(&network, &sandbox, ips, aliases)
             }
             Request::NetworkConnect {
                 network,
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             } => {
                 let mut teardown = Teardown::new(inner.dp.clone());
                 let r = inner.network_connect(
                     &network,
                     &sandbox,
-                    ip.as_deref(),
+                    (ip.as_deref(), ip6.as_deref()),
                     aliases,
                     &mut teardown,
                 );
@@ -129,13 +191,15 @@ impl Controller {
 }
 
 impl Inner {
+    /// `ips`: the IPv4 and IPv6 addresses asked for (`--ip`, `--ip6`).
     pub(super) fn plan_endpoint(
         &self,
         sb: &Sandbox,
         net: &Network,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
+        let (ip, ip6) = ips;
         self.refuse_docker_owned(&net.name)?;
         if self.deleting_networks.contains(&net.name) {
             return Err(Error::conflict(format!(
@@ -144,9 +208,9 @@ impl Inner {
             )));
         }
         if drivers::of(net.driver).in_cluster_store() && self.cluster.is_some() {
-            return self.plan_claimed(sb, net, ip, aliases);
+            return self.plan_claimed(sb, net, ips, aliases);
         }
-        plan_endpoint(&self.planning_state(), sb, net, ip, aliases)
+        plan_endpoint(&self.planning_state(), sb, net, ip, ip6, aliases)
     }
 
     /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
@@ -217,7 +281,16 @@ impl Inner {
             }
             Some((net.gateway?, ep.interface.clone()?))
         });
-        wiring::set_default_route(&self.dirs.netns_path(&sb.name), route)
+        // IPv6 likewise, from the first non-internal network with an IPv6 gateway.
+        let route6 = sb.endpoints.iter().find_map(|ep| {
+            let net = self.state.network(&ep.network)?;
+            if !drivers::of(net.driver).has_gateway() || net.internal {
+                return None;
+            }
+            ep.ipv6?;
+            Some((net.gateway6?, ep.interface.clone()?))
+        });
+        wiring::set_default_routes(&self.dirs.netns_path(&sb.name), route, route6)
     }
 
     pub(super) fn sync_default_route_of(&self, sandbox: &str) -> Result<()> {
@@ -238,11 +311,11 @@ impl Inner {
         &mut self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
         teardown: &mut Teardown,
     ) -> Result<()> {
-        let (sb, net, ep) = self.plan_connect(network, sandbox, ip, aliases)?;
+        let (sb, net, ep) = self.plan_connect(network, sandbox, ips, aliases)?;
         let ep = self.wire(&sb, &ep, &net)?;
         self.commit_connect(&sb, ep, teardown).map(|_| ())
     }
@@ -252,7 +325,7 @@ impl Inner {
         &self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<(Sandbox, Network, Endpoint)> {
         let net = self.network(network)?.clone();
@@ -286,7 +359,7 @@ impl Inner {
                 "sandbox {sandbox} is already connected to network {network}"
             )));
         }
-        let ep = self.plan_endpoint(&sb, &net, ip, aliases)?;
+        let ep = self.plan_endpoint(&sb, &net, ips, aliases)?;
         Ok((sb, net, ep))
     }
 
@@ -385,11 +458,12 @@ mod tests {
         let state = default_state().unwrap();
         let net = state.network("bridge").cloned().unwrap();
         let mut sb = sandbox("a");
-        let ep = plan_endpoint(&state, &sb, &net, None, Vec::new()).unwrap();
+        let ep = plan_endpoint(&state, &sb, &net, None, None, Vec::new()).unwrap();
         assert_eq!(ep.interface.as_deref(), Some("eth0"));
         assert_eq!(ep.ipv4, Some(Ipv4Addr::new(172, 17, 0, 2)));
         sb.endpoints.push(ep);
-        let wanted = plan_endpoint(&state, &sb, &net, Some("172.17.0.9"), Vec::new()).unwrap();
+        let wanted =
+            plan_endpoint(&state, &sb, &net, Some("172.17.0.9"), None, Vec::new()).unwrap();
         assert_eq!(wanted.interface.as_deref(), Some("eth1"));
         assert_eq!(
             wanted.mac,
@@ -402,11 +476,18 @@ mod tests {
         let state = default_state().unwrap();
         for name in ["host", "none"] {
             let net = state.network(name).cloned().unwrap();
-            let ep = plan_endpoint(&state, &sandbox("a"), &net, None, Vec::new()).unwrap();
+            let ep = plan_endpoint(&state, &sandbox("a"), &net, None, None, Vec::new()).unwrap();
             assert!(ep.interface.is_none() && ep.ipv4.is_none());
-            let err = plan_endpoint(&state, &sandbox("a"), &net, Some("10.0.0.2"), Vec::new())
-                .unwrap_err()
-                .to_string();
+            let err = plan_endpoint(
+                &state,
+                &sandbox("a"),
+                &net,
+                Some("10.0.0.2"),
+                None,
+                Vec::new(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("--ip does not apply"), "{err}");
         }
     }

@@ -53,23 +53,36 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         .as_deref()
         .map(|r| parse_cidr("ip range", r))
         .transpose()?;
-    let subnet = match req.subnet.as_deref() {
-        Some(s) => parse_cidr("subnet", s)?,
-        None => {
-            if gateway.is_some() || ip_range.is_some() {
-                return Err(Error::invalid("--gateway and --ip-range need --subnet"));
-            }
-            let only: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
-            ipam::next_free_subnet(&only)?
+    let (subnet, gateway) = if req.no_ipv4 {
+        if req.subnet.is_some() || gateway.is_some() || ip_range.is_some() {
+            return Err(Error::invalid(
+                "--no-ipv4 takes no IPv4 --subnet, --gateway or --ip-range",
+            ));
         }
+        (None, None)
+    } else {
+        let subnet = match req.subnet.as_deref() {
+            Some(s) => parse_cidr("subnet", s)?,
+            None => {
+                if gateway.is_some() || ip_range.is_some() {
+                    return Err(Error::invalid("--gateway and --ip-range need --subnet"));
+                }
+                let only: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
+                ipam::next_free_subnet(&only)?
+            }
+        };
+        let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
+        (Some(subnet), Some(gateway))
     };
-    let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
+    let (subnet6, gateway6) = plan_ipv6(req, state)?;
     Ok(Network {
         name: req.name.clone(),
         id: new_id()?,
         driver,
-        subnet: Some(subnet),
-        gateway: Some(gateway),
+        subnet,
+        gateway,
+        subnet6,
+        gateway6,
         ip_range,
         internal: req.internal,
         mtu,
@@ -81,6 +94,61 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         plugin,
         typed: Some(typed),
     })
+}
+
+/// The IPv6 side of a new network: none without `--ipv6`; the prefix asked for, or the next
+/// free /64 of the state's ULA pool (which the caller has picked: `Inner::ensure_ula`).
+fn plan_ipv6(
+    req: &NetworkCreate,
+    state: &State,
+) -> Result<(Option<Ipv6Net>, Option<std::net::Ipv6Addr>)> {
+    let gateway = req
+        .gateway6
+        .as_deref()
+        .map(|g| parse_ip6("gateway", g))
+        .transpose()?;
+    let subnet = req
+        .subnet6
+        .as_deref()
+        .map(|s| parse_cidr6("subnet", s))
+        .transpose()?;
+    if !req.ipv6 {
+        if subnet.is_some() || gateway.is_some() {
+            return Err(Error::invalid("an IPv6 --subnet or --gateway needs --ipv6"));
+        }
+        if req.no_ipv4 {
+            return Err(Error::invalid(
+                "--no-ipv4 needs --ipv6: a network needs an address family",
+            ));
+        }
+        return Ok((None, None));
+    }
+    if !drivers::of(drivers::named(req.driver.as_deref().unwrap_or("bridge"))?).switched() {
+        return Err(Error::invalid(format!(
+            "--ipv6 applies to bridge and overlay networks only, not driver {}",
+            req.driver.as_deref().unwrap_or("bridge")
+        )));
+    }
+    let taken: Vec<(String, Ipv6Net)> = state
+        .networks
+        .iter()
+        .filter_map(|n| n.subnet6.map(|s| (n.name.clone(), s)))
+        .collect();
+    let subnet = match subnet {
+        Some(s) => s,
+        None => {
+            if gateway.is_some() {
+                return Err(Error::invalid("an IPv6 --gateway needs an IPv6 --subnet"));
+            }
+            let pool = state.ula.ok_or_else(|| {
+                Error::invalid("internal error: the daemon has no IPv6 ULA prefix yet")
+            })?;
+            let only: Vec<Ipv6Net> = taken.iter().map(|(_, s)| *s).collect();
+            ipam6::next_free_subnet(pool, &only)?
+        }
+    };
+    let gateway = ipam6::plan_network(subnet, gateway, &taken)?;
+    Ok((Some(subnet), Some(gateway)))
 }
 
 /// The VNI of a new network: overlay networks take the one asked for (in range and not used by
@@ -189,6 +257,7 @@ impl Inner {
         req: NetworkCreate,
         teardown: &mut Teardown,
     ) -> Result<String> {
+        self.ensure_ula(&req)?;
         let mut net = plan_network(&req, &self.planning_state())?;
         let imp = drivers::of(net.driver);
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
@@ -205,6 +274,15 @@ impl Inner {
         }
         self.commit_network(&net, teardown)?;
         Ok(net.name)
+    }
+
+    /// Pick the ULA /48 the first time a network asks for an IPv6 prefix from the pool; it
+    /// is saved with the network's commit (or any later save).
+    pub(super) fn ensure_ula(&mut self, req: &NetworkCreate) -> Result<()> {
+        if req.ipv6 && req.subnet6.is_none() && self.state.ula.is_none() {
+            self.state.ula = Some(ipam6::random_ula()?);
+        }
+        Ok(())
     }
 
     /// Add a planned network (its driver's side made) to the datapath, the model and the
