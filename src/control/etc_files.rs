@@ -103,3 +103,63 @@ pub fn remove(dirs: &StateDir, sandbox: &str) {
         Err(e) => eprintln!("tapnet: sandbox {sandbox}: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::model::{Endpoint, Network};
+
+    fn dual_state(v4: bool) -> (State, Sandbox) {
+        let mut state: State = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "networks": [{"name": "n", "id": "1", "driver": "bridge", "subnet": "10.61.0.0/24",
+                "gateway": "10.61.0.1", "subnet6": "fd00:61::/64", "gateway6": "fd00:61::1",
+                "ip_range": null, "internal": false, "mtu": 1500, "vni": null,
+                "mac_aging_s": 300, "options": {}, "builtin": false}],
+            "sandboxes": []
+        }))
+        .unwrap();
+        let ep: Endpoint = serde_json::from_value(serde_json::json!({
+            "id": "2", "network": "n", "interface": "eth0", "mac": "02:42:0a:3d:00:02",
+            "ipv4": "10.61.0.2", "ipv6": "fd00:61::2", "aliases": []
+        }))
+        .unwrap();
+        let mut sb = Sandbox {
+            name: "a".into(),
+            id: "3".into(),
+            hostname: "a".into(),
+            endpoints: vec![ep],
+            ports: Vec::new(),
+        };
+        if !v4 {
+            let net: &mut Network = &mut state.networks[0];
+            (net.subnet, net.gateway) = (None, None);
+            sb.endpoints[0].ipv4 = None;
+        }
+        (state, sb)
+    }
+
+    #[test]
+    fn hosts_and_resolv_conf_list_both_families() {
+        let (state, sb) = dual_state(true);
+        assert!(
+            hosts(&sb).ends_with("10.61.0.2\ta\nfd00:61::2\ta\n"),
+            "{}",
+            hosts(&sb)
+        );
+        assert_eq!(
+            resolv_conf(&state, &sb),
+            "nameserver 10.61.0.1\nnameserver fd00:61::1\noptions ndots:0\n"
+        );
+        let (state, sb) = dual_state(false);
+        assert!(
+            hosts(&sb).ends_with("ip6-allrouters\nfd00:61::2\ta\n"),
+            "{}",
+            hosts(&sb)
+        );
+        assert_eq!(
+            resolv_conf(&state, &sb),
+            "nameserver fd00:61::1\noptions ndots:0\n"
+        );
+    }
+}

@@ -216,9 +216,7 @@ fn network(net: &Network, earlier: &[Network]) -> Result<NetOptions> {
             }
             (None, None) => {}
             _ => {
-                return Err(Error::invalid(
-                    "has an IPv6 subnet without a gateway or back",
-                ));
+                return Err(Error::invalid("has only one of subnet6 and gateway6"));
             }
         }
     } else if net.subnet.is_some()
@@ -680,6 +678,77 @@ mod tests {
         refused(
             |s| s.sandboxes[0].ports[0].network = "bridge".into(),
             "is not a non-internal bridge network of the sandbox",
+        );
+    }
+
+    /// `world` with network `n` dual-stack (fd00:61::/64) and `a` addressed on it.
+    fn dual() -> State {
+        let mut s = world();
+        s.networks[2].subnet6 = Some("fd00:61::/64".parse().unwrap());
+        s.networks[2].gateway6 = Some("fd00:61::1".parse().unwrap());
+        s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap());
+        s.ula = Some("fd12:3456:789a::/48".parse().unwrap());
+        s
+    }
+
+    fn refused_dual(edit: impl Fn(&mut State), want: &str) {
+        let mut s = dual();
+        edit(&mut s);
+        let err = state(&s).unwrap_err();
+        assert!(err.contains(want), "{err} does not say {want}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn ipv6_fields_are_checked_on_load() {
+        state(&dual()).unwrap();
+        let mut only = dual();
+        (only.networks[2].subnet, only.networks[2].gateway) = (None, None);
+        only.sandboxes[0].endpoints[0].ipv4 = None;
+        only.sandboxes[0].ports.clear();
+        state(&only).unwrap();
+        refused_dual(
+            |s| s.networks[2].subnet6 = Some("fe80::/64".parse().unwrap()),
+            "link-local",
+        );
+        refused_dual(
+            |s| s.networks[2].gateway6 = None,
+            "only one of subnet6 and gateway6",
+        );
+        refused_dual(
+            |s| {
+                s.networks[0].subnet6 = Some("fd00:61::/80".parse().unwrap());
+                s.networks[0].gateway6 = Some("fd00:61::1".parse().unwrap());
+            },
+            "overlaps fd00:61::/80 of network bridge",
+        );
+        refused_dual(
+            |s| s.networks[1].subnet6 = Some("fd00:99::/64".parse().unwrap()),
+            "has no addresses",
+        );
+        refused_dual(
+            |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:62::2".parse().unwrap()),
+            "not a usable address of subnet fd00:61::/64",
+        );
+        refused_dual(
+            |s| s.sandboxes[0].endpoints[0].ipv6 = None,
+            "has no IPv6 address",
+        );
+        refused_dual(
+            |s| {
+                let mut b = s.sandboxes[0].clone();
+                b.name = "b".into();
+                b.ports.clear();
+                b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
+                s.sandboxes.push(b);
+            },
+            "address fd00:61::2 on network n is sandbox a's too",
+        );
+        refused_dual(|s| s.ula = Some("fd12::/64".parse().unwrap()), "ula:");
+        refused_dual(|s| s.ula = Some("2001:db9::/48".parse().unwrap()), "ula:");
+        refused(
+            |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap()),
+            "the network has no IPv6 subnet",
         );
     }
 }

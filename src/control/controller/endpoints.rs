@@ -491,4 +491,66 @@ mod tests {
             assert!(err.contains("--ip does not apply"), "{err}");
         }
     }
+
+    #[test]
+    fn ipv6_endpoints_take_addresses_sequentially_and_honour_ip6() {
+        let mut state = default_state().unwrap();
+        let mut net = state.network("bridge").cloned().unwrap();
+        net.name = "dual".into();
+        net.builtin = false;
+        net.subnet6 = Some("fd00:a::/64".parse().unwrap());
+        net.gateway6 = Some("fd00:a::1".parse().unwrap());
+        state.networks.push(net.clone());
+        let mut a = sandbox("a");
+        let ep = plan_endpoint(&state, &a, &net, None, None, Vec::new()).unwrap();
+        assert_eq!(ep.ipv6, Some("fd00:a::2".parse().unwrap()));
+        assert_eq!(ep.ipv4, Some(Ipv4Addr::new(172, 17, 0, 2)));
+        a.endpoints.push(ep);
+        state.sandboxes.push(a);
+        let b = sandbox("b");
+        let next = plan_endpoint(&state, &b, &net, None, None, Vec::new()).unwrap();
+        assert_eq!(next.ipv6, Some("fd00:a::3".parse().unwrap()));
+        let wanted = plan_endpoint(&state, &b, &net, None, Some("fd00:a::99"), Vec::new()).unwrap();
+        assert_eq!(wanted.ipv6, Some("fd00:a::99".parse().unwrap()));
+        for (ip6, want) in [
+            ("fd00:a::2", "already in use"),
+            ("fd00:a::1", "gateway"),
+            ("fd00:b::2", "not a usable address"),
+            ("10.0.0.1", "expected an IPv6 address"),
+        ] {
+            let err = plan_endpoint(&state, &b, &net, None, Some(ip6), Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{ip6}: {err} does not say {want}");
+        }
+        let plain = state.network("bridge").cloned().unwrap();
+        let err = plan_endpoint(&state, &b, &plain, None, Some("fd00:a::5"), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no IPv6 subnet"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_only_endpoints_have_no_ipv4_and_a_mac_of_their_address() {
+        let state = default_state().unwrap();
+        let mut net = state.network("bridge").cloned().unwrap();
+        net.name = "only".into();
+        (net.subnet, net.gateway) = (None, None);
+        net.subnet6 = Some("fd00:a::/64".parse().unwrap());
+        net.gateway6 = Some("fd00:a::1".parse().unwrap());
+        let ep = plan_endpoint(&state, &sandbox("a"), &net, None, None, Vec::new()).unwrap();
+        assert_eq!(ep.ipv4, None);
+        assert_eq!(ep.mac, Some(MacAddr::from_ipv4(Ipv4Addr::new(0, 0, 0, 2))));
+        let err = plan_endpoint(
+            &state,
+            &sandbox("a"),
+            &net,
+            Some("10.0.0.2"),
+            None,
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("has no IPv4 subnet"), "{err}");
+    }
 }

@@ -483,4 +483,75 @@ mod tests {
             assert!(err.contains(want), "{err} does not say {want}");
         }
     }
+
+    fn v6(name: &str, subnets: (Option<&str>, Option<&str>), no_ipv4: bool) -> NetworkCreate {
+        NetworkCreate {
+            ipv6: true,
+            no_ipv4,
+            subnet: subnets.0.map(str::to_string),
+            subnet6: subnets.1.map(str::to_string),
+            ..req(name, &[])
+        }
+    }
+
+    #[test]
+    fn ipv6_plans_take_successive_64s_of_the_ula_pool() {
+        let mut state = default_state().unwrap();
+        let err = plan_network(&v6("a", (None, None), false), &state).unwrap_err();
+        assert!(err.to_string().contains("no IPv6 ULA prefix"), "{err}");
+        state.ula = Some("fd12:3456:789a::/48".parse().unwrap());
+        let a = plan_network(&v6("a", (None, None), false), &state).unwrap();
+        assert_eq!(a.subnet6, Some("fd12:3456:789a::/64".parse().unwrap()));
+        assert_eq!(a.gateway6, Some("fd12:3456:789a::1".parse().unwrap()));
+        assert!(
+            a.subnet.is_some(),
+            "dual-stack keeps an IPv4 subnet, as Docker"
+        );
+        state.networks.push(a);
+        let b = plan_network(&v6("b", (None, None), false), &state).unwrap();
+        assert_eq!(b.subnet6, Some("fd12:3456:789a:1::/64".parse().unwrap()));
+        let plain = plan_network(&req("c", &[]), &state).unwrap();
+        assert_eq!((plain.subnet6, plain.gateway6), (None, None));
+    }
+
+    #[test]
+    fn ipv6_only_and_refused_ipv6_plans() {
+        let state = default_state().unwrap();
+        let only = plan_network(&v6("o", (None, Some("fd00:a::/64")), true), &state).unwrap();
+        assert_eq!((only.subnet, only.gateway), (None, None));
+        assert_eq!(only.gateway6, Some("fd00:a::1".parse().unwrap()));
+        let cases: &[(NetworkCreate, &str)] = &[
+            (
+                NetworkCreate {
+                    subnet6: Some("fd00:a::/64".into()),
+                    ..req("n", &[])
+                },
+                "needs --ipv6",
+            ),
+            (
+                NetworkCreate {
+                    no_ipv4: true,
+                    ..req("n", &[])
+                },
+                "--no-ipv4 needs --ipv6",
+            ),
+            (
+                v6("n", (Some("10.9.0.0/24"), Some("fd00:a::/64")), true),
+                "--no-ipv4 takes no IPv4",
+            ),
+            (v6("n", (None, Some("ff02::/64")), false), "multicast"),
+            (v6("n", (None, Some("fd00:a::/56")), false), "/64 to /120"),
+            (
+                NetworkCreate {
+                    driver: Some("host".into()),
+                    ..v6("n", (None, Some("fd00:a::/64")), false)
+                },
+                "only one network of driver host",
+            ),
+        ];
+        for (r, want) in cases {
+            let err = plan_network(r, &state).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} does not say {want}");
+        }
+    }
 }
