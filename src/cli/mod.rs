@@ -515,7 +515,7 @@ fn any_subnet(s: &str) -> std::result::Result<String, String> {
 fn any_address(s: &str) -> std::result::Result<String, String> {
     s.parse::<std::net::IpAddr>()
         .map(|_| s.to_string())
-        .map_err(|_| format!("{s:?} is not an IP address"))
+        .map_err(|_| format!("{s:?} is not an IPv4 address (nor an IPv6 one)"))
 }
 
 /// Split `--subnet` or `--gateway` values by family: at most one of each.
