@@ -370,3 +370,29 @@ fn json_shapes_of_dual_stack_and_ipv4_only_objects() {
     let table = t.ok(&["sandbox", "inspect", "a"]);
     assert!(table.contains("172.19.0.2/16, fd00:a::2/64"), "{table}");
 }
+
+/// No neighbour can give a sandbox an IPv6 address, on an IPv4-only network too: its namespace
+/// and interfaces refuse Router Advertisements.
+#[test]
+fn sandboxes_on_ipv4_only_networks_refuse_router_advertisements() {
+    let t = Tapnet::new("v6ra");
+    // Positive control: a new namespace accepts them unless told otherwise.
+    let fresh = std::process::Command::new("unshare")
+        .args(["-n", "cat", "/proc/sys/net/ipv6/conf/default/accept_ra"])
+        .output()
+        .expect("run unshare");
+    assert_eq!(String::from_utf8_lossy(&fresh.stdout).trim(), "1");
+    t.ok(&["network", "create", "plain"]);
+    t.ok(&["sandbox", "create", "a", "--net", "plain"]);
+    for key in ["all", "default", "eth0"] {
+        let ra = t.exec_ok(
+            "a",
+            &["cat", &format!("/proc/sys/net/ipv6/conf/{key}/accept_ra")],
+        );
+        assert_eq!(ra.trim(), "0", "accept_ra of {key}");
+    }
+    let routes = t.exec_ok("a", &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.trim().is_empty(), "no IPv6 default route: {routes}");
+    let addrs = ip6_addrs(&t, "a");
+    assert!(!addrs.contains("scope global"), "{addrs}");
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::Result;
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
-use crate::netns::sysctl::{SANDBOX_IPV6, set_ipv6_conf};
+use crate::netns::sysctl::{SANDBOX_IPV6, set_ipv6_conf, set_namespace_accept_ra};
 use crate::netns::tap::{Offload, open_tap, open_tap_queues};
 use crate::wire::MacAddr;
 
@@ -35,7 +35,8 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
     in_netns(netns, move || {
         let fds = open_tap_queues(&spec.interface, spec.offload, spec.queues)?;
         let index = link_index(&spec.interface)?;
-        // Before the link is up, so that it never takes an RA and its link-local is EUI-64.
+        // Before the link is up, so that it never takes an RA and its link-local is EUI-64
+        // (the namespace's `all` and `default` are set when it is made: `loopback_up`).
         set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
         let mut nl = Netlink::open()?;
         let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
@@ -132,8 +133,11 @@ pub fn link_exists_in(netns: &Path, name: &str) -> bool {
     in_netns(netns, move || link_index(&name)).is_ok()
 }
 
-/// Bring up `lo` in the calling thread's namespace (a new namespace has it down).
+/// Bring up `lo` in the calling thread's namespace (a new namespace has it down), and make
+/// the namespace refuse Router Advertisements (`all` and `default`; tapnet addresses its
+/// interfaces itself): the setup of every new sandbox namespace.
 pub fn loopback_up() -> Result<()> {
+    set_namespace_accept_ra(&SANDBOX_IPV6)?;
     let mut nl = Netlink::open()?;
     let index = link_index("lo")?;
     nl.set_link(

@@ -20,30 +20,28 @@ pub const SANDBOX_IPV6: Ipv6Conf = Ipv6Conf {
     addr_gen_mode: 0,
 };
 
-/// Apply `conf` to `interface` in the calling thread's network namespace, and `accept_ra` to
-/// `all` and `default` too (so that interfaces made later start with it). A kernel without
+/// Apply `conf` to `interface` in the calling thread's network namespace. A kernel without
 /// IPv6 has none of the files: with `required` false that is no error (an IPv4-only network).
 pub fn set_ipv6_conf(interface: &str, conf: &Ipv6Conf, required: bool) -> Result<()> {
-    let accept_ra = conf.accept_ra.to_string();
-    let addr_gen_mode = conf.addr_gen_mode.to_string();
-    let writes = [
-        ("all", "accept_ra", accept_ra.as_str()),
-        ("default", "accept_ra", accept_ra.as_str()),
-        (interface, "accept_ra", accept_ra.as_str()),
-        (interface, "addr_gen_mode", addr_gen_mode.as_str()),
-    ];
-    for (dev, key, value) in writes {
-        let path = format!("/proc/sys/net/ipv6/conf/{dev}/{key}");
-        match std::fs::write(&path, value) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound && !required => return Ok(()),
-            Err(source) => {
-                return Err(Error::Io {
-                    context: format!("set {path} to {value} in a sandbox"),
-                    source,
-                });
-            }
-        }
+    write_conf(interface, "accept_ra", conf.accept_ra, required)?;
+    write_conf(interface, "addr_gen_mode", conf.addr_gen_mode, required)
+}
+
+/// Set `accept_ra` on `all` and `default` of a new sandbox namespace, so that no interface
+/// made in it (by tapnet or by a process inside) takes addresses from a neighbour's RAs.
+pub fn set_namespace_accept_ra(conf: &Ipv6Conf) -> Result<()> {
+    write_conf("all", "accept_ra", conf.accept_ra, false)?;
+    write_conf("default", "accept_ra", conf.accept_ra, false)
+}
+
+fn write_conf(dev: &str, key: &str, value: u8, required: bool) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{dev}/{key}");
+    match std::fs::write(&path, value.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound && !required => Ok(()),
+        Err(source) => Err(Error::Io {
+            context: format!("set {path} to {value} in a sandbox"),
+            source,
+        }),
     }
-    Ok(())
 }
