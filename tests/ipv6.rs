@@ -7,6 +7,10 @@ mod common;
 use common::Tapnet;
 use nix::sys::signal::Signal;
 
+fn ip(bits: u128) -> String {
+    std::net::Ipv6Addr::from(bits).to_string()
+}
+
 fn ip6_addrs(t: &Tapnet, sandbox: &str) -> String {
     t.exec_ok(sandbox, &["ip", "-6", "addr", "show", "dev", "eth0"])
 }
@@ -121,6 +125,11 @@ fn ip6_is_honoured_and_refused_when_outside_or_taken() {
         "{routes}"
     );
 
+    // Disconnecting takes the route with it.
+    t.ok(&["network", "disconnect", "d6", "b"]);
+    let routes = t.exec_ok("b", &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.trim().is_empty(), "{routes}");
+
     let before = t.json(&["sandbox", "ls"]);
     let cases: &[(&[&str], &str)] = &[
         (
@@ -204,14 +213,30 @@ fn ula_pool_gives_successive_64s_of_one_48_across_a_restart() {
     assert_eq!(a >> 80, b >> 80, "one /48: {p1} {p2}");
     assert_eq!(b - a, 1 << 64, "successive /64s: {p1} {p2}");
 
+    t.ok(&[
+        "sandbox",
+        "create",
+        "old",
+        "--net",
+        "p2",
+        "--ip6",
+        &ip(b | 9),
+    ]);
     t.stop_daemon(Signal::SIGKILL);
     t.ok(&["network", "create", "p3", "--ipv6"]);
+    // The restarted daemon wires the sandbox it found again, with its IPv6 address and route.
+    assert!(ip6_addrs(&t, "old").contains(&format!("inet6 {}/64", ip(b | 9))));
+    let routes = t.exec_ok("old", &["ip", "-6", "route", "show", "default"]);
+    assert!(
+        routes.contains(&format!("via {} dev eth0", ip(b | 1))),
+        "{routes}"
+    );
     let (c, _) = net(&subnet6("p3"));
     assert_eq!(c >> 80, a >> 80, "the same /48 after a restart");
     assert_eq!(c - b, 1 << 64, "the next /64 after a restart");
     // A sandbox on the pool's network gets prefix::2.
     t.ok(&["sandbox", "create", "s", "--net", "p3"]);
-    let want = format!("inet6 {}/64", std::net::Ipv6Addr::from(c | 2));
+    let want = format!("inet6 {}/64", ip(c | 2));
     assert!(ip6_addrs(&t, "s").contains(&want), "{want}");
 }
 
