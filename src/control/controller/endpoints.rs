@@ -114,6 +114,18 @@ pub(super) fn plan_endpoint(
             )));
         }
     };
+    // IPv4 addresses are unique on a network, and so are MACs made of them; IPv6 addresses
+    // may share their last 32 bits.
+    if let (None, Some(v6)) = (ipv4, ipv6)
+        && state
+            .endpoints_on(&net.name)
+            .any(|(_, e)| e.mac == Some(mac))
+    {
+        return Err(Error::conflict(format!(
+            "address {v6}: the MAC made of its last 32 bits, {mac}, is taken on network {}",
+            net.name
+        )));
+    }
     Ok(Endpoint {
         id: new_id()?,
         network: net.name.clone(),
@@ -552,5 +564,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("has no IPv4 subnet"), "{err}");
+        // Another endpoint whose address ends in the same 32 bits would get the same MAC.
+        let mut state = state;
+        let mut a = sandbox("a");
+        a.endpoints.push(ep);
+        state.sandboxes.push(a);
+        let same = Some("fd00:a::1:0:0:2");
+        let err = plan_endpoint(&state, &sandbox("b"), &net, None, same, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is taken on network only"), "{err}");
+        let other = Some("fd00:a::1:0:0:3");
+        assert!(plan_endpoint(&state, &sandbox("b"), &net, None, other, Vec::new()).is_ok());
     }
 }
