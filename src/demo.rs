@@ -246,6 +246,7 @@ fn build(client: &Client) -> Result<()> {
         sandbox: "container2".into(),
         ip: None,
         aliases: Vec::new(),
+        ip6: None,
     })?;
     outln!("container2 connected to frontend")?;
     Ok(())

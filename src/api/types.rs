@@ -21,6 +21,16 @@ pub struct NetworkCreate {
     pub offload: Option<bool>,
     #[serde(default)]
     pub options: Vec<String>,
+    /// Dual-stack (`--ipv6`): an IPv6 prefix too, `subnet6` or one from the daemon's ULA pool.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+    /// No IPv4 side (`--no-ipv4`, Docker's `--ipv4=false`): an IPv6-only network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_ipv4: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -32,6 +42,9 @@ pub struct SandboxCreate {
     pub hostname: Option<String>,
     #[serde(default)]
     pub publish: Vec<String>,
+    /// The IPv6 address on the first network (`--ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,6 +65,8 @@ pub enum Request {
         ip: Option<String>,
         #[serde(default)]
         aliases: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip6: Option<String>,
     },
     NetworkDisconnect {
         network: String,
@@ -149,6 +164,9 @@ pub struct EndpointView {
     pub mac: Option<String>,
     /// CIDR form, as Docker's inspect: "172.18.0.2/16".
     pub ipv4: Option<String>,
+    /// CIDR form too: "fd00:a::2/64"; absent on an IPv4-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     /// A remote network's endpoint: the plugin's EndpointOperInfo answer, asked at inspect
@@ -164,6 +182,11 @@ pub struct NetworkView {
     pub driver: String,
     pub subnet: Option<String>,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 side of a dual-stack or IPv6-only network; absent on an IPv4-only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     pub ip_range: Option<String>,
     pub internal: bool,
     pub mtu: u32,
@@ -254,6 +277,9 @@ pub struct InterfaceView {
     pub interface: Option<String>,
     pub mac: Option<String>,
     pub ipv4: Option<String>,
+    /// "ADDR/LEN" on a network with an IPv6 prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     /// Link impairments in force on this interface (`tapnet link set`).

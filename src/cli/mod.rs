@@ -214,13 +214,21 @@ pub enum NetworkCmd {
         /// .spec/.json there). Host and null exist once.
         #[arg(long, default_value = "bridge")]
         driver: String,
-        /// IPv4 subnet [default: the next free /16 from 172.18.0.0/16, then /24s of 10.0.0.0/8].
-        #[arg(long, value_name = "CIDR", value_parser = ipv4_subnet)]
-        subnet: Option<String>,
-        /// Gateway address inside the subnet; needs --subnet [default: the subnet's first
-        /// address].
-        #[arg(long, value_name = "IP", value_parser = ipv4_address)]
-        gateway: Option<String>,
+        /// Subnet, once per address family: IPv4 [default: the next free /16 from
+        /// 172.18.0.0/16, then /24s of 10.0.0.0/8]; IPv6, /64 to /120, with --ipv6 [default:
+        /// the next free /64 of the daemon's random ULA /48].
+        #[arg(long, value_name = "CIDR", value_parser = any_subnet)]
+        subnet: Vec<String>,
+        /// Gateway address inside the subnet of its family, once per family; needs that
+        /// --subnet [default: the subnet's first address].
+        #[arg(long, value_name = "IP", value_parser = any_address)]
+        gateway: Vec<String>,
+        /// Dual-stack: an IPv6 subnet too (the --subnet given, or one from the ULA pool).
+        #[arg(long)]
+        ipv6: bool,
+        /// No IPv4 subnet, with --ipv6: an IPv6-only network (Docker's --ipv4=false).
+        #[arg(long)]
+        no_ipv4: bool,
         /// Part of the subnet that endpoint addresses are taken from; needs --subnet
         /// [default: the whole subnet].
         #[arg(long, value_name = "CIDR", value_parser = ipv4_subnet)]
@@ -278,6 +286,10 @@ pub enum NetworkCmd {
         /// Address of the new interface [default: the next free one of the network].
         #[arg(long, value_name = "IP", value_parser = ipv4_address)]
         ip: Option<String>,
+        /// IPv6 address of the new interface, on a network made with --ipv6 [default: the
+        /// next free one].
+        #[arg(long, value_name = "IP6", value_parser = ipv6_address)]
+        ip6: Option<String>,
         /// Another name of the sandbox on this network's DNS (repeatable).
         #[arg(long = "alias", value_name = "NAME")]
         aliases: Vec<String>,
@@ -299,6 +311,9 @@ pub struct SandboxSpec {
     /// Address on the first network [default: the next free one].
     #[arg(long, value_name = "IP", value_parser = ipv4_address)]
     pub ip: Option<String>,
+    /// IPv6 address on the first network, made with --ipv6 [default: the next free one].
+    #[arg(long, value_name = "IP6", value_parser = ipv6_address)]
+    pub ip6: Option<String>,
     /// Host name inside the sandbox [default: the sandbox's name].
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
@@ -478,6 +493,40 @@ fn ipv4_address(s: &str) -> std::result::Result<String, String> {
 /// `--subnet`, `--ip-range`: an IPv4 prefix in CIDR form.
 fn ipv4_subnet(s: &str) -> std::result::Result<String, String> {
     s.parse::<crate::wire::Ipv4Net>().map(|_| s.to_string())
+}
+
+/// `--ip6`: an IPv6 address.
+fn ipv6_address(s: &str) -> std::result::Result<String, String> {
+    s.parse::<std::net::Ipv6Addr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("{s:?} is not an IPv6 address"))
+}
+
+/// `network create --subnet`: an IPv4 or IPv6 prefix in CIDR form (the family is its own).
+fn any_subnet(s: &str) -> std::result::Result<String, String> {
+    if s.contains(':') {
+        s.parse::<crate::wire::Ipv6Net>().map(|_| s.to_string())
+    } else {
+        ipv4_subnet(s)
+    }
+}
+
+/// `network create --gateway`: an IPv4 or IPv6 address.
+fn any_address(s: &str) -> std::result::Result<String, String> {
+    s.parse::<std::net::IpAddr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("{s:?} is not an IPv4 address (nor an IPv6 one)"))
+}
+
+/// Split `--subnet` or `--gateway` values by family: at most one of each.
+fn by_family(what: &str, values: Vec<String>) -> Result<(Option<String>, Option<String>)> {
+    let (v6, v4): (Vec<String>, Vec<String>) = values.into_iter().partition(|v| v.contains(':'));
+    if v4.len() > 1 || v6.len() > 1 {
+        return Err(Error::Usage(format!(
+            "--{what} may be given once per address family (one IPv4, one IPv6)"
+        )));
+    }
+    Ok((v4.into_iter().next(), v6.into_iter().next()))
 }
 
 /// Parse arguments, run, and return the process exit status (0 ok, 1 failed, 2 usage).
@@ -712,7 +761,11 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
             vni,
             offload,
             options,
+            ipv6,
+            no_ipv4,
         } => {
+            let (subnet, subnet6) = by_family("subnet", subnet)?;
+            let (gateway, gateway6) = by_family("gateway", gateway)?;
             let view: NetworkView = client.call(&Request::NetworkCreate(NetworkCreate {
                 name,
                 driver: Some(driver),
@@ -724,6 +777,10 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
                 vni,
                 offload: Some(offload == OnOff::On),
                 options,
+                ipv6,
+                no_ipv4,
+                subnet6,
+                gateway6,
             }))?;
             outln!("{}", view.id)?;
         }
@@ -743,6 +800,7 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
             network,
             sandbox,
             ip,
+            ip6,
             aliases,
         } => {
             client.call_value(&Request::NetworkConnect {
@@ -750,6 +808,7 @@ fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             })?;
         }
         NetworkCmd::Disconnect { network, sandbox } => {
@@ -766,6 +825,7 @@ fn sandbox_request(name: String, spec: SandboxSpec) -> Request {
         ip: spec.ip,
         hostname: spec.hostname,
         publish: spec.publish,
+        ip6: spec.ip6,
     })
 }
 

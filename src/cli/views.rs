@@ -28,6 +28,16 @@ fn plugin_info(info: &Option<std::collections::BTreeMap<String, serde_json::Valu
     list(&items)
 }
 
+/// An address-family pair in one cell: `v4`, `v4, v6` or `v6` (`-` for neither), so that an
+/// IPv4-only object prints as it always has.
+fn both<A: ToString, B: ToString>(v4: &Option<A>, v6: &Option<B>) -> String {
+    match (v4, v6) {
+        (_, None) => opt(v4),
+        (None, Some(b)) => b.to_string(),
+        (Some(a), Some(b)) => format!("{}, {}", a.to_string(), b.to_string()),
+    }
+}
+
 fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
@@ -43,8 +53,8 @@ pub fn network_list(views: &[NetworkView], format: Format) -> String {
                 short_id(&n.id),
                 n.name.clone(),
                 n.driver.clone(),
-                opt(&n.subnet),
-                opt(&n.gateway),
+                both(&n.subnet, &n.subnet6),
+                both(&n.gateway, &n.gateway6),
                 n.endpoints.len().to_string(),
             ]
         })
@@ -95,8 +105,8 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         ("Name", n.name.clone()),
         ("ID", n.id.clone()),
         ("Driver", n.driver.clone()),
-        ("Subnet", opt(&n.subnet)),
-        ("Gateway", opt(&n.gateway)),
+        ("Subnet", both(&n.subnet, &n.subnet6)),
+        ("Gateway", both(&n.gateway, &n.gateway6)),
         ("IP range", opt(&n.ip_range)),
         ("Internal", n.internal.to_string()),
         ("MTU", n.mtu.to_string()),
@@ -150,7 +160,7 @@ pub fn network(n: &NetworkView, format: Format) -> String {
                 e.sandbox.clone(),
                 opt(&e.interface),
                 opt(&e.mac),
-                opt(&e.ipv4),
+                both(&e.ipv4, &e.ipv6),
                 list(&e.aliases),
                 plugin_info(&e.plugin_info),
             ]
@@ -182,9 +192,10 @@ pub fn sandbox_list(views: &[SandboxView], format: Format) -> String {
             let addrs: Vec<String> = s
                 .interfaces
                 .iter()
-                .map(|i| match &i.ipv4 {
-                    Some(ip) => format!("{}={ip}", i.network),
-                    None => i.network.clone(),
+                .map(|i| match (&i.ipv4, &i.ipv6) {
+                    (Some(ip), Some(ip6)) => format!("{}={ip},{}={ip6}", i.network, i.network),
+                    (Some(ip), None) | (None, Some(ip)) => format!("{}={ip}", i.network),
+                    (None, None) => i.network.clone(),
                 })
                 .collect();
             vec![
@@ -224,7 +235,7 @@ pub fn sandbox(s: &SandboxView, format: Format) -> String {
                 i.network.clone(),
                 opt(&i.interface),
                 opt(&i.mac),
-                opt(&i.ipv4),
+                both(&i.ipv4, &i.ipv6),
                 list(&i.aliases),
                 i.impairment
                     .as_ref()
@@ -424,6 +435,8 @@ mod tests {
             driver: "bridge".into(),
             subnet: Some("172.18.0.0/16".into()),
             gateway: Some("172.18.0.1".parse().expect("address")),
+            subnet6: Some("fd00:a::/64".into()),
+            gateway6: Some("fd00:a::1".parse().expect("address")),
             ip_range: Some("172.18.5.0/24".into()),
             internal: true,
             mtu: 9000,
@@ -439,6 +452,7 @@ mod tests {
                 interface: Some("eth3".into()),
                 mac: Some("02:42:ac:12:05:02".into()),
                 ipv4: Some("172.18.5.2/16".into()),
+                ipv6: Some("fd00:a::2/64".into()),
                 aliases: vec!["db".into(), "primary".into()],
                 plugin_info: Some(BTreeMap::from([
                     ("vlan".to_string(), serde_json::json!(83)),
@@ -517,6 +531,7 @@ mod tests {
                     interface: Some("eth0".into()),
                     mac: Some("02:42:ac:12:00:02".into()),
                     ipv4: Some("172.18.0.2/16".into()),
+                    ipv6: Some("fd00:a::2/64".into()),
                     aliases: vec!["api".into()],
                     impairment: Some(crate::datapath::impair::Impairment {
                         delay_us: 20_000,
@@ -530,6 +545,7 @@ mod tests {
                     interface: Some("eth1".into()),
                     mac: Some("02:42:ac:13:00:03".into()),
                     ipv4: Some("172.19.0.3/16".into()),
+                    ipv6: None,
                     aliases: Vec::new(),
                     impairment: None,
                     blocked: Vec::new(),

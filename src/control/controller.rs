@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::etc_files;
 use super::ipam::{self, DEFAULT_BRIDGE_SUBNET};
+use super::ipam6;
 use super::links;
 use super::model::{
     BUILTIN, DEFAULT_MTU, Endpoint, Network, Sandbox, State, new_id, validate_name,
@@ -42,12 +43,14 @@ use crate::netns::tap::Offload;
 use crate::paths::StateDir;
 use crate::rootless::Mode;
 use crate::wire::Ipv4Net;
+use crate::wire::Ipv6Net;
 use crate::wire::MacAddr;
 
 mod cluster;
 mod cni;
 mod docker;
 mod endpoints;
+use endpoints::Wanted;
 mod link_changes;
 mod networks;
 mod observe;
@@ -147,6 +150,8 @@ fn default_state() -> Result<State> {
                 driver,
                 subnet: addressed.then_some(DEFAULT_BRIDGE_SUBNET),
                 gateway: addressed.then_some(Ipv4Addr::new(172, 17, 0, 1)),
+                subnet6: None,
+                gateway6: None,
                 ip_range: None,
                 internal: false,
                 mtu: DEFAULT_MTU,
@@ -168,6 +173,7 @@ fn default_state() -> Result<State> {
         cni: Vec::new(),
         docker_plugins: Vec::new(),
         committed_requests: Default::default(),
+        ula: None,
     })
 }
 
@@ -177,6 +183,16 @@ fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
 }
 
 fn parse_cidr(what: &str, s: &str) -> Result<Ipv4Net> {
+    s.parse()
+        .map_err(|e: String| Error::invalid(format!("{what}: {e}")))
+}
+
+fn parse_ip6(what: &str, s: &str) -> Result<std::net::Ipv6Addr> {
+    s.parse()
+        .map_err(|_| Error::invalid(format!("malformed {what} {s:?}: expected an IPv6 address")))
+}
+
+fn parse_cidr6(what: &str, s: &str) -> Result<crate::wire::Ipv6Net> {
     s.parse()
         .map_err(|e: String| Error::invalid(format!("{what}: {e}")))
 }

@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod etc_files;
 pub mod ipam;
+pub mod ipam6;
 pub mod links;
 pub mod model;
 pub mod nofollow;

@@ -1,13 +1,13 @@
 //! The CNM objects as they are persisted: networks, sandboxes and the endpoints that join them.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::options::NetOptions;
-use crate::wire::Ipv4Net;
 use crate::wire::MacAddr;
+use crate::wire::{Ipv4Net, Ipv6Net};
 
 pub const DEFAULT_MTU: u32 = 1500;
 pub const MIN_MTU: u32 = 68;
@@ -69,6 +69,11 @@ pub struct Network {
     pub driver: Driver,
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 prefix of a dual-stack or IPv6-only network (`--ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub ip_range: Option<Ipv4Net>,
     pub internal: bool,
     pub mtu: u32,
@@ -111,6 +116,9 @@ pub struct Endpoint {
     pub interface: Option<String>,
     pub mac: Option<MacAddr>,
     pub ipv4: Option<Ipv4Addr>,
+    /// Set on networks with an IPv6 prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub aliases: Vec<String>,
     /// Link impairments on the endpoint's port (`tapnet link set`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +165,10 @@ pub struct State {
     /// Ids of the newest client requests this state holds the commit of (see request_log).
     #[serde(default, skip_serializing_if = "std::collections::VecDeque::is_empty")]
     pub committed_requests: std::collections::VecDeque<String>,
+    /// The random ULA /48 (RFC 4193) that `--ipv6` networks without a prefix take /64s of;
+    /// picked once, when the first one is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ula: Option<Ipv6Net>,
 }
 
 /// A TAP that `tapnet-cni` asked for in a namespace the runtime made.

@@ -3,9 +3,10 @@
 //! hostname that adds lines to /etc/hosts, an address outside its subnet, a multicast subnet).
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::ipam;
+use super::ipam6;
 use super::model::{
     BUILTIN, CniAttachment, DockerPlugin, MAX_MTU, MIN_MTU, Network, Sandbox, State, validate_name,
 };
@@ -13,6 +14,7 @@ use super::ports::PublishedPort;
 use crate::drivers::{self, NetOptions};
 use crate::error::{Error, Result};
 use crate::wire::Ipv4Net;
+use crate::wire::Ipv6Net;
 use crate::wire::MacAddr;
 
 pub use crate::datapath::vxlan::MAX_VNI;
@@ -99,7 +101,7 @@ pub fn state(state: &State) -> std::result::Result<Vec<NetOptions>, String> {
         );
     }
     // Addresses taken per network, with who took them.
-    let mut taken: HashMap<(String, Ipv4Addr), String> = HashMap::new();
+    let mut taken: HashMap<(String, IpAddr), String> = HashMap::new();
     for (i, sb) in state.sandboxes.iter().enumerate() {
         sandbox(state, sb, &state.sandboxes[..i], &mut taken)
             .map_err(|e| format!("sandbox {:?}: {e}", sb.name))?;
@@ -111,6 +113,9 @@ pub fn state(state: &State) -> std::result::Result<Vec<NetOptions>, String> {
     for (i, p) in state.docker_plugins.iter().enumerate() {
         docker_plugin(state, p, &state.docker_plugins[..i])
             .map_err(|e| format!("docker plugin {:?}: {e}", p.name))?;
+    }
+    if let Some(ula) = state.ula {
+        ula_pool(ula).map_err(|e| format!("ula: {e}"))?;
     }
     use crate::control::request_log;
     if state.committed_requests.len() > request_log::KEPT {
@@ -183,21 +188,59 @@ fn network(net: &Network, earlier: &[Network]) -> Result<NetOptions> {
         (false, None) => {}
     }
     if imp.addressed() {
-        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
-            return Err(Error::invalid("has no subnet and gateway"));
-        };
-        let others: Vec<(String, Ipv4Net)> = earlier
-            .iter()
-            .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
-            .collect();
-        ipam::plan_network(subnet, Some(gateway), net.ip_range, &others)?;
-    } else if net.subnet.is_some() || net.gateway.is_some() || net.ip_range.is_some() {
+        match (net.subnet, net.gateway) {
+            (Some(subnet), Some(gateway)) => {
+                let others: Vec<(String, Ipv4Net)> = earlier
+                    .iter()
+                    .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
+                    .collect();
+                ipam::plan_network(subnet, Some(gateway), net.ip_range, &others)?;
+            }
+            // IPv6-only: no IPv4 side at all.
+            (None, None) if net.ip_range.is_none() && net.subnet6.is_some() => {}
+            _ => return Err(Error::invalid("has no subnet and gateway")),
+        }
+        match (net.subnet6, net.gateway6) {
+            (Some(subnet), Some(gateway)) => {
+                if !imp.switched() {
+                    return Err(Error::invalid(format!(
+                        "an IPv6 subnet on a network of driver {}",
+                        net.driver.name()
+                    )));
+                }
+                let others: Vec<(String, Ipv6Net)> = earlier
+                    .iter()
+                    .filter_map(|n| n.subnet6.map(|s| (n.name.clone(), s)))
+                    .collect();
+                ipam6::plan_network(subnet, Some(gateway), &others)?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid("has only one of subnet6 and gateway6"));
+            }
+        }
+    } else if net.subnet.is_some()
+        || net.gateway.is_some()
+        || net.ip_range.is_some()
+        || net.subnet6.is_some()
+        || net.gateway6.is_some()
+    {
         return Err(Error::invalid(format!(
             "a network of driver {} has no addresses",
             net.driver.name()
         )));
     }
     Ok(typed)
+}
+
+/// The daemon's ULA pool: a /48 of fd00::/8, as `ipam6::random_ula` picks them.
+fn ula_pool(ula: Ipv6Net) -> Result<()> {
+    if ula.prefix != 48 || ula.addr != ula.network() || ula.addr.octets()[0] != 0xfd {
+        return Err(Error::invalid(format!(
+            "{ula} is not a ULA /48 (fdXX:XXXX:XXXX::/48)"
+        )));
+    }
+    Ok(())
 }
 
 fn unicast(mac: MacAddr) -> Result<()> {
@@ -223,11 +266,12 @@ fn interface(name: &str) -> Result<()> {
 
 /// Claim `ip` on `network` for `who`: an address is held by one object at a time.
 fn claim(
-    taken: &mut HashMap<(String, Ipv4Addr), String>,
+    taken: &mut HashMap<(String, IpAddr), String>,
     network: &str,
-    ip: Ipv4Addr,
+    ip: impl Into<IpAddr>,
     who: String,
 ) -> Result<()> {
+    let ip = ip.into();
     if let Some(owner) = taken.get(&(network.to_string(), ip)) {
         return Err(Error::conflict(format!(
             "address {ip} on network {network} is {owner}'s too"
@@ -241,7 +285,7 @@ fn sandbox(
     state: &State,
     sb: &Sandbox,
     earlier: &[Sandbox],
-    taken: &mut HashMap<(String, Ipv4Addr), String>,
+    taken: &mut HashMap<(String, IpAddr), String>,
 ) -> Result<()> {
     validate_name("sandbox", &sb.name).map_err(Error::Invalid)?;
     if earlier.iter().any(|s| s.name == sb.name) {
@@ -283,7 +327,8 @@ fn sandbox(
         if drivers::of(net.driver).addressed() {
             endpoint_link(sb, net, ep, &mut interfaces, taken).map_err(what)?;
         } else {
-            if ep.interface.is_some() || ep.mac.is_some() || ep.ipv4.is_some() {
+            if ep.interface.is_some() || ep.mac.is_some() || ep.ipv4.is_some() || ep.ipv6.is_some()
+            {
                 return Err(what(Error::invalid(format!(
                     "a network of driver {} gives no interface or address",
                     net.driver.name()
@@ -312,9 +357,9 @@ fn endpoint_link(
     net: &Network,
     ep: &super::model::Endpoint,
     interfaces: &mut HashSet<String>,
-    taken: &mut HashMap<(String, Ipv4Addr), String>,
+    taken: &mut HashMap<(String, IpAddr), String>,
 ) -> Result<()> {
-    let (Some(ifname), Some(mac), Some(ip)) = (&ep.interface, ep.mac, ep.ipv4) else {
+    let (Some(ifname), Some(mac)) = (&ep.interface, ep.mac) else {
         return Err(Error::invalid("has no interface, MAC or address"));
     };
     interface(ifname)?;
@@ -322,11 +367,31 @@ fn endpoint_link(
         return Err(Error::invalid(format!("interface {ifname} is used twice")));
     }
     unicast(mac)?;
-    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
-        return Err(Error::invalid("the network has no subnet"));
-    };
-    ipam::allocate(subnet, gateway, None, &HashSet::new(), Some(ip))?;
-    claim(taken, &net.name, ip, format!("sandbox {}", sb.name))
+    // Each family the network has, the endpoint has an address of, and no other.
+    match (net.subnet.zip(net.gateway), ep.ipv4) {
+        (Some((subnet, gateway)), Some(ip)) => {
+            ipam::allocate(subnet, gateway, None, &HashSet::new(), Some(ip))?;
+            claim(taken, &net.name, ip, format!("sandbox {}", sb.name))?;
+        }
+        (None, None) => {}
+        (Some(_), None) => return Err(Error::invalid("has no interface, MAC or address")),
+        (None, Some(ip)) => {
+            return Err(Error::invalid(format!(
+                "address {ip}: the network has no IPv4 subnet"
+            )));
+        }
+    }
+    match (net.subnet6.zip(net.gateway6), ep.ipv6) {
+        (Some((subnet, gateway)), Some(ip)) => {
+            ipam6::allocate(subnet, gateway, &HashSet::new(), Some(ip))?;
+            claim(taken, &net.name, ip, format!("sandbox {}", sb.name))
+        }
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(Error::invalid("has no IPv6 address")),
+        (None, Some(ip)) => Err(Error::invalid(format!(
+            "address {ip}: the network has no IPv6 subnet"
+        ))),
+    }
 }
 
 /// A published port: carried by a non-internal switched network the sandbox is on.
@@ -350,7 +415,7 @@ fn cni(
     state: &State,
     a: &CniAttachment,
     earlier: &[CniAttachment],
-    taken: &mut HashMap<(String, Ipv4Addr), String>,
+    taken: &mut HashMap<(String, IpAddr), String>,
 ) -> Result<()> {
     crate::cni::validate_container_id(&a.container_id).map_err(Error::invalid)?;
     if !a.netns.starts_with('/') {
@@ -613,6 +678,77 @@ mod tests {
         refused(
             |s| s.sandboxes[0].ports[0].network = "bridge".into(),
             "is not a non-internal bridge network of the sandbox",
+        );
+    }
+
+    /// `world` with network `n` dual-stack (fd00:61::/64) and `a` addressed on it.
+    fn dual() -> State {
+        let mut s = world();
+        s.networks[2].subnet6 = Some("fd00:61::/64".parse().unwrap());
+        s.networks[2].gateway6 = Some("fd00:61::1".parse().unwrap());
+        s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap());
+        s.ula = Some("fd12:3456:789a::/48".parse().unwrap());
+        s
+    }
+
+    fn refused_dual(edit: impl Fn(&mut State), want: &str) {
+        let mut s = dual();
+        edit(&mut s);
+        let err = state(&s).unwrap_err();
+        assert!(err.contains(want), "{err} does not say {want}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn ipv6_fields_are_checked_on_load() {
+        state(&dual()).unwrap();
+        let mut only = dual();
+        (only.networks[2].subnet, only.networks[2].gateway) = (None, None);
+        only.sandboxes[0].endpoints[0].ipv4 = None;
+        only.sandboxes[0].ports.clear();
+        state(&only).unwrap();
+        refused_dual(
+            |s| s.networks[2].subnet6 = Some("fe80::/64".parse().unwrap()),
+            "link-local",
+        );
+        refused_dual(
+            |s| s.networks[2].gateway6 = None,
+            "only one of subnet6 and gateway6",
+        );
+        refused_dual(
+            |s| {
+                s.networks[0].subnet6 = Some("fd00:61::/80".parse().unwrap());
+                s.networks[0].gateway6 = Some("fd00:61::1".parse().unwrap());
+            },
+            "overlaps fd00:61::/80 of network bridge",
+        );
+        refused_dual(
+            |s| s.networks[1].subnet6 = Some("fd00:99::/64".parse().unwrap()),
+            "has no addresses",
+        );
+        refused_dual(
+            |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:62::2".parse().unwrap()),
+            "not a usable address of subnet fd00:61::/64",
+        );
+        refused_dual(
+            |s| s.sandboxes[0].endpoints[0].ipv6 = None,
+            "has no IPv6 address",
+        );
+        refused_dual(
+            |s| {
+                let mut b = s.sandboxes[0].clone();
+                b.name = "b".into();
+                b.ports.clear();
+                b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
+                s.sandboxes.push(b);
+            },
+            "address fd00:61::2 on network n is sandbox a's too",
+        );
+        refused_dual(|s| s.ula = Some("fd12::/64".parse().unwrap()), "ula:");
+        refused_dual(|s| s.ula = Some("2001:db9::/48".parse().unwrap()), "ula:");
+        refused(
+            |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap()),
+            "the network has no IPv6 subnet",
         );
     }
 }

@@ -9,6 +9,11 @@ fn cidr(network: Option<&Network>, ep: &Endpoint) -> Option<String> {
     ep.ipv4.map(|ip| format!("{ip}/{prefix}"))
 }
 
+fn cidr6(network: Option<&Network>, ep: &Endpoint) -> Option<String> {
+    let prefix = network.and_then(|n| n.subnet6).map(|s| s.prefix)?;
+    ep.ipv6.map(|ip| format!("{ip}/{prefix}"))
+}
+
 pub fn network_view(state: &State, net: &Network) -> NetworkView {
     NetworkView {
         name: net.name.clone(),
@@ -16,6 +21,8 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
         driver: net.driver.name().to_string(),
         subnet: net.subnet.map(|s| s.to_string()),
         gateway: net.gateway,
+        subnet6: net.subnet6.map(|s| s.to_string()),
+        gateway6: net.gateway6,
         ip_range: net.ip_range.map(|r| r.to_string()),
         internal: net.internal,
         mtu: net.mtu,
@@ -30,6 +37,7 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
                 interface: ep.interface.clone(),
                 mac: ep.mac.map(|m| m.to_string()),
                 ipv4: cidr(Some(net), ep),
+                ipv6: cidr6(Some(net), ep),
                 aliases: ep.aliases.clone(),
                 plugin_info: None,
             })
@@ -59,6 +67,7 @@ fn docker_endpoints<'a>(
                 Some(s) => format!("{}/{}", ep.ipv4, s.prefix),
                 None => ep.ipv4.to_string(),
             }),
+            ipv6: None,
             aliases: Vec::new(),
             plugin_info: None,
         })
@@ -84,6 +93,7 @@ pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String)
                 interface: ep.interface.clone(),
                 mac: ep.mac.map(|m| m.to_string()),
                 ipv4: cidr(state.network(&ep.network), ep),
+                ipv6: cidr6(state.network(&ep.network), ep),
                 aliases: ep.aliases.clone(),
                 impairment: ep.impairment.clone(),
                 blocked: ep.blocked.clone(),

@@ -1,13 +1,14 @@
 //! The bridge driver's work inside a sandbox: a TAP per endpoint with its MAC, MTU and address,
 //! and the default route. Everything runs on a thread inside the sandbox's network namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::error::Result;
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
+use crate::netns::sysctl::{SANDBOX_IPV6, set_ipv6_conf, set_namespace_accept_ra};
 use crate::netns::tap::{Offload, open_tap, open_tap_queues};
 use crate::wire::MacAddr;
 
@@ -18,8 +19,10 @@ const TXQUEUELEN_PLAIN: u32 = 10_000;
 pub struct TapSpec {
     pub interface: String,
     pub mac: MacAddr,
-    pub ipv4: Ipv4Addr,
-    pub prefix: u8,
+    /// The IPv4 address and prefix length (none on an IPv6-only network).
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    /// The IPv6 address and prefix length, on a network with an IPv6 prefix.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
     pub mtu: u32,
     pub offload: Offload,
     /// Queues of the TAP: one per datapath worker (see `netns::tap::open_tap_queues`).
@@ -32,6 +35,9 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
     in_netns(netns, move || {
         let fds = open_tap_queues(&spec.interface, spec.offload, spec.queues)?;
         let index = link_index(&spec.interface)?;
+        // Before the link is up, so that it never takes an RA and its link-local is EUI-64
+        // (the namespace's `all` and `default` are set when it is made: `loopback_up`).
+        set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
         let mut nl = Netlink::open()?;
         let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
         nl.set_link(
@@ -44,7 +50,12 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
                 up: true,
             },
         )?;
-        nl.add_address(index, &spec.interface, spec.ipv4, spec.prefix)?;
+        if let Some((ip, prefix)) = spec.ipv4 {
+            nl.add_address(index, &spec.interface, ip, prefix)?;
+        }
+        if let Some((ip, prefix)) = spec.ipv6 {
+            nl.add_address6(index, &spec.interface, ip, prefix)?;
+        }
         Ok(fds)
     })
 }
@@ -122,8 +133,11 @@ pub fn link_exists_in(netns: &Path, name: &str) -> bool {
     in_netns(netns, move || link_index(&name)).is_ok()
 }
 
-/// Bring up `lo` in the calling thread's namespace (a new namespace has it down).
+/// Bring up `lo` in the calling thread's namespace (a new namespace has it down), and make
+/// the namespace refuse Router Advertisements (`all` and `default`; tapnet addresses its
+/// interfaces itself): the setup of every new sandbox namespace.
 pub fn loopback_up() -> Result<()> {
+    set_namespace_accept_ra(&SANDBOX_IPV6)?;
     let mut nl = Netlink::open()?;
     let index = link_index("lo")?;
     nl.set_link(
@@ -136,7 +150,8 @@ pub fn loopback_up() -> Result<()> {
     )
 }
 
-/// Make the sandbox's default route go via `gateway` on `interface`, or remove it.
+/// Make the default route go via `gateway` on `interface`, or remove it (a CNI runtime's
+/// namespace, whose IPv6 routes are not tapnet's).
 pub fn set_default_route(netns: &Path, route: Option<(Ipv4Addr, String)>) -> Result<()> {
     in_netns(netns, move || {
         let mut nl = Netlink::open()?;
@@ -146,6 +161,36 @@ pub fn set_default_route(netns: &Path, route: Option<(Ipv4Addr, String)>) -> Res
                 nl.replace_default_route(gateway, index)
             }
             None => nl.remove_default_route(),
+        }
+    })
+}
+
+/// Make a sandbox's default routes go via `gateway` on `interface` (IPv4 `route`, IPv6
+/// `route6`), or remove them.
+pub fn set_default_routes(
+    netns: &Path,
+    route: Option<(Ipv4Addr, String)>,
+    route6: Option<(Ipv6Addr, String)>,
+) -> Result<()> {
+    in_netns(netns, move || {
+        let mut nl = Netlink::open()?;
+        match route {
+            Some((gateway, interface)) => {
+                let index = link_index(&interface)?;
+                nl.replace_default_route(gateway, index)?;
+            }
+            None => nl.remove_default_route()?,
+        }
+        match route6 {
+            Some((gateway, interface)) => {
+                let index = link_index(&interface)?;
+                nl.replace_default_route6(gateway, index)
+            }
+            // A kernel without IPv6 has no route to remove either.
+            None => match nl.remove_default_route6() {
+                Err(crate::error::Error::Netlink(m)) if m.contains("EAFNOSUPPORT") => Ok(()),
+                other => other,
+            },
         }
     })
 }

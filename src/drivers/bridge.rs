@@ -11,7 +11,7 @@ use crate::datapath::fdb::PortId;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns::DnsServer;
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::gateway::{Gateway, GatewayConfig, GatewayV6};
 use crate::netns::tap::Offload;
 use crate::wire::MacAddr;
 
@@ -115,7 +115,10 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         udp_idle: std::time::Duration::from_secs(u64::from(opts.udp_idle_s)),
         limits: opts.nat,
         dns: None,
-        ipv6: None,
+        ipv6: net
+            .subnet6
+            .zip(net.gateway6)
+            .map(|(subnet, ip)| GatewayV6 { subnet, ip }),
     };
     // Internal networks resolve their own names only; others forward, but only to upstreams
     // the NAT policy admits.
@@ -184,16 +187,26 @@ pub fn tap_spec(
     net: &Network,
     interface: String,
     mac: MacAddr,
-    ipv4: Ipv4Addr,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
 ) -> Result<TapSpec> {
-    let subnet = net
-        .subnet
-        .ok_or_else(|| Error::invalid(format!("network {} has no subnet", net.name)))?;
+    let no_subnet = || Error::invalid(format!("network {} has no subnet", net.name));
+    let ipv4 = match ipv4 {
+        Some(ip) => Some((ip, net.subnet.ok_or_else(no_subnet)?.prefix)),
+        None => None,
+    };
+    let ipv6 = match ipv6 {
+        Some(ip) => Some((ip, net.subnet6.ok_or_else(no_subnet)?.prefix)),
+        None => None,
+    };
+    if ipv4.is_none() && ipv6.is_none() {
+        return Err(no_subnet());
+    }
     Ok(TapSpec {
         interface,
         mac,
         ipv4,
-        prefix: subnet.prefix,
+        ipv6,
         mtu: net.mtu,
         offload: offload_of(ctx, net),
         queues: ctx.dp.tap_queues(),
@@ -242,16 +255,19 @@ pub fn attach(ctx: &Ctx<'_>, net: &Network, tap: Tap) -> Result<PortId> {
 
 /// Plan the endpoint's TAP in the sandbox: checked before a device is made.
 pub fn plan_tap(ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<DevicePlan> {
-    let (Some(interface), Some(mac), Some(ipv4), Some(_)) =
-        (ep.interface.clone(), ep.mac, ep.ipv4, net.subnet)
-    else {
+    let (Some(interface), Some(mac)) = (ep.interface.clone(), ep.mac) else {
         return Ok(DevicePlan::default());
     };
+    if ep.ipv4.is_none() && ep.ipv6.is_none() {
+        return Ok(DevicePlan::default());
+    }
     options_of(net)?;
     if !ctx.nets.contains_key(&net.name) {
         return Err(Error::not_found("network", &net.name));
     }
-    Ok(DevicePlan::tap(tap_spec(ctx, net, interface, mac, ipv4)?))
+    Ok(DevicePlan::tap(tap_spec(
+        ctx, net, interface, mac, ep.ipv4, ep.ipv6,
+    )?))
 }
 
 /// Wire the endpoint's TAP, made from `plan_tap`'s plan, to the switch.
@@ -262,7 +278,7 @@ pub fn attach_endpoint_tap(
     net: &Network,
     device: Device,
 ) -> Result<()> {
-    let (Some(interface), Some(mac), Some(ipv4)) = (ep.interface.clone(), ep.mac, ep.ipv4) else {
+    let (Some(interface), Some(mac)) = (ep.interface.clone(), ep.mac) else {
         return Ok(());
     };
     if device.fds.is_empty() {
@@ -274,7 +290,8 @@ pub fn attach_endpoint_tap(
         Tap {
             label: format!("{sandbox}/{interface}"),
             mac,
-            ipv4,
+            // An IPv6-only endpoint sends no IPv4: port security admits none from it.
+            ipv4: ep.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
             fds: TapFds::Queues(device.fds),
         },
     )?;
@@ -298,6 +315,8 @@ mod tests {
             driver: Driver::Bridge,
             subnet: None,
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             ip_range: None,
             internal: false,
             mtu: 1500,

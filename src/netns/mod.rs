@@ -3,6 +3,7 @@
 pub mod namespace;
 pub mod netlink;
 pub mod processes;
+pub mod sysctl;
 pub mod tap;
 
 /// A test hook: `TAPNET_TEST_SLOW_NETNS_MS` (read once) makes every namespace and TAP creation

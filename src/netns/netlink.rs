@@ -1,13 +1,14 @@
 //! Interface configuration over rtnetlink, in whatever network namespace the calling thread is in:
-//! link MAC/MTU/up, IPv4 addresses and the default route. Used only on namespace setup threads.
+//! link MAC/MTU/up, IPv4 and IPv6 addresses and the default routes. Used only on namespace
+//! setup threads.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -181,6 +182,60 @@ impl Netlink {
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )
+    }
+
+    /// Add IPv6 address `ip/prefix` to link `index`, usable at once: no duplicate address
+    /// detection (the controller hands out each address once per network).
+    pub fn add_address6(&mut self, index: u32, name: &str, ip: Ipv6Addr, prefix: u8) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Address(ip.into()));
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        self.request(
+            &format!("add address {ip}/{prefix} to {name}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn default_route6(gateway: Option<(Ipv6Addr, u32)>) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        if let Some((gw, index)) = gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+            msg.attributes.push(RouteAttribute::Oif(index));
+        }
+        msg
+    }
+
+    /// Point the IPv6 default route (`::/0`) at `gateway` through interface `index`,
+    /// replacing any other.
+    pub fn replace_default_route6(&mut self, gateway: Ipv6Addr, index: u32) -> Result<()> {
+        self.request(
+            &format!("set IPv6 default route via {gateway}"),
+            RouteNetlinkMessage::NewRoute(Self::default_route6(Some((gateway, index)))),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Remove the IPv6 default route; having none is not an error.
+    pub fn remove_default_route6(&mut self) -> Result<()> {
+        match self.request(
+            "remove IPv6 default route",
+            RouteNetlinkMessage::DelRoute(Self::default_route6(None)),
+            0,
+        ) {
+            Err(Error::Netlink(m)) if m.contains("ESRCH") => Ok(()),
+            other => other,
+        }
     }
 
     fn default_route(gateway: Option<(Ipv4Addr, u32)>) -> RouteMessage {

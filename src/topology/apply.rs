@@ -162,6 +162,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 vni: n.vni,
                 offload: n.offload,
                 options: n.options.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                ..NetworkCreate::default()
             }))?;
         }
         Action::CreateSandbox(s) => {
@@ -172,6 +173,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 ip: s.ip.get(&first).cloned(),
                 hostname: s.hostname.clone(),
                 publish: s.publish.clone(),
+                ..SandboxCreate::default()
             }))?;
             for n in s.networks.iter().skip(1) {
                 client.call_value(&Request::NetworkConnect {
@@ -179,6 +181,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                     sandbox: s.name.clone(),
                     ip: s.ip.get(n).cloned(),
                     aliases: Vec::new(),
+                    ip6: None,
                 })?;
             }
         }

@@ -37,8 +37,12 @@ def pattern(n):
     return block * full + block[:rest]
 
 
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def tcp_serve(addr, port):
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv = socket.socket(family(addr), socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((addr, int(port)))
     srv.listen(1)

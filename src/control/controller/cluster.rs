@@ -92,12 +92,12 @@ impl Controller {
         &self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Value> {
-        let wanted = vec![(network.to_string(), ip.map(str::to_string))];
+        let wanted = vec![(network.to_string(), ips.0.map(str::to_string))];
         let won = self.claim_addresses(sandbox, false, wanted)?;
-        self.network_connect(network, sandbox, ip, aliases, Some(won))
+        self.network_connect(network, sandbox, ips, aliases, Some(won))
     }
 
     /// Claim in the store, without the lock, the address each endpoint of `sandbox` on an
@@ -161,7 +161,8 @@ impl Controller {
                     endpoints: Vec::new(),
                     ports: Vec::new(),
                 };
-                let Ok(ep) = inner.plan_unclaimed(&stub, &net, ip, Vec::new(), &lost) else {
+                let Ok(ep) = inner.plan_unclaimed(&stub, &net, (ip, None), Vec::new(), &lost)
+                else {
                     return Ok(None);
                 };
                 let Some(rec) = inner.own_record(sandbox, &ep) else {
@@ -254,19 +255,19 @@ impl Inner {
         &self,
         sb: &Sandbox,
         net: &Network,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
         let Some(addr) = self.preclaimed.get(&net.name) else {
             // Nothing claimed: the plan fails (as `claim_one` saw), or the model changed.
-            self.plan_unclaimed(sb, net, ip, aliases, &[])?;
+            self.plan_unclaimed(sb, net, ips, aliases, &[])?;
             return Err(Error::conflict(format!(
                 "network {}: the address was not claimed in the cluster store; try again",
                 net.name
             )));
         };
         let wanted = addr.to_string();
-        self.plan_unclaimed(sb, net, Some(&wanted), aliases, &[])
+        self.plan_unclaimed(sb, net, (Some(&wanted), ips.1), aliases, &[])
     }
 
     /// Plan an endpoint on an overlay network without claiming: addresses other hosts hold,
@@ -275,7 +276,7 @@ impl Inner {
         &self,
         sb: &Sandbox,
         net: &Network,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
         lost: &[Ipv4Addr],
     ) -> Result<Endpoint> {
@@ -302,6 +303,7 @@ impl Inner {
                     interface: None,
                     mac: None,
                     ipv4: Some(ip),
+                    ipv6: None,
                     aliases: Vec::new(),
                     impairment: None,
                     blocked: Vec::new(),
@@ -309,7 +311,7 @@ impl Inner {
                 .collect(),
             ports: Vec::new(),
         });
-        endpoints::plan_endpoint(&state, sb, net, ip, aliases)
+        endpoints::plan_endpoint(&state, sb, net, ips.0, ips.1, aliases)
     }
 
     /// Take a network's key out of the store, unless other hosts still have endpoints on it.

@@ -161,7 +161,14 @@ impl Inner {
         if !self.nets.contains_key(&net.name) {
             return Err(Error::not_found("network", &net.name));
         }
-        let spec = bridge::tap_spec(&self.ctx(), &net, a.ifname.clone(), a.mac, a.ipv4)?;
+        let spec = bridge::tap_spec(
+            &self.ctx(),
+            &net,
+            a.ifname.clone(),
+            a.mac,
+            Some(a.ipv4),
+            None,
+        )?;
         let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
         Ok((net, CniPlan { spec, route }))
     }

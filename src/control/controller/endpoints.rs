@@ -17,12 +17,24 @@ pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
         .collect()
 }
 
-/// A new endpoint of `sb` on `net`: address checked and chosen, nothing created yet.
+/// The IPv4 and IPv6 addresses a request asks for (`--ip`, `--ip6`).
+pub(super) type Wanted<'a> = (Option<&'a str>, Option<&'a str>);
+
+/// IPv6 addresses taken on `network` (sandboxes' endpoints).
+pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::Ipv6Addr> {
+    state
+        .endpoints_on(network)
+        .filter_map(|(_, e)| e.ipv6)
+        .collect()
+}
+
+/// A new endpoint of `sb` on `net`: addresses checked and chosen, nothing created yet.
 pub(super) fn plan_endpoint(
     state: &State,
     sb: &Sandbox,
     net: &Network,
     ip: Option<&str>,
+    ip6: Option<&str>,
     aliases: Vec<String>,
 ) -> Result<Endpoint> {
     for alias in &aliases {
@@ -31,9 +43,10 @@ pub(super) fn plan_endpoint(
     // A remote network's endpoints are addressed by tapnet's IPAM like switched ones; the
     // plugin provides the link.
     if !drivers::of(net.driver).addressed() {
-        if ip.is_some() {
+        if ip.is_some() || ip6.is_some() {
             return Err(Error::invalid(format!(
-                "--ip does not apply to network {} (driver {})",
+                "--ip{} does not apply to network {} (driver {})",
+                if ip.is_some() { "" } else { "6" },
                 net.name,
                 net.driver.name()
             )));
@@ -44,26 +57,82 @@ pub(super) fn plan_endpoint(
             interface: None,
             mac: None,
             ipv4: None,
+            ipv6: None,
             aliases,
             impairment: None,
             blocked: Vec::new(),
         });
     }
-    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
-        return Err(Error::invalid(format!(
-            "network {} has no subnet",
+    let ipv4 = match (net.subnet, net.gateway) {
+        (Some(subnet), Some(gateway)) => {
+            let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
+            let used = addresses_on(state, &net.name);
+            Some(ipam::allocate(
+                subnet,
+                gateway,
+                net.ip_range,
+                &used,
+                wanted,
+            )?)
+        }
+        _ if net.subnet6.is_none() => {
+            return Err(Error::invalid(format!(
+                "network {} has no subnet",
+                net.name
+            )));
+        }
+        _ if ip.is_some() => {
+            return Err(Error::invalid(format!(
+                "--ip: network {} has no IPv4 subnet",
+                net.name
+            )));
+        }
+        _ => None,
+    };
+    let ipv6 = match (net.subnet6, net.gateway6) {
+        (Some(subnet), Some(gateway)) => {
+            let wanted = ip6.map(|s| parse_ip6("address", s)).transpose()?;
+            let used = addresses6_on(state, &net.name);
+            Some(ipam6::allocate(subnet, gateway, &used, wanted)?)
+        }
+        _ if ip6.is_some() => {
+            return Err(Error::invalid(format!(
+                "--ip6: network {} has no IPv6 subnet (it was made without --ipv6)",
+                net.name
+            )));
+        }
+        _ => None,
+    };
+    let mac = match (ipv4, ipv6) {
+        (Some(v4), _) => MacAddr::from_ipv4(v4),
+        // An IPv6-only endpoint: 02:42 and the address's last 32 bits, as its IPv4 twin would.
+        (None, Some(v6)) => MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32)),
+        (None, None) => {
+            return Err(Error::invalid(format!(
+                "network {} has no subnet",
+                net.name
+            )));
+        }
+    };
+    // IPv4 addresses are unique on a network, and so are MACs made of them; IPv6 addresses
+    // may share their last 32 bits.
+    if let (None, Some(v6)) = (ipv4, ipv6)
+        && state
+            .endpoints_on(&net.name)
+            .any(|(_, e)| e.mac == Some(mac))
+    {
+        return Err(Error::conflict(format!(
+            "address {v6}: the MAC made of its last 32 bits, {mac}, is taken on network {}",
             net.name
         )));
-    };
-    let wanted = ip.map(|s| parse_ip("address", s)).transpose()?;
-    let used = addresses_on(state, &net.name);
-    let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, wanted)?;
+    }
     Ok(Endpoint {
         id: new_id()?,
         network: net.name.clone(),
         interface: Some(next_interface(sb)),
-        mac: Some(MacAddr::from_ipv4(ipv4)),
-        ipv4: Some(ipv4),
+        mac: Some(mac),
+        ipv4,
+        ipv6,
         aliases,
         impairment: None,
         blocked: Vec::new(),
@@ -80,27 +149,38 @@ impl Controller {
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             } if drivers::plugin_served(&inner.state, &network) => {
                 drop(inner);
-                self.network_connect_remote(&network, &sandbox, ip.as_deref(), aliases)
+                let ips = (ip.as_deref(), ip6.as_deref());
+                self.network_connect_remote(&network, &sandbox, ips, aliases)
             }
             Request::NetworkConnect {
                 network,
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             } if inner.needs_claims(std::slice::from_ref(&network)) => {
                 drop(inner);
-                self.network_connect_claimed(&network, &sandbox, ip.as_deref(), aliases)
+                let ips = (ip.as_deref(), ip6.as_deref());
+                self.network_connect_claimed(&network, &sandbox, ips, aliases)
             }
             Request::NetworkConnect {
                 network,
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             } => {
                 drop(inner);
-                self.network_connect(&network, &sandbox, ip.as_deref(), aliases, None)
+                self.network_connect(
+                    &network,
+                    &sandbox,
+                    (ip.as_deref(), ip6.as_deref()),
+                    aliases,
+                    None,
+                )
             }
             Request::NetworkDisconnect { network, sandbox } => {
                 let teardown = inner.network_disconnect(&network, &sandbox)?;
@@ -125,7 +205,7 @@ impl Controller {
         &self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
         won: Option<HashMap<String, Ipv4Addr>>,
     ) -> Result<Value> {
@@ -136,7 +216,7 @@ impl Controller {
             }
             let planned =
                 inner
-                    .plan_connect(network, sandbox, ip, aliases)
+                    .plan_connect(network, sandbox, ips, aliases)
                     .and_then(|(sb, net, ep)| {
                         let plan = drivers::of(net.driver).plan_device(&inner.ctx(), &ep, &net)?;
                         Ok((sb, net, ep, plan))
@@ -179,13 +259,15 @@ impl Controller {
 }
 
 impl Inner {
+    /// `ips`: the IPv4 and IPv6 addresses asked for (`--ip`, `--ip6`).
     pub(super) fn plan_endpoint(
         &self,
         sb: &Sandbox,
         net: &Network,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
+        let (ip, ip6) = ips;
         self.refuse_docker_owned(&net.name)?;
         if self.deleting_networks.contains(&net.name) {
             return Err(Error::conflict(format!(
@@ -194,9 +276,9 @@ impl Inner {
             )));
         }
         if drivers::of(net.driver).in_cluster_store() && self.cluster.is_some() {
-            return self.plan_claimed(sb, net, ip, aliases);
+            return self.plan_claimed(sb, net, ips, aliases);
         }
-        plan_endpoint(&self.planning_state(), sb, net, ip, aliases)
+        plan_endpoint(&self.planning_state(), sb, net, ip, ip6, aliases)
     }
 
     /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
@@ -267,7 +349,16 @@ impl Inner {
             }
             Some((net.gateway?, ep.interface.clone()?))
         });
-        wiring::set_default_route(&self.dirs.netns_path(&sb.name), route)
+        // IPv6 likewise, from the first non-internal network with an IPv6 gateway.
+        let route6 = sb.endpoints.iter().find_map(|ep| {
+            let net = self.state.network(&ep.network)?;
+            if !drivers::of(net.driver).has_gateway() || net.internal {
+                return None;
+            }
+            ep.ipv6?;
+            Some((net.gateway6?, ep.interface.clone()?))
+        });
+        wiring::set_default_routes(&self.dirs.netns_path(&sb.name), route, route6)
     }
 
     pub(super) fn sync_default_route_of(&self, sandbox: &str) -> Result<()> {
@@ -306,7 +397,7 @@ impl Inner {
         &self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<(Sandbox, Network, Endpoint)> {
         let net = self.network(network)?.clone();
@@ -340,7 +431,7 @@ impl Inner {
                 "sandbox {sandbox} is already connected to network {network}"
             )));
         }
-        let ep = self.plan_endpoint(&sb, &net, ip, aliases)?;
+        let ep = self.plan_endpoint(&sb, &net, ips, aliases)?;
         Ok((sb, net, ep))
     }
 
@@ -439,11 +530,12 @@ mod tests {
         let state = default_state().unwrap();
         let net = state.network("bridge").cloned().unwrap();
         let mut sb = sandbox("a");
-        let ep = plan_endpoint(&state, &sb, &net, None, Vec::new()).unwrap();
+        let ep = plan_endpoint(&state, &sb, &net, None, None, Vec::new()).unwrap();
         assert_eq!(ep.interface.as_deref(), Some("eth0"));
         assert_eq!(ep.ipv4, Some(Ipv4Addr::new(172, 17, 0, 2)));
         sb.endpoints.push(ep);
-        let wanted = plan_endpoint(&state, &sb, &net, Some("172.17.0.9"), Vec::new()).unwrap();
+        let wanted =
+            plan_endpoint(&state, &sb, &net, Some("172.17.0.9"), None, Vec::new()).unwrap();
         assert_eq!(wanted.interface.as_deref(), Some("eth1"));
         assert_eq!(
             wanted.mac,
@@ -456,12 +548,93 @@ mod tests {
         let state = default_state().unwrap();
         for name in ["host", "none"] {
             let net = state.network(name).cloned().unwrap();
-            let ep = plan_endpoint(&state, &sandbox("a"), &net, None, Vec::new()).unwrap();
+            let ep = plan_endpoint(&state, &sandbox("a"), &net, None, None, Vec::new()).unwrap();
             assert!(ep.interface.is_none() && ep.ipv4.is_none());
-            let err = plan_endpoint(&state, &sandbox("a"), &net, Some("10.0.0.2"), Vec::new())
-                .unwrap_err()
-                .to_string();
+            let err = plan_endpoint(
+                &state,
+                &sandbox("a"),
+                &net,
+                Some("10.0.0.2"),
+                None,
+                Vec::new(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains("--ip does not apply"), "{err}");
         }
+    }
+
+    #[test]
+    fn ipv6_endpoints_take_addresses_sequentially_and_honour_ip6() {
+        let mut state = default_state().unwrap();
+        let mut net = state.network("bridge").cloned().unwrap();
+        net.name = "dual".into();
+        net.builtin = false;
+        net.subnet6 = Some("fd00:a::/64".parse().unwrap());
+        net.gateway6 = Some("fd00:a::1".parse().unwrap());
+        state.networks.push(net.clone());
+        let mut a = sandbox("a");
+        let ep = plan_endpoint(&state, &a, &net, None, None, Vec::new()).unwrap();
+        assert_eq!(ep.ipv6, Some("fd00:a::2".parse().unwrap()));
+        assert_eq!(ep.ipv4, Some(Ipv4Addr::new(172, 17, 0, 2)));
+        a.endpoints.push(ep);
+        state.sandboxes.push(a);
+        let b = sandbox("b");
+        let next = plan_endpoint(&state, &b, &net, None, None, Vec::new()).unwrap();
+        assert_eq!(next.ipv6, Some("fd00:a::3".parse().unwrap()));
+        let wanted = plan_endpoint(&state, &b, &net, None, Some("fd00:a::99"), Vec::new()).unwrap();
+        assert_eq!(wanted.ipv6, Some("fd00:a::99".parse().unwrap()));
+        for (ip6, want) in [
+            ("fd00:a::2", "already in use"),
+            ("fd00:a::1", "gateway"),
+            ("fd00:b::2", "not a usable address"),
+            ("10.0.0.1", "expected an IPv6 address"),
+        ] {
+            let err = plan_endpoint(&state, &b, &net, None, Some(ip6), Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{ip6}: {err} does not say {want}");
+        }
+        let plain = state.network("bridge").cloned().unwrap();
+        let err = plan_endpoint(&state, &b, &plain, None, Some("fd00:a::5"), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no IPv6 subnet"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_only_endpoints_have_no_ipv4_and_a_mac_of_their_address() {
+        let state = default_state().unwrap();
+        let mut net = state.network("bridge").cloned().unwrap();
+        net.name = "only".into();
+        (net.subnet, net.gateway) = (None, None);
+        net.subnet6 = Some("fd00:a::/64".parse().unwrap());
+        net.gateway6 = Some("fd00:a::1".parse().unwrap());
+        let ep = plan_endpoint(&state, &sandbox("a"), &net, None, None, Vec::new()).unwrap();
+        assert_eq!(ep.ipv4, None);
+        assert_eq!(ep.mac, Some(MacAddr::from_ipv4(Ipv4Addr::new(0, 0, 0, 2))));
+        let err = plan_endpoint(
+            &state,
+            &sandbox("a"),
+            &net,
+            Some("10.0.0.2"),
+            None,
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("has no IPv4 subnet"), "{err}");
+        // Another endpoint whose address ends in the same 32 bits would get the same MAC.
+        let mut state = state;
+        let mut a = sandbox("a");
+        a.endpoints.push(ep);
+        state.sandboxes.push(a);
+        let same = Some("fd00:a::1:0:0:2");
+        let err = plan_endpoint(&state, &sandbox("b"), &net, None, same, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is taken on network only"), "{err}");
+        let other = Some("fd00:a::1:0:0:3");
+        assert!(plan_endpoint(&state, &sandbox("b"), &net, None, other, Vec::new()).is_ok());
     }
 }

@@ -53,23 +53,36 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         .as_deref()
         .map(|r| parse_cidr("ip range", r))
         .transpose()?;
-    let subnet = match req.subnet.as_deref() {
-        Some(s) => parse_cidr("subnet", s)?,
-        None => {
-            if gateway.is_some() || ip_range.is_some() {
-                return Err(Error::invalid("--gateway and --ip-range need --subnet"));
-            }
-            let only: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
-            ipam::next_free_subnet(&only)?
+    let (subnet, gateway) = if req.no_ipv4 {
+        if req.subnet.is_some() || gateway.is_some() || ip_range.is_some() {
+            return Err(Error::invalid(
+                "--no-ipv4 takes no IPv4 --subnet, --gateway or --ip-range",
+            ));
         }
+        (None, None)
+    } else {
+        let subnet = match req.subnet.as_deref() {
+            Some(s) => parse_cidr("subnet", s)?,
+            None => {
+                if gateway.is_some() || ip_range.is_some() {
+                    return Err(Error::invalid("--gateway and --ip-range need --subnet"));
+                }
+                let only: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
+                ipam::next_free_subnet(&only)?
+            }
+        };
+        let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
+        (Some(subnet), Some(gateway))
     };
-    let gateway = ipam::plan_network(subnet, gateway, ip_range, &taken)?;
+    let (subnet6, gateway6) = plan_ipv6(req, state)?;
     Ok(Network {
         name: req.name.clone(),
         id: new_id()?,
         driver,
-        subnet: Some(subnet),
-        gateway: Some(gateway),
+        subnet,
+        gateway,
+        subnet6,
+        gateway6,
         ip_range,
         internal: req.internal,
         mtu,
@@ -81,6 +94,61 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         plugin,
         typed: Some(typed),
     })
+}
+
+/// The IPv6 side of a new network: none without `--ipv6`; the prefix asked for, or the next
+/// free /64 of the state's ULA pool (which the caller has picked: `Inner::ensure_ula`).
+fn plan_ipv6(
+    req: &NetworkCreate,
+    state: &State,
+) -> Result<(Option<Ipv6Net>, Option<std::net::Ipv6Addr>)> {
+    let gateway = req
+        .gateway6
+        .as_deref()
+        .map(|g| parse_ip6("gateway", g))
+        .transpose()?;
+    let subnet = req
+        .subnet6
+        .as_deref()
+        .map(|s| parse_cidr6("subnet", s))
+        .transpose()?;
+    if !req.ipv6 {
+        if subnet.is_some() || gateway.is_some() {
+            return Err(Error::invalid("an IPv6 --subnet or --gateway needs --ipv6"));
+        }
+        if req.no_ipv4 {
+            return Err(Error::invalid(
+                "--no-ipv4 needs --ipv6: a network needs an address family",
+            ));
+        }
+        return Ok((None, None));
+    }
+    if !drivers::of(drivers::named(req.driver.as_deref().unwrap_or("bridge"))?).switched() {
+        return Err(Error::invalid(format!(
+            "--ipv6 applies to bridge and overlay networks only, not driver {}",
+            req.driver.as_deref().unwrap_or("bridge")
+        )));
+    }
+    let taken: Vec<(String, Ipv6Net)> = state
+        .networks
+        .iter()
+        .filter_map(|n| n.subnet6.map(|s| (n.name.clone(), s)))
+        .collect();
+    let subnet = match subnet {
+        Some(s) => s,
+        None => {
+            if gateway.is_some() {
+                return Err(Error::invalid("an IPv6 --gateway needs an IPv6 --subnet"));
+            }
+            let pool = state.ula.ok_or_else(|| {
+                Error::invalid("internal error: the daemon has no IPv6 ULA prefix yet")
+            })?;
+            let only: Vec<Ipv6Net> = taken.iter().map(|(_, s)| *s).collect();
+            ipam6::next_free_subnet(pool, &only)?
+        }
+    };
+    let gateway = ipam6::plan_network(subnet, gateway, &taken)?;
+    Ok((Some(subnet), Some(gateway)))
 }
 
 /// The VNI of a new network: overlay networks take the one asked for (in range and not used by
@@ -193,6 +261,7 @@ impl Inner {
         req: NetworkCreate,
         teardown: &mut Teardown,
     ) -> Result<String> {
+        self.ensure_ula(&req)?;
         let mut net = plan_network(&req, &self.planning_state())?;
         let imp = drivers::of(net.driver);
         // An overlay network keeps the VTEP it was made with, whatever a restarted daemon's
@@ -209,6 +278,15 @@ impl Inner {
         }
         self.commit_network(&net, teardown)?;
         Ok(net.name)
+    }
+
+    /// Pick the ULA /48 the first time a network asks for an IPv6 prefix from the pool; it
+    /// is saved with the network's commit (or any later save).
+    pub(super) fn ensure_ula(&mut self, req: &NetworkCreate) -> Result<()> {
+        if req.ipv6 && req.subnet6.is_none() && self.state.ula.is_none() {
+            self.state.ula = Some(ipam6::random_ula()?);
+        }
+        Ok(())
     }
 
     /// Add a planned network (its driver's side made) to the datapath, the model and the
@@ -403,6 +481,77 @@ mod tests {
                     ..req("n", &[])
                 },
                 "overlay networks only",
+            ),
+        ];
+        for (r, want) in cases {
+            let err = plan_network(r, &state).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} does not say {want}");
+        }
+    }
+
+    fn v6(name: &str, subnets: (Option<&str>, Option<&str>), no_ipv4: bool) -> NetworkCreate {
+        NetworkCreate {
+            ipv6: true,
+            no_ipv4,
+            subnet: subnets.0.map(str::to_string),
+            subnet6: subnets.1.map(str::to_string),
+            ..req(name, &[])
+        }
+    }
+
+    #[test]
+    fn ipv6_plans_take_successive_64s_of_the_ula_pool() {
+        let mut state = default_state().unwrap();
+        let err = plan_network(&v6("a", (None, None), false), &state).unwrap_err();
+        assert!(err.to_string().contains("no IPv6 ULA prefix"), "{err}");
+        state.ula = Some("fd12:3456:789a::/48".parse().unwrap());
+        let a = plan_network(&v6("a", (None, None), false), &state).unwrap();
+        assert_eq!(a.subnet6, Some("fd12:3456:789a::/64".parse().unwrap()));
+        assert_eq!(a.gateway6, Some("fd12:3456:789a::1".parse().unwrap()));
+        assert!(
+            a.subnet.is_some(),
+            "dual-stack keeps an IPv4 subnet, as Docker"
+        );
+        state.networks.push(a);
+        let b = plan_network(&v6("b", (None, None), false), &state).unwrap();
+        assert_eq!(b.subnet6, Some("fd12:3456:789a:1::/64".parse().unwrap()));
+        let plain = plan_network(&req("c", &[]), &state).unwrap();
+        assert_eq!((plain.subnet6, plain.gateway6), (None, None));
+    }
+
+    #[test]
+    fn ipv6_only_and_refused_ipv6_plans() {
+        let state = default_state().unwrap();
+        let only = plan_network(&v6("o", (None, Some("fd00:a::/64")), true), &state).unwrap();
+        assert_eq!((only.subnet, only.gateway), (None, None));
+        assert_eq!(only.gateway6, Some("fd00:a::1".parse().unwrap()));
+        let cases: &[(NetworkCreate, &str)] = &[
+            (
+                NetworkCreate {
+                    subnet6: Some("fd00:a::/64".into()),
+                    ..req("n", &[])
+                },
+                "needs --ipv6",
+            ),
+            (
+                NetworkCreate {
+                    no_ipv4: true,
+                    ..req("n", &[])
+                },
+                "--no-ipv4 needs --ipv6",
+            ),
+            (
+                v6("n", (Some("10.9.0.0/24"), Some("fd00:a::/64")), true),
+                "--no-ipv4 takes no IPv4",
+            ),
+            (v6("n", (None, Some("ff02::/64")), false), "multicast"),
+            (v6("n", (None, Some("fd00:a::/56")), false), "/64 to /120"),
+            (
+                NetworkCreate {
+                    driver: Some("host".into()),
+                    ..v6("n", (None, Some("fd00:a::/64")), false)
+                },
+                "only one network of driver host",
             ),
         ];
         for (r, want) in cases {

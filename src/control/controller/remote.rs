@@ -30,6 +30,7 @@ impl Controller {
     pub(super) fn network_create_outside(&self, req: NetworkCreate) -> Result<Value> {
         let (net, dirs, cluster) = {
             let mut inner = self.lock();
+            inner.ensure_ula(&req)?;
             let mut net = plan_network(&req, &inner.planning_state())?;
             let imp = drivers::of(net.driver);
             // An overlay network keeps the VTEP it was made with (see `network_create`).
@@ -169,12 +170,12 @@ impl Controller {
         &self,
         network: &str,
         sandbox: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Value> {
         let (ep, net, dirs, netns) = {
             let mut inner = self.lock();
-            let (sb, net, ep) = inner.plan_connect(network, sandbox, ip, aliases)?;
+            let (sb, net, ep) = inner.plan_connect(network, sandbox, ips, aliases)?;
             // The reservation: the sandbox with only the new endpoint, so that plans see its
             // address taken and other changes to the sandbox wait.
             let mut reserved = sb.clone();

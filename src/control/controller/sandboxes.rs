@@ -273,8 +273,12 @@ impl Inner {
         };
         // Plan every endpoint (addresses, interface names) before creating anything.
         for (i, net) in nets.iter().enumerate() {
-            let ip = if i == 0 { req.ip.as_deref() } else { None };
-            let ep = self.plan_endpoint(&sb, net, ip, Vec::new())?;
+            let ips = if i == 0 {
+                (req.ip.as_deref(), req.ip6.as_deref())
+            } else {
+                (None, None)
+            };
+            let ep = self.plan_endpoint(&sb, net, ips, Vec::new())?;
             sb.endpoints.push(ep);
         }
         if req.ip.is_some() && !drivers::of(nets[0].driver).switched() {
