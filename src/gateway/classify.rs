@@ -5,7 +5,7 @@
 //! smoltcp with AnyIP would answer ARP and ping for every address; only what this function
 //! lets through reaches it, so the gateway never answers for a sandbox or a foreign network.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use super::GatewayConfig;
 use super::tcp_nat::FlowKey;
@@ -33,6 +33,30 @@ pub enum Inbound {
         key: (Ipv4Addr, u16, Ipv4Addr),
         src_mac: MacAddr,
         icmp: (usize, usize),
+    },
+    /// A Neighbour Solicitation for one of the gateway's IPv6 addresses (`target`).
+    NeighborSolicit {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+        target: Ipv6Addr,
+    },
+    /// A Router Solicitation (`src` is :: from a host with no address yet).
+    RouterSolicit {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+    },
+    /// An ICMPv6 echo request to the gateway's address `dst`; `icmp` is its byte range.
+    Echo6 {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        icmp: (usize, usize),
+    },
+    /// A UDP query to the gateway's IPv6 address, port 53; `payload` is its byte range.
+    Dns6 {
+        src: SocketAddrV6,
+        src_mac: MacAddr,
+        payload: (usize, usize),
     },
     Ignore,
 }
@@ -62,6 +86,13 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
             Inbound::Stack
         } else {
             Inbound::Ignore
+        };
+    }
+    if eth.ethertype() == ethertype::IPV6 {
+        // A gateway without IPv6 ignores it all, as any frame not its business.
+        return match &config.ipv6 {
+            Some(v6) => super::classify_v6::classify_v6(frame, config, v6),
+            None => Inbound::Ignore,
         };
     }
     if eth.ethertype() != ethertype::IPV4 || eth.dst() != config.mac {

@@ -7,16 +7,21 @@
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
 pub mod classify;
+pub(crate) mod classify_v6;
 pub(crate) mod device;
 pub mod dns;
 pub(crate) mod engine;
 pub(crate) mod flow_table;
 pub(crate) mod icmp_nat;
+pub(crate) mod ndp;
 pub mod policy;
 pub(crate) mod publish;
+pub(crate) mod ra;
 pub(crate) mod tcp_nat;
 pub mod tso;
 pub(crate) mod udp_nat;
+#[cfg(test)]
+mod v6_tests;
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;

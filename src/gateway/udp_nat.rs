@@ -8,7 +8,7 @@
 //! that uses a new source port per query thus holds at most its cap of fds, whatever its rate.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
@@ -195,6 +195,22 @@ pub fn build_udp_frame(
     out.clear();
     PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(from.ip().octets(), to.ip().octets(), 64)
+        .udp(from.port(), to.port())
+        .write(out, payload)
+        .is_ok()
+}
+
+/// [`build_udp_frame`] over IPv6.
+pub fn build_udp6_frame(
+    out: &mut Vec<u8>,
+    (src_mac, dst_mac): (MacAddr, MacAddr),
+    from: SocketAddrV6,
+    to: SocketAddrV6,
+    payload: &[u8],
+) -> bool {
+    out.clear();
+    PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv6(from.ip().octets(), to.ip().octets(), 64)
         .udp(from.port(), to.port())
         .write(out, payload)
         .is_ok()

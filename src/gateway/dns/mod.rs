@@ -26,7 +26,7 @@ mod names;
 mod resolv_conf;
 mod server;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use codec::{
     CLASS_IN, DNS_PORT, HEADER_LEN, Header, LOCAL_TTL, MAX_NAME_LEN, MAX_POINTERS, MAX_TCP_LEN,

@@ -1,0 +1,327 @@
+//! The gateway's IPv6 side on real frames: a gateway thread on a socketpair port, frames written
+//! to the switch's end as the datapath would, and the replies read back and decoded with
+//! smoltcp's and etherparse's parsers.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, Icmpv6Packet, Icmpv6Repr, Ipv6Packet, NdiscNeighborFlags,
+    NdiscRepr, RawHardwareAddress,
+};
+
+use super::classify_v6::tests::{
+    GW_MAC, SB_MAC, config, echo_request, gw6, neighbor_solicit, router_solicit, sb_local, sb6,
+    udp6,
+};
+use super::ndp::{ALL_NODES, ECHO_REPLY, NEIGHBOR_ADVERT, ROUTER_ADVERT, link_local};
+use super::{Gateway, dns};
+use crate::wire::VNET_HDR_LEN;
+
+/// A gateway on a socketpair; `switch` is the datapath's end.
+struct Harness {
+    switch: OwnedFd,
+    gateway: Gateway,
+}
+
+fn start(v6: bool) -> Harness {
+    let (switch, gateway_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let dns = dns::DnsServer::start("n6", Vec::new()).unwrap();
+    let gateway = Gateway::start(config(v6), gateway_end, dns).unwrap();
+    let mut names = dns::NameTable::new();
+    names.add("web".into(), std::net::Ipv4Addr::new(172, 18, 0, 2));
+    names.add_v6("web".into(), sb6());
+    names.add_reverse_v6(sb6(), "web.n6".into());
+    gateway.set_names(names);
+    Harness { switch, gateway }
+}
+
+impl Harness {
+    fn send(&self, frame: &[u8]) {
+        let mut msg = vec![0u8; VNET_HDR_LEN];
+        msg.extend_from_slice(frame);
+        assert_eq!(nix::unistd::write(&self.switch, &msg).unwrap(), msg.len());
+    }
+
+    /// The first frame within `wait` that `wanted` accepts; the others seen on the way are
+    /// handed to `others`.
+    fn expect(
+        &self,
+        wait: Duration,
+        wanted: impl Fn(&[u8]) -> bool,
+        others: &mut dyn FnMut(&[u8]),
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 70_000];
+        while Instant::now() < deadline {
+            match nix::unistd::read(&self.switch, &mut buf) {
+                Ok(n) if n >= VNET_HDR_LEN => {
+                    let frame = &buf[VNET_HDR_LEN..n];
+                    if wanted(frame) {
+                        return Some(frame.to_vec());
+                    }
+                    others(frame);
+                }
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        None
+    }
+
+    fn expect_icmp(&self, msg_type: u8) -> Vec<u8> {
+        self.expect(
+            Duration::from_secs(3),
+            |f| icmp_type(f) == Some(msg_type),
+            &mut |_| {},
+        )
+        .unwrap_or_else(|| panic!("no ICMPv6 type {msg_type}"))
+    }
+}
+
+/// The ICMPv6 type of an IPv6 frame, if it carries ICMPv6.
+fn icmp_type(frame: &[u8]) -> Option<u8> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+    (ip.next_header() == smoltcp::wire::IpProtocol::Icmpv6)
+        .then(|| ip.payload().first().copied())?
+}
+
+/// Ethernet, IPv6 and a checked ICMPv6 packet of `frame`, with the fields tests look at.
+fn decode(frame: &[u8]) -> (EthernetAddress, Ipv6Addr, Ipv6Addr, u8, Vec<u8>) {
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    assert_eq!(eth.src_addr(), EthernetAddress(GW_MAC.0));
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    assert!(
+        icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()),
+        "checksum"
+    );
+    (
+        eth.dst_addr(),
+        ip.src_addr(),
+        ip.dst_addr(),
+        ip.hop_limit(),
+        ip.payload().to_vec(),
+    )
+}
+
+#[test]
+fn neighbour_solicitations_get_router_solicited_override_adverts() {
+    let h = start(true);
+    for target in [gw6(), link_local(GW_MAC)] {
+        h.send(&neighbor_solicit(sb_local(), target));
+        let frame = h.expect_icmp(NEIGHBOR_ADVERT);
+        let (dst_mac, src, dst, hop_limit, icmp) = decode(&frame);
+        assert_eq!(dst_mac, EthernetAddress(SB_MAC.0));
+        assert_eq!((src, dst, hop_limit), (target, sb_local(), 255));
+        let packet = Icmpv6Packet::new_checked(&icmp[..]).unwrap();
+        assert_eq!(packet.msg_code(), 0);
+        match NdiscRepr::parse(&packet).unwrap() {
+            NdiscRepr::NeighborAdvert {
+                flags,
+                target_addr,
+                lladdr,
+            } => {
+                assert_eq!(
+                    flags,
+                    NdiscNeighborFlags::ROUTER
+                        | NdiscNeighborFlags::SOLICITED
+                        | NdiscNeighborFlags::OVERRIDE
+                );
+                assert_eq!(target_addr, target);
+                assert_eq!(lladdr, Some(RawHardwareAddress::from_bytes(&GW_MAC.0)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A sandbox's address is not answered: send that first, then ours as the positive control;
+    // the only advertisement that comes is ours.
+    let other: Ipv6Addr = "fd00:42::5".parse().unwrap();
+    h.send(&neighbor_solicit(sb_local(), other));
+    h.send(&neighbor_solicit(sb_local(), gw6()));
+    let frame = h.expect_icmp(NEIGHBOR_ADVERT);
+    assert_eq!(&frame[14 + 40 + 8..14 + 40 + 24], &gw6().octets());
+    drop(h.gateway);
+}
+
+#[test]
+fn ping6_of_the_gateway_is_answered() {
+    let h = start(true);
+    h.send(&echo_request(gw6(), b"abcdefgh"));
+    let frame = h.expect_icmp(ECHO_REPLY);
+    let (dst_mac, src, dst, _, icmp) = decode(&frame);
+    assert_eq!(dst_mac, EthernetAddress(SB_MAC.0));
+    assert_eq!((src, dst), (gw6(), sb6()));
+    let packet = Icmpv6Packet::new_checked(&icmp[..]).unwrap();
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let repr = Icmpv6Repr::parse(&src, &dst, &packet, &caps).unwrap();
+    assert_eq!(
+        repr,
+        Icmpv6Repr::EchoReply {
+            ident: 0x4242,
+            seq_no: 7,
+            data: b"abcdefgh"
+        }
+    );
+    drop(h.gateway);
+}
+
+#[test]
+fn router_solicitations_get_advertisements_unicast_or_to_all_nodes() {
+    let h = start(true);
+    let v6 = config(true).ipv6.unwrap();
+    // Let the start-up advertisements pass, so that the answers are told apart.
+    let _ = h.expect(Duration::from_millis(300), |_| false, &mut |_| {});
+    h.send(&router_solicit(sb_local()));
+    let unicast = h
+        .expect(
+            Duration::from_secs(3),
+            |f| icmp_type(f) == Some(ROUTER_ADVERT) && f[..6] == SB_MAC.0,
+            &mut |_| {},
+        )
+        .expect("an answer to the solicitation");
+    super::ra::tests::check_advert(&unicast, &v6, 1500, (sb_local(), SB_MAC.0));
+    // From ::, the answer goes to all nodes (the start-up advertisement was over 3 s ago by the
+    // time a later one may be multicast: wait for it).
+    h.send(&router_solicit(Ipv6Addr::UNSPECIFIED));
+    let multicast = h
+        .expect(
+            Duration::from_secs(5),
+            |f| icmp_type(f) == Some(ROUTER_ADVERT) && f[..6] == [0x33, 0x33, 0, 0, 0, 1],
+            &mut |_| {},
+        )
+        .expect("an advertisement to all nodes");
+    super::ra::tests::check_advert(&multicast, &v6, 1500, (ALL_NODES, [0x33, 0x33, 0, 0, 0, 1]));
+    drop(h.gateway);
+}
+
+#[test]
+fn unsolicited_advertisements_start_at_once() {
+    let started = Instant::now();
+    let h = start(true);
+    let v6 = config(true).ipv6.unwrap();
+    let frame = h.expect_icmp(ROUTER_ADVERT);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    super::ra::tests::check_advert(&frame, &v6, 1500, (ALL_NODES, [0x33, 0x33, 0, 0, 0, 1]));
+    // The next one of the first few comes seconds later, not at once.
+    let second = Instant::now();
+    let is_advert = |f: &[u8]| icmp_type(f) == Some(ROUTER_ADVERT);
+    h.expect(Duration::from_secs(8), is_advert, &mut |_| {})
+        .expect("a second advertisement");
+    let gap = second.elapsed();
+    assert!(
+        gap > Duration::from_secs(3) && gap < Duration::from_secs(6),
+        "{gap:?}"
+    );
+    drop(h.gateway);
+}
+
+/// The DNS answer to a query sent from the sandbox's port 40053: its source, and the message.
+fn dns_answer(h: &Harness) -> (SocketAddrV6, SocketAddrV6, Vec<u8>) {
+    let is_udp = |f: &[u8]| {
+        matches!(
+            SlicedPacket::from_ethernet(f),
+            Ok(SlicedPacket {
+                transport: Some(TransportSlice::Udp(_)),
+                ..
+            })
+        )
+    };
+    let frame = h
+        .expect(Duration::from_secs(3), is_udp, &mut |_| {})
+        .expect("a DNS answer");
+    let sliced = SlicedPacket::from_ethernet(&frame).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &sliced.net else {
+        panic!("not IPv6");
+    };
+    let Some(TransportSlice::Udp(udp)) = &sliced.transport else {
+        panic!("not UDP");
+    };
+    let header = ip.header();
+    // The checksum etherparse computes for the same addresses and payload.
+    let expected = udp
+        .to_header()
+        .calc_checksum_ipv6(&header.to_header(), udp.payload())
+        .unwrap();
+    assert_eq!(udp.checksum(), expected, "UDP checksum");
+    assert_eq!(&frame[..6], &SB_MAC.0);
+    (
+        SocketAddrV6::new(header.source_addr(), udp.source_port(), 0, 0),
+        SocketAddrV6::new(header.destination_addr(), udp.destination_port(), 0, 0),
+        udp.payload().to_vec(),
+    )
+}
+
+#[test]
+fn aaaa_and_ip6_arpa_queries_over_ipv6_are_answered_over_ipv6() {
+    let h = start(true);
+    let query = dns::test_util::query_bytes(0x6666, "web", dns::TYPE_AAAA, dns::CLASS_IN);
+    h.send(&udp6(gw6(), 53, &query));
+    let (from, to, message) = dns_answer(&h);
+    assert_eq!(from, SocketAddrV6::new(gw6(), 53, 0, 0));
+    assert_eq!(to, SocketAddrV6::new(sb6(), 40053, 0, 0));
+    let response = dns::test_util::parse_response(&message);
+    assert_eq!(response.header.id, 0x6666);
+    assert_eq!(response.answers.len(), 1);
+    assert_eq!(response.answers[0].rtype, dns::TYPE_AAAA);
+    assert_eq!(response.answers[0].rdata, sb6().octets());
+    let reverse: String = sb6()
+        .octets()
+        .iter()
+        .rev()
+        .map(|b| format!("{:x}.{:x}.", b & 0xf, b >> 4))
+        .collect::<String>()
+        + "ip6.arpa";
+    let query = dns::test_util::query_bytes(0x6667, &reverse, dns::TYPE_PTR, dns::CLASS_IN);
+    h.send(&udp6(gw6(), 53, &query));
+    let (_, _, message) = dns_answer(&h);
+    let response = dns::test_util::parse_response(&message);
+    assert_eq!(response.answers.len(), 1);
+    assert_eq!(response.answers[0].rdata, b"\x03web\x02n6\x00");
+    drop(h.gateway);
+}
+
+#[test]
+fn a_gateway_without_ipv6_answers_none_of_it() {
+    let h = start(false);
+    h.send(&neighbor_solicit(sb_local(), gw6()));
+    h.send(&echo_request(gw6(), b"x"));
+    h.send(&router_solicit(sb_local()));
+    h.send(&udp6(
+        gw6(),
+        53,
+        &dns::test_util::query_bytes(1, "web", dns::TYPE_AAAA, dns::CLASS_IN),
+    ));
+    // Positive control: an ARP request for the gateway's IPv4 address, sent after them, is
+    // answered; nothing came before its answer.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&SB_MAC.0);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&SB_MAC.0);
+    arp.extend_from_slice(&[172, 18, 0, 2]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[172, 18, 0, 1]);
+    h.send(&arp);
+    let mut before = 0;
+    let reply = h.expect(
+        Duration::from_secs(3),
+        |f| f[12..14] == [0x08, 0x06],
+        &mut |_| before += 1,
+    );
+    assert!(reply.is_some(), "ARP answered");
+    assert_eq!(before, 0, "no IPv6 frame was answered");
+    drop(h.gateway);
+}
