@@ -325,3 +325,121 @@ fn a_gateway_without_ipv6_answers_none_of_it() {
     assert_eq!(before, 0, "no IPv6 frame was answered");
     drop(h.gateway);
 }
+
+/// Runs `ip netns exec NS ARGS...` and returns its stdout.
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A real kernel as the sandbox: a TAP in a namespace of its own whose fd is the gateway's port.
+/// The kernel takes an address by SLAAC from the advertisement, a default route via the
+/// gateway's link-local address and the advertised MTU, resolves the gateway with neighbour
+/// discovery, pings it and asks its DNS for an AAAA record. Needs root; run with --ignored.
+#[test]
+#[ignore]
+fn a_linux_sandbox_configures_itself_from_the_gateway() {
+    let id = std::process::id() % 100_000;
+    let (ns, tap) = (format!("v6gw-{id}"), format!("v6gw{id}"));
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _guard = NsGuard(ns.clone());
+    let fd = crate::netns::tap::open_tap(&tap, crate::netns::tap::Offload::Off).unwrap();
+    let run = |args: &[&str]| {
+        assert!(
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success(),
+            "{args:?}"
+        )
+    };
+    run(&["link", "set", &tap, "netns", &ns]);
+    in_ns(
+        &ns,
+        &["ip", "link", "set", &tap, "address", "02:42:ac:12:00:02"],
+    );
+    in_ns(&ns, &["ip", "link", "set", &tap, "up"]);
+    let mut config = config(true);
+    config.mtu = 1400;
+    let dns = dns::DnsServer::start("n6", Vec::new()).unwrap();
+    let gateway = Gateway::start(config, fd, dns).unwrap();
+    let mut names = dns::NameTable::new();
+    names.add_v6("web".into(), sb6());
+    gateway.set_names(names);
+    let slaac = "fd00:42::42:acff:fe12:2";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !in_ns(&ns, &["ip", "-6", "addr", "show", "dev", &tap])
+        .contains(&format!("{slaac}/64 scope global dynamic"))
+        || in_ns(&ns, &["ip", "-6", "addr", "show", "dev", &tap]).contains("tentative")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            in_ns(&ns, &["ip", "-6", "addr"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let routes = in_ns(&ns, &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains("via fe80::42:acff:fe12:1"), "{routes}");
+    let mtu = in_ns(&ns, &["cat", &format!("/proc/sys/net/ipv6/conf/{tap}/mtu")]);
+    assert_eq!(mtu.trim(), "1400");
+    let ping = in_ns(&ns, &["ping", "-6", "-c", "2", "-W", "2", "fd00:42::1"]);
+    assert!(ping.contains("2 received"), "{ping}");
+    let ping = in_ns(
+        &ns,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &format!("fe80::42:acff:fe12:1%{tap}"),
+        ],
+    );
+    assert!(ping.contains("1 received"), "{ping}");
+    // Reachability of the router confirmed by a unicast probe keeps the default route.
+    let neigh = in_ns(&ns, &["ip", "-6", "neigh", "show", "dev", &tap]);
+    assert!(
+        neigh.contains("fe80::42:acff:fe12:1 lladdr 02:42:ac:12:00:01 router"),
+        "{neigh}"
+    );
+    let script = "import socket,sys\n\
+        q=bytes.fromhex('abcd010000010000000000000377656200001c0001')\n\
+        s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM); s.settimeout(3)\n\
+        s.sendto(q,('fd00:42::1',53)); r=s.recv(512); sys.stdout.write(r.hex())";
+    let answer = in_ns(&ns, &["python3", "-c", script]);
+    assert!(answer.starts_with("abcd"), "{answer:?}");
+    assert!(
+        answer.ends_with(
+            &sb6()
+                .octets()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        "{answer}"
+    );
+    drop(gateway);
+}
