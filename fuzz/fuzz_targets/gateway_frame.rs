@@ -1,5 +1,5 @@
 //! Every frame a sandbox sends towards the gateway goes through `classify` first: it must never
-//! panic, and a payload range it returns (UDP, DNS over IPv6, ICMPv6 echo) must lie inside the
+//! panic, and a payload range it returns (UDP, DNS over IPv6, ICMPv6 echo, a refused IPv6 packet) must lie inside the
 //! frame. The first byte's second bit gives the gateway an IPv6 side.
 #![no_main]
 
@@ -41,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
     match classify(data, &config) {
         Inbound::Udp { payload: r, .. }
         | Inbound::Dns6 { payload: r, .. }
-        | Inbound::Echo6 { icmp: r, .. } => assert!(r.0 <= r.1 && r.1 <= data.len()),
+        | Inbound::Echo6 { icmp: r, .. }
+        | Inbound::Refuse6 { packet: r, .. } => assert!(r.0 <= r.1 && r.1 <= data.len()),
         _ => {}
     }
 });

@@ -52,6 +52,13 @@ pub enum Inbound {
         dst: Ipv6Addr,
         icmp: (usize, usize),
     },
+    /// IPv6 the gateway cannot carry: answered with Destination Unreachable quoting `packet`
+    /// (the IPv6 packet's byte range).
+    Refuse6 {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+        packet: (usize, usize),
+    },
     /// A UDP query to the gateway's IPv6 address, port 53; `payload` is its byte range.
     Dns6 {
         src: SocketAddrV6,

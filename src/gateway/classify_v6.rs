@@ -1,7 +1,9 @@
 //! Which IPv6 frames are the gateway's, on a network with IPv6: Neighbour Solicitations for its
 //! addresses, Router Solicitations, echo requests to its addresses, and DNS queries to its
-//! address. Everything else (other hosts' neighbour discovery, MLD, router advertisements a
-//! sandbox sends, traffic through the gateway until it carries IPv6 NAT) is ignored.
+//! address. TCP, UDP and pings it cannot carry (through it, or to its other ports: it has no
+//! IPv6 NAT yet) are refused, so that the sandbox fails at once and falls back to IPv4 instead
+//! of waiting for a timeout. Everything else (other hosts' neighbour discovery, MLD, router
+//! advertisements a sandbox sends, ICMPv6 errors) is ignored.
 //!
 //! Read with smoltcp's views; nothing is trusted before the length checks of `new_checked`,
 //! and neighbour discovery is taken only with hop limit 255 (it came from the link itself,
@@ -48,6 +50,14 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
     }
     let ours = |a: Ipv6Addr| a == v6.ip || a == local;
     let at = ETH_HDR_LEN + IPV6_HDR_LEN;
+    // Sent to the gateway as a router, or to the gateway itself, by a host with an address.
+    let unicast = dst_mac == config.mac && !src.is_unspecified();
+    let through = unicast && routed(dst, v6) && !ours(dst);
+    let refuse = Inbound::Refuse6 {
+        src_mac,
+        src,
+        packet: (ETH_HDR_LEN, at + ip.payload().len()),
+    };
     match ip.next_header() {
         IpProtocol::Icmpv6 => {
             let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
@@ -92,15 +102,18 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                         icmp: (at, at + body.len()),
                     }
                 }
+                ECHO_REQUEST if through => refuse,
                 _ => Inbound::Ignore,
             }
         }
-        IpProtocol::Udp if dst == v6.ip && config.dns.is_some() && !src.is_unspecified() => {
+        IpProtocol::Tcp if through || (unicast && ours(dst)) => refuse,
+        IpProtocol::Udp if through || (unicast && ours(dst)) => {
             let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
                 return Inbound::Ignore;
             };
-            if udp.dst_port() != super::dns::DNS_PORT {
-                return Inbound::Ignore;
+            let dns = dst == v6.ip && config.dns.is_some();
+            if !dns || udp.dst_port() != super::dns::DNS_PORT {
+                return refuse;
             }
             // new_checked made sure the UDP length is within the IPv6 payload.
             let end = at + usize::from(udp.len());
@@ -112,6 +125,17 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
         }
         _ => Inbound::Ignore,
     }
+}
+
+/// Would a packet to `dst` be routed through the gateway? Not when it stays on the link: the
+/// network's own prefix, link-local and multicast addresses (nor :: and ::1, never valid).
+fn routed(dst: Ipv6Addr, v6: &GatewayV6) -> bool {
+    let link_local = dst.segments()[0] & 0xffc0 == 0xfe80;
+    !(dst.is_multicast()
+        || dst.is_unspecified()
+        || dst.is_loopback()
+        || link_local
+        || v6.subnet.contains(dst))
 }
 
 #[cfg(test)]
@@ -278,9 +302,6 @@ pub(crate) mod tests {
             classify(&echo_request(link_local(GW_MAC), b""), &c),
             Inbound::Echo6 { .. }
         ));
-        // Beyond the gateway: no IPv6 NAT yet.
-        let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        assert_eq!(classify(&echo_request(beyond, b"x"), &c), Inbound::Ignore);
         let query = udp6(gw6(), 53, b"query");
         match classify(&query, &c) {
             Inbound::Dns6 {
@@ -294,11 +315,71 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(classify(&udp6(gw6(), 54, b"q"), &c), Inbound::Ignore);
-        assert_eq!(classify(&udp6(beyond, 53, b"q"), &c), Inbound::Ignore);
         let mut long = udp6(gw6(), 53, b"query");
         long[14 + 40 + 5] = 0xff; // UDP length past the packet
         assert_eq!(classify(&long, &c), Inbound::Ignore);
+    }
+
+    pub(crate) fn tcp6_syn(dst: Ipv6Addr) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+            .ipv6(sb6().octets(), dst.octets(), 64)
+            .tcp(40000, 80, 1, 65535)
+            .syn()
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn what_the_gateway_cannot_carry_is_refused_quoting_the_packet() {
+        let c = config(true);
+        let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let frames = [
+            tcp6_syn(beyond),
+            tcp6_syn(gw6()),
+            udp6(beyond, 53, b"q"),
+            udp6(gw6(), 54, b"q"),
+            echo_request(beyond, b"x"),
+        ];
+        for frame in &frames {
+            assert_eq!(
+                classify(frame, &c),
+                Inbound::Refuse6 {
+                    src_mac: SB_MAC,
+                    src: sb6(),
+                    packet: (ETH_HDR_LEN, frame.len())
+                }
+            );
+        }
+        // Without a DNS server, port 53 of the gateway is refused as any other.
+        let mut no_dns = config(true);
+        no_dns.dns = None;
+        assert!(matches!(
+            classify(&udp6(gw6(), 53, b"q"), &no_dns),
+            Inbound::Refuse6 { .. }
+        ));
+        // Not refused: a neighbour on the link (the switch carries it), another MAC, an ICMPv6
+        // error (never an error about an error), multicast.
+        let neighbour: Ipv6Addr = "fd00:42::9".parse().unwrap();
+        assert_eq!(classify(&tcp6_syn(neighbour), &c), Inbound::Ignore);
+        assert_eq!(classify(&tcp6_syn(sb_local()), &c), Inbound::Ignore);
+        let mut other_mac = tcp6_syn(beyond);
+        other_mac[..6].copy_from_slice(&[2, 0x42, 0xac, 0x12, 0, 9]);
+        assert_eq!(classify(&other_mac, &c), Inbound::Ignore);
+        let mut error = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+            .ipv6(sb6().octets(), beyond.octets(), 64)
+            .icmpv6(Icmpv6Type::DestinationUnreachable(
+                etherparse::icmpv6::DestUnreachableCode::Port,
+            ))
+            .write(&mut error, &[0x60; 48])
+            .unwrap();
+        assert_eq!(classify(&error, &c), Inbound::Ignore);
+        assert_eq!(
+            classify(&udp6("ff0e::1".parse().unwrap(), 9, b"q"), &c),
+            Inbound::Ignore
+        );
     }
 
     #[test]
@@ -308,6 +389,7 @@ pub(crate) mod tests {
             router_solicit(sb_local()),
             echo_request(gw6(), b"x"),
             udp6(gw6(), 53, b"q"),
+            tcp6_syn("2001:db8::1".parse().unwrap()),
         ];
         for frame in &frames {
             assert_eq!(classify(frame, &config(false)), Inbound::Ignore);
@@ -325,6 +407,7 @@ pub(crate) mod tests {
             router_solicit(Ipv6Addr::UNSPECIFIED),
             echo_request(gw6(), b"abcdefgh"),
             udp6(gw6(), 53, b"payload"),
+            tcp6_syn("2001:db8::1".parse().unwrap()),
         ];
         for round in 0..20_000 {
             let seed = rng.next();
@@ -335,7 +418,9 @@ pub(crate) mod tests {
                 *b = (seed >> 40) as u8;
             }
             match classify(&f, &c) {
-                Inbound::Dns6 { payload: r, .. } | Inbound::Echo6 { icmp: r, .. } => {
+                Inbound::Dns6 { payload: r, .. }
+                | Inbound::Echo6 { icmp: r, .. }
+                | Inbound::Refuse6 { packet: r, .. } => {
                     assert!(r.0 <= r.1 && r.1 <= f.len());
                 }
                 _ => {}

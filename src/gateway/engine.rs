@@ -65,6 +65,7 @@ pub struct Engine {
     ra: Option<RaTimer>,
     /// Reused for the IPv6 replies the gateway builds itself.
     v6_frame: Vec<u8>,
+    icmp6_errors: ndp::ErrorLimit,
 }
 
 type TcpTuple = FlowKey;
@@ -128,6 +129,7 @@ impl Engine {
             dns_frame: Vec::with_capacity(600),
             ra,
             v6_frame: Vec::with_capacity(crate::wire::MAX_FRAME_LEN),
+            icmp6_errors: ndp::ErrorLimit::new(std::time::Instant::now()),
         })
     }
 
@@ -242,6 +244,11 @@ impl Engine {
                     src_mac,
                     payload,
                 } => self.dns_query(SocketAddr::V6(src), src_mac, payload),
+                Inbound::Refuse6 {
+                    src_mac,
+                    src,
+                    packet,
+                } => self.refuse6((src, src_mac), packet, len),
                 Inbound::Ignore => {}
             }
         }
@@ -610,6 +617,26 @@ impl Engine {
     ) {
         let request = &self.device.frame(len)[start..end];
         ndp::echo_reply(&mut self.v6_frame, self.config.mac, ours, asker, request);
+        self.device.send(&self.v6_frame);
+    }
+
+    /// Refuse IPv6 the gateway cannot carry (Destination Unreachable), within the error limit.
+    /// From the address of the asker's scope: link-local to a link-local source.
+    fn refuse6(&mut self, asker: (Ipv6Addr, MacAddr), (start, end): (usize, usize), len: usize) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        if !self.icmp6_errors.allow(std::time::Instant::now()) {
+            return;
+        }
+        let link_local = asker.0.segments()[0] & 0xffc0 == 0xfe80;
+        let from = if link_local {
+            ndp::link_local(self.config.mac)
+        } else {
+            v6.ip
+        };
+        let invoking = &self.device.frame(len)[start..end];
+        ndp::unreachable(&mut self.v6_frame, self.config.mac, from, asker, invoking);
         self.device.send(&self.v6_frame);
     }
 

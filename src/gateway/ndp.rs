@@ -1,5 +1,6 @@
-//! The ICMPv6 the gateway answers itself: Neighbour Advertisements for its addresses and echo
-//! replies from them, built by hand into a reused buffer.
+//! The ICMPv6 the gateway answers itself: Neighbour Advertisements for its addresses, echo
+//! replies from them, and Destination Unreachable for what it cannot carry, built by hand into
+//! a reused buffer.
 //!
 //! Not smoltcp's: its Neighbour Advertisements carry the Solicited flag alone, and a host whose
 //! default router answers a reachability probe without the Router flag removes its default
@@ -15,6 +16,16 @@ pub const PROTO_ICMPV6: u8 = 58;
 /// Where the ICMPv6 message of a frame this module builds starts.
 pub const ICMP_AT: usize = ETH_HDR_LEN + IPV6_HDR_LEN;
 
+pub const DST_UNREACHABLE: u8 = 1;
+/// Destination Unreachable code: communication administratively prohibited (RFC 4443 section
+/// 3.1). Linux makes it a hard error (EACCES), so a connect() fails at once, as a TCP RST
+/// makes it fail on IPv4, and the client moves on to an IPv4 address.
+pub const ADMIN_PROHIBITED: u8 = 1;
+/// Error messages carry as much of the packet that caused them as fits in the minimum IPv6
+/// MTU (RFC 4443 section 2.4 (c)).
+const MIN_MTU: usize = 1280;
+/// ICMPv6 errors sent per second at most (RFC 4443 section 2.4 (f) asks for a limit).
+const ERRORS_PER_SECOND: u32 = 100;
 pub const ECHO_REQUEST: u8 = 128;
 pub const ECHO_REPLY: u8 = 129;
 pub const ROUTER_SOLICIT: u8 = 133;
@@ -146,6 +157,50 @@ pub fn echo_reply(
     finish_icmpv6(out);
 }
 
+/// Destination Unreachable (administratively prohibited) from `from` to `asker`, quoting
+/// `invoking`, the IPv6 packet it refuses (header onwards), cut to the minimum MTU.
+pub fn unreachable(
+    out: &mut Vec<u8>,
+    gateway_mac: MacAddr,
+    from: Ipv6Addr,
+    (asker, asker_mac): (Ipv6Addr, MacAddr),
+    invoking: &[u8],
+) {
+    begin_icmpv6(out, (gateway_mac, asker_mac), (from, asker), 64);
+    out.extend_from_slice(&[DST_UNREACHABLE, ADMIN_PROHIBITED, 0, 0, 0, 0, 0, 0]);
+    let room = MIN_MTU - IPV6_HDR_LEN - 8;
+    out.extend_from_slice(&invoking[..invoking.len().min(room)]);
+    finish_icmpv6(out);
+}
+
+/// A cap on ICMPv6 errors per second, so that no sandbox can make the gateway send a flood.
+pub struct ErrorLimit {
+    window: std::time::Instant,
+    sent: u32,
+}
+
+impl ErrorLimit {
+    pub fn new(now: std::time::Instant) -> Self {
+        ErrorLimit {
+            window: now,
+            sent: 0,
+        }
+    }
+
+    /// May one more error go now?
+    pub fn allow(&mut self, now: std::time::Instant) -> bool {
+        if now.duration_since(self.window) >= std::time::Duration::from_secs(1) {
+            self.window = now;
+            self.sent = 0;
+        }
+        if self.sent >= ERRORS_PER_SECOND {
+            return false;
+        }
+        self.sent += 1;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +277,25 @@ mod tests {
         // A request cut short (no id and sequence) gives an empty but well-formed reply.
         echo_reply(&mut out, GW, ours, (asker, SB), &request[..2]);
         assert_eq!(out.len(), ICMP_AT + 4);
+    }
+
+    #[test]
+    fn unreachable_quotes_the_packet_within_the_minimum_mtu_and_is_rate_limited() {
+        let ours: Ipv6Addr = "fd00::1".parse().unwrap();
+        let asker: Ipv6Addr = "fd00::2".parse().unwrap();
+        let invoking = vec![0x60; 3000];
+        let mut out = Vec::new();
+        unreachable(&mut out, GW, ours, (asker, SB), &invoking);
+        assert_eq!(out.len() - ETH_HDR_LEN, MIN_MTU);
+        let ip = Ipv6Packet::new_checked(&out[ETH_HDR_LEN..]).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
+        assert_eq!((ip.payload()[0], icmp.msg_code()), (1, 1));
+        assert_eq!(&ip.payload()[8..], &invoking[..MIN_MTU - 48]);
+        let now = std::time::Instant::now();
+        let mut limit = ErrorLimit::new(now);
+        let sent = (0..1000).filter(|_| limit.allow(now)).count();
+        assert_eq!(sent, ERRORS_PER_SECOND as usize);
+        assert!(limit.allow(now + std::time::Duration::from_secs(1)));
     }
 }

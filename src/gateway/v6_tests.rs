@@ -15,7 +15,7 @@ use smoltcp::wire::{
 
 use super::classify_v6::tests::{
     GW_MAC, SB_MAC, config, echo_request, gw6, neighbor_solicit, router_solicit, sb_local, sb6,
-    udp6,
+    tcp6_syn, udp6,
 };
 use super::ndp::{ALL_NODES, ECHO_REPLY, NEIGHBOR_ADVERT, ROUTER_ADVERT, link_local};
 use super::{Gateway, dns};
@@ -295,6 +295,20 @@ fn aaaa_and_ip6_arpa_queries_over_ipv6_are_answered_over_ipv6() {
 }
 
 #[test]
+fn what_the_gateway_cannot_carry_gets_destination_unreachable() {
+    let h = start(true);
+    let syn = tcp6_syn("2001:db8::1".parse().unwrap());
+    h.send(&syn);
+    let frame = h.expect_icmp(super::ndp::DST_UNREACHABLE);
+    let (dst_mac, src, dst, _, icmp) = decode(&frame);
+    assert_eq!(dst_mac, EthernetAddress(SB_MAC.0));
+    assert_eq!((src, dst), (gw6(), sb6()));
+    assert_eq!(icmp[1], super::ndp::ADMIN_PROHIBITED);
+    assert_eq!(&icmp[8..], &syn[14..], "the refused packet, whole");
+    drop(h.gateway);
+}
+
+#[test]
 fn a_gateway_without_ipv6_answers_none_of_it() {
     let h = start(false);
     h.send(&neighbor_solicit(sb_local(), gw6()));
@@ -305,6 +319,7 @@ fn a_gateway_without_ipv6_answers_none_of_it() {
         53,
         &dns::test_util::query_bytes(1, "web", dns::TYPE_AAAA, dns::CLASS_IN),
     ));
+    h.send(&tcp6_syn("2001:db8::1".parse().unwrap()));
     // Positive control: an ARP request for the gateway's IPv4 address, sent after them, is
     // answered; nothing came before its answer.
     let mut arp = vec![0xff; 6];
