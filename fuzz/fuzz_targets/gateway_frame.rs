@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     match classify(data, &config) {
         Inbound::Udp { payload: r, .. }
         | Inbound::Dns6 { payload: r, .. }
+        | Inbound::Udp6 { payload: r, .. }
         | Inbound::Echo6 { icmp: r, .. }
         | Inbound::Refuse6 { packet: r, .. } => assert!(r.0 <= r.1 && r.1 <= data.len()),
         _ => {}

@@ -4,6 +4,7 @@
 //!
 //! smoltcp with AnyIP would answer ARP and ping for every address; only what this function
 //! lets through reaches it, so the gateway never answers for a sandbox or a foreign network.
+//! IPv6 frames are read by `classify_v6`, on a gateway with an IPv6 side; the others ignore them.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
@@ -58,6 +59,12 @@ pub enum Inbound {
         src_mac: MacAddr,
         src: Ipv6Addr,
         packet: (usize, usize),
+    },
+    /// A UDP datagram over IPv6 for NAT (to the gateway's address: the host's loopback).
+    Udp6 {
+        tuple: super::udp_nat::FlowKey6,
+        src_mac: MacAddr,
+        payload: (usize, usize),
     },
     /// A UDP query to the gateway's IPv6 address, port 53; `payload` is its byte range.
     Dns6 {

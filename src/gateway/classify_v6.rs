@@ -1,7 +1,8 @@
 //! Which IPv6 frames are the gateway's, on a network with IPv6: Neighbour Solicitations for its
 //! addresses, Router Solicitations, echo requests to its addresses, and DNS queries to its
-//! address. TCP, UDP and pings it cannot carry (through it, or to its other ports: it has no
-//! IPv6 NAT yet) are refused, so that the sandbox fails at once and falls back to IPv4 instead
+//! address, and UDP it carries through host sockets (NAT, as IPv4's). TCP, UDP and pings it
+//! cannot carry (TCP and pings through it: no IPv6 NAT for them yet; UDP the policy forbids)
+//! are refused, so that the sandbox fails at once and falls back to IPv4 instead
 //! of waiting for a timeout. Everything else (other hosts' neighbour discovery, MLD, router
 //! advertisements a sandbox sends, ICMPv6 errors) is ignored.
 //!
@@ -111,19 +112,36 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
             let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
                 return Inbound::Ignore;
             };
-            let dns = dst == v6.ip && config.dns.is_some();
-            if !dns || udp.dst_port() != super::dns::DNS_PORT {
-                return refuse;
-            }
             // new_checked made sure the UDP length is within the IPv6 payload.
-            let end = at + usize::from(udp.len());
-            Inbound::Dns6 {
-                src: SocketAddrV6::new(src, udp.src_port(), 0, 0),
-                src_mac,
-                payload: (at + UDP_HDR_LEN, end),
+            let payload = (at + UDP_HDR_LEN, at + usize::from(udp.len()));
+            let dns = dst == v6.ip && config.dns.is_some();
+            if dns && udp.dst_port() == super::dns::DNS_PORT {
+                Inbound::Dns6 {
+                    src: SocketAddrV6::new(src, udp.src_port(), 0, 0),
+                    src_mac,
+                    payload,
+                }
+            } else if config.nat && config.routable_v6(dst) {
+                Inbound::Udp6 {
+                    tuple: (src, udp.src_port(), dst, udp.dst_port()),
+                    src_mac,
+                    payload,
+                }
+            } else {
+                refuse
             }
         }
         _ => Inbound::Ignore,
+    }
+}
+
+impl GatewayConfig {
+    /// May the gateway carry IPv6 to `dst`? Its own address (the host's loopback), and beyond
+    /// it on a network with NAT, except into any tapnet network's prefix.
+    pub fn routable_v6(&self, dst: Ipv6Addr) -> bool {
+        self.ipv6.is_some_and(|v6| {
+            dst == v6.ip || (self.nat && routed(dst, &v6) && !self.policy.is_tapnet_address_v6(dst))
+        })
     }
 }
 
@@ -335,16 +353,22 @@ pub(crate) mod tests {
     fn what_the_gateway_cannot_carry_is_refused_quoting_the_packet() {
         let c = config(true);
         let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut internal = config(true);
+        internal.nat = false;
+        let tapnet = "fd00:43::9".parse().unwrap();
+        c.policy
+            .set_tapnet_subnets_v6(vec!["fd00:43::/64".parse().unwrap()]);
         let frames = [
-            tcp6_syn(beyond),
-            tcp6_syn(gw6()),
-            udp6(beyond, 53, b"q"),
-            udp6(gw6(), 54, b"q"),
-            echo_request(beyond, b"x"),
+            (tcp6_syn(beyond), &c),
+            (tcp6_syn(gw6()), &c),
+            (echo_request(beyond, b"x"), &c),
+            (udp6(tapnet, 53, b"q"), &c),
+            (udp6(beyond, 53, b"q"), &internal),
+            (udp6(gw6(), 54, b"q"), &internal),
         ];
-        for frame in &frames {
+        for (frame, c) in &frames {
             assert_eq!(
-                classify(frame, &c),
+                classify(frame, c),
                 Inbound::Refuse6 {
                     src_mac: SB_MAC,
                     src: sb6(),
@@ -352,9 +376,10 @@ pub(crate) mod tests {
                 }
             );
         }
-        // Without a DNS server, port 53 of the gateway is refused as any other.
+        // Without a DNS server, port 53 of an internal gateway is refused as any other.
         let mut no_dns = config(true);
         no_dns.dns = None;
+        no_dns.nat = false;
         assert!(matches!(
             classify(&udp6(gw6(), 53, b"q"), &no_dns),
             Inbound::Refuse6 { .. }
@@ -383,6 +408,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn udp_beyond_the_gateway_or_to_its_address_is_carried() {
+        let c = config(true);
+        let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        for dst in [beyond, gw6()] {
+            let frame = udp6(dst, 123, b"time?");
+            match classify(&frame, &c) {
+                Inbound::Udp6 {
+                    tuple,
+                    src_mac,
+                    payload,
+                } => {
+                    assert_eq!(tuple, (sb6(), 40053, dst, 123));
+                    assert_eq!(src_mac, SB_MAC);
+                    assert_eq!(&frame[payload.0..payload.1], b"time?");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn a_gateway_without_ipv6_ignores_it() {
         let frames = [
             neighbor_solicit(sb_local(), gw6()),
@@ -407,6 +453,7 @@ pub(crate) mod tests {
             router_solicit(Ipv6Addr::UNSPECIFIED),
             echo_request(gw6(), b"abcdefgh"),
             udp6(gw6(), 53, b"payload"),
+            udp6("2001:db8::1".parse().unwrap(), 123, b"payload"),
             tcp6_syn("2001:db8::1".parse().unwrap()),
         ];
         for round in 0..20_000 {
@@ -419,6 +466,7 @@ pub(crate) mod tests {
             }
             match classify(&f, &c) {
                 Inbound::Dns6 { payload: r, .. }
+                | Inbound::Udp6 { payload: r, .. }
                 | Inbound::Echo6 { icmp: r, .. }
                 | Inbound::Refuse6 { packet: r, .. } => {
                     assert!(r.0 <= r.1 && r.1 <= f.len());

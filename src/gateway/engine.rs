@@ -26,7 +26,7 @@ use super::icmp_nat::IcmpNat;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::ra::RaTimer;
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
-use super::udp_nat::{UdpNat, build_udp_frame, build_udp6_frame};
+use super::udp_nat::{FlowKey6, UdpNat, build_udp_frame, build_udp6_frame};
 use super::{GatewayConfig, GatewayStats};
 use super::{ndp, ra};
 use crate::error::{Context, Error, Result};
@@ -49,6 +49,7 @@ pub struct Engine {
     stats: Arc<GatewayStats>,
     tcp: TcpNat,
     udp: UdpNat,
+    udp6: UdpNat<FlowKey6>,
     icmp: IcmpNat,
     commands: Receiver<GatewayCommand>,
     tcp_published: HashMap<Token, TcpPublished>,
@@ -117,6 +118,7 @@ impl Engine {
             stats,
             tcp: TcpNat::new(limits.tcp),
             udp: UdpNat::new(limits.udp),
+            udp6: UdpNat::new(limits.udp),
             icmp: IcmpNat::default(),
             commands,
             tcp_published: HashMap::new(),
@@ -179,6 +181,7 @@ impl Engine {
             self.settle();
             let registry = self.poll.registry();
             self.udp.expire(registry, self.config.udp_idle);
+            self.udp6.expire(registry, self.config.udp_idle);
             self.icmp.expire(registry);
             let mut peers = 0;
             for published in self.udp_published.values_mut() {
@@ -193,10 +196,11 @@ impl Engine {
                 .store(self.tcp.len(), Ordering::Relaxed);
             self.stats
                 .udp_flows
-                .store(self.udp.len(), Ordering::Relaxed);
+                .store(self.udp.len() + self.udp6.len(), Ordering::Relaxed);
+            let evicted = self.udp.evicted() + self.udp6.evicted();
             self.stats
                 .udp_evicted
-                .store(self.udp.evicted() as usize, Ordering::Relaxed);
+                .store(evicted as usize, Ordering::Relaxed);
         }
     }
 
@@ -244,6 +248,11 @@ impl Engine {
                     src_mac,
                     payload,
                 } => self.dns_query(SocketAddr::V6(src), src_mac, payload),
+                Inbound::Udp6 {
+                    tuple,
+                    src_mac,
+                    payload,
+                } => self.udp6_out(tuple, src_mac, payload),
                 Inbound::Refuse6 {
                     src_mac,
                     src,
@@ -499,6 +508,13 @@ impl Engine {
                 .inbound(token, mac, &mut |frame| device.send(frame));
             return;
         }
+        if self.udp6.owns(token) {
+            let mac = self.config.mac;
+            let device = &mut self.device;
+            self.udp6
+                .inbound(token, mac, &mut |frame| device.send(frame));
+            return;
+        }
         if self.tcp.owns(token) {
             self.resolve_tcp(token);
         }
@@ -543,6 +559,38 @@ impl Engine {
         let registry = self.poll.registry();
         let payload = &self.device.frame(end)[start..end];
         if let Err(e) = self.udp.outbound(
+            registry,
+            &mut self.next_token,
+            tuple,
+            src_mac,
+            target,
+            payload,
+        ) {
+            eprintln!(
+                "tapnet: gateway of {}: UDP to {target}: {e}",
+                self.config.network
+            );
+        }
+    }
+
+    /// A sandbox's UDP over IPv6, through a host socket: to the host's loopback when it
+    /// addressed the gateway, under the same policy as IPv4's.
+    fn udp6_out(&mut self, tuple: FlowKey6, src_mac: MacAddr, (start, end): (usize, usize)) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        let ip = if tuple.2 == v6.ip {
+            Ipv6Addr::LOCALHOST
+        } else {
+            tuple.2
+        };
+        if !self.config.policy.allows_v6(ip) {
+            return;
+        }
+        let target = SocketAddrV6::new(ip, tuple.3, 0, 0);
+        let registry = self.poll.registry();
+        let payload = &self.device.frame(end)[start..end];
+        if let Err(e) = self.udp6.outbound(
             registry,
             &mut self.next_token,
             tuple,

@@ -229,7 +229,8 @@ fn unsolicited_advertisements_start_at_once() {
     drop(h.gateway);
 }
 
-/// The DNS answer to a query sent from the sandbox's port 40053: its source, and the message.
+/// The UDP datagram (a DNS answer, say) the gateway sends to the sandbox's port 40053: its
+/// source, destination and payload.
 fn dns_answer(h: &Harness) -> (SocketAddrV6, SocketAddrV6, Vec<u8>) {
     let is_udp = |f: &[u8]| {
         matches!(
@@ -291,6 +292,32 @@ fn aaaa_and_ip6_arpa_queries_over_ipv6_are_answered_over_ipv6() {
     let response = dns::test_util::parse_response(&message);
     assert_eq!(response.answers.len(), 1);
     assert_eq!(response.answers[0].rdata, b"\x03web\x02n6\x00");
+    drop(h.gateway);
+}
+
+#[test]
+fn udp_to_the_gateway_address_reaches_the_hosts_ipv6_loopback_and_back() {
+    let h = start(true);
+    let echo = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = echo.local_addr().unwrap().port();
+    h.send(&udp6(gw6(), port, b"ping over v6"));
+    let mut buf = [0u8; 64];
+    let (n, peer) = echo.recv_from(&mut buf).expect("the datagram reached ::1");
+    assert_eq!(&buf[..n], b"ping over v6");
+    assert!(peer.ip().is_loopback());
+    echo.send_to(b"pong", peer).unwrap();
+    let (from, to, message) = dns_answer(&h);
+    assert_eq!(from, SocketAddrV6::new(gw6(), port, 0, 0));
+    assert_eq!(to, SocketAddrV6::new(sb6(), 40053, 0, 0));
+    assert_eq!(message, b"pong");
+    assert_eq!(
+        h.gateway
+            .stats
+            .udp_flows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     drop(h.gateway);
 }
 

@@ -391,7 +391,8 @@ impl Inner {
             }
             Inbound::Echo6 { .. } => "the gateway answers the ping itself".into(),
             Inbound::Dns6 { .. } => "DNS: the query goes to the network's DNS server".into(),
-            Inbound::Refuse6 { .. } => "refused: the gateway carries no IPv6 yet".into(),
+            Inbound::Udp6 { .. } => "NAT: a UDP flow over IPv6 through a host socket".into(),
+            Inbound::Refuse6 { .. } => "refused with ICMPv6 destination unreachable".into(),
             Inbound::Ignore => format!(
                 "dropped: the gateway does not carry it{}",
                 self.isolation_note(dst)
