@@ -216,14 +216,15 @@ fn unsolicited_advertisements_start_at_once() {
         started.elapsed()
     );
     super::ra::tests::check_advert(&frame, &v6, 1500, (ALL_NODES, [0x33, 0x33, 0, 0, 0, 1]));
-    // The next one of the first few comes seconds later, not at once.
+    // The next one of the first few comes about 4 s later, not at once (bounds loose for a
+    // loaded machine: the first one was read within 2 s of being sent).
     let second = Instant::now();
     let is_advert = |f: &[u8]| icmp_type(f) == Some(ROUTER_ADVERT);
     h.expect(Duration::from_secs(8), is_advert, &mut |_| {})
         .expect("a second advertisement");
     let gap = second.elapsed();
     assert!(
-        gap > Duration::from_secs(3) && gap < Duration::from_secs(6),
+        gap > Duration::from_secs(2) && gap < Duration::from_secs(8),
         "{gap:?}"
     );
     drop(h.gateway);
