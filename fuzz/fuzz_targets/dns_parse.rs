@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 use tapnet::gateway::dns::check_arbitrary_message;
 
 fuzz_target!(|data: &[u8]| {
-    // Parses the query, runs `answer` and `answer_tcp` with a lookup that knows "web.local",
-    // builds SERVFAIL, and reads the bytes as resolv.conf text and as TCP-framed messages.
+    // Parses the query, runs `answer` and `answer_tcp` with a lookup that knows "web.local"
+    // (A and AAAA), "web6.local" (AAAA only) and their reverse names (in-addr.arpa and
+    // ip6.arpa nibbles), builds SERVFAIL, and reads the bytes as resolv.conf text and as TCP-framed messages.
     check_arbitrary_message(data);
 });

@@ -1,5 +1,6 @@
 //! Every frame a sandbox sends towards the gateway goes through `classify` first: it must never
-//! panic, and a UDP payload range it returns must lie inside the frame.
+//! panic, and a payload range it returns (UDP, DNS over IPv6, ICMPv6 echo, a refused IPv6 packet) must lie inside the
+//! frame. The first byte's second bit gives the gateway an IPv6 side.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -29,8 +30,20 @@ fuzz_target!(|data: &[u8]| {
             "127.0.0.1:1".parse().expect("addr"),
             "127.0.0.1:2".parse().expect("addr"),
         )),
+        ipv6: data
+            .first()
+            .is_some_and(|b| b & 2 == 2)
+            .then(|| tapnet::gateway::GatewayV6 {
+                subnet: "fd00:42::/64".parse().expect("subnet"),
+                ip: "fd00:42::1".parse().expect("address"),
+            }),
     };
-    if let Inbound::Udp { payload, .. } = classify(data, &config) {
-        assert!(payload.0 <= payload.1 && payload.1 <= data.len());
+    match classify(data, &config) {
+        Inbound::Udp { payload: r, .. }
+        | Inbound::Dns6 { payload: r, .. }
+        | Inbound::Udp6 { payload: r, .. }
+        | Inbound::Echo6 { icmp: r, .. }
+        | Inbound::Refuse6 { packet: r, .. } => assert!(r.0 <= r.1 && r.1 <= data.len()),
+        _ => {}
     }
 });

@@ -4,8 +4,9 @@
 //!
 //! smoltcp with AnyIP would answer ARP and ping for every address; only what this function
 //! lets through reaches it, so the gateway never answers for a sandbox or a foreign network.
+//! IPv6 frames are read by `classify_v6`, on a gateway with an IPv6 side; the others ignore them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
 use super::GatewayConfig;
 use super::tcp_nat::FlowKey;
@@ -33,6 +34,43 @@ pub enum Inbound {
         key: (Ipv4Addr, u16, Ipv4Addr),
         src_mac: MacAddr,
         icmp: (usize, usize),
+    },
+    /// A Neighbour Solicitation for one of the gateway's IPv6 addresses (`target`).
+    NeighborSolicit {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+        target: Ipv6Addr,
+    },
+    /// A Router Solicitation (`src` is :: from a host with no address yet).
+    RouterSolicit {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+    },
+    /// An ICMPv6 echo request to the gateway's address `dst`; `icmp` is its byte range.
+    Echo6 {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        icmp: (usize, usize),
+    },
+    /// IPv6 the gateway cannot carry: answered with Destination Unreachable quoting `packet`
+    /// (the IPv6 packet's byte range).
+    Refuse6 {
+        src_mac: MacAddr,
+        src: Ipv6Addr,
+        packet: (usize, usize),
+    },
+    /// A UDP datagram over IPv6 for NAT (to the gateway's address: the host's loopback).
+    Udp6 {
+        tuple: super::udp_nat::FlowKey6,
+        src_mac: MacAddr,
+        payload: (usize, usize),
+    },
+    /// A UDP query to the gateway's IPv6 address, port 53; `payload` is its byte range.
+    Dns6 {
+        src: SocketAddrV6,
+        src_mac: MacAddr,
+        payload: (usize, usize),
     },
     Ignore,
 }
@@ -62,6 +100,13 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
             Inbound::Stack
         } else {
             Inbound::Ignore
+        };
+    }
+    if eth.ethertype() == ethertype::IPV6 {
+        // A gateway without IPv6 ignores it all, as any frame not its business.
+        return match &config.ipv6 {
+            Some(v6) => super::classify_v6::classify_v6(frame, config, v6),
+            None => Inbound::Ignore,
         };
     }
     if eth.ethertype() != ethertype::IPV4 || eth.dst() != config.mac {

@@ -1,9 +1,11 @@
 //! The gateway's thread: reads frames from its switch port, decides which ones are for the
-//! gateway (ARP for its address, IPv4 sent to its MAC), feeds them to smoltcp or the NAT
-//! tables, and moves data between smoltcp sockets and host sockets.
+//! gateway (ARP for its address, IPv4 sent to its MAC, on a network with IPv6 its neighbour
+//! and router discovery, ping and DNS), feeds them to smoltcp or the NAT tables, and moves data
+//! between smoltcp sockets and host sockets. It answers IPv6 neighbour discovery and ping
+//! itself (`ndp`), and advertises the network's prefix (`ra`).
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crossbeam_channel::Receiver;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,9 +23,11 @@ use super::classify::{Inbound, classify};
 use super::device::SwitchDevice;
 use super::dns::{DnsAnswer, DnsPort, DnsServer};
 use super::icmp_nat::IcmpNat;
+use super::ndp;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
+use super::ra::RaTimer;
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
-use super::udp_nat::{UdpNat, build_udp_frame};
+use super::udp_nat::{FlowKey6, UdpNat, build_udp_frame, build_udp6_frame};
 use super::{GatewayConfig, GatewayStats};
 use crate::error::{Context, Error, Result};
 use crate::wire::MacAddr;
@@ -45,6 +49,7 @@ pub struct Engine {
     stats: Arc<GatewayStats>,
     tcp: TcpNat,
     udp: UdpNat,
+    udp6: UdpNat<FlowKey6>,
     icmp: IcmpNat,
     commands: Receiver<GatewayCommand>,
     tcp_published: HashMap<Token, TcpPublished>,
@@ -57,9 +62,16 @@ pub struct Engine {
     /// Reused for DNS replies: the message and its frame.
     dns_message: Vec<u8>,
     dns_frame: Vec<u8>,
+    /// When to advertise the IPv6 prefix (None on a network without IPv6).
+    ra: Option<RaTimer>,
+    /// Reused for the IPv6 replies the gateway builds itself.
+    v6_frame: Vec<u8>,
+    icmp6_errors: ndp::ErrorLimit,
 }
 
 type TcpTuple = FlowKey;
+
+mod v6;
 
 impl Engine {
     pub fn new(
@@ -96,6 +108,7 @@ impl Engine {
             .map_err(|_| Error::invalid("gateway route table full"))?;
         let limits = config.limits;
         let dns = dns.map(|server| server.port(waker.clone()));
+        let ra = config.ipv6.map(|_| RaTimer::new(std::time::Instant::now()));
         Ok(Engine {
             config,
             device,
@@ -107,6 +120,7 @@ impl Engine {
             stats,
             tcp: TcpNat::new(limits.tcp),
             udp: UdpNat::new(limits.udp),
+            udp6: UdpNat::new(limits.udp),
             icmp: IcmpNat::default(),
             commands,
             tcp_published: HashMap::new(),
@@ -117,6 +131,9 @@ impl Engine {
             dns,
             dns_message: Vec::with_capacity(512),
             dns_frame: Vec::with_capacity(600),
+            ra,
+            v6_frame: Vec::with_capacity(crate::wire::MAX_FRAME_LEN),
+            icmp6_errors: ndp::ErrorLimit::new(std::time::Instant::now()),
         })
     }
 
@@ -137,7 +154,8 @@ impl Engine {
                 .poll_delay(now, &self.sockets)
                 .map(|d| Duration::from_micros(d.total_micros()))
                 .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+                .min(MAX_SLEEP)
+                .min(self.ra_delay());
             if let Err(e) = self.poll.poll(&mut events, Some(sleep)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
@@ -157,6 +175,7 @@ impl Engine {
                 }
             }
             self.drain_switch();
+            self.advertise();
             self.dns_answers();
             for token in host_ready {
                 self.host_event(token);
@@ -164,6 +183,7 @@ impl Engine {
             self.settle();
             let registry = self.poll.registry();
             self.udp.expire(registry, self.config.udp_idle);
+            self.udp6.expire(registry, self.config.udp_idle);
             self.icmp.expire(registry);
             let mut peers = 0;
             for published in self.udp_published.values_mut() {
@@ -178,10 +198,11 @@ impl Engine {
                 .store(self.tcp.len(), Ordering::Relaxed);
             self.stats
                 .udp_flows
-                .store(self.udp.len(), Ordering::Relaxed);
+                .store(self.udp.len() + self.udp6.len(), Ordering::Relaxed);
+            let evicted = self.udp.evicted() + self.udp6.evicted();
             self.stats
                 .udp_evicted
-                .store(self.udp.evicted() as usize, Ordering::Relaxed);
+                .store(evicted as usize, Ordering::Relaxed);
         }
     }
 
@@ -212,6 +233,33 @@ impl Engine {
                     payload,
                 } => self.udp_out(tuple, src_mac, payload),
                 Inbound::Echo { key, src_mac, icmp } => self.echo_out(key, src_mac, icmp, len),
+                Inbound::NeighborSolicit {
+                    src_mac,
+                    src,
+                    target,
+                } => self.neighbor_advert(target, (src, src_mac)),
+                Inbound::RouterSolicit { src_mac, src } => self.router_solicited(src, src_mac),
+                Inbound::Echo6 {
+                    src_mac,
+                    src,
+                    dst,
+                    icmp,
+                } => self.echo6(dst, (src, src_mac), icmp, len),
+                Inbound::Dns6 {
+                    src,
+                    src_mac,
+                    payload,
+                } => self.dns_query(SocketAddr::V6(src), src_mac, payload),
+                Inbound::Udp6 {
+                    tuple,
+                    src_mac,
+                    payload,
+                } => self.udp6_out(tuple, src_mac, payload),
+                Inbound::Refuse6 {
+                    src_mac,
+                    src,
+                    packet,
+                } => self.refuse6((src, src_mac), packet, len),
                 Inbound::Ignore => {}
             }
         }
@@ -462,6 +510,13 @@ impl Engine {
                 .inbound(token, mac, &mut |frame| device.send(frame));
             return;
         }
+        if self.udp6.owns(token) {
+            let mac = self.config.mac;
+            let device = &mut self.device;
+            self.udp6
+                .inbound(token, mac, &mut |frame| device.send(frame));
+            return;
+        }
         if self.tcp.owns(token) {
             self.resolve_tcp(token);
         }
@@ -495,7 +550,8 @@ impl Engine {
             return;
         }
         if self.is_dns(tuple.2, tuple.3) && self.dns.is_some() {
-            self.dns_query(tuple, src_mac, (start, end));
+            let sandbox = SocketAddr::V4(SocketAddrV4::new(tuple.0, tuple.1));
+            self.dns_query(sandbox, src_mac, (start, end));
             return;
         }
         let target = self.target(tuple.2, tuple.3);
@@ -519,15 +575,15 @@ impl Engine {
         }
     }
 
-    /// A sandbox's UDP query to the gateway's DNS: answered here, not through a NAT flow, so it
-    /// holds no host socket and is counted in the DNS counters, not in `udp_flows`. A name the
-    /// server forwards upstream is not a NAT flow either: the forwarders ask from their own
-    /// sockets, bounded by their pool and queue, and count it as an upstream answer.
-    fn dns_query(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
+    /// A sandbox's UDP query to the gateway's DNS (over IPv4 or IPv6): answered here, not
+    /// through a NAT flow, so it holds no host socket and is counted in the DNS counters, not
+    /// in `udp_flows`. A name the server forwards upstream is not a NAT flow either: the
+    /// forwarders ask from their own sockets, bounded by their pool and queue, and count it as
+    /// an upstream answer.
+    fn dns_query(&mut self, sandbox: SocketAddr, src_mac: MacAddr, (start, end): (usize, usize)) {
         let Some((port, _)) = &self.dns else {
             return;
         };
-        let sandbox = SocketAddrV4::new(tuple.0, tuple.1);
         let query = &self.device.frame(end)[start..end];
         if port.query(query, sandbox, src_mac, &mut self.dns_message) {
             self.send_dns(sandbox, src_mac);
@@ -542,16 +598,23 @@ impl Engine {
         }
     }
 
-    /// Send `dns_message` to `sandbox` from the gateway address, port 53.
-    fn send_dns(&mut self, sandbox: SocketAddrV4, mac: MacAddr) {
-        let from = SocketAddrV4::new(self.config.ip, super::dns::DNS_PORT);
-        if build_udp_frame(
-            &mut self.dns_frame,
-            (self.config.mac, mac),
-            from,
-            sandbox,
-            &self.dns_message,
-        ) {
+    /// Send `dns_message` to `sandbox` from the gateway address of its family, port 53.
+    fn send_dns(&mut self, sandbox: SocketAddr, mac: MacAddr) {
+        let macs = (self.config.mac, mac);
+        let built = match sandbox {
+            SocketAddr::V4(sandbox) => {
+                let from = SocketAddrV4::new(self.config.ip, super::dns::DNS_PORT);
+                build_udp_frame(&mut self.dns_frame, macs, from, sandbox, &self.dns_message)
+            }
+            SocketAddr::V6(sandbox) => {
+                let Some(v6) = self.config.ipv6 else {
+                    return;
+                };
+                let from = SocketAddrV6::new(v6.ip, super::dns::DNS_PORT, 0, 0);
+                build_udp6_frame(&mut self.dns_frame, macs, from, sandbox, &self.dns_message)
+            }
+        };
+        if built {
             self.device.send(&self.dns_frame);
         }
     }

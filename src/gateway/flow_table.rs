@@ -4,24 +4,30 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mio::Token;
 
 /// A flow key that names the sandbox the flow belongs to (its first field).
 pub trait SandboxKey {
-    fn sandbox(&self) -> Ipv4Addr;
+    fn sandbox(&self) -> IpAddr;
 }
 
 impl SandboxKey for (Ipv4Addr, u16, Ipv4Addr, u16) {
-    fn sandbox(&self) -> Ipv4Addr {
-        self.0
+    fn sandbox(&self) -> IpAddr {
+        self.0.into()
     }
 }
 
 impl SandboxKey for (Ipv4Addr, u16, Ipv4Addr) {
-    fn sandbox(&self) -> Ipv4Addr {
-        self.0
+    fn sandbox(&self) -> IpAddr {
+        self.0.into()
+    }
+}
+
+impl SandboxKey for (Ipv6Addr, u16, Ipv6Addr, u16) {
+    fn sandbox(&self) -> IpAddr {
+        self.0.into()
     }
 }
 
@@ -35,7 +41,7 @@ pub struct FlowLimits {
 pub struct FlowTable<K, F> {
     flows: HashMap<Token, (K, F)>,
     by_key: HashMap<K, Token>,
-    per_sandbox: HashMap<Ipv4Addr, usize>,
+    per_sandbox: HashMap<IpAddr, usize>,
 }
 
 impl<K, F> Default for FlowTable<K, F> {
@@ -54,13 +60,13 @@ impl<K: Copy + Eq + Hash + SandboxKey, F> FlowTable<K, F> {
     }
 
     /// Flows of the sandbox at `ip`.
-    pub fn count_of(&self, ip: Ipv4Addr) -> usize {
-        self.per_sandbox.get(&ip).copied().unwrap_or(0)
+    pub fn count_of(&self, ip: impl Into<IpAddr>) -> usize {
+        self.per_sandbox.get(&ip.into()).copied().unwrap_or(0)
     }
 
     /// Would a new flow for `sandbox` break `limits`? Which one: the sandbox's own (true) or
     /// the gateway's (false).
-    pub fn over(&self, sandbox: Ipv4Addr, limits: FlowLimits) -> Option<bool> {
+    pub fn over(&self, sandbox: impl Into<IpAddr>, limits: FlowLimits) -> Option<bool> {
         if self.count_of(sandbox) >= limits.per_sandbox {
             Some(true)
         } else if self.len() >= limits.per_gateway {
@@ -91,7 +97,7 @@ impl<K: Copy + Eq + Hash + SandboxKey, F> FlowTable<K, F> {
         *self.per_sandbox.entry(key.sandbox()).or_insert(0) += 1;
     }
 
-    fn uncount(&mut self, ip: Ipv4Addr) {
+    fn uncount(&mut self, ip: IpAddr) {
         if let Some(n) = self.per_sandbox.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -109,10 +115,11 @@ impl<K: Copy + Eq + Hash + SandboxKey, F> FlowTable<K, F> {
     /// gateway is at its cap. The caller closes what comes back.
     pub fn evict_for(
         &mut self,
-        sandbox: Ipv4Addr,
+        sandbox: impl Into<IpAddr>,
         limits: FlowLimits,
         last_used: impl Fn(&F) -> std::time::Instant,
     ) -> Vec<F> {
+        let sandbox = sandbox.into();
         let mut evicted = Vec::new();
         while let Some(own) = self.over(sandbox, limits) {
             let victim = self

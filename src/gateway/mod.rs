@@ -4,19 +4,29 @@
 //! slirp4netns and pasta do, so it needs no privileges). Connections to the gateway address
 //! reach the host's loopback.
 //!
+//! On a network with IPv6 (`GatewayConfig::ipv6`) it also owns an IPv6 address and the
+//! link-local address of its MAC: it answers neighbour discovery and ping for them, advertises
+//! the prefix (`ra`: SLAAC, default route, MTU, nameserver), answers DNS queries to its IPv6
+//! address, and refuses the rest of the IPv6 sent through it (no IPv6 NAT yet).
+//!
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
 pub mod classify;
+pub(crate) mod classify_v6;
 pub(crate) mod device;
 pub mod dns;
 pub(crate) mod engine;
 pub(crate) mod flow_table;
 pub(crate) mod icmp_nat;
+pub(crate) mod ndp;
 pub mod policy;
 pub(crate) mod publish;
+pub(crate) mod ra;
 pub(crate) mod tcp_nat;
 pub mod tso;
 pub(crate) mod udp_nat;
+#[cfg(test)]
+mod v6_tests;
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;

@@ -1,17 +1,23 @@
 //! Where outbound NAT may go. Never into a tapnet network's subnet (another network is reached
 //! through the switch or not at all: the host would route such a packet out of its uplink), and
 //! only to destinations the daemon's `--nat-allow` list admits (default: everywhere).
+//!
+//! The same for IPv6: the controller names the networks' IPv6 prefixes too. The allow list
+//! names IPv4 networks only, so a daemon with one sends IPv6 nowhere but to the host's loopback
+//! (when the list admits 127.0.0.1).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 
-use crate::wire::Ipv4Net;
+use crate::wire::{Ipv4Net, Ipv6Net};
 
 #[derive(Clone, Debug)]
 pub struct NatPolicy {
     allow: Arc<Vec<Ipv4Net>>,
     /// Subnets of every bridge network of this daemon, kept current by the controller.
     tapnet_subnets: Arc<RwLock<Vec<Ipv4Net>>>,
+    /// IPv6 prefixes of every bridge network of this daemon, kept current by the controller.
+    tapnet_subnets_v6: Arc<RwLock<Vec<Ipv6Net>>>,
 }
 
 impl NatPolicy {
@@ -20,6 +26,7 @@ impl NatPolicy {
         NatPolicy {
             allow: Arc::new(allow),
             tapnet_subnets: Arc::new(RwLock::new(Vec::new())),
+            tapnet_subnets_v6: Arc::new(RwLock::new(Vec::new())),
         }
     }
 
@@ -38,6 +45,23 @@ impl NatPolicy {
     pub fn allows(&self, target: Ipv4Addr) -> bool {
         self.allow.is_empty() || self.allow.iter().any(|n| n.contains(target))
     }
+
+    pub fn set_tapnet_subnets_v6(&self, subnets: Vec<Ipv6Net>) {
+        *crate::guard::write_or_stop(&self.tapnet_subnets_v6, "the NAT policy's subnets") = subnets;
+    }
+
+    /// Is `dst` inside one of tapnet's own networks' IPv6 prefixes?
+    pub fn is_tapnet_address_v6(&self, dst: Ipv6Addr) -> bool {
+        crate::guard::read_or_stop(&self.tapnet_subnets_v6, "the NAT policy's subnets")
+            .iter()
+            .any(|s| s.contains(dst))
+    }
+
+    /// May a host socket connect or send to the IPv6 `target`? Everywhere without an allow
+    /// list; with one (IPv4 networks), only the loopback, as far as 127.0.0.1 is admitted.
+    pub fn allows_v6(&self, target: Ipv6Addr) -> bool {
+        self.allow.is_empty() || (target.is_loopback() && self.allows(Ipv4Addr::LOCALHOST))
+    }
 }
 
 #[cfg(test)]
@@ -54,5 +78,20 @@ mod tests {
         local.set_tapnet_subnets(vec!["172.18.0.0/16".parse().unwrap()]);
         assert!(local.is_tapnet_address(Ipv4Addr::new(172, 18, 9, 9)));
         assert!(!local.is_tapnet_address(Ipv4Addr::new(172, 19, 0, 1)));
+    }
+
+    #[test]
+    fn ipv6_allowed_everywhere_without_a_list_else_only_the_loopback() {
+        let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let open = NatPolicy::new(Vec::new());
+        assert!(open.allows_v6(beyond) && open.allows_v6(Ipv6Addr::LOCALHOST));
+        let local = NatPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(local.allows_v6(Ipv6Addr::LOCALHOST));
+        assert!(!local.allows_v6(beyond));
+        let lan = NatPolicy::new(vec!["192.0.2.0/24".parse().unwrap()]);
+        assert!(!lan.allows_v6(Ipv6Addr::LOCALHOST));
+        open.set_tapnet_subnets_v6(vec!["fd00:42::/64".parse().unwrap()]);
+        assert!(open.is_tapnet_address_v6("fd00:42::9".parse().unwrap()));
+        assert!(!open.is_tapnet_address_v6("fd00:43::9".parse().unwrap()));
     }
 }

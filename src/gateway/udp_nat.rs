@@ -1,25 +1,51 @@
 //! Outbound UDP through host sockets: each (sandbox address, destination) pair gets a connected
-//! host socket; datagrams that come back are wrapped in Ethernet/IPv4/UDP and sent to the
-//! sandbox as if from the destination it addressed. Idle flows expire.
+//! host socket; datagrams that come back are wrapped in Ethernet/IP/UDP and sent to the
+//! sandbox as if from the destination it addressed. Idle flows expire. One table per address
+//! family (`UdpNat<FlowKey>`, `UdpNat<FlowKey6>`).
 //!
 //! Each flow is a host socket (an fd), so flows are capped per sandbox and per gateway
 //! (`FlowLimits`): a new flow that would pass a cap evicts the flow idle longest, of the same
 //! sandbox when it is the sandbox's cap, of any sandbox when it is the gateway's. A resolver
 //! that uses a new source port per query thus holds at most its cap of fds, whatever its rate.
 
+use std::hash::Hash;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
-use super::flow_table::{FlowLimits, FlowTable};
+use super::flow_table::{FlowLimits, FlowTable, SandboxKey};
 use crate::wire::MacAddr;
 
 /// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
 pub type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+/// [`FlowKey`] over IPv6.
+pub type FlowKey6 = (Ipv6Addr, u16, Ipv6Addr, u16);
+
+/// A UDP flow's key: the sandbox's end and the destination it addressed.
+pub trait UdpKey: Copy + Eq + Hash + SandboxKey {
+    fn ends(&self) -> (SocketAddr, SocketAddr);
+}
+
+impl UdpKey for FlowKey {
+    fn ends(&self) -> (SocketAddr, SocketAddr) {
+        let sandbox = SocketAddrV4::new(self.0, self.1);
+        (sandbox.into(), SocketAddrV4::new(self.2, self.3).into())
+    }
+}
+
+impl UdpKey for FlowKey6 {
+    fn ends(&self) -> (SocketAddr, SocketAddr) {
+        let sandbox = SocketAddrV6::new(self.0, self.1, 0, 0);
+        (
+            sandbox.into(),
+            SocketAddrV6::new(self.2, self.3, 0, 0).into(),
+        )
+    }
+}
 
 struct Flow {
     sandbox_mac: MacAddr,
@@ -33,8 +59,8 @@ pub const DEFAULT_LIMITS: FlowLimits = FlowLimits {
     per_gateway: 1024,
 };
 
-pub struct UdpNat {
-    flows: FlowTable<FlowKey, Flow>,
+pub struct UdpNat<K = FlowKey> {
+    flows: FlowTable<K, Flow>,
     limits: FlowLimits,
     /// Flows evicted to make room under a cap.
     evicted: u64,
@@ -43,13 +69,13 @@ pub struct UdpNat {
     frame: Vec<u8>,
 }
 
-impl Default for UdpNat {
+impl<K: UdpKey> Default for UdpNat<K> {
     fn default() -> Self {
         UdpNat::new(DEFAULT_LIMITS)
     }
 }
 
-impl UdpNat {
+impl<K: UdpKey> UdpNat<K> {
     pub fn new(limits: FlowLimits) -> Self {
         UdpNat {
             flows: FlowTable::default(),
@@ -72,7 +98,7 @@ impl UdpNat {
 
     /// Make room for one more flow of `sandbox`: evict the flow idle longest, of that sandbox
     /// when it is at its cap, of any when the gateway is.
-    fn make_room(&mut self, registry: &Registry, sandbox: Ipv4Addr) {
+    fn make_room(&mut self, registry: &Registry, sandbox: std::net::IpAddr) {
         for mut flow in self.flows.evict_for(sandbox, self.limits, |f| f.last_used) {
             let _ = registry.deregister(&mut flow.socket);
             self.evicted += 1;
@@ -98,22 +124,24 @@ impl UdpNat {
         &mut self,
         registry: &Registry,
         next_token: &mut usize,
-        key: FlowKey,
+        key: K,
         sandbox_mac: MacAddr,
-        target: SocketAddrV4,
+        target: impl Into<SocketAddr>,
         payload: &[u8],
     ) -> io::Result<()> {
+        let target = target.into();
         let token = match self.flows.token_of(&key) {
             Some(t) => t,
             None => {
-                self.make_room(registry, key.0);
-                let bind: SocketAddr = if target.ip().is_loopback() {
-                    (Ipv4Addr::LOCALHOST, 0).into()
-                } else {
-                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                self.make_room(registry, key.sandbox());
+                let bind: SocketAddr = match (target.ip().is_loopback(), target.is_ipv4()) {
+                    (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
+                    (false, true) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                    (true, false) => (Ipv6Addr::LOCALHOST, 0).into(),
+                    (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
                 };
                 let mut socket = UdpSocket::bind(bind)?;
-                socket.connect(target.into())?;
+                socket.connect(target)?;
                 let token = Token(*next_token);
                 *next_token += 1;
                 registry.register(&mut socket, token, Interest::READABLE)?;
@@ -140,11 +168,10 @@ impl UdpNat {
 
     /// Datagrams arrived on a flow's host socket: hand each to `send` as a frame for the sandbox.
     pub fn inbound(&mut self, token: Token, gateway_mac: MacAddr, send: &mut dyn FnMut(&[u8])) {
-        let Some(((sandbox_ip, sandbox_port, remote_ip, remote_port), flow)) =
-            self.flows.get_mut(token)
-        else {
+        let Some((key, flow)) = self.flows.get_mut(token) else {
             return;
         };
+        let (to, from) = key.ends();
         loop {
             let n = match flow.socket.recv(&mut self.datagram) {
                 Ok(n) => n,
@@ -153,15 +180,18 @@ impl UdpNat {
                 Err(_) => return,
             };
             flow.last_used = Instant::now();
-            let from = SocketAddrV4::new(remote_ip, remote_port);
-            let to = SocketAddrV4::new(sandbox_ip, sandbox_port);
-            if build_udp_frame(
-                &mut self.frame,
-                (gateway_mac, flow.sandbox_mac),
-                from,
-                to,
-                &self.datagram[..n],
-            ) {
+            let macs = (gateway_mac, flow.sandbox_mac);
+            let datagram = &self.datagram[..n];
+            let built = match (from, to) {
+                (SocketAddr::V4(from), SocketAddr::V4(to)) => {
+                    build_udp_frame(&mut self.frame, macs, from, to, datagram)
+                }
+                (SocketAddr::V6(from), SocketAddr::V6(to)) => {
+                    build_udp6_frame(&mut self.frame, macs, from, to, datagram)
+                }
+                _ => false,
+            };
+            if built {
                 send(&self.frame);
             }
         }
@@ -195,6 +225,22 @@ pub fn build_udp_frame(
     out.clear();
     PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
         .ipv4(from.ip().octets(), to.ip().octets(), 64)
+        .udp(from.port(), to.port())
+        .write(out, payload)
+        .is_ok()
+}
+
+/// [`build_udp_frame`] over IPv6.
+pub fn build_udp6_frame(
+    out: &mut Vec<u8>,
+    (src_mac, dst_mac): (MacAddr, MacAddr),
+    from: SocketAddrV6,
+    to: SocketAddrV6,
+    payload: &[u8],
+) -> bool {
+    out.clear();
+    PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+        .ipv6(from.ip().octets(), to.ip().octets(), 64)
         .udp(from.port(), to.port())
         .write(out, payload)
         .is_ok()

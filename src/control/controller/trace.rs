@@ -382,6 +382,17 @@ impl Inner {
             Inbound::Echo { .. } => allowed(format!(
                 "NAT: the echo request goes to {target} through a host ping socket"
             )),
+            // IPv6 verdicts: the probes traced here are IPv4.
+            Inbound::NeighborSolicit { .. } => {
+                "the gateway answers the neighbour solicitation".into()
+            }
+            Inbound::RouterSolicit { .. } => {
+                "the gateway answers with a router advertisement".into()
+            }
+            Inbound::Echo6 { .. } => "the gateway answers the ping itself".into(),
+            Inbound::Dns6 { .. } => "DNS: the query goes to the network's DNS server".into(),
+            Inbound::Udp6 { .. } => "NAT: a UDP flow over IPv6 through a host socket".into(),
+            Inbound::Refuse6 { .. } => "refused with ICMPv6 destination unreachable".into(),
             Inbound::Ignore => format!(
                 "dropped: the gateway does not carry it{}",
                 self.isolation_note(dst)

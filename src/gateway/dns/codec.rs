@@ -7,7 +7,7 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{Decision, NameTable, answer, answer_tcp, nameservers_from_resolv_conf};
 
@@ -45,6 +45,8 @@ const RCODE_MASK: u16 = 0x000f;
 const POINTER_TO_QUESTION: [u8; 2] = [0xc0, HEADER_LEN as u8];
 /// Name pointer, type, class, TTL, RDLENGTH, IPv4 address.
 const A_RECORD_LEN: usize = 2 + 2 + 2 + 4 + 2 + 4;
+/// Name pointer, type, class, TTL, RDLENGTH, IPv6 address.
+const AAAA_RECORD_LEN: usize = 2 + 2 + 2 + 4 + 2 + 16;
 /// Name pointer, type, class, TTL, RDLENGTH; the target name follows.
 const PTR_RECORD_FIXED_LEN: usize = 2 + 2 + 2 + 4 + 2;
 
@@ -367,28 +369,52 @@ pub fn write_a_records(
     max_len: usize,
     out: &mut Vec<u8>,
 ) -> usize {
+    write_address_records(query_header, question, addresses, &[], max_len, out)
+}
+
+/// [`write_a_records`] for both families: the A records of `v4`, then the AAAA records of `v6`
+/// (type ANY asks for both), within `max_len` bytes (TC set when some were left out).
+pub fn write_address_records(
+    query_header: &Header,
+    question: &Question,
+    v4: &[Ipv4Addr],
+    v6: &[Ipv6Addr],
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
     write_header(query_header, true, Rcode::NoError, true, out);
     write_question(question, out);
-    let room = max_len.saturating_sub(out.len()) / A_RECORD_LEN;
-    let count = addresses.len().min(room).min(usize::from(u16::MAX));
-    for address in addresses.iter().take(count) {
-        out.extend_from_slice(&POINTER_TO_QUESTION);
-        out.extend_from_slice(&TYPE_A.to_be_bytes());
-        out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&LOCAL_TTL.to_be_bytes());
-        out.extend_from_slice(&4u16.to_be_bytes());
-        out.extend_from_slice(&address.octets());
+    let room = max_len.saturating_sub(out.len());
+    let count4 = v4.len().min(room / A_RECORD_LEN);
+    let room = room - count4 * A_RECORD_LEN;
+    let count6 = v6.len().min(room / AAAA_RECORD_LEN);
+    // u16::MAX records would need far more than MAX_TCP_LEN bytes: `max_len` bounds the count.
+    let count = count4 + count6;
+    for address in v4.iter().take(count4) {
+        write_address_record(TYPE_A, &address.octets(), out);
+    }
+    for address in v6.iter().take(count6) {
+        write_address_record(TYPE_AAAA, &address.octets(), out);
     }
     let ancount = u16::try_from(count).unwrap_or(u16::MAX).to_be_bytes();
     if let Some(field) = out.get_mut(6..8) {
         field.copy_from_slice(&ancount);
     }
-    if count < addresses.len() {
+    if count < v4.len() + v6.len() {
         if let Some(flags_high) = out.get_mut(2) {
             *flags_high |= (FLAG_TC >> 8) as u8;
         }
     }
     count
+}
+
+fn write_address_record(rtype: u16, address: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&POINTER_TO_QUESTION);
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&LOCAL_TTL.to_be_bytes());
+    out.extend_from_slice(&(address.len() as u16).to_be_bytes());
+    out.extend_from_slice(address);
 }
 
 /// Authoritative NOERROR without answers: the name exists but has no record of the asked type
@@ -533,11 +559,22 @@ pub fn write_tcp_message(w: &mut impl Write, msg: &[u8]) -> io::Result<()> {
 pub fn check_arbitrary_message(data: &[u8]) {
     const KNOWN: &str = "web.local";
     const KNOWN_REVERSE: &str = "2.0.18.172.in-addr.arpa";
+    // A name with only an IPv6 address, and that address's reverse name (fd00::2).
+    const KNOWN_V6: &str = "web6.local";
+    const KNOWN_V6_REVERSE: &str =
+        "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
     let web = Ipv4Addr::new(172, 18, 0, 2);
+    let web6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
     let mut lookup = NameTable::new();
     lookup.add(KNOWN.to_string(), web);
     lookup.add(KNOWN.to_string(), Ipv4Addr::new(172, 18, 0, 3));
+    lookup.add_v6(
+        KNOWN.to_string(),
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3),
+    );
     lookup.add_reverse(web, KNOWN.to_string());
+    lookup.add_v6(KNOWN_V6.to_string(), web6);
+    lookup.add_reverse_v6(web6, KNOWN_V6.to_string());
     let parsed = parse_query(data);
     if let Ok(query) = &parsed {
         let name = &query.question.name;
@@ -564,9 +601,8 @@ pub fn check_arbitrary_message(data: &[u8]) {
             Decision::Forward => {
                 assert!(out.is_empty());
                 let query = parsed.as_ref();
-                assert!(query.is_ok_and(|q| {
-                    q.question.name != KNOWN && q.question.name != KNOWN_REVERSE
-                }));
+                let known = [KNOWN, KNOWN_REVERSE, KNOWN_V6, KNOWN_V6_REVERSE];
+                assert!(query.is_ok_and(|q| !known.contains(&q.question.name.as_str())));
             }
             Decision::Answered => {
                 assert!(out.len() <= max_len);
@@ -590,18 +626,31 @@ pub fn check_arbitrary_message(data: &[u8]) {
                     0
                 };
                 let asked = parsed.as_ref().map(|q| q.question.name.as_str());
-                // Answers are A records for KNOWN, or one PTR record naming KNOWN.
-                let record_len = if asked == Ok(KNOWN_REVERSE) {
-                    PTR_RECORD_FIXED_LEN + KNOWN.len() + 2
-                } else {
-                    A_RECORD_LEN
-                };
-                let expected_len =
-                    HEADER_LEN + question_len + usize::from(header.ancount) * record_len;
-                assert_eq!(out.len(), expected_len);
-                if header.ancount > 0 {
-                    assert!(asked == Ok(KNOWN) || asked == Ok(KNOWN_REVERSE));
+                // Answers are A and AAAA records of a known name, or one PTR record naming one.
+                let mut at = HEADER_LEN + question_len;
+                for _ in 0..header.ancount {
+                    let fixed = out.get(at..at + PTR_RECORD_FIXED_LEN);
+                    let Some(fixed) = fixed else {
+                        panic!("answer record cut short");
+                    };
+                    assert_eq!(fixed[..2], POINTER_TO_QUESTION);
+                    let rtype = u16::from_be_bytes([fixed[2], fixed[3]]);
+                    let rdlength = usize::from(u16::from_be_bytes([fixed[10], fixed[11]]));
+                    match rtype {
+                        TYPE_A => assert_eq!(rdlength, 4),
+                        TYPE_AAAA => assert_eq!(rdlength, 16),
+                        TYPE_PTR => {
+                            let reverse = [KNOWN_REVERSE, KNOWN_V6_REVERSE];
+                            assert!(asked.is_ok_and(|a| reverse.contains(&a)));
+                        }
+                        other => panic!("answered with a record of type {other}"),
+                    }
+                    if rtype != TYPE_PTR {
+                        assert!(asked == Ok(KNOWN) || asked == Ok(KNOWN_V6));
+                    }
+                    at += PTR_RECORD_FIXED_LEN + rdlength;
                 }
+                assert_eq!(out.len(), at);
             }
         }
     }

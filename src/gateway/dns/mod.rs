@@ -26,16 +26,18 @@ mod names;
 mod resolv_conf;
 mod server;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use codec::{
     CLASS_IN, DNS_PORT, HEADER_LEN, Header, LOCAL_TTL, MAX_NAME_LEN, MAX_POINTERS, MAX_TCP_LEN,
     MAX_UDP_LEN, OPCODE_QUERY, ParseError, Query, Question, Rcode, TYPE_A, TYPE_AAAA, TYPE_ANY,
     TYPE_PTR, check_arbitrary_message, parse_query, parse_question, read_tcp_message, servfail_for,
-    write_a_records, write_error, write_nodata, write_nxdomain, write_ptr_record,
-    write_tcp_message,
+    write_a_records, write_address_records, write_error, write_nodata, write_nxdomain,
+    write_ptr_record, write_tcp_message,
 };
 pub use forward::{ForwardError, forward_tcp, forward_udp};
-pub use names::{Decision, NameTable, Names, answer, answer_tcp, reverse_address};
+pub use names::{
+    Decision, NameTable, Names, answer, answer_tcp, reverse_address, reverse_address_v6,
+};
 pub use resolv_conf::{MAX_NAMESERVERS, nameservers_from_resolv_conf};
 pub use server::{DnsAnswer, DnsPort, DnsServer, DnsStats, RCODES};

@@ -2,24 +2,27 @@
 //!
 //! Local names are what the network's [`Names`] knows: sandbox names and aliases, and, as
 //! Docker's embedded DNS, the same names qualified by the network (`alpha.backend`). A known name
-//! gets its A records, and an empty NOERROR answer (NODATA) for any other type, AAAA included
-//! (networks are IPv4 only): never NXDOMAIN, which would make the client give up on its A
-//! records, and never forwarded. PTR queries for the network's own addresses (`in-addr.arpa`)
-//! are answered from the same names (`alpha.backend`); other addresses are forwarded. SRV is not
+//! gets its A records, its AAAA records (on a network with IPv6), and an empty NOERROR answer
+//! (NODATA) for any other type or a family it has no address in: never NXDOMAIN, which would
+//! make the client give up on its other records, and never forwarded. PTR queries for the
+//! network's own addresses (`in-addr.arpa`, and `ip6.arpa` in nibble form) are answered from the
+//! same names (`alpha.backend`); other addresses are forwarded. SRV is not
 //! handled locally (forwarded). EDNS is not interpreted: local answers carry no OPT record and stay
 //! within 512 bytes over UDP (TC set when addresses had to be left out, so the client retries
 //! over TCP); forwarded queries and replies pass through unchanged.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::codec::wire_form;
 use super::{
-    CLASS_IN, Header, MAX_TCP_LEN, MAX_UDP_LEN, OPCODE_QUERY, Rcode, TYPE_A, TYPE_ANY, TYPE_PTR,
-    parse_question, write_a_records, write_error, write_nodata, write_ptr_record,
+    CLASS_IN, Header, MAX_TCP_LEN, MAX_UDP_LEN, OPCODE_QUERY, Rcode, TYPE_A, TYPE_AAAA, TYPE_ANY,
+    TYPE_PTR, parse_question, write_address_records, write_error, write_nodata, write_ptr_record,
 };
 
 /// Where reverse names live (RFC 1035 section 3.5).
 const REVERSE_SUFFIX: &str = ".in-addr.arpa";
+/// Where IPv6 reverse names live (RFC 3596 section 2.5).
+const REVERSE_SUFFIX_V6: &str = ".ip6.arpa";
 
 /// What the gateway does with one query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,15 @@ pub trait Names {
     /// The name a PTR query for `address` answers with (`alpha.backend`), or None for an
     /// address that is not the network's.
     fn name_of(&self, address: Ipv4Addr) -> Option<String>;
+    /// The IPv6 addresses of `name`, as [`Names::addresses`]; None when it has none (a name
+    /// known only in IPv4 gets NODATA for AAAA).
+    fn addresses_v6(&self, _name: &str) -> Option<Vec<Ipv6Addr>> {
+        None
+    }
+    /// The name a PTR query under `ip6.arpa` for `address` answers with.
+    fn name_of_v6(&self, _address: Ipv6Addr) -> Option<String> {
+        None
+    }
 }
 
 /// A lookup of names alone is a [`Names`] that knows no reverse names.
@@ -61,6 +73,8 @@ impl<F: Fn(&str) -> Option<Vec<Ipv4Addr>>> Names for F {
 pub struct NameTable {
     names: std::collections::HashMap<String, Vec<Ipv4Addr>>,
     reverse: std::collections::HashMap<Ipv4Addr, String>,
+    names_v6: std::collections::HashMap<String, Vec<Ipv6Addr>>,
+    reverse_v6: std::collections::HashMap<Ipv6Addr, String>,
 }
 
 impl NameTable {
@@ -80,6 +94,19 @@ impl NameTable {
     pub fn add_reverse(&mut self, address: Ipv4Addr, name: String) {
         self.reverse.insert(address, name);
     }
+
+    /// `name` resolves to the IPv6 `address` too (AAAA; once, however often it is added).
+    pub fn add_v6(&mut self, name: String, address: Ipv6Addr) {
+        let addresses = self.names_v6.entry(name).or_default();
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+
+    /// A PTR query for the IPv6 `address` (under `ip6.arpa`) answers `name`.
+    pub fn add_reverse_v6(&mut self, address: Ipv6Addr, name: String) {
+        self.reverse_v6.insert(address, name);
+    }
 }
 
 impl Names for NameTable {
@@ -89,6 +116,14 @@ impl Names for NameTable {
 
     fn name_of(&self, address: Ipv4Addr) -> Option<String> {
         self.reverse.get(&address).cloned()
+    }
+
+    fn addresses_v6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
+        self.names_v6.get(name).cloned()
+    }
+
+    fn name_of_v6(&self, address: Ipv6Addr) -> Option<String> {
+        self.reverse_v6.get(&address).cloned()
     }
 }
 
@@ -109,6 +144,41 @@ pub fn reverse_address(name: &str) -> Option<Ipv4Addr> {
     labels.next().is_none().then_some(Ipv4Addr::from(parsed))
 }
 
+/// The address of an IPv6 reverse name with all 32 nibbles, lowest first, each one lowercase
+/// hex digit (`2.0.0.0.[...].d.f.ip6.arpa` -> fd00::2); None for anything else. Names reach
+/// here lowercased.
+pub fn reverse_address_v6(name: &str) -> Option<Ipv6Addr> {
+    let nibbles = name.strip_suffix(REVERSE_SUFFIX_V6)?;
+    let mut value: u128 = 0;
+    let mut count = 0;
+    for label in nibbles.split('.') {
+        let &[digit] = label.as_bytes() else {
+            return None;
+        };
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return None,
+        };
+        if count == 32 {
+            return None;
+        }
+        // Lowest nibble first.
+        value |= u128::from(nibble) << (4 * count);
+        count += 1;
+    }
+    (count == 32).then_some(Ipv6Addr::from(value))
+}
+
+/// The reverse name of a PTR query: the name it answers with, when the address is the network's
+/// (Some(None) for a reverse name of an address the network does not know: forwarded).
+fn reverse_target(names: &dyn Names, name: &str) -> Option<Option<String>> {
+    if let Some(address) = reverse_address(name) {
+        return Some(names.name_of(address));
+    }
+    reverse_address_v6(name).map(|address| names.name_of_v6(address))
+}
+
 /// Resolution policy for a query that came over UDP; responses stay within [`MAX_UDP_LEN`].
 ///
 /// `names` knows the network's names (see [`Names`]; a plain lookup closure of name ->
@@ -117,8 +187,10 @@ pub fn reverse_address(name: &str) -> Option<Ipv4Addr> {
 /// - Not a query (no header, QR=1): `Drop`, never answer a response (that could loop).
 /// - Opcode other than QUERY: NOTIMP. Unreadable question or QDCOUNT=0: FORMERR.
 /// - Class other than IN: REFUSED.
-/// - Known name: A records for type A (and ANY), NODATA for any other type (AAAA included).
-/// - Reverse name of a known address: a PTR record for type PTR (and ANY), NODATA otherwise.
+/// - Known name: A records for type A, AAAA records for type AAAA, both for ANY, NODATA for any
+///   other type or a family the name has no address in.
+/// - Reverse name of a known address (IPv4 or IPv6): a PTR record for type PTR (and ANY),
+///   NODATA otherwise.
 /// - Unknown name or address, including the root and single-label names: `Forward`. Docker
 ///   forwards unqualified names too (it answers them locally only when the sandbox's
 ///   resolv.conf sets ndots explicitly), and a single label can be a real name upstream (a
@@ -154,8 +226,8 @@ fn answer_within(query: &[u8], names: &dyn Names, max_len: usize, out: &mut Vec<
     if question.name.is_empty() {
         return Decision::Forward;
     }
-    if let Some(address) = reverse_address(&question.name) {
-        let Some(target) = names.name_of(address).as_deref().and_then(wire_form) else {
+    if let Some(target) = reverse_target(names, &question.name) {
+        let Some(target) = target.as_deref().and_then(wire_form) else {
             return Decision::Forward;
         };
         match question.qtype {
@@ -164,15 +236,19 @@ fn answer_within(query: &[u8], names: &dyn Names, max_len: usize, out: &mut Vec<
         }
         return Decision::Answered;
     }
-    let Some(addresses) = names.addresses(&question.name) else {
+    let v4 = names.addresses(&question.name);
+    let v6 = names.addresses_v6(&question.name);
+    if v4.is_none() && v6.is_none() {
         return Decision::Forward;
-    };
-    match question.qtype {
-        TYPE_A | TYPE_ANY => {
-            write_a_records(&header, &question, &addresses, max_len, out);
-        }
-        _ => write_nodata(&header, &question, out),
     }
+    let (v4, v6) = (v4.unwrap_or_default(), v6.unwrap_or_default());
+    let (v4, v6): (&[Ipv4Addr], &[Ipv6Addr]) = match question.qtype {
+        TYPE_A => (&v4, &[]),
+        TYPE_AAAA => (&[], &v6),
+        TYPE_ANY => (&v4, &v6),
+        _ => (&[], &[]),
+    };
+    write_address_records(&header, &question, v4, v6, max_len, out);
     Decision::Answered
 }
 

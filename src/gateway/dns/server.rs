@@ -91,7 +91,7 @@ enum ReplyTo {
     Peer(SocketAddr),
     /// A sandbox, through its gateway's thread.
     Gateway {
-        sandbox: SocketAddrV4,
+        sandbox: SocketAddr,
         mac: MacAddr,
         back: Arc<Back>,
     },
@@ -105,7 +105,8 @@ struct Back {
 
 /// An answer to a forwarded query, for the gateway to frame and send to `sandbox`.
 pub struct DnsAnswer {
-    pub sandbox: SocketAddrV4,
+    /// The sandbox's address and port, IPv4 or IPv6 (as the query came).
+    pub sandbox: SocketAddr,
     pub mac: MacAddr,
     pub message: Vec<u8>,
 }
@@ -128,7 +129,7 @@ impl DnsPort {
     pub fn query(
         &self,
         query: &[u8],
-        sandbox: SocketAddrV4,
+        sandbox: SocketAddr,
         mac: MacAddr,
         out: &mut Vec<u8>,
     ) -> bool {

@@ -6,11 +6,11 @@ use std::net::Ipv4Addr;
 use super::codec::{FLAG_RD, read_name};
 use super::{CLASS_IN, HEADER_LEN, Header, Names, Question, TYPE_A, parse_question};
 
-pub(super) const WEB: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
-pub(super) const WEB2: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 3);
+pub(crate) const WEB: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+pub(crate) const WEB2: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 3);
 
 /// A query as a stub resolver sends it: RD set, one question, no compression.
-pub(super) fn query_bytes(id: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u8> {
+pub(crate) fn query_bytes(id: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u8> {
     let mut msg = Vec::new();
     msg.extend_from_slice(&id.to_be_bytes());
     msg.extend_from_slice(&FLAG_RD.to_be_bytes());
@@ -25,21 +25,21 @@ pub(super) fn query_bytes(id: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u
     msg
 }
 
-pub(super) fn web_local_a() -> Vec<u8> {
+pub(crate) fn web_local_a() -> Vec<u8> {
     query_bytes(0x1234, "web.local", TYPE_A, CLASS_IN)
 }
 
 /// WEB's reverse name and PTR target.
-pub(super) const WEB_REVERSE: &str = "2.0.18.172.in-addr.arpa";
-pub(super) const WEB_PTR: &str = "web.backend";
+pub(crate) const WEB_REVERSE: &str = "2.0.18.172.in-addr.arpa";
+pub(crate) const WEB_PTR: &str = "web.backend";
 
 /// A table as the controller builds it: names, names qualified by the network, and the
 /// reverse entry of WEB.
-pub(super) struct Table;
+pub(crate) struct Table;
 
 /// Its name is what the tests call it by.
 #[allow(non_upper_case_globals)]
-pub(super) const lookup: Table = Table;
+pub(crate) const lookup: Table = Table;
 
 impl Names for Table {
     fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
@@ -51,7 +51,7 @@ impl Names for Table {
     }
 }
 
-pub(super) fn forward(name: &str) -> Option<Vec<Ipv4Addr>> {
+pub(crate) fn forward(name: &str) -> Option<Vec<Ipv4Addr>> {
     match name {
         "web.local" => Some(vec![WEB, WEB2]),
         "web.backend" => Some(vec![WEB]),
@@ -62,23 +62,23 @@ pub(super) fn forward(name: &str) -> Option<Vec<Ipv4Addr>> {
 }
 
 #[derive(Debug)]
-pub(super) struct Record {
-    pub(super) name: String,
-    pub(super) rtype: u16,
-    pub(super) class: u16,
-    pub(super) ttl: u32,
-    pub(super) rdata: Vec<u8>,
+pub(crate) struct Record {
+    pub(crate) name: String,
+    pub(crate) rtype: u16,
+    pub(crate) class: u16,
+    pub(crate) ttl: u32,
+    pub(crate) rdata: Vec<u8>,
 }
 
 #[derive(Debug)]
-pub(super) struct Response {
-    pub(super) header: Header,
-    pub(super) question: Option<Question>,
-    pub(super) answers: Vec<Record>,
+pub(crate) struct Response {
+    pub(crate) header: Header,
+    pub(crate) question: Option<Question>,
+    pub(crate) answers: Vec<Record>,
 }
 
 /// Reads a response back, all sections, and checks that nothing trails.
-pub(super) fn parse_response(msg: &[u8]) -> Response {
+pub(crate) fn parse_response(msg: &[u8]) -> Response {
     let header = Header::parse(msg).expect("header");
     assert!(header.is_response());
     let mut pos = HEADER_LEN;

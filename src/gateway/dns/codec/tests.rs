@@ -318,6 +318,13 @@ fn random_and_mutated_messages_never_break_invariants() {
         query_bytes(2, "web.local", TYPE_ANY, CLASS_IN),
         query_bytes(3, "example.com", TYPE_A, CLASS_IN),
         query_bytes(4, "2.0.18.172.in-addr.arpa", TYPE_PTR, CLASS_IN),
+        query_bytes(5, "web6.local", TYPE_AAAA, CLASS_IN),
+        query_bytes(
+            6,
+            "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa",
+            TYPE_PTR,
+            CLASS_IN,
+        ),
         compressed,
     ];
     let (mut local_answers, mut other_answers, mut forwarded, mut dropped) = (0, 0, 0, 0);

@@ -3,6 +3,7 @@ use crate::gateway::dns::test_util::{
     WEB, WEB_REVERSE, WEB2, forward, lookup, parse_response, query_bytes, web_local_a,
 };
 use crate::gateway::dns::{HEADER_LEN, LOCAL_TTL, TYPE_AAAA};
+use std::net::Ipv6Addr;
 
 #[test]
 fn known_name_type_a_gets_a_records() {
@@ -281,4 +282,128 @@ fn udp_answers_stay_within_512_bytes_with_tc_and_tcp_gets_all() {
     assert!(!response.header.truncated());
     assert_eq!(response.answers.len(), 100);
     assert_eq!(response.answers[99].rdata, [172, 18, 1, 99]);
+}
+
+/// A dual-stack table as the controller builds it: "web" has both families, "v4only" only A,
+/// "v6only" only AAAA, and the reverse names of both of web's addresses.
+fn dual_stack() -> NameTable {
+    let mut table = NameTable::new();
+    table.add("web".into(), WEB);
+    table.add_v6("web".into(), WEB6);
+    table.add_v6("web".into(), WEB6);
+    table.add_v6("web".into(), WEB6_2);
+    table.add("v4only".into(), WEB2);
+    table.add_v6("v6only".into(), WEB6_2);
+    table.add_reverse(WEB, "web.backend".into());
+    table.add_reverse_v6(WEB6, "web.backend".into());
+    table
+}
+
+const WEB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdead, 0, 0, 0, 0, 0, 2);
+const WEB6_2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdead, 0, 0, 0, 0, 0xa, 0x1b);
+const WEB6_REVERSE: &str =
+    "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.a.e.d.0.0.d.f.ip6.arpa";
+
+#[test]
+fn aaaa_answers_the_v6_records_and_a_stays_as_it_was() {
+    let table = dual_stack();
+    let mut out = Vec::new();
+    let msg = query_bytes(20, "WEB", TYPE_AAAA, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Answered);
+    let response = parse_response(&out);
+    assert!(response.header.authoritative() && !response.header.truncated());
+    assert_eq!(response.header.rcode(), Rcode::NoError as u8);
+    let rdata: Vec<_> = response.answers.iter().map(|r| r.rdata.clone()).collect();
+    assert_eq!(
+        rdata,
+        vec![WEB6.octets().to_vec(), WEB6_2.octets().to_vec()]
+    );
+    for record in &response.answers {
+        assert_eq!(record.name, "web");
+        assert_eq!(
+            (record.rtype, record.class, record.ttl),
+            (TYPE_AAAA, CLASS_IN, LOCAL_TTL)
+        );
+    }
+    let msg = query_bytes(21, "web", TYPE_A, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Answered);
+    let response = parse_response(&out);
+    assert_eq!(response.answers.len(), 1);
+    assert_eq!(
+        (response.answers[0].rtype, &response.answers[0].rdata[..]),
+        (TYPE_A, &WEB.octets()[..])
+    );
+    // ANY: both families, A first.
+    let msg = query_bytes(22, "web", TYPE_ANY, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Answered);
+    let types: Vec<_> = parse_response(&out)
+        .answers
+        .iter()
+        .map(|r| r.rtype)
+        .collect();
+    assert_eq!(types, vec![TYPE_A, TYPE_AAAA, TYPE_AAAA]);
+}
+
+#[test]
+fn a_family_a_name_lacks_is_nodata_not_forwarded() {
+    let table = dual_stack();
+    for (name, qtype) in [("v4only", TYPE_AAAA), ("v6only", TYPE_A), ("v6only", 15)] {
+        let mut out = Vec::new();
+        let msg = query_bytes(23, name, qtype, CLASS_IN);
+        assert_eq!(answer(&msg, &table, &mut out), Decision::Answered, "{name}");
+        let response = parse_response(&out);
+        assert_eq!(response.header.rcode(), Rcode::NoError as u8, "{name}");
+        assert_eq!(response.header.ancount, 0, "{name} {qtype}");
+    }
+    // Positive control: the same names answer in the family they have.
+    let msg = query_bytes(24, "v6only", TYPE_AAAA, CLASS_IN);
+    let mut out = Vec::new();
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Answered);
+    assert_eq!(parse_response(&out).answers[0].rdata, WEB6_2.octets());
+    let msg = query_bytes(25, "nobody", TYPE_AAAA, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut Vec::new()), Decision::Forward);
+}
+
+#[test]
+fn ptr_under_ip6_arpa_names_known_v6_addresses() {
+    let table = dual_stack();
+    let mut out = Vec::new();
+    let msg = query_bytes(26, &WEB6_REVERSE.to_uppercase(), TYPE_PTR, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Answered);
+    let response = parse_response(&out);
+    assert_eq!(response.answers.len(), 1);
+    let record = &response.answers[0];
+    assert_eq!((record.rtype, record.ttl), (TYPE_PTR, LOCAL_TTL));
+    assert_eq!(record.name, WEB6_REVERSE);
+    assert_eq!(record.rdata, b"\x03web\x07backend\x00");
+    // Other types of the reverse name: NODATA. An address the network does not know: forwarded.
+    let msg = query_bytes(27, WEB6_REVERSE, TYPE_A, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Answered);
+    assert_eq!(parse_response(&out).header.ancount, 0);
+    let other = WEB6_REVERSE.replacen('2', "3", 1);
+    let msg = query_bytes(28, &other, TYPE_PTR, CLASS_IN);
+    assert_eq!(answer(&msg, &table, &mut out), Decision::Forward);
+}
+
+#[test]
+fn ip6_arpa_names_parse_only_with_32_single_hex_nibbles() {
+    assert_eq!(reverse_address_v6(WEB6_REVERSE), Some(WEB6));
+    let all_f = format!("{}ip6.arpa", "f.".repeat(32));
+    assert_eq!(reverse_address_v6(&all_f), Some(Ipv6Addr::from(u128::MAX)));
+    let short = WEB6_REVERSE.strip_prefix("2.").unwrap();
+    let long = format!("0.{WEB6_REVERSE}");
+    let two_digits = WEB6_REVERSE.replacen("2.", "20.", 1);
+    let not_hex = WEB6_REVERSE.replacen('2', "g", 1);
+    let empty_label = WEB6_REVERSE.replacen("2.", ".", 1);
+    for bad in [
+        short,
+        &long,
+        &two_digits,
+        &not_hex,
+        &empty_label,
+        "ip6.arpa",
+        ".ip6.arpa",
+    ] {
+        assert_eq!(reverse_address_v6(bad), None, "{bad}");
+    }
 }

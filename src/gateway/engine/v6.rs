@@ -1,0 +1,136 @@
+//! The gateway thread's IPv6 side: neighbour discovery, ping and refusals it answers itself
+//! (`ndp`), router advertisements (`ra`), and UDP over IPv6 through host sockets.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::time::Duration;
+
+use super::{Engine, MAX_SLEEP};
+use crate::gateway::udp_nat::FlowKey6;
+use crate::gateway::{ndp, ra};
+use crate::wire::MacAddr;
+
+impl Engine {
+    /// A sandbox's UDP over IPv6, through a host socket: to the host's loopback when it
+    /// addressed the gateway, under the same policy as IPv4's.
+    pub(super) fn udp6_out(
+        &mut self,
+        tuple: FlowKey6,
+        src_mac: MacAddr,
+        (start, end): (usize, usize),
+    ) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        let ip = if tuple.2 == v6.ip {
+            Ipv6Addr::LOCALHOST
+        } else {
+            tuple.2
+        };
+        if !self.config.policy.allows_v6(ip) {
+            return;
+        }
+        let target = SocketAddrV6::new(ip, tuple.3, 0, 0);
+        let registry = self.poll.registry();
+        let payload = &self.device.frame(end)[start..end];
+        if let Err(e) = self.udp6.outbound(
+            registry,
+            &mut self.next_token,
+            tuple,
+            src_mac,
+            target,
+            payload,
+        ) {
+            eprintln!(
+                "tapnet: gateway of {}: UDP to {target}: {e}",
+                self.config.network
+            );
+        }
+    }
+
+    /// Answer a Neighbour Solicitation for the gateway's address `target`.
+    pub(super) fn neighbor_advert(&mut self, target: Ipv6Addr, asker: (Ipv6Addr, MacAddr)) {
+        ndp::neighbor_advert(&mut self.v6_frame, self.config.mac, target, asker);
+        self.device.send(&self.v6_frame);
+    }
+
+    /// Answer a ping of the gateway's address `ours`.
+    pub(super) fn echo6(
+        &mut self,
+        ours: Ipv6Addr,
+        asker: (Ipv6Addr, MacAddr),
+        (start, end): (usize, usize),
+        len: usize,
+    ) {
+        let request = &self.device.frame(len)[start..end];
+        ndp::echo_reply(&mut self.v6_frame, self.config.mac, ours, asker, request);
+        self.device.send(&self.v6_frame);
+    }
+
+    /// Refuse IPv6 the gateway cannot carry (Destination Unreachable), within the error limit.
+    /// From the address of the asker's scope: link-local to a link-local source.
+    pub(super) fn refuse6(
+        &mut self,
+        asker: (Ipv6Addr, MacAddr),
+        (start, end): (usize, usize),
+        len: usize,
+    ) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        if !self.icmp6_errors.allow(std::time::Instant::now()) {
+            return;
+        }
+        let link_local = asker.0.segments()[0] & 0xffc0 == 0xfe80;
+        let from = if link_local {
+            ndp::link_local(self.config.mac)
+        } else {
+            v6.ip
+        };
+        let invoking = &self.device.frame(len)[start..end];
+        ndp::unreachable(&mut self.v6_frame, self.config.mac, from, asker, invoking);
+        self.device.send(&self.v6_frame);
+    }
+
+    /// Answer a Router Solicitation, within the limits of `RaTimer::may_answer`.
+    pub(super) fn router_solicited(&mut self, asker: Ipv6Addr, asker_mac: MacAddr) {
+        let (Some(v6), Some(timer)) = (self.config.ipv6, self.ra.as_mut()) else {
+            return;
+        };
+        let to = ra::answer_to(asker, asker_mac);
+        if !timer.may_answer(std::time::Instant::now(), asker.is_unspecified()) {
+            return;
+        }
+        ra::router_advert(
+            &mut self.v6_frame,
+            (self.config.mac, self.config.mtu),
+            &v6,
+            to,
+        );
+        self.device.send(&self.v6_frame);
+    }
+
+    /// Send the unsolicited Router Advertisement, when one is due.
+    pub(super) fn advertise(&mut self) {
+        let (Some(v6), Some(timer)) = (self.config.ipv6, self.ra.as_mut()) else {
+            return;
+        };
+        if !timer.due(std::time::Instant::now()) {
+            return;
+        }
+        let to = (ndp::ALL_NODES, ndp::multicast_mac(ndp::ALL_NODES));
+        ra::router_advert(
+            &mut self.v6_frame,
+            (self.config.mac, self.config.mtu),
+            &v6,
+            to,
+        );
+        self.device.send(&self.v6_frame);
+    }
+
+    /// How long the loop may sleep before the next Router Advertisement is due.
+    pub(super) fn ra_delay(&self) -> Duration {
+        self.ra
+            .as_ref()
+            .map_or(MAX_SLEEP, |t| t.until_next(std::time::Instant::now()))
+    }
+}
