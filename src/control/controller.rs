@@ -269,14 +269,7 @@ impl Controller {
             creating_cni: Vec::new(),
             docker_joining: HashSet::new(),
         };
-        inner.nat_policy.set_tapnet_subnets(
-            inner
-                .state
-                .networks
-                .iter()
-                .filter_map(|n| n.subnet)
-                .collect(),
-        );
+        inner.share_subnets_with_nat();
         for dir in inner.dirs.pin_dirs() {
             namespace::ensure_pin_dir(&dir)?;
         }
@@ -613,16 +606,20 @@ impl Controller {
 impl Inner {
     fn save(&mut self) -> Result<()> {
         crate::control::request_log::record(&mut self.state.committed_requests);
-        self.nat_policy.set_tapnet_subnets(
-            self.state
-                .networks
-                .iter()
-                .filter_map(|n| n.subnet)
-                .collect(),
-        );
+        self.share_subnets_with_nat();
         self.sync_names();
         self.release_stale_claims();
         self.store.save(&self.state)
+    }
+
+    /// Tell the gateways' NAT which prefixes are tapnet's own networks (never reached through
+    /// host sockets), in both families.
+    fn share_subnets_with_nat(&self) {
+        let networks = &self.state.networks;
+        self.nat_policy
+            .set_tapnet_subnets(networks.iter().filter_map(|n| n.subnet).collect());
+        self.nat_policy
+            .set_tapnet_subnets_v6(networks.iter().filter_map(|n| n.subnet6).collect());
     }
 
     /// Give every user-defined network's DNS the names and aliases of its sandboxes, each also
@@ -637,15 +634,27 @@ impl Inner {
             let network = net.name.to_lowercase();
             if !net.builtin {
                 for (sb, ep) in self.state.endpoints_on(&net.name) {
-                    let Some(ip) = ep.ipv4 else { continue };
+                    let own = format!("{}.{network}", sb.name.to_lowercase());
                     for name in std::iter::once(&sb.name).chain(&ep.aliases) {
                         let name = name.to_lowercase();
                         // NAME.NETWORK too, as Docker's embedded DNS resolves it.
-                        table.add(format!("{name}.{network}"), ip);
-                        table.add(name, ip);
+                        let qualified = format!("{name}.{network}");
+                        if let Some(ip) = ep.ipv4 {
+                            table.add(qualified.clone(), ip);
+                            table.add(name.clone(), ip);
+                        }
+                        if let Some(ip) = ep.ipv6 {
+                            table.add_v6(qualified, ip);
+                            table.add_v6(name, ip);
+                        }
                     }
                     // PTR answers name the sandbox as Docker does: NAME.NETWORK.
-                    table.add_reverse(ip, format!("{}.{network}", sb.name.to_lowercase()));
+                    if let Some(ip) = ep.ipv4 {
+                        table.add_reverse(ip, own.clone());
+                    }
+                    if let Some(ip) = ep.ipv6 {
+                        table.add_reverse_v6(ip, own);
+                    }
                 }
                 // Sandboxes of other hosts (the cluster store).
                 for rec in self.remote_eps.values().filter(|r| r.network == net.name) {
