@@ -171,9 +171,11 @@ pub fn options_of(net: &Network) -> Result<&BridgeOptions> {
 /// The policy of a station's switch port: with port security on (the network's option), it may
 /// send only as `mac` and `ipv4`.
 pub fn port_policy(net: &Network, mac: MacAddr, ipv4: Ipv4Addr) -> Result<Option<PortPolicy>> {
-    Ok(options_of(net)?
-        .port_security
-        .then_some(PortPolicy { mac, ipv4 }))
+    Ok(options_of(net)?.port_security.then_some(PortPolicy {
+        mac,
+        ipv4,
+        ipv6: None,
+    }))
 }
 
 /// How a TAP endpoint's device is planned on `net`: its MTU, offloads and queues.

@@ -271,12 +271,7 @@ mod tests {
         let repr = Icmpv6Repr::Ndisc(repr);
         let mut buf = vec![0u8; repr.buffer_len()];
         let mut p = Icmpv6Packet::new_unchecked(&mut buf[..]);
-        repr.emit(
-            &Ipv6Address::from(SRC),
-            &Ipv6Address::from(DST),
-            &mut p,
-            &ChecksumCapabilities::default(),
-        );
+        repr.emit(&SRC, &DST, &mut p, &ChecksumCapabilities::default());
         buf
     }
 
@@ -324,7 +319,7 @@ mod tests {
         };
         assert_eq!(f, flags.bits());
         assert_eq!(f, NA_SOLICITED | NA_OVERRIDE);
-        assert_eq!(t, Ipv6Addr::from(target_addr));
+        assert_eq!(t, target_addr);
         let macs: Vec<_> = options.link_layers(OPT_TARGET_LL).collect();
         assert_eq!(macs, [Some(MacAddr(MAC))]);
         assert_eq!(ll.map(|l| l.as_bytes().to_vec()), Some(MAC.to_vec()));
@@ -340,7 +335,7 @@ mod tests {
         let Ndp::NeighborSolicitation { target: t, options } = ours(&ns) else {
             panic!("we read something else")
         };
-        assert_eq!(t, Ipv6Addr::from(target_addr));
+        assert_eq!(t, target_addr);
         assert_eq!(
             options.link_layers(OPT_SOURCE_LL).collect::<Vec<_>>(),
             [Some(MacAddr(MAC))]
@@ -415,7 +410,7 @@ mod tests {
         else {
             panic!("we read something else")
         };
-        assert_eq!((t, d), (Ipv6Addr::from(target), Ipv6Addr::from(dest)));
+        assert_eq!((t, d), (target, dest));
         assert_eq!(
             options.link_layers(OPT_TARGET_LL).collect::<Vec<_>>(),
             [Some(MacAddr(MAC))]
