@@ -258,10 +258,11 @@ fn check_icmpv6(
             }
         }
         Ndp::NeighborSolicitation { target, options } => {
-            // A probe (from ::) carries no source link-layer option (RFC 4861 4.3) and may
-            // only ask for the port's own address: else it would fail another's DAD.
-            let bad_probe =
-                unspecified && (!policy.owns_ipv6(target) || options.iter().next().is_some());
+            // A probe (from ::) carries no source link-layer option (RFC 4861 4.3; a nonce
+            // option, RFC 7527, it may) and may only ask for the port's own address: else it
+            // would fail another's DAD.
+            let bad_probe = unspecified
+                && (!policy.owns_ipv6(target) || options.link_layers(OPT_SOURCE_LL).count() > 0);
             if bad_probe || foreign_ll(OPT_SOURCE_LL) {
                 Err(Violation::NeighborSolicitation)
             } else {
@@ -482,6 +483,13 @@ mod tests {
             v6(any, NEXT_ICMPV6, &ns(IP6, &[])),
             Ok(()),
             "DAD of its address"
+        );
+        let mut with_nonce = ns(ll(), &[]);
+        with_nonce.extend_from_slice(&[14, 1, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            v6(any, NEXT_ICMPV6, &with_nonce),
+            Ok(()),
+            "Linux's DAD nonce"
         );
         let mldv2 = [143, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(v6(any, NEXT_ICMPV6, &mldv2), Ok(()), "MLDv2 report");
