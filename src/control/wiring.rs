@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Context, Result};
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
 use crate::netns::tap::{Offload, open_tap, open_tap_queues};
@@ -32,6 +32,7 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
     in_netns(netns, move || {
         let fds = open_tap_queues(&spec.interface, spec.offload, spec.queues)?;
         let index = link_index(&spec.interface)?;
+        eui64_link_local(&spec.interface)?;
         let mut nl = Netlink::open()?;
         let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
         nl.set_link(
@@ -47,6 +48,17 @@ pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
         nl.add_address(index, &spec.interface, spec.ipv4, spec.prefix)?;
         Ok(fds)
     })
+}
+
+/// Before the link comes up: its IPv6 link-local address from the MAC by EUI-64, whatever the
+/// host's default `addr_gen_mode`, since port security allows that one (datapath/security.rs).
+/// A kernel without IPv6 has no such file: nothing to do.
+fn eui64_link_local(interface: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{interface}/addr_gen_mode");
+    match std::fs::write(&path, "0") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.context(|| format!("set {path} to 0 (EUI-64)")),
+    }
 }
 
 /// A TAP in the daemon's own namespace, with its MAC and MTU, left down: a Docker endpoint's
