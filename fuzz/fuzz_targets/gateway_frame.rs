@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             "127.0.0.1:1".parse().expect("addr"),
             "127.0.0.1:2".parse().expect("addr"),
         )),
+        ipv6: None,
     };
     if let Inbound::Udp { payload, .. } = classify(data, &config) {
         assert!(payload.0 <= payload.1 && payload.1 <= data.len());
