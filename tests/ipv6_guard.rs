@@ -154,6 +154,11 @@ fn ping6(t: &Tapnet, sandbox: &str, to: Ipv6Addr, count: &str) -> bool {
     .success()
 }
 
+/// A destination MAC for `tapnet trace` (any station will do).
+fn b_mac(t: &Tapnet) -> String {
+    station(t, "b").mac.to_string()
+}
+
 fn spoofed(t: &Tapnet, port: &str, reason: &str) -> u64 {
     port_stats(t, port)["spoofed_by"][reason]
         .as_u64()
@@ -251,6 +256,19 @@ fn router_advertisement_from_a_sandbox_configures_nobody() {
     assert!(!routes("c").contains(&a.ll.to_string()), "{}", routes("c"));
     assert_eq!(spoofed(&t, "a/eth0", "router_advertisement"), 1);
     assert_eq!(spoofed(&t, "a2/eth0", "router_advertisement"), 0);
+    // `tapnet trace` says what the port may send and what was dropped, and why.
+    let report = t.json(&["trace", "guarded", "--in", "a", "--dst", &b_mac(&t)]);
+    let steps = report["steps"].to_string();
+    assert!(steps.contains(&a.ll.to_string()), "{steps}");
+    assert!(
+        steps.contains("dropped 1 frame(s) from a/eth0 as router_advertisement"),
+        "{steps}"
+    );
+    let open = t.json(&["trace", "open", "--in", "a2", "--dst", &b_mac(&t)]);
+    assert!(
+        !open["steps"].to_string().contains("port security"),
+        "{open}"
+    );
 }
 
 #[test]
