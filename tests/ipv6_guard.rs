@@ -195,6 +195,70 @@ fn sandboxes_get_their_eui64_link_local_and_ping6_it() {
     }
 }
 
+/// Reads one TCP connection on [::]:5001 to its end and prints the bytes it got.
+const TCP6_SINK: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET6)
+s.bind(("::", 5001))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    d = c.recv(1 << 16)
+    if not d:
+        break
+    n += len(d)
+print(n, flush=True)
+"#;
+
+/// Sends argv[2] bytes to [argv[1]]:5001 (a scoped link-local address).
+const TCP6_SOURCE: &str = r#"
+import socket, sys
+addr = socket.getaddrinfo(sys.argv[1], 5001, socket.AF_INET6, socket.SOCK_STREAM)[0][4]
+c = socket.socket(socket.AF_INET6)
+c.settimeout(10)
+c.connect(addr)
+c.sendall(b"x" * int(sys.argv[2]))
+c.close()
+"#;
+
+/// TCP over IPv6 with offloads on: the sender's kernel hands the switch GSO super-frames,
+/// whose IPv6 payload length port security checks like any other.
+#[test]
+fn tcp_over_link_local_ipv6_passes_port_security() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let t = Tapnet::new("v6tcp");
+    let [_, b, _] = trio(&t, "n", &[], ["a", "b", "c"]);
+    let mut sink = t
+        .command(&["exec", "b", "--", "python3", "-c", TCP6_SINK])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the sink in b");
+    let mut out = BufReader::new(sink.stdout.take().expect("sink stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("sink ready");
+    assert_eq!(line.trim(), "ready");
+    let bytes = 8 << 20;
+    let dst = format!("{}%eth0", b.ll);
+    t.exec_ok(
+        "a",
+        &["python3", "-c", TCP6_SOURCE, &dst, &bytes.to_string()],
+    );
+    line.clear();
+    out.read_line(&mut line).expect("sink count");
+    let _ = sink.wait();
+    assert_eq!(line.trim(), bytes.to_string(), "all bytes arrived");
+    let stats = port_stats(&t, "a/eth0");
+    assert_eq!(stats["rx_spoofed"], 0, "{stats}");
+    assert!(
+        stats["rx_packets"].as_u64().unwrap_or(0) < 2000,
+        "super-frames, not {} wire-size frames: {stats}",
+        bytes / 1500
+    );
+}
+
 #[test]
 fn neighbor_advertisement_for_anothers_address_is_dropped() {
     let t = Tapnet::new("v6na");
