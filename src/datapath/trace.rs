@@ -327,8 +327,24 @@ mod tests {
             Proto::Udp,
             53,
         );
-        for _ in 0..5000 {
-            let mut f = base.clone();
+        // An NS from :: behind a hop-by-hop header, as a DAD probe with MLD's router alert.
+        let mut v6 = vec![0x33, 0x33, 0xff, 0, 0, 2];
+        v6.extend_from_slice(&A.0);
+        v6.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 0, 255]);
+        v6.extend_from_slice(&[0; 16]);
+        v6.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 2]);
+        v6.extend_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]);
+        v6.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
+        v6.extend_from_slice(&[
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x42, 10, 0xff, 0xfe, 0, 0, 2,
+        ]);
+        assert!(
+            summarize(&v6)
+                .line()
+                .contains("neighbor-solicitation fe80::42:aff:fe00:2")
+        );
+        for i in 0..10_000 {
+            let mut f = if i % 2 == 0 { base.clone() } else { v6.clone() };
             f.truncate(rng.below(f.len() + 1));
             if !f.is_empty() {
                 let i = rng.below(f.len());
