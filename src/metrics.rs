@@ -19,6 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::datapath::impair::LinkStats;
 use crate::datapath::port::PortStats;
+use crate::datapath::security::Violation;
 use crate::error::{Context, Result};
 use crate::gateway::dns::{DnsStats, RCODES};
 
@@ -174,6 +175,26 @@ pub fn render(snap: &Snapshot) -> String {
                     ("reason", reason),
                 ],
                 get(p),
+            );
+        }
+    }
+    let name = "tapnet_port_security_drops_total";
+    f.head(
+        name,
+        "counter",
+        "Frames port security dropped, by violation (their sum is the spoofed drops).",
+    );
+    for p in &snap.ports {
+        for v in Violation::ALL {
+            f.sample(
+                name,
+                &[
+                    ("network", &p.network),
+                    ("sandbox", &p.sandbox),
+                    ("interface", &p.interface),
+                    ("violation", v.name()),
+                ],
+                p.stats.spoofed(v),
             );
         }
     }
@@ -496,6 +517,12 @@ mod tests {
                 interface: "eth0".into(),
                 stats: PortStats {
                     rx_packets: 3,
+                    rx_spoofed: 2,
+                    spoofed_by: {
+                        let mut by = [0; Violation::COUNT];
+                        by[Violation::RouterAdvertisement.index()] = 2;
+                        by
+                    },
                     ..Default::default()
                 },
                 link: LinkStats::default(),
@@ -513,6 +540,10 @@ mod tests {
             "tapnet_port_rx_packets_total{network=\"n\\\"1\",sandbox=\"a\",interface=\"eth0\"} 3\n"
         ));
         assert!(text.contains("# TYPE tapnet_fdb_entries gauge\n"));
+        assert!(text.contains(
+            "tapnet_port_security_drops_total{network=\"n\\\"1\",sandbox=\"a\",interface=\"eth0\",violation=\"router_advertisement\"} 2\n"
+        ));
+        assert!(text.contains("violation=\"redirect\"} 0\n"));
         assert!(text.contains("tapnet_network_rx_packets_total{network=\"n\\\"1\"} 3\n"));
         assert!(text.contains("tapnet_control_requests_total{kind=\"ping\",result=\"ok\"}"));
         assert!(text.ends_with('\n'));

@@ -364,6 +364,10 @@ pub struct StatsRow {
     /// Dropped by port security (a source that is not the port's own).
     #[serde(default)]
     pub rx_spoofed: u64,
+    /// `rx_spoofed` by reason: every reason's name (`source_mac`, `ipv6_source`,
+    /// `router_advertisement`, ...) and its count.
+    #[serde(default)]
+    pub spoofed_by: std::collections::BTreeMap<String, u64>,
     /// Source MACs not learned: the port owns its limit of stations, or the table is full.
     #[serde(default)]
     pub learn_refused: u64,

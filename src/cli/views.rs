@@ -335,11 +335,40 @@ pub fn sort_stats(rows: &mut [StatsRow]) {
 }
 
 /// DROPS is the sum of MALFORMED, OVERSIZE, TX DROPPED and SPOOFED; FILTERED frames (for a station
-/// behind the port they came from) are not losses and are counted apart.
+/// behind the port they came from) are not losses and are counted apart. SPOOFED is broken down
+/// by reason in a second table, of the reasons that counted any.
 pub fn stats(rows: &[StatsRow], format: Format) -> String {
     if format == Format::Json {
         return json(&rows);
     }
+    let mut out = stats_table(rows);
+    let reasons: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| {
+            r.spoofed_by
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(reason, n)| {
+                    vec![
+                        r.network.clone(),
+                        r.port.clone(),
+                        reason.clone(),
+                        n.to_string(),
+                    ]
+                })
+        })
+        .collect();
+    if !reasons.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["NETWORK", "PORT", "SPOOFED BY REASON", "FRAMES"],
+            &reasons,
+        ));
+    }
+    out
+}
+
+fn stats_table(rows: &[StatsRow]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -593,6 +622,12 @@ mod tests {
             rx_filtered: seed + 8,
             tx_dropped: seed + 9,
             rx_spoofed: seed + 10,
+            spoofed_by: [
+                ("router_advertisement".to_string(), seed + 12),
+                ("neighbor_advertisement".to_string(), seed + 13),
+                ("redirect".to_string(), 0),
+            ]
+            .into(),
             learn_refused: seed + 11,
         }
     }
@@ -622,6 +657,31 @@ mod tests {
                 .and_then(|rest| rest.split_whitespace().next());
             assert_eq!(cell, Some(value), "{name}:\n{text}");
         }
+    }
+
+    #[test]
+    fn stats_break_spoofed_down_by_the_reasons_that_counted() {
+        let row = stats_row("backend", "alpha/eth0", 100);
+        let text = stats(std::slice::from_ref(&row), Format::Table);
+        assert!(text.contains("SPOOFED BY REASON"), "{text}");
+        let line = |reason: &str| {
+            text.lines()
+                .find(|l| l.contains(reason))
+                .map(str::to_string)
+        };
+        assert!(
+            line("router_advertisement").is_some_and(|l| l.ends_with("112")),
+            "{text}"
+        );
+        assert!(line("neighbor_advertisement").is_some_and(|l| l.ends_with("113")));
+        assert_eq!(
+            line("redirect"),
+            None,
+            "reasons that counted nothing are left out"
+        );
+        let mut quiet = row.clone();
+        quiet.spoofed_by.clear();
+        assert!(!stats(&[quiet], Format::Table).contains("BY REASON"));
     }
 
     fn lines_of(text: &str, n: usize) -> &str {

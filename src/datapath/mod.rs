@@ -83,6 +83,8 @@ pub struct PortReport {
     pub network: NetId,
     pub label: String,
     pub stats: PortStats,
+    /// What the port may send as (`None`: anything).
+    pub policy: Option<security::PortPolicy>,
 }
 
 pub struct Datapath {
@@ -412,6 +414,7 @@ impl Datapath {
                 network: p.network,
                 label: p.label.clone(),
                 stats: p.counters.snapshot(),
+                policy: p.policy,
             })
             .collect();
         out.sort_by(|a, b| a.label.cmp(&b.label));

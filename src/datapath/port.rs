@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::fdb::PortId;
 use super::frame::DropReason;
 use super::impair::Link;
-use super::security::PortPolicy;
+use super::security::{PortPolicy, Violation};
 use crate::wire::VNET_HDR_LEN;
 
 pub type NetId = u32;
@@ -27,6 +27,8 @@ pub struct PortCounters {
     rx_filtered: AtomicU64,
     tx_dropped: AtomicU64,
     rx_spoofed: AtomicU64,
+    /// `rx_spoofed` by reason, indexed by `Violation::index`.
+    spoofed_by: [AtomicU64; Violation::COUNT],
     learn_refused: AtomicU64,
 }
 
@@ -45,10 +47,14 @@ pub struct PortStats {
     pub rx_filtered: u64,
     /// Frames the kernel refused when written to this port.
     pub tx_dropped: u64,
-    /// Frames dropped by port security: a source MAC, ARP sender or IPv4 source that is not
-    /// the port's own, or a VLAN tag.
+    /// Frames dropped by port security: a source MAC, ARP sender, IPv4 or IPv6 source that is
+    /// not the port's own, a VLAN tag, neighbour discovery for another's address or MAC, a
+    /// router's or DHCPv6 server's message, malformed IPv6.
     #[serde(default)]
     pub rx_spoofed: u64,
+    /// `rx_spoofed` by reason, indexed by `Violation::index` (names: `Violation::name`).
+    #[serde(default)]
+    pub spoofed_by: [u64; Violation::COUNT],
     /// Source MACs not learned because the port owns its limit of stations, or the table is
     /// full (the frames still went out, and frames to those MACs flood).
     #[serde(default)]
@@ -58,6 +64,11 @@ pub struct PortStats {
 impl PortStats {
     pub fn drops(&self) -> u64 {
         self.rx_malformed + self.rx_oversize + self.tx_dropped + self.rx_spoofed
+    }
+
+    /// The port security drops of one reason.
+    pub fn spoofed(&self, why: Violation) -> u64 {
+        self.spoofed_by[why.index()]
     }
 }
 
@@ -81,8 +92,9 @@ impl PortCounters {
         self.rx_filtered.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn rx_spoofed(&self) {
+    pub fn rx_spoofed(&self, why: Violation) {
         self.rx_spoofed.fetch_add(1, Ordering::Relaxed);
+        self.spoofed_by[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn learn_refused(&self) {
@@ -101,6 +113,7 @@ impl PortCounters {
             rx_filtered: get(&self.rx_filtered),
             tx_dropped: get(&self.tx_dropped),
             rx_spoofed: get(&self.rx_spoofed),
+            spoofed_by: std::array::from_fn(|i| get(&self.spoofed_by[i])),
             learn_refused: get(&self.learn_refused),
         }
     }

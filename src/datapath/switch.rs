@@ -85,6 +85,10 @@ mod tests {
         );
         let mcast = MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]);
         assert_eq!(decide(&fdb, &info(2, mcast), 20, 0), Egress::Flood);
+        // IPv6 multicast (33:33:...): all-nodes, and the solicited-node groups NDP asks in.
+        for group in [[0x33, 0x33, 0, 0, 0, 1], [0x33, 0x33, 0xff, 0, 0, 2]] {
+            assert_eq!(decide(&fdb, &info(2, MacAddr(group)), 20, 0), Egress::Flood);
+        }
     }
 
     #[test]

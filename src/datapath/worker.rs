@@ -482,9 +482,9 @@ pub(super) fn forward(
         }
     };
     if let Some(policy) = &ingress.policy
-        && security::check(policy, frame, &info).is_err()
+        && let Err(why) = security::check(policy, frame, &info)
     {
-        ingress.counters.rx_spoofed();
+        ingress.counters.rx_spoofed(why);
         return;
     }
     ingress.counters.rx(frame.len() - VNET_HDR_LEN);

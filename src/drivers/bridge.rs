@@ -174,11 +174,16 @@ pub fn options_of(net: &Network) -> Result<&BridgeOptions> {
 }
 
 /// The policy of a station's switch port: with port security on (the network's option), it may
-/// send only as `mac` and `ipv4`.
-pub fn port_policy(net: &Network, mac: MacAddr, ipv4: Ipv4Addr) -> Result<Option<PortPolicy>> {
+/// send only as `mac`, `ipv4` and `ipv6` (and the link-local address of `mac`).
+pub fn port_policy(
+    net: &Network,
+    mac: MacAddr,
+    ipv4: Ipv4Addr,
+    ipv6: Option<std::net::Ipv6Addr>,
+) -> Result<Option<PortPolicy>> {
     Ok(options_of(net)?
         .port_security
-        .then_some(PortPolicy { mac, ipv4 }))
+        .then_some(PortPolicy { mac, ipv4, ipv6 }))
 }
 
 /// How a TAP endpoint's device is planned on `net`: its MTU, offloads and queues.
@@ -230,6 +235,8 @@ pub struct Tap {
     /// The station the port speaks for (port security).
     pub mac: MacAddr,
     pub ipv4: Ipv4Addr,
+    /// Its IPv6 address on a network with an IPv6 subnet (its link-local is always allowed).
+    pub ipv6: Option<std::net::Ipv6Addr>,
     pub fds: TapFds,
 }
 
@@ -246,7 +253,7 @@ pub fn attach(ctx: &Ctx<'_>, net: &Network, tap: Tap) -> Result<PortId> {
         .nets
         .get(&net.name)
         .ok_or_else(|| Error::not_found("network", &net.name))?;
-    let policy = port_policy(net, tap.mac, tap.ipv4)?;
+    let policy = port_policy(net, tap.mac, tap.ipv4, tap.ipv6)?;
     match tap.fds {
         TapFds::Queues(fds) => ctx.dp.add_port_queues(net_id, tap.label, fds, policy),
         TapFds::One(fd) => ctx.dp.add_port(net_id, tap.label, fd, policy),
@@ -292,6 +299,7 @@ pub fn attach_endpoint_tap(
             mac,
             // An IPv6-only endpoint sends no IPv4: port security admits none from it.
             ipv4: ep.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ipv6: ep.ipv6,
             fds: TapFds::Queues(device.fds),
         },
     )?;
@@ -334,16 +342,16 @@ mod tests {
     fn port_security_comes_from_the_validated_options_never_a_fallback() {
         let mac = MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 2));
         let ip = Ipv4Addr::new(10, 0, 0, 2);
-        assert!(port_policy(&net(&[]), mac, ip).unwrap().is_some());
+        assert!(port_policy(&net(&[]), mac, ip, None).unwrap().is_some());
         assert!(
-            port_policy(&net(&[("port_security", "off")]), mac, ip)
+            port_policy(&net(&[("port_security", "off")]), mac, ip, None)
                 .unwrap()
                 .is_none()
         );
         // Not validated (a bad value never gets this far): an error, not "on".
         let bad = net(&[("port_security", "maybe")]);
         assert!(bad.typed.is_none());
-        let err = port_policy(&bad, mac, ip).unwrap_err().to_string();
+        let err = port_policy(&bad, mac, ip, None).unwrap_err().to_string();
         assert!(err.contains("not validated"), "{err}");
     }
 }

@@ -1,6 +1,8 @@
 //! The body of the `wire_views` fuzz target, here so the unit tests run it too: every view over
 //! any bytes, every accessor called, every range checked against the bytes.
 
+use super::icmpv6::{Icmpv6, Ndp};
+use super::ipv6::Ipv6Packet;
 use super::{ArpPacket, Ethernet, Icmpv4, Ipv4Packet, TcpSegment, UdpDatagram, VxlanPacket};
 
 fn within(range: (usize, usize), len: usize) {
@@ -8,6 +10,19 @@ fn within(range: (usize, usize), len: usize) {
         range.0 <= range.1 && range.1 <= len,
         "{range:?} outside {len} bytes"
     );
+}
+
+/// An ICMPv6 message and, when it is one, its NDP fields and every option.
+fn check_icmpv6(icmp: &Icmpv6<'_>) {
+    let _ = (icmp.msg_type(), icmp.code(), icmp.checksum(), icmp.is_ndp());
+    if let Ok(Some(ndp)) = Ndp::parse(icmp) {
+        let mut total = 0;
+        for opt in ndp.options().iter() {
+            let _ = opt.link_layer();
+            total += opt.data.len() + 2;
+        }
+        assert!(total <= icmp.body().len());
+    }
 }
 
 /// Read `data` as an Ethernet frame and, from each offset a header could start at, as every
@@ -40,6 +55,29 @@ pub fn check_arbitrary_bytes(data: &[u8]) {
             if let Ok(rest) = ip.rest() {
                 assert!(rest.len() + 20 <= b.len());
             }
+        }
+        if let Ok(ip) = Ipv6Packet::new_checked(b) {
+            let _ = (
+                ip.version(),
+                ip.traffic_class(),
+                ip.flow_label(),
+                ip.hop_limit(),
+            );
+            let _ = (ip.src(), ip.dst(), ip.addr_bytes(), ip.next_header());
+            if let Ok(range) = ip.payload_range() {
+                within(range, b.len());
+            }
+            if let Ok(up) = ip.upper_layer() {
+                assert!((40..=b.len()).contains(&up.offset));
+                if up.protocol == super::ipv6::NEXT_ICMPV6
+                    && let Ok(icmp) = Icmpv6::new_checked(&b[up.offset..])
+                {
+                    check_icmpv6(&icmp);
+                }
+            }
+        }
+        if let Ok(icmp) = Icmpv6::new_checked(b) {
+            check_icmpv6(&icmp);
         }
         if let Ok(tcp) = TcpSegment::new_checked(b) {
             let _ = (tcp.src_port(), tcp.dst_port(), tcp.seq(), tcp.ack());
@@ -102,7 +140,21 @@ mod tests {
         base.extend_from_slice(&[10, 0, 0, 2, 10, 0, 0, 3, 1, 1, 1, 1]);
         base.extend_from_slice(&[0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02]);
         base.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0, 2, 4, 5, 0xb4, 0, 0]);
-        for _ in 0..20_000 {
+        // IPv6 with a destination-options header and a Neighbor Advertisement behind it.
+        let mut v6 = vec![0x33, 0x33, 0, 0, 0, 1, 2, 0x42, 10, 0, 0, 2, 0x86, 0xdd];
+        v6.extend_from_slice(&[0x60, 0, 0, 0, 0, 8 + 32, 60, 255]);
+        v6.extend_from_slice(&[
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x42, 10, 0xff, 0xfe, 0, 0, 2,
+        ]);
+        v6.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v6.extend_from_slice(&[58, 0, 1, 4, 0, 0, 0, 0]);
+        v6.extend_from_slice(&[136, 0, 0, 0, 0x20, 0, 0, 0]);
+        v6.extend_from_slice(&[
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x42, 10, 0xff, 0xfe, 0, 0, 2,
+        ]);
+        v6.extend_from_slice(&[2, 1, 2, 0x42, 10, 0, 0, 2]);
+        for i in 0..40_000 {
+            let base = if i % 2 == 0 { &base } else { &v6 };
             let seed = next();
             let mut f = base.clone();
             f.truncate((seed as usize) % (base.len() + 1));

@@ -55,13 +55,39 @@ pub fn test_user(name: &str) -> TestUser {
     }
 }
 
+const PUBLIC_COPIES: &str = "tapnet-e2e-bin-";
+
+/// The copies of test processes that have exited (a static has no Drop to remove its own):
+/// each is a 100+ MiB binary, and a day of test runs filled a disk with them.
+fn remove_stale_copies() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PUBLIC_COPIES))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The tapnet binary and the traffic script, copied where an unprivileged user can run them
 /// (the checkout may live in a directory only root can enter).
 fn public_copies() -> &'static (PathBuf, PathBuf) {
     static COPIES: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
     COPIES.get_or_init(|| {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("tapnet-e2e-bin-{}", std::process::id()));
+        remove_stale_copies();
+        let dir = std::env::temp_dir().join(format!("{PUBLIC_COPIES}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create public bin dir");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let bin_copy = dir.join("tapnet");

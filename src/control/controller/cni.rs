@@ -187,6 +187,7 @@ impl Inner {
                 label: format!("cni:{}/{}", short(&a.container_id), a.ifname),
                 mac: a.mac,
                 ipv4: a.ipv4,
+                ipv6: None,
                 fds: TapFds::Queues(fds),
             },
         )?;

@@ -415,6 +415,7 @@ impl Inner {
                 label: format!("docker:{}/{tap}", &req.endpoint_id[..12]),
                 mac: ep.mac,
                 ipv4: ep.ipv4,
+                ipv6: None,
                 fds: TapFds::One(fd),
             },
         );
@@ -754,6 +755,7 @@ impl Inner {
                 label,
                 mac: ep.mac,
                 ipv4: ep.ipv4,
+                ipv6: None,
                 fds: TapFds::One(fd),
             },
         )?;

@@ -167,6 +167,10 @@ impl Inner {
                 rx_filtered: r.stats.rx_filtered,
                 tx_dropped: r.stats.tx_dropped,
                 rx_spoofed: r.stats.rx_spoofed,
+                spoofed_by: crate::datapath::security::Violation::ALL
+                    .iter()
+                    .map(|v| (v.name().to_string(), r.stats.spoofed(*v)))
+                    .collect(),
                 learn_refused: r.stats.learn_refused,
             })
             .collect())

@@ -9,7 +9,9 @@ use std::net::Ipv4Addr;
 use super::{GATEWAY_PORT, Inner};
 use crate::api::lab::{TraceOutput, TraceReport, TraceRequest};
 use crate::control::model::Network;
+use crate::datapath::PortReport;
 use crate::datapath::fdb::PortId;
+use crate::datapath::security::Violation;
 use crate::datapath::switch::{Egress, peek};
 use crate::datapath::trace::{Proto, probe_frame};
 use crate::drivers::bridge;
@@ -23,6 +25,37 @@ enum Resolved {
     Mac(MacAddr, String),
     /// The sandbox would not put such a frame on this network at all.
     NotSent(String),
+}
+
+/// What port security lets the ingress port send, and what it has dropped from it, by reason.
+fn port_security_steps(r: &PortReport, steps: &mut Vec<String>) {
+    let Some(policy) = r.policy else {
+        return;
+    };
+    let ipv6 = policy
+        .ipv6
+        .map(|ip| format!(" and {ip}"))
+        .unwrap_or_default();
+    steps.push(format!(
+        "port security: {} may send as {} with IPv4 {} and IPv6 {} (link-local, EUI-64 of the \
+         MAC){ipv6}; never router advertisements, redirects, DHCPv6 server messages or neighbour \
+         discovery for another's address or MAC",
+        r.label,
+        policy.mac,
+        policy.ipv4,
+        policy.link_local()
+    ));
+    for v in Violation::ALL {
+        let n = r.stats.spoofed(v);
+        if n > 0 {
+            steps.push(format!(
+                "port security dropped {n} frame(s) from {} as {}: {}",
+                r.label,
+                v.name(),
+                v.explain()
+            ));
+        }
+    }
 }
 
 impl Inner {
@@ -142,6 +175,9 @@ impl Inner {
                 "source {src_mac} is not the endpoint's MAC {own}: port security is off on this \
                  network, the switch takes it"
             ));
+        }
+        if let Some(r) = reports.iter().find(|r| r.id == in_port) {
+            port_security_steps(r, &mut steps);
         }
         let dst_mac = match dst_ip {
             None => req.dst.parse::<MacAddr>().unwrap_or_default(),
