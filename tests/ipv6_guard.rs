@@ -300,6 +300,18 @@ fn router_advertisement_from_a_sandbox_configures_nobody() {
         &["--opt", "port_security=off"],
         ["a2", "b2", "c2"],
     );
+    // Sandboxes refuse RAs themselves (accept_ra=0); a guest that configures itself (a VM,
+    // or a process that turns it on) accepts them, and the guard must stop them then too.
+    for s in ["c", "c2"] {
+        t.exec_ok(
+            s,
+            &[
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv6/conf/eth0/accept_ra",
+            ],
+        );
+    }
     raw_send(&t, "a", &[router_advertisement(a)]);
     raw_send(&t, "a2", &[router_advertisement(a2)]);
     let addrs = |s: &str| t.exec_ok(s, &["ip", "-6", "addr", "show", "dev", "eth0"]);
