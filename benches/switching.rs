@@ -97,6 +97,7 @@ fn bench_switching(c: &mut Criterion) {
         mac: own,
         ipv4: std::net::Ipv4Addr::new(10, 0, 0, 12),
         ipv6: None,
+        slaac: None,
     };
     let honest = ipv4_frame(station(7), own, [10, 0, 0, 12], 26);
     group.bench_function("known_unicast_64B_port_security", |b| {

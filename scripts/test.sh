@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every tapnet test on a Debian machine, as root: install what the end-to-end tests use
-# (iproute2, ping, tcpdump, ethtool, python3, util-linux's setpriv/unshare/nsenter, uidmap's
+# (iproute2, ping, tcpdump, ethtool, python3, dig, util-linux's setpriv/unshare/nsenter, uidmap's
 # newuidmap; etcd-server and protobuf-compiler for the cluster store; docker.io and
 # busybox-static for tests/docker.rs; golang-go and golang-github-appc-cni-dev for
 # tests/cni.rs's libcni client; podman for tests/podman.rs), make sure /dev/net/tun exists,
@@ -24,6 +24,8 @@ have ethtool || missing+=(ethtool)
 have nsenter || missing+=(util-linux)
 have setpriv || missing+=(util-linux)
 have python3 || missing+=(python3)
+# tests/ipv6_gateway.rs asks the gateway's DNS for AAAA and ip6.arpa PTR records with dig.
+have dig || missing+=(bind9-dnsutils)
 have timeout || missing+=(coreutils)
 have newuidmap || missing+=(uidmap)
 have useradd || missing+=(passwd)

@@ -36,6 +36,9 @@ pub struct PortPolicy {
     /// The endpoint's global or ULA IPv6 address, if it has one. Its link-local address is
     /// not stored: it derives from `mac` (EUI-64), as the sandbox's kernel makes it.
     pub ipv6: Option<Ipv6Addr>,
+    /// The address the station's kernel forms by SLAAC from the gateway's /64 prefix (the
+    /// prefix and the MAC's EUI-64): a guest that configures itself sends from it.
+    pub slaac: Option<Ipv6Addr>,
 }
 
 impl PortPolicy {
@@ -43,9 +46,9 @@ impl PortPolicy {
     pub fn link_local(&self) -> Ipv6Addr {
         link_local_eui64(self.mac)
     }
-    /// One of the port's own IPv6 addresses (link-local or assigned).
+    /// One of the port's own IPv6 addresses (link-local, assigned or SLAAC).
     pub fn owns_ipv6(&self, ip: Ipv6Addr) -> bool {
-        ip == self.link_local() || Some(ip) == self.ipv6
+        ip == self.link_local() || Some(ip) == self.ipv6 || Some(ip) == self.slaac
     }
 }
 
@@ -287,6 +290,7 @@ pub fn check_arbitrary_frame(data: &[u8]) {
         mac: MacAddr([2, 0x42, 10, 0, 0, 2]),
         ipv4: Ipv4Addr::new(10, 0, 0, 2),
         ipv6: Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+        slaac: None,
     };
     let Ok(info) = super::frame::parse(data, 1500) else {
         return;
@@ -359,6 +363,7 @@ mod tests {
         mac: MAC,
         ipv4: IP,
         ipv6: Some(IP6),
+        slaac: None,
     };
     const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
@@ -475,6 +480,14 @@ mod tests {
             ..POLICY
         };
         assert!(none.owns_ipv6(none.link_local()) && !none.owns_ipv6(IP6));
+        let slaac =
+            crate::wire::ipv6::slaac_address(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0), MAC);
+        assert_eq!(slaac, "fd00::42:aff:fe00:2".parse::<Ipv6Addr>().unwrap());
+        let with_slaac = PortPolicy {
+            slaac: Some(slaac),
+            ..POLICY
+        };
+        assert!(with_slaac.owns_ipv6(slaac) && !POLICY.owns_ipv6(slaac));
     }
 
     #[test]

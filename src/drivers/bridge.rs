@@ -181,9 +181,17 @@ pub fn port_policy(
     ipv4: Ipv4Addr,
     ipv6: Option<std::net::Ipv6Addr>,
 ) -> Result<Option<PortPolicy>> {
-    Ok(options_of(net)?
-        .port_security
-        .then_some(PortPolicy { mac, ipv4, ipv6 }))
+    // A /64 is what SLAAC configures from (the gateway's RAs mark only those autonomous).
+    let slaac = net
+        .subnet6
+        .filter(|s| s.prefix == 64)
+        .map(|s| crate::wire::ipv6::slaac_address(s.addr, mac));
+    Ok(options_of(net)?.port_security.then_some(PortPolicy {
+        mac,
+        ipv4,
+        ipv6,
+        slaac,
+    }))
 }
 
 /// How a TAP endpoint's device is planned on `net`: its MTU, offloads and queues.

@@ -238,6 +238,13 @@ pub fn checksum(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, message: &[u8]) -
     !fold(sum(acc, message))
 }
 
+/// The address SLAAC forms from a /64 `prefix` and a MAC: the prefix's upper 64 bits and the
+/// MAC's EUI-64 interface identifier.
+pub fn slaac_address(prefix: Ipv6Addr, mac: MacAddr) -> Ipv6Addr {
+    let iid = u128::from(link_local_eui64(mac)) & u128::from(u64::MAX);
+    Ipv6Addr::from((u128::from(prefix) & !u128::from(u64::MAX)) | iid)
+}
+
 /// The link-local address a kernel derives from `mac` with EUI-64 (`addr_gen_mode` 0):
 /// fe80::/64, the MAC's universal/local bit flipped and ff:fe in the middle (RFC 4291 App. A).
 pub fn link_local_eui64(mac: MacAddr) -> Ipv6Addr {
