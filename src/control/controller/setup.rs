@@ -74,35 +74,9 @@ impl Inner {
         }
     }
 
-    /// As in Docker: the default route goes via the gateway of the first non-internal
-    /// network. None when they are not tapnet's to set.
+    /// `sb`'s default routes as the model says (`default_routes`).
     pub(super) fn plan_default_routes(&self, sb: &Sandbox) -> Option<DefaultRoutes> {
-        // Host mode has no route of its own; a remote plugin's Join set it.
-        let routed = sb.endpoints.iter().any(|e| {
-            self.state
-                .network(&e.network)
-                .is_some_and(|n| drivers::of(n.driver).routes_itself())
-        });
-        if drivers::shares_host(&self.state, sb) || routed {
-            return None;
-        }
-        let route = sb.endpoints.iter().find_map(|ep| {
-            let net = self.state.network(&ep.network)?;
-            if !drivers::of(net.driver).has_gateway() || net.internal {
-                return None;
-            }
-            Some((net.gateway?, ep.interface.clone()?))
-        });
-        // IPv6 likewise, from the first non-internal network with an IPv6 gateway.
-        let route6 = sb.endpoints.iter().find_map(|ep| {
-            let net = self.state.network(&ep.network)?;
-            if !drivers::of(net.driver).has_gateway() || net.internal {
-                return None;
-            }
-            ep.ipv6?;
-            Some((net.gateway6?, ep.interface.clone()?))
-        });
-        Some(DefaultRoutes { route, route6 })
+        default_routes(&self.state, sb)
     }
 
     /// Set `sb`'s default routes now, under the lock: restore only, before requests are served.
@@ -111,5 +85,96 @@ impl Inner {
             Some(routes) => routes.set(&self.dirs.netns_path(&sb.name)),
             None => Ok(()),
         }
+    }
+}
+
+/// As in Docker: the default route goes via the gateway of the first non-internal network
+/// (IPv6 likewise, from the first with an IPv6 gateway). None when they are not tapnet's to
+/// set.
+pub(super) fn default_routes(state: &State, sb: &Sandbox) -> Option<DefaultRoutes> {
+    // Host mode has no route of its own; a remote plugin's Join set it.
+    let routed = sb.endpoints.iter().any(|e| {
+        state
+            .network(&e.network)
+            .is_some_and(|n| drivers::of(n.driver).routes_itself())
+    });
+    if drivers::shares_host(state, sb) || routed {
+        return None;
+    }
+    let gateway_of = |ep: &Endpoint| {
+        let net = state.network(&ep.network)?;
+        (drivers::of(net.driver).has_gateway() && !net.internal).then_some(net)
+    };
+    let route = sb.endpoints.iter().find_map(|ep| {
+        let net = gateway_of(ep)?;
+        Some((net.gateway?, ep.interface.clone()?))
+    });
+    let route6 = sb.endpoints.iter().find_map(|ep| {
+        let net = gateway_of(ep)?;
+        ep.ipv6?;
+        Some((net.gateway6?, ep.interface.clone()?))
+    });
+    Some(DefaultRoutes { route, route6 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Network `name`, a bridge on 10.9.`third`.0/24 (and fd00:9:`third`::/64 with `v6`).
+    fn network(state: &mut State, name: &str, third: u8, internal: bool, v6: bool) {
+        let mut net = state.network("bridge").cloned().unwrap();
+        net.name = name.into();
+        net.builtin = false;
+        net.internal = internal;
+        net.subnet = Some(format!("10.9.{third}.0/24").parse().unwrap());
+        net.gateway = Some(Ipv4Addr::new(10, 9, third, 1));
+        if v6 {
+            net.subnet6 = Some(format!("fd00:9:{third}::/64").parse().unwrap());
+            net.gateway6 = Some(format!("fd00:9:{third}::1").parse().unwrap());
+        }
+        state.networks.push(net);
+    }
+
+    fn join(state: &State, sb: &mut Sandbox, network: &str) {
+        let net = state.network(network).cloned().unwrap();
+        let ep = endpoints::plan_endpoint(state, sb, &net, None, None, Vec::new()).unwrap();
+        sb.endpoints.push(ep);
+    }
+
+    #[test]
+    fn routes_go_via_the_first_non_internal_network_and_none_is_planned_as_a_removal() {
+        let mut state = default_state().unwrap();
+        network(&mut state, "inside", 1, true, true);
+        network(&mut state, "outside", 2, false, true);
+        network(&mut state, "plain", 3, false, false);
+        let mut sb = Sandbox {
+            name: "a".into(),
+            id: new_id().unwrap(),
+            hostname: "a".into(),
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+        };
+        join(&state, &mut sb, "inside");
+        // What a connect's failed commit puts back: no default route at all.
+        let before = default_routes(&state, &sb).unwrap();
+        assert_eq!(before, DefaultRoutes::default());
+        join(&state, &mut sb, "plain");
+        join(&state, &mut sb, "outside");
+        let after = default_routes(&state, &sb).unwrap();
+        assert_eq!(
+            after.route,
+            Some((Ipv4Addr::new(10, 9, 3, 1), "eth1".to_string()))
+        );
+        // IPv6 from the first non-internal network with an IPv6 gateway.
+        assert_eq!(
+            after.route6,
+            Some(("fd00:9:2::1".parse().unwrap(), "eth2".to_string()))
+        );
+        // Host mode: none of tapnet's to set.
+        let mut host = sb.clone();
+        host.endpoints.clear();
+        join(&state, &mut host, "host");
+        assert_eq!(default_routes(&state, &host), None);
     }
 }
