@@ -363,6 +363,109 @@ fn stats_answers_while_a_connect_and_a_disconnect_set_the_default_route() {
     drop(daemon);
 }
 
+/// The state dir made immutable (`chattr +i`: no file can be made in it, so the state file
+/// cannot be saved), mutable again when dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Self {
+        chattr("+i", dir);
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+fn chattr(flag: &str, dir: &std::path::Path) {
+    let status = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(dir)
+        .status()
+        .expect("chattr");
+    assert!(status.success(), "chattr {flag} {}", dir.display());
+}
+
+/// `ip ARGS` in the sandbox's network namespace, entered by its pin (not through the daemon).
+fn ip_in(t: &Tapnet, sandbox: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!(
+            "--net={}",
+            t.dir.join("netns").join(sandbox).display()
+        ))
+        .arg("ip")
+        .args(args)
+        .output()
+        .expect("nsenter");
+    assert!(out.status.success(), "ip {args:?} in {sandbox}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_connect_whose_commit_fails_leaves_the_routes_and_files_as_they_were() {
+    let t = Tapnet::new("lockfree-undo");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    t.ok(&[
+        "network",
+        "create",
+        "lfui",
+        "--subnet",
+        "10.240.0.0/24",
+        "--internal",
+    ]);
+    t.ok(&["network", "create", "lfuo", "--subnet", "10.240.1.0/24"]);
+    t.ok(&["sandbox", "create", "lfu", "--net", "lfui"]);
+    let hosts = t.dir.join("etc").join("lfu").join("hosts");
+    let hosts_before = std::fs::read_to_string(&hosts).expect("hosts");
+    // The connect makes its TAP, sets its route and writes the files, and then its commit
+    // cannot save the state file: it fails, and the sandbox is as it was. (The route via the
+    // new TAP goes with the TAP; the files are put back: without that, hosts keeps the
+    // address.)
+    let failed = {
+        let _frozen = Immutable::new(&t.dir);
+        t.run(&["network", "connect", "lfuo", "lfu"])
+    };
+    let err = String::from_utf8_lossy(&failed.stderr).to_string();
+    let route_after_failure = ip_in(&t, "lfu", &["-4", "route", "show", "default"]);
+    let links_after_failure = ip_in(&t, "lfu", &["-o", "link"]);
+    let hosts_after_failure = std::fs::read_to_string(&hosts).expect("hosts");
+    let inspect = t.ok(&["sandbox", "inspect", "lfu"]);
+    // Positive control: the same connect, the state file writable, sets the route and the
+    // files, seen by the same looks.
+    t.ok(&["network", "connect", "lfuo", "lfu"]);
+    let route = ip_in(&t, "lfu", &["-4", "route", "show", "default"]);
+    let hosts_connected = std::fs::read_to_string(&hosts).expect("hosts");
+    t.ok(&["sandbox", "rm", "lfu"]);
+    assert!(
+        !failed.status.success() && err.contains("state.json"),
+        "the connect fails at its commit: {err}"
+    );
+    assert_eq!(
+        route_after_failure, "",
+        "the failed connect's route is gone"
+    );
+    assert!(
+        !links_after_failure.contains("eth1"),
+        "the failed connect's TAP is gone: {links_after_failure}"
+    );
+    assert_eq!(hosts_after_failure, hosts_before, "hosts as before");
+    assert!(!inspect.contains("lfuo"), "not connected: {inspect}");
+    assert!(
+        route.contains("via 10.240.1.1") && route.contains("eth1"),
+        "the connect set the route: {route}"
+    );
+    assert!(
+        hosts_connected.contains("10.240.1.2"),
+        "the connect wrote hosts: {hosts_connected}"
+    );
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
+
 #[test]
 fn stats_answers_during_a_slow_cni_add() {
     let t = Tapnet::new("lockfree-cniadd");
