@@ -1,8 +1,9 @@
 //! No slow work under the controller's lock: while a CNI DEL or a Docker Leave waits for its
 //! switch port to be released (made slow on purpose with `TAPNET_TEST_SLOW_RELEASE_MS`, as
-//! datapath workers slow to ack would be), and while a sandbox create, a network connect, a
-//! CNI ADD or a Docker Join makes its namespaces and TAPs (made slow with
-//! `TAPNET_TEST_SLOW_NETNS_MS`), `tapnet stats` still answers at once. (The cluster store's
+//! datapath workers slow to ack would be), while a sandbox create, a network connect, a CNI
+//! ADD or a Docker Join makes its namespaces and TAPs, and while a network connect or
+//! disconnect sets a sandbox's default route (made slow with `TAPNET_TEST_SLOW_NETNS_MS`),
+//! `tapnet stats` still answers at once. (The cluster store's
 //! case, with `TAPNET_TEST_SLOW_STORE_MS`, is in tests/etcd.rs: it needs etcd.)
 
 mod common;
@@ -42,9 +43,14 @@ fn restart_with(t: &Tapnet, hook: &str) -> Child {
     daemon
 }
 
-/// Time one `tapnet stats`, started `after` the slow operation began.
+/// Time one `tapnet stats`, started 300 ms after the slow operation began.
 fn time_stats(t: &Tapnet, began: Instant, what: &str) -> Duration {
-    std::thread::sleep(Duration::from_millis(300).saturating_sub(began.elapsed()));
+    time_stats_at(t, began, Duration::from_millis(300), what)
+}
+
+/// Time one `tapnet stats`, started `at` after the slow operation began.
+fn time_stats_at(t: &Tapnet, began: Instant, at: Duration, what: &str) -> Duration {
+    std::thread::sleep(at.saturating_sub(began.elapsed()));
     let started = Instant::now();
     t.ok(&["stats"]);
     let took = started.elapsed();
@@ -279,6 +285,182 @@ fn stats_answers_during_a_slow_sandbox_create_and_connect() {
     assert!(
         connect_stats < FAST,
         "stats waited {connect_stats:?} behind a network connect"
+    );
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
+
+/// The sandbox's default IPv4 route, as `ip route` prints it (empty: none).
+fn default_route(t: &Tapnet, sandbox: &str) -> String {
+    let routes = t.exec_ok(sandbox, &["ip", "-4", "route", "show", "default"]);
+    routes.trim().to_string()
+}
+
+#[test]
+fn stats_answers_while_a_connect_and_a_disconnect_set_the_default_route() {
+    let t = Tapnet::new("lockfree-route");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    t.ok(&[
+        "network",
+        "create",
+        "lfri",
+        "--subnet",
+        "10.239.0.0/24",
+        "--internal",
+    ]);
+    t.ok(&["network", "create", "lfro", "--subnet", "10.239.1.0/24"]);
+    // On an internal network only: no default route.
+    t.ok(&["sandbox", "create", "lfr", "--net", "lfri"]);
+    assert_eq!(default_route(&t, "lfr"), "", "internal network: no route");
+    // The connect makes the TAP (SLOW_MS) and then sets the default route via the new
+    // network's gateway (SLOW_MS): stats is asked while the route is being set.
+    let began = Instant::now();
+    let connect = spawn_ok(&t, &["network", "connect", "lfro", "lfr"]);
+    let at = Duration::from_millis(SLOW_MS + 300);
+    let connect_stats = time_stats_at(&t, began, at, "network connect (default route)");
+    finish(connect, "network connect");
+    let connect_took = began.elapsed();
+    let connected = default_route(&t, "lfr");
+    // The disconnect removes the TAP and then the default route (SLOW_MS).
+    let began = Instant::now();
+    let disconnect = spawn_ok(&t, &["network", "disconnect", "lfro", "lfr"]);
+    let disconnect_stats = time_stats(&t, began, "network disconnect (default route)");
+    // No other change to the sandbox meanwhile (checked after the timings, which come first).
+    let again = t.run(&["network", "connect", "lfro", "lfr"]);
+    finish(disconnect, "network disconnect");
+    let disconnect_took = began.elapsed();
+    // Positive control: the route was set slowly (the connect waits for the TAP and the
+    // route, the disconnect for the route).
+    assert!(
+        connect_took >= Duration::from_millis(2 * SLOW_MS - 100),
+        "connect took {connect_took:?}: setting the default route was not slow"
+    );
+    assert!(
+        disconnect_took >= Duration::from_millis(SLOW_MS - 100),
+        "disconnect took {disconnect_took:?}: setting the default route was not slow"
+    );
+    assert!(
+        connect_stats < FAST,
+        "stats waited {connect_stats:?} behind a network connect's default route"
+    );
+    assert!(
+        disconnect_stats < FAST,
+        "stats waited {disconnect_stats:?} behind a network disconnect's default route"
+    );
+    assert!(
+        connected.contains("via 10.239.1.1") && connected.contains("eth1"),
+        "connect set the default route: {connected}"
+    );
+    let refused = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && refused.contains("disconnected"),
+        "a connect during the disconnect: {refused}"
+    );
+    assert_eq!(default_route(&t, "lfr"), "", "disconnect took the route");
+    t.ok(&["sandbox", "rm", "lfr"]);
+    t.stop_daemon(Signal::SIGTERM);
+    drop(daemon);
+}
+
+/// The state dir made immutable (`chattr +i`: no file can be made in it, so the state file
+/// cannot be saved), mutable again when dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Self {
+        chattr("+i", dir);
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+fn chattr(flag: &str, dir: &std::path::Path) {
+    let status = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(dir)
+        .status()
+        .expect("chattr");
+    assert!(status.success(), "chattr {flag} {}", dir.display());
+}
+
+/// `ip ARGS` in the sandbox's network namespace, entered by its pin (not through the daemon).
+fn ip_in(t: &Tapnet, sandbox: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!(
+            "--net={}",
+            t.dir.join("netns").join(sandbox).display()
+        ))
+        .arg("ip")
+        .args(args)
+        .output()
+        .expect("nsenter");
+    assert!(out.status.success(), "ip {args:?} in {sandbox}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_connect_whose_commit_fails_leaves_the_routes_and_files_as_they_were() {
+    let t = Tapnet::new("lockfree-undo");
+    t.ok(&["network", "ls"]);
+    let daemon = restart_with(&t, "TAPNET_TEST_SLOW_NETNS_MS");
+    t.ok(&[
+        "network",
+        "create",
+        "lfui",
+        "--subnet",
+        "10.240.0.0/24",
+        "--internal",
+    ]);
+    t.ok(&["network", "create", "lfuo", "--subnet", "10.240.1.0/24"]);
+    t.ok(&["sandbox", "create", "lfu", "--net", "lfui"]);
+    let hosts = t.dir.join("etc").join("lfu").join("hosts");
+    let hosts_before = std::fs::read_to_string(&hosts).expect("hosts");
+    // The connect makes its TAP, sets its route and writes the files, and then its commit
+    // cannot save the state file: it fails, and the sandbox is as it was. (The route via the
+    // new TAP goes with the TAP; the files are put back: without that, hosts keeps the
+    // address.)
+    let failed = {
+        let _frozen = Immutable::new(&t.dir);
+        t.run(&["network", "connect", "lfuo", "lfu"])
+    };
+    let err = String::from_utf8_lossy(&failed.stderr).to_string();
+    let route_after_failure = ip_in(&t, "lfu", &["-4", "route", "show", "default"]);
+    let links_after_failure = ip_in(&t, "lfu", &["-o", "link"]);
+    let hosts_after_failure = std::fs::read_to_string(&hosts).expect("hosts");
+    let inspect = t.ok(&["sandbox", "inspect", "lfu"]);
+    // Positive control: the same connect, the state file writable, sets the route and the
+    // files, seen by the same looks.
+    t.ok(&["network", "connect", "lfuo", "lfu"]);
+    let route = ip_in(&t, "lfu", &["-4", "route", "show", "default"]);
+    let hosts_connected = std::fs::read_to_string(&hosts).expect("hosts");
+    t.ok(&["sandbox", "rm", "lfu"]);
+    assert!(
+        !failed.status.success() && err.contains("state.json"),
+        "the connect fails at its commit: {err}"
+    );
+    assert_eq!(
+        route_after_failure, "",
+        "the failed connect's route is gone"
+    );
+    assert!(
+        !links_after_failure.contains("eth1"),
+        "the failed connect's TAP is gone: {links_after_failure}"
+    );
+    assert_eq!(hosts_after_failure, hosts_before, "hosts as before");
+    assert!(!inspect.contains("lfuo"), "not connected: {inspect}");
+    assert!(
+        route.contains("via 10.240.1.1") && route.contains("eth1"),
+        "the connect set the route: {route}"
+    );
+    assert!(
+        hosts_connected.contains("10.240.1.2"),
+        "the connect wrote hosts: {hosts_connected}"
     );
     t.stop_daemon(Signal::SIGTERM);
     drop(daemon);

@@ -61,6 +61,8 @@ mod replay;
 mod restore;
 mod sample;
 mod sandboxes;
+mod setup;
+use setup::SandboxSetup;
 mod trace;
 
 pub struct Controller {

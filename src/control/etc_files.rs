@@ -81,12 +81,38 @@ const MODE: u32 = 0o644;
 /// processes reach the files through bind mounts, never through the state dir). No link in the
 /// state dir is followed: a linked directory is refused, a linked file replaced.
 pub fn write(dirs: &StateDir, state: &State, sb: &Sandbox) -> Result<()> {
-    let dir = Dir::open_root(dirs.root())?
-        .subdir(ETC_DIR, Some(0o755))?
-        .subdir(&sb.name, Some(0o755))?;
-    dir.write_in_place("hosts", hosts(sb).as_bytes(), MODE)?;
-    dir.write_in_place("resolv.conf", resolv_conf(state, sb).as_bytes(), MODE)?;
-    dir.write_in_place("hostname", format!("{}\n", sb.hostname).as_bytes(), MODE)
+    EtcFiles::of(state, sb).write(dirs)
+}
+
+/// A sandbox's three files as text: computed from the model under the controller's lock,
+/// written without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcFiles {
+    sandbox: String,
+    hosts: String,
+    resolv_conf: String,
+    hostname: String,
+}
+
+impl EtcFiles {
+    pub fn of(state: &State, sb: &Sandbox) -> Self {
+        EtcFiles {
+            sandbox: sb.name.clone(),
+            hosts: hosts(sb),
+            resolv_conf: resolv_conf(state, sb),
+            hostname: format!("{}\n", sb.hostname),
+        }
+    }
+
+    /// Write (or rewrite) them into the sandbox's dir under the state dir (see `write`).
+    pub fn write(&self, dirs: &StateDir) -> Result<()> {
+        let dir = Dir::open_root(dirs.root())?
+            .subdir(ETC_DIR, Some(0o755))?
+            .subdir(&self.sandbox, Some(0o755))?;
+        dir.write_in_place("hosts", self.hosts.as_bytes(), MODE)?;
+        dir.write_in_place("resolv.conf", self.resolv_conf.as_bytes(), MODE)?;
+        dir.write_in_place("hostname", self.hostname.as_bytes(), MODE)
+    }
 }
 
 /// Remove a sandbox's files; a link in the way is removed, never followed.

@@ -153,6 +153,7 @@ pub fn loopback_up() -> Result<()> {
 /// Make the default route go via `gateway` on `interface`, or remove it (a CNI runtime's
 /// namespace, whose IPv6 routes are not tapnet's).
 pub fn set_default_route(netns: &Path, route: Option<(Ipv4Addr, String)>) -> Result<()> {
+    crate::netns::slow_for_test();
     in_netns(netns, move || {
         let mut nl = Netlink::open()?;
         match route {
@@ -165,6 +166,21 @@ pub fn set_default_route(netns: &Path, route: Option<(Ipv4Addr, String)>) -> Res
     })
 }
 
+/// A sandbox's default routes: IPv4 and IPv6, each via a gateway on an interface, or none.
+/// A plain value, planned from the model under the controller's lock and set without it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DefaultRoutes {
+    pub route: Option<(Ipv4Addr, String)>,
+    pub route6: Option<(Ipv6Addr, String)>,
+}
+
+impl DefaultRoutes {
+    /// Set them in the namespace at `netns` (slow: a thread enters it).
+    pub fn set(&self, netns: &Path) -> Result<()> {
+        set_default_routes(netns, self.route.clone(), self.route6.clone())
+    }
+}
+
 /// Make a sandbox's default routes go via `gateway` on `interface` (IPv4 `route`, IPv6
 /// `route6`), or remove them.
 pub fn set_default_routes(
@@ -172,6 +188,7 @@ pub fn set_default_routes(
     route: Option<(Ipv4Addr, String)>,
     route6: Option<(Ipv6Addr, String)>,
 ) -> Result<()> {
+    crate::netns::slow_for_test();
     in_netns(netns, move || {
         let mut nl = Netlink::open()?;
         match route {

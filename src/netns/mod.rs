@@ -6,8 +6,9 @@ pub mod processes;
 pub mod sysctl;
 pub mod tap;
 
-/// A test hook: `TAPNET_TEST_SLOW_NETNS_MS` (read once) makes every namespace and TAP creation
-/// this slow, so that a test can show the controller's lock is not held meanwhile.
+/// A test hook: `TAPNET_TEST_SLOW_NETNS_MS` (read once) makes every namespace and TAP creation,
+/// and every setting of default routes, this slow, so that a test can show the controller's
+/// lock is not held meanwhile.
 pub(crate) fn slow_for_test() {
     static SLOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let slow = *SLOW.get_or_init(|| {

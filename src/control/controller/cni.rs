@@ -10,7 +10,8 @@ use crate::drivers::bridge::{self, Tap, TapFds};
 
 impl Controller {
     /// CNI ADD, DEL and CHECK from `tapnet-cni`: planned and committed under the lock; the TAP
-    /// made (ADD) and ports released (DEL, or a failed ADD) without it.
+    /// made (ADD), ports released (DEL, or a failed ADD) and the link looked for (CHECK)
+    /// without it.
     pub(super) fn cni_request(&self, mut inner: Guard<'_>, request: Request) -> Result<Value> {
         if let Request::CniAdd {
             network,
@@ -25,6 +26,22 @@ impl Controller {
                 .cni_add(&network, subnet, &container_id, &ifname, &netns)
                 .and_then(|a| value(&a));
         }
+        if let Request::CniCheck {
+            container_id,
+            ifname,
+        } = &request
+        {
+            // The link is looked for in the runtime's namespace without the lock.
+            let checked = inner.cni_check(container_id, ifname);
+            drop(inner);
+            let (view, netns) = checked?;
+            if !wiring::link_exists_in(std::path::Path::new(&netns), ifname) {
+                return Err(Error::conflict(format!(
+                    "{ifname} is missing from namespace {netns}"
+                )));
+            }
+            return value(&view);
+        }
         let mut teardown = Teardown::new(inner.dp.clone());
         let answer = match request {
             Request::CniDel {
@@ -33,12 +50,6 @@ impl Controller {
             } => inner
                 .cni_del(&container_id, &ifname, &mut teardown)
                 .map(|_| json!({"removed": ifname})),
-            Request::CniCheck {
-                container_id,
-                ifname,
-            } => inner
-                .cni_check(&container_id, &ifname)
-                .and_then(|a| value(&a)),
             _ => Err(misrouted("CNI")),
         };
         drop(inner);
@@ -360,7 +371,13 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn cni_check(&self, container_id: &str, ifname: &str) -> Result<Attachment> {
+    /// CNI CHECK's part under the lock: the attachment's view and namespace, if it has its
+    /// switch port (whether the namespace has its link is the caller's to look, unlocked).
+    pub(super) fn cni_check(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(Attachment, String)> {
         let i = self.cni_index(container_id, ifname).ok_or_else(|| {
             Error::not_found("CNI attachment", format!("{container_id}/{ifname}"))
         })?;
@@ -373,13 +390,7 @@ impl Inner {
                 "{container_id}/{ifname} has no switch port"
             )));
         }
-        if !wiring::link_exists_in(std::path::Path::new(&a.netns), ifname) {
-            return Err(Error::conflict(format!(
-                "{ifname} is missing from namespace {}",
-                a.netns
-            )));
-        }
-        self.attachment_view(a)
+        Ok((self.attachment_view(a)?, a.netns.clone()))
     }
 
     /// After a restart: make the TAPs again in namespaces that still exist.

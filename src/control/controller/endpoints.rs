@@ -183,12 +183,18 @@ impl Controller {
                 )
             }
             Request::NetworkDisconnect { network, sandbox } => {
-                let teardown = inner.network_disconnect(&network, &sandbox)?;
+                // Committed and the sandbox reserved under the lock; its port removed, then
+                // its routes and /etc files set without it (the TAP's routes go with it).
+                let (teardown, setup) = inner.network_disconnect(&network, &sandbox)?;
                 drop(inner);
                 teardown.run();
-                let inner = self.lock();
-                let result = inner.sync_default_route_of(&sandbox);
-                let view = inner.sandbox_view(&sandbox);
+                let result = setup.set_routes();
+                setup.refresh_etc(&sandbox);
+                let view = {
+                    let mut inner = self.lock();
+                    inner.creating_sandboxes.retain(|s| s.name != sandbox);
+                    inner.sandbox_view(&sandbox)
+                };
                 result?;
                 value(&view?)
             }
@@ -200,7 +206,8 @@ impl Controller {
 impl Controller {
     /// `network connect` of a network without a plugin: planned and the sandbox reserved (no
     /// other change to it meanwhile) under the lock, with the addresses `won` in the cluster
-    /// store; the TAP made without it; attached and committed under it, or the TAP dropped.
+    /// store; the TAP made and the routes and /etc files set without it; attached and
+    /// committed under it, or the TAP dropped and the routes and files put back.
     pub(super) fn network_connect(
         &self,
         network: &str,
@@ -209,7 +216,7 @@ impl Controller {
         aliases: Vec<String>,
         won: Option<HashMap<String, Ipv4Addr>>,
     ) -> Result<Value> {
-        let (ep, net_id, plan, netns) = {
+        let (ep, net_id, plan, netns, before, after) = {
             let mut inner = self.lock();
             if let Some(won) = won {
                 inner.take_claims(won);
@@ -229,12 +236,20 @@ impl Controller {
                     return Err(e);
                 }
             };
+            let (before, after) = inner.plan_connect_setup(&sb, &ep);
             // The reservation: the sandbox with only the new endpoint, so that plans see its
             // address taken and other changes to the sandbox wait.
             let mut reserved = sb;
             reserved.endpoints = vec![ep.clone()];
             inner.creating_sandboxes.push(reserved);
-            (ep, net.id, plan, inner.dirs.netns_path(sandbox))
+            (
+                ep,
+                net.id,
+                plan,
+                inner.dirs.netns_path(sandbox),
+                before,
+                after,
+            )
         };
         let device = match plan.make(&netns) {
             Ok(d) => d,
@@ -243,17 +258,32 @@ impl Controller {
                 return Err(e);
             }
         };
+        if let Err(e) = after.set_routes() {
+            // The TAP goes with its fds; the routes as they were.
+            drop(device);
+            before.restore_routes(sandbox);
+            self.release_sandbox(sandbox);
+            return Err(e);
+        }
+        after.refresh_etc(sandbox);
         let (committed, teardown) = {
             let mut inner = self.lock();
             let mut teardown = Teardown::new(inner.dp.clone());
-            inner.creating_sandboxes.retain(|s| s.name != sandbox);
             let committed = inner
                 .commit_connect_device(sandbox, &net_id, ep, device, &mut teardown)
                 .and_then(|_| inner.sandbox_view(sandbox));
-            inner.release_stale_claims();
+            if committed.is_ok() {
+                inner.creating_sandboxes.retain(|s| s.name != sandbox);
+                inner.release_stale_claims();
+            }
             (committed, teardown)
         };
         teardown.run();
+        if committed.is_err() {
+            // Still reserved: the routes and files as they were, then the name is free.
+            before.restore(sandbox);
+            self.release_sandbox(sandbox);
+        }
         value(&committed?)
     }
 }
@@ -331,45 +361,12 @@ impl Inner {
         unwired
     }
 
-    /// As in Docker: the default route goes via the gateway of the first non-internal network.
-    pub(super) fn sync_default_route(&self, sb: &Sandbox) -> Result<()> {
-        // Host mode has no route of its own; a remote plugin's Join set it.
-        let routed = sb.endpoints.iter().any(|e| {
-            self.state
-                .network(&e.network)
-                .is_some_and(|n| drivers::of(n.driver).routes_itself())
-        });
-        if drivers::shares_host(&self.state, sb) || routed {
-            return Ok(());
-        }
-        let route = sb.endpoints.iter().find_map(|ep| {
-            let net = self.state.network(&ep.network)?;
-            if !drivers::of(net.driver).has_gateway() || net.internal {
-                return None;
-            }
-            Some((net.gateway?, ep.interface.clone()?))
-        });
-        // IPv6 likewise, from the first non-internal network with an IPv6 gateway.
-        let route6 = sb.endpoints.iter().find_map(|ep| {
-            let net = self.state.network(&ep.network)?;
-            if !drivers::of(net.driver).has_gateway() || net.internal {
-                return None;
-            }
-            ep.ipv6?;
-            Some((net.gateway6?, ep.interface.clone()?))
-        });
-        wiring::set_default_routes(&self.dirs.netns_path(&sb.name), route, route6)
-    }
-
-    pub(super) fn sync_default_route_of(&self, sandbox: &str) -> Result<()> {
-        self.sync_default_route(self.sandbox(sandbox)?)
-    }
-
-    /// Refuse a change to a sandbox while it is being created or connected to a network.
+    /// Refuse a change to a sandbox while it is being created, or connected to or
+    /// disconnected from a network.
     pub(super) fn refuse_connecting(&self, sandbox: &str) -> Result<()> {
         if self.creating_sandboxes.iter().any(|s| s.name == sandbox) {
             return Err(Error::conflict(format!(
-                "sandbox {sandbox} is being created or connected to a network; try again"
+                "sandbox {sandbox} is being created, or connected to or disconnected from a network; try again"
             )));
         }
         Ok(())
@@ -435,9 +432,20 @@ impl Inner {
         Ok((sb, net, ep))
     }
 
+    /// The routes and /etc files of `sb` before and after `ep` joins it.
+    pub(super) fn plan_connect_setup(
+        &self,
+        sb: &Sandbox,
+        ep: &Endpoint,
+    ) -> (SandboxSetup, SandboxSetup) {
+        let mut updated = sb.clone();
+        updated.endpoints.push(ep.clone());
+        (self.plan_setup(sb), self.plan_setup(&updated))
+    }
+
     /// Add a wired endpoint to its sandbox in the model and the state file; on failure its
-    /// switch port goes in the teardown and the model is as before (a remote plugin's side is
-    /// the caller's to undo).
+    /// switch port goes in the teardown and the model is as before (a remote plugin's side,
+    /// and the routes and /etc files set before the commit, are the caller's to undo).
     pub(super) fn commit_connect(
         &mut self,
         sb: &Sandbox,
@@ -446,16 +454,12 @@ impl Inner {
     ) -> Result<Sandbox> {
         let mut updated = sb.clone();
         updated.endpoints.push(ep.clone());
-        if let Err(e) = self.sync_default_route(&updated).and_then(|_| {
-            self.replace_sandbox(updated.clone());
-            self.save()
-        }) {
+        self.replace_sandbox(updated.clone());
+        if let Err(e) = self.save() {
             self.unwire(&sb.name, &ep, teardown);
             self.replace_sandbox(sb.clone());
-            let _ = self.sync_default_route(sb);
             return Err(e);
         }
-        self.refresh_etc(&updated);
         Ok(updated)
     }
 
@@ -465,9 +469,14 @@ impl Inner {
         }
     }
 
-    /// The sandbox leaves the network in the model and its /etc files; the returned teardown
-    /// removes its port, after which the caller fixes the default route.
-    pub(super) fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Teardown> {
+    /// The sandbox leaves the network in the model and is reserved; the returned teardown
+    /// removes its port, after which the caller sets its routes and /etc files as planned
+    /// and drops the reservation.
+    pub(super) fn network_disconnect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+    ) -> Result<(Teardown, SandboxSetup)> {
         let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
         let Some(ep) = sb.endpoint(network).cloned() else {
@@ -506,8 +515,12 @@ impl Inner {
         teardown
             .endpoints
             .push(self.take_endpoint(sandbox, &ep, true));
-        self.refresh_etc(&updated);
-        Ok(teardown)
+        // No other change to the sandbox until its routes are set: the reservation has no
+        // endpoint (nothing of its is taken twice in plans).
+        let mut reserved = updated.clone();
+        reserved.endpoints.clear();
+        self.creating_sandboxes.push(reserved);
+        Ok((teardown, self.plan_setup(&updated)))
     }
 }
 

@@ -124,7 +124,7 @@ impl Controller {
             return Err(e);
         }
         let netns = reserved.netns.clone();
-        let (mut sb, sockets) = (reserved.sb, reserved.sockets);
+        let (mut sb, sockets, setup) = (reserved.sb, reserved.sockets, reserved.setup);
         let mut wired = Vec::new();
         for ep in &mut sb.endpoints {
             let Some(net) = self.lock().state.network(&ep.network).cloned() else {
@@ -145,6 +145,11 @@ impl Controller {
                     return Err(e);
                 }
             }
+        }
+        // Routes none (the plugin's Join set them) unless another driver's network sets them.
+        if let Err(e) = setup.set_routes() {
+            abandon(self, &sb);
+            return Err(e);
         }
         let committed = {
             let mut inner = self.lock();
@@ -173,16 +178,17 @@ impl Controller {
         ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Value> {
-        let (ep, net, dirs, netns) = {
+        let (ep, net, dirs, netns, before, after) = {
             let mut inner = self.lock();
             let (sb, net, ep) = inner.plan_connect(network, sandbox, ips, aliases)?;
+            let (before, after) = inner.plan_connect_setup(&sb, &ep);
             // The reservation: the sandbox with only the new endpoint, so that plans see its
             // address taken and other changes to the sandbox wait.
             let mut reserved = sb.clone();
             reserved.endpoints = vec![ep.clone()];
             inner.creating_sandboxes.push(reserved);
             let netns = inner.dirs.netns_path(sandbox);
-            (ep, net, inner.plugin_dirs.clone(), netns)
+            (ep, net, inner.plugin_dirs.clone(), netns, before, after)
         };
         let release = |this: &Self| {
             this.lock().creating_sandboxes.retain(|s| s.name != sandbox);
@@ -199,15 +205,20 @@ impl Controller {
                 return Err(e);
             }
         }
+        // The plugin's Join set the routes (a sandbox on a remote network has none of
+        // tapnet's): only the /etc files are written, before the commit.
+        after.refresh_etc(sandbox);
         let (committed, teardown) = {
             let mut inner = self.lock();
             let mut teardown = Teardown::new(inner.dp.clone());
-            inner.creating_sandboxes.retain(|s| s.name != sandbox);
             let committed = inner
                 .sandbox(sandbox)
                 .cloned()
                 .and_then(|sb| inner.commit_connect(&sb, ep.clone(), &mut teardown))
                 .map(|_| inner.sandbox_view(sandbox));
+            if committed.is_ok() {
+                inner.creating_sandboxes.retain(|s| s.name != sandbox);
+            }
             (committed, teardown)
         };
         teardown.run();
@@ -222,6 +233,9 @@ impl Controller {
                     (unwired, inner.dp.clone())
                 };
                 unwired.run(&dp);
+                // Still reserved: the routes and files as they were, then the name is free.
+                before.restore(sandbox);
+                release(self);
                 Err(e)
             }
         }

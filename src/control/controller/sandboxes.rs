@@ -62,12 +62,15 @@ pub(super) struct Reserved {
     /// Each endpoint's network id (a network removed and made again meanwhile is another) and
     /// device, in the order of `sb.endpoints`.
     devices: Vec<(String, DevicePlan)>,
+    /// Its /etc files and default routes.
+    pub(super) setup: SandboxSetup,
 }
 
 impl Reserved {
-    /// Make the namespaces (slow: unshare and bind mounts on a thread). On failure nothing of
-    /// them is left.
+    /// Write the /etc files and make the namespaces (slow: unshare and bind mounts on a
+    /// thread). On failure the caller's `abandon_sandbox` removes what was made.
     pub(super) fn make_namespaces(&self) -> Result<()> {
+        self.setup.write_etc()?;
         match &self.uts {
             None => namespace::pin_current_netns(&self.netns),
             Some((uts, hostname)) => {
@@ -105,10 +108,15 @@ impl Controller {
             inner.release_stale_claims();
             reserved?
         };
+        // The routes need the devices; all is made before the commit, and goes with the
+        // namespace if it fails.
         let devices = match reserved
             .make_namespaces()
             .and_then(|_| reserved.make_devices())
-        {
+            .and_then(|d| {
+                reserved.setup.set_routes()?;
+                Ok(d)
+            }) {
             Ok(d) => d,
             Err(e) => {
                 self.abandon_sandbox(&reserved.sb, false);
@@ -155,8 +163,8 @@ impl Controller {
 }
 
 impl Inner {
-    /// Plan a new sandbox (`prepare_sandbox`) and its devices, write its /etc files and
-    /// reserve it: its name and addresses are taken, its networks in use.
+    /// Plan a new sandbox (`prepare_sandbox`), its devices, /etc files and routes, and reserve
+    /// it: its name and addresses are taken, its networks in use.
     pub(super) fn reserve_sandbox(&mut self, req: &SandboxCreate) -> Result<Reserved> {
         let (sb, sockets) = self.prepare_sandbox(req)?;
         let mut devices = Vec::new();
@@ -165,20 +173,14 @@ impl Inner {
             let plan = drivers::of(net.driver).plan_device(&self.ctx(), ep, &net)?;
             devices.push((net.id.clone(), plan));
         }
-        let uts = if drivers::shares_host(&self.state, &sb) {
-            None
-        } else {
-            if let Err(e) = etc_files::write(&self.dirs, &self.state, &sb) {
-                etc_files::remove(&self.dirs, &sb.name);
-                return Err(e);
-            }
-            Some((self.dirs.utsns_path(&sb.name), sb.hostname.clone()))
-        };
+        let uts = (!drivers::shares_host(&self.state, &sb))
+            .then(|| (self.dirs.utsns_path(&sb.name), sb.hostname.clone()));
         self.creating_sandboxes.push(sb.clone());
         Ok(Reserved {
             netns: self.dirs.netns_path(&sb.name),
             uts,
             devices,
+            setup: self.plan_setup(&sb),
             sb,
             sockets,
         })
@@ -294,9 +296,8 @@ impl Inner {
         Ok((sb, host_sockets))
     }
 
-    /// Add a wired sandbox to the model: its default route, the state file.
+    /// Add a wired sandbox, its routes set, to the model and the state file.
     pub(super) fn commit_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
-        self.sync_default_route(sb)?;
         self.state.sandboxes.push(sb.clone());
         if let Err(e) = self.save() {
             self.state.sandboxes.pop();
