@@ -303,6 +303,25 @@ mod tests {
     }
 
     #[test]
+    fn enable_ipv6_as_docker_sends_it() {
+        let on: CreateNetworkRequest = decode(
+            "CreateNetwork",
+            br#"{"NetworkID":"abc","Options":{"com.docker.network.enable_ipv6":true},
+            "IPv6Data":[{"Pool":"fd00:d0c::/64","Gateway":"fd00:d0c::1/64"}]}"#,
+        )
+        .unwrap();
+        assert!(enable_ipv6(&on.options));
+        assert_eq!(on.ipv6_data.unwrap()[0].gateway, "fd00:d0c::1/64");
+        let off: CreateNetworkRequest = decode(
+            "CreateNetwork",
+            br#"{"NetworkID":"abc","Options":{"com.docker.network.enable_ipv6":false}}"#,
+        )
+        .unwrap();
+        assert!(!enable_ipv6(&off.options));
+        assert!(!enable_ipv6(&None));
+    }
+
+    #[test]
     fn join_answer_has_docker_field_names() {
         let answer = JoinResponse {
             interface_name: Some(InterfaceName {

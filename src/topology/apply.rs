@@ -177,7 +177,6 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 hostname: s.hostname.clone(),
                 publish: s.publish.clone(),
                 ip6: s.ip6.get(&first).cloned(),
-                ..SandboxCreate::default()
             }))?;
             for n in s.networks.iter().skip(1) {
                 client.call_value(&Request::NetworkConnect {

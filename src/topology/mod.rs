@@ -171,7 +171,7 @@ impl Topology {
             if !nets.insert(n.name.as_str()) {
                 return Err(format!("network {} is declared twice", n.name));
             }
-            if n.ipv6 && n.subnet6.is_none() && n.gateway6.is_some() {
+            if n.subnet6.is_none() && n.gateway6.is_some() {
                 return Err(format!("network {}: gateway6 needs subnet6", n.name));
             }
             if ["bridge", "host", "none"].contains(&n.name.as_str()) {
@@ -313,6 +313,21 @@ b = "server"
     }
 
     #[test]
+    fn parses_dual_stack() {
+        let text = "[[network]]\nname = \"d\"\nsubnet6 = \"fd00:1::/64\"\n[[network]]\n\
+                    name = \"e\"\nipv6 = true\n[[sandbox]]\nname = \"s\"\n\
+                    networks = [\"d\", \"e\"]\nip6 = { d = \"fd00:1::5\" }\n";
+        let t = Topology::parse(text, "x").expect("valid");
+        assert!(t.networks[0].wants_ipv6() && t.networks[1].wants_ipv6());
+        assert_eq!(
+            t.sandboxes[0].ip6.get("d").map(String::as_str),
+            Some("fd00:1::5")
+        );
+        let plain = Topology::parse("[[network]]\nname = \"p\"\n", "x").expect("valid");
+        assert!(!plain.networks[0].wants_ipv6());
+    }
+
+    #[test]
     fn refuses_bad_files_with_one_line() {
         let cases = [
             ("[[network]]\nname = \"n\"\nsubnett = \"x\"\n", "line 3"),
@@ -335,6 +350,14 @@ b = "server"
             ("[[network]]\nname = \"bridge\"\n", "default network"),
             ("[[network]]\nname = \"bad name\"\n", "invalid network name"),
             ("name = 3\n", "line 1"),
+            (
+                "[[network]]\nname = \"n\"\nipv6 = true\ngateway6 = \"fd00::1\"\n",
+                "gateway6 needs subnet6",
+            ),
+            (
+                "[[sandbox]]\nname = \"s\"\nnetworks = [\"bridge\"]\nip6 = { x = \"fd00::2\" }\n",
+                "does not join",
+            ),
         ];
         for (text, want) in cases {
             let err = Topology::parse(text, "t").expect_err(text);
