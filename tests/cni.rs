@@ -1,7 +1,7 @@
 //! `tapnet-cni` driven as a CNI runtime drives it: the `CNI_*` environment, the configuration on
 //! stdin. ADD into two namespaces this test makes, traffic between them (also after a daemon
 //! restart), CHECK, DEL, DEL again, VERSION, and errors with CNI's codes. Then the same through
-//! libcni itself: `tests/support/cnitool/main.go` (upstream's cnitool, reduced) built offline
+//! libcni itself, IPv4 and dual-stack: `tests/support/cnitool/main.go` (upstream's cnitool, reduced) built offline
 //! against Debian's libcni source; without Go or that source the libcni test fails, unless
 //! `TAPNET_TEST_SKIP` names `libcni` (see tests/common/skip.rs).
 
@@ -288,6 +288,21 @@ fn libcni_dual_stack_from_ipam_ranges() {
     assert!(
         ping.status.success(),
         "b reaches the gateway over IPv6: {ping:?}"
+    );
+    // A restarted daemon makes the TAPs again with both addresses and routes.
+    t.stop_daemon(Signal::SIGTERM);
+    t.ok(&["network", "ls"]);
+    let addrs = a.text(&["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("fd00:cb1::2/64"), "after a restart: {addrs}");
+    let route = a.text(&["ip", "-6", "route"]);
+    assert!(
+        route.contains("default via fd00:cb1::1 dev eth0"),
+        "after a restart: {route}"
+    );
+    let ping = a.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb1::3"]);
+    assert!(
+        ping.status.success(),
+        "a reaches b over IPv6 after a restart: {ping:?}"
     );
     for ns in [&a, &b] {
         let out = run("check", ns);

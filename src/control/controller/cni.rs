@@ -278,6 +278,11 @@ impl Inner {
         let mut created_network = false;
         if self.state.network(network).is_none() {
             let Some(subnet) = subnets.subnet else {
+                if subnets.subnet6.is_some() {
+                    return Err(Error::invalid(format!(
+                        "network {network}: CNI attachments need an IPv4 subnet besides the IPv6 one"
+                    )));
+                }
                 return Err(Error::not_found("network", network));
             };
             self.network_create(

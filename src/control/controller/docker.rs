@@ -894,3 +894,20 @@ impl Host for Controller {
         self.with_teardown(|inner, t| inner.docker_revoke_external(plugin, &req.endpoint_id, t))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_addresses_of_both_families() {
+        let (ip, prefix) = parse_cidr_addr6("a", "fd00:d0c::10/64").unwrap();
+        assert_eq!(ip, "fd00:d0c::10".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(prefix, Some(64));
+        assert_eq!(parse_cidr_addr6("a", "fd00::1").unwrap().1, None);
+        for bad in ["fd00::1/129", "10.0.0.1/24", "fd00::1/x", ""] {
+            assert!(parse_cidr_addr6("a", bad).is_err(), "{bad}");
+        }
+        assert!(parse_cidr_addr("a", "fd00::1/64").is_err());
+    }
+}
