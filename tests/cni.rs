@@ -255,6 +255,25 @@ fn libcni_dual_stack_from_ipam_ranges() {
     };
     let a = Netns::new("l6a");
     let b = Netns::new("l6b");
+    // IPv6 alone is refused, and nothing is made.
+    let only6 = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "only6",
+        "type": "tapnet-cni",
+        "subnet6": "fd00:cb2::/64",
+        "stateDir": t.dir.display().to_string(),
+    })
+    .to_string();
+    let (e, code) = cni("ADD", "ctr-6", &a.path(), &only6);
+    assert_eq!(code, 1, "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("need an IPv4 subnet")),
+        "{e}"
+    );
+    assert!(!t.network_names().iter().any(|n| n == "only6"));
+    assert!(!a.links().iter().any(|l| l == "eth0"));
     for (ns, ip, ip6) in [
         (&a, "10.248.0.2/24", "fd00:cb1::2/64"),
         (&b, "10.248.0.3/24", "fd00:cb1::3/64"),
