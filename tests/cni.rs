@@ -1,7 +1,7 @@
 //! `tapnet-cni` driven as a CNI runtime drives it: the `CNI_*` environment, the configuration on
 //! stdin. ADD into two namespaces this test makes, traffic between them (also after a daemon
 //! restart), CHECK, DEL, DEL again, VERSION, and errors with CNI's codes. Then the same through
-//! libcni itself: `tests/support/cnitool/main.go` (upstream's cnitool, reduced) built offline
+//! libcni itself, IPv4 and dual-stack: `tests/support/cnitool/main.go` (upstream's cnitool, reduced) built offline
 //! against Debian's libcni source; without Go or that source the libcni test fails, unless
 //! `TAPNET_TEST_SKIP` names `libcni` (see tests/common/skip.rs).
 
@@ -214,4 +214,133 @@ fn libcni_adds_checks_and_deletes_through_tapnet_cni() {
     let out = run("del", &b);
     assert!(out.status.success(), "del: {out:?}");
     t.ok(&["network", "rm", "libcninet"]);
+}
+
+#[test]
+fn libcni_dual_stack_from_ipam_ranges() {
+    let Some(cnitool) = cnitool() else { return };
+    let t = Tapnet::new("cni-libcni6");
+    t.ok(&["network", "ls"]);
+    let confdir = t.dir.join("net.d");
+    std::fs::create_dir_all(&confdir).expect("conf dir");
+    // host-local's form: one set of ranges per family.
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "libcninet6",
+        "plugins": [{
+            "type": "tapnet-cni",
+            "network": "libcninet6",
+            "stateDir": t.dir.display().to_string(),
+            "ipam": {
+                "type": "host-local",
+                "ranges": [
+                    [{"subnet": "10.248.0.0/24", "gateway": "10.248.0.1"}],
+                    [{"subnet": "fd00:cb1::/64", "gateway": "fd00:cb1::1"}],
+                ],
+            },
+        }],
+    });
+    std::fs::write(confdir.join("10-libcni6.conflist"), conflist.to_string()).expect("conflist");
+    let plugins = Path::new(env!("CARGO_BIN_EXE_tapnet-cni"))
+        .parent()
+        .expect("plugin dir");
+    let run = |command: &str, ns: &Netns| {
+        Command::new(&cnitool)
+            .args([command, "libcninet6", &ns.path()])
+            .env("NETCONFPATH", &confdir)
+            .env("CNI_PATH", plugins)
+            .env("CNI_CACHE_DIR", t.dir.join("cni-cache"))
+            .output()
+            .expect("run cnitool")
+    };
+    let a = Netns::new("l6a");
+    let b = Netns::new("l6b");
+    // IPv6 alone is refused, and nothing is made.
+    let only6 = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "only6",
+        "type": "tapnet-cni",
+        "subnet6": "fd00:cb2::/64",
+        "stateDir": t.dir.display().to_string(),
+    })
+    .to_string();
+    let (e, code) = cni("ADD", "ctr-6", &a.path(), &only6);
+    assert_eq!(code, 1, "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("need an IPv4 subnet")),
+        "{e}"
+    );
+    assert!(!t.network_names().iter().any(|n| n == "only6"));
+    assert!(!a.links().iter().any(|l| l == "eth0"));
+    for (ns, ip, ip6) in [
+        (&a, "10.248.0.2/24", "fd00:cb1::2/64"),
+        (&b, "10.248.0.3/24", "fd00:cb1::3/64"),
+    ] {
+        let out = run("add", ns);
+        assert!(out.status.success(), "add: {out:?}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ADD result");
+        assert_eq!(r["ips"][0]["address"], ip, "{r}");
+        assert_eq!(r["ips"][0]["gateway"], "10.248.0.1", "{r}");
+        assert_eq!(r["ips"][1]["address"], ip6, "{r}");
+        assert_eq!(r["ips"][1]["gateway"], "fd00:cb1::1", "{r}");
+        assert_eq!(r["ips"][1]["interface"], 0, "{r}");
+        assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0", "{r}");
+        assert_eq!(r["routes"][1]["dst"], "::/0", "{r}");
+        assert_eq!(r["routes"][1]["gw"], "fd00:cb1::1", "{r}");
+        let addrs = ns.text(&["ip", "-6", "addr", "show", "dev", "eth0"]);
+        assert!(addrs.contains(ip6), "{addrs}");
+        let route = ns.text(&["ip", "-6", "route"]);
+        assert!(
+            route.contains("default via fd00:cb1::1 dev eth0"),
+            "{route}"
+        );
+    }
+    let view = t.json(&["network", "inspect", "libcninet6"]);
+    assert_eq!(view["subnet6"], "fd00:cb1::/64", "{view}");
+    let ping = a.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb1::3"]);
+    assert!(ping.status.success(), "a reaches b over IPv6: {ping:?}");
+    let ping = b.exec(&["ping", "-c", "1", "-W", "2", "10.248.0.2"]);
+    assert!(ping.status.success(), "b reaches a over IPv4: {ping:?}");
+    let ping = b.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb1::1"]);
+    assert!(
+        ping.status.success(),
+        "b reaches the gateway over IPv6: {ping:?}"
+    );
+    // A restarted daemon makes the TAPs again with both addresses and routes.
+    t.stop_daemon(Signal::SIGTERM);
+    t.ok(&["network", "ls"]);
+    let addrs = a.text(&["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("fd00:cb1::2/64"), "after a restart: {addrs}");
+    let route = a.text(&["ip", "-6", "route"]);
+    assert!(
+        route.contains("default via fd00:cb1::1 dev eth0"),
+        "after a restart: {route}"
+    );
+    let ping = a.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb1::3"]);
+    assert!(
+        ping.status.success(),
+        "a reaches b over IPv6 after a restart: {ping:?}"
+    );
+    for ns in [&a, &b] {
+        let out = run("check", ns);
+        assert!(out.status.success(), "check: {out:?}");
+    }
+    for _ in 0..2 {
+        let out = run("del", &a);
+        assert!(out.status.success(), "del: {out:?}");
+    }
+    let ping = b.exec(&["ping", "-6", "-c", "1", "-W", "1", "fd00:cb1::2"]);
+    assert!(!ping.status.success(), "a's IPv6 address is gone");
+    let out = run("del", &b);
+    assert!(out.status.success(), "del: {out:?}");
+    // The addresses are free again: a new ADD gets the first of each family.
+    let out = run("add", &a);
+    assert!(out.status.success(), "add again: {out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ADD result");
+    assert_eq!(r["ips"][1]["address"], "fd00:cb1::2/64", "{r}");
+    let out = run("del", &a);
+    assert!(out.status.success(), "del: {out:?}");
+    t.ok(&["network", "rm", "libcninet6"]);
 }

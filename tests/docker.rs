@@ -17,6 +17,10 @@ use common::skip::need;
 use common::{Tapnet, wait_until};
 use nix::sys::signal::Signal;
 
+/// One private dockerd at a time: both share /run/docker and /run/containerd, which the first
+/// to finish would remove under the other.
+static DOCKERD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A private dockerd: its own data root, exec root, pid file and API socket, no iptables, no
 /// forwarding, no default bridge. Dropping it removes every container and network it has,
 /// stops it and removes what it left behind that was not there before.
@@ -210,6 +214,7 @@ fn docker_containers_on_a_tapnet_network() {
     ) {
         return;
     }
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let plugin = format!("tntest{}", std::process::id());
     let created = missing_leftovers();
@@ -503,4 +508,99 @@ fn docker_containers_on_a_tapnet_network() {
     t.ok(&["plugin", "docker", "--name", &plugin, "--stop"]);
     assert!(!d.plugin_socket.exists());
     eprintln!("docker test took {:?}", started.elapsed());
+}
+
+#[test]
+fn docker_ipv6_containers_on_a_tapnet_network() {
+    if !common::skip::require(
+        "docker",
+        &[
+            need("dockerd", "docker.io"),
+            need("docker", "docker.io"),
+            need("/bin/busybox", "busybox-static"),
+        ],
+    ) {
+        return;
+    }
+    let _one = DOCKERD.lock().unwrap_or_else(|e| e.into_inner());
+    let plugin = format!("tntest6{}", std::process::id());
+    let created = missing_leftovers();
+    let t = Tapnet::new("docker6");
+    t.ok(&["plugin", "docker", "--name", &plugin]);
+    let d = Dockerd::start("docker6", &plugin, created);
+    d.import_busybox("tapnet-busybox:test");
+    let img = "tapnet-busybox:test";
+
+    // A dual-stack network: Docker's IPv6 pool and gateway become tapnet's.
+    d.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.233.0.0/24",
+        "--subnet",
+        "fd00:d0c::/64",
+        "-d",
+        &plugin,
+        "n6",
+    ]);
+    let n6 = tapnet_network(&d, "n6");
+    let view = t.json(&["network", "inspect", &n6]);
+    assert_eq!(view["subnet"], "10.233.0.0/24", "{view}");
+    assert_eq!(view["subnet6"], "fd00:d0c::/64", "{view}");
+    assert_eq!(view["gateway6"], "fd00:d0c::1", "{view}");
+
+    for (name, ip6) in [("c1", "fd00:d0c::10"), ("c2", "fd00:d0c::11")] {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "n6",
+            "--ip6",
+            ip6,
+            img,
+            "sleep",
+            "600",
+        ]);
+    }
+    let addrs =
+        String::from_utf8_lossy(&d.exec("c1", "ip -6 addr show dev eth0").stdout).to_string();
+    assert!(addrs.contains("fd00:d0c::10/64"), "{addrs}");
+    let route = String::from_utf8_lossy(&d.exec("c1", "ip -6 route").stdout).to_string();
+    assert!(
+        route.contains("default via fd00:d0c::1 dev eth0"),
+        "{route}"
+    );
+    // The plugin keeps the address dockerd gave, and refuses nothing it should not.
+    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state.json");
+    assert!(
+        state.contains("fd00:d0c::10") && state.contains("fd00:d0c::11"),
+        "{state}"
+    );
+    // Both families between the containers, over tapnet's switch.
+    let out = d.exec("c1", "ping -6 -c 2 -W 2 fd00:d0c::11");
+    assert!(
+        out.status.success(),
+        "ping6 c1 -> c2: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.exec("c2", "ping -c 1 -W 2 10.233.0.2");
+    assert!(out.status.success(), "ping c2 -> c1 over IPv4");
+    // The v6 gateway answers too (tapnet's gateway speaks IPv6 on a dual-stack network).
+    let out = d.exec("c2", "ping -6 -c 1 -W 2 fd00:d0c::1");
+    assert!(out.status.success(), "ping6 the gateway");
+
+    for c in ["c1", "c2"] {
+        d.ok(&["rm", "-f", c]);
+    }
+    let removed = wait_until(Duration::from_secs(10), || {
+        let out = d.run(&["network", "rm", "n6"]);
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("No such network")
+    });
+    assert!(removed, "docker network rm n6");
+    assert!(!t.network_names().contains(&n6));
+    t.ok(&["plugin", "docker", "--name", &plugin, "--stop"]);
 }

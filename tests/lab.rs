@@ -683,3 +683,66 @@ fn two_daemon_overlay_example_up_twice_then_down() {
     assert_nothing_left(&one);
     assert_nothing_left(&two);
 }
+
+/// The IPv6 address (without its length) of `sandbox` on `network`.
+fn ipv6_of(t: &Tapnet, sandbox: &str, network: &str) -> String {
+    let view = t.json(&["sandbox", "inspect", sandbox]);
+    view["interfaces"]
+        .as_array()
+        .and_then(|ifs| ifs.iter().find(|i| i["network"] == network))
+        .and_then(|i| i["ipv6"].as_str())
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `up` of examples/dual-stack.toml (as root, or as `user` rootless), its addresses, routes and
+/// pings over IPv6, a second `up` that changes nothing, and `down`.
+fn dual_stack_example(t: &Tapnet, file: &str) {
+    let plan = t.ok(&["up", file, "--dry-run"]);
+    assert!(plan.contains("(subnet6 fd00:81::/64)"), "{plan}");
+    assert!(plan.contains("a on dual=10.81.0.2,fd00:81::2"), "{plan}");
+    t.ok(&["up", file]);
+    let again = t.ok(&["up", file]);
+    assert!(again.contains("nothing to do"), "{again}");
+    let dual = t.json(&["network", "inspect", "dual"]);
+    assert_eq!(dual["subnet6"], "fd00:81::/64", "{dual}");
+    let dual2 = t.json(&["network", "inspect", "dual2"]);
+    let ula = dual2["subnet6"].as_str().unwrap_or_default().to_string();
+    assert!(ula.starts_with("fd") && ula.ends_with("::/64"), "{dual2}");
+    assert_eq!(ipv6_of(t, "a", "dual"), "fd00:81::2");
+    assert_eq!(ipv6_of(t, "b", "dual"), "fd00:81::3");
+    let addrs = t.exec_ok("a", &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("fd00:81::2/64"), "{addrs}");
+    let route = t.exec_ok("a", &["ip", "-6", "route"]);
+    assert!(route.contains("default via fd00:81::1 dev eth0"), "{route}");
+    assert!(t.ping("b", "fd00:81::2"), "b reaches a over IPv6");
+    assert!(t.ping("a", "fd00:81::3"), "a reaches b over IPv6");
+    assert!(t.ping("a", "10.81.0.3"), "and over IPv4");
+    let c6 = ipv6_of(t, "c", "dual2");
+    assert!(!c6.is_empty(), "c has an IPv6 address on dual2");
+    assert!(t.ping("b", &c6), "b reaches c over IPv6 on dual2");
+    assert!(!t.ping("a", &c6), "a, on dual only, does not reach c");
+    t.ok(&["down", file]);
+    assert_nothing_left(t);
+}
+
+#[test]
+fn dual_stack_example_up_twice_then_down() {
+    let t = Tapnet::new("lab-dual-up");
+    dual_stack_example(&t, &example("dual-stack.toml"));
+}
+
+#[test]
+fn dual_stack_example_rootless() {
+    let t = Tapnet::rootless("lab-dual-rl", "tapnet-test");
+    // A copy the test user can read, in its runtime dir (the state dir's parent).
+    let file = t
+        .dir
+        .parent()
+        .expect("the runtime dir")
+        .join("dual-stack.toml");
+    std::fs::copy(example("dual-stack.toml"), &file).expect("copy the example");
+    let _ = std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    dual_stack_example(&t, &file.to_string_lossy());
+}

@@ -15,5 +15,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = protocol::error_of(data);
     if let Ok(req) = protocol::decode::<protocol::CreateNetworkRequest>("x", data) {
         let _ = protocol::generic_options(&req.options);
+        let _ = protocol::enable_ipv6(&req.options);
     }
 });

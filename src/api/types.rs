@@ -124,6 +124,13 @@ pub enum Request {
         container_id: String,
         ifname: String,
         netns: String,
+        /// The configuration's gateway and IPv6 prefix and gateway, for a network ADD makes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnet6: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway6: Option<String>,
     },
     /// CNI DEL: remove the attachment; nothing to remove is fine.
     CniDel {

@@ -37,9 +37,107 @@ pub struct NetConf {
     /// Subnet of the network, created with it if missing.
     #[serde(default)]
     pub subnet: Option<String>,
+    /// IPv6 prefix: the network, if created, is dual-stack.
+    #[serde(default)]
+    pub subnet6: Option<String>,
+    /// host-local's form of the same: `subnet`, or `ranges` of either family.
+    #[serde(default)]
+    pub ipam: Option<Ipam>,
     /// The tapnet state dir [default: tapnet's].
     #[serde(rename = "stateDir", default)]
     pub state_dir: Option<String>,
+}
+
+/// The `ipam` section as host-local writes it; tapnet-cni allocates from it itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Ipam {
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// One set of ranges per family; tapnet takes the first range of each.
+    #[serde(default)]
+    pub ranges: Vec<Vec<Range>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Range {
+    pub subnet: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// The prefixes and gateways a configuration gives, one per family.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Subnets {
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
+}
+
+impl NetConf {
+    /// The subnets of the top-level keys and of `ipam`, by family (an IPv6 prefix has a `:`).
+    pub fn subnets(&self) -> Result<Subnets, CniError> {
+        let mut out = Subnets::default();
+        let mut add = |what: &str, subnet: &str, gateway: Option<&str>| {
+            let v6 = subnet.contains(':');
+            if gateway.is_some_and(|g| g.contains(':') != v6) {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("{what}: gateway {gateway:?} is not of the family of {subnet:?}"),
+                ));
+            }
+            let (s, g) = if v6 {
+                (&mut out.subnet6, &mut out.gateway6)
+            } else {
+                (&mut out.subnet, &mut out.gateway)
+            };
+            if s.as_deref().is_some_and(|old| old != subnet) {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!(
+                        "{what}: a second IPv{} subnet {subnet:?} (tapnet takes one per family)",
+                        if v6 { 6 } else { 4 }
+                    ),
+                ));
+            }
+            *s = Some(subnet.to_string());
+            if let Some(gw) = gateway {
+                *g = Some(gw.to_string());
+            }
+            Ok(())
+        };
+        if let Some(s) = &self.subnet {
+            if s.contains(':') {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("subnet {s:?} is IPv6: give it as subnet6"),
+                ));
+            }
+            add("subnet", s, None)?;
+        }
+        if let Some(s) = &self.subnet6 {
+            if !s.contains(':') {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("subnet6 {s:?} is not IPv6"),
+                ));
+            }
+            add("subnet6", s, None)?;
+        }
+        if let Some(ipam) = &self.ipam {
+            if let Some(s) = &ipam.subnet {
+                add("ipam.subnet", s, ipam.gateway.as_deref())?;
+            }
+            for set in &ipam.ranges {
+                if let Some(r) = set.first() {
+                    add("ipam.ranges", &r.subnet, r.gateway.as_deref())?;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A CNI error: printed as JSON on stdout, exit status 1.
@@ -91,6 +189,11 @@ pub struct Attachment {
     pub address: String,
     pub gateway: Option<String>,
     pub netns: String,
+    /// On a dual-stack network: CIDR form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
 }
 
 /// CNI's container id rule (libcni's `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`): the id ends up in
@@ -161,6 +264,7 @@ pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<(Call, NetCo
     let network = conf.network.clone().unwrap_or_else(|| conf.name.clone());
     crate::control::model::validate_name("network", &network)
         .map_err(|e| CniError::new(INVALID_CONFIG, e))?;
+    conf.subnets()?;
     let endpoint = |need_netns: bool| -> Result<Endpoint, CniError> {
         let container_id = env_of(env, "CNI_CONTAINERID")?;
         validate_container_id(container_id)
@@ -213,13 +317,20 @@ pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<(Call, NetCo
 pub fn request(call: &Call, conf: &NetConf) -> Option<Request> {
     let network = conf.network.clone().unwrap_or_else(|| conf.name.clone());
     match call {
-        Call::Add(ep) => Some(Request::CniAdd {
-            network,
-            subnet: conf.subnet.clone(),
-            container_id: ep.container_id.clone(),
-            ifname: ep.ifname.clone(),
-            netns: ep.netns.clone(),
-        }),
+        Call::Add(ep) => {
+            // `parse` checked the subnets.
+            let s = conf.subnets().unwrap_or_default();
+            Some(Request::CniAdd {
+                network,
+                subnet: s.subnet,
+                gateway: s.gateway,
+                subnet6: s.subnet6,
+                gateway6: s.gateway6,
+                container_id: ep.container_id.clone(),
+                ifname: ep.ifname.clone(),
+                netns: ep.netns.clone(),
+            })
+        }
         Call::Del(ep) => Some(Request::CniDel {
             container_id: ep.container_id.clone(),
             ifname: ep.ifname.clone(),
@@ -233,24 +344,32 @@ pub fn request(call: &Call, conf: &NetConf) -> Option<Request> {
     }
 }
 
-/// The result of ADD in the spec's form.
+/// The result of ADD in the spec's form: an `ips` entry and a default route per family.
 pub fn add_result(version: &str, a: &Attachment) -> Value {
-    let mut ip = json!({"address": a.address, "interface": 0});
-    if let Some(gw) = &a.gateway {
-        ip["gateway"] = json!(gw);
-    }
-    if version == "0.4.0" {
-        ip["version"] = json!("4");
-    }
-    let routes: Vec<Value> = a
+    let entry = |address: &str, gateway: Option<&String>, family: &str| {
+        let mut ip = json!({"address": address, "interface": 0});
+        if let Some(gw) = gateway {
+            ip["gateway"] = json!(gw);
+        }
+        if version == "0.4.0" {
+            ip["version"] = json!(family);
+        }
+        ip
+    };
+    let mut ips = vec![entry(&a.address, a.gateway.as_ref(), "4")];
+    let mut routes: Vec<Value> = a
         .gateway
         .iter()
         .map(|gw| json!({"dst": "0.0.0.0/0", "gw": gw}))
         .collect();
+    if let Some(address6) = &a.address6 {
+        ips.push(entry(address6, a.gateway6.as_ref(), "6"));
+        routes.extend(a.gateway6.iter().map(|gw| json!({"dst": "::/0", "gw": gw})));
+    }
     json!({
         "cniVersion": version,
         "interfaces": [{"name": a.interface, "mac": a.mac, "sandbox": a.netns}],
-        "ips": [ip],
+        "ips": ips,
         "routes": routes,
         "dns": {},
     })
@@ -373,6 +492,7 @@ mod tests {
             address: "10.88.0.2/24".into(),
             gateway: Some("10.88.0.1".into()),
             netns: "/run/netns/x".into(),
+            ..Attachment::default()
         };
         let r = add_result("1.0.0", &a);
         assert_eq!(r["ips"][0]["address"], "10.88.0.2/24");
@@ -381,5 +501,67 @@ mod tests {
         assert_eq!(r["routes"][0]["gw"], "10.88.0.1");
         assert!(r["ips"][0].get("version").is_none());
         assert_eq!(add_result("0.4.0", &a)["ips"][0]["version"], "4");
+        assert_eq!(r["ips"].as_array().map(Vec::len), Some(1));
+        assert_eq!(r["routes"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn dual_stack_result_has_both_families() {
+        let a = Attachment {
+            interface: "eth0".into(),
+            mac: "02:42:0a:58:00:02".into(),
+            address: "10.88.0.2/24".into(),
+            gateway: Some("10.88.0.1".into()),
+            netns: "/run/netns/x".into(),
+            address6: Some("fd00:88::2/64".into()),
+            gateway6: Some("fd00:88::1".into()),
+        };
+        let r = add_result("1.0.0", &a);
+        assert_eq!(r["ips"][1]["address"], "fd00:88::2/64");
+        assert_eq!(r["ips"][1]["gateway"], "fd00:88::1");
+        assert_eq!(r["ips"][1]["interface"], 0);
+        assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+        assert_eq!(r["routes"][1]["dst"], "::/0");
+        assert_eq!(r["routes"][1]["gw"], "fd00:88::1");
+        assert_eq!(add_result("0.4.0", &a)["ips"][1]["version"], "6");
+    }
+
+    #[test]
+    fn subnets_of_both_families_from_ipam() {
+        let add = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
+        let conf = br#"{"cniVersion":"1.0.0","name":"n","type":"tapnet-cni","ipam":{"type":"host-local",
+            "ranges":[[{"subnet":"10.89.0.0/24","gateway":"10.89.0.1"}],[{"subnet":"fd00:89::/64"}]]}}"#;
+        let (call, conf) = parse(&add, conf).unwrap();
+        let Some(Request::CniAdd {
+            subnet,
+            gateway,
+            subnet6,
+            gateway6,
+            ..
+        }) = request(&call, &conf)
+        else {
+            panic!("an add request");
+        };
+        assert_eq!(subnet.as_deref(), Some("10.89.0.0/24"));
+        assert_eq!(gateway.as_deref(), Some("10.89.0.1"));
+        assert_eq!(subnet6.as_deref(), Some("fd00:89::/64"));
+        assert_eq!(gateway6, None);
+        let top =
+            br#"{"cniVersion":"1.0.0","name":"n","subnet":"10.1.0.0/24","subnet6":"fd00:1::/64"}"#;
+        let s = parse(&add, top).unwrap().1.subnets().unwrap();
+        assert_eq!(s.subnet6.as_deref(), Some("fd00:1::/64"));
+        for bad in [
+            &br#"{"cniVersion":"1.0.0","name":"n","subnet":"fd00::/64"}"#[..],
+            br#"{"cniVersion":"1.0.0","name":"n","subnet6":"10.0.0.0/24"}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","subnet6":"fd00:1::/64","ipam":{"subnet":"fd00:2::/64"}}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":[[{"subnet":"fd00::/64","gateway":"10.0.0.1"}]]}}"#,
+        ] {
+            assert_eq!(parse(&add, bad).unwrap_err().code, INVALID_CONFIG);
+        }
     }
 }

@@ -180,6 +180,9 @@ pub struct CniAttachment {
     pub netns: String,
     pub network: String,
     pub ipv4: Ipv4Addr,
+    /// On a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub mac: MacAddr,
 }
 
@@ -204,6 +207,9 @@ pub struct DockerEndpoint {
     /// The tapnet network.
     pub network: String,
     pub ipv4: Ipv4Addr,
+    /// dockerd's IPv6 address for it (`--ipv6` networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub mac: MacAddr,
     /// The TAP made at Join (`tn` + 8 hex digits in the daemon's namespace until dockerd
     /// moves it); `None` until joined, and after Leave.

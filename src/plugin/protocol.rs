@@ -30,6 +30,8 @@ pub const FREE_NETWORK: &str = "/NetworkDriver.FreeNetwork";
 
 /// Options Docker puts in CreateNetwork's `Options`: the `--opt` map of `docker network create`.
 pub const GENERIC_OPTIONS: &str = "com.docker.network.generic";
+/// `docker network create --ipv6`.
+pub const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
 /// ProgramExternalConnectivity's `Options`: the container's `-p` bindings.
 pub const PORT_MAP: &str = "com.docker.network.portmap";
 
@@ -257,6 +259,15 @@ pub fn error_of(body: &[u8]) -> Option<String> {
 
 /// `--opt` strings (`key=value`) from Docker's generic options; values that are not strings
 /// are written as JSON.
+/// `com.docker.network.enable_ipv6` (`docker network create --ipv6`), a bool or its string.
+pub fn enable_ipv6(options: &Options) -> bool {
+    match options.as_ref().and_then(|o| o.get(ENABLE_IPV6)) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
 pub fn generic_options(options: &Options) -> Vec<String> {
     let Some(Value::Object(map)) = options.as_ref().and_then(|o| o.get(GENERIC_OPTIONS)) else {
         return Vec::new();
@@ -289,6 +300,25 @@ mod tests {
             generic_options(&req.options),
             vec!["mtu=1400".to_string(), "n=3".to_string()]
         );
+    }
+
+    #[test]
+    fn enable_ipv6_as_docker_sends_it() {
+        let on: CreateNetworkRequest = decode(
+            "CreateNetwork",
+            br#"{"NetworkID":"abc","Options":{"com.docker.network.enable_ipv6":true},
+            "IPv6Data":[{"Pool":"fd00:d0c::/64","Gateway":"fd00:d0c::1/64"}]}"#,
+        )
+        .unwrap();
+        assert!(enable_ipv6(&on.options));
+        assert_eq!(on.ipv6_data.unwrap()[0].gateway, "fd00:d0c::1/64");
+        let off: CreateNetworkRequest = decode(
+            "CreateNetwork",
+            br#"{"NetworkID":"abc","Options":{"com.docker.network.enable_ipv6":false}}"#,
+        )
+        .unwrap();
+        assert!(!enable_ipv6(&off.options));
+        assert!(!enable_ipv6(&None));
     }
 
     #[test]

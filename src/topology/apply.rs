@@ -162,6 +162,9 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 vni: n.vni,
                 offload: n.offload,
                 options: n.options.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                ipv6: n.wants_ipv6(),
+                subnet6: n.subnet6.clone(),
+                gateway6: n.gateway6.clone(),
                 ..NetworkCreate::default()
             }))?;
         }
@@ -173,7 +176,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 ip: s.ip.get(&first).cloned(),
                 hostname: s.hostname.clone(),
                 publish: s.publish.clone(),
-                ..SandboxCreate::default()
+                ip6: s.ip6.get(&first).cloned(),
             }))?;
             for n in s.networks.iter().skip(1) {
                 client.call_value(&Request::NetworkConnect {
@@ -181,7 +184,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                     sandbox: s.name.clone(),
                     ip: s.ip.get(n).cloned(),
                     aliases: Vec::new(),
-                    ip6: None,
+                    ip6: s.ip6.get(n).cloned(),
                 })?;
             }
         }

@@ -42,6 +42,11 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub mtu: Option<u32>,
     pub offload: Option<bool>,
+    /// Dual-stack: an IPv6 prefix too, `subnet6` or one from the daemon's ULA pool.
+    #[serde(default)]
+    pub ipv6: bool,
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
     /// Driver options (`mac_aging`, `nat_udp_timeout`, overlay's `vtep` and `peers`), as
     /// `--opt KEY=VALUE`.
     #[serde(default)]
@@ -57,6 +62,9 @@ pub struct SandboxSpec {
     /// Addresses by network; others are allocated.
     #[serde(default)]
     pub ip: BTreeMap<String, String>,
+    /// IPv6 addresses by network (dual-stack networks); others are allocated.
+    #[serde(default)]
+    pub ip6: BTreeMap<String, String>,
     pub hostname: Option<String>,
     /// `[HOSTIP:]HOSTPORT:PORT[/udp]`, through the first network.
     #[serde(default)]
@@ -91,6 +99,13 @@ pub struct BlockSpec {
     pub b: String,
     /// Every network the two share when absent.
     pub network: Option<String>,
+}
+
+impl NetworkSpec {
+    /// `ipv6 = true`, or an IPv6 prefix given.
+    pub fn wants_ipv6(&self) -> bool {
+        self.ipv6 || self.subnet6.is_some()
+    }
 }
 
 impl LinkSpec {
@@ -156,6 +171,9 @@ impl Topology {
             if !nets.insert(n.name.as_str()) {
                 return Err(format!("network {} is declared twice", n.name));
             }
+            if n.subnet6.is_none() && n.gateway6.is_some() {
+                return Err(format!("network {}: gateway6 needs subnet6", n.name));
+            }
             if ["bridge", "host", "none"].contains(&n.name.as_str()) {
                 return Err(format!(
                     "network {} is a default network: use it without declaring it",
@@ -178,7 +196,11 @@ impl Topology {
                     return Err(format!("sandbox {} joins network {n} twice", s.name));
                 }
             }
-            if let Some(n) = s.ip.keys().find(|n| !s.networks.contains(n)) {
+            if let Some(n) =
+                s.ip.keys()
+                    .chain(s.ip6.keys())
+                    .find(|n| !s.networks.contains(n))
+            {
                 return Err(format!(
                     "sandbox {}: address given for network {n}, which it does not join",
                     s.name
@@ -291,6 +313,21 @@ b = "server"
     }
 
     #[test]
+    fn parses_dual_stack() {
+        let text = "[[network]]\nname = \"d\"\nsubnet6 = \"fd00:1::/64\"\n[[network]]\n\
+                    name = \"e\"\nipv6 = true\n[[sandbox]]\nname = \"s\"\n\
+                    networks = [\"d\", \"e\"]\nip6 = { d = \"fd00:1::5\" }\n";
+        let t = Topology::parse(text, "x").expect("valid");
+        assert!(t.networks[0].wants_ipv6() && t.networks[1].wants_ipv6());
+        assert_eq!(
+            t.sandboxes[0].ip6.get("d").map(String::as_str),
+            Some("fd00:1::5")
+        );
+        let plain = Topology::parse("[[network]]\nname = \"p\"\n", "x").expect("valid");
+        assert!(!plain.networks[0].wants_ipv6());
+    }
+
+    #[test]
     fn refuses_bad_files_with_one_line() {
         let cases = [
             ("[[network]]\nname = \"n\"\nsubnett = \"x\"\n", "line 3"),
@@ -313,6 +350,14 @@ b = "server"
             ("[[network]]\nname = \"bridge\"\n", "default network"),
             ("[[network]]\nname = \"bad name\"\n", "invalid network name"),
             ("name = 3\n", "line 1"),
+            (
+                "[[network]]\nname = \"n\"\nipv6 = true\ngateway6 = \"fd00::1\"\n",
+                "gateway6 needs subnet6",
+            ),
+            (
+                "[[sandbox]]\nname = \"s\"\nnetworks = [\"bridge\"]\nip6 = { x = \"fd00::2\" }\n",
+                "does not join",
+            ),
         ];
         for (text, want) in cases {
             let err = Topology::parse(text, "t").expect_err(text);

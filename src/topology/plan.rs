@@ -65,21 +65,27 @@ impl fmt::Display for Action {
             Action::RemoveNetwork(n) => write!(f, "remove network {n}"),
             Action::CreateNetwork(n) => write!(
                 f,
-                "create network {}{}{}",
+                "create network {}{}{}{}",
                 n.name,
                 n.subnet
                     .as_ref()
                     .map(|s| format!(" (subnet {s})"))
                     .unwrap_or_default(),
+                match (&n.subnet6, n.wants_ipv6()) {
+                    (Some(s), _) => format!(" (subnet6 {s})"),
+                    (None, true) => " (ipv6)".to_string(),
+                    (None, false) => String::new(),
+                },
                 if n.internal { " internal" } else { "" }
             ),
             Action::CreateSandbox(s) => {
                 let nets: Vec<String> = s
                     .networks
                     .iter()
-                    .map(|n| match s.ip.get(n) {
-                        Some(ip) => format!("{n}={ip}"),
-                        None => n.clone(),
+                    .map(|n| match (s.ip.get(n), s.ip6.get(n)) {
+                        (Some(ip), Some(ip6)) => format!("{n}={ip},{ip6}"),
+                        (Some(ip), None) | (None, Some(ip)) => format!("{n}={ip}"),
+                        (None, None) => n.clone(),
                     })
                     .collect();
                 write!(f, "create sandbox {} on {}", s.name, nets.join(", "))?;
@@ -137,6 +143,15 @@ fn network_matches(spec: &NetworkSpec, view: &NetworkView) -> bool {
             .ip_range
             .as_ref()
             .is_none_or(|r| view.ip_range.as_ref() == Some(r))
+        && spec.wants_ipv6() == view.subnet6.is_some()
+        && spec
+            .subnet6
+            .as_ref()
+            .is_none_or(|s| view.subnet6.as_ref() == Some(s))
+        && spec
+            .gateway6
+            .as_ref()
+            .is_none_or(|g| view.gateway6.map(|v| v.to_string()).as_ref() == Some(g))
         && spec.internal == view.internal
         && spec.mtu.is_none_or(|m| m == view.mtu)
         && spec.offload.unwrap_or(true) == view.offload
@@ -155,6 +170,13 @@ fn sandbox_matches(spec: &SandboxSpec, view: &SandboxView) -> bool {
         view.interfaces
             .iter()
             .any(|i| &i.network == net && strip_prefix(&i.ipv4) == Some(ip.as_str()))
+    }) && spec.ip6.iter().all(|(net, ip)| {
+        view.interfaces.iter().any(|i| {
+            &i.network == net
+                && strip_prefix(&i.ipv6)
+                    .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+                    .is_some_and(|a| ip.parse() == Ok(a))
+        })
     });
     let ports: BTreeSet<String> = spec
         .publish
@@ -498,7 +520,7 @@ b = "db"
                     driver: spec.driver.clone().unwrap_or_else(|| "bridge".into()),
                     subnet: spec.subnet.clone(),
                     gateway: None,
-                    subnet6: None,
+                    subnet6: spec.subnet6.clone(),
                     gateway6: None,
                     ip_range: spec.ip_range.clone(),
                     internal: spec.internal,

@@ -1,10 +1,11 @@
 //! Attachments for CNI runtimes (`tapnet-cni`): a TAP made inside the runtime's namespace,
 //! addressed and routed there, wired to the network's switch, its fd held by the daemon (the
-//! plugin process exits after each call). Persisted; a restarted daemon makes the TAP again
+//! plugin process exits after each call). On a dual-stack network the TAP gets an IPv6 address
+//! and `::/0` route too. Persisted; a restarted daemon makes the TAP again
 //! while the namespace exists.
 
 use super::*;
-use crate::cni::Attachment;
+use crate::cni::{Attachment, Subnets};
 use crate::control::model::CniAttachment;
 use crate::drivers::bridge::{self, Tap, TapFds};
 
@@ -19,11 +20,20 @@ impl Controller {
             container_id,
             ifname,
             netns,
+            gateway,
+            subnet6,
+            gateway6,
         } = request
         {
             drop(inner);
+            let subnets = Subnets {
+                subnet,
+                gateway,
+                subnet6,
+                gateway6,
+            };
             return self
-                .cni_add(&network, subnet, &container_id, &ifname, &netns)
+                .cni_add(&network, subnets, &container_id, &ifname, &netns)
                 .and_then(|a| value(&a));
         }
         if let Request::CniCheck {
@@ -64,7 +74,7 @@ impl Controller {
     fn cni_add(
         &self,
         network: &str,
-        subnet: Option<String>,
+        subnets: Subnets,
         container_id: &str,
         ifname: &str,
         netns: &str,
@@ -72,7 +82,7 @@ impl Controller {
         let (reserved, teardown) = {
             let mut inner = self.lock();
             let mut teardown = Teardown::new(inner.dp.clone());
-            let r = inner.reserve_cni(network, subnet, container_id, ifname, netns, &mut teardown);
+            let r = inner.reserve_cni(network, subnets, container_id, ifname, netns, &mut teardown);
             (r, teardown)
         };
         teardown.run();
@@ -106,6 +116,8 @@ struct CniPlan {
     spec: wiring::TapSpec,
     /// The default route via the gateway (none on an internal network).
     route: Option<(Ipv4Addr, String)>,
+    /// The IPv6 one (a dual-stack network's).
+    route6: Option<(std::net::Ipv6Addr, String)>,
 }
 
 /// A CNI ADD as planned under the lock.
@@ -136,7 +148,12 @@ fn cni_make(a: &CniAttachment, plan: CniPlan) -> Result<Vec<std::os::fd::OwnedFd
         } => Error::conflict(crate::cni::ifname_taken(&a.ifname, &a.netns)),
         e => e,
     })?;
-    wiring::set_default_route(netns, plan.route)?;
+    if plan.route6.is_some() {
+        wiring::set_default_routes(netns, plan.route, plan.route6)?;
+    } else {
+        // The runtime's IPv6 routes are not tapnet's to remove.
+        wiring::set_default_route(netns, plan.route)?;
+    }
     Ok(fds)
 }
 
@@ -157,6 +174,14 @@ impl Inner {
             address: format!("{}/{prefix}", a.ipv4),
             gateway: net.gateway.filter(|_| !net.internal).map(|g| g.to_string()),
             netns: a.netns.clone(),
+            address6: a
+                .ipv6
+                .zip(net.subnet6)
+                .map(|(ip, s)| format!("{ip}/{}", s.prefix)),
+            gateway6: net
+                .gateway6
+                .filter(|_| !net.internal && a.ipv6.is_some())
+                .map(|g| g.to_string()),
         })
     }
 
@@ -178,10 +203,21 @@ impl Inner {
             a.ifname.clone(),
             a.mac,
             Some(a.ipv4),
-            None,
+            a.ipv6,
         )?;
         let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
-        Ok((net, CniPlan { spec, route }))
+        let route6 = net
+            .gateway6
+            .filter(|_| !net.internal && a.ipv6.is_some())
+            .map(|g| (g, a.ifname.clone()));
+        Ok((
+            net,
+            CniPlan {
+                spec,
+                route,
+                route6,
+            },
+        ))
     }
 
     /// Wire the attachment's TAP by the network's driver.
@@ -219,7 +255,7 @@ impl Inner {
     fn reserve_cni(
         &mut self,
         network: &str,
-        subnet: Option<String>,
+        subnets: Subnets,
         container_id: &str,
         ifname: &str,
         netns: &str,
@@ -253,13 +289,22 @@ impl Inner {
         }
         let mut created_network = false;
         if self.state.network(network).is_none() {
-            let Some(subnet) = subnet else {
+            let Some(subnet) = subnets.subnet else {
+                if subnets.subnet6.is_some() {
+                    return Err(Error::invalid(format!(
+                        "network {network}: CNI attachments need an IPv4 subnet besides the IPv6 one"
+                    )));
+                }
                 return Err(Error::not_found("network", network));
             };
             self.network_create(
                 NetworkCreate {
                     name: network.to_string(),
                     subnet: Some(subnet),
+                    gateway: subnets.gateway,
+                    ipv6: subnets.subnet6.is_some(),
+                    subnet6: subnets.subnet6,
+                    gateway6: subnets.gateway6,
                     ..NetworkCreate::default()
                 },
                 teardown,
@@ -306,12 +351,20 @@ impl Inner {
         };
         let used: HashSet<Ipv4Addr> = endpoints::addresses_on(&self.planning_state(), network);
         let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, None)?;
+        let ipv6 = match (net.subnet6, net.gateway6) {
+            (Some(subnet6), Some(gateway6)) => {
+                let used6 = endpoints::addresses6_on(&self.planning_state(), network);
+                Some(ipam6::allocate(subnet6, gateway6, &used6, None)?)
+            }
+            _ => None,
+        };
         let a = CniAttachment {
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
             netns: netns.to_string(),
             network: network.to_string(),
             ipv4,
+            ipv6,
             mac: MacAddr::from_ipv4(ipv4),
         };
         let (net, plan) = self.cni_plan(&a)?;

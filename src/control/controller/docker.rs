@@ -2,10 +2,12 @@
 //! the model, checked first, saved, and undone if a later step fails. A Docker network is a
 //! tapnet bridge network (`docker-` and the NetworkID's first 12 digits) with Docker's pool and
 //! gateway; a Docker endpoint is a TAP made in the daemon's namespace at Join, which dockerd
-//! moves into the container. Docker configures the address and routes itself.
+//! moves into the container. Docker configures the addresses and routes itself; with
+//! `--ipv6` the network is dual-stack with Docker's IPv6 pool and gateway, and the endpoint
+//! keeps the IPv6 address dockerd gives it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -38,6 +40,24 @@ fn parse_cidr_addr(what: &str, s: &str) -> Result<(Ipv4Addr, Option<u8>)> {
     };
     let ip = ip.parse().map_err(|_| bad())?;
     if prefix.is_some_and(|p| p > 32) {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
+/// `a:b::c/len` (or a bare address) as Docker writes them.
+fn parse_cidr_addr6(what: &str, s: &str) -> Result<(Ipv6Addr, Option<u8>)> {
+    let bad = || {
+        Error::invalid(format!(
+            "malformed {what} {s:?}: expected IPv6 ADDRESS/PREFIX"
+        ))
+    };
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix.parse::<u8>().map_err(|_| bad())?)),
+        None => (s, None),
+    };
+    let ip = ip.parse().map_err(|_| bad())?;
+    if prefix.is_some_and(|p| p > 128) {
         return Err(bad());
     }
     Ok((ip, prefix))
@@ -194,9 +214,30 @@ impl Inner {
         if self.plugin(plugin)?.networks.contains_key(&id) {
             return Ok(());
         }
-        if req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(Error::invalid("tapnet networks are IPv4 only: drop --ipv6"));
-        }
+        let pools6 = req.ipv6_data.clone().unwrap_or_default();
+        let (subnet6, gateway6) = match pools6.as_slice() {
+            [] => (None, None),
+            [pool] => {
+                let gateway = if pool.gateway.is_empty() {
+                    None
+                } else {
+                    Some(
+                        parse_cidr_addr6("IPv6 gateway", &pool.gateway)?
+                            .0
+                            .to_string(),
+                    )
+                };
+                (Some(pool.pool.clone()), gateway)
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "network {id}: tapnet takes at most one IPv6 pool, dockerd sent {}",
+                    pools6.len()
+                )));
+            }
+        };
+        // dockerd sends the pool with `--ipv6`; the flag alone (no pool) asks for tapnet's.
+        let ipv6 = subnet6.is_some() || p::enable_ipv6(&req.options);
         let pools = req.ipv4_data.clone().unwrap_or_default();
         let [pool] = pools.as_slice() else {
             return Err(Error::invalid(format!(
@@ -216,6 +257,9 @@ impl Inner {
                 subnet: Some(pool.pool.clone()),
                 gateway,
                 options: p::generic_options(&req.options),
+                ipv6,
+                subnet6,
+                gateway6,
                 ..NetworkCreate::default()
             },
             teardown,
@@ -271,9 +315,6 @@ impl Inner {
         check_id("EndpointID", &req.endpoint_id)?;
         let network = self.docker_network(plugin, &req.network_id)?;
         let iface = req.interface.clone().unwrap_or_default();
-        if !iface.address_ipv6.is_empty() {
-            return Err(Error::invalid("tapnet endpoints are IPv4 only"));
-        }
         if iface.address.is_empty() {
             return Err(Error::invalid(format!(
                 "endpoint {}: dockerd sent no IPv4 address",
@@ -281,6 +322,11 @@ impl Inner {
             )));
         }
         let (ipv4, _) = parse_cidr_addr("address", &iface.address)?;
+        let ipv6 = if iface.address_ipv6.is_empty() {
+            None
+        } else {
+            Some(parse_cidr_addr6("IPv6 address", &iface.address_ipv6)?.0)
+        };
         let given_mac = if iface.mac_address.is_empty() {
             None
         } else {
@@ -297,7 +343,7 @@ impl Inner {
             }),
         };
         if let Some(ep) = self.plugin(plugin)?.endpoints.get(&req.endpoint_id) {
-            if ep.ipv4 == ipv4 && ep.network == network {
+            if ep.ipv4 == ipv4 && ep.ipv6 == ipv6 && ep.network == network {
                 return Ok(answer);
             }
             return Err(Error::exists("endpoint", req.endpoint_id.clone()));
@@ -311,15 +357,35 @@ impl Inner {
                 "address {ipv4} is not a host address of {subnet} other than the gateway"
             )));
         }
+        if let Some(ip6) = ipv6 {
+            let subnet6 = net.subnet6.ok_or_else(|| {
+                Error::invalid(format!(
+                    "endpoint {}: network {network} has no IPv6 subnet",
+                    req.endpoint_id
+                ))
+            })?;
+            if !subnet6.contains(ip6) || ip6 == subnet6.network() || Some(ip6) == net.gateway6 {
+                return Err(Error::invalid(format!(
+                    "address {ip6} is not a host address of {subnet6} other than the gateway"
+                )));
+            }
+        }
         let taken = self
             .state
             .docker_plugins
             .iter()
             .flat_map(|p| p.endpoints.values())
-            .any(|e| e.network == network && e.ipv4 == ipv4);
-        if taken {
+            .find(|e| {
+                e.network == network && (e.ipv4 == ipv4 || (ipv6.is_some() && e.ipv6 == ipv6))
+            });
+        if let Some(e) = taken {
+            let ip = if e.ipv4 == ipv4 {
+                ipv4.to_string()
+            } else {
+                ipv6.map(|a| a.to_string()).unwrap_or_default()
+            };
             return Err(Error::conflict(format!(
-                "address {ipv4} is in use on network {network}"
+                "address {ip} is in use on network {network}"
             )));
         }
         self.plugin_mut(plugin)?.endpoints.insert(
@@ -327,6 +393,7 @@ impl Inner {
             DockerEndpoint {
                 network,
                 ipv4,
+                ipv6,
                 mac,
                 tap: None,
                 sandbox_key: None,
@@ -377,6 +444,8 @@ impl Inner {
             offload,
             net_id: net.id,
             gateway,
+            // Only for an endpoint with an IPv6 address: else dockerd has no v6 to route.
+            gateway6: net.gateway6.filter(|_| ep.ipv6.is_some()),
         })
     }
 
@@ -447,6 +516,7 @@ impl Inner {
             }),
             // With a gateway dockerd adds no docker_gwbridge of its own.
             gateway: plan.gateway.to_string(),
+            gateway_ipv6: plan.gateway6.map(|g| g.to_string()).unwrap_or_default(),
             ..p::JoinResponse::default()
         })
     }
@@ -652,6 +722,8 @@ struct JoinPlan {
     /// The id of the endpoint's network as planned (a network made again meanwhile is another).
     net_id: String,
     gateway: Ipv4Addr,
+    /// The IPv6 default route dockerd puts in the container.
+    gateway6: Option<Ipv6Addr>,
 }
 
 /// Make a Join's TAP in the daemon's namespace, persistent (slow: the TAP and its netlink
@@ -796,6 +868,9 @@ impl Host for Controller {
         let mut value = BTreeMap::new();
         value.insert("network".to_string(), json!(ep.network));
         value.insert("ipv4".to_string(), json!(ep.ipv4.to_string()));
+        if let Some(ip6) = ep.ipv6 {
+            value.insert("ipv6".to_string(), json!(ip6.to_string()));
+        }
         value.insert("mac".to_string(), json!(ep.mac.to_string()));
         value.insert("tap".to_string(), json!(ep.tap));
         Ok(p::EndpointInfoResponse { value })
@@ -819,5 +894,22 @@ impl Host for Controller {
 
     fn revoke_external(&self, plugin: &str, req: p::EndpointRequest) -> Result<()> {
         self.with_teardown(|inner, t| inner.docker_revoke_external(plugin, &req.endpoint_id, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_addresses_of_both_families() {
+        let (ip, prefix) = parse_cidr_addr6("a", "fd00:d0c::10/64").unwrap();
+        assert_eq!(ip, "fd00:d0c::10".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(prefix, Some(64));
+        assert_eq!(parse_cidr_addr6("a", "fd00::1").unwrap().1, None);
+        for bad in ["fd00::1/129", "10.0.0.1/24", "fd00::1/x", ""] {
+            assert!(parse_cidr_addr6("a", bad).is_err(), "{bad}");
+        }
+        assert!(parse_cidr_addr("a", "fd00::1/64").is_err());
     }
 }

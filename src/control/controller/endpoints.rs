@@ -20,11 +20,18 @@ pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
 /// The IPv4 and IPv6 addresses a request asks for (`--ip`, `--ip6`).
 pub(super) type Wanted<'a> = (Option<&'a str>, Option<&'a str>);
 
-/// IPv6 addresses taken on `network` (sandboxes' endpoints).
+/// IPv6 addresses taken on `network`: sandboxes' endpoints and CNI attachments.
 pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::Ipv6Addr> {
     state
         .endpoints_on(network)
         .filter_map(|(_, e)| e.ipv6)
+        .chain(
+            state
+                .cni
+                .iter()
+                .filter(|a| a.network == network)
+                .filter_map(|a| a.ipv6),
+        )
         .collect()
 }
 
