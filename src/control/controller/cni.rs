@@ -234,7 +234,7 @@ impl Inner {
                 label: format!("cni:{}/{}", short(&a.container_id), a.ifname),
                 mac: a.mac,
                 ipv4: a.ipv4,
-                ipv6: None,
+                ipv6: a.ipv6,
                 fds: TapFds::Queues(fds),
             },
         )?;

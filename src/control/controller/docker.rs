@@ -484,7 +484,7 @@ impl Inner {
                 label: format!("docker:{}/{tap}", &req.endpoint_id[..12]),
                 mac: ep.mac,
                 ipv4: ep.ipv4,
-                ipv6: None,
+                ipv6: ep.ipv6,
                 fds: TapFds::One(fd),
             },
         );
@@ -827,7 +827,7 @@ impl Inner {
                 label,
                 mac: ep.mac,
                 ipv4: ep.ipv4,
-                ipv6: None,
+                ipv6: ep.ipv6,
                 fds: TapFds::One(fd),
             },
         )?;
