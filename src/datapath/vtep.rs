@@ -23,6 +23,10 @@
 //! flood; ARP requests for their addresses are answered here, as libnetwork's overlay does, and
 //! never cross the underlay.
 //!
+//! Either family on either side: the VTEP's address (and so its sockets and peers) may be IPv4
+//! or IPv6, and the frames it carries IPv4 or IPv6. Neighbour Discovery's multicast (solicited-
+//! node addresses) is flooded to the peers like ARP's broadcast; unicast replies are learned.
+//!
 //! The network's gateway is local on every host (an anycast gateway: same address and MAC on
 //! each): frames from its MAC neither leave nor enter through the VTEP.
 
@@ -462,12 +466,14 @@ impl Engine {
             MsgFlags::MSG_DONTWAIT,
         )
         .ok()?;
+        // Address and port only: peers are compared with it, and an IPv6 sender's flow label
+        // and scope must not make it a stranger (nor a v4-mapped one on a socket bound to ::).
         let from = msg.address.and_then(|a| {
             a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .map(|v4| SocketAddr::new(v4.ip().into(), v4.port()))
                 .or_else(|| {
                     a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                        .map(|v6| SocketAddr::new(v6.ip().to_canonical(), v6.port()))
                 })
         })?;
         let mut seg = 0;

@@ -13,6 +13,13 @@ use crate::wire::{ETH_HDR_LEN, Ethernet, Ipv4Packet, VxlanPacket, ethertype};
 
 /// Outer IPv4 + UDP + VXLAN + inner Ethernet: what an underlay MTU loses to the overlay.
 pub const OVERHEAD: u32 = 20 + 8 + HEADER_LEN as u32 + 14;
+/// The same over an IPv6 underlay: its header is 20 bytes longer.
+pub const OVERHEAD6: u32 = 40 + 8 + HEADER_LEN as u32 + 14;
+
+/// What an underlay MTU loses to the overlay, by the family of the VTEPs' addresses.
+pub fn overhead(ipv6_underlay: bool) -> u32 {
+    if ipv6_underlay { OVERHEAD6 } else { OVERHEAD }
+}
 /// Source ports of encapsulated flows, as Linux picks them (`ip_local_port_range`'s default).
 pub const SOURCE_PORTS: (u16, u16) = (32768, 60999);
 
@@ -61,7 +68,9 @@ pub fn source_port(frame: &[u8]) -> u16 {
             // A fragment after the first has no ports.
             (v4.is_first_fragment() && ihl >= 20).then(|| (v4.protocol(), ip.get(ihl..)))
         }
-        // IPv6 gets its view with the next issue's IPv6 work.
+        // The fixed header only (a wire view replaces this once there is one): addresses at
+        // 8..40, next header at 6; with extension headers the "ports" are theirs, which still
+        // hashes one flow to one port.
         (ethertype::IPV6, _) if ip.len() >= 40 => {
             h.feed(&ip[8..40]);
             h.feed(&ip[6..7]);
