@@ -265,24 +265,32 @@ fn sh(args: &[&str]) -> Result<(), String> {
 
 impl KernelPeer {
     /// A Linux vxlan device `vx0` (VNI `vni`, addresses `inner_cidrs`) in a namespace of its
-    /// own, its underlay a veth pair: IPv4 (10.250.K.0/30) or IPv6 (fd7b:K::/64).
+    /// own, its underlay a veth pair: IPv4 (10.250.K.4N/30) or IPv6 (fd7b:K:N::/64), N
+    /// counting the peers of this run, so that tests running at once do not meet.
     fn new(vni: u32, inner_cidrs: &[&str], ipv6_underlay: bool) -> KernelPeer {
+        static NEXT_PEER: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT_PEER.fetch_add(1, Ordering::SeqCst);
         let id = std::process::id() % 100_000;
         let k = std::process::id() % 250;
-        let tag = if ipv6_underlay { "y" } else { "x" };
         let (host_ip, ns_ip, prefix) = if ipv6_underlay {
-            (format!("fd7b:{k}::1"), format!("fd7b:{k}::2"), 64)
+            // Written as the daemon prints them.
+            let ip = |last| std::net::Ipv6Addr::new(0xfd7b, k as u16, n as u16, 0, 0, 0, 0, last);
+            (ip(1).to_string(), ip(2).to_string(), 64)
         } else {
-            (format!("10.250.{k}.1"), format!("10.250.{k}.2"), 30)
+            (
+                format!("10.250.{k}.{}", 4 * n + 1),
+                format!("10.250.{k}.{}", 4 * n + 2),
+                30,
+            )
         };
         let peer = KernelPeer {
-            ns: format!("tapnet-v{tag}-{id}"),
-            host_if: format!("tv{tag}{id}h"),
+            ns: format!("tapnet-vx{n}-{id}"),
+            host_if: format!("tvx{n}{id}h"),
             host_ip,
             ns_ip,
             children: Vec::new(),
         };
-        let ns_if = format!("tv{tag}{id}n");
+        let ns_if = format!("tvx{n}{id}n");
         let host_cidr = format!("{}/{prefix}", peer.host_ip);
         let ns_cidr = format!("{}/{prefix}", peer.ns_ip);
         let vni = vni.to_string();
