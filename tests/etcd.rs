@@ -396,8 +396,30 @@ mod with_store {
                 .status
                 .success()
         };
+        let nd_answered = |h: &Host| {
+            h.t.json(&["network", "inspect", "ov"])["overlay"]["nd_answered"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let before = nd_answered(&a);
         assert!(ping6(&a, "a1", &b1), "a1 -> b1 {b1}");
         assert!(ping6(&b, "b1", &a1), "b1 -> a1 {a1}");
+        // a1's Neighbour Solicitation for b1's address was answered by its own host's VTEP.
+        assert!(
+            nd_answered(&a) > before,
+            "a1's solicitation for {b1} was not answered locally"
+        );
+        // The store's record of b1 carries its IPv6 address.
+        let v = a.t.json(&["network", "inspect", "ov"]);
+        let eps = v["overlay"]["remote_endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            eps.iter()
+                .any(|e| e["sandbox"] == "b1" && e["ipv6"] == b1.as_str()),
+            "{v}"
+        );
         let aaaa = |h: &Host, sb: &str, name: &str| {
             let out = h.t.exec(sb, &["getent", "ahostsv6", name]);
             String::from_utf8_lossy(&out.stdout)

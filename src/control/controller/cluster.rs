@@ -427,6 +427,9 @@ impl Inner {
             }
             view.stations.insert(rec.mac, rec.vtep);
             view.addresses.insert(rec.ip, rec.mac);
+            if let Some(ip) = rec.ipv6 {
+                view.addresses6.insert(ip, rec.mac);
+            }
         }
         self.overlay.set_cluster(network, view);
     }
