@@ -442,6 +442,21 @@ mod with_store {
         assert!(wait_until(Duration::from_secs(10), || !a.sees("ov", "y")));
         a.t.ok(&["sandbox", "create", "z", "--net", "ov", "--ip6", "fd92::77"]);
         assert_eq!(ip6_of(&a, "z"), "fd92::77");
+
+        // IPv6-only overlay networks are not in the store yet: one clear error, not a retry.
+        a.t.ok(&[
+            "network",
+            "create",
+            "ov6",
+            "--driver",
+            "overlay",
+            "--ipv6",
+            "--no-ipv4",
+            "--subnet",
+            "fd93::/64",
+        ]);
+        let err = a.t.fails(&["sandbox", "create", "w", "--net", "ov6"]);
+        assert!(err.contains("ov6 is IPv6-only"), "{err}");
     }
 
     #[test]

@@ -307,6 +307,13 @@ impl Inner {
         ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
+        // Claims and records are keyed by the IPv4 address (IPv6 ones ride along).
+        if net.subnet.is_none() {
+            return Err(Error::invalid(format!(
+                "network {} is IPv6-only: the cluster store keeps endpoints by their IPv4 address, so an overlay network in it needs an IPv4 subnet too",
+                net.name
+            )));
+        }
         let Some(addr) = self.preclaimed.get(&net.name) else {
             // Nothing claimed: the plan fails (as `claim_one` saw), or the model changed.
             self.plan_unclaimed(sb, net, ips, aliases, (&[], &[]))?;
