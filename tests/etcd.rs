@@ -325,6 +325,140 @@ mod with_store {
         assert!(a.sees("ov", "b2"), "the others stay");
     }
 
+    /// The sandbox's IPv6 address (without the prefix length).
+    fn ip6_of(h: &Host, sandbox: &str) -> String {
+        let v = h.t.json(&["sandbox", "inspect", sandbox]);
+        let cidr = v["interfaces"][0]["ipv6"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        cidr.split('/').next().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn dual_stack_overlay_addresses_of_both_families_are_claimed_cluster_wide() {
+        let Some(etcd) = Etcd::start("dual") else {
+            return;
+        };
+        let a = Host::new("etcd-6a", &etcd);
+        let b = Host::new("etcd-6b", &etcd);
+        a.t.ok(&[
+            "network",
+            "create",
+            "ov",
+            "--driver",
+            "overlay",
+            "--subnet",
+            "10.92.0.0/24",
+            "--ipv6",
+            "--subnet",
+            "fd92::/64",
+        ]);
+        assert!(
+            wait_until(Duration::from_secs(10), || b
+                .t
+                .network_names()
+                .contains(&"ov".to_string())),
+            "the network made on host A did not appear on host B"
+        );
+        // Both hosts hand out addresses at once: no two alike in either family.
+        std::thread::scope(|s| {
+            for (h, prefix) in [(&a, "a"), (&b, "b")] {
+                s.spawn(move || {
+                    for i in 1..=3 {
+                        h.t.ok(&["sandbox", "create", &format!("{prefix}{i}"), "--net", "ov"]);
+                    }
+                });
+            }
+        });
+        let mut v6: Vec<String> = (1..=3)
+            .flat_map(|i| [ip6_of(&a, &format!("a{i}")), ip6_of(&b, &format!("b{i}"))])
+            .collect();
+        assert!(v6.iter().all(|ip| ip.starts_with("fd92::")), "{v6:?}");
+        v6.sort();
+        v6.dedup();
+        assert_eq!(v6.len(), 6, "two hosts handed out one IPv6 address: {v6:?}");
+        let mut v4: Vec<String> = (1..=3)
+            .flat_map(|i| [a.ip_of(&format!("a{i}")), b.ip_of(&format!("b{i}"))])
+            .collect();
+        v4.sort();
+        v4.dedup();
+        assert_eq!(v4.len(), 6, "two hosts handed out one IPv4 address: {v4:?}");
+
+        assert!(wait_until(Duration::from_secs(10), || (1..=3).all(|i| a
+            .sees("ov", &format!("b{i}"))
+            && b.sees("ov", &format!("a{i}")))));
+        // IPv6 across the hosts (Neighbour Discovery flooded to the store's peers), and the
+        // other host's sandboxes in DNS with their IPv6 address (AAAA).
+        let (a1, b1) = (ip6_of(&a, "a1"), ip6_of(&b, "b1"));
+        let ping6 = |h: &Host, sb: &str, ip: &str| {
+            h.t.exec(sb, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", ip])
+                .status
+                .success()
+        };
+        let nd_answered = |h: &Host| {
+            h.t.json(&["network", "inspect", "ov"])["overlay"]["nd_answered"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let before = nd_answered(&a);
+        assert!(ping6(&a, "a1", &b1), "a1 -> b1 {b1}");
+        assert!(ping6(&b, "b1", &a1), "b1 -> a1 {a1}");
+        // a1's Neighbour Solicitation for b1's address was answered by its own host's VTEP.
+        assert!(
+            nd_answered(&a) > before,
+            "a1's solicitation for {b1} was not answered locally"
+        );
+        // The store's record of b1 carries its IPv6 address.
+        let v = a.t.json(&["network", "inspect", "ov"]);
+        let eps = v["overlay"]["remote_endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            eps.iter()
+                .any(|e| e["sandbox"] == "b1" && e["ipv6"] == b1.as_str()),
+            "{v}"
+        );
+        let aaaa = |h: &Host, sb: &str, name: &str| {
+            let out = h.t.exec(sb, &["getent", "ahostsv6", name]);
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(aaaa(&a, "a2", "b2"), ip6_of(&b, "b2"));
+        assert_eq!(aaaa(&b, "b3", "a3.ov"), ip6_of(&a, "a3"));
+
+        // An IPv6 address another host holds is refused, naming it; a free one is taken.
+        let err =
+            b.t.fails(&["sandbox", "create", "x", "--net", "ov", "--ip6", &a1]);
+        assert!(err.contains(&a1), "{err}");
+        b.t.ok(&["sandbox", "create", "y", "--net", "ov", "--ip6", "fd92::77"]);
+        assert_eq!(ip6_of(&b, "y"), "fd92::77");
+        // Removed, its IPv6 address is free for the other host.
+        b.t.ok(&["sandbox", "rm", "y"]);
+        assert!(wait_until(Duration::from_secs(10), || !a.sees("ov", "y")));
+        a.t.ok(&["sandbox", "create", "z", "--net", "ov", "--ip6", "fd92::77"]);
+        assert_eq!(ip6_of(&a, "z"), "fd92::77");
+
+        // IPv6-only overlay networks are not in the store yet: one clear error, not a retry.
+        a.t.ok(&[
+            "network",
+            "create",
+            "ov6",
+            "--driver",
+            "overlay",
+            "--ipv6",
+            "--no-ipv4",
+            "--subnet",
+            "fd93::/64",
+        ]);
+        let err = a.t.fails(&["sandbox", "create", "w", "--net", "ov6"]);
+        assert!(err.contains("ov6 is IPv6-only"), "{err}");
+    }
+
     #[test]
     fn a_host_killed_with_kill_9_leaves_the_other_hosts_table_when_its_lease_ends() {
         let Some(etcd) = Etcd::start("lease") else {

@@ -264,20 +264,39 @@ fn sh(args: &[&str]) -> Result<(), String> {
 }
 
 impl KernelPeer {
-    fn new(vni: u32, inner_cidr: &str) -> KernelPeer {
+    /// A Linux vxlan device `vx0` (VNI `vni`, addresses `inner_cidrs`) in a namespace of its
+    /// own, its underlay a veth pair: IPv4 (10.250.K.4N/30) or IPv6 (fd7b:K:N::/64), N
+    /// counting the peers of this run, so that tests running at once do not meet.
+    fn new(vni: u32, inner_cidrs: &[&str], ipv6_underlay: bool) -> KernelPeer {
+        static NEXT_PEER: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT_PEER.fetch_add(1, Ordering::SeqCst);
         let id = std::process::id() % 100_000;
         let k = std::process::id() % 250;
+        let (host_ip, ns_ip, prefix) = if ipv6_underlay {
+            // Written as the daemon prints them.
+            let ip = |last| std::net::Ipv6Addr::new(0xfd7b, k as u16, n as u16, 0, 0, 0, 0, last);
+            (ip(1).to_string(), ip(2).to_string(), 64)
+        } else {
+            (
+                format!("10.250.{k}.{}", 4 * n + 1),
+                format!("10.250.{k}.{}", 4 * n + 2),
+                30,
+            )
+        };
         let peer = KernelPeer {
-            ns: format!("tapnet-vx-{id}"),
-            host_if: format!("tvx{id}h"),
-            host_ip: format!("10.250.{k}.1"),
-            ns_ip: format!("10.250.{k}.2"),
+            ns: format!("tapnet-vx{n}-{id}"),
+            host_if: format!("tvx{n}{id}h"),
+            host_ip,
+            ns_ip,
             children: Vec::new(),
         };
-        let ns_if = format!("tvx{id}n");
-        let host_cidr = format!("{}/30", peer.host_ip);
+        let ns_if = format!("tvx{n}{id}n");
+        let host_cidr = format!("{}/{prefix}", peer.host_ip);
+        let ns_cidr = format!("{}/{prefix}", peer.ns_ip);
         let vni = vni.to_string();
-        let steps: Vec<Vec<&str>> = vec![
+        // No duplicate address detection: the VTEP binds the address at once.
+        let nodad: &[&str] = if ipv6_underlay { &["nodad"] } else { &[] };
+        let mut steps: Vec<Vec<&str>> = vec![
             vec!["ip", "netns", "add", &peer.ns],
             vec![
                 "ip",
@@ -292,24 +311,31 @@ impl KernelPeer {
                 "netns",
                 &peer.ns,
             ],
-            vec!["ip", "addr", "add", &host_cidr, "dev", &peer.host_if],
+            [
+                &["ip", "addr", "add", &host_cidr, "dev", &peer.host_if][..],
+                nodad,
+            ]
+            .concat(),
             vec!["ip", "link", "set", &peer.host_if, "up"],
             vec!["ip", "-n", &peer.ns, "link", "set", "lo", "up"],
             vec!["ip", "-n", &peer.ns, "link", "set", &ns_if, "up"],
+            [
+                &["ip", "-n", &peer.ns, "addr", "add", &ns_cidr, "dev", &ns_if][..],
+                nodad,
+            ]
+            .concat(),
+            // A veth never computes checksums: the kernel would hand the inner TCP checksum
+            // still partial to our UDP socket. A real wire computes it; so does a veth without
+            // tx offload.
+            vec![
+                "ip", "netns", "exec", &peer.ns, "ethtool", "-K", &ns_if, "tx", "off",
+            ],
         ];
-        for step in &steps {
-            if let Err(e) = sh(step) {
+        for step in steps.drain(..) {
+            if let Err(e) = sh(&step) {
                 panic!("setting up the kernel peer: {e}");
             }
         }
-        let ns_cidr = format!("{}/30", peer.ns_ip);
-        sh(&["ip", "-n", &peer.ns, "addr", "add", &ns_cidr, "dev", &ns_if]).expect("veth address");
-        // A veth never computes checksums: the kernel would hand the inner TCP checksum still
-        // partial to our UDP socket. A real wire computes it; so does a veth without tx offload.
-        sh(&[
-            "ip", "netns", "exec", &peer.ns, "ethtool", "-K", &ns_if, "tx", "off",
-        ])
-        .expect("ethtool -K tx off on the kernel peer's veth");
         // The kernel's VXLAN is the reference: without the module there is no interop test.
         let _ = Command::new("modprobe").arg("vxlan").output();
         if let Err(e) = sh(&[
@@ -334,14 +360,16 @@ impl KernelPeer {
         ]) {
             panic!("the kernel's vxlan is needed for the interop test (modprobe vxlan): {e}");
         }
-        sh(&[
-            "ip", "-n", &peer.ns, "addr", "add", inner_cidr, "dev", "vx0",
-        ])
-        .expect("vx0 address");
-        sh(&[
-            "ip", "-n", &peer.ns, "link", "set", "vx0", "mtu", "1450", "up",
-        ])
-        .expect("vx0 up");
+        for cidr in inner_cidrs {
+            let mut add = vec!["ip", "-n", &peer.ns, "addr", "add", cidr, "dev", "vx0"];
+            if cidr.contains(':') {
+                add.push("nodad");
+            }
+            sh(&add).expect("vx0 address");
+        }
+        // 1500 on the veth, less VXLAN's overhead over the underlay's family.
+        let mtu = if ipv6_underlay { "1430" } else { "1450" };
+        sh(&["ip", "-n", &peer.ns, "link", "set", "vx0", "mtu", mtu, "up"]).expect("vx0 up");
         peer
     }
 
@@ -391,7 +419,7 @@ impl Drop for KernelPeer {
 
 #[test]
 fn a_linux_kernel_vxlan_device_exchanges_ping_and_tcp_with_a_sandbox() {
-    let mut kernel = KernelPeer::new(4400, "10.77.7.200/24");
+    let mut kernel = KernelPeer::new(4400, &["10.77.7.200/24"], false);
     let mut a = Host {
         t: Tapnet::new("ovkernel"),
         vtep: kernel.host_ip.clone(),
@@ -446,6 +474,238 @@ fn a_linux_kernel_vxlan_device_exchanges_ping_and_tcp_with_a_sandbox() {
     ] {
         assert_eq!(o[counter], 0, "{counter}: {o}");
     }
+}
+
+fn ip6_of(h: &Host, sandbox: &str) -> String {
+    let v = h.t.json(&["sandbox", "inspect", sandbox]);
+    let cidr = v["interfaces"][0]["ipv6"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    cidr.split('/').next().unwrap_or("").to_string()
+}
+
+fn ping6(h: &Host, sandbox: &str, ip: &str) -> bool {
+    h.t.exec(
+        sandbox,
+        &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", ip],
+    )
+    .status
+    .success()
+}
+
+/// A dual-stack overlay network (`--ipv6 --subnet SUBNET6`) on `h`, with `options`.
+fn overlay_dual(h: &Host, vni: u32, subnets: (&str, &str), range: &str, options: &[String]) {
+    let vni = vni.to_string();
+    let mut args = vec![
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        &vni,
+        "--subnet",
+        subnets.0,
+        "--ip-range",
+        range,
+        "--ipv6",
+        "--subnet",
+        subnets.1,
+    ];
+    for o in options {
+        args.extend(["--opt", o.as_str()]);
+    }
+    h.t.ok(&args);
+}
+
+/// Ping both ways over `family` ("-4" or "-6") between sandbox `s` of `a` and the kernel peer.
+fn pings_with_kernel(a: &Host, kernel: &KernelPeer, s_ip: &str, kernel_ip: &str, family: &str) {
+    assert!(
+        a.t.exec(
+            "s",
+            &["ping", family, "-c", "2", "-i", "0.2", "-W", "1", kernel_ip]
+        )
+        .status
+        .success(),
+        "sandbox cannot ping the kernel's vxlan at {kernel_ip}"
+    );
+    let out = kernel.run(&["ping", family, "-c", "2", "-i", "0.2", "-W", "1", s_ip]);
+    assert!(
+        out.status.success(),
+        "kernel vxlan cannot ping the sandbox at {s_ip}: {out:?}"
+    );
+}
+
+/// A checksummed TCP transfer of 5 MB from sandbox `s` to the kernel peer at `kernel_ip` and
+/// one back to the sandbox at `s_ip`.
+fn tcp_with_kernel(a: &mut Host, kernel: &mut KernelPeer, s_ip: &str, kernel_ip: &str) {
+    let script = traffic_script();
+    let script = script.to_str().unwrap_or("");
+    let server = kernel.serve(&["tcp-serve", kernel_ip, "5001"]);
+    let sent = a.t.exec_ok(
+        "s",
+        &["python3", script, "tcp-send", kernel_ip, "5001", "5000000"],
+    );
+    assert!(sent.starts_with("5000000 "), "{sent}");
+    assert_eq!(sent.trim(), kernel.server_output(server));
+
+    let server = a.t.spawn_server("s", &["tcp-serve", s_ip, "5001"]);
+    let out = kernel.run(&["python3", script, "tcp-send", s_ip, "5001", "5000000"]);
+    assert!(out.status.success(), "{out:?}");
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(sent.starts_with("5000000 "), "{sent}");
+    assert_eq!(sent, a.t.server_output(server));
+}
+
+fn no_drops(a: &Host) {
+    let o = &inspect(a, "ov")["overlay"];
+    for counter in [
+        "rx_malformed",
+        "rx_bad_flags",
+        "rx_foreign_vni",
+        "rx_unknown_peer",
+    ] {
+        assert_eq!(o[counter], 0, "{counter}: {o}");
+    }
+}
+
+#[test]
+fn a_linux_kernel_vxlan_device_speaks_ipv6_with_a_sandbox_over_an_ipv4_underlay() {
+    let mut kernel = KernelPeer::new(4410, &["10.77.8.200/24", "fd77:8::200/64"], false);
+    let mut a = Host {
+        t: Tapnet::new("ovk6in4"),
+        vtep: kernel.host_ip.clone(),
+    };
+    let options = [
+        format!("vtep={}", a.vtep),
+        format!("peers={}", kernel.ns_ip),
+    ];
+    overlay_dual(
+        &a,
+        4410,
+        ("10.77.8.0/24", "fd77:8::/64"),
+        "10.77.8.0/25",
+        &options,
+    );
+    a.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    let s6 = ip6_of(&a, "s");
+    assert_eq!(s6, "fd77:8::2");
+
+    // Neighbour Discovery crosses (its multicast is flooded to the peer) both ways.
+    pings_with_kernel(&a, &kernel, &s6, "fd77:8::200", "-6");
+    pings_with_kernel(&a, &kernel, &ip_of(&a, "s"), "10.77.8.200", "-4");
+    tcp_with_kernel(&mut a, &mut kernel, &s6, "fd77:8::200");
+    no_drops(&a);
+}
+
+#[test]
+fn a_linux_kernel_vxlan_device_over_an_ipv6_underlay_carries_ipv4_and_ipv6() {
+    let mut kernel = KernelPeer::new(4420, &["10.77.9.200/24", "fd77:9::200/64"], true);
+    let mut a = Host {
+        t: Tapnet::new("ovk6u"),
+        vtep: kernel.host_ip.clone(),
+    };
+    // Bare IPv6 addresses: port 4789.
+    let options = [
+        format!("vtep={}", a.vtep),
+        format!("peers={}", kernel.ns_ip),
+    ];
+    overlay_dual(
+        &a,
+        4420,
+        ("10.77.9.0/24", "fd77:9::/64"),
+        "10.77.9.0/25",
+        &options,
+    );
+    let v = inspect(&a, "ov");
+    assert_eq!(v["overlay"]["vtep"], format!("[{}]:4789", a.vtep), "{v}");
+    assert_eq!(v["mtu"], 1430, "an IPv6 underlay's default MTU: {v}");
+    a.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    let mtu = a.t.exec_ok("s", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(mtu.contains("mtu 1430"), "{mtu}");
+    let (s4, s6) = (ip_of(&a, "s"), ip6_of(&a, "s"));
+
+    // IPv4 in IPv6, and IPv6 in IPv6.
+    pings_with_kernel(&a, &kernel, &s4, "10.77.9.200", "-4");
+    pings_with_kernel(&a, &kernel, &s6, "fd77:9::200", "-6");
+    tcp_with_kernel(&mut a, &mut kernel, &s4, "10.77.9.200");
+    tcp_with_kernel(&mut a, &mut kernel, &s6, "fd77:9::200");
+    no_drops(&a);
+}
+
+#[test]
+fn two_daemons_share_a_dual_stack_overlay_over_ipv6_vteps() {
+    // Both VTEPs on ::1, told apart by port: the only IPv6 loopback address.
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let a = Host {
+        t: Tapnet::new("ov6a"),
+        vtep: format!("[::1]:{base}"),
+    };
+    let mut b = Host {
+        t: Tapnet::new("ov6b"),
+        vtep: format!("[::1]:{}", base + 1),
+    };
+    // a's VTEP from the daemon's --vtep, b's from the network's option.
+    let mut daemon = start_daemon(&a.t, &["--vtep", &a.vtep]);
+    let subnets = ("10.82.0.0/24", "fd78::/64");
+    overlay_dual(
+        &a,
+        4700,
+        subnets,
+        "10.82.0.0/25",
+        &[format!("peers={}", b.vtep)],
+    );
+    let options = [format!("vtep={}", b.vtep), format!("peers={}", a.vtep)];
+    overlay_dual(&b, 4700, subnets, "10.82.0.128/25", &options);
+    a.t.ok(&["sandbox", "create", "s", "--net", "ov"]);
+    // IPv6 addresses are allocated per host, as IPv4 ones without a store: one is given.
+    b.t.ok(&[
+        "sandbox",
+        "create",
+        "t",
+        "--net",
+        "ov",
+        "--ip6",
+        "fd78::100",
+    ]);
+    let mtu = a.t.exec_ok("s", &["ip", "-o", "link", "show", "eth0"]);
+    assert!(mtu.contains("mtu 1430"), "the daemon's IPv6 --vtep: {mtu}");
+    assert_eq!(inspect(&a, "ov")["overlay"]["vtep"], a.vtep);
+
+    let (t4, s6) = (ip_of(&b, "t"), ip6_of(&a, "s"));
+    assert!(a.t.ping("s", &t4), "IPv4 over IPv6 VTEPs");
+    assert!(ping6(&a, "s", "fd78::100"), "IPv6 over IPv6 VTEPs");
+    assert!(ping6(&b, "t", &s6), "IPv6 over IPv6 VTEPs, back");
+    // Super-frames segmented, sent with UDP GSO and received with GRO over IPv6.
+    let (sent, received) = tcp_across(&a, "s", &mut b, "t", "fd78::100", 10_000_000);
+    assert!(sent.starts_with("10000000 "), "{sent}");
+    assert_eq!(sent, received);
+    let o = &inspect(&b, "ov")["overlay"];
+    assert_eq!(o["rx_unknown_peer"], 0, "{o}");
+    assert_eq!(o["rx_malformed"], 0, "{o}");
+
+    // A peer of the other family is refused by name (an IPv6 VTEP cannot reach it).
+    let err = a.t.fails(&[
+        "network",
+        "create",
+        "mixed",
+        "--driver",
+        "overlay",
+        "--subnet",
+        "10.83.0.0/24",
+        "--opt",
+        &format!("vtep=[::1]:{}", base + 2),
+        "--opt",
+        "peers=127.0.0.1",
+    ]);
+    assert!(err.contains("127.0.0.1:4789 is IPv4"), "{err}");
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
 }
 
 /// Start `tapnet daemon ARGS` for `t` in the background and wait until it answers.

@@ -231,6 +231,9 @@ pub struct OverlayView {
     /// ARP requests for remote addresses the cluster store knows, answered locally.
     #[serde(default)]
     pub arp_answered: u64,
+    /// Neighbour Solicitations for remote IPv6 addresses the store knows, answered locally.
+    #[serde(default)]
+    pub nd_answered: u64,
     /// Endpoints of other hosts, from the cluster store (`daemon --store`).
     #[serde(default)]
     pub remote_endpoints: Vec<RemoteEndpointView>,
@@ -242,6 +245,9 @@ pub struct RemoteEndpointView {
     /// The daemon it lives on (its VTEP address).
     pub host: String,
     pub ipv4: String,
+    /// On a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     pub mac: String,
     pub vtep: String,
 }

@@ -150,6 +150,7 @@ pub fn network(n: &NetworkView, format: Format) -> String {
                 .collect();
             fields.push(("Remote endpoints", list(&eps)));
             fields.push(("ARP answered", o.arp_answered.to_string()));
+            fields.push(("ND answered", o.nd_answered.to_string()));
         }
     }
     let rows: Vec<Vec<String>> = n
@@ -518,6 +519,7 @@ mod tests {
                 tx_dropped: 67,
                 rx_dropped: 71,
                 arp_answered: 0,
+                nd_answered: 0,
                 remote_endpoints: Vec::new(),
             }),
         }

@@ -17,7 +17,10 @@ use etcd_client::{
     WatchOptions,
 };
 
-use super::{Event, PREFIX, Request, StoreOptions, endpoint_key, event_of, network_key};
+use super::{
+    Claim, EndpointRecord, Event, PREFIX, Request, StoreOptions, claim_keys, endpoint_key,
+    event_of, network_key,
+};
 use crate::error::{Error, Result};
 
 const RETRY: Duration = Duration::from_secs(1);
@@ -131,15 +134,39 @@ fn offline(s: &mut Session, r: Request) {
             let _ = reply.send(Err(away()));
         }
         Request::Publish(rec) => {
-            if let Ok(v) = serde_json::to_vec(&rec) {
-                s.own.insert(endpoint_key(&rec.network, rec.ip), v);
-            }
+            own(s, &rec);
         }
         Request::Release { network, ip } => {
-            s.own.remove(&endpoint_key(&network, ip));
+            disown(s, &network, ip);
         }
         Request::DeleteNetwork(_) => {}
     }
+}
+
+/// Keep an endpoint's keys (its IPv6 address's claim too) for the next connection; returns
+/// them with the value.
+fn own(s: &mut Session, rec: &EndpointRecord) -> (String, Option<String>, Vec<u8>) {
+    let (k4, k6) = claim_keys(rec);
+    let value = serde_json::to_vec(rec).unwrap_or_default();
+    s.own.insert(k4.clone(), value.clone());
+    if let Some(k6) = &k6 {
+        s.own.insert(k6.clone(), value.clone());
+    }
+    (k4, k6, value)
+}
+
+/// Forget an endpoint's keys: the endpoint key, and its IPv6 claim, found from the record.
+fn disown(s: &mut Session, network: &str, ip: std::net::Ipv4Addr) -> Vec<String> {
+    let k4 = endpoint_key(network, ip);
+    let k6 = s
+        .own
+        .remove(&k4)
+        .and_then(|v| serde_json::from_slice::<EndpointRecord>(&v).ok())
+        .and_then(|rec| claim_keys(&rec).1);
+    if let Some(k6) = &k6 {
+        s.own.remove(k6);
+    }
+    std::iter::once(k4).chain(k6).collect()
 }
 
 /// One connection's life: Ok when the controller hung up, Err when the store failed.
@@ -298,43 +325,74 @@ async fn serve(s: &mut Session, client: &mut Client, lease: i64, r: Request) -> 
             client.delete(network_key(&name), None).await?;
         }
         Request::Claim(rec, reply) => {
-            let key = endpoint_key(&rec.network, rec.ip);
+            let (k4, k6) = claim_keys(&rec);
             let value = serde_json::to_vec(&rec).unwrap_or_default();
+            let keys: Vec<String> = std::iter::once(k4).chain(k6).collect();
+            // Every key or none: a dual-stack endpoint holds both of its addresses.
+            let lease = Some(PutOptions::new().with_lease(lease));
             let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    value.clone(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
+                .when(
+                    keys.iter()
+                        .map(|k| Compare::create_revision(k.clone(), CompareOp::Equal, 0))
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(
+                    keys.iter()
+                        .map(|k| TxnOp::put(k.clone(), value.clone(), lease.clone()))
+                        .collect::<Vec<_>>(),
+                )
+                .or_else(
+                    keys.iter()
+                        .map(|k| TxnOp::get(k.clone(), None))
+                        .collect::<Vec<_>>(),
+                );
             match client.txn(txn).await {
+                Ok(t) if t.succeeded() => {
+                    own(s, &rec);
+                    let _ = reply.send(Ok(Claim::Won));
+                }
                 Ok(t) => {
-                    if t.succeeded() {
-                        s.own.insert(key, value);
-                    }
-                    let _ = reply.send(Ok(t.succeeded()));
+                    // Which of them another host holds, in the order asked.
+                    let held: Vec<bool> = t
+                        .op_responses()
+                        .into_iter()
+                        .map(|r| match r {
+                            etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+                            _ => false,
+                        })
+                        .collect();
+                    let _ = reply.send(Ok(Claim::Taken {
+                        ipv4: held.first().copied().unwrap_or(true),
+                        ipv6: held.get(1).copied().unwrap_or(false),
+                    }));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(Error::invalid(format!(
-                        "cluster store: claim {} on network {}: {e}",
-                        rec.ip, rec.network
+                        "cluster store: claim {}{} on network {}: {e}",
+                        rec.ip,
+                        rec.ipv6.map(|ip| format!(" and {ip}")).unwrap_or_default(),
+                        rec.network
                     ))));
                     return Err(e);
                 }
             }
         }
         Request::Publish(rec) => {
-            let key = endpoint_key(&rec.network, rec.ip);
-            let value = serde_json::to_vec(&rec).unwrap_or_default();
-            s.own.insert(key.clone(), value.clone());
-            client
-                .put(key, value, Some(PutOptions::new().with_lease(lease)))
-                .await?;
+            let (k4, k6, value) = own(s, &rec);
+            for key in std::iter::once(k4).chain(k6) {
+                client
+                    .put(
+                        key,
+                        value.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )
+                    .await?;
+            }
         }
         Request::Release { network, ip } => {
-            let key = endpoint_key(&network, ip);
-            s.own.remove(&key);
-            client.delete(key, None).await?;
+            for key in disown(s, &network, ip) {
+                client.delete(key, None).await?;
+            }
         }
     }
     Ok(())

@@ -9,6 +9,9 @@
 //! - `/tapnet/v1/endpoints/NETWORK/IP`: an [`EndpointRecord`], under the daemon's lease. Made
 //!   with "create if absent", so the key is also the address's claim: no two hosts hand out one
 //!   address. When the daemon dies its lease ends and its endpoints disappear.
+//! - `/tapnet/v1/addresses6/NETWORK/IP6`: the claim of a dual-stack endpoint's IPv6 address (the
+//!   same record), made in one transaction with its endpoint key and under the same lease; the
+//!   watch ignores it (the endpoint key carries the address).
 //!
 //! The client runs on a tokio runtime in a thread of its own (`etcd.rs`, cargo feature `etcd`);
 //! the controller talks to it through channels ([`Cluster`]) and gets the store's changes as
@@ -17,7 +20,7 @@
 #[cfg(feature = "etcd")]
 mod etcd;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -30,6 +33,7 @@ use crate::wire::MacAddr;
 pub const PREFIX: &str = "/tapnet/v1/";
 pub const NETWORKS: &str = "/tapnet/v1/networks/";
 pub const ENDPOINTS: &str = "/tapnet/v1/endpoints/";
+pub const ADDRESSES6: &str = "/tapnet/v1/addresses6/";
 /// How long a request to the store thread may take before the controller gives up on it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default TTL of the daemon's lease (`--store-lease`).
@@ -77,6 +81,9 @@ pub fn parse_lease(s: &str) -> std::result::Result<Duration, String> {
 pub struct EndpointRecord {
     pub network: String,
     pub ip: Ipv4Addr,
+    /// A dual-stack network's IPv6 address of the endpoint, claimed with `ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
     pub mac: MacAddr,
     pub sandbox: String,
     /// The daemon that owns it (its VTEP address, unique in the cluster).
@@ -91,6 +98,29 @@ pub fn network_key(name: &str) -> String {
 
 pub fn endpoint_key(network: &str, ip: Ipv4Addr) -> String {
     format!("{ENDPOINTS}{network}/{ip}")
+}
+
+pub fn address6_key(network: &str, ip: Ipv6Addr) -> String {
+    format!("{ADDRESSES6}{network}/{ip}")
+}
+
+/// The keys a record claims: its endpoint key, and its IPv6 address's where it has one.
+pub fn claim_keys(rec: &EndpointRecord) -> (String, Option<String>) {
+    (
+        endpoint_key(&rec.network, rec.ip),
+        rec.ipv6.map(|ip| address6_key(&rec.network, ip)),
+    )
+}
+
+/// The answer to a claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Won,
+    /// Another host holds the IPv4 address, the IPv6 one, or both: nothing was written.
+    Taken {
+        ipv4: bool,
+        ipv6: bool,
+    },
 }
 
 /// A network as other hosts should make it: without this host's VTEP and peers.
@@ -149,10 +179,11 @@ pub enum Request {
     /// Create the network's key unless it exists; an existing one with another VNI is an error.
     PutNetwork(Box<Network>, Sender<Result<()>>),
     DeleteNetwork(String),
-    /// Claim an address: create the endpoint's key under the lease unless it exists (`false`).
-    Claim(Box<EndpointRecord>, Sender<Result<bool>>),
+    /// Claim an endpoint's addresses: create its keys under the lease unless one exists.
+    Claim(Box<EndpointRecord>, Sender<Result<Claim>>),
     /// Publish an endpoint this daemon already owns (after a restart): put under the lease.
     Publish(Box<EndpointRecord>),
+    /// Give back an endpoint's claim (its IPv6 address's too: the store thread knows it).
     Release {
         network: String,
         ip: Ipv4Addr,
@@ -228,7 +259,7 @@ impl Cluster {
         let _ = self.requests.send(Request::DeleteNetwork(name.to_string()));
     }
 
-    pub fn claim(&self, rec: EndpointRecord) -> Result<bool> {
+    pub fn claim(&self, rec: EndpointRecord) -> Result<Claim> {
         let what = format!("claim {} on network {}", rec.ip, rec.network);
         self.ask(&what, |r| Request::Claim(Box::new(rec), r))
     }
@@ -276,6 +307,7 @@ mod tests {
         let rec = EndpointRecord {
             network: "ov".into(),
             ip: Ipv4Addr::new(10, 1, 0, 2),
+            ipv6: Some("fd00:1::2".parse().unwrap()),
             mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 2)),
             sandbox: "a".into(),
             host: "127.0.0.2:4789".into(),
@@ -292,6 +324,19 @@ mod tests {
             matches!(event_of(&network_key("ov"), b"", true), Some(Event::NetworkGone(n)) if n == "ov")
         );
         assert!(event_of("/other/x", b"", false).is_none());
+        // An IPv6 address's claim is no event: the endpoint key carries the record.
+        let (k4, k6) = claim_keys(&rec);
+        assert_eq!(k4, key);
+        let k6 = k6.unwrap();
+        assert_eq!(k6, "/tapnet/v1/addresses6/ov/fd00:1::2");
+        assert!(event_of(&k6, &value, false).is_none());
+        assert!(event_of(&k6, b"", true).is_none());
+        // Records without the field (IPv4-only, or from an older daemon) read as before.
+        let v4only = br#"{"network":"ov","ip":"10.1.0.3","mac":"02:42:0a:01:00:03","sandbox":"b","host":"h","vtep":"127.0.0.2:4789"}"#;
+        assert!(matches!(
+            event_of(&endpoint_key("ov", Ipv4Addr::new(10, 1, 0, 3)), v4only, false),
+            Some(Event::Endpoint(r)) if r.ipv6.is_none()
+        ));
         assert!(event_of(&key, b"not json", false).is_none());
     }
 }

@@ -122,6 +122,9 @@ struct Inner {
     pending_claims: Vec<(String, Ipv4Addr)>,
     /// The addresses the request being committed claimed, by network: its plans take them.
     preclaimed: HashMap<String, Ipv4Addr>,
+    /// The IPv6 address claimed with each IPv4 one of `pending_claims` and `claimed` (dual-stack
+    /// overlay networks): plans see them taken, and the committed plan takes its own.
+    claims6: HashMap<(String, Ipv4Addr), std::net::Ipv6Addr>,
     /// Networks whose plugin is being told of their creation, or whose key is being put in the
     /// cluster store (`controller/remote.rs`): their names, subnets and VNIs are taken, they
     /// are not in the model yet.
@@ -265,6 +268,7 @@ impl Controller {
             claimed: Default::default(),
             pending_claims: Vec::new(),
             preclaimed: HashMap::new(),
+            claims6: HashMap::new(),
             creating_networks: Vec::new(),
             deleting_networks: HashSet::new(),
             creating_sandboxes: Vec::new(),
@@ -664,6 +668,11 @@ impl Inner {
                     table.add(format!("{name}.{network}"), rec.ip);
                     table.add(name.clone(), rec.ip);
                     table.add_reverse(rec.ip, format!("{name}.{network}"));
+                    if let Some(ip) = rec.ipv6 {
+                        table.add_v6(format!("{name}.{network}"), ip);
+                        table.add_v6(name.clone(), ip);
+                        table.add_reverse_v6(ip, format!("{name}.{network}"));
+                    }
                 }
             }
             gateway.set_names(table);

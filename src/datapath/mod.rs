@@ -19,7 +19,7 @@ pub(crate) mod timer;
 pub mod trace;
 pub(crate) mod uring;
 pub(crate) mod uring_worker;
-pub(crate) mod vtep;
+pub mod vtep;
 pub mod vxlan;
 pub(crate) mod worker;
 

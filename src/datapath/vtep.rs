@@ -20,14 +20,18 @@
 //! With a cluster store (`daemon --store`), the controller also hands each network the VTEPs of
 //! the other hosts' endpoints (added to the static peers) and their MACs (a table of its own that
 //! never ages and is looked up first), so frames to them go straight to their VTEP without a
-//! flood; ARP requests for their addresses are answered here, as libnetwork's overlay does, and
-//! never cross the underlay.
+//! flood; ARP requests and Neighbour Solicitations for their addresses are answered here, as
+//! libnetwork's overlay does for ARP, and never cross the underlay.
+//!
+//! Either family on either side: the VTEP's address (and so its sockets and peers) may be IPv4
+//! or IPv6, and the frames it carries IPv4 or IPv6. Neighbour Discovery's multicast (solicited-
+//! node addresses) is flooded to the peers like ARP's broadcast; unicast replies are learned.
 //!
 //! The network's gateway is local on every host (an anycast gateway: same address and MAC on
 //! each): frames from its MAC neither leave nor enter through the VTEP.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +47,7 @@ use super::frame;
 use super::vxlan::{self, DecapError, HEADER_LEN};
 use crate::error::{Context, Result};
 use crate::offload::Segmenter;
+use crate::offload::checksum::{fold, pseudo_header_v6, sum as checksum_sum};
 use crate::wire::{
     ArpPacket, ETH_HDR_LEN, Ethernet, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN, arp, ethertype,
 };
@@ -80,6 +85,9 @@ pub struct VtepStats {
     pub rx_dropped: AtomicU64,
     /// ARP requests for remote addresses the cluster store knows, answered locally.
     pub arp_answered: AtomicU64,
+    /// Neighbour Solicitations for remote IPv6 addresses the cluster store knows, answered
+    /// locally.
+    pub nd_answered: AtomicU64,
 }
 
 /// One remote station as `network inspect` shows it.
@@ -99,6 +107,8 @@ pub struct ClusterView {
     pub stations: HashMap<MacAddr, SocketAddr>,
     /// Their addresses' MACs: ARP for these is answered locally.
     pub addresses: HashMap<std::net::Ipv4Addr, MacAddr>,
+    /// Their IPv6 addresses' MACs: Neighbour Solicitations for these are answered locally.
+    pub addresses6: HashMap<Ipv6Addr, MacAddr>,
 }
 
 /// The ARP reply for `frame` (an Ethernet frame) when it is an ARP request for an address of
@@ -123,6 +133,115 @@ pub fn proxy_arp(frame: &[u8], table: &HashMap<std::net::Ipv4Addr, MacAddr>) -> 
         (req.sender_mac(), req.sender_ip()),
     ));
     Some(r)
+}
+
+/// Length of a Neighbour Advertisement with the target link-layer address option, framed.
+pub const NA_FRAME_LEN: usize = ETH_HDR_LEN + IPV6_HDR_LEN + NA_LEN;
+const IPV6_HDR_LEN: usize = 40;
+/// ICMPv6 type, code, checksum, flags, target, and the 8-byte option.
+const NA_LEN: usize = 4 + 4 + 16 + 8;
+const PROTO_ICMPV6: u8 = 58;
+const NEIGHBOR_SOLICIT: u8 = 135;
+const NEIGHBOR_ADVERT: u8 = 136;
+/// Solicited and Override (RFC 4861 section 4.4); never Router: the answer is for a host.
+const NA_SOLICITED_OVERRIDE: u8 = 0x60;
+const OPT_TARGET_LL: u8 = 2;
+
+/// The Neighbour Advertisement for `frame` (an Ethernet frame) when it is a Neighbour
+/// Solicitation for an address of `table`, as the remote station would send it; None for
+/// anything else. Checked as RFC 4861 section 7.1.1 asks (hop limit 255, code 0, a target
+/// that is no multicast address) but the checksum: a bad one gets an answer the asker drops.
+/// Duplicate address detection (from the unspecified address) is not answered: it is flooded
+/// to the host that holds the address, which answers for itself.
+pub fn proxy_ndp(frame: &[u8], table: &HashMap<Ipv6Addr, MacAddr>) -> Option<[u8; NA_FRAME_LEN]> {
+    let eth = Ethernet::new_checked(frame).ok()?;
+    if eth.ethertype() != ethertype::IPV6 {
+        return None;
+    }
+    let ip = eth.payload();
+    let icmp = ip.get(IPV6_HDR_LEN..)?;
+    let payload_len = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+    if ip[0] >> 4 != 6
+        || ip[6] != PROTO_ICMPV6
+        || ip[7] != 255
+        || payload_len < 24
+        || payload_len > icmp.len()
+        || icmp[0] != NEIGHBOR_SOLICIT
+        || icmp[1] != 0
+    {
+        return None;
+    }
+    let octets = |b: &[u8]| -> Option<[u8; 16]> { b.try_into().ok() };
+    let asker = Ipv6Addr::from(octets(&ip[8..24])?);
+    let target = Ipv6Addr::from(octets(&icmp[8..24])?);
+    if asker.is_unspecified() || target.is_multicast() {
+        return None;
+    }
+    let mac = *table.get(&target)?;
+    let mut r = [0u8; NA_FRAME_LEN];
+    r[0..6].copy_from_slice(&eth.src().0);
+    r[6..12].copy_from_slice(&mac.0);
+    r[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
+    let v6 = &mut r[ETH_HDR_LEN..];
+    v6[0] = 0x60;
+    v6[4..6].copy_from_slice(&(NA_LEN as u16).to_be_bytes());
+    v6[6] = PROTO_ICMPV6;
+    v6[7] = 255;
+    v6[8..24].copy_from_slice(&target.octets());
+    v6[24..40].copy_from_slice(&asker.octets());
+    let na = &mut v6[IPV6_HDR_LEN..];
+    na[0] = NEIGHBOR_ADVERT;
+    na[4] = NA_SOLICITED_OVERRIDE;
+    na[8..24].copy_from_slice(&target.octets());
+    na[24] = OPT_TARGET_LL;
+    na[25] = 1;
+    na[26..32].copy_from_slice(&mac.0);
+    let pseudo = pseudo_header_v6(
+        &target.octets(),
+        &asker.octets(),
+        PROTO_ICMPV6,
+        NA_LEN as u32,
+    );
+    let sum = !fold(checksum_sum(pseudo, na));
+    na[2..4].copy_from_slice(&sum.to_be_bytes());
+    Some(r)
+}
+
+/// The body of the `vtep_proxy` fuzz target, here so unit tests run it too: any frame a
+/// sandbox may send is answered or not by the proxies, never a panic, and an answer goes to
+/// the asker from the station asked for. The tables hold whatever address the frame asks for.
+pub fn check_arbitrary_frame(frame: &[u8]) {
+    let station = MacAddr([2, 0, 0, 0, 0, 0x99]);
+    let mut v4 = HashMap::new();
+    if let Some(t) = frame.get(38..42).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+        v4.insert(std::net::Ipv4Addr::from(t), station);
+    }
+    if let Some(r) = proxy_arp(frame, &v4) {
+        assert_eq!(&r[0..6], &frame[6..12]);
+        assert_eq!(&r[6..12], &station.0);
+    }
+    let mut v6 = HashMap::new();
+    if let Some(t) = frame.get(62..78).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+        v6.insert(Ipv6Addr::from(t), station);
+    }
+    if let Some(r) = proxy_ndp(frame, &v6) {
+        assert_eq!(&r[0..6], &frame[6..12]);
+        assert_eq!(&r[6..12], &station.0);
+        // The checksum holds: summed with it, the message folds to all ones.
+        let pseudo = pseudo_header_v6(
+            &octets16(&r[22..38]),
+            &octets16(&r[38..54]),
+            PROTO_ICMPV6,
+            NA_LEN as u32,
+        );
+        assert_eq!(fold(checksum_sum(pseudo, &r[54..])), 0xffff);
+    }
+}
+
+fn octets16(b: &[u8]) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&b[..16]);
+    o
 }
 
 pub struct NetworkSpec {
@@ -283,6 +402,9 @@ struct Net {
     stations: HashMap<MacAddr, SocketAddr>,
     /// Remote addresses from the cluster store: ARP for them is answered here.
     addresses: HashMap<std::net::Ipv4Addr, MacAddr>,
+    /// Remote IPv6 addresses from the cluster store: Neighbour Solicitations for them are
+    /// answered here.
+    addresses6: HashMap<Ipv6Addr, MacAddr>,
     /// Received TCP segments waiting to become one super-frame.
     gro: Coalescer,
 }
@@ -365,6 +487,7 @@ impl Engine {
                         static_peers,
                         stations: HashMap::new(),
                         addresses: HashMap::new(),
+                        addresses6: HashMap::new(),
                         remote: HashMap::with_capacity(MAX_REMOTE_MACS),
                         gro: Coalescer::new(),
                     });
@@ -413,6 +536,7 @@ impl Engine {
                         net.spec.peers = peers;
                         net.stations = view.stations;
                         net.addresses = view.addresses;
+                        net.addresses6 = view.addresses6;
                     }
                 }
                 Command::Stop => return false,
@@ -462,12 +586,14 @@ impl Engine {
             MsgFlags::MSG_DONTWAIT,
         )
         .ok()?;
+        // Address and port only: peers are compared with it, and an IPv6 sender's flow label
+        // and scope must not make it a stranger (nor a v4-mapped one on a socket bound to ::).
         let from = msg.address.and_then(|a| {
             a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .map(|v4| SocketAddr::new(v4.ip().into(), v4.port()))
                 .or_else(|| {
                     a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                        .map(|v6| SocketAddr::new(v6.ip().to_canonical(), v6.port()))
                 })
         })?;
         let mut seg = 0;
@@ -572,6 +698,18 @@ impl Engine {
                 out[VNET_HDR_LEN..].copy_from_slice(&reply);
                 to_switch(fd, &out, &self.stats);
                 self.stats.arp_answered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if !net.addresses6.is_empty()
+                && let Some(reply) = self
+                    .rx
+                    .get(VNET_HDR_LEN..n)
+                    .and_then(|f| proxy_ndp(f, &net.addresses6))
+            {
+                let mut out = [0u8; VNET_HDR_LEN + NA_FRAME_LEN];
+                out[VNET_HDR_LEN..].copy_from_slice(&reply);
+                to_switch(fd, &out, &self.stats);
+                self.stats.nd_answered.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let mut batch = Batch {
@@ -798,5 +936,93 @@ mod tests {
         reply[21] = 2;
         assert!(proxy_arp(&reply, &table).is_none());
         assert!(proxy_arp(&reply[..30], &table).is_none());
+    }
+
+    /// A Neighbour Solicitation from fd00::1 (02:..:01) for `target`, to its solicited-node
+    /// multicast address, with the source link-layer option.
+    fn solicitation(asker: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+        let sha = [2, 0, 0, 0, 0, 1];
+        let t = target.octets();
+        let group = Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(t[13]),
+            u16::from_be_bytes([t[14], t[15]]),
+        );
+        let mut f = vec![0x33, 0x33, 0xff, t[13], t[14], t[15]];
+        f.extend(sha);
+        f.extend([0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255]);
+        f.extend(asker.octets());
+        f.extend(group.octets());
+        f.extend([NEIGHBOR_SOLICIT, 0, 0, 0, 0, 0, 0, 0]);
+        f.extend(t);
+        f.extend([1, 1]);
+        f.extend(sha);
+        f
+    }
+
+    #[test]
+    fn a_solicitation_for_a_known_remote_address_is_answered_and_nothing_else() {
+        let remote = MacAddr([2, 0, 0, 0, 0, 9]);
+        let (asker, target) = ("fd00::1".parse().unwrap(), "fd00::9".parse().unwrap());
+        let table = HashMap::from([(target, remote)]);
+        let ns = solicitation(asker, target);
+        let r = proxy_ndp(&ns, &table).unwrap();
+        assert_eq!(&r[0..6], &[2, 0, 0, 0, 0, 1], "to the asker");
+        assert_eq!(&r[6..12], &remote.0, "from the remote station");
+        assert_eq!(&r[22..38], &target.octets(), "from the target address");
+        assert_eq!(&r[38..54], &asker.octets(), "to the asker's address");
+        assert_eq!(r[21], 255, "hop limit");
+        assert_eq!(
+            (r[54], r[58]),
+            (NEIGHBOR_ADVERT, 0x60),
+            "solicited, override"
+        );
+        assert_eq!(&r[62..78], &target.octets());
+        assert_eq!(&r[78..80], &[OPT_TARGET_LL, 1]);
+        assert_eq!(&r[80..86], &remote.0);
+        check_arbitrary_frame(&ns);
+        // Unknown target, duplicate address detection, a forwarded one (hop limit), a runt, an
+        // advertisement: not answered.
+        let other = solicitation(asker, "fd00::8".parse().unwrap());
+        assert!(proxy_ndp(&other, &table).is_none());
+        assert!(proxy_ndp(&solicitation(Ipv6Addr::UNSPECIFIED, target), &table).is_none());
+        let mut hop = ns.clone();
+        hop[21] = 254;
+        assert!(proxy_ndp(&hop, &table).is_none());
+        assert!(proxy_ndp(&ns[..70], &table).is_none());
+        let mut na = ns.clone();
+        na[54] = NEIGHBOR_ADVERT;
+        assert!(proxy_ndp(&na, &table).is_none());
+        // Nor an ARP request, nor by the ARP proxy.
+        assert!(proxy_ndp(&arp_request([10, 0, 0, 1], [10, 0, 0, 9]), &table).is_none());
+        assert!(proxy_arp(&ns, &HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn arbitrary_frames_never_panic_the_proxies() {
+        let mut rng = crate::test_rng::XorShift(0x2545_f491_4f6c_dd1d);
+        let seed = solicitation("fd00::1".parse().unwrap(), "fd00::9".parse().unwrap());
+        let mut buf = [0u8; 120];
+        for i in 0..20_000 {
+            let len = i % buf.len();
+            for b in &mut buf[..len] {
+                *b = rng.next() as u8;
+            }
+            // Half of them start as a valid solicitation with some bytes changed.
+            if i % 2 == 0 {
+                let n = len.min(seed.len());
+                buf[..n].copy_from_slice(&seed[..n]);
+                let at = (rng.next() as usize) % len.max(1);
+                if at < len {
+                    buf[at] = rng.next() as u8;
+                }
+            }
+            check_arbitrary_frame(&buf[..len]);
+        }
     }
 }

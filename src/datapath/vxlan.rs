@@ -13,6 +13,13 @@ use crate::wire::{ETH_HDR_LEN, Ethernet, Ipv4Packet, VxlanPacket, ethertype};
 
 /// Outer IPv4 + UDP + VXLAN + inner Ethernet: what an underlay MTU loses to the overlay.
 pub const OVERHEAD: u32 = 20 + 8 + HEADER_LEN as u32 + 14;
+/// The same over an IPv6 underlay: its header is 20 bytes longer.
+pub const OVERHEAD6: u32 = 40 + 8 + HEADER_LEN as u32 + 14;
+
+/// What an underlay MTU loses to the overlay, by the family of the VTEPs' addresses.
+pub fn overhead(ipv6_underlay: bool) -> u32 {
+    if ipv6_underlay { OVERHEAD6 } else { OVERHEAD }
+}
 /// Source ports of encapsulated flows, as Linux picks them (`ip_local_port_range`'s default).
 pub const SOURCE_PORTS: (u16, u16) = (32768, 60999);
 
@@ -61,7 +68,9 @@ pub fn source_port(frame: &[u8]) -> u16 {
             // A fragment after the first has no ports.
             (v4.is_first_fragment() && ihl >= 20).then(|| (v4.protocol(), ip.get(ihl..)))
         }
-        // IPv6 gets its view with the next issue's IPv6 work.
+        // The fixed header only (a wire view replaces this once there is one): addresses at
+        // 8..40, next header at 6; with extension headers the "ports" are theirs, which still
+        // hashes one flow to one port.
         (ethertype::IPV6, _) if ip.len() >= 40 => {
             h.feed(&ip[8..40]);
             h.feed(&ip[6..7]);
@@ -171,6 +180,52 @@ mod tests {
             let p = source_port(&frame(7)[..len]);
             assert!((SOURCE_PORTS.0..=SOURCE_PORTS.1).contains(&p));
         }
+    }
+
+    /// A UDP-over-IPv6 frame fd00::2 -> fd00::3 from `src_port`.
+    fn frame6(src_port: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 8];
+        f[0..6].copy_from_slice(&[2, 0x42, 10, 0, 0, 3]);
+        f[6..12].copy_from_slice(&[2, 0x42, 10, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[20] = 17;
+        f[21] = 64;
+        f[22] = 0xfd;
+        f[37] = 2;
+        f[38] = 0xfd;
+        f[53] = 3;
+        f[54..56].copy_from_slice(&src_port.to_be_bytes());
+        f[56..58].copy_from_slice(&53u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn ipv6_flows_hash_by_addresses_and_ports() {
+        let a = source_port(&frame6(1000));
+        assert_eq!(a, source_port(&frame6(1000)), "one flow, one port");
+        let ports: std::collections::HashSet<u16> =
+            (0..64).map(|p| source_port(&frame6(2000 + p))).collect();
+        assert!(
+            ports.len() > 32,
+            "IPv6 flows spread by port: {}",
+            ports.len()
+        );
+        // Another destination address is another flow.
+        let mut other = frame6(1000);
+        other[53] = 4;
+        assert_ne!(source_port(&other), a);
+        // The hop limit and payload length are not part of the flow.
+        let mut hop = frame6(1000);
+        hop[21] = 1;
+        hop[19] = 8;
+        assert_eq!(source_port(&hop), a);
+        for len in 0..frame6(1).len() {
+            let p = source_port(&frame6(7)[..len]);
+            assert!((SOURCE_PORTS.0..=SOURCE_PORTS.1).contains(&p));
+        }
+        assert_eq!(overhead(true), 70);
+        assert_eq!(overhead(false), 50);
     }
 
     #[test]

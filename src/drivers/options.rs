@@ -117,14 +117,33 @@ impl BridgeOptions {
     }
 }
 
-/// `ADDR[:PORT]`, port 4789 when left out.
+/// `ADDR[:PORT]`, port 4789 when left out. An IPv6 address with a port is bracketed
+/// (`[fd00::1]:4789`); without one it may be bare or bracketed (`fd00::1`, `[fd00::1]`).
 pub fn parse_vtep_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
     s.parse::<SocketAddr>()
         .or_else(|_| {
-            s.parse::<std::net::IpAddr>()
+            bare.parse::<std::net::IpAddr>()
                 .map(|ip| SocketAddr::new(ip, vxlan::DEFAULT_PORT))
         })
-        .map_err(|_| format!("bad address {s:?}: expected ADDR or ADDR:PORT"))
+        .map_err(|_| {
+            format!("bad address {s:?}: expected ADDR, ADDR:PORT or, for IPv6, [ADDR]:PORT")
+        })
+}
+
+/// Refuse peers of another family than the VTEP: its socket reaches only its own.
+pub fn check_families(vtep: SocketAddr, peers: &[SocketAddr]) -> Result<()> {
+    match peers.iter().find(|p| p.is_ipv6() != vtep.is_ipv6()) {
+        None => Ok(()),
+        Some(p) => Err(Error::invalid(format!(
+            "option peers: {p} is IPv{} but the VTEP {vtep} is IPv{}: a VTEP reaches peers of its own family only",
+            if p.is_ipv6() { 6 } else { 4 },
+            if vtep.is_ipv6() { 6 } else { 4 },
+        ))),
+    }
 }
 
 /// An overlay network's own options, typed.
@@ -154,6 +173,9 @@ impl OverlayOptions {
             })
             .transpose()?
             .unwrap_or_default();
+        if let Some(vtep) = vtep {
+            check_families(vtep, &peers)?;
+        }
         Ok(OverlayOptions { vtep, peers })
     }
 }
@@ -212,5 +234,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("option peers") && err.contains("a.b"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_vteps_and_peers_parse_bracketed_with_a_port_and_bare_without() {
+        let o = OverlayOptions::parse(&opts(&[
+            ("vtep", "[fd00::1]:4790"),
+            ("peers", "fd00::2,[fd00::3],[fd00::4]:9000"),
+        ]))
+        .unwrap();
+        assert_eq!(o.vtep, Some("[fd00::1]:4790".parse().unwrap()));
+        assert_eq!(
+            o.peers,
+            vec![
+                "[fd00::2]:4789".parse().unwrap(),
+                "[fd00::3]:4789".parse().unwrap(),
+                "[fd00::4]:9000".parse().unwrap()
+            ]
+        );
+        // Unbracketed, a last group is part of the address, never a port.
+        assert_eq!(
+            parse_vtep_addr("fd00::1:4790"),
+            Ok("[fd00::1:4790]:4789".parse().unwrap())
+        );
+        assert!(parse_vtep_addr("[fd00::1").is_err());
+        let err = OverlayOptions::parse(&opts(&[("vtep", "fd00::1"), ("peers", "10.0.0.2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.0.0.2:4789 is IPv4"), "{err}");
     }
 }

@@ -17,6 +17,8 @@ use crate::wire::MacAddr;
 
 /// The underlay's 1500 minus the 50 bytes VXLAN over IPv4 adds.
 pub const DEFAULT_MTU: u32 = 1500 - vxlan::OVERHEAD;
+/// The same with IPv6 VTEPs: 70 bytes.
+pub const DEFAULT_MTU6: u32 = 1500 - vxlan::OVERHEAD6;
 /// VNIs handed out when `--vni` is left out start here (as libnetwork's overlay does).
 pub const FIRST_AUTO_VNI: u32 = 256;
 /// Label of a network's VTEP port in `stats` and `fdb`.
@@ -107,10 +109,20 @@ impl NetworkDriver for Overlay {
         true
     }
     fn settle(&self, ctx: &Ctx<'_>, net: &mut Network) {
-        let Some(vtep) = ctx.overlay.default else {
+        let own = net
+            .typed
+            .as_ref()
+            .and_then(|t| t.overlay.as_ref())
+            .and_then(|o| o.vtep);
+        let Some(vtep) = own.or(ctx.overlay.default) else {
             return;
         };
-        if net.options.contains_key("vtep") {
+        // The MTU was planned before the VTEP was known: an IPv6 underlay's header is 20
+        // bytes longer, so the default shrinks with it (an --mtu other than it is kept).
+        if vtep.is_ipv6() && net.mtu == DEFAULT_MTU {
+            net.mtu = DEFAULT_MTU6;
+        }
+        if own.is_some() {
             return;
         }
         net.options.insert("vtep".to_string(), vtep.to_string());
@@ -132,6 +144,8 @@ impl NetworkDriver for Overlay {
                 net.name
             ))
         })?;
+        super::options::check_families(addr, &opts.peers)
+            .map_err(|e| Error::invalid(format!("overlay network {}: {e}", net.name)))?;
         if let std::collections::hash_map::Entry::Vacant(slot) = ctx.overlay.vteps.entry(addr) {
             slot.insert(Vtep::start(addr)?);
         }
@@ -261,5 +275,6 @@ mod tests {
                 .is_err()
         );
         assert_eq!(DEFAULT_MTU, 1450);
+        assert_eq!(DEFAULT_MTU6, 1430);
     }
 }

@@ -6,7 +6,9 @@
 //! key, an address's claim) make their store calls without the lock.
 
 use super::*;
-use crate::cluster::{Cluster, EndpointRecord, Event};
+use std::net::Ipv6Addr;
+
+use crate::cluster::{Claim, Cluster, EndpointRecord, Event};
 
 /// Addresses tried before an endpoint's planning gives up on claims other hosts win.
 const CLAIM_TRIES: usize = 64;
@@ -81,7 +83,13 @@ impl Controller {
         let wanted = networks
             .into_iter()
             .enumerate()
-            .map(|(i, n)| (n, if i == 0 { req.ip.clone() } else { None }))
+            .map(|(i, n)| {
+                if i == 0 {
+                    (n, req.ip.clone(), req.ip6.clone())
+                } else {
+                    (n, None, None)
+                }
+            })
             .collect();
         let won = self.claim_addresses(&req.name, true, wanted)?;
         self.sandbox_create(req, Some(won))
@@ -95,24 +103,30 @@ impl Controller {
         ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Value> {
-        let wanted = vec![(network.to_string(), ips.0.map(str::to_string))];
+        let wanted = vec![(
+            network.to_string(),
+            ips.0.map(str::to_string),
+            ips.1.map(str::to_string),
+        )];
         let won = self.claim_addresses(sandbox, false, wanted)?;
         self.network_connect(network, sandbox, ips, aliases, Some(won))
     }
 
     /// Claim in the store, without the lock, the address each endpoint of `sandbox` on an
-    /// overlay network will have: (network, the address asked for). Planned and reserved (in
-    /// `pending_claims`) under the lock, claimed without it. A request that its plan will
-    /// refuse claims nothing: the plan under the lock says why, as before.
+    /// overlay network will have: (network, the IPv4 and IPv6 addresses asked for). Planned
+    /// and reserved (in `pending_claims`, the IPv6 one in `claims6`) under the lock, claimed
+    /// without it. A request that its plan will refuse claims nothing: the plan under the lock
+    /// says why, as before.
     fn claim_addresses(
         &self,
         sandbox: &str,
         create: bool,
-        wanted: Vec<(String, Option<String>)>,
+        wanted: Vec<(String, Option<String>, Option<String>)>,
     ) -> Result<HashMap<String, Ipv4Addr>> {
         let mut won = HashMap::new();
-        for (network, ip) in wanted {
-            match self.claim_one(sandbox, create, &network, ip.as_deref()) {
+        for (network, ip, ip6) in wanted {
+            let ips = (ip.as_deref(), ip6.as_deref());
+            match self.claim_one(sandbox, create, &network, ips) {
                 Ok(Some(addr)) => {
                     won.insert(network, addr);
                 }
@@ -129,15 +143,18 @@ impl Controller {
         Ok(won)
     }
 
-    /// One address claimed (None: nothing to claim, or a plan that will fail).
+    /// One endpoint's addresses claimed (None: nothing to claim, or a plan that will fail):
+    /// its IPv4 address, by which the claim is known, and on a dual-stack network its IPv6
+    /// one with it (kept in `claims6`).
     fn claim_one(
         &self,
         sandbox: &str,
         create: bool,
         network: &str,
-        ip: Option<&str>,
+        ips: Wanted<'_>,
     ) -> Result<Option<Ipv4Addr>> {
         let mut lost: Vec<Ipv4Addr> = Vec::new();
+        let mut lost6: Vec<Ipv6Addr> = Vec::new();
         for _ in 0..CLAIM_TRIES {
             let (rec, cluster) = {
                 let mut inner = self.lock();
@@ -154,6 +171,7 @@ impl Controller {
                 if !drivers::of(net.driver).in_cluster_store() {
                     return Ok(None);
                 }
+                inner.prune_claims6();
                 let stub = Sandbox {
                     name: sandbox.to_string(),
                     id: String::new(),
@@ -161,31 +179,52 @@ impl Controller {
                     endpoints: Vec::new(),
                     ports: Vec::new(),
                 };
-                let Ok(ep) = inner.plan_unclaimed(&stub, &net, (ip, None), Vec::new(), &lost)
+                let Ok(ep) = inner.plan_unclaimed(&stub, &net, ips, Vec::new(), (&lost, &lost6))
                 else {
                     return Ok(None);
                 };
                 let Some(rec) = inner.own_record(sandbox, &ep) else {
                     return Ok(None);
                 };
-                inner.pending_claims.push((network.to_string(), rec.ip));
+                let key = (network.to_string(), rec.ip);
+                inner.pending_claims.push(key.clone());
+                if let Some(v6) = rec.ipv6 {
+                    inner.claims6.insert(key, v6);
+                }
                 (rec, cluster)
             };
-            let addr = rec.ip;
+            let (addr, addr6) = (rec.ip, rec.ipv6);
             let claimed = cluster.claim(rec);
-            if !matches!(claimed, Ok(true)) {
+            if !matches!(claimed, Ok(Claim::Won)) {
                 let key = (network.to_string(), addr);
-                self.lock().pending_claims.retain(|c| *c != key);
+                let mut inner = self.lock();
+                inner.pending_claims.retain(|c| *c != key);
+                inner.claims6.remove(&key);
             }
-            if claimed? {
-                return Ok(Some(addr));
+            let (ipv4, ipv6) = match claimed? {
+                Claim::Won => return Ok(Some(addr)),
+                Claim::Taken { ipv4, ipv6 } => (ipv4, ipv6),
+            };
+            let asked = |taken: bool, asked: Option<&str>, addr: String| {
+                if taken && asked.is_some() {
+                    Err(Error::conflict(format!(
+                        "address {addr} on network {network} is taken by another host"
+                    )))
+                } else {
+                    Ok(())
+                }
+            };
+            asked(ipv4, ips.0, addr.to_string())?;
+            if let Some(v6) = addr6 {
+                asked(ipv6, ips.1, v6.to_string())?;
+                if ipv6 {
+                    lost6.push(v6);
+                }
             }
-            if ip.is_some() {
-                return Err(Error::conflict(format!(
-                    "address {addr} on network {network} is taken by another host"
-                )));
+            // A key gone again before it was read still moves the plan on.
+            if ipv4 || !ipv6 {
+                lost.push(addr);
             }
-            lost.push(addr);
         }
         Err(Error::conflict(format!(
             "network {network}: no address could be claimed in the cluster store"
@@ -207,6 +246,7 @@ impl Inner {
     /// Claims won for the request about to be planned: out of `pending_claims`, into
     /// `claimed` (released again by the next save if the request fails) and `preclaimed`.
     pub(super) fn take_claims(&mut self, won: HashMap<String, Ipv4Addr>) {
+        // (Their IPv6 addresses stay in `claims6` by the same key, for `plan_claimed`.)
         for (network, addr) in &won {
             let key = (network.clone(), *addr);
             self.pending_claims.retain(|c| *c != key);
@@ -226,6 +266,7 @@ impl Inner {
         Some(EndpointRecord {
             network: net.name.clone(),
             ip,
+            ipv6: ep.ipv6,
             mac: ep.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
             sandbox: sandbox.to_string(),
             host: cluster.host.clone(),
@@ -238,6 +279,14 @@ impl Inner {
             .ok()?
             .vtep
             .or(self.overlay.default)
+    }
+
+    /// Forget IPv6 claims whose IPv4 claim is neither pending nor held any more.
+    fn prune_claims6(&mut self) {
+        let claimed = self.claimed.get_mut();
+        let pending = &self.pending_claims;
+        self.claims6
+            .retain(|k, _| pending.contains(k) || claimed.contains(k));
     }
 
     /// Addresses other hosts hold on `network`.
@@ -258,29 +307,57 @@ impl Inner {
         ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
+        // Claims and records are keyed by the IPv4 address (IPv6 ones ride along).
+        if net.subnet.is_none() {
+            return Err(Error::invalid(format!(
+                "network {} is IPv6-only: the cluster store keeps endpoints by their IPv4 address, so an overlay network in it needs an IPv4 subnet too",
+                net.name
+            )));
+        }
         let Some(addr) = self.preclaimed.get(&net.name) else {
             // Nothing claimed: the plan fails (as `claim_one` saw), or the model changed.
-            self.plan_unclaimed(sb, net, ips, aliases, &[])?;
+            self.plan_unclaimed(sb, net, ips, aliases, (&[], &[]))?;
             return Err(Error::conflict(format!(
                 "network {}: the address was not claimed in the cluster store; try again",
                 net.name
             )));
         };
         let wanted = addr.to_string();
-        self.plan_unclaimed(sb, net, (Some(&wanted), ips.1), aliases, &[])
+        // The IPv6 address claimed with it, if any (else the request's, as planned).
+        let wanted6 = self
+            .claims6
+            .get(&(net.name.clone(), *addr))
+            .map(ToString::to_string);
+        let ip6 = wanted6.as_deref().or(ips.1);
+        self.plan_unclaimed(sb, net, (Some(&wanted), ip6), aliases, (&[], &[]))
     }
 
-    /// Plan an endpoint on an overlay network without claiming: addresses other hosts hold,
-    /// `lost` (won by others meanwhile) and those being claimed here are taken.
+    /// Plan an endpoint on an overlay network without claiming: addresses (of both families)
+    /// other hosts hold, `lost` (won by others meanwhile) and those being claimed here are
+    /// taken.
     fn plan_unclaimed(
         &self,
         sb: &Sandbox,
         net: &Network,
         ips: Wanted<'_>,
         aliases: Vec<String>,
-        lost: &[Ipv4Addr],
+        (lost, lost6): (&[Ipv4Addr], &[Ipv6Addr]),
     ) -> Result<Endpoint> {
         let mut state = self.planning_state().into_owned();
+        let taken6: Vec<Ipv6Addr> = self
+            .remote_eps
+            .values()
+            .filter(|r| r.network == net.name)
+            .filter_map(|r| r.ipv6)
+            .chain(lost6.iter().copied())
+            .chain(
+                // Those being claimed: a claim won but not planned yet is still pending.
+                self.claims6
+                    .iter()
+                    .filter(|(k, _)| k.0 == net.name && self.pending_claims.contains(k))
+                    .map(|(_, ip)| *ip),
+            )
+            .collect();
         let taken = self
             .remote_addresses(&net.name)
             .into_iter()
@@ -297,13 +374,15 @@ impl Inner {
             id: String::new(),
             hostname: String::new(),
             endpoints: taken
-                .map(|ip| Endpoint {
+                .map(|ip| (Some(ip), None))
+                .chain(taken6.into_iter().map(|ip| (None, Some(ip))))
+                .map(|(ipv4, ipv6)| Endpoint {
                     id: String::new(),
                     network: net.name.clone(),
                     interface: None,
                     mac: None,
-                    ipv4: Some(ip),
-                    ipv6: None,
+                    ipv4,
+                    ipv6,
                     aliases: Vec::new(),
                     impairment: None,
                     blocked: Vec::new(),
@@ -355,6 +434,9 @@ impl Inner {
             }
             view.stations.insert(rec.mac, rec.vtep);
             view.addresses.insert(rec.ip, rec.mac);
+            if let Some(ip) = rec.ipv6 {
+                view.addresses6.insert(ip, rec.mac);
+            }
         }
         self.overlay.set_cluster(network, view);
     }

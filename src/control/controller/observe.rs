@@ -58,6 +58,7 @@ impl Inner {
                 tx_dropped: get(&r.stats.tx_dropped),
                 rx_dropped: get(&r.stats.rx_dropped),
                 arp_answered: get(&r.stats.arp_answered),
+                nd_answered: get(&r.stats.nd_answered),
                 remote_endpoints: self
                     .remote_eps
                     .values()
@@ -66,6 +67,7 @@ impl Inner {
                         sandbox: e.sandbox.clone(),
                         host: e.host.clone(),
                         ipv4: e.ip.to_string(),
+                        ipv6: e.ipv6.map(|ip| ip.to_string()),
                         mac: e.mac.to_string(),
                         vtep: e.vtep.to_string(),
                     })
