@@ -9,7 +9,7 @@
 
 use crate::wire::ipv4::{PROTO_TCP, PROTO_UDP};
 pub use crate::wire::vxlan::{DEFAULT_PORT, FLAG_VNI, HEADER_LEN, MAX_VNI, header};
-use crate::wire::{ETH_HDR_LEN, Ethernet, Ipv4Packet, VxlanPacket, ethertype};
+use crate::wire::{ETH_HDR_LEN, Ethernet, Ipv4Packet, Ipv6Packet, VxlanPacket, ethertype};
 
 /// Outer IPv4 + UDP + VXLAN + inner Ethernet: what an underlay MTU loses to the overlay.
 pub const OVERHEAD: u32 = 20 + 8 + HEADER_LEN as u32 + 14;
@@ -68,14 +68,24 @@ pub fn source_port(frame: &[u8]) -> u16 {
             // A fragment after the first has no ports.
             (v4.is_first_fragment() && ihl >= 20).then(|| (v4.protocol(), ip.get(ihl..)))
         }
-        // The fixed header only (a wire view replaces this once there is one): addresses at
-        // 8..40, next header at 6; with extension headers the "ports" are theirs, which still
-        // hashes one flow to one port.
-        (ethertype::IPV6, _) if ip.len() >= 40 => {
-            h.feed(&ip[8..40]);
-            h.feed(&ip[6..7]);
-            Some((ip[6], ip.get(40..)))
-        }
+        (ethertype::IPV6, _) => match Ipv6Packet::new_checked(ip) {
+            Ok(v6) => {
+                h.feed(v6.addr_bytes());
+                match v6.upper_layer() {
+                    // Past the extension headers to the ports; a later fragment has none.
+                    Ok(up) => {
+                        h.feed(&[up.protocol]);
+                        (!up.later_fragment).then(|| (up.protocol, ip.get(up.offset..)))
+                    }
+                    // A chain the view refuses still hashes one flow to one port.
+                    Err(_) => {
+                        h.feed(&[v6.next_header()]);
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        },
         _ => None,
     };
     if let Some((PROTO_TCP | PROTO_UDP, Some(ports))) = l4
