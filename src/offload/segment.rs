@@ -7,6 +7,7 @@ use super::OffloadError;
 use super::checksum::{checksum, complete_checksum, fold, sum};
 use crate::wire::ethernet::VLAN_TAG_LEN;
 use crate::wire::ipv4::{Ipv4Error, PROTO_TCP as IPPROTO_TCP, PROTO_UDP as IPPROTO_UDP};
+use crate::wire::ipv6::HEADER_LEN as IPV6_HDR;
 use crate::wire::tcp::{
     CHECKSUM_OFFSET as TCP_CSUM_OFFSET, FLAG_CWR as TCP_CWR, FLAG_FIN as TCP_FIN,
     FLAG_PSH as TCP_PSH, TcpError,
@@ -17,11 +18,9 @@ use crate::wire::vnet::{
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
 };
 use crate::wire::{
-    ETH_HDR_LEN, Ethernet, Ipv4Packet, TcpSegment, UdpDatagram, VNET_HDR_LEN, VirtioNetHdr,
-    VlanTag, ethertype,
+    ETH_HDR_LEN, Ethernet, Ipv4Packet, Ipv6Packet, TcpSegment, UdpDatagram, VNET_HDR_LEN,
+    VirtioNetHdr, VlanTag, ethertype,
 };
-
-const IPV6_HDR: usize = 40;
 
 /// Largest buffer [`Segmenter::segment`] emits: virtio-net header, Ethernet header, one VLAN tag
 /// and the largest IP packet a 16-bit length field can describe.
@@ -64,10 +63,6 @@ struct Layout {
     payload: usize,
     /// End of the IP packet; anything after it (Ethernet padding) is dropped.
     end: usize,
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -357,25 +352,18 @@ fn ipv4_error(e: Ipv4Error) -> OffloadError {
 
 /// (L4 offset, end of packet, next header) of the IPv6 packet at `l3`.
 fn ipv6(frame: &[u8], l3: usize) -> Result<(usize, usize, u8), OffloadError> {
-    let ip = &frame[l3..];
-    if ip.len() < IPV6_HDR {
-        return Err(OffloadError::Truncated("IPv6"));
-    }
-    if ip[0] >> 4 != 6 {
-        return Err(OffloadError::Malformed("IPv6 version field"));
-    }
-    let payload_len = usize::from(be16(ip, 4));
-    if payload_len == 0 {
+    let ip = Ipv6Packet::new_checked(&frame[l3..]).map_err(|_| OffloadError::Truncated("IPv6"))?;
+    ip.check_version()
+        .map_err(|_| OffloadError::Malformed("IPv6 version field"))?;
+    if ip.payload_len() == 0 {
         return Err(OffloadError::Unsupported(
             "IPv6 jumbogram (payload length 0)",
         ));
     }
-    if IPV6_HDR + payload_len > ip.len() {
-        return Err(OffloadError::BadLength(
-            "IPv6 payload length beyond the end of the frame",
-        ));
-    }
-    Ok((l3 + IPV6_HDR, l3 + IPV6_HDR + payload_len, ip[6]))
+    let (start, end) = ip
+        .payload_range()
+        .map_err(|_| OffloadError::BadLength("IPv6 payload length beyond the end of the frame"))?;
+    Ok((l3 + start, l3 + end, ip.next_header()))
 }
 
 /// Next-header values that are IPv6 extension headers rather than a transport.
