@@ -165,3 +165,46 @@ fn bad_capture_requests_fail_clearly() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// A capture started as a background job of a script (SIGINT ignored, as a non-interactive
+/// shell leaves it for `capture ... &`) still ends on `kill -INT`, as tcpdump does, with the
+/// frames it has written readable.
+#[test]
+fn sigint_ends_a_capture_started_with_sigint_ignored() {
+    use std::os::unix::process::CommandExt;
+    let t = Tapnet::new("capsigint");
+    t.ok(&["network", "create", "n"]);
+    t.ok(&["sandbox", "create", "a", "--net", "n"]);
+    let file = t.dir.join("bg.pcap");
+    let mut cmd = t.command(&["capture", "n", "-w", file.to_str().unwrap_or("")]);
+    // SAFETY: between fork and exec only `signal`, which is async-signal-safe, runs.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut cap = cmd.spawn().expect("capture");
+    common::wait_for_capture(&file);
+    assert!(t.ping("a", "172.18.0.1"));
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(cap.id().to_string())
+        .status();
+    let ended = common::wait_until(std::time::Duration::from_secs(5), || {
+        cap.try_wait().ok().flatten().is_some()
+    });
+    if !ended {
+        let _ = cap.kill();
+        let _ = cap.wait();
+    }
+    assert!(ended, "SIGINT did not end the capture");
+    assert!(
+        !tcpdump_read(&file, &["icmp"]).is_empty(),
+        "the pings are in the file"
+    );
+}

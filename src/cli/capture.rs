@@ -19,6 +19,7 @@ pub struct CaptureArgs {
 }
 
 pub fn run(client: &Client, args: CaptureArgs) -> Result<i32> {
+    stop_on_interrupt();
     let (_, mut stream) = client.open_stream(&Request::Capture {
         network: args.network.clone(),
         sandbox: args.sandbox.clone(),
@@ -85,6 +86,16 @@ pub fn run(client: &Client, args: CaptureArgs) -> Result<i32> {
         eprintln!("tapnet: {seen} frames captured");
     }
     Ok(0)
+}
+
+/// `kill -INT` ends a capture, as it ends tcpdump, even when it was started with SIGINT
+/// ignored (a background job of a non-interactive shell, `capture ... &`, inherits that). Every
+/// record is written whole and flushed, so the default action, termination, leaves a readable
+/// file.
+fn stop_on_interrupt() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler, so no code runs in signal context.
+    let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) };
 }
 
 /// A tcpdump-like one-liner: time, MACs, and what the frame carries.
