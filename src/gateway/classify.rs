@@ -23,6 +23,12 @@ pub enum Inbound {
     Stack,
     /// A TCP SYN (without ACK) that may open a NAT flow.
     TcpSyn(FlowKey),
+    /// A TCP SYN over IPv6 that may open a NAT flow; `src_mac` is the sandbox's, so that
+    /// smoltcp knows where to answer.
+    TcpSyn6 {
+        tuple: super::udp_nat::FlowKey6,
+        src_mac: MacAddr,
+    },
     /// A UDP datagram for NAT or the gateway's DNS; `payload` is its byte range in the frame.
     Udp {
         tuple: FlowKey,

@@ -1,8 +1,8 @@
 //! Which IPv6 frames are the gateway's, on a network with IPv6: Neighbour Solicitations for its
 //! addresses, Router Solicitations, echo requests to its addresses, and DNS queries to its
-//! address, and UDP it carries through host sockets (NAT, as IPv4's). TCP, UDP and pings it
-//! cannot carry (TCP and pings through it: no IPv6 NAT for them yet; UDP the policy forbids)
-//! are refused, so that the sandbox fails at once and falls back to IPv4 instead
+//! address, and TCP and UDP it carries through host sockets (NAT, as IPv4's; smoltcp holds the
+//! TCP flows, so it also gets the sandboxes' Neighbour Advertisements to the gateway). What it
+//! cannot carry (pings through it; TCP and UDP the policy forbids) is refused, so that the sandbox fails at once and falls back to IPv4 instead
 //! of waiting for a timeout. Everything else (other hosts' neighbour discovery, MLD, router
 //! advertisements a sandbox sends, ICMPv6 errors) is ignored.
 //!
@@ -12,12 +12,12 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use smoltcp::wire::{EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, UdpPacket};
+use smoltcp::wire::{EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, TcpPacket, UdpPacket};
 
 use super::classify::Inbound;
 use super::ndp::{
-    ALL_ROUTERS, ECHO_REQUEST, NEIGHBOR_SOLICIT, ROUTER_SOLICIT, link_local, multicast_mac,
-    solicited_node,
+    ALL_ROUTERS, ECHO_REQUEST, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, ROUTER_SOLICIT, link_local,
+    multicast_mac, solicited_node,
 };
 use super::{GatewayConfig, GatewayV6};
 use crate::wire::{ETH_HDR_LEN, MacAddr};
@@ -66,7 +66,9 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
             };
             let body = ip.payload();
             let msg_type = body[0];
-            let ndp = msg_type == ROUTER_SOLICIT || msg_type == NEIGHBOR_SOLICIT;
+            let ndp = msg_type == ROUTER_SOLICIT
+                || msg_type == NEIGHBOR_SOLICIT
+                || msg_type == NEIGHBOR_ADVERT;
             if ndp && (ip.hop_limit() != 255 || icmp.msg_code() != 0) {
                 return Inbound::Ignore;
             }
@@ -92,6 +94,9 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                         Inbound::Ignore
                     }
                 }
+                // A sandbox's answer to smoltcp's solicitation (it terminates TCP): smoltcp
+                // learns the sandbox's MAC from it.
+                NEIGHBOR_ADVERT if dst_mac == config.mac && ours(dst) => Inbound::Stack,
                 ROUTER_SOLICIT if dst == ALL_ROUTERS || ours(dst) => {
                     Inbound::RouterSolicit { src_mac, src }
                 }
@@ -107,7 +112,22 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                 _ => Inbound::Ignore,
             }
         }
-        IpProtocol::Tcp if through || (unicast && ours(dst)) => refuse,
+        IpProtocol::Tcp if through || (unicast && ours(dst)) => {
+            let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+                return Inbound::Ignore;
+            };
+            if !config.routable_v6(dst) {
+                refuse
+            } else if tcp.syn() && !tcp.ack() {
+                Inbound::TcpSyn6 {
+                    tuple: (src, tcp.src_port(), dst, tcp.dst_port()),
+                    src_mac,
+                }
+            } else {
+                // A segment of a flow smoltcp holds (or RST from it for one it does not).
+                Inbound::Stack
+            }
+        }
         IpProtocol::Udp if through || (unicast && ours(dst)) => {
             let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
                 return Inbound::Ignore;
@@ -359,8 +379,8 @@ pub(crate) mod tests {
         c.policy
             .set_tapnet_subnets_v6(vec!["fd00:43::/64".parse().unwrap()]);
         let frames = [
-            (tcp6_syn(beyond), &c),
-            (tcp6_syn(gw6()), &c),
+            (tcp6_syn(tapnet), &c),
+            (tcp6_syn(beyond), &internal),
             (echo_request(beyond, b"x"), &c),
             (udp6(tapnet, 53, b"q"), &c),
             (udp6(beyond, 53, b"q"), &internal),
@@ -426,6 +446,41 @@ pub(crate) mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tcp_beyond_the_gateway_or_to_its_address_is_nat_and_advertisements_reach_the_stack() {
+        let c = config(true);
+        let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        for dst in [beyond, gw6()] {
+            assert_eq!(
+                classify(&tcp6_syn(dst), &c),
+                Inbound::TcpSyn6 {
+                    tuple: (sb6(), 40000, dst, 80),
+                    src_mac: SB_MAC
+                }
+            );
+            // Later segments of the flow go to smoltcp, which holds it.
+            let mut ack = tcp6_syn(dst);
+            ack[14 + 40 + 13] = 0x10;
+            assert_eq!(classify(&ack, &c), Inbound::Stack);
+        }
+        // A sandbox's Neighbour Advertisement to the gateway (smoltcp asked): the stack's.
+        let mut na = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+            .ipv6(sb6().octets(), gw6().octets(), 255)
+            .icmpv6(Icmpv6Type::NeighborAdvertisement(
+                etherparse::icmpv6::NeighborAdvertisementHeader {
+                    router: false,
+                    solicited: true,
+                    r#override: true,
+                },
+            ))
+            .write(&mut na, &sb6().octets())
+            .unwrap();
+        assert_eq!(classify(&na, &c), Inbound::Stack);
+        na[14 + 7] = 64; // not from the link
+        assert_eq!(classify(&na, &c), Inbound::Ignore);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::ndp;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::ra::RaTimer;
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
+use super::udp_nat::FlowKey6 as TcpTuple6;
 use super::udp_nat::{FlowKey6, UdpNat, build_udp_frame, build_udp6_frame};
 use super::{GatewayConfig, GatewayStats};
 use crate::error::{Context, Error, Result};
@@ -48,6 +49,7 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     stats: Arc<GatewayStats>,
     tcp: TcpNat,
+    tcp6: TcpNat<TcpTuple6>,
     udp: UdpNat,
     udp6: UdpNat<FlowKey6>,
     icmp: IcmpNat,
@@ -98,6 +100,11 @@ impl Engine {
                 IpAddress::Ipv4(config.ip),
                 config.subnet.prefix,
             ));
+            // smoltcp terminates the sandboxes' TCP over IPv6 too, and sends its neighbour
+            // solicitations from this address.
+            if let Some(v6) = config.ipv6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(v6.ip), v6.subnet.prefix));
+            }
         });
         // Accept packets for any destination routed through the gateway itself: the
         // classifier below decides which ones reach the stack.
@@ -119,6 +126,7 @@ impl Engine {
             stop,
             stats,
             tcp: TcpNat::new(limits.tcp),
+            tcp6: TcpNat::new(limits.tcp),
             udp: UdpNat::new(limits.udp),
             udp6: UdpNat::new(limits.udp),
             icmp: IcmpNat::default(),
@@ -195,7 +203,7 @@ impl Engine {
                 .store(peers, Ordering::Relaxed);
             self.stats
                 .tcp_flows
-                .store(self.tcp.len(), Ordering::Relaxed);
+                .store(self.tcp.len() + self.tcp6.len(), Ordering::Relaxed);
             self.stats
                 .udp_flows
                 .store(self.udp.len() + self.udp6.len(), Ordering::Relaxed);
@@ -211,13 +219,15 @@ impl Engine {
         for _ in 0..64 {
             let now = self.now();
             self.iface.poll(now, &mut self.device, &mut self.sockets);
-            if !self.tcp.pump(&mut self.sockets) {
+            let moved = self.tcp.pump(&mut self.sockets);
+            if !(self.tcp6.pump(&mut self.sockets) || moved) {
                 break;
             }
         }
         let now = self.now();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.tcp.reap(self.poll.registry(), &mut self.sockets);
+        self.tcp6.reap(self.poll.registry(), &mut self.sockets);
     }
 
     fn drain_switch(&mut self) {
@@ -227,6 +237,8 @@ impl Engine {
                 // A retransmitted SYN while the host side still connects: already held.
                 Inbound::TcpSyn(tuple) if self.tcp.knows(&tuple) => {}
                 Inbound::TcpSyn(tuple) => self.tcp_syn(tuple, len),
+                Inbound::TcpSyn6 { tuple, .. } if self.tcp6.knows(&tuple) => {}
+                Inbound::TcpSyn6 { tuple, src_mac } => self.tcp6_syn(tuple, src_mac, len),
                 Inbound::Udp {
                     tuple,
                     src_mac,
@@ -312,7 +324,7 @@ impl Engine {
             self.feed_stack(len);
             return;
         }
-        if !self.tcp.admits(tuple.0) {
+        if !self.tcp.admits(tuple.0, self.tcp6.len()) {
             // At a cap: refuse (RST), as a full host would; the sandbox's other flows go on.
             self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
             self.feed_stack(len);
@@ -322,7 +334,7 @@ impl Engine {
         let registry = self.poll.registry();
         match self
             .tcp
-            .start(registry, &mut self.next_token, tuple, target, &syn)
+            .start(registry, &mut self.next_token, tuple, target.into(), &syn)
         {
             // Connected or refused already (the host's loopback): answer now, not after a
             // round through poll.
@@ -335,7 +347,12 @@ impl Engine {
     /// Has the host socket of a held SYN connected, or failed? Then feed the SYN to smoltcp,
     /// which answers SYN-ACK (a socket listens now) or RST (none does).
     fn resolve_tcp(&mut self, token: Token) {
-        match self.tcp.resolve(token, &mut self.sockets) {
+        let verdict = if self.tcp.owns(token) {
+            self.tcp.resolve(token, &mut self.sockets)
+        } else {
+            self.tcp6.resolve(token, &mut self.sockets)
+        };
+        match verdict {
             Some(SynVerdict::Accept(syn)) | Some(SynVerdict::Refuse(syn)) => self.feed(&syn),
             None => {}
         }
@@ -408,7 +425,7 @@ impl Engine {
                 Ok((stream, _)) => stream,
                 Err(_) => return,
             };
-            if !self.tcp.admits(*target.sandbox.ip()) {
+            if !self.tcp.admits(*target.sandbox.ip(), self.tcp6.len()) {
                 // At a cap: the host client sees the connection close at once.
                 self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -517,7 +534,7 @@ impl Engine {
                 .inbound(token, mac, &mut |frame| device.send(frame));
             return;
         }
-        if self.tcp.owns(token) {
+        if self.tcp.owns(token) || self.tcp6.owns(token) {
             self.resolve_tcp(token);
         }
     }

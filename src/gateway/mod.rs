@@ -7,7 +7,8 @@
 //! On a network with IPv6 (`GatewayConfig::ipv6`) it also owns an IPv6 address and the
 //! link-local address of its MAC: it answers neighbour discovery and ping for them, advertises
 //! the prefix (`ra`: SLAAC, default route, MTU, nameserver), answers DNS queries to its IPv6
-//! address, and refuses the rest of the IPv6 sent through it (no IPv6 NAT yet).
+//! address, and carries TCP and UDP over IPv6 through host sockets as it does IPv4's (to its
+//! IPv6 address: the host's `::1`); what it cannot carry is refused.
 //!
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
