@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         | Inbound::Dns6 { payload: r, .. }
         | Inbound::Udp6 { payload: r, .. }
         | Inbound::Echo6 { icmp: r, .. }
+        | Inbound::EchoOut6 { icmp: r, .. }
         | Inbound::Refuse6 { packet: r, .. } => assert!(r.0 <= r.1 && r.1 <= data.len()),
         _ => {}
     }

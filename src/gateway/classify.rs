@@ -41,6 +41,12 @@ pub enum Inbound {
         src_mac: MacAddr,
         icmp: (usize, usize),
     },
+    /// An ICMPv6 echo request to ping through the host; `icmp` is its byte range.
+    EchoOut6 {
+        key: super::icmp_nat::EchoKey6,
+        src_mac: MacAddr,
+        icmp: (usize, usize),
+    },
     /// A Neighbour Solicitation for one of the gateway's IPv6 addresses (`target`).
     NeighborSolicit {
         src_mac: MacAddr,

@@ -1,8 +1,8 @@
 //! Which IPv6 frames are the gateway's, on a network with IPv6: Neighbour Solicitations for its
 //! addresses, Router Solicitations, echo requests to its addresses, and DNS queries to its
-//! address, and TCP and UDP it carries through host sockets (NAT, as IPv4's; smoltcp holds the
+//! address, and TCP, UDP and echo requests it carries through host sockets (NAT, as IPv4's; smoltcp holds the
 //! TCP flows, so it also gets the sandboxes' Neighbour Advertisements to the gateway). What it
-//! cannot carry (pings through it; TCP and UDP the policy forbids) is refused, so that the sandbox fails at once and falls back to IPv4 instead
+//! cannot carry (what the policy forbids) is refused, so that the sandbox fails at once and falls back to IPv4 instead
 //! of waiting for a timeout. Everything else (other hosts' neighbour discovery, MLD, router
 //! advertisements a sandbox sends, ICMPv6 errors) is ignored.
 //!
@@ -105,6 +105,13 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                         src_mac,
                         src,
                         dst,
+                        icmp: (at, at + body.len()),
+                    }
+                }
+                ECHO_REQUEST if through && config.routable_v6(dst) && icmp.msg_code() == 0 => {
+                    Inbound::EchoOut6 {
+                        key: (src, icmp.echo_ident(), dst),
+                        src_mac,
                         icmp: (at, at + body.len()),
                     }
                 }
@@ -381,7 +388,8 @@ pub(crate) mod tests {
         let frames = [
             (tcp6_syn(tapnet), &c),
             (tcp6_syn(beyond), &internal),
-            (echo_request(beyond, b"x"), &c),
+            (echo_request(beyond, b"x"), &internal),
+            (echo_request(tapnet, b"x"), &c),
             (udp6(tapnet, 53, b"q"), &c),
             (udp6(beyond, 53, b"q"), &internal),
             (udp6(gw6(), 54, b"q"), &internal),
@@ -449,7 +457,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn tcp_beyond_the_gateway_or_to_its_address_is_nat_and_advertisements_reach_the_stack() {
+    fn tcp_and_pings_beyond_the_gateway_are_nat_and_advertisements_reach_the_stack() {
         let c = config(true);
         let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
         for dst in [beyond, gw6()] {
@@ -465,6 +473,16 @@ pub(crate) mod tests {
             ack[14 + 40 + 13] = 0x10;
             assert_eq!(classify(&ack, &c), Inbound::Stack);
         }
+        // Pings beyond: through the host (pings of the gateway it answers itself).
+        let ping = echo_request(beyond, b"abc");
+        assert_eq!(
+            classify(&ping, &c),
+            Inbound::EchoOut6 {
+                key: (sb6(), 0x4242, beyond),
+                src_mac: SB_MAC,
+                icmp: (54, ping.len())
+            }
+        );
         // A sandbox's Neighbour Advertisement to the gateway (smoltcp asked): the stack's.
         let mut na = Vec::new();
         PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
@@ -523,6 +541,7 @@ pub(crate) mod tests {
                 Inbound::Dns6 { payload: r, .. }
                 | Inbound::Udp6 { payload: r, .. }
                 | Inbound::Echo6 { icmp: r, .. }
+                | Inbound::EchoOut6 { icmp: r, .. }
                 | Inbound::Refuse6 { packet: r, .. } => {
                     assert!(r.0 <= r.1 && r.1 <= f.len());
                 }

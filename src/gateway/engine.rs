@@ -53,6 +53,7 @@ pub struct Engine {
     udp: UdpNat,
     udp6: UdpNat<FlowKey6>,
     icmp: IcmpNat,
+    icmp6: IcmpNat<super::icmp_nat::EchoKey6>,
     commands: Receiver<GatewayCommand>,
     tcp_published: HashMap<Token, TcpPublished>,
     udp_published: HashMap<Token, UdpPublished>,
@@ -130,6 +131,7 @@ impl Engine {
             udp: UdpNat::new(limits.udp),
             udp6: UdpNat::new(limits.udp),
             icmp: IcmpNat::default(),
+            icmp6: IcmpNat::default(),
             commands,
             tcp_published: HashMap::new(),
             udp_published: HashMap::new(),
@@ -193,6 +195,7 @@ impl Engine {
             self.udp.expire(registry, self.config.udp_idle);
             self.udp6.expire(registry, self.config.udp_idle);
             self.icmp.expire(registry);
+            self.icmp6.expire(registry);
             let mut peers = 0;
             for published in self.udp_published.values_mut() {
                 published.expire(self.config.udp_idle);
@@ -245,6 +248,7 @@ impl Engine {
                     payload,
                 } => self.udp_out(tuple, src_mac, payload),
                 Inbound::Echo { key, src_mac, icmp } => self.echo_out(key, src_mac, icmp, len),
+                Inbound::EchoOut6 { key, src_mac, icmp } => self.echo6_out(key, src_mac, icmp, len),
                 Inbound::NeighborSolicit {
                     src_mac,
                     src,
@@ -520,6 +524,13 @@ impl Engine {
                 .inbound(token, mac, &mut |frame| device.send(frame));
             return;
         }
+        if self.icmp6.owns(token) {
+            let mac = self.config.mac;
+            let device = &mut self.device;
+            self.icmp6
+                .inbound(token, mac, &mut |frame| device.send(frame));
+            return;
+        }
         if self.udp.owns(token) {
             let mac = self.config.mac;
             let device = &mut self.device;
@@ -551,9 +562,9 @@ impl Engine {
         }
         let registry = self.poll.registry();
         let icmp = &self.device.frame(len)[start..end];
-        if let Err(e) =
-            self.icmp
-                .outbound(registry, &mut self.next_token, key, src_mac, key.2, icmp)
+        if let Err(e) = self
+            .icmp
+            .outbound(registry, &mut self.next_token, key, src_mac, icmp)
         {
             eprintln!(
                 "tapnet: gateway of {}: ping {}: {e}",

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Engine, MAX_SLEEP};
+use crate::gateway::icmp_nat::EchoKey6;
 use crate::gateway::udp_nat::FlowKey6;
 use crate::gateway::{ndp, ra};
 use crate::wire::MacAddr;
@@ -103,6 +104,31 @@ impl Engine {
         ndp::neighbor_advert(&mut frame, mac, ip, (ours, self.config.mac));
         self.feed(&frame);
         self.v6_frame = frame;
+    }
+
+    /// A sandbox's ping beyond the gateway, through an IPv6 ping socket (dropped where the host
+    /// allows none, as IPv4's). Pings of the gateway's own address it answers itself.
+    pub(super) fn echo6_out(
+        &mut self,
+        key: EchoKey6,
+        src_mac: MacAddr,
+        (start, end): (usize, usize),
+        len: usize,
+    ) {
+        if !self.config.policy.allows_v6(key.2) {
+            return;
+        }
+        let registry = self.poll.registry();
+        let icmp = &self.device.frame(len)[start..end];
+        if let Err(e) = self
+            .icmp6
+            .outbound(registry, &mut self.next_token, key, src_mac, icmp)
+        {
+            eprintln!(
+                "tapnet: gateway of {}: ping {}: {e}",
+                self.config.network, key.2
+            );
+        }
     }
 
     /// Answer a Neighbour Solicitation for the gateway's address `target`.
