@@ -1,0 +1,289 @@
+//! IPv6 through the gateway: TCP, UDP and ping from sandboxes to the host's `::1` (by the
+//! gateway's IPv6 address) and to a host IPv6 address; published ports on IPv6; the gateway of
+//! an IPv6-only network.
+//!
+//! Each test runs its daemon in a network namespace it makes (`unshare --net`), with only `lo`:
+//! the "host" addresses are that namespace's (`::1` and an address the test adds to its `lo`),
+//! ping sockets can be allowed there, and nothing the sandboxes send can leave it, so the daemon
+//! needs no `--nat-allow` list. The machine's own namespace is not touched.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Tapnet, wait_until};
+
+/// The host address each test's namespace gets on its `lo`.
+const HOST6: &str = "fd99:6e:a7::1";
+
+/// A daemon in a namespace of its own, and the servers started there; stopped on drop.
+struct NsDaemon {
+    t: Tapnet,
+    daemon: Child,
+    servers: Vec<Child>,
+}
+
+impl NsDaemon {
+    fn start(tag: &str) -> NsDaemon {
+        let t = Tapnet::new(tag);
+        std::fs::create_dir_all(&t.dir).expect("state dir");
+        let setup = format!(
+            "ip link set lo up && ip addr add {HOST6}/128 dev lo && \
+             sysctl -qw net.ipv4.ping_group_range='0 2147483647' && \
+             exec {} --state-dir {} daemon",
+            common::bin(),
+            t.dir.display()
+        );
+        let daemon = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", &setup])
+            .env_remove("TAPNET_NAT_ALLOW")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("daemon in its own namespace");
+        let ns = NsDaemon {
+            t,
+            daemon,
+            servers: Vec::new(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || ns
+                .t
+                .dir
+                .join("tapnet.sock")
+                .exists()),
+            "the daemon started"
+        );
+        ns
+    }
+
+    /// Run `python3 -c SCRIPT ARGS` in the daemon's namespace; it prints "ready PORT" once it
+    /// listens. Returns the server's index and port.
+    fn server(&mut self, script: &str, args: &[&str]) -> (usize, String) {
+        let mut child = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.daemon.id().to_string())
+            .args(["-n", "python3", "-c", script])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn host server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("server output");
+        let port = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("host server did not start: {line:?}"))
+            .trim()
+            .to_string();
+        child.stdout = Some(reader.into_inner());
+        self.servers.push(child);
+        (self.servers.len() - 1, port)
+    }
+
+    /// What server `index` printed after "ready", once it exits.
+    fn output(&mut self, index: usize) -> String {
+        let child = std::mem::replace(
+            &mut self.servers[index],
+            Command::new("true").spawn().expect("true"),
+        );
+        let out = child.wait_with_output().expect("server exit");
+        assert!(out.status.success(), "server failed: {}", out.status);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn py(&self, sandbox: &str, script: &str, args: &[&str]) -> String {
+        let mut full = vec!["python3", "-c", script];
+        full.extend(args);
+        self.t.exec_ok(sandbox, &full).trim().to_string()
+    }
+
+    fn ping6(&self, sandbox: &str, ip: &str) -> bool {
+        self.t
+            .exec(
+                sandbox,
+                &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", ip],
+            )
+            .status
+            .success()
+    }
+}
+
+impl Drop for NsDaemon {
+    fn drop(&mut self) {
+        for child in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.t.command(&["system", "reset"]).output();
+        if !wait_until(Duration::from_secs(5), || {
+            matches!(self.daemon.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = self.daemon.kill();
+            let _ = self.daemon.wait();
+        }
+    }
+}
+
+/// Accept one connection on (ADDR, 0), send BYTES of a pattern, print "BYTES SHA256".
+const GIVE: &str = r#"
+import hashlib, socket, sys
+addr, n = sys.argv[1], int(sys.argv[2])
+srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+srv.bind((addr, 0)); srv.listen(1); srv.settimeout(30)
+print("ready", srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+block = bytes((i * 31 >> 3) & 0xFF for i in range(65536))
+data = (block * (n // len(block) + 1))[:n]
+conn.sendall(data); conn.close()
+print(n, hashlib.sha256(data).hexdigest(), flush=True)
+"#;
+
+/// Connect to (ADDR, PORT), read to EOF, print "BYTES SHA256".
+const FETCH: &str = r#"
+import hashlib, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+d, n = hashlib.sha256(), 0
+while True:
+    chunk = s.recv(1 << 16)
+    if not chunk:
+        break
+    d.update(chunk); n += len(chunk)
+print(n, d.hexdigest())
+"#;
+
+/// Accept one connection on (ADDR, 0), read to EOF, print "BYTES SHA256".
+const TAKE: &str = r#"
+import hashlib, socket, sys
+addr = sys.argv[1]
+srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+srv.bind((addr, 0)); srv.listen(1); srv.settimeout(30)
+print("ready", srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+d, n = hashlib.sha256(), 0
+while True:
+    chunk = conn.recv(1 << 16)
+    if not chunk:
+        break
+    d.update(chunk); n += len(chunk)
+print(n, d.hexdigest(), flush=True)
+"#;
+
+/// Connect to (ADDR, PORT), send BYTES of a pattern, print "BYTES SHA256".
+const SEND: &str = r#"
+import hashlib, socket, sys
+n = int(sys.argv[3])
+block = bytes((i * 31 >> 3) & 0xFF for i in range(65536))
+data = (block * (n // len(block) + 1))[:n]
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1)
+print(n, hashlib.sha256(data).hexdigest())
+"#;
+
+/// Echo COUNT UDP datagrams on (ADDR, 0).
+const UDP_ECHO: &str = r#"
+import socket, sys
+addr = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, 0)); s.settimeout(30)
+print("ready", s.getsockname()[1], flush=True)
+for _ in range(int(sys.argv[2])):
+    m, peer = s.recvfrom(65535); s.sendto(m, peer)
+"#;
+
+/// Send COUNT datagrams to (ADDR, PORT); print how many echoes came back.
+const UDP_PING: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+ok = 0
+for i in range(int(sys.argv[3])):
+    m = b"datagram %d" % i
+    s.send(m)
+    try:
+        ok += s.recv(65535) == m
+    except OSError:
+        pass
+print(ok)
+"#;
+
+/// Try to connect to (ADDR, PORT): print "ok" or the errno's name.
+const CONNECT: &str = r#"
+import errno, socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close(); print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e)))
+"#;
+
+const MIB4: usize = 4 << 20;
+
+/// A dual-stack network's sandbox fetches and sends 4 MiB over TCP to the host's `::1` (by the
+/// gateway's address) and to a host IPv6 address, echoes UDP and pings both.
+#[test]
+fn dual_stack_tcp_udp_and_ping_reach_the_host_over_ipv6() {
+    let mut ns = NsDaemon::start("v6nat");
+    ns.t.ok(&[
+        "network",
+        "create",
+        "d6",
+        "--ipv6",
+        "--subnet",
+        "fd00:e1::/64",
+    ]);
+    ns.t.ok(&["sandbox", "create", "a", "--net", "d6"]);
+    let gateway6 = "fd00:e1::1";
+    for (listen, dial) in [("::1", gateway6), (HOST6, HOST6)] {
+        let (server, port) = ns.server(GIVE, &[listen, &MIB4.to_string()]);
+        let got = ns.py("a", FETCH, &[dial, &port]);
+        let given = ns.output(server);
+        assert!(given.starts_with(&format!("{MIB4} ")), "{given}");
+        assert_eq!(got, given, "fetched from [{listen}] by [{dial}]");
+
+        let (server, port) = ns.server(TAKE, &[listen]);
+        let sent = ns.py("a", SEND, &[dial, &port, &MIB4.to_string()]);
+        assert_eq!(sent, ns.output(server), "sent to [{listen}] by [{dial}]");
+
+        let (_, port) = ns.server(UDP_ECHO, &[listen, "3"]);
+        assert_eq!(ns.py("a", UDP_PING, &[dial, &port, "3"]), "3", "UDP to {dial}");
+    }
+    // Pings: of the gateway (it answers itself), and of the host's address (a ping socket).
+    assert!(ns.ping6("a", gateway6), "ping6 of the gateway");
+    assert!(ns.ping6("a", HOST6), "ping6 of the host's address");
+    let flows = ns.t.json(&["network", "inspect", "d6"]);
+    assert!(flows.to_string().contains("tcp_flows"), "{flows}");
+}
+
+/// An `--internal` dual-stack network carries nothing beyond its gateway over IPv6: the
+/// connection is refused at once. Positive control: the same server is reached from a network
+/// with NAT.
+#[test]
+fn an_internal_network_refuses_ipv6_connections_to_the_host() {
+    let mut ns = NsDaemon::start("v6int");
+    ns.t.ok(&[
+        "network",
+        "create",
+        "in6",
+        "--internal",
+        "--ipv6",
+        "--subnet",
+        "fd00:e2::/64",
+    ]);
+    ns.t.ok(&[
+        "network",
+        "create",
+        "out6",
+        "--ipv6",
+        "--subnet",
+        "fd00:e3::/64",
+    ]);
+    ns.t.ok(&["sandbox", "create", "i", "--net", "in6"]);
+    ns.t.ok(&["sandbox", "create", "o", "--net", "out6"]);
+    let (_, port) = ns.server(TAKE, &[HOST6]);
+    let refused = ns.py("i", CONNECT, &[HOST6, &port]);
+    assert_ne!(refused, "ok", "the internal network reached the host");
+    assert!(!ns.ping6("i", HOST6), "ping6 from the internal network");
+    assert_eq!(ns.py("o", CONNECT, &[HOST6, &port]), "ok");
+}
