@@ -247,7 +247,11 @@ fn dual_stack_tcp_udp_and_ping_reach_the_host_over_ipv6() {
         assert_eq!(sent, ns.output(server), "sent to [{listen}] by [{dial}]");
 
         let (_, port) = ns.server(UDP_ECHO, &[listen, "3"]);
-        assert_eq!(ns.py("a", UDP_PING, &[dial, &port, "3"]), "3", "UDP to {dial}");
+        assert_eq!(
+            ns.py("a", UDP_PING, &[dial, &port, "3"]),
+            "3",
+            "UDP to {dial}"
+        );
     }
     // Pings: of the gateway (it answers itself), and of the host's address (a ping socket).
     assert!(ns.ping6("a", gateway6), "ping6 of the gateway");
@@ -286,4 +290,47 @@ fn an_internal_network_refuses_ipv6_connections_to_the_host() {
     assert_ne!(refused, "ok", "the internal network reached the host");
     assert!(!ns.ping6("i", HOST6), "ping6 from the internal network");
     assert_eq!(ns.py("o", CONNECT, &[HOST6, &port]), "ok");
+}
+
+/// An IPv6-only network has a gateway too: its sandboxes get router advertisements' answers,
+/// resolve a sibling's AAAA, and reach the host over TCP, UDP and ping.
+#[test]
+fn an_ipv6_only_networks_sandbox_reaches_the_host_and_resolves_its_siblings() {
+    let mut ns = NsDaemon::start("v6only");
+    ns.t.ok(&[
+        "network",
+        "create",
+        "o6",
+        "--ipv6",
+        "--no-ipv4",
+        "--subnet",
+        "fd00:e4::/64",
+    ]);
+    ns.t.ok(&["sandbox", "create", "a", "--net", "o6"]);
+    ns.t.ok(&["sandbox", "create", "b", "--net", "o6"]);
+    let gateway6 = "fd00:e4::1";
+    let resolv = ns.t.exec_ok("a", &["cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {gateway6}")),
+        "{resolv}"
+    );
+    let b = ns.t.exec_ok("a", &["getent", "ahostsv6", "b"]);
+    assert!(b.contains("fd00:e4::3"), "b's AAAA: {b}");
+    assert!(ns.ping6("a", gateway6), "ping6 of the gateway");
+    assert!(ns.ping6("a", HOST6), "ping6 of the host's address");
+    for (listen, dial) in [("::1", gateway6), (HOST6, HOST6)] {
+        let (server, port) = ns.server(GIVE, &[listen, &MIB4.to_string()]);
+        let got = ns.py("a", FETCH, &[dial, &port]);
+        assert_eq!(
+            got,
+            ns.output(server),
+            "fetched from [{listen}] by [{dial}]"
+        );
+        let (_, port) = ns.server(UDP_ECHO, &[listen, "2"]);
+        assert_eq!(
+            ns.py("a", UDP_PING, &[dial, &port, "2"]),
+            "2",
+            "UDP to {dial}"
+        );
+    }
 }

@@ -209,8 +209,10 @@ pub(crate) mod tests {
     pub(crate) fn config(v6: bool) -> GatewayConfig {
         GatewayConfig {
             network: "n6".into(),
-            subnet: "172.18.0.0/16".parse().unwrap(),
-            ip: std::net::Ipv4Addr::new(172, 18, 0, 1),
+            ipv4: Some(crate::gateway::GatewayV4 {
+                subnet: "172.18.0.0/16".parse().unwrap(),
+                ip: std::net::Ipv4Addr::new(172, 18, 0, 1),
+            }),
             mac: GW_MAC,
             mtu: 1500,
             nat: true,
@@ -499,6 +501,32 @@ pub(crate) mod tests {
         assert_eq!(classify(&na, &c), Inbound::Stack);
         na[14 + 7] = 64; // not from the link
         assert_eq!(classify(&na, &c), Inbound::Ignore);
+    }
+
+    #[test]
+    fn an_ipv6_only_gateway_serves_ipv6_and_ignores_ipv4() {
+        let mut c = config(true);
+        c.ipv4 = None;
+        assert!(matches!(
+            classify(&neighbor_solicit(sb_local(), gw6()), &c),
+            Inbound::NeighborSolicit { .. }
+        ));
+        assert!(matches!(
+            classify(&tcp6_syn(gw6()), &c),
+            Inbound::TcpSyn6 { .. }
+        ));
+        let mut udp4 = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+            .ipv4([172, 18, 0, 2], [192, 0, 2, 1], 64)
+            .udp(4000, 53)
+            .write(&mut udp4, b"q")
+            .unwrap();
+        assert_eq!(classify(&udp4, &c), Inbound::Ignore, "no IPv4 NAT");
+        // Positive control: the same datagram is carried where the gateway has IPv4.
+        assert!(matches!(
+            classify(&udp4, &config(true)),
+            Inbound::Udp { .. }
+        ));
     }
 
     #[test]

@@ -97,10 +97,9 @@ impl Engine {
         let hw = HardwareAddress::Ethernet(EthernetAddress(config.mac.0));
         let mut iface = Interface::new(Config::new(hw), &mut device, SmolInstant::from_millis(0));
         iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(
-                IpAddress::Ipv4(config.ip),
-                config.subnet.prefix,
-            ));
+            if let Some(v4) = config.ipv4 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(v4.ip), v4.subnet.prefix));
+            }
             // smoltcp terminates the sandboxes' TCP over IPv6 too, and sends its neighbour
             // solicitations from this address.
             if let Some(v6) = config.ipv6 {
@@ -110,10 +109,12 @@ impl Engine {
         // Accept packets for any destination routed through the gateway itself: the
         // classifier below decides which ones reach the stack.
         iface.set_any_ip(true);
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(config.ip)
-            .map_err(|_| Error::invalid("gateway route table full"))?;
+        if let Some(v4) = config.ipv4 {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(v4.ip)
+                .map_err(|_| Error::invalid("gateway route table full"))?;
+        }
         let limits = config.limits;
         let dns = dns.map(|server| server.port(waker.clone()));
         let ra = config.ipv6.map(|_| RaTimer::new(std::time::Instant::now()));
@@ -149,6 +150,12 @@ impl Engine {
 
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
+    }
+
+    /// The gateway's IPv4 address, on the IPv4 paths (which a network without IPv4 never
+    /// takes: `classify` gives them nothing).
+    fn ip4(&self) -> Ipv4Addr {
+        self.config.ipv4.map_or(Ipv4Addr::UNSPECIFIED, |v4| v4.ip)
     }
 
     fn now(&self) -> SmolInstant {
@@ -300,7 +307,7 @@ impl Engine {
         {
             return if tcp { tcp_end } else { udp };
         }
-        if dst == self.config.ip {
+        if self.config.is_gateway(dst) {
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
         } else {
             SocketAddrV4::new(dst, port)
@@ -437,12 +444,9 @@ impl Engine {
             let local = self.gateway_ports.allocate();
             let mut socket = self.tcp.socket();
             let remote = (IpAddress::Ipv4(*target.sandbox.ip()), target.sandbox.port());
+            let ours = self.ip4();
             if socket
-                .connect(
-                    self.iface.context(),
-                    remote,
-                    (IpAddress::Ipv4(self.config.ip), local),
-                )
+                .connect(self.iface.context(), remote, (IpAddress::Ipv4(ours), local))
                 .is_err()
             {
                 continue;
@@ -451,7 +455,7 @@ impl Engine {
             let key = (
                 *target.sandbox.ip(),
                 target.sandbox.port(),
-                self.config.ip,
+                self.ip4(),
                 local,
             );
             let registry = self.poll.registry();
@@ -469,7 +473,7 @@ impl Engine {
     /// port that stands for the sender.
     fn receive_published(&mut self, token: Token) {
         let gateway_mac = self.config.mac;
-        let gateway_ip = self.config.ip;
+        let gateway_ip = self.ip4();
         let Some(published) = self.udp_published.get_mut(&token) else {
             return;
         };
@@ -574,7 +578,7 @@ impl Engine {
     }
 
     fn udp_out(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
-        if tuple.2 == self.config.ip && self.reply_published(tuple.3, (start, end), end) {
+        if self.config.is_gateway(tuple.2) && self.reply_published(tuple.3, (start, end), end) {
             return;
         }
         if self.is_dns(tuple.2, tuple.3) && self.dns.is_some() {
@@ -631,7 +635,7 @@ impl Engine {
         let macs = (self.config.mac, mac);
         let built = match sandbox {
             SocketAddr::V4(sandbox) => {
-                let from = SocketAddrV4::new(self.config.ip, super::dns::DNS_PORT);
+                let from = SocketAddrV4::new(self.ip4(), super::dns::DNS_PORT);
                 build_udp_frame(&mut self.dns_frame, macs, from, sandbox, &self.dns_message)
             }
             SocketAddr::V6(sandbox) => {

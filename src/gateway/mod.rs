@@ -41,8 +41,8 @@ use crate::wire::{Ipv4Net, MacAddr};
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub network: String,
-    pub subnet: Ipv4Net,
-    pub ip: Ipv4Addr,
+    /// The network's IPv4 side (none on an IPv6-only network).
+    pub ipv4: Option<GatewayV4>,
     pub mac: MacAddr,
     pub mtu: u32,
     /// Outbound NAT (false on `--internal` networks: no way out).
@@ -56,6 +56,13 @@ pub struct GatewayConfig {
     pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
     /// The network's IPv6 side, on a dual-stack or IPv6-only network.
     pub ipv6: Option<GatewayV6>,
+}
+
+/// A gateway's IPv4 subnet and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayV4 {
+    pub subnet: Ipv4Net,
+    pub ip: Ipv4Addr,
 }
 
 /// A gateway's IPv6 prefix and address (the router its Router Advertisements name).
@@ -218,8 +225,10 @@ mod tests {
     fn config(ip: Ipv4Addr, subnet: &str) -> GatewayConfig {
         GatewayConfig {
             network: "t".into(),
-            subnet: subnet.parse().unwrap(),
-            ip,
+            ipv4: Some(GatewayV4 {
+                subnet: subnet.parse().unwrap(),
+                ip,
+            }),
             mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
             mtu: 1500,
             nat: false,

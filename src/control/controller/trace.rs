@@ -331,8 +331,7 @@ impl Inner {
         };
         let config = GatewayConfig {
             network: net.name.clone(),
-            subnet,
-            ip,
+            ipv4: Some(crate::gateway::GatewayV4 { subnet, ip }),
             mac: MacAddr::from_ipv4(ip),
             mtu: net.mtu,
             nat: !net.internal,
