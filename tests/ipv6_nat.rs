@@ -61,14 +61,37 @@ impl NsDaemon {
     /// Run `python3 -c SCRIPT ARGS` in the daemon's namespace; it prints "ready PORT" once it
     /// listens. Returns the server's index and port.
     fn server(&mut self, script: &str, args: &[&str]) -> (usize, String) {
-        let mut child = Command::new("nsenter")
-            .arg("-t")
+        let mut cmd = self.on_host(script, args);
+        self.start_server(&mut cmd)
+    }
+
+    /// `python3 -c SCRIPT ARGS` in the daemon's namespace (the "host").
+    fn on_host(&self, script: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t")
             .arg(self.daemon.id().to_string())
             .args(["-n", "python3", "-c", script])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn host server");
+            .args(args);
+        cmd
+    }
+
+    /// What `python3 -c SCRIPT ARGS` prints, run on the host.
+    fn host_py(&self, script: &str, args: &[&str]) -> String {
+        let out = self.on_host(script, args).output().expect("host client");
+        assert!(out.status.success(), "host client failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A server in `sandbox`: `python3 -c SCRIPT ARGS`.
+    fn sandbox_server(&mut self, sandbox: &str, script: &str, args: &[&str]) -> usize {
+        let mut full = vec!["exec", sandbox, "--", "python3", "-c", script];
+        full.extend(args);
+        let mut cmd = self.t.command(&full);
+        self.start_server(&mut cmd).0
+    }
+
+    fn start_server(&mut self, cmd: &mut Command) -> (usize, String) {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn server");
         let stdout = child.stdout.take().expect("server stdout");
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
@@ -154,12 +177,12 @@ while True:
 print(n, d.hexdigest())
 "#;
 
-/// Accept one connection on (ADDR, 0), read to EOF, print "BYTES SHA256".
+/// Accept one connection on (ADDR, PORT or 0), read to EOF, print "BYTES SHA256".
 const TAKE: &str = r#"
 import hashlib, socket, sys
 addr = sys.argv[1]
 srv = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-srv.bind((addr, 0)); srv.listen(1); srv.settimeout(30)
+srv.bind((addr, int(sys.argv[2]) if len(sys.argv) > 2 else 0)); srv.listen(1); srv.settimeout(30)
 print("ready", srv.getsockname()[1], flush=True)
 conn, _ = srv.accept()
 d, n = hashlib.sha256(), 0
@@ -182,12 +205,12 @@ s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1)
 print(n, hashlib.sha256(data).hexdigest())
 "#;
 
-/// Echo COUNT UDP datagrams on (ADDR, 0).
+/// Echo COUNT UDP datagrams on (ADDR, PORT or 0).
 const UDP_ECHO: &str = r#"
 import socket, sys
 addr = sys.argv[1]
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((addr, 0)); s.settimeout(30)
+s.bind((addr, int(sys.argv[3]) if len(sys.argv) > 3 else 0)); s.settimeout(30)
 print("ready", s.getsockname()[1], flush=True)
 for _ in range(int(sys.argv[2])):
     m, peer = s.recvfrom(65535); s.sendto(m, peer)
@@ -196,7 +219,8 @@ for _ in range(int(sys.argv[2])):
 /// Send COUNT datagrams to (ADDR, PORT); print how many echoes came back.
 const UDP_PING: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
 s.connect((sys.argv[1], int(sys.argv[2])))
 ok = 0
 for i in range(int(sys.argv[3])):
@@ -333,4 +357,87 @@ fn an_ipv6_only_networks_sandbox_reaches_the_host_and_resolves_its_siblings() {
             "UDP to {dial}"
         );
     }
+}
+
+/// Published ports listen on IPv6: `-p [::1]:H:P` on `::1` only, `-p H:P` on 0.0.0.0 and [::];
+/// an IPv6 client reaches a dual-stack sandbox's IPv4 address, and any client an IPv6-only
+/// sandbox's IPv6 address. UDP too.
+#[test]
+fn published_ports_listen_on_ipv6_and_reach_either_family() {
+    let mut ns = NsDaemon::start("v6pub");
+    ns.t.ok(&[
+        "network",
+        "create",
+        "d6",
+        "--ipv6",
+        "--subnet",
+        "fd00:e5::/64",
+    ]);
+    ns.t.ok(&[
+        "network",
+        "create",
+        "o6",
+        "--ipv6",
+        "--no-ipv4",
+        "--subnet",
+        "fd00:e6::/64",
+    ]);
+    // The daemon's namespace is the test's own: these ports are free there.
+    ns.t.ok(&[
+        "sandbox",
+        "create",
+        "a",
+        "--net",
+        "d6",
+        "-p",
+        "18080:80",
+        "-p",
+        "[::1]:18081:81",
+        "-p",
+        "[::1]:15353:53/udp",
+    ]);
+    ns.t.ok(&[
+        "sandbox",
+        "create",
+        "b",
+        "--net",
+        "o6",
+        "-p",
+        "[::1]:18090:80",
+        "-p",
+        "18091:81",
+    ]);
+    let ports = ns.t.json(&["sandbox", "inspect", "a"])["ports"].clone();
+    assert_eq!(
+        ports,
+        serde_json::json!([
+            "0.0.0.0:18080->80/tcp",
+            "[::]:18080->80/tcp",
+            "[::1]:18081->81/tcp",
+            "[::1]:15353->53/udp"
+        ])
+    );
+    let megs = MIB4.to_string();
+    // A dual-stack sandbox listening on IPv4 only: an IPv6 client reaches it.
+    let server = ns.sandbox_server("a", TAKE, &["0.0.0.0", "80"]);
+    let sent = ns.host_py(SEND, &["::1", "18080", &megs]);
+    assert_eq!(sent, ns.output(server), "[::1]:18080 to a's port 80");
+    // [::1] only: not on 127.0.0.1 (refused at once), but on ::1.
+    let server = ns.sandbox_server("a", TAKE, &["0.0.0.0", "81"]);
+    assert_eq!(ns.host_py(CONNECT, &["127.0.0.1", "18081"]), "ECONNREFUSED");
+    let sent = ns.host_py(SEND, &["::1", "18081", "1000"]);
+    assert_eq!(sent, ns.output(server), "[::1]:18081 to a's port 81");
+    ns.sandbox_server("a", UDP_ECHO, &["0.0.0.0", "2", "53"]);
+    assert_eq!(
+        ns.host_py(UDP_PING, &["::1", "15353", "2"]),
+        "2",
+        "UDP [::1]:15353"
+    );
+    // An IPv6-only sandbox: reached from an IPv6 client, and from an IPv4 one.
+    let server = ns.sandbox_server("b", TAKE, &["::", "80"]);
+    let sent = ns.host_py(SEND, &["::1", "18090", &megs]);
+    assert_eq!(sent, ns.output(server), "[::1]:18090 to b's port 80");
+    let server = ns.sandbox_server("b", TAKE, &["::", "81"]);
+    let sent = ns.host_py(SEND, &["127.0.0.1", "18091", "1000"]);
+    assert_eq!(sent, ns.output(server), "127.0.0.1:18091 to b's port 81");
 }

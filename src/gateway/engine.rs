@@ -379,29 +379,33 @@ impl Engine {
         while let Ok(command) = self.commands.try_recv() {
             let registry = self.poll.registry();
             match command {
-                GatewayCommand::PublishTcp(target, listener) => {
-                    let mut listener = mio::net::TcpListener::from_std(listener);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if registry
-                        .register(&mut listener, token, Interest::READABLE)
-                        .is_ok()
-                    {
-                        self.tcp_published
-                            .insert(token, TcpPublished { target, listener });
+                GatewayCommand::PublishTcp(target, listeners) => {
+                    for listener in listeners {
+                        let mut listener = mio::net::TcpListener::from_std(listener);
+                        let token = Token(self.next_token);
+                        self.next_token += 1;
+                        if registry
+                            .register(&mut listener, token, Interest::READABLE)
+                            .is_ok()
+                        {
+                            self.tcp_published
+                                .insert(token, TcpPublished { target, listener });
+                        }
                     }
                 }
-                GatewayCommand::PublishUdp(target, socket) => {
-                    let mut socket = mio::net::UdpSocket::from_std(socket);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if registry
-                        .register(&mut socket, token, Interest::READABLE)
-                        .is_ok()
-                    {
-                        let max_peers = self.config.limits.published_udp_peers;
-                        self.udp_published
-                            .insert(token, UdpPublished::new(target, socket, max_peers));
+                GatewayCommand::PublishUdp(target, sockets) => {
+                    for socket in sockets {
+                        let mut socket = mio::net::UdpSocket::from_std(socket);
+                        let token = Token(self.next_token);
+                        self.next_token += 1;
+                        if registry
+                            .register(&mut socket, token, Interest::READABLE)
+                            .is_ok()
+                        {
+                            let max_peers = self.config.limits.published_udp_peers;
+                            self.udp_published
+                                .insert(token, UdpPublished::new(target, socket, max_peers));
+                        }
                     }
                 }
                 GatewayCommand::Unpublish(id, done) => {
@@ -436,44 +440,60 @@ impl Engine {
                 Ok((stream, _)) => stream,
                 Err(_) => return,
             };
-            if !self.tcp.admits(*target.sandbox.ip(), self.tcp6.len()) {
+            let admitted = match target.sandbox {
+                SocketAddr::V4(s) => self.tcp.admits(*s.ip(), self.tcp6.len()),
+                SocketAddr::V6(s) => self.tcp6.admits(*s.ip(), self.tcp.len()),
+            };
+            if !admitted {
                 // At a cap: the host client sees the connection close at once.
                 self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let local = self.gateway_ports.allocate();
-            let mut socket = self.tcp.socket();
-            let remote = (IpAddress::Ipv4(*target.sandbox.ip()), target.sandbox.port());
-            let ours = self.ip4();
-            if socket
-                .connect(self.iface.context(), remote, (IpAddress::Ipv4(ours), local))
-                .is_err()
-            {
-                continue;
-            }
-            let handle = self.sockets.add(socket);
-            let key = (
-                *target.sandbox.ip(),
-                target.sandbox.port(),
-                self.ip4(),
-                local,
-            );
-            let registry = self.poll.registry();
-            if self
-                .tcp
-                .adopt(registry, &mut self.next_token, key, stream, handle)
-                .is_err()
-            {
-                self.sockets.remove(handle);
+            match target.sandbox {
+                SocketAddr::V4(sandbox) => self.connect_published(sandbox, local, stream),
+                SocketAddr::V6(sandbox) => {
+                    self.connect_published6(sandbox, target.sandbox_mac, local, stream)
+                }
             }
         }
     }
 
+    /// Connect a published connection into the sandbox at `sandbox`, from the gateway's
+    /// address, port `local`.
+    fn connect_published(
+        &mut self,
+        sandbox: SocketAddrV4,
+        local: u16,
+        stream: mio::net::TcpStream,
+    ) {
+        let mut socket = self.tcp.socket();
+        let remote = (IpAddress::Ipv4(*sandbox.ip()), sandbox.port());
+        let ours = self.ip4();
+        if socket
+            .connect(self.iface.context(), remote, (IpAddress::Ipv4(ours), local))
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let key = (*sandbox.ip(), sandbox.port(), ours, local);
+        let registry = self.poll.registry();
+        if self
+            .tcp
+            .adopt(registry, &mut self.next_token, key, stream, handle)
+            .is_err()
+        {
+            self.sockets.remove(handle);
+        }
+    }
+
     /// Datagrams arrived on a published UDP port: pass each to the sandbox, from a gateway
-    /// port that stands for the sender.
+    /// port that stands for the sender (and from the gateway's address of the sandbox's family).
     fn receive_published(&mut self, token: Token) {
         let gateway_mac = self.config.mac;
         let gateway_ip = self.ip4();
+        let gateway_ip6 = self.config.ipv6.map(|v6| v6.ip);
         let Some(published) = self.udp_published.get_mut(&token) else {
             return;
         };
@@ -487,21 +507,31 @@ impl Engine {
             let ports = &mut self.gateway_ports;
             let local = published.port_for(peer, &mut || ports.allocate());
             let target = published.target;
-            let from = SocketAddrV4::new(gateway_ip, local);
-            if build_udp_frame(
-                frame,
-                (gateway_mac, target.sandbox_mac),
-                from,
-                target.sandbox,
-                &datagram[..n],
-            ) {
+            let macs = (gateway_mac, target.sandbox_mac);
+            let built = match (target.sandbox, gateway_ip6) {
+                (SocketAddr::V4(sandbox), _) => {
+                    let from = SocketAddrV4::new(gateway_ip, local);
+                    build_udp_frame(frame, macs, from, sandbox, &datagram[..n])
+                }
+                (SocketAddr::V6(sandbox), Some(ip6)) => {
+                    let from = SocketAddrV6::new(ip6, local, 0, 0);
+                    build_udp6_frame(frame, macs, from, sandbox, &datagram[..n])
+                }
+                (SocketAddr::V6(_), None) => false,
+            };
+            if built {
                 self.device.send(frame);
             }
         }
     }
 
     /// A sandbox's answer to a datagram that came in on a published port, if `dport` is one.
-    fn reply_published(&mut self, dport: u16, payload: (usize, usize), frame_len: usize) -> bool {
+    pub(super) fn reply_published(
+        &mut self,
+        dport: u16,
+        payload: (usize, usize),
+        frame_len: usize,
+    ) -> bool {
         for published in self.udp_published.values_mut() {
             if let Some(peer) = published.peer_of(dport) {
                 let (start, end) = payload;

@@ -10,6 +10,7 @@ use crate::gateway::icmp_nat::EchoKey6;
 use crate::gateway::udp_nat::FlowKey6;
 use crate::gateway::{ndp, ra};
 use crate::wire::MacAddr;
+use smoltcp::wire::IpAddress;
 
 impl Engine {
     /// A sandbox's UDP over IPv6, through a host socket: to the host's loopback when it
@@ -23,6 +24,10 @@ impl Engine {
         let Some(v6) = self.config.ipv6 else {
             return;
         };
+        // A sandbox's answer to a datagram of a published port, from the gateway's address.
+        if tuple.2 == v6.ip && self.reply_published(tuple.3, (start, end), end) {
+            return;
+        }
         let ip = if tuple.2 == v6.ip {
             Ipv6Addr::LOCALHOST
         } else {
@@ -94,6 +99,43 @@ impl Engine {
         {
             Ok(token) => self.resolve_tcp(token),
             Err(_) => self.feed(&syn),
+        }
+    }
+
+    /// Connect a published connection into the sandbox at `sandbox` (an IPv6-only network's),
+    /// from the gateway's IPv6 address, port `local`.
+    pub(super) fn connect_published6(
+        &mut self,
+        sandbox: SocketAddrV6,
+        mac: MacAddr,
+        local: u16,
+        stream: mio::net::TcpStream,
+    ) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        self.learn_neighbour((*sandbox.ip(), mac), v6.ip);
+        let mut socket = self.tcp6.socket();
+        let remote = (IpAddress::Ipv6(*sandbox.ip()), sandbox.port());
+        if socket
+            .connect(
+                self.iface.context(),
+                remote,
+                (IpAddress::Ipv6(v6.ip), local),
+            )
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let key = (*sandbox.ip(), sandbox.port(), v6.ip, local);
+        let registry = self.poll.registry();
+        if self
+            .tcp6
+            .adopt(registry, &mut self.next_token, key, stream, handle)
+            .is_err()
+        {
+            self.sockets.remove(handle);
         }
     }
 
