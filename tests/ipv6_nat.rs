@@ -417,6 +417,17 @@ fn published_ports_listen_on_ipv6_and_reach_either_family() {
             "[::1]:15353->53/udp"
         ])
     );
+    // Malformed IPv6 bindings are usage errors, before the daemon hears of them.
+    for bad in [
+        "[::1:18082:80",
+        "[::1]18082:80",
+        "[nope]:18082:80",
+        "::1:18082:80",
+    ] {
+        let err =
+            ns.t.misuse(&["sandbox", "create", "c", "--net", "d6", "-p", bad]);
+        assert!(err.contains("malformed port mapping"), "{bad}: {err}");
+    }
     let megs = MIB4.to_string();
     // A dual-stack sandbox listening on IPv4 only: an IPv6 client reaches it.
     let server = ns.sandbox_server("a", TAKE, &["0.0.0.0", "80"]);
