@@ -280,6 +280,26 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_specs_never_panic() {
+        let bases = [
+            "[::1]:8080:80/udp",
+            "127.0.0.1:53:53",
+            "8080:80",
+            "[::]:1:2/tcp",
+        ];
+        let mut rng = crate::test_rng::XorShift(0x5eed_0bad_5bec);
+        for round in 0..20_000 {
+            let mut spec = bases[round % bases.len()].as_bytes().to_vec();
+            for _ in 0..rng.below(4) {
+                let i = rng.below(spec.len());
+                spec[i] = b"[]:/0123456789.af"[rng.below(17)];
+            }
+            spec.truncate(rng.below(spec.len() + 1));
+            crate::cli::check_arbitrary_publish_spec(&String::from_utf8_lossy(&spec));
+        }
+    }
+
+    #[test]
     fn clashes() {
         let any = parse("8080:80", "n").unwrap();
         let lo = parse("127.0.0.1:8080:81", "n").unwrap();
