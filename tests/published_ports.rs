@@ -39,6 +39,7 @@ fn tcp_and_udp_reach_the_sandbox_from_the_daemon_namespace() {
         ports,
         serde_json::json!([
             format!("0.0.0.0:{web}->80/tcp"),
+            format!("[::]:{web}->80/tcp"),
             format!("127.0.0.1:{dns}->53/udp")
         ])
     );

@@ -1,6 +1,7 @@
 //! Every frame a sandbox sends towards the gateway goes through `classify` first: it must never
 //! panic, and a payload range it returns (UDP, DNS over IPv6, ICMPv6 echo, a refused IPv6 packet) must lie inside the
-//! frame. The first byte's second bit gives the gateway an IPv6 side.
+//! frame. The first byte's second bit gives the gateway an IPv6 side, its third bit takes its
+//! IPv4 side away (an IPv6-only network's gateway).
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -18,8 +19,13 @@ fuzz_target!(|data: &[u8]| {
     policy.set_tapnet_subnets(vec![subnet]);
     let config = GatewayConfig {
         network: "fuzz".into(),
-        subnet,
-        ip: Ipv4Addr::new(172, 18, 0, 1),
+        ipv4: data
+            .first()
+            .is_none_or(|b| b & 4 == 0)
+            .then_some(tapnet::gateway::GatewayV4 {
+                subnet,
+                ip: Ipv4Addr::new(172, 18, 0, 1),
+            }),
         mac: MacAddr([2, 0x42, 172, 18, 0, 1]),
         mtu: 1500,
         nat: data.first().is_some_and(|b| b & 1 == 1),
@@ -43,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         | Inbound::Dns6 { payload: r, .. }
         | Inbound::Udp6 { payload: r, .. }
         | Inbound::Echo6 { icmp: r, .. }
+        | Inbound::EchoOut6 { icmp: r, .. }
         | Inbound::Refuse6 { packet: r, .. } => assert!(r.0 <= r.1 && r.1 <= data.len()),
         _ => {}
     }

@@ -483,6 +483,18 @@ fn publish_spec(spec: &str) -> std::result::Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The body of the `port_spec` fuzz target, here so that the fuzzer reaches the private
+/// parser: on any string `-p`'s parser does not panic, and what it accepts has real ports and at
+/// least one host binding.
+#[doc(hidden)]
+pub fn check_arbitrary_publish_spec(spec: &str) {
+    if let Ok(port) = crate::control::ports::parse(spec, "n") {
+        assert!(port.host_port > 0 && port.port > 0);
+        assert!(!port.bindings().is_empty());
+        let _ = port.to_string();
+    }
+}
+
 /// `--ip`, `--gateway`: an IPv4 address (whether it fits the network is the daemon's to say).
 fn ipv4_address(s: &str) -> std::result::Result<String, String> {
     s.parse::<std::net::Ipv4Addr>()

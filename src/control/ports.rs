@@ -1,7 +1,10 @@
-//! Published ports: parsing `-p [HOSTIP:]HOSTPORT:PORT[/udp]` and binding the host sockets.
+//! Published ports: parsing `-p [HOSTIP:]HOSTPORT:PORT[/udp]` (HOSTIP an IPv4 address or an
+//! IPv6 one in brackets, `[::1]`) and binding the host sockets. A port published on all
+//! addresses listens on `0.0.0.0` and on `[::]` (IPv6 only, so that the two do not collide).
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +19,8 @@ pub enum Protocol {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedPort {
-    /// Address of the daemon's namespace to listen on; all when absent.
-    pub host_ip: Option<Ipv4Addr>,
+    /// Address of the daemon's namespace to listen on; all, of both families, when absent.
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     /// The sandbox's port.
     pub port: u16,
@@ -27,28 +30,46 @@ pub struct PublishedPort {
 }
 
 impl fmt::Display for PublishedPort {
-    /// Docker's form: `0.0.0.0:8080->80/tcp`.
+    /// Docker's form: `0.0.0.0:8080->80/tcp`, `[::1]:8080->80/tcp` (all addresses show as
+    /// 0.0.0.0; [`PublishedPort::bindings`] lists each family).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
-        write!(
-            f,
-            "{}:{}->{}/{proto}",
-            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            self.host_port,
-            self.port
-        )
+        let host = self.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        self.write_binding(f, host)
     }
 }
 
 impl PublishedPort {
-    pub fn host_addr(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(
-            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            self.host_port,
-        )
+    fn write_binding(&self, f: &mut dyn fmt::Write, host: IpAddr) -> fmt::Result {
+        let proto = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        let host = SocketAddr::new(host, self.host_port);
+        write!(f, "{host}->{}/{proto}", self.port)
+    }
+
+    /// The host addresses it listens on: its own, or 0.0.0.0 and [::].
+    pub fn host_addrs(&self) -> Vec<SocketAddr> {
+        match self.host_ip {
+            Some(ip) => vec![SocketAddr::new(ip, self.host_port)],
+            None => vec![
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), self.host_port),
+                SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), self.host_port),
+            ],
+        }
+    }
+
+    /// Each binding in Docker's form: `0.0.0.0:8080->80/tcp` and `[::]:8080->80/tcp` for a port
+    /// published on all addresses.
+    pub fn bindings(&self) -> Vec<String> {
+        self.host_addrs()
+            .into_iter()
+            .map(|a| {
+                let mut s = String::new();
+                let _ = self.write_binding(&mut s, a.ip());
+                s
+            })
+            .collect()
     }
 
     /// Would both want the same host socket?
@@ -78,16 +99,27 @@ pub fn parse(spec: &str, network: &str) -> Result<PublishedPort> {
         }
         None => (spec, Protocol::Tcp),
     };
+    let bad_ip = |ip: &str| {
+        Error::invalid(format!(
+            "malformed port mapping {spec:?}: bad host address {ip:?}"
+        ))
+    };
+    // An IPv6 host address comes in brackets, as in a URL: [::1]:8080:80.
+    let (ip6, ports) = match ports.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, rest) = rest.split_once("]:").ok_or_else(|| bad_ip(rest))?;
+            let ip = ip.parse::<Ipv6Addr>().map_err(|_| bad_ip(ip))?;
+            (Some(IpAddr::V6(ip)), rest)
+        }
+        None => (None, ports),
+    };
     let parts: Vec<&str> = ports.split(':').collect();
-    let (host_ip, host_port, port) = match parts.as_slice() {
-        [host, port] => (None, *host, *port),
-        [ip, host, port] => {
-            let ip = ip.parse::<Ipv4Addr>().map_err(|_| {
-                Error::invalid(format!(
-                    "malformed port mapping {spec:?}: bad host address {ip:?}"
-                ))
-            })?;
-            (Some(ip), *host, *port)
+    let (host_ip, host_port, port) = match (ip6, parts.as_slice()) {
+        (Some(ip), [host, port]) => (Some(ip), *host, *port),
+        (None, [host, port]) => (None, *host, *port),
+        (None, [ip, host, port]) => {
+            let ip = ip.parse::<Ipv4Addr>().map_err(|_| bad_ip(ip))?;
+            (Some(IpAddr::V4(ip)), *host, *port)
         }
         _ => {
             return Err(Error::invalid(format!(
@@ -104,44 +136,100 @@ pub fn parse(spec: &str, network: &str) -> Result<PublishedPort> {
     })
 }
 
-/// A bound host socket for a published port.
+/// The bound host sockets of a published port (one per address family it listens on).
 pub enum HostSocket {
-    Tcp(std::net::TcpListener),
-    Udp(std::net::UdpSocket),
+    Tcp(Vec<std::net::TcpListener>),
+    Udp(Vec<std::net::UdpSocket>),
 }
 
 /// Bind the host side now, so that a taken port is an error before anything else happens.
+/// On all addresses, a host without IPv6 gets the IPv4 socket only.
 pub fn bind(port: &PublishedPort) -> Result<HostSocket> {
-    let addr = port.host_addr();
-    let taken = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    for addr in port.host_addrs() {
+        let fd = match bind_one(port.protocol, addr) {
+            Ok(fd) => fd,
+            Err(e) if port.host_ip.is_none() && addr.is_ipv6() && no_ipv6(&e) => continue,
+            Err(e) => return Err(refused(port, addr, e)),
+        };
+        match port.protocol {
+            Protocol::Tcp => tcp.push(std::net::TcpListener::from(fd)),
+            Protocol::Udp => udp.push(std::net::UdpSocket::from(fd)),
+        }
+    }
+    Ok(match port.protocol {
+        Protocol::Tcp => HostSocket::Tcp(tcp),
+        Protocol::Udp => HostSocket::Udp(udp),
+    })
+}
+
+/// Did a socket fail because the host has no IPv6 (no such family, or IPv6 disabled)?
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+    )
+}
+
+/// One host socket on `addr`, non-blocking, listening if TCP. An IPv6 socket takes IPv6 only
+/// (IPV6_V6ONLY), so that `[::]` and `0.0.0.0` are separate bindings, as in Docker.
+fn bind_one(protocol: Protocol, addr: SocketAddr) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, listen, setsockopt, socket,
+        sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let kind = match protocol {
+        Protocol::Tcp => SockType::Stream,
+        Protocol::Udp => SockType::Datagram,
+    };
+    let fd = socket(
+        family,
+        kind,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    if protocol == Protocol::Tcp {
+        // As std's TcpListener::bind: a restarted daemon rebinds past TIME_WAIT.
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    if protocol == Protocol::Tcp {
+        listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
+    }
+    Ok(fd)
+}
+
+/// The error of publishing `port` when its socket on `addr` failed with `e`.
+fn refused(port: &PublishedPort, addr: SocketAddr, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
             let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "1024".into());
-            return Error::conflict(format!(
+            Error::conflict(format!(
                 "cannot publish {port}: binding host port {} needs privileges: ports below \
                  net.ipv4.ip_unprivileged_port_start ({start}) are reserved to root; publish a \
                  higher port, or lower that sysctl",
                 addr.port()
-            ));
+            ))
         }
-        Error::conflict(format!(
+        std::io::ErrorKind::AddrInUse => Error::conflict(format!(
             "cannot publish {port}: host address {addr} is taken ({e})"
-        ))
-    };
-    let socket = match port.protocol {
-        Protocol::Tcp => HostSocket::Tcp(std::net::TcpListener::bind(addr).map_err(taken)?),
-        Protocol::Udp => HostSocket::Udp(std::net::UdpSocket::bind(addr).map_err(taken)?),
-    };
-    let nonblocking = match &socket {
-        HostSocket::Tcp(l) => l.set_nonblocking(true),
-        HostSocket::Udp(s) => s.set_nonblocking(true),
-    };
-    nonblocking.map_err(|e| Error::Io {
-        context: format!("publish {port}"),
-        source: e,
-    })?;
-    Ok(socket)
+        )),
+        _ => Error::Io {
+            context: format!("publish {port}: bind host address {addr}"),
+            source: e,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -157,10 +245,27 @@ mod tests {
         );
         assert_eq!(p.to_string(), "0.0.0.0:8080->80/tcp");
         let p = parse("127.0.0.1:5353:53/udp", "n").unwrap();
-        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(p.host_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert_eq!(p.protocol, Protocol::Udp);
         assert_eq!(p.to_string(), "127.0.0.1:5353->53/udp");
+        let p = parse("[::1]:8080:80", "n").unwrap();
+        assert_eq!(p.host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(p.to_string(), "[::1]:8080->80/tcp");
+        assert_eq!(p.bindings(), ["[::1]:8080->80/tcp"]);
+        let p = parse("[::]:5353:53/udp", "n").unwrap();
+        assert_eq!(p.host_ip, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
+        assert_eq!(p.protocol, Protocol::Udp);
+        assert_eq!(
+            parse("8080:80", "n").unwrap().bindings(),
+            ["0.0.0.0:8080->80/tcp", "[::]:8080->80/tcp"]
+        );
         for bad in [
+            "[::1]8080:80",
+            "[::1:8080:80",
+            "[x]:8080:80",
+            "[127.0.0.1]:8080:80",
+            "[::1]:1:8080:80",
+            "::1:8080:80",
             "80",
             "0:80",
             "8080:0",
@@ -175,6 +280,26 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_specs_never_panic() {
+        let bases = [
+            "[::1]:8080:80/udp",
+            "127.0.0.1:53:53",
+            "8080:80",
+            "[::]:1:2/tcp",
+        ];
+        let mut rng = crate::test_rng::XorShift(0x5eed_0bad_5bec);
+        for round in 0..20_000 {
+            let mut spec = bases[round % bases.len()].as_bytes().to_vec();
+            for _ in 0..rng.below(4) {
+                let i = rng.below(spec.len());
+                spec[i] = b"[]:/0123456789.af"[rng.below(17)];
+            }
+            spec.truncate(rng.below(spec.len() + 1));
+            crate::cli::check_arbitrary_publish_spec(&String::from_utf8_lossy(&spec));
+        }
+    }
+
+    #[test]
     fn clashes() {
         let any = parse("8080:80", "n").unwrap();
         let lo = parse("127.0.0.1:8080:81", "n").unwrap();
@@ -183,5 +308,32 @@ mod tests {
         assert!(any.clashes_with(&lo) && lo.clashes_with(&any));
         assert!(!lo.clashes_with(&other));
         assert!(!any.clashes_with(&udp));
+        let lo6 = parse("[::1]:8080:81", "n").unwrap();
+        assert!(any.clashes_with(&lo6) && !lo.clashes_with(&lo6));
+    }
+
+    /// A port on all addresses takes 0.0.0.0 and [::], which do not collide (IPV6_V6ONLY); an
+    /// explicit [::1] binding is IPv6 only.
+    #[test]
+    fn all_addresses_bind_both_families_separately() {
+        let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let free = holder.local_addr().unwrap().port();
+        drop(holder);
+        let any = parse(&format!("{free}:80"), "n").unwrap();
+        let HostSocket::Tcp(listeners) = bind(&any).unwrap() else {
+            panic!("TCP")
+        };
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        assert_eq!(addrs, any.host_addrs());
+        // Both taken now: a second binding of either family is refused.
+        let again = bind(&parse(&format!("[::1]:{free}:80"), "n").unwrap());
+        assert!(again.is_err());
+        drop(listeners);
+        // Positive control: free again, [::1] alone binds.
+        let HostSocket::Tcp(lo6) = bind(&parse(&format!("[::1]:{free}:80"), "n").unwrap()).unwrap()
+        else {
+            panic!("TCP")
+        };
+        assert_eq!(lo6.len(), 1);
     }
 }

@@ -100,6 +100,7 @@ pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String)
                 plugin_info: None,
             })
             .collect(),
-        ports: sb.ports.iter().map(|p| p.to_string()).collect(),
+        // Each binding, as Docker lists them: 0.0.0.0 and [::] for a port on all addresses.
+        ports: sb.ports.iter().flat_map(|p| p.bindings()).collect(),
     }
 }

@@ -11,7 +11,7 @@ use crate::datapath::fdb::PortId;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns::DnsServer;
-use crate::gateway::{Gateway, GatewayConfig, GatewayV6};
+use crate::gateway::{Gateway, GatewayConfig, GatewayV4, GatewayV6};
 use crate::netns::tap::Offload;
 use crate::wire::MacAddr;
 
@@ -101,24 +101,32 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
     if let Some(dp_net) = ctx.dp.network(id) {
         dp_net.fdb.set_port_limit(opts.max_macs_per_port);
     }
-    let (Some(subnet), Some(ip)) = (net.subnet, net.gateway) else {
-        return Ok(());
+    let ipv4 = net
+        .subnet
+        .zip(net.gateway)
+        .map(|(subnet, ip)| GatewayV4 { subnet, ip });
+    let ipv6 = net
+        .subnet6
+        .zip(net.gateway6)
+        .map(|(subnet, ip)| GatewayV6 { subnet, ip });
+    // The gateway's MAC is made of its IPv4 address, or on an IPv6-only network of its IPv6
+    // address's last 32 bits, as its endpoints' are.
+    let mac = match (ipv4, ipv6) {
+        (Some(v4), _) => MacAddr::from_ipv4(v4.ip),
+        (None, Some(v6)) => MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6.ip) as u32)),
+        (None, None) => return Ok(()),
     };
     let config = GatewayConfig {
         network: net.name.clone(),
-        subnet,
-        ip,
-        mac: MacAddr::from_ipv4(ip),
+        ipv4,
+        mac,
         mtu: net.mtu,
         nat: !net.internal,
         policy: ctx.nat_policy.clone(),
         udp_idle: std::time::Duration::from_secs(u64::from(opts.udp_idle_s)),
         limits: opts.nat,
         dns: None,
-        ipv6: net
-            .subnet6
-            .zip(net.gateway6)
-            .map(|(subnet, ip)| GatewayV6 { subnet, ip }),
+        ipv6,
     };
     // Internal networks resolve their own names only; others forward, but only to upstreams
     // the NAT policy admits.

@@ -23,6 +23,12 @@ pub enum Inbound {
     Stack,
     /// A TCP SYN (without ACK) that may open a NAT flow.
     TcpSyn(FlowKey),
+    /// A TCP SYN over IPv6 that may open a NAT flow; `src_mac` is the sandbox's, so that
+    /// smoltcp knows where to answer.
+    TcpSyn6 {
+        tuple: super::udp_nat::FlowKey6,
+        src_mac: MacAddr,
+    },
     /// A UDP datagram for NAT or the gateway's DNS; `payload` is its byte range in the frame.
     Udp {
         tuple: FlowKey,
@@ -32,6 +38,12 @@ pub enum Inbound {
     /// An ICMP echo request to ping through the host; `icmp` is its byte range in the frame.
     Echo {
         key: (Ipv4Addr, u16, Ipv4Addr),
+        src_mac: MacAddr,
+        icmp: (usize, usize),
+    },
+    /// An ICMPv6 echo request to ping through the host; `icmp` is its byte range.
+    EchoOut6 {
+        key: super::icmp_nat::EchoKey6,
         src_mac: MacAddr,
         icmp: (usize, usize),
     },
@@ -78,14 +90,21 @@ pub enum Inbound {
 impl GatewayConfig {
     /// Queries to the gateway address, port 53, go to its DNS server.
     pub fn is_dns(&self, dst: Ipv4Addr, port: u16) -> bool {
-        self.dns.is_some() && dst == self.ip && port == super::dns::DNS_PORT
+        self.dns.is_some() && self.is_gateway(dst) && port == super::dns::DNS_PORT
+    }
+
+    /// Is `dst` the gateway's IPv4 address?
+    pub fn is_gateway(&self, dst: Ipv4Addr) -> bool {
+        self.ipv4.is_some_and(|v4| v4.ip == dst)
     }
 
     /// May the gateway carry traffic to `dst`? Not on internal networks (except to itself),
     /// and never to other addresses of its own subnet or of another tapnet network.
     pub fn routable(&self, dst: Ipv4Addr) -> bool {
-        dst == self.ip
-            || (self.nat && !self.subnet.contains(dst) && !self.policy.is_tapnet_address(dst))
+        self.ipv4.is_some_and(|v4| {
+            dst == v4.ip
+                || (self.nat && !v4.subnet.contains(dst) && !self.policy.is_tapnet_address(dst))
+        })
     }
 }
 
@@ -93,9 +112,16 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
     let Ok(eth) = Ethernet::new_checked(frame) else {
         return Inbound::Ignore;
     };
+    // An IPv6-only network's gateway ignores IPv4 and ARP, as any frame not its business.
+    let Some(v4) = config.ipv4 else {
+        return match (&config.ipv6, eth.ethertype() == ethertype::IPV6) {
+            (Some(v6), true) => super::classify_v6::classify_v6(frame, config, v6),
+            _ => Inbound::Ignore,
+        };
+    };
     if eth.ethertype() == ethertype::ARP {
         // Only ARP for the gateway's own address.
-        let ours = ArpPacket::new_checked(eth.payload()).is_ok_and(|a| a.target_ip() == config.ip);
+        let ours = ArpPacket::new_checked(eth.payload()).is_ok_and(|a| a.target_ip() == v4.ip);
         return if ours {
             Inbound::Stack
         } else {
@@ -122,7 +148,7 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
     let l4_at = ETH_HDR_LEN + ip.header_len();
     let (src, dst) = (ip.src(), ip.dst());
     match ip.protocol() {
-        PROTO_ICMP if dst == config.ip => Inbound::Stack,
+        PROTO_ICMP if dst == v4.ip => Inbound::Stack,
         PROTO_ICMP if config.nat && config.routable(dst) => {
             let Ok((start, end)) = ip.payload_range() else {
                 return Inbound::Ignore;
@@ -148,7 +174,7 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
             }
             // Through the gateway to somewhere it may not go: refused, so the sandbox fails at
             // once.
-            Ok(_) if !config.subnet.contains(dst) => Inbound::Stack,
+            Ok(_) if !v4.subnet.contains(dst) => Inbound::Stack,
             _ => Inbound::Ignore,
         },
         PROTO_UDP => match UdpDatagram::new_checked(l4) {
@@ -189,8 +215,10 @@ mod tests {
         ]);
         GatewayConfig {
             network: "n".into(),
-            subnet: "172.18.0.0/16".parse().unwrap(),
-            ip: Ipv4Addr::new(172, 18, 0, 1),
+            ipv4: Some(crate::gateway::GatewayV4 {
+                subnet: "172.18.0.0/16".parse().unwrap(),
+                ip: Ipv4Addr::new(172, 18, 0, 1),
+            }),
             mac: MacAddr(GW_MAC),
             mtu: 1500,
             nat,

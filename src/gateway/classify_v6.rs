@@ -1,8 +1,8 @@
 //! Which IPv6 frames are the gateway's, on a network with IPv6: Neighbour Solicitations for its
 //! addresses, Router Solicitations, echo requests to its addresses, and DNS queries to its
-//! address, and UDP it carries through host sockets (NAT, as IPv4's). TCP, UDP and pings it
-//! cannot carry (TCP and pings through it: no IPv6 NAT for them yet; UDP the policy forbids)
-//! are refused, so that the sandbox fails at once and falls back to IPv4 instead
+//! address, and TCP, UDP and echo requests it carries through host sockets (NAT, as IPv4's; smoltcp holds the
+//! TCP flows, so it also gets the sandboxes' Neighbour Advertisements to the gateway). What it
+//! cannot carry (what the policy forbids) is refused, so that the sandbox fails at once and falls back to IPv4 instead
 //! of waiting for a timeout. Everything else (other hosts' neighbour discovery, MLD, router
 //! advertisements a sandbox sends, ICMPv6 errors) is ignored.
 //!
@@ -12,12 +12,12 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use smoltcp::wire::{EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, UdpPacket};
+use smoltcp::wire::{EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, TcpPacket, UdpPacket};
 
 use super::classify::Inbound;
 use super::ndp::{
-    ALL_ROUTERS, ECHO_REQUEST, NEIGHBOR_SOLICIT, ROUTER_SOLICIT, link_local, multicast_mac,
-    solicited_node,
+    ALL_ROUTERS, ECHO_REQUEST, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, ROUTER_SOLICIT, link_local,
+    multicast_mac, solicited_node,
 };
 use super::{GatewayConfig, GatewayV6};
 use crate::wire::{ETH_HDR_LEN, MacAddr};
@@ -66,7 +66,9 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
             };
             let body = ip.payload();
             let msg_type = body[0];
-            let ndp = msg_type == ROUTER_SOLICIT || msg_type == NEIGHBOR_SOLICIT;
+            let ndp = msg_type == ROUTER_SOLICIT
+                || msg_type == NEIGHBOR_SOLICIT
+                || msg_type == NEIGHBOR_ADVERT;
             if ndp && (ip.hop_limit() != 255 || icmp.msg_code() != 0) {
                 return Inbound::Ignore;
             }
@@ -92,6 +94,9 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                         Inbound::Ignore
                     }
                 }
+                // A sandbox's answer to smoltcp's solicitation (it terminates TCP): smoltcp
+                // learns the sandbox's MAC from it.
+                NEIGHBOR_ADVERT if dst_mac == config.mac && ours(dst) => Inbound::Stack,
                 ROUTER_SOLICIT if dst == ALL_ROUTERS || ours(dst) => {
                     Inbound::RouterSolicit { src_mac, src }
                 }
@@ -103,11 +108,33 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                         icmp: (at, at + body.len()),
                     }
                 }
+                ECHO_REQUEST if through && config.routable_v6(dst) && icmp.msg_code() == 0 => {
+                    Inbound::EchoOut6 {
+                        key: (src, icmp.echo_ident(), dst),
+                        src_mac,
+                        icmp: (at, at + body.len()),
+                    }
+                }
                 ECHO_REQUEST if through => refuse,
                 _ => Inbound::Ignore,
             }
         }
-        IpProtocol::Tcp if through || (unicast && ours(dst)) => refuse,
+        IpProtocol::Tcp if through || (unicast && ours(dst)) => {
+            let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+                return Inbound::Ignore;
+            };
+            if !config.routable_v6(dst) {
+                refuse
+            } else if tcp.syn() && !tcp.ack() {
+                Inbound::TcpSyn6 {
+                    tuple: (src, tcp.src_port(), dst, tcp.dst_port()),
+                    src_mac,
+                }
+            } else {
+                // A segment of a flow smoltcp holds (or RST from it for one it does not).
+                Inbound::Stack
+            }
+        }
         IpProtocol::Udp if through || (unicast && ours(dst)) => {
             let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
                 return Inbound::Ignore;
@@ -182,8 +209,10 @@ pub(crate) mod tests {
     pub(crate) fn config(v6: bool) -> GatewayConfig {
         GatewayConfig {
             network: "n6".into(),
-            subnet: "172.18.0.0/16".parse().unwrap(),
-            ip: std::net::Ipv4Addr::new(172, 18, 0, 1),
+            ipv4: Some(crate::gateway::GatewayV4 {
+                subnet: "172.18.0.0/16".parse().unwrap(),
+                ip: std::net::Ipv4Addr::new(172, 18, 0, 1),
+            }),
             mac: GW_MAC,
             mtu: 1500,
             nat: true,
@@ -359,9 +388,10 @@ pub(crate) mod tests {
         c.policy
             .set_tapnet_subnets_v6(vec!["fd00:43::/64".parse().unwrap()]);
         let frames = [
-            (tcp6_syn(beyond), &c),
-            (tcp6_syn(gw6()), &c),
-            (echo_request(beyond, b"x"), &c),
+            (tcp6_syn(tapnet), &c),
+            (tcp6_syn(beyond), &internal),
+            (echo_request(beyond, b"x"), &internal),
+            (echo_request(tapnet, b"x"), &c),
             (udp6(tapnet, 53, b"q"), &c),
             (udp6(beyond, 53, b"q"), &internal),
             (udp6(gw6(), 54, b"q"), &internal),
@@ -429,6 +459,77 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tcp_and_pings_beyond_the_gateway_are_nat_and_advertisements_reach_the_stack() {
+        let c = config(true);
+        let beyond: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        for dst in [beyond, gw6()] {
+            assert_eq!(
+                classify(&tcp6_syn(dst), &c),
+                Inbound::TcpSyn6 {
+                    tuple: (sb6(), 40000, dst, 80),
+                    src_mac: SB_MAC
+                }
+            );
+            // Later segments of the flow go to smoltcp, which holds it.
+            let mut ack = tcp6_syn(dst);
+            ack[14 + 40 + 13] = 0x10;
+            assert_eq!(classify(&ack, &c), Inbound::Stack);
+        }
+        // Pings beyond: through the host (pings of the gateway it answers itself).
+        let ping = echo_request(beyond, b"abc");
+        assert_eq!(
+            classify(&ping, &c),
+            Inbound::EchoOut6 {
+                key: (sb6(), 0x4242, beyond),
+                src_mac: SB_MAC,
+                icmp: (54, ping.len())
+            }
+        );
+        // A sandbox's Neighbour Advertisement to the gateway (smoltcp asked): the stack's.
+        let mut na = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+            .ipv6(sb6().octets(), gw6().octets(), 255)
+            .icmpv6(Icmpv6Type::NeighborAdvertisement(
+                etherparse::icmpv6::NeighborAdvertisementHeader {
+                    router: false,
+                    solicited: true,
+                    r#override: true,
+                },
+            ))
+            .write(&mut na, &sb6().octets())
+            .unwrap();
+        assert_eq!(classify(&na, &c), Inbound::Stack);
+        na[14 + 7] = 64; // not from the link
+        assert_eq!(classify(&na, &c), Inbound::Ignore);
+    }
+
+    #[test]
+    fn an_ipv6_only_gateway_serves_ipv6_and_ignores_ipv4() {
+        let mut c = config(true);
+        c.ipv4 = None;
+        assert!(matches!(
+            classify(&neighbor_solicit(sb_local(), gw6()), &c),
+            Inbound::NeighborSolicit { .. }
+        ));
+        assert!(matches!(
+            classify(&tcp6_syn(gw6()), &c),
+            Inbound::TcpSyn6 { .. }
+        ));
+        let mut udp4 = Vec::new();
+        PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+            .ipv4([172, 18, 0, 2], [192, 0, 2, 1], 64)
+            .udp(4000, 53)
+            .write(&mut udp4, b"q")
+            .unwrap();
+        assert_eq!(classify(&udp4, &c), Inbound::Ignore, "no IPv4 NAT");
+        // Positive control: the same datagram is carried where the gateway has IPv4.
+        assert!(matches!(
+            classify(&udp4, &config(true)),
+            Inbound::Udp { .. }
+        ));
+    }
+
+    #[test]
     fn a_gateway_without_ipv6_ignores_it() {
         let frames = [
             neighbor_solicit(sb_local(), gw6()),
@@ -468,6 +569,7 @@ pub(crate) mod tests {
                 Inbound::Dns6 { payload: r, .. }
                 | Inbound::Udp6 { payload: r, .. }
                 | Inbound::Echo6 { icmp: r, .. }
+                | Inbound::EchoOut6 { icmp: r, .. }
                 | Inbound::Refuse6 { packet: r, .. } => {
                     assert!(r.0 <= r.1 && r.1 <= f.len());
                 }

@@ -27,6 +27,7 @@ use super::ndp;
 use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
 use super::ra::RaTimer;
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
+use super::udp_nat::FlowKey6 as TcpTuple6;
 use super::udp_nat::{FlowKey6, UdpNat, build_udp_frame, build_udp6_frame};
 use super::{GatewayConfig, GatewayStats};
 use crate::error::{Context, Error, Result};
@@ -48,9 +49,11 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     stats: Arc<GatewayStats>,
     tcp: TcpNat,
+    tcp6: TcpNat<TcpTuple6>,
     udp: UdpNat,
     udp6: UdpNat<FlowKey6>,
     icmp: IcmpNat,
+    icmp6: IcmpNat<super::icmp_nat::EchoKey6>,
     commands: Receiver<GatewayCommand>,
     tcp_published: HashMap<Token, TcpPublished>,
     udp_published: HashMap<Token, UdpPublished>,
@@ -94,18 +97,24 @@ impl Engine {
         let hw = HardwareAddress::Ethernet(EthernetAddress(config.mac.0));
         let mut iface = Interface::new(Config::new(hw), &mut device, SmolInstant::from_millis(0));
         iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(
-                IpAddress::Ipv4(config.ip),
-                config.subnet.prefix,
-            ));
+            if let Some(v4) = config.ipv4 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(v4.ip), v4.subnet.prefix));
+            }
+            // smoltcp terminates the sandboxes' TCP over IPv6 too, and sends its neighbour
+            // solicitations from this address.
+            if let Some(v6) = config.ipv6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(v6.ip), v6.subnet.prefix));
+            }
         });
         // Accept packets for any destination routed through the gateway itself: the
         // classifier below decides which ones reach the stack.
         iface.set_any_ip(true);
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(config.ip)
-            .map_err(|_| Error::invalid("gateway route table full"))?;
+        if let Some(v4) = config.ipv4 {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(v4.ip)
+                .map_err(|_| Error::invalid("gateway route table full"))?;
+        }
         let limits = config.limits;
         let dns = dns.map(|server| server.port(waker.clone()));
         let ra = config.ipv6.map(|_| RaTimer::new(std::time::Instant::now()));
@@ -119,9 +128,11 @@ impl Engine {
             stop,
             stats,
             tcp: TcpNat::new(limits.tcp),
+            tcp6: TcpNat::new(limits.tcp),
             udp: UdpNat::new(limits.udp),
             udp6: UdpNat::new(limits.udp),
             icmp: IcmpNat::default(),
+            icmp6: IcmpNat::default(),
             commands,
             tcp_published: HashMap::new(),
             udp_published: HashMap::new(),
@@ -139,6 +150,12 @@ impl Engine {
 
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
+    }
+
+    /// The gateway's IPv4 address, on the IPv4 paths (which a network without IPv4 never
+    /// takes: `classify` gives them nothing).
+    fn ip4(&self) -> Ipv4Addr {
+        self.config.ipv4.map_or(Ipv4Addr::UNSPECIFIED, |v4| v4.ip)
     }
 
     fn now(&self) -> SmolInstant {
@@ -185,6 +202,7 @@ impl Engine {
             self.udp.expire(registry, self.config.udp_idle);
             self.udp6.expire(registry, self.config.udp_idle);
             self.icmp.expire(registry);
+            self.icmp6.expire(registry);
             let mut peers = 0;
             for published in self.udp_published.values_mut() {
                 published.expire(self.config.udp_idle);
@@ -195,7 +213,7 @@ impl Engine {
                 .store(peers, Ordering::Relaxed);
             self.stats
                 .tcp_flows
-                .store(self.tcp.len(), Ordering::Relaxed);
+                .store(self.tcp.len() + self.tcp6.len(), Ordering::Relaxed);
             self.stats
                 .udp_flows
                 .store(self.udp.len() + self.udp6.len(), Ordering::Relaxed);
@@ -211,13 +229,15 @@ impl Engine {
         for _ in 0..64 {
             let now = self.now();
             self.iface.poll(now, &mut self.device, &mut self.sockets);
-            if !self.tcp.pump(&mut self.sockets) {
+            let moved = self.tcp.pump(&mut self.sockets);
+            if !(self.tcp6.pump(&mut self.sockets) || moved) {
                 break;
             }
         }
         let now = self.now();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.tcp.reap(self.poll.registry(), &mut self.sockets);
+        self.tcp6.reap(self.poll.registry(), &mut self.sockets);
     }
 
     fn drain_switch(&mut self) {
@@ -227,12 +247,15 @@ impl Engine {
                 // A retransmitted SYN while the host side still connects: already held.
                 Inbound::TcpSyn(tuple) if self.tcp.knows(&tuple) => {}
                 Inbound::TcpSyn(tuple) => self.tcp_syn(tuple, len),
+                Inbound::TcpSyn6 { tuple, .. } if self.tcp6.knows(&tuple) => {}
+                Inbound::TcpSyn6 { tuple, src_mac } => self.tcp6_syn(tuple, src_mac, len),
                 Inbound::Udp {
                     tuple,
                     src_mac,
                     payload,
                 } => self.udp_out(tuple, src_mac, payload),
                 Inbound::Echo { key, src_mac, icmp } => self.echo_out(key, src_mac, icmp, len),
+                Inbound::EchoOut6 { key, src_mac, icmp } => self.echo6_out(key, src_mac, icmp, len),
                 Inbound::NeighborSolicit {
                     src_mac,
                     src,
@@ -284,7 +307,7 @@ impl Engine {
         {
             return if tcp { tcp_end } else { udp };
         }
-        if dst == self.config.ip {
+        if self.config.is_gateway(dst) {
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
         } else {
             SocketAddrV4::new(dst, port)
@@ -312,7 +335,7 @@ impl Engine {
             self.feed_stack(len);
             return;
         }
-        if !self.tcp.admits(tuple.0) {
+        if !self.tcp.admits(tuple.0, self.tcp6.len()) {
             // At a cap: refuse (RST), as a full host would; the sandbox's other flows go on.
             self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
             self.feed_stack(len);
@@ -322,7 +345,7 @@ impl Engine {
         let registry = self.poll.registry();
         match self
             .tcp
-            .start(registry, &mut self.next_token, tuple, target, &syn)
+            .start(registry, &mut self.next_token, tuple, target.into(), &syn)
         {
             // Connected or refused already (the host's loopback): answer now, not after a
             // round through poll.
@@ -335,7 +358,12 @@ impl Engine {
     /// Has the host socket of a held SYN connected, or failed? Then feed the SYN to smoltcp,
     /// which answers SYN-ACK (a socket listens now) or RST (none does).
     fn resolve_tcp(&mut self, token: Token) {
-        match self.tcp.resolve(token, &mut self.sockets) {
+        let verdict = if self.tcp.owns(token) {
+            self.tcp.resolve(token, &mut self.sockets)
+        } else {
+            self.tcp6.resolve(token, &mut self.sockets)
+        };
+        match verdict {
             Some(SynVerdict::Accept(syn)) | Some(SynVerdict::Refuse(syn)) => self.feed(&syn),
             None => {}
         }
@@ -351,29 +379,33 @@ impl Engine {
         while let Ok(command) = self.commands.try_recv() {
             let registry = self.poll.registry();
             match command {
-                GatewayCommand::PublishTcp(target, listener) => {
-                    let mut listener = mio::net::TcpListener::from_std(listener);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if registry
-                        .register(&mut listener, token, Interest::READABLE)
-                        .is_ok()
-                    {
-                        self.tcp_published
-                            .insert(token, TcpPublished { target, listener });
+                GatewayCommand::PublishTcp(target, listeners) => {
+                    for listener in listeners {
+                        let mut listener = mio::net::TcpListener::from_std(listener);
+                        let token = Token(self.next_token);
+                        self.next_token += 1;
+                        if registry
+                            .register(&mut listener, token, Interest::READABLE)
+                            .is_ok()
+                        {
+                            self.tcp_published
+                                .insert(token, TcpPublished { target, listener });
+                        }
                     }
                 }
-                GatewayCommand::PublishUdp(target, socket) => {
-                    let mut socket = mio::net::UdpSocket::from_std(socket);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if registry
-                        .register(&mut socket, token, Interest::READABLE)
-                        .is_ok()
-                    {
-                        let max_peers = self.config.limits.published_udp_peers;
-                        self.udp_published
-                            .insert(token, UdpPublished::new(target, socket, max_peers));
+                GatewayCommand::PublishUdp(target, sockets) => {
+                    for socket in sockets {
+                        let mut socket = mio::net::UdpSocket::from_std(socket);
+                        let token = Token(self.next_token);
+                        self.next_token += 1;
+                        if registry
+                            .register(&mut socket, token, Interest::READABLE)
+                            .is_ok()
+                        {
+                            let max_peers = self.config.limits.published_udp_peers;
+                            self.udp_published
+                                .insert(token, UdpPublished::new(target, socket, max_peers));
+                        }
                     }
                 }
                 GatewayCommand::Unpublish(id, done) => {
@@ -408,47 +440,60 @@ impl Engine {
                 Ok((stream, _)) => stream,
                 Err(_) => return,
             };
-            if !self.tcp.admits(*target.sandbox.ip()) {
+            let admitted = match target.sandbox {
+                SocketAddr::V4(s) => self.tcp.admits(*s.ip(), self.tcp6.len()),
+                SocketAddr::V6(s) => self.tcp6.admits(*s.ip(), self.tcp.len()),
+            };
+            if !admitted {
                 // At a cap: the host client sees the connection close at once.
                 self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let local = self.gateway_ports.allocate();
-            let mut socket = self.tcp.socket();
-            let remote = (IpAddress::Ipv4(*target.sandbox.ip()), target.sandbox.port());
-            if socket
-                .connect(
-                    self.iface.context(),
-                    remote,
-                    (IpAddress::Ipv4(self.config.ip), local),
-                )
-                .is_err()
-            {
-                continue;
-            }
-            let handle = self.sockets.add(socket);
-            let key = (
-                *target.sandbox.ip(),
-                target.sandbox.port(),
-                self.config.ip,
-                local,
-            );
-            let registry = self.poll.registry();
-            if self
-                .tcp
-                .adopt(registry, &mut self.next_token, key, stream, handle)
-                .is_err()
-            {
-                self.sockets.remove(handle);
+            match target.sandbox {
+                SocketAddr::V4(sandbox) => self.connect_published(sandbox, local, stream),
+                SocketAddr::V6(sandbox) => {
+                    self.connect_published6(sandbox, target.sandbox_mac, local, stream)
+                }
             }
         }
     }
 
+    /// Connect a published connection into the sandbox at `sandbox`, from the gateway's
+    /// address, port `local`.
+    fn connect_published(
+        &mut self,
+        sandbox: SocketAddrV4,
+        local: u16,
+        stream: mio::net::TcpStream,
+    ) {
+        let mut socket = self.tcp.socket();
+        let remote = (IpAddress::Ipv4(*sandbox.ip()), sandbox.port());
+        let ours = self.ip4();
+        if socket
+            .connect(self.iface.context(), remote, (IpAddress::Ipv4(ours), local))
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let key = (*sandbox.ip(), sandbox.port(), ours, local);
+        let registry = self.poll.registry();
+        if self
+            .tcp
+            .adopt(registry, &mut self.next_token, key, stream, handle)
+            .is_err()
+        {
+            self.sockets.remove(handle);
+        }
+    }
+
     /// Datagrams arrived on a published UDP port: pass each to the sandbox, from a gateway
-    /// port that stands for the sender.
+    /// port that stands for the sender (and from the gateway's address of the sandbox's family).
     fn receive_published(&mut self, token: Token) {
         let gateway_mac = self.config.mac;
-        let gateway_ip = self.config.ip;
+        let gateway_ip = self.ip4();
+        let gateway_ip6 = self.config.ipv6.map(|v6| v6.ip);
         let Some(published) = self.udp_published.get_mut(&token) else {
             return;
         };
@@ -462,21 +507,31 @@ impl Engine {
             let ports = &mut self.gateway_ports;
             let local = published.port_for(peer, &mut || ports.allocate());
             let target = published.target;
-            let from = SocketAddrV4::new(gateway_ip, local);
-            if build_udp_frame(
-                frame,
-                (gateway_mac, target.sandbox_mac),
-                from,
-                target.sandbox,
-                &datagram[..n],
-            ) {
+            let macs = (gateway_mac, target.sandbox_mac);
+            let built = match (target.sandbox, gateway_ip6) {
+                (SocketAddr::V4(sandbox), _) => {
+                    let from = SocketAddrV4::new(gateway_ip, local);
+                    build_udp_frame(frame, macs, from, sandbox, &datagram[..n])
+                }
+                (SocketAddr::V6(sandbox), Some(ip6)) => {
+                    let from = SocketAddrV6::new(ip6, local, 0, 0);
+                    build_udp6_frame(frame, macs, from, sandbox, &datagram[..n])
+                }
+                (SocketAddr::V6(_), None) => false,
+            };
+            if built {
                 self.device.send(frame);
             }
         }
     }
 
     /// A sandbox's answer to a datagram that came in on a published port, if `dport` is one.
-    fn reply_published(&mut self, dport: u16, payload: (usize, usize), frame_len: usize) -> bool {
+    pub(super) fn reply_published(
+        &mut self,
+        dport: u16,
+        payload: (usize, usize),
+        frame_len: usize,
+    ) -> bool {
         for published in self.udp_published.values_mut() {
             if let Some(peer) = published.peer_of(dport) {
                 let (start, end) = payload;
@@ -503,6 +558,13 @@ impl Engine {
                 .inbound(token, mac, &mut |frame| device.send(frame));
             return;
         }
+        if self.icmp6.owns(token) {
+            let mac = self.config.mac;
+            let device = &mut self.device;
+            self.icmp6
+                .inbound(token, mac, &mut |frame| device.send(frame));
+            return;
+        }
         if self.udp.owns(token) {
             let mac = self.config.mac;
             let device = &mut self.device;
@@ -517,7 +579,7 @@ impl Engine {
                 .inbound(token, mac, &mut |frame| device.send(frame));
             return;
         }
-        if self.tcp.owns(token) {
+        if self.tcp.owns(token) || self.tcp6.owns(token) {
             self.resolve_tcp(token);
         }
     }
@@ -534,9 +596,9 @@ impl Engine {
         }
         let registry = self.poll.registry();
         let icmp = &self.device.frame(len)[start..end];
-        if let Err(e) =
-            self.icmp
-                .outbound(registry, &mut self.next_token, key, src_mac, key.2, icmp)
+        if let Err(e) = self
+            .icmp
+            .outbound(registry, &mut self.next_token, key, src_mac, icmp)
         {
             eprintln!(
                 "tapnet: gateway of {}: ping {}: {e}",
@@ -546,7 +608,7 @@ impl Engine {
     }
 
     fn udp_out(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
-        if tuple.2 == self.config.ip && self.reply_published(tuple.3, (start, end), end) {
+        if self.config.is_gateway(tuple.2) && self.reply_published(tuple.3, (start, end), end) {
             return;
         }
         if self.is_dns(tuple.2, tuple.3) && self.dns.is_some() {
@@ -603,7 +665,7 @@ impl Engine {
         let macs = (self.config.mac, mac);
         let built = match sandbox {
             SocketAddr::V4(sandbox) => {
-                let from = SocketAddrV4::new(self.config.ip, super::dns::DNS_PORT);
+                let from = SocketAddrV4::new(self.ip4(), super::dns::DNS_PORT);
                 build_udp_frame(&mut self.dns_frame, macs, from, sandbox, &self.dns_message)
             }
             SocketAddr::V6(sandbox) => {

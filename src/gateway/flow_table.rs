@@ -25,6 +25,12 @@ impl SandboxKey for (Ipv4Addr, u16, Ipv4Addr) {
     }
 }
 
+impl SandboxKey for (Ipv6Addr, u16, Ipv6Addr) {
+    fn sandbox(&self) -> IpAddr {
+        self.0.into()
+    }
+}
+
 impl SandboxKey for (Ipv6Addr, u16, Ipv6Addr, u16) {
     fn sandbox(&self) -> IpAddr {
         self.0.into()

@@ -7,7 +7,8 @@
 //! On a network with IPv6 (`GatewayConfig::ipv6`) it also owns an IPv6 address and the
 //! link-local address of its MAC: it answers neighbour discovery and ping for them, advertises
 //! the prefix (`ra`: SLAAC, default route, MTU, nameserver), answers DNS queries to its IPv6
-//! address, and refuses the rest of the IPv6 sent through it (no IPv6 NAT yet).
+//! address, and carries TCP and UDP over IPv6 through host sockets as it does IPv4's (to its
+//! IPv6 address: the host's `::1`); what it cannot carry is refused.
 //!
 //! One thread per gateway; it owns the smoltcp interface, its sockets and the NAT tables.
 
@@ -40,8 +41,8 @@ use crate::wire::{Ipv4Net, MacAddr};
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub network: String,
-    pub subnet: Ipv4Net,
-    pub ip: Ipv4Addr,
+    /// The network's IPv4 side (none on an IPv6-only network).
+    pub ipv4: Option<GatewayV4>,
     pub mac: MacAddr,
     pub mtu: u32,
     /// Outbound NAT (false on `--internal` networks: no way out).
@@ -55,6 +56,13 @@ pub struct GatewayConfig {
     pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
     /// The network's IPv6 side, on a dual-stack or IPv6-only network.
     pub ipv6: Option<GatewayV6>,
+}
+
+/// A gateway's IPv4 subnet and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayV4 {
+    pub subnet: Ipv4Net,
+    pub ip: Ipv4Addr,
 }
 
 /// A gateway's IPv6 prefix and address (the router its Router Advertisements name).
@@ -217,8 +225,10 @@ mod tests {
     fn config(ip: Ipv4Addr, subnet: &str) -> GatewayConfig {
         GatewayConfig {
             network: "t".into(),
-            subnet: subnet.parse().unwrap(),
-            ip,
+            ipv4: Some(GatewayV4 {
+                subnet: subnet.parse().unwrap(),
+                ip,
+            }),
             mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
             mtu: 1500,
             nat: false,

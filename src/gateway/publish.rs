@@ -4,10 +4,13 @@
 //! back to the host peer that sent it. The peers of a published UDP port are forgotten when idle
 //! for the network's UDP timeout, and at most `DEFAULT_PEERS` are kept (the idlest goes first):
 //! a host scanning from many source ports cannot grow the gateway's memory for ever.
+//! A port may listen on both families (0.0.0.0 and [::]); clients of either reach the sandbox's
+//! IPv4 address when it has one, else its IPv6 address (from the gateway's address of that
+//! family), as Docker's proxy does.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UdpSocket};
@@ -21,15 +24,17 @@ pub const DEFAULT_PEERS: usize = 1024;
 #[derive(Clone, Copy, Debug)]
 pub struct PublishTarget {
     pub id: u64,
-    /// The sandbox's address and port.
-    pub sandbox: SocketAddrV4,
+    /// The sandbox's address and port: its IPv4 address, or on an IPv6-only network its IPv6
+    /// one.
+    pub sandbox: SocketAddr,
     pub sandbox_mac: MacAddr,
 }
 
 /// Sent by the controller to a gateway's thread.
 pub enum GatewayCommand {
-    PublishTcp(PublishTarget, std::net::TcpListener),
-    PublishUdp(PublishTarget, std::net::UdpSocket),
+    /// Serve a published port's host sockets (one per address family it listens on).
+    PublishTcp(PublishTarget, Vec<std::net::TcpListener>),
+    PublishUdp(PublishTarget, Vec<std::net::UdpSocket>),
     /// Stop serving a publication; the sender learns when its host socket is closed.
     Unpublish(u64, crossbeam_channel::Sender<()>),
 }

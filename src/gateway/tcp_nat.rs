@@ -2,21 +2,47 @@
 //! socket has connected there; only then is a smoltcp socket created to take the SYN, so a
 //! refused destination is refused to the sandbox at once (smoltcp answers a SYN nobody listens
 //! for with RST). Data is then copied between the smoltcp socket's buffers and the host socket,
-//! and FIN and RST are carried each way.
+//! and FIN and RST are carried each way. One table per address family (`TcpNat<FlowKey>`,
+//! `TcpNat<FlowKey6>`), so the IPv4 path hashes no wider keys.
 
+use std::hash::Hash;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use smoltcp::iface::{SocketHandle, SocketSet};
 
-use super::flow_table::{FlowLimits, FlowTable};
+use super::flow_table::{FlowLimits, FlowTable, SandboxKey};
+pub use super::udp_nat::FlowKey6;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 /// (sandbox ip, sandbox port, destination ip, destination port) as the sandbox sent it.
 pub type FlowKey = (Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// A TCP flow's key: the destination the sandbox addressed, where smoltcp listens for its SYN.
+pub trait TcpKey: Copy + Eq + Hash + SandboxKey {
+    fn destination(&self) -> IpListenEndpoint;
+}
+
+impl TcpKey for FlowKey {
+    fn destination(&self) -> IpListenEndpoint {
+        IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(self.2)),
+            port: self.3,
+        }
+    }
+}
+
+impl TcpKey for FlowKey6 {
+    fn destination(&self) -> IpListenEndpoint {
+        IpListenEndpoint {
+            addr: Some(IpAddress::Ipv6(self.2)),
+            port: self.3,
+        }
+    }
+}
 
 /// What a flow buffers from the sandbox: its window. Super-frames of 64 KiB arrive whole, and a
 /// 1 MiB window carried 8.3 Gbit/s to the host's loopback where 256 KiB carried 5.2.
@@ -69,20 +95,20 @@ pub const DEFAULT_LIMITS: FlowLimits = FlowLimits {
     per_gateway: 512,
 };
 
-pub struct TcpNat {
-    flows: FlowTable<FlowKey, Flow>,
+pub struct TcpNat<K = FlowKey> {
+    flows: FlowTable<K, Flow>,
     limits: FlowLimits,
     /// Closed smoltcp sockets to reuse (see `SPARE_SOCKETS`).
     spare: Vec<tcp::Socket<'static>>,
 }
 
-impl Default for TcpNat {
+impl<K: TcpKey> Default for TcpNat<K> {
     fn default() -> Self {
         TcpNat::new(DEFAULT_LIMITS)
     }
 }
 
-impl TcpNat {
+impl<K: TcpKey> TcpNat<K> {
     pub fn new(limits: FlowLimits) -> Self {
         TcpNat {
             flows: FlowTable::default(),
@@ -91,10 +117,12 @@ impl TcpNat {
         }
     }
 
-    /// May the sandbox at `ip` open one more flow? (Refused ones get RST: new connections fail
+    /// May the sandbox at `ip` open one more flow, with `others` flows in the other family's
+    /// table counting towards the gateway's cap? (Refused ones get RST: new connections fail
     /// fast, established ones are not touched.)
-    pub fn admits(&self, ip: Ipv4Addr) -> bool {
-        self.flows.over(ip, self.limits).is_none()
+    pub fn admits(&self, ip: impl Into<IpAddr>, others: usize) -> bool {
+        self.flows.count_of(ip) < self.limits.per_sandbox
+            && self.flows.len() + others < self.limits.per_gateway
     }
 
     pub fn len(&self) -> usize {
@@ -106,7 +134,7 @@ impl TcpNat {
     }
 
     /// Is a flow for this 4-tuple known (connecting or open)?
-    pub fn knows(&self, key: &FlowKey) -> bool {
+    pub fn knows(&self, key: &K) -> bool {
         self.flows.token_of(key).is_some()
     }
 
@@ -117,11 +145,11 @@ impl TcpNat {
         &mut self,
         registry: &Registry,
         next_token: &mut usize,
-        key: FlowKey,
-        target: SocketAddrV4,
+        key: K,
+        target: SocketAddr,
         syn: &[u8],
     ) -> io::Result<Token> {
-        let host = TcpStream::connect(target.into())?;
+        let host = TcpStream::connect(target)?;
         let phase = Phase::Connecting { syn: syn.to_vec() };
         self.track(registry, next_token, key, host, phase)
     }
@@ -132,7 +160,7 @@ impl TcpNat {
         &mut self,
         registry: &Registry,
         next_token: &mut usize,
-        key: FlowKey,
+        key: K,
         host: TcpStream,
         handle: SocketHandle,
     ) -> io::Result<()> {
@@ -144,7 +172,7 @@ impl TcpNat {
         &mut self,
         registry: &Registry,
         next_token: &mut usize,
-        key: FlowKey,
+        key: K,
         mut host: TcpStream,
         phase: Phase,
     ) -> io::Result<Token> {
@@ -168,29 +196,14 @@ impl TcpNat {
         take_socket(&mut self.spare)
     }
 
-    /// A smoltcp socket for one flow, tuned for bulk transfer.
-    fn new_socket() -> tcp::Socket<'static> {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; RX_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TX_BUFFER]),
-        );
-        socket.set_nagle_enabled(false);
-        // ACK every segment at once: the sandbox's window, not a timer, should pace the flow.
-        socket.set_ack_delay(None);
-        // A sandbox that vanished mid-connection must not pin a flow forever: probe idle flows,
-        // and give up on a peer that acknowledges nothing for two minutes.
-        socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
-        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
-        socket
-    }
-
     /// The host socket of a connecting flow reported readiness: has it connected?
     pub fn resolve(
         &mut self,
         token: Token,
         sockets: &mut SocketSet<'static>,
     ) -> Option<SynVerdict> {
-        let ((_, _, dst, dport), flow) = self.flows.get_mut(token)?;
+        let (key, flow) = self.flows.get_mut(token)?;
+        let endpoint = key.destination();
         let Phase::Connecting { syn } = &mut flow.phase else {
             return None;
         };
@@ -205,10 +218,6 @@ impl TcpNat {
             return Some(SynVerdict::Refuse(syn));
         }
         let mut socket = take_socket(&mut self.spare);
-        let endpoint = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(dst)),
-            port: dport,
-        };
         if socket.listen(endpoint).is_err() {
             flow.finished = true;
             return Some(SynVerdict::Refuse(syn));
@@ -249,6 +258,22 @@ impl TcpNat {
     }
 }
 
+/// A smoltcp socket for one flow, tuned for bulk transfer.
+fn new_socket() -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; RX_BUFFER]),
+        tcp::SocketBuffer::new(vec![0u8; TX_BUFFER]),
+    );
+    socket.set_nagle_enabled(false);
+    // ACK every segment at once: the sandbox's window, not a timer, should pace the flow.
+    socket.set_ack_delay(None);
+    // A sandbox that vanished mid-connection must not pin a flow forever: probe idle flows,
+    // and give up on a peer that acknowledges nothing for two minutes.
+    socket.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
+    socket
+}
+
 /// A spare socket, made like new, or a new one.
 fn take_socket(spare: &mut Vec<tcp::Socket<'static>>) -> tcp::Socket<'static> {
     match spare.pop() {
@@ -257,7 +282,7 @@ fn take_socket(spare: &mut Vec<tcp::Socket<'static>>) -> tcp::Socket<'static> {
             socket.set_congestion_control(socket.congestion_control());
             socket
         }
-        None => TcpNat::new_socket(),
+        None => new_socket(),
     }
 }
 
@@ -370,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_spare_socket_comes_back_closed_with_its_settings() {
-        let mut spare = vec![TcpNat::new_socket()];
+        let mut spare = vec![new_socket()];
         let socket = take_socket(&mut spare);
         assert!(spare.is_empty());
         assert_eq!(socket.state(), tcp::State::Closed);

@@ -28,6 +28,10 @@ struct Harness {
 }
 
 fn start(v6: bool) -> Harness {
+    start_with(config(v6))
+}
+
+fn start_with(config: super::GatewayConfig) -> Harness {
     let (switch, gateway_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -36,7 +40,7 @@ fn start(v6: bool) -> Harness {
     )
     .unwrap();
     let dns = dns::DnsServer::start("n6", Vec::new()).unwrap();
-    let gateway = Gateway::start(config(v6), gateway_end, dns).unwrap();
+    let gateway = Gateway::start(config, gateway_end, dns).unwrap();
     let mut names = dns::NameTable::new();
     names.add("web".into(), std::net::Ipv4Addr::new(172, 18, 0, 2));
     names.add_v6("web".into(), sb6());
@@ -324,7 +328,9 @@ fn udp_to_the_gateway_address_reaches_the_hosts_ipv6_loopback_and_back() {
 
 #[test]
 fn what_the_gateway_cannot_carry_gets_destination_unreachable() {
-    let h = start(true);
+    let mut c = config(true);
+    c.nat = false; // an internal network: nothing beyond the gateway
+    let h = start_with(c);
     let syn = tcp6_syn("2001:db8::1".parse().unwrap());
     h.send(&syn);
     let frame = h.expect_icmp(super::ndp::DST_UNREACHABLE);
@@ -333,6 +339,112 @@ fn what_the_gateway_cannot_carry_gets_destination_unreachable() {
     assert_eq!((src, dst), (gw6(), sb6()));
     assert_eq!(icmp[1], super::ndp::ADMIN_PROHIBITED);
     assert_eq!(&icmp[8..], &syn[14..], "the refused packet, whole");
+    drop(h.gateway);
+}
+
+/// A TCP segment from the sandbox (port 40000) to `dst`: `flags` (etherparse's builder).
+fn tcp6_segment(
+    dst: SocketAddrV6,
+    (seq, ack): (u32, Option<u32>),
+    syn: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = etherparse::PacketBuilder::ethernet2(SB_MAC.0, GW_MAC.0)
+        .ipv6(sb6().octets(), dst.ip().octets(), 64)
+        .tcp(40000, dst.port(), seq, 65535);
+    if syn {
+        b = b
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1440)])
+            .unwrap();
+    }
+    if let Some(ack) = ack {
+        b = b.ack(ack);
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A TCP segment over IPv6 from the gateway, checked (checksum, addresses): its header and data.
+fn tcp6_from_gateway(frame: &[u8]) -> Option<(etherparse::TcpHeader, Vec<u8>, Ipv6Addr)> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Tcp(tcp))) = (p.net, p.transport) else {
+        return None;
+    };
+    let header = tcp.to_header();
+    let want = header
+        .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
+        .ok()?;
+    assert_eq!(header.checksum, want, "a full TCP checksum");
+    assert_eq!(ip.header().destination_addr(), sb6());
+    Some((header, tcp.payload().to_vec(), ip.header().source_addr()))
+}
+
+#[test]
+fn tcp_to_the_gateway_address_reaches_the_hosts_ipv6_loopback_and_back() {
+    use std::io::{Read, Write};
+    let h = start(true);
+    let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let to = SocketAddrV6::new(gw6(), port, 0, 0);
+    h.send(&tcp6_segment(to, (1000, None), true, b""));
+    let is_tcp = |f: &[u8]| tcp6_from_gateway(f).is_some();
+    let frame = h
+        .expect(Duration::from_secs(3), is_tcp, &mut |_| {})
+        .expect("SYN-ACK");
+    let (synack, _, from) = tcp6_from_gateway(&frame).unwrap();
+    assert!(synack.syn && synack.ack, "{synack:?}");
+    assert_eq!((from, synack.source_port), (gw6(), port));
+    assert_eq!(synack.acknowledgment_number, 1001);
+    // The MSS announced follows the MTU: 1500 - 40 - 20.
+    let mss: Vec<_> = synack.options.elements_iter().flatten().collect();
+    assert!(
+        mss.contains(&etherparse::TcpOptionElement::MaximumSegmentSize(1440)),
+        "{mss:?}"
+    );
+    let (mut accepted, peer) = listener.accept().expect("the host's ::1 was reached");
+    assert!(peer.ip().is_loopback());
+    let ack = Some(synack.sequence_number.wrapping_add(1));
+    h.send(&tcp6_segment(to, (1001, ack), false, b"hello over v6"));
+    accepted
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 13];
+    accepted.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello over v6");
+    accepted.write_all(b"world").unwrap();
+    let frame = h
+        .expect(
+            Duration::from_secs(3),
+            |f| tcp6_from_gateway(f).is_some_and(|(_, data, _)| !data.is_empty()),
+            &mut |_| {},
+        )
+        .expect("the host's data");
+    assert_eq!(tcp6_from_gateway(&frame).unwrap().1, b"world");
+    assert_eq!(
+        h.gateway
+            .stats
+            .tcp_flows
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // A port nobody listens on: RST at once.
+    let unused = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let closed = SocketAddrV6::new(gw6(), unused.local_addr().unwrap().port(), 0, 0);
+    drop(unused);
+    h.send(&tcp6_segment(closed, (5000, None), true, b""));
+    let frame = h
+        .expect(
+            Duration::from_secs(3),
+            |f| tcp6_from_gateway(f).is_some_and(|(t, _, _)| t.rst),
+            &mut |_| {},
+        )
+        .expect("RST");
+    assert_eq!(
+        tcp6_from_gateway(&frame).unwrap().0.acknowledgment_number,
+        5001
+    );
     drop(h.gateway);
 }
 

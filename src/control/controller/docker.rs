@@ -556,10 +556,9 @@ impl Inner {
                 "" | "0.0.0.0" => None,
                 // tapnet's gateway is IPv4 only; dockerd may add a binding for "::".
                 s if s.contains(':') => continue,
-                s => Some(
-                    s.parse::<Ipv4Addr>()
-                        .map_err(|_| Error::invalid(format!("malformed host address {s:?}")))?,
-                ),
+                s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(
+                    |_| Error::invalid(format!("malformed host address {s:?}")),
+                )?)),
             };
             if b.host_port == 0 || (b.host_port_end != 0 && b.host_port_end != b.host_port) {
                 return Err(Error::invalid(format!(
@@ -613,7 +612,7 @@ impl Inner {
             self.next_publication += 1;
             let target = PublishTarget {
                 id: pid,
-                sandbox: std::net::SocketAddrV4::new(ep.ipv4, port.port),
+                sandbox: (ep.ipv4, port.port).into(),
                 sandbox_mac: ep.mac,
             };
             gateway.command(match socket {

@@ -35,7 +35,13 @@ impl Inner {
             let Some(ep) = sb.endpoint(&port.network) else {
                 continue;
             };
-            let (Some(ip), Some(mac)) = (ep.ipv4, ep.mac) else {
+            // Its IPv4 address when it has one, else (an IPv6-only network) its IPv6 address.
+            let sandbox: std::net::SocketAddr = match (ep.ipv4, ep.ipv6) {
+                (Some(ip), _) => (ip, port.port).into(),
+                (None, Some(ip)) => (ip, port.port).into(),
+                (None, None) => continue,
+            };
+            let Some(mac) = ep.mac else {
                 continue;
             };
             let Some((_, gateway)) = self.gateways.get(&port.network) else {
@@ -45,7 +51,7 @@ impl Inner {
             self.next_publication += 1;
             let target = PublishTarget {
                 id,
-                sandbox: std::net::SocketAddrV4::new(ip, port.port),
+                sandbox,
                 sandbox_mac: mac,
             };
             gateway.command(match socket {

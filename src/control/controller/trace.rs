@@ -367,8 +367,7 @@ impl Inner {
         };
         let config = GatewayConfig {
             network: net.name.clone(),
-            subnet,
-            ip,
+            ipv4: Some(crate::gateway::GatewayV4 { subnet, ip }),
             mac: MacAddr::from_ipv4(ip),
             mtu: net.mtu,
             nat: !net.internal,
@@ -428,6 +427,10 @@ impl Inner {
             Inbound::Echo6 { .. } => "the gateway answers the ping itself".into(),
             Inbound::Dns6 { .. } => "DNS: the query goes to the network's DNS server".into(),
             Inbound::Udp6 { .. } => "NAT: a UDP flow over IPv6 through a host socket".into(),
+            Inbound::EchoOut6 { .. } => {
+                "NAT: the echo request goes through a host ping socket".into()
+            }
+            Inbound::TcpSyn6 { .. } => "NAT: a TCP flow over IPv6 through a host socket".into(),
             Inbound::Refuse6 { .. } => "refused with ICMPv6 destination unreachable".into(),
             Inbound::Ignore => format!(
                 "dropped: the gateway does not carry it{}",

@@ -1,13 +1,16 @@
 //! The gateway thread's IPv6 side: neighbour discovery, ping and refusals it answers itself
 //! (`ndp`), router advertisements (`ra`), and UDP over IPv6 through host sockets.
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Engine, MAX_SLEEP};
+use crate::gateway::icmp_nat::EchoKey6;
 use crate::gateway::udp_nat::FlowKey6;
 use crate::gateway::{ndp, ra};
 use crate::wire::MacAddr;
+use smoltcp::wire::IpAddress;
 
 impl Engine {
     /// A sandbox's UDP over IPv6, through a host socket: to the host's loopback when it
@@ -21,6 +24,10 @@ impl Engine {
         let Some(v6) = self.config.ipv6 else {
             return;
         };
+        // A sandbox's answer to a datagram of a published port, from the gateway's address.
+        if tuple.2 == v6.ip && self.reply_published(tuple.3, (start, end), end) {
+            return;
+        }
         let ip = if tuple.2 == v6.ip {
             Ipv6Addr::LOCALHOST
         } else {
@@ -43,6 +50,125 @@ impl Engine {
             eprintln!(
                 "tapnet: gateway of {}: UDP to {target}: {e}",
                 self.config.network
+            );
+        }
+    }
+
+    /// A sandbox's SYN over IPv6: held while a host socket connects to where it goes (the
+    /// host's `::1` for the gateway's address, the gateway's DNS server for its port 53),
+    /// under the same rules as IPv4's; refused with RST by smoltcp otherwise.
+    pub(super) fn tcp6_syn(&mut self, tuple: FlowKey6, src_mac: MacAddr, len: usize) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        let syn = self.device.frame(len).to_vec();
+        // smoltcp answers this SYN (SYN-ACK or RST) to the sandbox: tell it the sandbox's MAC
+        // first, as the sandbox's own advertisement would, so no solicitation round delays it.
+        self.learn_neighbour((tuple.0, src_mac), v6.ip);
+        let to_gateway = tuple.2 == v6.ip;
+        let dns = to_gateway && tuple.3 == crate::gateway::dns::DNS_PORT;
+        let target: SocketAddr = match self.config.dns {
+            Some((_, tcp)) if dns => tcp.into(),
+            _ => {
+                let ip = if to_gateway {
+                    Ipv6Addr::LOCALHOST
+                } else {
+                    tuple.2
+                };
+                SocketAddrV6::new(ip, tuple.3, 0, 0).into()
+            }
+        };
+        let to_dns = dns && self.config.dns.is_some();
+        let allowed = to_dns
+            || (self.config.nat
+                && matches!(target, SocketAddr::V6(t) if self.config.policy.allows_v6(*t.ip())));
+        if !allowed {
+            // Internal network or a forbidden destination: refused (RST).
+            self.feed(&syn);
+            return;
+        }
+        if !self.tcp6.admits(tuple.0, self.tcp.len()) {
+            self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            self.feed(&syn);
+            return;
+        }
+        let registry = self.poll.registry();
+        match self
+            .tcp6
+            .start(registry, &mut self.next_token, tuple, target, &syn)
+        {
+            Ok(token) => self.resolve_tcp(token),
+            Err(_) => self.feed(&syn),
+        }
+    }
+
+    /// Connect a published connection into the sandbox at `sandbox` (an IPv6-only network's),
+    /// from the gateway's IPv6 address, port `local`.
+    pub(super) fn connect_published6(
+        &mut self,
+        sandbox: SocketAddrV6,
+        mac: MacAddr,
+        local: u16,
+        stream: mio::net::TcpStream,
+    ) {
+        let Some(v6) = self.config.ipv6 else {
+            return;
+        };
+        self.learn_neighbour((*sandbox.ip(), mac), v6.ip);
+        let mut socket = self.tcp6.socket();
+        let remote = (IpAddress::Ipv6(*sandbox.ip()), sandbox.port());
+        if socket
+            .connect(
+                self.iface.context(),
+                remote,
+                (IpAddress::Ipv6(v6.ip), local),
+            )
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let key = (*sandbox.ip(), sandbox.port(), v6.ip, local);
+        let registry = self.poll.registry();
+        if self
+            .tcp6
+            .adopt(registry, &mut self.next_token, key, stream, handle)
+            .is_err()
+        {
+            self.sockets.remove(handle);
+        }
+    }
+
+    /// Put `sandbox` (address, MAC) in smoltcp's neighbour cache: a Neighbour Advertisement
+    /// from it to the gateway's address `ours`, fed to the stack.
+    fn learn_neighbour(&mut self, (ip, mac): (Ipv6Addr, MacAddr), ours: Ipv6Addr) {
+        let mut frame = std::mem::take(&mut self.v6_frame);
+        ndp::neighbor_advert(&mut frame, mac, ip, (ours, self.config.mac));
+        self.feed(&frame);
+        self.v6_frame = frame;
+    }
+
+    /// A sandbox's ping beyond the gateway, through an IPv6 ping socket (dropped where the host
+    /// allows none, as IPv4's). Pings of the gateway's own address it answers itself.
+    pub(super) fn echo6_out(
+        &mut self,
+        key: EchoKey6,
+        src_mac: MacAddr,
+        (start, end): (usize, usize),
+        len: usize,
+    ) {
+        if !self.config.policy.allows_v6(key.2) {
+            return;
+        }
+        let registry = self.poll.registry();
+        let icmp = &self.device.frame(len)[start..end];
+        if let Err(e) = self
+            .icmp6
+            .outbound(registry, &mut self.next_token, key, src_mac, icmp)
+        {
+            eprintln!(
+                "tapnet: gateway of {}: ping {}: {e}",
+                self.config.network, key.2
             );
         }
     }
