@@ -14,7 +14,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 
 use smoltcp::wire::{EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, TcpPacket, UdpPacket};
 
-use super::classify::Inbound;
+use super::inbound::Inbound;
 use super::ndp::{
     ALL_ROUTERS, ECHO_REQUEST, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, ROUTER_SOLICIT, link_local,
     multicast_mac, solicited_node,

@@ -19,6 +19,7 @@ pub mod dns;
 pub(crate) mod engine;
 pub(crate) mod flow_table;
 pub(crate) mod icmp_nat;
+pub mod inbound;
 pub(crate) mod ndp;
 pub mod policy;
 pub(crate) mod publish;
