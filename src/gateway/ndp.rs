@@ -46,27 +46,7 @@ pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 /// The link-local address of `mac` (modified EUI-64, RFC 4291 appendix A).
-pub fn link_local(mac: MacAddr) -> Ipv6Addr {
-    let m = mac.0;
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        m[0] ^ 0x02,
-        m[1],
-        m[2],
-        0xff,
-        0xfe,
-        m[3],
-        m[4],
-        m[5],
-    ])
-}
+pub use crate::wire::ipv6::link_local_eui64 as link_local;
 
 /// The solicited-node multicast address of `ip` (ff02::1:ffXX:XXXX, RFC 4291 section 2.7.1).
 pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {

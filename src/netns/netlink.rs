@@ -150,7 +150,8 @@ impl Netlink {
         next_hop: Option<Ipv4Addr>,
         index: u32,
     ) -> Result<()> {
-        let mut msg = Self::default_route(next_hop.map(|gw| (gw, index)));
+        let via = next_hop.map(|gw| (RouteAddress::Inet(gw), index));
+        let mut msg = Self::default_route(AddressFamily::Inet, via);
         msg.header.destination_prefix_length = prefix;
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
@@ -201,77 +202,75 @@ impl Netlink {
         )
     }
 
-    fn default_route6(gateway: Option<(Ipv6Addr, u32)>) -> RouteMessage {
+    /// A default route (`0.0.0.0/0` or `::/0`) of `family`, via `gateway` through interface
+    /// `index` when given (a delete needs neither).
+    fn default_route(family: AddressFamily, gateway: Option<(RouteAddress, u32)>) -> RouteMessage {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.address_family = family;
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
         if let Some((gw, index)) = gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+            msg.attributes.push(RouteAttribute::Gateway(gw));
             msg.attributes.push(RouteAttribute::Oif(index));
         }
         msg
+    }
+
+    fn replace_default(
+        &mut self,
+        what: &str,
+        family: AddressFamily,
+        gateway: RouteAddress,
+        index: u32,
+    ) -> Result<()> {
+        let msg = Self::default_route(family, Some((gateway, index)));
+        self.request(
+            what,
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// Remove the default route of `family`; having none is not an error.
+    fn remove_default(&mut self, what: &str, family: AddressFamily) -> Result<()> {
+        let msg = Self::default_route(family, None);
+        match self.request(what, RouteNetlinkMessage::DelRoute(msg), 0) {
+            Err(Error::Netlink(m)) if m.contains("ESRCH") => Ok(()),
+            other => other,
+        }
     }
 
     /// Point the IPv6 default route (`::/0`) at `gateway` through interface `index`,
     /// replacing any other.
     pub fn replace_default_route6(&mut self, gateway: Ipv6Addr, index: u32) -> Result<()> {
-        self.request(
+        self.replace_default(
             &format!("set IPv6 default route via {gateway}"),
-            RouteNetlinkMessage::NewRoute(Self::default_route6(Some((gateway, index)))),
-            NLM_F_CREATE | NLM_F_REPLACE,
+            AddressFamily::Inet6,
+            RouteAddress::Inet6(gateway),
+            index,
         )
     }
 
     /// Remove the IPv6 default route; having none is not an error.
     pub fn remove_default_route6(&mut self) -> Result<()> {
-        match self.request(
-            "remove IPv6 default route",
-            RouteNetlinkMessage::DelRoute(Self::default_route6(None)),
-            0,
-        ) {
-            Err(Error::Netlink(m)) if m.contains("ESRCH") => Ok(()),
-            other => other,
-        }
-    }
-
-    fn default_route(gateway: Option<(Ipv4Addr, u32)>) -> RouteMessage {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = RouteScope::Universe;
-        msg.header.kind = RouteType::Unicast;
-        if let Some((gw, index)) = gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
-            msg.attributes.push(RouteAttribute::Oif(index));
-        }
-        msg
+        self.remove_default("remove IPv6 default route", AddressFamily::Inet6)
     }
 
     /// Point the default route at `gateway` through interface `index`, replacing any other.
     pub fn replace_default_route(&mut self, gateway: Ipv4Addr, index: u32) -> Result<()> {
-        self.request(
+        self.replace_default(
             &format!("set default route via {gateway}"),
-            RouteNetlinkMessage::NewRoute(Self::default_route(Some((gateway, index)))),
-            NLM_F_CREATE | NLM_F_REPLACE,
+            AddressFamily::Inet,
+            RouteAddress::Inet(gateway),
+            index,
         )
     }
 
     /// Remove the default route; having none is not an error.
     pub fn remove_default_route(&mut self) -> Result<()> {
-        match self.request(
-            "remove default route",
-            RouteNetlinkMessage::DelRoute(Self::default_route(None)),
-            0,
-        ) {
-            Err(Error::Netlink(m)) if m.contains("ESRCH") => Ok(()),
-            other => other,
-        }
+        self.remove_default("remove default route", AddressFamily::Inet)
     }
 }
 
