@@ -83,6 +83,34 @@ fn is_host_address(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
     subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
 }
 
+/// The address asked for (`--ip`, `--ip6`), if it is `usable` in `subnet`, not the gateway
+/// and not taken: one check and one wording for both families.
+pub(super) fn check_wanted<A>(
+    ip: A,
+    usable: bool,
+    subnet: impl std::fmt::Display,
+    gateway: A,
+    used: &HashSet<A>,
+) -> Result<A>
+where
+    A: std::fmt::Display + Eq + std::hash::Hash,
+{
+    if !usable {
+        return Err(Error::invalid(format!(
+            "address {ip} is not a usable address of subnet {subnet}"
+        )));
+    }
+    if ip == gateway {
+        return Err(Error::conflict(format!(
+            "address {ip} is the network's gateway"
+        )));
+    }
+    if used.contains(&ip) {
+        return Err(Error::conflict(format!("address {ip} is already in use")));
+    }
+    Ok(ip)
+}
+
 /// Pick an address for a new endpoint: `wanted` if given and free, else the lowest free one in
 /// the range (or the subnet). `used` holds the endpoint addresses already taken.
 pub fn allocate(
@@ -93,20 +121,7 @@ pub fn allocate(
     wanted: Option<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
     if let Some(ip) = wanted {
-        if !is_host_address(subnet, ip) {
-            return Err(Error::invalid(format!(
-                "address {ip} is not a usable address of subnet {subnet}"
-            )));
-        }
-        if ip == gateway {
-            return Err(Error::conflict(format!(
-                "address {ip} is the network's gateway"
-            )));
-        }
-        if used.contains(&ip) {
-            return Err(Error::conflict(format!("address {ip} is already in use")));
-        }
-        return Ok(ip);
+        return check_wanted(ip, is_host_address(subnet, ip), subnet, gateway, used);
     }
     let pool = ip_range.unwrap_or(subnet);
     let first = u32::from(pool.network());

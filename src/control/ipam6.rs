@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::Ipv6Addr;
 
+use super::ipam::check_wanted;
 use crate::error::{Error, Result};
 use crate::wire::Ipv6Net;
 
@@ -96,20 +97,7 @@ pub fn allocate(
     wanted: Option<Ipv6Addr>,
 ) -> Result<Ipv6Addr> {
     if let Some(ip) = wanted {
-        if !is_host_address(subnet, ip) {
-            return Err(Error::invalid(format!(
-                "address {ip} is not a usable address of subnet {subnet}"
-            )));
-        }
-        if ip == gateway {
-            return Err(Error::conflict(format!(
-                "address {ip} is the network's gateway"
-            )));
-        }
-        if used.contains(&ip) {
-            return Err(Error::conflict(format!("address {ip} is already in use")));
-        }
-        return Ok(ip);
+        return check_wanted(ip, is_host_address(subnet, ip), subnet, gateway, used);
     }
     // A /64 has more addresses than any network has endpoints: the search ends after at most
     // `used.len() + 2` steps.
