@@ -21,7 +21,9 @@
 # network running, written to /dev/null), to compare with the plain tapnet case; overlay cases
 # (`--cases overlay` adds the plain tapnet case) vxlan-kernel (two namespaces joined by Linux
 # vxlan devices over a veth underlay) and tapnet-overlay (two daemons, one sandbox each, on one
-# overlay network with VTEPs on 127.77.0.2 and 127.77.0.3).
+# overlay network with VTEPs on 127.77.0.2 and 127.77.0.3); IPv6 cases (`--cases ipv6` adds
+# bridge and tapnet) bridge6 and tapnet6: the same pairs measured over IPv6, each tapnet case
+# compared with the bridge of its own family.
 # "switch", "nat" and "lab" (tapnet plus the lab cases) in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
@@ -43,7 +45,8 @@ SWITCH_CASES="bridge tapnet tapnet-nooff tapnet-uring vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
 LAB_CASES="tapnet-impair-other tapnet-capture"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
-ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES"
+IPV6_CASES="bridge6 tapnet6"
+ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES $IPV6_CASES"
 ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-$ALL_CASES}
 OUT=${OUT:-$REPO/bench-results/latest.md}
@@ -62,6 +65,8 @@ UDP_LEN=64
 IPERF_PORT=5201
 # Addresses of the two namespaces in the non-tapnet cases (each case has its own namespaces).
 IP_A=10.77.0.2 IP_B=10.77.0.3 PREFIXLEN=24
+# ... and over IPv6 (the bridge6 case).
+IP6_A=fd77::2 IP6_B=fd77::3
 # NAT cases: the kernel reference's point-to-point veth (host end / namespace end, /32 each, so
 # the host namespace gains one host route to our namespace and nothing else), and the addresses
 # of the slirp4netns/pasta namespaces (their gateway 10.0.2.2 is the host's loopback).
@@ -69,7 +74,7 @@ VETH_HOST=10.77.1.1 VETH_NS=10.77.1.2
 SLIRP_NS=10.0.2.100 SLIRP_GW=10.0.2.2
 CONNRATE="$REPO/scripts/bench/connrate.py"
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -91,6 +96,7 @@ for c in $CASES; do
         nat) expanded+=" $NAT_CASES" ;;
         lab) expanded+=" tapnet $LAB_CASES" ;;
         overlay) expanded+=" tapnet $OVERLAY_CASES" ;;
+        ipv6) expanded+=" bridge tapnet $IPV6_CASES" ;;
         *) expanded+=" $c" ;;
     esac
 done
@@ -306,6 +312,14 @@ setup_bridge() {
     done
 }
 
+# The bridge case with IPv6 addresses beside the IPv4 ones (no DAD wait), measured over IPv6.
+setup_bridge6() {
+    setup_bridge
+    in_ns "$NS_A" ip -6 addr add "$IP6_A/64" dev eth0 nodad
+    in_ns "$NS_B" ip -6 addr add "$IP6_B/64" dev eth0 nodad
+    IPB=$IP6_B
+}
+
 setup_vde() {
     NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B SW_EXTRA=""
     new_netns "$NS_A"; new_netns "$NS_B"
@@ -391,6 +405,16 @@ setup_tapnet_common() {
     NS_A=$(tn_netns a) NS_B=$(tn_netns b) IPB=$(tn_ip b)
 }
 setup_tapnet() { setup_tapnet_common --offload on; }
+# The tapnet case on a dual-stack network, measured over IPv6.
+setup_tapnet6() {
+    start_tapnet --offload on
+    SW_PIDS=$TN_PID SW_EXTRA=""
+    "$TAPNET" network create benchnet --ipv6 --subnet fd77::/64 >/dev/null
+    "$TAPNET" sandbox create a --net benchnet >/dev/null
+    "$TAPNET" sandbox create b --net benchnet >/dev/null
+    NS_A=$(tn_netns a) NS_B=$(tn_netns b)
+    IPB=$("$TAPNET" sandbox inspect b --format json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["ipv6"].split("/")[0])')
+}
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
 setup_tapnet_uring() { setup_tapnet_common --offload on --datapath-io uring; }
 # Kernel VXLAN between two namespaces over a veth underlay: the reference for tapnet-overlay.
@@ -708,7 +732,7 @@ case_round() {
     reg dir "$D"
     # Link name tag: prefix + one letter per case + round, plus a/b/br stays <= 15 chars.
     local code
-    case $CASE in bridge) code=k ;; vde) code=v ;; ovs) code=o ;; ovs-tso) code=s ;; nat-*) code=n ;; *) code=t ;; esac
+    case $CASE in bridge) code=k ;; bridge6) code=K ;; vde) code=v ;; ovs) code=o ;; ovs-tso) code=s ;; nat-*) code=n ;; *) code=t ;; esac
     T="${P}${code}${ROUND}"
     trap sub_exit EXIT
     trap 'exit 143' TERM

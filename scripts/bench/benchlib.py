@@ -115,6 +115,8 @@ def cmd_iperf_tail(path):
 
 CASE_LABELS = {
     "bridge": "Linux bridge + 2 veth (kernel)",
+    "bridge6": "Linux bridge + 2 veth (kernel), over IPv6",
+    "tapnet6": "tapnet (offload on), over IPv6",
     "tapnet": "tapnet (offload on)",
     "tapnet-nooff": "tapnet --offload off",
     "tapnet-uring": "tapnet --datapath-io uring",
@@ -197,15 +199,23 @@ def spread(xs, decimals=None):
     return f"{fmt(med(xs), decimals)} [{fmt(min(xs), decimals)}-{fmt(max(xs), decimals)}]"
 
 
+# The kernel case each case is compared with: its own address family's bridge.
+KERNEL_CASES = ("bridge", "bridge6")
+
+
+def kernel_of(case):
+    return "bridge6" if case.endswith("6") and not case.startswith("nat-") else "bridge"
+
+
 def main_table(order, vals, meta):
-    base = vals.get("bridge", {})
     out = ["| case | " + " | ".join(c[1] for c in MAIN_COLUMNS) + " |"]
     out.append("|---" * (len(MAIN_COLUMNS) + 1) + "|")
     for case in order:
         cells = []
+        base = vals.get(kernel_of(case), {})
         for metric, _, dec, ratio in MAIN_COLUMNS:
             v = med(vals[case].get(metric, []))
-            if metric in ("cpu1_pct", "rss_mib") and case == "bridge":
+            if metric in ("cpu1_pct", "rss_mib") and case in KERNEL_CASES:
                 cells.append("kernel")
                 continue
             cell = fmt(v, dec)
@@ -243,7 +253,7 @@ def detail_table(order, vals, meta):
     for case in order:
         v = vals[case]
         cells = [c[1](v) for c in cols]
-        if case == "bridge":
+        if case in KERNEL_CASES:
             cells[10] = cells[11] = "kernel"
         out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
     return out
@@ -409,7 +419,7 @@ def cmd_report(args):
     out.append("")
     if sw_order:
         out.append("Medians over the rounds; ratios are against the Linux bridge of the same run "
-                   "(for ping, lower is better).")
+                   "(the IPv6 cases: against the bridge over IPv6; for ping, lower is better).")
         out.append("")
         out += main_table(sw_order, vals, meta)
         out += ["", "Spread and extra counters (median [min-max] over the rounds):", ""]
