@@ -24,8 +24,9 @@ use crate::wire::Ipv4Net;
 pub struct DaemonOptions {
     pub datapath: crate::datapath::Options,
     pub offload: Offload,
-    /// Destinations outbound NAT may reach; empty means everywhere.
+    /// Destinations outbound NAT may reach, per family; both empty means everywhere.
     pub nat_allow: Vec<Ipv4Net>,
+    pub nat_allow6: Vec<crate::wire::Ipv6Net>,
     /// Name servers the gateways forward to; empty means those of /etc/resolv.conf.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// A group whose members may use the control socket too (as Docker's `docker` group).
@@ -113,7 +114,7 @@ fn serve_until_signal(
         _ => None,
     };
     let dp = Datapath::start(&options.datapath)?;
-    let policy = NatPolicy::new(options.nat_allow.clone());
+    let policy = NatPolicy::new(options.nat_allow.clone(), options.nat_allow6.clone());
     let upstreams = if options.dns_upstreams.is_empty() {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         dns::nameservers_from_resolv_conf(&text, false)

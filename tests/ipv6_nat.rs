@@ -27,12 +27,17 @@ struct NsDaemon {
 
 impl NsDaemon {
     fn start(tag: &str) -> NsDaemon {
+        Self::start_with(tag, "")
+    }
+
+    /// [`Self::start`] with more `daemon` arguments (words without spaces).
+    fn start_with(tag: &str, daemon_args: &str) -> NsDaemon {
         let t = Tapnet::new(tag);
         std::fs::create_dir_all(&t.dir).expect("state dir");
         let setup = format!(
             "ip link set lo up && ip addr add {HOST6}/128 dev lo && \
              sysctl -qw net.ipv4.ping_group_range='0 2147483647' && \
-             exec {} --state-dir {} daemon",
+             exec {} --state-dir {} daemon {daemon_args}",
             common::bin(),
             t.dir.display()
         );
@@ -314,6 +319,46 @@ fn an_internal_network_refuses_ipv6_connections_to_the_host() {
     assert_ne!(refused, "ok", "the internal network reached the host");
     assert!(!ns.ping6("i", HOST6), "ping6 from the internal network");
     assert_eq!(ns.py("o", CONNECT, &[HOST6, &port]), "ok");
+}
+
+/// `--nat-allow` takes IPv6 prefixes: the listed one is reached, and the host's loopback
+/// follows 127.0.0.1's rule over both families (not listed here: refused both ways). Positive
+/// control: the same servers from a daemon without a list (the test above reaches `::1` and
+/// the host address).
+#[test]
+fn nat_allow_takes_ipv6_prefixes_and_the_loopback_follows_127_0_0_1() {
+    let mut ns = NsDaemon::start_with("v6allow", "--nat-allow fd99:6e:a7::/64");
+    ns.t.ok(&[
+        "network",
+        "create",
+        "d6",
+        "--ipv6",
+        "--subnet",
+        "fd00:e4::/64",
+    ]);
+    ns.t.ok(&["sandbox", "create", "a", "--net", "d6"]);
+    let (_, listed) = ns.server(TAKE, &[HOST6]);
+    let (_, loop6) = ns.server(TAKE, &["::1"]);
+    let (_, loop4) = ns.server(TAKE, &["127.0.0.1"]);
+    assert_eq!(
+        ns.py("a", CONNECT, &[HOST6, &listed]),
+        "ok",
+        "the listed prefix"
+    );
+    assert_ne!(
+        ns.py("a", CONNECT, &["fd00:e4::1", &loop6]),
+        "ok",
+        "[gateway6] is ::1, which 127.0.0.1's rule refuses"
+    );
+    let gw4 = ns.t.json(&["network", "inspect", "d6"])["gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(
+        ns.py("a", CONNECT, &[&gw4, &loop4]),
+        "ok",
+        "a list of IPv6 prefixes restricts IPv4 too"
+    );
 }
 
 /// An IPv6-only network has a gateway too: its sandboxes get router advertisements' answers,

@@ -14,7 +14,7 @@ use tapnet::gateway::policy::NatPolicy;
 use tapnet::wire::MacAddr;
 
 fuzz_target!(|data: &[u8]| {
-    let policy = NatPolicy::new(Vec::new());
+    let policy = NatPolicy::new(Vec::new(), Vec::new());
     let subnet = "172.18.0.0/16".parse().expect("subnet");
     policy.set_tapnet_subnets(vec![subnet]);
     let config = GatewayConfig {

@@ -416,9 +416,10 @@ pub struct DaemonArgs {
     /// submitted together), or epoll with a warning where the kernel lacks it.
     #[arg(long, value_enum, value_name = "MODE", default_value = "epoll")]
     pub datapath_io: DatapathIo,
-    /// Let outbound NAT reach only these destinations (repeatable or comma-separated)
-    /// [env: TAPNET_NAT_ALLOW] [default: everywhere]. Connections to a network's gateway
-    /// address count as 127.0.0.1.
+    /// Let outbound NAT reach only these destinations, IPv4 or IPv6 prefixes (repeatable or
+    /// comma-separated) [env: TAPNET_NAT_ALLOW] [default: everywhere]. Connections to a
+    /// network's gateway address count as 127.0.0.1, and to its IPv6 gateway as ::1, which is
+    /// admitted when 127.0.0.1 is.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub nat_allow: Vec<String>,
     /// Name servers for names the gateways do not know (repeatable or comma-separated), ADDR
@@ -675,13 +676,22 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
             IoMode::Epoll
         }),
     };
-    let nat_allow = list_or_env(args.nat_allow, ENV_NAT_ALLOW)
-        .iter()
-        .map(|c| {
-            c.parse()
-                .map_err(|e: String| Error::usage(format!("--nat-allow: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut nat_allow = Vec::new();
+    let mut nat_allow6 = Vec::new();
+    for cidr in list_or_env(args.nat_allow, ENV_NAT_ALLOW) {
+        // The family is the address's, as for `--subnet`.
+        if cidr.contains(':') {
+            let net = cidr
+                .parse()
+                .map_err(|e: String| Error::usage(format!("--nat-allow: {e}")))?;
+            nat_allow6.push(net);
+        } else {
+            let net = cidr
+                .parse()
+                .map_err(|e: String| Error::usage(format!("--nat-allow: {e}")))?;
+            nat_allow.push(net);
+        }
+    }
     let dns_upstreams = list_or_env(args.dns_upstream, ENV_DNS_UPSTREAM)
         .iter()
         .map(|a| {
@@ -752,6 +762,7 @@ fn run_daemon(dirs: StateDir, args: DaemonArgs) -> Result<i32> {
             },
             offload,
             nat_allow,
+            nat_allow6,
             dns_upstreams,
             group,
             metrics,

@@ -137,7 +137,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
             .iter()
             .filter(|a| match a.ip() {
                 std::net::IpAddr::V4(ip) => ctx.nat_policy.allows(ip),
-                std::net::IpAddr::V6(_) => false,
+                std::net::IpAddr::V6(ip) => ctx.nat_policy.allows_v6(ip),
             })
             .copied()
             .collect()

@@ -137,7 +137,7 @@ mod tests {
     const SB: [u8; 4] = [172, 18, 0, 2];
 
     fn config(nat: bool) -> GatewayConfig {
-        let policy = NatPolicy::new(Vec::new());
+        let policy = NatPolicy::new(Vec::new(), Vec::new());
         policy.set_tapnet_subnets(vec![
             "172.18.0.0/16".parse().unwrap(),
             "172.19.0.0/16".parse().unwrap(),

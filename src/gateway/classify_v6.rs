@@ -216,7 +216,7 @@ pub(crate) mod tests {
             mac: GW_MAC,
             mtu: 1500,
             nat: true,
-            policy: NatPolicy::new(Vec::new()),
+            policy: NatPolicy::new(Vec::new(), Vec::new()),
             udp_idle: Duration::from_secs(30),
             limits: crate::gateway::NatLimits::default(),
             dns: Some((

@@ -233,7 +233,7 @@ mod tests {
             mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
             mtu: 1500,
             nat: false,
-            policy: policy::NatPolicy::new(Vec::new()),
+            policy: policy::NatPolicy::new(Vec::new(), Vec::new()),
             udp_idle: std::time::Duration::from_secs(30),
             limits: NatLimits::default(),
             dns: None,
