@@ -264,7 +264,11 @@ fn malformed_values_exit_2_and_change_nothing() {
         ),
         (
             &["trace", "net1", "--in", "s1", "--dst", "nowhere"],
-            "MAC or an IPv4",
+            "MAC, an IPv4 or an IPv6",
+        ),
+        (
+            &["trace", "net1", "--in", "s1", "--dst", "fd00::zz"],
+            "MAC, an IPv4 or an IPv6",
         ),
     ];
     for (args, want) in cases {

@@ -547,6 +547,149 @@ fn trace_explains_what_traffic_then_does() {
     assert!(table.contains("Decision: unicast -> b/eth0\n"), "{table}");
 }
 
+fn ping6(t: &Tapnet, sandbox: &str, ip: &str) -> bool {
+    t.exec(
+        sandbox,
+        &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", ip],
+    )
+    .status
+    .success()
+}
+
+/// The `gateway` verdict of a trace, or "".
+fn verdict(report: &serde_json::Value) -> String {
+    report["gateway"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn trace_follows_ipv6_destinations() {
+    let t = Tapnet::new("lab-trace6");
+    for (net, v4, v6) in [
+        ("n", "10.63.0.0/24", "fd00:63::/64"),
+        ("m6", "10.64.0.0/24", "fd00:64::/64"),
+    ] {
+        t.ok(&[
+            "network", "create", net, "--subnet", v4, "--ipv6", "--subnet", v6,
+        ]);
+    }
+    t.ok(&["network", "create", "n4", "--subnet", "10.65.0.0/24"]);
+    for (s, net, ip, ip6) in [
+        ("a", "n", "10.63.0.2", "fd00:63::2"),
+        ("b", "n", "10.63.0.3", "fd00:63::3"),
+        ("d", "m6", "10.64.0.2", "fd00:64::2"),
+    ] {
+        t.ok(&[
+            "sandbox", "create", s, "--net", net, "--ip", ip, "--ip6", ip6,
+        ]);
+    }
+    t.ok(&["sandbox", "create", "e", "--net", "n4", "--ip", "10.65.0.2"]);
+    // The positive control of the isolation below: a reaches its sibling over IPv6.
+    assert!(ping6(&t, "a", "fd00:63::3"));
+
+    // A sibling's IPv6 address: neighbour discovery gives its MAC, unicast to its port.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "fd00:63::3"]);
+    assert_eq!(report["decision"], "unicast", "{report}");
+    assert_eq!(report["outputs"][0]["port"], "b/eth0", "{report}");
+    assert_eq!(report["dst_mac"], "02:42:0a:3f:00:03", "{report}");
+    assert!(
+        report["steps"]
+            .to_string()
+            .contains("neighbour discovery resolves fd00:63::3"),
+        "{report}"
+    );
+    // Its link-local address, derived from its MAC, goes the same way.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "fe80::42:aff:fe3f:3"]);
+    assert_eq!(report["outputs"][0]["port"], "b/eth0", "{report}");
+    // The live trace, filtered on the IPv6 address, sees the real frames go there.
+    let live = spawn_live(
+        &t,
+        &[
+            "--in",
+            "a",
+            "--dst",
+            "fd00:63::3",
+            "--proto",
+            "icmp",
+            "-c",
+            "3",
+        ],
+    );
+    t.exec_ok("a", &["ping", "-6", "-c", "3", "-i", "0.1", "fd00:63::3"]);
+    let lines = live_lines(live);
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert_eq!(l["output"], "b/eth0", "{l}");
+        assert_eq!(l["frame"]["dst_ip6"], "fd00:63::3", "{l}");
+    }
+
+    // The IPv6 gateway answers the ping itself; TCP to it is NAT to the host's ::1.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "fd00:63::1"]);
+    assert_eq!(report["outputs"][0]["port"], "gateway", "{report}");
+    assert!(verdict(&report).contains("answers the ping"), "{report}");
+    assert!(ping6(&t, "a", "fd00:63::1"));
+    let report = t.json(&[
+        "trace",
+        "n",
+        "--in",
+        "a",
+        "--dst",
+        "fd00:63::1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "5999",
+    ]);
+    assert!(
+        verdict(&report).contains("TCP flow to [::1]:5999"),
+        "{report}"
+    );
+
+    // Outside the prefix: to the default gateway, which would carry it by NAT but for the
+    // policy every test daemon runs with (the host's loopback only), as the trace says.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "2001:db8::7"]);
+    assert_eq!(report["dst_mac"], "02:42:0a:3f:00:01", "{report}");
+    assert!(
+        verdict(&report).contains("the NAT policy (--nat-allow) does not admit 2001:db8::7"),
+        "{report}"
+    );
+    let report = t.json(&[
+        "trace",
+        "n",
+        "--in",
+        "a",
+        "--dst",
+        "2001:db8::7",
+        "--proto",
+        "udp",
+        "--dport",
+        "443",
+    ]);
+    assert_eq!(report["outputs"][0]["port"], "gateway", "{report}");
+    assert!(verdict(&report).contains("--nat-allow"), "{report}");
+
+    // Another network's IPv6 prefix: the gateway refuses it (isolation), as real traffic.
+    let report = t.json(&["trace", "n", "--in", "a", "--dst", "fd00:64::2"]);
+    assert_eq!(
+        report["outputs"].as_array().map(|o| o.len()),
+        Some(1),
+        "{report}"
+    );
+    let v = verdict(&report);
+    assert!(
+        v.contains("refused") && v.contains("on network m6"),
+        "{report}"
+    );
+    assert!(!ping6(&t, "a", "fd00:64::2"), "isolated");
+
+    // No IPv6 address to send from; a malformed address is a usage error.
+    let err = t.fails(&["trace", "n4", "--in", "e", "--dst", "fd00:63::3"]);
+    assert!(
+        err.contains("sandbox e has no IPv6 address on network n4"),
+        "{err}"
+    );
+    t.misuse(&["trace", "n", "--in", "a", "--dst", "fd00:63::zz"]);
+}
+
 fn example(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples")

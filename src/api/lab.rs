@@ -43,7 +43,7 @@ pub struct TraceRequest {
     pub sandbox: String,
     /// Source MAC; the sandbox's own by default.
     pub src: Option<String>,
-    /// Destination MAC or IPv4 address.
+    /// Destination MAC, IPv4 or IPv6 address.
     pub dst: String,
     pub proto: Option<String>,
     pub dport: Option<u16>,

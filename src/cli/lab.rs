@@ -1,7 +1,7 @@
 //! The lab commands: `tapnet link` (impairments and blocks) and `tapnet trace`.
 
 use std::io::BufRead;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use clap::{Args, Subcommand};
 
@@ -237,11 +237,12 @@ pub struct TraceArgs {
     /// Source MAC [default: the sandbox's].
     #[arg(long, value_name = "MAC", value_parser = mac_syntax)]
     pub src: Option<String>,
-    /// Destination MAC or IPv4 address (required unless --live, where it filters) [default:
-    /// with --live, every destination].
-    #[arg(long, value_name = "MAC|IP", value_parser = mac_or_ipv4_syntax)]
+    /// Destination MAC, IPv4 or IPv6 address (required unless --live, where it filters)
+    /// [default: with --live, every destination].
+    #[arg(long, value_name = "MAC|IP", value_parser = mac_or_ip_syntax)]
     pub dst: Option<String>,
-    /// The IPv4 protocol of the frame [default: tcp with --dport, else icmp echo].
+    /// The protocol of the frame; icmp is ICMPv6 for an IPv6 --dst [default: tcp with --dport,
+    /// else icmp echo].
     #[arg(long, value_name = "tcp|udp|icmp")]
     pub proto: Option<String>,
     /// TCP or UDP destination port [default: none].
@@ -268,12 +269,12 @@ fn mac_syntax(s: &str) -> std::result::Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `--dst`: a MAC or an IPv4 address.
-fn mac_or_ipv4_syntax(s: &str) -> std::result::Result<String, String> {
-    if s.parse::<MacAddr>().is_ok() || s.parse::<Ipv4Addr>().is_ok() {
+/// `--dst`: a MAC, an IPv4 or an IPv6 address.
+fn mac_or_ip_syntax(s: &str) -> std::result::Result<String, String> {
+    if s.parse::<MacAddr>().is_ok() || s.parse::<IpAddr>().is_ok() {
         Ok(s.to_string())
     } else {
-        Err(format!("{s:?}: expected a MAC or an IPv4 address"))
+        Err(format!("{s:?}: expected a MAC, an IPv4 or an IPv6 address"))
     }
 }
 
@@ -328,7 +329,7 @@ pub fn trace(client: &Client, args: TraceArgs) -> Result<i32> {
 /// Client-side filters of `trace --live`: checked before asking the daemon anything.
 struct LiveFilter {
     mac: Option<MacAddr>,
-    ip: Option<Ipv4Addr>,
+    ip: Option<IpAddr>,
     src_mac: Option<MacAddr>,
     proto: Option<String>,
     dport: Option<u16>,
@@ -341,8 +342,10 @@ impl LiveFilter {
             if let Ok(m) = d.parse::<MacAddr>() {
                 mac = Some(m);
             } else {
-                ip = Some(d.parse::<Ipv4Addr>().map_err(|_| {
-                    Error::usage(format!("--dst {d:?}: expected a MAC or an IPv4 address"))
+                ip = Some(d.parse::<IpAddr>().map_err(|_| {
+                    Error::usage(format!(
+                        "--dst {d:?}: expected a MAC, an IPv4 or an IPv6 address"
+                    ))
                 })?);
             }
         }
@@ -354,10 +357,11 @@ impl LiveFilter {
                     .map_err(|e| Error::usage(format!("--src: {e}")))
             })
             .transpose()?;
+        let v6 = matches!(ip, Some(IpAddr::V6(_)));
         let proto = args
             .proto
             .as_deref()
-            .map(|p| crate::datapath::trace::Proto::parse(p).map(|p| p.name().to_string()))
+            .map(|p| crate::datapath::trace::Proto::parse(p).map(|p| live_proto(p, v6)))
             .transpose()
             .map_err(Error::Invalid)?;
         Ok(LiveFilter {
@@ -372,13 +376,25 @@ impl LiveFilter {
     fn wants(&self, l: &LiveLine) -> bool {
         let f = &l.frame;
         self.mac.is_none_or(|m| f.dst == m.to_string())
-            && self.ip.is_none_or(|ip| f.dst_ip == Some(ip))
+            && self.ip.is_none_or(|ip| match ip {
+                IpAddr::V4(ip) => f.dst_ip == Some(ip),
+                IpAddr::V6(ip) => f.dst_ip6 == Some(ip),
+            })
             && self.src_mac.is_none_or(|m| f.src == m.to_string())
             && self
                 .proto
                 .as_ref()
                 .is_none_or(|p| f.proto.as_ref() == Some(p))
             && self.dport.is_none_or(|p| f.dport == Some(p))
+    }
+}
+
+/// The protocol name a live frame's summary carries: `--proto icmp` towards an IPv6 address is
+/// ICMPv6.
+fn live_proto(p: crate::datapath::trace::Proto, v6: bool) -> String {
+    match p {
+        crate::datapath::trace::Proto::Icmp if v6 => "icmpv6".into(),
+        p => p.name().into(),
     }
 }
 

@@ -68,6 +68,28 @@ pub fn probe_frame(
     out
 }
 
+/// The IPv6 counterpart of [`probe_frame`]: a TCP SYN, a UDP datagram or an ICMPv6 echo
+/// request from `from` to `to`.
+pub fn probe_frame6(
+    (src, dst): (MacAddr, MacAddr),
+    (from, to): (Ipv6Addr, Ipv6Addr),
+    proto: Proto,
+    dport: u16,
+) -> Vec<u8> {
+    use etherparse::PacketBuilder;
+    let mut out = Vec::new();
+    let ip = PacketBuilder::ethernet2(src.0, dst.0).ipv6(from.octets(), to.octets(), 64);
+    let built = match proto {
+        Proto::Tcp => ip.tcp(40000, dport, 1, 65535).syn().write(&mut out, &[]),
+        Proto::Udp => ip.udp(40000, dport).write(&mut out, &[0u8; 8]),
+        Proto::Icmp => ip.icmpv6_echo_request(1, 1).write(&mut out, &[0u8; 8]),
+    };
+    if built.is_err() {
+        out.clear();
+    }
+    out
+}
+
 /// What `trace --live` shows of a real frame.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameSummary {
@@ -272,6 +294,28 @@ mod tests {
         let raw = summarize(&probe_frame((A, B), None, Proto::Udp, 53));
         assert_eq!(raw.ethertype, 0x88b5);
         assert!(raw.line().contains("ethertype 0x88b5"));
+    }
+
+    #[test]
+    fn ipv6_probe_frames_summarize_back() {
+        let ips: (Ipv6Addr, Ipv6Addr) = (
+            "fd00:42::2".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        );
+        let tcp = summarize(&probe_frame6((A, B), ips, Proto::Tcp, 443));
+        assert_eq!(
+            (tcp.proto.as_deref(), tcp.dport, tcp.dst_ip6),
+            (Some("tcp"), Some(443), Some(ips.1))
+        );
+        let udp = summarize(&probe_frame6((A, B), ips, Proto::Udp, 53));
+        assert_eq!((udp.proto.as_deref(), udp.dport), (Some("udp"), Some(53)));
+        let icmp = summarize(&probe_frame6((A, B), ips, Proto::Icmp, 0));
+        assert_eq!(icmp.icmp6.as_deref(), Some("echo-request"));
+        assert_eq!(
+            icmp.line(),
+            "02:42:0a:00:00:02 > 02:42:0a:00:00:03 icmpv6 fd00:42::2 > 2001:db8::1 echo-request \
+             (70 bytes)"
+        );
     }
 
     #[test]

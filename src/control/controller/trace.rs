@@ -4,7 +4,7 @@
 //! classifier on a probe frame.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{GATEWAY_PORT, Inner};
 use crate::api::lab::{TraceOutput, TraceReport, TraceRequest};
@@ -13,18 +13,36 @@ use crate::datapath::PortReport;
 use crate::datapath::fdb::PortId;
 use crate::datapath::security::Violation;
 use crate::datapath::switch::{Egress, peek};
-use crate::datapath::trace::{Proto, probe_frame};
+use crate::datapath::trace::{Proto, probe_frame, probe_frame6};
 use crate::drivers::bridge;
 use crate::error::{Error, Result};
 use crate::gateway::GatewayConfig;
 use crate::gateway::classify::{Inbound, classify};
+use crate::gateway::ndp::{multicast_mac, solicited_node};
+use crate::gateway::{GatewayV4, GatewayV6};
 use crate::wire::MacAddr;
+use crate::wire::ipv6::link_local_eui64;
 
 /// Where the frame's destination MAC comes from, as the sandbox's stack would pick it.
 enum Resolved {
     Mac(MacAddr, String),
     /// The sandbox would not put such a frame on this network at all.
     NotSent(String),
+}
+
+/// The gateway's MAC as the bridge driver makes it: of its IPv4 address, or on an IPv6-only
+/// network of its IPv6 address's last 32 bits.
+fn gateway_mac(net: &Network) -> Option<MacAddr> {
+    match (net.gateway, net.gateway6) {
+        (Some(v4), _) => Some(MacAddr::from_ipv4(v4)),
+        (None, Some(v6)) => Some(MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32))),
+        (None, None) => None,
+    }
+}
+
+/// `fe80::/10`: on the link only, derived from the MAC (EUI-64) for tapnet's endpoints.
+fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// What port security lets the ingress port send, and what it has dropped from it, by reason.
@@ -105,14 +123,23 @@ impl Inner {
                 .map_err(|e| Error::invalid(format!("--src: {e}")))?,
             None => ep.mac.unwrap_or_default(),
         };
-        let ips = self.sandbox_ip(&req.sandbox, &req.network);
-        let dst_ip: Option<Ipv4Addr> = req.dst.parse().ok();
+        let dst_ip: Option<IpAddr> = req.dst.parse().ok();
         if dst_ip.is_none() && req.dst.parse::<MacAddr>().is_err() {
             return Err(Error::invalid(format!(
-                "--dst {:?}: expected a MAC or an IPv4 address",
+                "--dst {:?}: expected a MAC, an IPv4 or an IPv6 address",
                 req.dst
             )));
         }
+        // The probe's source address, of the destination's family.
+        let src_ip: Option<IpAddr> = match dst_ip {
+            Some(IpAddr::V6(_)) => Some(IpAddr::V6(ep.ipv6.ok_or_else(|| {
+                Error::conflict(format!(
+                    "sandbox {} has no IPv6 address on network {}",
+                    req.sandbox, req.network
+                ))
+            })?)),
+            _ => ep.ipv4.map(IpAddr::V4),
+        };
         let reports: Vec<_> = self
             .dp
             .port_reports()
@@ -181,7 +208,10 @@ impl Inner {
         }
         let dst_mac = match dst_ip {
             None => req.dst.parse::<MacAddr>().unwrap_or_default(),
-            Some(ip) => match self.resolve(&net, &req.sandbox, ip) {
+            Some(ip) => match match ip {
+                IpAddr::V4(ip) => self.resolve(&net, &req.sandbox, ip),
+                IpAddr::V6(ip) => self.resolve6(&net, &req.sandbox, ip),
+            } {
                 Resolved::Mac(mac, why) => {
                     steps.push(why);
                     mac
@@ -254,14 +284,15 @@ impl Inner {
                 dropped,
             });
             if port == GATEWAY_PORT
-                && let (Some(src_ip), Some(dst_ip)) = (ips, dst_ip)
+                && let (Some(src_ip), Some(dst_ip)) = (src_ip, dst_ip)
             {
-                let frame = probe_frame(
-                    (src_mac, dst_mac),
-                    Some((src_ip, dst_ip)),
-                    proto,
-                    req.dport.unwrap_or(0),
-                );
+                let macs = (src_mac, dst_mac);
+                let dport = req.dport.unwrap_or(0);
+                let frame = match (src_ip, dst_ip) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => probe_frame(macs, Some((s, d)), proto, dport),
+                    (IpAddr::V6(s), IpAddr::V6(d)) => probe_frame6(macs, (s, d), proto, dport),
+                    _ => Vec::new(),
+                };
                 let verdict = self.gateway_verdict(&net, &frame, dst_ip, proto);
                 steps.push(format!("gateway: {verdict}"));
                 report.gateway = Some(verdict);
@@ -271,13 +302,9 @@ impl Inner {
         Ok(report)
     }
 
-    fn sandbox_ip(&self, sandbox: &str, network: &str) -> Option<Ipv4Addr> {
-        self.state.sandbox(sandbox)?.endpoint(network)?.ipv4
-    }
-
     /// The destination MAC the sandbox's stack would use for `ip` on `net`.
     fn resolve(&self, net: &Network, sandbox: &str, ip: Ipv4Addr) -> Resolved {
-        let gw = net.gateway.map(|g| (g, MacAddr::from_ipv4(g)));
+        let gw = net.gateway.zip(gateway_mac(net));
         if let Some((g, mac)) = gw
             && g == ip
         {
@@ -333,6 +360,78 @@ impl Inner {
         }
     }
 
+    /// The destination MAC the sandbox's stack would use for the IPv6 address `ip` on `net`:
+    /// neighbour discovery on the link (the gateway, an endpoint's address on the prefix, or an
+    /// endpoint's link-local address, derived from its MAC), else the default router.
+    fn resolve6(&self, net: &Network, sandbox: &str, ip: Ipv6Addr) -> Resolved {
+        let gw = net.gateway6.zip(gateway_mac(net));
+        if let Some((g, mac)) = gw
+            && (g == ip || link_local_eui64(mac) == ip)
+        {
+            return Resolved::Mac(
+                mac,
+                format!("{ip} is the IPv6 gateway of {}: {mac}", net.name),
+            );
+        }
+        if ip.is_multicast() {
+            let mac = multicast_mac(ip);
+            return Resolved::Mac(mac, format!("{ip} is multicast: sent to {mac}"));
+        }
+        let on_link = is_link_local(ip) || net.subnet6.is_some_and(|s| s.contains(ip));
+        if on_link {
+            let found = self.state.endpoints_on(&net.name).find(|(_, e)| {
+                e.ipv6 == Some(ip) || (is_link_local(ip) && e.mac.map(link_local_eui64) == Some(ip))
+            });
+            return match found {
+                Some((s, e)) => {
+                    let mac = e.mac.unwrap_or_default();
+                    Resolved::Mac(
+                        mac,
+                        format!(
+                            "neighbour discovery resolves {ip} to {mac} ({}/{})",
+                            s.name,
+                            e.interface.as_deref().unwrap_or("-")
+                        ),
+                    )
+                }
+                None => {
+                    let mac = multicast_mac(solicited_node(ip));
+                    Resolved::Mac(
+                        mac,
+                        format!(
+                            "no endpoint has {ip}: the sandbox's neighbour solicitation goes to \
+                             {mac} and gets no answer"
+                        ),
+                    )
+                }
+            };
+        }
+        // Off-link: the IPv6 default route is via the first network that has an IPv6 gateway.
+        let route = self.state.sandbox(sandbox).and_then(|sb| {
+            sb.endpoints.iter().find_map(|e| {
+                let n = self.state.network(&e.network)?;
+                (crate::drivers::of(n.driver).has_gateway() && !n.internal && n.gateway6.is_some())
+                    .then(|| n.name.clone())
+            })
+        });
+        match (route, gw) {
+            (Some(r), Some((g, mac))) if r == net.name => Resolved::Mac(
+                mac,
+                format!(
+                    "{ip} is outside {}: sent to the default gateway {g} ({mac})",
+                    net.subnet6.map(|s| s.to_string()).unwrap_or_default()
+                ),
+            ),
+            (Some(r), _) => Resolved::NotSent(format!(
+                "{ip} is off-link and the sandbox's IPv6 default route is via network {r}: nothing goes out on {}",
+                net.name
+            )),
+            (None, _) => Resolved::NotSent(format!(
+                "{ip} is off-link and the sandbox has no IPv6 default route: not sent"
+            )),
+        }
+    }
+
     /// What the link towards `port` (a `sandbox/interface` label) does to a frame from `from`,
     /// and whether it drops it for sure.
     fn link_verdict(&self, port: &str, network: &str, from: &str) -> (String, bool) {
@@ -361,14 +460,22 @@ impl Inner {
     }
 
     /// The gateway's classifier on the probe frame, in words.
-    fn gateway_verdict(&self, net: &Network, frame: &[u8], dst: Ipv4Addr, proto: Proto) -> String {
-        let (Some(subnet), Some(ip)) = (net.subnet, net.gateway) else {
+    fn gateway_verdict(&self, net: &Network, frame: &[u8], dst: IpAddr, proto: Proto) -> String {
+        let ipv4 = net
+            .subnet
+            .zip(net.gateway)
+            .map(|(subnet, ip)| GatewayV4 { subnet, ip });
+        let ipv6 = net
+            .subnet6
+            .zip(net.gateway6)
+            .map(|(subnet, ip)| GatewayV6 { subnet, ip });
+        let Some(mac) = gateway_mac(net).filter(|_| ipv4.is_some() || ipv6.is_some()) else {
             return "the network has no gateway".into();
         };
         let config = GatewayConfig {
             network: net.name.clone(),
-            ipv4: Some(crate::gateway::GatewayV4 { subnet, ip }),
-            mac: MacAddr::from_ipv4(ip),
+            ipv4,
+            mac,
             mtu: net.mtu,
             nat: !net.internal,
             policy: self.nat_policy.clone(),
@@ -379,19 +486,38 @@ impl Inner {
                 std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
                 std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
             )),
-            ipv6: None,
+            ipv6,
         };
         // Connections to the gateway address are carried to the host's loopback.
-        let target = if dst == ip { Ipv4Addr::LOCALHOST } else { dst };
+        let own = match dst {
+            IpAddr::V4(d) => net.gateway == Some(d),
+            IpAddr::V6(d) => net.gateway6 == Some(d) || link_local_eui64(mac) == d,
+        };
+        let target = match (own, dst) {
+            (false, _) => dst,
+            (true, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (true, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
         let allowed = |what: String| {
-            if self.nat_policy.allows(target) {
+            let admitted = match target {
+                IpAddr::V4(t) => self.nat_policy.allows(t),
+                IpAddr::V6(t) => self.nat_policy.allows_v6(t),
+            };
+            if admitted {
                 what
             } else {
                 format!("refused: the NAT policy (--nat-allow) does not admit {target}")
             }
         };
+        let loopback = if own {
+            " (the gateway address is the host's loopback)"
+        } else {
+            ""
+        };
+        // `[::1]:80` for IPv6, `127.0.0.1:80` for IPv4.
+        let sock = |port: u16| std::net::SocketAddr::new(target, port);
         match classify(frame, &config) {
-            Inbound::Stack if dst == ip && proto == Proto::Icmp => {
+            Inbound::Stack if own && proto == Proto::Icmp => {
                 "the gateway answers the ping itself".into()
             }
             Inbound::Stack if proto == Proto::Tcp => format!(
@@ -399,39 +525,45 @@ impl Inner {
                 self.isolation_note(dst)
             ),
             Inbound::Stack => "handled by the gateway's own stack".into(),
-            Inbound::TcpSyn((_, _, d, port)) => allowed(format!(
-                "NAT: a TCP flow to {target}:{port} through a host socket (new unless one exists for this 4-tuple){}",
-                if d == ip {
-                    " (the gateway address is the host's loopback)"
-                } else {
-                    ""
-                }
+            Inbound::TcpSyn((_, _, _, port))
+            | Inbound::TcpSyn6 {
+                tuple: (_, _, _, port),
+                ..
+            } => allowed(format!(
+                "NAT: a TCP flow to {} through a host socket (new unless one exists for this \
+                     4-tuple){loopback}",
+                sock(port)
             )),
             Inbound::Udp { tuple, .. } if config.is_dns(tuple.2, tuple.3) => {
                 "DNS: the query goes to the network's DNS server".into()
             }
-            Inbound::Udp { tuple, .. } => allowed(format!(
-                "NAT: a UDP flow to {target}:{} through a host socket",
-                tuple.3
+            Inbound::Dns6 { .. } => "DNS: the query goes to the network's DNS server".into(),
+            Inbound::Udp {
+                tuple: (_, _, _, port),
+                ..
+            }
+            | Inbound::Udp6 {
+                tuple: (_, _, _, port),
+                ..
+            } => allowed(format!(
+                "NAT: a UDP flow to {} through a host socket{loopback}",
+                sock(port)
             )),
-            Inbound::Echo { .. } => allowed(format!(
+            Inbound::Echo { .. } | Inbound::EchoOut6 { .. } => allowed(format!(
                 "NAT: the echo request goes to {target} through a host ping socket"
             )),
-            // IPv6 verdicts: the probes traced here are IPv4.
+            Inbound::Echo6 { .. } => "the gateway answers the ping itself".into(),
+            // Neighbour discovery: not what a probe is, but say what would happen.
             Inbound::NeighborSolicit { .. } => {
                 "the gateway answers the neighbour solicitation".into()
             }
             Inbound::RouterSolicit { .. } => {
                 "the gateway answers with a router advertisement".into()
             }
-            Inbound::Echo6 { .. } => "the gateway answers the ping itself".into(),
-            Inbound::Dns6 { .. } => "DNS: the query goes to the network's DNS server".into(),
-            Inbound::Udp6 { .. } => "NAT: a UDP flow over IPv6 through a host socket".into(),
-            Inbound::EchoOut6 { .. } => {
-                "NAT: the echo request goes through a host ping socket".into()
-            }
-            Inbound::TcpSyn6 { .. } => "NAT: a TCP flow over IPv6 through a host socket".into(),
-            Inbound::Refuse6 { .. } => "refused with ICMPv6 destination unreachable".into(),
+            Inbound::Refuse6 { .. } => format!(
+                "refused with ICMPv6 destination unreachable: the gateway does not carry it{}",
+                self.isolation_note(dst)
+            ),
             Inbound::Ignore => format!(
                 "dropped: the gateway does not carry it{}",
                 self.isolation_note(dst)
@@ -440,13 +572,11 @@ impl Inner {
     }
 
     /// `: 10.1.0.2 is on network m (isolation between networks)`, or why else it is stuck.
-    fn isolation_note(&self, dst: Ipv4Addr) -> String {
-        if let Some(other) = self
-            .state
-            .networks
-            .iter()
-            .find(|n| n.subnet.is_some_and(|s| s.contains(dst)))
-        {
+    fn isolation_note(&self, dst: IpAddr) -> String {
+        if let Some(other) = self.state.networks.iter().find(|n| match dst {
+            IpAddr::V4(d) => n.subnet.is_some_and(|s| s.contains(d)),
+            IpAddr::V6(d) => n.subnet6.is_some_and(|s| s.contains(d)),
+        }) {
             return format!(
                 ": {dst} is on network {} (tapnet networks are isolated from each other)",
                 other.name
