@@ -459,3 +459,32 @@ fn trace_live(client: &Client, args: TraceArgs) -> Result<i32> {
     drop(stream.get_mut().shutdown(std::net::Shutdown::Both));
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::trace::Proto;
+
+    #[test]
+    fn dst_takes_a_mac_or_either_ip_family() {
+        for ok in [
+            "02:42:0a:00:00:02",
+            "10.0.0.2",
+            "fd00::2",
+            "fe80::42:aff:fe00:2",
+        ] {
+            assert_eq!(mac_or_ip_syntax(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["nowhere", "fd00::zz", "10.0.0.256", ""] {
+            let err = mac_or_ip_syntax(bad).err().unwrap_or_default();
+            assert!(err.contains("MAC, an IPv4 or an IPv6"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn icmp_towards_ipv6_is_icmpv6() {
+        assert_eq!(live_proto(Proto::Icmp, true), "icmpv6");
+        assert_eq!(live_proto(Proto::Icmp, false), "icmp");
+        assert_eq!(live_proto(Proto::Tcp, true), "tcp");
+    }
+}

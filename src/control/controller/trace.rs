@@ -32,8 +32,8 @@ enum Resolved {
 
 /// The gateway's MAC as the bridge driver makes it: of its IPv4 address, or on an IPv6-only
 /// network of its IPv6 address's last 32 bits.
-fn gateway_mac(net: &Network) -> Option<MacAddr> {
-    match (net.gateway, net.gateway6) {
+fn gateway_mac((v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> Option<MacAddr> {
+    match (v4, v6) {
         (Some(v4), _) => Some(MacAddr::from_ipv4(v4)),
         (None, Some(v6)) => Some(MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32))),
         (None, None) => None,
@@ -304,7 +304,7 @@ impl Inner {
 
     /// The destination MAC the sandbox's stack would use for `ip` on `net`.
     fn resolve(&self, net: &Network, sandbox: &str, ip: Ipv4Addr) -> Resolved {
-        let gw = net.gateway.zip(gateway_mac(net));
+        let gw = net.gateway.zip(gateway_mac((net.gateway, net.gateway6)));
         if let Some((g, mac)) = gw
             && g == ip
         {
@@ -364,7 +364,7 @@ impl Inner {
     /// neighbour discovery on the link (the gateway, an endpoint's address on the prefix, or an
     /// endpoint's link-local address, derived from its MAC), else the default router.
     fn resolve6(&self, net: &Network, sandbox: &str, ip: Ipv6Addr) -> Resolved {
-        let gw = net.gateway6.zip(gateway_mac(net));
+        let gw = net.gateway6.zip(gateway_mac((net.gateway, net.gateway6)));
         if let Some((g, mac)) = gw
             && (g == ip || link_local_eui64(mac) == ip)
         {
@@ -469,7 +469,9 @@ impl Inner {
             .subnet6
             .zip(net.gateway6)
             .map(|(subnet, ip)| GatewayV6 { subnet, ip });
-        let Some(mac) = gateway_mac(net).filter(|_| ipv4.is_some() || ipv6.is_some()) else {
+        let Some(mac) =
+            gateway_mac((net.gateway, net.gateway6)).filter(|_| ipv4.is_some() || ipv6.is_some())
+        else {
             return "the network has no gateway".into();
         };
         let config = GatewayConfig {
@@ -583,5 +585,40 @@ impl Inner {
             );
         }
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_mac_is_the_bridge_drivers() {
+        let v4 = Ipv4Addr::new(10, 63, 0, 1);
+        let v6: Ipv6Addr = "fd00:63::a3f:1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
+        assert_eq!(
+            gateway_mac((Some(v4), Some(v6))),
+            Some(MacAddr::from_ipv4(v4))
+        );
+        // IPv6-only: the last 32 bits of the address (0a3f:0001 is 10.63.0.1).
+        assert_eq!(gateway_mac((None, Some(v6))), Some(MacAddr::from_ipv4(v4)));
+        assert_eq!(gateway_mac((None, None)), None);
+    }
+
+    #[test]
+    fn link_local_is_fe80_slash_10() {
+        for (ip, want) in [
+            ("fe80::1", true),
+            ("febf::1", true),
+            ("fec0::1", false),
+            ("fd00::1", false),
+            ("::1", false),
+        ] {
+            let ip: Ipv6Addr = ip.parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
+            assert_eq!(is_link_local(ip), want, "{ip}");
+        }
+        let mac = MacAddr([2, 0x42, 10, 63, 0, 3]);
+        assert!(is_link_local(link_local_eui64(mac)));
+        assert_eq!(link_local_eui64(mac).to_string(), "fe80::42:aff:fe3f:3");
     }
 }
