@@ -515,10 +515,13 @@ setup_nat_veth6() {
     new_netns "$NS_A"
     reg link "${T}v"
     ip link add "${T}v" type veth peer name eth0 netns "$NS_A"
-    ip -6 addr add "$VETH6_HOST/128" peer "$VETH6_NS/128" dev "${T}v" nodad
+    # IPv6's `peer` makes no route to the peer as IPv4's does: a /128 route each way instead.
+    ip -6 addr add "$VETH6_HOST/128" dev "${T}v" nodad
     ip link set "${T}v" up
-    in_ns "$NS_A" ip -6 addr add "$VETH6_NS/128" peer "$VETH6_HOST/128" dev eth0 nodad
+    ip -6 route add "$VETH6_NS/128" dev "${T}v"
+    in_ns "$NS_A" ip -6 addr add "$VETH6_NS/128" dev eth0 nodad
     in_ns "$NS_A" ip link set eth0 up
+    in_ns "$NS_A" ip -6 route add "$VETH6_HOST/128" dev eth0
 }
 
 # tapnet's gateway: a daemon that may NAT only to loopback, one network with the given MTU, one
