@@ -23,7 +23,9 @@
 # vxlan devices over a veth underlay) and tapnet-overlay (two daemons, one sandbox each, on one
 # overlay network with VTEPs on 127.77.0.2 and 127.77.0.3); IPv6 cases (`--cases ipv6` adds
 # bridge and tapnet) bridge6 and tapnet6: the same pairs measured over IPv6, each tapnet case
-# compared with the bridge of its own family.
+# compared with the bridge of its own family; IPv6 NAT cases (`--cases nat6`) nat-veth6,
+# nat-tapnet6-1500 and nat-pasta6-1500: the NAT cases over IPv6 (server on ::1, or on the veth's
+# host end), compared with nat-veth6.
 # "switch", "nat" and "lab" (tapnet plus the lab cases) in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
@@ -46,7 +48,8 @@ NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65
 LAB_CASES="tapnet-impair-other tapnet-capture"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
 IPV6_CASES="bridge6 tapnet6"
-ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES $IPV6_CASES"
+NAT6_CASES="nat-veth6 nat-tapnet6-1500 nat-pasta6-1500"
+ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES $IPV6_CASES $NAT6_CASES"
 ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-$ALL_CASES}
 OUT=${OUT:-$REPO/bench-results/latest.md}
@@ -72,6 +75,11 @@ IP6_A=fd77::2 IP6_B=fd77::3
 # of the slirp4netns/pasta namespaces (their gateway 10.0.2.2 is the host's loopback).
 VETH_HOST=10.77.1.1 VETH_NS=10.77.1.2
 SLIRP_NS=10.0.2.100 SLIRP_GW=10.0.2.2
+# ... and over IPv6: the veth reference's two ends, tapnet's dual-stack network, and pasta's
+# namespace address and gateway (the gateway is the host's ::1).
+VETH6_HOST=fd77:1::1 VETH6_NS=fd77:1::2
+TAPNET6_SUBNET=fd77:2::/64
+PASTA6_NS=fd77:3::100 PASTA6_GW=fd77:3::2
 CONNRATE="$REPO/scripts/bench/connrate.py"
 
 usage() { sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -97,6 +105,7 @@ for c in $CASES; do
         lab) expanded+=" tapnet $LAB_CASES" ;;
         overlay) expanded+=" tapnet $OVERLAY_CASES" ;;
         ipv6) expanded+=" bridge tapnet $IPV6_CASES" ;;
+        nat6) expanded+=" $NAT6_CASES" ;;
         *) expanded+=" $c" ;;
     esac
 done
@@ -188,7 +197,7 @@ need_pkgs() {
             vde) command -v vde_switch >/dev/null || want+=(vde2) ;;
             ovs|ovs-tso) command -v ovs-vswitchd >/dev/null || want+=(openvswitch-switch) ;;
             nat-slirp-*) command -v slirp4netns >/dev/null || want+=(slirp4netns) ;;
-            nat-pasta-*) command -v pasta >/dev/null || want+=(passt) ;;
+            nat-pasta-*|nat-pasta6-*) command -v pasta >/dev/null || want+=(passt) ;;
         esac
     done
     printf '%s\n' "${want[@]}" | sort -u | grep -v '^$' || true
@@ -496,6 +505,25 @@ setup_nat_veth() {
     in_ns "$NS_A" ip link set eth0 up
 }
 
+# The kernel reference over IPv6: the same point-to-point veth with /128 addresses (no DAD wait).
+setup_nat_veth6() {
+    NS_A="$D/ns-a" TARGET=$VETH6_HOST SRV_ADDR=$VETH6_HOST SW_PIDS="" SW_EXTRA=""
+    if ip -6 -o addr show | grep -q " inet6 $VETH6_HOST/"; then
+        record error "$VETH6_HOST is already assigned in the host namespace; not touching it"
+        return 1
+    fi
+    new_netns "$NS_A"
+    reg link "${T}v"
+    ip link add "${T}v" type veth peer name eth0 netns "$NS_A"
+    # IPv6's `peer` makes no route to the peer as IPv4's does: a /128 route each way instead.
+    ip -6 addr add "$VETH6_HOST/128" dev "${T}v" nodad
+    ip link set "${T}v" up
+    ip -6 route add "$VETH6_NS/128" dev "${T}v"
+    in_ns "$NS_A" ip -6 addr add "$VETH6_NS/128" dev eth0 nodad
+    in_ns "$NS_A" ip link set eth0 up
+    in_ns "$NS_A" ip -6 route add "$VETH6_HOST/128" dev eth0
+}
+
 # tapnet's gateway: a daemon that may NAT only to loopback, one network with the given MTU, one
 # sandbox; the sandbox connects to its network's gateway address.
 setup_nat_tapnet() {
@@ -507,6 +535,19 @@ setup_nat_tapnet() {
     NS_A=$(tn_netns a)
     TARGET=$("$TAPNET" network inspect natnet --format json |
         "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d, list) else d; print(d["gateway"].split("/")[0])')
+}
+
+# The same over IPv6: a dual-stack network; the sandbox connects to the network's IPv6 gateway,
+# which the daemon maps to ::1 (127.0.0.0/8 in --nat-allow admits ::1).
+setup_nat_tapnet6() {
+    local mtu=$1
+    start_tapnet --nat-allow 127.0.0.0/8
+    SW_PIDS=$TN_PID SW_EXTRA="" SRV_ADDR=::1
+    "$TAPNET" network create natnet --mtu "$mtu" --ipv6 --subnet "$TAPNET6_SUBNET" >/dev/null
+    "$TAPNET" sandbox create a --net natnet >/dev/null
+    NS_A=$(tn_netns a)
+    TARGET=$("$TAPNET" network inspect natnet --format json |
+        "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); d=d[0] if isinstance(d, list) else d; print(d["gateway6"].split("/")[0])')
 }
 
 # slirp4netns and pasta get a TAP "tap0" in A that the script configures itself: address
@@ -543,6 +584,28 @@ setup_nat_pasta() {
     reg pid "$SW_PIDS" pasta
     config_tap0 "$mtu"
     # pasta re-executes itself as passt.avx2 where the CPU has AVX2: register the name it has now.
+    reg pid "$SW_PIDS" "$(cat "/proc/$SW_PIDS/comm")"
+}
+
+# pasta over IPv6 only: its gateway address is mapped to the host's ::1 (pasta's default
+# without --no-map-gw), as -g does for IPv4. Unlike the IPv4 case: NDP and ICMP stay on (the
+# namespace resolves the gateway's MAC by NDP, which this pasta answers only with its ICMPv6
+# handler on; it answers ARP regardless), and no -o (this pasta rejects `-o ::1` as "Invalid or
+# redundant outbound address"; its sockets to ::1 get ::1 as source anyway). No -d: this pasta
+# crashes (SIGSEGV) logging the first IPv6 TCP connection.
+setup_nat_pasta6() {
+    local mtu=$1
+    NS_A="$D/ns-a" TARGET=$PASTA6_GW SRV_ADDR=::1 SW_EXTRA=""
+    new_netns "$NS_A"
+    pasta -f -q -6 --runas 0:0 --no-dhcpv6 --no-ra -a "$PASTA6_NS" \
+        -g "$PASTA6_GW" -I tap0 -m "$mtu" -t none -u none -T none -U none \
+        --netns "$NS_A" >"$D/pasta.log" 2>&1 &
+    SW_PIDS=$!
+    reg pid "$SW_PIDS" pasta
+    wait_for 5 in_ns "$NS_A" ip link show tap0 || { record error "tap0 did not appear"; return 1; }
+    in_ns "$NS_A" ip link set tap0 mtu "$mtu"
+    in_ns "$NS_A" ip -6 addr add "$PASTA6_NS/64" dev tap0 nodad
+    in_ns "$NS_A" ip link set tap0 up
     reg pid "$SW_PIDS" "$(cat "/proc/$SW_PIDS/comm")"
 }
 
@@ -648,13 +711,14 @@ cpu_pct_since() {   # cpu_pct_since TICKS0 T0 -> CPU % of SW_PIDS since then
 # is killed and recorded as stalled, with what the server saw (iperf3 prints nothing before the
 # end in JSON mode).
 measure_nat_tcp() {
-    local dir=$1 rev=() port spid out="$D/tcp-$1.json" slog="$D/iperf-server-$1.txt" c0 t0 rc res
+    local dir=$1 rev=() port spid out="$D/tcp-$1.json" slog="$D/iperf-server-$1.txt" c0 t0 rc res sa
     [ "$dir" = down ] && rev=(-R)
     port=$("$PYTHON" "$LIB" freeport "$SRV_ADDR")
     iperf3 -s -1 -B "$SRV_ADDR" -p "$port" -i 1 --forceflush >"$slog" 2>&1 &
     spid=$!
     reg pid "$spid" iperf3
-    wait_for 5 bash -c "ss -Hltn 'src $SRV_ADDR and sport = :$port' | grep -q ." ||
+    case $SRV_ADDR in *:*) sa="[$SRV_ADDR]" ;; *) sa=$SRV_ADDR ;; esac
+    wait_for 5 bash -c "ss -Hltn 'src $sa and sport = :$port' | grep -q ." ||
         { record error "TCP $dir: iperf3 server did not start"; stop_pid "$spid" iperf3; return 0; }
     c0=$([ -z "$SW_PIDS" ] || cpu_ticks "$SW_PIDS")
     t0=$(now)
@@ -701,9 +765,12 @@ nat_round() {
     t0=$(now)
     case $CASE in
         nat-veth) setup_nat_veth ;;
+        nat-veth6) setup_nat_veth6 ;;
         nat-tapnet-*) setup_nat_tapnet "$mtu" ;;
+        nat-tapnet6-*) setup_nat_tapnet6 "$mtu" ;;
         nat-slirp-*) setup_nat_slirp "$mtu" ;;
         nat-pasta-*) setup_nat_pasta "$mtu" ;;
+        nat-pasta6-*) setup_nat_pasta6 "$mtu" ;;
     esac
     start_connrate_server
     # Reachable when one connection gets the server's answer (at most 10 s).

@@ -90,7 +90,7 @@ def cmd_ping(path):
 
 
 def cmd_freeport(addr):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
     s.bind((addr, 0))
     print(s.getsockname()[1])
     s.close()
@@ -132,6 +132,9 @@ CASE_LABELS = {
     "nat-slirp-65520": "slirp4netns, MTU 65520",
     "nat-pasta-1500": "pasta, MTU 1500",
     "nat-pasta-65520": "pasta, MTU 65520",
+    "nat-veth6": "kernel: veth + local delivery, over IPv6 (reference)",
+    "nat-tapnet6-1500": "tapnet gateway NAT, MTU 1500, over IPv6",
+    "nat-pasta6-1500": "pasta, MTU 1500, over IPv6",
 }
 
 # (metric, header, decimals, ratio to the bridge?)
@@ -296,7 +299,16 @@ def scale_table(path, meta):
     return out, notes
 
 
-# (metric, header, decimals, ratio to nat-veth?)
+# The kernel reference each NAT case is compared with: the veth of its own address family
+# (nat-veth6 for the IPv6 cases, whose tool part ends in 6: nat-tapnet6-1500).
+NAT_KERNEL_CASES = ("nat-veth", "nat-veth6")
+
+
+def nat_kernel_of(case):
+    return "nat-veth6" if case.split("-")[1].endswith("6") else "nat-veth"
+
+
+# (metric, header, decimals, ratio to the case's nat_kernel_of()?)
 NAT_COLUMNS = [
     ("tcp_up_gbps", "TCP sandbox→host Gbit/s", None, True),
     ("tcp_down_gbps", "TCP host→sandbox Gbit/s", None, True),
@@ -310,15 +322,15 @@ NAT_COLUMNS = [
 
 
 def nat_table(order, vals, rounds):
-    base = vals.get("nat-veth", {})
     out = ["| case | " + " | ".join(c[1] for c in NAT_COLUMNS) + " |"]
     out.append("|---" * (len(NAT_COLUMNS) + 1) + "|")
     for case in order:
         cells = []
         n = len(rounds[case])
+        base = vals.get(nat_kernel_of(case), {})
         for metric, _, dec, ratio in NAT_COLUMNS:
             xs = vals[case].get(metric, [])
-            if case == "nat-veth" and not ratio:
+            if case in NAT_KERNEL_CASES and not ratio:
                 cells.append("kernel")
                 continue
             v = med(xs)
@@ -358,7 +370,7 @@ def nat_detail_table(order, vals):
     for case in order:
         v = vals[case]
         cells = [c[1](v) for c in cols]
-        if case == "nat-veth":
+        if case in NAT_KERNEL_CASES:
             cells[9] = "kernel"
         cells[8] = cells[8] if v.get("conn_per_s") else "n/a"
         out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
@@ -428,7 +440,8 @@ def cmd_report(args):
         if sw_order:
             out.append("")
         out.append("Sandbox to the host's loopback through a NAT: medians over the rounds; ratios "
-                   "are against the kernel veth reference of the same run. CPU is the NAT "
+                   "are against the kernel veth reference of the same run (the IPv6 cases: against "
+                   "the veth over IPv6). CPU is the NAT "
                    "process's (all threads) during each test, 100 % = one core.")
         out.append("")
         out += nat_table(nat_order, vals, rounds)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """TCP connection rate for scripts/bench.sh (standard library only).
 
-  serve ADDR PORTFILE      listen on ADDR, a port the kernel picks (written to PORTFILE); for
+  serve ADDR PORTFILE      listen on ADDR (IPv4 or IPv6), a port the kernel picks (written to PORTFILE); for
                            every connection: read 1 byte, answer 1 byte, close (the server
                            closes first, so TIME_WAIT stays on the server's side)
   client ADDR PORT SECS    for SECS seconds, one connection after the other: connect, send
@@ -20,9 +20,14 @@ import sys
 import time
 
 
+def family(addr):
+    """AF_INET6 for an IPv6 address (the nat6 cases), AF_INET otherwise."""
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def serve(addr, portfile):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(family(addr), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((addr, 0))
     ls.listen(1024)
@@ -54,7 +59,7 @@ def client(addr, port, secs):
         t0 = time.monotonic()
         if t0 >= deadline:
             break
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(family(addr), socket.SOCK_STREAM)
         s.settimeout(3)
         try:
             s.connect((addr, port))
