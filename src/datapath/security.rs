@@ -128,8 +128,9 @@ impl Violation {
             Violation::Ipv4Source => "its IPv4 source is not the endpoint's address",
             Violation::Tagged => "it carries a VLAN tag; sandbox ports are untagged",
             Violation::Ipv6Source => {
-                "its IPv6 source is neither the endpoint's link-local (EUI-64 of its MAC) nor its \
-                 IPv6 address (:: only for duplicate address detection and MLD reports)"
+                "its IPv6 source is none of the endpoint's link-local (EUI-64 of its MAC), its \
+                 IPv6 address and the SLAAC address of its MAC (:: only for duplicate address \
+                 detection and MLD reports)"
             }
             Violation::Ipv6Malformed => {
                 "its IPv6 header, extension-header chain, ICMPv6 or UDP header is short or \

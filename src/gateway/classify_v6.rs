@@ -6,13 +6,11 @@
 //! of waiting for a timeout. Everything else (other hosts' neighbour discovery, MLD, router
 //! advertisements a sandbox sends, ICMPv6 errors) is ignored.
 //!
-//! Read with smoltcp's views; nothing is trusted before the length checks of `new_checked`,
-//! and neighbour discovery is taken only with hop limit 255 (it came from the link itself,
+//! Read with the wire module's views; nothing is trusted before their length checks, and
+//! neighbour discovery is taken only with hop limit 255 (it came from the link itself,
 //! RFC 4861 section 7.1) and a correct checksum.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
-
-use smoltcp::wire::{EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, TcpPacket, UdpPacket};
 
 use super::inbound::Inbound;
 use super::ndp::{
@@ -20,20 +18,18 @@ use super::ndp::{
     multicast_mac, solicited_node,
 };
 use super::{GatewayConfig, GatewayV6};
-use crate::wire::{ETH_HDR_LEN, MacAddr};
+use crate::wire::ipv6::{self, HEADER_LEN as IPV6_HDR_LEN, NEXT_ICMPV6, NEXT_TCP, NEXT_UDP};
+use crate::wire::{ETH_HDR_LEN, Ethernet, Icmpv6, Ipv6Packet, TcpSegment, UdpDatagram};
 
-const IPV6_HDR_LEN: usize = 40;
-const UDP_HDR_LEN: usize = 8;
 /// The fixed part of a Neighbour Solicitation: type, code, checksum, reserved, target.
 const NS_LEN: usize = 24;
 
 /// `frame` is an Ethernet frame with the IPv6 EtherType.
 pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbound {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+    let Ok(eth) = Ethernet::new_checked(frame) else {
         return Inbound::Ignore;
     };
-    let dst_mac = MacAddr(eth.dst_addr().0);
-    let src_mac = MacAddr(eth.src_addr().0);
+    let (dst_mac, src_mac) = (eth.dst(), eth.src());
     let local = link_local(config.mac);
     let to_us = dst_mac == config.mac
         || dst_mac == multicast_mac(solicited_node(v6.ip))
@@ -45,7 +41,11 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
     let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
         return Inbound::Ignore;
     };
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    // The payload, bounded by the payload length (bytes past it are padding).
+    let Ok(payload) = ip.check_version().and_then(|()| ip.payload()) else {
+        return Inbound::Ignore;
+    };
+    let (src, dst) = (ip.src(), ip.dst());
     if src.is_multicast() {
         return Inbound::Ignore;
     }
@@ -57,22 +57,21 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
     let refuse = Inbound::Refuse6 {
         src_mac,
         src,
-        packet: (ETH_HDR_LEN, at + ip.payload().len()),
+        packet: (ETH_HDR_LEN, at + payload.len()),
     };
     match ip.next_header() {
-        IpProtocol::Icmpv6 => {
-            let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
+        NEXT_ICMPV6 => {
+            let Ok(icmp) = Icmpv6::new_checked(payload) else {
                 return Inbound::Ignore;
             };
-            let body = ip.payload();
-            let msg_type = body[0];
+            let (body, msg_type) = (payload, icmp.msg_type());
             let ndp = msg_type == ROUTER_SOLICIT
                 || msg_type == NEIGHBOR_SOLICIT
                 || msg_type == NEIGHBOR_ADVERT;
-            if ndp && (ip.hop_limit() != 255 || icmp.msg_code() != 0) {
+            if ndp && (ip.hop_limit() != 255 || icmp.code() != 0) {
                 return Inbound::Ignore;
             }
-            if !icmp.verify_checksum(&src, &dst) {
+            if ipv6::checksum(src, dst, NEXT_ICMPV6, body) != 0 {
                 return Inbound::Ignore;
             }
             match msg_type {
@@ -100,32 +99,30 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                 ROUTER_SOLICIT if dst == ALL_ROUTERS || ours(dst) => {
                     Inbound::RouterSolicit { src_mac, src }
                 }
-                ECHO_REQUEST if ours(dst) && !src.is_unspecified() && icmp.msg_code() == 0 => {
-                    Inbound::Echo6 {
-                        src_mac,
-                        src,
-                        dst,
-                        icmp: (at, at + body.len()),
-                    }
-                }
-                ECHO_REQUEST if through && config.routable_v6(dst) && icmp.msg_code() == 0 => {
-                    Inbound::EchoOut6 {
-                        key: (src, icmp.echo_ident(), dst),
-                        src_mac,
-                        icmp: (at, at + body.len()),
-                    }
-                }
+                // An echo request has its identifier and sequence number: 8 bytes at least.
+                ECHO_REQUEST if body.len() < 8 || icmp.code() != 0 => Inbound::Ignore,
+                ECHO_REQUEST if ours(dst) && !src.is_unspecified() => Inbound::Echo6 {
+                    src_mac,
+                    src,
+                    dst,
+                    icmp: (at, at + body.len()),
+                },
+                ECHO_REQUEST if through && config.routable_v6(dst) => Inbound::EchoOut6 {
+                    key: (src, u16::from_be_bytes([body[4], body[5]]), dst),
+                    src_mac,
+                    icmp: (at, at + body.len()),
+                },
                 ECHO_REQUEST if through => refuse,
                 _ => Inbound::Ignore,
             }
         }
-        IpProtocol::Tcp if through || (unicast && ours(dst)) => {
-            let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        NEXT_TCP if through || (unicast && ours(dst)) => {
+            let Ok(tcp) = TcpSegment::new_checked(payload) else {
                 return Inbound::Ignore;
             };
             if !config.routable_v6(dst) {
                 refuse
-            } else if tcp.syn() && !tcp.ack() {
+            } else if tcp.is_syn_only() {
                 Inbound::TcpSyn6 {
                     tuple: (src, tcp.src_port(), dst, tcp.dst_port()),
                     src_mac,
@@ -135,12 +132,15 @@ pub fn classify_v6(frame: &[u8], config: &GatewayConfig, v6: &GatewayV6) -> Inbo
                 Inbound::Stack
             }
         }
-        IpProtocol::Udp if through || (unicast && ours(dst)) => {
-            let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+        NEXT_UDP if through || (unicast && ours(dst)) => {
+            let Ok(udp) = UdpDatagram::new_checked(payload) else {
                 return Inbound::Ignore;
             };
-            // new_checked made sure the UDP length is within the IPv6 payload.
-            let payload = (at + UDP_HDR_LEN, at + usize::from(udp.len()));
+            // A length field that covers the header and lies within the IPv6 payload.
+            let Ok((start, end)) = udp.payload_range() else {
+                return Inbound::Ignore;
+            };
+            let payload = (at + start, at + end);
             let dns = dst == v6.ip && config.dns.is_some();
             if dns && udp.dst_port() == super::dns::DNS_PORT {
                 Inbound::Dns6 {
@@ -188,6 +188,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::gateway::classify::classify;
     use crate::gateway::policy::NatPolicy;
+    use crate::wire::MacAddr;
     use etherparse::{Icmpv6Type, PacketBuilder};
     use std::time::Duration;
 
