@@ -216,6 +216,62 @@ fn libcni_adds_checks_and_deletes_through_tapnet_cni() {
     t.ok(&["network", "rm", "libcninet"]);
 }
 
+/// An IPv6-only network made by the first ADD (a `subnet6` and no IPv4 subnet): each
+/// attachment gets an IPv6 address, the `::/0` route and no IPv4 address; they reach each other
+/// and the gateway over IPv6.
+#[test]
+fn ipv6_only_attachments() {
+    let t = Tapnet::new("cni-only6");
+    t.ok(&["network", "ls"]);
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "only6",
+        "type": "tapnet-cni",
+        "subnet6": "fd00:cb2::/64",
+        "stateDir": t.dir.display().to_string(),
+    })
+    .to_string();
+    let a = Netns::new("o6a");
+    let b = Netns::new("o6b");
+    for (ns, id, ip6) in [
+        (&a, "ctr-6a", "fd00:cb2::2/64"),
+        (&b, "ctr-6b", "fd00:cb2::3/64"),
+    ] {
+        let (r, code) = cni("ADD", id, &ns.path(), &conf);
+        assert_eq!(code, 0, "{r}");
+        assert_eq!(r["ips"].as_array().map(Vec::len), Some(1), "{r}");
+        assert_eq!(r["ips"][0]["address"], ip6, "{r}");
+        assert_eq!(r["ips"][0]["gateway"], "fd00:cb2::1", "{r}");
+        assert_eq!(r["routes"][0]["dst"], "::/0", "{r}");
+        let v4 = ns.text(&["ip", "-4", "addr", "show", "dev", "eth0"]);
+        assert!(!v4.contains("inet "), "no IPv4 address: {v4}");
+        let route = ns.text(&["ip", "-6", "route"]);
+        assert!(
+            route.contains("default via fd00:cb2::1 dev eth0"),
+            "{route}"
+        );
+    }
+    let view = t.json(&["network", "inspect", "only6"]);
+    assert_eq!(view["subnet6"], "fd00:cb2::/64", "{view}");
+    assert!(view["subnet"].is_null(), "{view}");
+    let ping = a.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb2::3"]);
+    assert!(ping.status.success(), "a reaches b over IPv6: {ping:?}");
+    let ping = b.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb2::1"]);
+    assert!(ping.status.success(), "b reaches the gateway: {ping:?}");
+    // Restored after a restart (the state file holds no IPv4 address for them).
+    t.stop_daemon(Signal::SIGTERM);
+    t.ok(&["network", "ls"]);
+    let ping = a.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:cb2::3"]);
+    assert!(ping.status.success(), "after a restart: {ping:?}");
+    let (r, code) = cni("CHECK", "ctr-6a", &a.path(), &conf);
+    assert_eq!(code, 0, "{r}");
+    for (ns, id) in [(&a, "ctr-6a"), (&b, "ctr-6b")] {
+        let (r, code) = cni("DEL", id, &ns.path(), &conf);
+        assert_eq!(code, 0, "{r}");
+    }
+    t.ok(&["network", "rm", "only6"]);
+}
+
 #[test]
 fn libcni_dual_stack_from_ipam_ranges() {
     let Some(cnitool) = cnitool() else { return };
@@ -255,25 +311,6 @@ fn libcni_dual_stack_from_ipam_ranges() {
     };
     let a = Netns::new("l6a");
     let b = Netns::new("l6b");
-    // IPv6 alone is refused, and nothing is made.
-    let only6 = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "only6",
-        "type": "tapnet-cni",
-        "subnet6": "fd00:cb2::/64",
-        "stateDir": t.dir.display().to_string(),
-    })
-    .to_string();
-    let (e, code) = cni("ADD", "ctr-6", &a.path(), &only6);
-    assert_eq!(code, 1, "{e}");
-    assert!(
-        e["msg"]
-            .as_str()
-            .is_some_and(|m| m.contains("need an IPv4 subnet")),
-        "{e}"
-    );
-    assert!(!t.network_names().iter().any(|n| n == "only6"));
-    assert!(!a.links().iter().any(|l| l == "eth0"));
     for (ns, ip, ip6) in [
         (&a, "10.248.0.2/24", "fd00:cb1::2/64"),
         (&b, "10.248.0.3/24", "fd00:cb1::3/64"),

@@ -185,11 +185,12 @@ pub struct Endpoint {
 pub struct Attachment {
     pub interface: String,
     pub mac: String,
-    /// CIDR form.
-    pub address: String,
+    /// CIDR form; none on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     pub gateway: Option<String>,
     pub netns: String,
-    /// On a dual-stack network: CIDR form.
+    /// On a network with an IPv6 prefix: CIDR form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -356,7 +357,11 @@ pub fn add_result(version: &str, a: &Attachment) -> Value {
         }
         ip
     };
-    let mut ips = vec![entry(&a.address, a.gateway.as_ref(), "4")];
+    let mut ips: Vec<Value> = a
+        .address
+        .iter()
+        .map(|address| entry(address, a.gateway.as_ref(), "4"))
+        .collect();
     let mut routes: Vec<Value> = a
         .gateway
         .iter()
@@ -489,7 +494,7 @@ mod tests {
         let a = Attachment {
             interface: "eth0".into(),
             mac: "02:42:0a:58:00:02".into(),
-            address: "10.88.0.2/24".into(),
+            address: Some("10.88.0.2/24".into()),
             gateway: Some("10.88.0.1".into()),
             netns: "/run/netns/x".into(),
             ..Attachment::default()
@@ -510,7 +515,7 @@ mod tests {
         let a = Attachment {
             interface: "eth0".into(),
             mac: "02:42:0a:58:00:02".into(),
-            address: "10.88.0.2/24".into(),
+            address: Some("10.88.0.2/24".into()),
             gateway: Some("10.88.0.1".into()),
             netns: "/run/netns/x".into(),
             address6: Some("fd00:88::2/64".into()),
@@ -524,6 +529,23 @@ mod tests {
         assert_eq!(r["routes"][1]["dst"], "::/0");
         assert_eq!(r["routes"][1]["gw"], "fd00:88::1");
         assert_eq!(add_result("0.4.0", &a)["ips"][1]["version"], "6");
+    }
+
+    #[test]
+    fn ipv6_only_result_has_one_entry_and_the_v6_route() {
+        let a = Attachment {
+            interface: "eth0".into(),
+            mac: "02:42:0a:58:00:02".into(),
+            netns: "/run/netns/x".into(),
+            address6: Some("fd00:88::2/64".into()),
+            gateway6: Some("fd00:88::1".into()),
+            ..Attachment::default()
+        };
+        let r = add_result("1.1.0", &a);
+        assert_eq!(r["ips"].as_array().map(Vec::len), Some(1));
+        assert_eq!(r["ips"][0]["address"], "fd00:88::2/64");
+        assert_eq!(r["routes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(r["routes"][0]["dst"], "::/0");
     }
 
     #[test]

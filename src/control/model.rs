@@ -179,8 +179,10 @@ pub struct CniAttachment {
     /// The runtime's path of the namespace.
     pub netns: String,
     pub network: String,
-    pub ipv4: Ipv4Addr,
-    /// On a dual-stack network.
+    /// None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    /// On a network with an IPv6 prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Addr>,
     pub mac: MacAddr,

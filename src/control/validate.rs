@@ -367,24 +367,35 @@ fn endpoint_link(
         return Err(Error::invalid(format!("interface {ifname} is used twice")));
     }
     unicast(mac)?;
-    // Each family the network has, the endpoint has an address of, and no other.
-    match (net.subnet.zip(net.gateway), ep.ipv4) {
+    addresses(net, ep.ipv4, ep.ipv6, taken, format!("sandbox {}", sb.name))
+}
+
+/// Each family the network has, an endpoint (or CNI attachment) has a host address of, not
+/// claimed by another, and no address of a family the network lacks.
+fn addresses(
+    net: &Network,
+    ipv4: Option<std::net::Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+    taken: &mut HashMap<(String, IpAddr), String>,
+    who: String,
+) -> Result<()> {
+    match (net.subnet.zip(net.gateway), ipv4) {
         (Some((subnet, gateway)), Some(ip)) => {
             ipam::allocate(subnet, gateway, None, &HashSet::new(), Some(ip))?;
-            claim(taken, &net.name, ip, format!("sandbox {}", sb.name))?;
+            claim(taken, &net.name, ip, who.clone())?;
         }
         (None, None) => {}
-        (Some(_), None) => return Err(Error::invalid("has no interface, MAC or address")),
+        (Some(_), None) => return Err(Error::invalid("has no IPv4 address")),
         (None, Some(ip)) => {
             return Err(Error::invalid(format!(
                 "address {ip}: the network has no IPv4 subnet"
             )));
         }
     }
-    match (net.subnet6.zip(net.gateway6), ep.ipv6) {
+    match (net.subnet6.zip(net.gateway6), ipv6) {
         (Some((subnet, gateway)), Some(ip)) => {
             ipam6::allocate(subnet, gateway, &HashSet::new(), Some(ip))?;
-            claim(taken, &net.name, ip, format!("sandbox {}", sb.name))
+            claim(taken, &net.name, ip, who)
         }
         (None, None) => Ok(()),
         (Some(_), None) => Err(Error::invalid("has no IPv6 address")),
@@ -434,15 +445,15 @@ fn cni(
         .ok_or_else(|| {
             Error::invalid(format!("network {:?} is not a bridge network", a.network))
         })?;
-    let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+    if net.gateway.is_none() && net.gateway6.is_none() {
         return Err(Error::invalid("the network has no subnet"));
-    };
+    }
     unicast(a.mac)?;
-    ipam::allocate(subnet, gateway, None, &HashSet::new(), Some(a.ipv4))?;
-    claim(
-        taken,
-        &net.name,
+    addresses(
+        net,
         a.ipv4,
+        a.ipv6,
+        taken,
         format!("CNI container {}", a.container_id),
     )
 }
@@ -750,5 +761,37 @@ mod tests {
             |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap()),
             "the network has no IPv6 subnet",
         );
+    }
+
+    #[test]
+    fn cni_attachments_have_an_address_of_each_family_of_their_network() {
+        let attach = |ipv4: Option<&str>, ipv6: Option<&str>| CniAttachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: "/run/netns/c1".into(),
+            network: "n".into(),
+            ipv4: ipv4.map(|a| a.parse().unwrap()),
+            ipv6: ipv6.map(|a| a.parse().unwrap()),
+            mac: "02:42:0a:3d:00:09".parse().unwrap(),
+        };
+        let mut s = dual();
+        s.cni.push(attach(Some("10.61.0.9"), Some("fd00:61::9")));
+        state(&s).unwrap();
+        refused_dual(
+            |s| s.cni.push(attach(None, Some("fd00:61::9"))),
+            "has no IPv4 address",
+        );
+        refused_dual(
+            |s| s.cni.push(attach(Some("10.61.0.9"), Some("fd00:61::2"))),
+            "address fd00:61::2 on network n is sandbox a's too",
+        );
+        let mut only = dual();
+        (only.networks[2].subnet, only.networks[2].gateway) = (None, None);
+        only.sandboxes.clear();
+        only.cni.push(attach(None, Some("fd00:61::9")));
+        state(&only).unwrap();
+        only.cni[0].ipv4 = Some("10.61.0.9".parse().unwrap());
+        let err = state(&only).unwrap_err();
+        assert!(err.contains("the network has no IPv4 subnet"), "{err}");
     }
 }

@@ -171,8 +171,11 @@ impl Inner {
         Ok(Attachment {
             interface: a.ifname.clone(),
             mac: a.mac.to_string(),
-            address: format!("{}/{prefix}", a.ipv4),
-            gateway: net.gateway.filter(|_| !net.internal).map(|g| g.to_string()),
+            address: a.ipv4.map(|ip| format!("{ip}/{prefix}")),
+            gateway: net
+                .gateway
+                .filter(|_| !net.internal && a.ipv4.is_some())
+                .map(|g| g.to_string()),
             netns: a.netns.clone(),
             address6: a
                 .ipv6
@@ -188,24 +191,20 @@ impl Inner {
     /// What making the attachment's TAP needs, planned by its network.
     fn cni_plan(&mut self, a: &CniAttachment) -> Result<(Network, CniPlan)> {
         let net = self.network(&a.network)?.clone();
-        let Some(gateway) = net.gateway else {
+        if net.gateway.is_none() && net.gateway6.is_none() {
             return Err(Error::invalid(format!(
                 "network {} has no subnet",
                 net.name
             )));
-        };
+        }
         if !self.nets.contains_key(&net.name) {
             return Err(Error::not_found("network", &net.name));
         }
-        let spec = bridge::tap_spec(
-            &self.ctx(),
-            &net,
-            a.ifname.clone(),
-            a.mac,
-            Some(a.ipv4),
-            a.ipv6,
-        )?;
-        let route = (!net.internal).then(|| (gateway, a.ifname.clone()));
+        let spec = bridge::tap_spec(&self.ctx(), &net, a.ifname.clone(), a.mac, a.ipv4, a.ipv6)?;
+        let route = net
+            .gateway
+            .filter(|_| !net.internal && a.ipv4.is_some())
+            .map(|g| (g, a.ifname.clone()));
         let route6 = net
             .gateway6
             .filter(|_| !net.internal && a.ipv6.is_some())
@@ -233,7 +232,8 @@ impl Inner {
             Tap {
                 label: format!("cni:{}/{}", short(&a.container_id), a.ifname),
                 mac: a.mac,
-                ipv4: a.ipv4,
+                // An IPv6-only attachment sends no IPv4: port security admits none from it.
+                ipv4: a.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 ipv6: a.ipv6,
                 fds: TapFds::Queues(fds),
             },
@@ -289,18 +289,14 @@ impl Inner {
         }
         let mut created_network = false;
         if self.state.network(network).is_none() {
-            let Some(subnet) = subnets.subnet else {
-                if subnets.subnet6.is_some() {
-                    return Err(Error::invalid(format!(
-                        "network {network}: CNI attachments need an IPv4 subnet besides the IPv6 one"
-                    )));
-                }
+            if subnets.subnet.is_none() && subnets.subnet6.is_none() {
                 return Err(Error::not_found("network", network));
-            };
+            }
             self.network_create(
                 NetworkCreate {
                     name: network.to_string(),
-                    subnet: Some(subnet),
+                    no_ipv4: subnets.subnet.is_none(),
+                    subnet: subnets.subnet,
                     gateway: subnets.gateway,
                     ipv6: subnets.subnet6.is_some(),
                     subnet6: subnets.subnet6,
@@ -346,11 +342,16 @@ impl Inner {
                 net.driver.name()
             )));
         }
-        let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
+        if net.gateway.is_none() && net.gateway6.is_none() {
             return Err(Error::invalid(format!("network {network} has no subnet")));
+        }
+        let ipv4 = match (net.subnet, net.gateway) {
+            (Some(subnet), Some(gateway)) => {
+                let used = endpoints::addresses_on(&self.planning_state(), network);
+                Some(ipam::allocate(subnet, gateway, net.ip_range, &used, None)?)
+            }
+            _ => None,
         };
-        let used: HashSet<Ipv4Addr> = endpoints::addresses_on(&self.planning_state(), network);
-        let ipv4 = ipam::allocate(subnet, gateway, net.ip_range, &used, None)?;
         let ipv6 = match (net.subnet6, net.gateway6) {
             (Some(subnet6), Some(gateway6)) => {
                 let used6 = endpoints::addresses6_on(&self.planning_state(), network);
@@ -365,7 +366,7 @@ impl Inner {
             network: network.to_string(),
             ipv4,
             ipv6,
-            mac: MacAddr::from_ipv4(ipv4),
+            mac: endpoints::station_mac(&self.planning_state(), network, ipv4, ipv6)?,
         };
         let (net, plan) = self.cni_plan(&a)?;
         Ok((a, net, plan))

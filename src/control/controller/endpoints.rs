@@ -12,9 +12,39 @@ pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
                 .cni
                 .iter()
                 .filter(|a| a.network == network)
-                .map(|a| a.ipv4),
+                .filter_map(|a| a.ipv4),
         )
         .collect()
+}
+
+/// The MAC of a new station with these addresses: 02:42 and its IPv4 address, or on an
+/// IPv6-only network the last 32 bits of its IPv6 address (as its IPv4 twin would have).
+/// IPv4 addresses are unique on a network, and so are MACs made of them; IPv6 addresses may
+/// share their last 32 bits, so such a MAC is checked against the network's stations.
+pub(super) fn station_mac(
+    state: &State,
+    network: &str,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+) -> Result<MacAddr> {
+    let mac = match (ipv4, ipv6) {
+        (Some(v4), _) => return Ok(MacAddr::from_ipv4(v4)),
+        (None, Some(v6)) => MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32)),
+        (None, None) => {
+            return Err(Error::invalid(format!("network {network} has no subnet")));
+        }
+    };
+    let taken = state.endpoints_on(network).any(|(_, e)| e.mac == Some(mac))
+        || state
+            .cni
+            .iter()
+            .any(|a| a.network == network && a.mac == mac);
+    if let (true, Some(v6)) = (taken, ipv6) {
+        return Err(Error::conflict(format!(
+            "address {v6}: the MAC made of its last 32 bits, {mac}, is taken on network {network}"
+        )));
+    }
+    Ok(mac)
 }
 
 /// The IPv4 and IPv6 addresses a request asks for (`--ip`, `--ip6`).
@@ -110,29 +140,7 @@ pub(super) fn plan_endpoint(
         }
         _ => None,
     };
-    let mac = match (ipv4, ipv6) {
-        (Some(v4), _) => MacAddr::from_ipv4(v4),
-        // An IPv6-only endpoint: 02:42 and the address's last 32 bits, as its IPv4 twin would.
-        (None, Some(v6)) => MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32)),
-        (None, None) => {
-            return Err(Error::invalid(format!(
-                "network {} has no subnet",
-                net.name
-            )));
-        }
-    };
-    // IPv4 addresses are unique on a network, and so are MACs made of them; IPv6 addresses
-    // may share their last 32 bits.
-    if let (None, Some(v6)) = (ipv4, ipv6)
-        && state
-            .endpoints_on(&net.name)
-            .any(|(_, e)| e.mac == Some(mac))
-    {
-        return Err(Error::conflict(format!(
-            "address {v6}: the MAC made of its last 32 bits, {mac}, is taken on network {}",
-            net.name
-        )));
-    }
+    let mac = station_mac(state, &net.name, ipv4, ipv6)?;
     Ok(Endpoint {
         id: new_id()?,
         network: net.name.clone(),
