@@ -421,3 +421,113 @@ fn sandboxes_on_ipv4_only_networks_refuse_router_advertisements() {
     let addrs = ip6_addrs(&t, "a");
     assert!(!addrs.contains("scope global"), "{addrs}");
 }
+
+/// An IPv6-only Docker network as dockerd 28 (`--ipv4=false`) sends it to a plugin: no IPv4
+/// pool, one IPv6 pool. One endpoint with dockerd's IPv6 address, one without any, for which
+/// tapnet picks one and answers it in CreateEndpoint (dockerd's remote driver takes an address
+/// it did not send). The TAPs are moved into namespaces and addressed as dockerd does at
+/// Join; they reach each other and the gateway over IPv6.
+#[test]
+fn docker_plugin_ipv6_only_network() {
+    use common::cni::Netns;
+    use common::plugin_http::post_ok;
+    use serde_json::json;
+    let t = Tapnet::new("docker6only");
+    t.ok(&["network", "ls"]);
+    let plugin = format!("tn6o{}", std::process::id());
+    t.ok(&["plugin", "docker", "--name", &plugin]);
+    let socket = std::path::PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+    let id = |n: u64| format!("{:064x}", n * 0x1_0000_0000 + u64::from(std::process::id()));
+    let network = id(0x6a);
+    post_ok(
+        &socket,
+        "/NetworkDriver.CreateNetwork",
+        &json!({
+            "NetworkID": network,
+            "IPv4Data": [],
+            "IPv6Data": [{"Pool": "fd00:d6::/64", "Gateway": "fd00:d6::1/64"}],
+        }),
+    );
+    let name = format!("docker-{}", &network[..12]);
+    let view = t.json(&["network", "inspect", &name]);
+    assert!(view["subnet"].is_null(), "no IPv4 subnet: {view}");
+    assert_eq!(view["subnet6"], "fd00:d6::/64", "{view}");
+    let given = post_ok(
+        &socket,
+        "/NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": network, "EndpointID": id(1),
+                "Interface": {"AddressIPv6": "fd00:d6::10/64"}}),
+    );
+    let given: serde_json::Value = serde_json::from_str(&given).expect("JSON");
+    assert!(
+        given["Interface"].get("AddressIPv6").is_none(),
+        "dockerd's own address is not answered back: {given}"
+    );
+    let picked = post_ok(
+        &socket,
+        "/NetworkDriver.CreateEndpoint",
+        &json!({"NetworkID": network, "EndpointID": id(2), "Interface": {}}),
+    );
+    let picked: serde_json::Value = serde_json::from_str(&picked).expect("JSON");
+    assert_eq!(
+        picked["Interface"]["AddressIPv6"], "fd00:d6::2/64",
+        "{picked}"
+    );
+    assert!(picked["Interface"]["MacAddress"].is_string(), "{picked}");
+    let a = Netns::new("d6oa");
+    let b = Netns::new("d6ob");
+    for (ep, ns, ip6) in [(id(1), &a, "fd00:d6::10/64"), (id(2), &b, "fd00:d6::2/64")] {
+        let joined = post_ok(
+            &socket,
+            "/NetworkDriver.Join",
+            &json!({"NetworkID": network, "EndpointID": ep, "SandboxKey": ns.path()}),
+        );
+        let joined: serde_json::Value = serde_json::from_str(&joined).expect("JSON");
+        assert!(joined.get("Gateway").is_none(), "no IPv4 gateway: {joined}");
+        assert_eq!(joined["GatewayIPv6"], "fd00:d6::1", "{joined}");
+        let tap = joined["InterfaceName"]["SrcName"].as_str().expect("a TAP");
+        // What dockerd does with the TAP: into the container's namespace, renamed, addressed.
+        let ns_name = ns.path().rsplit('/').next().unwrap_or_default().to_string();
+        let moved = std::process::Command::new("ip")
+            .args(["link", "set", tap, "netns", &ns_name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(moved, "move {tap} into {ns_name}");
+        for args in [
+            vec!["ip", "link", "set", tap, "name", "eth0"],
+            vec!["ip", "addr", "add", ip6, "dev", "eth0", "nodad"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ip", "-6", "route", "add", "default", "via", "fd00:d6::1"],
+        ] {
+            let out = ns.exec(&args);
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        }
+    }
+    let ping = a.exec(&["ping", "-6", "-c", "2", "-W", "2", "fd00:d6::2"]);
+    assert!(ping.status.success(), "a reaches tapnet's pick: {ping:?}");
+    let ping = b.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd00:d6::1"]);
+    assert!(ping.status.success(), "b reaches the gateway: {ping:?}");
+    let inspect = t.json(&["network", "inspect", &name]);
+    let shown = inspect.to_string();
+    assert!(
+        shown.contains("fd00:d6::10/64") && shown.contains("fd00:d6::2/64"),
+        "inspect shows both IPv6 addresses: {inspect}"
+    );
+    drop((a, b));
+    for ep in [id(1), id(2)] {
+        for call in ["/NetworkDriver.Leave", "/NetworkDriver.DeleteEndpoint"] {
+            post_ok(
+                &socket,
+                call,
+                &json!({"NetworkID": network, "EndpointID": ep}),
+            );
+        }
+    }
+    post_ok(
+        &socket,
+        "/NetworkDriver.DeleteNetwork",
+        &json!({"NetworkID": network}),
+    );
+    assert!(!t.network_names().contains(&name));
+    t.ok(&["plugin", "docker", "--name", &plugin, "--stop"]);
+}

@@ -208,8 +208,11 @@ pub struct DockerPlugin {
 pub struct DockerEndpoint {
     /// The tapnet network.
     pub network: String,
-    pub ipv4: Ipv4Addr,
-    /// dockerd's IPv6 address for it (`--ipv6` networks).
+    /// None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    /// Its IPv6 address on a network with an IPv6 prefix: dockerd's, or tapnet's pick when
+    /// dockerd sent none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Addr>,
     pub mac: MacAddr,

@@ -367,15 +367,17 @@ fn endpoint_link(
         return Err(Error::invalid(format!("interface {ifname} is used twice")));
     }
     unicast(mac)?;
-    addresses(net, ep.ipv4, ep.ipv6, taken, format!("sandbox {}", sb.name))
+    let who = format!("sandbox {}", sb.name);
+    addresses(net, (ep.ipv4, ep.ipv6), true, taken, who)
 }
 
-/// Each family the network has, an endpoint (or CNI attachment) has a host address of, not
-/// claimed by another, and no address of a family the network lacks.
+/// Each family the network has, an endpoint (or CNI attachment, or Docker endpoint) has a host
+/// address of, not claimed by another, and no address of a family the network lacks. Docker
+/// endpoints made before tapnet picked IPv6 addresses for them may lack one (`ipv6_required`).
 fn addresses(
     net: &Network,
-    ipv4: Option<std::net::Ipv4Addr>,
-    ipv6: Option<std::net::Ipv6Addr>,
+    (ipv4, ipv6): (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+    ipv6_required: bool,
     taken: &mut HashMap<(String, IpAddr), String>,
     who: String,
 ) -> Result<()> {
@@ -398,6 +400,7 @@ fn addresses(
             claim(taken, &net.name, ip, who)
         }
         (None, None) => Ok(()),
+        (Some(_), None) if !ipv6_required => Ok(()),
         (Some(_), None) => Err(Error::invalid("has no IPv6 address")),
         (None, Some(ip)) => Err(Error::invalid(format!(
             "address {ip}: the network has no IPv6 subnet"
@@ -449,13 +452,8 @@ fn cni(
         return Err(Error::invalid("the network has no subnet"));
     }
     unicast(a.mac)?;
-    addresses(
-        net,
-        a.ipv4,
-        a.ipv6,
-        taken,
-        format!("CNI container {}", a.container_id),
-    )
+    let who = format!("CNI container {}", a.container_id);
+    addresses(net, (a.ipv4, a.ipv6), true, taken, who)
 }
 
 fn docker_plugin(state: &State, p: &DockerPlugin, earlier: &[DockerPlugin]) -> Result<()> {
@@ -470,24 +468,18 @@ fn docker_plugin(state: &State, p: &DockerPlugin, earlier: &[DockerPlugin]) -> R
     }
     // As dockerd's CreateEndpoint is checked: a host address of the subnet, not the gateway,
     // not another Docker endpoint's.
-    let mut used = HashSet::new();
+    let mut taken = HashMap::new();
     for (id, ep) in &p.endpoints {
         let what = |e: String| Error::invalid(format!("endpoint {id:?}: {e}"));
         let net = state
             .network(&ep.network)
             .ok_or_else(|| what(format!("unknown network {:?}", ep.network)))?;
-        let subnet = net
-            .subnet
-            .ok_or_else(|| what(format!("network {} has no subnet", net.name)))?;
-        if !subnet.contains(ep.ipv4) || Some(ep.ipv4) == net.gateway {
-            return Err(what(format!(
-                "address {} is not a host address of {subnet} other than the gateway",
-                ep.ipv4
-            )));
+        if net.gateway.is_none() && net.gateway6.is_none() {
+            return Err(what(format!("network {} has no subnet", net.name)));
         }
-        if !used.insert((ep.network.as_str(), ep.ipv4)) {
-            return Err(what(format!("address {} is used twice", ep.ipv4)));
-        }
+        let who = format!("Docker endpoint {id}");
+        addresses(net, (ep.ipv4, ep.ipv6), false, &mut taken, who)
+            .map_err(|e| what(e.to_string()))?;
         if let Some(tap) = &ep.tap {
             let ok = tap
                 .strip_prefix("tn")

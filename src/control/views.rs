@@ -63,11 +63,12 @@ fn docker_endpoints<'a>(
             sandbox: format!("docker:{}", id.get(..12).unwrap_or(id)),
             interface: ep.tap.clone(),
             mac: Some(ep.mac.to_string()),
-            ipv4: Some(match net.subnet {
-                Some(s) => format!("{}/{}", ep.ipv4, s.prefix),
-                None => ep.ipv4.to_string(),
-            }),
-            ipv6: None,
+            ipv4: ep
+                .ipv4
+                .map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
+            ipv6: ep
+                .ipv6
+                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
             aliases: Vec::new(),
             plugin_info: None,
         })

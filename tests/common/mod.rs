@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod cni;
+pub mod plugin_http;
 pub mod skip;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{Controller, Inner, Teardown};
 use crate::api::types::NetworkCreate;
-use crate::control::model::{DockerEndpoint, DockerPlugin, new_id};
+use crate::control::model::{DockerEndpoint, DockerPlugin, Network, new_id};
 use crate::control::ports::{self, HostSocket, Protocol, PublishedPort};
 use crate::control::wiring;
 use crate::drivers;
@@ -43,6 +43,36 @@ fn parse_cidr_addr(what: &str, s: &str) -> Result<(Ipv4Addr, Option<u8>)> {
         return Err(bad());
     }
     Ok((ip, prefix))
+}
+
+/// CreateEndpoint's answer: only what dockerd left to tapnet (it refuses a changed value):
+/// the MAC, and the IPv6 address tapnet picked when dockerd sent none.
+fn endpoint_answer(
+    ep: &DockerEndpoint,
+    net: &Network,
+    mac_left: bool,
+    ipv6_left: bool,
+) -> p::CreateEndpointResponse {
+    let address_ipv6 = ep
+        .ipv6
+        .zip(net.subnet6)
+        .filter(|_| ipv6_left)
+        .map(|(ip, subnet)| format!("{ip}/{}", subnet.prefix))
+        .unwrap_or_default();
+    let mac_address = if mac_left {
+        ep.mac.to_string()
+    } else {
+        String::new()
+    };
+    p::CreateEndpointResponse {
+        interface: (!mac_address.is_empty() || !address_ipv6.is_empty()).then(|| {
+            p::EndpointInterface {
+                mac_address,
+                address_ipv6,
+                ..p::EndpointInterface::default()
+            }
+        }),
+    }
 }
 
 /// `a:b::c/len` (or a bare address) as Docker writes them.
@@ -239,22 +269,30 @@ impl Inner {
         // dockerd sends the pool with `--ipv6`; the flag alone (no pool) asks for tapnet's.
         let ipv6 = subnet6.is_some() || p::enable_ipv6(&req.options);
         let pools = req.ipv4_data.clone().unwrap_or_default();
-        let [pool] = pools.as_slice() else {
-            return Err(Error::invalid(format!(
-                "network {id}: tapnet needs exactly one IPv4 pool, dockerd sent {}",
-                pools.len()
-            )));
-        };
-        let gateway = if pool.gateway.is_empty() {
-            None
-        } else {
-            Some(parse_cidr_addr("gateway", &pool.gateway)?.0.to_string())
+        // No IPv4 pool with an IPv6 one: an IPv6-only network (Docker 28's `--ipv4=false`).
+        let (subnet, gateway) = match pools.as_slice() {
+            [] if subnet6.is_some() => (None, None),
+            [pool] => {
+                let gateway = if pool.gateway.is_empty() {
+                    None
+                } else {
+                    Some(parse_cidr_addr("gateway", &pool.gateway)?.0.to_string())
+                };
+                (Some(pool.pool.clone()), gateway)
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "network {id}: tapnet needs one IPv4 pool (or none and one IPv6 pool), dockerd sent {}",
+                    pools.len()
+                )));
+            }
         };
         let name = format!("docker-{}", &id[..12]);
         let created = self.network_create(
             NetworkCreate {
                 name: name.clone(),
-                subnet: Some(pool.pool.clone()),
+                no_ipv4: subnet.is_none(),
+                subnet,
                 gateway,
                 options: p::generic_options(&req.options),
                 ipv6,
@@ -315,14 +353,18 @@ impl Inner {
         check_id("EndpointID", &req.endpoint_id)?;
         let network = self.docker_network(plugin, &req.network_id)?;
         let iface = req.interface.clone().unwrap_or_default();
-        if iface.address.is_empty() {
-            return Err(Error::invalid(format!(
-                "endpoint {}: dockerd sent no IPv4 address",
-                req.endpoint_id
-            )));
-        }
-        let (ipv4, _) = parse_cidr_addr("address", &iface.address)?;
-        let ipv6 = if iface.address_ipv6.is_empty() {
+        let net = self.network(&network)?.clone();
+        let ipv4 = match (iface.address.is_empty(), net.subnet) {
+            (false, _) => Some(parse_cidr_addr("address", &iface.address)?.0),
+            (true, None) => None,
+            (true, Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "endpoint {}: dockerd sent no IPv4 address",
+                    req.endpoint_id
+                )));
+            }
+        };
+        let given6 = if iface.address_ipv6.is_empty() {
             None
         } else {
             Some(parse_cidr_addr6("IPv6 address", &iface.address_ipv6)?.0)
@@ -334,30 +376,31 @@ impl Inner {
                 Error::invalid(format!("malformed MAC {:?}: {e}", iface.mac_address))
             })?)
         };
-        let mac = given_mac.unwrap_or_else(|| MacAddr::from_ipv4(ipv4));
-        // Only the MAC, and only when dockerd left it to us: it refuses a changed address.
-        let answer = p::CreateEndpointResponse {
-            interface: given_mac.is_none().then(|| p::EndpointInterface {
-                mac_address: mac.to_string(),
-                ..p::EndpointInterface::default()
-            }),
-        };
         if let Some(ep) = self.plugin(plugin)?.endpoints.get(&req.endpoint_id) {
-            if ep.ipv4 == ipv4 && ep.ipv6 == ipv6 && ep.network == network {
-                return Ok(answer);
+            if ep.ipv4 == ipv4
+                && given6.is_none_or(|ip| ep.ipv6 == Some(ip))
+                && ep.network == network
+            {
+                return Ok(endpoint_answer(
+                    ep,
+                    &net,
+                    given_mac.is_none(),
+                    given6.is_none(),
+                ));
             }
             return Err(Error::exists("endpoint", req.endpoint_id.clone()));
         }
-        let net = self.network(&network)?;
-        let subnet = net
-            .subnet
-            .ok_or_else(|| Error::invalid(format!("network {network} has no subnet")))?;
-        if !subnet.contains(ipv4) || Some(ipv4) == net.gateway {
-            return Err(Error::invalid(format!(
-                "address {ipv4} is not a host address of {subnet} other than the gateway"
-            )));
+        if let Some(ip) = ipv4 {
+            let subnet = net
+                .subnet
+                .ok_or_else(|| Error::invalid(format!("network {network} has no IPv4 subnet")))?;
+            if !subnet.contains(ip) || Some(ip) == net.gateway {
+                return Err(Error::invalid(format!(
+                    "address {ip} is not a host address of {subnet} other than the gateway"
+                )));
+            }
         }
-        if let Some(ip6) = ipv6 {
+        if let Some(ip6) = given6 {
             let subnet6 = net.subnet6.ok_or_else(|| {
                 Error::invalid(format!(
                     "endpoint {}: network {network} has no IPv6 subnet",
@@ -370,36 +413,54 @@ impl Inner {
                 )));
             }
         }
-        let taken = self
-            .state
-            .docker_plugins
-            .iter()
-            .flat_map(|p| p.endpoints.values())
-            .find(|e| {
-                e.network == network && (e.ipv4 == ipv4 || (ipv6.is_some() && e.ipv6 == ipv6))
-            });
+        let docker_endpoints = || {
+            self.state
+                .docker_plugins
+                .iter()
+                .flat_map(|p| p.endpoints.values())
+                .filter(|e| e.network == network)
+        };
+        let taken = docker_endpoints()
+            .find(|e| (ipv4.is_some() && e.ipv4 == ipv4) || (given6.is_some() && e.ipv6 == given6));
         if let Some(e) = taken {
-            let ip = if e.ipv4 == ipv4 {
-                ipv4.to_string()
-            } else {
-                ipv6.map(|a| a.to_string()).unwrap_or_default()
+            let ip = match (ipv4, given6) {
+                (Some(v4), _) if e.ipv4 == Some(v4) => v4.to_string(),
+                (_, v6) => v6.map(|a| a.to_string()).unwrap_or_default(),
             };
             return Err(Error::conflict(format!(
                 "address {ip} is in use on network {network}"
             )));
         }
-        self.plugin_mut(plugin)?.endpoints.insert(
-            req.endpoint_id.clone(),
-            DockerEndpoint {
-                network,
-                ipv4,
-                ipv6,
-                mac,
-                tap: None,
-                sandbox_key: None,
-                ports: Vec::new(),
-            },
-        );
+        // dockerd sent no IPv6 address for a network with an IPv6 prefix (one tapnet picked,
+        // which dockerd's IPAM does not know): tapnet picks one and tells dockerd.
+        let ipv6 = match (given6, net.subnet6, net.gateway6) {
+            (Some(ip6), _, _) => Some(ip6),
+            (None, Some(subnet6), Some(gateway6)) => {
+                let used: std::collections::HashSet<Ipv6Addr> =
+                    docker_endpoints().filter_map(|e| e.ipv6).collect();
+                Some(crate::control::ipam6::allocate(
+                    subnet6, gateway6, &used, None,
+                )?)
+            }
+            _ => None,
+        };
+        let mac = match given_mac {
+            Some(mac) => mac,
+            None => super::endpoints::station_mac(&self.state, &network, ipv4, ipv6)?,
+        };
+        let ep = DockerEndpoint {
+            network,
+            ipv4,
+            ipv6,
+            mac,
+            tap: None,
+            sandbox_key: None,
+            ports: Vec::new(),
+        };
+        let answer = endpoint_answer(&ep, &net, given_mac.is_none(), given6.is_none());
+        self.plugin_mut(plugin)?
+            .endpoints
+            .insert(req.endpoint_id.clone(), ep);
         if let Err(e) = self.save() {
             self.plugin_mut(plugin)?.endpoints.remove(&req.endpoint_id);
             return Err(e);
@@ -431,9 +492,12 @@ impl Inner {
         if !self.nets.contains_key(&net.name) {
             return Err(Error::not_found("network", &net.name));
         }
-        let gateway = net
-            .gateway
-            .ok_or_else(|| Error::invalid(format!("network {} has no gateway", net.name)))?;
+        if net.gateway.is_none() && net.gateway6.is_none() {
+            return Err(Error::invalid(format!(
+                "network {} has no gateway",
+                net.name
+            )));
+        }
         let tap = format!("tn{}", &new_id()?[..8]);
         let offload = bridge::offload_of(&self.ctx(), &net);
         self.docker_joining.insert(req.endpoint_id.clone());
@@ -443,7 +507,7 @@ impl Inner {
             mtu: net.mtu,
             offload,
             net_id: net.id,
-            gateway,
+            gateway: net.gateway.filter(|_| ep.ipv4.is_some()),
             // Only for an endpoint with an IPv6 address: else dockerd has no v6 to route.
             gateway6: net.gateway6.filter(|_| ep.ipv6.is_some()),
         })
@@ -483,7 +547,8 @@ impl Inner {
             Tap {
                 label: format!("docker:{}/{tap}", &req.endpoint_id[..12]),
                 mac: ep.mac,
-                ipv4: ep.ipv4,
+                // An IPv6-only endpoint sends no IPv4: port security admits none from it.
+                ipv4: ep.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 ipv6: ep.ipv6,
                 fds: TapFds::One(fd),
             },
@@ -515,7 +580,7 @@ impl Inner {
                 dst_prefix: "eth".into(),
             }),
             // With a gateway dockerd adds no docker_gwbridge of its own.
-            gateway: plan.gateway.to_string(),
+            gateway: plan.gateway.map(|g| g.to_string()).unwrap_or_default(),
             gateway_ipv6: plan.gateway6.map(|g| g.to_string()).unwrap_or_default(),
             ..p::JoinResponse::default()
         })
@@ -552,13 +617,21 @@ impl Inner {
                     )));
                 }
             };
+            let all_addresses = |ip: Option<&str>| matches!(ip, None | Some("" | "0.0.0.0"));
             let host_ip = match b.host_ip.as_deref().unwrap_or("") {
                 "" | "0.0.0.0" => None,
-                // tapnet's gateway is IPv4 only; dockerd may add a binding for "::".
-                s if s.contains(':') => continue,
-                s => Some(std::net::IpAddr::V4(s.parse::<Ipv4Addr>().map_err(
-                    |_| Error::invalid(format!("malformed host address {s:?}")),
-                )?)),
+                // A port published on all addresses listens on both families already; dockerd
+                // may add a binding for "::" beside it.
+                "::" if bindings.iter().any(|o| {
+                    o.port == b.port && o.proto == b.proto && all_addresses(o.host_ip.as_deref())
+                }) =>
+                {
+                    continue;
+                }
+                s => Some(
+                    s.parse::<std::net::IpAddr>()
+                        .map_err(|_| Error::invalid(format!("malformed host address {s:?}")))?,
+                ),
             };
             if b.host_port == 0 || (b.host_port_end != 0 && b.host_port_end != b.host_port) {
                 return Err(Error::invalid(format!(
@@ -610,9 +683,15 @@ impl Inner {
         for (port, socket) in planned.iter().zip(sockets) {
             let pid = self.next_publication;
             self.next_publication += 1;
+            // Its IPv4 address, or on an IPv6-only network its IPv6 one (as a sandbox's).
+            let sandbox = match (ep.ipv4, ep.ipv6) {
+                (Some(v4), _) => (v4, port.port).into(),
+                (None, Some(v6)) => (v6, port.port).into(),
+                (None, None) => continue,
+            };
             let target = PublishTarget {
                 id: pid,
-                sandbox: (ep.ipv4, port.port).into(),
+                sandbox,
                 sandbox_mac: ep.mac,
             };
             gateway.command(match socket {
@@ -720,7 +799,8 @@ struct JoinPlan {
     offload: Offload,
     /// The id of the endpoint's network as planned (a network made again meanwhile is another).
     net_id: String,
-    gateway: Ipv4Addr,
+    /// The IPv4 gateway, for an endpoint with an IPv4 address.
+    gateway: Option<Ipv4Addr>,
     /// The IPv6 default route dockerd puts in the container.
     gateway6: Option<Ipv6Addr>,
 }
@@ -825,7 +905,8 @@ impl Inner {
             Tap {
                 label,
                 mac: ep.mac,
-                ipv4: ep.ipv4,
+                // An IPv6-only endpoint sends no IPv4: port security admits none from it.
+                ipv4: ep.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 ipv6: ep.ipv6,
                 fds: TapFds::One(fd),
             },
@@ -866,7 +947,9 @@ impl Host for Controller {
         let ep = inner.docker_endpoint(plugin, &req.endpoint_id)?;
         let mut value = BTreeMap::new();
         value.insert("network".to_string(), json!(ep.network));
-        value.insert("ipv4".to_string(), json!(ep.ipv4.to_string()));
+        if let Some(ip) = ep.ipv4 {
+            value.insert("ipv4".to_string(), json!(ip.to_string()));
+        }
         if let Some(ip6) = ep.ipv6 {
             value.insert("ipv6".to_string(), json!(ip6.to_string()));
         }
