@@ -442,8 +442,18 @@ mod with_store {
         assert!(wait_until(Duration::from_secs(10), || !a.sees("ov", "y")));
         a.t.ok(&["sandbox", "create", "z", "--net", "ov", "--ip6", "fd92::77"]);
         assert_eq!(ip6_of(&a, "z"), "fd92::77");
+    }
 
-        // IPv6-only overlay networks are not in the store yet: one clear error, not a retry.
+    /// An IPv6-only overlay network in the store: its endpoints are known (and claimed) by
+    /// their IPv6 address. Both hosts hand out addresses at once, none twice; they reach each
+    /// other over IPv6 and by name (AAAA); an address the other host holds is refused.
+    #[test]
+    fn ipv6_only_overlay_addresses_are_claimed_cluster_wide() {
+        let Some(etcd) = Etcd::start("only6") else {
+            return;
+        };
+        let a = Host::new("etcd-o6a", &etcd);
+        let b = Host::new("etcd-o6b", &etcd);
         a.t.ok(&[
             "network",
             "create",
@@ -455,8 +465,64 @@ mod with_store {
             "--subnet",
             "fd93::/64",
         ]);
-        let err = a.t.fails(&["sandbox", "create", "w", "--net", "ov6"]);
-        assert!(err.contains("ov6 is IPv6-only"), "{err}");
+        assert!(
+            wait_until(Duration::from_secs(10), || b
+                .t
+                .network_names()
+                .contains(&"ov6".to_string())),
+            "the network made on host A did not appear on host B"
+        );
+        std::thread::scope(|s| {
+            for (h, prefix) in [(&a, "a"), (&b, "b")] {
+                s.spawn(move || {
+                    for i in 1..=3 {
+                        h.t.ok(&["sandbox", "create", &format!("{prefix}{i}"), "--net", "ov6"]);
+                    }
+                });
+            }
+        });
+        let mut v6: Vec<String> = (1..=3)
+            .flat_map(|i| [ip6_of(&a, &format!("a{i}")), ip6_of(&b, &format!("b{i}"))])
+            .collect();
+        assert!(v6.iter().all(|ip| ip.starts_with("fd93::")), "{v6:?}");
+        v6.sort();
+        v6.dedup();
+        assert_eq!(v6.len(), 6, "two hosts handed out one IPv6 address: {v6:?}");
+        assert_eq!(a.ip_of("a1"), "", "no IPv4 address on an IPv6-only network");
+        assert!(wait_until(Duration::from_secs(10), || (1..=3).all(|i| a
+            .sees("ov6", &format!("b{i}"))
+            && b.sees("ov6", &format!("a{i}")))));
+        let (a1, b1) = (ip6_of(&a, "a1"), ip6_of(&b, "b1"));
+        let ping6 = |h: &Host, sb: &str, ip: &str| {
+            h.t.exec(sb, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", ip])
+                .status
+                .success()
+        };
+        assert!(ping6(&a, "a1", &b1), "a1 -> b1 {b1}");
+        assert!(ping6(&b, "b2", &a1), "b2 -> a1 {a1}");
+        let v = a.t.json(&["network", "inspect", "ov6"]);
+        let eps = v["overlay"]["remote_endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            eps.iter().any(|e| e["sandbox"] == "b1"
+                && e["ipv6"] == b1.as_str()
+                && e.get("ipv4").is_none()),
+            "{v}"
+        );
+        let out = a.t.exec("a2", &["getent", "ahostsv6", "b1"]);
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(got.split_whitespace().next(), Some(b1.as_str()), "{got}");
+        let err =
+            b.t.fails(&["sandbox", "create", "x", "--net", "ov6", "--ip6", &a1]);
+        assert!(err.contains(&a1), "{err}");
+        // Removed, its address is free for the other host.
+        let b3 = ip6_of(&b, "b3");
+        b.t.ok(&["sandbox", "rm", "b3"]);
+        assert!(wait_until(Duration::from_secs(10), || !a.sees("ov6", "b3")));
+        a.t.ok(&["sandbox", "create", "z", "--net", "ov6", "--ip6", &b3]);
+        assert_eq!(ip6_of(&a, "z"), b3);
     }
 
     #[test]

@@ -244,8 +244,10 @@ pub struct RemoteEndpointView {
     pub sandbox: String,
     /// The daemon it lives on (its VTEP address).
     pub host: String,
-    pub ipv4: String,
-    /// On a dual-stack network.
+    /// None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    /// On a network with an IPv6 prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<String>,
     pub mac: String,

@@ -146,7 +146,11 @@ pub fn network(n: &NetworkView, format: Format) -> String {
             let eps: Vec<String> = o
                 .remote_endpoints
                 .iter()
-                .map(|e| format!("{} {} ({}) on host {}", e.sandbox, e.ipv4, e.mac, e.host))
+                .map(|e| {
+                    let ips: Vec<&str> = e.ipv4.iter().chain(&e.ipv6).map(String::as_str).collect();
+                    let ips = ips.join(" ");
+                    format!("{} {ips} ({}) on host {}", e.sandbox, e.mac, e.host)
+                })
                 .collect();
             fields.push(("Remote endpoints", list(&eps)));
             fields.push(("ARP answered", o.arp_answered.to_string()));

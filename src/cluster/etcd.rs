@@ -156,7 +156,7 @@ fn own(s: &mut Session, rec: &EndpointRecord) -> (String, Option<String>, Vec<u8
 }
 
 /// Forget an endpoint's keys: the endpoint key, and its IPv6 claim, found from the record.
-fn disown(s: &mut Session, network: &str, ip: std::net::Ipv4Addr) -> Vec<String> {
+fn disown(s: &mut Session, network: &str, ip: std::net::IpAddr) -> Vec<String> {
     let k4 = endpoint_key(network, ip);
     let k6 = s
         .own
@@ -362,7 +362,7 @@ async fn serve(s: &mut Session, client: &mut Client, lease: i64, r: Request) -> 
                         })
                         .collect();
                     let _ = reply.send(Ok(Claim::Taken {
-                        ipv4: held.first().copied().unwrap_or(true),
+                        ip: held.first().copied().unwrap_or(true),
                         ipv6: held.get(1).copied().unwrap_or(false),
                     }));
                 }

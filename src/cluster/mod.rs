@@ -8,7 +8,8 @@
 //!   host's `vtep` and `peers`); no lease: it outlives the host that made it.
 //! - `/tapnet/v1/endpoints/NETWORK/IP`: an [`EndpointRecord`], under the daemon's lease. Made
 //!   with "create if absent", so the key is also the address's claim: no two hosts hand out one
-//!   address. When the daemon dies its lease ends and its endpoints disappear.
+//!   address. When the daemon dies its lease ends and its endpoints disappear. IP is the
+//!   endpoint's IPv4 address, or on an IPv6-only network its IPv6 one.
 //! - `/tapnet/v1/addresses6/NETWORK/IP6`: the claim of a dual-stack endpoint's IPv6 address (the
 //!   same record), made in one transaction with its endpoint key and under the same lease; the
 //!   watch ignores it (the endpoint key carries the address).
@@ -20,7 +21,7 @@
 #[cfg(feature = "etcd")]
 mod etcd;
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -80,7 +81,9 @@ pub fn parse_lease(s: &str) -> std::result::Result<Duration, String> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     pub network: String,
-    pub ip: Ipv4Addr,
+    /// The address the endpoint is known by: its IPv4 address, or on an IPv6-only network its
+    /// IPv6 one.
+    pub ip: IpAddr,
     /// A dual-stack network's IPv6 address of the endpoint, claimed with `ip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Addr>,
@@ -92,11 +95,28 @@ pub struct EndpointRecord {
     pub vtep: SocketAddr,
 }
 
+impl EndpointRecord {
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        match self.ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// Its IPv6 address: a dual-stack endpoint's second one, or an IPv6-only endpoint's own.
+    pub fn ipv6_addr(&self) -> Option<Ipv6Addr> {
+        match self.ip {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(_) => self.ipv6,
+        }
+    }
+}
+
 pub fn network_key(name: &str) -> String {
     format!("{NETWORKS}{name}")
 }
 
-pub fn endpoint_key(network: &str, ip: Ipv4Addr) -> String {
+pub fn endpoint_key(network: &str, ip: IpAddr) -> String {
     format!("{ENDPOINTS}{network}/{ip}")
 }
 
@@ -116,9 +136,11 @@ pub fn claim_keys(rec: &EndpointRecord) -> (String, Option<String>) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
     Won,
-    /// Another host holds the IPv4 address, the IPv6 one, or both: nothing was written.
+    /// Another host holds the address the endpoint is known by (`ip`: its IPv4 address, or on
+    /// an IPv6-only network its IPv6 one), a dual-stack endpoint's IPv6 address (`ipv6`), or
+    /// both: nothing was written.
     Taken {
-        ipv4: bool,
+        ip: bool,
         ipv6: bool,
     },
 }
@@ -144,7 +166,7 @@ pub enum Event {
     Endpoint(EndpointRecord),
     EndpointGone {
         network: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
 }
 
@@ -161,7 +183,7 @@ pub fn event_of(key: &str, value: &[u8], deleted: bool) -> Option<Event> {
     }
     let rest = key.strip_prefix(ENDPOINTS)?;
     let (network, ip) = rest.rsplit_once('/')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
+    let ip: IpAddr = ip.parse().ok()?;
     if deleted {
         return Some(Event::EndpointGone {
             network: network.to_string(),
@@ -186,7 +208,7 @@ pub enum Request {
     /// Give back an endpoint's claim (its IPv6 address's too: the store thread knows it).
     Release {
         network: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
 }
 
@@ -268,7 +290,7 @@ impl Cluster {
         let _ = self.requests.send(Request::Publish(Box::new(rec)));
     }
 
-    pub fn release(&self, network: &str, ip: Ipv4Addr) {
+    pub fn release(&self, network: &str, ip: IpAddr) {
         let _ = self.requests.send(Request::Release {
             network: network.to_string(),
             ip,
@@ -306,7 +328,7 @@ mod tests {
     fn keys_become_events() {
         let rec = EndpointRecord {
             network: "ov".into(),
-            ip: Ipv4Addr::new(10, 1, 0, 2),
+            ip: Ipv4Addr::new(10, 1, 0, 2).into(),
             ipv6: Some("fd00:1::2".parse().unwrap()),
             mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 1, 0, 2)),
             sandbox: "a".into(),
@@ -334,9 +356,27 @@ mod tests {
         // Records without the field (IPv4-only, or from an older daemon) read as before.
         let v4only = br#"{"network":"ov","ip":"10.1.0.3","mac":"02:42:0a:01:00:03","sandbox":"b","host":"h","vtep":"127.0.0.2:4789"}"#;
         assert!(matches!(
-            event_of(&endpoint_key("ov", Ipv4Addr::new(10, 1, 0, 3)), v4only, false),
-            Some(Event::Endpoint(r)) if r.ipv6.is_none()
+            event_of(&endpoint_key("ov", Ipv4Addr::new(10, 1, 0, 3).into()), v4only, false),
+            Some(Event::Endpoint(r)) if r.ipv6.is_none() && r.ipv4() == Some(Ipv4Addr::new(10, 1, 0, 3))
         ));
         assert!(event_of(&key, b"not json", false).is_none());
+        // An IPv6-only endpoint is known by its IPv6 address, and has no second one.
+        let only6 = EndpointRecord {
+            ip: "fd00:1::3".parse().unwrap(),
+            ipv6: None,
+            ..rec.clone()
+        };
+        let key6 = endpoint_key("ov", only6.ip);
+        assert_eq!(key6, "/tapnet/v1/endpoints/ov/fd00:1::3");
+        assert_eq!(claim_keys(&only6), (key6.clone(), None));
+        let value6 = serde_json::to_vec(&only6).unwrap();
+        assert!(matches!(
+            event_of(&key6, &value6, false),
+            Some(Event::Endpoint(r)) if r.ipv4().is_none() && r.ipv6_addr() == "fd00:1::3".parse().ok()
+        ));
+        assert!(matches!(
+            event_of(&key6, b"", true),
+            Some(Event::EndpointGone { ip, .. }) if ip == only6.ip
+        ));
     }
 }

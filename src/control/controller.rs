@@ -5,7 +5,7 @@
 //! they were.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -114,17 +114,17 @@ struct Inner {
     /// The cluster store (`daemon --store`), once attached.
     cluster: Option<crate::cluster::Cluster>,
     /// Endpoints of other hosts on overlay networks, from the store, by (network, address).
-    remote_eps: BTreeMap<(String, Ipv4Addr), crate::cluster::EndpointRecord>,
+    remote_eps: BTreeMap<(String, IpAddr), crate::cluster::EndpointRecord>,
     /// Addresses this daemon claimed in the store, released when the model no longer has them.
-    claimed: std::cell::RefCell<std::collections::BTreeSet<(String, Ipv4Addr)>>,
+    claimed: std::cell::RefCell<std::collections::BTreeSet<(String, IpAddr)>>,
     /// Addresses being claimed in the store, or claimed for a request not committed yet
     /// (`controller/cluster.rs`): plans see them taken.
-    pending_claims: Vec<(String, Ipv4Addr)>,
+    pending_claims: Vec<(String, IpAddr)>,
     /// The addresses the request being committed claimed, by network: its plans take them.
-    preclaimed: HashMap<String, Ipv4Addr>,
+    preclaimed: HashMap<String, IpAddr>,
     /// The IPv6 address claimed with each IPv4 one of `pending_claims` and `claimed` (dual-stack
     /// overlay networks): plans see them taken, and the committed plan takes its own.
-    claims6: HashMap<(String, Ipv4Addr), std::net::Ipv6Addr>,
+    claims6: HashMap<(String, IpAddr), std::net::Ipv6Addr>,
     /// Networks whose plugin is being told of their creation, or whose key is being put in the
     /// cluster store (`controller/remote.rs`): their names, subnets and VNIs are taken, they
     /// are not in the model yet.
@@ -665,10 +665,12 @@ impl Inner {
                 // Sandboxes of other hosts (the cluster store).
                 for rec in self.remote_eps.values().filter(|r| r.network == net.name) {
                     let name = rec.sandbox.to_lowercase();
-                    table.add(format!("{name}.{network}"), rec.ip);
-                    table.add(name.clone(), rec.ip);
-                    table.add_reverse(rec.ip, format!("{name}.{network}"));
-                    if let Some(ip) = rec.ipv6 {
+                    if let Some(ip) = rec.ipv4() {
+                        table.add(format!("{name}.{network}"), ip);
+                        table.add(name.clone(), ip);
+                        table.add_reverse(ip, format!("{name}.{network}"));
+                    }
+                    if let Some(ip) = rec.ipv6_addr() {
                         table.add_v6(format!("{name}.{network}"), ip);
                         table.add_v6(name.clone(), ip);
                         table.add_reverse_v6(ip, format!("{name}.{network}"));

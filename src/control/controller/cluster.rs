@@ -122,7 +122,7 @@ impl Controller {
         sandbox: &str,
         create: bool,
         wanted: Vec<(String, Option<String>, Option<String>)>,
-    ) -> Result<HashMap<String, Ipv4Addr>> {
+    ) -> Result<HashMap<String, IpAddr>> {
         let mut won = HashMap::new();
         for (network, ip, ip6) in wanted {
             let ips = (ip.as_deref(), ip6.as_deref());
@@ -144,15 +144,15 @@ impl Controller {
     }
 
     /// One endpoint's addresses claimed (None: nothing to claim, or a plan that will fail):
-    /// its IPv4 address, by which the claim is known, and on a dual-stack network its IPv6
-    /// one with it (kept in `claims6`).
+    /// the address the claim is known by (its IPv4 address, or on an IPv6-only network its
+    /// IPv6 one), and on a dual-stack network its IPv6 one with it (kept in `claims6`).
     fn claim_one(
         &self,
         sandbox: &str,
         create: bool,
         network: &str,
         ips: Wanted<'_>,
-    ) -> Result<Option<Ipv4Addr>> {
+    ) -> Result<Option<IpAddr>> {
         let mut lost: Vec<Ipv4Addr> = Vec::new();
         let mut lost6: Vec<Ipv6Addr> = Vec::new();
         for _ in 0..CLAIM_TRIES {
@@ -201,9 +201,9 @@ impl Controller {
                 inner.pending_claims.retain(|c| *c != key);
                 inner.claims6.remove(&key);
             }
-            let (ipv4, ipv6) = match claimed? {
+            let (key_taken, ipv6) = match claimed? {
                 Claim::Won => return Ok(Some(addr)),
-                Claim::Taken { ipv4, ipv6 } => (ipv4, ipv6),
+                Claim::Taken { ip, ipv6 } => (ip, ipv6),
             };
             let asked = |taken: bool, asked: Option<&str>, addr: String| {
                 if taken && asked.is_some() {
@@ -214,7 +214,11 @@ impl Controller {
                     Ok(())
                 }
             };
-            asked(ipv4, ips.0, addr.to_string())?;
+            let key_asked = match addr {
+                IpAddr::V4(_) => ips.0,
+                IpAddr::V6(_) => ips.1,
+            };
+            asked(key_taken, key_asked, addr.to_string())?;
             if let Some(v6) = addr6 {
                 asked(ipv6, ips.1, v6.to_string())?;
                 if ipv6 {
@@ -222,8 +226,11 @@ impl Controller {
                 }
             }
             // A key gone again before it was read still moves the plan on.
-            if ipv4 || !ipv6 {
-                lost.push(addr);
+            if key_taken || !ipv6 {
+                match addr {
+                    IpAddr::V4(ip) => lost.push(ip),
+                    IpAddr::V6(ip) => lost6.push(ip),
+                }
             }
         }
         Err(Error::conflict(format!(
@@ -245,7 +252,7 @@ impl Inner {
 
     /// Claims won for the request about to be planned: out of `pending_claims`, into
     /// `claimed` (released again by the next save if the request fails) and `preclaimed`.
-    pub(super) fn take_claims(&mut self, won: HashMap<String, Ipv4Addr>) {
+    pub(super) fn take_claims(&mut self, won: HashMap<String, IpAddr>) {
         // (Their IPv6 addresses stay in `claims6` by the same key, for `plan_claimed`.)
         for (network, addr) in &won {
             let key = (network.clone(), *addr);
@@ -262,12 +269,17 @@ impl Inner {
         if !drivers::of(net.driver).in_cluster_store() {
             return None;
         }
-        let ip = ep.ipv4?;
+        // Known by its IPv4 address, or on an IPv6-only network by its IPv6 one.
+        let (ip, ipv6) = match (ep.ipv4, ep.ipv6) {
+            (Some(v4), v6) => (IpAddr::V4(v4), v6),
+            (None, Some(v6)) => (IpAddr::V6(v6), None),
+            (None, None) => return None,
+        };
         Some(EndpointRecord {
             network: net.name.clone(),
             ip,
-            ipv6: ep.ipv6,
-            mac: ep.mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
+            ipv6,
+            mac: ep.mac?,
             sandbox: sandbox.to_string(),
             host: cluster.host.clone(),
             vtep: self.vtep_of(net)?,
@@ -289,13 +301,24 @@ impl Inner {
             .retain(|k, _| pending.contains(k) || claimed.contains(k));
     }
 
-    /// Addresses other hosts hold on `network`.
-    pub(super) fn remote_addresses(&self, network: &str) -> Vec<Ipv4Addr> {
+    /// Addresses other hosts' endpoints are known by on `network`.
+    pub(super) fn remote_addresses(&self, network: &str) -> Vec<IpAddr> {
         self.remote_eps
             .keys()
             .filter(|(n, _)| n == network)
             .map(|(_, ip)| *ip)
             .collect()
+    }
+
+    /// IPv6 addresses being claimed on an IPv6-only `network` (the claim's own address).
+    fn pending_v6<'a>(&'a self, network: &'a str) -> impl Iterator<Item = Ipv6Addr> + 'a {
+        self.pending_claims
+            .iter()
+            .filter(move |(n, _)| n == network)
+            .filter_map(|(_, ip)| match ip {
+                IpAddr::V6(ip) => Some(*ip),
+                IpAddr::V4(_) => None,
+            })
     }
 
     /// Plan an endpoint on an overlay network with the store: with the address its request
@@ -307,13 +330,6 @@ impl Inner {
         ips: Wanted<'_>,
         aliases: Vec<String>,
     ) -> Result<Endpoint> {
-        // Claims and records are keyed by the IPv4 address (IPv6 ones ride along).
-        if net.subnet.is_none() {
-            return Err(Error::invalid(format!(
-                "network {} is IPv6-only: the cluster store keeps endpoints by their IPv4 address, so an overlay network in it needs an IPv4 subnet too",
-                net.name
-            )));
-        }
         let Some(addr) = self.preclaimed.get(&net.name) else {
             // Nothing claimed: the plan fails (as `claim_one` saw), or the model changed.
             self.plan_unclaimed(sb, net, ips, aliases, (&[], &[]))?;
@@ -323,6 +339,10 @@ impl Inner {
             )));
         };
         let wanted = addr.to_string();
+        if addr.is_ipv6() {
+            // An IPv6-only network: the claim is the endpoint's only address.
+            return self.plan_unclaimed(sb, net, (None, Some(&wanted)), aliases, (&[], &[]));
+        }
         // The IPv6 address claimed with it, if any (else the request's, as planned).
         let wanted6 = self
             .claims6
@@ -348,7 +368,7 @@ impl Inner {
             .remote_eps
             .values()
             .filter(|r| r.network == net.name)
-            .filter_map(|r| r.ipv6)
+            .filter_map(|r| r.ipv6_addr())
             .chain(lost6.iter().copied())
             .chain(
                 // Those being claimed: a claim won but not planned yet is still pending.
@@ -357,16 +377,22 @@ impl Inner {
                     .filter(|(k, _)| k.0 == net.name && self.pending_claims.contains(k))
                     .map(|(_, ip)| *ip),
             )
+            .chain(self.pending_v6(&net.name))
             .collect();
         let taken = self
-            .remote_addresses(&net.name)
-            .into_iter()
+            .remote_eps
+            .values()
+            .filter(|r| r.network == net.name)
+            .filter_map(|r| r.ipv4())
             .chain(lost.iter().copied())
             .chain(
                 self.pending_claims
                     .iter()
                     .filter(|(n, _)| *n == net.name)
-                    .map(|(_, ip)| *ip),
+                    .filter_map(|(_, ip)| match ip {
+                        IpAddr::V4(ip) => Some(*ip),
+                        IpAddr::V6(_) => None,
+                    }),
             );
         // They stand in as endpoints of a placeholder sandbox.
         state.sandboxes.push(Sandbox {
@@ -405,13 +431,16 @@ impl Inner {
     pub(super) fn release_stale_claims(&self) {
         let Some(cluster) = &self.cluster else { return };
         // Reserved sandboxes (a create or connect under way) keep theirs.
-        let live: HashSet<(String, Ipv4Addr)> = self
+        let live: HashSet<(String, IpAddr)> = self
             .state
             .sandboxes
             .iter()
             .chain(&self.creating_sandboxes)
             .flat_map(|sb| sb.endpoints.iter())
-            .filter_map(|ep| Some((ep.network.clone(), ep.ipv4?)))
+            .filter_map(|ep| {
+                let key = ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6))?;
+                Some((ep.network.clone(), key))
+            })
             .collect();
         self.claimed.borrow_mut().retain(|(network, ip)| {
             let keep = live.contains(&(network.clone(), *ip));
@@ -433,8 +462,10 @@ impl Inner {
                 view.peers.push(rec.vtep);
             }
             view.stations.insert(rec.mac, rec.vtep);
-            view.addresses.insert(rec.ip, rec.mac);
-            if let Some(ip) = rec.ipv6 {
+            if let Some(ip) = rec.ipv4() {
+                view.addresses.insert(ip, rec.mac);
+            }
+            if let Some(ip) = rec.ipv6_addr() {
                 view.addresses6.insert(ip, rec.mac);
             }
         }

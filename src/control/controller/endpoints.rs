@@ -229,7 +229,7 @@ impl Controller {
         sandbox: &str,
         ips: Wanted<'_>,
         aliases: Vec<String>,
-        won: Option<HashMap<String, Ipv4Addr>>,
+        won: Option<HashMap<String, std::net::IpAddr>>,
     ) -> Result<Value> {
         let (ep, net_id, plan, netns, before, after) = {
             let mut inner = self.lock();

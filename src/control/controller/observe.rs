@@ -66,8 +66,8 @@ impl Inner {
                     .map(|e| crate::api::types::RemoteEndpointView {
                         sandbox: e.sandbox.clone(),
                         host: e.host.clone(),
-                        ipv4: e.ip.to_string(),
-                        ipv6: e.ipv6.map(|ip| ip.to_string()),
+                        ipv4: e.ipv4().map(|ip| ip.to_string()),
+                        ipv6: e.ipv6_addr().map(|ip| ip.to_string()),
                         mac: e.mac.to_string(),
                         vtep: e.vtep.to_string(),
                     })

@@ -96,7 +96,7 @@ impl Controller {
     pub(super) fn sandbox_create(
         &self,
         req: SandboxCreate,
-        won: Option<HashMap<String, Ipv4Addr>>,
+        won: Option<HashMap<String, std::net::IpAddr>>,
     ) -> Result<Value> {
         let mut reserved = {
             let mut inner = self.lock();
