@@ -866,6 +866,13 @@ fn dual_stack_example(t: &Tapnet, file: &str) {
     assert!(!c6.is_empty(), "c has an IPv6 address on dual2");
     assert!(t.ping("b", &c6), "b reaches c over IPv6 on dual2");
     assert!(!t.ping("a", &c6), "a, on dual only, does not reach c");
+    let only6 = t.json(&["network", "inspect", "only6"]);
+    assert!(only6["subnet"].is_null(), "IPv6-only: {only6}");
+    assert_eq!(only6["subnet6"], "fd00:83::/64", "{only6}");
+    assert_eq!(ipv6_of(t, "c", "only6"), "fd00:83::2");
+    let v4 = t.exec_ok("c", &["ip", "-4", "addr", "show", "dev", "eth1"]);
+    assert!(!v4.contains("inet "), "no IPv4 on only6: {v4}");
+    assert!(t.ping("c", "fd00:83::1"), "c reaches only6's gateway");
     t.ok(&["down", file]);
     assert_nothing_left(t);
 }

@@ -163,6 +163,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 offload: n.offload,
                 options: n.options.iter().map(|(k, v)| format!("{k}={v}")).collect(),
                 ipv6: n.wants_ipv6(),
+                no_ipv4: !n.wants_ipv4(),
                 subnet6: n.subnet6.clone(),
                 gateway6: n.gateway6.clone(),
                 ..NetworkCreate::default()

@@ -45,6 +45,8 @@ pub struct NetworkSpec {
     /// Dual-stack: an IPv6 prefix too, `subnet6` or one from the daemon's ULA pool.
     #[serde(default)]
     pub ipv6: bool,
+    /// `ipv4 = false` with `ipv6`/`subnet6`: an IPv6-only network (`--no-ipv4`).
+    pub ipv4: Option<bool>,
     pub subnet6: Option<String>,
     pub gateway6: Option<String>,
     /// Driver options (`mac_aging`, `nat_udp_timeout`, overlay's `vtep` and `peers`), as
@@ -105,6 +107,10 @@ impl NetworkSpec {
     /// `ipv6 = true`, or an IPv6 prefix given.
     pub fn wants_ipv6(&self) -> bool {
         self.ipv6 || self.subnet6.is_some()
+    }
+
+    pub fn wants_ipv4(&self) -> bool {
+        self.ipv4 != Some(false)
     }
 }
 

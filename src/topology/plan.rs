@@ -144,6 +144,7 @@ fn network_matches(spec: &NetworkSpec, view: &NetworkView) -> bool {
             .as_ref()
             .is_none_or(|r| view.ip_range.as_ref() == Some(r))
         && spec.wants_ipv6() == view.subnet6.is_some()
+        && spec.wants_ipv4() == view.subnet.is_some()
         && spec
             .subnet6
             .as_ref()
