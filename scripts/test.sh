@@ -36,6 +36,9 @@ have podman || missing+=(podman)
 # ... run by runc: crun refuses machines that boot with cgroups in hybrid mode.
 have runc || missing+=(runc)
 [ -d /usr/share/gocode/src/github.com/containernetworking/cni/libcni ] || missing+=(golang-github-appc-cni-dev)
+# ... and the reference plugins chained after tapnet-cni (tuning, portmap with iptables).
+{ [ -x /usr/lib/cni/tuning ] && [ -x /usr/lib/cni/portmap ]; } || missing+=(containernetworking-plugins)
+have iptables || missing+=(iptables)
 # tests/docker.rs: a private dockerd (with its containerd) and a busybox image built from it.
 have dockerd || missing+=(docker.io)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)

@@ -142,6 +142,12 @@ pub enum Request {
         container_id: String,
         ifname: String,
     },
+    /// CNI GC: remove the attachments on `network` that are not in `valid` (container id,
+    /// interface), the runtime's `cni.dev/valid-attachments`. Answers the removed ones.
+    CniGc {
+        network: String,
+        valid: Vec<(String, String)>,
+    },
     /// Serve (or stop serving) Docker's network plugin protocol as plugin `name`.
     PluginDocker {
         name: String,

@@ -45,7 +45,6 @@ fn run(env: &HashMap<String, String>, stdin: &[u8]) -> (serde_json::Value, i32) 
         return (cni::version_result(), 0);
     }
     let Some(request) = cni::request(&call, &conf) else {
-        // GC: the daemon keeps only what runtimes asked for; nothing to collect here.
         return (serde_json::Value::Null, 0);
     };
     let dirs = match &conf.state_dir {
@@ -65,19 +64,34 @@ fn run(env: &HashMap<String, String>, stdin: &[u8]) -> (serde_json::Value, i32) 
     match client.call_value(&request) {
         Ok(value) => match call {
             Call::Add(_) => match serde_json::from_value::<Attachment>(value) {
-                Ok(a) => (cni::add_result(&version, &a), 0),
+                Ok(a) => (
+                    cni::chain_result(conf.prev_result.as_ref(), cni::add_result(&version, &a)),
+                    0,
+                ),
                 Err(e) => (
                     CniError::new(cni::DAEMON_ERROR, format!("daemon answer: {e}"))
                         .to_json(&version),
                     1,
                 ),
             },
+            // CHECK: the daemon found the attachment and its link; the chain's result must
+            // say the same of it.
+            Call::Check(_) => match (
+                &conf.prev_result,
+                serde_json::from_value::<Attachment>(value),
+            ) {
+                (Some(prev), Ok(a)) => match cni::check_prev_result(prev, &a) {
+                    Ok(()) => (serde_json::Value::Null, 0),
+                    Err(e) => (e.to_json(&version), 1),
+                },
+                _ => (serde_json::Value::Null, 0),
+            },
             _ => (serde_json::Value::Null, 0),
         },
         Err(e) => {
             let msg = e.to_string();
             let code = match &call {
-                Call::Status => cni::TRY_AGAIN_LATER,
+                Call::Status => cni::PLUGIN_NOT_AVAILABLE,
                 // CNI_IFNAME names an interface the namespace already has.
                 Call::Add(ep) if msg == cni::ifname_taken(&ep.ifname, &ep.netns) => {
                     cni::INVALID_ENV

@@ -19,8 +19,12 @@ pub const INVALID_ENV: u32 = 4;
 pub const DECODE_FAILED: u32 = 6;
 pub const INVALID_CONFIG: u32 = 7;
 pub const TRY_AGAIN_LATER: u32 = 11;
+/// STATUS: the plugin cannot serve ADD now (spec 1.1: the daemon is not running).
+pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
 /// Plugin-specific: the daemon refused or failed.
 pub const DAEMON_ERROR: u32 = 100;
+/// Plugin-specific: CHECK found the attachment other than `prevResult` says.
+pub const CHECK_MISMATCH: u32 = 101;
 
 /// The network configuration: CNI's keys and tapnet's own.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -46,6 +50,20 @@ pub struct NetConf {
     /// The tapnet state dir [default: tapnet's].
     #[serde(rename = "stateDir", default)]
     pub state_dir: Option<String>,
+    /// The result of the plugins before this one in a chain (ADD), or the cached result of
+    /// the whole chain (CHECK).
+    #[serde(rename = "prevResult", default)]
+    pub prev_result: Option<Value>,
+    /// GC: the attachments the runtime still has; tapnet's others on the network go.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
 }
 
 /// The `ipam` section as host-local writes it; tapnet-cni allocates from it itself.
@@ -302,6 +320,12 @@ pub fn parse(env: &HashMap<String, String>, stdin: &[u8]) -> Result<(Call, NetCo
         }
         "GC" => {
             since_1_1("GC")?;
+            if conf.valid_attachments.is_none() {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    "GC needs cni.dev/valid-attachments (else it would remove every attachment)",
+                ));
+            }
             Call::Gc
         }
         other => {
@@ -341,7 +365,16 @@ pub fn request(call: &Call, conf: &NetConf) -> Option<Request> {
             ifname: ep.ifname.clone(),
         }),
         Call::Status => Some(Request::Ping),
-        Call::Version | Call::Gc => None,
+        Call::Gc => Some(Request::CniGc {
+            network,
+            valid: conf
+                .valid_attachments
+                .iter()
+                .flatten()
+                .map(|v| (v.container_id.clone(), v.ifname.clone()))
+                .collect(),
+        }),
+        Call::Version => None,
     }
 }
 
@@ -378,6 +411,78 @@ pub fn add_result(version: &str, a: &Attachment) -> Value {
         "routes": routes,
         "dns": {},
     })
+}
+
+/// ADD's result in a chain: this plugin's interface, addresses and routes appended to those
+/// of the plugins before it (`prev`), its addresses pointing at its interface's index there.
+/// First in the chain (no `prev`), its own result as it is.
+pub fn chain_result(prev: Option<&Value>, ours: Value) -> Value {
+    let Some(prev) = prev.filter(|p| p.is_object()) else {
+        return ours;
+    };
+    let mut out = prev.clone();
+    let list = |v: &Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
+    let mut interfaces = list(&out, "interfaces");
+    let index = interfaces.len();
+    interfaces.extend(list(&ours, "interfaces"));
+    let mut ips = list(&out, "ips");
+    ips.extend(list(&ours, "ips").into_iter().map(|mut ip| {
+        ip["interface"] = json!(index);
+        ip
+    }));
+    let mut routes = list(&out, "routes");
+    routes.extend(list(&ours, "routes"));
+    out["cniVersion"] = ours["cniVersion"].clone();
+    out["interfaces"] = json!(interfaces);
+    out["ips"] = json!(ips);
+    out["routes"] = json!(routes);
+    if out.get("dns").is_none() {
+        out["dns"] = json!({});
+    }
+    out
+}
+
+/// CHECK against the chain's cached result: it must list this attachment's interface (by name
+/// and namespace, with its MAC) and, on that interface, each of its addresses.
+pub fn check_prev_result(prev: &Value, a: &Attachment) -> Result<(), CniError> {
+    let mismatch = |what: String| CniError::new(CHECK_MISMATCH, what);
+    let interfaces = prev["interfaces"].as_array().cloned().unwrap_or_default();
+    let index = interfaces
+        .iter()
+        .position(|i| {
+            i["name"] == a.interface.as_str()
+                && i.get("sandbox").is_none_or(|s| s == a.netns.as_str())
+        })
+        .ok_or_else(|| {
+            mismatch(format!(
+                "prevResult has no interface {} in {}",
+                a.interface, a.netns
+            ))
+        })?;
+    if let Some(mac) = interfaces[index]["mac"].as_str()
+        && !mac.eq_ignore_ascii_case(&a.mac)
+    {
+        return Err(mismatch(format!(
+            "prevResult gives {} the MAC {mac}; tapnet's is {}",
+            a.interface, a.mac
+        )));
+    }
+    let listed: Vec<&str> = prev["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|ip| ip["interface"].as_u64() == Some(index as u64))
+        .filter_map(|ip| ip["address"].as_str())
+        .collect();
+    for address in a.address.iter().chain(&a.address6) {
+        if !listed.contains(&address.as_str()) {
+            return Err(mismatch(format!(
+                "prevResult does not list {address} on {} (it lists {listed:?})",
+                a.interface
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn version_result() -> Value {
@@ -546,6 +651,77 @@ mod tests {
         assert_eq!(r["ips"][0]["address"], "fd00:88::2/64");
         assert_eq!(r["routes"].as_array().map(Vec::len), Some(1));
         assert_eq!(r["routes"][0]["dst"], "::/0");
+    }
+
+    fn eth0() -> Attachment {
+        Attachment {
+            interface: "eth0".into(),
+            mac: "02:42:0a:58:00:02".into(),
+            address: Some("10.88.0.2/24".into()),
+            gateway: Some("10.88.0.1".into()),
+            netns: "/run/netns/x".into(),
+            ..Attachment::default()
+        }
+    }
+
+    #[test]
+    fn a_chained_result_keeps_what_came_before_and_points_at_its_own_interface() {
+        let ours = add_result("1.0.0", &eth0());
+        assert_eq!(chain_result(None, ours.clone()), ours, "first in the chain");
+        let prev = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": "/run/netns/x"}],
+            "ips": [{"address": "127.0.0.1/8", "interface": 0}],
+            "dns": {"nameservers": ["10.0.0.53"]},
+        });
+        let r = chain_result(Some(&prev), ours);
+        assert_eq!(r["interfaces"][0]["name"], "lo");
+        assert_eq!(r["interfaces"][1]["name"], "eth0");
+        assert_eq!(r["ips"][0]["address"], "127.0.0.1/8");
+        assert_eq!(r["ips"][1]["address"], "10.88.0.2/24");
+        assert_eq!(r["ips"][1]["interface"], 1);
+        assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+        assert_eq!(
+            r["dns"]["nameservers"][0], "10.0.0.53",
+            "the DNS before it stays"
+        );
+        // Garbage instead of a result is not merged into.
+        assert_eq!(
+            chain_result(Some(&json!(7)), add_result("1.0.0", &eth0()))["ips"][0]["interface"],
+            0
+        );
+    }
+
+    #[test]
+    fn check_finds_the_attachment_in_the_cached_result_or_says_what_differs() {
+        let cached = chain_result(
+            Some(&json!({"interfaces": [{"name": "lo"}], "ips": []})),
+            add_result("1.0.0", &eth0()),
+        );
+        check_prev_result(&cached, &eth0()).unwrap();
+        let moved = Attachment {
+            address: Some("10.88.0.9/24".into()),
+            ..eth0()
+        };
+        let e = check_prev_result(&cached, &moved).unwrap_err();
+        assert_eq!(e.code, CHECK_MISMATCH);
+        assert!(e.msg.contains("10.88.0.9/24"), "{}", e.msg);
+        let other_mac = Attachment {
+            mac: "02:42:0a:58:00:09".into(),
+            ..eth0()
+        };
+        assert!(
+            check_prev_result(&cached, &other_mac)
+                .unwrap_err()
+                .msg
+                .contains("MAC")
+        );
+        let elsewhere = Attachment {
+            netns: "/run/netns/y".into(),
+            ..eth0()
+        };
+        assert!(check_prev_result(&cached, &elsewhere).is_err());
+        assert!(check_prev_result(&json!("x"), &eth0()).is_err());
     }
 
     #[test]

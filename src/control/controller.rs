@@ -331,9 +331,10 @@ impl Handler for Controller {
             Request::Info | Request::Fdb { .. } | Request::Stats { .. } | Request::Trace(_) => {
                 inner.observe_request(request)
             }
-            Request::CniAdd { .. } | Request::CniDel { .. } | Request::CniCheck { .. } => {
-                self.cni_request(inner, request)
-            }
+            Request::CniAdd { .. }
+            | Request::CniDel { .. }
+            | Request::CniCheck { .. }
+            | Request::CniGc { .. } => self.cni_request(inner, request),
             Request::PluginDocker { name, stop } => {
                 drop(inner);
                 self.plugin_docker(&name, stop)

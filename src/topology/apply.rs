@@ -166,7 +166,6 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 no_ipv4: !n.wants_ipv4(),
                 subnet6: n.subnet6.clone(),
                 gateway6: n.gateway6.clone(),
-                ..NetworkCreate::default()
             }))?;
         }
         Action::CreateSandbox(s) => {

@@ -60,6 +60,9 @@ impl Controller {
             } => inner
                 .cni_del(&container_id, &ifname, &mut teardown)
                 .map(|_| json!({"removed": ifname})),
+            Request::CniGc { network, valid } => inner
+                .cni_gc(&network, &valid, &mut teardown)
+                .map(|removed| json!({"removed": removed})),
             _ => Err(misrouted("CNI")),
         };
         drop(inner);
@@ -423,6 +426,30 @@ impl Inner {
             teardown.endpoints.push(unwired);
         }
         Ok(())
+    }
+
+    /// CNI GC: every attachment on `network` that the runtime does not list as valid goes,
+    /// as a DEL of it would; the others stay. Returns the removed ones as `ID/IFNAME`.
+    fn cni_gc(
+        &mut self,
+        network: &str,
+        valid: &[(String, String)],
+        teardown: &mut Teardown,
+    ) -> Result<Vec<String>> {
+        let stale: Vec<(String, String)> = self
+            .state
+            .cni
+            .iter()
+            .filter(|a| a.network == network)
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .filter(|key| !valid.contains(key))
+            .collect();
+        let mut removed = Vec::new();
+        for (container_id, ifname) in stale {
+            self.cni_del(&container_id, &ifname, teardown)?;
+            removed.push(format!("{container_id}/{ifname}"));
+        }
+        Ok(removed)
     }
 
     /// CNI CHECK's part under the lock: the attachment's view and namespace, if it has its

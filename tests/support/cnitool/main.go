@@ -2,13 +2,15 @@
 // tests/cni.rs uses, built against Debian's libcni source (golang-github-appc-cni-dev) with no
 // network: `cnitool add|check|del NETWORK NETNS`. NETCONFPATH names the directory of the
 // network configurations, CNI_PATH where plugins are, CNI_IFNAME the interface (default eth0),
-// CNI_CACHE_DIR libcni's result cache (default libcni's /var/lib/cni). The container id is
+// CNI_CACHE_DIR libcni's result cache (default libcni's /var/lib/cni), CAP_ARGS the runtime's
+// capability arguments as JSON (e.g. portmap's {"portMappings": [...]}). The container id is
 // upstream's: "cnitool-" and the first 20 hex digits of the SHA-512 of the namespace's path.
 package main
 
 import (
 	"context"
 	"crypto/sha512"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,6 +43,11 @@ func main() {
 	}
 	id := fmt.Sprintf("cnitool-%x", sha512.Sum512([]byte(netns)))[:len("cnitool-")+20]
 	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: netns, IfName: ifname}
+	if args := os.Getenv("CAP_ARGS"); args != "" {
+		if err := json.Unmarshal([]byte(args), &rt.CapabilityArgs); err != nil {
+			fail(err)
+		}
+	}
 	paths := filepath.SplitList(os.Getenv("CNI_PATH"))
 	cni := libcni.NewCNIConfig(paths, nil)
 	if dir := os.Getenv("CNI_CACHE_DIR"); dir != "" {
