@@ -282,6 +282,10 @@ pub struct NatView {
     /// Host peers the network's published UDP ports remember (they expire when idle).
     #[serde(default)]
     pub published_udp_peers: usize,
+    /// TCP connections and UDP datagrams to the gateway address refused because the network
+    /// keeps the host's loopback closed (`host_loopback=off`).
+    #[serde(default)]
+    pub host_loopback_refused: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -384,4 +388,8 @@ pub struct StatsRow {
     /// Source MACs not learned: the port owns its limit of stations, or the table is full.
     #[serde(default)]
     pub learn_refused: u64,
+    /// The gateway's port only: connections and datagrams to the gateway address refused
+    /// because the network keeps the host's loopback closed (`host_loopback=off`).
+    #[serde(default)]
+    pub host_loopback_refused: u64,
 }

@@ -82,12 +82,13 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         |nat| {
             format!(
                 "{} TCP, {} UDP, {} published-UDP peers (refused at a cap: {} TCP; evicted: {} \
-                 UDP)",
+                 UDP; refused to the host's loopback: {})",
                 nat.tcp_flows,
                 nat.udp_flows,
                 nat.published_udp_peers,
                 nat.tcp_refused,
                 nat.udp_evicted,
+                nat.host_loopback_refused,
             )
         },
     );
@@ -366,6 +367,24 @@ pub fn stats(rows: &[StatsRow], format: Format) -> String {
             &reasons,
         ));
     }
+    let loopback: Vec<Vec<String>> = rows
+        .iter()
+        .filter(|r| r.host_loopback_refused > 0)
+        .map(|r| {
+            vec![
+                r.network.clone(),
+                r.port.clone(),
+                r.host_loopback_refused.to_string(),
+            ]
+        })
+        .collect();
+    if !loopback.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["NETWORK", "PORT", "HOST LOOPBACK REFUSED"],
+            &loopback,
+        ));
+    }
     out
 }
 
@@ -501,6 +520,7 @@ mod tests {
                 dns_queries: 73,
                 dns_local_answers: 79,
                 published_udp_peers: 29,
+                host_loopback_refused: 83,
             }),
             overlay: Some(OverlayView {
                 vtep: "127.0.0.2:4789".into(),
@@ -631,6 +651,7 @@ mod tests {
             ]
             .into(),
             learn_refused: seed + 11,
+            host_loopback_refused: seed + 14,
         }
     }
 

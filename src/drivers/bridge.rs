@@ -31,6 +31,9 @@ pub const KEYS: &[&str] = &[
     "nat_tcp_flows_per_sandbox",
     "nat_tcp_flows_per_gateway",
     "nat_udp_peers",
+    // Reachability of and from the host.
+    "host_loopback",
+    "host_access",
 ];
 
 pub struct Bridge;
@@ -123,6 +126,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         mtu: net.mtu,
         nat: !net.internal,
         policy: ctx.nat_policy.clone(),
+        host_loopback: opts.host_loopback,
         udp_idle: std::time::Duration::from_secs(u64::from(opts.udp_idle_s)),
         limits: opts.nat,
         dns: None,

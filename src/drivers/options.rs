@@ -79,6 +79,10 @@ pub struct BridgeOptions {
     pub max_macs_per_port: u32,
     /// `nat_{udp,tcp}_flows_per_{sandbox,gateway}=N`, `nat_udp_peers=N`: the gateway's caps.
     pub nat: NatLimits,
+    /// `host_loopback=on|off`: does the gateway address lead to the host's loopback?
+    pub host_loopback: bool,
+    /// `host_access=on|off`: does the host get an interface on the network?
+    pub host_access: bool,
 }
 
 impl BridgeOptions {
@@ -101,19 +105,25 @@ impl BridgeOptions {
         Ok(BridgeOptions {
             mac_aging_s: secs("mac_aging")?.unwrap_or(DEFAULT_AGING_SECS),
             udp_idle_s: secs("nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
-            port_security: match options.get("port_security").map(String::as_str) {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(v) => {
-                    return Err(Error::invalid(format!(
-                        "option port_security={v}: expected on or off"
-                    )));
-                }
-            },
+            port_security: on_off(options, "port_security", true)?,
             max_macs_per_port: option_positive(options, "max_macs_per_port", "a number")?
                 .unwrap_or(DEFAULT_PORT_LIMIT),
             nat,
+            host_loopback: on_off(options, "host_loopback", false)?,
+            host_access: on_off(options, "host_access", false)?,
         })
+    }
+}
+
+/// A `--opt KEY=on|off` switch, `default` when absent.
+pub fn on_off(options: &Options, key: &str, default: bool) -> Result<bool> {
+    match options.get(key).map(String::as_str) {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(Error::invalid(format!(
+            "option {key}={v}: expected on or off"
+        ))),
     }
 }
 
@@ -213,6 +223,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("port_security=of"), "{err}");
+    }
+
+    #[test]
+    fn host_loopback_and_host_access_are_off_unless_asked() {
+        let d = BridgeOptions::parse(&Options::new()).unwrap();
+        assert!(!d.host_loopback && !d.host_access);
+        let on =
+            BridgeOptions::parse(&opts(&[("host_loopback", "on"), ("host_access", "on")])).unwrap();
+        assert!(on.host_loopback && on.host_access);
+        let err = BridgeOptions::parse(&opts(&[("host_loopback", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host_loopback=yes"), "{err}");
     }
 
     #[test]
