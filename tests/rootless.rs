@@ -177,6 +177,8 @@ fn kill_9_restart_restores_sandboxes_and_keeps_tcp() {
             "5001",
             "2000000",
             "4",
+            "--opt",
+            "host_loopback=on",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()

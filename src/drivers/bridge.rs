@@ -147,7 +147,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
             .collect()
     };
     let started = gateway_port().and_then(|(switch_end, gateway_end)| {
-        let dns = DnsServer::start(&net.name, upstreams)?;
+        let dns = DnsServer::start_with(&net.name, upstreams, Some(ctx.nat_policy.clone()))?;
         // The gateway speaks for many addresses (NAT replies): no port security.
         let port = ctx
             .dp
