@@ -375,3 +375,156 @@ fn host_tapnet_internal_names_the_hosts_own_addresses() {
     let out = ns.py("a", CONNECT, &["10.93.0.1", &lo]);
     assert!(out.starts_with("ECONNREFUSED"), "{out}");
 }
+
+/// Does `ping` from the host namespace reach `ip`?
+fn host_pings(ns: &HostNs, ip: &str) -> bool {
+    ns.host_succeeds(&["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+}
+
+/// `host_access=on`: the host gets `tn-NAME` with the network's first free addresses, pings a
+/// sandbox and connects to it over both families, and the sandbox sees the host interface's
+/// address as the peer. A network without the option gives the host no route (its sandbox's
+/// server is reached by a neighbour, not by the host). The interface shows in inspect, stats
+/// and fdb, comes back after a daemon restart, and goes with `network rm`.
+#[test]
+fn host_access_gives_the_host_an_interface_on_the_network() {
+    let mut ns = HostNs::start("hacc", &[]);
+    ns.t.ok(&[
+        "network",
+        "create",
+        "ha",
+        "--subnet",
+        "10.95.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:95::/64",
+        "--opt",
+        "host_access=on",
+    ]);
+    ns.t.ok(&[
+        "network",
+        "create",
+        "plain",
+        "--subnet",
+        "10.94.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:94::/64",
+    ]);
+    ns.t.ok(&["sandbox", "create", "a", "--net", "ha"]);
+    ns.t.ok(&["sandbox", "create", "b", "--net", "plain"]);
+    ns.t.ok(&["sandbox", "create", "c", "--net", "plain"]);
+
+    let view = ns.inspect("ha");
+    assert_eq!(view["host"]["interface"], "tn-ha", "{view}");
+    assert_eq!(view["host"]["ipv4"], "10.95.0.2/24", "{view}");
+    assert_eq!(view["host"]["ipv6"], "fd00:95::2/64", "{view}");
+    let table = ns.t.ok(&["network", "inspect", "ha"]);
+    assert!(
+        table.contains("tn-ha (10.95.0.2/24, fd00:95::2/64)"),
+        "{table}"
+    );
+    assert!(ns.inspect("plain").get("host").is_none());
+    let a4 = "10.95.0.3";
+    let a6 = "fd00:95::3";
+    let ips = ns.t.exec_ok("a", &["ip", "-o", "addr", "show", "eth0"]);
+    assert!(
+        ips.contains(a4) && ips.contains(a6),
+        "IPAM skipped the host's: {ips}"
+    );
+    let link = ns.host(&["ip", "-o", "addr", "show", "dev", "tn-ha"]);
+    assert!(
+        link.contains("10.95.0.2/24") && link.contains("fd00:95::2/64"),
+        "{link}"
+    );
+
+    // Host to sandbox: ping, and TCP with the host interface's address as the peer.
+    assert!(host_pings(&ns, a4), "ping {a4} from the host");
+    assert!(host_pings(&ns, a6), "ping {a6} from the host");
+    let port = ns.sandbox_server("a", GREET, &["::"]);
+    for (dst, peer) in [(a4, "10.95.0.2"), (a6, "fd00:95::2")] {
+        let mut cmd = ns.host_command(&["python3", "-c", CONNECT, dst, &port]);
+        let out = String::from_utf8_lossy(&cmd.output().expect("host client").stdout).to_string();
+        let peer = peer.to_string();
+        // An IPv4 peer of a dual-stack listener shows as ::ffff:ADDR.
+        assert!(
+            out.starts_with("hello_from_") && out.contains(&peer),
+            "{dst}: the sandbox sees the host's {peer}: {out}"
+        );
+    }
+    let stats = ns.t.json(&["stats", "ha"]).to_string();
+    assert!(stats.contains("\"port\":\"host\""), "{stats}");
+    let fdb = ns.t.json(&["fdb", "ha"]).to_string();
+    assert!(fdb.contains("\"port\":\"host\""), "{fdb}");
+
+    // Without the option: no route from the host, though the server listens (a neighbour on
+    // the same network reaches it).
+    let port_b = ns.sandbox_server("b", GREET, &["0.0.0.0"]);
+    let refused = ns
+        .host_command(&["python3", "-c", CONNECT, "10.94.0.2", &port_b])
+        .output();
+    let refused = String::from_utf8_lossy(&refused.expect("host client").stdout).to_string();
+    assert!(
+        !refused.starts_with("hello"),
+        "the host reached plain's sandbox: {refused}"
+    );
+    assert!(!host_pings(&ns, "10.94.0.2"));
+    assert!(!ns.host_succeeds(&["ip", "link", "show", "tn-plain"]));
+    let from_c = ns.py("c", CONNECT, &["10.94.0.2", &port_b]);
+    assert!(from_c.starts_with("hello_from_10.94.0.3"), "{from_c}");
+
+    // A restarted daemon makes the interface again, with the same addresses.
+    ns.restart_daemon();
+    let link = ns.host(&["ip", "-o", "addr", "show", "dev", "tn-ha"]);
+    assert!(
+        link.contains("10.95.0.2/24") && link.contains("fd00:95::2/64"),
+        "{link}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || host_pings(&ns, a4)),
+        "ping {a4} from the host after a restart"
+    );
+    assert!(host_pings(&ns, a6));
+
+    // `network rm` takes the interface away.
+    ns.t.ok(&["sandbox", "rm", "a", "--force"]);
+    ns.t.ok(&["network", "rm", "ha"]);
+    assert!(
+        !ns.host_succeeds(&["ip", "link", "show", "tn-ha"]),
+        "tn-ha survived network rm"
+    );
+}
+
+/// `host_access` is refused on a rootless daemon, with one line saying why, and nothing is
+/// made; the same network without it is made (positive control).
+#[test]
+fn host_access_is_refused_rootless() {
+    let t = Tapnet::rootless("hacc-rl", "tapnet-test");
+    let err = t.fails(&["network", "create", "ha", "--opt", "host_access=on"]);
+    assert!(err.contains("host_access=on needs a root daemon"), "{err}");
+    assert!(!t.network_names().contains(&"ha".to_string()));
+    t.ok(&["network", "create", "ha"]);
+    assert!(t.network_names().contains(&"ha".to_string()));
+}
+
+/// `system reset` of a daemon with a host interface leaves no interface behind.
+#[test]
+fn system_reset_removes_the_host_interface() {
+    let ns = HostNs::start("hreset", &[]);
+    ns.t.ok(&[
+        "network",
+        "create",
+        "hr",
+        "--subnet",
+        "10.96.0.0/24",
+        "--opt",
+        "host_access=on",
+    ]);
+    assert!(ns.host_succeeds(&["ip", "link", "show", "tn-hr"]));
+    ns.t.ok(&["system", "reset"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !ns
+            .host_succeeds(&["ip", "link", "show", "tn-hr"])),
+        "tn-hr survived system reset"
+    );
+}

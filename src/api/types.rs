@@ -207,6 +207,19 @@ pub struct NetworkView {
     /// The VTEP, peers and remote stations of an overlay network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlayView>,
+    /// The host's interface on the network (`host_access=on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostAccessView>,
+}
+
+/// The host's interface on a `host_access` network: its name in the daemon's namespace and its
+/// addresses with their prefix lengths.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostAccessView {
+    pub interface: String,
+    pub ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -119,6 +119,10 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         ("DNS", dns),
     ];
     let mut fields = fields.to_vec();
+    if let Some(h) = &n.host {
+        let addresses: Vec<String> = h.ipv4.iter().chain(&h.ipv6).cloned().collect();
+        fields.push(("Host", format!("{} ({})", h.interface, list(&addresses))));
+    }
     if let Some(o) = &n.overlay {
         fields.push((
             "VTEP",
@@ -432,7 +436,9 @@ fn stats_table(rows: &[StatsRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{EndpointView, InterfaceView, NatView, OverlayView, RemoteView};
+    use crate::api::types::{
+        EndpointView, HostAccessView, InterfaceView, NatView, OverlayView, RemoteView,
+    };
     use std::collections::BTreeMap;
 
     /// Every scalar leaf of a JSON document, as text (strings unquoted), except those `skip`
@@ -541,6 +547,11 @@ mod tests {
                 arp_answered: 0,
                 nd_answered: 0,
                 remote_endpoints: Vec::new(),
+            }),
+            host: Some(HostAccessView {
+                interface: "tn-backend".into(),
+                ipv4: Some("172.18.5.2/16".into()),
+                ipv6: Some("fd00:a::2/64".into()),
             }),
         }
     }
