@@ -482,7 +482,7 @@ impl Inner {
             mtu: net.mtu,
             nat: !net.internal,
             policy: self.nat_policy.clone(),
-            host_loopback: host_loopback,
+            host_loopback,
             udp_idle: std::time::Duration::from_secs(30),
             limits: crate::gateway::NatLimits::default(),
             // Every bridge gateway runs a DNS server; only its presence matters here.
