@@ -498,6 +498,61 @@ mod tests {
     }
 
     #[test]
+    fn host_access_plans_keep_the_hosts_addresses_in_the_options_and_ipam_skips_them() {
+        let mut state = default_state().unwrap();
+        let dual = |name: &str, options: &[&str]| NetworkCreate {
+            subnet: Some("10.9.0.0/24".into()),
+            ipv6: true,
+            subnet6: Some("fd00:9::/64".into()),
+            ..req(name, options)
+        };
+        let net = plan_network(&dual("h", &["host_access=on"]), &state).unwrap();
+        assert_eq!(
+            net.options.get("host_ip").map(String::as_str),
+            Some("10.9.0.2")
+        );
+        assert_eq!(
+            net.options.get("host_ip6").map(String::as_str),
+            Some("fd00:9::2")
+        );
+        let bridge = net.typed.as_ref().and_then(|t| t.bridge.clone()).unwrap();
+        assert_eq!(bridge.host_ip, Some(Ipv4Addr::new(10, 9, 0, 2)));
+        state.networks.push(net);
+        let used = endpoints::addresses_on(&state, "h");
+        assert!(used.contains(&Ipv4Addr::new(10, 9, 0, 2)), "{used:?}");
+        let used6 = endpoints::addresses6_on(&state, "h");
+        assert!(used6.contains(&"fd00:9::2".parse().unwrap()), "{used6:?}");
+        // Named by the user: kept when in the subnet, refused outside it or beside the gateway.
+        let state = default_state().unwrap();
+        let named = plan_network(
+            &dual("h", &["host_access=on", "host_ip=10.9.0.200"]),
+            &state,
+        )
+        .unwrap();
+        assert_eq!(
+            named.options.get("host_ip").map(String::as_str),
+            Some("10.9.0.200")
+        );
+        for bad in ["host_ip=10.8.0.2", "host_ip=10.9.0.1"] {
+            let err = plan_network(&dual("h", &["host_access=on", bad]), &state)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("option host_ip"), "{bad}: {err}");
+        }
+        // An overlay takes no host interface.
+        let err = plan_network(
+            &NetworkCreate {
+                driver: Some("overlay".into()),
+                ..req("o", &["host_access=on"])
+            },
+            &state,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown option host_access"), "{err}");
+    }
+
+    #[test]
     fn overlay_plans_get_a_unique_vni_and_mtu_1450() {
         let mut state = default_state().unwrap();
         let overlay = |name: &str, vni: Option<u32>| NetworkCreate {
