@@ -233,7 +233,8 @@ fn refused_count(ns: &HostNs, net: &str) -> u64 {
 /// `host_loopback=on` reaches the same servers, over both families.
 #[test]
 fn the_host_loopback_is_closed_by_default_and_opened_per_network() {
-    let mut ns = HostNs::start("hlo", &[]);
+    // The namespace is the test's own: any port is free there.
+    let mut ns = HostNs::start("hlo", &["--metrics", "127.0.0.1:9464"]);
     ns.t.ok(&[
         "network",
         "create",
@@ -285,6 +286,15 @@ fn the_host_loopback_is_closed_by_default_and_opened_per_network() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(gateway["host_loopback_refused"], 4, "{stats}");
+    let scrape = ns.host(&[
+        "python3",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ]);
+    assert!(
+        scrape.contains("tapnet_host_loopback_refused_total{network=\"shut\"} 4"),
+        "{scrape}"
+    );
     // What the gateway serves itself still answers: DNS (here over TCP too), ping.
     let dig =
         ns.t.exec_ok("s", &["dig", "+tcp", "+short", "@10.91.0.1", "s"]);
