@@ -99,7 +99,7 @@ tapnet_rl() {   # tapnet_rl MTU KIND
     local mtu=$1 kind=$2 rt="$WORK/rt-$RANDOM$RANDOM"
     mkdir -p "$rt"; chown "$UID_:$GID_" "$rt"; chmod 700 "$rt"
     local tn=(env "XDG_RUNTIME_DIR=$rt" "${AS[@]}" "$BIN")
-    "${tn[@]}" network create n --mtu "$mtu" >/dev/null
+    "${tn[@]}" network create n --mtu "$mtu" --opt host_loopback=on >/dev/null
     "${tn[@]}" sandbox create a --net n >/dev/null
     "${tn[@]}" sandbox create b --net n >/dev/null
     local holder netns_a netns_b
@@ -116,7 +116,7 @@ tapnet_rl() {   # tapnet_rl MTU KIND
 tapnet_root() {   # tapnet_root MTU KIND
     local mtu=$1 kind=$2 dir="$WORK/root-$RANDOM$RANDOM"
     local tn=("$BIN" --state-dir "$dir")
-    "${tn[@]}" network create n --mtu "$mtu" >/dev/null
+    "${tn[@]}" network create n --mtu "$mtu" --opt host_loopback=on >/dev/null
     "${tn[@]}" sandbox create a --net n >/dev/null
     "${tn[@]}" sandbox create b --net n >/dev/null
     IN_A=(nsenter "--net=$dir/netns/a")

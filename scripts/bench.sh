@@ -530,7 +530,7 @@ setup_nat_tapnet() {
     local mtu=$1
     start_tapnet --nat-allow 127.0.0.0/8
     SW_PIDS=$TN_PID SW_EXTRA="" SRV_ADDR=127.0.0.1
-    "$TAPNET" network create natnet --mtu "$mtu" >/dev/null
+    "$TAPNET" network create natnet --mtu "$mtu" --opt host_loopback=on >/dev/null
     "$TAPNET" sandbox create a --net natnet >/dev/null
     NS_A=$(tn_netns a)
     TARGET=$("$TAPNET" network inspect natnet --format json |
@@ -543,7 +543,8 @@ setup_nat_tapnet6() {
     local mtu=$1
     start_tapnet --nat-allow 127.0.0.0/8
     SW_PIDS=$TN_PID SW_EXTRA="" SRV_ADDR=::1
-    "$TAPNET" network create natnet --mtu "$mtu" --ipv6 --subnet "$TAPNET6_SUBNET" >/dev/null
+    "$TAPNET" network create natnet --mtu "$mtu" --ipv6 --subnet "$TAPNET6_SUBNET" \
+        --opt host_loopback=on >/dev/null
     "$TAPNET" sandbox create a --net natnet >/dev/null
     NS_A=$(tn_netns a)
     TARGET=$("$TAPNET" network inspect natnet --format json |

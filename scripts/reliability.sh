@@ -145,7 +145,7 @@ udp_hammer() {
     silent_udp sink
     local port
     port=$(cat "$STATE/silent.sink")
-    tn network create udp --subnet 10.92.0.0/24 >/dev/null
+    tn network create udp --subnet 10.92.0.0/24 --opt host_loopback=on >/dev/null
     tn sandbox create h --net udp >/dev/null
     tn sandbox create q --net udp >/dev/null
     echo "== $count datagrams from h to the host's loopback, each from a new source port"

@@ -1,7 +1,10 @@
 //! `tapnet demo`: the seed topology from the README, built in a throwaway state dir with real
 //! traffic. Networks backend and frontend; container1 and container2 on backend, container3 on
 //! frontend; then container2 also joins frontend. Every sandbox tries a TCP transfer to every
-//! address of every other sandbox; the table shows what reached what, then the MAC tables.
+//! address of every other sandbox; the table shows what reached what. Then the way to the host:
+//! its loopback at the gateway address, closed on backend (the default) and open on frontend
+//! (`host_loopback=on`), and the host's own address, `host.tapnet.internal`, from everywhere.
+//! Last the MAC tables.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -174,7 +177,7 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     out!("{}", table(&headers, &rows))?;
     // The way out: a server on this host's loopback, reached at each sandbox's gateway address
-    // through the gateway's NAT.
+    // through the gateway's NAT where the network opens it (frontend), refused elsewhere.
     let host = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::Io {
         context: "listen on the host's loopback".into(),
         source: e,
@@ -190,14 +193,25 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
             name: first.network.clone(),
         })?;
         let Some(gateway) = net.gateway else { continue };
+        let open = net
+            .options
+            .get("host_loopback")
+            .map_or("off", String::as_str);
         rows.push(vec![
             sb.name.clone(),
+            format!("{} (host_loopback={open})", net.name),
             format!("{gateway}:{host_port}"),
             probe(&PathBuf::from(&sb.netns), gateway, host_port),
         ]);
     }
-    outln!("\nThe host's 127.0.0.1:{host_port}, reached at the gateway address through NAT:\n")?;
-    out!("{}", table(&["from", "to", "1 MiB transfer"], &rows))?;
+    outln!(
+        "\nThe host's 127.0.0.1:{host_port} at the gateway address (only where the network opens it):\n"
+    )?;
+    out!(
+        "{}",
+        table(&["from", "network", "to", "1 MiB transfer"], &rows)
+    )?;
+    host_by_name(&sandboxes, deadline)?;
     for net in ["backend", "frontend"] {
         let fdb: Vec<FdbRow> = client.call(&Request::Fdb {
             network: net.into(),
@@ -221,10 +235,46 @@ pub fn run(chosen_dir: Option<PathBuf>) -> Result<i32> {
     Ok(0)
 }
 
+/// A server on the host's own (non-loopback) IPv4 address, the one `host.tapnet.internal`
+/// answers with, reached from every sandbox through NAT whatever its network's
+/// `host_loopback`.
+fn host_by_name(sandboxes: &[SandboxView], deadline: Instant) -> Result<()> {
+    let addrs = crate::gateway::dns::HostAddresses::new(None).get(Instant::now());
+    let Some(&host) = addrs.v4.first() else {
+        outln!(
+            "\nThis host has no non-loopback IPv4 address: host.tapnet.internal has no A record."
+        )?;
+        return Ok(());
+    };
+    let listener = TcpListener::bind((host, 0)).map_err(|e| Error::Io {
+        context: format!("listen on the host's {host}"),
+        source: e,
+    })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    accept_transfers(listener, deadline);
+    let rows: Vec<Vec<String>> = sandboxes
+        .iter()
+        .map(|sb| {
+            vec![
+                sb.name.clone(),
+                format!("{host}:{port}"),
+                probe(&PathBuf::from(&sb.netns), host, port),
+            ]
+        })
+        .collect();
+    outln!("\nThe host's own address, as host.tapnet.internal names it, through NAT:\n")?;
+    out!("{}", table(&["from", "to", "1 MiB transfer"], &rows))?;
+    Ok(())
+}
+
 fn build(client: &Client) -> Result<()> {
-    for name in ["backend", "frontend"] {
+    for (name, options) in [
+        ("backend", vec![]),
+        ("frontend", vec!["host_loopback=on".to_string()]),
+    ] {
         client.call_value(&Request::NetworkCreate(NetworkCreate {
             name: name.into(),
+            options,
             ..NetworkCreate::default()
         }))?;
         outln!("network {name} created")?;

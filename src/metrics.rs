@@ -58,6 +58,8 @@ pub struct NetworkSample {
     pub fdb_entries: usize,
     pub nat_tcp_flows: Option<usize>,
     pub nat_udp_flows: Option<usize>,
+    /// The gateway's refusals of the host's loopback (`host_loopback=off`).
+    pub host_loopback_refused: Option<u64>,
     pub dns: Option<std::sync::Arc<DnsStats>>,
 }
 
@@ -276,6 +278,17 @@ pub fn render(snap: &Snapshot) -> String {
             if let Some(v) = v {
                 f.sample(name, &[("network", &n.name), ("proto", proto)], v as u64);
             }
+        }
+    }
+    let name = "tapnet_host_loopback_refused_total";
+    f.head(
+        name,
+        "counter",
+        "Connections and datagrams to the gateway address refused: the network keeps the host's loopback closed.",
+    );
+    for n in &snap.networks {
+        if let Some(v) = n.host_loopback_refused {
+            f.sample(name, &[("network", &n.name)], v);
         }
     }
     let name = "tapnet_dns_queries_total";
@@ -532,6 +545,7 @@ mod tests {
                 fdb_entries: 2,
                 nat_tcp_flows: Some(1),
                 nat_udp_flows: Some(0),
+                host_loopback_refused: Some(3),
                 dns: Some(std::sync::Arc::new(DnsStats::default())),
             }],
         };
@@ -545,6 +559,7 @@ mod tests {
         ));
         assert!(text.contains("violation=\"redirect\"} 0\n"));
         assert!(text.contains("tapnet_network_rx_packets_total{network=\"n\\\"1\"} 3\n"));
+        assert!(text.contains("tapnet_host_loopback_refused_total{network=\"n\\\"1\"} 3\n"));
         assert!(text.contains("tapnet_control_requests_total{kind=\"ping\",result=\"ok\"}"));
         assert!(text.ends_with('\n'));
     }

@@ -28,7 +28,7 @@ fn counters(t: &Tapnet, net: &str) -> (u64, u64, u64) {
 #[test]
 fn local_names_are_dns_queries_not_nat_flows() {
     let mut t = Tapnet::new("dnscount");
-    t.ok(&["network", "create", "n"]);
+    t.ok(&["network", "create", "n", "--opt", "host_loopback=on"]);
     t.ok(&["sandbox", "create", "c1", "--net", "n"]);
     t.ok(&["sandbox", "create", "c2", "--net", "n"]);
     let (flows, queries, local) = counters(&t, "n");

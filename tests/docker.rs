@@ -234,6 +234,9 @@ fn docker_containers_on_a_tapnet_network() {
         "10.231.0.0/24",
         "--gateway",
         "10.231.0.1",
+        // The test reaches a server on the host's loopback at the gateway address.
+        "-o",
+        "host_loopback=on",
         "front",
     ]);
     let front = tapnet_network(&d, "front");

@@ -59,7 +59,7 @@ fn gateway_answers_arp_and_ping_for_its_own_address_only() {
 #[test]
 fn tcp_reaches_the_host_loopback_at_the_gateway_address() {
     let mut t = Tapnet::new("gwtcp");
-    t.ok(&["network", "create", "n"]);
+    t.ok(&["network", "create", "n", "--opt", "host_loopback=on"]);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
     // 10 MB with a matching checksum.
     let (server, port) = t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
@@ -88,7 +88,7 @@ fn tcp_reaches_the_host_loopback_at_the_gateway_address() {
 #[test]
 fn refused_and_forbidden_destinations_fail_at_once() {
     let t = Tapnet::new("gwrefuse");
-    t.ok(&["network", "create", "n"]);
+    t.ok(&["network", "create", "n", "--opt", "host_loopback=on"]);
     t.ok(&["network", "create", "other"]);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
     t.ok(&["sandbox", "create", "b", "--net", "other"]);
@@ -115,7 +115,15 @@ fn refused_and_forbidden_destinations_fail_at_once() {
 #[test]
 fn udp_reaches_the_host_loopback_and_idle_flows_expire() {
     let mut t = Tapnet::new("gwudp");
-    t.ok(&["network", "create", "n", "--opt", "nat_udp_timeout=2"]);
+    t.ok(&[
+        "network",
+        "create",
+        "n",
+        "--opt",
+        "nat_udp_timeout=2",
+        "--opt",
+        "host_loopback=on",
+    ]);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
     let (server, port) = t.spawn_host_server_on_free_port(&["udp-echo", "127.0.0.1", "0", "20"]);
     assert_eq!(
@@ -153,7 +161,15 @@ fn internal_networks_have_no_way_out() {
 #[test]
 fn nat_mss_follows_the_network_mtu() {
     let mut t = Tapnet::new("gwmss");
-    t.ok(&["network", "create", "small", "--mtu", "1400"]);
+    t.ok(&[
+        "network",
+        "create",
+        "small",
+        "--mtu",
+        "1400",
+        "--opt",
+        "host_loopback=on",
+    ]);
     t.ok(&["sandbox", "create", "a", "--net", "small"]);
     let file = t.dir.join("syn.pcap");
     let capture = t

@@ -301,7 +301,15 @@ fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
     let upstream = silent.local_addr().expect("address").to_string();
     let silent_port = silent.local_addr().expect("address").port().to_string();
     let mut daemon = start_daemon_with_upstream(&t, &upstream);
-    t.ok(&["network", "create", "n", "--subnet", "10.78.0.0/24"]);
+    t.ok(&[
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        "10.78.0.0/24",
+        "--opt",
+        "host_loopback=on",
+    ]);
     t.ok(&[
         "network",
         "create",
@@ -312,6 +320,8 @@ fn dns_and_udp_nat_hammering_keeps_fds_and_threads_bounded() {
         "nat_udp_flows_per_sandbox=100000",
         "--opt",
         "nat_udp_flows_per_gateway=100000",
+        "--opt",
+        "host_loopback=on",
     ]);
     for (s, net) in [("h", "n"), ("q", "n"), ("o", "open")] {
         t.ok(&["sandbox", "create", s, "--net", net]);
@@ -427,8 +437,18 @@ fn tcp_nat_caps_refuse_new_flows_and_spare_the_neighbours() {
         "nat_tcp_flows_per_sandbox=20",
         "--opt",
         "nat_tcp_flows_per_gateway=30",
+        "--opt",
+        "host_loopback=on",
     ]);
-    t.ok(&["network", "create", "d", "--subnet", "10.81.0.0/24"]);
+    t.ok(&[
+        "network",
+        "create",
+        "d",
+        "--subnet",
+        "10.81.0.0/24",
+        "--opt",
+        "host_loopback=on",
+    ]);
     for (s, net) in [("h", "n"), ("q", "n"), ("r", "n"), ("x", "d")] {
         t.ok(&["sandbox", "create", s, "--net", net]);
     }

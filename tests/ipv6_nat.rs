@@ -261,6 +261,8 @@ fn dual_stack_tcp_udp_and_ping_reach_the_host_over_ipv6() {
         "--ipv6",
         "--subnet",
         "fd00:e1::/64",
+        "--opt",
+        "host_loopback=on",
     ]);
     ns.t.ok(&["sandbox", "create", "a", "--net", "d6"]);
     let gateway6 = "fd00:e1::1";
@@ -335,6 +337,8 @@ fn nat_allow_takes_ipv6_prefixes_and_the_loopback_follows_127_0_0_1() {
         "--ipv6",
         "--subnet",
         "fd00:e4::/64",
+        "--opt",
+        "host_loopback=on",
     ]);
     ns.t.ok(&["sandbox", "create", "a", "--net", "d6"]);
     let (_, listed) = ns.server(TAKE, &[HOST6]);
@@ -374,6 +378,8 @@ fn an_ipv6_only_networks_sandbox_reaches_the_host_and_resolves_its_siblings() {
         "--no-ipv4",
         "--subnet",
         "fd00:e4::/64",
+        "--opt",
+        "host_loopback=on",
     ]);
     ns.t.ok(&["sandbox", "create", "a", "--net", "o6"]);
     ns.t.ok(&["sandbox", "create", "b", "--net", "o6"]);

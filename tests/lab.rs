@@ -478,7 +478,8 @@ fn trace_explains_what_traffic_then_does() {
         .unwrap_or(0);
     assert!(c_after > c_before, "c got the flooded frame");
 
-    // The gateway: ping answered, TCP to its address is NAT to the host's loopback.
+    // The gateway: ping answered; TCP to its address is refused, the host's loopback being
+    // closed by default (trace_follows_ipv6_destinations opens it and sees the NAT flow).
     let report = t.json(&["trace", "n", "--in", "a", "--dst", "10.61.0.1"]);
     assert!(
         report["gateway"]
@@ -504,7 +505,7 @@ fn trace_explains_what_traffic_then_does() {
         report["gateway"]
             .as_str()
             .unwrap_or("")
-            .contains("TCP flow to 127.0.0.1:5999"),
+            .contains("refused (TCP RST, UDP port unreachable): the network keeps the host's loopback closed (host_loopback=off)"),
         "{report}"
     );
 
@@ -569,7 +570,16 @@ fn trace_follows_ipv6_destinations() {
         ("m6", "10.64.0.0/24", "fd00:64::/64"),
     ] {
         t.ok(&[
-            "network", "create", net, "--subnet", v4, "--ipv6", "--subnet", v6,
+            "network",
+            "create",
+            net,
+            "--subnet",
+            v4,
+            "--ipv6",
+            "--subnet",
+            v6,
+            "--opt",
+            "host_loopback=on",
         ]);
     }
     t.ok(&["network", "create", "n4", "--subnet", "10.65.0.0/24"]);
@@ -622,7 +632,8 @@ fn trace_follows_ipv6_destinations() {
         assert_eq!(l["frame"]["dst_ip6"], "fd00:63::3", "{l}");
     }
 
-    // The IPv6 gateway answers the ping itself; TCP to it is NAT to the host's ::1.
+    // The IPv6 gateway answers the ping itself; TCP to it is NAT to the host's ::1
+    // (host_loopback=on).
     let report = t.json(&["trace", "n", "--in", "a", "--dst", "fd00:63::1"]);
     assert_eq!(report["outputs"][0]["port"], "gateway", "{report}");
     assert!(verdict(&report).contains("answers the ping"), "{report}");

@@ -34,7 +34,8 @@ fn host(tag: &str) -> Host {
 }
 
 /// Create overlay network `name` (VNI `vni`, `subnet`, addresses from `range`) on `h`,
-/// peering with `peers`.
+/// peering with `peers`; its gateway address leads to the host's loopback (the NAT test's
+/// server listens there).
 fn overlay(h: &Host, name: &str, vni: u32, subnet: &str, range: &str, peers: &[&str]) {
     let vtep = format!("vtep={}", h.vtep);
     let peers = format!("peers={}", peers.join(","));
@@ -55,6 +56,8 @@ fn overlay(h: &Host, name: &str, vni: u32, subnet: &str, range: &str, peers: &[&
         &vtep,
         "--opt",
         &peers,
+        "--opt",
+        "host_loopback=on",
     ]);
 }
 

@@ -92,7 +92,7 @@ fn seed_topology_with_live_connect_tcp_and_names() {
 #[test]
 fn nat_published_ports_and_capture_as_the_user() {
     let mut t = Tapnet::rootless("rl-nat", USER);
-    t.ok(&["network", "create", "n"]);
+    t.ok(&["network", "create", "n", "--opt", "host_loopback=on"]);
     let web = free_port();
     let publish = format!("{web}:80");
     t.ok(&["sandbox", "create", "a", "--net", "n", "-p", &publish]);

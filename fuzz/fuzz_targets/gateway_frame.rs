@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
         mtu: 1500,
         nat: data.first().is_some_and(|b| b & 1 == 1),
         policy,
+        host_loopback: true,
         udp_idle: Duration::from_secs(30),
         limits: tapnet::gateway::NatLimits::default(),
         dns: Some((

@@ -213,6 +213,19 @@ pub struct NetworkView {
     /// The VTEP, peers and remote stations of an overlay network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlayView>,
+    /// The host's interface on the network (`host_access=on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostAccessView>,
+}
+
+/// The host's interface on a `host_access` network: its name in the daemon's namespace and its
+/// addresses with their prefix lengths.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostAccessView {
+    pub interface: String,
+    pub ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -290,6 +303,10 @@ pub struct NatView {
     /// Host peers the network's published UDP ports remember (they expire when idle).
     #[serde(default)]
     pub published_udp_peers: usize,
+    /// TCP connections and UDP datagrams to the gateway address refused because the network
+    /// keeps the host's loopback closed (`host_loopback=off`).
+    #[serde(default)]
+    pub host_loopback_refused: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -392,4 +409,8 @@ pub struct StatsRow {
     /// Source MACs not learned: the port owns its limit of stations, or the table is full.
     #[serde(default)]
     pub learn_refused: u64,
+    /// The gateway's port only: connections and datagrams to the gateway address refused
+    /// because the network keeps the host's loopback closed (`host_loopback=off`).
+    #[serde(default)]
+    pub host_loopback_refused: u64,
 }

@@ -254,7 +254,11 @@ pub enum NetworkCmd {
         /// nat_udp_flows_per_sandbox=N [default: 256], nat_udp_flows_per_gateway=N
         /// [default: 1024], nat_tcp_flows_per_sandbox=N [default: 128],
         /// nat_tcp_flows_per_gateway=N [default: 512], nat_udp_peers=N (host peers of a
-        /// published UDP port [default: 1024]). Overlay also: vtep=ADDR[:PORT] (this host's VXLAN
+        /// published UDP port [default: 1024]), host_loopback=on|off (the gateway address leads
+        /// to the host's loopback [default: off]), host_access=on|off (bridge, root: the host
+        /// gets an interface tn-NAME with an address of the network [default: off]),
+        /// host_ip=ADDR, host_ip6=ADDR (that interface's addresses [default: the first free]).
+        /// Overlay also: vtep=ADDR[:PORT] (this host's VXLAN
         /// endpoint [default: the daemon's --vtep]), peers=ADDR[:PORT],... (the other hosts'
         /// VTEPs, port 4789 if left out [default: none]).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
@@ -1067,6 +1071,8 @@ mod tests {
             "nat_tcp_flows_per_sandbox=N",
             "nat_tcp_flows_per_gateway=N",
             "nat_udp_peers=N",
+            "host_loopback=on|off",
+            "host_access=on|off",
             "vtep=ADDR[:PORT]",
             "peers=ADDR[:PORT],...",
         ] {

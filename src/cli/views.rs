@@ -82,12 +82,13 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         |nat| {
             format!(
                 "{} TCP, {} UDP, {} published-UDP peers (refused at a cap: {} TCP; evicted: {} \
-                 UDP)",
+                 UDP; refused to the host's loopback: {})",
                 nat.tcp_flows,
                 nat.udp_flows,
                 nat.published_udp_peers,
                 nat.tcp_refused,
                 nat.udp_evicted,
+                nat.host_loopback_refused,
             )
         },
     );
@@ -118,6 +119,10 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         ("DNS", dns),
     ];
     let mut fields = fields.to_vec();
+    if let Some(h) = &n.host {
+        let addresses: Vec<String> = h.ipv4.iter().chain(&h.ipv6).cloned().collect();
+        fields.push(("Host", format!("{} ({})", h.interface, list(&addresses))));
+    }
     if let Some(o) = &n.overlay {
         fields.push((
             "VTEP",
@@ -370,6 +375,24 @@ pub fn stats(rows: &[StatsRow], format: Format) -> String {
             &reasons,
         ));
     }
+    let loopback: Vec<Vec<String>> = rows
+        .iter()
+        .filter(|r| r.host_loopback_refused > 0)
+        .map(|r| {
+            vec![
+                r.network.clone(),
+                r.port.clone(),
+                r.host_loopback_refused.to_string(),
+            ]
+        })
+        .collect();
+    if !loopback.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["NETWORK", "PORT", "HOST LOOPBACK REFUSED"],
+            &loopback,
+        ));
+    }
     out
 }
 
@@ -417,7 +440,9 @@ fn stats_table(rows: &[StatsRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{EndpointView, InterfaceView, NatView, OverlayView, RemoteView};
+    use crate::api::types::{
+        EndpointView, HostAccessView, InterfaceView, NatView, OverlayView, RemoteView,
+    };
     use std::collections::BTreeMap;
 
     /// Every scalar leaf of a JSON document, as text (strings unquoted), except those `skip`
@@ -505,6 +530,7 @@ mod tests {
                 dns_queries: 73,
                 dns_local_answers: 79,
                 published_udp_peers: 29,
+                host_loopback_refused: 83,
             }),
             overlay: Some(OverlayView {
                 vtep: "127.0.0.2:4789".into(),
@@ -525,6 +551,11 @@ mod tests {
                 arp_answered: 0,
                 nd_answered: 0,
                 remote_endpoints: Vec::new(),
+            }),
+            host: Some(HostAccessView {
+                interface: "tn-backend".into(),
+                ipv4: Some("172.18.5.2/16".into()),
+                ipv6: Some("fd00:a::2/64".into()),
             }),
         }
     }
@@ -635,6 +666,7 @@ mod tests {
             ]
             .into(),
             learn_refused: seed + 11,
+            host_loopback_refused: seed + 14,
         }
     }
 

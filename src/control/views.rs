@@ -45,7 +45,27 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
             .collect(),
         nat: None,
         overlay: None,
+        host: host_access_view(net),
     }
+}
+
+/// The host's interface of a `host_access` network, as its options keep it.
+fn host_access_view(net: &Network) -> Option<crate::api::types::HostAccessView> {
+    let bridge = net
+        .typed
+        .as_ref()
+        .and_then(|t| t.bridge.as_ref())
+        .filter(|b| b.host_access)?;
+    let with_prefix = |ip: String, prefix: Option<u8>| prefix.map(|p| format!("{ip}/{p}"));
+    Some(crate::api::types::HostAccessView {
+        interface: crate::drivers::bridge::host_interface(&net.name),
+        ipv4: bridge
+            .host_ip
+            .and_then(|ip| with_prefix(ip.to_string(), net.subnet.map(|s| s.prefix))),
+        ipv6: bridge
+            .host_ip6
+            .and_then(|ip| with_prefix(ip.to_string(), net.subnet6.map(|s| s.prefix))),
+    })
 }
 
 /// Endpoints dockerd made on `net` through tapnet's Docker plugin: the sandbox is shown as

@@ -32,32 +32,44 @@ pub struct TapSpec {
 /// Create and configure the endpoint's TAP inside `netns`; the returned fds (one per queue)
 /// are its switch port.
 pub fn create_tap(netns: &Path, spec: TapSpec) -> Result<Vec<OwnedFd>> {
-    in_netns(netns, move || {
-        let fds = open_tap_queues(&spec.interface, spec.offload, spec.queues)?;
-        let index = link_index(&spec.interface)?;
-        // Before the link is up, so that it never takes an RA and its link-local is EUI-64
-        // (the namespace's `all` and `default` are set when it is made: `loopback_up`).
-        set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
-        let mut nl = Netlink::open()?;
-        let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
-        nl.set_link(
-            index,
-            &spec.interface,
-            &LinkSettings {
-                mac: Some(spec.mac),
-                mtu: Some(spec.mtu),
-                txqueuelen,
-                up: true,
-            },
-        )?;
-        if let Some((ip, prefix)) = spec.ipv4 {
-            nl.add_address(index, &spec.interface, ip, prefix)?;
-        }
-        if let Some((ip, prefix)) = spec.ipv6 {
-            nl.add_address6(index, &spec.interface, ip, prefix)?;
-        }
-        Ok(fds)
-    })
+    in_netns(netns, move || make_tap(spec))
+}
+
+/// A network's interface for the host (`host_access=on`): the TAP made and configured as a
+/// sandbox's, but in the daemon's own namespace. Its addresses bring the connected routes of
+/// the network's subnets; it takes no Router Advertisement (the gateway's would give the host
+/// a default route through the network). Not persistent: it goes when its fds close (the
+/// network removed, the daemon stopped) and a restarted daemon makes it again.
+pub fn create_host_access_tap(spec: TapSpec) -> Result<Vec<OwnedFd>> {
+    make_tap(spec)
+}
+
+/// Create and configure a TAP in the calling thread's namespace.
+fn make_tap(spec: TapSpec) -> Result<Vec<OwnedFd>> {
+    let fds = open_tap_queues(&spec.interface, spec.offload, spec.queues)?;
+    let index = link_index(&spec.interface)?;
+    // Before the link is up, so that it never takes an RA and its link-local is EUI-64
+    // (the namespace's `all` and `default` are set when it is made: `loopback_up`).
+    set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
+    let mut nl = Netlink::open()?;
+    let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
+    nl.set_link(
+        index,
+        &spec.interface,
+        &LinkSettings {
+            mac: Some(spec.mac),
+            mtu: Some(spec.mtu),
+            txqueuelen,
+            up: true,
+        },
+    )?;
+    if let Some((ip, prefix)) = spec.ipv4 {
+        nl.add_address(index, &spec.interface, ip, prefix)?;
+    }
+    if let Some((ip, prefix)) = spec.ipv6 {
+        nl.add_address6(index, &spec.interface, ip, prefix)?;
+    }
+    Ok(fds)
 }
 
 /// A TAP in the daemon's own namespace, with its MAC and MTU, left down: a Docker endpoint's

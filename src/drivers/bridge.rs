@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 
-use super::{Ctx, Device, DevicePlan, NetOptions, NetworkDriver, Options, check_keys};
+use super::{Ctx, Device, DevicePlan, NetOptions, NetworkDriver, Options, Switch, check_keys};
 use crate::control::model::{Endpoint, Network};
 use crate::control::wiring::TapSpec;
 use crate::datapath::fdb::PortId;
@@ -20,6 +20,9 @@ pub use super::options::BridgeOptions;
 /// Label of a network's gateway port in `stats` and `fdb`.
 pub const GATEWAY_PORT: &str = "gateway";
 
+/// Label of a network's host port (`host_access=on`) in `stats` and `fdb`.
+pub const HOST_PORT: &str = "host";
+
 /// Every `--opt` key of a bridge network.
 pub const KEYS: &[&str] = &[
     "mac_aging",
@@ -31,7 +34,15 @@ pub const KEYS: &[&str] = &[
     "nat_tcp_flows_per_sandbox",
     "nat_tcp_flows_per_gateway",
     "nat_udp_peers",
+    // Reachability of and from the host.
+    "host_loopback",
+    "host_access",
+    "host_ip",
+    "host_ip6",
 ];
+
+/// Keys of the host's interface (`host_access`): a bridge network's own, not an overlay's.
+pub const HOST_ACCESS_KEYS: &[&str] = &["host_access", "host_ip", "host_ip6"];
 
 pub struct Bridge;
 
@@ -59,6 +70,14 @@ impl NetworkDriver for Bridge {
     }
     fn setup_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         add_switch(ctx, net)
+    }
+    fn take_network(&self, ctx: &mut Ctx<'_>, name: &str) -> Switch {
+        Switch {
+            gateway: ctx.gateways.remove(name),
+            // The host's interface goes with its port's fds.
+            ports: ctx.ports.remove(&host_port_key(name)).into_iter().collect(),
+            net: ctx.nets.remove(name),
+        }
     }
     fn plan_device(&self, ctx: &Ctx<'_>, ep: &Endpoint, net: &Network) -> Result<DevicePlan> {
         plan_tap(ctx, ep, net)
@@ -123,6 +142,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         mtu: net.mtu,
         nat: !net.internal,
         policy: ctx.nat_policy.clone(),
+        host_loopback: opts.host_loopback,
         udp_idle: std::time::Duration::from_secs(u64::from(opts.udp_idle_s)),
         limits: opts.nat,
         dns: None,
@@ -143,7 +163,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
             .collect()
     };
     let started = gateway_port().and_then(|(switch_end, gateway_end)| {
-        let dns = DnsServer::start(&net.name, upstreams)?;
+        let dns = DnsServer::start_with(&net.name, upstreams, Some(ctx.nat_policy.clone()))?;
         // The gateway speaks for many addresses (NAT replies): no port security.
         let port = ctx
             .dp
@@ -159,15 +179,96 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
     match started {
         Ok(gw) => {
             ctx.gateways.insert(net.name.clone(), gw);
-            Ok(())
         }
         Err(e) => {
             if let Some(id) = ctx.nets.remove(&net.name) {
                 ctx.dp.remove_network(id);
             }
-            Err(e)
+            return Err(e);
         }
     }
+    if opts.host_access {
+        match add_host_port(ctx, net, &opts) {
+            Ok(port) => {
+                ctx.ports.insert(host_port_key(&net.name), port);
+            }
+            Err(e) => {
+                // Undo the switch and its gateway: the network is not made (or not restored).
+                if let Some((port, gw)) = ctx.gateways.remove(&net.name) {
+                    drop(gw);
+                    ctx.dp.remove_port(port);
+                }
+                if let Some(id) = ctx.nets.remove(&net.name) {
+                    ctx.dp.remove_network(id);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a network's host port is kept among the endpoints' ports: no sandbox has an empty
+/// name.
+fn host_port_key(network: &str) -> (String, String) {
+    (String::new(), network.to_string())
+}
+
+/// The name of network `network`'s interface in the host's namespace: `tn-NAME` when that
+/// fits in 15 bytes, else `tn-`, the name's first 6 bytes, `-` and 5 hex digits of a stable
+/// hash (FNV-1a) of the whole name, so long names that share a beginning still differ.
+pub fn host_interface(network: &str) -> String {
+    let plain = format!("tn-{network}");
+    if plain.len() < libc::IFNAMSIZ {
+        return plain;
+    }
+    let hash = network.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut head = String::new();
+    for c in network.chars() {
+        if head.len() + c.len_utf8() > 6 {
+            break;
+        }
+        head.push(c);
+    }
+    format!("tn-{head}-{:05x}", hash & 0xf_ffff)
+}
+
+/// Make the host's TAP of a `host_access` network in the daemon's namespace, with the
+/// addresses its options keep, and wire it to the switch as a station under port security.
+fn add_host_port(ctx: &Ctx<'_>, net: &Network, opts: &BridgeOptions) -> Result<PortId> {
+    let ipv4 = net.subnet.and(opts.host_ip);
+    let ipv6 = net.subnet6.and(opts.host_ip6);
+    let mac = match (ipv4, ipv6) {
+        (Some(v4), _) => MacAddr::from_ipv4(v4),
+        (None, Some(v6)) => MacAddr::from_ipv4(Ipv4Addr::from(u128::from(v6) as u32)),
+        (None, None) => {
+            return Err(Error::invalid(format!(
+                "network {}: host_access=on but no host address (host_ip, host_ip6)",
+                net.name
+            )));
+        }
+    };
+    let interface = host_interface(&net.name);
+    let spec = tap_spec(ctx, net, interface.clone(), mac, ipv4, ipv6)?;
+    let fds = crate::control::wiring::create_host_access_tap(spec).map_err(|e| {
+        Error::invalid(format!(
+            "network {}: host interface {interface}: {e}",
+            net.name
+        ))
+    })?;
+    attach(
+        ctx,
+        net,
+        Tap {
+            label: HOST_PORT.to_string(),
+            mac,
+            ipv4: ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ipv6,
+            fds: TapFds::Queues(fds),
+        },
+    )
 }
 
 /// A switched network's bridge options (as validated with it).
@@ -352,6 +453,24 @@ mod tests {
             builtin: false,
             plugin: None,
         }
+    }
+
+    #[test]
+    fn host_interfaces_are_tn_and_the_name_or_a_stable_hash_of_a_long_one() {
+        assert_eq!(host_interface("backend"), "tn-backend");
+        assert_eq!(host_interface("twelve-chars"), "tn-twelve-chars");
+        let long = host_interface("thirteen-char");
+        assert_eq!(long.len(), 15, "{long}");
+        assert!(long.starts_with("tn-thirte-"), "{long}");
+        assert_eq!(long, host_interface("thirteen-char"), "stable");
+        assert_ne!(
+            host_interface("thirteen-chas"),
+            long,
+            "names that share a beginning"
+        );
+        // Multi-byte characters are never cut in half.
+        let wide = host_interface("ééééééééééé");
+        assert!(wide.len() < libc::IFNAMSIZ, "{wide}");
     }
 
     #[test]

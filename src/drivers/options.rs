@@ -79,6 +79,15 @@ pub struct BridgeOptions {
     pub max_macs_per_port: u32,
     /// `nat_{udp,tcp}_flows_per_{sandbox,gateway}=N`, `nat_udp_peers=N`: the gateway's caps.
     pub nat: NatLimits,
+    /// `host_loopback=on|off`: does the gateway address lead to the host's loopback?
+    pub host_loopback: bool,
+    /// `host_access=on|off`: does the host get an interface on the network?
+    pub host_access: bool,
+    /// `host_ip=ADDR`, `host_ip6=ADDR`: the host interface's addresses. The daemon picks them
+    /// from IPAM when the network is made (a user may name them) and keeps them in the option
+    /// map, so a restarted daemon gives the interface the same ones.
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_ip6: Option<std::net::Ipv6Addr>,
 }
 
 impl BridgeOptions {
@@ -98,22 +107,49 @@ impl BridgeOptions {
         set("nat_tcp_flows_per_sandbox", &mut nat.tcp.per_sandbox)?;
         set("nat_tcp_flows_per_gateway", &mut nat.tcp.per_gateway)?;
         set("nat_udp_peers", &mut nat.published_udp_peers)?;
+        let host_access = on_off(options, "host_access", false)?;
+        let host_ip = parsed_ip(options, "host_ip")?;
+        let host_ip6 = parsed_ip(options, "host_ip6")?;
+        if !host_access && (host_ip.is_some() || host_ip6.is_some()) {
+            return Err(Error::invalid(
+                "options host_ip and host_ip6 need host_access=on",
+            ));
+        }
         Ok(BridgeOptions {
             mac_aging_s: secs("mac_aging")?.unwrap_or(DEFAULT_AGING_SECS),
             udp_idle_s: secs("nat_udp_timeout")?.unwrap_or(DEFAULT_UDP_IDLE_SECS),
-            port_security: match options.get("port_security").map(String::as_str) {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(v) => {
-                    return Err(Error::invalid(format!(
-                        "option port_security={v}: expected on or off"
-                    )));
-                }
-            },
+            port_security: on_off(options, "port_security", true)?,
             max_macs_per_port: option_positive(options, "max_macs_per_port", "a number")?
                 .unwrap_or(DEFAULT_PORT_LIMIT),
             nat,
+            host_loopback: on_off(options, "host_loopback", false)?,
+            host_access,
+            host_ip,
+            host_ip6,
         })
+    }
+}
+
+/// A `--opt KEY=ADDR` address of type `T` (IPv4 or IPv6): `None` when absent.
+fn parsed_ip<T: std::str::FromStr>(options: &Options, key: &str) -> Result<Option<T>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| Error::invalid(format!("option {key}={v}: expected an address")))
+        })
+        .transpose()
+}
+
+/// A `--opt KEY=on|off` switch, `default` when absent.
+pub fn on_off(options: &Options, key: &str, default: bool) -> Result<bool> {
+    match options.get(key).map(String::as_str) {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(Error::invalid(format!(
+            "option {key}={v}: expected on or off"
+        ))),
     }
 }
 
@@ -213,6 +249,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("port_security=of"), "{err}");
+    }
+
+    #[test]
+    fn host_loopback_and_host_access_are_off_unless_asked() {
+        let d = BridgeOptions::parse(&Options::new()).unwrap();
+        assert!(!d.host_loopback && !d.host_access);
+        let on =
+            BridgeOptions::parse(&opts(&[("host_loopback", "on"), ("host_access", "on")])).unwrap();
+        assert!(on.host_loopback && on.host_access);
+        let err = BridgeOptions::parse(&opts(&[("host_loopback", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host_loopback=yes"), "{err}");
+        let with_ip = opts(&[
+            ("host_access", "on"),
+            ("host_ip", "10.0.0.2"),
+            ("host_ip6", "fd00::2"),
+        ]);
+        let p = BridgeOptions::parse(&with_ip).unwrap();
+        assert_eq!(p.host_ip, Some(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!(p.host_ip6, Some("fd00::2".parse().unwrap()));
+        let err = BridgeOptions::parse(&opts(&[("host_ip", "10.0.0.2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("need host_access=on"), "{err}");
+        let err = BridgeOptions::parse(&opts(&[("host_access", "on"), ("host_ip6", "10.0.0.2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host_ip6=10.0.0.2"), "{err}");
     }
 
     #[test]

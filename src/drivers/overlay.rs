@@ -28,7 +28,12 @@ pub use super::options::{OverlayOptions, parse_vtep_addr};
 
 /// An overlay network's `--opt` keys: the bridge's and its own.
 pub fn keys() -> Vec<&'static str> {
-    let mut k = bridge::KEYS.to_vec();
+    // No host interface: an overlay spans hosts, and its addresses are shared among them.
+    let mut k: Vec<&str> = bridge::KEYS
+        .iter()
+        .copied()
+        .filter(|k| !bridge::HOST_ACCESS_KEYS.contains(k))
+        .collect();
     k.extend(["vtep", "peers"]);
     k
 }

@@ -152,6 +152,7 @@ mod tests {
             mtu: 1500,
             nat,
             policy,
+            host_loopback: true,
             udp_idle: Duration::from_secs(30),
             limits: crate::gateway::NatLimits::default(),
             dns: Some((

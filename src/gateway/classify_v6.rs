@@ -218,6 +218,7 @@ pub(crate) mod tests {
             mtu: 1500,
             nat: true,
             policy: NatPolicy::new(Vec::new(), Vec::new()),
+            host_loopback: true,
             udp_idle: Duration::from_secs(30),
             limits: crate::gateway::NatLimits::default(),
             dns: Some((

@@ -325,6 +325,11 @@ impl Engine {
 
     fn tcp_syn(&mut self, tuple: TcpTuple, len: usize) {
         let dns = self.is_dns(tuple.2, tuple.3);
+        if !dns && self.loopback_closed(self.config.is_gateway(tuple.2)) {
+            // No listener of smoltcp's: it answers RST.
+            self.feed_stack(len);
+            return;
+        }
         if !self.config.nat && !dns {
             // Internal network: not even the gateway address leads to the host.
             self.feed_stack(len);
@@ -353,6 +358,19 @@ impl Engine {
             // Could not even start connecting: refuse (smoltcp answers the SYN with RST).
             Err(_) => self.feed_stack(len),
         }
+    }
+
+    /// Is this packet to the gateway address (`to_gateway`), and not for anything the gateway
+    /// serves itself, to be refused because the network keeps the host's loopback closed?
+    /// Counts the refusal.
+    pub(super) fn loopback_closed(&self, to_gateway: bool) -> bool {
+        let closed = to_gateway && !self.config.host_loopback;
+        if closed {
+            self.stats
+                .host_loopback_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        closed
     }
 
     /// Has the host socket of a held SYN connected, or failed? Then feed the SYN to smoltcp,
@@ -614,6 +632,11 @@ impl Engine {
         if self.is_dns(tuple.2, tuple.3) && self.dns.is_some() {
             let sandbox = SocketAddr::V4(SocketAddrV4::new(tuple.0, tuple.1));
             self.dns_query(sandbox, src_mac, (start, end));
+            return;
+        }
+        if self.loopback_closed(self.config.is_gateway(tuple.2)) {
+            // No socket of smoltcp's on that port: it answers ICMP port unreachable.
+            self.feed_stack(end);
             return;
         }
         let target = self.target(tuple.2, tuple.3);

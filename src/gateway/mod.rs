@@ -2,7 +2,9 @@
 //! owns the gateway address. It answers ARP and ping for that address, and carries sandboxes'
 //! TCP and UDP to the daemon's network namespace through host sockets (outbound NAT, as
 //! slirp4netns and pasta do, so it needs no privileges). Connections to the gateway address
-//! reach the host's loopback.
+//! reach the host's loopback only where the network asks (`host_loopback`); elsewhere, on a
+//! port the gateway does not serve itself, they are refused (RST, port unreachable) and
+//! counted.
 //!
 //! On a network with IPv6 (`GatewayConfig::ipv6`) it also owns an IPv6 address and the
 //! link-local address of its MAC: it answers neighbour discovery and ping for them, advertises
@@ -49,6 +51,9 @@ pub struct GatewayConfig {
     /// Outbound NAT (false on `--internal` networks: no way out).
     pub nat: bool,
     pub policy: policy::NatPolicy,
+    /// Does the gateway address lead to the host's loopback (`--opt host_loopback=on`)? Off,
+    /// TCP and UDP to it (but DNS) are refused.
+    pub host_loopback: bool,
     /// Idle time after which a UDP flow (or a published UDP port's peer) is forgotten.
     pub udp_idle: std::time::Duration,
     /// Caps on what sandboxes can make the gateway hold.
@@ -106,6 +111,9 @@ pub struct GatewayStats {
     pub udp_evicted: AtomicUsize,
     /// Host peers the published UDP ports remember.
     pub published_udp_peers: AtomicUsize,
+    /// TCP connections and UDP datagrams to the gateway address refused because the network
+    /// keeps the host's loopback closed (`host_loopback=off`).
+    pub host_loopback_refused: AtomicUsize,
 }
 
 pub struct Gateway {
@@ -234,6 +242,7 @@ mod tests {
             mtu: 1500,
             nat: false,
             policy: policy::NatPolicy::new(Vec::new(), Vec::new()),
+            host_loopback: true,
             udp_idle: std::time::Duration::from_secs(30),
             limits: NatLimits::default(),
             dns: None,

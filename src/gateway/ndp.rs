@@ -21,6 +21,8 @@ pub const DST_UNREACHABLE: u8 = 1;
 /// 3.1). Linux makes it a hard error (EACCES), so a connect() fails at once, as a TCP RST
 /// makes it fail on IPv4, and the client moves on to an IPv4 address.
 pub const ADMIN_PROHIBITED: u8 = 1;
+/// Destination Unreachable's code for a port nothing listens on.
+pub const PORT_UNREACHABLE: u8 = 4;
 /// Error messages carry as much of the packet that caused them as fits in the minimum IPv6
 /// MTU (RFC 4443 section 2.4 (c)).
 const MIN_MTU: usize = 1280;
@@ -137,17 +139,18 @@ pub fn echo_reply(
     finish_icmpv6(out);
 }
 
-/// Destination Unreachable (administratively prohibited) from `from` to `asker`, quoting
+/// Destination Unreachable (`code`: administratively prohibited, port unreachable) from `from`
+/// to `asker`, quoting
 /// `invoking`, the IPv6 packet it refuses (header onwards), cut to the minimum MTU.
 pub fn unreachable(
     out: &mut Vec<u8>,
     gateway_mac: MacAddr,
-    from: Ipv6Addr,
-    (asker, asker_mac): (Ipv6Addr, MacAddr),
+    (from, (asker, asker_mac)): (Ipv6Addr, (Ipv6Addr, MacAddr)),
     invoking: &[u8],
+    code: u8,
 ) {
     begin_icmpv6(out, (gateway_mac, asker_mac), (from, asker), 64);
-    out.extend_from_slice(&[DST_UNREACHABLE, ADMIN_PROHIBITED, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[DST_UNREACHABLE, code, 0, 0, 0, 0, 0, 0]);
     let room = MIN_MTU - IPV6_HDR_LEN - 8;
     out.extend_from_slice(&invoking[..invoking.len().min(room)]);
     finish_icmpv6(out);
@@ -265,7 +268,13 @@ mod tests {
         let asker: Ipv6Addr = "fd00::2".parse().unwrap();
         let invoking = vec![0x60; 3000];
         let mut out = Vec::new();
-        unreachable(&mut out, GW, ours, (asker, SB), &invoking);
+        unreachable(
+            &mut out,
+            GW,
+            (ours, (asker, SB)),
+            &invoking,
+            ADMIN_PROHIBITED,
+        );
         assert_eq!(out.len() - ETH_HDR_LEN, MIN_MTU);
         let ip = Ipv6Packet::new_checked(&out[ETH_HDR_LEN..]).unwrap();
         let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();

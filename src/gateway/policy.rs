@@ -4,7 +4,9 @@
 //!
 //! The same for IPv6: the controller names the networks' IPv6 prefixes too, and the allow list
 //! takes IPv6 prefixes beside IPv4 ones. The host's loopback `::1` (where connections to a
-//! gateway's IPv6 address go) follows the rule of 127.0.0.1, as the issue of IPv6 NAT asks.
+//! gateway's IPv6 address go on a network with `host_loopback=on`) follows the rule of
+//! 127.0.0.1. Whether the gateway address leads to the loopback at all is the network's
+//! choice (`GatewayConfig::host_loopback`), checked before this policy.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};

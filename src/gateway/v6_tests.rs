@@ -342,6 +342,45 @@ fn what_the_gateway_cannot_carry_gets_destination_unreachable() {
     drop(h.gateway);
 }
 
+/// With `host_loopback` off, TCP to the gateway's address gets RST and UDP port unreachable at
+/// once, each counted, though a listener and a socket wait on the host's `::1` (the test above
+/// reaches the same kind of server with the option on).
+#[test]
+fn with_the_host_loopback_closed_the_gateway_address_refuses_and_counts() {
+    let mut c = config(true);
+    c.host_loopback = false;
+    let h = start_with(c);
+    let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let to = SocketAddrV6::new(gw6(), listener.local_addr().unwrap().port(), 0, 0);
+    h.send(&tcp6_segment(to, (1000, None), true, b""));
+    let is_tcp = |f: &[u8]| tcp6_from_gateway(f).is_some();
+    let frame = h
+        .expect(Duration::from_secs(3), is_tcp, &mut |_| {})
+        .expect("an answer to the SYN");
+    let (rst, _, from) = tcp6_from_gateway(&frame).unwrap();
+    assert!(rst.rst && !rst.syn, "{rst:?}");
+    assert_eq!(from, gw6());
+    let echo = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    echo.set_nonblocking(true).unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let datagram = udp6(gw6(), port, b"to the loopback?");
+    h.send(&datagram);
+    let frame = h.expect_icmp(super::ndp::DST_UNREACHABLE);
+    let (dst_mac, src, dst, _, icmp) = decode(&frame);
+    assert_eq!(
+        (dst_mac, src, dst),
+        (EthernetAddress(SB_MAC.0), gw6(), sb6())
+    );
+    assert_eq!(icmp[1], super::ndp::PORT_UNREACHABLE);
+    assert_eq!(&icmp[8..], &datagram[14..], "the refused datagram, whole");
+    let refused = &h.gateway.stats.host_loopback_refused;
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert!(listener.accept().is_err(), "nothing reached the listener");
+    assert!(echo.recv_from(&mut [0u8; 64]).is_err(), "nor the socket");
+    drop(h.gateway);
+}
+
 /// A TCP segment from the sandbox (port 40000) to `dst`: `flags` (etherparse's builder).
 fn tcp6_segment(
     dst: SocketAddrV6,

@@ -533,6 +533,7 @@ b = "db"
                     endpoints: vec![],
                     nat: None,
                     overlay: None,
+                    host: None,
                 }),
                 Action::CreateSandbox(spec) => {
                     let mut interfaces = Vec::new();

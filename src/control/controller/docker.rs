@@ -436,8 +436,11 @@ impl Inner {
         let ipv6 = match (given6, net.subnet6, net.gateway6) {
             (Some(ip6), _, _) => Some(ip6),
             (None, Some(subnet6), Some(gateway6)) => {
-                let used: std::collections::HashSet<Ipv6Addr> =
-                    docker_endpoints().filter_map(|e| e.ipv6).collect();
+                // (The host's interface, with host_access=on, holds one too.)
+                let used: std::collections::HashSet<Ipv6Addr> = docker_endpoints()
+                    .filter_map(|e| e.ipv6)
+                    .chain(super::endpoints::addresses6_on(&self.state, &network))
+                    .collect();
                 Some(crate::control::ipam6::allocate(
                     subnet6, gateway6, &used, None,
                 )?)

@@ -14,6 +14,7 @@ pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
                 .filter(|a| a.network == network)
                 .filter_map(|a| a.ipv4),
         )
+        .chain(host_access(state, network).and_then(|b| b.host_ip))
         .collect()
 }
 
@@ -47,6 +48,15 @@ pub(super) fn station_mac(
     Ok(mac)
 }
 
+/// A network's bridge options when it gives the host an interface (its addresses are taken).
+fn host_access<'a>(state: &'a State, network: &str) -> Option<&'a drivers::bridge::BridgeOptions> {
+    state
+        .network(network)
+        .and_then(|n| n.typed.as_ref())
+        .and_then(|t| t.bridge.as_ref())
+        .filter(|b| b.host_access)
+}
+
 /// The IPv4 and IPv6 addresses a request asks for (`--ip`, `--ip6`).
 pub(super) type Wanted<'a> = (Option<&'a str>, Option<&'a str>);
 
@@ -62,6 +72,7 @@ pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::I
                 .filter(|a| a.network == network)
                 .filter_map(|a| a.ipv6),
         )
+        .chain(host_access(state, network).and_then(|b| b.host_ip6))
         .collect()
 }
 

@@ -75,6 +75,13 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         (Some(subnet), Some(gateway))
     };
     let (subnet6, gateway6) = plan_ipv6(req, state)?;
+    let typed = plan_host_access(
+        &mut options,
+        typed,
+        imp,
+        (subnet, gateway, ip_range),
+        (subnet6, gateway6),
+    )?;
     Ok(Network {
         name: req.name.clone(),
         id: new_id()?,
@@ -94,6 +101,50 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         plugin,
         typed: Some(typed),
     })
+}
+
+/// A `host_access` network's host addresses: the ones its options name (checked against the
+/// subnets), else the first free ones, written into the options (they persist with them) and
+/// validated again.
+fn plan_host_access(
+    options: &mut BTreeMap<String, String>,
+    typed: drivers::NetOptions,
+    imp: &dyn drivers::NetworkDriver,
+    (subnet, gateway, ip_range): (Option<Ipv4Net>, Option<Ipv4Addr>, Option<Ipv4Net>),
+    (subnet6, gateway6): (Option<Ipv6Net>, Option<std::net::Ipv6Addr>),
+) -> Result<drivers::NetOptions> {
+    let Some(bridge) = typed.bridge.as_ref().filter(|b| b.host_access) else {
+        return Ok(typed);
+    };
+    let none = HashSet::new();
+    match (subnet, gateway) {
+        (Some(subnet), Some(gateway)) => {
+            let ip = ipam::allocate(subnet, gateway, ip_range, &none, bridge.host_ip)
+                .map_err(|e| Error::invalid(format!("option host_ip: {e}")))?;
+            options.insert("host_ip".into(), ip.to_string());
+        }
+        _ if bridge.host_ip.is_some() => {
+            return Err(Error::invalid(
+                "option host_ip: the network has no IPv4 subnet",
+            ));
+        }
+        _ => {}
+    }
+    match (subnet6, gateway6) {
+        (Some(subnet6), Some(gateway6)) => {
+            let none6 = HashSet::new();
+            let ip = ipam6::allocate(subnet6, gateway6, &none6, bridge.host_ip6)
+                .map_err(|e| Error::invalid(format!("option host_ip6: {e}")))?;
+            options.insert("host_ip6".into(), ip.to_string());
+        }
+        _ if bridge.host_ip6.is_some() => {
+            return Err(Error::invalid(
+                "option host_ip6: the network has no IPv6 subnet",
+            ));
+        }
+        _ => {}
+    }
+    imp.validate(options)
 }
 
 /// The IPv6 side of a new network: none without `--ipv6`; the prefix asked for, or the next
@@ -292,12 +343,32 @@ impl Inner {
     /// Add a planned network (its driver's side made) to the datapath, the model and the
     /// state file; on failure none of the three has it (the teardown stops its switch).
     pub(super) fn commit_network(&mut self, net: &Network, teardown: &mut Teardown) -> Result<()> {
+        self.refuse_rootless_host_access(net)?;
         self.add_switch(net)?;
         self.state.networks.push(net.clone());
         if let Err(e) = self.save() {
             self.state.networks.pop();
             self.remove_switch(net, teardown);
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `host_access=on` makes a TAP in the daemon's namespace: rootless, that is the user's own,
+    /// where only CAP_NET_ADMIN of the initial user namespace may make one.
+    fn refuse_rootless_host_access(&self, net: &Network) -> Result<()> {
+        let host_access = net
+            .typed
+            .as_ref()
+            .and_then(|t| t.bridge.as_ref())
+            .is_some_and(|b| b.host_access);
+        if host_access && matches!(self.mode, Mode::Rootless { .. }) {
+            return Err(Error::invalid(format!(
+                "network {}: host_access=on needs a root daemon: a rootless daemon runs in your \
+                 own network namespace, where a TAP needs CAP_NET_ADMIN in the initial user \
+                 namespace",
+                net.name
+            )));
         }
         Ok(())
     }
@@ -424,6 +495,61 @@ mod tests {
         assert_eq!(net.mac_aging_s, 7);
         assert_ne!(net.subnet, Some(DEFAULT_BRIDGE_SUBNET));
         assert_eq!(net.options.get("mac_aging").map(String::as_str), Some("7"));
+    }
+
+    #[test]
+    fn host_access_plans_keep_the_hosts_addresses_in_the_options_and_ipam_skips_them() {
+        let mut state = default_state().unwrap();
+        let dual = |name: &str, options: &[&str]| NetworkCreate {
+            subnet: Some("10.9.0.0/24".into()),
+            ipv6: true,
+            subnet6: Some("fd00:9::/64".into()),
+            ..req(name, options)
+        };
+        let net = plan_network(&dual("h", &["host_access=on"]), &state).unwrap();
+        assert_eq!(
+            net.options.get("host_ip").map(String::as_str),
+            Some("10.9.0.2")
+        );
+        assert_eq!(
+            net.options.get("host_ip6").map(String::as_str),
+            Some("fd00:9::2")
+        );
+        let bridge = net.typed.as_ref().and_then(|t| t.bridge.clone()).unwrap();
+        assert_eq!(bridge.host_ip, Some(Ipv4Addr::new(10, 9, 0, 2)));
+        state.networks.push(net);
+        let used = endpoints::addresses_on(&state, "h");
+        assert!(used.contains(&Ipv4Addr::new(10, 9, 0, 2)), "{used:?}");
+        let used6 = endpoints::addresses6_on(&state, "h");
+        assert!(used6.contains(&"fd00:9::2".parse().unwrap()), "{used6:?}");
+        // Named by the user: kept when in the subnet, refused outside it or beside the gateway.
+        let state = default_state().unwrap();
+        let named = plan_network(
+            &dual("h", &["host_access=on", "host_ip=10.9.0.200"]),
+            &state,
+        )
+        .unwrap();
+        assert_eq!(
+            named.options.get("host_ip").map(String::as_str),
+            Some("10.9.0.200")
+        );
+        for bad in ["host_ip=10.8.0.2", "host_ip=10.9.0.1"] {
+            let err = plan_network(&dual("h", &["host_access=on", bad]), &state)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("option host_ip"), "{bad}: {err}");
+        }
+        // An overlay takes no host interface.
+        let err = plan_network(
+            &NetworkCreate {
+                driver: Some("overlay".into()),
+                ..req("o", &["host_access=on"])
+            },
+            &state,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown option host_access"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ impl Inner {
                 dns_queries: get(&dns.queries_udp) + get(&dns.queries_tcp),
                 dns_local_answers: dns.local.iter().map(get).sum(),
                 published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
+                host_loopback_refused: gw.stats.host_loopback_refused.load(Ordering::Relaxed),
             });
         }
         if let Some(r) = self.overlay.report(name) {
@@ -145,6 +146,18 @@ impl Inner {
             .collect())
     }
 
+    /// The gateway's refusals of the host's loopback, on the row of its port (0 on others).
+    fn host_loopback_refused(&self, network: Option<&&String>, label: &str) -> u64 {
+        if label != drivers::bridge::GATEWAY_PORT {
+            return 0;
+        }
+        network
+            .and_then(|n| self.gateways.get(n.as_str()))
+            .map_or(0, |(_, gw)| {
+                gw.stats.host_loopback_refused.load(Ordering::Relaxed) as u64
+            })
+    }
+
     pub(super) fn stats(&self, network: Option<&str>) -> Result<Vec<StatsRow>> {
         let filter = network.map(|n| self.bridge_net_id(n)).transpose()?;
         let names: HashMap<NetId, &String> = self.nets.iter().map(|(n, id)| (*id, n)).collect();
@@ -154,6 +167,7 @@ impl Inner {
             .into_iter()
             .filter(|r| filter.is_none_or(|id| id == r.network))
             .map(|r| StatsRow {
+                host_loopback_refused: self.host_loopback_refused(names.get(&r.network), &r.label),
                 network: names
                     .get(&r.network)
                     .map(|s| s.to_string())

@@ -44,6 +44,8 @@ impl Source for Controller {
                     fdb_entries: inner.dp.network(*id).map_or(0, |n| n.fdb.len()),
                     nat_tcp_flows: gw.map(|s| s.tcp_flows.load(Ordering::Relaxed)),
                     nat_udp_flows: gw.map(|s| s.udp_flows.load(Ordering::Relaxed)),
+                    host_loopback_refused: gw
+                        .map(|s| s.host_loopback_refused.load(Ordering::Relaxed) as u64),
                     dns: gateway.map(|g| g.dns_stats()),
                 }
             })

@@ -474,6 +474,7 @@ impl Inner {
         else {
             return "the network has no gateway".into();
         };
+        let host_loopback = crate::drivers::bridge::options_of(net).is_ok_and(|o| o.host_loopback);
         let config = GatewayConfig {
             network: net.name.clone(),
             ipv4,
@@ -481,6 +482,7 @@ impl Inner {
             mtu: net.mtu,
             nat: !net.internal,
             policy: self.nat_policy.clone(),
+            host_loopback,
             udp_idle: std::time::Duration::from_secs(30),
             limits: crate::gateway::NatLimits::default(),
             // Every bridge gateway runs a DNS server; only its presence matters here.
@@ -501,6 +503,11 @@ impl Inner {
             (true, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         };
         let allowed = |what: String| {
+            if own && !host_loopback {
+                return "refused (TCP RST, UDP port unreachable): the network keeps the host's \
+                        loopback closed (host_loopback=off)"
+                    .to_string();
+            }
             let admitted = match target {
                 IpAddr::V4(t) => self.nat_policy.allows(t),
                 IpAddr::V6(t) => self.nat_policy.allows_v6(t),

@@ -16,12 +16,14 @@
 //!
 //! - `codec`: reading and building messages (untrusted bytes), TCP framing, the fuzz harness.
 //! - `names`: what a network's DNS knows ([`Names`], [`NameTable`]) and the resolution policy.
+//! - `host_names`: `host.tapnet.internal` and `host.docker.internal`, the host's own addresses.
 //! - `resolv_conf`: the upstream nameservers in resolv.conf text.
 //! - `forward`: sending a query upstream over UDP or TCP.
 //! - `server`: the server itself ([`DnsServer`]), its sockets, threads and counters.
 
 mod codec;
 mod forward;
+mod host_names;
 mod names;
 mod resolv_conf;
 mod server;
@@ -36,6 +38,7 @@ pub use codec::{
     write_ptr_record, write_tcp_message,
 };
 pub use forward::{ForwardError, forward_tcp, forward_udp};
+pub use host_names::{HOST_NAMES, HostAddresses, WithHost};
 pub use names::{
     Decision, NameTable, Names, answer, answer_tcp, reverse_address, reverse_address_v6,
 };

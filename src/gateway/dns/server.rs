@@ -156,6 +156,8 @@ impl DnsPort {
 struct Shared {
     stats: Arc<DnsStats>,
     names: Arc<RwLock<NameTable>>,
+    /// The host's addresses, for its names (`host.tapnet.internal`).
+    host: dns::HostAddresses,
     /// Empty: names that are not local get SERVFAIL (internal networks, no upstream allowed).
     upstreams: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
@@ -167,11 +169,15 @@ impl Shared {
     /// Answer `query` from the network's names (a read lock for the microseconds the codec
     /// takes; forwarding, which can take seconds, happens after it is released).
     fn answer(&self, query: &[u8], tcp: bool, out: &mut Vec<u8>) -> Decision {
-        let names = crate::guard::read_or_stop(&self.names, "a DNS name table");
+        let table = crate::guard::read_or_stop(&self.names, "a DNS name table");
+        let names = dns::WithHost {
+            names: &*table,
+            host: &self.host,
+        };
         if tcp {
-            dns::answer_tcp(query, &*names, out)
+            dns::answer_tcp(query, &names, out)
         } else {
-            dns::answer(query, &*names, out)
+            dns::answer(query, &names, out)
         }
     }
 
@@ -227,6 +233,16 @@ impl Shared {
 
 impl DnsServer {
     pub fn start(network: &str, upstreams: Vec<SocketAddr>) -> Result<DnsServer> {
+        Self::start_with(network, upstreams, None)
+    }
+
+    /// `start`, with the NAT policy that knows tapnet's own networks, whose addresses the
+    /// host's names never answer with.
+    pub fn start_with(
+        network: &str,
+        upstreams: Vec<SocketAddr>,
+        policy: Option<crate::gateway::policy::NatPolicy>,
+    ) -> Result<DnsServer> {
         let udp_socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
             .context(|| format!("bind the DNS server of network {network}"))?;
         let tcp_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -246,6 +262,7 @@ impl DnsServer {
         let shared = Arc::new(Shared {
             stats: stats.clone(),
             names: names.clone(),
+            host: dns::HostAddresses::new(policy),
             upstreams,
             stop: stop.clone(),
             shed: shed.clone(),

@@ -28,6 +28,15 @@ impl Engine {
         if tuple.2 == v6.ip && self.reply_published(tuple.3, (start, end), end) {
             return;
         }
+        if self.loopback_closed(tuple.2 == v6.ip) {
+            self.refuse6_with(
+                (tuple.0, src_mac),
+                (crate::wire::ETH_HDR_LEN, end),
+                end,
+                ndp::PORT_UNREACHABLE,
+            );
+            return;
+        }
         let ip = if tuple.2 == v6.ip {
             Ipv6Addr::LOCALHOST
         } else {
@@ -79,6 +88,11 @@ impl Engine {
             }
         };
         let to_dns = dns && self.config.dns.is_some();
+        if !to_dns && self.loopback_closed(to_gateway) {
+            // No listener of smoltcp's: it answers RST.
+            self.feed(&syn);
+            return;
+        }
         let allowed = to_dns
             || (self.config.nat
                 && matches!(target, SocketAddr::V6(t) if self.config.policy.allows_v6(*t.ip())));
@@ -197,8 +211,19 @@ impl Engine {
     pub(super) fn refuse6(
         &mut self,
         asker: (Ipv6Addr, MacAddr),
+        packet: (usize, usize),
+        len: usize,
+    ) {
+        self.refuse6_with(asker, packet, len, ndp::ADMIN_PROHIBITED);
+    }
+
+    /// Refuse the IPv6 packet at `start..end` with Destination Unreachable of `code`.
+    fn refuse6_with(
+        &mut self,
+        asker: (Ipv6Addr, MacAddr),
         (start, end): (usize, usize),
         len: usize,
+        code: u8,
     ) {
         let Some(v6) = self.config.ipv6 else {
             return;
@@ -213,7 +238,13 @@ impl Engine {
             v6.ip
         };
         let invoking = &self.device.frame(len)[start..end];
-        ndp::unreachable(&mut self.v6_frame, self.config.mac, from, asker, invoking);
+        ndp::unreachable(
+            &mut self.v6_frame,
+            self.config.mac,
+            (from, asker),
+            invoking,
+            code,
+        );
         self.device.send(&self.v6_frame);
     }
 
