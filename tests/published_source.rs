@@ -330,3 +330,67 @@ fn ipv6_clients_keep_their_address_on_an_ipv6_only_network() {
         );
     }
 }
+
+/// A client: ADDR PORT_A PORT_B tcp|udp, from one local port to both. Prints the local port,
+/// then "SEENIP SEENPORT" as each port's answer tells it.
+const TWICE: &str = r#"
+import socket, sys
+addr, ports, udp = sys.argv[1], [int(p) for p in sys.argv[2:4]], sys.argv[4] == "udp"
+kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+local, socks = 0, []
+for port in ports:
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", local))
+    local = s.getsockname()[1]
+    s.settimeout(5)
+    s.connect((addr, port))
+    socks.append(s)
+print(local)
+for s in socks:
+    s.send(b"hello")
+for s in socks:
+    reply = s.recv(2048).decode().split()
+    print(reply[0], reply[1])
+"#;
+
+/// The same client address and port to two host ports of one sandbox port: the sandbox could
+/// not tell the two apart, so the second is seen from the gateway (TCP and UDP).
+#[test]
+fn one_client_port_to_two_host_ports_of_one_sandbox_port_is_told_apart() {
+    let t = Tapnet::new("pubsrc2");
+    let c = ClientNs::new();
+    t.ok(&["network", "create", "n", "--subnet", "10.77.0.0/24"]);
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let maps = [
+        format!("{}:80", ports[0]),
+        format!("{}:80", ports[1]),
+        format!("{}:80/udp", ports[2]),
+        format!("{}:80/udp", ports[3]),
+    ];
+    let mut args = vec!["sandbox", "create", "web", "--net", "n"];
+    for map in &maps {
+        args.extend(["-p", map.as_str()]);
+    }
+    t.ok(&args);
+    for (pair, proto) in [(&ports[0..2], "tcp"), (&ports[2..4], "udp")] {
+        let server = Server::start(&t, "web", SERVER, &["0.0.0.0", "80", "2", proto]);
+        let (a, b) = (pair[0].to_string(), pair[1].to_string());
+        let out = c.py(TWICE, &[&c.host4, &a, &b, proto]);
+        assert!(out.status.success(), "{proto}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{proto}: {text}");
+        let direct = format!("{} {}", c.client4, lines[0]);
+        let mut seen = vec![lines[1], lines[2]];
+        seen.sort_by_key(|line| !line.starts_with("10.77.0.1 "));
+        assert!(
+            seen[0].starts_with("10.77.0.1 "),
+            "{proto}: one from the gateway: {text}"
+        );
+        assert_eq!(seen[1], direct, "{proto}: the other as the client: {text}");
+        let mut printed: Vec<String> = server.output().lines().map(str::to_string).collect();
+        printed.sort_by_key(|line| !line.starts_with("10.77.0.1 "));
+        assert_eq!(printed, seen, "{proto}");
+    }
+}
