@@ -25,7 +25,7 @@ use super::dns::{DnsAnswer, DnsPort, DnsServer};
 use super::icmp_nat::IcmpNat;
 use super::ndp;
 use super::publish::{
-    GatewayCommand, PortAllocator, Seen, TcpPublished, UdpPublished, keeps_source,
+    GatewayCommand, PortAllocator, Seen, TcpPublished, UdpPublished, keeps_source, tcp_timestamp,
 };
 use super::ra::RaTimer;
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
@@ -493,6 +493,7 @@ impl Engine {
             key = (key.0, key.1, self.ip4(), self.gateway_ports.allocate());
         }
         let mut socket = self.tcp.socket();
+        socket.set_tsval_generator(Some(tcp_timestamp));
         let remote = (IpAddress::Ipv4(key.0), key.1);
         let local = (IpAddress::Ipv4(key.2), key.3);
         if socket.connect(self.iface.context(), remote, local).is_err() {

@@ -70,6 +70,26 @@ pub fn keeps_source(client: SocketAddr, sandbox: SocketAddr, config: &GatewayCon
     }
 }
 
+/// The TCP timestamp (RFC 7323) of published connections' segments: milliseconds of the
+/// system's monotonic clock. A client that comes back from the same port finds the sandbox's
+/// end of its last connection in TIME_WAIT; the sandbox takes the new SYN only if its sequence
+/// number or its timestamp is newer, and smoltcp's initial sequence numbers are random, so
+/// without a timestamp every other such SYN would be answered with an ACK and wait for a
+/// retransmission. (Linux's own clients give it both, and Docker's DNAT passes them on.)
+pub fn tcp_timestamp() -> u32 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec that clock_gettime fills in.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    (now.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(now.tv_nsec as u64 / 1_000_000) as u32
+}
+
 /// How the sandbox sees a host peer of a published UDP port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -258,6 +278,14 @@ mod tests {
             "the two quiet ones expire"
         );
         assert_eq!(p.peers(), 1);
+    }
+
+    #[test]
+    fn tcp_timestamps_follow_the_monotonic_clock_in_milliseconds() {
+        let first = tcp_timestamp();
+        std::thread::sleep(Duration::from_millis(20));
+        let later = tcp_timestamp().wrapping_sub(first);
+        assert!((20..2000).contains(&later), "{later} ms");
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl Engine {
             key = (key.0, key.1, v6.ip, self.gateway_ports.allocate());
         }
         let mut socket = self.tcp6.socket();
+        socket.set_tsval_generator(Some(crate::gateway::publish::tcp_timestamp));
         let remote = (IpAddress::Ipv6(key.0), key.1);
         let local = (IpAddress::Ipv6(key.2), key.3);
         if socket.connect(self.iface.context(), remote, local).is_err() {
