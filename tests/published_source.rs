@@ -394,3 +394,61 @@ fn one_client_port_to_two_host_ports_of_one_sandbox_port_is_told_apart() {
         assert_eq!(printed, seen, "{proto}");
     }
 }
+
+/// A client: ADDR PORT COUNT. COUNT connections in turn from one local port (each sends
+/// "hello" and reads the answer to its end); prints how many took longer than 0.5 s.
+const AGAIN: &str = r#"
+import errno, socket, sys, time
+addr, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+local, slow = 0, 0
+for _ in range(count):
+    for attempt in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", local))
+        local = s.getsockname()[1]
+        s.settimeout(10)
+        start = time.monotonic()
+        try:
+            s.connect((addr, port))
+            break
+        except OSError as e:
+            # The last connection's 4-tuple is not free yet.
+            if e.errno != errno.EADDRNOTAVAIL:
+                raise
+            s.close()
+            time.sleep(0.05)
+    s.send(b"hello")
+    while s.recv(2048):
+        pass
+    s.close()
+    slow += time.monotonic() - start > 0.5
+    time.sleep(0.05)
+print(slow)
+"#;
+
+/// A client that comes back from the same port finds the sandbox's end of its last
+/// connection in TIME_WAIT, and must still get in at once (the gateway's SYN carries a newer
+/// timestamp); positive control: every connection gets its answer.
+#[test]
+fn a_client_back_from_the_same_port_gets_in_at_once() {
+    let t = Tapnet::new("pubsrc3");
+    let c = ClientNs::new();
+    t.ok(&["network", "create", "n", "--subnet", "10.77.0.0/24"]);
+    let port = free_port();
+    let map = format!("{port}:80");
+    t.ok(&["sandbox", "create", "web", "--net", "n", "-p", &map]);
+    let server = Server::start(&t, "web", SERVER, &["0.0.0.0", "80", "12", "tcp"]);
+    let out = c.py(AGAIN, &[&c.host4, &port.to_string(), "12"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "none slow"
+    );
+    let printed = server.output();
+    let peers: std::collections::BTreeSet<&str> = printed.lines().collect();
+    assert_eq!(printed.lines().count(), 12, "{printed}");
+    assert_eq!(peers.len(), 1, "all from the one client port: {printed}");
+    assert!(printed.starts_with(&format!("{} ", c.client4)), "{printed}");
+}
