@@ -24,7 +24,9 @@ use super::device::SwitchDevice;
 use super::dns::{DnsAnswer, DnsPort, DnsServer};
 use super::icmp_nat::IcmpNat;
 use super::ndp;
-use super::publish::{GatewayCommand, PortAllocator, TcpPublished, UdpPublished};
+use super::publish::{
+    GatewayCommand, PortAllocator, Seen, TcpPublished, UdpPublished, keeps_source, tcp_timestamp,
+};
 use super::ra::RaTimer;
 use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
 use super::udp_nat::FlowKey6 as TcpTuple6;
@@ -447,15 +449,17 @@ impl Engine {
         }
     }
 
-    /// Connections arrived on a published TCP port: connect each into the sandbox.
+    /// Connections arrived on a published TCP port: connect each into the sandbox, from the
+    /// client's address where the sandbox can answer it (`keeps_source`), else from the
+    /// gateway's.
     fn accept_published(&mut self, token: Token) {
         loop {
             let Some(published) = self.tcp_published.get(&token) else {
                 return;
             };
             let target = published.target;
-            let stream = match published.listener.accept() {
-                Ok((stream, _)) => stream,
+            let (stream, client) = match published.listener.accept() {
+                Ok(accepted) => accepted,
                 Err(_) => return,
             };
             let admitted = match target.sandbox {
@@ -467,35 +471,53 @@ impl Engine {
                 self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let local = self.gateway_ports.allocate();
-            match target.sandbox {
-                SocketAddr::V4(sandbox) => self.connect_published(sandbox, local, stream),
-                SocketAddr::V6(sandbox) => {
+            let direct = keeps_source(client, target.sandbox, &self.config);
+            match (target.sandbox, client) {
+                (SocketAddr::V4(sandbox), SocketAddr::V4(client)) if direct => {
+                    self.connect_published(sandbox, client, stream)
+                }
+                (SocketAddr::V6(sandbox), SocketAddr::V6(client)) if direct => {
+                    self.connect_published6(sandbox, target.sandbox_mac, client, stream)
+                }
+                (SocketAddr::V4(sandbox), _) => {
+                    let local = SocketAddrV4::new(self.ip4(), self.gateway_ports.allocate());
+                    self.connect_published(sandbox, local, stream)
+                }
+                (SocketAddr::V6(sandbox), _) => {
+                    let Some(v6) = self.config.ipv6 else {
+                        continue;
+                    };
+                    let port = self.gateway_ports.allocate();
+                    let local = SocketAddrV6::new(v6.ip, port, 0, 0);
                     self.connect_published6(sandbox, target.sandbox_mac, local, stream)
                 }
             }
         }
     }
 
-    /// Connect a published connection into the sandbox at `sandbox`, from the gateway's
-    /// address, port `local`.
+    /// Connect a published connection into the sandbox at `sandbox`, from `from` (the client,
+    /// or the gateway's address and a port of its own). smoltcp accepts any destination
+    /// (AnyIP), so the sandbox's answers to the client reach this socket. Should the flow's key
+    /// be taken (the same client port to two host ports of one sandbox port, or a flow the
+    /// sandbox opened to the client), it comes from the gateway instead.
     fn connect_published(
         &mut self,
         sandbox: SocketAddrV4,
-        local: u16,
+        from: SocketAddrV4,
         stream: mio::net::TcpStream,
     ) {
+        let mut key = (*sandbox.ip(), sandbox.port(), *from.ip(), from.port());
+        if self.tcp.knows(&key) {
+            key = (key.0, key.1, self.ip4(), self.gateway_ports.allocate());
+        }
         let mut socket = self.tcp.socket();
-        let remote = (IpAddress::Ipv4(*sandbox.ip()), sandbox.port());
-        let ours = self.ip4();
-        if socket
-            .connect(self.iface.context(), remote, (IpAddress::Ipv4(ours), local))
-            .is_err()
-        {
+        socket.set_tsval_generator(Some(tcp_timestamp));
+        let remote = (IpAddress::Ipv4(key.0), key.1);
+        let local = (IpAddress::Ipv4(key.2), key.3);
+        if socket.connect(self.iface.context(), remote, local).is_err() {
             return;
         }
         let handle = self.sockets.add(socket);
-        let key = (*sandbox.ip(), sandbox.port(), ours, local);
         let registry = self.poll.registry();
         if self
             .tcp
@@ -506,36 +528,59 @@ impl Engine {
         }
     }
 
-    /// Datagrams arrived on a published UDP port: pass each to the sandbox, from a gateway
-    /// port that stands for the sender (and from the gateway's address of the sandbox's family).
+    /// Datagrams arrived on a published UDP port: pass each to the sandbox, from the sender's
+    /// own address where the sandbox can answer it, else from the gateway's address of the
+    /// sandbox's family and a gateway port that stands for the sender.
     fn receive_published(&mut self, token: Token) {
         let gateway_mac = self.config.mac;
         let gateway_ip = self.ip4();
         let gateway_ip6 = self.config.ipv6.map(|v6| v6.ip);
-        let Some(published) = self.udp_published.get_mut(&token) else {
-            return;
-        };
         let (datagram, frame) = self.udp.datagram_buffer();
         loop {
+            let Some(published) = self.udp_published.get_mut(&token) else {
+                return;
+            };
             let (n, peer) = match published.socket.recv_from(datagram) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
-            let ports = &mut self.gateway_ports;
-            let local = published.port_for(peer, &mut || ports.allocate());
             let target = published.target;
+            let seen = match published.seen(peer) {
+                Some(seen) => seen,
+                None => {
+                    // Seen directly unless another port of the same sandbox port already
+                    // sees this peer so: the sandbox's answers could not tell them apart.
+                    let clash = self
+                        .udp_published
+                        .iter()
+                        .any(|(t, other)| *t != token && other.answers(target.sandbox, peer));
+                    let direct = !clash && keeps_source(peer, target.sandbox, &self.config);
+                    let ports = &mut self.gateway_ports;
+                    match self.udp_published.get_mut(&token) {
+                        Some(published) => published.add(peer, direct, &mut || ports.allocate()),
+                        None => return,
+                    }
+                }
+            };
             let macs = (gateway_mac, target.sandbox_mac);
-            let built = match (target.sandbox, gateway_ip6) {
-                (SocketAddr::V4(sandbox), _) => {
-                    let from = SocketAddrV4::new(gateway_ip, local);
+            let built = match (target.sandbox, seen, peer, gateway_ip6) {
+                (SocketAddr::V4(sandbox), Seen::Direct, SocketAddr::V4(from), _) => {
                     build_udp_frame(frame, macs, from, sandbox, &datagram[..n])
                 }
-                (SocketAddr::V6(sandbox), Some(ip6)) => {
-                    let from = SocketAddrV6::new(ip6, local, 0, 0);
+                (SocketAddr::V6(sandbox), Seen::Direct, SocketAddr::V6(from), _) => {
+                    let from = SocketAddrV6::new(*from.ip(), from.port(), 0, 0);
                     build_udp6_frame(frame, macs, from, sandbox, &datagram[..n])
                 }
-                (SocketAddr::V6(_), None) => false,
+                (SocketAddr::V4(sandbox), Seen::Gateway(port), _, _) => {
+                    let from = SocketAddrV4::new(gateway_ip, port);
+                    build_udp_frame(frame, macs, from, sandbox, &datagram[..n])
+                }
+                (SocketAddr::V6(sandbox), Seen::Gateway(port), _, Some(ip6)) => {
+                    let from = SocketAddrV6::new(ip6, port, 0, 0);
+                    build_udp6_frame(frame, macs, from, sandbox, &datagram[..n])
+                }
+                _ => false,
             };
             if built {
                 self.device.send(frame);
@@ -543,17 +588,25 @@ impl Engine {
         }
     }
 
-    /// A sandbox's answer to a datagram that came in on a published port, if `dport` is one.
+    /// A sandbox's answer (from `from` to `to`, `payload` the byte range in the frame) to a
+    /// datagram that came in on a published port: to a gateway port standing for a host peer
+    /// (`to` is the gateway's address), or to a peer it sees directly. Sent out of the
+    /// published port's host socket; false if it is no such answer.
     pub(super) fn reply_published(
         &mut self,
-        dport: u16,
+        (from, to): (SocketAddr, SocketAddr),
+        to_gateway: bool,
         payload: (usize, usize),
-        frame_len: usize,
     ) -> bool {
+        let (start, end) = payload;
         for published in self.udp_published.values_mut() {
-            if let Some(peer) = published.peer_of(dport) {
-                let (start, end) = payload;
-                let _ = published.reply(peer, &self.device.frame(frame_len)[start..end]);
+            let peer = if to_gateway {
+                published.peer_of(to.port())
+            } else {
+                published.answers(from, to).then_some(to)
+            };
+            if let Some(peer) = peer {
+                let _ = published.reply(peer, &self.device.frame(end)[start..end]);
                 return true;
             }
         }
@@ -626,8 +679,13 @@ impl Engine {
     }
 
     fn udp_out(&mut self, tuple: TcpTuple, src_mac: MacAddr, (start, end): (usize, usize)) {
-        if self.config.is_gateway(tuple.2) && self.reply_published(tuple.3, (start, end), end) {
-            return;
+        if !self.udp_published.is_empty() {
+            let from = SocketAddr::V4(SocketAddrV4::new(tuple.0, tuple.1));
+            let to = SocketAddr::V4(SocketAddrV4::new(tuple.2, tuple.3));
+            let to_gateway = self.config.is_gateway(tuple.2);
+            if self.reply_published((from, to), to_gateway, (start, end)) {
+                return;
+            }
         }
         if self.is_dns(tuple.2, tuple.3) && self.dns.is_some() {
             let sandbox = SocketAddr::V4(SocketAddrV4::new(tuple.0, tuple.1));

@@ -278,8 +278,10 @@ fn new_socket() -> tcp::Socket<'static> {
 fn take_socket(spare: &mut Vec<tcp::Socket<'static>>) -> tcp::Socket<'static> {
     match spare.pop() {
         Some(mut socket) => {
-            // Fresh congestion state (`listen` and `connect` reset the rest).
+            // Fresh congestion state (`listen` and `connect` reset the rest), and no TCP
+            // timestamps unless the new flow asks for them (published ones do).
             socket.set_congestion_control(socket.congestion_control());
+            socket.set_tsval_generator(None);
             socket
         }
         None => new_socket(),
@@ -395,10 +397,14 @@ mod tests {
 
     #[test]
     fn a_spare_socket_comes_back_closed_with_its_settings() {
-        let mut spare = vec![new_socket()];
+        let mut used = new_socket();
+        // A published flow's socket had timestamps; the next flow starts without.
+        used.set_tsval_generator(Some(|| 1));
+        let mut spare = vec![used];
         let socket = take_socket(&mut spare);
         assert!(spare.is_empty());
         assert_eq!(socket.state(), tcp::State::Closed);
+        assert!(!socket.timestamp_enabled());
         assert_eq!(socket.ack_delay(), None);
         assert!(!socket.nagle_enabled());
         assert_eq!(socket.recv_capacity(), RX_BUFFER);

@@ -24,9 +24,14 @@ impl Engine {
         let Some(v6) = self.config.ipv6 else {
             return;
         };
-        // A sandbox's answer to a datagram of a published port, from the gateway's address.
-        if tuple.2 == v6.ip && self.reply_published(tuple.3, (start, end), end) {
-            return;
+        // A sandbox's answer to a datagram of a published port: to the gateway's address (a
+        // port standing for a host peer) or to the peer itself.
+        if !self.udp_published.is_empty() {
+            let from = SocketAddr::V6(SocketAddrV6::new(tuple.0, tuple.1, 0, 0));
+            let to = SocketAddr::V6(SocketAddrV6::new(tuple.2, tuple.3, 0, 0));
+            if self.reply_published((from, to), tuple.2 == v6.ip, (start, end)) {
+                return;
+            }
         }
         if self.loopback_closed(tuple.2 == v6.ip) {
             self.refuse6_with(
@@ -117,32 +122,31 @@ impl Engine {
     }
 
     /// Connect a published connection into the sandbox at `sandbox` (an IPv6-only network's),
-    /// from the gateway's IPv6 address, port `local`.
+    /// from `from`: the client, or the gateway's IPv6 address and a port of its own (also when
+    /// the client's flow key is taken, as IPv4's `connect_published`).
     pub(super) fn connect_published6(
         &mut self,
         sandbox: SocketAddrV6,
         mac: MacAddr,
-        local: u16,
+        from: SocketAddrV6,
         stream: mio::net::TcpStream,
     ) {
         let Some(v6) = self.config.ipv6 else {
             return;
         };
         self.learn_neighbour((*sandbox.ip(), mac), v6.ip);
+        let mut key = (*sandbox.ip(), sandbox.port(), *from.ip(), from.port());
+        if self.tcp6.knows(&key) {
+            key = (key.0, key.1, v6.ip, self.gateway_ports.allocate());
+        }
         let mut socket = self.tcp6.socket();
-        let remote = (IpAddress::Ipv6(*sandbox.ip()), sandbox.port());
-        if socket
-            .connect(
-                self.iface.context(),
-                remote,
-                (IpAddress::Ipv6(v6.ip), local),
-            )
-            .is_err()
-        {
+        socket.set_tsval_generator(Some(crate::gateway::publish::tcp_timestamp));
+        let remote = (IpAddress::Ipv6(key.0), key.1);
+        let local = (IpAddress::Ipv6(key.2), key.3);
+        if socket.connect(self.iface.context(), remote, local).is_err() {
             return;
         }
         let handle = self.sockets.add(socket);
-        let key = (*sandbox.ip(), sandbox.port(), v6.ip, local);
         let registry = self.poll.registry();
         if self
             .tcp6
