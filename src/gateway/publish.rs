@@ -331,6 +331,7 @@ mod tests {
             udp_idle: Duration::from_secs(30),
             limits: NatLimits::default(),
             dns: None,
+            host_loopback: false,
             ipv6: Some(GatewayV6 {
                 subnet: "fd00:42::/64".parse().unwrap(),
                 ip: "fd00:42::1".parse().unwrap(),
