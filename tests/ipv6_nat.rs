@@ -480,16 +480,17 @@ fn published_ports_listen_on_ipv6_and_reach_either_family() {
         assert!(err.contains("malformed port mapping"), "{bad}: {err}");
     }
     let megs = MIB4.to_string();
-    // A dual-stack sandbox listening on IPv4 only: an IPv6 client reaches it.
-    let server = ns.sandbox_server("a", TAKE, &["0.0.0.0", "80"]);
+    // A dual-stack sandbox: an IPv6 client reaches its IPv6 address (as Docker's ip6tables
+    // path does, so that the client's address can be kept), taken by a server on `::`.
+    let server = ns.sandbox_server("a", TAKE, &["::", "80"]);
     let sent = ns.host_py(SEND, &["::1", "18080", &megs]);
     assert_eq!(sent, ns.output(server), "[::1]:18080 to a's port 80");
     // [::1] only: not on 127.0.0.1 (refused at once), but on ::1.
-    let server = ns.sandbox_server("a", TAKE, &["0.0.0.0", "81"]);
+    let server = ns.sandbox_server("a", TAKE, &["::", "81"]);
     assert_eq!(ns.host_py(CONNECT, &["127.0.0.1", "18081"]), "ECONNREFUSED");
     let sent = ns.host_py(SEND, &["::1", "18081", "1000"]);
     assert_eq!(sent, ns.output(server), "[::1]:18081 to a's port 81");
-    ns.sandbox_server("a", UDP_ECHO, &["0.0.0.0", "2", "53"]);
+    ns.sandbox_server("a", UDP_ECHO, &["::", "2", "53"]);
     assert_eq!(
         ns.host_py(UDP_PING, &["::1", "15353", "2"]),
         "2",

@@ -331,6 +331,57 @@ fn ipv6_clients_keep_their_address_on_an_ipv6_only_network() {
     }
 }
 
+/// A dual-stack sandbox: each client reaches the sandbox's address of its own family and is
+/// seen as itself, IPv4 and IPv6, TCP and UDP; the loopbacks of both families are the gateway
+/// of theirs.
+#[test]
+fn dual_stack_sandboxes_see_clients_of_both_families() {
+    let t = Tapnet::new("pubsrc46");
+    let c = ClientNs::new();
+    t.ok(&[
+        "network",
+        "create",
+        "d46",
+        "--ipv6",
+        "--subnet",
+        "10.78.0.0/24",
+        "--subnet",
+        "fd00:e8::/64",
+    ]);
+    let (tcp, udp) = (free_port(), free_port());
+    let (tcp_map, udp_map) = (format!("{tcp}:80"), format!("{udp}:80/udp"));
+    t.ok(&[
+        "sandbox", "create", "web", "--net", "d46", "-p", &tcp_map, "-p", &udp_map,
+    ]);
+    for (port, proto) in [(tcp, "tcp"), (udp, "udp")] {
+        let server = Server::start(&t, "web", SERVER, &["::", "80", "4", proto]);
+        let port = port.to_string();
+        let v6 = words(&c.py(CLIENT, &[&c.host6, &port, proto]));
+        assert_eq!(
+            &v6[2..4],
+            &v6[0..2],
+            "{proto}: the IPv6 client seen as itself"
+        );
+        assert_eq!(v6[0], c.client6, "{proto}: {v6:?}");
+        let v4 = words(&c.py(CLIENT, &[&c.host4, &port, proto]));
+        assert_eq!(v4[0], c.client4, "{proto}: {v4:?}");
+        // A dual-stack socket shows an IPv4 peer v4-mapped.
+        assert_eq!(
+            v4[2],
+            format!("::ffff:{}", c.client4),
+            "{proto}: the IPv4 client"
+        );
+        let lo6 = words(&host_client(&["::1", &port, proto]));
+        assert_eq!(lo6[2], "fd00:e8::1", "{proto}: ::1 is the IPv6 gateway");
+        let lo4 = words(&host_client(&["127.0.0.1", &port, proto]));
+        assert_eq!(
+            lo4[2], "::ffff:10.78.0.1",
+            "{proto}: 127.0.0.1 is the IPv4 gateway"
+        );
+        drop(server);
+    }
+}
+
 /// A client: ADDR PORT_A PORT_B tcp|udp, from one local port to both. Prints the local port,
 /// then "SEENIP SEENPORT" as each port's answer tells it.
 const TWICE: &str = r#"

@@ -462,7 +462,8 @@ impl Engine {
                 Ok(accepted) => accepted,
                 Err(_) => return,
             };
-            let admitted = match target.sandbox {
+            let sandbox = target.for_client(client);
+            let admitted = match sandbox {
                 SocketAddr::V4(s) => self.tcp.admits(*s.ip(), self.tcp6.len()),
                 SocketAddr::V6(s) => self.tcp6.admits(*s.ip(), self.tcp.len()),
             };
@@ -471,8 +472,8 @@ impl Engine {
                 self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let direct = keeps_source(client, target.sandbox, &self.config);
-            match (target.sandbox, client) {
+            let direct = keeps_source(client, sandbox, &self.config);
+            match (sandbox, client) {
                 (SocketAddr::V4(sandbox), SocketAddr::V4(client)) if direct => {
                     self.connect_published(sandbox, client, stream)
                 }
@@ -546,6 +547,7 @@ impl Engine {
                 Err(_) => return,
             };
             let target = published.target;
+            let sandbox = target.for_client(peer);
             let seen = match published.seen(peer) {
                 Some(seen) => seen,
                 None => {
@@ -554,8 +556,8 @@ impl Engine {
                     let clash = self
                         .udp_published
                         .iter()
-                        .any(|(t, other)| *t != token && other.answers(target.sandbox, peer));
-                    let direct = !clash && keeps_source(peer, target.sandbox, &self.config);
+                        .any(|(t, other)| *t != token && other.answers(sandbox, peer));
+                    let direct = !clash && keeps_source(peer, sandbox, &self.config);
                     let ports = &mut self.gateway_ports;
                     match self.udp_published.get_mut(&token) {
                         Some(published) => published.add(peer, direct, &mut || ports.allocate()),
@@ -564,7 +566,7 @@ impl Engine {
                 }
             };
             let macs = (gateway_mac, target.sandbox_mac);
-            let built = match (target.sandbox, seen, peer, gateway_ip6) {
+            let built = match (sandbox, seen, peer, gateway_ip6) {
                 (SocketAddr::V4(sandbox), Seen::Direct, SocketAddr::V4(from), _) => {
                     build_udp_frame(frame, macs, from, sandbox, &datagram[..n])
                 }

@@ -31,7 +31,41 @@ pub struct PublishTarget {
     /// The sandbox's address and port: its IPv4 address, or on an IPv6-only network its IPv6
     /// one.
     pub sandbox: SocketAddr,
+    /// A dual-stack sandbox's IPv6 address and port: IPv6 clients reach that one, so that the
+    /// sandbox sees their address (a family it lacks could only show the gateway's).
+    pub sandbox6: Option<SocketAddr>,
     pub sandbox_mac: MacAddr,
+}
+
+impl PublishTarget {
+    /// The target of publication `id` for an endpoint with these addresses (None: it has none).
+    pub fn new(
+        id: u64,
+        (ipv4, ipv6): (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
+        port: u16,
+        sandbox_mac: MacAddr,
+    ) -> Option<PublishTarget> {
+        let sandbox = match (ipv4, ipv6) {
+            (Some(v4), _) => SocketAddr::from((v4, port)),
+            (None, Some(v6)) => SocketAddr::from((v6, port)),
+            (None, None) => return None,
+        };
+        Some(PublishTarget {
+            id,
+            sandbox,
+            sandbox6: ipv4.and(ipv6).map(|v6| SocketAddr::from((v6, port))),
+            sandbox_mac,
+        })
+    }
+
+    /// Where a connection or datagram from `client` goes: the sandbox's address of the
+    /// client's family when it has one.
+    pub fn for_client(&self, client: SocketAddr) -> SocketAddr {
+        match (client, self.sandbox6) {
+            (SocketAddr::V6(_), Some(six)) => six,
+            _ => self.sandbox,
+        }
+    }
 }
 
 /// Sent by the controller to a gateway's thread.
@@ -175,7 +209,8 @@ impl UdpPublished {
     /// Is `peer` a peer the sandbox at `from` sees directly, so that its datagram to `peer`
     /// is an answer through this port?
     pub fn answers(&self, from: SocketAddr, peer: SocketAddr) -> bool {
-        self.target.sandbox == from && matches!(self.peers.get(&peer), Some((Seen::Direct, _)))
+        (self.target.sandbox == from || self.target.sandbox6 == Some(from))
+            && matches!(self.peers.get(&peer), Some((Seen::Direct, _)))
     }
 
     /// Send the sandbox's answer to `peer` (which keeps the peer alive).
@@ -236,6 +271,7 @@ mod tests {
         let target = PublishTarget {
             id: 1,
             sandbox: "10.0.0.2:53".parse().unwrap(),
+            sandbox6: None,
             sandbox_mac: MacAddr([2, 0x42, 10, 0, 0, 2]),
         };
         UdpPublished::new(target, socket, max_peers)

@@ -686,16 +686,9 @@ impl Inner {
         for (port, socket) in planned.iter().zip(sockets) {
             let pid = self.next_publication;
             self.next_publication += 1;
-            // Its IPv4 address, or on an IPv6-only network its IPv6 one (as a sandbox's).
-            let sandbox = match (ep.ipv4, ep.ipv6) {
-                (Some(v4), _) => (v4, port.port).into(),
-                (None, Some(v6)) => (v6, port.port).into(),
-                (None, None) => continue,
-            };
-            let target = PublishTarget {
-                id: pid,
-                sandbox,
-                sandbox_mac: ep.mac,
+            let Some(target) = PublishTarget::new(pid, (ep.ipv4, ep.ipv6), port.port, ep.mac)
+            else {
+                continue;
             };
             gateway.command(match socket {
                 HostSocket::Tcp(l) => GatewayCommand::PublishTcp(target, l),

@@ -35,12 +35,6 @@ impl Inner {
             let Some(ep) = sb.endpoint(&port.network) else {
                 continue;
             };
-            // Its IPv4 address when it has one, else (an IPv6-only network) its IPv6 address.
-            let sandbox: std::net::SocketAddr = match (ep.ipv4, ep.ipv6) {
-                (Some(ip), _) => (ip, port.port).into(),
-                (None, Some(ip)) => (ip, port.port).into(),
-                (None, None) => continue,
-            };
             let Some(mac) = ep.mac else {
                 continue;
             };
@@ -48,12 +42,10 @@ impl Inner {
                 continue;
             };
             let id = self.next_publication;
-            self.next_publication += 1;
-            let target = PublishTarget {
-                id,
-                sandbox,
-                sandbox_mac: mac,
+            let Some(target) = PublishTarget::new(id, (ep.ipv4, ep.ipv6), port.port, mac) else {
+                continue;
             };
+            self.next_publication += 1;
             gateway.command(match socket {
                 HostSocket::Tcp(l) => GatewayCommand::PublishTcp(target, l),
                 HostSocket::Udp(s) => GatewayCommand::PublishUdp(target, s),
