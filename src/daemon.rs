@@ -179,6 +179,7 @@ fn serve_until_signal(
     eprintln!("tapnet: {signal:?} received, stopping");
     // Their sockets go with the daemon; the state says to serve them again.
     plugins.stop_plugins();
+    plugins.leave_cluster();
     dp.stop();
     Ok(())
 }

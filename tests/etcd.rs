@@ -147,6 +147,11 @@ mod with_store {
 
         /// A host whose daemon has `env` set (test hooks).
         fn with_env(tag: &str, etcd: &Etcd, env: &[(&str, &str)]) -> Host {
+            Host::start(tag, etcd, env, "3s")
+        }
+
+        /// A host whose daemon has `env` set and a lease of `lease`.
+        fn start(tag: &str, etcd: &Etcd, env: &[(&str, &str)], lease: &str) -> Host {
             let t = Tapnet::new(tag);
             let vtep = loopback();
             std::fs::create_dir_all(&t.dir).expect("state dir");
@@ -159,7 +164,7 @@ mod with_store {
                     "--store",
                     &etcd.url(),
                     "--store-lease",
-                    "3s",
+                    lease,
                 ])
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
@@ -554,6 +559,41 @@ mod with_store {
             a.remote_endpoints("ov")
         );
         assert_eq!(a.getent("a", "b"), None, "its name left the gateway too");
+    }
+
+    /// A daemon stopped cleanly revokes its lease: its endpoints leave the other host at once,
+    /// not when the (here 60 s) lease would have run out, and their addresses are free.
+    #[test]
+    fn a_clean_stop_revokes_the_lease_at_once() {
+        let Some(etcd) = Etcd::start("revoke") else {
+            return;
+        };
+        let mut a = Host::start("etcd-ra", &etcd, &[], "60s");
+        let b = Host::new("etcd-rb", &etcd);
+        overlay_on(&a, "ov", "10.92.0.0/24");
+        assert!(wait_until(Duration::from_secs(10), || b
+            .t
+            .network_names()
+            .contains(&"ov".to_string())));
+        a.t.ok(&["sandbox", "create", "a1", "--net", "ov"]);
+        let a1 = a.ip_of("a1");
+        assert!(wait_until(Duration::from_secs(10), || b.sees("ov", "a1")));
+        let stopped = std::time::Instant::now();
+        if let Some(mut daemon) = a.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = daemon.wait();
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || !b.sees("ov", "a1")),
+            "a1 still on host B {:?} after a clean stop",
+            stopped.elapsed()
+        );
+        // Its address is free for host B now.
+        b.t.ok(&["sandbox", "create", "b1", "--net", "ov", "--ip", &a1]);
+        assert_eq!(b.ip_of("b1"), a1);
     }
 
     #[test]

@@ -139,6 +139,11 @@ fn offline(s: &mut Session, r: Request) {
         Request::Release { network, ip } => {
             disown(s, &network, ip);
         }
+        Request::Revoke(reply) => {
+            // Nothing to revoke from here; the lease ends by itself.
+            s.own.clear();
+            let _ = reply.send(());
+        }
         Request::DeleteNetwork(_) => {}
     }
 }
@@ -393,6 +398,14 @@ async fn serve(s: &mut Session, client: &mut Client, lease: i64, r: Request) -> 
             for key in disown(s, &network, ip) {
                 client.delete(key, None).await?;
             }
+        }
+        Request::Revoke(reply) => {
+            // Every key under the lease goes with it, in one step.
+            let revoked = client.lease_revoke(lease).await;
+            s.lease = None;
+            s.own.clear();
+            let _ = reply.send(());
+            revoked?;
         }
     }
     Ok(())

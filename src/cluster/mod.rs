@@ -37,6 +37,8 @@ pub const ENDPOINTS: &str = "/tapnet/v1/endpoints/";
 pub const ADDRESSES6: &str = "/tapnet/v1/addresses6/";
 /// How long a request to the store thread may take before the controller gives up on it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping daemon waits for the store to revoke its lease.
+pub const REVOKE_WAIT: Duration = Duration::from_secs(2);
 /// Default TTL of the daemon's lease (`--store-lease`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
@@ -210,6 +212,9 @@ pub enum Request {
         network: String,
         ip: IpAddr,
     },
+    /// The daemon stops cleanly: revoke its lease, so its endpoints leave the other hosts now
+    /// rather than when the lease runs out; answered when done (or at once, store away).
+    Revoke(Sender<()>),
 }
 
 /// The controller's handle of the store thread.
@@ -288,6 +293,14 @@ impl Cluster {
 
     pub fn publish(&self, rec: EndpointRecord) {
         let _ = self.requests.send(Request::Publish(Box::new(rec)));
+    }
+
+    /// Revoke the daemon's lease (a clean stop), waiting at most `REVOKE_WAIT` for the store.
+    pub fn revoke(&self) {
+        let (reply, done) = crossbeam_channel::bounded(1);
+        if self.requests.send(Request::Revoke(reply)).is_ok() {
+            let _ = done.recv_timeout(REVOKE_WAIT);
+        }
     }
 
     pub fn release(&self, network: &str, ip: IpAddr) {

@@ -14,6 +14,15 @@ use crate::cluster::{Claim, Cluster, EndpointRecord, Event};
 const CLAIM_TRIES: usize = 64;
 
 impl Controller {
+    /// A clean stop: revoke the daemon's lease, so that its endpoints leave the other hosts at
+    /// once (a killed daemon's go when the lease runs out). Their claims go with it.
+    pub fn leave_cluster(&self) {
+        let cluster = self.lock().cluster.clone();
+        if let Some(cluster) = cluster {
+            cluster.revoke();
+        }
+    }
+
     /// Start using the cluster store: publish what this host has, then apply the store's
     /// changes as they come, until the store thread ends.
     pub fn attach_cluster(
