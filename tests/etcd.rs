@@ -561,6 +561,74 @@ mod with_store {
         assert_eq!(a.getent("a", "b"), None, "its name left the gateway too");
     }
 
+    /// Two hosts create different networks with one VNI at the same instant: the store's
+    /// transaction (the name's key and the VNI's, both absent) has one winner, the other gets
+    /// one clear error naming the VNI, and no host ends up with both. Removed, the VNI is free.
+    #[test]
+    fn one_vni_created_on_two_hosts_at_once_has_one_winner() {
+        let Some(etcd) = Etcd::start("vnirace") else {
+            return;
+        };
+        let a = Host::new("etcd-va", &etcd);
+        let b = Host::new("etcd-vb", &etcd);
+        for round in 0..3u32 {
+            let vni = (4242 + round).to_string();
+            let (x, y) = (format!("x{round}"), format!("y{round}"));
+            let create = |h: &Host, name: &str, subnet: &str| {
+                h.t.run(&[
+                    "network", "create", name, "--driver", "overlay", "--vni", &vni, "--subnet",
+                    subnet,
+                ])
+            };
+            let (ra, rb) = std::thread::scope(|s| {
+                let ta = s.spawn(|| create(&a, &x, &format!("10.93.{round}.0/24")));
+                let tb = s.spawn(|| create(&b, &y, &format!("10.94.{round}.0/24")));
+                (ta.join().expect("a"), tb.join().expect("b"))
+            });
+            assert!(
+                ra.status.success() != rb.status.success(),
+                "round {round}: exactly one create wins: {ra:?} {rb:?}"
+            );
+            let loser = if ra.status.success() { &rb } else { &ra };
+            let err = String::from_utf8_lossy(&loser.stderr);
+            assert!(err.contains(&format!("VNI {vni}")), "{err}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            let (winner, name) = if ra.status.success() {
+                (&a, &x)
+            } else {
+                (&b, &y)
+            };
+            let other = if ra.status.success() { &b } else { &a };
+            // The winner's network reaches the other host; the loser's exists nowhere.
+            assert!(wait_until(Duration::from_secs(10), || other
+                .t
+                .network_names()
+                .contains(name)));
+            let lost = if ra.status.success() { &y } else { &x };
+            assert!(!winner.t.network_names().contains(lost));
+            assert!(!other.t.network_names().contains(lost));
+        }
+        // Removed everywhere, a VNI is free for another name.
+        for h in [&a, &b] {
+            for n in h.t.network_names() {
+                if n.starts_with('x') || n.starts_with('y') {
+                    h.t.ok(&["network", "rm", &n]);
+                }
+            }
+        }
+        a.t.ok(&[
+            "network",
+            "create",
+            "z",
+            "--driver",
+            "overlay",
+            "--vni",
+            "4242",
+            "--subnet",
+            "10.95.0.0/24",
+        ]);
+    }
+
     /// A daemon stopped cleanly revokes its lease: its endpoints leave the other host at once,
     /// not when the (here 60 s) lease would have run out, and their addresses are free.
     #[test]

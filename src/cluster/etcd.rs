@@ -19,7 +19,7 @@ use etcd_client::{
 
 use super::{
     Claim, EndpointRecord, Event, PREFIX, Request, StoreOptions, claim_keys, endpoint_key,
-    event_of, network_key,
+    event_of, network_key, vni_key,
 };
 use crate::error::{Error, Result};
 
@@ -290,13 +290,36 @@ async fn serve(s: &mut Session, client: &mut Client, lease: i64, r: Request) -> 
         Request::PutNetwork(net, reply) => {
             let key = network_key(&net.name);
             let value = serde_json::to_vec(&net).unwrap_or_default();
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.clone(), value, None)])
-                .or_else([TxnOp::get(key.clone(), None)]);
+            // The name and the VNI, both absent and both written, or nothing.
+            let vni = net.vni.map(vni_key);
+            let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
+            let mut then = vec![TxnOp::put(key.clone(), value, None)];
+            if let Some(vk) = &vni {
+                when.push(Compare::create_revision(vk.clone(), CompareOp::Equal, 0));
+                then.push(TxnOp::put(vk.clone(), net.name.clone(), None));
+            }
+            let txn = Txn::new().when(when).and_then(then);
             let answer = match client.txn(txn).await {
                 Ok(t) if t.succeeded() => Ok(()),
                 Ok(_) => {
+                    // The VNI is another network's: one clear error for the loser of a race.
+                    let holder = match &vni {
+                        Some(vk) => client
+                            .get(vk.clone(), None)
+                            .await?
+                            .kvs()
+                            .first()
+                            .and_then(|kv| kv.value_str().ok().map(str::to_string)),
+                        None => None,
+                    };
+                    if let (Some(holder), Some(n)) = (holder, net.vni)
+                        && holder != net.name
+                    {
+                        let _ = reply.send(Err(Error::conflict(format!(
+                            "VNI {n} is taken by network {holder} in the cluster store"
+                        ))));
+                        return Ok(());
+                    }
                     // Another host made it first: fine if it is the same network.
                     let theirs = client.get(key.clone(), None).await?;
                     let same = theirs
@@ -327,7 +350,24 @@ async fn serve(s: &mut Session, client: &mut Client, lease: i64, r: Request) -> 
             let _ = reply.send(answer);
         }
         Request::DeleteNetwork(name) => {
-            client.delete(network_key(&name), None).await?;
+            let key = network_key(&name);
+            let vni = client
+                .get(key.clone(), None)
+                .await?
+                .kvs()
+                .first()
+                .and_then(|kv| {
+                    serde_json::from_slice::<crate::control::model::Network>(kv.value()).ok()
+                })
+                .and_then(|n| n.vni);
+            client.delete(key, None).await?;
+            // The VNI's key, if it is still this network's.
+            if let Some(vk) = vni.map(vni_key) {
+                let txn = Txn::new()
+                    .when([Compare::value(vk.clone(), CompareOp::Equal, name.clone())])
+                    .and_then([TxnOp::delete(vk, None)]);
+                client.txn(txn).await?;
+            }
         }
         Request::Claim(rec, reply) => {
             let (k4, k6) = claim_keys(&rec);

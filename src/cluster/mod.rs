@@ -6,6 +6,9 @@
 //!
 //! - `/tapnet/v1/networks/NAME`: the overlay network (VNI, subnet, range, MTU, options but this
 //!   host's `vtep` and `peers`); no lease: it outlives the host that made it.
+//! - `/tapnet/v1/vnis/VNI`: the name of the overlay network that has the VNI, made in one
+//!   transaction with the network's key (both absent, or neither is written), so two hosts
+//!   creating networks with one VNI at once have one winner.
 //! - `/tapnet/v1/endpoints/NETWORK/IP`: an [`EndpointRecord`], under the daemon's lease. Made
 //!   with "create if absent", so the key is also the address's claim: no two hosts hand out one
 //!   address. When the daemon dies its lease ends and its endpoints disappear. IP is the
@@ -34,6 +37,7 @@ use crate::wire::MacAddr;
 pub const PREFIX: &str = "/tapnet/v1/";
 pub const NETWORKS: &str = "/tapnet/v1/networks/";
 pub const ENDPOINTS: &str = "/tapnet/v1/endpoints/";
+pub const VNIS: &str = "/tapnet/v1/vnis/";
 pub const ADDRESSES6: &str = "/tapnet/v1/addresses6/";
 /// How long a request to the store thread may take before the controller gives up on it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,6 +120,10 @@ impl EndpointRecord {
 
 pub fn network_key(name: &str) -> String {
     format!("{NETWORKS}{name}")
+}
+
+pub fn vni_key(vni: u32) -> String {
+    format!("{VNIS}{vni}")
 }
 
 pub fn endpoint_key(network: &str, ip: IpAddr) -> String {
