@@ -131,6 +131,9 @@ pub struct Port {
     pub policy: Option<PortPolicy>,
     /// Impairments and blocks (`tapnet link`); inactive unless configured.
     pub link: Link,
+    /// A service port (the gateway's, the VTEP's), not a station's: `icc=false` lets
+    /// sandboxes reach it, and the policy does not check what it sends.
+    pub service: bool,
 }
 
 impl Port {
@@ -152,6 +155,7 @@ impl Port {
             counters: PortCounters::default(),
             policy,
             link: Link::default(),
+            service: false,
         }
     }
 

@@ -147,7 +147,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         // The gateway speaks for many addresses (NAT replies): no port security.
         let port = ctx
             .dp
-            .add_port(id, GATEWAY_PORT.to_string(), switch_end, None)?;
+            .add_service_port(id, GATEWAY_PORT.to_string(), switch_end)?;
         match Gateway::start(config, gateway_end, dns) {
             Ok(gw) => Ok((port, gw)),
             Err(e) => {
