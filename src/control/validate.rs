@@ -148,6 +148,7 @@ fn network(net: &Network, earlier: &[Network]) -> Result<NetOptions> {
         )));
     }
     mtu(net.mtu)?;
+    crate::control::policy::check_rules(net)?;
     let imp = drivers::of(net.driver);
     let typed = imp.validate(&net.options)?;
     let aging = typed.mac_aging_s;

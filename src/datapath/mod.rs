@@ -469,7 +469,14 @@ impl Datapath {
         };
         let table = {
             let mut current = crate::guard::lock_or_stop(&network.policy, "a network's policy");
-            if spec.is_open() && current.is_none() {
+            let unchanged = match current.as_deref() {
+                None => spec.is_open(),
+                Some(t) => t.spec == *spec,
+            };
+            if unchanged {
+                if reset_flows && let Some(conns) = network.conns.get() {
+                    conns.flush();
+                }
                 return;
             }
             if spec.tracks() {

@@ -199,6 +199,8 @@ impl Rule {
 
 /// A network's policy as the workers hold it.
 pub struct PolicyTable {
+    /// What it was built from: an unchanged spec is not pushed again.
+    pub spec: PolicySpec,
     pub spec_icc: bool,
     pub default_allow: bool,
     pub rules: Vec<Rule>,
@@ -222,6 +224,7 @@ impl PolicyTable {
             })
             .collect();
         PolicyTable {
+            spec: spec.clone(),
             spec_icc: spec.icc,
             default_allow: spec.default_allow,
             rules,

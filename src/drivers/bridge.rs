@@ -31,6 +31,11 @@ pub const KEYS: &[&str] = &[
     "nat_tcp_flows_per_sandbox",
     "nat_tcp_flows_per_gateway",
     "nat_udp_peers",
+    // Inter-sandbox policy (datapath/policy.rs).
+    "icc",
+    super::options::DOCKER_ICC,
+    "policy_default",
+    "policy_flows",
 ];
 
 pub struct Bridge;
@@ -351,6 +356,7 @@ mod tests {
             options,
             builtin: false,
             plugin: None,
+            policy: Vec::new(),
         }
     }
 
