@@ -50,7 +50,7 @@ impl Inner {
                 {
                     return Err(Error::not_found(
                         "policy rule",
-                        &format!("{name} on network {network}"),
+                        format!("{name} on network {network}"),
                     ));
                 }
                 self.policy_update(&network, |rules| rules.retain(|r| r.name != name))?;

@@ -1,0 +1,210 @@
+//! Network policy in the switch: `icc=false` (sandboxes reach the gateway, not each other)
+//! and `tapnet policy` rules (first match, then the network's default; replies of admitted
+//! flows pass), in both families, with their counters, persistence and trace.
+
+mod common;
+
+use common::Tapnet;
+
+const A: &str = "10.63.0.2";
+const B: &str = "10.63.0.3";
+const C: &str = "10.63.0.4";
+const A6: &str = "fd00:63::2";
+const B6: &str = "fd00:63::3";
+const GW: &str = "10.63.0.1";
+
+/// A dual-stack network `n` (with `opts`) and sandboxes a, b, c on it.
+fn network(tag: &str, opts: &[&str]) -> Tapnet {
+    let t = Tapnet::new(tag);
+    let mut create = vec![
+        "network",
+        "create",
+        "n",
+        "--subnet",
+        "10.63.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:63::/64",
+    ];
+    for o in opts {
+        create.extend(["--opt", o]);
+    }
+    t.ok(&create);
+    for (s, ip, ip6) in [("a", A, A6), ("b", B, B6), ("c", C, "fd00:63::4")] {
+        t.ok(&[
+            "sandbox", "create", s, "--net", "n", "--ip", ip, "--ip6", ip6,
+        ]);
+    }
+    t
+}
+
+fn ping6(t: &Tapnet, sandbox: &str, ip: &str) -> bool {
+    t.exec(
+        sandbox,
+        &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", ip],
+    )
+    .status
+    .success()
+}
+
+/// `tcp-connect` from `sandbox` to `ip:port`: "ok", "timeout", "ECONNREFUSED", ...
+fn connect(t: &Tapnet, sandbox: &str, ip: &str, port: &str) -> String {
+    let out = t.traffic(sandbox, &["tcp-connect", ip, port]);
+    out.split_whitespace().next().unwrap_or("").to_string()
+}
+
+fn policy(t: &Tapnet) -> serde_json::Value {
+    t.json(&["policy", "ls", "n"])
+}
+
+fn rule<'a>(view: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    view["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no rule {name}: {view}"))
+}
+
+#[test]
+fn icc_false_isolates_sandboxes_but_keeps_gateway_nat_and_dns() {
+    let mut t = network("pol-icc", &["icc=false"]);
+    // Sandbox to sandbox: nothing, either family. ARP and NDP between sandboxes fail too, so
+    // a knows b's MAC statically: the switch itself must drop the unicast IP.
+    let b = t.json(&["sandbox", "inspect", "b"]);
+    let mac = b["interfaces"][0]["mac"]
+        .as_str()
+        .expect("b's MAC")
+        .to_string();
+    for ip in [B, B6] {
+        t.exec_ok(
+            "a",
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                &mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        );
+    }
+    assert!(!t.ping("a", B), "ping a -> b refused");
+    assert!(!ping6(&t, "a", B6), "ping6 a -> b refused");
+    t.spawn_server("b", &["tcp-count-serve", B, "5001", "1"]);
+    assert_eq!(connect(&t, "a", B, "5001"), "timeout", "TCP a -> b refused");
+    // The gateway: ping, NAT to a host loopback server, DNS.
+    assert!(t.ping("a", GW), "the gateway answers");
+    assert!(ping6(&t, "a", "fd00:63::1"), "the gateway answers IPv6");
+    let (_server, port) =
+        t.spawn_host_server_on_free_port(&["tcp-count-serve", "127.0.0.1", "0", "1"]);
+    assert_eq!(connect(&t, "a", GW, &port), "ok", "NAT through the gateway");
+    let names = t.exec_ok("a", &["getent", "ahostsv4", "b"]);
+    assert!(names.contains(B), "DNS answers: {names}");
+    let view = policy(&t);
+    assert_eq!(view["icc"], false);
+    assert!(view["drops"]["icc"].as_u64().unwrap_or(0) > 0, "{view}");
+    let trace = t.json(&["trace", "n", "--in", "a", "--dst", B]);
+    let steps = trace["steps"].to_string();
+    assert!(steps.contains("icc=false"), "{steps}");
+    assert_eq!(trace["decision"], "drop", "{trace}");
+}
+
+#[test]
+fn icc_on_is_the_positive_control() {
+    let mut t = network("pol-iccon", &["icc=true"]);
+    assert!(t.ping("a", B));
+    assert!(ping6(&t, "a", B6));
+    t.spawn_server("b", &["tcp-count-serve", B, "5001", "1"]);
+    assert_eq!(connect(&t, "a", B, "5001"), "ok");
+    assert_eq!(policy(&t)["drops"]["icc"], 0);
+    // Docker's spelling, as its plugin passes it; a disagreement is refused.
+    t.ok(&[
+        "network",
+        "create",
+        "d",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+    ]);
+    assert_eq!(t.json(&["policy", "ls", "d", "--json"])["icc"], false);
+    t.fails(&[
+        "network",
+        "create",
+        "e",
+        "--opt",
+        "icc=true",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+    ]);
+}
+
+#[test]
+fn a_deny_rule_drops_its_flows_only_and_counts_them() {
+    let t = network("pol-deny", &[]);
+    assert!(t.ping("a", B), "positive control before the rule");
+    t.ok(&[
+        "policy", "add", "n", "--name", "no-ab", "--from", "a", "--to", "b", "--proto", "icmp",
+        "--deny",
+    ]);
+    assert!(!t.ping("a", B), "a -> b denied");
+    assert!(
+        !ping6(&t, "a", B6),
+        "a -> b denied in IPv6 too (the name's both addresses)"
+    );
+    assert!(t.ping("a", C), "a -> c still allowed (default allow)");
+    assert!(t.ping("b", A), "b -> a is not the rule's direction");
+    let view = policy(&t);
+    let r = rule(&view, "no-ab");
+    assert!(r["packets"].as_u64().unwrap_or(0) >= 2, "{view}");
+    assert!(r["bytes"].as_u64().unwrap_or(0) > 0, "{view}");
+    assert!(view["drops"]["rule"].as_u64().unwrap_or(0) >= 2, "{view}");
+    let trace = t.json(&["trace", "n", "--in", "a", "--dst", B, "--proto", "icmp"]);
+    assert!(trace["steps"].to_string().contains("rule no-ab"), "{trace}");
+    t.ok(&["policy", "rm", "n", "no-ab"]);
+    assert!(t.ping("a", B), "removed: allowed again");
+    t.fails(&["policy", "rm", "n", "no-ab"]);
+    t.fails(&["policy", "add", "n", "--port", "80", "--allow"]);
+    t.fails(&["policy", "add", "n", "--to", "10.0.0.0/40", "--allow"]);
+}
+
+#[test]
+fn default_deny_admits_allowed_flows_and_their_replies_and_survives_restart() {
+    let mut t = network("pol-default", &["policy_default=deny"]);
+    assert!(!t.ping("a", B), "default deny");
+    assert!(!ping6(&t, "a", B6), "default deny, IPv6");
+    t.ok(&[
+        "policy", "add", "n", "--name", "web", "--from", "a", "--to", "b", "--proto", "tcp",
+        "--port", "5001", "--allow",
+    ]);
+    // The allowed flow works both ways (the transfer needs b's replies).
+    let (sent, received) = t.tcp_transfer("a", "b", B, 100_000);
+    assert_eq!(sent, received, "TCP a -> b:5001 allowed with its replies");
+    let (sent, received) = t.tcp_transfer("a", "b", B6, 100_000);
+    assert_eq!(sent, received, "and over IPv6");
+    // But b may not open a flow to a, nor a reach b otherwise.
+    assert!(!t.ping("b", A), "b -> a: default deny");
+    assert!(!t.ping("a", B), "ICMP a -> b: no rule allows it");
+    let view = policy(&t);
+    assert!(
+        rule(&view, "web")["packets"].as_u64().unwrap_or(0) >= 2,
+        "{view}"
+    );
+    assert!(view["drops"]["default"].as_u64().unwrap_or(0) > 0, "{view}");
+    assert!(view["max_flows"].as_u64().unwrap_or(0) > 0, "{view}");
+    let trace = t.json(&["trace", "n", "--in", "b", "--dst", A, "--proto", "icmp"]);
+    assert!(
+        trace["steps"].to_string().contains("policy_default=deny"),
+        "{trace}"
+    );
+    // Restart: the rule is still there and still enforced.
+    t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
+    let view = policy(&t);
+    assert_eq!(rule(&view, "web")["action"], "allow", "{view}");
+    assert!(!t.ping("a", B), "still default deny after restart");
+    let (sent, received) = t.tcp_transfer("a", "b", B, 10_000);
+    assert_eq!(sent, received, "the rule still admits after restart");
+    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state file");
+    assert!(state.contains("\"web\""), "rules persist in the state");
+}
