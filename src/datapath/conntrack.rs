@@ -158,14 +158,14 @@ impl ConnTable {
     pub fn contains(&self, key: &FlowKey, now: u32) -> bool {
         lock(self.bucket(key))
             .iter()
-            .any(|e| e.live(now) && e.key == *key)
+            .any(|e| e.key == *key && e.live(now))
     }
 
     /// Refresh a live flow with a frame of it: true if it was there.
     #[inline]
     pub fn refresh(&self, key: &FlowKey, proto: u8, flags: u8, now: u32) -> bool {
         let mut b = lock(self.bucket(key));
-        match b.iter_mut().find(|e| e.live(now) && e.key == *key) {
+        match b.iter_mut().find(|e| e.key == *key && e.live(now)) {
             Some(e) => {
                 let (state, secs) = advance(e.state, proto, flags);
                 e.state = state;
