@@ -208,3 +208,74 @@ fn default_deny_admits_allowed_flows_and_their_replies_and_survives_restart() {
     let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state file");
     assert!(state.contains("\"web\""), "rules persist in the state");
 }
+
+/// Overlay networks: rules apply at the ingress host; frames from the VTEP are not checked
+/// again but enter the connection table, so the local sandbox's reply passes.
+#[test]
+fn overlay_rules_apply_at_the_ingress_host() {
+    let lo = |n: u32| format!("127.79.{}.{n}", std::process::id() % 250);
+    let (va, vb) = (lo(2), lo(3));
+    let hosts = [
+        (Tapnet::new("pol-ova"), &va, &vb, "10.79.0.0/25"),
+        (Tapnet::new("pol-ovb"), &vb, &va, "10.79.0.128/25"),
+    ];
+    for (t, vtep, peer, range) in &hosts {
+        t.ok(&[
+            "network",
+            "create",
+            "ov",
+            "--driver",
+            "overlay",
+            "--vni",
+            "4790",
+            "--subnet",
+            "10.79.0.0/24",
+            "--ip-range",
+            range,
+            "--opt",
+            &format!("vtep={vtep}"),
+            "--opt",
+            &format!("peers={peer}"),
+            "--opt",
+            "policy_default=deny",
+        ]);
+    }
+    let (a, b) = (&hosts[0].0, &hosts[1].0);
+    a.ok(&[
+        "sandbox",
+        "create",
+        "left",
+        "--net",
+        "ov",
+        "--ip",
+        "10.79.0.10",
+    ]);
+    b.ok(&[
+        "sandbox",
+        "create",
+        "right",
+        "--net",
+        "ov",
+        "--ip",
+        "10.79.0.130",
+    ]);
+    assert!(!a.ping("left", "10.79.0.130"), "default deny on a");
+    a.ok(&[
+        "policy",
+        "add",
+        "ov",
+        "--to",
+        "10.79.0.128/25",
+        "--proto",
+        "icmp",
+        "--allow",
+    ]);
+    assert!(
+        a.ping("left", "10.79.0.130"),
+        "allowed at a; b admits the reply of a flow that came from its VTEP"
+    );
+    assert!(
+        !b.ping("right", "10.79.0.10"),
+        "b's default deny still holds"
+    );
+}
