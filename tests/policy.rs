@@ -279,3 +279,41 @@ fn overlay_rules_apply_at_the_ingress_host() {
         "b's default deny still holds"
     );
 }
+
+/// The same policy rootless: rules persist and decide, icc off isolates.
+#[test]
+fn policy_works_rootless() {
+    let t = Tapnet::rootless("pol-rl", "tapnet-test");
+    t.ok(&["network", "create", "n", "--subnet", "10.64.0.0/24"]);
+    t.ok(&[
+        "network",
+        "create",
+        "iso",
+        "--subnet",
+        "10.65.0.0/24",
+        "--opt",
+        "icc=false",
+    ]);
+    for (s, ip, ip2) in [
+        ("a", "10.64.0.2", "10.65.0.2"),
+        ("b", "10.64.0.3", "10.65.0.3"),
+    ] {
+        t.ok(&["sandbox", "create", s, "--net", "n", "--ip", ip]);
+        t.ok(&["network", "connect", "iso", s, "--ip", ip2]);
+    }
+    assert!(t.ping("a", "10.64.0.3"), "positive control");
+    assert!(!t.ping("a", "10.65.0.3"), "icc=false isolates");
+    assert!(
+        t.ping("a", "10.65.0.1"),
+        "the gateway answers under icc=false"
+    );
+    t.ok(&[
+        "policy", "add", "n", "--name", "no-b", "--to", "b", "--proto", "icmp", "--deny",
+    ]);
+    assert!(!t.ping("a", "10.64.0.3"), "denied by rule no-b");
+    let view = t.json(&["policy", "ls", "n"]);
+    assert!(
+        view["rules"][0]["packets"].as_u64().unwrap_or(0) > 0,
+        "{view}"
+    );
+}
