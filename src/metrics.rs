@@ -286,6 +286,23 @@ pub fn render(snap: &Snapshot) -> String {
             p.stats.learn_refused,
         );
     }
+    let name = "tapnet_port_policy_drops_total";
+    f.head(
+        name,
+        "counter",
+        "Frames from the port the network's policy dropped (icc=false, rules, the default, a full connection table).",
+    );
+    for p in &snap.ports {
+        f.sample(
+            name,
+            &[
+                ("network", &p.network),
+                ("sandbox", &p.sandbox),
+                ("interface", &p.interface),
+            ],
+            p.stats.rx_policy,
+        );
+    }
     let name = "tapnet_link_frames_total";
     f.head(
         name,

@@ -106,6 +106,8 @@ fn icc_false_isolates_sandboxes_but_keeps_gateway_nat_and_dns() {
     let view = policy(&t);
     assert_eq!(view["icc"], false);
     assert!(view["drops"]["icc"].as_u64().unwrap_or(0) > 0, "{view}");
+    let a = common::port_stats(&t, "a/eth0");
+    assert!(a["rx_policy"].as_u64().unwrap_or(0) > 0, "{a}");
     let trace = t.json(&["trace", "n", "--in", "a", "--dst", B]);
     let steps = trace["steps"].to_string();
     assert!(steps.contains("icc=false"), "{steps}");

@@ -428,4 +428,7 @@ pub struct StatsRow {
     /// Source MACs not learned: the port owns its limit of stations, or the table is full.
     #[serde(default)]
     pub learn_refused: u64,
+    /// Dropped by the network's policy (`icc=false`, rules, the default, a full table).
+    #[serde(default)]
+    pub rx_policy: u64,
 }

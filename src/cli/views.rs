@@ -631,6 +631,7 @@ mod tests {
             ]
             .into(),
             learn_refused: seed + 11,
+            rx_policy: 0,
         }
     }
 

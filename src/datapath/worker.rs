@@ -526,6 +526,7 @@ pub(super) fn forward(
             &mut isolate,
         )
     {
+        ingress.counters.rx_policy();
         return;
     }
     if !view.captures.is_empty() {
