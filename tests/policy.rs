@@ -319,3 +319,65 @@ fn policy_works_rootless() {
         "{view}"
     );
 }
+
+/// A ping of 30 echoes from `sandbox` to `ip` running while `during` runs (after 1 s): the
+/// replies it got.
+fn ping_during(t: &Tapnet, sandbox: &str, ip: &str, during: impl FnOnce()) -> u32 {
+    let child = t
+        .command(&[
+            "exec", sandbox, "--", "ping", "-n", "-q", "-c", "30", "-i", "0.1", "-w", "8", ip,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ping");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    during();
+    let out = child.wait_with_output().expect("ping output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {text}"))
+}
+
+/// A rule change leaves admitted flows alone; `--reset-flows` applies it to them too.
+#[test]
+fn rule_changes_affect_new_flows_unless_reset_flows() {
+    let t = network("pol-reset", &[]);
+    let deny = |name: &str, reset: bool| {
+        let mut args = vec![
+            "policy", "add", "n", "--name", name, "--from", "a", "--to", "b", "--proto", "icmp",
+            "--deny",
+        ];
+        if reset {
+            args.push("--reset-flows");
+        }
+        t.ok(&args);
+    };
+    // Flows are tracked from the network's first rule (or a deny default) on: one that
+    // matches nothing makes the table exist before the ping starts.
+    t.ok(&[
+        "policy",
+        "add",
+        "n",
+        "--name",
+        "other",
+        "--to",
+        "192.0.2.1",
+        "--deny",
+    ]);
+    let got = ping_during(&t, "a", B, || deny("d1", false));
+    assert_eq!(
+        got, 30,
+        "the running echo flow was admitted before the rule"
+    );
+    assert!(!t.ping("a", B), "a new flow is denied");
+    t.ok(&["policy", "rm", "n", "d1"]);
+    let got = ping_during(&t, "a", B, || deny("d2", true));
+    assert!(
+        (1..30).contains(&got),
+        "--reset-flows cut the running flow: {got} of 30 replies"
+    );
+}
