@@ -26,6 +26,9 @@
 # compared with the bridge of its own family; IPv6 NAT cases (`--cases nat6`) nat-veth6,
 # nat-tapnet6-1500 and nat-pasta6-1500: the NAT cases over IPv6 (server on ::1, or on the veth's
 # host end), compared with nat-veth6.
+# Lab case tapnet-policy: the tapnet pair behind 10 policy rules, the last allowing a to b (the
+# others deny addresses nobody uses), so every flow walks them once and then takes the
+# connection table; compare with the tapnet case in the same run.
 # "switch", "nat" and "lab" (tapnet plus the lab cases) in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
@@ -45,7 +48,7 @@ done
 
 SWITCH_CASES="bridge tapnet tapnet-nooff tapnet-uring vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
-LAB_CASES="tapnet-impair-other tapnet-capture"
+LAB_CASES="tapnet-impair-other tapnet-capture tapnet-policy"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
 IPV6_CASES="bridge6 tapnet6"
 NAT6_CASES="nat-veth6 nat-tapnet6-1500 nat-pasta6-1500"
@@ -471,6 +474,15 @@ setup_tapnet_impair_other() {
     setup_tapnet_common --offload on
     "$TAPNET" sandbox create c --net benchnet >/dev/null
     "$TAPNET" link set c benchnet --delay 10ms --loss 1% --seed 1 >/dev/null
+}
+# 10 policy rules, the last matching the measured pair: flows are checked and tracked.
+setup_tapnet_policy() {
+    setup_tapnet_common --offload on
+    local i
+    for i in $(seq 1 9); do
+        "$TAPNET" policy add benchnet --name "other$i" --to "192.0.2.$i/32" --deny >/dev/null
+    done
+    "$TAPNET" policy add benchnet --name pair --from a --to b --allow >/dev/null
 }
 # One capture of the whole network running (pcap to /dev/null).
 setup_tapnet_capture() {

@@ -61,6 +61,17 @@ pub struct NetworkSample {
     /// The gateway's refusals of the host's loopback (`host_loopback=off`).
     pub host_loopback_refused: Option<u64>,
     pub dns: Option<std::sync::Arc<DnsStats>>,
+    /// Its policy (`icc`, rules), once it has one.
+    pub policy: Option<PolicySample>,
+}
+
+/// A network's policy: drops by reason, the connection table, each rule's counters.
+pub struct PolicySample {
+    pub drops: crate::datapath::policy::PolicyDrops,
+    pub flows: u64,
+    pub max_flows: u64,
+    /// (rule, packets, bytes), in order.
+    pub rules: Vec<(String, u64, u64)>,
 }
 
 #[derive(Default)]
@@ -113,6 +124,66 @@ impl Family<'_> {
 }
 
 /// The whole exposition, in text format 0.0.4.
+/// The networks' policies: drops by reason, connection tables, rule counters.
+fn render_policy(f: &mut Family<'_>, snap: &Snapshot) {
+    let policies = || {
+        snap.networks
+            .iter()
+            .filter_map(|n| n.policy.as_ref().map(|p| (n.name.as_str(), p)))
+    };
+    let name = "tapnet_policy_drops_total";
+    f.head(
+        name,
+        "counter",
+        "Frames the network's policy dropped: icc (sandbox to sandbox under icc=false), rule, default (policy_default=deny), table_full (a new flow past the connection table's bound).",
+    );
+    for (net, p) in policies() {
+        let d = p.drops;
+        for (reason, v) in [
+            ("icc", d.icc),
+            ("rule", d.rule),
+            ("default", d.default),
+            ("table_full", d.table_full),
+        ] {
+            f.sample(name, &[("network", net), ("reason", reason)], v);
+        }
+    }
+    let name = "tapnet_policy_flows";
+    f.head(
+        name,
+        "gauge",
+        "Flows in the network's policy connection table.",
+    );
+    for (net, p) in policies() {
+        f.sample(name, &[("network", net)], p.flows);
+    }
+    let name = "tapnet_policy_flows_max";
+    f.head(
+        name,
+        "gauge",
+        "The bound of the network's policy connection table.",
+    );
+    for (net, p) in policies() {
+        f.sample(name, &[("network", net)], p.max_flows);
+    }
+    for (what, help) in [
+        (
+            "packets",
+            "Frames a policy rule decided (a flow's first when admitted, every one when refused).",
+        ),
+        ("bytes", "Bytes of the frames a policy rule decided."),
+    ] {
+        let name = format!("tapnet_policy_rule_{what}_total");
+        f.head(&name, "counter", help);
+        for (net, p) in policies() {
+            for (rule, packets, bytes) in &p.rules {
+                let v = if what == "packets" { *packets } else { *bytes };
+                f.sample(&name, &[("network", net), ("rule", rule)], v);
+            }
+        }
+    }
+}
+
 pub fn render(snap: &Snapshot) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
@@ -217,6 +288,23 @@ pub fn render(snap: &Snapshot) -> String {
             p.stats.learn_refused,
         );
     }
+    let name = "tapnet_port_policy_drops_total";
+    f.head(
+        name,
+        "counter",
+        "Frames from the port the network's policy dropped (icc=false, rules, the default, a full connection table).",
+    );
+    for p in &snap.ports {
+        f.sample(
+            name,
+            &[
+                ("network", &p.network),
+                ("sandbox", &p.sandbox),
+                ("interface", &p.interface),
+            ],
+            p.stats.rx_policy,
+        );
+    }
     let name = "tapnet_link_frames_total";
     f.head(
         name,
@@ -267,6 +355,7 @@ pub fn render(snap: &Snapshot) -> String {
     for n in &snap.networks {
         f.sample(name, &[("network", &n.name)], n.fdb_entries as u64);
     }
+    render_policy(&mut f, snap);
     let name = "tapnet_nat_flows";
     f.head(
         name,
@@ -547,6 +636,15 @@ mod tests {
                 nat_udp_flows: Some(0),
                 host_loopback_refused: Some(3),
                 dns: Some(std::sync::Arc::new(DnsStats::default())),
+                policy: Some(PolicySample {
+                    drops: crate::datapath::policy::PolicyDrops {
+                        icc: 4,
+                        ..Default::default()
+                    },
+                    flows: 1,
+                    max_flows: 16,
+                    rules: vec![("web".into(), 5, 300)],
+                }),
             }],
         };
         let text = render(&snap);
@@ -554,6 +652,10 @@ mod tests {
             "tapnet_port_rx_packets_total{network=\"n\\\"1\",sandbox=\"a\",interface=\"eth0\"} 3\n"
         ));
         assert!(text.contains("# TYPE tapnet_fdb_entries gauge\n"));
+        assert!(text.contains("tapnet_policy_drops_total{network=\"n\\\"1\",reason=\"icc\"} 4\n"));
+        assert!(
+            text.contains("tapnet_policy_rule_bytes_total{network=\"n\\\"1\",rule=\"web\"} 300\n")
+        );
         assert!(text.contains(
             "tapnet_port_security_drops_total{network=\"n\\\"1\",sandbox=\"a\",interface=\"eth0\",violation=\"router_advertisement\"} 2\n"
         ));

@@ -161,6 +161,50 @@ pub enum Request {
         network: Option<String>,
         block: bool,
     },
+    /// Append a policy rule to a network (`tapnet policy add`); its name is made when empty.
+    PolicyAdd {
+        network: String,
+        rule: crate::control::policy::PolicyRule,
+        /// Forget the network's admitted flows, so the new rules apply to them too.
+        #[serde(default)]
+        reset_flows: bool,
+    },
+    /// A network's rules with their counters (`tapnet policy ls`).
+    PolicyList {
+        network: String,
+    },
+    /// Remove a rule by name (`tapnet policy rm`).
+    PolicyRemove {
+        network: String,
+        name: String,
+    },
+}
+
+/// A network's policy (`tapnet policy ls --json`, and the answer of add and rm).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub network: String,
+    /// Sandboxes may reach each other (`--opt icc`).
+    pub icc: bool,
+    /// What a flow no rule matches gets (`--opt policy_default`).
+    pub default: crate::control::policy::Action,
+    /// Flows in the connection table now, and its bound (0 until rules or a deny default).
+    pub flows: u64,
+    pub max_flows: u64,
+    /// Frames the policy dropped, by reason.
+    pub drops: crate::datapath::policy::PolicyDrops,
+    /// In order: the first that matches decides.
+    pub rules: Vec<PolicyRuleView>,
+}
+
+/// A rule with what it decided: the first frame of each flow it admitted, every frame it
+/// refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRuleView {
+    #[serde(flatten)]
+    pub rule: crate::control::policy::PolicyRule,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -413,4 +457,7 @@ pub struct StatsRow {
     /// because the network keeps the host's loopback closed (`host_loopback=off`).
     #[serde(default)]
     pub host_loopback_refused: u64,
+    /// Dropped by the network's policy (`icc=false`, rules, the default, a full table).
+    #[serde(default)]
+    pub rx_policy: u64,
 }

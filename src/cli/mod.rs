@@ -6,6 +6,7 @@ pub mod exec;
 pub mod lab;
 pub mod names;
 pub mod output;
+pub mod policy;
 pub mod reset;
 pub mod views;
 
@@ -140,6 +141,9 @@ pub enum Command {
     /// Impair links (delay, loss, rate, down, ...) and block traffic between sandboxes.
     #[command(subcommand)]
     Link(lab::LinkCmd),
+    /// Allow or deny traffic between sandboxes (and through the gateway) by rules.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// Serve other tools' network plugin protocols from the daemon.
     #[command(subcommand)]
     Plugin(PluginCmd),
@@ -257,8 +261,11 @@ pub enum NetworkCmd {
         /// published UDP port [default: 1024]), host_loopback=on|off (the gateway address leads
         /// to the host's loopback [default: off]), host_access=on|off (bridge, root: the host
         /// gets an interface tn-NAME with an address of the network [default: off]),
-        /// host_ip=ADDR, host_ip6=ADDR (that interface's addresses [default: the first free]).
-        /// Overlay also: vtep=ADDR[:PORT] (this host's VXLAN
+        /// host_ip=ADDR, host_ip6=ADDR (that interface's addresses [default: the first free]),
+        /// icc=true|false (sandboxes reach each other, not only the gateway [default: true]; also
+        /// as com.docker.network.bridge.enable_icc=), policy_default=allow|deny (what a flow no
+        /// `tapnet policy` rule matches gets [default: allow]), policy_flows=N (bound of the
+        /// policy's connection table [default: 16384]). Overlay also: vtep=ADDR[:PORT] (this host's VXLAN
         /// endpoint [default: the daemon's --vtep]), peers=ADDR[:PORT],... (the other hosts'
         /// VTEPs, port 4789 if left out [default: none]).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
@@ -615,6 +622,7 @@ fn run(cli: Cli) -> Result<i32> {
             },
         ),
         Command::Link(cmd) => lab::link(&client, cmd),
+        Command::Policy(cmd) => policy::policy(&client, cmd),
         Command::Plugin(PluginCmd::Docker { name, stop }) => {
             let v: serde_json::Value = client.call(&Request::PluginDocker { name, stop })?;
             let socket = v["socket"].as_str().unwrap_or_default();

@@ -667,6 +667,7 @@ mod tests {
             .into(),
             learn_refused: seed + 11,
             host_loopback_refused: seed + 14,
+            rx_policy: 0,
         }
     }
 

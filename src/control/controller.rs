@@ -55,6 +55,7 @@ mod link_changes;
 mod networks;
 mod observe;
 mod oper_info;
+mod policy_changes;
 mod publish;
 mod remote;
 mod replay;
@@ -168,6 +169,7 @@ fn default_state() -> Result<State> {
                 options,
                 builtin: true,
                 plugin: None,
+                policy: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -282,6 +284,7 @@ impl Controller {
         inner.reconcile();
         inner.restore();
         inner.sync_names();
+        inner.sync_policy(None);
         Ok(Controller {
             inner: Mutex::new(inner),
             next_capture: AtomicU64::new(1),
@@ -328,6 +331,9 @@ impl Handler for Controller {
             | Request::LinkShow { .. }
             | Request::LinkReset { .. }
             | Request::LinkBlock { .. } => inner.link_request(request),
+            Request::PolicyAdd { .. }
+            | Request::PolicyList { .. }
+            | Request::PolicyRemove { .. } => inner.policy_request(request),
             Request::Info | Request::Fdb { .. } | Request::Stats { .. } | Request::Trace(_) => {
                 inner.observe_request(request)
             }
@@ -615,6 +621,7 @@ impl Inner {
         crate::control::request_log::record(&mut self.state.committed_requests);
         self.share_subnets_with_nat();
         self.sync_names();
+        self.sync_policy(None);
         self.release_stale_claims();
         self.store.save(&self.state)
     }

@@ -320,6 +320,7 @@ mod tests {
             options: BTreeMap::new(),
             builtin: false,
             plugin: None,
+            policy: Vec::new(),
             typed: None,
         };
         let sb = |name: &str, nets: &[&str]| Sandbox {

@@ -8,6 +8,7 @@ pub mod ipam6;
 pub mod links;
 pub mod model;
 pub mod nofollow;
+pub mod policy;
 pub mod ports;
 pub mod request_log;
 pub mod store;

@@ -89,6 +89,9 @@ pub struct Network {
     /// The plugin serving a `remote` network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
+    /// Ordered allow/deny rules between its sandboxes (`tapnet policy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<crate::control::policy::PolicyRule>,
     /// `options` as the driver validated them when the network was planned or loaded; not
     /// persisted (the option map is).
     #[serde(skip)]

@@ -148,6 +148,7 @@ fn network(net: &Network, earlier: &[Network]) -> Result<NetOptions> {
         )));
     }
     mtu(net.mtu)?;
+    crate::control::policy::check_rules(net)?;
     let imp = drivers::of(net.driver);
     let typed = imp.validate(&net.options)?;
     let aging = typed.mac_aging_s;
@@ -574,6 +575,34 @@ mod tests {
     #[test]
     fn a_state_the_api_made_passes() {
         state(&world()).unwrap();
+    }
+
+    #[test]
+    fn policy_rules_are_checked_on_load() {
+        use crate::control::policy::{Action, PolicyRule};
+        let rule = |name: &str, to: &str| PolicyRule {
+            name: name.into(),
+            from: None,
+            to: Some(to.into()),
+            proto: crate::datapath::policy::Proto::Any,
+            port: None,
+            action: Action::Deny,
+        };
+        let mut ok = world();
+        ok.networks[2].policy = vec![rule("r1", "web"), rule("r2", "10.0.0.0/8")];
+        state(&ok).unwrap();
+        refused(
+            |s| s.networks[2].policy = vec![rule("r1", "a"), rule("r1", "a")],
+            "policy rule r1 is listed twice",
+        );
+        refused(
+            |s| s.networks[2].policy = vec![rule("r1", "10.0.0.0/99")],
+            "bad prefix length",
+        );
+        refused(
+            |s| s.networks[1].policy = vec![rule("r1", "a")],
+            "policy rules on a network of driver null",
+        );
     }
 
     #[test]

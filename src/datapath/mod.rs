@@ -4,6 +4,7 @@
 pub(crate) mod capture;
 pub(crate) mod clock;
 pub mod coalesce;
+pub mod conntrack;
 pub mod delay;
 pub mod egress;
 pub mod fdb;
@@ -11,6 +12,7 @@ pub mod frame;
 pub mod impair;
 pub(crate) mod network;
 pub(crate) mod pcap;
+pub mod policy;
 pub mod port;
 pub mod security;
 pub(crate) mod spin;
@@ -85,6 +87,15 @@ pub struct PortReport {
     pub stats: PortStats,
     /// What the port may send as (`None`: anything).
     pub policy: Option<security::PortPolicy>,
+}
+
+/// A network's policy as the datapath holds it, for `policy ls`, stats and metrics.
+pub struct PolicyReport {
+    pub table: Option<Arc<policy::PolicyTable>>,
+    pub drops: policy::PolicyDrops,
+    /// Live flows in the connection table, and its bound (0: no table yet).
+    pub flows: usize,
+    pub max_flows: usize,
 }
 
 pub struct Datapath {
@@ -272,7 +283,27 @@ impl Datapath {
         fd: OwnedFd,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.insert_port(net, label, vec![fd], policy)
+        self.insert_port(net, label, vec![fd], policy, false)
+    }
+
+    /// Wire a service port (the gateway's, the VTEP's socketpair end) into network `net`: it
+    /// speaks for many stations (no port security), sandboxes reach it under `icc=false`, and
+    /// the policy does not check its frames.
+    pub fn add_service_port(&self, net: NetId, label: String, fd: OwnedFd) -> Result<PortId> {
+        self.insert_port(net, label, vec![fd], None, true)
+    }
+
+    /// Wire the host's interface (`host_access`, its TAP's queues) into network `net`: a service
+    /// port as docker0's host side is (`icc=false` and rules leave the host and the sandboxes
+    /// to each other), its frames checked by port security (`policy`) as a station's.
+    pub fn add_host_port(
+        &self,
+        net: NetId,
+        label: String,
+        queues: Vec<OwnedFd>,
+        policy: Option<PortPolicy>,
+    ) -> Result<PortId> {
+        self.insert_port(net, label, queues, policy, true)
     }
 
     /// Wire a sandbox's TAP, opened with `tap_queues()` queues (one fd each), into network
@@ -294,7 +325,7 @@ impl Datapath {
                 self.tap_queues
             );
         }
-        self.insert_port(net, label, queues, policy)
+        self.insert_port(net, label, queues, policy, false)
     }
 
     fn insert_port(
@@ -303,6 +334,7 @@ impl Datapath {
         label: String,
         queues: Vec<OwnedFd>,
         policy: Option<PortPolicy>,
+        service: bool,
     ) -> Result<PortId> {
         if queues.is_empty() {
             return Err(Error::invalid(format!(
@@ -322,7 +354,9 @@ impl Datapath {
             .min_by_key(|&i| workers[i].owned_ports)
             .unwrap_or(0);
         workers[owner].owned_ports += 1;
-        let port = Arc::new(Port::new(id, net, label, queues, policy));
+        let mut port = Port::new(id, net, label, queues, policy);
+        port.service = service;
+        let port = Arc::new(port);
         reg.ports.insert(id, (port.clone(), owner));
         drop(reg);
         for w in workers.iter() {
@@ -437,6 +471,60 @@ impl Datapath {
             Some(n) => n.fdb.entries(self.now_secs()),
             None => Vec::new(),
         }
+    }
+
+    /// Give network `net` the policy `spec` (rules resolved to prefixes): every worker takes
+    /// the new table between two batches; rules of the same name keep their counters. Flows
+    /// already admitted keep flowing unless `reset_flows`, which empties the connection table.
+    pub fn set_policy(&self, net: NetId, spec: &policy::PolicySpec, reset_flows: bool) {
+        let Some(network) = self.network(net) else {
+            return;
+        };
+        let table = {
+            let mut current = crate::guard::lock_or_stop(&network.policy, "a network's policy");
+            let unchanged = match current.as_deref() {
+                None => spec.is_open(),
+                Some(t) => t.spec == *spec,
+            };
+            if unchanged {
+                if reset_flows && let Some(conns) = network.conns.get() {
+                    conns.flush();
+                }
+                return;
+            }
+            if spec.tracks() {
+                network
+                    .conns
+                    .get_or_init(|| conntrack::ConnTable::new(spec.max_flows));
+            }
+            let table = (!spec.is_open())
+                .then(|| Arc::new(policy::PolicyTable::build(spec, current.as_deref())));
+            *current = table.clone();
+            table
+        };
+        if reset_flows && let Some(conns) = network.conns.get() {
+            conns.flush();
+        }
+        self.ask_all(|done| Command::SetPolicy {
+            network: net,
+            table: table.clone(),
+            done,
+        });
+        // Flush again: a worker may have admitted a flow under the old rules meanwhile.
+        if reset_flows && let Some(conns) = network.conns.get() {
+            conns.flush();
+        }
+    }
+
+    /// Network `net`'s policy state: its table, drops and live flows.
+    pub fn policy_report(&self, net: NetId) -> Option<PolicyReport> {
+        let network = self.network(net)?;
+        Some(PolicyReport {
+            table: network.policy(),
+            drops: network.policy_drops.snapshot(),
+            flows: network.conns.get().map_or(0, |c| c.live(self.now_secs())),
+            max_flows: network.conns.get().map_or(0, |c| c.capacity()),
+        })
     }
 
     /// Stop every worker and wait for them. Ports close as the workers drop them.

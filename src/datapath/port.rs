@@ -30,6 +30,7 @@ pub struct PortCounters {
     /// `rx_spoofed` by reason, indexed by `Violation::index`.
     spoofed_by: [AtomicU64; Violation::COUNT],
     learn_refused: AtomicU64,
+    rx_policy: AtomicU64,
 }
 
 /// A copy of a port's counters, as `tapnet stats` shows them.
@@ -59,11 +60,15 @@ pub struct PortStats {
     /// full (the frames still went out, and frames to those MACs flood).
     #[serde(default)]
     pub learn_refused: u64,
+    /// Frames the network's policy dropped (`icc=false`, a deny rule or default, a full
+    /// connection table).
+    #[serde(default)]
+    pub rx_policy: u64,
 }
 
 impl PortStats {
     pub fn drops(&self) -> u64 {
-        self.rx_malformed + self.rx_oversize + self.tx_dropped + self.rx_spoofed
+        self.rx_malformed + self.rx_oversize + self.tx_dropped + self.rx_spoofed + self.rx_policy
     }
 
     /// The port security drops of one reason.
@@ -97,6 +102,10 @@ impl PortCounters {
         self.spoofed_by[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn rx_policy(&self) {
+        self.rx_policy.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn learn_refused(&self) {
         self.learn_refused.fetch_add(1, Ordering::Relaxed);
     }
@@ -115,6 +124,7 @@ impl PortCounters {
             rx_spoofed: get(&self.rx_spoofed),
             spoofed_by: std::array::from_fn(|i| get(&self.spoofed_by[i])),
             learn_refused: get(&self.learn_refused),
+            rx_policy: get(&self.rx_policy),
         }
     }
 }
@@ -131,6 +141,9 @@ pub struct Port {
     pub policy: Option<PortPolicy>,
     /// Impairments and blocks (`tapnet link`); inactive unless configured.
     pub link: Link,
+    /// A service port (the gateway's, the VTEP's), not a station's: `icc=false` lets
+    /// sandboxes reach it, and the policy does not check what it sends.
+    pub service: bool,
 }
 
 impl Port {
@@ -152,6 +165,7 @@ impl Port {
             counters: PortCounters::default(),
             policy,
             link: Link::default(),
+            service: false,
         }
     }
 

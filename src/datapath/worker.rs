@@ -26,6 +26,7 @@ use super::egress;
 use super::fdb::{Learned, PortId};
 use super::frame;
 use super::network::NetworkDp;
+use super::policy::{self, PolicyTable};
 use super::port::{NetId, Port};
 use super::security;
 use super::spin::Spin;
@@ -60,6 +61,12 @@ pub enum Command {
         id: u64,
         done: Sender<()>,
     },
+    /// Swap in a network's policy (`None`: no policy).
+    SetPolicy {
+        network: NetId,
+        table: Option<Arc<PolicyTable>>,
+        done: Sender<()>,
+    },
     Stop,
 }
 
@@ -67,6 +74,7 @@ pub(super) struct NetView {
     pub(super) net: Arc<NetworkDp>,
     pub(super) members: Vec<Arc<Port>>,
     pub(super) captures: Vec<Arc<CaptureSink>>,
+    pub(super) policy: Option<Arc<PolicyTable>>,
 }
 
 /// Frames one worker has read, for `tapnet info`: on a cache line of its own, so the workers'
@@ -350,10 +358,13 @@ pub(super) fn apply_to_views(networks: &mut Vec<Option<NetView>>, cmd: Command) 
     match cmd {
         Command::AddNetwork(net) => {
             let id = net.id as usize;
+            // A network re-added under a reused id starts with the policy last pushed to it.
+            let policy = net.policy();
             *slot(networks, id) = Some(NetView {
                 net,
                 members: Vec::new(),
                 captures: Vec::new(),
+                policy,
             });
         }
         Command::RemoveNetwork(id) => *slot(networks, id as usize) = None,
@@ -366,6 +377,16 @@ pub(super) fn apply_to_views(networks: &mut Vec<Option<NetView>>, cmd: Command) 
         Command::RemoveCapture { network, id, done } => {
             if let Some(Some(view)) = networks.get_mut(network as usize) {
                 view.captures.retain(|c| c.id != id);
+            }
+            let _ = done.send(());
+        }
+        Command::SetPolicy {
+            network,
+            table,
+            done,
+        } => {
+            if let Some(Some(view)) = networks.get_mut(network as usize) {
+                view.policy = table;
             }
             let _ = done.send(());
         }
@@ -492,6 +513,22 @@ pub(super) fn forward(
     if matches!(learned, Learned::PortLimit | Learned::Full) {
         ingress.counters.learn_refused();
     }
+    let mut isolate = false;
+    if let Some(table) = view.policy.as_deref()
+        && !admit(
+            table,
+            view,
+            ports,
+            ingress,
+            egress,
+            frame,
+            now,
+            &mut isolate,
+        )
+    {
+        ingress.counters.rx_policy();
+        return;
+    }
     if !view.captures.is_empty() {
         capture(view, ingress.id, egress, frame, segmenter);
     }
@@ -501,11 +538,66 @@ pub(super) fn forward(
                 out.send(port, ingress.id, frame, delayed);
             }
             // The station's port went away between learning and now: fall back to flooding.
-            _ => flood(view, ingress, frame, delayed, out),
+            _ => flood(view, ingress, frame, delayed, out, isolate),
         },
-        Egress::Flood => flood(view, ingress, frame, delayed, out),
+        Egress::Flood => flood(view, ingress, frame, delayed, out, isolate),
         Egress::Filter => ingress.counters.rx_filtered(),
     }
+}
+
+/// The network's policy on a switched frame: false to drop it (counted). `isolate` is set when
+/// a flood from this port may reach service ports only (`icc=false`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn admit(
+    table: &PolicyTable,
+    view: &NetView,
+    ports: &[Option<Arc<Port>>],
+    ingress: &Port,
+    egress: Egress,
+    frame: &[u8],
+    now: u32,
+    isolate: &mut bool,
+) -> bool {
+    let net = &view.net;
+    let eth = &frame[VNET_HDR_LEN..];
+    let Some(conns) = net.conns.get() else {
+        // No table: icc only.
+        if ingress.service || !table.isolates() {
+            return true;
+        }
+        *isolate = true;
+        return !to_station(ports, egress, net);
+    };
+    if ingress.service {
+        policy::track_service(table, conns, eth, now);
+        return true;
+    }
+    if table.isolates() {
+        *isolate = true;
+        if to_station(ports, egress, net) {
+            return false;
+        }
+    }
+    policy::check_station(table, conns, &net.policy_drops, eth, now).passes()
+}
+
+/// Is `egress` a unicast to a station's port? Counts the `icc` drop when it is.
+#[inline]
+fn to_station(ports: &[Option<Arc<Port>>], egress: Egress, net: &NetworkDp) -> bool {
+    let Egress::Unicast(to) = egress else {
+        return false;
+    };
+    let station = ports
+        .get(to as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|p| !p.service);
+    if station {
+        net.policy_drops
+            .icc
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    station
 }
 
 /// Hand the frame to every interested capture as it would look on a wire: segmented, with
@@ -525,15 +617,18 @@ fn capture(
     }
 }
 
+/// Send to every other member; with `isolate` (`icc=false`, from a station) to service ports
+/// only.
 fn flood(
     view: &NetView,
     ingress: &Port,
     frame: &[u8],
     delayed: &mut DelayQueue,
     out: &mut impl Output,
+    isolate: bool,
 ) {
     for port in &view.members {
-        if port.id != ingress.id {
+        if port.id != ingress.id && (!isolate || port.service) {
             out.send(port, ingress.id, frame, delayed);
         }
     }

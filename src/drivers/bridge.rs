@@ -39,6 +39,11 @@ pub const KEYS: &[&str] = &[
     "host_access",
     "host_ip",
     "host_ip6",
+    // Inter-sandbox policy (datapath/policy.rs).
+    "icc",
+    super::options::DOCKER_ICC,
+    "policy_default",
+    "policy_flows",
 ];
 
 /// Keys of the host's interface (`host_access`): a bridge network's own, not an overlay's.
@@ -167,7 +172,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         // The gateway speaks for many addresses (NAT replies): no port security.
         let port = ctx
             .dp
-            .add_port(id, GATEWAY_PORT.to_string(), switch_end, None)?;
+            .add_service_port(id, GATEWAY_PORT.to_string(), switch_end)?;
         match Gateway::start(config, gateway_end, dns) {
             Ok(gw) => Ok((port, gw)),
             Err(e) => {
@@ -258,17 +263,13 @@ fn add_host_port(ctx: &Ctx<'_>, net: &Network, opts: &BridgeOptions) -> Result<P
             net.name
         ))
     })?;
-    attach(
-        ctx,
-        net,
-        Tap {
-            label: HOST_PORT.to_string(),
-            mac,
-            ipv4: ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            ipv6,
-            fds: TapFds::Queues(fds),
-        },
-    )
+    let net_id = *ctx
+        .nets
+        .get(&net.name)
+        .ok_or_else(|| Error::not_found("network", &net.name))?;
+    let policy = port_policy(net, mac, ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED), ipv6)?;
+    ctx.dp
+        .add_host_port(net_id, HOST_PORT.to_string(), fds, policy)
 }
 
 /// A switched network's bridge options (as validated with it).
@@ -452,6 +453,7 @@ mod tests {
             options,
             builtin: false,
             plugin: None,
+            policy: Vec::new(),
         }
     }
 

@@ -88,6 +88,13 @@ pub struct BridgeOptions {
     /// map, so a restarted daemon gives the interface the same ones.
     pub host_ip: Option<std::net::Ipv4Addr>,
     pub host_ip6: Option<std::net::Ipv6Addr>,
+    /// `icc=true|false` (or Docker's `com.docker.network.bridge.enable_icc`): may sandboxes
+    /// reach each other, or only the gateway?
+    pub icc: bool,
+    /// `policy_default=allow|deny`: what a flow no policy rule matches gets.
+    pub policy_default_allow: bool,
+    /// `policy_flows=N`: the bound of the policy's connection table.
+    pub policy_flows: u32,
 }
 
 impl BridgeOptions {
@@ -126,6 +133,18 @@ impl BridgeOptions {
             host_access,
             host_ip,
             host_ip6,
+            icc: parse_icc(options)?,
+            policy_default_allow: match options.get("policy_default").map(String::as_str) {
+                None | Some("allow") => true,
+                Some("deny") => false,
+                Some(v) => {
+                    return Err(Error::invalid(format!(
+                        "option policy_default={v}: expected allow or deny"
+                    )));
+                }
+            },
+            policy_flows: option_positive(options, "policy_flows", "a number")?
+                .unwrap_or(crate::datapath::conntrack::DEFAULT_MAX_FLOWS as u32),
         })
     }
 }
@@ -151,6 +170,33 @@ pub fn on_off(options: &Options, key: &str, default: bool) -> Result<bool> {
             "option {key}={v}: expected on or off"
         ))),
     }
+}
+
+/// Docker's name of `icc`, which its plugin passes through in the generic options.
+pub const DOCKER_ICC: &str = "com.docker.network.bridge.enable_icc";
+
+/// `icc` or Docker's `enable_icc`, `true`/`false` (also `on`/`off`); both given must agree.
+fn parse_icc(options: &Options) -> Result<bool> {
+    let mut icc = None;
+    for key in ["icc", DOCKER_ICC] {
+        let Some(v) = options.get(key) else { continue };
+        let on = match v.as_str() {
+            "true" | "on" => true,
+            "false" | "off" => false,
+            v => {
+                return Err(Error::invalid(format!(
+                    "option {key}={v}: expected true or false"
+                )));
+            }
+        };
+        if icc.is_some_and(|i| i != on) {
+            return Err(Error::invalid(format!(
+                "options icc and {DOCKER_ICC} disagree"
+            )));
+        }
+        icc = Some(on);
+    }
+    Ok(icc.unwrap_or(true))
 }
 
 /// `ADDR[:PORT]`, port 4789 when left out. An IPv6 address with a port is bracketed

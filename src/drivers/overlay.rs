@@ -163,7 +163,7 @@ impl NetworkDriver for Overlay {
             // Remote stations send as themselves: no port security on the VTEP port.
             let port = ctx
                 .dp
-                .add_port(id, VTEP_PORT.to_string(), switch_end, None)?;
+                .add_service_port(id, VTEP_PORT.to_string(), switch_end)?;
             Ok((port, vtep_end))
         });
         let (port, vtep_end) = match attached {

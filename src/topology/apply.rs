@@ -76,7 +76,7 @@ pub fn up(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
     let record = read_record(client, &name)?;
     let (actions, next) = plan_up(&topo, &current(client)?, &record)
         .map_err(|e| Error::conflict(format!("topology {}: {e}", path.display())))?;
-    if actions.is_empty() {
+    if actions.is_empty() && policy_changes(client, &topo)?.is_empty() {
         outln!("{name}: up to date, nothing to do")?;
         return Ok(0);
     }
@@ -84,6 +84,9 @@ pub fn up(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
         outln!("{}{a}", if dry_run { "would " } else { "" })?;
     }
     if dry_run {
+        for (network, rules) in policy_changes(client, &topo)? {
+            outln!("would set policy of {network}: {} rules", rules.len())?;
+        }
         return Ok(0);
     }
     // Keep in the record what this file may have made, even if a step fails half way, so that
@@ -104,7 +107,67 @@ pub fn up(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
         run(client, &name, a).map_err(|e| Error::Remote(format!("{a}: {e}")))?;
     }
     write_record(client, &name, &next)?;
+    for (network, rules) in policy_changes(client, &topo)? {
+        outln!("set policy of {network}: {} rules", rules.len())?;
+        set_policy(client, &network, rules)
+            .map_err(|e| Error::Remote(format!("set policy of {network}: {e}")))?;
+    }
     Ok(0)
+}
+
+/// The networks whose rules differ from the file's `[[policy]]` (networks the file lists no
+/// rule for are left alone), with the rules the file wants. A network not made yet has none.
+fn policy_changes(
+    client: &Client,
+    topo: &super::Topology,
+) -> Result<Vec<(String, Vec<crate::control::policy::PolicyRule>)>> {
+    let mut wanted: Vec<(String, Vec<crate::control::policy::PolicyRule>)> = Vec::new();
+    for p in &topo.policies {
+        match wanted.iter_mut().find(|(n, _)| *n == p.network) {
+            Some((_, rules)) => rules.push(p.rule()),
+            None => wanted.push((p.network.clone(), vec![p.rule()])),
+        }
+    }
+    let mut changes = Vec::new();
+    for (network, rules) in wanted {
+        let now: Vec<_> = client
+            .call::<crate::api::types::PolicyView>(&Request::PolicyList {
+                network: network.clone(),
+            })
+            .map(|v| v.rules.into_iter().map(|r| r.rule).collect())
+            .unwrap_or_default();
+        if now != rules {
+            changes.push((network, rules));
+        }
+    }
+    Ok(changes)
+}
+
+/// Make `network`'s rules exactly `rules`: remove those it has, add the file's in order (and
+/// forget admitted flows, which the old rules let in).
+fn set_policy(
+    client: &Client,
+    network: &str,
+    rules: Vec<crate::control::policy::PolicyRule>,
+) -> Result<()> {
+    let view: crate::api::types::PolicyView = client.call(&Request::PolicyList {
+        network: network.to_string(),
+    })?;
+    for r in view.rules {
+        client.call_value(&Request::PolicyRemove {
+            network: network.to_string(),
+            name: r.rule.name,
+        })?;
+    }
+    let last = rules.len().saturating_sub(1);
+    for (i, rule) in rules.into_iter().enumerate() {
+        client.call_value(&Request::PolicyAdd {
+            network: network.to_string(),
+            rule,
+            reset_flows: i == last,
+        })?;
+    }
+    Ok(())
 }
 
 /// `tapnet down FILE [--dry-run]`: remove what `up` of this file made.

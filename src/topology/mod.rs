@@ -25,6 +25,43 @@ pub struct Topology {
     pub links: Vec<LinkSpec>,
     #[serde(default, rename = "block")]
     pub blocks: Vec<BlockSpec>,
+    /// Policy rules (`tapnet policy`), in order per network: `up` makes each listed network's
+    /// rules exactly these.
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyRuleSpec>,
+}
+
+/// One `[[policy]]` rule: `network`, `name`, optional `from`, `to`, `proto`, `port`, and
+/// `action` (`allow` or `deny`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRuleSpec {
+    pub network: String,
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    #[serde(default)]
+    pub proto: crate::datapath::policy::Proto,
+    /// `N` or `N-M`, as a string or a number.
+    pub port: Option<toml::Value>,
+    pub action: crate::control::policy::Action,
+}
+
+impl PolicyRuleSpec {
+    /// The rule as `policy add` takes it.
+    pub fn rule(&self) -> crate::control::policy::PolicyRule {
+        crate::control::policy::PolicyRule {
+            name: self.name.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            proto: self.proto,
+            port: self.port.as_ref().map(|p| match p {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            action: self.action,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -213,6 +250,15 @@ impl Topology {
                 ));
             }
         }
+        let mut rules = HashSet::new();
+        for p in &self.policies {
+            validate_name("network", &p.network)?;
+            crate::control::policy::check_rule(&p.rule())
+                .map_err(|e| format!("policy {} on {}: {e}", p.name, p.network))?;
+            if !rules.insert((&p.network, &p.name)) {
+                return Err(format!("policy {} on {} is given twice", p.name, p.network));
+            }
+        }
         let sandbox = |name: &str| self.sandboxes.iter().find(|s| s.name == name);
         let mut links = HashSet::new();
         for l in &self.links {
@@ -277,6 +323,47 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_rules_parse_and_are_checked() {
+        let text = r#"
+[[network]]
+name = "n"
+
+[[policy]]
+network = "n"
+name = "web"
+from = "client"
+to = "10.70.0.0/24"
+proto = "tcp"
+port = 80
+action = "allow"
+
+[[policy]]
+network = "n"
+name = "rest"
+action = "deny"
+"#;
+        let t = Topology::parse(text, "p").unwrap();
+        let rule = t.policies[0].rule();
+        assert_eq!(rule.port.as_deref(), Some("80"));
+        assert_eq!(rule.proto, crate::datapath::policy::Proto::Tcp);
+        assert_eq!(
+            t.policies[1].rule().action,
+            crate::control::policy::Action::Deny
+        );
+        let twice =
+            format!("{text}\n[[policy]]\nnetwork = \"n\"\nname = \"rest\"\naction = \"allow\"\n");
+        assert!(Topology::parse(&twice, "p").unwrap_err().contains("twice"));
+        let bad = text.replace("port = 80", "port = 80\nbogus = 1");
+        assert!(Topology::parse(&bad, "p").is_err());
+        let no_proto = text.replace("proto = \"tcp\"", "");
+        assert!(
+            Topology::parse(&no_proto, "p")
+                .unwrap_err()
+                .contains("--proto")
+        );
+    }
 
     const LAB: &str = r#"
 name = "lab"

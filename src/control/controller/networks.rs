@@ -99,6 +99,7 @@ pub(super) fn plan_network(req: &NetworkCreate, state: &State) -> Result<Network
         options,
         builtin: false,
         plugin,
+        policy: Vec::new(),
         typed: Some(typed),
     })
 }

@@ -188,6 +188,7 @@ impl Inner {
                     .map(|v| (v.name().to_string(), r.stats.spoofed(*v)))
                     .collect(),
                 learn_refused: r.stats.learn_refused,
+                rx_policy: r.stats.rx_policy,
             })
             .collect())
     }

@@ -29,6 +29,9 @@ impl Inner {
                 ..
             } => self.cni_check(container_id, ifname).and_then(|v| value(&v)),
             Request::CniDel { ifname, .. } => Ok(json!({"removed": ifname})),
+            Request::PolicyAdd { network, .. } | Request::PolicyRemove { network, .. } => {
+                self.policy_view(network).and_then(|v| value(&v))
+            }
             _ => return None,
         };
         answer.ok().map(Ok)

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::Controller;
-use crate::metrics::{NetworkSample, PortSample, Snapshot, Source, split_label};
+use crate::datapath::Datapath;
+use crate::datapath::port::NetId;
+use crate::metrics::{NetworkSample, PolicySample, PortSample, Snapshot, Source, split_label};
 
 impl Source for Controller {
     fn snapshot(&self) -> Snapshot {
@@ -47,10 +49,33 @@ impl Source for Controller {
                     host_loopback_refused: gw
                         .map(|s| s.host_loopback_refused.load(Ordering::Relaxed) as u64),
                     dns: gateway.map(|g| g.dns_stats()),
+                    policy: policy_sample(&inner.dp, *id),
                 }
             })
             .collect();
         networks.sort_by(|a, b| a.name.cmp(&b.name));
         Snapshot { ports, networks }
     }
+}
+
+/// A network's policy counters, once it has had a policy.
+fn policy_sample(dp: &Datapath, id: NetId) -> Option<PolicySample> {
+    let r = dp.policy_report(id)?;
+    let table = r.table?;
+    Some(PolicySample {
+        drops: r.drops,
+        flows: r.flows as u64,
+        max_flows: r.max_flows as u64,
+        rules: table
+            .rules
+            .iter()
+            .map(|rule| {
+                (
+                    rule.spec.name.clone(),
+                    rule.counters.packets.load(Ordering::Relaxed),
+                    rule.counters.bytes.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+    })
 }

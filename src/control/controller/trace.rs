@@ -11,6 +11,8 @@ use crate::api::lab::{TraceOutput, TraceReport, TraceRequest};
 use crate::control::model::Network;
 use crate::datapath::PortReport;
 use crate::datapath::fdb::PortId;
+use crate::datapath::network::NetworkDp;
+use crate::datapath::policy::{Decision, PolicyTable, decide, flow_of};
 use crate::datapath::security::Violation;
 use crate::datapath::switch::{Egress, peek};
 use crate::datapath::trace::{Proto, probe_frame, probe_frame6};
@@ -254,7 +256,7 @@ impl Inner {
             ),
             (false, None) => format!("lookup: {dst_mac} miss: flood as unknown unicast"),
         });
-        let outputs: Vec<PortId> = match egress {
+        let mut outputs: Vec<PortId> = match egress {
             Egress::Unicast(p) => vec![p],
             Egress::Flood => reports
                 .iter()
@@ -263,6 +265,38 @@ impl Inner {
                 .collect(),
             Egress::Filter => Vec::new(),
         };
+        if let Some(table) = dp_net.policy()
+            && egress != Egress::Filter
+        {
+            let probe = match (src_ip, dst_ip) {
+                (Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => probe_frame(
+                    (src_mac, dst_mac),
+                    Some((s, d)),
+                    proto,
+                    req.dport.unwrap_or(0),
+                ),
+                (Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => {
+                    probe_frame6((src_mac, dst_mac), (s, d), proto, req.dport.unwrap_or(0))
+                }
+                _ => Vec::new(),
+            };
+            let service = |id: PortId| self.dp.port(id).is_some_and(|p| p.service);
+            let passes = policy_steps(
+                &table,
+                &dp_net,
+                &probe,
+                now,
+                &mut steps,
+                || matches!(egress, Egress::Unicast(p) if !service(p)),
+            );
+            if !passes {
+                report.steps = steps;
+                return Ok(report);
+            }
+            if table.isolates() {
+                outputs.retain(|id| service(*id));
+            }
+        }
         report.decision = match egress {
             Egress::Unicast(_) => "unicast",
             Egress::Flood => "flood",
@@ -593,6 +627,67 @@ impl Inner {
         }
         String::new()
     }
+}
+
+/// Explain network policy on a probe `frame` (an Ethernet frame, or empty without IP
+/// addresses) a sandbox sends: `icc=false` to another station (`to_station`), then the rules.
+/// False if the policy drops it.
+fn policy_steps(
+    table: &PolicyTable,
+    net: &NetworkDp,
+    frame: &[u8],
+    now: u32,
+    steps: &mut Vec<String>,
+    to_station: impl FnOnce() -> bool,
+) -> bool {
+    if table.isolates() {
+        if to_station() {
+            steps.push(
+                "policy: icc=false on this network: a sandbox reaches only the gateway, not \
+                 another sandbox: dropped (counted as policy_drops{reason=\"icc\"})"
+                    .into(),
+            );
+            return false;
+        }
+        steps.push("policy: icc=false: floods reach only the gateway".into());
+    }
+    if !table.tracks {
+        return true;
+    }
+    let (Some(flow), Some(conns)) = (flow_of(frame), net.conns.get()) else {
+        steps.push("policy: not an IP frame: rules do not apply".into());
+        return true;
+    };
+    let d = decide(table, conns, &flow, now, false);
+    let verdict = if d.passes() { "passes" } else { "dropped" };
+    steps.push(match d {
+        Decision::Unchecked => {
+            "policy: neighbour discovery or DNS to the gateway: never checked".into()
+        }
+        Decision::Established => {
+            "policy: the flow is in the connection table (admitted before): passes".into()
+        }
+        Decision::Rule(i, allow) => {
+            let name = table.rules.get(i).map_or("?", |r| r.spec.name.as_str());
+            format!(
+                "policy: rule {name} ({}) is the first that matches: {verdict}{}",
+                if allow { "allow" } else { "deny" },
+                if allow {
+                    ", and the flow's replies pass"
+                } else {
+                    " (counted as policy_drops{reason=\"rule\"})"
+                }
+            )
+        }
+        Decision::Default(allow) => format!(
+            "policy: no rule matches: the network's policy_default={}: {verdict}",
+            if allow { "allow" } else { "deny" }
+        ),
+        Decision::TableFull => {
+            "policy: admitted, but the connection table is full: dropped (table_full)".into()
+        }
+    });
+    d.passes()
 }
 
 #[cfg(test)]
