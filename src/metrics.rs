@@ -59,6 +59,8 @@ pub struct NetworkSample {
     pub nat_tcp_flows: Option<usize>,
     pub nat_udp_flows: Option<usize>,
     pub dns: Option<std::sync::Arc<DnsStats>>,
+    /// The gateway's DHCPv4 server (none on a network without IPv4 or a gateway).
+    pub dhcp: Option<std::sync::Arc<crate::gateway::dhcp::DhcpStats>>,
 }
 
 #[derive(Default)]
@@ -310,6 +312,19 @@ pub fn render(snap: &Snapshot) -> String {
             }
         }
     }
+    let name = "tapnet_dhcp_messages_total";
+    f.head(
+        name,
+        "counter",
+        "Messages of the gateway's DHCPv4 server by kind (offer, ack, nak sent; unknown_client, ignored not answered; release, decline received).",
+    );
+    for n in &snap.networks {
+        if let Some(d) = &n.dhcp {
+            for (kind, v) in d.values() {
+                f.sample(name, &[("network", &n.name), ("kind", kind)], v);
+            }
+        }
+    }
     let name = "tapnet_dns_dropped_total";
     f.head(
         name,
@@ -533,6 +548,7 @@ mod tests {
                 nat_tcp_flows: Some(1),
                 nat_udp_flows: Some(0),
                 dns: Some(std::sync::Arc::new(DnsStats::default())),
+                dhcp: Some(std::sync::Arc::new(Default::default())),
             }],
         };
         let text = render(&snap);
@@ -546,6 +562,7 @@ mod tests {
         assert!(text.contains("violation=\"redirect\"} 0\n"));
         assert!(text.contains("tapnet_network_rx_packets_total{network=\"n\\\"1\"} 3\n"));
         assert!(text.contains("tapnet_control_requests_total{kind=\"ping\",result=\"ok\"}"));
+        assert!(text.contains("tapnet_dhcp_messages_total{network=\"n\\\"1\",kind=\"offer\"} 0\n"));
         assert!(text.ends_with('\n'));
     }
 }

@@ -284,6 +284,23 @@ pub struct NatView {
     /// Host peers the network's published UDP ports remember (they expire when idle).
     #[serde(default)]
     pub published_udp_peers: usize,
+    /// The gateway's DHCPv4 server (none on a network without IPv4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpView>,
+}
+
+/// Messages of the gateway's DHCPv4 server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DhcpView {
+    pub offers: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// Requests from MACs tapnet does not know: not answered.
+    pub unknown_clients: u64,
+    pub releases: u64,
+    pub declines: u64,
+    /// Malformed, relayed or for another server: not answered.
+    pub ignored: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

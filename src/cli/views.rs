@@ -118,6 +118,16 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         ("DNS", dns),
     ];
     let mut fields = fields.to_vec();
+    if let Some(d) = n.nat.as_ref().and_then(|nat| nat.dhcp.as_ref()) {
+        fields.push((
+            "DHCP",
+            format!(
+                "{} offers, {} acks, {} naks (not answered: {} unknown clients, {} ignored; {} \
+                 releases, {} declines)",
+                d.offers, d.acks, d.naks, d.unknown_clients, d.ignored, d.releases, d.declines
+            ),
+        ));
+    }
     if let Some(o) = &n.overlay {
         fields.push((
             "VTEP",
@@ -505,6 +515,11 @@ mod tests {
                 dns_queries: 73,
                 dns_local_answers: 79,
                 published_udp_peers: 29,
+                dhcp: Some(crate::api::types::DhcpView {
+                    offers: 3,
+                    naks: 1,
+                    ..Default::default()
+                }),
             }),
             overlay: Some(OverlayView {
                 vtep: "127.0.0.2:4789".into(),

@@ -30,6 +30,7 @@ impl Inner {
                 dns_queries: get(&dns.queries_udp) + get(&dns.queries_tcp),
                 dns_local_answers: dns.local.iter().map(get).sum(),
                 published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
+                dhcp: self.network(name)?.subnet.map(|_| gw.dhcp_view()),
             });
         }
         if let Some(r) = self.overlay.report(name) {

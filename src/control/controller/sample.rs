@@ -45,6 +45,11 @@ impl Source for Controller {
                     nat_tcp_flows: gw.map(|s| s.tcp_flows.load(Ordering::Relaxed)),
                     nat_udp_flows: gw.map(|s| s.udp_flows.load(Ordering::Relaxed)),
                     dns: gateway.map(|g| g.dns_stats()),
+                    dhcp: inner
+                        .state
+                        .network(name)
+                        .and_then(|n| n.subnet)
+                        .and(gw.map(|s| s.dhcp.clone())),
                 }
             })
             .collect();

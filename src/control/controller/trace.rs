@@ -566,6 +566,9 @@ impl Inner {
                 "refused with ICMPv6 destination unreachable: the gateway does not carry it{}",
                 self.isolation_note(dst)
             ),
+            Inbound::Dhcp { .. } => "DHCP: the gateway's DHCP server answers a port whose MAC \
+                                     tapnet knows, with that port's own address"
+                .into(),
             Inbound::Ignore => format!(
                 "dropped: the gateway does not carry it{}",
                 self.isolation_note(dst)
