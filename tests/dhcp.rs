@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{Tapnet, port_stats};
 use tapnet::wire::MacAddr;
@@ -55,7 +55,7 @@ fn write_script(t: &Tapnet, name: &str, text: &str) -> PathBuf {
 
 /// Run udhcpc once in `sandbox` (quit when bound, release on exit); the `key=value` pairs the
 /// script printed.
-fn udhcpc(t: &Tapnet, sandbox: &str, busybox: &str, script: &PathBuf) -> Vec<(String, String)> {
+fn udhcpc(t: &Tapnet, sandbox: &str, busybox: &str, script: &Path) -> Vec<(String, String)> {
     let s = script.to_str().unwrap_or("");
     let out = t.exec(
         sandbox,
