@@ -274,3 +274,44 @@ fn udhcpc_gets_its_address_rootless() {
     assert_eq!(get(&lease, "dns"), gateway, "{lease:?}");
     assert_eq!(get(&lease, "mtu"), "1500", "{lease:?}");
 }
+
+#[test]
+fn a_mac_tapnet_does_not_know_gets_no_answer() {
+    let Some(bb) = busybox() else {
+        return;
+    };
+    // Without port security a sandbox may change its MAC; the server still answers only MACs
+    // the controller gave out.
+    let t = Tapnet::new("dhcpunknown");
+    t.ok(&["network", "create", "open", "--opt", "port_security=off"]);
+    t.ok(&["sandbox", "create", "a", "--net", "open"]);
+    let (ip, mac) = ipam(&t, "a");
+    let set_mac = |m: &str| {
+        for args in [
+            vec!["ip", "link", "set", "eth0", "down"],
+            vec!["ip", "link", "set", "eth0", "address", m],
+            vec!["ip", "link", "set", "eth0", "up"],
+        ] {
+            t.exec_ok("a", &args);
+        }
+    };
+    set_mac("02:00:5e:10:00:99");
+    let s = script(&t);
+    let s = s.to_str().unwrap_or("");
+    let out = t.exec(
+        "a",
+        &[
+            bb, "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "2", "-T", "1", "-s", s,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "no lease for a stranger: {text}");
+    assert!(!text.contains("lease:"), "{text}");
+    let d = dhcp_counters(&t, "open");
+    assert!(d["unknown_clients"].as_u64().unwrap_or(0) >= 1, "{d}");
+    assert_eq!(d["offers"], 0, "{d}");
+    // Positive control: with its own MAC back, the same client gets its address.
+    set_mac(&mac.to_string());
+    let lease = udhcpc(&t, "a", bb, &script(&t));
+    assert_eq!(get(&lease, "ip"), ip.to_string(), "{lease:?}");
+}
