@@ -150,6 +150,13 @@ fn udhcpc_in_each_sandbox_gets_its_own_address_router_dns_and_mtu() {
     }
     let inspect = t.ok(&["network", "inspect", "n"]);
     assert!(inspect.contains("2 offers, 2 acks, 0 naks"), "{inspect}");
+    let rows = t.json(&["stats", "n"]);
+    let gw = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|row| !row["dhcp"].is_null()))
+        .unwrap_or_else(|| panic!("no gateway row with DHCP counters: {rows}"));
+    assert_eq!(gw["dhcp"]["acks"], 2, "{gw}");
+    assert!(t.ok(&["stats"]).contains("DHCP OFFERS"));
     // A bound client renews by unicast to the gateway and releases on exit.
     let cycle = write_script(&t, "cycle.sh", CYCLE_SCRIPT);
     let c = cycle.to_str().unwrap_or("");

@@ -403,4 +403,7 @@ pub struct StatsRow {
     /// Source MACs not learned: the port owns its limit of stations, or the table is full.
     #[serde(default)]
     pub learn_refused: u64,
+    /// On the row of a network's gateway port: its DHCPv4 server's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpView>,
 }

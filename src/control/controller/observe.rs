@@ -146,6 +146,18 @@ impl Inner {
             .collect())
     }
 
+    /// The DHCP counters of `network`'s gateway, if `port` is its port and it has IPv4.
+    fn gateway_dhcp(
+        &self,
+        network: Option<&str>,
+        port: PortId,
+    ) -> Option<crate::api::types::DhcpView> {
+        let network = network?;
+        let (id, gateway) = self.gateways.get(network)?;
+        let ipv4 = self.state.network(network)?.subnet.is_some();
+        (*id == port && ipv4).then(|| gateway.dhcp_view())
+    }
+
     pub(super) fn stats(&self, network: Option<&str>) -> Result<Vec<StatsRow>> {
         let filter = network.map(|n| self.bridge_net_id(n)).transpose()?;
         let names: HashMap<NetId, &String> = self.nets.iter().map(|(n, id)| (*id, n)).collect();
@@ -175,6 +187,7 @@ impl Inner {
                     .map(|v| (v.name().to_string(), r.stats.spoofed(*v)))
                     .collect(),
                 learn_refused: r.stats.learn_refused,
+                dhcp: self.gateway_dhcp(names.get(&r.network).map(|n| n.as_str()), r.id),
             })
             .collect())
     }
