@@ -67,14 +67,14 @@ pub struct Leases(Arc<RwLock<Arc<LeaseTable>>>);
 
 impl Leases {
     pub fn set(&self, table: LeaseTable) {
-        if let Ok(mut current) = self.0.write() {
-            *current = Arc::new(table);
-        }
+        // Only a whole table is ever stored, so a poisoned lock still holds a valid one.
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(table);
     }
 
-    /// The table in force (empty if a writer panicked while holding it).
+    /// The table in force.
     pub fn current(&self) -> Arc<LeaseTable> {
-        self.0.read().map(|t| t.clone()).unwrap_or_default()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
