@@ -63,6 +63,8 @@ pub struct NetworkSample {
     pub dns: Option<std::sync::Arc<DnsStats>>,
     /// Its policy (`icc`, rules), once it has one.
     pub policy: Option<PolicySample>,
+    /// The gateway's DHCPv4 server (none on a network without IPv4 or a gateway).
+    pub dhcp: Option<std::sync::Arc<crate::gateway::dhcp::DhcpStats>>,
 }
 
 /// A network's policy: drops by reason, the connection table, each rule's counters.
@@ -412,6 +414,19 @@ pub fn render(snap: &Snapshot) -> String {
             }
         }
     }
+    let name = "tapnet_dhcp_messages_total";
+    f.head(
+        name,
+        "counter",
+        "Messages of the gateway's DHCPv4 server by kind (offer, ack, nak sent; unknown_client, ignored not answered; release, decline received).",
+    );
+    for n in &snap.networks {
+        if let Some(d) = &n.dhcp {
+            for (kind, v) in d.values() {
+                f.sample(name, &[("network", &n.name), ("kind", kind)], v);
+            }
+        }
+    }
     let name = "tapnet_dns_dropped_total";
     f.head(
         name,
@@ -645,6 +660,7 @@ mod tests {
                     max_flows: 16,
                     rules: vec![("web".into(), 5, 300)],
                 }),
+                dhcp: Some(std::sync::Arc::new(Default::default())),
             }],
         };
         let text = render(&snap);
@@ -663,6 +679,7 @@ mod tests {
         assert!(text.contains("tapnet_network_rx_packets_total{network=\"n\\\"1\"} 3\n"));
         assert!(text.contains("tapnet_host_loopback_refused_total{network=\"n\\\"1\"} 3\n"));
         assert!(text.contains("tapnet_control_requests_total{kind=\"ping\",result=\"ok\"}"));
+        assert!(text.contains("tapnet_dhcp_messages_total{network=\"n\\\"1\",kind=\"offer\"} 0\n"));
         assert!(text.ends_with('\n'));
     }
 }

@@ -351,6 +351,23 @@ pub struct NatView {
     /// keeps the host's loopback closed (`host_loopback=off`).
     #[serde(default)]
     pub host_loopback_refused: usize,
+    /// The gateway's DHCPv4 server (none on a network without IPv4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpView>,
+}
+
+/// Messages of the gateway's DHCPv4 server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DhcpView {
+    pub offers: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// Requests from MACs tapnet does not know: not answered.
+    pub unknown_clients: u64,
+    pub releases: u64,
+    pub declines: u64,
+    /// Malformed, relayed or for another server: not answered.
+    pub ignored: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -460,4 +477,7 @@ pub struct StatsRow {
     /// Dropped by the network's policy (`icc=false`, rules, the default, a full table).
     #[serde(default)]
     pub rx_policy: u64,
+    /// On the row of a network's gateway port: its DHCPv4 server's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpView>,
 }

@@ -123,6 +123,16 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         let addresses: Vec<String> = h.ipv4.iter().chain(&h.ipv6).cloned().collect();
         fields.push(("Host", format!("{} ({})", h.interface, list(&addresses))));
     }
+    if let Some(d) = n.nat.as_ref().and_then(|nat| nat.dhcp.as_ref()) {
+        fields.push((
+            "DHCP",
+            format!(
+                "{} offers, {} acks, {} naks (not answered: {} unknown clients, {} ignored; {} \
+                 releases, {} declines)",
+                d.offers, d.acks, d.naks, d.unknown_clients, d.ignored, d.releases, d.declines
+            ),
+        ));
+    }
     if let Some(o) = &n.overlay {
         fields.push((
             "VTEP",
@@ -393,6 +403,45 @@ pub fn stats(rows: &[StatsRow], format: Format) -> String {
             &loopback,
         ));
     }
+    let dhcp: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let d = r.dhcp.as_ref()?;
+            let counts = [
+                d.offers,
+                d.acks,
+                d.naks,
+                d.unknown_clients,
+                d.ignored,
+                d.releases,
+                d.declines,
+            ];
+            // As the drop reasons: only once the server has had something to do.
+            if counts.iter().all(|n| *n == 0) {
+                return None;
+            }
+            let mut row = vec![r.network.clone(), r.port.clone()];
+            row.extend(counts.iter().map(u64::to_string));
+            Some(row)
+        })
+        .collect();
+    if !dhcp.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "NETWORK",
+                "PORT",
+                "DHCP OFFERS",
+                "ACKS",
+                "NAKS",
+                "UNKNOWN CLIENTS",
+                "IGNORED",
+                "RELEASES",
+                "DECLINES",
+            ],
+            &dhcp,
+        ));
+    }
     out
 }
 
@@ -531,6 +580,11 @@ mod tests {
                 dns_local_answers: 79,
                 published_udp_peers: 29,
                 host_loopback_refused: 83,
+                dhcp: Some(crate::api::types::DhcpView {
+                    offers: 3,
+                    naks: 1,
+                    ..Default::default()
+                }),
             }),
             overlay: Some(OverlayView {
                 vtep: "127.0.0.2:4789".into(),
@@ -668,7 +722,33 @@ mod tests {
             learn_refused: seed + 11,
             host_loopback_refused: seed + 14,
             rx_policy: 0,
+            dhcp: None,
         }
+    }
+
+    #[test]
+    fn stats_show_the_gateways_dhcp_counters() {
+        let mut row = stats_row("backend", "gateway", 0);
+        row.dhcp = Some(crate::api::types::DhcpView {
+            offers: 41,
+            acks: 43,
+            unknown_clients: 47,
+            ..Default::default()
+        });
+        let text = stats(&[row, stats_row("backend", "a/eth0", 1)], Format::Table);
+        let line = text
+            .lines()
+            .find(|l| l.contains("41"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(text.contains("DHCP OFFERS"), "{text}");
+        assert!(
+            line.starts_with("backend") && line.contains("gateway") && line.contains("43"),
+            "{text}"
+        );
+        assert!(line.contains("47"), "{text}");
+        let mut idle = stats_row("backend", "gateway", 0);
+        idle.dhcp = Some(Default::default());
+        assert!(!stats(&[idle], Format::Table).contains("DHCP"));
     }
 
     #[test]

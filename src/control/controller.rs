@@ -640,6 +640,7 @@ impl Inner {
     /// as NAME.NETWORK, and the reverse (PTR) names of their addresses. The default `bridge`
     /// network resolves no sandbox names, as in Docker.
     fn sync_names(&self) {
+        self.sync_leases();
         for net in &self.state.networks {
             let Some((_, gateway)) = self.gateways.get(&net.name) else {
                 continue;
@@ -686,6 +687,23 @@ impl Inner {
                 }
             }
             gateway.set_names(table);
+        }
+    }
+
+    /// Give every network's DHCP server the MAC and IPv4 address of each of its endpoints:
+    /// it answers those MACs, with those addresses, and no others.
+    fn sync_leases(&self) {
+        for net in &self.state.networks {
+            let Some((_, gateway)) = self.gateways.get(&net.name) else {
+                continue;
+            };
+            let mut table = crate::gateway::dhcp::LeaseTable::new();
+            for (_, ep) in self.state.endpoints_on(&net.name) {
+                if let (Some(mac), Some(ip)) = (ep.mac, ep.ipv4) {
+                    table.add(mac, ip);
+                }
+            }
+            gateway.set_leases(table);
         }
     }
 

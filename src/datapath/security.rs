@@ -19,11 +19,15 @@ use crate::wire::icmpv6::{
     Icmpv6, Ndp, OPT_SOURCE_LL, OPT_TARGET_LL, TYPE_MLD_REPORT, TYPE_MLDV2_REPORT,
     TYPE_NEIGHBOR_SOLICITATION,
 };
+use crate::wire::ipv4::PROTO_UDP;
 use crate::wire::ipv6::{NEXT_ICMPV6, NEXT_UDP, link_local_eui64};
 use crate::wire::{
     ArpPacket, ETH_HDR_LEN, Ipv4Packet, Ipv6Packet, MacAddr, UdpDatagram, VNET_HDR_LEN,
 };
 
+/// DHCPv4 ports (RFC 2131): clients send from 68 to 67, servers from 67 to 68.
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCP_CLIENT_PORT: u16 = 68;
 /// DHCPv6 ports (RFC 8415): servers and relays send from 547, to clients on 546.
 const DHCPV6_CLIENT_PORT: u16 = 546;
 const DHCPV6_SERVER_PORT: u16 = 547;
@@ -80,10 +84,13 @@ pub enum Violation {
     Redirect,
     /// A DHCPv6 server's or relay's message (UDP from port 547, or to a client's port 546).
     Dhcpv6Server,
+    /// A DHCPv4 server's or relay's message (UDP from port 67, or to a client's port 68): only
+    /// the gateway answers DHCP.
+    DhcpServer,
 }
 
 impl Violation {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [Violation; Self::COUNT] = [
         Violation::SourceMac,
         Violation::ArpSender,
@@ -96,6 +103,7 @@ impl Violation {
         Violation::RouterAdvertisement,
         Violation::Redirect,
         Violation::Dhcpv6Server,
+        Violation::DhcpServer,
     ];
 
     /// Its counter's index in `ALL`.
@@ -117,6 +125,7 @@ impl Violation {
             Violation::RouterAdvertisement => "router_advertisement",
             Violation::Redirect => "redirect",
             Violation::Dhcpv6Server => "dhcpv6_server",
+            Violation::DhcpServer => "dhcp_server",
         }
     }
 
@@ -151,6 +160,10 @@ impl Violation {
             Violation::Dhcpv6Server => {
                 "it is a DHCPv6 server or relay message (UDP from port 547 or to port 546)"
             }
+            Violation::DhcpServer => {
+                "it is a DHCPv4 server or relay message (UDP from port 67 or to port 68); only \
+                 the gateway answers DHCP"
+            }
         }
     }
 }
@@ -163,15 +176,16 @@ pub fn check(policy: &PortPolicy, frame: &[u8], info: &FrameInfo) -> Result<(), 
     }
     let l3 = frame.get(VNET_HDR_LEN + ETH_HDR_LEN..).unwrap_or(&[]);
     match info.ethertype {
-        ETHERTYPE_IPV4 => match Ipv4Packet::new_checked(l3) {
-            Ok(ip) if ip.version() == 4 && ip.src() == policy.ipv4 => Ok(()),
-            _ => Err(Violation::Ipv4Source),
-        },
+        ETHERTYPE_IPV4 => check_ipv4(policy, l3),
         ETHERTYPE_ARP => match ArpPacket::new_checked(l3) {
+            // An address conflict probe (RFC 5227: sender 0.0.0.0) for its own address, as a
+            // DHCP client may send before it uses the address it was given.
             Ok(arp)
                 if arp.is_ethernet_ipv4()
                     && arp.sender_mac() == policy.mac
-                    && arp.sender_ip() == policy.ipv4 =>
+                    && (arp.sender_ip() == policy.ipv4
+                        || (arp.sender_ip().is_unspecified()
+                            && arp.target_ip() == policy.ipv4)) =>
             {
                 Ok(())
             }
@@ -180,6 +194,40 @@ pub fn check(policy: &PortPolicy, frame: &[u8], info: &FrameInfo) -> Result<(), 
         ETHERTYPE_IPV6 => check_ipv6(policy, l3),
         ETHERTYPE_VLAN | ETHERTYPE_QINQ => Err(Violation::Tagged),
         _ => Ok(()),
+    }
+}
+
+/// The IPv4 part of [`check`]: `l3` is the packet after the Ethernet header.
+fn check_ipv4(policy: &PortPolicy, l3: &[u8]) -> Result<(), Violation> {
+    let ip = match Ipv4Packet::new_checked(l3) {
+        Ok(ip) if ip.version() == 4 => ip,
+        _ => return Err(Violation::Ipv4Source),
+    };
+    // UDP ports, where the packet holds them (unfragmented, or its first fragment).
+    let ports = if ip.protocol() == PROTO_UDP && ip.is_first_fragment() {
+        ip.rest()
+            .ok()
+            .and_then(|l4| UdpDatagram::new_checked(l4).ok())
+            .map(|udp| (udp.src_port(), udp.dst_port()))
+    } else {
+        None
+    };
+    if ip.src() == policy.ipv4 {
+        return match ports {
+            Some((src, dst)) if src == DHCP_SERVER_PORT || dst == DHCP_CLIENT_PORT => {
+                Err(Violation::DhcpServer)
+            }
+            _ => Ok(()),
+        };
+    }
+    // A DHCP client without an address yet sends from 0.0.0.0 (RFC 2131 4.1), to servers.
+    let dhcp_client = ip.src().is_unspecified()
+        && !ip.is_fragment()
+        && ports == Some((DHCP_CLIENT_PORT, DHCP_SERVER_PORT));
+    if dhcp_client {
+        Ok(())
+    } else {
+        Err(Violation::Ipv4Source)
     }
 }
 
@@ -300,8 +348,22 @@ pub fn check_arbitrary_frame(data: &[u8]) {
         assert_eq!(info.src, policy.mac);
         let l3 = &data[VNET_HDR_LEN + ETH_HDR_LEN..];
         match info.ethertype {
-            ETHERTYPE_IPV4 => assert_eq!(&l3[12..16], &policy.ipv4.octets()),
-            ETHERTYPE_ARP => assert_eq!(&l3[14..18], &policy.ipv4.octets()),
+            ETHERTYPE_IPV4 => {
+                let own = l3[12..16] == policy.ipv4.octets();
+                // 0.0.0.0 only from a DHCP client's port to a server's.
+                let ihl = usize::from(l3[0] & 0xf) * 4;
+                let dhcp_client =
+                    l3[12..16] == [0; 4] && l3.get(ihl..ihl + 4) == Some(&[0, 68, 0, 67][..]);
+                assert!(own || dhcp_client);
+                if own && l3[9] == PROTO_UDP && u16::from_be_bytes([l3[6], l3[7]]) & 0x1fff == 0 {
+                    let ports = l3.get(ihl..ihl + 4);
+                    assert!(ports.is_none_or(|p| p[0..2] != [0, 67] && p[2..4] != [0, 68]));
+                }
+            }
+            ETHERTYPE_ARP => assert!(
+                l3[14..18] == policy.ipv4.octets()
+                    || (l3[14..18] == [0; 4] && l3[24..28] == policy.ipv4.octets())
+            ),
             ETHERTYPE_IPV6 => {
                 let read = Ipv6Packet::new_checked(l3)
                     .ok()
@@ -754,7 +816,7 @@ mod tests {
         assert_eq!(
             verdict(&eth(MAC, ETHERTYPE_IPV4, &ipv4(Ipv4Addr::UNSPECIFIED))),
             Err(Violation::Ipv4Source),
-            "no DHCP: 0.0.0.0 is not needed"
+            "0.0.0.0 only for a DHCP client's message"
         );
         assert_eq!(
             verdict(&eth(MAC, ETHERTYPE_ARP, &arp(MAC, other_ip))),
@@ -768,6 +830,70 @@ mod tests {
         assert_eq!(
             verdict(&eth(MAC, ETHERTYPE_VLAN, &[0, 1, 8, 0])),
             Err(Violation::Tagged)
+        );
+    }
+
+    /// An IPv4/UDP packet from `src`, ports `sport` → `dport`, to the broadcast address.
+    fn udp4(src: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&[255; 4]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn dhcp_clients_may_send_from_0_0_0_0_and_servers_are_refused() {
+        let any = Ipv4Addr::UNSPECIFIED;
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_IPV4, &udp4(any, 68, 67))),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_IPV4, &udp4(IP, 68, 67))),
+            Ok(())
+        );
+        // Only the client's ports from 0.0.0.0.
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_IPV4, &udp4(any, 68, 53))),
+            Err(Violation::Ipv4Source)
+        );
+        let mut fragment = udp4(any, 68, 67);
+        fragment[6] = 0x20;
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_IPV4, &fragment)),
+            Err(Violation::Ipv4Source)
+        );
+        // A server's OFFER or ACK, from the port's own address: refused.
+        for (sport, dport) in [(67, 68), (67, 5000), (5000, 68)] {
+            assert_eq!(
+                verdict(&eth(MAC, ETHERTYPE_IPV4, &udp4(IP, sport, dport))),
+                Err(Violation::DhcpServer),
+                "{sport} -> {dport}"
+            );
+        }
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_IPV4, &udp4(IP, 5000, 53))),
+            Ok(())
+        );
+        // From 0.0.0.0 too (a server's ports are not a client's).
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_IPV4, &udp4(any, 67, 68))),
+            Err(Violation::Ipv4Source)
+        );
+    }
+
+    #[test]
+    fn arp_probes_for_the_ports_own_address_pass() {
+        let mut probe = arp(MAC, Ipv4Addr::UNSPECIFIED);
+        probe[24..28].copy_from_slice(&IP.octets());
+        assert_eq!(verdict(&eth(MAC, ETHERTYPE_ARP, &probe)), Ok(()));
+        // A probe for another's address could make it give its address up.
+        assert_eq!(
+            verdict(&eth(MAC, ETHERTYPE_ARP, &arp(MAC, Ipv4Addr::UNSPECIFIED))),
+            Err(Violation::ArpSender)
         );
     }
 

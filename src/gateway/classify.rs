@@ -63,6 +63,10 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Inbound {
             None => Inbound::Ignore,
         };
     }
+    // DHCP clients broadcast before they have an address.
+    if let Some(dhcp) = super::dhcp::classify(frame, config) {
+        return dhcp;
+    }
     if eth.ethertype() != ethertype::IPV4 || eth.dst() != config.mac {
         return Inbound::Ignore;
     }

@@ -72,6 +72,7 @@ pub struct Engine {
     /// Reused for the IPv6 replies the gateway builds itself.
     v6_frame: Vec<u8>,
     icmp6_errors: ndp::ErrorLimit,
+    dhcp: super::dhcp::Server,
 }
 
 type TcpTuple = FlowKey;
@@ -86,6 +87,7 @@ impl Engine {
         stats: Arc<GatewayStats>,
         commands: Receiver<GatewayCommand>,
         dns: Option<&DnsServer>,
+        leases: super::dhcp::Leases,
     ) -> Result<Engine> {
         let poll = Poll::new().context(|| "create gateway poll".into())?;
         let waker =
@@ -120,6 +122,7 @@ impl Engine {
         let limits = config.limits;
         let dns = dns.map(|server| server.port(waker.clone()));
         let ra = config.ipv6.map(|_| RaTimer::new(std::time::Instant::now()));
+        let dhcp = super::dhcp::Server::new(&config, leases, stats.dhcp.clone());
         Ok(Engine {
             config,
             device,
@@ -147,6 +150,7 @@ impl Engine {
             ra,
             v6_frame: Vec::with_capacity(crate::wire::MAX_FRAME_LEN),
             icmp6_errors: ndp::ErrorLimit::new(std::time::Instant::now()),
+            dhcp,
         })
     }
 
@@ -285,6 +289,12 @@ impl Engine {
                     src,
                     packet,
                 } => self.refuse6((src, src_mac), packet, len),
+                Inbound::Dhcp { src_mac, payload } => {
+                    let request = &self.device.frame(len)[payload.0..payload.1];
+                    if let Some(reply) = self.dhcp.handle(request, src_mac) {
+                        self.device.send(reply);
+                    }
+                }
                 Inbound::Ignore => {}
             }
         }

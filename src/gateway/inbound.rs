@@ -74,5 +74,11 @@ pub enum Inbound {
         src_mac: MacAddr,
         payload: (usize, usize),
     },
+    /// A DHCPv4 client's message to the gateway's server (UDP 68 → 67, broadcast or to the
+    /// gateway); `payload` is its byte range in the frame.
+    Dhcp {
+        src_mac: MacAddr,
+        payload: (usize, usize),
+    },
     Ignore,
 }

@@ -17,6 +17,7 @@
 pub mod classify;
 pub(crate) mod classify_v6;
 pub(crate) mod device;
+pub mod dhcp;
 pub mod dns;
 pub(crate) mod engine;
 pub(crate) mod flow_table;
@@ -114,6 +115,8 @@ pub struct GatewayStats {
     /// TCP connections and UDP datagrams to the gateway address refused because the network
     /// keeps the host's loopback closed (`host_loopback=off`).
     pub host_loopback_refused: AtomicUsize,
+    /// The DHCPv4 server's offers, acks, naks and unknown clients.
+    pub dhcp: Arc<dhcp::DhcpStats>,
 }
 
 pub struct Gateway {
@@ -123,6 +126,7 @@ pub struct Gateway {
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<GatewayStats>,
     dns: dns::DnsServer,
+    leases: dhcp::Leases,
 }
 
 impl Gateway {
@@ -132,6 +136,7 @@ impl Gateway {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
         let (commands, receiver) = crossbeam_channel::unbounded();
+        let leases = dhcp::Leases::default();
         // smoltcp panics on some configurations (a multicast address, say) that validation should
         // have refused; should one slip through, it is this request's error, not a dead thread,
         // and the port fd, dropped in the unwind, is not leaked.
@@ -143,6 +148,7 @@ impl Gateway {
                 stats.clone(),
                 receiver,
                 Some(&dns),
+                leases.clone(),
             )
         }))
         .map_err(|payload| {
@@ -167,6 +173,7 @@ impl Gateway {
             thread: Some(thread),
             stats,
             dns,
+            leases,
         })
     }
 }
@@ -208,6 +215,26 @@ impl Gateway {
 
     pub fn set_names(&self, table: dns::NameTable) {
         self.dns.set_names(table);
+    }
+
+    /// The MACs and addresses the gateway's DHCP server answers for (replacing the last table).
+    pub fn set_leases(&self, table: dhcp::LeaseTable) {
+        self.leases.set(table);
+    }
+
+    /// The DHCP server's counters, for `network inspect`.
+    pub fn dhcp_view(&self) -> crate::api::types::DhcpView {
+        let d = &self.stats.dhcp;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        crate::api::types::DhcpView {
+            offers: get(&d.offers),
+            acks: get(&d.acks),
+            naks: get(&d.naks),
+            unknown_clients: get(&d.unknown_clients),
+            releases: get(&d.releases),
+            declines: get(&d.declines),
+            ignored: get(&d.ignored),
+        }
     }
 
     /// Hand a published port (or its removal) to the gateway's thread.

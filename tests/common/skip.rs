@@ -5,7 +5,7 @@
 //! names, which scripts/test.sh counts in its summary line.
 //!
 //! Names for `TAPNET_TEST_SKIP`: `docker` (tests/docker.rs), `podman` (tests/podman.rs), `etcd`
-//! (tests/etcd.rs), `libcni` (the libcni test of tests/cni.rs).
+//! (tests/etcd.rs), `libcni` (the libcni test of tests/cni.rs), `busybox` (tests/dhcp.rs).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

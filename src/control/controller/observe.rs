@@ -31,6 +31,7 @@ impl Inner {
                 dns_local_answers: dns.local.iter().map(get).sum(),
                 published_udp_peers: gw.stats.published_udp_peers.load(Ordering::Relaxed),
                 host_loopback_refused: gw.stats.host_loopback_refused.load(Ordering::Relaxed),
+                dhcp: self.network(name)?.subnet.map(|_| gw.dhcp_view()),
             });
         }
         if let Some(r) = self.overlay.report(name) {
@@ -158,6 +159,18 @@ impl Inner {
             })
     }
 
+    /// The DHCP counters of `network`'s gateway, if `port` is its port and it has IPv4.
+    fn gateway_dhcp(
+        &self,
+        network: Option<&str>,
+        port: PortId,
+    ) -> Option<crate::api::types::DhcpView> {
+        let network = network?;
+        let (id, gateway) = self.gateways.get(network)?;
+        let ipv4 = self.state.network(network)?.subnet.is_some();
+        (*id == port && ipv4).then(|| gateway.dhcp_view())
+    }
+
     pub(super) fn stats(&self, network: Option<&str>) -> Result<Vec<StatsRow>> {
         let filter = network.map(|n| self.bridge_net_id(n)).transpose()?;
         let names: HashMap<NetId, &String> = self.nets.iter().map(|(n, id)| (*id, n)).collect();
@@ -189,6 +202,7 @@ impl Inner {
                     .collect(),
                 learn_refused: r.stats.learn_refused,
                 rx_policy: r.stats.rx_policy,
+                dhcp: self.gateway_dhcp(names.get(&r.network).map(|n| n.as_str()), r.id),
             })
             .collect())
     }

@@ -50,6 +50,11 @@ impl Source for Controller {
                         .map(|s| s.host_loopback_refused.load(Ordering::Relaxed) as u64),
                     dns: gateway.map(|g| g.dns_stats()),
                     policy: policy_sample(&inner.dp, *id),
+                    dhcp: inner
+                        .state
+                        .network(name)
+                        .and_then(|n| n.subnet)
+                        .and(gw.map(|s| s.dhcp.clone())),
                 }
             })
             .collect();

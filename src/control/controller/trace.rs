@@ -58,8 +58,8 @@ fn port_security_steps(r: &PortReport, steps: &mut Vec<String>) {
         .unwrap_or_default();
     steps.push(format!(
         "port security: {} may send as {} with IPv4 {} and IPv6 {} (link-local, EUI-64 of the \
-         MAC){ipv6}; never router advertisements, redirects, DHCPv6 server messages or neighbour \
-         discovery for another's address or MAC",
+         MAC){ipv6}; never router advertisements, redirects, DHCP or DHCPv6 server messages or \
+         neighbour discovery for another's address or MAC",
         r.label,
         policy.mac,
         policy.ipv4,
@@ -607,6 +607,9 @@ impl Inner {
                 "refused with ICMPv6 destination unreachable: the gateway does not carry it{}",
                 self.isolation_note(dst)
             ),
+            Inbound::Dhcp { .. } => "DHCP: the gateway's DHCP server answers a port whose MAC \
+                                     tapnet knows, with that port's own address"
+                .into(),
             Inbound::Ignore => format!(
                 "dropped: the gateway does not carry it{}",
                 self.isolation_note(dst)
