@@ -230,6 +230,12 @@ pub struct EndpointView {
     /// (`{"error": "..."}` when the plugin could not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_info: Option<BTreeMap<String, serde_json::Value>>,
+    /// A CNI attachment's container id (its `sandbox` shows the first 12 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// A CNI attachment's namespace, as the runtime named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

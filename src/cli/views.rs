@@ -659,6 +659,8 @@ mod tests {
                     }),
                     blocked: vec!["gamma".into()],
                     plugin_info: None,
+                    container_id: None,
+                    netns: None,
                 },
                 InterfaceView {
                     network: "frontend".into(),

@@ -40,8 +40,11 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
                 ipv6: cidr6(Some(net), ep),
                 aliases: ep.aliases.clone(),
                 plugin_info: None,
+                container_id: None,
+                netns: None,
             })
             .chain(docker_endpoints(state, net))
+            .chain(cni_endpoints(state, net))
             .collect(),
         nat: None,
         overlay: None,
@@ -68,6 +71,31 @@ fn host_access_view(net: &Network) -> Option<crate::api::types::HostAccessView> 
     })
 }
 
+/// Attachments CNI runtimes made on `net` through `tapnet-cni`: the sandbox is shown as `cni:`
+/// and the container id's first 12 characters (as `stats` labels their ports), with the whole
+/// id and the runtime's namespace beside it.
+fn cni_endpoints<'a>(state: &'a State, net: &'a Network) -> impl Iterator<Item = EndpointView> + 'a {
+    state
+        .cni
+        .iter()
+        .filter(move |a| a.network == net.name)
+        .map(move |a| EndpointView {
+            sandbox: format!("cni:{}", a.container_id.get(..12).unwrap_or(&a.container_id)),
+            interface: Some(a.ifname.clone()),
+            mac: Some(a.mac.to_string()),
+            ipv4: a
+                .ipv4
+                .map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
+            ipv6: a
+                .ipv6
+                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
+            aliases: Vec::new(),
+            plugin_info: None,
+            container_id: Some(a.container_id.clone()),
+            netns: Some(a.netns.clone()),
+        })
+}
+
 /// Endpoints dockerd made on `net` through tapnet's Docker plugin: the sandbox is shown as
 /// `docker:` and the endpoint id's first 12 digits, the interface as the TAP's name.
 fn docker_endpoints<'a>(
@@ -91,6 +119,8 @@ fn docker_endpoints<'a>(
                 .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
             aliases: Vec::new(),
             plugin_info: None,
+            container_id: None,
+            netns: None,
         })
 }
 
@@ -119,6 +149,8 @@ pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String)
                 impairment: ep.impairment.clone(),
                 blocked: ep.blocked.clone(),
                 plugin_info: None,
+                container_id: None,
+                netns: None,
             })
             .collect(),
         // Each binding, as Docker lists them: 0.0.0.0 and [::] for a port on all addresses.

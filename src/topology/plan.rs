@@ -552,6 +552,8 @@ b = "db"
                             ipv6: None,
                             aliases: vec![],
                             plugin_info: None,
+                            container_id: None,
+                            netns: None,
                         });
                         interfaces.push(InterfaceView {
                             network: n.clone(),
@@ -563,6 +565,8 @@ b = "db"
                             impairment: None,
                             blocked: vec![],
                             plugin_info: None,
+                            container_id: None,
+                            netns: None,
                         });
                     }
                     c.sandboxes.push(SandboxView {
