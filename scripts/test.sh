@@ -46,6 +46,8 @@ have dockerd || missing+=(docker.io)
 # (etcd-client) compiles etcd's .proto files at build time with protoc.
 have etcd || missing+=(etcd-server)
 have protoc || missing+=(protobuf-compiler)
+# tests/vm.rs: QEMU guests on socket ports (the guest's kernel is downloaded by the test).
+have qemu-system-x86_64 || missing+=(qemu-system-x86)
 # protoc's own .proto files (google/protobuf/descriptor.proto), a Recommends of protobuf-compiler
 # that an install with --no-install-recommends leaves out.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)

@@ -47,6 +47,46 @@ pub struct SandboxCreate {
     pub ip6: Option<String>,
 }
 
+/// `tapnet port add`: a port that is not a sandbox's TAP.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PortAdd {
+    pub network: String,
+    pub name: String,
+    /// The unix stream socket a QEMU `-netdev stream` connects to.
+    pub qemu_socket: Option<String>,
+    /// Or an existing interface of the daemon's namespace (root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+    pub ip6: Option<String>,
+}
+
+/// A port as `tapnet port ls` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortView {
+    pub name: String,
+    pub network: String,
+    /// "qemu-socket" or "iface".
+    pub kind: String,
+    /// The socket's path, or the interface's name.
+    pub path: String,
+    pub mac: String,
+    /// CIDR form, as endpoints'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    /// A VM holds the socket now.
+    pub connected: bool,
+    /// Connections accepted since the daemon started.
+    pub connections: u64,
+    /// Frames for the VM dropped: its socket and the port's queue were full.
+    pub to_vm_dropped: u64,
+    /// Frames for the VM while none was connected (dropped).
+    pub to_vm_absent: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -154,6 +194,14 @@ pub enum Request {
         #[serde(default)]
         stop: bool,
     },
+    /// A VM's port (`tapnet port add`).
+    PortAdd(PortAdd),
+    PortList {
+        network: Option<String>,
+    },
+    PortRemove {
+        name: String,
+    },
     /// Cut (or restore, `block: false`) traffic between two sandboxes.
     LinkBlock {
         a: String,
@@ -226,6 +274,10 @@ pub struct EndpointView {
     pub ipv6: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// What the endpoint is when not a sandbox's TAP: "qemu-socket" or "iface" (`tapnet port
+    /// add`), "cni" (an attachment `tapnet-cni` made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// A remote network's endpoint: the plugin's EndpointOperInfo answer, asked at inspect
     /// (`{"error": "..."}` when the plugin could not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]

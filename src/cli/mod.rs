@@ -17,7 +17,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::client::Client;
 use crate::api::types::{
-    FdbRow, InfoView, NetworkCreate, NetworkView, Request, SandboxCreate, SandboxView, StatsRow,
+    FdbRow, InfoView, NetworkCreate, NetworkView, PortAdd, PortView, Request, SandboxCreate,
+    SandboxView, StatsRow,
 };
 use crate::daemon::{self, DaemonOptions};
 use crate::datapath::IoMode;
@@ -91,6 +92,9 @@ pub enum Command {
     /// Manage sandboxes (network namespaces with endpoints).
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Manage ports that are not sandboxes: VMs (QEMU's `-netdev stream` on a unix socket).
+    #[command(subcommand)]
+    Port(PortCmd),
     /// Run a command inside a sandbox (its network, UTS and mount namespaces).
     Exec {
         /// Name of the sandbox.
@@ -125,7 +129,8 @@ pub enum Command {
     Capture {
         /// Name of the network (bridge driver).
         network: String,
-        /// Only frames from or to this sandbox [default: every port].
+        /// Only frames from or to this sandbox, or this port (`tapnet port add`) [default: every
+        /// port].
         #[arg(long, value_name = "SANDBOX")]
         sandbox: Option<String>,
         /// Write pcap to FILE (`-` for stdout) [default: print a line per frame].
@@ -365,6 +370,53 @@ pub enum SandboxCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum PortCmd {
+    /// Add a port NAME to network NET, with an address like a sandbox's; a VM joins with
+    /// `-netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH`.
+    Add {
+        /// The network.
+        network: String,
+        /// Name of the port (also its name in the gateway's DNS).
+        name: String,
+        /// The unix stream socket the daemon listens on for the VM (must not exist) [default:
+        /// none: --iface is needed then].
+        #[arg(
+            long,
+            value_name = "PATH",
+            required_unless_present = "iface",
+            conflicts_with = "iface"
+        )]
+        qemu_socket: Option<String>,
+        /// An existing interface of the daemon's namespace (a VMM's TAP, a veth end; root):
+        /// set up and promiscuous, its addresses untouched; put down again by `port rm` if it
+        /// was down [default: none: --qemu-socket is needed then].
+        #[arg(long, value_name = "IFNAME")]
+        iface: Option<String>,
+        /// The VM's MAC [default: 02:42 and its IPv4 address].
+        #[arg(long)]
+        mac: Option<String>,
+        /// Its IPv4 address [default: the next free one].
+        #[arg(long)]
+        ip: Option<String>,
+        /// Its IPv6 address on a dual-stack network [default: the next free one].
+        #[arg(long)]
+        ip6: Option<String>,
+    },
+    /// List ports, of one network or all.
+    Ls {
+        /// Only this network's [default: every network's].
+        network: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Remove a port (and its socket file).
+    Rm {
+        /// Name of the port.
+        name: String,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Name of the sandbox [default: a new adjective_noun name, printed on stderr].
@@ -583,6 +635,7 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Network(cmd) => network(&client, cmd),
         Command::Sandbox(cmd) => sandbox(&client, cmd),
+        Command::Port(cmd) => port(&client, cmd),
         Command::Exec { sandbox, command } => {
             let view: SandboxView = client.call(&Request::SandboxInspect { name: sandbox })?;
             let info: InfoView = client.call(&Request::Info)?;
@@ -883,6 +936,48 @@ fn sandbox(client: &Client, cmd: SandboxCmd) -> Result<i32> {
                 name: name.clone(),
                 force,
             })?;
+            outln!("{name}")?;
+        }
+    }
+    Ok(0)
+}
+
+fn port(client: &Client, cmd: PortCmd) -> Result<i32> {
+    match cmd {
+        PortCmd::Add {
+            network,
+            name,
+            qemu_socket,
+            iface,
+            mac,
+            ip,
+            ip6,
+        } => {
+            // The daemon may run elsewhere in the file system's view: send an absolute path.
+            let qemu_socket = qemu_socket
+                .map(|s| {
+                    std::path::absolute(&s)
+                        .map(|p| p.display().to_string())
+                        .map_err(|e| Error::usage(format!("--qemu-socket {s}: {e}")))
+                })
+                .transpose()?;
+            let view: PortView = client.call(&Request::PortAdd(PortAdd {
+                network,
+                name,
+                qemu_socket,
+                iface,
+                mac,
+                ip,
+                ip6,
+            }))?;
+            outln!("{}", view.name)?;
+        }
+        PortCmd::Ls { network, format } => {
+            let list: Vec<PortView> = client.call(&Request::PortList { network })?;
+            out!("{}", views::port_list(&list, format.format))?;
+        }
+        PortCmd::Rm { name } => {
+            client.call_value(&Request::PortRemove { name: name.clone() })?;
             outln!("{name}")?;
         }
     }

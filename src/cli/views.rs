@@ -1,7 +1,7 @@
 //! How each object prints: `--format table` shows every field that `--format json` has, so
 //! nobody needs JSON just to see a value.
 
-use crate::api::types::{FdbRow, InfoView, NetworkView, SandboxView, StatsRow};
+use crate::api::types::{FdbRow, InfoView, NetworkView, PortView, SandboxView, StatsRow};
 
 use super::output::{Format, json, opt, table};
 
@@ -178,7 +178,8 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         .map(|e| {
             vec![
                 e.sandbox.clone(),
-                opt(&e.interface),
+                // A VM's port has no interface: its kind instead.
+                opt(&e.interface.clone().or_else(|| e.kind.clone())),
                 opt(&e.mac),
                 both(&e.ipv4, &e.ipv6),
                 list(&e.aliases),
@@ -200,6 +201,31 @@ pub fn network(n: &NetworkView, format: Format) -> String {
         &rows,
     ));
     out
+}
+
+/// `tapnet port ls`.
+pub fn port_list(views: &[PortView], format: Format) -> String {
+    if format == Format::Json {
+        return json(&views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.network.clone(),
+                p.kind.clone(),
+                p.mac.clone(),
+                both(&p.ipv4, &p.ipv6),
+                if p.connected { "connected" } else { "waiting" }.to_string(),
+                p.path.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "NETWORK", "KIND", "MAC", "IPV4", "VM", "PATH"],
+        &rows,
+    )
 }
 
 pub fn sandbox_list(views: &[SandboxView], format: Format) -> String {
@@ -556,6 +582,9 @@ mod tests {
                 ("nat_udp_timeout".to_string(), "7".to_string()),
             ]),
             endpoints: vec![EndpointView {
+                kind: None,
+                container_id: None,
+                netns: None,
                 sandbox: "alpha".into(),
                 interface: Some("eth3".into()),
                 mac: Some("02:42:ac:12:05:02".into()),
@@ -659,8 +688,6 @@ mod tests {
                     }),
                     blocked: vec!["gamma".into()],
                     plugin_info: None,
-                    container_id: None,
-                    netns: None,
                 },
                 InterfaceView {
                     network: "frontend".into(),

@@ -65,6 +65,7 @@ mod sandboxes;
 mod setup;
 use setup::SandboxSetup;
 mod trace;
+mod vm_ports;
 
 pub struct Controller {
     inner: Mutex<Inner>,
@@ -141,6 +142,8 @@ struct Inner {
     creating_cni: Vec<super::model::CniAttachment>,
     /// Docker endpoints whose TAP is being made for a Join: a second Join is refused.
     docker_joining: HashSet<String>,
+    /// VMs' ports being served (`tapnet port add`), by name.
+    vm_ports: HashMap<String, vm_ports::ServedPort>,
 }
 
 fn default_state() -> Result<State> {
@@ -181,6 +184,7 @@ fn default_state() -> Result<State> {
         docker_plugins: Vec::new(),
         committed_requests: Default::default(),
         ula: None,
+        vm_ports: Vec::new(),
     })
 }
 
@@ -276,6 +280,7 @@ impl Controller {
             creating_sandboxes: Vec::new(),
             creating_cni: Vec::new(),
             docker_joining: HashSet::new(),
+            vm_ports: HashMap::new(),
         };
         inner.share_subnets_with_nat();
         for dir in inner.dirs.pin_dirs() {
@@ -341,6 +346,9 @@ impl Handler for Controller {
             | Request::CniDel { .. }
             | Request::CniCheck { .. }
             | Request::CniGc { .. } => self.cni_request(inner, request),
+            Request::PortAdd(_) | Request::PortList { .. } | Request::PortRemove { .. } => {
+                self.port_request(inner, request)
+            }
             Request::PluginDocker { name, stop } => {
                 drop(inner);
                 self.plugin_docker(&name, stop)
@@ -373,6 +381,13 @@ impl Handler for Controller {
         let mtu = inner.network(network)?.mtu as usize;
         let ports = match sandbox {
             None => None,
+            // A VM's port (`tapnet port add`) by its name.
+            Some(name)
+                if inner.state.sandbox(name).is_none()
+                    && inner.vm_port_id(network, name).is_some() =>
+            {
+                inner.vm_port_id(network, name).map(|id| vec![id])
+            }
             Some(name) => {
                 let sb = inner.sandbox(name)?;
                 let ep = sb.endpoint(network).ok_or_else(|| {
@@ -671,6 +686,21 @@ impl Inner {
                         table.add_reverse_v6(ip, own);
                     }
                 }
+                // VMs' ports, named as sandboxes are.
+                for (name, ipv4, ipv6) in self.port_names(&net.name) {
+                    let name = name.to_lowercase();
+                    let own = format!("{name}.{network}");
+                    if let Some(ip) = ipv4 {
+                        table.add(own.clone(), ip);
+                        table.add(name.clone(), ip);
+                        table.add_reverse(ip, own.clone());
+                    }
+                    if let Some(ip) = ipv6 {
+                        table.add_v6(own.clone(), ip);
+                        table.add_v6(name, ip);
+                        table.add_reverse_v6(ip, own);
+                    }
+                }
                 // Sandboxes of other hosts (the cluster store).
                 for rec in self.remote_eps.values().filter(|r| r.network == net.name) {
                     let name = rec.sandbox.to_lowercase();
@@ -701,6 +731,12 @@ impl Inner {
             for (_, ep) in self.state.endpoints_on(&net.name) {
                 if let (Some(mac), Some(ip)) = (ep.mac, ep.ipv4) {
                     table.add(mac, ip);
+                }
+            }
+            // A VM's port: its guest usually configures itself by DHCP.
+            for port in self.state.vm_ports.iter().filter(|p| p.network == net.name) {
+                if let Some(ip) = port.ipv4 {
+                    table.add(port.mac, ip);
                 }
             }
             gateway.set_leases(table);

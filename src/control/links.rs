@@ -357,6 +357,7 @@ mod tests {
                 sb("c", &["back"]),
             ],
             ula: None,
+            vm_ports: Vec::new(),
             cni: Vec::new(),
             docker_plugins: Vec::new(),
             committed_requests: Default::default(),

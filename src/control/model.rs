@@ -172,6 +172,50 @@ pub struct State {
     /// picked once, when the first one is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ula: Option<Ipv6Net>,
+    /// Ports that are not sandboxes' TAPs (`tapnet port add`): VMs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_ports: Vec<VmPort>,
+}
+
+/// How a `VmPort` meets its VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmPortKind {
+    /// A unix stream socket the daemon listens on (QEMU's `-netdev stream`).
+    QemuSocket,
+    /// An existing interface of the daemon's namespace, through a packet socket (root).
+    Iface,
+}
+
+impl VmPortKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            VmPortKind::QemuSocket => "qemu-socket",
+            VmPortKind::Iface => "iface",
+        }
+    }
+}
+
+/// A port of a network that is not a sandbox's TAP: a station (a VM) with an address from the
+/// network's IPAM and a MAC like a sandbox's, reached through `path`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmPort {
+    pub name: String,
+    pub network: String,
+    pub kind: VmPortKind,
+    /// The socket's path (absolute) of a `QemuSocket` port, the interface's name of an `Iface`.
+    pub path: String,
+    pub mac: MacAddr,
+    /// None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    /// On a network with an IPv6 prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// An `Iface` port's interface was down before tapnet set it up: `port rm` puts it down
+    /// again (kept across restarts, when the interface is found up).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub was_down: bool,
 }
 
 /// A TAP that `tapnet-cni` asked for in a namespace the runtime made.

@@ -110,6 +110,10 @@ pub fn state(state: &State) -> std::result::Result<Vec<NetOptions>, String> {
         cni(state, a, &state.cni[..i], &mut taken)
             .map_err(|e| format!("CNI attachment {:?}/{:?}: {e}", a.container_id, a.ifname))?;
     }
+    for (i, p) in state.vm_ports.iter().enumerate() {
+        vm_port(state, p, &state.vm_ports[..i], &mut taken)
+            .map_err(|e| format!("port {:?}: {e}", p.name))?;
+    }
     for (i, p) in state.docker_plugins.iter().enumerate() {
         docker_plugin(state, p, &state.docker_plugins[..i])
             .map_err(|e| format!("docker plugin {:?}: {e}", p.name))?;
@@ -455,6 +459,70 @@ fn cni(
     unicast(a.mac)?;
     let who = format!("CNI container {}", a.container_id);
     addresses(net, (a.ipv4, a.ipv6), true, taken, who)
+}
+
+/// A VM's port: a name no sandbox or other port has, an absolute socket path of its own, a
+/// bridge network's addresses as an endpoint's.
+pub fn vm_port(
+    state: &State,
+    p: &super::model::VmPort,
+    earlier: &[super::model::VmPort],
+    taken: &mut HashMap<(String, IpAddr), String>,
+) -> Result<()> {
+    validate_name("port", &p.name).map_err(Error::Invalid)?;
+    if earlier.iter().any(|e| e.name == p.name) {
+        return Err(Error::invalid("is listed twice"));
+    }
+    if state.sandbox(&p.name).is_some() {
+        return Err(Error::invalid("a sandbox has the same name"));
+    }
+    match p.kind {
+        super::model::VmPortKind::QemuSocket => vm_port_path(&p.path)?,
+        super::model::VmPortKind::Iface => crate::cni::validate_ifname(&p.path)
+            .map_err(|e| Error::invalid(format!("interface {:?}: {e}", p.path)))?,
+    }
+    if earlier.iter().any(|e| e.path == p.path && e.kind == p.kind) {
+        return Err(Error::invalid(format!("path {} is another port's", p.path)));
+    }
+    let net = state
+        .network(&p.network)
+        .filter(|n| drivers::of(n.driver).takes_taps())
+        .ok_or_else(|| {
+            Error::invalid(format!("network {:?} is not a bridge network", p.network))
+        })?;
+    if net.gateway.is_none() && net.gateway6.is_none() {
+        return Err(Error::invalid("the network has no subnet"));
+    }
+    unicast(p.mac)?;
+    addresses(
+        net,
+        (p.ipv4, p.ipv6),
+        true,
+        taken,
+        format!("port {}", p.name),
+    )
+}
+
+/// A socket path a port may listen on: absolute, no `..`, no NUL, short enough for sun_path.
+pub fn vm_port_path(path: &str) -> Result<()> {
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() {
+        return Err(Error::invalid(format!(
+            "socket path {path:?} is not absolute"
+        )));
+    }
+    if p.components().any(|c| c == std::path::Component::ParentDir) || path.contains('\0') {
+        return Err(Error::invalid(format!(
+            "socket path {path:?} has '..' or NUL"
+        )));
+    }
+    // sun_path holds 108 bytes with the terminating NUL.
+    if path.len() > 107 {
+        return Err(Error::invalid(format!(
+            "socket path {path:?} is longer than 107 bytes"
+        )));
+    }
+    Ok(())
 }
 
 fn docker_plugin(state: &State, p: &DockerPlugin, earlier: &[DockerPlugin]) -> Result<()> {
@@ -814,5 +882,48 @@ mod tests {
         only.cni[0].ipv4 = Some("10.61.0.9".parse().unwrap());
         let err = state(&only).unwrap_err();
         assert!(err.contains("the network has no IPv4 subnet"), "{err}");
+    }
+
+    #[test]
+    fn vm_ports_are_checked_like_endpoints_and_own_their_name_and_path() {
+        use crate::control::model::{VmPort, VmPortKind};
+        let port = VmPort {
+            name: "vm1".into(),
+            network: "n".into(),
+            kind: VmPortKind::QemuSocket,
+            path: "/run/vm1.sock".into(),
+            mac: "02:42:0a:3d:00:09".parse().unwrap(),
+            ipv4: Some("10.61.0.9".parse().unwrap()),
+            ipv6: Some("fd00:61::9".parse().unwrap()),
+            was_down: false,
+        };
+        let mut s = dual();
+        s.vm_ports.push(port.clone());
+        state(&s).unwrap();
+        let with = |edit: fn(&mut VmPort)| {
+            let mut p = port.clone();
+            edit(&mut p);
+            move |s: &mut State| s.vm_ports.push(p.clone())
+        };
+        refused_dual(with(|p| p.ipv6 = None), "has no IPv6 address");
+        refused_dual(
+            with(|p| p.ipv6 = Some("fd00:61::2".parse().unwrap())),
+            "address fd00:61::2 on network n is sandbox a's too",
+        );
+        refused_dual(with(|p| p.path = "vm.sock".into()), "is not absolute");
+        refused_dual(with(|p| p.path = "/run/../vm.sock".into()), "'..'");
+        refused_dual(with(|p| p.name = "a".into()), "a sandbox has the same name");
+        refused_dual(with(|p| p.network = "nope".into()), "not a bridge network");
+        refused_dual(
+            |s| {
+                s.vm_ports.push(port.clone());
+                let mut b = port.clone();
+                b.name = "vm2".into();
+                b.ipv4 = Some("10.61.0.10".parse().unwrap());
+                b.ipv6 = Some("fd00:61::10".parse().unwrap());
+                s.vm_ports.push(b);
+            },
+            "is another port's",
+        );
     }
 }

@@ -42,9 +42,11 @@ pub fn network_view(state: &State, net: &Network) -> NetworkView {
                 plugin_info: None,
                 container_id: None,
                 netns: None,
+                kind: None,
             })
             .chain(docker_endpoints(state, net))
             .chain(cni_endpoints(state, net))
+            .chain(vm_port_endpoints(state, net))
             .collect(),
         nat: None,
         overlay: None,
@@ -74,13 +76,19 @@ fn host_access_view(net: &Network) -> Option<crate::api::types::HostAccessView> 
 /// Attachments CNI runtimes made on `net` through `tapnet-cni`: the sandbox is shown as `cni:`
 /// and the container id's first 12 characters (as `stats` labels their ports), with the whole
 /// id and the runtime's namespace beside it.
-fn cni_endpoints<'a>(state: &'a State, net: &'a Network) -> impl Iterator<Item = EndpointView> + 'a {
+fn cni_endpoints<'a>(
+    state: &'a State,
+    net: &'a Network,
+) -> impl Iterator<Item = EndpointView> + 'a {
     state
         .cni
         .iter()
         .filter(move |a| a.network == net.name)
         .map(move |a| EndpointView {
-            sandbox: format!("cni:{}", a.container_id.get(..12).unwrap_or(&a.container_id)),
+            sandbox: format!(
+                "cni:{}",
+                a.container_id.get(..12).unwrap_or(&a.container_id)
+            ),
             interface: Some(a.ifname.clone()),
             mac: Some(a.mac.to_string()),
             ipv4: a
@@ -93,6 +101,7 @@ fn cni_endpoints<'a>(state: &'a State, net: &'a Network) -> impl Iterator<Item =
             plugin_info: None,
             container_id: Some(a.container_id.clone()),
             netns: Some(a.netns.clone()),
+            kind: Some("cni".to_string()),
         })
 }
 
@@ -121,6 +130,34 @@ fn docker_endpoints<'a>(
             plugin_info: None,
             container_id: None,
             netns: None,
+            kind: None,
+        })
+}
+
+/// VMs' ports on `net` (`tapnet port add`): the port's name as the sandbox, with its kind.
+fn vm_port_endpoints<'a>(
+    state: &'a State,
+    net: &'a Network,
+) -> impl Iterator<Item = EndpointView> + 'a {
+    state
+        .vm_ports
+        .iter()
+        .filter(move |p| p.network == net.name)
+        .map(move |p| EndpointView {
+            sandbox: p.name.clone(),
+            interface: None,
+            mac: Some(p.mac.to_string()),
+            ipv4: p
+                .ipv4
+                .map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
+            ipv6: p
+                .ipv6
+                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
+            aliases: Vec::new(),
+            plugin_info: None,
+            container_id: None,
+            netns: None,
+            kind: Some(p.kind.name().to_string()),
         })
 }
 
@@ -149,8 +186,6 @@ pub fn sandbox_view(state: &State, sb: &Sandbox, dirs: &StateDir, enter: String)
                 impairment: ep.impairment.clone(),
                 blocked: ep.blocked.clone(),
                 plugin_info: None,
-                container_id: None,
-                netns: None,
             })
             .collect(),
         // Each binding, as Docker lists them: 0.0.0.0 and [::] for a port on all addresses.

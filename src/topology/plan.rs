@@ -554,6 +554,7 @@ b = "db"
                             plugin_info: None,
                             container_id: None,
                             netns: None,
+                            kind: None,
                         });
                         interfaces.push(InterfaceView {
                             network: n.clone(),
@@ -565,8 +566,6 @@ b = "db"
                             impairment: None,
                             blocked: vec![],
                             plugin_info: None,
-                            container_id: None,
-                            netns: None,
                         });
                     }
                     c.sandboxes.push(SandboxView {

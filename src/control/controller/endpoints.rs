@@ -14,6 +14,13 @@ pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
                 .filter(|a| a.network == network)
                 .filter_map(|a| a.ipv4),
         )
+        .chain(
+            state
+                .vm_ports
+                .iter()
+                .filter(|p| p.network == network)
+                .filter_map(|p| p.ipv4),
+        )
         .chain(host_access(state, network).and_then(|b| b.host_ip))
         .collect()
 }
@@ -39,7 +46,11 @@ pub(super) fn station_mac(
         || state
             .cni
             .iter()
-            .any(|a| a.network == network && a.mac == mac);
+            .any(|a| a.network == network && a.mac == mac)
+        || state
+            .vm_ports
+            .iter()
+            .any(|p| p.network == network && p.mac == mac);
     if let (true, Some(v6)) = (taken, ipv6) {
         return Err(Error::conflict(format!(
             "address {v6}: the MAC made of its last 32 bits, {mac}, is taken on network {network}"
@@ -71,6 +82,13 @@ pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::I
                 .iter()
                 .filter(|a| a.network == network)
                 .filter_map(|a| a.ipv6),
+        )
+        .chain(
+            state
+                .vm_ports
+                .iter()
+                .filter(|p| p.network == network)
+                .filter_map(|p| p.ipv6),
         )
         .chain(host_access(state, network).and_then(|b| b.host_ip6))
         .collect()

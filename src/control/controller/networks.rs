@@ -439,6 +439,13 @@ impl Inner {
                     .filter(|a| a.network == name)
                     .map(|a| format!("CNI {}/{}", a.container_id, a.ifname)),
             )
+            .chain(
+                self.state
+                    .vm_ports
+                    .iter()
+                    .filter(|p| p.network == name)
+                    .map(|p| format!("port {}", p.name)),
+            )
             .collect();
         if !users.is_empty() {
             return Err(Error::conflict(format!(

@@ -54,6 +54,7 @@ impl Inner {
         }
         self.restore_cni();
         self.restore_docker();
+        self.restore_vm_ports();
     }
 
     pub(super) fn restore_sandbox(&mut self, sb: &Sandbox) -> Result<()> {

@@ -218,6 +218,13 @@ impl Inner {
         if self.planning_state().sandbox(&req.name).is_some() {
             return Err(Error::exists("sandbox", &req.name));
         }
+        // Ports and sandboxes share the gateway's names.
+        if self.state.vm_ports.iter().any(|p| p.name == req.name) {
+            return Err(Error::conflict(format!(
+                "sandbox {}: a port (tapnet port add) has that name",
+                req.name
+            )));
+        }
         if self.removing.contains(&req.name) {
             return Err(Error::conflict(format!(
                 "sandbox {} is still being removed; try again",

@@ -1,0 +1,524 @@
+//! VMs on the switch: a QEMU guest (Debian's kernel, a busybox initramfs; tests/support/guest.rs)
+//! joins a network through a socket port (`tapnet port add --qemu-socket`, QEMU's
+//! `-netdev stream`), talks to a sandbox by name, moves a checksummed file to it over TCP, is
+//! reached by it; a second QEMU takes the port over, and a restarted daemon serves it again.
+//!
+//! Needs qemu-system-x86_64 and apt (the kernel package is downloaded at test time);
+//! TAPNET_TEST_SKIP=qemu skips it where QEMU cannot run.
+
+mod common;
+#[path = "support/guest.rs"]
+mod guest;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::skip::{need, require};
+use common::{Tapnet, wait_until};
+use guest::{Vm, VmSpec};
+
+fn qemu_present() -> bool {
+    require(
+        "qemu",
+        &[
+            need("qemu-system-x86_64", "qemu-system-x86"),
+            need("apt-get", "apt"),
+            need("dpkg-deb", "dpkg"),
+            need("/bin/busybox", "busybox-static"),
+        ],
+    )
+}
+
+/// A directory for the port's socket, removed on drop.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tapnet-vm-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create socket dir");
+        SocketDir(dir)
+    }
+}
+
+impl SocketDir {
+    /// Owned by `user` (mode 0700), with a copy of the guest it can read.
+    fn for_user(tag: &str, user: &common::TestUser, g: &guest::Guest) -> (Self, guest::Guest) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = SocketDir::new(tag);
+        std::os::unix::fs::chown(&dir.0, Some(user.uid), Some(user.gid)).expect("chown");
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let copy = guest::Guest {
+            kernel: dir.0.join("vmlinuz"),
+            initrd: dir.0.join("initrd.cpio"),
+            package: g.package.clone(),
+        };
+        std::fs::copy(&g.kernel, &copy.kernel).expect("copy kernel");
+        std::fs::copy(&g.initrd, &copy.initrd).expect("copy initrd");
+        (dir, copy)
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sandbox_ip(t: &Tapnet, sandbox: &str) -> String {
+    let view = t.json(&["sandbox", "inspect", sandbox]);
+    let cidr = view["interfaces"][0]["ipv4"]
+        .as_str()
+        .expect("sandbox ipv4");
+    cidr.split('/').next().unwrap_or_default().to_string()
+}
+
+/// The VM's TCP send of `bytes` random bytes to `ip:5001` in `sandbox`: both checksums agree.
+/// Returns the rate in Mbit/s.
+fn transfer(t: &mut Tapnet, vm: &mut Vm, sandbox: &str, ip: &str, kib: usize) -> f64 {
+    let server = t.spawn_server(sandbox, &["tcp-serve", ip, "5001"]);
+    let sum = vm.ok(
+        &format!(
+            "dd if=/dev/urandom of=/tmp/f bs=1024 count={kib} 2>/dev/null && sha256sum /tmp/f"
+        ),
+        Duration::from_secs(60),
+    );
+    let sent = sum
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string();
+    let start = Instant::now();
+    vm.ok(&format!("nc {ip} 5001 < /tmp/f"), Duration::from_secs(120));
+    let secs = start.elapsed().as_secs_f64();
+    let received = t.server_output(server);
+    assert_eq!(
+        received,
+        format!("{} {sent}", kib * 1024),
+        "the sandbox got other bytes than the VM sent"
+    );
+    (kib * 1024 * 8) as f64 / secs / 1e6
+}
+
+#[test]
+fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
+    if !qemu_present() {
+        return;
+    }
+    let guest = guest::guest();
+    let mut t = Tapnet::new("vm");
+    let dir = SocketDir::new("root");
+    let socket = dir.0.join("vm1.sock");
+    let socket_arg = socket.to_str().expect("utf-8 path");
+    t.ok(&[
+        "network",
+        "create",
+        "vmnet",
+        "--subnet",
+        "10.77.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:77::/64",
+    ]);
+    t.ok(&["sandbox", "create", "sb", "--net", "vmnet"]);
+    t.ok(&["port", "add", "vmnet", "vm1", "--qemu-socket", socket_arg]);
+    // A second port on the same path, or a name a sandbox has, is refused.
+    t.fails(&["port", "add", "vmnet", "vm2", "--qemu-socket", socket_arg]);
+    t.fails(&[
+        "port",
+        "add",
+        "vmnet",
+        "sb",
+        "--qemu-socket",
+        dir.0.join("x.sock").to_str().unwrap_or(""),
+    ]);
+
+    t.fails(&["sandbox", "create", "vm1", "--net", "vmnet"]);
+    let ports = t.json(&["port", "ls"]);
+    let port = &ports[0];
+    assert_eq!(port["name"], "vm1");
+    assert_eq!(port["kind"], "qemu-socket");
+    assert_eq!(port["connected"], false);
+    let mac = port["mac"].as_str().expect("mac").to_string();
+    let cidr = port["ipv4"].as_str().expect("ipv4").to_string();
+    let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
+    assert_eq!(mac, "02:42:0a:4d:00:03", "a sandbox's kind of MAC");
+    let net = t.json(&["network", "inspect", "vmnet"]);
+    let ep = net["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["sandbox"] == "vm1"))
+        .unwrap_or_else(|| panic!("vm1 missing from {net}"));
+    assert_eq!(ep["kind"], "qemu-socket");
+    let mode = std::fs::metadata(&socket).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.ok(), Some(0o600));
+
+    let sb_ip = sandbox_ip(&t, "sb");
+    let spec = VmSpec {
+        socket: &socket,
+        mac: &mac,
+        ip: &cidr,
+        gateway: "10.77.0.1",
+        dhcp: true,
+    };
+    let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "vm: guest {} booted in {:.1} s (TCG)",
+        guest.package, vm.boot_secs
+    );
+    // The gateway's DHCP server gave the VM its port's address (the guest falls back to a
+    // static one otherwise, and says which).
+    assert!(vm.log.contains("TAPNET-ADDRESS dhcp"), "{}", vm.log);
+    let leased = vm.ok("ip -4 addr show dev eth0", Duration::from_secs(10));
+    assert!(leased.contains(&format!("{vm_ip}/24")), "{leased}");
+    // By name, through the gateway's DNS.
+    let ping = vm.ok("ping -4 -c 3 sb", Duration::from_secs(30));
+    eprintln!(
+        "vm: {}",
+        ping.lines()
+            .find(|l| l.contains("round-trip"))
+            .unwrap_or("")
+    );
+    assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
+    // IPv6 too: the VM's SLAAC address and default route from the gateway's Router
+    // Advertisement, which answers the guest's Router Solicitation (sent once its link-local
+    // address passed DAD, which may be after DHCP finished).
+    let waited = vm.ok(
+        "i=0; until ip -6 route | grep -q '^default'; do [ $i -ge 100 ] && break; sleep 0.1; i=$((i+1)); done; echo waited $i",
+        Duration::from_secs(30),
+    );
+    eprintln!("vm: IPv6 default route after {waited} x 0.1 s");
+    let ping6 = vm.ok("ping -6 -c 2 sb", Duration::from_secs(30));
+    assert!(ping6.contains("(fd00:77::2)"), "{ping6}");
+    let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 4096);
+    eprintln!("vm: 4 MiB VM -> sandbox over TCP at {mbit:.0} Mbit/s");
+    // The other way: the sandbox's TCP super-frames reach the VM cut to its MTU.
+    vm.ok("nc -l -p 5002 > /tmp/g &", Duration::from_secs(10));
+    let script = t.script();
+    let start = Instant::now();
+    let sent = t.exec_ok(
+        "sb",
+        &[
+            "python3",
+            script.to_str().unwrap_or(""),
+            "tcp-send",
+            &vm_ip,
+            "5002",
+            "4194304",
+        ],
+    );
+    let got = vm.ok("wait; sha256sum /tmp/g", Duration::from_secs(60));
+    eprintln!(
+        "vm: 4 MiB sandbox -> VM over TCP at {:.0} Mbit/s (checksum included)",
+        4.0 * 8.0 * 1.048_576 / start.elapsed().as_secs_f64()
+    );
+    let want = sent.split_whitespace().nth(1).expect("sender's checksum");
+    assert!(
+        got.contains(want),
+        "VM got other bytes: {got} (sent {sent})"
+    );
+    let ports = t.json(&["port", "ls"]);
+    assert_eq!(ports[0]["to_vm_dropped"], 0, "{ports}");
+    // By address and name.
+    assert!(t.ping("sb", &vm_ip));
+    let v6 = ports[0]["ipv6"]
+        .as_str()
+        .expect("an IPv6 address on a dual-stack network");
+    let v6 = v6.split('/').next().unwrap_or_default();
+    let resolved6 = t.exec_ok("sb", &["getent", "ahostsv6", "vm1"]);
+    assert!(resolved6.contains(v6), "{resolved6}");
+    let resolved = t.exec_ok("sb", &["getent", "ahostsv4", "vm1"]);
+    assert!(resolved.starts_with(&vm_ip), "{resolved}");
+    let stats = common::port_stats(&t, "port:vm1");
+    assert!(stats["rx_packets"].as_u64().unwrap_or(0) > 100, "{stats}");
+    // Port security holds the VM to its MAC and address, and lets its DHCP through: nothing
+    // was dropped as spoofed so far.
+    let spoofed = stats["rx_spoofed"].as_u64().unwrap_or(0);
+    assert_eq!(spoofed, 0, "{stats}");
+    // ... and a VM that sends as another address is dropped.
+    let (rc, out) = vm.run(
+        &format!("ip addr add 10.77.0.99/24 dev eth0 && ping -c 2 -W 1 -I 10.77.0.99 {sb_ip}"),
+        Duration::from_secs(30),
+    );
+    assert_ne!(rc, 0, "a spoofed ping got through: {out}");
+    vm.ok(
+        "ip addr del 10.77.0.99/24 dev eth0",
+        Duration::from_secs(10),
+    );
+    let after = common::port_stats(&t, "port:vm1");
+    assert!(
+        after["rx_spoofed"].as_u64().unwrap_or(0) > spoofed,
+        "{after}"
+    );
+
+    // A second VM takes the port over (the first is gone first, as a restarted VM's is).
+    drop(vm);
+    let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
+    vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    assert!(t.ping("sb", &vm_ip));
+    let ports = t.json(&["port", "ls", "vmnet"]);
+    assert_eq!(ports[0]["connections"], 2, "{ports}");
+    drop(vm);
+
+    // A restarted daemon listens again.
+    t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
+    let ports = t.json(&["port", "ls"]);
+    assert_eq!(ports[0]["name"], "vm1", "{ports}");
+    assert!(wait_until(Duration::from_secs(5), || socket.exists()));
+    let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
+    vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    drop(vm);
+
+    t.ok(&["port", "rm", "vm1"]);
+    assert!(!socket.exists(), "port rm leaves no socket");
+    assert_eq!(t.json(&["port", "ls"]), serde_json::json!([]));
+}
+
+/// Rootless: the daemon and QEMU run as an unprivileged user, the socket in its own directory.
+#[test]
+fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
+    if !qemu_present() {
+        return;
+    }
+    let shared = guest::guest();
+    let mut t = Tapnet::rootless("vm-rl", "tapnet-test");
+    let user = t.user.clone().expect("rootless user");
+    let (dir, guest) = SocketDir::for_user("rl", &user, &shared);
+    let socket = dir.0.join("vm.sock");
+    t.ok(&["network", "create", "rlnet", "--subnet", "10.78.0.0/24"]);
+    t.ok(&["sandbox", "create", "sb", "--net", "rlnet"]);
+    t.ok(&[
+        "port",
+        "add",
+        "rlnet",
+        "vm",
+        "--qemu-socket",
+        socket.to_str().expect("utf-8 path"),
+    ]);
+    let meta = std::fs::metadata(&socket).expect("socket made");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        user.uid,
+        "the user's own socket"
+    );
+    let ports = t.json(&["port", "ls"]);
+    let mac = ports[0]["mac"].as_str().expect("mac").to_string();
+    let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
+    let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
+    let spec = VmSpec {
+        socket: &socket,
+        mac: &mac,
+        ip: &cidr,
+        gateway: "10.78.0.1",
+        dhcp: false,
+    };
+    let mut vm =
+        Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));
+    let sb_ip = sandbox_ip(&t, "sb");
+    let ping = vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
+    let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 1024);
+    eprintln!("vm: rootless, 1 MiB VM -> sandbox at {mbit:.0} Mbit/s");
+    assert!(t.ping("sb", &vm_ip));
+    drop(vm);
+    t.ok(&["port", "rm", "vm"]);
+    assert!(!socket.exists());
+}
+
+/// A namespace of the test and a veth pair into it, both gone on drop.
+struct VethNs {
+    ns: String,
+    host_end: String,
+}
+
+impl VethNs {
+    fn new() -> Self {
+        let id = std::process::id() % 100_000;
+        let v = VethNs {
+            ns: format!("tapnet-vm-if-{id}"),
+            host_end: format!("tnvm{id}"),
+        };
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &v.ns]);
+        ip(&[
+            "link",
+            "add",
+            &v.host_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &v.ns,
+        ]);
+        v
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in {}: {}",
+            self.ns,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host end's flags, as `ip -j link` lists them, and "PROMISC" while any socket
+    /// holds it promiscuous (`promiscuity` above 0).
+    fn host_flags(&self) -> Vec<String> {
+        let out = std::process::Command::new("ip")
+            .args(["-d", "-j", "link", "show", &self.host_end])
+            .output()
+            .expect("run ip");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        let mut flags: Vec<String> = v[0]["flags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if v[0]["promiscuity"].as_u64().unwrap_or(0) > 0 {
+            flags.push("PROMISC".into());
+        }
+        flags
+    }
+
+    fn host_ipv4(&self) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["-4", "addr", "show", &self.host_end])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("inet "))
+            .collect()
+    }
+}
+
+impl Drop for VethNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_end])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+/// `--iface`: a veth end of the daemon's namespace becomes a port; the station behind it (in a
+/// namespace of the test) reaches a sandbox and moves a checksummed file to it; `port rm` puts
+/// the interface back down, and its addresses are never touched.
+#[test]
+fn an_existing_interface_becomes_a_port() {
+    let mut t = Tapnet::new("vm-iface");
+    let v = VethNs::new();
+    t.ok(&["network", "create", "ifnet", "--subnet", "10.79.0.0/24"]);
+    t.ok(&["sandbox", "create", "sb", "--net", "ifnet"]);
+    assert!(
+        !v.host_flags().iter().any(|f| f == "UP"),
+        "a new veth is down"
+    );
+    t.ok(&["port", "add", "ifnet", "ext", "--iface", &v.host_end]);
+    let flags = v.host_flags();
+    assert!(
+        flags.iter().any(|f| f == "UP") && flags.iter().any(|f| f == "PROMISC"),
+        "{flags:?}"
+    );
+    let ports = t.json(&["port", "ls"]);
+    assert_eq!(ports[0]["kind"], "iface", "{ports}");
+    let mac = ports[0]["mac"].as_str().expect("mac").to_string();
+    let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
+    let ip = cidr.split('/').next().unwrap_or_default().to_string();
+    v.ok(&["ip", "link", "set", "eth0", "address", &mac]);
+    v.ok(&["ip", "addr", "add", &cidr, "dev", "eth0"]);
+    v.ok(&["ip", "link", "set", "eth0", "up"]);
+    v.ok(&["ip", "route", "add", "default", "via", "10.79.0.1"]);
+    let sb_ip = sandbox_ip(&t, "sb");
+    v.ok(&["ping", "-c", "2", "-W", "2", &sb_ip]);
+    assert!(t.ping("sb", &ip));
+    // Bulk TCP (super-frames from the veth pass whole through the packet socket).
+    let server = t.spawn_server("sb", &["tcp-serve", &sb_ip, "5001"]);
+    let script = t.script();
+    let sent = v.ok(&[
+        "python3",
+        script.to_str().unwrap_or(""),
+        "tcp-send",
+        &sb_ip,
+        "5001",
+        "8388608",
+    ]);
+    assert_eq!(t.server_output(server), sent.trim());
+    // A capture of the port alone, by its name.
+    let pcap = t.dir.join("ext.pcap");
+    let mut capture = t
+        .command(&[
+            "capture",
+            "ifnet",
+            "--sandbox",
+            "ext",
+            "-c",
+            "4",
+            "-w",
+            pcap.to_str().unwrap_or(""),
+        ])
+        .spawn()
+        .expect("capture");
+    common::wait_for_capture(&pcap);
+    v.ok(&["ping", "-c", "2", "-i", "0.2", &sb_ip]);
+    assert!(
+        wait_until(Duration::from_secs(10), || capture
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "the capture of port ext saw its 4 frames"
+    );
+    let resolved = t.exec_ok("sb", &["getent", "hosts", "ext"]);
+    assert!(resolved.starts_with(&ip), "{resolved}");
+    // One port per interface.
+    t.fails(&["port", "add", "ifnet", "ext2", "--iface", &v.host_end]);
+    // A restarted daemon serves it again, and still knows it was down before.
+    t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(t.json(&["port", "ls"])[0]["name"], "ext");
+    let flags = v.host_flags();
+    assert!(
+        flags.iter().any(|f| f == "UP") && flags.iter().any(|f| f == "PROMISC"),
+        "{flags:?}"
+    );
+    v.ok(&["ping", "-c", "2", "-W", "2", &sb_ip]);
+    let err = t.fails(&["network", "rm", "ifnet"]);
+    assert!(err.contains("port ext"), "{err}");
+    t.ok(&["port", "rm", "ext"]);
+    let flags = v.host_flags();
+    assert!(
+        !flags.iter().any(|f| f == "UP") && !flags.iter().any(|f| f == "PROMISC"),
+        "{flags:?}"
+    );
+    assert_eq!(v.host_ipv4(), "", "tapnet gave the interface no address");
+}
