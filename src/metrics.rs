@@ -55,6 +55,8 @@ pub struct PortSample {
 /// One network: its MAC table, NAT flows and DNS server.
 pub struct NetworkSample {
     pub name: String,
+    /// Its endpoints by kind: `sandbox`, `cni`, `docker`, `vm` (kinds with none left out).
+    pub endpoints: Vec<(&'static str, u64)>,
     pub fdb_entries: usize,
     pub nat_tcp_flows: Option<usize>,
     pub nat_udp_flows: Option<usize>,
@@ -352,6 +354,17 @@ pub fn render(snap: &Snapshot) -> String {
             f.sample(&name, &[("network", net)], v[i]);
         }
     }
+    let name = "tapnet_network_endpoints";
+    f.head(
+        name,
+        "gauge",
+        "The network's endpoints by kind: sandbox, cni (tapnet-cni attachments), docker (the Docker plugin's), vm (tapnet port add).",
+    );
+    for n in &snap.networks {
+        for (kind, count) in &n.endpoints {
+            f.sample(name, &[("network", &n.name), ("kind", kind)], *count);
+        }
+    }
     let name = "tapnet_fdb_entries";
     f.head(name, "gauge", "Stations in the network's MAC table.");
     for n in &snap.networks {
@@ -646,6 +659,7 @@ mod tests {
             }],
             networks: vec![NetworkSample {
                 name: "n\"1".into(),
+                endpoints: vec![("sandbox", 2), ("cni", 1)],
                 fdb_entries: 2,
                 nat_tcp_flows: Some(1),
                 nat_udp_flows: Some(0),
@@ -668,6 +682,7 @@ mod tests {
             "tapnet_port_rx_packets_total{network=\"n\\\"1\",sandbox=\"a\",interface=\"eth0\"} 3\n"
         ));
         assert!(text.contains("# TYPE tapnet_fdb_entries gauge\n"));
+        assert!(text.contains("tapnet_network_endpoints{network=\"n\\\"1\",kind=\"cni\"} 1\n"));
         assert!(text.contains("tapnet_policy_drops_total{network=\"n\\\"1\",reason=\"icc\"} 4\n"));
         assert!(
             text.contains("tapnet_policy_rule_bytes_total{network=\"n\\\"1\",rule=\"web\"} 300\n")

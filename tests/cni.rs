@@ -25,8 +25,17 @@ fn cni(command: &str, id: &str, netns: &str, conf: &str) -> (serde_json::Value, 
 #[test]
 fn add_check_del_del_into_two_namespaces() {
     let t = Tapnet::new("cni");
-    // The daemon of this state dir, with the test's NAT policy.
-    t.ok(&["network", "ls"]);
+    // The daemon of this state dir, with the test's NAT policy and a metrics endpoint.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let started = t
+        .command(&["network", "ls"])
+        .env("TAPNET_METRICS", &metrics)
+        .output()
+        .expect("run tapnet");
+    assert!(started.status.success(), "{started:?}");
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "cninet",
@@ -49,6 +58,33 @@ fn add_check_del_del_into_two_namespaces() {
     // The network was made with the config's subnet.
     let view = t.json(&["network", "inspect", "cninet"]);
     assert_eq!(view["subnet"], "10.245.0.0/24");
+    // The attachments are its endpoints: in inspect (container id, interface, namespace, MAC,
+    // address), in ls's count and in the metrics.
+    let eps = view["endpoints"].as_array().expect("endpoints");
+    assert_eq!(eps.len(), 2, "{view}");
+    let ep = eps
+        .iter()
+        .find(|e| e["container_id"] == "ctr-a")
+        .unwrap_or_else(|| panic!("ctr-a missing from {view}"));
+    assert_eq!(ep["sandbox"], "cni:ctr-a");
+    assert_eq!(ep["kind"], "cni");
+    assert_eq!(ep["interface"], "eth0");
+    assert_eq!(ep["netns"], a.path().as_str());
+    assert_eq!(ep["ipv4"], "10.245.0.2/24");
+    assert_eq!(ep["mac"], a.mac("eth0").as_str());
+    let table = t.ok(&["network", "inspect", "cninet", "--format", "table"]);
+    assert!(table.contains("cni:ctr-b"), "{table}");
+    let listed = t.json(&["network", "ls"]);
+    let row = listed
+        .as_array()
+        .and_then(|nets| nets.iter().find(|n| n["name"] == "cninet"))
+        .unwrap_or_else(|| panic!("cninet missing from {listed}"));
+    assert_eq!(row["endpoints"].as_array().map(Vec::len), Some(2), "{row}");
+    let text = scrape(&metrics);
+    assert!(
+        text.contains("tapnet_network_endpoints{network=\"cninet\",kind=\"cni\"} 2\n"),
+        "{text}"
+    );
     // Traffic between the namespaces through tapnet's switch, and to the gateway.
     let ping = a.exec(&["ping", "-c", "1", "-W", "2", "10.245.0.3"]);
     assert!(ping.status.success(), "a reaches b: {ping:?}");
@@ -88,6 +124,19 @@ fn add_check_del_del_into_two_namespaces() {
     let (r, code) = cni("DEL", "ctr-b", &b.path(), &conf);
     assert_eq!(code, 0, "{r}");
     t.ok(&["network", "rm", "cninet"]);
+}
+
+/// The daemon's metrics, as text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the metrics");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("ask for the metrics");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read the metrics");
+    reply
 }
 
 #[test]

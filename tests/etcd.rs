@@ -29,6 +29,26 @@ mod with_store {
         format!("127.79.{}.{n}", std::process::id() % 250)
     }
 
+    /// Standard base64 with padding (etcd's JSON gateway takes keys so).
+    fn base64(bytes: &[u8]) -> String {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -108,6 +128,35 @@ mod with_store {
             body.contains("\"health\":\"true\"")
         }
 
+        /// How many keys the store holds under `prefix` (etcd's JSON gateway, `count_only`).
+        fn count(&self, prefix: &str) -> u64 {
+            let mut end = prefix.as_bytes().to_vec();
+            if let Some(last) = end.last_mut() {
+                *last += 1;
+            }
+            let body = format!(
+                r#"{{"key":"{}","range_end":"{}","count_only":true}}"#,
+                base64(prefix.as_bytes()),
+                base64(&end)
+            );
+            let mut s = TcpStream::connect(("127.0.0.1", self.client)).expect("etcd");
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let request = format!(
+                "POST /v3/kv/range HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(request.as_bytes()).expect("etcd request");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            let json = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+            let v: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("etcd said {answer}: {e}"));
+            // Counts are strings in etcd's JSON (int64), absent when 0.
+            v["count"]
+                .as_str()
+                .map_or(0, |c| c.parse().expect("a count"))
+        }
+
         fn kill(&mut self) {
             if let Some(mut c) = self.child.take() {
                 let _ = c.kill();
@@ -155,8 +204,26 @@ mod with_store {
             let t = Tapnet::new(tag);
             let vtep = loopback();
             std::fs::create_dir_all(&t.dir).expect("state dir");
-            let log = std::fs::File::create(t.dir.join("daemon.log")).expect("daemon log");
-            let daemon = t
+            let mut host = Host {
+                t,
+                vtep: format!("{vtep}:4789"),
+                daemon: None,
+            };
+            host.spawn(etcd, env, lease);
+            host
+        }
+
+        /// Start the host's daemon (again: same state dir and VTEP) and wait for its socket.
+        fn spawn(&mut self, etcd: &Etcd, env: &[(&str, &str)], lease: &str) {
+            let vtep = self.vtep.trim_end_matches(":4789").to_string();
+            let _ = std::fs::remove_file(self.t.dir.join("tapnet.sock"));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.t.dir.join("daemon.log"))
+                .expect("daemon log");
+            let daemon = self
+                .t
                 .command(&[
                     "daemon",
                     "--vtep",
@@ -172,18 +239,16 @@ mod with_store {
                 .spawn()
                 .expect("daemon");
             assert!(
-                wait_until(Duration::from_secs(10), || t
+                wait_until(Duration::from_secs(10), || self
+                    .t
                     .dir
                     .join("tapnet.sock")
                     .exists()),
-                "daemon {tag} did not start: {}",
-                std::fs::read_to_string(t.dir.join("daemon.log")).unwrap_or_default()
+                "daemon of {} did not start: {}",
+                self.t.dir.display(),
+                std::fs::read_to_string(self.t.dir.join("daemon.log")).unwrap_or_default()
             );
-            Host {
-                t,
-                vtep: format!("{vtep}:4789"),
-                daemon: Some(daemon),
-            }
+            self.daemon = Some(daemon);
         }
 
         fn ip_of(&self, sandbox: &str) -> String {
@@ -712,6 +777,168 @@ mod with_store {
             a.sees("ov", "b"),
             "the old endpoint is back after the restart"
         );
+    }
+
+    /// CNI ADD of `pods` pods on `h` at once (one thread each) into `network`: each pod's
+    /// namespace and its address.
+    fn cni_add_pods(
+        h: &Host,
+        network: &str,
+        tag: &str,
+        pods: usize,
+    ) -> Vec<(super::common::cni::Netns, String)> {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": network,
+            "type": "tapnet-cni",
+            "network": network,
+            "stateDir": h.t.dir.display().to_string(),
+        })
+        .to_string();
+        let spaces: Vec<super::common::cni::Netns> = (0..pods)
+            .map(|i| super::common::cni::Netns::new(&format!("{tag}{i}")))
+            .collect();
+        let ips: Vec<String> = std::thread::scope(|s| {
+            let runs: Vec<_> = spaces
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| {
+                    let conf = &conf;
+                    s.spawn(move || {
+                        let id = format!("{tag}-pod{i}");
+                        let run = super::common::cni::run_cni("ADD", &id, &ns.path(), "eth0", conf);
+                        assert_eq!(run.code, 0, "ADD {id}: {}", run.stdout);
+                        let cidr = run.json["ips"][0]["address"].as_str().unwrap_or("");
+                        cidr.split('/').next().unwrap_or("").to_string()
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().expect("ADD thread"))
+                .collect()
+        });
+        spaces.into_iter().zip(ips).collect()
+    }
+
+    fn cni_del_pods(
+        h: &Host,
+        network: &str,
+        tag: &str,
+        pods: &[(super::common::cni::Netns, String)],
+    ) {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": network,
+            "type": "tapnet-cni",
+            "network": network,
+            "stateDir": h.t.dir.display().to_string(),
+        })
+        .to_string();
+        for (i, (ns, _)) in pods.iter().enumerate() {
+            let run = super::common::cni::run_cni(
+                "DEL",
+                &format!("{tag}-pod{i}"),
+                &ns.path(),
+                "eth0",
+                &conf,
+            );
+            assert_eq!(run.code, 0, "DEL: {}", run.stdout);
+        }
+    }
+
+    /// A pod network across two hosts: CNI ADD of 30 pods on each host at once into one
+    /// overlay network hands out 60 different addresses, each claimed in the store; pods reach
+    /// pods of the other host; a host killed with `kill -9` keeps its pods' addresses from the
+    /// other host while its lease lasts, and has them back when it returns in time; DEL of every
+    /// pod leaves no claim in the store.
+    #[test]
+    fn cni_pods_on_two_hosts_get_addresses_claimed_in_the_store() {
+        let Some(etcd) = Etcd::start("cnipods") else {
+            return;
+        };
+        let a = Host::new("etcd-ca", &etcd);
+        let mut b = Host::start("etcd-cb", &etcd, &[], "8s");
+        overlay_on(&a, "pods", "10.97.0.0/24");
+        assert!(wait_until(Duration::from_secs(10), || b
+            .t
+            .network_names()
+            .contains(&"pods".to_string())));
+        let claims = "/tapnet/v1/endpoints/pods/";
+        assert_eq!(etcd.count(claims), 0);
+        let started = std::time::Instant::now();
+        let (pods_a, pods_b) = std::thread::scope(|s| {
+            let ta = s.spawn(|| cni_add_pods(&a, "pods", "ca", 30));
+            let tb = s.spawn(|| cni_add_pods(&b, "pods", "cb", 30));
+            (ta.join().expect("host a"), tb.join().expect("host b"))
+        });
+        eprintln!(
+            "cni: 60 ADDs on two hosts at once in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let mut ips: Vec<&String> = pods_a.iter().chain(&pods_b).map(|(_, ip)| ip).collect();
+        assert!(ips.iter().all(|ip| ip.starts_with("10.97.0.")), "{ips:?}");
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 60, "two hosts handed out one address: {ips:?}");
+        assert_eq!(etcd.count(claims), 60, "every pod's address is claimed");
+        // Attachments are endpoints in the other host's view, by their record's name.
+        assert!(wait_until(Duration::from_secs(10), || {
+            a.remote_endpoints("pods").len() == 30 && b.remote_endpoints("pods").len() == 30
+        }));
+        assert!(
+            a.remote_endpoints("pods")
+                .iter()
+                .all(|(name, host)| name.starts_with("cni:cb-pod") && *host == b.vtep),
+            "{:?}",
+            a.remote_endpoints("pods")
+        );
+        // Pods reach pods on the other host, both ways.
+        for i in [0, 17, 29] {
+            assert!(pods_a[i].0.ping(&pods_b[29 - i].1), "a{i} -> b{}", 29 - i);
+            assert!(pods_b[i].0.ping(&pods_a[i].1), "b{i} -> a{i}");
+        }
+
+        // Host B dies (kill -9) with its 30 pods: host A's next pods do not get their
+        // addresses while B's 8 s lease lasts.
+        b.t.stop_daemon(Signal::SIGKILL);
+        let killed = std::time::Instant::now();
+        let more_a = cni_add_pods(&a, "pods", "cc", 5);
+        for (_, ip) in &more_a {
+            assert!(
+                !pods_b.iter().any(|(_, b_ip)| b_ip == ip),
+                "host A handed out {ip}, a pod's on the dead host B"
+            );
+        }
+        assert_eq!(etcd.count(claims), 65);
+        // B returns in time: its pods are its own again and reachable.
+        if let Some(mut d) = b.daemon.take() {
+            let _ = d.wait();
+        }
+        b.spawn(&etcd, &[], "8s");
+        b.t.ok(&["network", "ls"]);
+        assert!(
+            wait_until(Duration::from_secs(10), || pods_a[3].0.ping(&pods_b[3].1)),
+            "a3 does not reach b3 after host B came back"
+        );
+        // Past the dead daemon's lease, the claims stand: the new daemon holds them.
+        std::thread::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed()));
+        assert_eq!(etcd.count(claims), 65, "B's claims are its own again");
+        assert_eq!(a.remote_endpoints("pods").len(), 30);
+        assert!(
+            pods_a[4].0.ping(&pods_b[4].1),
+            "a4 -> b4 past the old lease"
+        );
+
+        // DEL of every pod leaves no claim in the store.
+        cni_del_pods(&a, "pods", "ca", &pods_a);
+        cni_del_pods(&a, "pods", "cc", &more_a);
+        cni_del_pods(&b, "pods", "cb", &pods_b);
+        assert!(
+            wait_until(Duration::from_secs(10), || etcd.count(claims) == 0),
+            "{} claims left after DEL of every pod",
+            etcd.count(claims)
+        );
+        assert!(a.remote_endpoints("pods").is_empty());
     }
 
     /// Run `args` while every store request is made `slow` (`TAPNET_TEST_SLOW_STORE_MS`):

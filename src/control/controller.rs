@@ -702,7 +702,13 @@ impl Inner {
                     }
                 }
                 // Sandboxes of other hosts (the cluster store).
-                for rec in self.remote_eps.values().filter(|r| r.network == net.name) {
+                // (CNI attachments have no names, here or there: their records' names have
+                // a `:`.)
+                let named = self
+                    .remote_eps
+                    .values()
+                    .filter(|r| !r.sandbox.contains(':'));
+                for rec in named.filter(|r| r.network == net.name) {
                     let name = rec.sandbox.to_lowercase();
                     if let Some(ip) = rec.ipv4() {
                         table.add(format!("{name}.{network}"), ip);

@@ -13,6 +13,29 @@ use crate::cluster::{Claim, Cluster, EndpointRecord, Event};
 /// Addresses tried before an endpoint's planning gives up on claims other hosts win.
 const CLAIM_TRIES: usize = 64;
 
+/// Whom an endpoint's addresses are claimed for.
+#[derive(Clone, Copy)]
+enum Claimant<'a> {
+    /// A sandbox being created (`create`) or connected to another network.
+    Sandbox { name: &'a str, create: bool },
+    /// A CNI attachment, by the name its store record carries (`cni_record_name`).
+    Cni(&'a str),
+}
+
+impl Claimant<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Claimant::Sandbox { name, .. } | Claimant::Cni(name) => name,
+        }
+    }
+}
+
+/// The name a CNI attachment's store record carries: not a sandbox's (a `:` no sandbox name
+/// has), so other hosts give it no DNS name.
+pub(super) fn cni_record_name(container_id: &str, ifname: &str) -> String {
+    format!("cni:{container_id}/{ifname}")
+}
+
 impl Controller {
     /// A clean stop: revoke the daemon's lease, so that its endpoints leave the other hosts at
     /// once (a killed daemon's go when the lease runs out). Their claims go with it.
@@ -44,12 +67,15 @@ impl Controller {
                     eprintln!("tapnet: network {}: {e}", net.name);
                 }
             }
+            // Records name the cluster's host: `own_record` needs the cluster in place.
+            inner.cluster = Some(cluster.clone());
             let own: Vec<EndpointRecord> = inner
                 .state
                 .sandboxes
                 .iter()
                 .flat_map(|sb| sb.endpoints.iter().map(move |ep| (sb, ep)))
                 .filter_map(|(sb, ep)| inner.own_record(&sb.name, ep))
+                .chain(inner.state.cni.iter().filter_map(|a| inner.cni_record(a)))
                 .collect();
             for rec in own {
                 inner
@@ -58,7 +84,6 @@ impl Controller {
                     .insert((rec.network.clone(), rec.ip));
                 cluster.publish(rec);
             }
-            inner.cluster = Some(cluster);
         }
         let me = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -100,7 +125,11 @@ impl Controller {
                 }
             })
             .collect();
-        let won = self.claim_addresses(&req.name, true, wanted)?;
+        let who = Claimant::Sandbox {
+            name: &req.name,
+            create: true,
+        };
+        let won = self.claim_addresses(who, wanted)?;
         self.sandbox_create(req, Some(won))
     }
 
@@ -117,8 +146,39 @@ impl Controller {
             ips.0.map(str::to_string),
             ips.1.map(str::to_string),
         )];
-        let won = self.claim_addresses(sandbox, false, wanted)?;
+        let who = Claimant::Sandbox {
+            name: sandbox,
+            create: false,
+        };
+        let won = self.claim_addresses(who, wanted)?;
         self.network_connect(network, sandbox, ips, aliases, Some(won))
+    }
+
+    /// CNI ADD on an overlay network with a store: the attachment's addresses claimed first
+    /// without the lock, as a sandbox's (none claimed on other networks, or for an attachment
+    /// that exists already: its ADD answers as before).
+    pub(super) fn claim_cni(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<HashMap<String, IpAddr>> {
+        {
+            let inner = self.lock();
+            let exists = inner
+                .planning_state()
+                .cni
+                .iter()
+                .any(|a| a.container_id == container_id && a.ifname == ifname);
+            if exists || !inner.needs_claims(&[network.to_string()]) {
+                return Ok(HashMap::new());
+            }
+        }
+        let name = cni_record_name(container_id, ifname);
+        self.claim_addresses(
+            Claimant::Cni(&name),
+            vec![(network.to_string(), None, None)],
+        )
     }
 
     /// Claim in the store, without the lock, the address each endpoint of `sandbox` on an
@@ -128,14 +188,13 @@ impl Controller {
     /// says why, as before.
     fn claim_addresses(
         &self,
-        sandbox: &str,
-        create: bool,
+        who: Claimant<'_>,
         wanted: Vec<(String, Option<String>, Option<String>)>,
     ) -> Result<HashMap<String, IpAddr>> {
         let mut won = HashMap::new();
         for (network, ip, ip6) in wanted {
             let ips = (ip.as_deref(), ip6.as_deref());
-            match self.claim_one(sandbox, create, &network, ips) {
+            match self.claim_one(who, &network, ips) {
                 Ok(Some(addr)) => {
                     won.insert(network, addr);
                 }
@@ -157,19 +216,21 @@ impl Controller {
     /// IPv6 one), and on a dual-stack network its IPv6 one with it (kept in `claims6`).
     fn claim_one(
         &self,
-        sandbox: &str,
-        create: bool,
+        who: Claimant<'_>,
         network: &str,
         ips: Wanted<'_>,
     ) -> Result<Option<IpAddr>> {
         let mut lost: Vec<Ipv4Addr> = Vec::new();
         let mut lost6: Vec<Ipv6Addr> = Vec::new();
+        let sandbox = who.name();
         for _ in 0..CLAIM_TRIES {
             let (rec, cluster) = {
                 let mut inner = self.lock();
-                let exists = inner.planning_state().sandbox(sandbox).is_some();
-                if exists == create || inner.removing.contains(sandbox) {
-                    return Ok(None);
+                if let Claimant::Sandbox { name, create } = who {
+                    let exists = inner.planning_state().sandbox(name).is_some();
+                    if exists == create || inner.removing.contains(name) {
+                        return Ok(None);
+                    }
                 }
                 let Some(cluster) = inner.cluster.clone() else {
                     return Ok(None);
@@ -293,6 +354,22 @@ impl Inner {
             host: cluster.host.clone(),
             vtep: self.vtep_of(net)?,
         })
+    }
+
+    /// The store's record of one of this host's CNI attachments (overlay networks only).
+    fn cni_record(&self, a: &crate::control::model::CniAttachment) -> Option<EndpointRecord> {
+        let ep = Endpoint {
+            id: String::new(),
+            network: a.network.clone(),
+            interface: Some(a.ifname.clone()),
+            mac: Some(a.mac),
+            ipv4: a.ipv4,
+            ipv6: a.ipv6,
+            aliases: Vec::new(),
+            impairment: None,
+            blocked: Vec::new(),
+        };
+        self.own_record(&cni_record_name(&a.container_id, &a.ifname), &ep)
     }
 
     fn vtep_of(&self, net: &Network) -> Option<std::net::SocketAddr> {
@@ -446,9 +523,18 @@ impl Inner {
             .iter()
             .chain(&self.creating_sandboxes)
             .flat_map(|sb| sb.endpoints.iter())
-            .filter_map(|ep| {
-                let key = ep.ipv4.map(IpAddr::V4).or(ep.ipv6.map(IpAddr::V6))?;
-                Some((ep.network.clone(), key))
+            .map(|ep| (&ep.network, ep.ipv4, ep.ipv6))
+            // CNI attachments too, committed or being made.
+            .chain(
+                self.state
+                    .cni
+                    .iter()
+                    .chain(&self.creating_cni)
+                    .map(|a| (&a.network, a.ipv4, a.ipv6)),
+            )
+            .filter_map(|(network, ipv4, ipv6)| {
+                let key = ipv4.map(IpAddr::V4).or(ipv6.map(IpAddr::V6))?;
+                Some((network.clone(), key))
             })
             .collect();
         self.claimed.borrow_mut().retain(|(network, ip)| {

@@ -82,10 +82,16 @@ impl Controller {
         ifname: &str,
         netns: &str,
     ) -> Result<Attachment> {
+        // On an overlay network with a store, the addresses are claimed cluster-wide first.
+        let won = self.claim_cni(network, container_id, ifname)?;
         let (reserved, teardown) = {
             let mut inner = self.lock();
             let mut teardown = Teardown::new(inner.dp.clone());
+            inner.take_claims(won);
             let r = inner.reserve_cni(network, subnets, container_id, ifname, netns, &mut teardown);
+            inner.preclaimed.clear();
+            // A claim its reservation did not take goes back (the reservation keeps its own).
+            inner.release_stale_claims();
             (r, teardown)
         };
         teardown.run();
@@ -101,11 +107,13 @@ impl Controller {
                 .creating_cni
                 .retain(|c| !(c.container_id == container_id && c.ifname == ifname));
             let answer = made.and_then(|fds| inner.commit_cni(&r.a, &r.net_id, fds, &mut teardown));
-            if answer.is_err()
-                && r.created_network
-                && let Ok(t) = inner.network_remove(network)
-            {
-                teardown.absorb(t);
+            if answer.is_err() {
+                if r.created_network
+                    && let Ok(t) = inner.network_remove(network)
+                {
+                    teardown.absorb(t);
+                }
+                inner.release_stale_claims();
             }
             (answer, teardown)
         };
@@ -348,19 +356,38 @@ impl Inner {
         if net.gateway.is_none() && net.gateway6.is_none() {
             return Err(Error::invalid(format!("network {network} has no subnet")));
         }
-        let ipv4 = match (net.subnet, net.gateway) {
-            (Some(subnet), Some(gateway)) => {
-                let used = endpoints::addresses_on(&self.planning_state(), network);
-                Some(ipam::allocate(subnet, gateway, net.ip_range, &used, None)?)
-            }
-            _ => None,
-        };
-        let ipv6 = match (net.subnet6, net.gateway6) {
-            (Some(subnet6), Some(gateway6)) => {
-                let used6 = endpoints::addresses6_on(&self.planning_state(), network);
-                Some(ipam6::allocate(subnet6, gateway6, &used6, None)?)
-            }
-            _ => None,
+        let (ipv4, ipv6, mac) = if self.needs_claims(std::slice::from_ref(&net.name)) {
+            // The addresses `claim_cni` claimed in the store (`preclaimed`), as a sandbox's
+            // endpoint takes them.
+            let stub = Sandbox {
+                name: super::cluster::cni_record_name(container_id, ifname),
+                id: String::new(),
+                hostname: String::new(),
+                endpoints: Vec::new(),
+                ports: Vec::new(),
+            };
+            let ep = self.plan_claimed(&stub, &net, (None, None), Vec::new())?;
+            let mac = ep
+                .mac
+                .ok_or_else(|| Error::invalid(format!("network {network} has no subnet")))?;
+            (ep.ipv4, ep.ipv6, mac)
+        } else {
+            let ipv4 = match (net.subnet, net.gateway) {
+                (Some(subnet), Some(gateway)) => {
+                    let used = endpoints::addresses_on(&self.planning_state(), network);
+                    Some(ipam::allocate(subnet, gateway, net.ip_range, &used, None)?)
+                }
+                _ => None,
+            };
+            let ipv6 = match (net.subnet6, net.gateway6) {
+                (Some(subnet6), Some(gateway6)) => {
+                    let used6 = endpoints::addresses6_on(&self.planning_state(), network);
+                    Some(ipam6::allocate(subnet6, gateway6, &used6, None)?)
+                }
+                _ => None,
+            };
+            let mac = endpoints::station_mac(&self.planning_state(), network, ipv4, ipv6)?;
+            (ipv4, ipv6, mac)
         };
         let a = CniAttachment {
             container_id: container_id.to_string(),
@@ -369,7 +396,7 @@ impl Inner {
             network: network.to_string(),
             ipv4,
             ipv6,
-            mac: endpoints::station_mac(&self.planning_state(), network, ipv4, ipv6)?,
+            mac,
         };
         let (net, plan) = self.cni_plan(&a)?;
         Ok((a, net, plan))

@@ -43,6 +43,7 @@ impl Source for Controller {
                 let gw = gateway.map(|g| &g.stats);
                 NetworkSample {
                     name: name.clone(),
+                    endpoints: endpoint_kinds(&inner.state, name),
                     fdb_entries: inner.dp.network(*id).map_or(0, |n| n.fdb.len()),
                     nat_tcp_flows: gw.map(|s| s.tcp_flows.load(Ordering::Relaxed)),
                     nat_udp_flows: gw.map(|s| s.udp_flows.load(Ordering::Relaxed)),
@@ -83,4 +84,38 @@ fn policy_sample(dp: &Datapath, id: NetId) -> Option<PolicySample> {
             })
             .collect(),
     })
+}
+
+/// A network's endpoints counted by kind, for `tapnet_network_endpoints`.
+fn endpoint_kinds(state: &crate::control::model::State, network: &str) -> Vec<(&'static str, u64)> {
+    let count = |n: usize| n as u64;
+    let kinds = [
+        ("sandbox", count(state.endpoints_on(network).count())),
+        (
+            "cni",
+            count(state.cni.iter().filter(|a| a.network == network).count()),
+        ),
+        (
+            "docker",
+            count(
+                state
+                    .docker_plugins
+                    .iter()
+                    .flat_map(|p| p.endpoints.values())
+                    .filter(|ep| ep.network == network)
+                    .count(),
+            ),
+        ),
+        (
+            "vm",
+            count(
+                state
+                    .vm_ports
+                    .iter()
+                    .filter(|p| p.network == network)
+                    .count(),
+            ),
+        ),
+    ];
+    kinds.into_iter().filter(|(_, n)| *n > 0).collect()
 }
