@@ -62,12 +62,19 @@ mod with_store {
         dir: PathBuf,
         client: u16,
         peer: u16,
+        /// An address it serves clients on besides 127.0.0.1 (another host's way to it).
+        also_on: Option<String>,
     }
 
     impl Etcd {
         /// None when etcd is missing and `TAPNET_TEST_SKIP` names `etcd` (the skip is said and
         /// logged); a missing etcd otherwise fails the test.
         fn start(tag: &str) -> Option<Etcd> {
+            Etcd::start_on(tag, None)
+        }
+
+        /// As `start`, serving clients on `also_on` too.
+        fn start_on(tag: &str, also_on: Option<&str>) -> Option<Etcd> {
             if !skip::require("etcd", &[skip::need("etcd", "etcd-server")]) {
                 return None;
             }
@@ -79,6 +86,7 @@ mod with_store {
                 dir,
                 client: free_port(),
                 peer: free_port(),
+                also_on: also_on.map(str::to_string),
             };
             etcd.run();
             Some(etcd)
@@ -88,9 +96,17 @@ mod with_store {
             format!("etcd://127.0.0.1:{}", self.client)
         }
 
+        /// Its URL for a host that reaches it at `ip` (`also_on`).
+        fn url_on(&self, ip: &str) -> String {
+            format!("etcd://{ip}:{}", self.client)
+        }
+
         /// Start (again) on the same data dir and ports; waits until it is healthy.
         fn run(&mut self) {
-            let client = format!("http://127.0.0.1:{}", self.client);
+            let mut client = format!("http://127.0.0.1:{}", self.client);
+            if let Some(ip) = &self.also_on {
+                client.push_str(&format!(",http://{ip}:{}", self.client));
+            }
             let peer = format!("http://127.0.0.1:{}", self.peer);
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -182,11 +198,86 @@ mod with_store {
         }
     }
 
+    /// A second host's network namespace, joined to the test's by a veth pair: 10.250.N.1/30 on
+    /// this side, 10.250.N.2/30 inside, no other route. Deleted on drop.
+    struct HostLink {
+        netns: String,
+        veth: String,
+        near: String,
+        far: String,
+    }
+
+    impl HostLink {
+        fn new() -> HostLink {
+            let pid = std::process::id();
+            let n = pid % 250;
+            let link = HostLink {
+                netns: format!("tnhost-{pid}"),
+                veth: format!("tnv{}", pid % 10_000_000),
+                near: format!("10.250.{n}.1"),
+                far: format!("10.250.{n}.2"),
+            };
+            let ip = |args: &[&str]| {
+                let ok = Command::new("ip")
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "ip {args:?}");
+            };
+            ip(&["netns", "add", &link.netns]);
+            ip(&[
+                "link",
+                "add",
+                &link.veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &link.netns,
+            ]);
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/30", link.near),
+                "dev",
+                &link.veth,
+            ]);
+            ip(&["link", "set", &link.veth, "up"]);
+            let inside = |args: &[&str]| {
+                let mut full = vec!["-n", link.netns.as_str()];
+                full.extend_from_slice(args);
+                ip(&full);
+            };
+            inside(&["addr", "add", &format!("{}/30", link.far), "dev", "eth0"]);
+            inside(&["link", "set", "eth0", "up"]);
+            inside(&["link", "set", "lo", "up"]);
+            link
+        }
+    }
+
+    impl Drop for HostLink {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.veth])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// One host: a daemon with the store and its own VTEP.
     struct Host {
         t: Tapnet,
         vtep: String,
         daemon: Option<Child>,
+        /// The store's URL as this host reaches it.
+        store: String,
+        /// The network namespace its daemon runs in (none: the test's own).
+        netns: Option<String>,
     }
 
     impl Host {
@@ -201,20 +292,34 @@ mod with_store {
 
         /// A host whose daemon has `env` set and a lease of `lease`.
         fn start(tag: &str, etcd: &Etcd, env: &[(&str, &str)], lease: &str) -> Host {
+            Host::start_in(tag, None, &loopback(), &etcd.url(), env, lease)
+        }
+
+        /// A host whose daemon runs in `netns` (if any) with its VTEP on `vtep` and the store
+        /// at `store`.
+        fn start_in(
+            tag: &str,
+            netns: Option<&str>,
+            vtep: &str,
+            store: &str,
+            env: &[(&str, &str)],
+            lease: &str,
+        ) -> Host {
             let t = Tapnet::new(tag);
-            let vtep = loopback();
             std::fs::create_dir_all(&t.dir).expect("state dir");
             let mut host = Host {
                 t,
                 vtep: format!("{vtep}:4789"),
                 daemon: None,
+                store: store.to_string(),
+                netns: netns.map(str::to_string),
             };
-            host.spawn(etcd, env, lease);
+            host.spawn(env, lease);
             host
         }
 
         /// Start the host's daemon (again: same state dir and VTEP) and wait for its socket.
-        fn spawn(&mut self, etcd: &Etcd, env: &[(&str, &str)], lease: &str) {
+        fn spawn(&mut self, env: &[(&str, &str)], lease: &str) {
             let vtep = self.vtep.trim_end_matches(":4789").to_string();
             let _ = std::fs::remove_file(self.t.dir.join("tapnet.sock"));
             let log = std::fs::OpenOptions::new()
@@ -222,17 +327,30 @@ mod with_store {
                 .append(true)
                 .open(self.t.dir.join("daemon.log"))
                 .expect("daemon log");
-            let daemon = self
-                .t
-                .command(&[
-                    "daemon",
-                    "--vtep",
-                    &vtep,
-                    "--store",
-                    &etcd.url(),
-                    "--store-lease",
-                    lease,
-                ])
+            let mut cmd = self.t.command(&[
+                "daemon",
+                "--vtep",
+                &vtep,
+                "--store",
+                &self.store,
+                "--store-lease",
+                lease,
+            ]);
+            if let Some(ns) = &self.netns {
+                // The same command, run by `ip netns exec` in the host's namespace.
+                let mut inner = Command::new("ip");
+                inner
+                    .args(["netns", "exec", ns])
+                    .arg(cmd.get_program())
+                    .args(cmd.get_args());
+                for (k, v) in cmd.get_envs() {
+                    if let Some(v) = v {
+                        inner.env(k, v);
+                    }
+                }
+                cmd = inner;
+            }
+            let daemon = cmd
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -846,18 +964,29 @@ mod with_store {
         }
     }
 
-    /// A pod network across two hosts: CNI ADD of 30 pods on each host at once into one
+    /// A pod network across two hosts (the test's namespace and one joined to it by a veth,
+    /// VXLAN between them over it, one etcd): CNI ADD of 30 pods on each host at once into one
     /// overlay network hands out 60 different addresses, each claimed in the store; pods reach
     /// pods of the other host; a host killed with `kill -9` keeps its pods' addresses from the
     /// other host while its lease lasts, and has them back when it returns in time; DEL of every
     /// pod leaves no claim in the store.
     #[test]
     fn cni_pods_on_two_hosts_get_addresses_claimed_in_the_store() {
-        let Some(etcd) = Etcd::start("cnipods") else {
+        // Host A is the test's namespace, host B a namespace of its own joined to it by a
+        // veth; the store listens on A's side of the link too.
+        let link = HostLink::new();
+        let Some(etcd) = Etcd::start_on("cnipods", Some(&link.near)) else {
             return;
         };
-        let a = Host::new("etcd-ca", &etcd);
-        let mut b = Host::start("etcd-cb", &etcd, &[], "8s");
+        let a = Host::start_in("etcd-ca", None, &link.near, &etcd.url(), &[], "3s");
+        let mut b = Host::start_in(
+            "etcd-cb",
+            Some(&link.netns),
+            &link.far,
+            &etcd.url_on(&link.near),
+            &[],
+            "8s",
+        );
         overlay_on(&a, "pods", "10.97.0.0/24");
         assert!(wait_until(Duration::from_secs(10), || b
             .t
@@ -914,7 +1043,7 @@ mod with_store {
         if let Some(mut d) = b.daemon.take() {
             let _ = d.wait();
         }
-        b.spawn(&etcd, &[], "8s");
+        b.spawn(&[], "8s");
         b.t.ok(&["network", "ls"]);
         assert!(
             wait_until(Duration::from_secs(10), || pods_a[3].0.ping(&pods_b[3].1)),
