@@ -462,6 +462,16 @@ fn an_existing_interface_becomes_a_port() {
     let sb_ip = sandbox_ip(&t, "sb");
     v.ok(&["ping", "-c", "2", "-W", "2", &sb_ip]);
     assert!(t.ping("sb", &ip));
+    // Policy rules select the port by its name, as a sandbox's.
+    t.ok(&[
+        "policy", "add", "ifnet", "--name", "no-ping", "--to", "ext", "--proto", "icmp", "--deny",
+    ]);
+    assert!(
+        !t.ping("sb", &ip),
+        "the rule naming port ext let a ping through"
+    );
+    t.ok(&["policy", "rm", "ifnet", "no-ping"]);
+    assert!(t.ping("sb", &ip));
     // Bulk TCP (super-frames from the veth pass whole through the packet socket).
     let server = t.spawn_server("sb", &["tcp-serve", &sb_ip, "5001"]);
     let script = t.script();

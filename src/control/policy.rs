@@ -161,6 +161,13 @@ fn resolve(
                     out.extend(ep.ipv6.map(|ip| Cidr::host(addr_v6(ip))));
                 }
             }
+            // A VM's port, by its name (`tapnet port add`).
+            for port in state.vm_ports.iter() {
+                if port.network == net.name && port.name == name {
+                    out.extend(port.ipv4.map(|ip| Cidr::host(addr_v4(ip))));
+                    out.extend(port.ipv6.map(|ip| Cidr::host(addr_v6(ip))));
+                }
+            }
             for (_, ips) in remote.iter().filter(|(sb, _)| *sb == name) {
                 out.extend(ips.iter().map(|ip| {
                     Cidr::host(match ip {
@@ -237,6 +244,53 @@ mod tests {
         for bad in ["0", "9-8", "x", "70000", "1-"] {
             assert!(port_range(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_vm_port_is_selected_by_its_name() {
+        let network = |name: &str| Network {
+            name: name.into(),
+            id: name.into(),
+            driver: crate::drivers::named("bridge").unwrap(),
+            subnet: None,
+            gateway: None,
+            subnet6: None,
+            gateway6: None,
+            ip_range: None,
+            internal: false,
+            mtu: 1500,
+            vni: None,
+            mac_aging_s: 300,
+            offload: true,
+            options: Default::default(),
+            builtin: false,
+            plugin: None,
+            policy: Vec::new(),
+            typed: None,
+        };
+        let net = network("n");
+        let mut state = State::default();
+        state.vm_ports.push(crate::control::model::VmPort {
+            name: "vm1".into(),
+            network: "n".into(),
+            kind: crate::control::model::VmPortKind::QemuSocket,
+            path: "/run/vm1.sock".into(),
+            mac: "02:42:0a:00:00:05".parse().unwrap(),
+            ipv4: Some("10.0.0.5".parse().unwrap()),
+            ipv6: None,
+            was_down: false,
+        });
+        let on_n = resolve(&state, &net, &[], &Some("vm1".into()));
+        assert_eq!(
+            on_n,
+            Some(vec![Cidr::host(addr_v4("10.0.0.5".parse().unwrap()))])
+        );
+        // Another network's port of that name is not this one's.
+        let other = network("m");
+        assert_eq!(
+            resolve(&state, &other, &[], &Some("vm1".into())),
+            Some(vec![])
+        );
     }
 
     #[test]
