@@ -65,6 +65,17 @@ impl Drop for SocketDir {
     }
 }
 
+/// The smallest round trip of five pings from `sandbox` to `ip`, in ms.
+fn min_rtt_ms(t: &Tapnet, sandbox: &str, ip: &str) -> f64 {
+    let out = t.exec_ok(sandbox, &["ping", "-q", "-n", "-c", "5", "-i", "0.2", ip]);
+    out.lines()
+        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {out}"))
+}
+
 fn sandbox_ip(t: &Tapnet, sandbox: &str) -> String {
     let view = t.json(&["sandbox", "inspect", sandbox]);
     let cidr = view["interfaces"][0]["ipv4"]
@@ -472,6 +483,23 @@ fn an_existing_interface_becomes_a_port() {
     );
     t.ok(&["policy", "rm", "ifnet", "no-ping"]);
     assert!(t.ping("sb", &ip));
+    // Link impairments by the port's name: 50 ms on frames towards it.
+    let base = min_rtt_ms(&t, "sb", &ip);
+    t.ok(&["link", "set", "ext", "ifnet", "--delay", "50ms"]);
+    let delayed = min_rtt_ms(&t, "sb", &ip);
+    eprintln!("vm: --iface port, delay 50ms: rtt {base:.3} -> {delayed:.3} ms");
+    assert!(delayed - base >= 45.0, "rtt {base} -> {delayed} ms");
+    let links = t.json(&["link", "show", "ifnet"]);
+    assert_eq!(links[0]["sandbox"], "ext", "{links}");
+    assert_eq!(links[0]["impairment"]["delay_us"], 50_000, "{links}");
+    assert!(
+        links[0]["stats"]["delayed"].as_u64().unwrap_or(0) > 0,
+        "{links}"
+    );
+    t.ok(&["link", "reset", "ext"]);
+    let after = min_rtt_ms(&t, "sb", &ip);
+    assert!(after < base + 20.0, "rtt {after} ms after the reset");
+    assert_eq!(t.json(&["link", "show"]), serde_json::json!([]));
     // Bulk TCP (super-frames from the veth pass whole through the packet socket).
     let server = t.spawn_server("sb", &["tcp-serve", &sb_ip, "5001"]);
     let script = t.script();

@@ -59,7 +59,7 @@ pub enum LinkCmd {
 
 #[derive(Args, Debug)]
 pub struct LinkSetArgs {
-    /// The sandbox whose link to change.
+    /// The sandbox (or VM port, `tapnet port add`) whose link to change.
     pub sandbox: String,
     /// The network the link joins it to.
     pub network: String,

@@ -8,6 +8,7 @@ use super::model::State;
 use crate::api::lab::{LinkChange, LinkRow};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
+use crate::datapath::impair::Impairment;
 use crate::error::{Error, Result};
 
 /// Switch ports of endpoints, by (sandbox, interface): the controller's map.
@@ -42,10 +43,36 @@ fn bridge_endpoint<'a>(
         })
 }
 
-/// Merge `change` into the endpoint's impairments. Returns the network to sync.
+/// Merge `change` into the endpoint's impairments (or a VM port's, `tapnet port add`, by its
+/// name). Returns the network to sync.
 pub fn apply_change(state: &mut State, change: &LinkChange) -> Result<String> {
+    if state.sandbox(&change.sandbox).is_none()
+        && let Some(i) = state.vm_ports.iter().position(|p| p.name == change.sandbox)
+    {
+        if state.vm_ports[i].network != change.network {
+            return Err(Error::conflict(format!(
+                "port {} is not on network {}",
+                change.sandbox, change.network
+            )));
+        }
+        if !is_bridge(state, &change.network) {
+            return Err(Error::invalid(format!(
+                "network {} has no switch links to impair",
+                change.network
+            )));
+        }
+        let port = &mut state.vm_ports[i];
+        port.impairment = merged(port.impairment.clone(), change)?;
+        return Ok(change.network.clone());
+    }
     let ep = bridge_endpoint(state, &change.sandbox, &change.network)?;
-    let mut imp = ep.impairment.clone().unwrap_or_default();
+    ep.impairment = merged(ep.impairment.clone(), change)?;
+    Ok(change.network.clone())
+}
+
+/// `impairment` with `change`'s values in it, checked; None when it does nothing.
+fn merged(impairment: Option<Impairment>, change: &LinkChange) -> Result<Option<Impairment>> {
+    let mut imp = impairment.unwrap_or_default();
     let c = change;
     macro_rules! take {
         ($($f:ident),*) => { $( if let Some(v) = c.$f { imp.$f = v; } )* };
@@ -66,12 +93,11 @@ pub fn apply_change(state: &mut State, change: &LinkChange) -> Result<String> {
     }
     imp.validate().map_err(|e| {
         Error::invalid(format!(
-            "link of sandbox {} on network {}: {e}",
+            "link of {} on network {}: {e}",
             c.sandbox, c.network
         ))
     })?;
-    ep.impairment = if imp.is_noop() { None } else { Some(imp) };
-    Ok(change.network.clone())
+    Ok(if imp.is_noop() { None } else { Some(imp) })
 }
 
 /// Block (or unblock) traffic between sandboxes `a` and `b` on `network`, or on every network
@@ -154,12 +180,21 @@ pub fn reset(
             .network(n)
             .ok_or_else(|| Error::not_found("network", n))?;
     }
-    if let Some(s) = sandbox {
-        state
-            .sandbox(s)
-            .ok_or_else(|| Error::not_found("sandbox", s))?;
+    if let Some(s) = sandbox
+        && state.sandbox(s).is_none()
+        && !state.vm_ports.iter().any(|p| p.name == s)
+    {
+        return Err(Error::not_found("sandbox", s));
     }
     let mut changed = Vec::new();
+    for port in state.vm_ports.iter_mut() {
+        if network.is_some_and(|n| n != port.network) || sandbox.is_some_and(|s| s != port.name) {
+            continue;
+        }
+        if port.impairment.take().is_some() && !changed.contains(&port.network) {
+            changed.push(port.network.clone());
+        }
+    }
     for sb in state.sandboxes.iter_mut() {
         for ep in sb.endpoints.iter_mut() {
             if network.is_some_and(|n| n != ep.network) {
@@ -241,12 +276,35 @@ pub fn sync(state: &State, ports: &PortMap, dp: &Datapath, network: &str, restar
     }
 }
 
-/// Rows of `tapnet link show`: endpoints with impairments or blocks.
+/// Put the impairments of `network`'s VM ports onto their switch ports (`port_of`: a served
+/// port's id by name); `restart` as in `sync`.
+pub fn sync_vm_ports(
+    state: &State,
+    dp: &Datapath,
+    network: &str,
+    restart: Option<&str>,
+    port_of: impl Fn(&str) -> Option<PortId>,
+) {
+    for p in state.vm_ports.iter().filter(|p| p.network == network) {
+        let Some(id) = port_of(&p.name) else { continue };
+        let Some(port) = dp.port(id) else { continue };
+        port.link.configure(
+            p.impairment.as_ref(),
+            Vec::new(),
+            u64::from(id),
+            restart == Some(p.name.as_str()),
+        );
+    }
+}
+
+/// Rows of `tapnet link show`: endpoints (and VM ports, `port_of` giving their switch ports)
+/// with impairments or blocks.
 pub fn rows(
     state: &State,
     ports: &PortMap,
     dp: &Datapath,
     network: Option<&str>,
+    port_of: impl Fn(&str) -> Option<PortId>,
 ) -> Result<Vec<LinkRow>> {
     if let Some(n) = network {
         state
@@ -277,6 +335,25 @@ pub fn rows(
                 stats,
             });
         }
+    }
+    for p in &state.vm_ports {
+        let Some(impairment) = p.impairment.clone() else {
+            continue;
+        };
+        if network.is_some_and(|n| n != p.network) {
+            continue;
+        }
+        out.push(LinkRow {
+            network: p.network.clone(),
+            sandbox: p.name.clone(),
+            interface: format!("port:{}", p.name),
+            summary: impairment.describe(),
+            impairment,
+            blocked: Vec::new(),
+            stats: port_of(&p.name)
+                .and_then(|id| dp.port(id))
+                .map(|port| port.link.counters.snapshot()),
+        });
     }
     out.sort_by(|a, b| (&a.network, &a.sandbox).cmp(&(&b.network, &b.sandbox)));
     Ok(out)

@@ -216,6 +216,9 @@ pub struct VmPort {
     /// again (kept across restarts, when the interface is found up).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub was_down: bool,
+    /// `tapnet link set NAME NET`: impairments of the link to the VM, as a sandbox endpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<crate::datapath::impair::Impairment>,
 }
 
 /// A TAP that `tapnet-cni` asked for in a namespace the runtime made.

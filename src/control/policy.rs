@@ -279,6 +279,7 @@ mod tests {
             ipv4: Some("10.0.0.5".parse().unwrap()),
             ipv6: None,
             was_down: false,
+            impairment: None,
         });
         let on_n = resolve(&state, &net, &[], &Some("vm1".into()));
         assert_eq!(

@@ -896,6 +896,7 @@ mod tests {
             ipv4: Some("10.61.0.9".parse().unwrap()),
             ipv6: Some("fd00:61::9".parse().unwrap()),
             was_down: false,
+            impairment: None,
         };
         let mut s = dual();
         s.vm_ports.push(port.clone());

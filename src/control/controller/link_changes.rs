@@ -18,6 +18,7 @@ impl Inner {
                 &self.ports,
                 &self.dp,
                 network.as_deref(),
+                |name| self.served_port(name),
             )?),
             Request::LinkReset { network, sandbox } => self.link_update(None, |st| {
                 links::reset(st, network.as_deref(), sandbox.as_deref())
@@ -51,7 +52,16 @@ impl Inner {
         };
         for net in &networks {
             links::sync(&self.state, &self.ports, &self.dp, net, restart);
+            links::sync_vm_ports(&self.state, &self.dp, net, restart, |name| {
+                self.served_port(name)
+            });
         }
-        value(&links::rows(&self.state, &self.ports, &self.dp, None)?)
+        value(&links::rows(
+            &self.state,
+            &self.ports,
+            &self.dp,
+            None,
+            |name| self.served_port(name),
+        )?)
     }
 }

@@ -208,6 +208,7 @@ impl Inner {
             ipv4: ep.ipv4,
             ipv6: ep.ipv6,
             was_down: false,
+            impairment: None,
         };
         self.port_wire(&port, &net, false)?;
         // Remembered so that `port rm` after a restart still puts it back down.
@@ -268,6 +269,12 @@ impl Inner {
             .add_port(net_id, format!("port:{}", p.name), fd, policy)?;
         self.vm_ports
             .insert(p.name.clone(), ServedPort { port, side });
+        // Its link's impairments, kept in the model across restarts.
+        if let Some(switch_port) = self.dp.port(port) {
+            switch_port
+                .link
+                .configure(p.impairment.as_ref(), Vec::new(), u64::from(port), true);
+        }
         Ok(())
     }
 
@@ -286,6 +293,11 @@ impl Inner {
             return Err(e);
         }
         Ok(self.vm_ports.remove(name))
+    }
+
+    /// The switch port of VM port `name`, if it is served.
+    pub(super) fn served_port(&self, name: &str) -> Option<PortId> {
+        self.vm_ports.get(name).map(|s| s.port)
     }
 
     /// The switch port of VM port `name` on `network`, if it is served.
