@@ -483,6 +483,11 @@ fn an_existing_interface_becomes_a_port() {
     );
     t.ok(&["policy", "rm", "ifnet", "no-ping"]);
     assert!(t.ping("sb", &ip));
+    // Trace explains a frame from the port, by its name.
+    let traced = t.json(&["trace", "ifnet", "--in", "ext", "--dst", &sb_ip]);
+    assert_eq!(traced["ingress"], "port:ext", "{traced}");
+    assert_eq!(traced["decision"], "unicast", "{traced}");
+    assert_eq!(traced["src_mac"], mac.as_str(), "{traced}");
     // Link impairments by the port's name: 50 ms on frames towards it.
     let base = min_rtt_ms(&t, "sb", &ip);
     t.ok(&["link", "set", "ext", "ifnet", "--delay", "50ms"]);

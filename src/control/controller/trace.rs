@@ -1,6 +1,6 @@
 //! `tapnet trace`: explain, without sending anything, what the switch would do with a frame
-//! from a sandbox. It asks the same pieces the datapath uses: the MAC table (read only, through
-//! `switch::peek`), the port counters, the links' impairments and blocks, and the gateway's
+//! from a sandbox (or a VM port). It asks the same pieces the datapath uses: the MAC table
+//! (read only, through `switch::peek`), the port counters, the links' impairments and blocks, and the gateway's
 //! classifier on a probe frame.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{GATEWAY_PORT, Inner};
 use crate::api::lab::{TraceOutput, TraceReport, TraceRequest};
-use crate::control::model::Network;
+use crate::control::model::{Endpoint, Network};
 use crate::datapath::PortReport;
 use crate::datapath::fdb::PortId;
 use crate::datapath::network::NetworkDp;
@@ -91,9 +91,34 @@ impl Inner {
             .collect())
     }
 
-    pub(super) fn trace(&self, req: &TraceRequest) -> Result<TraceReport> {
-        let net = self.network(&req.network)?.clone();
-        let net_id = self.bridge_net_id(&req.network)?;
+    /// The traced frame's sender: a sandbox's endpoint on the network, or a VM port (`tapnet
+    /// port add`) as an endpoint of its MAC, addresses and impairments; and its switch port.
+    fn trace_ingress(&self, req: &TraceRequest) -> Result<(Endpoint, PortId)> {
+        if self.state.sandbox(&req.sandbox).is_none()
+            && let Some(p) = self.state.vm_ports.iter().find(|p| p.name == req.sandbox)
+        {
+            if p.network != req.network {
+                return Err(Error::conflict(format!(
+                    "port {} is not on network {}",
+                    req.sandbox, req.network
+                )));
+            }
+            let port = self.served_port(&p.name).ok_or_else(|| {
+                Error::conflict(format!("port {} is not being served", req.sandbox))
+            })?;
+            let ep = Endpoint {
+                id: String::new(),
+                network: p.network.clone(),
+                interface: Some(format!("port:{}", p.name)),
+                mac: Some(p.mac),
+                ipv4: p.ipv4,
+                ipv6: p.ipv6,
+                aliases: Vec::new(),
+                impairment: p.impairment.clone(),
+                blocked: Vec::new(),
+            };
+            return Ok((ep, port));
+        }
         let sb = self.sandbox(&req.sandbox)?;
         let ep = sb.endpoint(&req.network).ok_or_else(|| {
             Error::conflict(format!(
@@ -104,13 +129,21 @@ impl Inner {
         let interface = ep.interface.clone().unwrap_or_default();
         let in_port = *self
             .ports
-            .get(&(sb.name.clone(), interface.clone()))
+            .get(&(sb.name.clone(), interface))
             .ok_or_else(|| {
                 Error::conflict(format!(
                     "sandbox {} has no port on network {}",
                     req.sandbox, req.network
                 ))
             })?;
+        Ok((ep.clone(), in_port))
+    }
+
+    pub(super) fn trace(&self, req: &TraceRequest) -> Result<TraceReport> {
+        let net = self.network(&req.network)?.clone();
+        let net_id = self.bridge_net_id(&req.network)?;
+        let (ep, in_port) = self.trace_ingress(req)?;
+        let ep = &ep;
         let proto = match &req.proto {
             Some(p) => Proto::parse(p).map_err(Error::Invalid)?,
             None if req.dport.is_some() => Proto::Tcp,
