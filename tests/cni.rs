@@ -74,6 +74,10 @@ fn add_check_del_del_into_two_namespaces() {
     assert_eq!(ep["mac"], a.mac("eth0").as_str());
     let table = t.ok(&["network", "inspect", "cninet", "--format", "table"]);
     assert!(table.contains("cni:ctr-b"), "{table}");
+    assert!(
+        table.contains("NETNS") && table.contains(&b.path()),
+        "{table}"
+    );
     let listed = t.json(&["network", "ls"]);
     let row = listed
         .as_array()

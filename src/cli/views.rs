@@ -172,11 +172,13 @@ pub fn network(n: &NetworkView, format: Format) -> String {
             fields.push(("ND answered", o.nd_answered.to_string()));
         }
     }
+    // CNI attachments' namespaces, in a column of their own when there are any.
+    let with_netns = n.endpoints.iter().any(|e| e.netns.is_some());
     let rows: Vec<Vec<String>> = n
         .endpoints
         .iter()
         .map(|e| {
-            vec![
+            let mut row = vec![
                 e.sandbox.clone(),
                 // A VM's port has no interface: its kind instead.
                 opt(&e.interface.clone().or_else(|| e.kind.clone())),
@@ -184,22 +186,27 @@ pub fn network(n: &NetworkView, format: Format) -> String {
                 both(&e.ipv4, &e.ipv6),
                 list(&e.aliases),
                 plugin_info(&e.plugin_info),
-            ]
+            ];
+            if with_netns {
+                row.push(opt(&e.netns));
+            }
+            row
         })
         .collect();
+    let mut header = vec![
+        "SANDBOX",
+        "INTERFACE",
+        "MAC",
+        "IPV4",
+        "ALIASES",
+        "PLUGIN INFO",
+    ];
+    if with_netns {
+        header.push("NETNS");
+    }
     let mut out = key_values(&fields);
     out.push('\n');
-    out.push_str(&table(
-        &[
-            "SANDBOX",
-            "INTERFACE",
-            "MAC",
-            "IPV4",
-            "ALIASES",
-            "PLUGIN INFO",
-        ],
-        &rows,
-    ));
+    out.push_str(&table(&header, &rows));
     out
 }
 
