@@ -897,6 +897,18 @@ mod with_store {
         );
     }
 
+    /// A CNI configuration of `network` for host `h`'s daemon.
+    fn cni_conf(h: &Host, network: &str) -> String {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": network,
+            "type": "tapnet-cni",
+            "network": network,
+            "stateDir": h.t.dir.display().to_string(),
+        })
+        .to_string()
+    }
+
     /// CNI ADD of `pods` pods on `h` at once (one thread each) into `network`: each pod's
     /// namespace and its address.
     fn cni_add_pods(
@@ -905,14 +917,7 @@ mod with_store {
         tag: &str,
         pods: usize,
     ) -> Vec<(super::common::cni::Netns, String)> {
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": network,
-            "type": "tapnet-cni",
-            "network": network,
-            "stateDir": h.t.dir.display().to_string(),
-        })
-        .to_string();
+        let conf = cni_conf(h, network);
         let spaces: Vec<super::common::cni::Netns> = (0..pods)
             .map(|i| super::common::cni::Netns::new(&format!("{tag}{i}")))
             .collect();
@@ -944,14 +949,7 @@ mod with_store {
         tag: &str,
         pods: &[(super::common::cni::Netns, String)],
     ) {
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": network,
-            "type": "tapnet-cni",
-            "network": network,
-            "stateDir": h.t.dir.display().to_string(),
-        })
-        .to_string();
+        let conf = cni_conf(h, network);
         for (i, (ns, _)) in pods.iter().enumerate() {
             let run = super::common::cni::run_cni(
                 "DEL",

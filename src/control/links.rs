@@ -377,28 +377,10 @@ pub fn impairment_of<'a>(
 mod tests {
     use super::*;
     use crate::control::model::{Endpoint, Network, Sandbox};
-    use std::collections::BTreeMap;
 
     fn state() -> State {
-        let net = |name: &str, driver: &str| Network {
-            name: name.into(),
-            id: name.into(),
-            driver: crate::drivers::named(driver).unwrap(),
-            subnet: None,
-            gateway: None,
-            subnet6: None,
-            gateway6: None,
-            ip_range: None,
-            internal: false,
-            mtu: 1500,
-            vni: None,
-            mac_aging_s: 300,
-            offload: true,
-            options: BTreeMap::new(),
-            builtin: false,
-            plugin: None,
-            policy: Vec::new(),
-            typed: None,
+        let net = |name: &str, driver: &str| {
+            Network::for_test(name, crate::drivers::named(driver).unwrap())
         };
         let sb = |name: &str, nets: &[&str]| Sandbox {
             name: name.into(),

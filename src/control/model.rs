@@ -99,6 +99,31 @@ pub struct Network {
 }
 
 impl Network {
+    /// A bare network of `driver` for unit tests: no subnets, no options.
+    #[cfg(test)]
+    pub fn for_test(name: &str, driver: Driver) -> Network {
+        Network {
+            name: name.into(),
+            id: name.into(),
+            driver,
+            subnet: None,
+            gateway: None,
+            subnet6: None,
+            gateway6: None,
+            ip_range: None,
+            internal: false,
+            mtu: 1500,
+            vni: None,
+            mac_aging_s: 300,
+            offload: true,
+            options: BTreeMap::new(),
+            builtin: false,
+            plugin: None,
+            policy: Vec::new(),
+            typed: None,
+        }
+    }
+
     /// The network's options, typed. A network that was never validated has none: that is a
     /// bug, and an error rather than a silent default.
     pub fn opts(&self) -> crate::error::Result<&NetOptions> {

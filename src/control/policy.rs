@@ -248,26 +248,7 @@ mod tests {
 
     #[test]
     fn a_vm_port_is_selected_by_its_name() {
-        let network = |name: &str| Network {
-            name: name.into(),
-            id: name.into(),
-            driver: crate::drivers::named("bridge").unwrap(),
-            subnet: None,
-            gateway: None,
-            subnet6: None,
-            gateway6: None,
-            ip_range: None,
-            internal: false,
-            mtu: 1500,
-            vni: None,
-            mac_aging_s: 300,
-            offload: true,
-            options: Default::default(),
-            builtin: false,
-            plugin: None,
-            policy: Vec::new(),
-            typed: None,
-        };
+        let network = |name: &str| Network::for_test(name, crate::control::model::Driver::Bridge);
         let net = network("n");
         let mut state = State::default();
         state.vm_ports.push(crate::control::model::VmPort {

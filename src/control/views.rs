@@ -84,24 +84,15 @@ fn cni_endpoints<'a>(
         .cni
         .iter()
         .filter(move |a| a.network == net.name)
-        .map(move |a| EndpointView {
-            sandbox: format!(
-                "cni:{}",
-                a.container_id.get(..12).unwrap_or(&a.container_id)
-            ),
-            interface: Some(a.ifname.clone()),
-            mac: Some(a.mac.to_string()),
-            ipv4: a
-                .ipv4
-                .map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
-            ipv6: a
-                .ipv6
-                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
-            aliases: Vec::new(),
-            plugin_info: None,
-            container_id: Some(a.container_id.clone()),
-            netns: Some(a.netns.clone()),
-            kind: Some("cni".to_string()),
+        .map(move |a| {
+            let short = a.container_id.get(..12).unwrap_or(&a.container_id);
+            EndpointView {
+                interface: Some(a.ifname.clone()),
+                container_id: Some(a.container_id.clone()),
+                netns: Some(a.netns.clone()),
+                kind: Some("cni".to_string()),
+                ..station_view(net, format!("cni:{short}"), a.mac, a.ipv4, a.ipv6)
+            }
         })
 }
 
@@ -116,21 +107,12 @@ fn docker_endpoints<'a>(
         .iter()
         .flat_map(|p| p.endpoints.iter())
         .filter(move |(_, ep)| ep.network == net.name)
-        .map(move |(id, ep)| EndpointView {
-            sandbox: format!("docker:{}", id.get(..12).unwrap_or(id)),
-            interface: ep.tap.clone(),
-            mac: Some(ep.mac.to_string()),
-            ipv4: ep
-                .ipv4
-                .map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
-            ipv6: ep
-                .ipv6
-                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
-            aliases: Vec::new(),
-            plugin_info: None,
-            container_id: None,
-            netns: None,
-            kind: None,
+        .map(move |(id, ep)| {
+            let short = id.get(..12).unwrap_or(id);
+            EndpointView {
+                interface: ep.tap.clone(),
+                ..station_view(net, format!("docker:{short}"), ep.mac, ep.ipv4, ep.ipv6)
+            }
         })
 }
 
@@ -144,21 +126,32 @@ fn vm_port_endpoints<'a>(
         .iter()
         .filter(move |p| p.network == net.name)
         .map(move |p| EndpointView {
-            sandbox: p.name.clone(),
-            interface: None,
-            mac: Some(p.mac.to_string()),
-            ipv4: p
-                .ipv4
-                .map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
-            ipv6: p
-                .ipv6
-                .map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
-            aliases: Vec::new(),
-            plugin_info: None,
-            container_id: None,
-            netns: None,
             kind: Some(p.kind.name().to_string()),
+            ..station_view(net, p.name.clone(), p.mac, p.ipv4, p.ipv6)
         })
+}
+
+/// The row of a station on `net` that is not a sandbox's endpoint: its addresses with the
+/// network's prefix lengths, nothing else.
+fn station_view(
+    net: &Network,
+    sandbox: String,
+    mac: crate::wire::MacAddr,
+    ipv4: Option<std::net::Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+) -> EndpointView {
+    EndpointView {
+        sandbox,
+        interface: None,
+        mac: Some(mac.to_string()),
+        ipv4: ipv4.map(|ip| format!("{ip}/{}", net.subnet.map_or(32, |s| s.prefix))),
+        ipv6: ipv6.map(|ip| format!("{ip}/{}", net.subnet6.map_or(128, |s| s.prefix))),
+        aliases: Vec::new(),
+        plugin_info: None,
+        container_id: None,
+        netns: None,
+        kind: None,
+    }
 }
 
 /// `enter` is the command line that enters the sandbox by hand, which depends on the mode the
