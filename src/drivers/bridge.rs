@@ -436,24 +436,9 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Network {
-            name: "n".into(),
-            id: "1".into(),
-            driver: Driver::Bridge,
-            subnet: None,
-            gateway: None,
-            subnet6: None,
-            gateway6: None,
-            ip_range: None,
-            internal: false,
-            mtu: 1500,
-            vni: None,
-            mac_aging_s: 300,
-            offload: true,
             typed: Bridge.validate(&options).ok(),
             options,
-            builtin: false,
-            plugin: None,
-            policy: Vec::new(),
+            ..Network::for_test("n", Driver::Bridge)
         }
     }
 
