@@ -111,6 +111,33 @@ fn transfer(t: &mut Tapnet, vm: &mut Vm, sandbox: &str, ip: &str, kib: usize) ->
     (kib * 1024 * 8) as f64 / secs / 1e6
 }
 
+/// `sandbox`'s TCP send of 4 MiB to the VM's port 5002: both checksums agree. Returns the rate
+/// in Mbit/s (the VM's checksum included).
+fn transfer_to_vm(t: &Tapnet, vm: &mut Vm, sandbox: &str, vm_ip: &str) -> f64 {
+    vm.ok("nc -l -p 5002 > /tmp/g &", Duration::from_secs(10));
+    let script = t.script();
+    let start = Instant::now();
+    let sent = t.exec_ok(
+        sandbox,
+        &[
+            "python3",
+            script.to_str().unwrap_or(""),
+            "tcp-send",
+            vm_ip,
+            "5002",
+            "4194304",
+        ],
+    );
+    let got = vm.ok("wait; sha256sum /tmp/g", Duration::from_secs(60));
+    let mbit = 4.0 * 8.0 * 1.048_576 / start.elapsed().as_secs_f64();
+    let want = sent.split_whitespace().nth(1).expect("sender's checksum");
+    assert!(
+        got.contains(want),
+        "VM got other bytes: {got} (sent {sent})"
+    );
+    mbit
+}
+
 #[test]
 fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
     if !qemu_present() {
@@ -173,6 +200,7 @@ fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
         ip: &cidr,
         gateway: "10.77.0.1",
         dhcp: true,
+        netdev: guest::Netdev::Stream,
     };
     let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
@@ -206,30 +234,8 @@ fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
     let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 4096);
     eprintln!("vm: 4 MiB VM -> sandbox over TCP at {mbit:.0} Mbit/s");
     // The other way: the sandbox's TCP super-frames reach the VM cut to its MTU.
-    vm.ok("nc -l -p 5002 > /tmp/g &", Duration::from_secs(10));
-    let script = t.script();
-    let start = Instant::now();
-    let sent = t.exec_ok(
-        "sb",
-        &[
-            "python3",
-            script.to_str().unwrap_or(""),
-            "tcp-send",
-            &vm_ip,
-            "5002",
-            "4194304",
-        ],
-    );
-    let got = vm.ok("wait; sha256sum /tmp/g", Duration::from_secs(60));
-    eprintln!(
-        "vm: 4 MiB sandbox -> VM over TCP at {:.0} Mbit/s (checksum included)",
-        4.0 * 8.0 * 1.048_576 / start.elapsed().as_secs_f64()
-    );
-    let want = sent.split_whitespace().nth(1).expect("sender's checksum");
-    assert!(
-        got.contains(want),
-        "VM got other bytes: {got} (sent {sent})"
-    );
+    let mbit = transfer_to_vm(&t, &mut vm, "sb", &vm_ip);
+    eprintln!("vm: 4 MiB sandbox -> VM over TCP at {mbit:.0} Mbit/s (checksum included)");
     let ports = t.json(&["port", "ls"]);
     assert_eq!(ports[0]["to_vm_dropped"], 0, "{ports}");
     // By address and name.
@@ -287,6 +293,115 @@ fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
     assert_eq!(t.json(&["port", "ls"]), serde_json::json!([]));
 }
 
+/// `--vhost-user`: tapnet is the VM's vhost-user-net device; the guest gets its address by
+/// DHCP, reaches a sandbox by name, moves 4 MiB each way over TCP (offloads negotiated, so
+/// super-frames cross whole), and a restarted VM (then a restarted daemon) finds its port.
+#[test]
+fn a_vm_on_a_vhost_user_port_moves_bulk_tcp_and_reconnects() {
+    if !qemu_present() {
+        return;
+    }
+    let guest = guest::guest();
+    let mut t = Tapnet::new("vm-vhu");
+    let dir = SocketDir::new("vhu");
+    let socket = dir.0.join("vhu.sock");
+    let socket_arg = socket.to_str().expect("utf-8 path");
+    t.ok(&["network", "create", "vhunet", "--subnet", "10.76.0.0/24"]);
+    t.ok(&["sandbox", "create", "sb", "--net", "vhunet"]);
+    t.ok(&["port", "add", "vhunet", "vm1", "--vhost-user", socket_arg]);
+    // One port per socket path, whatever its kind.
+    t.fails(&["port", "add", "vhunet", "vm2", "--vhost-user", socket_arg]);
+    t.fails(&["port", "add", "vhunet", "vm2", "--qemu-socket", socket_arg]);
+    let ports = t.json(&["port", "ls"]);
+    assert_eq!(ports[0]["kind"], "vhost-user", "{ports}");
+    assert_eq!(ports[0]["connected"], false, "{ports}");
+    let mac = ports[0]["mac"].as_str().expect("mac").to_string();
+    let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
+    let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
+    let net = t.json(&["network", "inspect", "vhunet"]);
+    let ep = net["endpoints"]
+        .as_array()
+        .and_then(|eps| eps.iter().find(|e| e["sandbox"] == "vm1"))
+        .unwrap_or_else(|| panic!("vm1 missing from {net}"));
+    assert_eq!(ep["kind"], "vhost-user");
+    let mode = std::fs::metadata(&socket).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.ok(), Some(0o600));
+    // Frames for the VM before it came are read and dropped: the switch never waits.
+    assert!(!t.ping("sb", &vm_ip));
+
+    let sb_ip = sandbox_ip(&t, "sb");
+    let spec = VmSpec {
+        socket: &socket,
+        mac: &mac,
+        ip: &cidr,
+        gateway: "10.76.0.1",
+        dhcp: true,
+        netdev: guest::Netdev::VhostUser,
+    };
+    let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("vm: vhost-user guest booted in {:.1} s (TCG)", vm.boot_secs);
+    assert!(vm.log.contains("TAPNET-ADDRESS dhcp"), "{}", vm.log);
+    let ping = vm.ok("ping -4 -c 3 sb", Duration::from_secs(30));
+    eprintln!(
+        "vm: vhost-user {}",
+        ping.lines()
+            .find(|l| l.contains("round-trip"))
+            .unwrap_or("")
+    );
+    assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
+    let offloads = vm.run(
+        "cat /sys/class/net/eth0/device/features 2>/dev/null || true",
+        Duration::from_secs(10),
+    );
+    eprintln!(
+        "vm: vhost-user guest's virtio features {}",
+        offloads.1.trim()
+    );
+    let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 4096);
+    eprintln!("vm: vhost-user, 4 MiB VM -> sandbox over TCP at {mbit:.0} Mbit/s");
+    let mbit = transfer_to_vm(&t, &mut vm, "sb", &vm_ip);
+    eprintln!("vm: vhost-user, 4 MiB sandbox -> VM over TCP at {mbit:.0} Mbit/s");
+    assert!(t.ping("sb", &vm_ip));
+    let ports = t.json(&["port", "ls"]);
+    eprintln!("vm: vhost-user port {}", ports[0]);
+    assert_eq!(ports[0]["connected"], true, "{ports}");
+    assert_eq!(ports[0]["connections"], 1, "{ports}");
+    assert!(
+        ports[0]["to_vm_absent"].as_u64().unwrap_or(0) > 0,
+        "{ports}"
+    );
+    let stats = common::port_stats(&t, "port:vm1");
+    eprintln!("vm: vhost-user switch port {stats}");
+    assert!(stats["rx_packets"].as_u64().unwrap_or(0) > 100, "{stats}");
+    assert_eq!(stats["rx_spoofed"].as_u64().unwrap_or(0), 0, "{stats}");
+
+    // The VM restarts: the port stays and serves the new one.
+    drop(vm);
+    assert!(wait_until(Duration::from_secs(5), || {
+        t.json(&["port", "ls"])[0]["connected"] == false
+    }));
+    let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
+    vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    assert!(t.ping("sb", &vm_ip));
+    let ports = t.json(&["port", "ls", "vhunet"]);
+    assert_eq!(ports[0]["connections"], 2, "{ports}");
+    drop(vm);
+
+    // A restarted daemon replaces its socket and serves the port again.
+    t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(t.json(&["port", "ls"])[0]["name"], "vm1");
+    assert!(wait_until(Duration::from_secs(5), || socket.exists()));
+    let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
+    vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    drop(vm);
+
+    t.ok(&["port", "rm", "vm1"]);
+    assert!(!socket.exists(), "port rm leaves no socket");
+}
+
 /// Rootless: the daemon and QEMU run as an unprivileged user, the socket in its own directory.
 #[test]
 fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
@@ -324,6 +439,7 @@ fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
         ip: &cidr,
         gateway: "10.78.0.1",
         dhcp: false,
+        netdev: guest::Netdev::Stream,
     };
     let mut vm =
         Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));

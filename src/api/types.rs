@@ -57,6 +57,9 @@ pub struct PortAdd {
     /// Or an existing interface of the daemon's namespace (root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iface: Option<String>,
+    /// Or a unix socket the daemon serves as a vhost-user-net backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost_user: Option<String>,
     pub mac: Option<String>,
     pub ip: Option<String>,
     pub ip6: Option<String>,
@@ -67,7 +70,7 @@ pub struct PortAdd {
 pub struct PortView {
     pub name: String,
     pub network: String,
-    /// "qemu-socket" or "iface".
+    /// "qemu-socket", "vhost-user" or "iface".
     pub kind: String,
     /// The socket's path, or the interface's name.
     pub path: String,

@@ -373,21 +373,27 @@ pub enum SandboxCmd {
 #[derive(Subcommand, Debug)]
 pub enum PortCmd {
     /// Add a port NAME to network NET, with an address like a sandbox's; a VM joins with
-    /// `-netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH`.
+    /// `-netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH` (--qemu-socket) or
+    /// `-chardev socket,id=c0,path=PATH -netdev vhost-user,id=n0,chardev=c0` (--vhost-user).
     Add {
         /// The network.
         network: String,
         /// Name of the port (also its name in the gateway's DNS).
         name: String,
         /// The unix stream socket the daemon listens on for the VM (must not exist) [default:
-        /// none: --iface is needed then].
+        /// none: --vhost-user or --iface is needed then].
         #[arg(
             long,
             value_name = "PATH",
-            required_unless_present = "iface",
-            conflicts_with = "iface"
+            required_unless_present_any = ["iface", "vhost_user"],
+            conflicts_with_all = ["iface", "vhost_user"]
         )]
         qemu_socket: Option<String>,
+        /// A unix socket the daemon serves as a vhost-user-net backend for QEMU's `-netdev
+        /// vhost-user` (must not exist; the VM needs shared memory: memory-backend-memfd with
+        /// share=on) [default: none].
+        #[arg(long, value_name = "PATH", conflicts_with = "iface")]
+        vhost_user: Option<String>,
         /// An existing interface of the daemon's namespace (a VMM's TAP, a veth end; root):
         /// set up and promiscuous, its addresses untouched; put down again by `port rm` if it
         /// was down [default: none: --qemu-socket is needed then].
@@ -948,23 +954,28 @@ fn port(client: &Client, cmd: PortCmd) -> Result<i32> {
             network,
             name,
             qemu_socket,
+            vhost_user,
             iface,
             mac,
             ip,
             ip6,
         } => {
             // The daemon may run elsewhere in the file system's view: send an absolute path.
-            let qemu_socket = qemu_socket
-                .map(|s| {
+            let absolute = |flag: &str, s: Option<String>| {
+                s.map(|s| {
                     std::path::absolute(&s)
                         .map(|p| p.display().to_string())
-                        .map_err(|e| Error::usage(format!("--qemu-socket {s}: {e}")))
+                        .map_err(|e| Error::usage(format!("{flag} {s}: {e}")))
                 })
-                .transpose()?;
+                .transpose()
+            };
+            let qemu_socket = absolute("--qemu-socket", qemu_socket)?;
+            let vhost_user = absolute("--vhost-user", vhost_user)?;
             let view: PortView = client.call(&Request::PortAdd(PortAdd {
                 network,
                 name,
                 qemu_socket,
+                vhost_user,
                 iface,
                 mac,
                 ip,

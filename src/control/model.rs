@@ -210,13 +210,21 @@ pub enum VmPortKind {
     QemuSocket,
     /// An existing interface of the daemon's namespace, through a packet socket (root).
     Iface,
+    /// A unix socket the daemon serves as a vhost-user-net backend (QEMU's `-netdev vhost-user`).
+    VhostUser,
 }
 
 impl VmPortKind {
+    /// `path` is a unix socket's (the others name an interface).
+    pub fn is_socket(self) -> bool {
+        !matches!(self, VmPortKind::Iface)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             VmPortKind::QemuSocket => "qemu-socket",
             VmPortKind::Iface => "iface",
+            VmPortKind::VhostUser => "vhost-user",
         }
     }
 }
@@ -228,7 +236,8 @@ pub struct VmPort {
     pub name: String,
     pub network: String,
     pub kind: VmPortKind,
-    /// The socket's path (absolute) of a `QemuSocket` port, the interface's name of an `Iface`.
+    /// The socket's path (absolute) of a `QemuSocket` or `VhostUser` port, the interface's name
+    /// of an `Iface`.
     pub path: String,
     pub mac: MacAddr,
     /// None on an IPv6-only network.

@@ -477,11 +477,16 @@ pub fn vm_port(
         return Err(Error::invalid("a sandbox has the same name"));
     }
     match p.kind {
-        super::model::VmPortKind::QemuSocket => vm_port_path(&p.path)?,
+        super::model::VmPortKind::QemuSocket | super::model::VmPortKind::VhostUser => {
+            vm_port_path(&p.path)?
+        }
         super::model::VmPortKind::Iface => crate::cni::validate_ifname(&p.path)
             .map_err(|e| Error::invalid(format!("interface {:?}: {e}", p.path)))?,
     }
-    if earlier.iter().any(|e| e.path == p.path && e.kind == p.kind) {
+    if earlier
+        .iter()
+        .any(|e| e.path == p.path && e.kind.is_socket() == p.kind.is_socket())
+    {
         return Err(Error::invalid(format!("path {} is another port's", p.path)));
     }
     let net = state

@@ -23,6 +23,7 @@ pub(crate) mod timer;
 pub mod trace;
 pub(crate) mod uring;
 pub(crate) mod uring_worker;
+pub mod vhost_user_port;
 pub mod vtep;
 pub mod vxlan;
 pub(crate) mod worker;

@@ -141,7 +141,7 @@ pub struct StreamPort {
 
 /// Bind a unix stream socket at `path`. `replace_socket`: a socket already there is removed
 /// first (a restarted daemon's own, recorded in its state); anything else there is refused.
-fn bind(path: &Path, replace_socket: bool) -> Result<std::os::unix::net::UnixListener> {
+pub(crate) fn bind(path: &Path, replace_socket: bool) -> Result<std::os::unix::net::UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if replace_socket && meta.file_type().is_socket() => std::fs::remove_file(path)
             .context(|| format!("remove old socket {}", path.display()))?,

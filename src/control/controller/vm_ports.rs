@@ -1,5 +1,5 @@
 //! Ports that are not sandboxes' TAPs (`tapnet port add/ls/rm`): a VM on a unix stream
-//! socket, or an existing interface through a packet socket (`datapath/packet_port.rs`). The port is a station of its network like a sandbox's endpoint (an IPAM address, a
+//! socket, a VM of a vhost-user socket (`datapath/vhost_user_port.rs`), or an existing interface through a packet socket (`datapath/packet_port.rs`). The port is a station of its network like a sandbox's endpoint (an IPAM address, a
 //! MAC of 02:42 and its IPv4 address, port security, a name in the gateway's DNS); its switch
 //! port is a socketpair whose other end a `vm-NAME` thread moves to and from the VM's socket
 //! (`datapath/stream_port.rs`).
@@ -9,6 +9,7 @@ use crate::api::types::{PortAdd, PortView};
 use crate::control::model::{VmPort, VmPortKind};
 use crate::datapath::packet_port::{self, IfaceGuard};
 use crate::datapath::stream_port::StreamPort;
+use crate::datapath::vhost_user_port::VhostUserPort;
 
 /// A VM port being served: its switch port and what serves it.
 pub(super) struct ServedPort {
@@ -19,6 +20,7 @@ pub(super) struct ServedPort {
 /// The thread on a socket port, or the restorer of an interface's state.
 enum Side {
     Stream(StreamPort),
+    VhostUser(VhostUserPort),
     /// Held for its drop.
     Iface {
         _restore: IfaceGuard,
@@ -64,6 +66,7 @@ impl Inner {
         let net = self.state.network(&p.network);
         let stats = match self.vm_ports.get(&p.name).map(|s| &s.side) {
             Some(Side::Stream(stream)) => stream.counters.snapshot(),
+            Some(Side::VhostUser(vhu)) => vhu.counters.snapshot(),
             Some(Side::Iface { .. }) => crate::datapath::stream_port::StreamStats {
                 connected: true,
                 ..Default::default()
@@ -109,12 +112,16 @@ impl Inner {
         if planning.vm_ports.iter().any(|p| p.name == req.name) {
             return Err(Error::exists("port", &req.name));
         }
-        let (kind, path) = match (&req.qemu_socket, &req.iface) {
-            (Some(path), None) => {
+        let (kind, path) = match (&req.qemu_socket, &req.vhost_user, &req.iface) {
+            (Some(path), None, None) => {
                 validate::vm_port_path(path)?;
                 (VmPortKind::QemuSocket, path.clone())
             }
-            (None, Some(iface)) => {
+            (None, Some(path), None) => {
+                validate::vm_port_path(path)?;
+                (VmPortKind::VhostUser, path.clone())
+            }
+            (None, None, Some(iface)) => {
                 crate::cni::validate_ifname(iface)
                     .map_err(|e| Error::invalid(format!("--iface {iface:?}: {e}")))?;
                 if !matches!(self.mode, Mode::Root) {
@@ -126,14 +133,15 @@ impl Inner {
             }
             _ => {
                 return Err(Error::usage(
-                    "port add needs one of --qemu-socket PATH and --iface IFNAME",
+                    "port add needs exactly one of --qemu-socket PATH, --vhost-user PATH and \
+                     --iface IFNAME",
                 ));
             }
         };
         if let Some(other) = planning
             .vm_ports
             .iter()
-            .find(|p| p.path == path && p.kind == kind)
+            .find(|p| p.path == path && p.kind.is_socket() == kind.is_socket())
         {
             return Err(Error::conflict(format!("{path} is port {}'s", other.name)));
         }
@@ -257,6 +265,17 @@ impl Inner {
                 )
                 .map_err(what)?;
                 (Side::Stream(stream), switch_end)
+            }
+            VmPortKind::VhostUser => {
+                let (switch_end, port_end) = drivers::bridge::gateway_port()?;
+                let vhu = VhostUserPort::start(
+                    &p.name,
+                    std::path::Path::new(&p.path),
+                    replace_socket,
+                    port_end,
+                )
+                .map_err(what)?;
+                (Side::VhostUser(vhu), switch_end)
             }
             // The packet socket is the port's fd: no socketpair, no thread.
             VmPortKind::Iface => {
