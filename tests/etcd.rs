@@ -753,7 +753,9 @@ mod with_store {
             return;
         };
         let a = Host::new("etcd-va", &etcd);
-        let b = Host::new("etcd-vb", &etcd);
+        // B's store requests wait 500 ms first: its create still holds the VNI when A's
+        // network comes from the store, which B must make once its own create lost.
+        let b = Host::with_env("etcd-vb", &etcd, &[("TAPNET_TEST_SLOW_STORE_MS", "500")]);
         for round in 0..3u32 {
             let vni = (4242 + round).to_string();
             let (x, y) = (format!("x{round}"), format!("y{round}"));

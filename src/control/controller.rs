@@ -131,6 +131,9 @@ struct Inner {
     /// cluster store (`controller/remote.rs`): their names, subnets and VNIs are taken, they
     /// are not in the model yet.
     creating_networks: Vec<Network>,
+    /// Networks of the cluster store whose VNI a create here held when they came: adopted when
+    /// the create is over (it lost the store's transaction, or they are gone).
+    deferred_networks: Vec<Network>,
     /// Remote networks whose plugin is being told of their removal: no endpoint may join.
     deleting_networks: HashSet<String>,
     /// Sandboxes being created, and sandboxes being connected to a network (with only the new
@@ -276,6 +279,7 @@ impl Controller {
             preclaimed: HashMap::new(),
             claims6: HashMap::new(),
             creating_networks: Vec::new(),
+            deferred_networks: Vec::new(),
             deleting_networks: HashSet::new(),
             creating_sandboxes: Vec::new(),
             creating_cni: Vec::new(),

@@ -604,6 +604,7 @@ impl Inner {
             }
             Event::Network(net) => self.adopt_network(net, teardown),
             Event::NetworkGone(name) => {
+                self.deferred_networks.retain(|n| n.name != name);
                 // Removed on another host: this host's network stays while it is used here.
                 if self.state.network(&name).is_some() {
                     eprintln!(
@@ -629,6 +630,13 @@ impl Inner {
         }
     }
 
+    /// Adopt the store's networks that waited for a create here to end (`adopt_network`).
+    pub(super) fn adopt_deferred(&mut self, teardown: &mut Teardown) {
+        for net in std::mem::take(&mut self.deferred_networks) {
+            self.adopt_network(net, teardown);
+        }
+    }
+
     /// Make here an overlay network another host put in the store.
     fn adopt_network(&mut self, mut net: Network, teardown: &mut Teardown) {
         // A network being created here (`network_create_outside`) is this host's own.
@@ -644,6 +652,14 @@ impl Inner {
             .chain(&self.creating_networks)
             .find(|n| n.vni.is_some() && n.vni == net.vni)
         {
+            if self.creating_networks.iter().any(|n| n.name == other.name) {
+                // A create here holds that VNI until the store's transaction says who won
+                // (the store's one winner may be this other network): try again when the
+                // create is over (`adopt_deferred`).
+                self.deferred_networks.retain(|n| n.name != net.name);
+                self.deferred_networks.push(net);
+                return;
+            }
             eprintln!(
                 "tapnet: network {} of the cluster store has VNI {:?}, taken here by network {}; not made",
                 net.name, net.vni, other.name

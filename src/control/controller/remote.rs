@@ -55,13 +55,18 @@ impl Controller {
             let mut inner = self.lock();
             let mut teardown = Teardown::new(inner.dp.clone());
             inner.creating_networks.retain(|n| n.name != net.name);
-            created?;
-            let committed = inner
-                .commit_network(&net, &mut teardown)
-                .map(|_| inner.network_view(&net.name));
+            let committed = created.map(|_| {
+                inner
+                    .commit_network(&net, &mut teardown)
+                    .map(|_| inner.network_view(&net.name))
+            });
+            // The store's networks that waited for this create to end.
+            inner.adopt_deferred(&mut teardown);
             (committed, teardown)
         };
         teardown.run();
+        // The create itself failed: nothing was made to undo.
+        let committed = committed?;
         match committed {
             Ok(view) => value(&view?),
             Err(e) => {
