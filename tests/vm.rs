@@ -621,6 +621,26 @@ fn an_existing_interface_becomes_a_port() {
     let after = min_rtt_ms(&t, "sb", &ip);
     assert!(after < base + 20.0, "rtt {after} ms after the reset");
     assert_eq!(t.json(&["link", "show"]), serde_json::json!([]));
+    // A block between the port and the sandbox stops both directions; unblocking (the
+    // positive control) lets them through again.
+    t.ok(&["link", "block", "sb", "ext"]);
+    assert!(!t.ping("sb", &ip), "sb reached port ext through a block");
+    let through = v.exec(&["ping", "-c", "1", "-W", "1", &sb_ip]);
+    assert!(
+        !through.status.success(),
+        "port ext reached sb through a block"
+    );
+    let links = t.json(&["link", "show", "ifnet"]);
+    let row = |name: &str| {
+        links
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["sandbox"] == name))
+            .map(|r| r["blocked"].clone())
+    };
+    assert_eq!(row("ext"), Some(serde_json::json!(["sb"])), "{links}");
+    assert_eq!(row("sb"), Some(serde_json::json!(["ext"])), "{links}");
+    t.ok(&["link", "unblock", "sb", "ext"]);
+    assert!(t.ping("sb", &ip), "unblocked, yet no ping");
     // Bulk TCP (super-frames from the veth pass whole through the packet socket).
     let server = t.spawn_server("sb", &["tcp-serve", &sb_ip, "5001"]);
     let script = t.script();
@@ -662,8 +682,11 @@ fn an_existing_interface_becomes_a_port() {
     assert!(resolved.starts_with(&ip), "{resolved}");
     // One port per interface.
     t.fails(&["port", "add", "ifnet", "ext2", "--iface", &v.host_end]);
-    // A restarted daemon serves it again, and still knows it was down before.
+    // A restarted daemon serves it again, with its block, and still knows it was down before.
+    t.ok(&["link", "block", "ext", "sb"]);
     t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
+    assert!(!t.ping("sb", &ip), "the block did not survive the restart");
+    t.ok(&["link", "unblock", "ext", "sb"]);
     assert_eq!(t.json(&["port", "ls"])[0]["name"], "ext");
     let flags = v.host_flags();
     assert!(

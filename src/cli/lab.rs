@@ -35,11 +35,12 @@ pub enum LinkCmd {
         #[arg(long = "net", value_name = "NET")]
         network: Option<String>,
     },
-    /// Drop every frame between two sandboxes (both ways) on NET or every network they share.
+    /// Drop every frame between two sandboxes or VM ports (both ways) on NET or every network
+    /// they share.
     Block {
-        /// One sandbox.
+        /// One sandbox or VM port.
         a: String,
-        /// The other sandbox.
+        /// The other sandbox or VM port.
         b: String,
         /// Only on this network [default: every network both are on].
         #[arg(long = "net", value_name = "NET")]
@@ -47,9 +48,9 @@ pub enum LinkCmd {
     },
     /// Undo `link block`.
     Unblock {
-        /// One sandbox.
+        /// One sandbox or VM port.
         a: String,
-        /// The other sandbox.
+        /// The other sandbox or VM port.
         b: String,
         /// Only on this network [default: every network both are on].
         #[arg(long = "net", value_name = "NET")]

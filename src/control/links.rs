@@ -14,11 +14,15 @@ use crate::error::{Error, Result};
 /// Switch ports of endpoints, by (sandbox, interface): the controller's map.
 pub type PortMap = HashMap<(String, String), PortId>;
 
-fn bridge_endpoint<'a>(
-    state: &'a mut State,
-    sandbox: &str,
-    network: &str,
-) -> Result<&'a mut super::model::Endpoint> {
+/// What a link of `tapnet link` is made of: a sandbox's endpoint on a network, or a VM port
+/// (`tapnet port add`), named like a sandbox.
+struct LinkEnd<'a> {
+    impairment: &'a mut Option<Impairment>,
+    blocked: &'a mut Vec<String>,
+}
+
+/// The link of sandbox or VM port `name` on `network`, which must be a switched one.
+fn link_end<'a>(state: &'a mut State, name: &str, network: &str) -> Result<LinkEnd<'a>> {
     let net = state
         .network(network)
         .ok_or_else(|| Error::not_found("network", network))?;
@@ -28,45 +32,57 @@ fn bridge_endpoint<'a>(
             net.driver.name()
         )));
     }
+    if state.sandbox(name).is_none()
+        && let Some(port) = state.vm_ports.iter_mut().find(|p| p.name == name)
+    {
+        if port.network != network {
+            return Err(Error::conflict(format!(
+                "port {name} is not on network {network}"
+            )));
+        }
+        return Ok(LinkEnd {
+            impairment: &mut port.impairment,
+            blocked: &mut port.blocked,
+        });
+    }
     let sb = state
         .sandboxes
         .iter_mut()
-        .find(|s| s.name == sandbox)
-        .ok_or_else(|| Error::not_found("sandbox", sandbox))?;
-    sb.endpoints
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::not_found("sandbox", name))?;
+    let ep = sb
+        .endpoints
         .iter_mut()
         .find(|e| e.network == network)
         .ok_or_else(|| {
             Error::conflict(format!(
-                "sandbox {sandbox} is not connected to network {network}"
+                "sandbox {name} is not connected to network {network}"
             ))
-        })
+        })?;
+    Ok(LinkEnd {
+        impairment: &mut ep.impairment,
+        blocked: &mut ep.blocked,
+    })
 }
 
-/// Merge `change` into the endpoint's impairments (or a VM port's, `tapnet port add`, by its
+/// The networks sandbox or VM port `name` is on.
+fn networks_of(state: &State, name: &str) -> Vec<String> {
+    match state.sandbox(name) {
+        Some(sb) => sb.endpoints.iter().map(|e| e.network.clone()).collect(),
+        None => state
+            .vm_ports
+            .iter()
+            .filter(|p| p.name == name)
+            .map(|p| p.network.clone())
+            .collect(),
+    }
+}
+
+/// Merge `change` into the link's impairments (a sandbox's endpoint, or a VM port's by its
 /// name). Returns the network to sync.
 pub fn apply_change(state: &mut State, change: &LinkChange) -> Result<String> {
-    if state.sandbox(&change.sandbox).is_none()
-        && let Some(i) = state.vm_ports.iter().position(|p| p.name == change.sandbox)
-    {
-        if state.vm_ports[i].network != change.network {
-            return Err(Error::conflict(format!(
-                "port {} is not on network {}",
-                change.sandbox, change.network
-            )));
-        }
-        if !is_bridge(state, &change.network) {
-            return Err(Error::invalid(format!(
-                "network {} has no switch links to impair",
-                change.network
-            )));
-        }
-        let port = &mut state.vm_ports[i];
-        port.impairment = merged(port.impairment.clone(), change)?;
-        return Ok(change.network.clone());
-    }
-    let ep = bridge_endpoint(state, &change.sandbox, &change.network)?;
-    ep.impairment = merged(ep.impairment.clone(), change)?;
+    let end = link_end(state, &change.sandbox, &change.network)?;
+    *end.impairment = merged(end.impairment.clone(), change)?;
     Ok(change.network.clone())
 }
 
@@ -100,8 +116,8 @@ fn merged(impairment: Option<Impairment>, change: &LinkChange) -> Result<Option<
     Ok(if imp.is_noop() { None } else { Some(imp) })
 }
 
-/// Block (or unblock) traffic between sandboxes `a` and `b` on `network`, or on every network
-/// they share. Returns the networks to sync.
+/// Block (or unblock) traffic between `a` and `b` (sandboxes or VM ports) on `network`, or on
+/// every network they share. Returns the networks to sync.
 pub fn set_block(
     state: &mut State,
     a: &str,
@@ -115,47 +131,38 @@ pub fn set_block(
         )));
     }
     for name in [a, b] {
-        state
-            .sandbox(name)
-            .ok_or_else(|| Error::not_found("sandbox", name))?;
+        if state.sandbox(name).is_none() && !state.vm_ports.iter().any(|p| p.name == name) {
+            return Err(Error::not_found("sandbox or port", name));
+        }
     }
     let nets: Vec<String> = match network {
         Some(n) => vec![n.to_string()],
         None => {
-            let on_b: Vec<&String> = state
-                .sandbox(b)
-                .map(|s| s.endpoints.iter().map(|e| &e.network).collect())
-                .unwrap_or_default();
-            let shared: Vec<String> = state
-                .sandbox(a)
-                .map(|s| {
-                    s.endpoints
-                        .iter()
-                        .map(|e| e.network.clone())
-                        .filter(|n| on_b.contains(&n) && is_bridge(state, n))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let on_b = networks_of(state, b);
+            let shared: Vec<String> = networks_of(state, a)
+                .into_iter()
+                .filter(|n| on_b.contains(n) && is_bridge(state, n))
+                .collect();
             if shared.is_empty() {
                 return Err(Error::conflict(format!(
-                    "sandboxes {a} and {b} share no bridge network"
+                    "{a} and {b} share no bridge network"
                 )));
             }
             shared
         }
     };
-    // Check every endpoint exists before changing any.
+    // Check every link exists before changing any.
     for net in &nets {
-        bridge_endpoint(state, a, net)?;
-        bridge_endpoint(state, b, net)?;
+        link_end(state, a, net)?;
+        link_end(state, b, net)?;
     }
     for net in &nets {
         for (me, other) in [(a, b), (b, a)] {
-            let ep = bridge_endpoint(state, me, net)?;
-            ep.blocked.retain(|s| s != other);
+            let blocked = link_end(state, me, net)?.blocked;
+            blocked.retain(|s| s != other);
             if block {
-                ep.blocked.push(other.to_string());
-                ep.blocked.sort();
+                blocked.push(other.to_string());
+                blocked.sort();
             }
         }
     }
@@ -168,8 +175,30 @@ fn is_bridge(state: &State, network: &str) -> bool {
         .is_some_and(|n| crate::drivers::of(n.driver).supports_impairments())
 }
 
-/// Clear impairments and blocks of every endpoint matching the filters. Returns the networks
-/// that changed.
+/// Every link of the model with its owner's name: sandboxes' endpoints and VM ports.
+fn link_ends(state: &mut State) -> impl Iterator<Item = (&str, &str, LinkEnd<'_>)> {
+    let endpoints = state.sandboxes.iter_mut().flat_map(|sb| {
+        let name = sb.name.as_str();
+        sb.endpoints.iter_mut().map(move |ep| {
+            let end = LinkEnd {
+                impairment: &mut ep.impairment,
+                blocked: &mut ep.blocked,
+            };
+            (name, ep.network.as_str(), end)
+        })
+    });
+    let ports = state.vm_ports.iter_mut().map(|p| {
+        let end = LinkEnd {
+            impairment: &mut p.impairment,
+            blocked: &mut p.blocked,
+        };
+        (p.name.as_str(), p.network.as_str(), end)
+    });
+    endpoints.chain(ports)
+}
+
+/// Clear impairments and blocks of every link matching the filters (`sandbox` may name a VM
+/// port). Returns the networks that changed.
 pub fn reset(
     state: &mut State,
     network: Option<&str>,
@@ -186,51 +215,38 @@ pub fn reset(
     {
         return Err(Error::not_found("sandbox", s));
     }
-    let mut changed = Vec::new();
-    for port in state.vm_ports.iter_mut() {
-        if network.is_some_and(|n| n != port.network) || sandbox.is_some_and(|s| s != port.name) {
+    let mut changed: Vec<String> = Vec::new();
+    for (name, net, end) in link_ends(state) {
+        if network.is_some_and(|n| n != net) {
             continue;
         }
-        if port.impairment.take().is_some() && !changed.contains(&port.network) {
-            changed.push(port.network.clone());
+        let before = (end.impairment.is_some(), end.blocked.len());
+        if sandbox.is_none_or(|s| s == name) {
+            *end.impairment = None;
+            end.blocked.clear();
+        } else if let Some(s) = sandbox {
+            // The other half of a block that `s` had.
+            end.blocked.retain(|b| b != s);
         }
-    }
-    for sb in state.sandboxes.iter_mut() {
-        for ep in sb.endpoints.iter_mut() {
-            if network.is_some_and(|n| n != ep.network) {
-                continue;
-            }
-            let mine = sandbox.is_none_or(|s| s == sb.name);
-            let before = (ep.impairment.is_some(), ep.blocked.len());
-            if mine {
-                ep.impairment = None;
-                ep.blocked.clear();
-            } else if let Some(s) = sandbox {
-                // The other half of a block that sandbox `s` had.
-                ep.blocked.retain(|b| b != s);
-            }
-            if before != (ep.impairment.is_some(), ep.blocked.len())
-                && !changed.contains(&ep.network)
-            {
-                changed.push(ep.network.clone());
-            }
+        if before != (end.impairment.is_some(), end.blocked.len())
+            && !changed.iter().any(|c| c == net)
+        {
+            changed.push(net.to_string());
         }
     }
     Ok(changed)
 }
 
-/// Blocks `forget` removed, as (sandbox, network, partner), to put back if the request fails.
+/// Blocks `forget` removed, as (owner, network, partner), to put back if the request fails.
 pub type Forgotten = Vec<(String, String, String)>;
 
-/// Drop the blocks that name `sandbox` (on `network`, or everywhere): it is leaving.
-pub fn forget(state: &mut State, sandbox: &str, network: Option<&str>) -> Forgotten {
+/// Drop the blocks that name `leaving` (a sandbox or VM port, on `network` or everywhere).
+pub fn forget(state: &mut State, leaving: &str, network: Option<&str>) -> Forgotten {
     let mut gone = Vec::new();
-    for sb in state.sandboxes.iter_mut() {
-        for ep in sb.endpoints.iter_mut() {
-            if network.is_none_or(|n| n == ep.network) && ep.blocked.iter().any(|b| b == sandbox) {
-                ep.blocked.retain(|b| b != sandbox);
-                gone.push((sb.name.clone(), ep.network.clone(), sandbox.to_string()));
-            }
+    for (name, net, end) in link_ends(state) {
+        if network.is_none_or(|n| n == net) && end.blocked.iter().any(|b| b == leaving) {
+            end.blocked.retain(|b| b != leaving);
+            gone.push((name.to_string(), net.to_string(), leaving.to_string()));
         }
     }
     gone
@@ -238,62 +254,55 @@ pub fn forget(state: &mut State, sandbox: &str, network: Option<&str>) -> Forgot
 
 /// Undo `forget` (the request that left failed).
 pub fn remember(state: &mut State, forgotten: Forgotten) {
-    for (sandbox, network, partner) in forgotten {
-        if let Some(ep) = state
-            .sandboxes
-            .iter_mut()
-            .find(|s| s.name == sandbox)
-            .and_then(|s| s.endpoints.iter_mut().find(|e| e.network == network))
-            && !ep.blocked.contains(&partner)
+    for (owner, network, partner) in forgotten {
+        if let Some((_, _, end)) =
+            link_ends(state).find(|(n, net, _)| *n == owner && *net == network)
+            && !end.blocked.contains(&partner)
         {
-            ep.blocked.push(partner);
-            ep.blocked.sort();
+            end.blocked.push(partner);
+            end.blocked.sort();
         }
     }
 }
 
-/// Put the model's impairments and blocks of `network` onto its switch ports. The port of
-/// `restart` (a sandbox just configured) starts its random draws again from the seed.
-pub fn sync(state: &State, ports: &PortMap, dp: &Datapath, network: &str, restart: Option<&str>) {
-    let port_of = |sandbox: &str| -> Option<PortId> {
-        let ep = state.sandbox(sandbox)?.endpoint(network)?;
-        ports
-            .get(&(sandbox.to_string(), ep.interface.clone()?))
-            .copied()
-    };
-    for (sb, ep) in state.endpoints_on(network) {
-        let Some(id) = port_of(&sb.name) else {
-            continue;
-        };
-        let Some(port) = dp.port(id) else { continue };
-        let blocked: Vec<PortId> = ep.blocked.iter().filter_map(|s| port_of(s)).collect();
-        port.link.configure(
-            ep.impairment.as_ref(),
-            blocked,
-            u64::from(id),
-            restart == Some(sb.name.as_str()),
-        );
-    }
-}
-
-/// Put the impairments of `network`'s VM ports onto their switch ports (`port_of`: a served
-/// port's id by name); `restart` as in `sync`.
-pub fn sync_vm_ports(
+/// Put the model's impairments and blocks of `network` onto its switch ports: sandboxes'
+/// (`ports`) and VM ports' (`vm_port`: a served port's id by name). The port of `restart`
+/// (a sandbox or VM port just configured) starts its random draws again from the seed.
+pub fn sync(
     state: &State,
+    ports: &PortMap,
     dp: &Datapath,
     network: &str,
     restart: Option<&str>,
-    port_of: impl Fn(&str) -> Option<PortId>,
+    vm_port: impl Fn(&str) -> Option<PortId>,
 ) {
-    for p in state.vm_ports.iter().filter(|p| p.network == network) {
-        let Some(id) = port_of(&p.name) else { continue };
+    let port_of = |name: &str| -> Option<PortId> {
+        match state.sandbox(name) {
+            Some(sb) => ports
+                .get(&(name.to_string(), sb.endpoint(network)?.interface.clone()?))
+                .copied(),
+            None => state
+                .vm_ports
+                .iter()
+                .any(|p| p.name == name && p.network == network)
+                .then(|| vm_port(name))
+                .flatten(),
+        }
+    };
+    let endpoints = state
+        .endpoints_on(network)
+        .map(|(sb, ep)| (sb.name.as_str(), ep.impairment.as_ref(), &ep.blocked));
+    let vm_ports = state
+        .vm_ports
+        .iter()
+        .filter(|p| p.network == network)
+        .map(|p| (p.name.as_str(), p.impairment.as_ref(), &p.blocked));
+    for (name, impairment, blocked) in endpoints.chain(vm_ports) {
+        let Some(id) = port_of(name) else { continue };
         let Some(port) = dp.port(id) else { continue };
-        port.link.configure(
-            p.impairment.as_ref(),
-            Vec::new(),
-            u64::from(id),
-            restart == Some(p.name.as_str()),
-        );
+        let blocked: Vec<PortId> = blocked.iter().filter_map(|s| port_of(s)).collect();
+        port.link
+            .configure(impairment, blocked, u64::from(id), restart == Some(name));
     }
 }
 
@@ -337,19 +346,19 @@ pub fn rows(
         }
     }
     for p in &state.vm_ports {
-        let Some(impairment) = p.impairment.clone() else {
-            continue;
-        };
-        if network.is_some_and(|n| n != p.network) {
+        if network.is_some_and(|n| n != p.network)
+            || (p.impairment.is_none() && p.blocked.is_empty())
+        {
             continue;
         }
+        let impairment = p.impairment.clone().unwrap_or_default();
         out.push(LinkRow {
             network: p.network.clone(),
             sandbox: p.name.clone(),
             interface: format!("port:{}", p.name),
             summary: impairment.describe(),
             impairment,
-            blocked: Vec::new(),
+            blocked: p.blocked.clone(),
             stats: port_of(&p.name)
                 .and_then(|id| dp.port(id))
                 .map(|port| port.link.counters.snapshot()),
@@ -519,5 +528,59 @@ mod tests {
             vec!["back"]
         );
         assert!(blocked(&st, "a", "back").is_empty());
+    }
+
+    #[test]
+    fn a_vm_port_blocks_and_is_blocked_like_a_sandbox() {
+        let mut st = state();
+        st.vm_ports.push(crate::control::model::VmPort {
+            name: "vm".into(),
+            network: "back".into(),
+            kind: crate::control::model::VmPortKind::QemuSocket,
+            path: "/run/vm.sock".into(),
+            mac: "02:42:0a:00:00:05".parse().unwrap(),
+            ipv4: None,
+            ipv6: None,
+            was_down: false,
+            impairment: None,
+            blocked: Vec::new(),
+        });
+        let port_blocks = |st: &State| st.vm_ports[0].blocked.clone();
+        let on_back = |st: &State, s: &str| {
+            st.sandbox(s)
+                .unwrap()
+                .endpoint("back")
+                .unwrap()
+                .blocked
+                .clone()
+        };
+        // Only the network they share: the port is not on front.
+        assert_eq!(
+            set_block(&mut st, "a", "vm", None, true).expect("block"),
+            vec!["back"]
+        );
+        assert_eq!(port_blocks(&st), vec!["a".to_string()]);
+        assert_eq!(on_back(&st, "a"), vec!["vm".to_string()]);
+        assert!(set_block(&mut st, "a", "vm", Some("front"), true).is_err());
+        assert_eq!(
+            port_blocks(&st),
+            vec!["a".to_string()],
+            "a failed block changes nothing"
+        );
+        // The port leaving takes the sandbox's half with it, and back on failure.
+        let gone = forget(&mut st, "vm", None);
+        assert!(on_back(&st, "a").is_empty());
+        remember(&mut st, gone);
+        assert_eq!(on_back(&st, "a"), vec!["vm".to_string()]);
+        // A sandbox leaving takes the port's half.
+        forget(&mut st, "a", Some("back"));
+        assert!(port_blocks(&st).is_empty());
+        set_block(&mut st, "c", "vm", None, true).expect("block c");
+        assert_eq!(
+            reset(&mut st, None, Some("vm")).expect("reset"),
+            vec!["back"]
+        );
+        assert!(port_blocks(&st).is_empty() && on_back(&st, "c").is_empty());
+        assert!(set_block(&mut st, "vm", "nobody", None, true).is_err());
     }
 }

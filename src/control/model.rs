@@ -253,6 +253,10 @@ pub struct VmPort {
     /// `tapnet link set NAME NET`: impairments of the link to the VM, as a sandbox endpoint's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impairment: Option<crate::datapath::impair::Impairment>,
+    /// `tapnet link block`: sandboxes and ports this port's traffic may not reach on its
+    /// network, as an endpoint's `blocked`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 /// A TAP that `tapnet-cni` asked for in a namespace the runtime made.

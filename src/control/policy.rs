@@ -261,6 +261,7 @@ mod tests {
             ipv6: None,
             was_down: false,
             impairment: None,
+            blocked: Vec::new(),
         });
         let on_n = resolve(&state, &net, &[], &Some("vm1".into()));
         assert_eq!(

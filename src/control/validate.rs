@@ -499,6 +499,12 @@ pub fn vm_port(
         return Err(Error::invalid("the network has no subnet"));
     }
     unicast(p.mac)?;
+    for partner in &p.blocked {
+        validate_name("sandbox", partner).map_err(Error::Invalid)?;
+    }
+    if let Some(imp) = &p.impairment {
+        imp.validate().map_err(Error::Invalid)?;
+    }
     addresses(
         net,
         (p.ipv4, p.ipv6),
@@ -902,6 +908,7 @@ mod tests {
             ipv6: Some("fd00:61::9".parse().unwrap()),
             was_down: false,
             impairment: None,
+            blocked: Vec::new(),
         };
         let mut s = dual();
         s.vm_ports.push(port.clone());

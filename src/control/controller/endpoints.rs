@@ -361,7 +361,9 @@ impl Inner {
         let netns = self.dirs.netns_path(&sb.name);
         let mac =
             drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
-        links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
+        links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
+            self.served_port(n)
+        });
         let mut wired = ep.clone();
         if mac.is_some() {
             wired.mac = mac;
@@ -376,7 +378,9 @@ impl Inner {
         teardown.endpoints.push(unwired);
         // Port ids are reused once the port is removed: partners must stop naming this one in
         // their blocks.
-        links::sync(&self.state, &self.ports, &self.dp, &ep.network, None);
+        links::sync(&self.state, &self.ports, &self.dp, &ep.network, None, |n| {
+            self.served_port(n)
+        });
     }
 
     /// Take a TAP made by others (CNI, Docker) off `network`, by its driver: the returned
@@ -429,7 +433,9 @@ impl Inner {
         let net = self.network_as_planned(&ep.network, net_id, &format!("sandbox {sandbox}"))?;
         let sb = self.sandbox(sandbox)?.clone();
         drivers::of(net.driver).attach_endpoint(&mut self.ctx(), sandbox, &ep, &net, device)?;
-        links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
+        links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
+            self.served_port(n)
+        });
         self.commit_connect(&sb, ep, teardown)
     }
 

@@ -51,8 +51,7 @@ impl Inner {
             }
         };
         for net in &networks {
-            links::sync(&self.state, &self.ports, &self.dp, net, restart);
-            links::sync_vm_ports(&self.state, &self.dp, net, restart, |name| {
+            links::sync(&self.state, &self.ports, &self.dp, net, restart, |name| {
                 self.served_port(name)
             });
         }

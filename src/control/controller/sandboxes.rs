@@ -192,7 +192,9 @@ impl Inner {
         for (ep, (id, device)) in sb.endpoints.iter().zip(devices) {
             let net = self.network_as_planned(&ep.network, &id, &format!("sandbox {}", sb.name))?;
             drivers::of(net.driver).attach_endpoint(&mut self.ctx(), &sb.name, ep, &net, device)?;
-            links::sync(&self.state, &self.ports, &self.dp, &net.name, None);
+            links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
+                self.served_port(n)
+            });
         }
         self.commit_sandbox(sb)
     }

@@ -217,6 +217,7 @@ impl Inner {
             ipv6: ep.ipv6,
             was_down: false,
             impairment: None,
+            blocked: Vec::new(),
         };
         self.port_wire(&port, &net, false)?;
         // Remembered so that `port rm` after a restart still puts it back down.
@@ -288,12 +289,16 @@ impl Inner {
             .add_port(net_id, format!("port:{}", p.name), fd, policy)?;
         self.vm_ports
             .insert(p.name.clone(), ServedPort { port, side });
-        // Its link's impairments, kept in the model across restarts.
-        if let Some(switch_port) = self.dp.port(port) {
-            switch_port
-                .link
-                .configure(p.impairment.as_ref(), Vec::new(), u64::from(port), true);
-        }
+        // Its link's impairments and blocks (kept in the model across restarts), and its
+        // partners' blocks of it.
+        links::sync(
+            &self.state,
+            &self.ports,
+            &self.dp,
+            &p.network,
+            Some(&p.name),
+            |n| self.served_port(n),
+        );
         Ok(())
     }
 
@@ -307,11 +312,23 @@ impl Inner {
             .position(|p| p.name == name)
             .ok_or_else(|| Error::not_found("port", name))?;
         let removed = self.state.vm_ports.remove(i);
+        let forgotten = links::forget(&mut self.state, name, None);
         if let Err(e) = self.save() {
             self.state.vm_ports.insert(i, removed);
+            links::remember(&mut self.state, forgotten);
             return Err(e);
         }
-        Ok(self.vm_ports.remove(name))
+        let served = self.vm_ports.remove(name);
+        // Port ids are reused once the port is removed: partners must stop naming this one.
+        links::sync(
+            &self.state,
+            &self.ports,
+            &self.dp,
+            &removed.network,
+            None,
+            |n| self.served_port(n),
+        );
+        Ok(served)
     }
 
     /// The switch port of VM port `name`, if it is served.
