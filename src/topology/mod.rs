@@ -512,6 +512,27 @@ b = "server"
     }
 
     #[test]
+    fn the_examples_parse() {
+        let examples = [
+            include_str!("../../examples/seed.toml"),
+            include_str!("../../examples/impaired-lab.toml"),
+            include_str!("../../examples/overlay-host1.toml"),
+            include_str!("../../examples/overlay-host2.toml"),
+            include_str!("../../examples/dual-stack.toml"),
+            include_str!("../../examples/vm-lab.toml"),
+        ];
+        for text in examples {
+            Topology::parse(text, "example").expect("a valid example");
+        }
+        let vm = Topology::parse(include_str!("../../examples/vm-lab.toml"), "x").expect("valid");
+        assert_eq!(
+            vm.ports[0].kind(),
+            Some(("qemu-socket", "/tmp/tapnet-vm-lab.sock"))
+        );
+        assert_eq!(vm.links[0].sandbox, "vm1");
+    }
+
+    #[test]
     fn parses_dual_stack() {
         let text = "[[network]]\nname = \"d\"\nsubnet6 = \"fd00:1::/64\"\n[[network]]\n\
                     name = \"e\"\nipv6 = true\n[[sandbox]]\nname = \"s\"\n\
