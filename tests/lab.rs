@@ -907,3 +907,117 @@ fn dual_stack_example_rootless() {
     let _ = std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644));
     dual_stack_example(&t, &file.to_string_lossy());
 }
+
+/// A directory of a test's own for a topology file and the sockets it names, removed on drop.
+struct FileDir(std::path::PathBuf);
+
+impl FileDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tapnet-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the file's dir");
+        FileDir(dir)
+    }
+}
+
+impl Drop for FileDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const VM_LAB: &str = r#"
+name = "vm-lab-test"
+
+[[network]]
+name = "vmlab"
+subnet = "10.85.0.0/24"
+
+[[sandbox]]
+name = "client"
+networks = ["vmlab"]
+
+[[port]]
+name = "vm1"
+network = "vmlab"
+qemu_socket = "vm1.sock"
+ip = "10.85.0.5"
+
+[[link]]
+sandbox = "vm1"
+network = "vmlab"
+delay = "20ms"
+"#;
+
+/// `port ls`'s only row.
+fn only_port(t: &Tapnet) -> serde_json::Value {
+    let ports = t.json(&["port", "ls"]);
+    assert_eq!(ports.as_array().map(|a| a.len()), Some(1), "{ports}");
+    ports[0].clone()
+}
+
+#[test]
+fn vm_port_in_a_topology_file_up_change_down() {
+    // Declared first, dropped last: the daemon is reset before the directory goes.
+    let dir = FileDir::new("lab-vm-up");
+    let t = Tapnet::new("lab-vm-up");
+    let file = dir.0.join("vm-lab.toml");
+    let file_s = file.to_string_lossy().into_owned();
+    std::fs::write(&file, VM_LAB).expect("write the file");
+    // The relative socket path is the file's directory's.
+    let socket = dir.0.join("vm1.sock");
+    let socket_s = socket.to_string_lossy().into_owned();
+
+    let plan = t.ok(&["up", &file_s]);
+    assert!(
+        plan.contains(&format!(
+            "create port vm1 on vmlab=10.85.0.5 (qemu-socket {socket_s})"
+        )),
+        "{plan}"
+    );
+    assert!(plan.contains("set link vm1 vmlab: delay 20ms"), "{plan}");
+    let port = only_port(&t);
+    assert_eq!(port["name"], "vm1", "{port}");
+    assert_eq!(port["kind"], "qemu-socket", "{port}");
+    assert_eq!(port["path"], socket_s.as_str(), "{port}");
+    assert_eq!(port["ipv4"], "10.85.0.5/24", "{port}");
+    assert_eq!(port["impairment"]["delay_us"], 20_000, "{port}");
+    let is_socket = |p: &std::path::Path| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    };
+    assert!(is_socket(&socket), "the daemon listens on {socket_s}");
+    let again = t.ok(&["up", &file_s]);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    // Another address in the file: the port is replaced (the positive control of "nothing to
+    // do"), and its link set again on the new one.
+    std::fs::write(&file, VM_LAB.replace("10.85.0.5", "10.85.0.9")).expect("rewrite");
+    let plan = t.ok(&["up", &file_s]);
+    let lines: Vec<&str> = plan.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "remove port vm1",
+            &format!("create port vm1 on vmlab=10.85.0.9 (qemu-socket {socket_s})"),
+            "set link vm1 vmlab: delay 20ms",
+        ],
+        "{plan}"
+    );
+    let port = only_port(&t);
+    assert_eq!(port["ipv4"], "10.85.0.9/24", "{port}");
+    assert_eq!(port["impairment"]["delay_us"], 20_000, "{port}");
+    assert!(is_socket(&socket), "listening again on {socket_s}");
+    let again = t.ok(&["up", &file_s]);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    let down = t.ok(&["down", &file_s]);
+    assert!(down.contains("remove port vm1"), "{down}");
+    assert!(
+        t.json(&["port", "ls"])
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+    assert!(!socket.exists(), "{socket_s} left behind");
+    assert_nothing_left(&t);
+}

@@ -88,6 +88,12 @@ pub struct PortView {
     pub to_vm_dropped: u64,
     /// Frames for the VM while none was connected (dropped).
     pub to_vm_absent: u64,
+    /// Link impairments in force on the port (`tapnet link set NAME NET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<crate::datapath::impair::Impairment>,
+    /// Sandboxes and ports it is blocked from (`tapnet link block`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

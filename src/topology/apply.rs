@@ -9,10 +9,11 @@ use super::Topology;
 use super::plan::{Action, Current, Record, plan_down, plan_up};
 use crate::api::client::Client;
 use crate::api::lab::LinkChange;
-use crate::api::types::{NetworkCreate, Request, SandboxCreate};
+use crate::api::types::{NetworkCreate, PortAdd, Request, SandboxCreate};
 use crate::error::{Context, Error, Result};
 
-/// Read and check a topology file.
+/// Read and check a topology file. Its ports' relative socket paths are made absolute against
+/// the file's directory (the daemon may see another working directory, as for `port add`).
 pub fn load(path: &Path) -> Result<Topology> {
     let text =
         std::fs::read_to_string(path).context(|| format!("read topology {}", path.display()))?;
@@ -20,8 +21,22 @@ pub fn load(path: &Path) -> Result<Topology> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("topology");
-    Topology::parse(&text, stem)
-        .map_err(|e| Error::invalid(format!("topology {}: {e}", path.display())))
+    let mut topo = Topology::parse(&text, stem)
+        .map_err(|e| Error::invalid(format!("topology {}: {e}", path.display())))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for port in &mut topo.ports {
+        let name = port.name.clone();
+        if let Some(socket) = port.socket_mut() {
+            let resolved = std::path::absolute(dir.join(&*socket)).map_err(|e| {
+                Error::invalid(format!(
+                    "topology {}: port {name}: socket {socket}: {e}",
+                    path.display()
+                ))
+            })?;
+            *socket = resolved.display().to_string();
+        }
+    }
+    Ok(topo)
 }
 
 fn record_path(client: &Client, name: &str) -> PathBuf {
@@ -66,6 +81,7 @@ fn current(client: &Client) -> Result<Current> {
     Ok(Current {
         networks: client.call(&Request::NetworkList)?,
         sandboxes: client.call(&Request::SandboxList)?,
+        ports: client.call(&Request::PortList { network: None })?,
     })
 }
 
@@ -100,6 +116,11 @@ pub fn up(client: &Client, path: &Path, dry_run: bool) -> Result<i32> {
     for s in &next.sandboxes {
         if !partial.sandboxes.contains(s) {
             partial.sandboxes.push(s.clone());
+        }
+    }
+    for p in &next.ports {
+        if !partial.ports.contains(p) {
+            partial.ports.push(p.clone());
         }
     }
     write_record(client, &name, &partial)?;
@@ -250,6 +271,21 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                     ip6: s.ip6.get(n).cloned(),
                 })?;
             }
+        }
+        Action::RemovePort(name) => {
+            client.call_value(&Request::PortRemove { name: name.clone() })?;
+        }
+        Action::CreatePort(p) => {
+            client.call_value(&Request::PortAdd(PortAdd {
+                network: p.network.clone(),
+                name: p.name.clone(),
+                qemu_socket: p.qemu_socket.clone(),
+                vhost_user: p.vhost_user.clone(),
+                iface: p.iface.clone(),
+                mac: p.mac.clone(),
+                ip: p.ip.clone(),
+                ip6: p.ip6.clone(),
+            }))?;
         }
         Action::SetLink {
             sandbox,

@@ -1,5 +1,5 @@
 //! Topology files (`tapnet up FILE`, `tapnet down FILE`): networks, sandboxes with a command
-//! each, impaired links and blocks, in TOML. This module is the file's model and its checks;
+//! each, VMs' ports, impaired links and blocks, in TOML. This module is the file's model and its checks;
 //! `plan` computes what to change (pure), `apply` carries a plan out through the daemon.
 
 pub(crate) mod apply;
@@ -21,6 +21,9 @@ pub struct Topology {
     pub networks: Vec<NetworkSpec>,
     #[serde(default, rename = "sandbox")]
     pub sandboxes: Vec<SandboxSpec>,
+    /// VMs' ports (`tapnet port add`).
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortSpec>,
     #[serde(default, rename = "link")]
     pub links: Vec<LinkSpec>,
     #[serde(default, rename = "block")]
@@ -112,9 +115,47 @@ pub struct SandboxSpec {
     pub command: Option<String>,
 }
 
+/// One `[[port]]`: a port that is not a sandbox's TAP, as `tapnet port add` makes it. Exactly
+/// one of `qemu_socket`, `vhost_user` and `iface`; a relative socket path is the file's
+/// directory's (resolved when the file is loaded, see `apply::load`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    pub name: String,
+    pub network: String,
+    /// The unix stream socket the daemon listens on for QEMU's `-netdev stream`.
+    pub qemu_socket: Option<String>,
+    /// A unix socket the daemon serves as a vhost-user-net backend.
+    pub vhost_user: Option<String>,
+    /// An existing interface of the daemon's namespace (root daemon).
+    pub iface: Option<String>,
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+    pub ip6: Option<String>,
+}
+
+impl PortSpec {
+    /// The port's kind as `port ls` names it ("qemu-socket", "vhost-user", "iface") and its
+    /// socket path or interface; None unless exactly one is given.
+    pub fn kind(&self) -> Option<(&'static str, &str)> {
+        match (&self.qemu_socket, &self.vhost_user, &self.iface) {
+            (Some(p), None, None) => Some(("qemu-socket", p)),
+            (None, Some(p), None) => Some(("vhost-user", p)),
+            (None, None, Some(i)) => Some(("iface", i)),
+            _ => None,
+        }
+    }
+
+    /// The socket path, for the socket kinds.
+    pub fn socket_mut(&mut self) -> Option<&mut String> {
+        self.qemu_socket.as_mut().or(self.vhost_user.as_mut())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
+    /// A sandbox of the file, or a `[[port]]` of it.
     pub sandbox: String,
     pub network: String,
     pub delay: Option<String>,
@@ -250,6 +291,50 @@ impl Topology {
                 ));
             }
         }
+        let mut ports = HashSet::new();
+        for p in &self.ports {
+            validate_name("port", &p.name)?;
+            if !ports.insert(p.name.as_str()) {
+                return Err(format!("port {} is declared twice", p.name));
+            }
+            if sbs.contains(p.name.as_str()) {
+                return Err(format!(
+                    "port {}: a sandbox of the file has that name (ports and sandboxes share names)",
+                    p.name
+                ));
+            }
+            validate_name("network", &p.network).map_err(|e| format!("port {}: {e}", p.name))?;
+            match p.kind() {
+                None => {
+                    return Err(format!(
+                        "port {} needs exactly one of qemu_socket, vhost_user and iface",
+                        p.name
+                    ));
+                }
+                Some((_, "")) => {
+                    return Err(format!("port {}: an empty path or interface", p.name));
+                }
+                Some(_) => {}
+            }
+            if let Some(ip) = &p.ip
+                && ip.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return Err(format!("port {}: ip {ip:?} is not an IPv4 address", p.name));
+            }
+            if let Some(ip) = &p.ip6
+                && ip.parse::<std::net::Ipv6Addr>().is_err()
+            {
+                return Err(format!(
+                    "port {}: ip6 {ip:?} is not an IPv6 address",
+                    p.name
+                ));
+            }
+            if let Some(mac) = &p.mac
+                && mac.parse::<crate::wire::MacAddr>().is_err()
+            {
+                return Err(format!("port {}: mac {mac:?} is not a MAC address", p.name));
+            }
+        }
         let mut rules = HashSet::new();
         for p in &self.policies {
             validate_name("network", &p.network)?;
@@ -262,13 +347,24 @@ impl Topology {
         let sandbox = |name: &str| self.sandboxes.iter().find(|s| s.name == name);
         let mut links = HashSet::new();
         for l in &self.links {
-            let Some(s) = sandbox(&l.sandbox) else {
-                return Err(format!("link: no sandbox {} in the file", l.sandbox));
-            };
-            if !s.networks.contains(&l.network) {
+            if let Some(p) = self.ports.iter().find(|p| p.name == l.sandbox) {
+                if p.network != l.network {
+                    return Err(format!(
+                        "link: port {} is on network {}, not {}",
+                        l.sandbox, p.network, l.network
+                    ));
+                }
+            } else if let Some(s) = sandbox(&l.sandbox) {
+                if !s.networks.contains(&l.network) {
+                    return Err(format!(
+                        "link: sandbox {} does not join network {}",
+                        l.sandbox, l.network
+                    ));
+                }
+            } else {
                 return Err(format!(
-                    "link: sandbox {} does not join network {}",
-                    l.sandbox, l.network
+                    "link: no sandbox or port {} in the file",
+                    l.sandbox
                 ));
             }
             if !links.insert((&l.sandbox, &l.network)) {
@@ -278,12 +374,13 @@ impl Topology {
                 .map_err(|e| format!("link {} {}: {e}", l.sandbox, l.network))?;
         }
         for b in &self.blocks {
-            let (Some(sa), Some(sb)) = (sandbox(&b.a), sandbox(&b.b)) else {
+            let of_file = |n: &str| sandbox(n).is_some() || self.ports.iter().any(|p| p.name == n);
+            if !of_file(&b.a) || !of_file(&b.b) {
                 return Err(format!(
-                    "block {} {}: both must be sandboxes of the file",
+                    "block {} {}: both must be sandboxes or ports of the file",
                     b.a, b.b
                 ));
-            };
+            }
             if b.a == b.b {
                 return Err(format!("block {} {}: a sandbox with itself", b.a, b.b));
             }
@@ -299,19 +396,21 @@ impl Topology {
                         .unwrap_or_default()
                 ));
             }
-            let _ = (sa, sb);
         }
         Ok(())
     }
 
-    /// The networks a block applies to: the one named, or every network both sandboxes join.
+    /// The networks a block applies to: the one named, or every network both ends (sandboxes or
+    /// ports) are on.
     pub fn block_networks(&self, b: &BlockSpec) -> Vec<String> {
-        let nets = |name: &str| {
-            self.sandboxes
+        let nets = |name: &str| match self.sandboxes.iter().find(|s| s.name == name) {
+            Some(s) => s.networks.clone(),
+            None => self
+                .ports
                 .iter()
-                .find(|s| s.name == name)
-                .map(|s| s.networks.clone())
-                .unwrap_or_default()
+                .filter(|p| p.name == name)
+                .map(|p| p.network.clone())
+                .collect(),
         };
         let (na, nb) = (nets(&b.a), nets(&b.b));
         na.into_iter()
@@ -406,6 +505,37 @@ b = "server"
     }
 
     #[test]
+    fn parses_ports_and_their_links() {
+        let text = "[[network]]\nname = \"n\"\n[[port]]\nname = \"vm\"\nnetwork = \"n\"\n\
+                    vhost_user = \"vm.sock\"\nip = \"10.1.0.5\"\nmac = \"02:00:00:00:00:05\"\n\
+                    [[link]]\nsandbox = \"vm\"\nnetwork = \"n\"\nloss = \"1%\"\n";
+        let t = Topology::parse(text, "x").expect("valid");
+        assert_eq!(t.ports[0].kind(), Some(("vhost-user", "vm.sock")));
+        assert_eq!(t.links[0].sandbox, "vm");
+    }
+
+    #[test]
+    fn the_examples_parse() {
+        let examples = [
+            include_str!("../../examples/seed.toml"),
+            include_str!("../../examples/impaired-lab.toml"),
+            include_str!("../../examples/overlay-host1.toml"),
+            include_str!("../../examples/overlay-host2.toml"),
+            include_str!("../../examples/dual-stack.toml"),
+            include_str!("../../examples/vm-lab.toml"),
+        ];
+        for text in examples {
+            Topology::parse(text, "example").expect("a valid example");
+        }
+        let vm = Topology::parse(include_str!("../../examples/vm-lab.toml"), "x").expect("valid");
+        assert_eq!(
+            vm.ports[0].kind(),
+            Some(("qemu-socket", "/tmp/tapnet-vm-lab.sock"))
+        );
+        assert_eq!(vm.links[0].sandbox, "vm1");
+    }
+
+    #[test]
     fn parses_dual_stack() {
         let text = "[[network]]\nname = \"d\"\nsubnet6 = \"fd00:1::/64\"\n[[network]]\n\
                     name = \"e\"\nipv6 = true\n[[sandbox]]\nname = \"s\"\n\
@@ -438,7 +568,7 @@ b = "server"
             ),
             (
                 "[[link]]\nsandbox = \"nobody\"\nnetwork = \"bridge\"\n",
-                "no sandbox nobody",
+                "no sandbox or port nobody",
             ),
             ("[[network]]\nname = \"bridge\"\n", "default network"),
             ("[[network]]\nname = \"bad name\"\n", "invalid network name"),
@@ -450,6 +580,53 @@ b = "server"
             (
                 "[[sandbox]]\nname = \"s\"\nnetworks = [\"bridge\"]\nip6 = { x = \"fd00::2\" }\n",
                 "does not join",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\n",
+                "port p needs exactly one of qemu_socket, vhost_user and iface",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\nqemu_socket = \"a\"\niface = \"eth0\"\n",
+                "needs exactly one",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\niface = \"eth0\"\nsocket = \"x\"\n",
+                "line 5",
+            ),
+            (
+                "[[port]]\nname = \"bad name\"\nnetwork = \"bridge\"\niface = \"eth0\"\n",
+                "invalid port name",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\niface = \"e\"\n\
+                 [[port]]\nname = \"p\"\nnetwork = \"bridge\"\niface = \"f\"\n",
+                "port p is declared twice",
+            ),
+            (
+                "[[sandbox]]\nname = \"s\"\nnetworks = [\"bridge\"]\n\
+                 [[port]]\nname = \"s\"\nnetwork = \"bridge\"\niface = \"e\"\n",
+                "port s: a sandbox of the file has that name",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\niface = \"e\"\nip = \"10.0.0\"\n",
+                "port p: ip \"10.0.0\" is not an IPv4 address",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\niface = \"e\"\nip6 = \"10.0.0.1\"\n",
+                "is not an IPv6 address",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\niface = \"e\"\nmac = \"02:00\"\n",
+                "is not a MAC address",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"bridge\"\nqemu_socket = \"\"\n",
+                "empty path",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nnetwork = \"n\"\niface = \"e\"\n\
+                 [[link]]\nsandbox = \"p\"\nnetwork = \"bridge\"\n",
+                "link: port p is on network n, not bridge",
             ),
         ];
         for (text, want) in cases {

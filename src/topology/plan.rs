@@ -7,8 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{NetworkSpec, SandboxSpec, Topology};
-use crate::api::types::{NetworkView, SandboxView};
+use super::{NetworkSpec, PortSpec, SandboxSpec, Topology};
+use crate::api::types::{NetworkView, PortView, SandboxView};
 use crate::datapath::impair::Impairment;
 
 /// What an `up` of a file made, kept in the state dir so that `down` removes exactly that.
@@ -16,10 +16,13 @@ use crate::datapath::impair::Impairment;
 pub struct Record {
     pub networks: Vec<String>,
     pub sandboxes: Vec<String>,
+    /// VMs' ports the file made (`[[port]]`).
+    #[serde(default)]
+    pub ports: Vec<String>,
     /// The command started in each sandbox the file made.
     #[serde(default)]
     pub commands: BTreeMap<String, String>,
-    /// (sandbox, network) links the file impaired.
+    /// (sandbox or port, network) links the file impaired.
     #[serde(default)]
     pub links: Vec<(String, String)>,
     /// (a, b, network) blocks the file set, with a < b.
@@ -27,11 +30,12 @@ pub struct Record {
     pub blocks: Vec<(String, String, String)>,
 }
 
-/// What the daemon has: its answers to `network ls` and `sandbox ls`.
+/// What the daemon has: its answers to `network ls`, `sandbox ls` and `port ls`.
 #[derive(Clone, Debug, Default)]
 pub struct Current {
     pub networks: Vec<NetworkView>,
     pub sandboxes: Vec<SandboxView>,
+    pub ports: Vec<PortView>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +44,8 @@ pub enum Action {
     RemoveNetwork(String),
     CreateNetwork(NetworkSpec),
     CreateSandbox(SandboxSpec),
+    RemovePort(String),
+    CreatePort(PortSpec),
     /// Replace the link's impairments (a no-op impairment clears them).
     SetLink {
         sandbox: String,
@@ -91,6 +97,24 @@ impl fmt::Display for Action {
                 write!(f, "create sandbox {} on {}", s.name, nets.join(", "))?;
                 if !s.publish.is_empty() {
                     write!(f, " publishing {}", s.publish.join(", "))?;
+                }
+                Ok(())
+            }
+            Action::RemovePort(p) => write!(f, "remove port {p}"),
+            Action::CreatePort(p) => {
+                let addrs: Vec<&str> = [&p.ip, &p.ip6]
+                    .into_iter()
+                    .filter_map(|a| a.as_deref())
+                    .collect();
+                write!(f, "create port {} on {}", p.name, p.network)?;
+                if !addrs.is_empty() {
+                    write!(f, "={}", addrs.join(","))?;
+                }
+                if let Some((kind, path)) = p.kind() {
+                    write!(f, " ({kind} {path})")?;
+                }
+                if let Some(mac) = &p.mac {
+                    write!(f, " mac {mac}")?;
                 }
                 Ok(())
             }
@@ -195,6 +219,31 @@ fn sandbox_matches(spec: &SandboxSpec, view: &SandboxView) -> bool {
         && spec.hostname.as_ref().is_none_or(|h| &view.hostname == h)
 }
 
+/// Does the daemon's port match the file's (network, kind, path; the MAC and addresses the
+/// file gives)?
+fn port_matches(spec: &PortSpec, view: &PortView) -> bool {
+    let Some((kind, path)) = spec.kind() else {
+        return false;
+    };
+    let mac = |m: &str| m.parse::<crate::wire::MacAddr>().ok();
+    view.network == spec.network
+        && view.kind == kind
+        && view.path == path
+        && spec
+            .mac
+            .as_deref()
+            .is_none_or(|m| mac(m).is_some() && mac(m) == mac(&view.mac))
+        && spec
+            .ip
+            .as_deref()
+            .is_none_or(|ip| strip_prefix(&view.ipv4) == Some(ip))
+        && spec.ip6.as_deref().is_none_or(|ip| {
+            strip_prefix(&view.ipv6)
+                .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+                .is_some_and(|a| ip.parse() == Ok(a))
+        })
+}
+
 fn pair(a: &str, b: &str, net: &str) -> (String, String, String) {
     if a <= b {
         (a.into(), b.into(), net.into())
@@ -211,7 +260,11 @@ pub fn plan_up(
 ) -> Result<(Vec<Action>, Record), String> {
     let net_view = |n: &str| current.networks.iter().find(|v| v.name == n);
     let sb_view = |s: &str| current.sandboxes.iter().find(|v| v.name == s);
+    let port_view = |p: &str| current.ports.iter().find(|v| v.name == p);
     let mut remove_sb: Vec<String> = Vec::new();
+    let mut remove_port: Vec<String> = Vec::new();
+    let mut create_port: Vec<PortSpec> = Vec::new();
+    let mut owned_ports: Vec<String> = Vec::new();
     let mut remove_net: Vec<String> = Vec::new();
     let mut create_net: Vec<NetworkSpec> = Vec::new();
     let mut create_sb: Vec<SandboxSpec> = Vec::new();
@@ -220,11 +273,28 @@ pub fn plan_up(
 
     let in_file_sb = |s: &str| topo.sandboxes.iter().any(|x| x.name == s);
     let in_file_net = |n: &str| topo.networks.iter().any(|x| x.name == n);
-    // A network that must go (changed, or gone from the file) takes its sandboxes with it;
-    // they must all be the file's.
-    let mut drop_network = |name: &str, remove_sb: &mut Vec<String>| -> Result<(), String> {
+    let in_file_port = |p: &str| topo.ports.iter().any(|x| x.name == p);
+    // A network that must go (changed, or gone from the file) takes its sandboxes and ports
+    // with it; they must all be the file's. Its endpoints list its ports too, by the port's
+    // name (ports and sandboxes share names).
+    let mut drop_network = |name: &str,
+                            remove_sb: &mut Vec<String>,
+                            remove_port: &mut Vec<String>|
+     -> Result<(), String> {
         if let Some(v) = net_view(name) {
             for ep in &v.endpoints {
+                if port_view(&ep.sandbox).is_some_and(|p| p.network == name) {
+                    if !record.ports.contains(&ep.sandbox) {
+                        return Err(format!(
+                            "network {name} must be replaced but port {} (not made by this file) uses it",
+                            ep.sandbox
+                        ));
+                    }
+                    if !remove_port.contains(&ep.sandbox) {
+                        remove_port.push(ep.sandbox.clone());
+                    }
+                    continue;
+                }
                 if !record.sandboxes.contains(&ep.sandbox) {
                     return Err(format!(
                         "network {name} must be replaced but sandbox {} (not made by this file) uses it",
@@ -251,7 +321,7 @@ pub fn plan_up(
                 }
             }
             Some(_) if record.networks.contains(&spec.name) => {
-                drop_network(&spec.name, &mut remove_sb)?;
+                drop_network(&spec.name, &mut remove_sb, &mut remove_port)?;
                 create_net.push(spec.clone());
                 owned_nets.push(spec.name.clone());
             }
@@ -265,7 +335,7 @@ pub fn plan_up(
     }
     for name in record.networks.iter().filter(|n| !in_file_net(n)) {
         // Its sandboxes are the file's or gone from it: removed below in any case.
-        drop_network(name, &mut remove_sb)?;
+        drop_network(name, &mut remove_sb, &mut remove_port)?;
     }
     for spec in &topo.sandboxes {
         for n in &spec.networks {
@@ -312,12 +382,65 @@ pub fn plan_up(
             remove_sb.push(name.clone());
         }
     }
+    // Ports as sandboxes: made when missing, kept when they match, replaced when the file's.
+    for spec in &topo.ports {
+        if !in_file_net(&spec.network) && net_view(&spec.network).is_none() {
+            return Err(format!(
+                "port {}: no network {} in the file or the daemon",
+                spec.name, spec.network
+            ));
+        }
+        if sb_view(&spec.name).is_some() && !remove_sb.contains(&spec.name) {
+            return Err(format!(
+                "port {}: a sandbox of that name exists and was not made by this file",
+                spec.name
+            ));
+        }
+        let owned = record.ports.contains(&spec.name);
+        match port_view(&spec.name) {
+            None => {
+                create_port.push(spec.clone());
+                owned_ports.push(spec.name.clone());
+            }
+            Some(v) if !remove_port.contains(&spec.name) && port_matches(spec, v) => {
+                if owned {
+                    owned_ports.push(spec.name.clone());
+                }
+            }
+            Some(_) if owned => {
+                if !remove_port.contains(&spec.name) {
+                    remove_port.push(spec.name.clone());
+                }
+                create_port.push(spec.clone());
+                owned_ports.push(spec.name.clone());
+            }
+            Some(_) => {
+                return Err(format!(
+                    "port {} exists with other settings and was not made by this file",
+                    spec.name
+                ));
+            }
+        }
+    }
+    for name in record.ports.iter().filter(|p| !in_file_port(p)) {
+        if port_view(name).is_some() && !remove_port.contains(name) {
+            remove_port.push(name.clone());
+        }
+    }
 
-    // Links and blocks: compare with what the surviving sandboxes have; new ones have none.
-    let fresh = |s: &str| create_sb.iter().any(|c| c.name == s);
+    // Links and blocks: compare with what the surviving sandboxes and ports have; new ones have
+    // none.
+    let fresh =
+        |s: &str| create_sb.iter().any(|c| c.name == s) || create_port.iter().any(|c| c.name == s);
     let current_link = |s: &str, n: &str| -> Impairment {
         if fresh(s) {
             return Impairment::default();
+        }
+        if let Some(p) = port_view(s) {
+            return (p.network == n)
+                .then(|| p.impairment.clone())
+                .flatten()
+                .unwrap_or_default();
         }
         sb_view(s)
             .and_then(|v| v.interfaces.iter().find(|i| i.network == n))
@@ -339,7 +462,10 @@ pub fn plan_up(
     }
     for (s, n) in &record.links {
         let kept = links.iter().any(|(ls, ln)| ls == s && ln == n);
-        let alive = sb_view(s).is_some() && !remove_sb.contains(s) && !fresh(s);
+        let alive = (sb_view(s).is_some() || port_view(s).is_some())
+            && !remove_sb.contains(s)
+            && !remove_port.contains(s)
+            && !fresh(s);
         if !kept && alive && !current_link(s, n).is_noop() {
             link_actions.push(Action::SetLink {
                 sandbox: s.clone(),
@@ -348,6 +474,15 @@ pub fn plan_up(
             });
         }
     }
+    let port_blocks = current
+        .ports
+        .iter()
+        .filter(|v| !fresh(&v.name) && !remove_port.contains(&v.name))
+        .flat_map(|v| {
+            v.blocked
+                .iter()
+                .map(move |other| pair(&v.name, other, &v.network))
+        });
     let current_blocks: BTreeSet<(String, String, String)> = current
         .sandboxes
         .iter()
@@ -359,6 +494,7 @@ pub fn plan_up(
                     .map(move |other| pair(&v.name, other, &i.network))
             })
         })
+        .chain(port_blocks)
         .collect();
     let mut blocks: Vec<(String, String, String)> = Vec::new();
     for b in &topo.blocks {
@@ -393,9 +529,12 @@ pub fn plan_up(
 
     let mut actions: Vec<Action> = Vec::new();
     actions.extend(remove_sb.iter().cloned().map(Action::RemoveSandbox));
+    actions.extend(remove_port.into_iter().map(Action::RemovePort));
     actions.extend(remove_net.iter().cloned().map(Action::RemoveNetwork));
     actions.extend(create_net.into_iter().map(Action::CreateNetwork));
     actions.extend(create_sb.iter().cloned().map(Action::CreateSandbox));
+    // After the networks (they join one) and before the links (which may name them).
+    actions.extend(create_port.into_iter().map(Action::CreatePort));
     actions.extend(link_actions);
     actions.extend(block_actions);
     for s in &create_sb {
@@ -415,6 +554,7 @@ pub fn plan_up(
             .collect(),
         networks: owned_nets,
         sandboxes: owned_sbs,
+        ports: owned_ports,
         links,
         blocks,
     };
@@ -424,9 +564,14 @@ pub fn plan_up(
 /// The plan of `tapnet down`: what the record says the file made and still exists.
 pub fn plan_down(current: &Current, record: &Record) -> Vec<Action> {
     let sb_alive = |s: &str| current.sandboxes.iter().any(|v| v.name == s);
+    let port_alive = |p: &str| current.ports.iter().any(|v| v.name == p);
     let mut actions = Vec::new();
+    // Links of what the file did not make are cleared; its own go with them.
     for (s, n) in &record.links {
-        if !record.sandboxes.contains(s) && sb_alive(s) {
+        if !record.sandboxes.contains(s)
+            && !record.ports.contains(s)
+            && (sb_alive(s) || port_alive(s))
+        {
             actions.push(Action::SetLink {
                 sandbox: s.clone(),
                 network: n.clone(),
@@ -434,11 +579,10 @@ pub fn plan_down(current: &Current, record: &Record) -> Vec<Action> {
             });
         }
     }
+    let made = |s: &String| record.sandboxes.contains(s) || record.ports.contains(s);
+    let alive = |s: &str| sb_alive(s) || port_alive(s);
     for (a, b, n) in &record.blocks {
-        if !(record.sandboxes.contains(a) || record.sandboxes.contains(b))
-            && sb_alive(a)
-            && sb_alive(b)
-        {
+        if !(made(a) || made(b)) && alive(a) && alive(b) {
             actions.push(Action::Block {
                 a: a.clone(),
                 b: b.clone(),
@@ -449,6 +593,9 @@ pub fn plan_down(current: &Current, record: &Record) -> Vec<Action> {
     }
     for s in record.sandboxes.iter().filter(|s| sb_alive(s)) {
         actions.push(Action::RemoveSandbox(s.clone()));
+    }
+    for p in record.ports.iter().filter(|p| port_alive(p)) {
+        actions.push(Action::RemovePort(p.clone()));
     }
     for n in &record.networks {
         if current.networks.iter().any(|v| &v.name == n) {
@@ -514,7 +661,65 @@ b = "db"
                         }
                     }
                 }
-                Action::RemoveNetwork(n) => c.networks.retain(|v| &v.name != n),
+                Action::RemoveNetwork(n) => {
+                    // The daemon refuses a network with endpoints.
+                    assert!(
+                        c.networks
+                            .iter()
+                            .all(|v| &v.name != n || v.endpoints.is_empty()),
+                        "network {n} removed with endpoints"
+                    );
+                    c.networks.retain(|v| &v.name != n)
+                }
+                Action::RemovePort(p) => {
+                    c.ports.retain(|v| &v.name != p);
+                    for n in c.networks.iter_mut() {
+                        n.endpoints.retain(|e| &e.sandbox != p);
+                    }
+                }
+                Action::CreatePort(spec) => {
+                    let net = c
+                        .networks
+                        .iter_mut()
+                        .find(|v| v.name == spec.network)
+                        .expect("net");
+                    let ip = spec.ip.clone().unwrap_or_else(|| {
+                        let base = net.subnet.clone().unwrap_or_default();
+                        let prefix: Vec<&str> = base.split('.').take(3).collect();
+                        format!("{}.{}", prefix.join("."), net.endpoints.len() + 10)
+                    });
+                    let (kind, path) = spec.kind().expect("one kind");
+                    net.endpoints.push(EndpointView {
+                        sandbox: spec.name.clone(),
+                        interface: None,
+                        mac: None,
+                        ipv4: Some(format!("{ip}/24")),
+                        ipv6: None,
+                        aliases: vec![],
+                        plugin_info: None,
+                        container_id: None,
+                        netns: None,
+                        kind: Some(kind.to_string()),
+                    });
+                    c.ports.push(PortView {
+                        name: spec.name.clone(),
+                        network: spec.network.clone(),
+                        kind: kind.to_string(),
+                        path: path.to_string(),
+                        mac: spec
+                            .mac
+                            .clone()
+                            .unwrap_or_else(|| "02:42:0a:46:00:09".into()),
+                        ipv4: Some(format!("{ip}/24")),
+                        ipv6: None,
+                        connected: false,
+                        connections: 0,
+                        to_vm_dropped: 0,
+                        to_vm_absent: 0,
+                        impairment: None,
+                        blocked: Vec::new(),
+                    });
+                }
                 Action::CreateNetwork(spec) => c.networks.push(NetworkView {
                     name: spec.name.clone(),
                     id: spec.name.clone(),
@@ -585,6 +790,11 @@ b = "db"
                     network,
                     impairment,
                 } => {
+                    if let Some(p) = c.ports.iter_mut().find(|p| &p.name == sandbox) {
+                        assert_eq!(&p.network, network, "a port's link on its network");
+                        p.impairment = (!impairment.is_noop()).then(|| impairment.clone());
+                        continue;
+                    }
                     let v = c
                         .sandboxes
                         .iter_mut()
@@ -604,15 +814,21 @@ b = "db"
                     block,
                 } => {
                     for (me, other) in [(a, b), (b, a)] {
-                        let v = c.sandboxes.iter_mut().find(|v| &v.name == me).expect("sb");
-                        let i = v
-                            .interfaces
-                            .iter_mut()
-                            .find(|i| &i.network == network)
-                            .expect("if");
-                        i.blocked.retain(|x| x != other);
+                        let blocked = match c.ports.iter_mut().find(|p| &p.name == me) {
+                            Some(p) => &mut p.blocked,
+                            None => {
+                                let v = c.sandboxes.iter_mut().find(|v| &v.name == me).expect("sb");
+                                let i = v
+                                    .interfaces
+                                    .iter_mut()
+                                    .find(|i| &i.network == network)
+                                    .expect("if");
+                                &mut i.blocked
+                            }
+                        };
+                        blocked.retain(|x| x != other);
                         if *block {
-                            i.blocked.push(other.clone());
+                            blocked.push(other.clone());
                         }
                     }
                 }
@@ -720,5 +936,236 @@ b = "db"
         );
         let missing = topo("[[sandbox]]\nname = \"s\"\nnetworks = [\"nowhere\"]\n");
         assert!(plan_up(&missing, &Current::default(), &Record::default()).is_err());
+    }
+
+    const VMS: &str = r#"
+[[network]]
+name = "lab"
+subnet = "10.70.0.0/24"
+
+[[sandbox]]
+name = "client"
+networks = ["lab"]
+
+[[port]]
+name = "vm1"
+network = "lab"
+qemu_socket = "/run/vm1.sock"
+ip = "10.70.0.5"
+
+[[link]]
+sandbox = "vm1"
+network = "lab"
+delay = "20ms"
+"#;
+
+    fn lines(actions: &[Action]) -> Vec<String> {
+        actions.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// `up` of VMS from nothing: the state after it and its record.
+    fn vms_up() -> (Current, Record) {
+        let (actions, record) =
+            plan_up(&topo(VMS), &Current::default(), &Record::default()).expect("plan");
+        (simulate(&Current::default(), &actions), record)
+    }
+
+    #[test]
+    fn a_block_between_a_port_and_a_sandbox_is_set_once_and_lifted() {
+        let file = format!("{VMS}\n[[block]]\na = \"client\"\nb = \"vm1\"\n");
+        let t = topo(&file);
+        let (actions, record) = plan_up(&t, &Current::default(), &Record::default()).expect("plan");
+        assert!(lines(&actions).contains(&"block client vm1 on lab".to_string()));
+        let after = simulate(&Current::default(), &actions);
+        let (again, _) = plan_up(&t, &after, &record).expect("plan again");
+        assert!(again.is_empty(), "second up: {again:?}");
+        // Gone from the file: unblocked, nothing else.
+        let (lift, _) = plan_up(&topo(VMS), &after, &record).expect("plan without the block");
+        assert_eq!(lines(&lift), ["unblock client vm1 on lab"]);
+        // A block naming what the file does not declare is refused.
+        let bad = format!("{VMS}\n[[block]]\na = \"client\"\nb = \"vm9\"\n");
+        assert!(Topology::parse(&bad, "t").is_err());
+    }
+
+    #[test]
+    fn ports_are_made_then_kept_then_removed_by_down() {
+        let t = topo(VMS);
+        let (actions, record) = plan_up(&t, &Current::default(), &Record::default()).expect("plan");
+        assert_eq!(
+            lines(&actions),
+            [
+                "create network lab (subnet 10.70.0.0/24)",
+                "create sandbox client on lab",
+                "create port vm1 on lab=10.70.0.5 (qemu-socket /run/vm1.sock)",
+                "set link vm1 lab: delay 20ms",
+            ]
+        );
+        assert_eq!(record.ports, ["vm1"]);
+        assert_eq!(record.links, [("vm1".to_string(), "lab".to_string())]);
+        let after = simulate(&Current::default(), &actions);
+        let (again, record2) = plan_up(&t, &after, &record).expect("plan again");
+        assert!(again.is_empty(), "second up: {again:?}");
+        assert_eq!(record, record2);
+        // A port made with an allocated address and MAC matches a file that gives neither.
+        let unpinned = topo(&VMS.replace("ip = \"10.70.0.5\"\n", ""));
+        let (actions, _) =
+            plan_up(&unpinned, &Current::default(), &Record::default()).expect("plan");
+        let now = simulate(&Current::default(), &actions);
+        assert!(
+            lines(&actions).contains(&"create port vm1 on lab (qemu-socket /run/vm1.sock)".into())
+        );
+        let (again, _) = plan_up(&unpinned, &now, &record).expect("plan again");
+        assert!(again.is_empty(), "{again:?}");
+
+        let down = plan_down(&after, &record);
+        assert_eq!(
+            lines(&down),
+            [
+                "remove sandbox client",
+                "remove port vm1",
+                "remove network lab"
+            ]
+        );
+        let gone = simulate(&after, &down);
+        assert!(
+            gone.ports.is_empty() && gone.networks.is_empty(),
+            "{down:?}"
+        );
+    }
+
+    #[test]
+    fn a_changed_port_of_the_file_is_replaced() {
+        let (now, record) = vms_up();
+        let changed = topo(&VMS.replace("10.70.0.5", "10.70.0.9"));
+        let (actions, next) = plan_up(&changed, &now, &record).expect("plan");
+        assert_eq!(
+            lines(&actions),
+            [
+                "remove port vm1",
+                "create port vm1 on lab=10.70.0.9 (qemu-socket /run/vm1.sock)",
+                "set link vm1 lab: delay 20ms",
+            ]
+        );
+        assert_eq!(next, record);
+        // Another kind or path replaces it too; the MAC when the file gives one.
+        for text in [
+            VMS.replace("qemu_socket", "vhost_user"),
+            VMS.replace("/run/vm1.sock", "/run/other.sock"),
+            VMS.replace("ip = ", "mac = \"02:00:00:00:00:01\"\nip = "),
+        ] {
+            let (actions, _) = plan_up(&topo(&text), &now, &record).expect("plan");
+            assert_eq!(
+                actions.first(),
+                Some(&Action::RemovePort("vm1".into())),
+                "{text}"
+            );
+        }
+        // Only the link changed: the port stays.
+        let slower = topo(&VMS.replace("20ms", "50ms"));
+        let (actions, _) = plan_up(&slower, &now, &record).expect("plan");
+        assert_eq!(lines(&actions), ["set link vm1 lab: delay 50ms"]);
+    }
+
+    #[test]
+    fn a_port_not_made_by_the_file_is_used_or_refused() {
+        let theirs = simulate(
+            &simulate(
+                &Current::default(),
+                &[Action::CreateNetwork(topo(VMS).networks[0].clone())],
+            ),
+            &[Action::CreatePort(PortSpec {
+                name: "vm1".into(),
+                network: "lab".into(),
+                qemu_socket: Some("/run/theirs.sock".into()),
+                ..Default::default()
+            })],
+        );
+        let err = plan_up(&topo(VMS), &theirs, &Record::default()).expect_err("clash");
+        assert_eq!(
+            err,
+            "port vm1 exists with other settings and was not made by this file"
+        );
+        // The same settings: used, not owned, so down leaves it.
+        let same = topo(
+            &VMS.replace("/run/vm1.sock", "/run/theirs.sock")
+                .replace("ip = \"10.70.0.5\"\n", ""),
+        );
+        let (actions, record) = plan_up(&same, &theirs, &Record::default()).expect("plan");
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::CreatePort(_) | Action::RemovePort(_))),
+            "{actions:?}"
+        );
+        assert!(record.ports.is_empty());
+        let after = simulate(&theirs, &actions);
+        let down = plan_down(&after, &record);
+        assert!(
+            !down.contains(&Action::RemovePort("vm1".into())),
+            "{down:?}"
+        );
+        // Its link, set by the file, is cleared by down.
+        assert!(down.contains(&Action::SetLink {
+            sandbox: "vm1".into(),
+            network: "lab".into(),
+            impairment: Impairment::default(),
+        }));
+        // A network the file must replace but that holds their port is refused.
+        let record = Record {
+            networks: vec!["lab".into()],
+            ..Record::default()
+        };
+        let resized = topo(&VMS.replace("10.70.0.0/24", "10.70.0.0/16"));
+        let err = plan_up(&resized, &theirs, &record).expect_err("their port");
+        assert!(
+            err.contains("port vm1 (not made by this file) uses it"),
+            "{err}"
+        );
+        // A port on a network that neither the file nor the daemon has.
+        let nowhere = topo("[[port]]\nname = \"p\"\nnetwork = \"x\"\niface = \"eth9\"\n");
+        let err = plan_up(&nowhere, &Current::default(), &Record::default()).expect_err("no net");
+        assert!(err.contains("no network x"), "{err}");
+    }
+
+    #[test]
+    fn a_port_gone_from_the_file_is_removed() {
+        let (now, record) = vms_up();
+        let without = topo(&VMS.replace(
+            "[[port]]\nname = \"vm1\"\nnetwork = \"lab\"\nqemu_socket = \"/run/vm1.sock\"\nip = \"10.70.0.5\"\n",
+            "",
+        ).replace("[[link]]\nsandbox = \"vm1\"\nnetwork = \"lab\"\ndelay = \"20ms\"\n", ""));
+        let (actions, next) = plan_up(&without, &now, &record).expect("plan");
+        assert_eq!(lines(&actions), ["remove port vm1"]);
+        assert!(next.ports.is_empty() && next.links.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_network_takes_the_files_ports_with_it() {
+        let (now, record) = vms_up();
+        let resized = topo(&VMS.replace("10.70.0.0/24", "10.70.0.0/16"));
+        let (actions, next) = plan_up(&resized, &now, &record).expect("plan");
+        assert_eq!(
+            lines(&actions),
+            [
+                "remove sandbox client",
+                "remove port vm1",
+                "remove network lab",
+                "create network lab (subnet 10.70.0.0/16)",
+                "create sandbox client on lab",
+                "create port vm1 on lab=10.70.0.5 (qemu-socket /run/vm1.sock)",
+                "set link vm1 lab: delay 20ms",
+            ]
+        );
+        assert_eq!(next, record);
+        let after = simulate(&now, &actions);
+        let (again, _) = plan_up(&resized, &after, &next).expect("plan again");
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn an_old_record_without_ports_loads() {
+        let old = r#"{"networks":["n"],"sandboxes":["s"]}"#;
+        let record: Record = serde_json::from_str(old).expect("old record");
+        assert!(record.ports.is_empty());
     }
 }

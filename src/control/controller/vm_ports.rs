@@ -95,6 +95,8 @@ impl Inner {
             connections: stats.connections,
             to_vm_dropped: stats.to_vm_dropped,
             to_vm_absent: stats.to_vm_absent,
+            impairment: p.impairment.clone(),
+            blocked: p.blocked.clone(),
         }
     }
 
