@@ -114,7 +114,7 @@ fn transfer(t: &mut Tapnet, vm: &mut Vm, sandbox: &str, ip: &str, kib: usize) ->
 /// `sandbox`'s TCP send of 4 MiB to the VM's port 5002: both checksums agree. Returns the rate
 /// in Mbit/s (the VM's checksum included).
 fn transfer_to_vm(t: &Tapnet, vm: &mut Vm, sandbox: &str, vm_ip: &str) -> f64 {
-    vm.ok("nc -l -p 5002 > /tmp/g &", Duration::from_secs(10));
+    vm.ok("nc -l -p 5002 < /dev/null > /tmp/g &", Duration::from_secs(10));
     let script = t.script();
     let start = Instant::now();
     let sent = t.exec_ok(
@@ -138,6 +138,54 @@ fn transfer_to_vm(t: &Tapnet, vm: &mut Vm, sandbox: &str, vm_ip: &str) -> f64 {
     mbit
 }
 
+/// A TCP port of the host's loopback that nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Through the gateway: the VM sends 256 KiB to a server on the host's loopback (NAT; the
+/// network has `host_loopback=on`), and a host client sends 256 KiB to the VM's port 7000
+/// through the port's published `host_port`; the checksums agree both times.
+fn nat_and_published(t: &mut Tapnet, vm: &mut Vm, gateway: &str, host_port: u16) {
+    let (server, port) = t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
+    let sum = vm.ok(
+        "dd if=/dev/urandom of=/tmp/n bs=1024 count=256 2>/dev/null && sha256sum /tmp/n",
+        Duration::from_secs(60),
+    );
+    let sent = sum.split_whitespace().next().expect("sha256sum output");
+    vm.ok(
+        &format!("nc {gateway} {port} < /tmp/n"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        t.server_output(server),
+        format!("262144 {sent}"),
+        "the host's server got other bytes than the VM sent through NAT"
+    );
+    vm.ok(
+        "nc -l -p 7000 < /dev/null > /tmp/p & i=0; until netstat -ltn | grep -q ':7000 '; do [ $i -ge 100 ] && break; sleep 0.1; i=$((i+1)); done",
+        Duration::from_secs(30),
+    );
+    let client = std::process::Command::new("python3")
+        .arg(common::traffic_script())
+        .args(["tcp-send", "127.0.0.1", &host_port.to_string(), "262144"])
+        .output()
+        .expect("run the host's client");
+    let sent = String::from_utf8_lossy(&client.stdout).trim().to_string();
+    let sum = sent
+        .split_whitespace()
+        .nth(1)
+        .expect("the client's checksum");
+    let got = vm.ok("wait; sha256sum /tmp/p", Duration::from_secs(60));
+    assert!(
+        got.contains(sum),
+        "the VM got other bytes through its published port: {got} (sent {sent})"
+    );
+}
+
 #[test]
 fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
     if !qemu_present() {
@@ -157,9 +205,25 @@ fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
         "--ipv6",
         "--subnet",
         "fd00:77::/64",
+        "--opt",
+        "host_loopback=on",
     ]);
     t.ok(&["sandbox", "create", "sb", "--net", "vmnet"]);
-    t.ok(&["port", "add", "vmnet", "vm1", "--qemu-socket", socket_arg]);
+    let host_port = free_port();
+    let publish = format!("127.0.0.1:{host_port}:7000");
+    t.ok(&[
+        "port",
+        "add",
+        "vmnet",
+        "vm1",
+        "--qemu-socket",
+        socket_arg,
+        "-p",
+        &publish,
+    ]);
+    // A host port another port or sandbox publishes is refused.
+    let clash = t.fails(&["sandbox", "create", "web", "--net", "vmnet", "-p", &publish]);
+    assert!(clash.contains("port vm1 already publishes"), "{clash}");
     // A second port on the same path, or a name a sandbox has, is refused.
     t.fails(&["port", "add", "vmnet", "vm2", "--qemu-socket", socket_arg]);
     t.fails(&[
@@ -236,8 +300,14 @@ fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
     // The other way: the sandbox's TCP super-frames reach the VM cut to its MTU.
     let mbit = transfer_to_vm(&t, &mut vm, "sb", &vm_ip);
     eprintln!("vm: 4 MiB sandbox -> VM over TCP at {mbit:.0} Mbit/s (checksum included)");
+    nat_and_published(&mut t, &mut vm, "10.77.0.1", host_port);
     let ports = t.json(&["port", "ls"]);
     assert_eq!(ports[0]["to_vm_dropped"], 0, "{ports}");
+    assert_eq!(
+        ports[0]["ports"],
+        serde_json::json!([format!("127.0.0.1:{host_port}->7000/tcp")]),
+        "{ports}"
+    );
     // By address and name.
     assert!(t.ping("sb", &vm_ip));
     let v6 = ports[0]["ipv6"]
@@ -279,17 +349,23 @@ fn a_vm_on_a_socket_port_reaches_a_sandbox_by_name_and_keeps_its_port() {
     assert_eq!(ports[0]["connections"], 2, "{ports}");
     drop(vm);
 
-    // A restarted daemon listens again.
+    // A restarted daemon listens again, and publishes the port's host port again.
     t.stop_daemon(nix::sys::signal::Signal::SIGTERM);
     let ports = t.json(&["port", "ls"]);
     assert_eq!(ports[0]["name"], "vm1", "{ports}");
     assert!(wait_until(Duration::from_secs(5), || socket.exists()));
     let mut vm = Vm::boot(&guest, &spec, None).unwrap_or_else(|e| panic!("{e}"));
     vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    nat_and_published(&mut t, &mut vm, "10.77.0.1", host_port);
     drop(vm);
 
     t.ok(&["port", "rm", "vm1"]);
     assert!(!socket.exists(), "port rm leaves no socket");
+    // ... and its host port is free again.
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", host_port)).is_ok(),
+        "port rm left host port {host_port} bound"
+    );
     assert_eq!(t.json(&["port", "ls"]), serde_json::json!([]));
 }
 
@@ -306,9 +382,28 @@ fn a_vm_on_a_vhost_user_port_moves_bulk_tcp_and_reconnects() {
     let dir = SocketDir::new("vhu");
     let socket = dir.0.join("vhu.sock");
     let socket_arg = socket.to_str().expect("utf-8 path");
-    t.ok(&["network", "create", "vhunet", "--subnet", "10.76.0.0/24"]);
+    t.ok(&[
+        "network",
+        "create",
+        "vhunet",
+        "--subnet",
+        "10.76.0.0/24",
+        "--opt",
+        "host_loopback=on",
+    ]);
     t.ok(&["sandbox", "create", "sb", "--net", "vhunet"]);
-    t.ok(&["port", "add", "vhunet", "vm1", "--vhost-user", socket_arg]);
+    let host_port = free_port();
+    let publish = format!("127.0.0.1:{host_port}:7000");
+    t.ok(&[
+        "port",
+        "add",
+        "vhunet",
+        "vm1",
+        "--vhost-user",
+        socket_arg,
+        "-p",
+        &publish,
+    ]);
     // One port per socket path, whatever its kind.
     t.fails(&["port", "add", "vhunet", "vm2", "--vhost-user", socket_arg]);
     t.fails(&["port", "add", "vhunet", "vm2", "--qemu-socket", socket_arg]);
@@ -364,6 +459,7 @@ fn a_vm_on_a_vhost_user_port_moves_bulk_tcp_and_reconnects() {
     eprintln!("vm: vhost-user, 4 MiB VM -> sandbox over TCP at {mbit:.0} Mbit/s");
     let mbit = transfer_to_vm(&t, &mut vm, "sb", &vm_ip);
     eprintln!("vm: vhost-user, 4 MiB sandbox -> VM over TCP at {mbit:.0} Mbit/s");
+    nat_and_published(&mut t, &mut vm, "10.76.0.1", host_port);
     assert!(t.ping("sb", &vm_ip));
     let ports = t.json(&["port", "ls"]);
     eprintln!("vm: vhost-user port {}", ports[0]);
@@ -413,8 +509,17 @@ fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
     let user = t.user.clone().expect("rootless user");
     let (dir, guest) = SocketDir::for_user("rl", &user, &shared);
     let socket = dir.0.join("vm.sock");
-    t.ok(&["network", "create", "rlnet", "--subnet", "10.78.0.0/24"]);
+    t.ok(&[
+        "network",
+        "create",
+        "rlnet",
+        "--subnet",
+        "10.78.0.0/24",
+        "--opt",
+        "host_loopback=on",
+    ]);
     t.ok(&["sandbox", "create", "sb", "--net", "rlnet"]);
+    let host_port = free_port();
     t.ok(&[
         "port",
         "add",
@@ -422,6 +527,8 @@ fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
         "vm",
         "--qemu-socket",
         socket.to_str().expect("utf-8 path"),
+        "-p",
+        &format!("127.0.0.1:{host_port}:7000"),
     ]);
     let meta = std::fs::metadata(&socket).expect("socket made");
     assert_eq!(
@@ -448,6 +555,84 @@ fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
     assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
     let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 1024);
     eprintln!("vm: rootless, 1 MiB VM -> sandbox at {mbit:.0} Mbit/s");
+    nat_and_published(&mut t, &mut vm, "10.78.0.1", host_port);
+    assert!(t.ping("sb", &vm_ip));
+    drop(vm);
+    t.ok(&["port", "rm", "vm"]);
+    assert!(!socket.exists());
+}
+
+/// Rootless vhost-user: the daemon and QEMU run as an unprivileged user; the guest's memory is
+/// a memfd QEMU shares with the user's daemon. DHCP, a sandbox by name, bulk TCP both ways,
+/// NAT to the host and a published port, and a VM restart.
+#[test]
+fn a_rootless_vm_on_a_vhost_user_port_reaches_a_sandbox() {
+    if !qemu_present() {
+        return;
+    }
+    let shared = guest::guest();
+    let mut t = Tapnet::rootless("vm-rlv", "tapnet-test");
+    let user = t.user.clone().expect("rootless user");
+    let (dir, guest) = SocketDir::for_user("rlv", &user, &shared);
+    let socket = dir.0.join("vhu.sock");
+    t.ok(&[
+        "network",
+        "create",
+        "rlvnet",
+        "--subnet",
+        "10.75.0.0/24",
+        "--opt",
+        "host_loopback=on",
+    ]);
+    t.ok(&["sandbox", "create", "sb", "--net", "rlvnet"]);
+    let host_port = free_port();
+    t.ok(&[
+        "port",
+        "add",
+        "rlvnet",
+        "vm",
+        "--vhost-user",
+        socket.to_str().expect("utf-8 path"),
+        "-p",
+        &format!("127.0.0.1:{host_port}:7000"),
+    ]);
+    let meta = std::fs::metadata(&socket).expect("socket made");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        user.uid,
+        "the user's own socket"
+    );
+    let ports = t.json(&["port", "ls"]);
+    let mac = ports[0]["mac"].as_str().expect("mac").to_string();
+    let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
+    let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
+    let spec = VmSpec {
+        socket: &socket,
+        mac: &mac,
+        ip: &cidr,
+        gateway: "10.75.0.1",
+        dhcp: true,
+        netdev: guest::Netdev::VhostUser,
+    };
+    let mut vm =
+        Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));
+    assert!(vm.log.contains("TAPNET-ADDRESS dhcp"), "{}", vm.log);
+    let sb_ip = sandbox_ip(&t, "sb");
+    let ping = vm.ok("ping -c 2 sb", Duration::from_secs(30));
+    assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
+    let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 2048);
+    eprintln!("vm: rootless vhost-user, 2 MiB VM -> sandbox at {mbit:.0} Mbit/s");
+    let mbit = transfer_to_vm(&t, &mut vm, "sb", &vm_ip);
+    eprintln!("vm: rootless vhost-user, 4 MiB sandbox -> VM at {mbit:.0} Mbit/s");
+    nat_and_published(&mut t, &mut vm, "10.75.0.1", host_port);
+    // The VM restarts and finds its port.
+    drop(vm);
+    assert!(wait_until(Duration::from_secs(5), || {
+        t.json(&["port", "ls"])[0]["connected"] == false
+    }));
+    let mut vm =
+        Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));
+    vm.ok("ping -c 2 sb", Duration::from_secs(30));
     assert!(t.ping("sb", &vm_ip));
     drop(vm);
     t.ok(&["port", "rm", "vm"]);

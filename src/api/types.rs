@@ -63,6 +63,9 @@ pub struct PortAdd {
     pub mac: Option<String>,
     pub ip: Option<String>,
     pub ip6: Option<String>,
+    /// `-p [HOSTIP:]HOSTPORT:PORT[/udp]`: host ports the gateway forwards to the VM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 /// A port as `tapnet port ls` shows it.
@@ -94,6 +97,9 @@ pub struct PortView {
     /// Sandboxes and ports it is blocked from (`tapnet link block`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+    /// Published ports, in Docker's form (`0.0.0.0:8080->80/tcp`), as a sandbox's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -408,6 +408,10 @@ pub enum PortCmd {
         /// Its IPv6 address on a dual-stack network [default: the next free one].
         #[arg(long)]
         ip6: Option<String>,
+        /// Forward a host port to the VM: [HOSTIP:]HOSTPORT:PORT[/udp] (repeatable), as
+        /// `sandbox create -p`.
+        #[arg(short = 'p', long = "publish", value_name = "SPEC", value_parser = publish_spec)]
+        publish: Vec<String>,
     },
     /// List ports, of one network or all.
     Ls {
@@ -959,6 +963,7 @@ fn port(client: &Client, cmd: PortCmd) -> Result<i32> {
             mac,
             ip,
             ip6,
+            publish,
         } => {
             // The daemon may run elsewhere in the file system's view: send an absolute path.
             let absolute = |flag: &str, s: Option<String>| {
@@ -980,6 +985,7 @@ fn port(client: &Client, cmd: PortCmd) -> Result<i32> {
                 mac,
                 ip,
                 ip6,
+                publish,
             }))?;
             outln!("{}", view.name)?;
         }

@@ -544,6 +544,7 @@ mod tests {
             was_down: false,
             impairment: None,
             blocked: Vec::new(),
+            ports: Vec::new(),
         });
         let port_blocks = |st: &State| st.vm_ports[0].blocked.clone();
         let on_back = |st: &State, s: &str| {

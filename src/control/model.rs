@@ -257,6 +257,9 @@ pub struct VmPort {
     /// network, as an endpoint's `blocked`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+    /// `port add -p`: host ports forwarded to the VM by its network's gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<super::ports::PublishedPort>,
 }
 
 /// A TAP that `tapnet-cni` asked for in a namespace the runtime made.

@@ -262,6 +262,7 @@ mod tests {
             was_down: false,
             impairment: None,
             blocked: Vec::new(),
+            ports: Vec::new(),
         });
         let on_n = resolve(&state, &net, &[], &Some("vm1".into()));
         assert_eq!(

@@ -64,20 +64,38 @@ pub fn cni_ifname(ifname: &str) -> Result<()> {
 pub fn port_clash<'a>(
     port: &PublishedPort,
     planned: &[PublishedPort],
-    others: impl IntoIterator<Item = &'a Sandbox>,
+    others: impl IntoIterator<Item = Publisher<'a>>,
 ) -> Result<()> {
     if let Some(clash) = planned.iter().find(|p| p.clashes_with(port)) {
         return Err(Error::conflict(format!("{port} clashes with {clash}")));
     }
-    for other in others {
-        if let Some(clash) = other.ports.iter().find(|p| p.clashes_with(port)) {
+    for (kind, name, ports) in others {
+        if let Some(clash) = ports.iter().find(|p| p.clashes_with(port)) {
             return Err(Error::conflict(format!(
-                "cannot publish {port}: sandbox {} already publishes {clash}",
-                other.name
+                "cannot publish {port}: {kind} {name} already publishes {clash}"
             )));
         }
     }
     Ok(())
+}
+
+/// What publishes host ports: ("sandbox" or "port", its name, its published ports).
+pub type Publisher<'a> = (&'static str, &'a str, &'a [PublishedPort]);
+
+/// Sandboxes as publishers.
+pub fn sandbox_publishers(sandboxes: &[Sandbox]) -> impl Iterator<Item = Publisher<'_>> {
+    sandboxes
+        .iter()
+        .map(|s| ("sandbox", s.name.as_str(), s.ports.as_slice()))
+}
+
+/// Every publisher of the state: sandboxes and VM ports.
+pub fn publishers(state: &State) -> impl Iterator<Item = Publisher<'_>> {
+    let ports = state
+        .vm_ports
+        .iter()
+        .map(|p| ("port", p.name.as_str(), p.ports.as_slice()));
+    sandbox_publishers(&state.sandboxes).chain(ports)
 }
 
 /// A loaded state checked (`state`), its networks given their typed options.
@@ -350,7 +368,7 @@ fn sandbox(
     let mut planned = Vec::new();
     for port in &sb.ports {
         published(state, sb, port)?;
-        port_clash(port, &planned, earlier)?;
+        port_clash(port, &planned, sandbox_publishers(earlier))?;
         planned.push(port.clone());
     }
     Ok(())
@@ -504,6 +522,27 @@ pub fn vm_port(
     }
     if let Some(imp) = &p.impairment {
         imp.validate().map_err(Error::Invalid)?;
+    }
+    let mut planned = Vec::new();
+    for port in &p.ports {
+        if port.host_port == 0 || port.port == 0 {
+            return Err(Error::invalid(format!("published port {port}: port 0")));
+        }
+        if port.network != p.network || net.internal {
+            return Err(Error::invalid(format!(
+                "published port {port}: network {:?} is not the port's, or is internal",
+                port.network
+            )));
+        }
+        let earlier_ports = earlier
+            .iter()
+            .map(|e| ("port", e.name.as_str(), e.ports.as_slice()));
+        port_clash(
+            port,
+            &planned,
+            sandbox_publishers(&state.sandboxes).chain(earlier_ports),
+        )?;
+        planned.push(port.clone());
     }
     addresses(
         net,
@@ -909,6 +948,7 @@ mod tests {
             was_down: false,
             impairment: None,
             blocked: Vec::new(),
+            ports: Vec::new(),
         };
         let mut s = dual();
         s.vm_ports.push(port.clone());

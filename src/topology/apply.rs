@@ -285,6 +285,7 @@ fn run(client: &Client, topo: &str, action: &Action) -> Result<()> {
                 mac: p.mac.clone(),
                 ip: p.ip.clone(),
                 ip6: p.ip6.clone(),
+                publish: p.publish.clone(),
             }))?;
         }
         Action::SetLink {

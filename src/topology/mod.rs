@@ -132,6 +132,9 @@ pub struct PortSpec {
     pub mac: Option<String>,
     pub ip: Option<String>,
     pub ip6: Option<String>,
+    /// `[HOSTIP:]HOSTPORT:PORT[/udp]`, forwarded to the VM by its network's gateway.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 impl PortSpec {

@@ -203,8 +203,17 @@ fn sandbox_matches(spec: &SandboxSpec, view: &SandboxView) -> bool {
                     .is_some_and(|a| ip.parse() == Ok(a))
         })
     });
-    let ports: BTreeSet<String> = spec
-        .publish
+    same_nets
+        && addrs
+        && same_published(&spec.publish, &view.ports)
+        && spec.hostname.as_ref().is_none_or(|h| &view.hostname == h)
+}
+
+/// Does the daemon's port match the file's (network, kind, path; the MAC and addresses the
+/// file gives)?
+/// Do the file's `publish` specs name exactly the published ports the daemon shows?
+fn same_published(specs: &[String], have: &[String]) -> bool {
+    let want: BTreeSet<String> = specs
         .iter()
         .map(|p| {
             crate::control::ports::parse(p, "")
@@ -212,15 +221,9 @@ fn sandbox_matches(spec: &SandboxSpec, view: &SandboxView) -> bool {
                 .unwrap_or_else(|_| p.clone())
         })
         .collect();
-    let have: BTreeSet<String> = view.ports.iter().cloned().collect();
-    same_nets
-        && addrs
-        && ports == have
-        && spec.hostname.as_ref().is_none_or(|h| &view.hostname == h)
+    want == have.iter().cloned().collect()
 }
 
-/// Does the daemon's port match the file's (network, kind, path; the MAC and addresses the
-/// file gives)?
 fn port_matches(spec: &PortSpec, view: &PortView) -> bool {
     let Some((kind, path)) = spec.kind() else {
         return false;
@@ -229,6 +232,7 @@ fn port_matches(spec: &PortSpec, view: &PortView) -> bool {
     view.network == spec.network
         && view.kind == kind
         && view.path == path
+        && same_published(&spec.publish, &view.ports)
         && spec
             .mac
             .as_deref()
@@ -718,6 +722,12 @@ b = "db"
                         to_vm_absent: 0,
                         impairment: None,
                         blocked: Vec::new(),
+                        ports: spec
+                            .publish
+                            .iter()
+                            .filter_map(|p| crate::control::ports::parse(p, "").ok())
+                            .map(|p| p.to_string())
+                            .collect(),
                     });
                 }
                 Action::CreateNetwork(spec) => c.networks.push(NetworkView {

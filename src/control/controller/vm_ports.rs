@@ -49,7 +49,10 @@ impl Controller {
             Request::PortRemove { name } => {
                 let served = inner.port_remove(&name)?;
                 let dp = inner.dp.clone();
+                let mut teardown = Teardown::new(dp.clone());
+                teardown.unpublish = inner.take_publications(&name);
                 drop(inner);
+                teardown.run();
                 if let Some(s) = served {
                     dp.remove_port(s.port);
                     drop(s.side);
@@ -97,6 +100,7 @@ impl Inner {
             to_vm_absent: stats.to_vm_absent,
             impairment: p.impairment.clone(),
             blocked: p.blocked.clone(),
+            ports: p.ports.iter().map(|pp| pp.to_string()).collect(),
         }
     }
 
@@ -209,6 +213,12 @@ impl Inner {
                 .ok_or_else(|| Error::invalid(format!("network {} has no subnet", net.name)))?,
         };
         drop(planning);
+        let published = self.plan_ports(&req.publish, std::slice::from_ref(&net))?;
+        // Bound before anything is made: a taken host port fails the request cleanly.
+        let sockets = published
+            .iter()
+            .map(ports::bind)
+            .collect::<Result<Vec<_>>>()?;
         let mut port = VmPort {
             name: req.name.clone(),
             network: net.name.clone(),
@@ -220,6 +230,7 @@ impl Inner {
             was_down: false,
             impairment: None,
             blocked: Vec::new(),
+            ports: published,
         };
         self.port_wire(&port, &net, false)?;
         // Remembered so that `port rm` after a restart still puts it back down.
@@ -238,6 +249,7 @@ impl Inner {
             }
             return Err(e);
         }
+        self.publish_vm_port(&port, sockets);
         Ok(self.port_view(&port))
     }
 
@@ -348,15 +360,17 @@ impl Inner {
             .flatten()
     }
 
-    /// After a restart: listen again on every port's socket.
+    /// After a restart: listen again on every port's socket, and publish its host ports.
     pub(super) fn restore_vm_ports(&mut self) {
         for p in self.state.vm_ports.clone() {
             let wired = self
                 .network(&p.network)
                 .cloned()
-                .and_then(|net| self.port_wire(&p, &net, true));
-            if let Err(e) = wired {
-                eprintln!("tapnet: cannot restore port {}: {e}", p.name);
+                .and_then(|net| self.port_wire(&p, &net, true))
+                .and_then(|_| p.ports.iter().map(ports::bind).collect::<Result<Vec<_>>>());
+            match wired {
+                Ok(sockets) => self.publish_vm_port(&p, sockets),
+                Err(e) => eprintln!("tapnet: cannot restore port {}: {e}", p.name),
             }
         }
     }
