@@ -114,7 +114,10 @@ fn transfer(t: &mut Tapnet, vm: &mut Vm, sandbox: &str, ip: &str, kib: usize) ->
 /// `sandbox`'s TCP send of 4 MiB to the VM's port 5002: both checksums agree. Returns the rate
 /// in Mbit/s (the VM's checksum included).
 fn transfer_to_vm(t: &Tapnet, vm: &mut Vm, sandbox: &str, vm_ip: &str) -> f64 {
-    vm.ok("nc -l -p 5002 < /dev/null > /tmp/g &", Duration::from_secs(10));
+    vm.ok(
+        "nc -l -p 5002 < /dev/null > /tmp/g &",
+        Duration::from_secs(10),
+    );
     let script = t.script();
     let start = Instant::now();
     let sent = t.exec_ok(

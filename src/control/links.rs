@@ -276,19 +276,24 @@ pub fn sync(
     restart: Option<&str>,
     vm_port: impl Fn(&str) -> Option<PortId>,
 ) {
-    let port_of = |name: &str| -> Option<PortId> {
-        match state.sandbox(name) {
-            Some(sb) => ports
-                .get(&(name.to_string(), sb.endpoint(network)?.interface.clone()?))
-                .copied(),
-            None => state
-                .vm_ports
-                .iter()
-                .any(|p| p.name == name && p.network == network)
-                .then(|| vm_port(name))
-                .flatten(),
+    // Switch ports by name, found once: this runs at every endpoint's wiring, so a lookup per
+    // partner through the whole model would make it quadratic in the network's size.
+    let mut ids: HashMap<&str, PortId> = HashMap::new();
+    for (sb, ep) in state.endpoints_on(network) {
+        if let Some(id) = ep
+            .interface
+            .as_ref()
+            .and_then(|i| ports.get(&(sb.name.clone(), i.clone())))
+        {
+            ids.insert(&sb.name, *id);
         }
-    };
+    }
+    for p in state.vm_ports.iter().filter(|p| p.network == network) {
+        if let Some(id) = vm_port(&p.name) {
+            ids.insert(&p.name, id);
+        }
+    }
+    let port_of = |name: &str| ids.get(name).copied();
     let endpoints = state
         .endpoints_on(network)
         .map(|(sb, ep)| (sb.name.as_str(), ep.impairment.as_ref(), &ep.blocked));

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::Result;
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
-use crate::netns::sysctl::{SANDBOX_IPV6, set_ipv6_conf, set_namespace_accept_ra};
+use crate::netns::sysctl::{SANDBOX_IPV6, disable_ipv6, set_ipv6_conf, set_namespace_accept_ra};
 use crate::netns::tap::{Offload, open_tap, open_tap_queues};
 use crate::wire::MacAddr;
 
@@ -51,6 +51,9 @@ fn make_tap(spec: TapSpec) -> Result<Vec<OwnedFd>> {
     // Before the link is up, so that it never takes an RA and its link-local is EUI-64
     // (the namespace's `all` and `default` are set when it is made: `loopback_up`).
     set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
+    if spec.ipv6.is_none() {
+        disable_ipv6(&spec.interface)?;
+    }
     let mut nl = Netlink::open()?;
     let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
     nl.set_link(

@@ -27,6 +27,14 @@ pub fn set_ipv6_conf(interface: &str, conf: &Ipv6Conf, required: bool) -> Result
     write_conf(interface, "addr_gen_mode", conf.addr_gen_mode, required)
 }
 
+/// Turn IPv6 off on `interface` (an endpoint of a network without IPv6), as Docker does: no
+/// link-local address, so none of the DAD, MLD and Router Solicitation frames each new
+/// interface multicasts, which the switch would copy to every port of the network. A kernel
+/// without IPv6 has nothing to turn off.
+pub fn disable_ipv6(interface: &str) -> Result<()> {
+    write_conf(interface, "disable_ipv6", 1, false)
+}
+
 /// Set `accept_ra` on `all` and `default` of a new sandbox namespace, so that no interface
 /// made in it (by tapnet or by a process inside) takes addresses from a neighbour's RAs.
 pub fn set_namespace_accept_ra(conf: &Ipv6Conf) -> Result<()> {
