@@ -24,6 +24,7 @@ pub mod trace;
 pub(crate) mod uring;
 pub(crate) mod uring_worker;
 pub mod vhost_user_port;
+pub mod vhost_user_relay;
 pub mod vtep;
 pub mod vxlan;
 pub(crate) mod worker;
