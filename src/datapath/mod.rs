@@ -16,6 +16,7 @@ pub(crate) mod pcap;
 pub mod policy;
 pub mod port;
 pub mod security;
+pub(crate) mod socket_thread;
 pub(crate) mod spin;
 pub mod stream_port;
 pub mod switch;

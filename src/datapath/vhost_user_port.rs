@@ -22,14 +22,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::{VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1};
@@ -47,11 +46,12 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use crate::datapath::stream_port::{StreamStats, bind};
+use crate::datapath::socket_thread::{Listening, SocketThread, listen};
+use crate::datapath::stream_port::StreamStats;
 use crate::datapath::vhost_user_relay::{
     Header, MSG_HDR, MessageReader, Reorder, TooLarge, Verdict,
 };
-use crate::error::{Context, Error, Result};
+use crate::error::Result;
 use crate::offload::Segmenter;
 use crate::wire::VNET_HDR_LEN;
 
@@ -139,10 +139,7 @@ impl VhostCounters {
 /// A running vhost-user port: its thread and socket file, both gone on drop.
 pub struct VhostUserPort {
     pub counters: Arc<VhostCounters>,
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    thread: SocketThread,
 }
 
 impl VhostUserPort {
@@ -155,33 +152,11 @@ impl VhostUserPort {
         replace_socket: bool,
         switch_end: OwnedFd,
     ) -> Result<VhostUserPort> {
-        // The switch end is read until it would block, by the worker or the idle loop.
-        nix::fcntl::fcntl(
-            &switch_end,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .context(|| format!("make the switch end of port {name} non-blocking"))?;
-        let listener = bind(path, replace_socket)?;
-        let undo = |e: Error| {
-            let _ = std::fs::remove_file(path);
-            e
-        };
-        let poll = Poll::new()
-            .context(|| format!("create poll of port {name}"))
-            .map_err(undo)?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER)
-                .context(|| format!("create waker of port {name}"))
-                .map_err(undo)?,
-        );
-        poll.registry()
-            .register(
-                &mut SourceFd(&listener.as_raw_fd()),
-                LISTENER,
-                Interest::READABLE,
-            )
-            .context(|| format!("poll {}", path.display()))
-            .map_err(undo)?;
+        let Listening {
+            listener,
+            poll,
+            waker,
+        } = listen(name, path, replace_socket, &switch_end, (LISTENER, WAKER))?;
         let counters = Arc::new(VhostCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut owner = Owner {
@@ -194,36 +169,15 @@ impl VhostUserPort {
             stop: stop.clone(),
             drain: vec![0u8; FRAME_BUF].into_boxed_slice(),
         };
-        let thread_name = format!("vhu-{name}");
-        let thread = std::thread::Builder::new()
-            .name(thread_name.clone())
-            .spawn(move || {
-                crate::guard::guarded(&thread_name, || owner.run());
-            })
-            .context(|| format!("start the thread of port {name}"))
-            .map_err(undo)?;
-        Ok(VhostUserPort {
-            counters,
-            path: path.to_path_buf(),
-            stop,
-            waker,
-            thread: Some(thread),
-        })
+        let thread =
+            SocketThread::spawn(name, format!("vhu-{name}"), path, stop, waker, move || {
+                owner.run()
+            })?;
+        Ok(VhostUserPort { counters, thread })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for VhostUserPort {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
+        self.thread.path()
     }
 }
 
