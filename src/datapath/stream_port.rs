@@ -14,17 +14,17 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
+use crate::datapath::socket_thread::{Listening, SocketThread, listen, remove_socket};
 use crate::error::{Context, Error, Result};
 use crate::offload::Segmenter;
 use crate::wire::VNET_HDR_LEN;
@@ -133,10 +133,7 @@ impl StreamCounters {
 /// A running stream port: its thread and socket file, both gone on drop.
 pub struct StreamPort {
     pub counters: Arc<StreamCounters>,
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    thread: SocketThread,
 }
 
 /// Bind a unix stream socket at `path`. `replace_socket`: a socket already there is removed
@@ -184,30 +181,13 @@ impl StreamPort {
         replace_socket: bool,
         switch_end: OwnedFd,
     ) -> Result<StreamPort> {
-        // The engine must never block on the switch's end.
-        nix::fcntl::fcntl(
-            &switch_end,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .context(|| format!("make the switch end of port {name} non-blocking"))?;
-        let listener = bind(path, replace_socket)?;
-        let undo = |e: Error| {
-            let _ = std::fs::remove_file(path);
-            e
-        };
-        let poll = Poll::new()
-            .context(|| format!("create poll of port {name}"))
-            .map_err(undo)?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER)
-                .context(|| format!("create waker of port {name}"))
-                .map_err(undo)?,
-        );
-        let mut listener = UnixListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .context(|| format!("poll {}", path.display()))
-            .map_err(undo)?;
+        let Listening {
+            listener,
+            poll,
+            waker,
+        } = listen(name, path, replace_socket, &switch_end, (LISTENER, WAKER))?;
+        // Registered above by its fd, which mio's listener keeps.
+        let listener = UnixListener::from_std(listener);
         poll.registry()
             .register(
                 &mut SourceFd(&switch_end.as_raw_fd()),
@@ -215,7 +195,7 @@ impl StreamPort {
                 Interest::READABLE,
             )
             .context(|| format!("poll the switch end of port {name}"))
-            .map_err(undo)?;
+            .map_err(|e| remove_socket(path, e))?;
         let counters = Arc::new(StreamCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut engine = Engine {
@@ -233,36 +213,15 @@ impl StreamPort {
             in_len: 0,
             writable_wanted: false,
         };
-        let thread_name = format!("vm-{name}");
-        let thread = std::thread::Builder::new()
-            .name(thread_name.clone())
-            .spawn(move || {
-                crate::guard::guarded(&thread_name, || engine.run());
-            })
-            .context(|| format!("start the thread of port {name}"))
-            .map_err(undo)?;
-        Ok(StreamPort {
-            counters,
-            path: path.to_path_buf(),
-            stop,
-            waker,
-            thread: Some(thread),
-        })
+        let thread =
+            SocketThread::spawn(name, format!("vm-{name}"), path, stop, waker, move || {
+                engine.run()
+            })?;
+        Ok(StreamPort { counters, thread })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for StreamPort {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
+        self.thread.path()
     }
 }
 

@@ -8,8 +8,9 @@
 //! (counted), so the switch never blocks. A connection gets a fresh `VhostUserDaemon` (the
 //! crate's handler cannot be claimed twice): its vring worker thread serves the two queues (RX 0,
 //! TX 1) and the switch end, registered as an extra event, while this thread relays the control
-//! messages between the VM and the daemon (see `Owner::relay` for why). When the VM goes away
-//! the daemon is dropped and the thread listens again, so a restarted VM finds its port.
+//! messages between the VM and the daemon (see `vhost_user_relay::Reorder` for why). When the
+//! VM goes away the daemon is dropped and the thread listens again, so a restarted VM finds its
+//! port.
 //!
 //! TX (guest to switch): each descriptor chain is the header and the frame; gathered into one
 //! buffer and sent as one datagram, header unchanged (offloads go through). RX (switch to guest):
@@ -21,14 +22,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::{VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1};
@@ -46,14 +46,18 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use crate::datapath::stream_port::{StreamStats, bind};
-use crate::error::{Context, Error, Result};
+use crate::datapath::socket_thread::{Listening, SocketThread, listen};
+use crate::datapath::stream_port::StreamStats;
+use crate::datapath::vhost_user_relay::{
+    Header, MSG_HDR, MessageReader, Reorder, TooLarge, Verdict,
+};
+use crate::error::Result;
 use crate::offload::Segmenter;
 use crate::wire::VNET_HDR_LEN;
 
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
-const NUM_QUEUES: usize = 2;
+pub(crate) const NUM_QUEUES: usize = 2;
 /// The switch end's event on the vring worker's epoll: above the queues and the worker's own
 /// event (`NUM_QUEUES`), as `register_listener` requires.
 const SWITCH_EVENT: u16 = NUM_QUEUES as u16 + 1;
@@ -69,17 +73,6 @@ const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 
-/// vhost-user requests the relay looks at, and its message layout (header: request, flags,
-/// size; then the body).
-const SET_FEATURES: u32 = 2;
-const SET_VRING_ENABLE: u32 = 18;
-const MSG_HDR: usize = 12;
-/// VHOST_USER_F_PROTOCOL_FEATURES in SET_FEATURES' u64.
-const PROTOCOL_FEATURES_BIT: u64 = 1 << 30;
-const VERSION_1: u32 = 0x1;
-const REPLY: u32 = 0x4;
-const NEED_REPLY: u32 = 0x8;
-const MAX_MSG_BODY: usize = 64 << 10;
 const MAX_MSG_FDS: usize = 32;
 
 const LISTENER: Token = Token(0);
@@ -146,10 +139,7 @@ impl VhostCounters {
 /// A running vhost-user port: its thread and socket file, both gone on drop.
 pub struct VhostUserPort {
     pub counters: Arc<VhostCounters>,
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    thread: SocketThread,
 }
 
 impl VhostUserPort {
@@ -162,75 +152,32 @@ impl VhostUserPort {
         replace_socket: bool,
         switch_end: OwnedFd,
     ) -> Result<VhostUserPort> {
-        // The switch end is read until it would block, by the worker or the idle loop.
-        nix::fcntl::fcntl(
-            &switch_end,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .context(|| format!("make the switch end of port {name} non-blocking"))?;
-        let listener = bind(path, replace_socket)?;
-        let undo = |e: Error| {
-            let _ = std::fs::remove_file(path);
-            e
-        };
-        let poll = Poll::new()
-            .context(|| format!("create poll of port {name}"))
-            .map_err(undo)?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER)
-                .context(|| format!("create waker of port {name}"))
-                .map_err(undo)?,
-        );
-        poll.registry()
-            .register(
-                &mut SourceFd(&listener.as_raw_fd()),
-                LISTENER,
-                Interest::READABLE,
-            )
-            .context(|| format!("poll {}", path.display()))
-            .map_err(undo)?;
+        let Listening {
+            listener,
+            poll,
+            waker,
+        } = listen(name, path, replace_socket, &switch_end, (LISTENER, WAKER))?;
         let counters = Arc::new(VhostCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut owner = Owner {
             name: name.to_string(),
             poll,
             listener,
-            msg: Vec::with_capacity(4096),
+            msg: MessageReader::default(),
             switch: Arc::new(switch_end),
             counters: counters.clone(),
             stop: stop.clone(),
             drain: vec![0u8; FRAME_BUF].into_boxed_slice(),
         };
-        let thread_name = format!("vhu-{name}");
-        let thread = std::thread::Builder::new()
-            .name(thread_name.clone())
-            .spawn(move || {
-                crate::guard::guarded(&thread_name, || owner.run());
-            })
-            .context(|| format!("start the thread of port {name}"))
-            .map_err(undo)?;
-        Ok(VhostUserPort {
-            counters,
-            path: path.to_path_buf(),
-            stop,
-            waker,
-            thread: Some(thread),
-        })
+        let thread =
+            SocketThread::spawn(name, format!("vhu-{name}"), path, stop, waker, move || {
+                owner.run()
+            })?;
+        Ok(VhostUserPort { counters, thread })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for VhostUserPort {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
+        self.thread.path()
     }
 }
 
@@ -245,7 +192,7 @@ struct Owner {
     /// Frames read from the switch while no VM is connected.
     drain: Box<[u8]>,
     /// A vhost-user message being relayed.
-    msg: Vec<u8>,
+    msg: MessageReader,
 }
 
 impl Owner {
@@ -387,13 +334,9 @@ impl Owner {
     }
 
     /// Pass vhost-user messages (and their fds) between the VM's connection and the daemon's,
-    /// whole. One is held back: QEMU (7.2) sends SET_VRING_ENABLE when the device is realized,
-    /// before SET_FEATURES has acked PROTOCOL_FEATURES, and the vhost crate ends the session
-    /// on it; QEMU sends it again once the device starts, and that one goes through.
+    /// whole; the VM's early SET_VRING_ENABLEs are held back and replayed (see `Reorder`).
     fn relay(&mut self, vm: &UnixStream, daemon: &UnixStream) {
-        let mut features_set = false;
-        // Held-back SET_VRING_ENABLE values per queue, replayed after SET_FEATURES.
-        let mut enables: [Option<u32>; NUM_QUEUES] = [None; NUM_QUEUES];
+        let mut reorder = Reorder::default();
         while !self.stop.load(Ordering::SeqCst) {
             let mut fds = [
                 libc::pollfd {
@@ -415,44 +358,8 @@ impl Owner {
                 }
                 return;
             }
-            if fds[0].revents != 0 {
-                let mut replay = false;
-                let passed = self.pass_message(vm, daemon, |code, body| {
-                    let word = |at: usize| {
-                        body.get(at..at + 4)
-                            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    };
-                    if code == SET_FEATURES && !features_set {
-                        features_set = true;
-                        // With PROTOCOL_FEATURES acked the rings wait for SET_VRING_ENABLE.
-                        replay = u64::from(word(0)) & PROTOCOL_FEATURES_BIT != 0;
-                    }
-                    if code == SET_VRING_ENABLE && !features_set {
-                        if let Some(e) = enables.get_mut(word(0) as usize) {
-                            *e = Some(word(4));
-                        }
-                        return false;
-                    }
-                    true
-                });
-                if passed.is_err() {
-                    return;
-                }
-                if replay {
-                    for (index, num) in enables.iter().enumerate() {
-                        let Some(num) = num else { continue };
-                        let mut m = [0u8; MSG_HDR + 8];
-                        m[..4].copy_from_slice(&SET_VRING_ENABLE.to_le_bytes());
-                        m[4..8].copy_from_slice(&VERSION_1.to_le_bytes());
-                        m[8..12].copy_from_slice(&8u32.to_le_bytes());
-                        m[12..16].copy_from_slice(&(index as u32).to_le_bytes());
-                        m[16..20].copy_from_slice(&num.to_le_bytes());
-                        let mut d = daemon;
-                        if std::io::Write::write_all(&mut d, &m).is_err() {
-                            return;
-                        }
-                    }
-                }
+            if fds[0].revents != 0 && self.pass_from_vm(vm, daemon, &mut reorder).is_err() {
+                return;
             }
             if fds[1].revents != 0 && self.pass_message(daemon, vm, |_, _| true).is_err() {
                 return;
@@ -460,16 +367,49 @@ impl Owner {
         }
     }
 
+    /// One message from the VM to the daemon, or held back as `reorder` says.
+    fn pass_from_vm(
+        &mut self,
+        vm: &UnixStream,
+        daemon: &UnixStream,
+        reorder: &mut Reorder,
+    ) -> io::Result<()> {
+        let mut reply = None;
+        let mut replay = Vec::new();
+        self.pass_message(vm, daemon, |header, body| {
+            match reorder.from_vm(header, body) {
+                Verdict::Pass { replay: r } => {
+                    replay = r;
+                    true
+                }
+                Verdict::Hold { ack } => {
+                    reply = ack;
+                    false
+                }
+            }
+        })?;
+        if let Some(ack) = reply {
+            let mut w = vm;
+            std::io::Write::write_all(&mut w, &ack)?;
+        }
+        for m in replay {
+            let mut w = daemon;
+            std::io::Write::write_all(&mut w, &m)?;
+        }
+        Ok(())
+    }
+
     /// One message from `from` to `to` with the fds that came with it, unless `keep` says no.
     fn pass_message(
         &mut self,
         from: &UnixStream,
         to: &UnixStream,
-        keep: impl FnOnce(u32, &[u8]) -> bool,
+        keep: impl FnOnce(Header, &[u8]) -> bool,
     ) -> io::Result<()> {
         use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
         use std::io::{IoSlice, IoSliceMut, Read};
         use std::os::fd::{FromRawFd, RawFd};
+        let too_large = |e: TooLarge| io::Error::other(e.to_string());
         let mut hdr = [0u8; MSG_HDR];
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_MSG_FDS]);
         let (got, fds) = {
@@ -496,39 +436,35 @@ impl Owner {
         if got == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let mut from_r = from;
-        from_r.read_exact(&mut hdr[got..])?;
-        let word = |at: usize| u32::from_le_bytes([hdr[at], hdr[at + 1], hdr[at + 2], hdr[at + 3]]);
-        let (code, size) = (word(0), word(8) as usize);
-        if size > MAX_MSG_BODY {
-            return Err(io::Error::other(format!(
-                "vhost-user message of {size} bytes"
-            )));
-        }
         self.msg.clear();
-        self.msg.extend_from_slice(&hdr);
-        self.msg.resize(MSG_HDR + size, 0);
-        from_r.read_exact(&mut self.msg[MSG_HDR..])?;
-        if !keep(code, &self.msg[MSG_HDR..]) {
-            if word(4) & NEED_REPLY != 0 {
-                // REPLY_ACK: success, as the crate would answer once features are set.
-                self.msg.clear();
-                self.msg.extend_from_slice(&code.to_le_bytes());
-                self.msg
-                    .extend_from_slice(&(VERSION_1 | REPLY).to_le_bytes());
-                self.msg.extend_from_slice(&8u32.to_le_bytes());
-                self.msg.extend_from_slice(&0u64.to_le_bytes());
-                let mut from_w = from;
-                std::io::Write::write_all(&mut from_w, &self.msg)?;
-            }
+        self.msg.feed(&hdr[..got]).map_err(too_large)?;
+        // The rest of the header and the body, never beyond: the next message's fds come
+        // with its first bytes.
+        let mut chunk = [0u8; 4096];
+        let mut from_r = from;
+        while self.msg.missing() > 0 {
+            let want = self.msg.missing().min(chunk.len());
+            let n = match from_r.read(&mut chunk[..want]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.msg.feed(&chunk[..n]).map_err(too_large)?;
+        }
+        let Some((header, body)) = self.msg.message() else {
+            return Err(io::Error::other("incomplete vhost-user message"));
+        };
+        if !keep(header, body) {
             return Ok(());
         }
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let rights = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+        let bytes = self.msg.bytes();
         let mut sent = 0;
-        while sent < self.msg.len() {
-            let iov = [IoSlice::new(&self.msg[sent..])];
+        while sent < bytes.len() {
+            let iov = [IoSlice::new(&bytes[sent..])];
             let n = sendmsg::<()>(
                 to.as_raw_fd(),
                 &iov,
