@@ -80,11 +80,11 @@ const SWITCH: Token = Token(1);
 const WAKER: Token = Token(2);
 
 /// What `--vhost-user` offers the guest: virtio 1.0 rings, mergeable RX buffers and both
-/// directions' TCP segmentation offload with partial checksums. Not
-/// VHOST_USER_F_PROTOCOL_FEATURES: with it, QEMU (7.2) sends SET_VRING_ENABLE when the device
-/// is realized, before SET_FEATURES, and the vhost crate ends the session for a request of a
-/// feature not yet acked; without it the rings start enabled and nothing here needs a
-/// protocol feature.
+/// directions' TCP segmentation offload with partial checksums, and
+/// VHOST_USER_F_PROTOCOL_FEATURES.
+/// With it QEMU (7.2) sends SET_VRING_ENABLE when the device is realized, before
+/// SET_FEATURES, which the vhost crate refuses: the relay (`vhost_user_relay`) holds those
+/// back and replays them after SET_FEATURES.
 fn offered_features() -> u64 {
     [
         VIRTIO_F_VERSION_1,
