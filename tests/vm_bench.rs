@@ -14,7 +14,8 @@
 //!
 //! `VM_BENCH_MIB` (32) MiB of `VM_BENCH_DATA` (`zero` or `urandom`, default `zero`) are
 //! written to the guest's /tmp first; only the `nc` send is timed. `VM_BENCH_ACCEL` is `auto`
-//! (default: KVM if a guest comes up under it within 20 s, else TCG), `kvm` or `tcg`.
+//! (default: KVM if a guest comes up under it within 20 s, else TCG), `tcg`, `kvm-host` (or
+//! `kvm`) or `kvm-qemu64` (what `accel=` printed, so later runs can skip the probe).
 //!
 //! Printed, one line: `VMBENCH case=... accel=... mib=... secs=... mbit=...
 //! switch_cpu_s=... switch_cpu_s_per_gib=... qemu_cpu_s_per_gib=... qemu_cpu_pct=... boot_s=...`.
@@ -291,8 +292,9 @@ fn vm_throughput_for_bench() {
     let (accel, probe) = match accel_want.as_str() {
         "auto" => probe_accel(&g),
         "tcg" => (Accel::Tcg, "not-probed".to_string()),
-        "kvm" => (Accel::Kvm("host"), "not-probed".to_string()),
-        other => panic!("VM_BENCH_ACCEL: auto, kvm or tcg, not {other}"),
+        "kvm" | "kvm-host" => (Accel::Kvm("host"), "not-probed".to_string()),
+        "kvm-qemu64" => (Accel::Kvm("qemu64"), "not-probed".to_string()),
+        other => panic!("VM_BENCH_ACCEL: auto, tcg, kvm-host (kvm) or kvm-qemu64, not {other}"),
     };
     eprintln!("vm_bench: accelerator {} (probe: {probe})", accel.name());
 
