@@ -1070,7 +1070,7 @@ if [ "$SCALING" != 0 ]; then
 fi
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$META"
 if [ -s "$WORK/vm.accels" ]; then
-    echo "vm_accel=$(awk '{ print $3 }' "$WORK/vm.accels" | sort | uniq -c | awk '{ printf "%s%s (%s runs)", NR > 1 ? ", " : "", $2, $1 }')" >>"$META"
+    echo "vm_accel=$(awk '{ print $3 }' "$WORK/vm.accels" | sort | uniq -c | awk '{ printf "%s%s (%s runs)", (NR > 1 ? ", " : ""), $2, $1 }')" >>"$META"
     echo "vm_kvm_probe=$(cat "$WORK/vm.probe" 2>/dev/null || echo "not probed (VM_ACCEL=$VM_ACCEL)")" >>"$META"
 fi
 
