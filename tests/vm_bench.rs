@@ -12,7 +12,7 @@
 //! - `passt`: passt on a unix socket, QEMU's `-netdev stream` to it, to a server on the host's
 //!   loopback (passt maps its gateway address, 10.0.2.2 here, to the host).
 //!
-//! `VM_BENCH_MIB` (32) MiB of `VM_BENCH_DATA` (`zero` or `urandom`, default `zero`) are
+//! `VM_BENCH_MIB` (32, at most 100: the guest's rootfs is half its RAM) MiB of `VM_BENCH_DATA` (`zero` or `urandom`, default `zero`) are
 //! written to the guest's /tmp first; only the `nc` send is timed. `VM_BENCH_ACCEL` is `auto`
 //! (default: KVM if a guest comes up under it within 20 s, else TCG), `tcg`, `kvm-host` (or
 //! `kvm`) or `kvm-qemu64` (what `accel=` printed, so later runs can skip the probe).
@@ -281,6 +281,11 @@ fn vm_throughput_for_bench() {
         .ok()
         .map(|v| v.parse().expect("VM_BENCH_MIB: a number of MiB"))
         .unwrap_or(32);
+    // The file lives in the guest's rootfs, a tmpfs of half its 256 MiB of RAM.
+    assert!(
+        (1..=100).contains(&mib),
+        "VM_BENCH_MIB: 1 to 100 (the guest's /tmp holds at most about 120 MiB), not {mib}"
+    );
     let data = std::env::var("VM_BENCH_DATA").unwrap_or_else(|_| "zero".to_string());
     assert!(
         data == "zero" || data == "urandom",
