@@ -13,7 +13,7 @@
 # SCALING (1/0), SCALE_PAIRS ("1 2 10 100"), SCALE_TCP_SECS (3), SCALE_MAX_IPERF (10), PYTHON,
 # CONN_SECS (3, connection-rate test of the NAT cases), NAT_GRACE (15, seconds a NAT test may
 # overrun before it is killed and recorded as stalled), VM_MIB (32, MiB a VM case sends; at
-# most 100: the guest holds them in RAM), VM_ACCEL (auto), VM_BENCH_BIN (the built
+# most 64: the guest holds them in RAM), VM_ACCEL (auto), VM_BENCH_BIN (the built
 # tests/vm_bench.rs).
 # Cases (default all but the VM cases, in this order): switch cases bridge tapnet tapnet-nooff
 # tapnet-uring vde ovs ovs-tso (tapnet-uring: the tapnet case with `daemon --datapath-io uring`);
