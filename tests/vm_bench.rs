@@ -120,9 +120,10 @@ struct Setup {
     mac: String,
     cidr: String,
     gateway: String,
-    /// The receiver's address and port, and the traffic.py server's index in `t`.
-    target: (String, String),
-    server: usize,
+    /// The receiver's address: in the sandbox `sb` (port 5001), or on the host's loopback (a
+    /// port the kernel picks). Started just before the send: traffic.py waits 60 s at most.
+    target_ip: String,
+    in_sandbox: bool,
     /// The switch process, or None when it is QEMU itself.
     switch: Option<(&'static str, u32)>,
     _passt: Option<Reaped>,
@@ -156,7 +157,6 @@ fn setup_tapnet(t: &mut Tapnet, dir: &Path, netdev: Netdev) -> Setup {
     let mac = ports[0]["mac"].as_str().expect("mac").to_string();
     let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
     let ip = sandbox_ip(t, "sb");
-    let server = t.spawn_server("sb", &["tcp-serve", &ip, "5001"]);
     let pid = t.pid().expect("daemon pid") as u32;
     Setup {
         netdev,
@@ -164,35 +164,30 @@ fn setup_tapnet(t: &mut Tapnet, dir: &Path, netdev: Netdev) -> Setup {
         mac,
         cidr,
         gateway: "10.79.0.1".to_string(),
-        target: (ip, "5001".to_string()),
-        server,
+        target_ip: ip,
+        in_sandbox: true,
         switch: Some(("tapnet", pid)),
         _passt: None,
     }
 }
 
-/// The guest's side of QEMU user networking and of passt here: 10.0.2.15/24, gateway 10.0.2.2
-/// (the host's loopback).
-fn setup_host_server(t: &mut Tapnet) -> (usize, String) {
-    t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"])
-}
-
-fn setup_qemu_user(t: &mut Tapnet) -> Setup {
-    let (server, port) = setup_host_server(t);
+/// The guest's side of QEMU user networking (and of passt here): 10.0.2.15/24, gateway
+/// 10.0.2.2, the host's loopback.
+fn setup_qemu_user() -> Setup {
     Setup {
         netdev: Netdev::User,
         socket: PathBuf::new(),
         mac: "52:54:00:12:34:56".to_string(),
         cidr: "10.0.2.15/24".to_string(),
         gateway: "10.0.2.2".to_string(),
-        target: ("10.0.2.2".to_string(), port),
-        server,
+        target_ip: "10.0.2.2".to_string(),
+        in_sandbox: false,
         switch: None,
         _passt: None,
     }
 }
 
-fn setup_passt(t: &mut Tapnet, dir: &Path) -> Setup {
+fn setup_passt(dir: &Path) -> Setup {
     // passt, started as root, changes to "nobody" before it binds its socket.
     let nobody = nix::unistd::User::from_name("nobody")
         .ok()
@@ -242,15 +237,14 @@ fn setup_passt(t: &mut Tapnet, dir: &Path) -> Setup {
         socket.display(),
         std::fs::read_to_string(dir.join("passt.log")).unwrap_or_default()
     );
-    let (server, port) = setup_host_server(t);
     Setup {
         netdev: Netdev::Stream,
         socket,
         mac: "52:54:00:12:34:56".to_string(),
         cidr: "10.0.2.15/24".to_string(),
         gateway: "10.0.2.2".to_string(),
-        target: ("10.0.2.2".to_string(), port),
-        server,
+        target_ip: "10.0.2.2".to_string(),
+        in_sandbox: false,
         switch: Some(("passt", pid)),
         _passt: Some(passt),
     }
@@ -309,8 +303,8 @@ fn vm_throughput_for_bench() {
     let setup = match case.as_str() {
         "tapnet-socket" => setup_tapnet(&mut t, &dir.0, Netdev::Stream),
         "tapnet-vhost" => setup_tapnet(&mut t, &dir.0, Netdev::VhostUser),
-        "qemu-user" => setup_qemu_user(&mut t),
-        "passt" => setup_passt(&mut t, &dir.0),
+        "qemu-user" => setup_qemu_user(),
+        "passt" => setup_passt(&dir.0),
         other => {
             panic!("VM_BENCH_CASE: tapnet-socket, tapnet-vhost, qemu-user or passt, not {other}")
         }
@@ -341,7 +335,13 @@ fn vm_throughput_for_bench() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("no sha256sum line in {sum:?}"))
         .to_string();
-    let (ip, port) = &setup.target;
+    let ip = &setup.target_ip;
+    let (server, port) = if setup.in_sandbox {
+        let index = t.spawn_server("sb", &["tcp-serve", ip, "5001"]);
+        (index, "5001".to_string())
+    } else {
+        t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"])
+    };
     let qemu = vm.pid();
     let switch_pid = setup.switch.map_or(qemu, |(_, pid)| pid);
     let (sw0, q0) = (cpu_secs(switch_pid), cpu_secs(qemu));
@@ -352,7 +352,7 @@ fn vm_throughput_for_bench() {
     );
     let secs = start.elapsed().as_secs_f64();
     let (sw1, q1) = (cpu_secs(switch_pid), cpu_secs(qemu));
-    let received = t.server_output(setup.server);
+    let received = t.server_output(server);
     assert_eq!(
         received,
         format!("{bytes} {sent}"),
