@@ -12,9 +12,11 @@
 # args, e.g. "--datapath-threads 1"), TCP_SECS (5), UDP_SECS (5), PING_COUNT (200),
 # SCALING (1/0), SCALE_PAIRS ("1 2 10 100"), SCALE_TCP_SECS (3), SCALE_MAX_IPERF (10), PYTHON,
 # CONN_SECS (3, connection-rate test of the NAT cases), NAT_GRACE (15, seconds a NAT test may
-# overrun before it is killed and recorded as stalled).
-# Cases (default all, in this order): switch cases bridge tapnet tapnet-nooff tapnet-uring vde ovs
-# ovs-tso (tapnet-uring: the tapnet case with `daemon --datapath-io uring`);
+# overrun before it is killed and recorded as stalled), VM_MIB (32, MiB a VM case sends; at
+# most 64: the guest holds them in RAM), VM_ACCEL (auto), VM_BENCH_BIN (the built
+# tests/vm_bench.rs).
+# Cases (default all but the VM cases, in this order): switch cases bridge tapnet tapnet-nooff
+# tapnet-uring vde ovs ovs-tso (tapnet-uring: the tapnet case with `daemon --datapath-io uring`);
 # NAT cases nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520
 # nat-pasta-1500 nat-pasta-65520; lab cases tapnet-impair-other (a third sandbox whose link has
 # delay and loss: the measured pair's ports have none) and tapnet-capture (one capture of the
@@ -29,7 +31,17 @@
 # Lab case tapnet-policy: the tapnet pair behind 10 policy rules, the last allowing a to b (the
 # others deny addresses nobody uses), so every flow walks them once and then takes the
 # connection table; compare with the tapnet case in the same run.
-# "switch", "nat" and "lab" (tapnet plus the lab cases) in CASES stand for each group.
+# VM cases (`--cases vm`; not in the default run, which they would lengthen by about 15 minutes
+# at 3 rounds under TCG): a QEMU guest (tests/support/guest.rs) sends VM_MIB MiB over TCP through
+# vm-tapnet-socket (a tapnet socket port, -netdev stream, to a sandbox), vm-tapnet-vhost (a
+# vhost-user port, to a sandbox), vm-qemu-user (QEMU's -netdev user, to the host's loopback) and
+# vm-passt (passt, -netdev stream, to the host's loopback); each round runs the ignored test
+# tests/vm_bench.rs (built once with cargo test --release --no-run, honouring CARGO_TARGET_DIR;
+# VM_BENCH_BIN overrides). Recorded: throughput, and the switch process's CPU seconds per GiB
+# (tapnet daemon, passt; for QEMU user networking all of QEMU), which compares the switches
+# even when the guest's emulation is the bottleneck. KVM is tried (20 s) before TCG; VM_ACCEL
+# (auto, tcg, kvm-host, kvm-qemu64) skips the probe. Compared with vm-passt.
+# "switch", "nat", "lab" (tapnet plus the lab cases) and "vm" in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
 set -euo pipefail
 
@@ -38,7 +50,7 @@ LIB="$REPO/scripts/bench/benchlib.py"
 # The exact command, with the knobs that came from the environment, for the report.
 ORIG_CMD=""
 for v in ROUNDS CASES OUT TAPNET TAPNET_ARGS TCP_SECS UDP_SECS PING_COUNT SCALING SCALE_PAIRS \
-         SCALE_TCP_SECS SCALE_MAX_IPERF CONN_SECS NAT_GRACE CARGO_TARGET_DIR; do
+         SCALE_TCP_SECS SCALE_MAX_IPERF CONN_SECS NAT_GRACE VM_MIB VM_ACCEL CARGO_TARGET_DIR; do
     [ -z "${!v:-}" ] || ORIG_CMD+="$v=\"${!v}\" "
 done
 ORIG_CMD+=$0
@@ -52,9 +64,11 @@ LAB_CASES="tapnet-impair-other tapnet-capture tapnet-policy"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
 IPV6_CASES="bridge6 tapnet6"
 NAT6_CASES="nat-veth6 nat-tapnet6-1500 nat-pasta6-1500"
-ALL_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES $IPV6_CASES $NAT6_CASES"
+VM_CASES="vm-tapnet-socket vm-tapnet-vhost vm-qemu-user vm-passt"
+DEFAULT_CASES="$SWITCH_CASES $NAT_CASES $LAB_CASES $OVERLAY_CASES $IPV6_CASES $NAT6_CASES"
+ALL_CASES="$DEFAULT_CASES $VM_CASES"
 ROUNDS=${ROUNDS:-3}
-CASES=${CASES:-$ALL_CASES}
+CASES=${CASES:-$DEFAULT_CASES}
 OUT=${OUT:-$REPO/bench-results/latest.md}
 TCP_SECS=${TCP_SECS:-5}
 UDP_SECS=${UDP_SECS:-5}
@@ -65,6 +79,8 @@ SCALE_TCP_SECS=${SCALE_TCP_SECS:-3}
 SCALE_MAX_IPERF=${SCALE_MAX_IPERF:-10}
 CONN_SECS=${CONN_SECS:-3}
 NAT_GRACE=${NAT_GRACE:-15}
+VM_MIB=${VM_MIB:-32}
+VM_ACCEL=${VM_ACCEL:-auto}
 TAPNET_ARGS=${TAPNET_ARGS:-}
 PYTHON=${PYTHON:-python3}
 UDP_LEN=64
@@ -109,6 +125,7 @@ for c in $CASES; do
         overlay) expanded+=" tapnet $OVERLAY_CASES" ;;
         ipv6) expanded+=" bridge tapnet $IPV6_CASES" ;;
         nat6) expanded+=" $NAT6_CASES" ;;
+        vm) expanded+=" $VM_CASES" ;;
         *) expanded+=" $c" ;;
     esac
 done
@@ -201,6 +218,9 @@ need_pkgs() {
             ovs|ovs-tso) command -v ovs-vswitchd >/dev/null || want+=(openvswitch-switch) ;;
             nat-slirp-*) command -v slirp4netns >/dev/null || want+=(slirp4netns) ;;
             nat-pasta-*|nat-pasta6-*) command -v pasta >/dev/null || want+=(passt) ;;
+            vm-passt) command -v passt >/dev/null || want+=(passt) ;;&
+            vm-*) command -v qemu-system-x86_64 >/dev/null || want+=(qemu-system-x86)
+                  [ -x /bin/busybox ] || want+=(busybox-static) ;;
         esac
     done
     printf '%s\n' "${want[@]}" | sort -u | grep -v '^$' || true
@@ -250,6 +270,26 @@ resolve_tapnet() {
     log "building tapnet (cargo build --release, target dir $target)"
     (cd "$REPO" && cargo build --release >&2)
     TAPNET="$target/release/tapnet"
+}
+
+# The VM cases' harness: tests/vm_bench.rs, built once (release, like the tapnet binary).
+resolve_vm_bench() {
+    if [ -n "${VM_BENCH_BIN:-}" ]; then
+        [ -x "$VM_BENCH_BIN" ] || { echo "bench.sh: VM_BENCH_BIN=$VM_BENCH_BIN is not executable" >&2; exit 1; }
+        return
+    fi
+    log "building tests/vm_bench.rs (cargo test --release --no-run)"
+    VM_BENCH_BIN=$(cd "$REPO" && cargo test --release --no-run --test vm_bench --message-format=json |
+        "$PYTHON" -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "vm_bench" and m.get("executable"):
+        print(m["executable"])')
+    [ -x "$VM_BENCH_BIN" ] || { echo "bench.sh: no tests/vm_bench.rs executable from cargo" >&2; exit 1; }
 }
 
 # ------------------------------------------------------------------ small helpers
@@ -800,6 +840,32 @@ nat_round() {
     fi
 }
 
+# Body of a VM case round (called by case_round): one run of tests/vm_bench.rs, which boots the
+# guest, sends VM_MIB MiB and prints one "VMBENCH key=value ..." line. The first round that
+# probed the accelerator leaves its answer in $WORK/vm.accel for the others (no 20 s probe each).
+vm_round() {
+    local out="$D/vm.log" accel=$VM_ACCEL rc=0 line kv k v
+    [ "$accel" != auto ] || [ ! -s "$WORK/vm.accel" ] || accel=$(cat "$WORK/vm.accel")
+    client 900 "$out" env VM_BENCH_CASE="${CASE#vm-}" VM_BENCH_MIB="$VM_MIB" VM_BENCH_ACCEL="$accel" \
+        "$VM_BENCH_BIN" --ignored --exact vm_throughput_for_bench --nocapture --test-threads 1 || rc=$?
+    line=$(grep -m1 '^VMBENCH ' "$out" || true)
+    if [ $rc -ne 0 ] || [ -z "$line" ]; then
+        record error "VM run failed (exit $rc): $(grep -m3 -E 'panicked|assertion|left:|right:|did not' "$out" | tr '\n\t' '  ' | head -c 300)"
+        return 0
+    fi
+    for kv in ${line#VMBENCH }; do
+        k=${kv%%=*} v=${kv#*=}
+        case $k in
+            mbit) record vm_mbit "$v" ;;
+            secs|switch_cpu_s|switch_cpu_s_per_gib|qemu_cpu_s_per_gib|qemu_cpu_pct|boot_s) record "$k" "$v" ;;
+            accel) [ -s "$WORK/vm.accel" ] || echo "$v" >"$WORK/vm.accel"
+                   echo "$CASE $ROUND $v" >>"$WORK/vm.accels" ;;
+            kvm_probe) [ "$v" = not-probed ] || echo "$v" >"$WORK/vm.probe" ;;
+        esac
+    done
+    log "  $CASE: $(tr ' ' '\n' <<<"$line" | grep -E '^(accel|mbit|switch_cpu_s_per_gib|qemu_cpu_s_per_gib)=' | tr '\n' ' ')"
+}
+
 # One case, one round, in a subshell so that `set -e` aborts only this case: the subshell's
 # EXIT trap tears its topology down, and its children are reaped by it (this machine's init
 # does not reap orphans).
@@ -816,7 +882,7 @@ case_round() {
     T="${P}${code}${ROUND}"
     trap sub_exit EXIT
     trap 'exit 143' TERM
-    case $CASE in nat-*) nat_round; return ;; esac
+    case $CASE in nat-*) nat_round; return ;; vm-*) vm_round; return ;; esac
 
     local t0
     t0=$(now)
@@ -954,6 +1020,7 @@ for c in iperf3 ping ip ss nsenter unshare "$PYTHON"; do
     command -v "$c" >/dev/null || { echo "bench.sh: $c not found" >&2; exit 1; }
 done
 case " $CASES " in *" tapnet"*|*" nat-tapnet"*) resolve_tapnet ;; *) [ "$SCALING" = 0 ] || resolve_tapnet ;; esac
+case " $CASES " in *" vm-"*) resolve_vm_bench ;; esac
 PY_COMM=$(basename "$(command -v "$PYTHON")" | cut -c1-15)
 TAPNET=${TAPNET:-/bin/false}   # the cleanup refers to it even when no tapnet case runs
 [ -e /dev/net/tun ] || { echo "bench.sh: /dev/net/tun is missing" >&2; exit 1; }
@@ -981,6 +1048,10 @@ META="$WORK/meta"
     ! command -v ovs-vswitchd >/dev/null || vers+=", Open vSwitch $(ovs-vswitchd --version | awk 'NR==1 { print $NF }')"
     ! command -v slirp4netns >/dev/null || vers+=", slirp4netns $(dpkg-query -W -f '${Version}' slirp4netns 2>/dev/null || slirp4netns --version | awk 'NR==1 { print $NF }')"
     ! command -v pasta >/dev/null || vers+=", pasta (passt) $(dpkg-query -W -f '${Version}' passt 2>/dev/null || echo '?')"
+    case " $CASES " in *" vm-"*)
+        vers+=", QEMU $(qemu-system-x86_64 --version 2>/dev/null | awk 'NR==1 { print $4 }')"
+        vers+=", guest $(ls "${CARGO_TARGET_DIR:-$REPO/target}/tmp/vm-guest" 2>/dev/null | grep -m1 linux-image || echo '?')" ;;
+    esac
     echo "versions=$vers"
     if [ "$TAPNET" != /bin/false ]; then
         echo "tapnet_version=$("$TAPNET" --version 2>/dev/null) (git $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
@@ -988,7 +1059,7 @@ META="$WORK/meta"
     echo "tapnet_args=$TAPNET_ARGS"
     echo "rounds=$ROUNDS"; echo "tcp_secs=$TCP_SECS"; echo "udp_secs=$UDP_SECS"; echo "ping_count=$PING_COUNT"
     echo "scale_tcp_secs=$SCALE_TCP_SECS"; echo "scale_max_iperf=$SCALE_MAX_IPERF"
-    echo "conn_secs=$CONN_SECS"; echo "nat_grace=$NAT_GRACE"
+    echo "conn_secs=$CONN_SECS"; echo "nat_grace=$NAT_GRACE"; echo "vm_mib=$VM_MIB"
 } >"$META"
 
 log "cases: $CASES; rounds: $ROUNDS; work dir $WORK"
@@ -999,6 +1070,10 @@ if [ "$SCALING" != 0 ]; then
     for n in $SCALE_PAIRS; do run_scale "$n"; done
 fi
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$META"
+if [ -s "$WORK/vm.accels" ]; then
+    echo "vm_accel=$(awk '{ print $3 }' "$WORK/vm.accels" | sort | uniq -c | awk '{ printf "%s%s (%s runs)", (NR > 1 ? ", " : ""), $2, $1 }')" >>"$META"
+    echo "vm_kvm_probe=$(cat "$WORK/vm.probe" 2>/dev/null || echo "not probed (VM_ACCEL=$VM_ACCEL)")" >>"$META"
+fi
 
 mkdir -p "$(dirname "$OUT")"
 report_args=(--meta "$META" --results "$RESULTS")

@@ -11,7 +11,8 @@ Subcommands:
 
 The result files are tab-separated: "case round metric value" for the side-by-side run and
 "pairs metric value" for the scaling run. A metric "error" carries a text instead of a number.
-Cases named nat-* (sandbox to the host's loopback through a NAT) get tables of their own.
+Cases named nat-* (sandbox to the host's loopback through a NAT) get tables of their own, and
+so do cases named vm-* (a QEMU guest's TCP send, tests/vm_bench.rs), compared with vm-passt.
 """
 
 import json
@@ -135,6 +136,10 @@ CASE_LABELS = {
     "nat-veth6": "kernel: veth + local delivery, over IPv6 (reference)",
     "nat-tapnet6-1500": "tapnet gateway NAT, MTU 1500, over IPv6",
     "nat-pasta6-1500": "pasta, MTU 1500, over IPv6",
+    "vm-tapnet-socket": "tapnet socket port (-netdev stream) → sandbox",
+    "vm-tapnet-vhost": "tapnet vhost-user port → sandbox",
+    "vm-qemu-user": "QEMU user networking (-netdev user) → host loopback",
+    "vm-passt": "passt (-netdev stream) → host loopback (reference)",
 }
 
 # (metric, header, decimals, ratio to the bridge?)
@@ -387,6 +392,81 @@ def goal_line(vals):
                 f"sandbox→host): {fmt(t)} vs {fmt(s)} Gbit/s, {t / s:.2f}x: **{verdict}**."]
 
 
+VM_BASE = "vm-passt"
+
+# (metric, header, decimals, ratio to vm-passt?)
+VM_COLUMNS = [
+    ("vm_mbit", "guest→receiver TCP Mbit/s", 1, True),
+    ("switch_cpu_s_per_gib", "switch CPU s per GiB", 1, True),
+    ("qemu_cpu_s_per_gib", "QEMU CPU s per GiB", 1, False),
+    ("qemu_cpu_pct", "QEMU CPU % during the send", 0, False),
+]
+
+
+def vm_table(order, vals, rounds):
+    out = ["| case | " + " | ".join(c[1] for c in VM_COLUMNS) + " |"]
+    out.append("|---" * (len(VM_COLUMNS) + 1) + "|")
+    base = vals.get(VM_BASE, {})
+    for case in order:
+        cells = []
+        n = len(rounds[case])
+        for metric, _, dec, ratio in VM_COLUMNS:
+            xs = vals[case].get(metric, [])
+            v = med(xs)
+            cell = fmt(v, dec)
+            if metric == "switch_cpu_s_per_gib" and case == "vm-qemu-user" and v is not None:
+                cell += " (all of QEMU)"
+            else:
+                b = med(base.get(metric, []))
+                if ratio and v is not None and b:
+                    cell += f" ({v / b:.2f}x)"
+            if ratio and len(xs) < n:
+                cell += f" [{len(xs)} of {n} rounds ok]"
+            cells.append(cell)
+        out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def vm_detail_table(order, vals):
+    cols = [
+        ("rounds ok", lambda v: str(len(v.get("vm_mbit", [])))),
+        ("Mbit/s [min-max]", lambda v: spread(v.get("vm_mbit", []), 1)),
+        ("switch CPU s/GiB [min-max]", lambda v: spread(v.get("switch_cpu_s_per_gib", []), 1)),
+        ("QEMU CPU s/GiB [min-max]", lambda v: spread(v.get("qemu_cpu_s_per_gib", []), 1)),
+        ("send s", lambda v: fmt(med(v.get("secs", [])), 2)),
+        ("boot s", lambda v: fmt(med(v.get("boot_s", [])), 1)),
+    ]
+    out = ["| case | " + " | ".join(c[0] for c in cols) + " |"]
+    out.append("|---" * (len(cols) + 1) + "|")
+    for case in order:
+        cells = [c[1](vals[case]) for c in cols]
+        out.append(f"| {CASE_LABELS.get(case, case)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def vm_goal_lines(vals, accel):
+    def m(case, metric="vm_mbit"):
+        return med(vals.get(case, {}).get(metric, []))
+    p, sock, vhost = m("vm-passt"), m("vm-tapnet-socket"), m("vm-tapnet-vhost")
+    others = [x for x in (sock, m("vm-qemu-user"), p) if x is not None]
+    tcg = "tcg" in (accel or "")
+    caveat = (" Under TCG the guest's emulation bounds every case (see QEMU CPU %), so these "
+              "verdicts measure QEMU more than the switches; the CPU per GiB columns compare "
+              "the switches." if tcg else "")
+    out = []
+    if p and sock is not None:
+        verdict = "met" if sock >= p else "not met"
+        out.append(f"- socket port at least passt's throughput: {fmt(sock, 1)} vs {fmt(p, 1)} "
+                   f"Mbit/s, {sock / p:.2f}x: **{verdict}**")
+    if p and vhost is not None:
+        verdict = "met" if vhost >= 2 * p and all(vhost >= x for x in others) else "not met"
+        out.append(f"- vhost-user the fastest and at least 2x passt: {fmt(vhost, 1)} vs "
+                   f"{fmt(p, 1)} Mbit/s, {vhost / p:.2f}x: **{verdict}**")
+    if not out:
+        return []
+    return ["", "Goals of issue 21 (medians of this run)." + caveat, ""] + out
+
+
 def read_rounds(path):
     rounds = defaultdict(set)
     with open(path) as f:
@@ -403,7 +483,8 @@ def cmd_report(args):
     order, vals, errors = read_results(opts["--results"])
     rounds = read_rounds(opts["--results"])
     nat_order = [c for c in order if c.startswith("nat-")]
-    sw_order = [c for c in order if not c.startswith("nat-")]
+    vm_order = [c for c in order if c.startswith("vm-")]
+    sw_order = [c for c in order if not c.startswith(("nat-", "vm-"))]
     m = meta.get
     out = [
         f"### tapnet benchmark, {m('date', '?')}",
@@ -428,6 +509,12 @@ def cmd_report(args):
             f"`-R`, killed as stalled {m('nat_grace')} s after its nominal end; connection rate "
             f"for {m('conn_secs')} s (one connection after the other: connect, 1 byte each way, "
             f"close); servers on the host's loopback (the kernel reference: on the veth's host end)")
+    if vm_order:
+        out.append(
+            f"- per VM case and round: tests/vm_bench.rs boots one guest (QEMU, "
+            f"accelerator: {m('vm_accel', '?')}; KVM probe: {m('vm_kvm_probe', '?')}), writes "
+            f"{m('vm_mib', '?')} MiB of zeros to its /tmp and times busybox `nc` sending them "
+            f"over TCP (guest MTU 1500), checksum checked at the receiver")
     out.append("")
     if sw_order:
         out.append("Medians over the rounds; ratios are against the Linux bridge of the same run "
@@ -449,6 +536,19 @@ def cmd_report(args):
         out += ["", "Spread and extra counters of the NAT cases (median [min-max] over the "
                     "rounds):", ""]
         out += nat_detail_table(nat_order, vals)
+    if vm_order:
+        if sw_order or nat_order:
+            out.append("")
+        out.append("A VM's TCP send: medians over the rounds; ratios are against passt of the same "
+                   "run. Switch CPU is the switch process's (tapnet daemon or passt, all threads) "
+                   "utime+stime over the send, per GiB moved; QEMU user networking's switch is "
+                   "inside QEMU, so its figure is all of QEMU's CPU, guest emulation included. "
+                   "100 % = one core.")
+        out.append("")
+        out += vm_table(vm_order, vals, rounds)
+        out += vm_goal_lines(vals, m("vm_accel"))
+        out += ["", "Spread of the VM cases (median [min-max] over the rounds):", ""]
+        out += vm_detail_table(vm_order, vals)
     if errors:
         out += ["", "Failures:", ""]
         for case in order:

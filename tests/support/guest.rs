@@ -6,6 +6,9 @@
 //!
 //! Built once per kernel version and cached under the target dir (a lock serialises the tests
 //! of a run that want it at the same time).
+//!
+//! Shared by tests/vm.rs and tests/vm_bench.rs, which use different parts of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -288,6 +291,26 @@ pub enum Netdev {
     Stream,
     /// `-netdev vhost-user` (`--vhost-user`): the guest's RAM is a shared memfd the backend maps.
     VhostUser,
+    /// `-netdev user`: QEMU's own user networking (slirp), no switch outside QEMU; `socket` is
+    /// not used. The guest is 10.0.2.15/24 and reaches the host's loopback at 10.0.2.2.
+    User,
+}
+
+/// How QEMU runs the guest: `-accel` and, for KVM, `-cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm(&'static str),
+}
+
+impl Accel {
+    /// For reports: `tcg`, `kvm-host`, `kvm-qemu64`.
+    pub fn name(self) -> String {
+        match self {
+            Accel::Tcg => "tcg".to_string(),
+            Accel::Kvm(cpu) => format!("kvm-{cpu}"),
+        }
+    }
 }
 
 /// The guest's RAM in MiB (and the vhost-user memory object's size).
@@ -300,6 +323,17 @@ impl Vm {
         guest: &Guest,
         spec: &VmSpec<'_>,
         run_as: Option<(u32, u32)>,
+    ) -> Result<Vm, String> {
+        Vm::boot_with(guest, spec, run_as, Accel::Tcg, Duration::from_secs(180))
+    }
+
+    /// `boot` with an accelerator and a limit on the wait for the guest's shell.
+    pub fn boot_with(
+        guest: &Guest,
+        spec: &VmSpec<'_>,
+        run_as: Option<(u32, u32)>,
+        accel: Accel,
+        ready_within: Duration,
     ) -> Result<Vm, String> {
         let append = format!(
             "console=ttyS0 quiet panic=-1 tapnet.ip={} tapnet.gw={} tapnet.dhcp={}",
@@ -326,6 +360,12 @@ impl Vm {
                 "-netdev".into(),
                 "vhost-user,id=n0,chardev=c0".into(),
             ]),
+            Netdev::User => net_args.extend(["-netdev".into(), "user,id=n0".into()]),
+        }
+        let mut accel_args: Vec<&str> = Vec::new();
+        match accel {
+            Accel::Tcg => accel_args.extend(["-accel", "tcg"]),
+            Accel::Kvm(cpu) => accel_args.extend(["-accel", "kvm", "-cpu", cpu]),
         }
         let mut cmd = match run_as {
             Some((uid, gid)) => {
@@ -337,34 +377,35 @@ impl Vm {
             }
             None => Command::new("qemu-system-x86_64"),
         };
-        cmd.args([
-            "-accel",
-            "tcg",
-            "-m",
-            &GUEST_MIB.to_string(),
-            "-nodefaults",
-            "-no-user-config",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-kernel",
-        ])
-        .arg(&guest.kernel)
-        .arg("-initrd")
-        .arg(&guest.initrd)
-        .args(["-append", &append])
-        .args(&net_args)
-        .arg("-device")
-        .arg(match spec.netdev {
-            Netdev::Stream => format!("virtio-net-pci,netdev=n0,mac={}", spec.mac),
-            // No MSI-X: QEMU 7.2 under TCG crashes setting up vhost's MSI-X vector notifiers.
-            Netdev::VhostUser => format!("virtio-net-pci,netdev=n0,mac={},vectors=0", spec.mac),
-        })
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(&accel_args)
+            .args([
+                "-m",
+                &GUEST_MIB.to_string(),
+                "-nodefaults",
+                "-no-user-config",
+                "-no-reboot",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-kernel",
+            ])
+            .arg(&guest.kernel)
+            .arg("-initrd")
+            .arg(&guest.initrd)
+            .args(["-append", &append])
+            .args(&net_args)
+            .arg("-device")
+            .arg(match spec.netdev {
+                Netdev::Stream | Netdev::User => {
+                    format!("virtio-net-pci,netdev=n0,mac={}", spec.mac)
+                }
+                // No MSI-X: QEMU 7.2 under TCG crashes setting up vhost's MSI-X vector notifiers.
+                Netdev::VhostUser => format!("virtio-net-pci,netdev=n0,mac={},vectors=0", spec.mac),
+            })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let start = Instant::now();
         let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
         let stdin = child.stdin.take().ok_or("no QEMU stdin")?;
@@ -397,13 +438,19 @@ impl Vm {
             log: String::new(),
             boot_secs: 0.0,
         };
-        match vm.wait_for(|l| l == "TAPNET-READY", Duration::from_secs(180)) {
+        match vm.wait_for(|l| l == "TAPNET-READY", ready_within) {
             Ok(_) => {
                 vm.boot_secs = start.elapsed().as_secs_f64();
                 Ok(vm)
             }
             Err(e) => Err(format!("guest did not come up: {e}\n{}", vm.log)),
         }
+    }
+
+    /// QEMU's process ID (its CPU time is the guest's cost, and with `Netdev::User` the
+    /// switch's too).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn wait_for(
