@@ -165,9 +165,10 @@ fn spoofed(t: &Tapnet, port: &str, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Three sandboxes on a new network `net` (`--opt` as given); their stations.
+/// Three sandboxes on a new dual-stack network `net` (`--opt` as given); their stations. (An
+/// IPv4-only network's endpoints have IPv6 off: no link-local address to guard.)
 fn trio(t: &Tapnet, net: &str, opts: &[&str], names: [&str; 3]) -> [Station; 3] {
-    let mut args = vec!["network", "create", net];
+    let mut args = vec!["network", "create", net, "--ipv6"];
     args.extend(opts);
     t.ok(&args);
     for s in names {
