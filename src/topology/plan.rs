@@ -256,6 +256,63 @@ fn pair(a: &str, b: &str, net: &str) -> (String, String, String) {
     }
 }
 
+/// The plan's lists for one kind of object the file declares (sandboxes, ports).
+struct Made<'a, T> {
+    remove: &'a mut Vec<String>,
+    create: &'a mut Vec<T>,
+    /// What the record will say the file made.
+    owned: &'a mut Vec<String>,
+}
+
+impl<T: Clone> Made<'_, T> {
+    /// One object of the file: made when the daemon lacks it, kept when it `matches` (None:
+    /// the daemon has none), replaced when an earlier `up` of this file made it (`owned`),
+    /// refused otherwise. One already being removed is made anew.
+    fn reconcile(
+        &mut self,
+        kind: &str,
+        name: &str,
+        spec: &T,
+        matches: Option<bool>,
+        owned: bool,
+    ) -> Result<(), String> {
+        let removing = self.remove.iter().any(|r| r == name);
+        match matches {
+            None => {}
+            Some(true) if !removing => {
+                if owned {
+                    self.owned.push(name.to_string());
+                }
+                return Ok(());
+            }
+            Some(_) if owned && !removing => self.remove.push(name.to_string()),
+            Some(_) if owned => {}
+            Some(_) => {
+                return Err(format!(
+                    "{kind} {name} exists with other settings and was not made by this file"
+                ));
+            }
+        }
+        self.create.push(spec.clone());
+        self.owned.push(name.to_string());
+        Ok(())
+    }
+}
+
+/// Remove what an earlier `up` made (`recorded`) and the file no longer declares, if it exists.
+fn remove_gone(
+    recorded: &[String],
+    in_file: impl Fn(&str) -> bool,
+    exists: impl Fn(&str) -> bool,
+    remove: &mut Vec<String>,
+) {
+    for name in recorded.iter().filter(|n| !in_file(n)) {
+        if exists(name) && !remove.contains(name) {
+            remove.push(name.clone());
+        }
+    }
+}
+
 /// The plan of `tapnet up`, and the record to keep once it is carried out.
 pub fn plan_up(
     topo: &Topology,
@@ -352,40 +409,22 @@ pub fn plan_up(
         }
         let owned = record.sandboxes.contains(&spec.name);
         let same_command = record.commands.get(&spec.name) == spec.command.as_ref();
-        match sb_view(&spec.name) {
-            None => {
-                create_sb.push(spec.clone());
-                owned_sbs.push(spec.name.clone());
-            }
-            Some(v)
-                if !remove_sb.contains(&spec.name)
-                    && sandbox_matches(spec, v)
-                    && (same_command || !owned && spec.command.is_none()) =>
-            {
-                if owned {
-                    owned_sbs.push(spec.name.clone());
-                }
-            }
-            Some(_) if owned => {
-                if !remove_sb.contains(&spec.name) {
-                    remove_sb.push(spec.name.clone());
-                }
-                create_sb.push(spec.clone());
-                owned_sbs.push(spec.name.clone());
-            }
-            Some(_) => {
-                return Err(format!(
-                    "sandbox {} exists with other settings and was not made by this file",
-                    spec.name
-                ));
-            }
-        }
+        let kept = sb_view(&spec.name).map(|v| {
+            sandbox_matches(spec, v) && (same_command || !owned && spec.command.is_none())
+        });
+        let mut made = Made {
+            remove: &mut remove_sb,
+            create: &mut create_sb,
+            owned: &mut owned_sbs,
+        };
+        made.reconcile("sandbox", &spec.name, spec, kept, owned)?;
     }
-    for name in record.sandboxes.iter().filter(|s| !in_file_sb(s)) {
-        if sb_view(name).is_some() && !remove_sb.contains(name) {
-            remove_sb.push(name.clone());
-        }
-    }
+    remove_gone(
+        &record.sandboxes,
+        in_file_sb,
+        |s| sb_view(s).is_some(),
+        &mut remove_sb,
+    );
     // Ports as sandboxes: made when missing, kept when they match, replaced when the file's.
     for spec in &topo.ports {
         if !in_file_net(&spec.network) && net_view(&spec.network).is_none() {
@@ -401,36 +440,20 @@ pub fn plan_up(
             ));
         }
         let owned = record.ports.contains(&spec.name);
-        match port_view(&spec.name) {
-            None => {
-                create_port.push(spec.clone());
-                owned_ports.push(spec.name.clone());
-            }
-            Some(v) if !remove_port.contains(&spec.name) && port_matches(spec, v) => {
-                if owned {
-                    owned_ports.push(spec.name.clone());
-                }
-            }
-            Some(_) if owned => {
-                if !remove_port.contains(&spec.name) {
-                    remove_port.push(spec.name.clone());
-                }
-                create_port.push(spec.clone());
-                owned_ports.push(spec.name.clone());
-            }
-            Some(_) => {
-                return Err(format!(
-                    "port {} exists with other settings and was not made by this file",
-                    spec.name
-                ));
-            }
-        }
+        let kept = port_view(&spec.name).map(|v| port_matches(spec, v));
+        let mut made = Made {
+            remove: &mut remove_port,
+            create: &mut create_port,
+            owned: &mut owned_ports,
+        };
+        made.reconcile("port", &spec.name, spec, kept, owned)?;
     }
-    for name in record.ports.iter().filter(|p| !in_file_port(p)) {
-        if port_view(name).is_some() && !remove_port.contains(name) {
-            remove_port.push(name.clone());
-        }
-    }
+    remove_gone(
+        &record.ports,
+        in_file_port,
+        |p| port_view(p).is_some(),
+        &mut remove_port,
+    );
 
     // Links and blocks: compare with what the surviving sandboxes and ports have; new ones have
     // none.
