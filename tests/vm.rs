@@ -503,68 +503,117 @@ fn a_vm_on_a_vhost_user_port_moves_bulk_tcp_and_reconnects() {
     assert!(!socket.exists(), "port rm leaves no socket");
 }
 
+/// A rootless daemon (user tapnet-test) with a network on `subnet` (`host_loopback=on`), a
+/// sandbox `sb` and a port `vm` (`kind`: `--qemu-socket` or `--vhost-user`) whose socket is in
+/// the user's own directory and which publishes a free host port to the VM's port 7000; QEMU
+/// runs as the user too.
+struct RootlessVm {
+    user: common::TestUser,
+    guest: guest::Guest,
+    socket: PathBuf,
+    _dir: SocketDir,
+    host_port: u16,
+    mac: String,
+    cidr: String,
+    vm_ip: String,
+    gateway: String,
+}
+
+impl RootlessVm {
+    /// The daemon's client, and the port's VM side.
+    fn new(tag: &str, subnet: &str, kind: &str) -> (Tapnet, Self) {
+        let shared = guest::guest();
+        let t = Tapnet::rootless(&format!("vm-{tag}"), "tapnet-test");
+        let user = t.user.clone().expect("rootless user");
+        let (dir, guest) = SocketDir::for_user(tag, &user, &shared);
+        let socket = dir.0.join("vm.sock");
+        let net = format!("{tag}net");
+        t.ok(&[
+            "network",
+            "create",
+            &net,
+            "--subnet",
+            subnet,
+            "--opt",
+            "host_loopback=on",
+        ]);
+        t.ok(&["sandbox", "create", "sb", "--net", &net]);
+        let host_port = free_port();
+        t.ok(&[
+            "port",
+            "add",
+            &net,
+            "vm",
+            kind,
+            socket.to_str().expect("utf-8 path"),
+            "-p",
+            &format!("127.0.0.1:{host_port}:7000"),
+        ]);
+        let meta = std::fs::metadata(&socket).expect("socket made");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            user.uid,
+            "the user's own socket"
+        );
+        let ports = t.json(&["port", "ls"]);
+        let mac = ports[0]["mac"].as_str().expect("mac").to_string();
+        let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
+        let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
+        let gateway = t.json(&["network", "inspect", &net])["gateway"]
+            .as_str()
+            .expect("gateway")
+            .to_string();
+        let r = RootlessVm {
+            user,
+            guest,
+            socket,
+            _dir: dir,
+            host_port,
+            mac,
+            cidr,
+            vm_ip,
+            gateway,
+        };
+        (t, r)
+    }
+
+    fn spec(&self, dhcp: bool, netdev: guest::Netdev) -> VmSpec<'_> {
+        VmSpec {
+            socket: &self.socket,
+            mac: &self.mac,
+            ip: &self.cidr,
+            gateway: &self.gateway,
+            dhcp,
+            netdev,
+        }
+    }
+
+    fn boot(&self, spec: &VmSpec<'_>) -> Vm {
+        Vm::boot(&self.guest, spec, Some((self.user.uid, self.user.gid)))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 /// Rootless: the daemon and QEMU run as an unprivileged user, the socket in its own directory.
 #[test]
 fn a_rootless_vm_on_a_socket_port_reaches_a_sandbox() {
     if !qemu_present() {
         return;
     }
-    let shared = guest::guest();
-    let mut t = Tapnet::rootless("vm-rl", "tapnet-test");
-    let user = t.user.clone().expect("rootless user");
-    let (dir, guest) = SocketDir::for_user("rl", &user, &shared);
-    let socket = dir.0.join("vm.sock");
-    t.ok(&[
-        "network",
-        "create",
-        "rlnet",
-        "--subnet",
-        "10.78.0.0/24",
-        "--opt",
-        "host_loopback=on",
-    ]);
-    t.ok(&["sandbox", "create", "sb", "--net", "rlnet"]);
-    let host_port = free_port();
-    t.ok(&[
-        "port",
-        "add",
-        "rlnet",
-        "vm",
-        "--qemu-socket",
-        socket.to_str().expect("utf-8 path"),
-        "-p",
-        &format!("127.0.0.1:{host_port}:7000"),
-    ]);
-    let meta = std::fs::metadata(&socket).expect("socket made");
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&meta),
-        user.uid,
-        "the user's own socket"
-    );
-    let ports = t.json(&["port", "ls"]);
-    let mac = ports[0]["mac"].as_str().expect("mac").to_string();
-    let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
-    let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
-    let spec = VmSpec {
-        socket: &socket,
-        mac: &mac,
-        ip: &cidr,
-        gateway: "10.78.0.1",
-        dhcp: false,
-        netdev: guest::Netdev::Stream,
-    };
-    let mut vm =
-        Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));
-    let sb_ip = sandbox_ip(&t, "sb");
+    let (mut t, r) = RootlessVm::new("rl", "10.78.0.0/24", "--qemu-socket");
+    let t = &mut t;
+    let spec = r.spec(false, guest::Netdev::Stream);
+    let mut vm = r.boot(&spec);
+    let sb_ip = sandbox_ip(t, "sb");
     let ping = vm.ok("ping -c 2 sb", Duration::from_secs(30));
     assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
-    let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 1024);
+    let mbit = transfer(t, &mut vm, "sb", &sb_ip, 1024);
     eprintln!("vm: rootless, 1 MiB VM -> sandbox at {mbit:.0} Mbit/s");
-    nat_and_published(&mut t, &mut vm, "10.78.0.1", host_port);
-    assert!(t.ping("sb", &vm_ip));
+    nat_and_published(t, &mut vm, &r.gateway, r.host_port);
+    assert!(t.ping("sb", &r.vm_ip));
     drop(vm);
     t.ok(&["port", "rm", "vm"]);
-    assert!(!socket.exists());
+    assert!(!r.socket.exists());
 }
 
 /// Rootless vhost-user: the daemon and QEMU run as an unprivileged user; the guest's memory is
@@ -575,73 +624,30 @@ fn a_rootless_vm_on_a_vhost_user_port_reaches_a_sandbox() {
     if !qemu_present() {
         return;
     }
-    let shared = guest::guest();
-    let mut t = Tapnet::rootless("vm-rlv", "tapnet-test");
-    let user = t.user.clone().expect("rootless user");
-    let (dir, guest) = SocketDir::for_user("rlv", &user, &shared);
-    let socket = dir.0.join("vhu.sock");
-    t.ok(&[
-        "network",
-        "create",
-        "rlvnet",
-        "--subnet",
-        "10.75.0.0/24",
-        "--opt",
-        "host_loopback=on",
-    ]);
-    t.ok(&["sandbox", "create", "sb", "--net", "rlvnet"]);
-    let host_port = free_port();
-    t.ok(&[
-        "port",
-        "add",
-        "rlvnet",
-        "vm",
-        "--vhost-user",
-        socket.to_str().expect("utf-8 path"),
-        "-p",
-        &format!("127.0.0.1:{host_port}:7000"),
-    ]);
-    let meta = std::fs::metadata(&socket).expect("socket made");
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&meta),
-        user.uid,
-        "the user's own socket"
-    );
-    let ports = t.json(&["port", "ls"]);
-    let mac = ports[0]["mac"].as_str().expect("mac").to_string();
-    let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
-    let vm_ip = cidr.split('/').next().unwrap_or_default().to_string();
-    let spec = VmSpec {
-        socket: &socket,
-        mac: &mac,
-        ip: &cidr,
-        gateway: "10.75.0.1",
-        dhcp: true,
-        netdev: guest::Netdev::VhostUser,
-    };
-    let mut vm =
-        Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));
+    let (mut t, r) = RootlessVm::new("rlv", "10.75.0.0/24", "--vhost-user");
+    let t = &mut t;
+    let spec = r.spec(true, guest::Netdev::VhostUser);
+    let mut vm = r.boot(&spec);
     assert!(vm.log.contains("TAPNET-ADDRESS dhcp"), "{}", vm.log);
-    let sb_ip = sandbox_ip(&t, "sb");
+    let sb_ip = sandbox_ip(t, "sb");
     let ping = vm.ok("ping -c 2 sb", Duration::from_secs(30));
     assert!(ping.contains(&format!("({sb_ip})")), "{ping}");
-    let mbit = transfer(&mut t, &mut vm, "sb", &sb_ip, 2048);
+    let mbit = transfer(t, &mut vm, "sb", &sb_ip, 2048);
     eprintln!("vm: rootless vhost-user, 2 MiB VM -> sandbox at {mbit:.0} Mbit/s");
-    let mbit = transfer_to_vm(&t, &mut vm, "sb", &vm_ip);
+    let mbit = transfer_to_vm(t, &mut vm, "sb", &r.vm_ip);
     eprintln!("vm: rootless vhost-user, 4 MiB sandbox -> VM at {mbit:.0} Mbit/s");
-    nat_and_published(&mut t, &mut vm, "10.75.0.1", host_port);
+    nat_and_published(t, &mut vm, &r.gateway, r.host_port);
     // The VM restarts and finds its port.
     drop(vm);
     assert!(wait_until(Duration::from_secs(5), || {
         t.json(&["port", "ls"])[0]["connected"] == false
     }));
-    let mut vm =
-        Vm::boot(&guest, &spec, Some((user.uid, user.gid))).unwrap_or_else(|e| panic!("{e}"));
+    let mut vm = r.boot(&spec);
     vm.ok("ping -c 2 sb", Duration::from_secs(30));
-    assert!(t.ping("sb", &vm_ip));
+    assert!(t.ping("sb", &r.vm_ip));
     drop(vm);
     t.ok(&["port", "rm", "vm"]);
-    assert!(!socket.exists());
+    assert!(!r.socket.exists());
 }
 
 /// A namespace of the test and a veth pair into it, both gone on drop.
