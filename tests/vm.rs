@@ -88,17 +88,7 @@ fn sandbox_ip(t: &Tapnet, sandbox: &str) -> String {
 /// Returns the rate in Mbit/s.
 fn transfer(t: &mut Tapnet, vm: &mut Vm, sandbox: &str, ip: &str, kib: usize) -> f64 {
     let server = t.spawn_server(sandbox, &["tcp-serve", ip, "5001"]);
-    let sum = vm.ok(
-        &format!(
-            "dd if=/dev/urandom of=/tmp/f bs=1024 count={kib} 2>/dev/null && sha256sum /tmp/f"
-        ),
-        Duration::from_secs(60),
-    );
-    let sent = sum
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_string();
+    let sent = vm.make_file("/tmp/f", "/dev/urandom", kib, Duration::from_secs(60));
     let start = Instant::now();
     vm.ok(&format!("nc {ip} 5001 < /tmp/f"), Duration::from_secs(120));
     let secs = start.elapsed().as_secs_f64();
@@ -154,11 +144,7 @@ fn free_port() -> u16 {
 /// port 7000 through the port's published `host_port`; the checksums agree both times.
 fn nat_and_published(t: &mut Tapnet, vm: &mut Vm, gateway: &str, host_port: u16) {
     let (server, port) = t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
-    let sum = vm.ok(
-        "dd if=/dev/urandom of=/tmp/n bs=1024 count=256 2>/dev/null && sha256sum /tmp/n",
-        Duration::from_secs(60),
-    );
-    let sent = sum.split_whitespace().next().expect("sha256sum output");
+    let sent = vm.make_file("/tmp/n", "/dev/urandom", 256, Duration::from_secs(60));
     vm.ok(
         &format!("nc {gateway} {port} < /tmp/n"),
         Duration::from_secs(60),

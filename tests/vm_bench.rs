@@ -322,19 +322,12 @@ fn vm_throughput_for_bench() {
     eprintln!("vm_bench: {case}: guest up in {:.1} s", vm.boot_secs);
 
     let bytes = mib * 1024 * 1024;
-    let sum = vm.ok(
-        &format!(
-            "dd if=/dev/{data} of=/tmp/f bs=1048576 count={mib} 2>/dev/null && sha256sum /tmp/f"
-        ),
+    let sent = vm.make_file(
+        "/tmp/f",
+        &format!("/dev/{data}"),
+        mib * 1024,
         Duration::from_secs(300),
     );
-    // The console may show other lines first (the shell's banner).
-    let sent = sum
-        .lines()
-        .find(|l| l.trim_end().ends_with(" /tmp/f"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no sha256sum line in {sum:?}"))
-        .to_string();
     let ip = &setup.target_ip;
     let (server, port) = if setup.in_sandbox {
         let index = t.spawn_server("sb", &["tcp-serve", ip, "5001"]);

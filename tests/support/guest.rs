@@ -497,6 +497,29 @@ impl Vm {
         (rc, out)
     }
 
+    /// Fill `path` in the guest with `kib` KiB from `source` (`/dev/urandom`, `/dev/zero`);
+    /// its SHA-256, hex.
+    pub fn make_file(&mut self, path: &str, source: &str, kib: usize, timeout: Duration) -> String {
+        // Whole MiB in big blocks: a KiB at a time is slow under emulation.
+        let (bs, count) = if kib % 1024 == 0 {
+            (1_048_576, kib / 1024)
+        } else {
+            (1024, kib)
+        };
+        let out = self.ok(
+            &format!(
+                "dd if={source} of={path} bs={bs} count={count} 2>/dev/null && sha256sum {path}"
+            ),
+            timeout,
+        );
+        // The console may show other lines first (the shell's banner).
+        out.lines()
+            .find(|l| l.trim_end().ends_with(&format!(" {path}")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no sha256sum line in {out:?}"))
+            .to_string()
+    }
+
     /// Run and insist on exit status 0; the output.
     pub fn ok(&mut self, cmd: &str, timeout: Duration) -> String {
         let (rc, out) = self.run(cmd, timeout);
