@@ -761,6 +761,13 @@ fn an_existing_interface_becomes_a_port() {
     );
     let ports = t.json(&["port", "ls"]);
     assert_eq!(ports[0]["kind"], "iface", "{ports}");
+    // Through the packet socket's mmap'd rings, unless the daemon was told otherwise.
+    let io = if std::env::var_os("TAPNET_IFACE_RING").is_some_and(|v| v == "0") {
+        "plain"
+    } else {
+        "ring"
+    };
+    assert_eq!(ports[0]["io"], io, "{ports}");
     let mac = ports[0]["mac"].as_str().expect("mac").to_string();
     let cidr = ports[0]["ipv4"].as_str().expect("ipv4").to_string();
     let ip = cidr.split('/').next().unwrap_or_default().to_string();
@@ -835,6 +842,25 @@ fn an_existing_interface_becomes_a_port() {
         "8388608",
     ]);
     assert_eq!(t.server_output(server), sent.trim());
+    // And the other way, sandbox to the station behind the interface (super-frames leave
+    // through the port: with rings, by its socket for frames too big for a slot).
+    let mut back = std::process::Command::new("ip")
+        .args(["netns", "exec", &v.ns, "python3"])
+        .arg(&script)
+        .args(["tcp-serve", &ip, "5002"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the server behind the interface");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(back.stdout.as_mut().expect("server stdout")),
+        &mut ready,
+    )
+    .expect("server output");
+    assert_eq!(ready.trim(), "ready");
+    let sent = t.traffic("sb", &["tcp-send", &ip, "5002", "8388608"]);
+    let got = back.wait_with_output().expect("server exit");
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), sent);
     // A capture of the port alone, by its name.
     let pcap = t.dir.join("ext.pcap");
     let mut capture = t

@@ -77,6 +77,10 @@ pub struct PortView {
     pub kind: String,
     /// The socket's path, or the interface's name.
     pub path: String,
+    /// How an `iface` port moves frames: "ring" (mmap'd packet rings) or "plain" (a system
+    /// call per frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<String>,
     pub mac: String,
     /// CIDR form, as endpoints'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +157,8 @@ pub enum Request {
     Shutdown,
     /// The daemon's mode, version, state dir and the kernel features it found.
     Info,
+    /// The committed state, as the state file's JSON (`tapnet system export`).
+    SystemExport,
     /// Impair an endpoint's link (`tapnet link set`).
     LinkSet(super::lab::LinkChange),
     LinkShow {

@@ -221,7 +221,10 @@ pub fn port_list(views: &[PortView], format: Format) -> String {
             vec![
                 p.name.clone(),
                 p.network.clone(),
-                p.kind.clone(),
+                match &p.io {
+                    Some(io) => format!("{} ({io})", p.kind),
+                    None => p.kind.clone(),
+                },
                 p.mac.clone(),
                 both(&p.ipv4, &p.ipv6),
                 if p.connected { "connected" } else { "waiting" }.to_string(),

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod impair;
 pub(crate) mod network;
 pub mod packet_port;
+pub mod packet_ring;
 pub(crate) mod pcap;
 pub mod policy;
 pub mod port;
@@ -288,14 +289,27 @@ impl Datapath {
         fd: OwnedFd,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.insert_port(net, label, vec![fd], policy, false)
+        self.insert_port(net, label, vec![fd], policy, false, None)
+    }
+
+    /// Wire an `--iface` port into network `net`: `fd` its packet socket, polled as any port's,
+    /// `ring` that socket's rings, through which the workers read and write its frames.
+    pub fn add_ring_port(
+        &self,
+        net: NetId,
+        label: String,
+        fd: OwnedFd,
+        ring: packet_ring::PacketRing,
+        policy: Option<PortPolicy>,
+    ) -> Result<PortId> {
+        self.insert_port(net, label, vec![fd], policy, false, Some(ring))
     }
 
     /// Wire a service port (the gateway's, the VTEP's socketpair end) into network `net`: it
     /// speaks for many stations (no port security), sandboxes reach it under `icc=false`, and
     /// the policy does not check its frames.
     pub fn add_service_port(&self, net: NetId, label: String, fd: OwnedFd) -> Result<PortId> {
-        self.insert_port(net, label, vec![fd], None, true)
+        self.insert_port(net, label, vec![fd], None, true, None)
     }
 
     /// Wire the host's interface (`host_access`, its TAP's queues) into network `net`: a service
@@ -308,7 +322,7 @@ impl Datapath {
         queues: Vec<OwnedFd>,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.insert_port(net, label, queues, policy, true)
+        self.insert_port(net, label, queues, policy, true, None)
     }
 
     /// Wire a sandbox's TAP, opened with `tap_queues()` queues (one fd each), into network
@@ -330,7 +344,7 @@ impl Datapath {
                 self.tap_queues
             );
         }
-        self.insert_port(net, label, queues, policy, false)
+        self.insert_port(net, label, queues, policy, false, None)
     }
 
     fn insert_port(
@@ -340,6 +354,7 @@ impl Datapath {
         queues: Vec<OwnedFd>,
         policy: Option<PortPolicy>,
         service: bool,
+        ring: Option<packet_ring::PacketRing>,
     ) -> Result<PortId> {
         if queues.is_empty() {
             return Err(Error::invalid(format!(
@@ -361,6 +376,9 @@ impl Datapath {
         workers[owner].owned_ports += 1;
         let mut port = Port::new(id, net, label, queues, policy);
         port.service = service;
+        if let Some(ring) = ring {
+            port = port.with_ring(ring);
+        }
         let port = Arc::new(port);
         reg.ports.insert(id, (port.clone(), owner));
         drop(reg);

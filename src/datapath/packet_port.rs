@@ -1,17 +1,30 @@
 //! An existing interface of the daemon's namespace as a switch port (`tapnet port add --iface`):
-//! a VMM's TAP, a veth end, a NIC. An AF_PACKET socket with `PACKET_VNET_HDR` reads and writes
-//! frames behind the same 12-byte virtio-net header a TAP queue uses, so its fd is the port's
-//! fd as is: the workers poll it, super-frames pass whole (the kernel segments what the device
-//! cannot take), and no thread of its own is needed. The interface is set up and promiscuous
-//! (a packet-socket membership, gone with the socket); `IfaceGuard` puts it down again on drop
-//! if it was down. Its addresses are never touched.
+//! a VMM's TAP, a veth end, a NIC. An AF_PACKET socket with a virtio-net header reads and writes
+//! its frames, so super-frames pass whole (the kernel segments what the device cannot take) and
+//! partial checksums stay partial, as on a TAP queue; the socket's fd is the port's fd, polled
+//! by the workers like a TAP queue's, and no thread of its own is needed.
+//!
+//! By default the socket has mmap'd TPACKET_V2 RX and TX rings (`packet_ring.rs`): the worker
+//! that polls the port copies frames out of RX slots with no system call per frame, and frames
+//! for the interface are copied into TX slots and sent with one `send` per poll round instead
+//! of one `write` each. Why V2 and not V3, and how frames too big for a slot pass: see
+//! `packet_ring.rs`. If the kernel refuses a ring (an option or the mapping fails), the port
+//! reads and writes the socket plainly, one system call per frame, as it did before the rings;
+//! `TAPNET_IFACE_RING=0` in the daemon's environment asks for that (to compare the two:
+//! `scripts/bench-iface.sh`, figures in BENCHMARKS.md). The io_uring workers
+//! (`--datapath-io uring`) read and write fds, so their ports are always plain. `port ls`
+//! says which (`io`).
+//!
+//! The interface is set up and promiscuous (a packet-socket membership, gone with the socket);
+//! `IfaceGuard` puts it down again on drop if it was down. Its addresses are never touched.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::packet_ring::PacketRing;
 use crate::error::{Context, Error, Result};
 
 /// `setsockopt(SOL_PACKET)`: the virtio-net header's size (Linux 6.2; not in libc yet).
-const PACKET_VNET_HDR_SZ: i32 = 24;
+pub(crate) const PACKET_VNET_HDR_SZ: i32 = 24;
 
 /// Restores the interface's administrative state when the port goes.
 pub struct IfaceGuard {
@@ -103,23 +116,38 @@ fn setsockopt_int(fd: &OwnedFd, level: i32, opt: i32, value: i32) -> std::io::Re
     Ok(())
 }
 
-/// A non-blocking packet socket on `name` that reads and writes virtio-net-header frames, the
-/// interface up and promiscuous; and the guard that restores it. `was_down`: it was down
-/// before an earlier `open` (of a daemon since restarted), whatever it is now.
-pub fn open(name: &str, was_down: bool) -> Result<(OwnedFd, IfaceGuard)> {
-    let index = nix::net::if_::if_nametoindex(name).map_err(|e| {
-        Error::invalid(format!(
-            "no interface {name} in the daemon's namespace: {e}"
-        ))
-    })?;
-    // Up before the socket binds: a packet socket bound to a down interface reports ENETDOWN
-    // on its first read, and the worker would stop polling it. The guard puts it back down if
-    // a later step fails.
-    let guard = IfaceGuard {
-        name: name.to_string(),
-        was_up: set_up(name, true)? && !was_down,
-    };
-    let proto = (libc::ETH_P_ALL as u16).to_be();
+/// How an `--iface` port moves frames (`port ls` shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// mmap'd TPACKET_V2 RX and TX rings (`packet_ring.rs`).
+    Ring,
+    /// One `read` or `write` per frame.
+    Plain,
+}
+
+impl Io {
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::Ring => "ring",
+            Io::Plain => "plain",
+        }
+    }
+}
+
+/// Whether `--iface` ports use rings: yes unless `TAPNET_IFACE_RING=0` (to compare the two).
+pub fn rings_wanted() -> bool {
+    std::env::var_os("TAPNET_IFACE_RING").is_none_or(|v| v != "0")
+}
+
+/// An opened `--iface` port: its packet socket (the fd the workers poll), the socket's rings
+/// (`None`: plain reads and writes) and the guard that restores the interface.
+pub struct Opened {
+    pub fd: OwnedFd,
+    pub ring: Option<PacketRing>,
+    pub guard: IfaceGuard,
+}
+
+fn packet_socket(name: &str, proto: u16) -> Result<OwnedFd> {
     // SAFETY: a plain socket call; the fd is owned at once.
     let raw = unsafe {
         libc::socket(
@@ -135,18 +163,56 @@ pub fn open(name: &str, was_down: bool) -> Result<(OwnedFd, IfaceGuard)> {
         )));
     }
     // SAFETY: raw is a fresh fd nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A non-blocking packet socket on `name` that reads and writes virtio-net-header frames, the
+/// interface up and promiscuous; and the guard that restores it. `was_down`: it was down
+/// before an earlier `open` (of a daemon since restarted), whatever it is now. With `ring`,
+/// the socket gets RX and TX rings if the kernel allows (else plain reads and writes, said on
+/// stderr).
+pub fn open(name: &str, was_down: bool, ring: bool) -> Result<Opened> {
+    let index = nix::net::if_::if_nametoindex(name).map_err(|e| {
+        Error::invalid(format!(
+            "no interface {name} in the daemon's namespace: {e}"
+        ))
+    })?;
+    // Up before the socket binds: a packet socket bound to a down interface reports ENETDOWN
+    // on its first read, and the worker would stop polling it. The guard puts it back down if
+    // a later step fails.
+    let guard = IfaceGuard {
+        name: name.to_string(),
+        was_up: set_up(name, true)? && !was_down,
+    };
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let mut fd = packet_socket(name, proto)?;
+    let ring = if ring {
+        match PacketRing::setup(&fd, name, index) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("tapnet: {e}; port on {name} reads and writes without rings");
+                // Options set before the failure stay on a socket: start over.
+                fd = packet_socket(name, proto)?;
+                None
+            }
+        }
+    } else {
+        None
+    };
     let what =
         |e: std::io::Error, step: &str| Error::invalid(format!("interface {name}: {step}: {e}"));
     // The switch's frames carry the 12-byte header (with num_buffers) a TAP is given; a packet
-    // socket's is 10 bytes unless told otherwise (PACKET_VNET_HDR_SZ, Linux 6.2).
-    setsockopt_int(
-        &fd,
-        libc::SOL_PACKET,
-        PACKET_VNET_HDR_SZ,
-        crate::wire::VNET_HDR_LEN as i32,
-    )
-    .map_err(|e| what(e, "PACKET_VNET_HDR_SZ (Linux 6.2 or later)"))?;
+    // socket's is 10 bytes unless told otherwise (PACKET_VNET_HDR_SZ, Linux 6.2). The rings
+    // keep 10 (see packet_ring.rs).
+    if ring.is_none() {
+        setsockopt_int(
+            &fd,
+            libc::SOL_PACKET,
+            PACKET_VNET_HDR_SZ,
+            crate::wire::VNET_HDR_LEN as i32,
+        )
+        .map_err(|e| what(e, "PACKET_VNET_HDR_SZ (Linux 6.2 or later)"))?;
+    }
     // Frames the host's own stack sends on the interface are not the switch's to forward.
     let _ = setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
     for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
@@ -185,5 +251,5 @@ pub fn open(name: &str, was_down: bool) -> Result<(OwnedFd, IfaceGuard)> {
     if rc < 0 {
         return Err(what(std::io::Error::last_os_error(), "promiscuous mode"));
     }
-    Ok((fd, guard))
+    Ok(Opened { fd, ring, guard })
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::fdb::PortId;
 use super::frame::DropReason;
 use super::impair::Link;
+use super::packet_ring::{PacketRing, Received};
 use super::security::{PortPolicy, Violation};
 use crate::wire::VNET_HDR_LEN;
 
@@ -144,6 +145,9 @@ pub struct Port {
     /// A service port (the gateway's, the VTEP's), not a station's: `icc=false` lets
     /// sandboxes reach it, and the policy does not check what it sends.
     pub service: bool,
+    /// An `--iface` port's mmap'd rings (`packet_ring.rs`): read and written through them
+    /// rather than its fd, which is polled all the same.
+    ring: Option<Box<PacketRing>>,
 }
 
 impl Port {
@@ -166,6 +170,26 @@ impl Port {
             policy,
             link: Link::default(),
             service: false,
+            ring: None,
+        }
+    }
+
+    /// Read and write through `ring`, the rings of the port's one fd.
+    pub fn with_ring(mut self, ring: PacketRing) -> Self {
+        self.ring = Some(Box::new(ring));
+        self
+    }
+
+    /// Whether the port has rings, whose queued frames `flush` sends.
+    pub fn has_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// Send the frames queued on the port's TX ring, if it has one.
+    #[inline]
+    pub fn flush(&self) {
+        if let Some(ring) = &self.ring {
+            ring.flush();
         }
     }
 
@@ -192,6 +216,14 @@ impl Port {
 
     /// Read one frame (virtio-net header included) from worker `worker`'s queue into `buf`.
     pub fn recv(&self, worker: usize, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(ring) = &self.ring {
+            loop {
+                match ring.recv(buf)? {
+                    Received::Frame(n) => return Ok(n),
+                    Received::Bad => self.counters.rx_drop(DropReason::BadVnetHeader),
+                }
+            }
+        }
         // SAFETY: buf is valid for writes of buf.len() bytes; the fd is owned by self.
         let n = unsafe { libc::read(self.queue_fd(worker), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
@@ -219,6 +251,12 @@ impl Port {
     /// kernel then puts the replies of its flow on that queue. A TAP write never blocks: when
     /// the receiving stack cannot take the frame the kernel drops it, and so do we, counting it.
     pub fn send(&self, worker: usize, frame: &[u8]) -> bool {
+        if let Some(ring) = &self.ring {
+            let sent = ring.send(frame);
+            // A frame is at most 64 KiB plus its header: its length fits an i32.
+            self.count_write(if sent { frame.len() as i32 } else { -1 });
+            return sent;
+        }
         // SAFETY: frame is valid for reads of frame.len() bytes; the fd is owned by self.
         let n = unsafe { libc::write(self.queue_fd(worker), frame.as_ptr().cast(), frame.len()) };
         // A frame is at most 64 KiB plus its header: its length fits an i32.

@@ -91,6 +91,9 @@ pub struct Worker {
     clock: Arc<Clock>,
     ports: Vec<Option<Arc<Port>>>,
     networks: Vec<Option<NetView>>,
+    /// The ports with a TX ring (`--iface`): what this worker queued on them is sent at the
+    /// end of each poll round, one system call per port.
+    rings: Vec<Arc<Port>>,
     /// Poll round in which each port was last ready: ready in consecutive rounds means busy.
     last_ready: Vec<u64>,
     round: u64,
@@ -130,6 +133,7 @@ impl Worker {
             clock,
             ports: Vec::new(),
             networks: Vec::new(),
+            rings: Vec::new(),
             last_ready: Vec::new(),
             round: 0,
             spin: Spin::new(spin),
@@ -180,6 +184,9 @@ impl Worker {
             }
             if !self.delayed.is_empty() {
                 self.release_delayed();
+            }
+            for port in &self.rings {
+                port.flush();
             }
         }
     }
@@ -307,6 +314,9 @@ impl Worker {
         }
         *slot(&mut self.ports, id as usize) = Some(port.clone());
         *slot(&mut self.last_ready, id as usize) = 0;
+        if port.has_ring() {
+            self.rings.push(port.clone());
+        }
         if port.polled_by(self.index, owner)
             && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
         {
@@ -319,6 +329,7 @@ impl Worker {
             return;
         };
         self.delayed.purge(id);
+        self.rings.retain(|p| p.id != id);
         // A worker that does not poll the port fails this harmlessly.
         unwatch(&self.poll, port.queue_fd(self.index));
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {

@@ -733,6 +733,7 @@ b = "db"
                         network: spec.network.clone(),
                         kind: kind.to_string(),
                         path: path.to_string(),
+                        io: None,
                         mac: spec
                             .mac
                             .clone()

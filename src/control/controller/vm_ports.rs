@@ -7,6 +7,7 @@
 use super::*;
 use crate::api::types::{PortAdd, PortView};
 use crate::control::model::{VmPort, VmPortKind};
+use crate::datapath::IoMode;
 use crate::datapath::packet_port::{self, IfaceGuard};
 use crate::datapath::stream_port::StreamPort;
 use crate::datapath::vhost_user_port::VhostUserPort;
@@ -21,9 +22,10 @@ pub(super) struct ServedPort {
 enum Side {
     Stream(StreamPort),
     VhostUser(VhostUserPort),
-    /// Held for its drop.
+    /// The guard is held for its drop.
     Iface {
         _restore: IfaceGuard,
+        io: packet_port::Io,
     },
 }
 
@@ -81,6 +83,10 @@ impl Inner {
             network: p.network.clone(),
             kind: p.kind.name().to_string(),
             path: p.path.clone(),
+            io: match self.vm_ports.get(&p.name).map(|s| &s.side) {
+                Some(Side::Iface { io, .. }) => Some(io.name().to_string()),
+                _ => None,
+            },
             mac: p.mac.to_string(),
             ipv4: p.ipv4.map(|ip| {
                 format!(
@@ -235,7 +241,9 @@ impl Inner {
         self.port_wire(&port, &net, false)?;
         // Remembered so that `port rm` after a restart still puts it back down.
         if let Some(ServedPort {
-            side: Side::Iface { _restore: guard },
+            side: Side::Iface {
+                _restore: guard, ..
+            },
             ..
         }) = self.vm_ports.get(&port.name)
         {
@@ -292,10 +300,31 @@ impl Inner {
                 .map_err(what)?;
                 (Side::VhostUser(vhu), switch_end)
             }
-            // The packet socket is the port's fd: no socketpair, no thread.
+            // The packet socket is the port's fd: no socketpair, no thread. Its rings are read
+            // and written by the epoll workers only (the io_uring ones read and write fds).
             VmPortKind::Iface => {
-                let (fd, guard) = packet_port::open(&p.path, p.was_down).map_err(what)?;
-                (Side::Iface { _restore: guard }, fd)
+                let rings = packet_port::rings_wanted() && self.dp.io() == IoMode::Epoll;
+                let opened = packet_port::open(&p.path, p.was_down, rings).map_err(what)?;
+                let io = if opened.ring.is_some() {
+                    packet_port::Io::Ring
+                } else {
+                    packet_port::Io::Plain
+                };
+                let side = Side::Iface {
+                    _restore: opened.guard,
+                    io,
+                };
+                let label = format!("port:{}", p.name);
+                let port = match opened.ring {
+                    Some(ring) => self
+                        .dp
+                        .add_ring_port(net_id, label, opened.fd, ring, policy)?,
+                    None => self.dp.add_port(net_id, label, opened.fd, policy)?,
+                };
+                self.vm_ports
+                    .insert(p.name.clone(), ServedPort { port, side });
+                self.sync_port_links(p);
+                return Ok(());
             }
         };
         let port = self
@@ -303,8 +332,13 @@ impl Inner {
             .add_port(net_id, format!("port:{}", p.name), fd, policy)?;
         self.vm_ports
             .insert(p.name.clone(), ServedPort { port, side });
-        // Its link's impairments and blocks (kept in the model across restarts), and its
-        // partners' blocks of it.
+        self.sync_port_links(p);
+        Ok(())
+    }
+
+    /// A new port's link impairments and blocks (kept in the model across restarts), and its
+    /// partners' blocks of it.
+    fn sync_port_links(&self, p: &VmPort) {
         links::sync(
             &self.state,
             &self.ports,
@@ -313,7 +347,6 @@ impl Inner {
             Some(&p.name),
             |n| self.served_port(n),
         );
-        Ok(())
     }
 
     /// The port out of the model and the maps; the caller removes its switch port and stops
