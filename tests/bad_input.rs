@@ -326,6 +326,48 @@ fn malformed_control_requests_get_an_error_and_the_daemon_lives_on() {
     t.ok(&["network", "ls"]);
 }
 
+/// Commits after the snapshot live in the journal: a kill -9 keeps them; a last line cut short
+/// (a commit a crash interrupted) is dropped; damage before the last line stops the daemon
+/// with the journal named, and the file untouched.
+#[test]
+fn the_state_journal_survives_kill_9_and_damage_is_refused() {
+    let t = Tapnet::new("journal");
+    t.ok(&["network", "create", "jn1", "--subnet", "10.62.0.0/24"]);
+    t.ok(&["network", "create", "jn2", "--subnet", "10.62.1.0/24"]);
+    t.ok(&["network", "create", "jn3", "--subnet", "10.62.2.0/24"]);
+    t.stop_daemon(nix::sys::signal::Signal::SIGKILL);
+    let journal = t.dir.join("state.journal");
+    let full = std::fs::read(&journal).expect("journal");
+    let lines = full.iter().filter(|&&b| b == b'\n').count();
+    assert!(lines >= 3, "three commits in the journal: {lines}");
+    // The snapshot alone does not have them: the journal is what kept them.
+    let snapshot = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    assert!(!snapshot.contains("jn3"), "{snapshot}");
+    // The last commit cut short: the others are there, it is not.
+    std::fs::write(&journal, &full[..full.len() - 10]).expect("cut");
+    let names = t.ok(&["network", "ls"]);
+    assert!(names.contains("jn1") && names.contains("jn2"), "{names}");
+    assert!(!names.contains("jn3"), "{names}");
+    t.stop_daemon(nix::sys::signal::Signal::SIGKILL);
+    // Damage in the first line of a journal with more after it.
+    t.ok(&["network", "create", "jn4", "--subnet", "10.62.3.0/24"]);
+    t.ok(&["network", "create", "jn5", "--subnet", "10.62.4.0/24"]);
+    t.stop_daemon(nix::sys::signal::Signal::SIGKILL);
+    let mut bad = std::fs::read(&journal).expect("journal");
+    assert!(bad.iter().filter(|&&b| b == b'\n').count() >= 2);
+    bad[1] = b'#';
+    std::fs::write(&journal, &bad).expect("damage");
+    let out = t.run(&["daemon"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("state.journal") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&journal).expect("journal"), bad, "untouched");
+    std::fs::remove_file(&journal).expect("clean");
+}
+
 #[test]
 fn corrupt_state_file_stops_the_daemon_and_names_the_file() {
     let t = Tapnet::new("corrupt");

@@ -498,10 +498,7 @@ fn docker_containers_on_a_tapnet_network() {
     for tap in &all_taps {
         assert!(!host_link_exists(tap), "{tap} is gone");
     }
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(t.dir.join("state.json")).expect("state.json"),
-    )
-    .expect("state json");
+    let state: serde_json::Value = serde_json::from_str(&t.exported_state()).expect("state json");
     let plugins = &state["docker_plugins"];
     assert_eq!(plugins[0]["name"], plugin.as_str(), "{plugins}");
     assert_eq!(plugins[0]["networks"], serde_json::json!({}), "{plugins}");
@@ -577,7 +574,7 @@ fn docker_ipv6_containers_on_a_tapnet_network() {
         "{route}"
     );
     // The plugin keeps the address dockerd gave, and refuses nothing it should not.
-    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state.json");
+    let state = t.exported_state();
     assert!(
         state.contains("fd00:d0c::10") && state.contains("fd00:d0c::11"),
         "{state}"

@@ -25,13 +25,7 @@ fn sigterm_stops_cleanly_and_restart_restores_traffic() {
     );
     // The sandbox namespaces outlive the daemon; its TAPs do not. (nsenter, not `tapnet exec`,
     // which would start the daemon again.)
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", t.dir.join("netns/a").display()))
-        .args(["ip", "-o", "link"])
-        .output()
-        .expect("nsenter");
-    let links = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && links.contains("lo"), "{links}");
+    let links = t.links_without_daemon("a");
     assert!(!links.contains("eth0"), "{links}");
     assert_eq!(
         t.run(&["--no-autostart", "network", "ls"]).status.code(),

@@ -384,11 +384,13 @@ fn a_connect_whose_commit_fails_leaves_the_routes_and_files_as_they_were() {
     let hosts = t.dir.join("etc").join("lfu").join("hosts");
     let hosts_before = std::fs::read_to_string(&hosts).expect("hosts");
     // The connect makes its TAP, sets its route and writes the files, and then its commit
-    // cannot save the state file: it fails, and the sandbox is as it was. (The route via the
+    // cannot write the state (its journal, nor a new snapshot): it fails, and the sandbox is
+    // as it was. (The route via the
     // new TAP goes with the TAP; the files are put back: without that, hosts keeps the
     // address.)
     let failed = {
-        let _frozen = Immutable::new(&t.dir);
+        let _dir = Immutable::new(&t.dir);
+        let _journal = Immutable::new(&t.dir.join("state.journal"));
         t.run(&["network", "connect", "lfuo", "lfu"])
     };
     let err = String::from_utf8_lossy(&failed.stderr).to_string();
@@ -403,7 +405,7 @@ fn a_connect_whose_commit_fails_leaves_the_routes_and_files_as_they_were() {
     let hosts_connected = std::fs::read_to_string(&hosts).expect("hosts");
     t.ok(&["sandbox", "rm", "lfu"]);
     assert!(
-        !failed.status.success() && err.contains("state.json"),
+        !failed.status.success() && err.contains("state.journal"),
         "the connect fails at its commit: {err}"
     );
     assert_eq!(

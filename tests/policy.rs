@@ -207,7 +207,7 @@ fn default_deny_admits_allowed_flows_and_their_replies_and_survives_restart() {
     assert!(!t.ping("a", B), "still default deny after restart");
     let (sent, received) = t.tcp_transfer("a", "b", B, 10_000);
     assert_eq!(sent, received, "the rule still admits after restart");
-    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state file");
+    let state = t.exported_state();
     assert!(state.contains("\"web\""), "rules persist in the state");
 }
 

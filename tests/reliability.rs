@@ -134,6 +134,7 @@ fn state_dir_and_socket_are_private_whatever_the_umask() {
     assert_eq!(mode(&t.dir), 0o700);
     assert_eq!(mode(&t.dir.join("tapnet.sock")), 0o600);
     assert_eq!(mode(&t.dir.join("state.json")), 0o600);
+    assert_eq!(mode(&t.dir.join("state.journal")), 0o600);
     assert_eq!(mode(&t.dir.join("daemon.log")), 0o600);
     t.ok(&["sandbox", "create", "a", "--net", "n"]);
     // /etc files are read through bind mounts by any user in the sandbox.

@@ -76,12 +76,9 @@ impl Drop for Plugin {
     }
 }
 
-/// The networks of state.json, as text: compared before and after a failed request.
+/// The networks of the committed state, as text: compared before and after a failed request.
 fn networks(t: &Tapnet) -> String {
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(t.dir.join("state.json")).expect("state.json"),
-    )
-    .expect("state json");
+    let state: serde_json::Value = serde_json::from_str(&t.exported_state()).expect("state json");
     state["networks"].to_string()
 }
 
@@ -329,14 +326,10 @@ fn sandbox_fails(tag: &str, flags: &[&str], expect: &str) {
         "--subnet",
         "10.244.0.0/24",
     ]);
-    let before = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let before = t.exported_state();
     let err = t.fails(&["sandbox", "create", "s", "--net", "r"]);
     assert!(err.contains(expect), "{flags:?}: {err}");
-    assert_eq!(
-        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
-        before,
-        "{flags:?} changed the state"
-    );
+    assert_eq!(t.exported_state(), before, "{flags:?} changed the state");
     assert!(!t.dir.join("netns/s").exists(), "no namespace pin left");
     let calls = plugin.call_names();
     if calls.iter().any(|c| c == "NetworkDriver.CreateEndpoint") && !err.contains("CreateEndpoint")
@@ -452,7 +445,7 @@ fn a_hung_plugin_holds_up_only_the_request_that_called_it() {
     // Sandbox create: the plugin hangs at Join.
     let plugin = Plugin::start(&t, "rp", &["--hang", "NetworkDriver.Join"]);
     t.ok(&create);
-    let state = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let state = t.exported_state();
     let err = hung_request_leaves_the_daemon_free(
         &t,
         &plugin,
@@ -466,10 +459,7 @@ fn a_hung_plugin_holds_up_only_the_request_that_called_it() {
         },
     );
     assert!(err.contains("timed out"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
-        state
-    );
+    assert_eq!(t.exported_state(), state);
     assert!(!t.dir.join("netns/s").exists(), "no namespace pin left");
     assert_eq!(
         plugin.call_names().last().map(String::as_str),
@@ -582,13 +572,10 @@ fn a_running_sandbox_connects_to_and_disconnects_from_a_remote_network() {
         "--subnet",
         "10.246.1.0/24",
     ]);
-    let before = std::fs::read_to_string(t.dir.join("state.json")).expect("state");
+    let before = t.exported_state();
     let err = t.fails(&["network", "connect", "r2", "a"]);
     assert!(err.contains("refused NetworkDriver.Join"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(t.dir.join("state.json")).expect("state"),
-        before
-    );
+    assert_eq!(t.exported_state(), before);
     assert_eq!(
         refusing.call_names().last().map(String::as_str),
         Some("NetworkDriver.DeleteEndpoint")

@@ -526,6 +526,9 @@ pub struct DaemonArgs {
 pub enum SystemCmd {
     /// Stop the daemon and remove everything the state dir owns.
     Reset,
+    /// Print the committed state as JSON: what state.json holds after a clean stop (the
+    /// daemon keeps a snapshot and a journal of the commits since).
+    Export,
 }
 
 /// A non-empty environment variable.
@@ -702,6 +705,13 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Daemon(args) => run_daemon(dirs, args),
         Command::System(SystemCmd::Reset) => {
             reset::reset(&client)?;
+            Ok(0)
+        }
+        Command::System(SystemCmd::Export) => {
+            let state: serde_json::Value = client.call(&Request::SystemExport)?;
+            let text = serde_json::to_string_pretty(&state)
+                .map_err(|e| Error::invalid(format!("format the state: {e}")))?;
+            outln!("{text}")?;
             Ok(0)
         }
         // The demo always starts a daemon of its own: refuse a flag it could not honour.

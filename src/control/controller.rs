@@ -181,6 +181,7 @@ fn default_state() -> Result<State> {
         .collect::<Result<Vec<_>>>()?;
     Ok(State {
         version: State::VERSION,
+        generation: 0,
         networks,
         sandboxes: Vec::new(),
         cni: Vec::new(),
@@ -235,14 +236,10 @@ impl Controller {
         mode: Mode,
         vtep: Option<std::net::SocketAddr>,
     ) -> Result<Controller> {
-        let store = Store::new(dirs.state_file());
+        let mut store = Store::new(dirs.state_file());
         let state = match store.load()? {
             Some(state) => state,
-            None => {
-                let state = default_state()?;
-                store.save(&state)?;
-                state
-            }
+            None => default_state()?,
         };
         let plugin_dirs = std::iter::once(dirs.root().join("plugins"))
             .chain(
@@ -294,6 +291,8 @@ impl Controller {
         inner.restore();
         inner.sync_names();
         inner.sync_policy(None);
+        // Appending goes on where the loaded journal ends (a snapshot first where it cannot).
+        inner.store.open(&inner.state)?;
         Ok(Controller {
             inner: Mutex::new(inner),
             next_capture: AtomicU64::new(1),
@@ -301,6 +300,17 @@ impl Controller {
             me: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// The networks of `state` that are in `only` (all with `None`).
+fn networks_in<'a>(
+    state: &'a State,
+    only: Option<&'a HashSet<String>>,
+) -> impl Iterator<Item = &'a Network> {
+    state
+        .networks
+        .iter()
+        .filter(move |n| only.is_none_or(|set| set.contains(&n.name)))
 }
 
 /// The controller's state, held for one request.
@@ -343,9 +353,11 @@ impl Handler for Controller {
             Request::PolicyAdd { .. }
             | Request::PolicyList { .. }
             | Request::PolicyRemove { .. } => inner.policy_request(request),
-            Request::Info | Request::Fdb { .. } | Request::Stats { .. } | Request::Trace(_) => {
-                inner.observe_request(request)
-            }
+            Request::Info
+            | Request::SystemExport
+            | Request::Fdb { .. }
+            | Request::Stats { .. }
+            | Request::Trace(_) => inner.observe_request(request),
             Request::CniAdd { .. }
             | Request::CniDel { .. }
             | Request::CniCheck { .. }
@@ -538,6 +550,17 @@ impl Teardown {
 }
 
 impl Controller {
+    /// At a clean stop: fold the journal into a new snapshot, so that state.json alone holds
+    /// the state. What is written is what was committed, whatever a request was doing.
+    pub fn checkpoint(&self) {
+        let Ok(mut inner) = self.lock_for_request() else {
+            return;
+        };
+        if let Err(e) = inner.store.checkpoint() {
+            eprintln!("tapnet: {e}");
+        }
+    }
+
     /// The controller's state, for a step of a request already under way (see
     /// `guard::lock_or_stop`).
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -639,10 +662,14 @@ impl Inner {
     fn save(&mut self) -> Result<()> {
         crate::control::request_log::record(&mut self.state.committed_requests);
         self.share_subnets_with_nat();
-        self.sync_names();
-        self.sync_policy(None);
         self.release_stale_claims();
-        self.store.save(&self.state)
+        // The tables of the networks the commit concerns, once it is written: a failed commit
+        // (rolled back by the caller) leaves them as they were.
+        let touched = self.store.save(&self.state)?;
+        let only = touched.as_ref();
+        self.sync_names_on(only);
+        self.sync_policy_on(None, only);
+        Ok(())
     }
 
     /// Tell the gateways' NAT which prefixes are tapnet's own networks (never reached through
@@ -659,8 +686,13 @@ impl Inner {
     /// as NAME.NETWORK, and the reverse (PTR) names of their addresses. The default `bridge`
     /// network resolves no sandbox names, as in Docker.
     fn sync_names(&self) {
-        self.sync_leases();
-        for net in &self.state.networks {
+        self.sync_names_on(None);
+    }
+
+    /// `sync_names` for the networks in `only` (all with `None`).
+    fn sync_names_on(&self, only: Option<&HashSet<String>>) {
+        self.sync_leases(only);
+        for net in networks_in(&self.state, only) {
             let Some((_, gateway)) = self.gateways.get(&net.name) else {
                 continue;
             };
@@ -732,8 +764,8 @@ impl Inner {
 
     /// Give every network's DHCP server the MAC and IPv4 address of each of its endpoints:
     /// it answers those MACs, with those addresses, and no others.
-    fn sync_leases(&self) {
-        for net in &self.state.networks {
+    fn sync_leases(&self, only: Option<&HashSet<String>>) {
+        for net in networks_in(&self.state, only) {
             let Some((_, gateway)) = self.gateways.get(&net.name) else {
                 continue;
             };

@@ -419,6 +419,7 @@ mod tests {
         };
         State {
             version: 1,
+            generation: 0,
             networks: vec![
                 net("front", "bridge"),
                 net("back", "bridge"),

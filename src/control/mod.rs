@@ -5,6 +5,7 @@ pub mod controller;
 pub mod etc_files;
 pub mod ipam;
 pub mod ipam6;
+pub mod journal;
 pub mod links;
 pub mod model;
 pub mod nofollow;

@@ -62,7 +62,7 @@ impl Driver {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     pub name: String,
     pub id: String,
@@ -136,7 +136,7 @@ impl Network {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: String,
     pub network: String,
@@ -160,7 +160,7 @@ pub struct Endpoint {
 /// A sandbox as persisted. Its namespace pins and /etc files live at paths derived from the
 /// state dir and its name (`paths::StateDir`); none is stored here, so an edited state file
 /// cannot point the daemon at other files.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sandbox {
     pub name: String,
     pub id: String,
@@ -178,10 +178,17 @@ impl Sandbox {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Everything the state file holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    /// Which journal follows this snapshot (`store.rs`); 0 in a state file of version 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
     /// Attachments made by CNI runtimes through `tapnet-cni`.
@@ -318,7 +325,8 @@ pub struct DockerEndpoint {
 }
 
 impl State {
-    pub const VERSION: u32 = 1;
+    /// 2: a snapshot followed by a journal (1: the state file alone).
+    pub const VERSION: u32 = 2;
 
     pub fn network(&self, name: &str) -> Option<&Network> {
         self.networks.iter().find(|n| n.name == name)

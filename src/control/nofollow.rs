@@ -4,8 +4,9 @@
 //! swapped for a link between a check and the use.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -85,7 +86,7 @@ impl Dir {
             errno,
         };
         // O_NONBLOCK: a FIFO planted there must not hang the daemon.
-        let flags = OFlag::O_WRONLY
+        let flags = OFlag::O_RDWR
             | OFlag::O_CREAT
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
@@ -108,10 +109,23 @@ impl Dir {
                 self.unlink(name, &path)?;
                 continue;
             }
-            let mut file = File::from(fd);
-            nix::sys::stat::fchmod(&file, mode).map_err(sys)?;
+            let file = File::from(fd);
+            if st.st_mode & 0o7777 != mode.bits() {
+                nix::sys::stat::fchmod(&file, mode).map_err(sys)?;
+            }
+            // Unchanged (a restarted daemon refreshing every sandbox's files): left alone. A
+            // truncate and write costs far more than the read: ext4 flushes a file truncated
+            // to zero when it is closed.
+            let mut current = Vec::with_capacity(text.len() + 1);
+            if (&file)
+                .take(text.len() as u64 + 1)
+                .read_to_end(&mut current)
+                .is_ok_and(|_| current == text)
+            {
+                return Ok(());
+            }
             file.set_len(0)
-                .and_then(|_| file.write_all(text))
+                .and_then(|_| file.write_all_at(text, 0))
                 .map_err(|e| Error::Io {
                     context: format!("write {}", path.display()),
                     source: e,
@@ -184,17 +198,16 @@ impl Dir {
     }
 }
 
-/// Read a file without following a link at its last component.
-pub fn read_nofollow(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
+/// Read a file's bytes without following a link at its last component.
+pub fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Names are single components: no separators, no `.` or `..`.

@@ -617,7 +617,7 @@ fn docker_plugin(state: &State, p: &DockerPlugin, earlier: &[DockerPlugin]) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -657,7 +657,7 @@ mod tests {
     }
 
     /// Bridge network `n` (10.61.0.0/24) and sandbox `a` on it, as the API makes them.
-    fn world() -> State {
+    pub(crate) fn world() -> State {
         let json = serde_json::json!({
             "version": 1,
             "networks": [

@@ -219,6 +219,13 @@ impl Tapnet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The committed state as JSON text (`tapnet system export`): what state.json holds once
+    /// the daemon has stopped (while it runs, commits go to the journal after the snapshot).
+    #[allow(dead_code)]
+    pub fn exported_state(&self) -> String {
+        self.ok(&["system", "export"])
+    }
+
     /// Run and insist on exit status 1 with one `tapnet: error:` line; returns that line.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -296,6 +303,52 @@ impl Tapnet {
     }
 
     /// Start a traffic.py server in `sandbox` and wait until it listens.
+    /// `traffic.py tcp-trickle`: `bytes` from `sandbox` to `ip`:5001 spread over `secs`, for a
+    /// stream that must live through a restart; its stdout (the sender's report) piped.
+    #[allow(dead_code)]
+    pub fn spawn_trickle(
+        &self,
+        sandbox: &str,
+        ip: &str,
+        bytes: u64,
+        secs: u32,
+    ) -> std::process::Child {
+        let script = self.script().display().to_string();
+        let (bytes, secs) = (bytes.to_string(), secs.to_string());
+        self.command(&[
+            "exec",
+            sandbox,
+            "--",
+            "python3",
+            &script,
+            "tcp-trickle",
+            ip,
+            "5001",
+            &bytes,
+            &secs,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("trickle sender")
+    }
+
+    /// `ip -o link` in the sandbox's network namespace, entered by its pin with nsenter (not
+    /// `tapnet exec`, which would start the daemon again).
+    #[allow(dead_code)]
+    pub fn links_without_daemon(&self, sandbox: &str) -> String {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!(
+                "--net={}",
+                self.dir.join("netns").join(sandbox).display()
+            ))
+            .args(["ip", "-o", "link"])
+            .output()
+            .expect("nsenter");
+        let links = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && links.contains("lo"), "{links}");
+        links
+    }
+
     pub fn spawn_server(&mut self, sandbox: &str, args: &[&str]) -> usize {
         let script = self.script();
         let mut full = vec![

@@ -7,6 +7,7 @@ impl Inner {
     pub(super) fn observe_request(&self, request: Request) -> Result<Value> {
         match request {
             Request::Info => value(&self.info()),
+            Request::SystemExport => value(self.store.saved()),
             Request::Fdb { network } => value(&self.fdb(&network)?),
             Request::Stats { network } => value(&self.stats(network.as_deref())?),
             Request::Trace(req) => value(&self.trace(&req)?),

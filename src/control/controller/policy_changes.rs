@@ -87,7 +87,12 @@ impl Inner {
     /// now, to the datapath (which does nothing for an unchanged one); `reset` also empties
     /// that network's connection table.
     pub(super) fn sync_policy(&self, reset: Option<&str>) {
-        for net in &self.state.networks {
+        self.sync_policy_on(reset, None);
+    }
+
+    /// `sync_policy` for the networks in `only` (all with `None`).
+    pub(super) fn sync_policy_on(&self, reset: Option<&str>, only: Option<&HashSet<String>>) {
+        for net in super::networks_in(&self.state, only) {
             let Some(&id) = self.nets.get(&net.name) else {
                 continue;
             };
