@@ -39,14 +39,6 @@ pub struct DaemonOptions {
     pub store: Option<crate::cluster::StoreOptions>,
 }
 
-/// Raise the soft limit on open files to the hard limit: every TAP, flow and DNS socket is one.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
     // Nothing the daemon creates is for other users: state.json, the log, the socket.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -54,6 +46,11 @@ pub fn run(dirs: StateDir, options: DaemonOptions) -> Result<()> {
     // Another daemon owns the dir when this fails: nothing there is ours to remove.
     let lock = lock_state_dir(&dirs)?;
     let result = run_locked(&dirs, options);
+    if result.is_err() {
+        // A keeper that gave back nothing holds only what this failed start made: it goes.
+        // One that did keeps the TAPs for the next start.
+        crate::keeper::client::quit_if_nothing_was_kept(&dirs);
+    }
     if result.is_err() && created {
         // A daemon that could not start leaves no trace in a state dir it made.
         drop(lock);
@@ -66,16 +63,18 @@ fn run_locked(dirs: &StateDir, options: DaemonOptions) -> Result<()> {
     let dirs = dirs.clone();
     // Before any thread exists: a rootless daemon joins its holder's namespaces here.
     let mode = rootless::enter(&dirs)?;
-    raise_fd_limit();
+    // Before the keeper is forked, so that it has the same limit.
+    if let Err(e) = crate::guard::raise_fd_limit() {
+        eprintln!("tapnet: cannot raise the open-file limit: {e}");
+    }
+    // Before any thread exists too: the fd keeper is forked, and gives back the TAPs it kept.
+    start_keeper(&dirs);
     // Block the stop signals before any thread starts, so all inherit the mask and only the
     // main thread's sigwait sees them.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.thread_block().context(|| "block signals".into())?;
-    if let Err(e) = crate::guard::raise_fd_limit() {
-        eprintln!("tapnet: cannot raise the open-file limit: {e}");
-    }
     let mut pid_file =
         File::create(dirs.pid_file()).context(|| format!("write {}", dirs.pid_file().display()))?;
     writeln!(pid_file, "{}", std::process::id())
@@ -85,6 +84,17 @@ fn run_locked(dirs: &StateDir, options: DaemonOptions) -> Result<()> {
     let _ = std::fs::remove_file(dirs.socket());
     let _ = std::fs::remove_file(dirs.pid_file());
     result
+}
+
+/// Connect to the state dir's fd keeper (starting one) and take back the fds it holds, unless
+/// `TAPNET_FD_KEEPER=off`. Without a keeper the daemon works as before: its TAPs die with it.
+fn start_keeper(dirs: &StateDir) {
+    if std::env::var_os("TAPNET_FD_KEEPER").is_some_and(|v| v == "off") {
+        return;
+    }
+    if let Err(e) = crate::keeper::client::start(dirs) {
+        eprintln!("tapnet: no fd keeper ({e}); TAPs will not survive a kill of the daemon");
+    }
 }
 
 /// Bind the control socket: mode 0600 (0660 and the group's, with `--group`).
@@ -136,6 +146,8 @@ fn serve_until_signal(
             return Err(e);
         }
     };
+    // The restore has claimed the TAPs it re-attached; the keeper's others go.
+    crate::keeper::client::forget_unclaimed();
     if let Some((cluster, events)) = cluster
         && let Err(e) = controller.attach_cluster(cluster, events)
     {
@@ -181,5 +193,9 @@ fn serve_until_signal(
     plugins.stop_plugins();
     plugins.leave_cluster();
     dp.stop();
+    plugins.checkpoint();
+    // A clean stop removes the TAPs, as it always did: the keeper closes its references and
+    // exits (a `kill -9` leaves them to the keeper, for the next daemon).
+    crate::keeper::client::quit(dirs);
     Ok(())
 }

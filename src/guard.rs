@@ -93,9 +93,11 @@ fn report_poisoned(what: &str) {
     stop_daemon();
 }
 
-/// Raise the soft limit of open files to the hard limit: every sandbox port, NAT flow and
-/// published port is an fd, and the default soft limit (often 1024) is far below what the caps
-/// of the gateways allow in total. Returns the new soft limit.
+/// Raise the limit of open files: every sandbox port (a fd per TAP queue, in the daemon and in
+/// the fd keeper), NAT flow and published port is an fd, and the default soft limit (often
+/// 1024) is far below what the caps of the gateways allow in total. Where allowed (root), the
+/// hard limit goes up to the kernel's most (`fs.nr_open`) first: 10,000 sandboxes with two
+/// queues each take 20,000 fds, the hard limit some systems set. Returns the new soft limit.
 pub fn raise_fd_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -104,6 +106,20 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     // SAFETY: getrlimit writes one rlimit into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
+    if let Some(most) = most.filter(|&m| m > limit.rlim_max) {
+        let raised = libc::rlimit {
+            rlim_cur: most,
+            rlim_max: most,
+        };
+        // SAFETY: setrlimit reads the struct we own. Without CAP_SYS_RESOURCE (rootless) it
+        // fails and the hard limit stays.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(most);
+        }
     }
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;

@@ -28,6 +28,7 @@ pub(crate) mod drivers;
 pub(crate) mod error;
 pub mod gateway;
 pub(crate) mod guard;
+pub mod keeper;
 pub(crate) mod metrics;
 pub(crate) mod netns;
 pub mod offload;
@@ -38,4 +39,6 @@ pub(crate) mod state_dir;
 #[cfg(test)]
 mod test_rng;
 pub mod topology;
+#[doc(hidden)]
+pub use control::journal::check_arbitrary_journal;
 pub mod wire;

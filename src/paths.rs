@@ -59,6 +59,14 @@ impl StateDir {
     pub fn holder_pid_file(&self) -> PathBuf {
         self.root.join("nsholder.pid")
     }
+    /// The fd keeper's socket and PID (`keeper`): it holds the TAPs' queue fds across a
+    /// daemon's death.
+    pub fn keeper_socket(&self) -> PathBuf {
+        self.root.join("fdkeeper.sock")
+    }
+    pub fn keeper_pid_file(&self) -> PathBuf {
+        self.root.join("fdkeeper.pid")
+    }
     /// Bind mounts of sandbox network namespaces, like `/run/netns` for `ip netns`.
     pub fn netns_dir(&self) -> PathBuf {
         self.root.join("netns")

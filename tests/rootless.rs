@@ -164,23 +164,7 @@ fn kill_9_restart_restores_sandboxes_and_keeps_tcp() {
     let holder = t.json(&["info"])["holder_pid"].clone();
 
     let server = t.spawn_server("b", &["tcp-serve", "0.0.0.0", "5001"]);
-    let script = t.script().display().to_string();
-    let sender = t
-        .command(&[
-            "exec",
-            "a",
-            "--",
-            "python3",
-            &script,
-            "tcp-trickle",
-            "172.18.0.3",
-            "5001",
-            "2000000",
-            "4",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sender");
+    let sender = t.spawn_trickle("a", "172.18.0.3", 2_000_000, 4);
     std::thread::sleep(Duration::from_millis(800));
     t.stop_daemon(Signal::SIGKILL);
     let started = Instant::now();

@@ -134,6 +134,8 @@ pub fn reset(client: &Client) -> Result<()> {
         return Ok(());
     }
     stop_holder(&dirs);
+    // The TAPs a killed daemon left to its keeper go with it.
+    crate::keeper::client::stop(&dirs);
     // Kill what runs inside sandboxes, but never anything in our own namespace (host-network
     // sandboxes pin the daemon's namespace, which is everybody's).
     let own = std::fs::metadata("/proc/self/ns/net")

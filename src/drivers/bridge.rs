@@ -409,6 +409,10 @@ pub fn attach_endpoint_tap(
     if device.fds.is_empty() {
         return Ok(());
     }
+    // The keeper holds the queues too, so that the TAP outlives a `kill -9` of the daemon
+    // (the same files again after a restart: it replaces what it had).
+    let key = crate::keeper::client::endpoint_key(sandbox, &interface);
+    crate::keeper::client::put(&key, &device.fds);
     let port = attach(
         ctx,
         net,
@@ -420,7 +424,8 @@ pub fn attach_endpoint_tap(
             ipv6: ep.ipv6,
             fds: TapFds::Queues(device.fds),
         },
-    )?;
+    )
+    .inspect_err(|_| crate::keeper::client::forget(&key))?;
     ctx.ports.insert((sandbox.to_string(), interface), port);
     Ok(())
 }

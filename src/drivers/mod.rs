@@ -76,13 +76,41 @@ impl DevicePlan {
 
     /// Make the device in the namespace at `netns` (slow: a thread enters the namespace).
     /// Dropping the result removes what was made.
+    /// After a `kill -9` of the daemon the TAP may still be there, its queues kept by the fd
+    /// keeper: those are taken as they are (no new TAP, no reconfiguration), so that the
+    /// sandbox's connections carry on.
     pub fn make(self, netns: &Path) -> Result<Device> {
+        let Some(spec) = self.tap else {
+            return Ok(Device::default());
+        };
+        if let Some(fds) = kept_tap(netns, &spec) {
+            return Ok(Device { fds });
+        }
         Ok(Device {
-            fds: match self.tap {
-                Some(spec) => wiring::create_tap(netns, spec)?,
-                None => Vec::new(),
-            },
+            fds: wiring::create_tap(netns, spec)?,
         })
+    }
+}
+
+/// The queues of the endpoint's TAP the fd keeper gave back, if they still are that TAP's, with
+/// as many queues as the datapath polls; otherwise the keeper's copies are closed, and the
+/// TAP is made anew.
+fn kept_tap(netns: &Path, spec: &TapSpec) -> Option<Vec<std::os::fd::OwnedFd>> {
+    let sandbox = netns.file_name()?.to_str()?;
+    let key = crate::keeper::client::endpoint_key(sandbox, &spec.interface);
+    let fds = crate::keeper::client::take_restored(&key)?;
+    match crate::netns::tap::reuse_queues(&spec.interface, spec.offload, spec.queues, &fds) {
+        Ok(()) => {
+            crate::keeper::client::mark_reused(&key);
+            Some(fds)
+        }
+        Err(e) => {
+            eprintln!("tapnet: making the TAP of {key} anew: {e}");
+            // The keeper's references first, then ours: the old TAP goes.
+            crate::keeper::client::forget(&key);
+            drop(fds);
+            None
+        }
     }
 }
 
@@ -299,10 +327,11 @@ pub trait NetworkDriver: Sync {
         _net: &Network,
     ) -> Unwired {
         Unwired {
-            port: ep
-                .interface
-                .clone()
-                .and_then(|i| ctx.ports.remove(&(sandbox.to_string(), i))),
+            port: ep.interface.clone().and_then(|i| {
+                // The keeper lets go of the TAP before the port's fds close.
+                crate::keeper::client::forget(&crate::keeper::client::endpoint_key(sandbox, &i));
+                ctx.ports.remove(&(sandbox.to_string(), i))
+            }),
             plugin: None,
         }
     }

@@ -34,6 +34,7 @@ nix::ioctl_write_int_bad!(tunsetoffload, libc::TUNSETOFFLOAD);
 nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, libc::TUNSETVNETHDRSZ, libc::c_int);
 nix::ioctl_write_ptr_bad!(tunsetsndbuf, libc::TUNSETSNDBUF, libc::c_int);
 nix::ioctl_write_int_bad!(tunsetpersist, libc::TUNSETPERSIST);
+nix::ioctl_read_bad!(tungetiff, libc::TUNGETIFF, IfReqFlags);
 
 /// Which offloads a TAP port takes. With `Off` the kernel segments and checksums everything
 /// before handing frames to us, as with a plain TAP; the virtio-net header stays, always zero.
@@ -82,6 +83,40 @@ pub fn open_tap_queues(name: &str, offload: Offload, queues: usize) -> Result<Ve
         Err(Error::Netlink(m)) if m.contains("EEXIST") => Err(Error::exists("interface", name)),
         Err(e) => Err(e),
     }
+}
+
+/// Check that `fds`, queues kept across a daemon's restart (the fd keeper's), are still
+/// attached to TAP `name` (a TAP deleted in its sandbox, or gone with its namespace, has
+/// detached them) and are `queues` in number, and set the offloads the daemon now asks for.
+pub fn reuse_queues(name: &str, offload: Offload, queues: usize, fds: &[OwnedFd]) -> Result<()> {
+    let first = fds
+        .first()
+        .ok_or_else(|| Error::invalid(format!("TAP {name}: no queue kept")))?;
+    if fds.len() != queues.clamp(1, MAX_QUEUES) {
+        return Err(Error::invalid(format!(
+            "TAP {name}: {} queue(s) kept, the datapath polls {queues}",
+            fds.len()
+        )));
+    }
+    for fd in fds {
+        let mut req = IfReqFlags {
+            name: [0; libc::IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        // SAFETY: req is a properly sized ifreq, which the kernel writes the name and flags of
+        // the fd's device into.
+        unsafe { tungetiff(fd.as_raw_fd(), &mut req) }
+            .context(|| format!("find TAP {name} of a kept queue"))?;
+        let len = req.name.iter().position(|&b| b == 0).unwrap_or(0);
+        if &req.name[..len] != name.as_bytes() {
+            return Err(Error::invalid(format!(
+                "a kept queue of TAP {name} belongs to {}",
+                String::from_utf8_lossy(&req.name[..len])
+            )));
+        }
+    }
+    set_offload(first.as_raw_fd(), name, offload)
 }
 
 /// A name the kernel takes as it is: `%` would be expanded to a free number.

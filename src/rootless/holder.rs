@@ -159,13 +159,13 @@ fn become_holder(mut to_parent: File, mut from_parent: File) -> Result<()> {
     let _ = to_parent.write_all(b"R");
     drop(to_parent);
     drop(from_parent);
-    detach_from_everything();
+    detach_from_everything(3);
     loop {
         nix::unistd::pause();
     }
 }
 
-fn set_comm(name: &str) {
+pub(crate) fn set_comm(name: &str) {
     let mut buf = [0u8; 16];
     let n = name.len().min(15);
     buf[..n].copy_from_slice(&name.as_bytes()[..n]);
@@ -173,12 +173,14 @@ fn set_comm(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
-/// Close every inherited descriptor (the daemon's state-dir lock among them: the holder must
-/// not keep it) and point stdio at /dev/null; ignore the signals of a terminal.
-fn detach_from_everything() {
+/// Close every inherited descriptor from `first` up (the daemon's state-dir lock among them: a
+/// process that outlives the daemon must not keep it), point stdio at /dev/null, ignore the
+/// signals of a terminal, and leave the daemon's working directory. For the holder and the fd
+/// keeper, right after their fork.
+pub(crate) fn detach_from_everything(first: u32) {
     // SAFETY: plain syscalls on descriptor numbers; nothing in this process uses them again.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             for fd in 0..3 {

@@ -357,13 +357,13 @@ impl Inner {
 
     /// Create the endpoint's device in the sandbox and attach it, by the network's driver.
     /// Returns the endpoint as wired: with the MAC a remote plugin chose.
+    /// The network's impairments and blocks are the caller's to put on its ports
+    /// (`links::sync`): the restore does it once per network after every sandbox, not once per
+    /// endpoint, which was quadratic in the network's size.
     pub(super) fn wire(&mut self, sb: &Sandbox, ep: &Endpoint, net: &Network) -> Result<Endpoint> {
         let netns = self.dirs.netns_path(&sb.name);
         let mac =
             drivers::of(net.driver).setup_endpoint(&mut self.ctx(), &netns, &sb.name, ep, net)?;
-        links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
-            self.served_port(n)
-        });
         let mut wired = ep.clone();
         if mac.is_some() {
             wired.mac = mac;

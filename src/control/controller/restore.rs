@@ -52,6 +52,12 @@ impl Inner {
                 eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name);
             }
         }
+        // Impairments and blocks, once per network now that its sandboxes' ports are there.
+        for net in &networks {
+            links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
+                self.served_port(n)
+            });
+        }
         self.restore_cni();
         self.restore_docker();
         self.restore_vm_ports();
@@ -77,7 +83,16 @@ impl Inner {
                 self.wire(sb, ep, &net)?;
             }
         }
-        self.sync_default_route(sb)?;
+        // TAPs the fd keeper kept have their routes still (a `kill -9`): entering every
+        // sandbox's namespace again would only delay the first answer.
+        let interfaces: Vec<&str> = sb
+            .endpoints
+            .iter()
+            .map(|ep| ep.interface.as_deref().unwrap_or(""))
+            .collect();
+        if !crate::keeper::client::all_reused(&sb.name, &interfaces) {
+            self.sync_default_route(sb)?;
+        }
         let sockets = sb
             .ports
             .iter()
