@@ -55,6 +55,7 @@ fn make_tap(spec: TapSpec) -> Result<Vec<OwnedFd>> {
         disable_ipv6(&spec.interface)?;
     }
     let mut nl = Netlink::open()?;
+    nl.set_noqueue(index, &spec.interface)?;
     let txqueuelen = (spec.offload == Offload::Off).then_some(TXQUEUELEN_PLAIN);
     nl.set_link(
         index,

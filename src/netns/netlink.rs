@@ -13,6 +13,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -109,6 +110,23 @@ impl Netlink {
             &format!("configure link {name}"),
             RouteNetlinkMessage::SetLink(msg),
             0,
+        )
+    }
+
+    /// Give link `index` the `noqueue` root qdisc. Set before the link is first up, it stops
+    /// the kernel from making its default ones (an `mq` with a `pfifo_fast` per queue, whose
+    /// rings it allocates and zeroes: 41 % of the daemon's CPU per create at 2,000 sandboxes).
+    /// A TAP never stops its queues, so those qdiscs only ever pass frames through.
+    pub fn set_noqueue(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut msg = TcMessage::default();
+        msg.header.index = i32::try_from(index)
+            .map_err(|_| Error::invalid(format!("link {name}: index {index} out of range")))?;
+        msg.header.parent = TcHandle::ROOT;
+        msg.attributes.push(TcAttribute::Kind("noqueue".into()));
+        self.request(
+            &format!("set qdisc noqueue on {name}"),
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
         )
     }
 

@@ -21,12 +21,29 @@ sandboxes with `tapnet exec` (root there: raw sockets allowed). Results go to st
   hammer.py tcp-stream ADDR PORT SECS        send as fast as possible for SECS; prints "BYTES SECONDS"
   hammer.py tcp-sink ADDR PORT               accept one connection, read to EOF; prints "BYTES"
 """
+import errno
 import os
 import select
 import socket
 import struct
 import sys
 import time
+
+
+def send_raw(sock, frame):
+    """Send one frame on a packet socket. A TAP with the noqueue qdisc (tapnet's) refuses a
+    frame its full queue cannot take with ENOBUFS, as a veth does, instead of a qdisc dropping it
+    unseen: wait a moment and send it again, so that every frame of the flood is offered."""
+    while True:
+        try:
+            sock.send(frame)
+            return
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            time.sleep(0.0005)
 
 
 def mac_flood(iface, count, secs="0"):
@@ -43,10 +60,7 @@ def mac_flood(iface, count, secs="0"):
             # seed: COUNT distinct source MACs.
             frame[8:12] = ((i * 2654435761 + seed) & 0xFFFFFFFF).to_bytes(4, "big")
             frame[7] = (i >> 24) & 0xFF
-            try:
-                sock.send(frame)
-            except BlockingIOError:
-                pass
+            send_raw(sock, frame)
         sent += count
         if time.monotonic() - start >= secs:
             break
