@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::Result;
 use crate::netns::namespace::in_netns;
 use crate::netns::netlink::{LinkSettings, Netlink, link_index};
-use crate::netns::sysctl::{SANDBOX_IPV6, disable_ipv6, set_ipv6_conf, set_namespace_accept_ra};
+use crate::netns::sysctl::{ConfDir, SANDBOX_IPV6};
 use crate::netns::tap::{Offload, open_tap, open_tap_queues};
 use crate::wire::MacAddr;
 
@@ -50,9 +50,10 @@ fn make_tap(spec: TapSpec) -> Result<Vec<OwnedFd>> {
     let index = link_index(&spec.interface)?;
     // Before the link is up, so that it never takes an RA and its link-local is EUI-64
     // (the namespace's `all` and `default` are set when it is made: `loopback_up`).
-    set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
+    let conf = ConfDir::open()?;
+    conf.set_ipv6_conf(&spec.interface, &SANDBOX_IPV6, spec.ipv6.is_some())?;
     if spec.ipv6.is_none() {
-        disable_ipv6(&spec.interface)?;
+        conf.disable_ipv6(&spec.interface)?;
     }
     let mut nl = Netlink::open()?;
     nl.set_noqueue(index, &spec.interface)?;
@@ -153,7 +154,7 @@ pub fn link_exists_in(netns: &Path, name: &str) -> bool {
 /// the namespace refuse Router Advertisements (`all` and `default`; tapnet addresses its
 /// interfaces itself): the setup of every new sandbox namespace.
 pub fn loopback_up() -> Result<()> {
-    set_namespace_accept_ra(&SANDBOX_IPV6)?;
+    ConfDir::open()?.set_namespace_accept_ra(&SANDBOX_IPV6)?;
     let mut nl = Netlink::open()?;
     let index = link_index("lo")?;
     nl.set_link(
