@@ -294,6 +294,47 @@ pub fn sync(
         }
     }
     let port_of = |name: &str| ids.get(name).copied();
+    configure(state, dp, network, restart, |_, _| true, port_of);
+}
+
+/// `sync` for what the wiring or unwiring of sandbox or VM port `name` on `network` can change:
+/// its own link, and its partners' blocks of it (port ids are reused, so a partner must stop
+/// naming a removed port's). The rest of the network's links are as they were: at every
+/// create, this costs a scan of the model's names instead of a configuration of every port.
+pub fn sync_around(
+    state: &State,
+    ports: &PortMap,
+    dp: &Datapath,
+    network: &str,
+    name: &str,
+    vm_port: impl Fn(&str) -> Option<PortId>,
+) {
+    let port_of = |n: &str| match state.sandbox(n) {
+        Some(sb) => sb
+            .endpoint(network)
+            .and_then(|ep| ep.interface.as_ref())
+            .and_then(|i| ports.get(&(n.to_string(), i.clone())).copied()),
+        None => state
+            .vm_ports
+            .iter()
+            .find(|p| p.name == n && p.network == network)
+            .and_then(|p| vm_port(&p.name)),
+    };
+    let concerned =
+        |link: &str, blocked: &[String]| link == name || blocked.iter().any(|b| b == name);
+    configure(state, dp, network, None, concerned, port_of);
+}
+
+/// Configure the switch port of every link of `network` that is `wanted` (by its name and the
+/// names it blocks) from the model.
+fn configure(
+    state: &State,
+    dp: &Datapath,
+    network: &str,
+    restart: Option<&str>,
+    wanted: impl Fn(&str, &[String]) -> bool,
+    port_of: impl Fn(&str) -> Option<PortId>,
+) {
     let endpoints = state
         .endpoints_on(network)
         .map(|(sb, ep)| (sb.name.as_str(), ep.impairment.as_ref(), &ep.blocked));
@@ -303,6 +344,9 @@ pub fn sync(
         .filter(|p| p.network == network)
         .map(|p| (p.name.as_str(), p.impairment.as_ref(), &p.blocked));
     for (name, impairment, blocked) in endpoints.chain(vm_ports) {
+        if !wanted(name, blocked) {
+            continue;
+        }
         let Some(id) = port_of(name) else { continue };
         let Some(port) = dp.port(id) else { continue };
         let blocked: Vec<PortId> = blocked.iter().filter_map(|s| port_of(s)).collect();

@@ -371,6 +371,17 @@ impl Inner {
         Ok(wired)
     }
 
+    /// After `links::forget` and its commit: the switch ports of those that blocked the one
+    /// that left stop naming its port (port ids are reused; a create syncs only its own
+    /// link's partners).
+    pub(super) fn sync_forgotten(&self, forgotten: &links::Forgotten) {
+        for (owner, network, _) in forgotten {
+            links::sync_around(&self.state, &self.ports, &self.dp, network, owner, |n| {
+                self.served_port(n)
+            });
+        }
+    }
+
     /// Take the endpoint's switch port out of the maps; the teardown removes it (its TAP
     /// disappears with the last fd). (A remote plugin's side is the caller's to undo.)
     pub(super) fn unwire(&mut self, sandbox: &str, ep: &Endpoint, teardown: &mut Teardown) {
@@ -378,9 +389,14 @@ impl Inner {
         teardown.endpoints.push(unwired);
         // Port ids are reused once the port is removed: partners must stop naming this one in
         // their blocks.
-        links::sync(&self.state, &self.ports, &self.dp, &ep.network, None, |n| {
-            self.served_port(n)
-        });
+        links::sync_around(
+            &self.state,
+            &self.ports,
+            &self.dp,
+            &ep.network,
+            sandbox,
+            |n| self.served_port(n),
+        );
     }
 
     /// Take a TAP made by others (CNI, Docker) off `network`, by its driver: the returned
@@ -433,9 +449,14 @@ impl Inner {
         let net = self.network_as_planned(&ep.network, net_id, &format!("sandbox {sandbox}"))?;
         let sb = self.sandbox(sandbox)?.clone();
         drivers::of(net.driver).attach_endpoint(&mut self.ctx(), sandbox, &ep, &net, device)?;
-        links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
-            self.served_port(n)
-        });
+        links::sync_around(
+            &self.state,
+            &self.ports,
+            &self.dp,
+            &net.name,
+            sandbox,
+            |n| self.served_port(n),
+        );
         self.commit_connect(&sb, ep, teardown)
     }
 
@@ -560,6 +581,7 @@ impl Inner {
             links::remember(&mut self.state, forgotten);
             return Err(e);
         }
+        self.sync_forgotten(&forgotten);
         let mut teardown = Teardown::new(self.dp.clone());
         // A remote plugin hears Leave and DeleteEndpoint when the teardown runs, unlocked.
         teardown

@@ -192,9 +192,14 @@ impl Inner {
         for (ep, (id, device)) in sb.endpoints.iter().zip(devices) {
             let net = self.network_as_planned(&ep.network, &id, &format!("sandbox {}", sb.name))?;
             drivers::of(net.driver).attach_endpoint(&mut self.ctx(), &sb.name, ep, &net, device)?;
-            links::sync(&self.state, &self.ports, &self.dp, &net.name, None, |n| {
-                self.served_port(n)
-            });
+            links::sync_around(
+                &self.state,
+                &self.ports,
+                &self.dp,
+                &net.name,
+                &sb.name,
+                |n| self.served_port(n),
+            );
         }
         self.commit_sandbox(sb)
     }
@@ -348,6 +353,7 @@ impl Inner {
             links::remember(&mut self.state, forgotten);
             return Err(e);
         }
+        self.sync_forgotten(&forgotten);
         Ok(self.teardown_of(&sb, true))
     }
 
