@@ -34,7 +34,6 @@ use crate::drivers::{self, Ctx, Device, DevicePlan, Switch, Unwired};
 use crate::error::{Error, Result};
 use crate::gateway::Commander;
 use crate::gateway::Gateway;
-use crate::gateway::dns::NameTable;
 use crate::gateway::policy::NatPolicy;
 use crate::gateway::publish::{GatewayCommand, PublishTarget};
 use crate::netns::namespace;
@@ -52,6 +51,7 @@ mod docker;
 mod endpoints;
 use endpoints::Wanted;
 mod link_changes;
+mod names;
 mod networks;
 mod observe;
 mod oper_info;
@@ -666,8 +666,11 @@ impl Inner {
         // The tables of the networks the commit concerns, once it is written: a failed commit
         // (rolled back by the caller) leaves them as they were.
         let touched = self.store.save(&self.state)?;
-        let only = touched.as_ref();
-        self.sync_names_on(only);
+        let only = touched.as_ref().map(|t| &t.networks);
+        match touched.as_ref().and_then(|t| t.sandboxes.as_deref()) {
+            Some(sandboxes) => self.edit_names(sandboxes),
+            None => self.sync_names_on(only),
+        }
         self.sync_policy_on(None, only);
         Ok(())
     }
@@ -680,109 +683,6 @@ impl Inner {
             .set_tapnet_subnets(networks.iter().filter_map(|n| n.subnet).collect());
         self.nat_policy
             .set_tapnet_subnets_v6(networks.iter().filter_map(|n| n.subnet6).collect());
-    }
-
-    /// Give every user-defined network's DNS the names and aliases of its sandboxes, each also
-    /// as NAME.NETWORK, and the reverse (PTR) names of their addresses. The default `bridge`
-    /// network resolves no sandbox names, as in Docker.
-    fn sync_names(&self) {
-        self.sync_names_on(None);
-    }
-
-    /// `sync_names` for the networks in `only` (all with `None`).
-    fn sync_names_on(&self, only: Option<&HashSet<String>>) {
-        self.sync_leases(only);
-        for net in networks_in(&self.state, only) {
-            let Some((_, gateway)) = self.gateways.get(&net.name) else {
-                continue;
-            };
-            let mut table = NameTable::new();
-            let network = net.name.to_lowercase();
-            if !net.builtin {
-                for (sb, ep) in self.state.endpoints_on(&net.name) {
-                    let own = format!("{}.{network}", sb.name.to_lowercase());
-                    for name in std::iter::once(&sb.name).chain(&ep.aliases) {
-                        let name = name.to_lowercase();
-                        // NAME.NETWORK too, as Docker's embedded DNS resolves it.
-                        let qualified = format!("{name}.{network}");
-                        if let Some(ip) = ep.ipv4 {
-                            table.add(qualified.clone(), ip);
-                            table.add(name.clone(), ip);
-                        }
-                        if let Some(ip) = ep.ipv6 {
-                            table.add_v6(qualified, ip);
-                            table.add_v6(name, ip);
-                        }
-                    }
-                    // PTR answers name the sandbox as Docker does: NAME.NETWORK.
-                    if let Some(ip) = ep.ipv4 {
-                        table.add_reverse(ip, own.clone());
-                    }
-                    if let Some(ip) = ep.ipv6 {
-                        table.add_reverse_v6(ip, own);
-                    }
-                }
-                // VMs' ports, named as sandboxes are.
-                for (name, ipv4, ipv6) in self.port_names(&net.name) {
-                    let name = name.to_lowercase();
-                    let own = format!("{name}.{network}");
-                    if let Some(ip) = ipv4 {
-                        table.add(own.clone(), ip);
-                        table.add(name.clone(), ip);
-                        table.add_reverse(ip, own.clone());
-                    }
-                    if let Some(ip) = ipv6 {
-                        table.add_v6(own.clone(), ip);
-                        table.add_v6(name, ip);
-                        table.add_reverse_v6(ip, own);
-                    }
-                }
-                // Sandboxes of other hosts (the cluster store).
-                // (CNI attachments have no names, here or there: their records' names have
-                // a `:`.)
-                let named = self
-                    .remote_eps
-                    .values()
-                    .filter(|r| !r.sandbox.contains(':'));
-                for rec in named.filter(|r| r.network == net.name) {
-                    let name = rec.sandbox.to_lowercase();
-                    if let Some(ip) = rec.ipv4() {
-                        table.add(format!("{name}.{network}"), ip);
-                        table.add(name.clone(), ip);
-                        table.add_reverse(ip, format!("{name}.{network}"));
-                    }
-                    if let Some(ip) = rec.ipv6_addr() {
-                        table.add_v6(format!("{name}.{network}"), ip);
-                        table.add_v6(name.clone(), ip);
-                        table.add_reverse_v6(ip, format!("{name}.{network}"));
-                    }
-                }
-            }
-            gateway.set_names(table);
-        }
-    }
-
-    /// Give every network's DHCP server the MAC and IPv4 address of each of its endpoints:
-    /// it answers those MACs, with those addresses, and no others.
-    fn sync_leases(&self, only: Option<&HashSet<String>>) {
-        for net in networks_in(&self.state, only) {
-            let Some((_, gateway)) = self.gateways.get(&net.name) else {
-                continue;
-            };
-            let mut table = crate::gateway::dhcp::LeaseTable::new();
-            for (_, ep) in self.state.endpoints_on(&net.name) {
-                if let (Some(mac), Some(ip)) = (ep.mac, ep.ipv4) {
-                    table.add(mac, ip);
-                }
-            }
-            // A VM's port: its guest usually configures itself by DHCP.
-            for port in self.state.vm_ports.iter().filter(|p| p.network == net.name) {
-                if let Some(ip) = port.ipv4 {
-                    table.add(port.mac, ip);
-                }
-            }
-            gateway.set_leases(table);
-        }
     }
 
     fn network(&self, name: &str) -> Result<&Network> {

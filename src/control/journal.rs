@@ -193,40 +193,62 @@ fn del<E: Entity>(key: Key<'_>) -> Op<'static> {
     }
 }
 
-/// The networks whose sandboxes or VM ports `ops` change (before or after), so that only their
-/// name, lease and policy tables are made again; `None` for a change that may concern any
-/// network (a network itself, a CNI attachment, a Docker plugin).
-pub fn networks_touched(saved: &State, ops: &[Op<'_>]) -> Option<HashSet<String>> {
-    let mut touched = HashSet::new();
+/// What a commit changed, as far as the per-network tables (names, leases, policy) care.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// The networks whose sandboxes or VM ports changed (before or after).
+    pub networks: HashSet<String>,
+    /// The sandboxes the commit put or deleted, each with its version before it (`None`: new),
+    /// when nothing else of the networks changed (no VM port): their name and lease entries
+    /// can then be edited one sandbox at a time instead of the tables made again.
+    pub sandboxes: Option<Vec<(String, Option<Sandbox>)>>,
+}
+
+/// What `ops` change, read against `saved` (the state before them); `None` for a change that
+/// may concern any network (a network itself, a CNI attachment, a Docker plugin).
+pub fn networks_touched(saved: &State, ops: &[Op<'_>]) -> Option<Touched> {
+    let mut touched = Touched {
+        sandboxes: Some(Vec::new()),
+        ..Touched::default()
+    };
+    let sandbox_changed = |name: &str, touched: &mut Touched| {
+        let old = saved.sandbox(name);
+        if let Some(old) = old {
+            touched
+                .networks
+                .extend(old.endpoints.iter().map(|e| e.network.clone()));
+        }
+        if let Some(list) = touched.sandboxes.as_mut() {
+            list.push((name.to_string(), old.cloned()));
+        }
+    };
     for op in ops {
         match op {
             Op::Put(Put::Sandbox(sb)) => {
-                touched.extend(sb.endpoints.iter().map(|e| e.network.clone()));
-                if let Some(old) = saved.sandboxes.iter().find(|s| s.name == sb.name) {
-                    touched.extend(old.endpoints.iter().map(|e| e.network.clone()));
-                }
-            }
-            Op::Put(Put::VmPort(port)) => {
-                touched.insert(port.network.clone());
-                if let Some(old) = saved.vm_ports.iter().find(|p| p.name == port.name) {
-                    touched.insert(old.network.clone());
-                }
+                touched
+                    .networks
+                    .extend(sb.endpoints.iter().map(|e| e.network.clone()));
+                sandbox_changed(&sb.name, &mut touched);
             }
             Op::Del {
                 kind: Kind::Sandbox,
                 key,
-            } => {
-                if let Some(old) = saved.sandboxes.iter().find(|s| s.name == key[0]) {
-                    touched.extend(old.endpoints.iter().map(|e| e.network.clone()));
+            } => sandbox_changed(&key[0], &mut touched),
+            Op::Put(Put::VmPort(port)) => {
+                touched.networks.insert(port.network.clone());
+                if let Some(old) = saved.vm_ports.iter().find(|p| p.name == port.name) {
+                    touched.networks.insert(old.network.clone());
                 }
+                touched.sandboxes = None;
             }
             Op::Del {
                 kind: Kind::VmPort,
                 key,
             } => {
                 if let Some(old) = saved.vm_ports.iter().find(|p| p.name == key[0]) {
-                    touched.insert(old.network.clone());
+                    touched.networks.insert(old.network.clone());
                 }
+                touched.sandboxes = None;
             }
             Op::Requests(_) | Op::AllRequests(_) | Op::Ula(_) => {}
             _ => return None,

@@ -11,13 +11,12 @@
 //! is a commit that never finished and is dropped. A state that loads is checked field by field
 //! as the API checks requests; no file is reached through a symbolic link.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::journal;
+use super::journal::{self, Touched};
 use super::model::State;
 use super::nofollow::{self, Dir};
 use super::validate;
@@ -139,12 +138,15 @@ impl Store {
     /// Write what changed since the last commit: a journal line, or a new snapshot when the
     /// journal has grown past it (or the change cannot be said as a line). Says which networks
     /// the change concerns (`journal::networks_touched`; `None`: any).
-    pub fn save(&mut self, state: &State) -> Result<Option<HashSet<String>>> {
+    pub fn save(&mut self, state: &State) -> Result<Option<Touched>> {
         let Some(ops) = journal::changes(&self.saved, state) else {
             return self.compact(state).map(|()| None);
         };
         if ops.is_empty() {
-            return Ok(Some(HashSet::new()));
+            return Ok(Some(Touched {
+                sandboxes: Some(Vec::new()),
+                ..Touched::default()
+            }));
         }
         let line = journal::line(self.saved.generation, &ops)
             .map_err(|e| Error::invalid(format!("serialise state change: {e}")))?;

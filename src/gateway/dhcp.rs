@@ -52,6 +52,13 @@ impl LeaseTable {
         self.by_mac.get(&mac).copied()
     }
 
+    /// The port with `mac` has no lease any more, if `ip` was still its address.
+    pub fn remove(&mut self, mac: MacAddr, ip: Ipv4Addr) {
+        if self.get(mac) == Some(ip) {
+            self.by_mac.remove(&mac);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_mac.len()
     }
@@ -70,6 +77,13 @@ impl Leases {
         // Only a whole table is ever stored, so a poisoned lock still holds a valid one.
         let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
         *current = Arc::new(table);
+    }
+
+    /// Change the table in force. A server thread still reading the one before keeps its
+    /// copy (the table is copied only then).
+    pub fn edit(&self, edit: impl FnOnce(&mut LeaseTable)) {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        edit(Arc::make_mut(&mut current));
     }
 
     /// The table in force.

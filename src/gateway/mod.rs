@@ -217,9 +217,19 @@ impl Gateway {
         self.dns.set_names(table);
     }
 
+    /// Change the names the gateway's DNS answers for in place.
+    pub fn edit_names(&self, edit: impl FnOnce(&mut dns::NameTable)) {
+        self.dns.edit_names(edit);
+    }
+
     /// The MACs and addresses the gateway's DHCP server answers for (replacing the last table).
     pub fn set_leases(&self, table: dhcp::LeaseTable) {
         self.leases.set(table);
+    }
+
+    /// Change the lease table in place.
+    pub fn edit_leases(&self, edit: impl FnOnce(&mut dhcp::LeaseTable)) {
+        self.leases.edit(edit);
     }
 
     /// The DHCP server's counters, for `network inspect`.

@@ -40,7 +40,7 @@ pub use codec::{
 pub use forward::{ForwardError, forward_tcp, forward_udp};
 pub use host_names::{HOST_NAMES, HostAddresses, WithHost};
 pub use names::{
-    Decision, NameTable, Names, answer, answer_tcp, reverse_address, reverse_address_v6,
+    Decision, NameEntry, NameTable, Names, answer, answer_tcp, reverse_address, reverse_address_v6,
 };
 pub use resolv_conf::{MAX_NAMESERVERS, nameservers_from_resolv_conf};
 pub use server::{DnsAnswer, DnsPort, DnsServer, DnsStats, RCODES};

@@ -109,6 +109,66 @@ impl NameTable {
     }
 }
 
+/// One answer of a [`NameTable`], as the controller adds and removes them one endpoint at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameEntry {
+    V4(String, Ipv4Addr),
+    V6(String, Ipv6Addr),
+    Reverse(Ipv4Addr, String),
+    ReverseV6(Ipv6Addr, String),
+}
+
+impl NameTable {
+    /// Add `entry` (as `add`, `add_v6`, `add_reverse`, `add_reverse_v6`).
+    pub fn insert(&mut self, entry: NameEntry) {
+        match entry {
+            NameEntry::V4(name, ip) => self.add(name, ip),
+            NameEntry::V6(name, ip) => self.add_v6(name, ip),
+            NameEntry::Reverse(ip, name) => self.add_reverse(ip, name),
+            NameEntry::ReverseV6(ip, name) => self.add_reverse_v6(ip, name),
+        }
+    }
+
+    /// Take `entry` out: the address from the name's (the name goes with its last address), a
+    /// PTR answer only if it is still `entry`'s.
+    pub fn remove(&mut self, entry: &NameEntry) {
+        fn drop_address<A: PartialEq>(
+            map: &mut std::collections::HashMap<String, Vec<A>>,
+            name: &str,
+            ip: &A,
+        ) {
+            if let Some(addresses) = map.get_mut(name) {
+                addresses.retain(|a| a != ip);
+                if addresses.is_empty() {
+                    map.remove(name);
+                }
+            }
+        }
+        match entry {
+            NameEntry::V4(name, ip) => drop_address(&mut self.names, name, ip),
+            NameEntry::V6(name, ip) => drop_address(&mut self.names_v6, name, ip),
+            NameEntry::Reverse(ip, name) => {
+                if self.reverse.get(ip) == Some(name) {
+                    self.reverse.remove(ip);
+                }
+            }
+            NameEntry::ReverseV6(ip, name) => {
+                if self.reverse_v6.get(ip) == Some(name) {
+                    self.reverse_v6.remove(ip);
+                }
+            }
+        }
+    }
+
+    /// The table with each name's addresses in order: two tables with the same answers compare
+    /// equal however they were made.
+    pub fn normalized(mut self) -> Self {
+        self.names.values_mut().for_each(|a| a.sort());
+        self.names_v6.values_mut().for_each(|a| a.sort());
+        self
+    }
+}
+
 impl Names for NameTable {
     fn addresses(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
         self.names.get(name).cloned()

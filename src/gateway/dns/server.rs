@@ -317,6 +317,14 @@ impl DnsServer {
     pub fn set_names(&self, table: NameTable) {
         *crate::guard::write_or_stop(&self.names, "a DNS name table") = table;
     }
+
+    /// Change the table in place (a sandbox's names added or removed).
+    pub fn edit_names(&self, edit: impl FnOnce(&mut NameTable)) {
+        edit(&mut crate::guard::write_or_stop(
+            &self.names,
+            "a DNS name table",
+        ));
+    }
 }
 
 impl Drop for DnsServer {
