@@ -448,9 +448,16 @@ impl Inner {
             )
             .collect();
         if !users.is_empty() {
+            // A network of thousands: the first few name the kind of user, the count the rest.
+            const NAMED: usize = 10;
+            let more = match users.len().saturating_sub(NAMED) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             return Err(Error::conflict(format!(
-                "network {name} has active endpoints: {}",
-                users.join(", ")
+                "network {name} has active endpoints ({}): {}{more}",
+                users.len(),
+                users[..users.len().min(NAMED)].join(", ")
             )));
         }
         Ok(net.clone())
