@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::model::State;
+use super::model::{Endpoint, Sandbox, State};
 use crate::api::lab::{LinkChange, LinkRow};
 use crate::datapath::Datapath;
 use crate::datapath::fdb::PortId;
@@ -50,7 +50,7 @@ fn link_end<'a>(state: &'a mut State, name: &str, network: &str) -> Result<LinkE
         .iter_mut()
         .find(|s| s.name == name)
         .ok_or_else(|| Error::not_found("sandbox", name))?;
-    let ep = sb
+    let ep = std::sync::Arc::make_mut(sb)
         .endpoints
         .iter_mut()
         .find(|e| e.network == network)
@@ -175,26 +175,54 @@ fn is_bridge(state: &State, network: &str) -> bool {
         .is_some_and(|n| crate::drivers::of(n.driver).supports_impairments())
 }
 
-/// Every link of the model with its owner's name: sandboxes' endpoints and VM ports.
-fn link_ends(state: &mut State) -> impl Iterator<Item = (&str, &str, LinkEnd<'_>)> {
-    let endpoints = state.sandboxes.iter_mut().flat_map(|sb| {
-        let name = sb.name.as_str();
-        sb.endpoints.iter_mut().map(move |ep| {
+/// The links of the model that are `wanted` (by owner, network, whether impaired, blocks),
+/// with their owner's name: sandboxes' endpoints and VM ports. Only the sandboxes with a wanted
+/// link are made the model's own copy (`Arc::make_mut`): the rest stay shared with the store.
+fn link_ends(
+    state: &mut State,
+    wanted: impl Fn(&str, &str, bool, &[String]) -> bool,
+) -> Vec<(&str, &str, LinkEnd<'_>)> {
+    let mut ends = Vec::new();
+    for sb in state.sandboxes.iter_mut() {
+        let any = sb
+            .endpoints
+            .iter()
+            .any(|ep| wanted(&sb.name, &ep.network, ep.impairment.is_some(), &ep.blocked));
+        if !any {
+            continue;
+        }
+        let Sandbox {
+            name, endpoints, ..
+        } = std::sync::Arc::make_mut(sb);
+        for ep in endpoints.iter_mut() {
+            let Endpoint {
+                network,
+                impairment,
+                blocked,
+                ..
+            } = ep;
+            if wanted(name, network, impairment.is_some(), blocked) {
+                ends.push((
+                    name.as_str(),
+                    network.as_str(),
+                    LinkEnd {
+                        impairment,
+                        blocked,
+                    },
+                ));
+            }
+        }
+    }
+    for p in state.vm_ports.iter_mut() {
+        if wanted(&p.name, &p.network, p.impairment.is_some(), &p.blocked) {
             let end = LinkEnd {
-                impairment: &mut ep.impairment,
-                blocked: &mut ep.blocked,
+                impairment: &mut p.impairment,
+                blocked: &mut p.blocked,
             };
-            (name, ep.network.as_str(), end)
-        })
-    });
-    let ports = state.vm_ports.iter_mut().map(|p| {
-        let end = LinkEnd {
-            impairment: &mut p.impairment,
-            blocked: &mut p.blocked,
-        };
-        (p.name.as_str(), p.network.as_str(), end)
-    });
-    endpoints.chain(ports)
+            ends.push((p.name.as_str(), p.network.as_str(), end));
+        }
+    }
+    ends
 }
 
 /// Clear impairments and blocks of every link matching the filters (`sandbox` may name a VM
@@ -216,10 +244,10 @@ pub fn reset(
         return Err(Error::not_found("sandbox", s));
     }
     let mut changed: Vec<String> = Vec::new();
-    for (name, net, end) in link_ends(state) {
-        if network.is_some_and(|n| n != net) {
-            continue;
-        }
+    let linked = |_: &str, net: &str, impaired: bool, blocked: &[String]| {
+        network.is_none_or(|n| n == net) && (impaired || !blocked.is_empty())
+    };
+    for (name, net, end) in link_ends(state, linked) {
         let before = (end.impairment.is_some(), end.blocked.len());
         if sandbox.is_none_or(|s| s == name) {
             *end.impairment = None;
@@ -243,8 +271,11 @@ pub type Forgotten = Vec<(String, String, String)>;
 /// Drop the blocks that name `leaving` (a sandbox or VM port, on `network` or everywhere).
 pub fn forget(state: &mut State, leaving: &str, network: Option<&str>) -> Forgotten {
     let mut gone = Vec::new();
-    for (name, net, end) in link_ends(state) {
-        if network.is_none_or(|n| n == net) && end.blocked.iter().any(|b| b == leaving) {
+    let blocking = |_: &str, net: &str, _: bool, blocked: &[String]| {
+        network.is_none_or(|n| n == net) && blocked.iter().any(|b| b == leaving)
+    };
+    for (name, net, end) in link_ends(state, blocking) {
+        {
             end.blocked.retain(|b| b != leaving);
             gone.push((name.to_string(), net.to_string(), leaving.to_string()));
         }
@@ -255,8 +286,8 @@ pub fn forget(state: &mut State, leaving: &str, network: Option<&str>) -> Forgot
 /// Undo `forget` (the request that left failed).
 pub fn remember(state: &mut State, forgotten: Forgotten) {
     for (owner, network, partner) in forgotten {
-        if let Some((_, _, end)) =
-            link_ends(state).find(|(n, net, _)| *n == owner && *net == network)
+        let owned = |n: &str, net: &str, _: bool, _: &[String]| n == owner && net == network;
+        if let Some((_, _, end)) = link_ends(state, owned).into_iter().next()
             && !end.blocked.contains(&partner)
         {
             end.blocked.push(partner);
@@ -470,9 +501,9 @@ mod tests {
                 net("host", "host"),
             ],
             sandboxes: vec![
-                sb("a", &["front", "back"]),
-                sb("b", &["front", "back"]),
-                sb("c", &["back"]),
+                sb("a", &["front", "back"]).into(),
+                sb("b", &["front", "back"]).into(),
+                sb("c", &["back"]).into(),
             ],
             ula: None,
             vm_ports: Vec::new(),

@@ -190,7 +190,9 @@ pub struct State {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u64,
     pub networks: Vec<Network>,
-    pub sandboxes: Vec<Sandbox>,
+    /// Shared with the store's copy of what was committed until changed (`Arc::make_mut`),
+    /// so that finding what a commit changed compares pointers, not sandboxes.
+    pub sandboxes: Vec<std::sync::Arc<Sandbox>>,
     /// Attachments made by CNI runtimes through `tapnet-cni`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cni: Vec<CniAttachment>,
@@ -332,7 +334,7 @@ impl State {
         self.networks.iter().find(|n| n.name == name)
     }
     pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
-        self.sandboxes.iter().find(|s| s.name == name)
+        self.sandboxes.iter().find(|s| s.name == name).map(|s| &**s)
     }
     /// The Docker plugin whose network `name` is, if dockerd made it.
     pub fn docker_owner(&self, name: &str) -> Option<&DockerPlugin> {
@@ -349,7 +351,7 @@ impl State {
             s.endpoints
                 .iter()
                 .filter(move |e| e.network == name)
-                .map(move |e| (s, e))
+                .map(move |e| (&**s, e))
         })
     }
 }

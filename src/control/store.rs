@@ -97,11 +97,7 @@ impl Store {
         })?;
         let current = state.version == State::VERSION && !replay.stale && journal.is_some();
         self.resume_at = current.then_some(replay.good_len as u64);
-        for batch in replay.batches {
-            for op in batch.ops {
-                journal::apply(&mut state, op);
-            }
-        }
+        journal::replay(&mut state, replay.batches.into_iter().flat_map(|b| b.ops));
         state.version = State::VERSION;
         validate::load(&mut state).map_err(|e| {
             Error::invalid(format!(
@@ -159,6 +155,8 @@ impl Store {
         for op in ops {
             journal::apply(&mut self.saved, op);
         }
+        // The same sandboxes as the state's, shared: the next diff compares their pointers.
+        self.saved.sandboxes.clone_from(&state.sandboxes);
         Ok(touched)
     }
 
@@ -277,7 +275,7 @@ mod tests {
 
     fn with_sandboxes(n: usize) -> State {
         let mut state = crate::control::validate::tests::world();
-        let template = state.sandboxes[0].clone();
+        let template = (*state.sandboxes[0]).clone();
         state.sandboxes.clear();
         for i in 0..n {
             let mut sb = template.clone();
@@ -290,7 +288,7 @@ mod tests {
             ep.ipv4 = Some(std::net::Ipv4Addr::new(10, 61, 0, 2 + i as u8));
             ep.mac = format!("0a:58:0a:3d:00:{:02x}", 2 + i).parse().ok();
             ep.aliases.clear();
-            state.sandboxes.push(sb);
+            state.sandboxes.push(std::sync::Arc::new(sb));
         }
         state
     }
@@ -341,6 +339,25 @@ mod tests {
         let more = with_sandboxes(5);
         state.sandboxes.extend(more.sandboxes[3..].iter().cloned());
         store.save(&state).unwrap();
+        // What was committed shares the state's sandboxes (the next diff compares pointers);
+        // one the state changes is its own copy, and the diff finds it.
+        let shared = |store: &Store, state: &State| {
+            (store.saved().sandboxes.iter().zip(&state.sandboxes))
+                .filter(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+                .count()
+        };
+        assert_eq!(shared(&store, &state), 4);
+        std::sync::Arc::make_mut(&mut state.sandboxes[0]).hostname = "changed".into();
+        assert_eq!(shared(&store, &state), 3);
+        assert_eq!(
+            journal::changes(store.saved(), &state).map(|ops| ops.len()),
+            Some(1)
+        );
+        std::sync::Arc::make_mut(&mut state.sandboxes[0]).hostname = "s0".into();
+        assert_eq!(
+            journal::changes(store.saved(), &state).map(|ops| ops.len()),
+            Some(0)
+        );
         // The snapshot was not rewritten; the journal has the two commits.
         assert_eq!(std::fs::read(&path).unwrap(), snapshot);
         let journal = std::fs::read(dir.join("state.journal")).unwrap();
@@ -459,7 +476,7 @@ mod tests {
         // Commit after commit until the journal passes its limit.
         let mut commits = 0;
         while store.saved().generation == generation {
-            state.sandboxes[0].hostname = format!("h{commits}");
+            std::sync::Arc::make_mut(&mut state.sandboxes[0]).hostname = format!("h{commits}");
             store.save(&state).unwrap();
             commits += 1;
             assert!(commits < 10_000, "never compacted");

@@ -83,10 +83,13 @@ pub fn port_clash<'a>(
 pub type Publisher<'a> = (&'static str, &'a str, &'a [PublishedPort]);
 
 /// Sandboxes as publishers.
-pub fn sandbox_publishers(sandboxes: &[Sandbox]) -> impl Iterator<Item = Publisher<'_>> {
-    sandboxes
-        .iter()
-        .map(|s| ("sandbox", s.name.as_str(), s.ports.as_slice()))
+pub fn sandbox_publishers<S: std::borrow::Borrow<Sandbox>>(
+    sandboxes: &[S],
+) -> impl Iterator<Item = Publisher<'_>> {
+    sandboxes.iter().map(|s| {
+        let s = s.borrow();
+        ("sandbox", s.name.as_str(), s.ports.as_slice())
+    })
 }
 
 /// Every publisher of the state: sandboxes and VM ports.
@@ -120,7 +123,12 @@ pub fn state(state: &State) -> std::result::Result<Vec<NetOptions>, String> {
     }
     // Addresses taken per network, with who took them.
     let mut taken: HashMap<(String, IpAddr), String> = HashMap::new();
+    // Names seen, in a set: 10,000 sandboxes are checked at every start.
+    let mut names = HashSet::with_capacity(state.sandboxes.len());
     for (i, sb) in state.sandboxes.iter().enumerate() {
+        if !names.insert(sb.name.as_str()) {
+            return Err(format!("sandbox {:?}: is listed twice", sb.name));
+        }
         sandbox(state, sb, &state.sandboxes[..i], &mut taken)
             .map_err(|e| format!("sandbox {:?}: {e}", sb.name))?;
     }
@@ -307,13 +315,10 @@ fn claim(
 fn sandbox(
     state: &State,
     sb: &Sandbox,
-    earlier: &[Sandbox],
+    earlier: &[std::sync::Arc<Sandbox>],
     taken: &mut HashMap<(String, IpAddr), String>,
 ) -> Result<()> {
     validate_name("sandbox", &sb.name).map_err(Error::Invalid)?;
-    if earlier.iter().any(|s| s.name == sb.name) {
-        return Err(Error::invalid("is listed twice"));
-    }
     if crate::drivers::shares_host(state, sb) {
         // The host's own name: not written to any file, shown only; one line of it.
         if sb.hostname.len() > 64 || sb.hostname.chars().any(|c| c.is_control()) {
@@ -619,6 +624,7 @@ fn docker_plugin(state: &State, p: &DockerPlugin, earlier: &[DockerPlugin]) -> R
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn hostnames_are_labels_without_spaces_or_newlines() {
@@ -657,6 +663,11 @@ pub(crate) mod tests {
     }
 
     /// Bridge network `n` (10.61.0.0/24) and sandbox `a` on it, as the API makes them.
+    /// The first sandbox of `s`, the state's own copy, to edit.
+    fn sb0(s: &mut State) -> &mut Sandbox {
+        Arc::make_mut(&mut s.sandboxes[0])
+    }
+
     pub(crate) fn world() -> State {
         let json = serde_json::json!({
             "version": 1,
@@ -726,15 +737,15 @@ pub(crate) mod tests {
     #[test]
     fn every_field_is_checked_on_load() {
         refused(
-            |s| s.sandboxes[0].hostname = "x\n10.0.0.1 evil".into(),
+            |s| sb0(s).hostname = "x\n10.0.0.1 evil".into(),
             r#"sandbox "a": invalid hostname "x\n10.0.0.1 evil""#,
         );
         refused(
-            |s| s.sandboxes[0].endpoints[0].ipv4 = Some("10.99.0.5".parse().unwrap()),
+            |s| sb0(s).endpoints[0].ipv4 = Some("10.99.0.5".parse().unwrap()),
             "10.99.0.5 is not a usable address of subnet 10.61.0.0/24",
         );
         refused(
-            |s| s.sandboxes[0].endpoints[0].ipv4 = Some("10.61.0.1".parse().unwrap()),
+            |s| sb0(s).endpoints[0].ipv4 = Some("10.61.0.1".parse().unwrap()),
             "is the network's gateway",
         );
         refused(
@@ -743,19 +754,19 @@ pub(crate) mod tests {
         );
         refused(
             |s| {
-                let mut b = s.sandboxes[0].clone();
+                let mut b = sb0(s).clone();
                 b.name = "b".into();
                 b.ports.clear();
-                s.sandboxes.push(b);
+                s.sandboxes.push(Arc::new(b));
             },
             "address 10.61.0.2 on network n is sandbox a's too",
         );
         refused(
             |s| {
-                let mut b = s.sandboxes[0].clone();
+                let mut b = sb0(s).clone();
                 b.name = "b".into();
                 b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
-                s.sandboxes.push(b);
+                s.sandboxes.push(Arc::new(b));
             },
             "sandbox a already publishes",
         );
@@ -802,31 +813,31 @@ pub(crate) mod tests {
             "invalid network name",
         );
         refused(
-            |s| s.sandboxes[0].endpoints[0].mac = Some("01:00:5e:00:00:01".parse().unwrap()),
+            |s| sb0(s).endpoints[0].mac = Some("01:00:5e:00:00:01".parse().unwrap()),
             "not a unicast address",
         );
         refused(
-            |s| s.sandboxes[0].endpoints[0].interface = Some("eth0/../x".into()),
+            |s| sb0(s).endpoints[0].interface = Some("eth0/../x".into()),
             "invalid interface name",
         );
         refused(
-            |s| s.sandboxes[0].endpoints[0].aliases = vec!["a b".into()],
+            |s| sb0(s).endpoints[0].aliases = vec!["a b".into()],
             "invalid alias name",
         );
         refused(
             |s| {
-                let ep = s.sandboxes[0].endpoints[0].clone();
-                s.sandboxes[0].endpoints.push(ep)
+                let ep = sb0(s).endpoints[0].clone();
+                sb0(s).endpoints.push(ep)
             },
             "joins it twice",
         );
         refused(
-            |s| s.sandboxes[0].endpoints[0].network = "gone".into(),
+            |s| sb0(s).endpoints[0].network = "gone".into(),
             r#"endpoint on unknown network "gone""#,
         );
-        refused(|s| s.sandboxes[0].ports[0].port = 0, "port 0");
+        refused(|s| sb0(s).ports[0].port = 0, "port 0");
         refused(
-            |s| s.sandboxes[0].ports[0].network = "bridge".into(),
+            |s| sb0(s).ports[0].network = "bridge".into(),
             "is not a non-internal bridge network of the sandbox",
         );
     }
@@ -836,7 +847,7 @@ pub(crate) mod tests {
         let mut s = world();
         s.networks[2].subnet6 = Some("fd00:61::/64".parse().unwrap());
         s.networks[2].gateway6 = Some("fd00:61::1".parse().unwrap());
-        s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap());
+        sb0(&mut s).endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap());
         s.ula = Some("fd12:3456:789a::/48".parse().unwrap());
         s
     }
@@ -854,8 +865,8 @@ pub(crate) mod tests {
         state(&dual()).unwrap();
         let mut only = dual();
         (only.networks[2].subnet, only.networks[2].gateway) = (None, None);
-        only.sandboxes[0].endpoints[0].ipv4 = None;
-        only.sandboxes[0].ports.clear();
+        sb0(&mut only).endpoints[0].ipv4 = None;
+        sb0(&mut only).ports.clear();
         state(&only).unwrap();
         refused_dual(
             |s| s.networks[2].subnet6 = Some("fe80::/64".parse().unwrap()),
@@ -877,27 +888,24 @@ pub(crate) mod tests {
             "has no addresses",
         );
         refused_dual(
-            |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:62::2".parse().unwrap()),
+            |s| sb0(s).endpoints[0].ipv6 = Some("fd00:62::2".parse().unwrap()),
             "not a usable address of subnet fd00:61::/64",
         );
-        refused_dual(
-            |s| s.sandboxes[0].endpoints[0].ipv6 = None,
-            "has no IPv6 address",
-        );
+        refused_dual(|s| sb0(s).endpoints[0].ipv6 = None, "has no IPv6 address");
         refused_dual(
             |s| {
-                let mut b = s.sandboxes[0].clone();
+                let mut b = sb0(s).clone();
                 b.name = "b".into();
                 b.ports.clear();
                 b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
-                s.sandboxes.push(b);
+                s.sandboxes.push(Arc::new(b));
             },
             "address fd00:61::2 on network n is sandbox a's too",
         );
         refused_dual(|s| s.ula = Some("fd12::/64".parse().unwrap()), "ula:");
         refused_dual(|s| s.ula = Some("2001:db9::/48".parse().unwrap()), "ula:");
         refused(
-            |s| s.sandboxes[0].endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap()),
+            |s| sb0(s).endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap()),
             "the network has no IPv6 subnet",
         );
     }

@@ -4,7 +4,7 @@
 //! works as before and is only made anew after a `kill -9`; the first failure is logged and the
 //! keeper is not used again by this daemon.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -20,7 +20,8 @@ use crate::paths::StateDir;
 struct Keeper {
     conn: Mutex<OwnedFd>,
     /// The fds the keeper handed back on start, by key, until `restore` claims them.
-    restored: Mutex<HashMap<String, Vec<OwnedFd>>>,
+    /// Ordered, so that a sandbox's keys (one prefix) are found without a scan of all.
+    restored: Mutex<BTreeMap<String, Vec<OwnedFd>>>,
     /// The keys whose TAPs the restore took as they were.
     reused: Mutex<HashSet<String>>,
     /// Did the keeper give anything back on start?
@@ -107,10 +108,10 @@ pub fn start(dirs: &StateDir) -> Result<()> {
     Ok(())
 }
 
-fn take_all(conn: &OwnedFd) -> Result<HashMap<String, Vec<OwnedFd>>> {
+fn take_all(conn: &OwnedFd) -> Result<BTreeMap<String, Vec<OwnedFd>>> {
     let fail = |what: String| Error::invalid(format!("take the fd keeper's fds: {what}"));
     proto::send(conn.as_fd(), b"T", &[]).map_err(|e| fail(e.to_string()))?;
-    let mut out = HashMap::new();
+    let mut out = BTreeMap::new();
     let mut buf = [0u8; MAX_MESSAGE];
     loop {
         let (len, fds) = proto::recv(conn.as_fd(), &mut buf)
@@ -211,7 +212,10 @@ pub fn all_reused(sandbox: &str, interfaces: &[&str]) -> bool {
         && interfaces
             .iter()
             .all(|i| reused.contains(&endpoint_key(sandbox, i)))
-        && !lock(&k.restored).keys().any(|key| key.starts_with(&prefix))
+        && !lock(&k.restored)
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(key, _)| key.starts_with(&prefix))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -481,7 +481,7 @@ impl Inner {
                     }),
             );
         // They stand in as endpoints of a placeholder sandbox.
-        state.sandboxes.push(Sandbox {
+        state.sandboxes.push(Arc::new(Sandbox {
             name: String::new(),
             id: String::new(),
             hostname: String::new(),
@@ -501,7 +501,7 @@ impl Inner {
                 })
                 .collect(),
             ports: Vec::new(),
-        });
+        }));
         endpoints::plan_endpoint(&state, sb, net, ips.0, ips.1, aliases)
     }
 
@@ -521,6 +521,7 @@ impl Inner {
             .state
             .sandboxes
             .iter()
+            .map(|s| &**s)
             .chain(&self.creating_sandboxes)
             .flat_map(|sb| sb.endpoints.iter())
             .map(|ep| (&ep.network, ep.ipv4, ep.ipv6))

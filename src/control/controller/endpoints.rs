@@ -536,7 +536,7 @@ impl Inner {
 
     pub(super) fn replace_sandbox(&mut self, sb: Sandbox) {
         if let Some(slot) = self.state.sandboxes.iter_mut().find(|s| s.name == sb.name) {
-            *slot = sb;
+            *slot = Arc::new(sb);
         }
     }
 
@@ -663,7 +663,7 @@ mod tests {
         assert_eq!(ep.ipv6, Some("fd00:a::2".parse().unwrap()));
         assert_eq!(ep.ipv4, Some(Ipv4Addr::new(172, 17, 0, 2)));
         a.endpoints.push(ep);
-        state.sandboxes.push(a);
+        state.sandboxes.push(Arc::new(a));
         let b = sandbox("b");
         let next = plan_endpoint(&state, &b, &net, None, None, Vec::new()).unwrap();
         assert_eq!(next.ipv6, Some("fd00:a::3".parse().unwrap()));
@@ -713,7 +713,7 @@ mod tests {
         let mut state = state;
         let mut a = sandbox("a");
         a.endpoints.push(ep);
-        state.sandboxes.push(a);
+        state.sandboxes.push(Arc::new(a));
         let same = Some("fd00:a::1:0:0:2");
         let err = plan_endpoint(&state, &sandbox("b"), &net, None, same, Vec::new())
             .unwrap_err()

@@ -160,7 +160,7 @@ mod tests {
     use super::*;
 
     fn sandbox(name: &str, last: u8, aliases: &[&str]) -> Sandbox {
-        let mut sb = crate::control::validate::tests::world().sandboxes[0].clone();
+        let mut sb = (*crate::control::validate::tests::world().sandboxes[0]).clone();
         sb.name = name.into();
         let ep = &mut sb.endpoints[0];
         ep.ipv4 = Some(Ipv4Addr::new(10, 0, 0, last));

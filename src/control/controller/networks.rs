@@ -300,7 +300,7 @@ impl Inner {
             .extend(self.creating_networks.iter().cloned());
         state
             .sandboxes
-            .extend(self.creating_sandboxes.iter().cloned());
+            .extend(self.creating_sandboxes.iter().cloned().map(Arc::new));
         state.cni.extend(self.creating_cni.iter().cloned());
         std::borrow::Cow::Owned(state)
     }

@@ -312,7 +312,7 @@ impl Inner {
 
     /// Add a wired sandbox, its routes set, to the model and the state file.
     pub(super) fn commit_sandbox(&mut self, sb: &Sandbox) -> Result<()> {
-        self.state.sandboxes.push(sb.clone());
+        self.state.sandboxes.push(Arc::new(sb.clone()));
         if let Err(e) = self.save() {
             self.state.sandboxes.pop();
             return Err(e);
