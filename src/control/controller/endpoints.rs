@@ -3,7 +3,7 @@
 use super::*;
 
 /// Addresses taken on `network`: sandboxes' endpoints and CNI attachments.
-pub(super) fn addresses_on(state: &State, network: &str) -> HashSet<Ipv4Addr> {
+pub(super) fn addresses_on(state: &State, network: &str) -> ipam::AddrSet {
     state
         .endpoints_on(network)
         .filter_map(|(_, e)| e.ipv4)
