@@ -5,7 +5,7 @@
 # See BENCHMARKS.md for what each case and column means. Must run as root.
 #
 #   scripts/bench.sh [--quick] [--rounds N] [--cases "bridge tapnet ..."] [--out FILE]
-#                    [--no-scaling] [--scale "1 2 10 100"]
+#                    [--no-scaling] [--scale "1 2 10 100"] [--many N]
 #
 # Environment (flags win): ROUNDS (3), CASES, OUT (bench-results/latest.md), TAPNET (tapnet binary;
 # default: cargo build --release, honouring CARGO_TARGET_DIR), TAPNET_ARGS (extra `tapnet daemon`
@@ -43,6 +43,10 @@
 # (auto, tcg, kvm-host, kvm-qemu64) skips the probe. Compared with vm-passt.
 # "switch", "nat", "lab" (tapnet plus the lab cases) and "vm" in CASES stand for each group.
 # --quick: 1 round, 2 s tests, 50 pings, no scaling run (a smoke check, about two minutes).
+# --many N (env MANY): the many-sandboxes case after the others: scripts/scale-bench.sh with N
+# sandboxes on one network of one daemon (per-create time, RSS and kernel memory as the count
+# grows; list, inspect and stats at N; 16 clients at once; kill -9 with a TCP stream running;
+# reset), appended to the report. Not in the default run: 10,000 take about 10 minutes.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,7 +54,7 @@ LIB="$REPO/scripts/bench/benchlib.py"
 # The exact command, with the knobs that came from the environment, for the report.
 ORIG_CMD=""
 for v in ROUNDS CASES OUT TAPNET TAPNET_ARGS TCP_SECS UDP_SECS PING_COUNT SCALING SCALE_PAIRS \
-         SCALE_TCP_SECS SCALE_MAX_IPERF CONN_SECS NAT_GRACE VM_MIB VM_ACCEL CARGO_TARGET_DIR; do
+         SCALE_TCP_SECS SCALE_MAX_IPERF CONN_SECS NAT_GRACE VM_MIB VM_ACCEL MANY CARGO_TARGET_DIR; do
     [ -z "${!v:-}" ] || ORIG_CMD+="$v=\"${!v}\" "
 done
 ORIG_CMD+=$0
@@ -82,6 +86,7 @@ NAT_GRACE=${NAT_GRACE:-15}
 VM_MIB=${VM_MIB:-32}
 VM_ACCEL=${VM_ACCEL:-auto}
 TAPNET_ARGS=${TAPNET_ARGS:-}
+MANY=${MANY:-0}
 PYTHON=${PYTHON:-python3}
 UDP_LEN=64
 IPERF_PORT=5201
@@ -111,6 +116,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --no-scaling) SCALING=0 ;;
         --scale) SCALE_PAIRS=$2; SCALING=1; shift ;;
+        --many) MANY=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -1019,7 +1025,7 @@ install_pkgs
 for c in iperf3 ping ip ss nsenter unshare "$PYTHON"; do
     command -v "$c" >/dev/null || { echo "bench.sh: $c not found" >&2; exit 1; }
 done
-case " $CASES " in *" tapnet"*|*" nat-tapnet"*) resolve_tapnet ;; *) [ "$SCALING" = 0 ] || resolve_tapnet ;; esac
+case " $CASES " in *" tapnet"*|*" nat-tapnet"*) resolve_tapnet ;; *) [ "$SCALING" = 0 ] && [ "$MANY" = 0 ] || resolve_tapnet ;; esac
 case " $CASES " in *" vm-"*) resolve_vm_bench ;; esac
 PY_COMM=$(basename "$(command -v "$PYTHON")" | cut -c1-15)
 TAPNET=${TAPNET:-/bin/false}   # the cleanup refers to it even when no tapnet case runs
@@ -1082,5 +1088,9 @@ report_args=(--meta "$META" --results "$RESULTS")
 # Raw numbers next to the table, for anyone who wants to recompute.
 cp "$RESULTS" "${OUT%.md}.tsv"
 [ "$SCALING" = 0 ] || cp "$SCALE_RESULTS" "${OUT%.md}-scaling.tsv"
+if [ "$MANY" != 0 ]; then
+    log "many sandboxes: $MANY"
+    { echo; echo "## Many sandboxes"; echo; echo '```'; "$REPO/scripts/scale-bench.sh" "$MANY" 1000 "$TAPNET"; echo '```'; } >>"$OUT"
+fi
 log "results written to $OUT"
 cat "$OUT"
