@@ -37,6 +37,8 @@ if [ -n "${AS_USER:-}" ]; then
     TRAFFIC=$WORK/traffic.py
     mkdir -p "$WORK/run"
     chown -R "$uid:$gid" "$WORK/run"
+    # In a directory of the user's, which `system reset` may then remove.
+    S=$WORK/run/state
     T() {
         setpriv --reuid="$uid" --regid="$gid" --clear-groups -- env XDG_RUNTIME_DIR="$WORK/run" \
             HOME="$WORK/run" "$BIN" --state-dir "$S" "$@"
