@@ -275,10 +275,8 @@ pub fn forget(state: &mut State, leaving: &str, network: Option<&str>) -> Forgot
         network.is_none_or(|n| n == net) && blocked.iter().any(|b| b == leaving)
     };
     for (name, net, end) in link_ends(state, blocking) {
-        {
-            end.blocked.retain(|b| b != leaving);
-            gone.push((name.to_string(), net.to_string(), leaving.to_string()));
-        }
+        end.blocked.retain(|b| b != leaving);
+        gone.push((name.to_string(), net.to_string(), leaving.to_string()));
     }
     gone
 }

@@ -10,9 +10,11 @@
 //! Where we may not make one (a user namespace without a PID namespace of its own, a masked
 //! procfs), `/proc/sys` serves as before.
 
-use std::ffi::CString;
 use std::io::ErrorKind;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
 
@@ -42,10 +44,10 @@ pub struct ConfDir {
 impl ConfDir {
     /// Open it in a private procfs instance, or in `/proc/sys` where that cannot be made.
     pub fn open() -> Result<Self> {
-        const DIR: i32 = libc::O_PATH | libc::O_DIRECTORY;
+        const DIR: OFlag = OFlag::O_PATH.union(OFlag::O_DIRECTORY);
         if let Some(root) = private_procfs() {
             // The directory's fd keeps the detached mount alive; the mount's own fd can go.
-            match open_path(root.as_raw_fd(), "sys/net/ipv6/conf", DIR) {
+            match open_path(&root, "sys/net/ipv6/conf", DIR) {
                 Ok(dir) => return Ok(Self::found(Some(dir), "a private procfs")),
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     return Ok(Self::found(None, "a private procfs"));
@@ -54,7 +56,7 @@ impl ConfDir {
                 Err(_) => {}
             }
         }
-        match open_path(libc::AT_FDCWD, "/proc/sys/net/ipv6/conf", DIR) {
+        match open_path(AT_FDCWD, "/proc/sys/net/ipv6/conf", DIR) {
             Ok(dir) => Ok(Self::found(Some(dir), "/proc/sys")),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Self::found(None, "/proc/sys")),
             Err(source) => Err(Error::Io {
@@ -101,12 +103,7 @@ impl ConfDir {
                 false => Ok(()),
             };
         };
-        let written = open_path(
-            dir.as_raw_fd(),
-            &format!("{dev}/{key}"),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        )
-        .and_then(|fd| {
+        let written = open_path(dir, &format!("{dev}/{key}"), OFlag::O_WRONLY).and_then(|fd| {
             std::io::Write::write_all(&mut std::fs::File::from(fd), value.to_string().as_bytes())
         });
         match written {
@@ -125,14 +122,14 @@ impl ConfDir {
 fn private_procfs() -> Option<OwnedFd> {
     let name = c"proc";
     // SAFETY: fsopen reads a NUL-terminated string; the result is a new fd or -1.
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::c_uint::from(1u8)) };
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), libc::FSOPEN_CLOEXEC) };
     let fs = owned(fs)?;
-    // SAFETY: FSCONFIG_CMD_CREATE (6) takes no key or value.
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
     let made = unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
             fs.as_raw_fd(),
-            6,
+            libc::FSCONFIG_CMD_CREATE,
             std::ptr::null::<libc::c_char>(),
             std::ptr::null::<libc::c_void>(),
             0,
@@ -141,9 +138,17 @@ fn private_procfs() -> Option<OwnedFd> {
     if made < 0 {
         return None;
     }
-    // SAFETY: fsmount takes the configured context's fd and flags (FSMOUNT_CLOEXEC = 1) and
-    // returns a new fd or -1. MOUNT_ATTR_NOEXEC | NOSUID | NODEV (8 | 2 | 4).
-    let mnt = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1, 8 | 2 | 4) };
+    let attrs = libc::MOUNT_ATTR_NOEXEC | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    // SAFETY: fsmount takes the configured context's fd, flags and mount attributes, and
+    // returns a new fd or -1.
+    let mnt = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs,
+        )
+    };
     owned(mnt)
 }
 
@@ -153,13 +158,6 @@ fn owned(ret: libc::c_long) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_path(dir: i32, path: &str, flags: i32) -> std::io::Result<OwnedFd> {
-    let c = CString::new(path).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
-    // SAFETY: c is NUL-terminated; openat returns a new fd or -1.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open_path(dir: impl AsFd, path: &str, flags: OFlag) -> std::io::Result<OwnedFd> {
+    Ok(openat(dir, path, flags | OFlag::O_CLOEXEC, Mode::empty())?)
 }
