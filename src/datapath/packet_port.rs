@@ -18,7 +18,7 @@
 //! The interface is set up and promiscuous (a packet-socket membership, gone with the socket);
 //! `IfaceGuard` puts it down again on drop if it was down. Its addresses are never touched.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::packet_ring::PacketRing;
 use crate::error::{Context, Error, Result};
@@ -99,15 +99,16 @@ fn set_up(name: &str, up: bool) -> Result<bool> {
     Ok(was_up)
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: i32, opt: i32, value: i32) -> std::io::Result<()> {
-    // SAFETY: value lives across the call; its size is passed.
+/// `setsockopt` of a plain value (an int, a ring request), shared with `packet_ring.rs`.
+pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, value: &T) -> std::io::Result<()> {
+    // SAFETY: value is valid for reads of its size across the call; its size is passed.
     let rc = unsafe {
         libc::setsockopt(
-            fd.as_raw_fd(),
+            fd,
             level,
             opt,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
@@ -205,18 +206,23 @@ pub fn open(name: &str, was_down: bool, ring: bool) -> Result<Opened> {
     // socket's is 10 bytes unless told otherwise (PACKET_VNET_HDR_SZ, Linux 6.2). The rings
     // keep 10 (see packet_ring.rs).
     if ring.is_none() {
-        setsockopt_int(
-            &fd,
+        setsockopt(
+            fd.as_raw_fd(),
             libc::SOL_PACKET,
             PACKET_VNET_HDR_SZ,
-            crate::wire::VNET_HDR_LEN as i32,
+            &(crate::wire::VNET_HDR_LEN as i32),
         )
         .map_err(|e| what(e, "PACKET_VNET_HDR_SZ (Linux 6.2 or later)"))?;
     }
     // Frames the host's own stack sends on the interface are not the switch's to forward.
-    let _ = setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
+    let _ = setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        &1i32,
+    );
     for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        let _ = setsockopt_int(&fd, libc::SOL_SOCKET, opt, 4 << 20);
+        let _ = setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, &(4i32 << 20));
     }
     // SAFETY: sockaddr_ll is plain old data; all zeroes is valid before the fields are set.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

@@ -31,12 +31,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::error::{Error, Result};
 use crate::wire::VNET_HDR_LEN;
 
-const PACKET_COPY_THRESH: i32 = 7;
-const PACKET_RX_RING: i32 = 5;
-const PACKET_VERSION: i32 = 10;
-const PACKET_TX_RING: i32 = 13;
-const PACKET_LOSS: i32 = 14;
-const PACKET_VNET_HDR: i32 = 15;
 const TPACKET_V2: i32 = 1;
 
 /// Slot status bits (`linux/if_packet.h`).
@@ -233,22 +227,9 @@ pub enum Received {
     Bad,
 }
 
+/// `setsockopt(SOL_PACKET)` of a plain value.
 fn sockopt<T>(fd: RawFd, opt: i32, value: &T) -> io::Result<()> {
-    // SAFETY: value is valid for reads of size_of::<T>() bytes across the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
-            opt,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    super::packet_port::setsockopt(fd, libc::SOL_PACKET, opt, value)
 }
 
 impl PacketRing {
@@ -259,19 +240,20 @@ impl PacketRing {
         let raw = fd.as_raw_fd();
         let what =
             |step: &str, e: io::Error| Error::invalid(format!("interface {name}: {step}: {e}"));
-        sockopt(raw, PACKET_VNET_HDR, &1i32).map_err(|e| what("PACKET_VNET_HDR", e))?;
-        sockopt(raw, PACKET_VERSION, &TPACKET_V2).map_err(|e| what("TPACKET_V2", e))?;
-        sockopt(raw, PACKET_COPY_THRESH, &1i32).map_err(|e| what("PACKET_COPY_THRESH", e))?;
+        sockopt(raw, libc::PACKET_VNET_HDR, &1i32).map_err(|e| what("libc::PACKET_VNET_HDR", e))?;
+        sockopt(raw, libc::PACKET_VERSION, &TPACKET_V2).map_err(|e| what("TPACKET_V2", e))?;
+        sockopt(raw, libc::PACKET_COPY_THRESH, &1i32)
+            .map_err(|e| what("libc::PACKET_COPY_THRESH", e))?;
         // A frame the kernel cannot send is skipped, not left blocking the ring.
-        sockopt(raw, PACKET_LOSS, &1i32).map_err(|e| what("PACKET_LOSS", e))?;
+        sockopt(raw, libc::PACKET_LOSS, &1i32).map_err(|e| what("libc::PACKET_LOSS", e))?;
         let req = TpacketReq {
             block_size: (SLOT * SLOTS_PER_BLOCK) as u32,
             block_nr: BLOCKS as u32,
             frame_size: SLOT as u32,
             frame_nr: SLOTS as u32,
         };
-        sockopt(raw, PACKET_RX_RING, &req).map_err(|e| what("PACKET_RX_RING", e))?;
-        sockopt(raw, PACKET_TX_RING, &req).map_err(|e| what("PACKET_TX_RING", e))?;
+        sockopt(raw, libc::PACKET_RX_RING, &req).map_err(|e| what("libc::PACKET_RX_RING", e))?;
+        sockopt(raw, libc::PACKET_TX_RING, &req).map_err(|e| what("libc::PACKET_TX_RING", e))?;
         let len = 2 * SLOTS * SLOT;
         // SAFETY: a shared mapping of the socket's rings, of their total size, at no fixed
         // address; the result is checked.
