@@ -308,6 +308,18 @@ pub fn replay<'a>(state: &mut State, ops: impl IntoIterator<Item = Op<'a>>) {
     }
 }
 
+/// Whether `op` puts or deletes a sandbox.
+pub fn is_sandbox_op(op: &Op<'_>) -> bool {
+    matches!(
+        op,
+        Op::Put(Put::Sandbox(_))
+            | Op::Del {
+                kind: Kind::Sandbox,
+                ..
+            }
+    )
+}
+
 /// Apply one change to `state`: a put replaces the entity of its key in place or appends it,
 /// a del removes it (a del of what is not there changes nothing, so replaying a journal twice
 /// is harmless).
