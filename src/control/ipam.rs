@@ -84,26 +84,10 @@ fn is_host_address(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
 }
 
 /// The IPv4 addresses taken on a network, as a create sees them: made for one allocation and
-/// dropped, so keyed by a fast hash rather than SipHash (with 10,000 sandboxes on one network
-/// the set's hashing was most of an allocation's cost). The keys are the daemon's own
-/// addresses, not a peer's choice.
-pub type AddrSet = HashSet<Ipv4Addr, std::hash::BuildHasherDefault<AddrHasher>>;
-
-/// Multiply-and-rotate over the address's bytes (the mixing of rustc's FxHasher).
-#[derive(Default)]
-pub struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// dropped, so keyed by foldhash rather than SipHash (with 10,000 sandboxes on one network the
+/// set's hashing was most of an allocation's cost). The keys are the daemon's own addresses,
+/// not a peer's choice.
+pub type AddrSet = HashSet<Ipv4Addr, foldhash::fast::FixedState>;
 
 /// The address asked for (`--ip`, `--ip6`), if it is `usable` in `subnet`, not the gateway
 /// and not taken: one check and one wording for both families.
