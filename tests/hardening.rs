@@ -24,7 +24,13 @@ fn daemon_fds_and_threads(t: &Tapnet) -> (usize, usize) {
 fn special_use_subnets_are_refused_and_leak_nothing() {
     let t = Tapnet::new("badsubnet");
     t.ok(&["network", "create", "good1", "--subnet", "10.71.0.0/24"]);
-    let before = daemon_fds_and_threads(&t);
+    // That client's connection, too, is closed a moment after its answer (as the last
+    // refusal's below): count once two readings 50 ms apart agree.
+    let mut before = daemon_fds_and_threads(&t);
+    common::wait_until(Duration::from_secs(2), || {
+        let now = daemon_fds_and_threads(&t);
+        std::mem::replace(&mut before, now) == now
+    });
     let cases = [
         ("224.0.0.0/24", "multicast"),
         ("127.0.0.0/24", "loopback"),
