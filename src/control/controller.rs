@@ -183,7 +183,7 @@ fn default_state() -> Result<State> {
         version: State::VERSION,
         generation: 0,
         networks,
-        sandboxes: Vec::new(),
+        sandboxes: Default::default(),
         cni: Vec::new(),
         docker_plugins: Vec::new(),
         committed_requests: Default::default(),

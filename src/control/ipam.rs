@@ -83,11 +83,31 @@ fn is_host_address(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
     subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
 }
 
-/// The IPv4 addresses taken on a network, as a create sees them: made for one allocation and
-/// dropped, so keyed by foldhash rather than SipHash (with 10,000 sandboxes on one network the
-/// set's hashing was most of an allocation's cost). The keys are the daemon's own addresses,
-/// not a peer's choice.
-pub type AddrSet = HashSet<Ipv4Addr, foldhash::fast::FixedState>;
+/// Addresses taken on a network, as an allocation asks about them.
+pub trait Taken<A> {
+    fn contains(&self, ip: &A) -> bool;
+}
+
+impl<A: Eq + std::hash::Hash, S: std::hash::BuildHasher> Taken<A> for HashSet<A, S> {
+    fn contains(&self, ip: &A) -> bool {
+        HashSet::contains(self, ip)
+    }
+}
+
+/// A network's taken addresses: its sandboxes' (the model's index, `sandbox_list.rs`, so that
+/// no create collects 10,000 of them) and the few others (CNI attachments, VM ports, the
+/// host's).
+#[derive(Debug)]
+pub struct TakenOn<'a, A, S> {
+    pub sandboxes: Option<&'a std::collections::HashMap<A, u32, S>>,
+    pub others: HashSet<A, S>,
+}
+
+impl<A: Eq + std::hash::Hash, S: std::hash::BuildHasher> Taken<A> for TakenOn<'_, A, S> {
+    fn contains(&self, ip: &A) -> bool {
+        self.sandboxes.is_some_and(|s| s.contains_key(ip)) || self.others.contains(ip)
+    }
+}
 
 /// The address asked for (`--ip`, `--ip6`), if it is `usable` in `subnet`, not the gateway
 /// and not taken: one check and one wording for both families.
@@ -96,10 +116,10 @@ pub(super) fn check_wanted<A>(
     usable: bool,
     subnet: impl std::fmt::Display,
     gateway: A,
-    used: &HashSet<A, impl std::hash::BuildHasher>,
+    used: &impl Taken<A>,
 ) -> Result<A>
 where
-    A: std::fmt::Display + Eq + std::hash::Hash,
+    A: std::fmt::Display + Eq,
 {
     if !usable {
         return Err(Error::invalid(format!(
@@ -123,7 +143,7 @@ pub fn allocate(
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
     ip_range: Option<Ipv4Net>,
-    used: &HashSet<Ipv4Addr, impl std::hash::BuildHasher>,
+    used: &impl Taken<Ipv4Addr>,
     wanted: Option<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
     if let Some(ip) = wanted {

@@ -1,7 +1,6 @@
 //! IPv6 address management: the daemon's ULA pool, checks of user-given prefixes and
 //! addresses, and addresses for endpoints.
 
-use std::collections::HashSet;
 use std::net::Ipv6Addr;
 
 use super::ipam::check_wanted;
@@ -93,14 +92,14 @@ fn is_host_address(subnet: Ipv6Net, ip: Ipv6Addr) -> bool {
 pub fn allocate(
     subnet: Ipv6Net,
     gateway: Ipv6Addr,
-    used: &HashSet<Ipv6Addr>,
+    used: &impl super::ipam::Taken<Ipv6Addr>,
     wanted: Option<Ipv6Addr>,
 ) -> Result<Ipv6Addr> {
     if let Some(ip) = wanted {
         return check_wanted(ip, is_host_address(subnet, ip), subnet, gateway, used);
     }
     // A /64 has more addresses than any network has endpoints: the search ends after at most
-    // `used.len() + 2` steps.
+    // as many steps as addresses are taken, plus two.
     let host_max = !subnet.mask();
     (1..=host_max)
         .filter_map(|i| subnet.host(i))
@@ -111,6 +110,7 @@ pub fn allocate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn net(s: &str) -> Ipv6Net {
         s.parse().unwrap()

@@ -13,7 +13,7 @@
 //! writes lines. The store does the files.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::wire::Ipv6Net;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{CniAttachment, DockerPlugin, Network, Sandbox, State, VmPort};
 use super::request_log::KEPT;
+use super::sandbox_list::SandboxList;
 
 /// An entity's key: its name, or for a CNI attachment (container, interface, network).
 type Key<'a> = [&'a str; 3];
@@ -29,13 +30,17 @@ type Key<'a> = [&'a str; 3];
 trait Entity: Clone + PartialEq + 'static {
     const KIND: Kind;
     fn key(&self) -> Key<'_>;
-    fn list(state: &State) -> &Vec<Self>;
-    fn list_mut(state: &mut State) -> &mut Vec<Self>;
+    fn list(state: &State) -> &[Self];
     fn put(&self) -> Put<'_>;
     /// Whether an entity is unchanged: its value, compared (a shared sandbox: its pointer).
     fn same(&self, other: &Self) -> bool {
         self == other
     }
+}
+
+/// The entities kept in a plain list (the sandboxes' keeps indexes, `sandbox_list.rs`).
+trait Listed: Entity {
+    fn list_mut(state: &mut State) -> &mut Vec<Self>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,37 +91,44 @@ pub struct Batch<'a> {
 }
 
 macro_rules! entity {
-    ($ty:ty, $kind:ident, $field:ident, |$e:ident| $key:expr $(, $same:item)?) => {
+    ($ty:ty, $kind:ident, $field:ident, |$e:ident| $key:expr) => {
         impl Entity for $ty {
             const KIND: Kind = Kind::$kind;
             fn key(&self) -> Key<'_> {
                 let $e = self;
                 $key
             }
-            fn list(state: &State) -> &Vec<Self> {
+            fn list(state: &State) -> &[Self] {
                 &state.$field
             }
+            fn put(&self) -> Put<'_> {
+                Put::$kind(Cow::Borrowed(self))
+            }
+        }
+        impl Listed for $ty {
             fn list_mut(state: &mut State) -> &mut Vec<Self> {
                 &mut state.$field
             }
-            fn put(&self) -> Put<'_> {
-                Put::$kind(Cow::Borrowed(std::borrow::Borrow::borrow(self)))
-            }
-            $($same)?
         }
     };
 }
 
 entity!(Network, Network, networks, |n| [&n.name, "", ""]);
-entity!(
-    Arc<Sandbox>,
-    Sandbox,
-    sandboxes,
-    |s| [&s.name, "", ""],
+impl Entity for Arc<Sandbox> {
+    const KIND: Kind = Kind::Sandbox;
+    fn key(&self) -> Key<'_> {
+        [&self.name, "", ""]
+    }
+    fn list(state: &State) -> &[Self] {
+        &state.sandboxes
+    }
+    fn put(&self) -> Put<'_> {
+        Put::Sandbox(Cow::Borrowed(&**self))
+    }
     fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(self, other) || self == other
     }
-);
+}
 entity!(VmPort, VmPort, vm_ports, |p| [&p.name, "", ""]);
 entity!(CniAttachment, Cni, cni, |a| [
     &a.container_id,
@@ -271,62 +283,19 @@ pub fn networks_touched(saved: &State, ops: &[Op<'_>]) -> Option<Touched> {
     Some(touched)
 }
 
-/// Apply a journal's changes to `state`, in order, as `apply` does, with the sandboxes found
-/// through an index of their names instead of a scan: a start replays up to a snapshot's worth
-/// of commits (10,000 creates, say), which scanning would make quadratic.
+/// Apply a journal's changes to `state`, in order, as `apply` does: a start replays up to a
+/// snapshot's worth of commits (10,000 creates, say), each finding its sandbox by the list's
+/// name index.
 pub fn replay<'a>(state: &mut State, ops: impl IntoIterator<Item = Op<'a>>) {
-    let mut at: HashMap<String, usize> = (state.sandboxes.iter().enumerate())
-        .map(|(i, sb)| (sb.name.clone(), i))
-        .collect();
     for op in ops {
-        match op {
-            Op::Put(Put::Sandbox(sb)) => {
-                let sb = Arc::new(sb.into_owned());
-                match at.get(&sb.name) {
-                    Some(&i) => state.sandboxes[i] = sb,
-                    None => {
-                        at.insert(sb.name.clone(), state.sandboxes.len());
-                        state.sandboxes.push(sb);
-                    }
-                }
-            }
-            Op::Del {
-                kind: Kind::Sandbox,
-                key,
-            } => {
-                if let Some(i) = at.remove(key[0].as_ref()) {
-                    state.sandboxes.remove(i);
-                    for sb in &state.sandboxes[i..] {
-                        if let Some(pos) = at.get_mut(&sb.name) {
-                            *pos -= 1;
-                        }
-                    }
-                }
-            }
-            other => apply(state, other),
-        }
+        apply(state, op);
     }
 }
 
-/// Whether `op` puts or deletes a sandbox.
-pub fn is_sandbox_op(op: &Op<'_>) -> bool {
-    matches!(
-        op,
-        Op::Put(Put::Sandbox(_))
-            | Op::Del {
-                kind: Kind::Sandbox,
-                ..
-            }
-    )
-}
-
-/// Apply one change to `state`: a put replaces the entity of its key in place or appends it,
-/// a del removes it (a del of what is not there changes nothing, so replaying a journal twice
-/// is harmless).
 pub fn apply(state: &mut State, op: Op<'_>) {
     match op {
         Op::Put(Put::Network(e)) => put(state, e.into_owned()),
-        Op::Put(Put::Sandbox(e)) => put(state, Arc::new(e.into_owned())),
+        Op::Put(Put::Sandbox(e)) => put_sandbox(&mut state.sandboxes, Arc::new(e.into_owned())),
         Op::Put(Put::VmPort(e)) => put(state, e.into_owned()),
         Op::Put(Put::Cni(e)) => put(state, e.into_owned()),
         Op::Put(Put::DockerPlugin(e)) => put(state, e.into_owned()),
@@ -334,7 +303,11 @@ pub fn apply(state: &mut State, op: Op<'_>) {
             let key = [key[0].as_ref(), key[1].as_ref(), key[2].as_ref()];
             match kind {
                 Kind::Network => remove::<Network>(state, key),
-                Kind::Sandbox => remove::<Arc<Sandbox>>(state, key),
+                Kind::Sandbox => {
+                    if let Some(i) = state.sandboxes.position(key[0]) {
+                        state.sandboxes.remove(i);
+                    }
+                }
                 Kind::VmPort => remove::<VmPort>(state, key),
                 Kind::Cni => remove::<CniAttachment>(state, key),
                 Kind::DockerPlugin => remove::<DockerPlugin>(state, key),
@@ -352,7 +325,17 @@ pub fn apply(state: &mut State, op: Op<'_>) {
     }
 }
 
-fn put<E: Entity>(state: &mut State, e: E) {
+/// Replace the sandbox of `sb`'s name, or append it.
+pub fn put_sandbox(list: &mut SandboxList, sb: Arc<Sandbox>) {
+    match list.position(&sb.name) {
+        Some(i) => {
+            list.replace(i, sb);
+        }
+        None => list.push(sb),
+    }
+}
+
+fn put<E: Listed>(state: &mut State, e: E) {
     let list = E::list_mut(state);
     match list.iter_mut().find(|x| x.key() == e.key()) {
         Some(slot) => *slot = e,
@@ -360,7 +343,7 @@ fn put<E: Entity>(state: &mut State, e: E) {
     }
 }
 
-fn remove<E: Entity>(state: &mut State, key: Key<'_>) {
+fn remove<E: Listed>(state: &mut State, key: Key<'_>) {
     E::list_mut(state).retain(|x| x.key() != key);
 }
 

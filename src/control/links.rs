@@ -45,11 +45,11 @@ fn link_end<'a>(state: &'a mut State, name: &str, network: &str) -> Result<LinkE
             blocked: &mut port.blocked,
         });
     }
-    let sb = state
+    let at = state
         .sandboxes
-        .iter_mut()
-        .find(|s| s.name == name)
+        .position(name)
         .ok_or_else(|| Error::not_found("sandbox", name))?;
+    let sb = state.sandboxes.at_mut(at);
     let ep = std::sync::Arc::make_mut(sb)
         .endpoints
         .iter_mut()
@@ -498,11 +498,14 @@ mod tests {
                 net("back", "bridge"),
                 net("host", "host"),
             ],
-            sandboxes: vec![
-                sb("a", &["front", "back"]).into(),
-                sb("b", &["front", "back"]).into(),
-                sb("c", &["back"]).into(),
-            ],
+            sandboxes: [
+                sb("a", &["front", "back"]),
+                sb("b", &["front", "back"]),
+                sb("c", &["back"]),
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             ula: None,
             vm_ports: Vec::new(),
             cni: Vec::new(),

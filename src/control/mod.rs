@@ -12,6 +12,7 @@ pub mod nofollow;
 pub mod policy;
 pub mod ports;
 pub mod request_log;
+pub mod sandbox_list;
 pub mod store;
 pub mod validate;
 pub mod views;

@@ -191,8 +191,9 @@ pub struct State {
     pub generation: u64,
     pub networks: Vec<Network>,
     /// Shared with the store's copy of what was committed until changed (`Arc::make_mut`),
-    /// so that finding what a commit changed compares pointers, not sandboxes.
-    pub sandboxes: Vec<std::sync::Arc<Sandbox>>,
+    /// so that finding what a commit changed compares pointers, not sandboxes; indexed by
+    /// name and by the addresses they take (`sandbox_list.rs`).
+    pub sandboxes: super::sandbox_list::SandboxList,
     /// Attachments made by CNI runtimes through `tapnet-cni`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cni: Vec<CniAttachment>,
@@ -334,7 +335,7 @@ impl State {
         self.networks.iter().find(|n| n.name == name)
     }
     pub fn sandbox(&self, name: &str) -> Option<&Sandbox> {
-        self.sandboxes.iter().find(|s| s.name == name).map(|s| &**s)
+        self.sandboxes.get(name).map(|s| &**s)
     }
     /// The Docker plugin whose network `name` is, if dockerd made it.
     pub fn docker_owner(&self, name: &str) -> Option<&DockerPlugin> {

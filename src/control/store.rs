@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::journal::{self, Touched};
+use super::journal::{self, Op, Put, Touched};
 use super::model::State;
 use super::nofollow::{self, Dir};
 use super::validate;
@@ -152,13 +152,18 @@ impl Store {
         }
         self.append(&line)?;
         let touched = journal::networks_touched(&self.saved, &ops);
-        // The sandboxes are taken from the state itself, shared (the next diff compares their
-        // pointers), rather than made again from the ops, which would copy each put and find
-        // its place by a scan; the rest is applied.
-        for op in ops.into_iter().filter(|op| !journal::is_sandbox_op(op)) {
-            journal::apply(&mut self.saved, op);
+        // A sandbox put takes the state's own sandbox, shared (the next diff compares their
+        // pointers), rather than a copy made from the op; the rest is applied.
+        for op in ops {
+            match op {
+                Op::Put(Put::Sandbox(sb)) => {
+                    if let Some(shared) = state.sandboxes.get(&sb.name) {
+                        journal::put_sandbox(&mut self.saved.sandboxes, shared.clone());
+                    }
+                }
+                op => journal::apply(&mut self.saved, op),
+            }
         }
-        self.saved.sandboxes.clone_from(&state.sandboxes);
         Ok(touched)
     }
 
@@ -349,13 +354,13 @@ mod tests {
                 .count()
         };
         assert_eq!(shared(&store, &state), 4);
-        std::sync::Arc::make_mut(&mut state.sandboxes[0]).hostname = "changed".into();
+        state.sandboxes.edit(0, |sb| sb.hostname = "changed".into());
         assert_eq!(shared(&store, &state), 3);
         assert_eq!(
             journal::changes(store.saved(), &state).map(|ops| ops.len()),
             Some(1)
         );
-        std::sync::Arc::make_mut(&mut state.sandboxes[0]).hostname = "s0".into();
+        state.sandboxes.edit(0, |sb| sb.hostname = "s0".into());
         assert_eq!(
             journal::changes(store.saved(), &state).map(|ops| ops.len()),
             Some(0)
@@ -478,7 +483,9 @@ mod tests {
         // Commit after commit until the journal passes its limit.
         let mut commits = 0;
         while store.saved().generation == generation {
-            std::sync::Arc::make_mut(&mut state.sandboxes[0]).hostname = format!("h{commits}");
+            state
+                .sandboxes
+                .edit(0, |sb| sb.hostname = format!("h{commits}"));
             store.save(&state).unwrap();
             commits += 1;
             assert!(commits < 10_000, "never compacted");

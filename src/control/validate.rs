@@ -663,11 +663,6 @@ pub(crate) mod tests {
     }
 
     /// Bridge network `n` (10.61.0.0/24) and sandbox `a` on it, as the API makes them.
-    /// The first sandbox of `s`, the state's own copy, to edit.
-    fn sb0(s: &mut State) -> &mut Sandbox {
-        Arc::make_mut(&mut s.sandboxes[0])
-    }
-
     pub(crate) fn world() -> State {
         let json = serde_json::json!({
             "version": 1,
@@ -737,15 +732,26 @@ pub(crate) mod tests {
     #[test]
     fn every_field_is_checked_on_load() {
         refused(
-            |s| sb0(s).hostname = "x\n10.0.0.1 evil".into(),
+            |s| {
+                s.sandboxes
+                    .edit(0, |sb| sb.hostname = "x\n10.0.0.1 evil".into())
+            },
             r#"sandbox "a": invalid hostname "x\n10.0.0.1 evil""#,
         );
         refused(
-            |s| sb0(s).endpoints[0].ipv4 = Some("10.99.0.5".parse().unwrap()),
+            |s| {
+                s.sandboxes.edit(0, |sb| {
+                    sb.endpoints[0].ipv4 = Some("10.99.0.5".parse().unwrap())
+                })
+            },
             "10.99.0.5 is not a usable address of subnet 10.61.0.0/24",
         );
         refused(
-            |s| sb0(s).endpoints[0].ipv4 = Some("10.61.0.1".parse().unwrap()),
+            |s| {
+                s.sandboxes.edit(0, |sb| {
+                    sb.endpoints[0].ipv4 = Some("10.61.0.1".parse().unwrap())
+                })
+            },
             "is the network's gateway",
         );
         refused(
@@ -754,7 +760,7 @@ pub(crate) mod tests {
         );
         refused(
             |s| {
-                let mut b = sb0(s).clone();
+                let mut b = (*s.sandboxes[0]).clone();
                 b.name = "b".into();
                 b.ports.clear();
                 s.sandboxes.push(Arc::new(b));
@@ -763,7 +769,7 @@ pub(crate) mod tests {
         );
         refused(
             |s| {
-                let mut b = sb0(s).clone();
+                let mut b = (*s.sandboxes[0]).clone();
                 b.name = "b".into();
                 b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
                 s.sandboxes.push(Arc::new(b));
@@ -813,31 +819,47 @@ pub(crate) mod tests {
             "invalid network name",
         );
         refused(
-            |s| sb0(s).endpoints[0].mac = Some("01:00:5e:00:00:01".parse().unwrap()),
+            |s| {
+                s.sandboxes.edit(0, |sb| {
+                    sb.endpoints[0].mac = Some("01:00:5e:00:00:01".parse().unwrap())
+                })
+            },
             "not a unicast address",
         );
         refused(
-            |s| sb0(s).endpoints[0].interface = Some("eth0/../x".into()),
+            |s| {
+                s.sandboxes
+                    .edit(0, |sb| sb.endpoints[0].interface = Some("eth0/../x".into()))
+            },
             "invalid interface name",
         );
         refused(
-            |s| sb0(s).endpoints[0].aliases = vec!["a b".into()],
+            |s| {
+                s.sandboxes
+                    .edit(0, |sb| sb.endpoints[0].aliases = vec!["a b".into()])
+            },
             "invalid alias name",
         );
         refused(
             |s| {
-                let ep = sb0(s).endpoints[0].clone();
-                sb0(s).endpoints.push(ep)
+                let ep = s.sandboxes[0].endpoints[0].clone();
+                s.sandboxes.edit(0, |sb| sb.endpoints.push(ep))
             },
             "joins it twice",
         );
         refused(
-            |s| sb0(s).endpoints[0].network = "gone".into(),
+            |s| {
+                s.sandboxes
+                    .edit(0, |sb| sb.endpoints[0].network = "gone".into())
+            },
             r#"endpoint on unknown network "gone""#,
         );
-        refused(|s| sb0(s).ports[0].port = 0, "port 0");
+        refused(|s| s.sandboxes.edit(0, |sb| sb.ports[0].port = 0), "port 0");
         refused(
-            |s| sb0(s).ports[0].network = "bridge".into(),
+            |s| {
+                s.sandboxes
+                    .edit(0, |sb| sb.ports[0].network = "bridge".into())
+            },
             "is not a non-internal bridge network of the sandbox",
         );
     }
@@ -847,7 +869,9 @@ pub(crate) mod tests {
         let mut s = world();
         s.networks[2].subnet6 = Some("fd00:61::/64".parse().unwrap());
         s.networks[2].gateway6 = Some("fd00:61::1".parse().unwrap());
-        sb0(&mut s).endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap());
+        s.sandboxes.edit(0, |sb| {
+            sb.endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap())
+        });
         s.ula = Some("fd12:3456:789a::/48".parse().unwrap());
         s
     }
@@ -865,8 +889,8 @@ pub(crate) mod tests {
         state(&dual()).unwrap();
         let mut only = dual();
         (only.networks[2].subnet, only.networks[2].gateway) = (None, None);
-        sb0(&mut only).endpoints[0].ipv4 = None;
-        sb0(&mut only).ports.clear();
+        only.sandboxes.edit(0, |sb| sb.endpoints[0].ipv4 = None);
+        only.sandboxes.edit(0, |sb| sb.ports.clear());
         state(&only).unwrap();
         refused_dual(
             |s| s.networks[2].subnet6 = Some("fe80::/64".parse().unwrap()),
@@ -888,13 +912,20 @@ pub(crate) mod tests {
             "has no addresses",
         );
         refused_dual(
-            |s| sb0(s).endpoints[0].ipv6 = Some("fd00:62::2".parse().unwrap()),
+            |s| {
+                s.sandboxes.edit(0, |sb| {
+                    sb.endpoints[0].ipv6 = Some("fd00:62::2".parse().unwrap())
+                })
+            },
             "not a usable address of subnet fd00:61::/64",
         );
-        refused_dual(|s| sb0(s).endpoints[0].ipv6 = None, "has no IPv6 address");
+        refused_dual(
+            |s| s.sandboxes.edit(0, |sb| sb.endpoints[0].ipv6 = None),
+            "has no IPv6 address",
+        );
         refused_dual(
             |s| {
-                let mut b = sb0(s).clone();
+                let mut b = (*s.sandboxes[0]).clone();
                 b.name = "b".into();
                 b.ports.clear();
                 b.endpoints[0].ipv4 = Some("10.61.0.3".parse().unwrap());
@@ -905,7 +936,11 @@ pub(crate) mod tests {
         refused_dual(|s| s.ula = Some("fd12::/64".parse().unwrap()), "ula:");
         refused_dual(|s| s.ula = Some("2001:db9::/48".parse().unwrap()), "ula:");
         refused(
-            |s| sb0(s).endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap()),
+            |s| {
+                s.sandboxes.edit(0, |sb| {
+                    sb.endpoints[0].ipv6 = Some("fd00:61::2".parse().unwrap())
+                })
+            },
             "the network has no IPv6 subnet",
         );
     }

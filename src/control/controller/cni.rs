@@ -372,21 +372,22 @@ impl Inner {
                 .ok_or_else(|| Error::invalid(format!("network {network} has no subnet")))?;
             (ep.ipv4, ep.ipv6, mac)
         } else {
+            let planning = self.planning_state();
             let ipv4 = match (net.subnet, net.gateway) {
                 (Some(subnet), Some(gateway)) => {
-                    let used = endpoints::addresses_on(&self.planning_state(), network);
+                    let used = endpoints::addresses_on(&planning, network);
                     Some(ipam::allocate(subnet, gateway, net.ip_range, &used, None)?)
                 }
                 _ => None,
             };
             let ipv6 = match (net.subnet6, net.gateway6) {
                 (Some(subnet6), Some(gateway6)) => {
-                    let used6 = endpoints::addresses6_on(&self.planning_state(), network);
+                    let used6 = endpoints::addresses6_on(&planning, network);
                     Some(ipam6::allocate(subnet6, gateway6, &used6, None)?)
                 }
                 _ => None,
             };
-            let mac = endpoints::station_mac(&self.planning_state(), network, ipv4, ipv6)?;
+            let mac = endpoints::station_mac(&planning, network, ipv4, ipv6)?;
             (ipv4, ipv6, mac)
         };
         let a = CniAttachment {

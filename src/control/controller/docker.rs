@@ -437,10 +437,9 @@ impl Inner {
             (Some(ip6), _, _) => Some(ip6),
             (None, Some(subnet6), Some(gateway6)) => {
                 // (The host's interface, with host_access=on, holds one too.)
-                let used: std::collections::HashSet<Ipv6Addr> = docker_endpoints()
-                    .filter_map(|e| e.ipv6)
-                    .chain(super::endpoints::addresses6_on(&self.state, &network))
-                    .collect();
+                let mut used = super::endpoints::addresses6_on(&self.state, &network);
+                used.others
+                    .extend(docker_endpoints().filter_map(|e| e.ipv6));
                 Some(crate::control::ipam6::allocate(
                     subnet6, gateway6, &used, None,
                 )?)

@@ -2,18 +2,15 @@
 
 use super::*;
 
-/// Addresses taken on `network`: sandboxes' endpoints and CNI attachments.
-pub(super) fn addresses_on(state: &State, network: &str) -> ipam::AddrSet {
-    state
-        .endpoints_on(network)
-        .filter_map(|(_, e)| e.ipv4)
-        .chain(
-            state
-                .cni
-                .iter()
-                .filter(|a| a.network == network)
-                .filter_map(|a| a.ipv4),
-        )
+/// IPv4 addresses taken on `network`: sandboxes' endpoints (from the model's index), CNI
+/// attachments, VM ports and the host's.
+pub(super) fn addresses_on<'a>(
+    state: &'a State,
+    network: &str,
+) -> ipam::TakenOn<'a, Ipv4Addr, foldhash::fast::FixedState> {
+    let others = (state.cni.iter())
+        .filter(|a| a.network == network)
+        .filter_map(|a| a.ipv4)
         .chain(
             state
                 .vm_ports
@@ -22,7 +19,11 @@ pub(super) fn addresses_on(state: &State, network: &str) -> ipam::AddrSet {
                 .filter_map(|p| p.ipv4),
         )
         .chain(host_access(state, network).and_then(|b| b.host_ip))
-        .collect()
+        .collect();
+    ipam::TakenOn {
+        sandboxes: state.sandboxes.taken_on(network).map(|t| &t.v4),
+        others,
+    }
 }
 
 /// The MAC of a new station with these addresses: 02:42 and its IPv4 address, or on an
@@ -71,18 +72,14 @@ fn host_access<'a>(state: &'a State, network: &str) -> Option<&'a drivers::bridg
 /// The IPv4 and IPv6 addresses a request asks for (`--ip`, `--ip6`).
 pub(super) type Wanted<'a> = (Option<&'a str>, Option<&'a str>);
 
-/// IPv6 addresses taken on `network`: sandboxes' endpoints and CNI attachments.
-pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::Ipv6Addr> {
-    state
-        .endpoints_on(network)
-        .filter_map(|(_, e)| e.ipv6)
-        .chain(
-            state
-                .cni
-                .iter()
-                .filter(|a| a.network == network)
-                .filter_map(|a| a.ipv6),
-        )
+/// IPv6 addresses taken on `network`, as `addresses_on` finds the IPv4 ones.
+pub(super) fn addresses6_on<'a>(
+    state: &'a State,
+    network: &str,
+) -> ipam::TakenOn<'a, std::net::Ipv6Addr, foldhash::fast::FixedState> {
+    let others = (state.cni.iter())
+        .filter(|a| a.network == network)
+        .filter_map(|a| a.ipv6)
         .chain(
             state
                 .vm_ports
@@ -91,7 +88,11 @@ pub(super) fn addresses6_on(state: &State, network: &str) -> HashSet<std::net::I
                 .filter_map(|p| p.ipv6),
         )
         .chain(host_access(state, network).and_then(|b| b.host_ip6))
-        .collect()
+        .collect();
+    ipam::TakenOn {
+        sandboxes: state.sandboxes.taken_on(network).map(|t| &t.v6),
+        others,
+    }
 }
 
 /// A new endpoint of `sb` on `net`: addresses checked and chosen, nothing created yet.
@@ -535,8 +536,8 @@ impl Inner {
     }
 
     pub(super) fn replace_sandbox(&mut self, sb: Sandbox) {
-        if let Some(slot) = self.state.sandboxes.iter_mut().find(|s| s.name == sb.name) {
-            *slot = Arc::new(sb);
+        if let Some(at) = self.state.sandboxes.position(&sb.name) {
+            self.state.sandboxes.replace(at, Arc::new(sb));
         }
     }
 

@@ -533,6 +533,7 @@ mod tests {
         let bridge = net.typed.as_ref().and_then(|t| t.bridge.clone()).unwrap();
         assert_eq!(bridge.host_ip, Some(Ipv4Addr::new(10, 9, 0, 2)));
         state.networks.push(net);
+        use crate::control::ipam::Taken;
         let used = endpoints::addresses_on(&state, "h");
         assert!(used.contains(&Ipv4Addr::new(10, 9, 0, 2)), "{used:?}");
         let used6 = endpoints::addresses6_on(&state, "h");

@@ -340,11 +340,7 @@ impl Inner {
 
     /// Remove a sandbox from the model and the state file; the teardown releases the rest.
     pub(super) fn commit_sandbox_removal(&mut self, name: &str) -> Result<Teardown> {
-        let index = self
-            .state
-            .sandboxes
-            .iter()
-            .position(|s| s.name == name)
+        let index = (self.state.sandboxes.position(name))
             .ok_or_else(|| Error::not_found("sandbox", name))?;
         let sb = self.state.sandboxes.remove(index);
         let forgotten = links::forget(&mut self.state, name, None);
