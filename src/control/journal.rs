@@ -36,6 +36,10 @@ trait Entity: Clone + PartialEq + 'static {
     fn same(&self, other: &Self) -> bool {
         self == other
     }
+    /// Whether the two are one (a shared sandbox), and so alike without comparing keys.
+    fn shared(&self, _other: &Self) -> bool {
+        false
+    }
 }
 
 /// The entities kept in a plain list (the sandboxes' keeps indexes, `sandbox_list.rs`).
@@ -128,6 +132,9 @@ impl Entity for Arc<Sandbox> {
     fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(self, other) || self == other
     }
+    fn shared(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other)
+    }
 }
 entity!(VmPort, VmPort, vm_ports, |p| [&p.name, "", ""]);
 entity!(CniAttachment, Cni, cni, |a| [
@@ -187,6 +194,10 @@ fn diff<'a, E: Entity>(saved: &State, now: &'a State, ops: &mut Vec<Op<'a>>) -> 
     let (mut i, mut j) = (0, 0);
     loop {
         match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if o.shared(n) => {
+                i += 1;
+                j += 1;
+            }
             (Some(o), Some(n)) if o.key() == n.key() => {
                 if !o.same(n) {
                     ops.push(Op::Put(n.put()));

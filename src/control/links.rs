@@ -323,7 +323,10 @@ pub fn sync(
         }
     }
     let port_of = |name: &str| ids.get(name).copied();
-    configure(state, dp, network, restart, |_, _| true, port_of);
+    let links = (state.endpoints_on(network))
+        .map(|(sb, ep)| (sb.name.as_str(), ep.impairment.as_ref(), &ep.blocked))
+        .chain(vm_links(state, network));
+    configure(dp, links, restart, |_, _| true, port_of);
 }
 
 /// `sync` for what the wiring or unwiring of sandbox or VM port `name` on `network` can change:
@@ -349,30 +352,50 @@ pub fn sync_around(
             .find(|p| p.name == n && p.network == network)
             .and_then(|p| vm_port(&p.name)),
     };
+    // Its own link, found by name, and the links that block something: the network's other
+    // links are skipped on an emptiness test, without comparing a network name each.
+    let own = state
+        .sandbox(name)
+        .and_then(|sb| sb.endpoint(network))
+        .map(|ep| (name, ep.impairment.as_ref(), &ep.blocked));
+    let blocking = state.sandboxes.iter().flat_map(|sb| {
+        (sb.endpoints.iter())
+            .filter(|ep| !ep.blocked.is_empty() && sb.name != name && ep.network == network)
+            .map(|ep| (sb.name.as_str(), ep.impairment.as_ref(), &ep.blocked))
+    });
+    let links = own
+        .into_iter()
+        .chain(blocking)
+        .chain(vm_links(state, network));
     let concerned =
         |link: &str, blocked: &[String]| link == name || blocked.iter().any(|b| b == name);
-    configure(state, dp, network, None, concerned, port_of);
+    configure(dp, links, None, concerned, port_of);
 }
 
-/// Configure the switch port of every link of `network` that is `wanted` (by its name and the
+/// A link as `configure` takes it: its owner's name, impairment and blocks.
+type Link<'a> = (
+    &'a str,
+    Option<&'a crate::datapath::impair::Impairment>,
+    &'a Vec<String>,
+);
+
+/// The links of the VM ports on `network`.
+fn vm_links<'a>(state: &'a State, network: &'a str) -> impl Iterator<Item = Link<'a>> {
+    (state.vm_ports.iter())
+        .filter(move |p| p.network == network)
+        .map(|p| (p.name.as_str(), p.impairment.as_ref(), &p.blocked))
+}
+
+/// Configure the switch port of every link of `links` that is `wanted` (by its name and the
 /// names it blocks) from the model.
-fn configure(
-    state: &State,
+fn configure<'a>(
     dp: &Datapath,
-    network: &str,
+    links: impl Iterator<Item = Link<'a>>,
     restart: Option<&str>,
     wanted: impl Fn(&str, &[String]) -> bool,
     port_of: impl Fn(&str) -> Option<PortId>,
 ) {
-    let endpoints = state
-        .endpoints_on(network)
-        .map(|(sb, ep)| (sb.name.as_str(), ep.impairment.as_ref(), &ep.blocked));
-    let vm_ports = state
-        .vm_ports
-        .iter()
-        .filter(|p| p.network == network)
-        .map(|p| (p.name.as_str(), p.impairment.as_ref(), &p.blocked));
-    for (name, impairment, blocked) in endpoints.chain(vm_ports) {
+    for (name, impairment, blocked) in links {
         if !wanted(name, blocked) {
             continue;
         }
