@@ -12,7 +12,10 @@
 #
 # Environment: THREADS (datapath workers, 1: one TAP queue fd per sandbox, so 10,000 fit under
 # a hard RLIMIT_NOFILE of 20,000), CLIENTS (16), PER_CLIENT (creates per client, 10),
-# AS_USER (run rootless as this user, e.g. tapnet-test: the daemon, the CLI and the traffic).
+# AS_USER (run rootless as this user, e.g. tapnet-test: the daemon, the CLI and the traffic),
+# STATE_FS=tmpfs (the state dir on a tmpfs of its own, as the default /run/tapnet is on a
+# usual host; otherwise under /tmp, whatever file system that is: each sandbox makes six
+# inodes there, and ext4's inode allocation grows with the directory's size).
 # Root to start (it reads the daemon's /proc entries and, with AS_USER, switches user).
 # Removes everything it made at the end, also on failure.
 set -euo pipefail
@@ -25,6 +28,9 @@ CLIENTS=${CLIENTS:-16}
 PER_CLIENT=${PER_CLIENT:-10}
 TRAFFIC=$(realpath "$(dirname "$0")/../tests/support/traffic.py")
 WORK=$(mktemp -d /tmp/tapnet-scale-bench.XXXXXX)
+if [ "${STATE_FS:-}" = tmpfs ]; then
+    mount -t tmpfs -o size=4g tapnet-scale-bench "$WORK"
+fi
 chmod 755 "$WORK"
 S=$WORK/state
 
@@ -51,6 +57,9 @@ else
 fi
 cleanup() {
     T --no-autostart system reset >/dev/null 2>&1 || true
+    if [ "${STATE_FS:-}" = tmpfs ]; then
+        umount -l "$WORK" || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -69,7 +78,7 @@ for _ in $(seq 60); do idle && break; done
 T daemon --datapath-threads "$THREADS" >"$WORK/daemon.log" 2>&1 &
 until T --no-autostart sandbox ls >/dev/null 2>&1; do sleep 0.1; done
 T network create big --subnet 10.90.0.0/16 >/dev/null
-echo "scale-bench: $N sandboxes, blocks of $BLOCK, $THREADS datapath thread(s)${AS_USER:+, rootless as $AS_USER}; $(uname -r), $(nproc) cores"
+echo "scale-bench: $N sandboxes, blocks of $BLOCK, $THREADS datapath thread(s)${AS_USER:+, rootless as $AS_USER}, state dir on $(stat -f -c %T "$WORK"); $(uname -r), $(nproc) cores"
 echo "| sandboxes | wall per create (ms) | daemon CPU per create (ms) | daemon RSS (MiB) | kernel memory per sandbox (KiB) | load |"
 echo "|---|---|---|---|---|---|"
 made=0
