@@ -17,7 +17,7 @@ use crate::wire::ethertype::{
 };
 use crate::wire::icmpv6::{
     Icmpv6, Ndp, OPT_SOURCE_LL, OPT_TARGET_LL, TYPE_MLD_REPORT, TYPE_MLDV2_REPORT,
-    TYPE_NEIGHBOR_SOLICITATION,
+    TYPE_NEIGHBOR_SOLICITATION, TYPE_ROUTER_SOLICITATION,
 };
 use crate::wire::ipv4::PROTO_UDP;
 use crate::wire::ipv6::{NEXT_ICMPV6, NEXT_UDP, link_local_eui64};
@@ -139,7 +139,7 @@ impl Violation {
             Violation::Ipv6Source => {
                 "its IPv6 source is none of the endpoint's link-local (EUI-64 of its MAC), its \
                  IPv6 address and the SLAAC address of its MAC (:: only for duplicate address \
-                 detection and MLD reports)"
+                 detection, MLD reports and router solicitations)"
             }
             Violation::Ipv6Malformed => {
                 "its IPv6 header, extension-header chain, ICMPv6 or UDP header is short or \
@@ -279,7 +279,10 @@ fn check_icmpv6(
     if unspecified
         && !matches!(
             msg_type,
-            TYPE_NEIGHBOR_SOLICITATION | TYPE_MLD_REPORT | TYPE_MLDV2_REPORT
+            TYPE_NEIGHBOR_SOLICITATION
+                | TYPE_MLD_REPORT
+                | TYPE_MLDV2_REPORT
+                | TYPE_ROUTER_SOLICITATION
         )
     {
         return Err(Violation::Ipv6Source);
@@ -571,7 +574,7 @@ mod tests {
             Err(Violation::Ipv6Source),
             "no address assigned"
         );
-        // `::` only for DAD probes and MLD reports.
+        // `::` only for DAD probes, MLD reports and router solicitations.
         let any = Ipv6Addr::UNSPECIFIED;
         assert_eq!(v6(any, NEXT_ICMPV6, &echo), Err(Violation::Ipv6Source));
         assert_eq!(
@@ -597,6 +600,9 @@ mod tests {
         );
         let mldv2 = [143, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(v6(any, NEXT_ICMPV6, &mldv2), Ok(()), "MLDv2 report");
+        // A host with no address yet may solicit a router from `::` (RFC 4861 4.1).
+        let rs = [133, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(v6(any, NEXT_ICMPV6, &rs), Ok(()), "Router Solicitation");
         assert_eq!(
             v6(any, NEXT_ICMPV6, &[131, 0, 0, 0]),
             Ok(()),
