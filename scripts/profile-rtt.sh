@@ -8,7 +8,9 @@
 #
 #   scripts/profile-rtt.sh [COUNT] [-- extra daemon args, e.g. --tap-queues single]
 #
-# Environment: TAPNET (binary; default: cargo build --release).
+# Environment: TAPNET (binary; default: cargo build --release); SWITCH=vde profiles VDE's
+# vde_switch the same way instead (two TAPs of its own moved into namespaces a and b), for the
+# side-by-side comparison in BENCHMARKS.md "Ping latency against VDE".
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COUNT=${1:-1000}
@@ -23,20 +25,32 @@ command -v bpftrace >/dev/null || {
 }
 # bpftrace needs tracefs for its tracepoints.
 [ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing
-# shellcheck source=scripts/profile/two-sandboxes.sh
-. "$REPO/scripts/profile/two-sandboxes.sh"
+if [ "${SWITCH:-tapnet}" = vde ]; then
+    command -v vde_switch >/dev/null || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vde2 >&2
+    }
+    # shellcheck source=scripts/profile/vde-pair.sh
+    . "$REPO/scripts/profile/vde-pair.sh"
+    THREADS=vde_switch
+else
+    # shellcheck source=scripts/profile/two-sandboxes.sh
+    . "$REPO/scripts/profile/two-sandboxes.sh"
+    THREADS=datapath
+fi
 nsenter --net="$DIR/netns/a" ping -c 20 -i 0.01 -q "$B_IP" >/dev/null # learn MACs, warm up
 
 cat >"$DIR/rtt.bt" <<'EOF'
 tracepoint:syscalls:sys_enter_read,tracepoint:syscalls:sys_enter_write,
-tracepoint:syscalls:sys_enter_epoll_wait,tracepoint:syscalls:sys_enter_epoll_pwait
-/pid == $1 && strncmp(comm, "datapath", 8) == 0/ { @start[tid] = nsecs; }
+tracepoint:syscalls:sys_enter_epoll_wait,tracepoint:syscalls:sys_enter_epoll_pwait,
+tracepoint:syscalls:sys_enter_poll,tracepoint:syscalls:sys_enter_ppoll
+/pid == $1 && strncmp(comm, str($2), 8) == 0/ { @start[tid] = nsecs; }
 tracepoint:syscalls:sys_exit_read /@start[tid]/ {
   @read_ns[comm] = stats(nsecs - @start[tid]); delete(@start[tid]);
   if (args->ret > 0) { @frames_read_by[comm] = count(); } else { @empty_reads[comm] = count(); } }
 tracepoint:syscalls:sys_exit_write /@start[tid]/ {
   @write_ns[comm] = stats(nsecs - @start[tid]); delete(@start[tid]); }
-tracepoint:syscalls:sys_exit_epoll_wait,tracepoint:syscalls:sys_exit_epoll_pwait /@start[tid]/ {
+tracepoint:syscalls:sys_exit_epoll_wait,tracepoint:syscalls:sys_exit_epoll_pwait,
+tracepoint:syscalls:sys_exit_poll,tracepoint:syscalls:sys_exit_ppoll /@start[tid]/ {
   $d = nsecs - @start[tid]; delete(@start[tid]);
   if (args->ret == 0) { @epoll_empty[comm] = count(); }
   else if ($d < 4000) { @epoll_ready_at_once[comm] = count(); }
@@ -45,14 +59,14 @@ tracepoint:raw_syscalls:sys_enter /pid == $1/ { @syscalls[comm] = count(); }
 tracepoint:sched:sched_wakeup /args->pid != 0/ { @waker_of[args->pid] = count(); }
 tracepoint:sched:sched_switch /pid == $1/ { @cpu_switches_in[comm] = count(); }
 EOF
-bpftrace "$DIR/rtt.bt" "$PID" >"$DIR/bt.out" 2>"$DIR/bt.err" &
+bpftrace "$DIR/rtt.bt" "$PID" "$THREADS" >"$DIR/bt.out" 2>"$DIR/bt.err" &
 BT=$!
 sleep 3
 nsenter --net="$DIR/netns/a" ping -c "$COUNT" -i 0.01 -q "$B_IP" >"$DIR/ping.out"
 kill -INT "$BT"
 wait "$BT" || true
 
-echo "# tapnet ping round trip profile: $COUNT round trips, daemon args: ${*:-(none)}"
+echo "# ${SWITCH:-tapnet} ping round trip profile: $COUNT round trips, daemon args: ${*:-(none)}"
 echo "# $(tail -1 "$DIR/ping.out")"
 echo "# per round trip (counts divided by $COUNT), daemon threads only"
 python3 - "$DIR/bt.out" "$COUNT" "$PID" <<'EOF'
