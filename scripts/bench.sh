@@ -28,6 +28,8 @@
 # compared with the bridge of its own family; IPv6 NAT cases (`--cases nat6`) nat-veth6,
 # nat-tapnet6-1500 and nat-pasta6-1500: the NAT cases over IPv6 (server on ::1, or on the veth's
 # host end), compared with nat-veth6.
+# Lab case tapnet-napi: the tapnet case with TAPNET_TAP_NAPI=1 (the TAPs made with IFF_NAPI: the
+# kernel takes the frames tapnet writes through NAPI and GRO); compare with the tapnet case.
 # Lab case tapnet-policy: the tapnet pair behind 10 policy rules, the last allowing a to b (the
 # others deny addresses nobody uses), so every flow walks them once and then takes the
 # connection table; compare with the tapnet case in the same run.
@@ -64,7 +66,7 @@ done
 
 SWITCH_CASES="bridge tapnet tapnet-nooff tapnet-uring vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
-LAB_CASES="tapnet-impair-other tapnet-capture tapnet-policy"
+LAB_CASES="tapnet-impair-other tapnet-capture tapnet-policy tapnet-napi"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
 IPV6_CASES="bridge6 tapnet6"
 NAT6_CASES="nat-veth6 nat-tapnet6-1500 nat-pasta6-1500"
@@ -475,6 +477,7 @@ setup_tapnet6() {
 }
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
 setup_tapnet_uring() { setup_tapnet_common --offload on --datapath-io uring; }
+setup_tapnet_napi() { TAPNET_TAP_NAPI=1 setup_tapnet_common --offload on; }
 # Kernel VXLAN between two namespaces over a veth underlay: the reference for tapnet-overlay.
 setup_vxlan_kernel() {
     NS_A="$D/ns-a" NS_B="$D/ns-b" IPB=$IP_B SW_PIDS="" SW_EXTRA=""

@@ -123,6 +123,7 @@ CASE_LABELS = {
     "tapnet-uring": "tapnet --datapath-io uring",
     "tapnet-impair-other": "tapnet, impairment on another port",
     "tapnet-capture": "tapnet, one capture running",
+    "tapnet-napi": "tapnet, TAPs with IFF_NAPI",
     "vde": "VDE vde_switch, 2 TAP",
     "ovs": "OVS netdev datapath, 2 internal (TAP) ports",
     "ovs-tso": "OVS netdev + userspace-tso-enable",

@@ -138,6 +138,9 @@ fn open_queues(name: &str, offload: Offload, queues: usize) -> Result<(String, V
     if queues > 1 {
         flags |= IFF_MULTI_QUEUE as libc::c_short;
     }
+    if napi_requested() {
+        flags |= libc::IFF_NAPI as libc::c_short;
+    }
     let (first, name) = match attach_queue(name, flags) {
         Ok(opened) => opened,
         Err(_) if queues > 1 => return open_queues(name, offload, 1),
@@ -158,6 +161,14 @@ fn open_queues(name: &str, offload: Offload, queues: usize) -> Result<(String, V
         fds.push(attach_queue(&name, flags)?.0);
     }
     Ok((name, fds))
+}
+
+/// `TAPNET_TAP_NAPI=1` in the daemon's environment: new TAP queues take `IFF_NAPI`, so the
+/// kernel hands the frames tapnet writes to the receiving stack through NAPI (and GRO) rather
+/// than one by one. An experiment for BENCHMARKS.md ("IFF_NAPI"), off by default.
+fn napi_requested() -> bool {
+    static NAPI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NAPI.get_or_init(|| std::env::var_os("TAPNET_TAP_NAPI").is_some_and(|v| v == "1"))
 }
 
 /// Open /dev/net/tun and attach it to TAP `name` with `flags`, the kernel creating the TAP
