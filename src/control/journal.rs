@@ -303,6 +303,9 @@ pub fn replay<'a>(state: &mut State, ops: impl IntoIterator<Item = Op<'a>>) {
     }
 }
 
+/// Apply one change to `state`: a put replaces the entity of its key in place or appends it,
+/// a del removes it (a del of what is not there changes nothing, so replaying a journal twice
+/// is harmless).
 pub fn apply(state: &mut State, op: Op<'_>) {
     match op {
         Op::Put(Put::Network(e)) => put(state, e.into_owned()),

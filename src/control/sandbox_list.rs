@@ -4,8 +4,8 @@
 //! address; with 10,000 sandboxes a scan of the list for each was most of what a create cost.
 //!
 //! The list reads as a slice (`Deref`); it changes only through the methods here, each of which
-//! keeps the indexes. `iter_mut` and `at_mut` are for changes that keep every sandbox's name and addresses
-//! (link impairments and blocks); debug builds check that the indexes still agree.
+//! keeps the indexes. `iter_mut` and `at_mut` are for changes that keep every sandbox's name and
+//! addresses (link impairments and blocks); debug builds check that the indexes still agree.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
