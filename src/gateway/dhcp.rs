@@ -5,16 +5,20 @@
 //! MAC, and the client hardware address must be that MAC). Nothing is allocated from a pool,
 //! so RELEASE and DECLINE free nothing: they are counted (DECLINE logged too).
 //!
-//! Messages are read and written with `dhcproto`; [`answer`] is a pure function of the
-//! request's bytes, so that it can be tested on byte arrays and fuzzed.
+//! A client's message is read by [`request::ClientMessage`] (only what the server acts on);
+//! replies are written with `dhcproto`. [`answer`] is a pure function of the request's bytes,
+//! so that it can be tested on byte arrays and fuzzed.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+mod request;
+use request::{ClientKind, ClientMessage};
 
 use super::GatewayConfig;
 use super::inbound::Inbound;
@@ -26,9 +30,6 @@ pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 /// A day: the address never changes while the port exists, and a client renews at half.
 pub const LEASE_SECS: u32 = 86_400;
-/// Fixed BOOTP header, client hardware address included, up to the magic cookie.
-const HEADER_LEN: usize = 236;
-const MAGIC: [u8; 4] = [99, 130, 83, 99];
 /// BOOTP relays and some clients drop messages shorter than this (RFC 1542 2.1).
 const MIN_MESSAGE_LEN: usize = 300;
 
@@ -203,18 +204,6 @@ pub fn classify(frame: &[u8], config: &GatewayConfig) -> Option<Inbound> {
     })
 }
 
-/// The client hardware address of a BOOTREQUEST over Ethernet with the magic cookie, read
-/// before decoding (dhcproto trusts `hlen`).
-fn ethernet_client(request: &[u8]) -> Option<MacAddr> {
-    let header = request.get(..HEADER_LEN + MAGIC.len())?;
-    if header[0] != 1 || header[1] != 1 || header[2] != 6 || header[HEADER_LEN..] != MAGIC {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&header[28..34]);
-    Some(MacAddr(mac))
-}
-
 /// Answer the client message `request` (a UDP payload) that `src_mac` sent: the reply's
 /// message is written to `out` (cleared first).
 pub fn answer(
@@ -225,35 +214,21 @@ pub fn answer(
     out: &mut Vec<u8>,
 ) -> Outcome {
     out.clear();
+    let Some(msg) = ClientMessage::parse(request) else {
+        return Outcome::Ignored;
+    };
     // Only a station speaking for itself: the client hardware address is its Ethernet source.
-    let Some(client) = ethernet_client(request).filter(|c| *c == src_mac) else {
-        return Outcome::Ignored;
-    };
-    let Ok(msg) = Message::decode(&mut Decoder::new(request)) else {
-        return Outcome::Ignored;
-    };
     // Relayed requests would come from another network: tapnet's are all on the link.
-    if msg.giaddr() != Ipv4Addr::UNSPECIFIED || msg.opcode() != Opcode::BootRequest {
+    if msg.chaddr != src_mac || msg.giaddr != Ipv4Addr::UNSPECIFIED {
         return Outcome::Ignored;
     }
-    let Some(kind) = msg.opts().msg_type() else {
-        return Outcome::Ignored;
-    };
-    let Some(ip) = leases.get(client) else {
+    let Some(ip) = leases.get(msg.chaddr) else {
         return Outcome::Unknown;
     };
-    let server_id = match msg.opts().get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(id)) => Some(*id),
-        _ => None,
-    };
-    let requested = match msg.opts().get(OptionCode::RequestedIpAddress) {
-        Some(DhcpOption::RequestedIpAddress(r)) => Some(*r),
-        _ => None,
-    };
-    let ciaddr = msg.ciaddr();
-    match kind {
-        MessageType::Discover => reply(&msg, server, ReplyKind::Offer, Some(ip), out),
-        MessageType::Request => {
+    let (server_id, requested, ciaddr) = (msg.server_id, msg.requested, msg.ciaddr);
+    match msg.kind {
+        ClientKind::Discover => reply(&msg, server, ReplyKind::Offer, Some(ip), out),
+        ClientKind::Request => {
             // SELECTING another server's offer: not ours to answer (RFC 2131 4.3.2).
             if server_id.is_some_and(|id| id != server.server) {
                 return Outcome::Ignored;
@@ -268,9 +243,9 @@ pub fn answer(
             };
             reply(&msg, server, kind, Some(ip), out)
         }
-        MessageType::Inform => reply(&msg, server, ReplyKind::Ack, None, out),
-        MessageType::Release if server_id.is_none_or(|id| id == server.server) => Outcome::Released,
-        MessageType::Decline if server_id.is_none_or(|id| id == server.server) => {
+        ClientKind::Inform => reply(&msg, server, ReplyKind::Ack, None, out),
+        ClientKind::Release if server_id.is_none_or(|id| id == server.server) => Outcome::Released,
+        ClientKind::Decline if server_id.is_none_or(|id| id == server.server) => {
             Outcome::Declined(requested.unwrap_or(Ipv4Addr::UNSPECIFIED))
         }
         _ => Outcome::Ignored,
@@ -280,7 +255,7 @@ pub fn answer(
 /// Build the reply of `kind` to `msg` into `out`; `lease` is the client's address (none for
 /// INFORM's ACK, which carries only the configuration).
 fn reply(
-    msg: &Message,
+    msg: &ClientMessage,
     server: &ServerConfig,
     kind: ReplyKind,
     lease: Option<Ipv4Addr>,
@@ -289,9 +264,9 @@ fn reply(
     let mut r = Message::default();
     r.set_opcode(Opcode::BootReply)
         .set_htype(HType::Eth)
-        .set_xid(msg.xid())
-        .set_flags(msg.flags())
-        .set_chaddr(msg.chaddr());
+        .set_xid(msg.xid)
+        .set_flags(Flags::new(msg.flags))
+        .set_chaddr(&msg.chaddr.0);
     let opts = r.opts_mut();
     opts.insert(DhcpOption::MessageType(match kind {
         ReplyKind::Offer => MessageType::Offer,
@@ -316,7 +291,7 @@ fn reply(
             opts.insert(DhcpOption::DomainName(domain.clone()));
         }
     }
-    let ciaddr = msg.ciaddr();
+    let ciaddr = msg.ciaddr;
     match (kind, lease) {
         (ReplyKind::Nak, _) => {}
         (_, Some(ip)) => {
@@ -335,22 +310,16 @@ fn reply(
     if out.len() < MIN_MESSAGE_LEN {
         out.resize(MIN_MESSAGE_LEN, 0);
     }
-    let client = MacAddr(
-        msg.chaddr()
-            .get(..6)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0xff; 6]),
-    );
     // RFC 2131 4.1: NAK always broadcast; otherwise broadcast when the client asks for it
     // or has no address to receive at, else unicast to its address and MAC.
     let broadcast = kind == ReplyKind::Nak
-        || msg.flags().broadcast()
+        || msg.wants_broadcast()
         || ciaddr == Ipv4Addr::UNSPECIFIED
         || lease.is_some_and(|ip| ip != ciaddr);
     let (to_mac, to_ip) = if broadcast {
         (MacAddr::BROADCAST, Ipv4Addr::BROADCAST)
     } else {
-        (client, ciaddr)
+        (msg.chaddr, ciaddr)
     };
     Outcome::Reply(Reply {
         kind,

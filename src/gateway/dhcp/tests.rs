@@ -1,7 +1,9 @@
 //! The server's answers, on byte arrays.
 
+use super::request::{HEADER_LEN, MAGIC};
 use super::*;
 use dhcproto::v4::MessageType as T;
+use dhcproto::v4::OptionCode;
 use etherparse::PacketBuilder;
 
 const GW: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
@@ -230,6 +232,22 @@ fn unknown_macs_and_foreign_hardware_addresses_get_nothing() {
     let mut long = client_message(T::Discover, MAC, Ipv4Addr::UNSPECIFIED, &[], false);
     long[2] = 200;
     assert_eq!(ask(&long, true).0, Outcome::Ignored);
+}
+
+/// The options the fuzz target's crash held (dhcproto's decoder panicked on an empty client
+/// FQDN in a debug build): skipped unread, the DISCOVER is answered.
+#[test]
+fn options_the_server_does_not_act_on_are_skipped_unread() {
+    let mut discover = client_message(T::Discover, MAC, Ipv4Addr::UNSPECIFIED, &[], false);
+    discover.truncate(HEADER_LEN + MAGIC.len());
+    discover.extend_from_slice(&[53, 1, 1, 81, 0, 121, 1, 0, 255]);
+    let (outcome, reply) = ask(&discover, true);
+    assert!(matches!(outcome, Outcome::Reply(r) if r.kind == ReplyKind::Offer));
+    assert_eq!(reply.map(|m| m.yiaddr()), Some(IP));
+    // The message type concatenated with itself (RFC 3396) is two bytes long: ignored.
+    let mut twice = discover[..HEADER_LEN + MAGIC.len()].to_vec();
+    twice.extend_from_slice(&[53, 1, 1, 53, 1, 1, 255]);
+    assert_eq!(ask(&twice, true), (Outcome::Ignored, None));
 }
 
 #[test]
