@@ -73,6 +73,10 @@ fn pings_and_tcp_cross_the_uring_datapath() {
     );
     assert!(t.ping("a", B), "a -> b");
     assert!(t.ping("b", A), "b -> a");
+    // The replies' writes are counted before the worker sleeps, not when the next frame
+    // comes: a quiet port's counters are current (two echo replies at least).
+    let a_tx = port_stats(&t, "a/eth0")["tx_packets"].as_u64().unwrap_or(0);
+    assert!(a_tx >= 2, "replies to a counted: {a_tx}");
     // Super-frames (offloads on) through the 64 KiB provided buffers, checksummed end to end.
     let (sent, received) = t.tcp_transfer("a", "b", B, 20 << 20);
     assert_eq!(sent, received);

@@ -508,6 +508,12 @@ impl UringIo {
         }
     }
 
+    /// Whether the next `wait` would sleep with writes of this round queued: their completions
+    /// (and so the output ports' counters) would then wait for the next frame.
+    pub fn would_sleep_with_writes(&mut self) -> bool {
+        self.queued > 0 && self.ready.is_empty() && self.ring.completion().is_empty()
+    }
+
     /// Submit what is queued (the writes of the last round too) and, unless frames are ready
     /// already, wait for one completion more than those of the queued writes, which complete
     /// inline (at most `timeout`, `None`: no limit). Then collect every completion.

@@ -10,6 +10,10 @@
 //! the ring, counted in the output port's counters when it completes. Like the epoll worker, it
 //! reads and writes its own queue of multi-queue TAPs. Frames to a port with active link
 //! impairments and delayed frames take the plain path (`egress::send`).
+//!
+//! Ports with mmap'd packet rings (`--iface`) are read and written through their rings, not
+//! the io_uring: their fds are in the mio poll (level-triggered, as in the epoll worker), which
+//! the ring watches, and what was queued on their TX rings is sent at the end of each round.
 
 use std::fmt;
 use std::io;
@@ -28,10 +32,11 @@ use super::port::Port;
 use super::timer::Timer;
 use super::uring::{self, Frame, Support, Tx, UringIo};
 use super::worker::{
-    Command, FramesRead, NetView, Output, TIMER, WAKER, apply_to_views, delay_timer, forward,
-    release_due, sleep_timeout, slot,
+    BATCH, Command, Direct, FramesRead, NetView, Output, TIMER, WAKER, apply_to_views, delay_timer,
+    forward, release_due, sleep_timeout, slot, unwatch, watch,
 };
 use crate::offload::Segmenter;
+use crate::wire::MAX_FRAME_LEN;
 
 /// How the datapath workers do TAP I/O (`daemon --datapath-io`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,6 +84,10 @@ pub struct UringWorker {
     segmenter: Segmenter,
     delayed: DelayQueue,
     timer: Option<Timer>,
+    /// The ports with packet rings (`--iface`), read through the mio poll.
+    rings: Vec<Arc<Port>>,
+    /// Where a frame from a ring port is copied to be switched.
+    buf: Vec<u8>,
 }
 
 impl UringWorker {
@@ -104,6 +113,8 @@ impl UringWorker {
             segmenter: Segmenter::new(),
             delayed: DelayQueue::default(),
             timer,
+            rings: Vec::new(),
+            buf: vec![0; MAX_FRAME_LEN],
         })
     }
 
@@ -119,6 +130,19 @@ impl UringWorker {
         let mut events = Events::with_capacity(64);
         loop {
             let timeout = sleep_timeout(&mut self.timer, &self.delayed);
+            // Before sleeping, the round's writes go out on their own, so that their ports'
+            // counters are current while the worker sleeps (`port stats` during a quiet
+            // spell); under load the next frames are ready and one call does both.
+            if self.io.would_sleep_with_writes() {
+                if let Err(e) = self.io.flush() {
+                    eprintln!(
+                        "tapnet: datapath worker {}: io_uring failed: {e}",
+                        self.index
+                    );
+                    return;
+                }
+                self.count_written();
+            }
             if let Err(e) = self.io.wait(timeout) {
                 eprintln!(
                     "tapnet: datapath worker {}: io_uring failed: {e}",
@@ -152,14 +176,65 @@ impl UringWorker {
                         if !self.handle_commands() {
                             return;
                         }
-                    } else if event.token() == TIMER
-                        && let Some(timer) = self.timer.as_mut()
-                    {
-                        timer.fired();
+                    } else if event.token() == TIMER {
+                        if let Some(timer) = self.timer.as_mut() {
+                            timer.fired();
+                        }
+                    } else {
+                        self.switch_from_ring_port(event.token().0 as PortId);
                     }
                 }
             }
+            for port in &self.rings {
+                port.flush();
+            }
         }
+    }
+
+    /// Switch up to `BATCH` frames from a ring port the poll reported: the poll is level-
+    /// triggered, so one with more waiting is reported again in the next round.
+    fn switch_from_ring_port(&mut self, id: PortId) {
+        let Some(port) = self.ports.get(id as usize).cloned().flatten() else {
+            return;
+        };
+        let now = self.clock.now_secs();
+        let mut read = 0;
+        for _ in 0..BATCH {
+            let len = match port.recv(self.index, &mut self.buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        eprintln!(
+                            "tapnet: read from port {} failed: {e}; datapath worker {} stops \
+                             polling it",
+                            port.label, self.index
+                        );
+                        unwatch(&self.poll, port.queue_fd(self.index));
+                    }
+                    break;
+                }
+            };
+            match self.networks.get(port.network as usize) {
+                Some(Some(view)) => forward(
+                    &self.ports,
+                    view,
+                    &port,
+                    &self.buf[..len],
+                    now,
+                    &mut self.segmenter,
+                    &mut self.delayed,
+                    true,
+                    &mut Direct(self.index),
+                ),
+                // Its network is being removed: the frame is dropped.
+                _ => continue,
+            }
+            read += 1;
+        }
+        self.frames_read
+            .0
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Switch every frame read so far.
@@ -228,7 +303,14 @@ impl UringWorker {
                     if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
                         view.members.push(port.clone());
                     }
-                    if port.polled_by(self.index, owner) {
+                    if port.has_ring() {
+                        self.rings.push(port.clone());
+                        if port.polled_by(self.index, owner)
+                            && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
+                        {
+                            eprintln!("tapnet: cannot poll port {}: {e}", port.label);
+                        }
+                    } else if port.polled_by(self.index, owner) {
                         self.io.add_fd(id, port.queue_fd(self.index));
                     }
                     *slot(&mut self.ports, id as usize) = Some(port);
@@ -236,7 +318,11 @@ impl UringWorker {
                 Some(Command::RemovePort { id, done }) => {
                     if let Some(port) = slot(&mut self.ports, id as usize).take() {
                         self.delayed.purge(id);
-                        // For a worker that does not read it, this does nothing.
+                        // For a worker that does not read it, these do nothing.
+                        if port.has_ring() {
+                            self.rings.retain(|p| p.id != id);
+                            unwatch(&self.poll, port.queue_fd(self.index));
+                        }
                         self.io.remove_fd(id);
                         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
                             view.members.retain(|p| p.id != id);
@@ -262,7 +348,8 @@ struct Ring<'a, 'b> {
 
 impl Output for Ring<'_, '_> {
     fn send(&mut self, port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
-        if port.link.is_active() {
+        // A ring port's frames go on its TX ring, sent at the end of the round.
+        if port.link.is_active() || port.has_ring() {
             egress::send(port, self.worker, from, frame, delayed);
         } else if !self
             .tx

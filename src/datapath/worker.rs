@@ -39,7 +39,7 @@ pub const WAKER: Token = Token(usize::MAX);
 /// The timer of delayed frames.
 pub(super) const TIMER: Token = Token(usize::MAX - 1);
 /// Frames read from a busy port before the worker turns to the next ready port.
-const BATCH: usize = 64;
+pub(super) const BATCH: usize = 64;
 
 pub enum Command {
     AddNetwork(Arc<NetworkDp>),
@@ -444,7 +444,7 @@ pub(super) fn release_due(
 
 /// Poll `fd` level-triggered under `id`'s token. mio registers edge-triggered only, so this
 /// talks to its epoll instance directly; mio reads the token back from the event as usual.
-fn watch(poll: &Poll, fd: RawFd, id: PortId) -> io::Result<()> {
+pub(super) fn watch(poll: &Poll, fd: RawFd, id: PortId) -> io::Result<()> {
     let mut event = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: id as u64,
@@ -458,7 +458,7 @@ fn watch(poll: &Poll, fd: RawFd, id: PortId) -> io::Result<()> {
     }
 }
 
-fn unwatch(poll: &Poll, fd: RawFd) {
+pub(super) fn unwatch(poll: &Poll, fd: RawFd) {
     // SAFETY: a null event is allowed for EPOLL_CTL_DEL; an unwatched fd gives ENOENT.
     unsafe {
         libc::epoll_ctl(

@@ -7,7 +7,6 @@
 use super::*;
 use crate::api::types::{PortAdd, PortView};
 use crate::control::model::{VmPort, VmPortKind};
-use crate::datapath::IoMode;
 use crate::datapath::packet_port::{self, IfaceGuard};
 use crate::datapath::stream_port::StreamPort;
 use crate::datapath::vhost_user_port::VhostUserPort;
@@ -301,9 +300,9 @@ impl Inner {
                 (Side::VhostUser(vhu), switch_end)
             }
             // The packet socket is the port's fd: no socketpair, no thread. Its rings are read
-            // and written by the epoll workers only (the io_uring ones read and write fds).
+            // and written by the workers through their mio poll, with either I/O.
             VmPortKind::Iface => {
-                let rings = packet_port::rings_wanted() && self.dp.io() == IoMode::Epoll;
+                let rings = packet_port::rings_wanted();
                 let opened = packet_port::open(&p.path, p.was_down, rings).map_err(what)?;
                 let io = if opened.ring.is_some() {
                     packet_port::Io::Ring
