@@ -1045,9 +1045,13 @@ mod with_store {
         }
         b.spawn(&[], "8s");
         b.t.ok(&["network", "ls"]);
+        let reached = wait_until(Duration::from_secs(10), || pods_a[3].0.ping(&pods_b[3].1));
+        // Every pod's TAP was made again, even where the dead daemon's was still going away.
+        let log = std::fs::read_to_string(b.t.dir.join("daemon.log")).unwrap_or_default();
+        assert!(!log.contains("cannot restore CNI attachment"), "{log}");
         assert!(
-            wait_until(Duration::from_secs(10), || pods_a[3].0.ping(&pods_b[3].1)),
-            "a3 does not reach b3 after host B came back"
+            reached,
+            "a3 does not reach b3 after host B came back\n{log}"
         );
         // Past the dead daemon's lease, the claims stand: the new daemon holds them.
         std::thread::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed()));

@@ -503,7 +503,14 @@ impl Inner {
     }
 
     /// After a restart: make the TAPs again in namespaces that still exist.
+    ///
+    /// An interface of the attachment's name may still be there: the TAP of the daemon that
+    /// died, which the kernel removes only once it has released the dead process's last
+    /// reference to it (an io_uring's in-flight reads hold one until the ring's teardown, which
+    /// runs later, in a kernel worker). Those are tried again until `STALE_TAP_WAIT` is over.
     pub(super) fn restore_cni(&mut self) {
+        const STALE_TAP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        let mut pending = Vec::new();
         for a in self.state.cni.clone() {
             if !std::path::Path::new(&a.netns).exists() {
                 eprintln!(
@@ -512,12 +519,38 @@ impl Inner {
                 );
                 continue;
             }
-            if let Err(e) = self.cni_wire(&a) {
-                eprintln!(
-                    "tapnet: cannot restore CNI attachment {}/{}: {e}",
-                    a.container_id, a.ifname
-                );
+            pending.push(a);
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let mut taken = Vec::new();
+            for a in pending {
+                match self.cni_wire(&a) {
+                    Ok(()) => {}
+                    Err(Error::Conflict(m))
+                        if m == crate::cni::ifname_taken(&a.ifname, &a.netns)
+                            && started.elapsed() < STALE_TAP_WAIT =>
+                    {
+                        taken.push(a)
+                    }
+                    Err(e) => eprintln!(
+                        "tapnet: cannot restore CNI attachment {}/{}: {e}",
+                        a.container_id, a.ifname
+                    ),
+                }
             }
+            if taken.is_empty() {
+                break;
+            }
+            pending = taken;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if started.elapsed() >= std::time::Duration::from_millis(50) {
+            eprintln!(
+                "tapnet: CNI attachments restored after {} ms waiting for the dead daemon's \
+                 interfaces to go",
+                started.elapsed().as_millis()
+            );
         }
     }
 }
