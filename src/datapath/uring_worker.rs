@@ -33,7 +33,7 @@ use super::timer::Timer;
 use super::uring::{self, Frame, Support, Tx, UringIo};
 use super::worker::{
     BATCH, Command, Direct, FramesRead, NetView, Output, TIMER, WAKER, apply_to_views, delay_timer,
-    forward, release_due, sleep_timeout, slot, unwatch, watch,
+    forward, read_failed, release_due, sleep_timeout, slot, unwatch, watch,
 };
 use crate::offload::Segmenter;
 use crate::wire::MAX_FRAME_LEN;
@@ -204,14 +204,7 @@ impl UringWorker {
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        eprintln!(
-                            "tapnet: read from port {} failed: {e}; datapath worker {} stops \
-                             polling it",
-                            port.label, self.index
-                        );
-                        unwatch(&self.poll, port.queue_fd(self.index));
-                    }
+                    read_failed(&self.poll, self.index, &port, &e);
                     break;
                 }
             };

@@ -281,14 +281,7 @@ impl Worker {
     /// level-triggered poll would report the fd at once, for ever: stop polling it here. The
     /// port stays in the tables until the control plane removes it.
     fn read_failed(&self, port: &Port, e: &io::Error) {
-        if e.kind() == io::ErrorKind::WouldBlock {
-            return;
-        }
-        eprintln!(
-            "tapnet: read from port {} failed: {e}; datapath worker {} stops polling it",
-            port.label, self.index
-        );
-        unwatch(&self.poll, port.queue_fd(self.index));
+        read_failed(&self.poll, self.index, port, e);
     }
 
     fn handle_commands(&mut self) -> bool {
@@ -456,6 +449,18 @@ pub(super) fn watch(poll: &Poll, fd: RawFd, id: PortId) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// A read from `port`, polled by worker `index` in `poll`, failed: see `Worker::read_failed`.
+pub(super) fn read_failed(poll: &Poll, index: usize, port: &Port, e: &io::Error) {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return;
+    }
+    eprintln!(
+        "tapnet: read from port {} failed: {e}; datapath worker {index} stops polling it",
+        port.label
+    );
+    unwatch(poll, port.queue_fd(index));
 }
 
 pub(super) fn unwatch(poll: &Poll, fd: RawFd) {
