@@ -48,12 +48,18 @@ fn special_use_subnets_are_refused_and_leak_nothing() {
     assert_eq!(t.network_names().iter().filter(|n| *n == "bad").count(), 0);
     // The last client's connection is closed by the daemon when it reads the client's hang-up,
     // a moment after the answer: wait for that, not for anything a refusal might have leaked.
+    // No more than before, not exactly as many: the count before may hold an fd of the
+    // daemon's own that came and went (CI saw 31 fds before and 30 after).
+    let no_more = |now: (usize, usize)| now.0 <= before.0 && now.1 <= before.1;
     let mut after = daemon_fds_and_threads(&t);
     common::wait_until(Duration::from_secs(2), || {
         after = daemon_fds_and_threads(&t);
-        after == before
+        no_more(after)
     });
-    assert_eq!(before, after, "fds and threads (before, after) 18 refusals");
+    assert!(
+        no_more(after),
+        "fds and threads grew over 18 refusals: {before:?} before, {after:?} after"
+    );
     // Positive control: a good network does add fds and threads (port, DNS, gateway), so the
     // measure above would have seen a leak.
     t.ok(&["network", "create", "good2", "--subnet", "10.72.0.0/24"]);
