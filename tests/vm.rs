@@ -121,7 +121,12 @@ fn transfer_to_vm(t: &Tapnet, vm: &mut Vm, sandbox: &str, vm_ip: &str) -> f64 {
             "4194304",
         ],
     );
-    let got = vm.ok("wait; sha256sum /tmp/g", Duration::from_secs(60));
+    // `wait` only knows the shell's own jobs: a restarted shell (tests/support/guest.rs) waits
+    // for the receiver by name.
+    let got = vm.ok(
+        "wait; while pidof nc >/dev/null; do sleep 0.1; done; sha256sum /tmp/g",
+        Duration::from_secs(60),
+    );
     let mbit = 4.0 * 8.0 * 1.048_576 / start.elapsed().as_secs_f64();
     let want = sent.split_whitespace().nth(1).expect("sender's checksum");
     assert!(

@@ -55,7 +55,10 @@ fi
 stty -echo 2>/dev/null
 export PS1=''
 echo TAPNET-READY
-exec sh
+# Under load a guest's shell has been seen to read end-of-file from the console and exit
+# (with epoll and io_uring datapaths alike); init must not exit with it, or the kernel panics
+# and QEMU is gone: a new shell takes the console, and the log says so.
+while :; do sh; echo "TAPNET-SHELL-RESTARTED $?"; done
 "#;
 
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
