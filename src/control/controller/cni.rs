@@ -522,6 +522,7 @@ impl Inner {
             pending.push(a);
         }
         let started = std::time::Instant::now();
+        let mut waited = false;
         loop {
             let mut taken = Vec::new();
             for a in pending {
@@ -543,9 +544,10 @@ impl Inner {
                 break;
             }
             pending = taken;
+            waited = true;
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        if started.elapsed() >= std::time::Duration::from_millis(50) {
+        if waited {
             eprintln!(
                 "tapnet: CNI attachments restored after {} ms waiting for the dead daemon's \
                  interfaces to go",
