@@ -921,7 +921,8 @@ fn an_existing_interface_becomes_a_port() {
 
 /// For a failure that counts frames from the guest dropped as spoofed: the guest's IPv6
 /// addresses and address settings beside the port's, to show which source it used that the
-/// port does not own (an intermittent `ipv6_source` drop was seen once in CI).
+/// port does not own (an intermittent `ipv6_source` drop was seen twice in CI, before the guest's DHCP script
+/// stopped flushing its IPv6 addresses).
 fn guest_ipv6(vm: &mut Vm, ports: &serde_json::Value) -> String {
     let (_, state) = vm.run(
         "ip -6 addr show dev eth0; ip -6 route; \

@@ -64,7 +64,9 @@ while :; do sh; echo "TAPNET-SHELL-RESTARTED $?"; done
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 case "$1" in
 bound|renew)
-    ip addr flush dev "$interface"
+    # IPv4 only: a plain flush also takes the IPv6 link-local address, perhaps mid-DAD, and
+    # the guest's IPv6 then sent once from an address its port does not own (CI, twice).
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
     [ -n "$router" ] && ip route add default via "${router%% *}"
     [ -n "$dns" ] && echo "nameserver ${dns%% *}" > /etc/resolv.conf
@@ -122,7 +124,11 @@ pub fn guest() -> Guest {
         .map_err(|(_, e)| e)
         .expect("lock guest cache");
     let package = kernel_package();
-    let dir = root.join(&package);
+    // The scripts are in the key: a changed init is not served from an older cache.
+    let mut scripts = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(INIT, UDHCPC_SCRIPT), &mut scripts);
+    let key = std::hash::Hasher::finish(&scripts);
+    let dir = root.join(format!("{package}-{key:016x}"));
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initrd.cpio");
     if kernel.exists() && initrd.exists() {
