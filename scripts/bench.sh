@@ -16,7 +16,8 @@
 # most 64: the guest holds them in RAM), VM_ACCEL (auto), VM_BENCH_BIN (the built
 # tests/vm_bench.rs).
 # Cases (default all but the VM cases, in this order): switch cases bridge tapnet tapnet-nooff
-# tapnet-uring vde ovs ovs-tso (tapnet-uring: the tapnet case with `daemon --datapath-io uring`);
+# tapnet-epoll vde ovs ovs-tso (tapnet-epoll: the tapnet case with `daemon --datapath-io epoll`,
+# the fallback; tapnet-uring, named only: `--datapath-io uring`, the default, explicitly);
 # NAT cases nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520
 # nat-pasta-1500 nat-pasta-65520; lab cases tapnet-impair-other (a third sandbox whose link has
 # delay and loss: the measured pair's ports have none) and tapnet-capture (one capture of the
@@ -64,7 +65,7 @@ for a in "$@"; do
     case $a in *[[:space:]]*|"") ORIG_CMD+=" \"$a\"" ;; *) ORIG_CMD+=" $a" ;; esac
 done
 
-SWITCH_CASES="bridge tapnet tapnet-nooff tapnet-uring vde ovs ovs-tso"
+SWITCH_CASES="bridge tapnet tapnet-nooff tapnet-epoll vde ovs ovs-tso"
 NAT_CASES="nat-veth nat-tapnet-1500 nat-tapnet-65520 nat-slirp-1500 nat-slirp-65520 nat-pasta-1500 nat-pasta-65520"
 LAB_CASES="tapnet-impair-other tapnet-capture tapnet-policy tapnet-napi"
 OVERLAY_CASES="vxlan-kernel tapnet-overlay"
@@ -477,6 +478,7 @@ setup_tapnet6() {
 }
 setup_tapnet_nooff() { setup_tapnet_common --offload off; }
 setup_tapnet_uring() { setup_tapnet_common --offload on --datapath-io uring; }
+setup_tapnet_epoll() { setup_tapnet_common --offload on --datapath-io epoll; }
 setup_tapnet_napi() { TAPNET_TAP_NAPI=1 setup_tapnet_common --offload on; }
 # Kernel VXLAN between two namespaces over a veth underlay: the reference for tapnet-overlay.
 setup_vxlan_kernel() {

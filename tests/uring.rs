@@ -1,5 +1,5 @@
-//! The io_uring datapath prototype (`daemon --datapath-io uring`): the same switch, seen from
-//! inside sandboxes, with TAP I/O through io_uring.
+//! The io_uring datapath (`daemon --datapath-io uring`, the default): the same switch, seen
+//! from inside sandboxes, with TAP I/O through io_uring, and epoll where io_uring is refused.
 
 mod common;
 
@@ -20,12 +20,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(t: &Tapnet, args: &[&str]) -> Daemon {
+        Self::start_with(t, args, |_| {})
+    }
+
+    /// `prepare` may change the daemon's command before it is spawned.
+    fn start_with(t: &Tapnet, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
         let log = t.dir.with_extension("log");
         let file = std::fs::File::create(&log).expect("daemon log");
         let mut full = vec!["daemon"];
         full.extend(args);
-        let child = t
-            .command(&full)
+        let mut cmd = t.command(&full);
+        prepare(&mut cmd);
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -108,15 +114,92 @@ fn pings_and_tcp_cross_the_uring_datapath() {
 }
 
 #[test]
-fn the_default_stays_epoll() {
+fn the_default_is_io_uring() {
     let t = Tapnet::new("uring-default");
     let daemon = Daemon::start(&t, &[]);
     two_sandboxes(&t);
     assert!(t.ping("a", B));
     assert!(
-        daemon.log().contains("datapath I/O: epoll"),
+        daemon.log().contains("datapath I/O: uring"),
         "{}",
         daemon.log()
     );
+    let info = t.ok(&["info"]);
+    assert!(info.contains("uring"), "{info}");
     drop(t);
+}
+
+/// Docker's default seccomp profile, among others, refuses io_uring: a daemon that cannot set
+/// up a ring says so and switches with epoll. The control: the same state dir's daemon without
+/// the filter ran io_uring first.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_daemon_refused_io_uring_by_seccomp_switches_with_epoll() {
+    let t = Tapnet::new("uring-seccomp");
+    let daemon = Daemon::start(&t, &[]);
+    two_sandboxes(&t);
+    assert!(t.ping("a", B));
+    let info = t.json(&["info"]);
+    assert!(
+        info["datapath_io"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("uring"),
+        "{info}"
+    );
+    assert_eq!(info["features"]["io_uring"], true, "{info}");
+    drop(daemon);
+
+    let daemon = Daemon::start_with(&t, &[], |cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only makes two prctl calls on data of
+        // its own stack; it allocates nothing.
+        unsafe { cmd.pre_exec(deny_io_uring_setup) };
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || t.ping("a", B)),
+        "the restored sandboxes"
+    );
+    let log = daemon.log();
+    assert!(log.contains("io_uring is not available"), "{log}");
+    assert!(log.contains("datapath I/O: epoll"), "{log}");
+    let info = t.json(&["info"]);
+    assert_eq!(info["datapath_io"], "epoll", "{info}");
+    assert_eq!(info["features"]["io_uring"], false, "{info}");
+    drop(t);
+}
+
+/// A seccomp filter that fails `io_uring_setup` with EPERM and allows everything else.
+#[cfg(target_arch = "x86_64")]
+fn deny_io_uring_setup() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let program = [
+        insn(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        insn(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(JEQ_K, 0, 1, libc::SYS_io_uring_setup as u32),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl calls; `fprog` points at `program`, both alive across the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -505,7 +505,7 @@ pub struct InfoView {
     /// Queues a sandbox's TAP gets: one per datapath thread, or 1.
     #[serde(default)]
     pub tap_queues: usize,
-    /// How the datapath threads do TAP I/O: `epoll`, or the io_uring prototype.
+    /// How the datapath threads do TAP I/O: `uring ...` (io_uring, the default) or `epoll`.
     #[serde(default)]
     pub datapath_io: String,
     /// Frames each datapath thread has read since the daemon started.

@@ -153,7 +153,9 @@ impl Datapath {
                         support,
                         frames_read.clone(),
                     )
-                    .context(|| "create datapath io_uring".into())?;
+                    .context(|| {
+                        format!("create datapath worker {index}'s io_uring (`--datapath-io epoll` does without)")
+                    })?;
                     Box::new(move || worker.run())
                 }
             };

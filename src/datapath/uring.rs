@@ -1,4 +1,4 @@
-//! An io_uring TAP I/O engine (prototype, `daemon --datapath-io uring`): one ring per worker.
+//! An io_uring TAP I/O engine (`daemon --datapath-io uring`, the default): one ring per worker.
 //!
 //! Reads: one multishot read (`IORING_OP_READ_MULTISHOT`, Linux 6.7) per polled TAP, taking its
 //! buffers from a provided-buffer ring (`IORING_REGISTER_PBUF_RING`, 5.19) shared by every TAP of
@@ -27,7 +27,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use crate::wire::MAX_FRAME_LEN;
 
 /// Buffers in a worker's provided-buffer ring (a power of two, at most 32768), unless
-/// `TAPNET_URING_BUFFERS` (a prototype knob, for the bench) says otherwise.
+/// `TAPNET_URING_BUFFERS` (a knob for the bench) says otherwise.
 pub const BUFFERS: u16 = 16;
 
 /// The buffer count in force: `TAPNET_URING_BUFFERS` if it is a power of two in 2..=4096.

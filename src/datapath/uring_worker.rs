@@ -1,4 +1,4 @@
-//! The datapath worker on io_uring (prototype, `daemon --datapath-io uring`): the same port
+//! The datapath worker on io_uring (`daemon --datapath-io uring`, the default): the same port
 //! tables, commands and switching as `worker.rs`, with TAP I/O through `uring::UringIo`. Frames
 //! are read by multishot reads into the ring's provided buffers, and the writes of one round go
 //! to the kernel together, in one `io_uring_enter` with the wait for the next frames.
