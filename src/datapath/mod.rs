@@ -11,6 +11,9 @@ pub mod fdb;
 pub mod frame;
 pub mod impair;
 pub(crate) mod network;
+pub mod overlay_net;
+pub(crate) mod overlay_rx;
+pub mod overlay_tx;
 pub mod packet_port;
 pub mod packet_ring;
 pub(crate) mod pcap;
@@ -291,7 +294,7 @@ impl Datapath {
         fd: OwnedFd,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.insert_port(net, label, vec![fd], policy, false, None)
+        self.insert_port(net, label, vec![fd], policy, false, |p| p)
     }
 
     /// Wire an `--iface` port into network `net`: `fd` its packet socket, polled as any port's,
@@ -304,14 +307,52 @@ impl Datapath {
         ring: packet_ring::PacketRing,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.insert_port(net, label, vec![fd], policy, false, Some(ring))
+        self.insert_port(net, label, vec![fd], policy, false, |p| p.with_ring(ring))
     }
 
     /// Wire a service port (the gateway's, the VTEP's socketpair end) into network `net`: it
     /// speaks for many stations (no port security), sandboxes reach it under `icc=false`, and
     /// the policy does not check its frames.
     pub fn add_service_port(&self, net: NetId, label: String, fd: OwnedFd) -> Result<PortId> {
-        self.insert_port(net, label, vec![fd], None, true, None)
+        self.insert_port(net, label, vec![fd], None, true, |p| p)
+    }
+
+    /// Wire an overlay network's VTEP port into network `net`: a service port whose frames
+    /// `overlay` encapsulates and sends, in the worker that switched them; `fd`, the switch end
+    /// of a socketpair, brings the VTEP's own answers (proxy ARP and NDP) in.
+    pub fn add_overlay_port(
+        &self,
+        net: NetId,
+        label: String,
+        fd: OwnedFd,
+        overlay: Arc<overlay_net::OverlayNet>,
+    ) -> Result<PortId> {
+        self.insert_port(net, label, vec![fd], None, true, |p| {
+            p.with_overlay(overlay)
+        })
+    }
+
+    /// Hand each worker its socket of a VTEP's receiving group (`sockets`, one per worker, in
+    /// worker order): each polls its own and switches what it receives.
+    pub fn add_vtep(&self, vtep: Arc<overlay_rx::VtepRxShared>, sockets: Vec<std::net::UdpSocket>) {
+        for (w, socket) in lock(&self.workers).iter().zip(sockets) {
+            if w.commands
+                .send(Command::AddVtep {
+                    vtep: vtep.clone(),
+                    socket,
+                })
+                .is_ok()
+            {
+                let _ = w.waker.wake();
+            }
+        }
+    }
+
+    /// Close VTEP `id`'s sockets; returns once no worker polls them.
+    pub fn remove_vtep(&self, id: u64) {
+        if !self.ask_all(|done| Command::RemoveVtep { id, done }) {
+            eprintln!("tapnet: a datapath worker did not close VTEP {id}'s socket");
+        }
     }
 
     /// Wire the host's interface (`host_access`, its TAP's queues) into network `net`: a service
@@ -324,7 +365,7 @@ impl Datapath {
         queues: Vec<OwnedFd>,
         policy: Option<PortPolicy>,
     ) -> Result<PortId> {
-        self.insert_port(net, label, queues, policy, true, None)
+        self.insert_port(net, label, queues, policy, true, |p| p)
     }
 
     /// Wire a sandbox's TAP, opened with `tap_queues()` queues (one fd each), into network
@@ -346,7 +387,7 @@ impl Datapath {
                 self.tap_queues
             );
         }
-        self.insert_port(net, label, queues, policy, false, None)
+        self.insert_port(net, label, queues, policy, false, |p| p)
     }
 
     fn insert_port(
@@ -356,7 +397,7 @@ impl Datapath {
         queues: Vec<OwnedFd>,
         policy: Option<PortPolicy>,
         service: bool,
-        ring: Option<packet_ring::PacketRing>,
+        kind: impl FnOnce(Port) -> Port,
     ) -> Result<PortId> {
         if queues.is_empty() {
             return Err(Error::invalid(format!(
@@ -378,10 +419,7 @@ impl Datapath {
         workers[owner].owned_ports += 1;
         let mut port = Port::new(id, net, label, queues, policy);
         port.service = service;
-        if let Some(ring) = ring {
-            port = port.with_ring(ring);
-        }
-        let port = Arc::new(port);
+        let port = Arc::new(kind(port));
         reg.ports.insert(id, (port.clone(), owner));
         drop(reg);
         for w in workers.iter() {

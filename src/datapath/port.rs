@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::fdb::PortId;
 use super::frame::DropReason;
 use super::impair::Link;
+use super::overlay_net::OverlayNet;
 use super::packet_ring::{PacketRing, Received};
 use super::security::{PortPolicy, Violation};
 use crate::wire::VNET_HDR_LEN;
@@ -148,6 +150,9 @@ pub struct Port {
     /// An `--iface` port's mmap'd rings (`packet_ring.rs`): read and written through them
     /// rather than its fd, which is polled all the same.
     ring: Option<Box<PacketRing>>,
+    /// An overlay network's VTEP port: what the switch sends it is encapsulated and sent by
+    /// the sending worker (`overlay_tx.rs`), not written to its fd.
+    overlay: Option<Arc<OverlayNet>>,
 }
 
 impl Port {
@@ -171,7 +176,20 @@ impl Port {
             link: Link::default(),
             service: false,
             ring: None,
+            overlay: None,
         }
+    }
+
+    /// Send through `net`'s VTEP rather than the fd (an overlay network's VTEP port).
+    pub fn with_overlay(mut self, net: Arc<OverlayNet>) -> Self {
+        self.overlay = Some(net);
+        self
+    }
+
+    /// Are frames to this port written to its fd (so a ring of the worker's may queue them)?
+    /// Not for ports with packet rings or a VTEP behind them, which `send` serves.
+    pub fn written_to_fd(&self) -> bool {
+        self.ring.is_none() && self.overlay.is_none()
     }
 
     /// Read and write through `ring`, the rings of the port's one fd.
@@ -251,6 +269,12 @@ impl Port {
     /// kernel then puts the replies of its flow on that queue. A TAP write never blocks: when
     /// the receiving stack cannot take the frame the kernel drops it, and so do we, counting it.
     pub fn send(&self, worker: usize, frame: &[u8]) -> bool {
+        if let Some(net) = &self.overlay {
+            // The VTEP counts what the underlay refused; the port, what the switch handed it.
+            net.send(worker, frame);
+            self.count_write(frame.len() as i32);
+            return true;
+        }
         if let Some(ring) = &self.ring {
             let sent = ring.send(frame);
             // A frame is at most 64 KiB plus its header: its length fits an i32.

@@ -28,6 +28,7 @@ use super::clock::Clock;
 use super::delay::DelayQueue;
 use super::egress;
 use super::fdb::PortId;
+use super::overlay_rx::{SwitchCtx, VtepSockets};
 use super::port::Port;
 use super::timer::Timer;
 use super::uring::{self, Frame, Support, Tx, UringIo};
@@ -88,6 +89,8 @@ pub struct UringWorker {
     rings: Vec<Arc<Port>>,
     /// Where a frame from a ring port is copied to be switched.
     buf: Vec<u8>,
+    /// This worker's sockets of the VTEPs' receiving groups, read through the mio poll.
+    vteps: VtepSockets,
 }
 
 impl UringWorker {
@@ -115,6 +118,7 @@ impl UringWorker {
             timer,
             rings: Vec::new(),
             buf: vec![0; MAX_FRAME_LEN],
+            vteps: VtepSockets::default(),
         })
     }
 
@@ -180,6 +184,8 @@ impl UringWorker {
                         if let Some(timer) = self.timer.as_mut() {
                             timer.fired();
                         }
+                    } else if let Some(slot) = VtepSockets::slot_of(event.token().0) {
+                        self.receive_overlay(slot);
                     } else {
                         self.switch_from_ring_port(event.token().0 as PortId);
                     }
@@ -225,6 +231,25 @@ impl UringWorker {
             }
             read += 1;
         }
+        self.frames_read
+            .0
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Switch what VTEP socket `slot` received (plain writes: its frames are in no ring
+    /// buffer).
+    fn receive_overlay(&mut self, slot: usize) {
+        let read = self.vteps.receive(
+            slot,
+            &mut SwitchCtx {
+                ports: &self.ports,
+                networks: &self.networks,
+                now: self.clock.now_secs(),
+                segmenter: &mut self.segmenter,
+                delayed: &mut self.delayed,
+                out: &mut Direct(self.index),
+            },
+        );
         self.frames_read
             .0
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
@@ -323,6 +348,11 @@ impl UringWorker {
                     }
                     let _ = done.send(());
                 }
+                Some(Command::AddVtep { vtep, socket }) => self.vteps.add(&self.poll, vtep, socket),
+                Some(Command::RemoveVtep { id, done }) => {
+                    self.vteps.remove(&self.poll, id);
+                    let _ = done.send(());
+                }
                 Some(Command::Stop) => return false,
                 Some(_) => {}
             }
@@ -341,8 +371,9 @@ struct Ring<'a, 'b> {
 
 impl Output for Ring<'_, '_> {
     fn send(&mut self, port: &Arc<Port>, from: PortId, frame: &[u8], delayed: &mut DelayQueue) {
-        // A ring port's frames go on its TX ring, sent at the end of the round.
-        if port.link.is_active() || port.has_ring() {
+        // A ring port's frames go on its TX ring, sent at the end of the round; a VTEP
+        // port's are encapsulated and sent at once.
+        if port.link.is_active() || !port.written_to_fd() {
             egress::send(port, self.worker, from, frame, delayed);
         } else if !self
             .tx

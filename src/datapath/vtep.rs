@@ -1,21 +1,22 @@
-//! A userspace VTEP: one UDP socket (the daemon's `--vtep`, or a network's `--opt vtep=`) serving
-//! every overlay network bound to it, told apart by VNI. For the switch it is a port like the
-//! gateway: one end of a SOCK_SEQPACKET socketpair per network, frames with a virtio-net header.
+//! A userspace VTEP: one UDP address (the daemon's `--vtep`, or a network's `--opt vtep=`)
+//! serving every overlay network bound to it, told apart by VNI. For the switch, each network's
+//! VTEP is a port like the gateway: one end of a SOCK_SEQPACKET socketpair, with frames that
+//! carry a virtio-net header. The encapsulation and decapsulation run in the datapath workers
+//! themselves, not in a thread of the VTEP's:
 //!
-//! Why a thread of its own and not a port kind in the workers: the VTEP keeps state the workers
-//! do not have (remote MACs against their VTEPs, peers, one socket for many networks, segmenting
-//! super-frames), and a socketpair port leaves the hot path of local switching untouched. The
-//! price is one copy through the socketpair per frame.
+//! - Out (switch to wire): the worker that switched a frame to the VTEP port sends it
+//!   (`Port::send` -> `OverlayNet::send`, `overlay_tx.rs`) through the VTEP's sending sockets,
+//!   the UDP source port chosen by the inner flow's hash.
+//! - In (wire to switch): every worker has a socket of its own on the address, the sockets an
+//!   `SO_REUSEPORT` group, so the kernel hands each flow (by the sender's source port) to one
+//!   worker, which decapsulates and switches it as a frame from the VTEP port
+//!   (`overlay_rx.rs`).
+//! - The socketpair carries only the answers to ARP and neighbour solicitations for remote
+//!   addresses (below) back into the switch.
 //!
-//! Out (switch to wire): a frame is segmented to wire size (`offload::Segmenter`, checksums
-//! completed), its destination looked up in the network's remote table: a known MAC goes to its
-//! VTEP, anything else to every peer (head-end replication). The UDP source port is chosen by a
-//! hash of the inner flow among a few sockets bound to ephemeral ports, so underlay ECMP spreads
-//! flows and keeps each in order.
-//!
-//! In (wire to switch): only packets from a peer are taken; the header is checked (flags, a
-//! known VNI), the inner frame parsed as a TAP frame would be, the source MAC learned against
-//! the sending peer, and the frame handed to the switch. Everything dropped is counted.
+//! Each network's peers and remote stations are a table the workers share
+//! (`overlay_net.rs`), behind a read-write lock that is written only when a station is new,
+//! moves or is refreshed.
 //!
 //! With a cluster store (`daemon --store`), the controller also hands each network the VTEPs of
 //! the other hosts' endpoints (added to the static peers) and their MACs (a table of its own that
@@ -35,36 +36,23 @@ use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::socket::{setsockopt, sockopt};
 
-use super::coalesce::Coalescer;
-use super::frame;
-use super::vxlan::{self, DecapError, HEADER_LEN};
+use super::Datapath;
+use super::fdb::PortId;
+use super::overlay_net::OverlayNet;
+use super::overlay_rx::VtepRxShared;
+use super::overlay_tx::VtepTx;
 use crate::error::{Context, Result};
-use crate::offload::Segmenter;
 use crate::offload::checksum::{fold, pseudo_header_v6, sum as checksum_sum};
-use crate::wire::{
-    ArpPacket, ETH_HDR_LEN, Ethernet, MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN, arp, ethertype,
-};
+use crate::wire::{ArpPacket, ETH_HDR_LEN, Ethernet, MacAddr, arp, ethertype};
 
 /// Socket buffers of the VTEP's UDP sockets.
 const SOCKET_BUF: usize = 8 << 20;
 /// Sockets that send, each on its own ephemeral port: the flow hash picks one.
-const TX_SOCKETS: usize = 8;
-/// Remote stations one network learns at most; more are flooded, not learned.
-const MAX_REMOTE_MACS: usize = 4096;
-const SOCKET: Token = Token(0);
-const WAKER: Token = Token(1);
-/// Where a datagram is received in `rx`: its VXLAN header (8 bytes) ends where a virtio-net
-/// header (12) would, so the inner frame needs no move.
-const AT: usize = VNET_HDR_LEN - HEADER_LEN;
-/// Network slots start here.
-const FIRST_NET: usize = 2;
+const TX_SOCKETS: usize = 32;
 
 /// Counters of one VTEP, relaxed atomics read by `network inspect`.
 #[derive(Default, Debug)]
@@ -257,649 +245,126 @@ pub struct NetworkSpec {
     pub coalesce: bool,
 }
 
-enum Command {
-    Add(Box<NetworkSpec>),
-    Remove(u32, Sender<()>),
-    Remotes(u32, Sender<Vec<RemoteRow>>),
-    Cluster(u32, Box<ClusterView>),
-    Stop,
-}
-
-/// The control plane's handle of a VTEP thread. Dropping it stops the thread.
+/// The control plane's handle of a VTEP: its sockets live in the datapath workers, its
+/// networks in a table they share. Dropping it closes the sockets.
 pub struct Vtep {
     pub stats: Arc<VtepStats>,
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-    vnis: Vec<u32>,
+    rx: Arc<VtepRxShared>,
+    tx: Arc<VtepTx>,
+    dp: Arc<Datapath>,
 }
 
 impl Vtep {
-    /// Bind `addr` and start the VTEP's thread.
-    pub fn start(addr: SocketAddr) -> Result<Vtep> {
-        let socket = UdpSocket::bind(addr).context(|| format!("bind VTEP {addr}"))?;
+    /// Bind `addr`: one receiving socket per datapath worker (an `SO_REUSEPORT` group), and
+    /// the sending sockets.
+    pub fn start(addr: SocketAddr, dp: &Arc<Datapath>) -> Result<Vtep> {
+        // A plain bind first: with SO_REUSEPORT alone, a second daemon of the same user on the
+        // same address would join the group and take a share of the packets instead of
+        // being refused. It also fixes the port when `addr` asks for any.
+        let addr = UdpSocket::bind(addr)
+            .and_then(|probe| probe.local_addr())
+            .context(|| format!("bind VTEP {addr}"))?;
+        let rx_sockets = (0..dp.threads())
+            .map(|_| group_socket(addr))
+            .collect::<Result<Vec<_>>>()?;
         let tx = (0..TX_SOCKETS)
             .map(|_| {
                 let s = UdpSocket::bind(SocketAddr::new(addr.ip(), 0))
                     .context(|| format!("bind VTEP send socket on {}", addr.ip()))?;
                 s.set_nonblocking(true)
                     .context(|| "VTEP send socket".into())?;
+                if setsockopt(&s, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
+                    let _ = setsockopt(&s, sockopt::SndBuf, &SOCKET_BUF);
+                }
                 Ok(s)
             })
             .collect::<Result<Vec<_>>>()?;
-        socket
-            .set_nonblocking(true)
-            .context(|| format!("VTEP {addr}"))?;
-        // Let the kernel hand over bursts of datagrams in one receive where it can (UDP_GRO);
-        // without it each datagram comes alone, which works the same.
-        let _ =
-            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGroSegment, &true);
-        // Bursts of a whole super-frame's segments arrive at once: room for many of them.
-        // FORCE passes rmem_max where the daemon may (root); the plain call is capped by it.
-        {
-            use nix::sys::socket::{setsockopt, sockopt};
-            if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
-                let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUF);
-            }
-            for s in &tx {
-                if setsockopt(s, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
-                    let _ = setsockopt(s, sockopt::SndBuf, &SOCKET_BUF);
-                }
-            }
-        }
-        let mut socket = mio::net::UdpSocket::from_std(socket);
-        let poll = Poll::new().context(|| "create VTEP poll".into())?;
-        let waker =
-            Arc::new(Waker::new(poll.registry(), WAKER).context(|| "create VTEP waker".into())?);
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)
-            .context(|| format!("poll VTEP {addr}"))?;
-        let (commands, rx) = crossbeam_channel::unbounded();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let stats = Arc::new(VtepStats::default());
-        let mut engine = Engine {
-            poll,
-            socket,
-            tx,
-            commands: rx,
-            nets: Vec::new(),
-            by_vni: HashMap::new(),
-            stats: stats.clone(),
-            seg: Segmenter::new(),
-            rx: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
-            out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
-            gso: true,
-            cmsg: nix::cmsg_space!(i32),
-        };
-        let name = format!("vtep-{}", addr.port());
-        let thread = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                crate::guard::guarded(&name, || engine.run());
-            })
-            .context(|| "start VTEP thread".into())?;
+        let rx = Arc::new(VtepRxShared::new(
+            NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            stats.clone(),
+        ));
+        dp.add_vtep(rx.clone(), rx_sockets);
         Ok(Vtep {
+            tx: Arc::new(VtepTx::new(tx, dp.threads(), stats.clone())),
             stats,
-            commands,
-            waker,
-            thread: Some(thread),
-            vnis: Vec::new(),
+            rx,
+            dp: dp.clone(),
         })
     }
 
-    fn send(&self, c: Command) {
-        let _ = self.commands.send(c);
-        let _ = self.waker.wake();
+    /// A network to carry: what its switch port sends through (`Datapath::add_overlay_port`).
+    /// It receives once `attach`ed.
+    pub fn network(&self, spec: NetworkSpec) -> Arc<OverlayNet> {
+        Arc::new(OverlayNet::new(spec, self.tx.clone()))
     }
 
-    pub fn add_network(&mut self, spec: NetworkSpec) {
-        self.vnis.push(spec.vni);
-        self.send(Command::Add(Box::new(spec)));
+    /// Frames of `net` received from now on enter the switch through port `port`.
+    pub fn attach(&self, port: PortId, net: Arc<OverlayNet>) {
+        self.rx.insert(port, net);
     }
 
-    /// Remove a network; returns once the thread has closed its end of the switch port.
-    pub fn remove_network(&mut self, vni: u32) {
-        self.vnis.retain(|v| *v != vni);
-        let (done, wait) = crossbeam_channel::bounded(1);
-        self.send(Command::Remove(vni, done));
-        let _ = wait.recv_timeout(Duration::from_secs(2));
+    /// Stop carrying network `vni` (its switch port is removed by the caller).
+    pub fn remove_network(&self, vni: u32) {
+        self.rx.remove(vni);
     }
 
     /// Does any network still use this VTEP?
     pub fn is_empty(&self) -> bool {
-        self.vnis.is_empty()
+        self.rx.is_empty()
     }
 
     /// Replace what the cluster store says of network `vni`'s other hosts.
     pub fn set_cluster(&self, vni: u32, view: ClusterView) {
-        self.send(Command::Cluster(vni, Box::new(view)));
+        if let Some((_, net)) = self.rx.get(vni) {
+            net.set_cluster(view);
+        }
     }
 
     /// The remote stations the network has learned.
     pub fn remotes(&self, vni: u32) -> Vec<RemoteRow> {
-        let (reply, wait) = crossbeam_channel::bounded(1);
-        self.send(Command::Remotes(vni, reply));
-        wait.recv_timeout(Duration::from_secs(2))
+        self.rx
+            .get(vni)
+            .map(|(_, net)| net.remotes())
             .unwrap_or_default()
     }
 }
 
 impl Drop for Vtep {
     fn drop(&mut self) {
-        self.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.dp.remove_vtep(self.rx.id);
     }
 }
 
-struct Net {
-    spec: NetworkSpec,
-    /// Remote MAC -> (its VTEP, last seen).
-    remote: HashMap<MacAddr, (SocketAddr, Instant)>,
-    /// The static peers (`spec.peers` is these and the cluster's).
-    static_peers: Vec<SocketAddr>,
-    /// Remote MACs from the cluster store: never aged, looked up first.
-    stations: HashMap<MacAddr, SocketAddr>,
-    /// Remote addresses from the cluster store: ARP for them is answered here.
-    addresses: HashMap<std::net::Ipv4Addr, MacAddr>,
-    /// Remote IPv6 addresses from the cluster store: Neighbour Solicitations for them are
-    /// answered here.
-    addresses6: HashMap<Ipv6Addr, MacAddr>,
-    /// Received TCP segments waiting to become one super-frame.
-    gro: Coalescer,
-}
-
-struct Engine {
-    poll: Poll,
-    socket: mio::net::UdpSocket,
-    tx: Vec<UdpSocket>,
-    commands: Receiver<Command>,
-    /// Slot i serves token FIRST_NET + i.
-    nets: Vec<Option<Net>>,
-    by_vni: HashMap<u32, usize>,
-    stats: Arc<VtepStats>,
-    seg: Segmenter,
-    rx: Box<[u8]>,
-    out: Box<[u8]>,
-    /// Send with UDP GSO (until the kernel refuses it).
-    gso: bool,
-    /// Control messages of `recvmsg` (the UDP_GRO segment size), allocated once.
-    cmsg: Vec<u8>,
-}
-
-impl Engine {
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(64);
-        let mut last_aging = Instant::now();
-        loop {
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(500)))
-            {
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                eprintln!("tapnet: VTEP poll: {e}");
-                return;
-            }
-            for ev in &events {
-                match ev.token() {
-                    SOCKET => self.decap_from_wire(),
-                    WAKER => {}
-                    Token(t) => self.encap_from_switch(t - FIRST_NET),
-                }
-            }
-            if !self.commands() {
-                return;
-            }
-            if last_aging.elapsed() >= Duration::from_millis(500) {
-                last_aging = Instant::now();
-                self.age();
-            }
-        }
-    }
-
-    /// Apply queued commands; false on Stop.
-    fn commands(&mut self) -> bool {
-        while let Ok(c) = self.commands.try_recv() {
-            match c {
-                Command::Add(spec) => {
-                    let slot = match self.nets.iter().position(Option::is_none) {
-                        Some(i) => i,
-                        None => {
-                            self.nets.push(None);
-                            self.nets.len() - 1
-                        }
-                    };
-                    let raw = spec.fd.as_raw_fd();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut SourceFd(&raw),
-                        Token(FIRST_NET + slot),
-                        Interest::READABLE,
-                    ) {
-                        eprintln!("tapnet: VTEP: cannot poll network VNI {}: {e}", spec.vni);
-                        continue;
-                    }
-                    self.by_vni.insert(spec.vni, slot);
-                    let static_peers = spec.peers.clone();
-                    self.nets[slot] = Some(Net {
-                        spec: *spec,
-                        static_peers,
-                        stations: HashMap::new(),
-                        addresses: HashMap::new(),
-                        addresses6: HashMap::new(),
-                        remote: HashMap::with_capacity(MAX_REMOTE_MACS),
-                        gro: Coalescer::new(),
-                    });
-                    // Frames may have queued before registration (edge-triggered poll).
-                    self.encap_from_switch(slot);
-                }
-                Command::Remove(vni, done) => {
-                    if let Some(slot) = self.by_vni.remove(&vni)
-                        && let Some(net) = self.nets[slot].take()
-                    {
-                        let raw = net.spec.fd.as_raw_fd();
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-                    }
-                    let _ = done.send(());
-                }
-                Command::Remotes(vni, reply) => {
-                    let now = Instant::now();
-                    let rows = self
-                        .by_vni
-                        .get(&vni)
-                        .and_then(|s| self.nets[*s].as_ref())
-                        .map(|n| {
-                            let mut rows: Vec<RemoteRow> = n
-                                .remote
-                                .iter()
-                                .map(|(mac, (vtep, seen))| RemoteRow {
-                                    mac: *mac,
-                                    vtep: *vtep,
-                                    age_s: now.duration_since(*seen).as_secs(),
-                                })
-                                .collect();
-                            rows.sort_by_key(|r| r.mac.to_u64());
-                            rows
-                        })
-                        .unwrap_or_default();
-                    let _ = reply.send(rows);
-                }
-                Command::Cluster(vni, view) => {
-                    if let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) {
-                        let mut peers = net.static_peers.clone();
-                        for p in view.peers {
-                            if !peers.contains(&p) {
-                                peers.push(p);
-                            }
-                        }
-                        net.spec.peers = peers;
-                        net.stations = view.stations;
-                        net.addresses = view.addresses;
-                        net.addresses6 = view.addresses6;
-                    }
-                }
-                Command::Stop => return false,
-            }
-        }
-        true
-    }
-
-    fn age(&mut self) {
-        let now = Instant::now();
-        for net in self.nets.iter_mut().flatten() {
-            let aging = net.spec.aging;
-            net.remote
-                .retain(|_, (_, seen)| now.duration_since(*seen) < aging);
-        }
-    }
-
-    /// Packets from the underlay: check, learn, hand to the switch.
-    fn decap_from_wire(&mut self) {
-        loop {
-            let Some((n, from, seg)) = self.receive() else {
-                self.flush_coalesced();
-                return;
-            };
-            // With UDP_GRO the kernel hands over several datagrams of `seg` bytes back to back
-            // (the last may be shorter). Each is taken where it lies: its virtio-net header
-            // overwrites the 4 last bytes of the one before, which is done with by then.
-            let seg = if seg == 0 { n } else { seg };
-            let mut start = 0;
-            while start < n {
-                let len = seg.min(n - start);
-                self.take(start, len, from);
-                start += len;
-            }
-        }
-    }
-
-    /// One `recvmsg` into `rx` at [`AT`]: bytes, sender, and the datagram size when the kernel
-    /// coalesced several (UDP_GRO), else 0. `None` when nothing is waiting.
-    fn receive(&mut self) -> Option<(usize, SocketAddr, usize)> {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
-        let mut iov = [std::io::IoSliceMut::new(&mut self.rx[AT..])];
-        let msg = recvmsg::<SockaddrStorage>(
-            self.socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut self.cmsg),
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .ok()?;
-        // Address and port only: peers are compared with it, and an IPv6 sender's flow label
-        // and scope must not make it a stranger (nor a v4-mapped one on a socket bound to ::).
-        let from = msg.address.and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::new(v4.ip().into(), v4.port()))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::new(v6.ip().to_canonical(), v6.port()))
-                })
-        })?;
-        let mut seg = 0;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::UdpGroSegments(size) = c {
-                    seg = usize::try_from(size).unwrap_or(0);
-                }
-            }
-        }
-        Some((msg.bytes, from, seg))
-    }
-
-    /// Check, learn and pass on the datagram at `rx[base + AT..base + AT + n]`; its frame goes
-    /// to the switch from `rx[base..]`, behind a zero virtio-net header.
-    fn take(&mut self, base: usize, n: usize, from: SocketAddr) {
-        let (vni, inner_len) = match vxlan::decap(&self.rx[base + AT..base + AT + n]) {
-            Ok((vni, inner)) => (vni, inner.len()),
-            Err(DecapError::Runt) => {
-                self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(DecapError::BadFlags) => {
-                self.stats.rx_bad_flags.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let Some(net) = self.by_vni.get(&vni).and_then(|s| self.nets[*s].as_mut()) else {
-            self.stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        // Learn against the peer's VXLAN port, not the packet's (flow-hashed) source port.
-        let Some(peer) = net
-            .spec
-            .peers
-            .iter()
-            .find(|p| **p == from)
-            .or_else(|| net.spec.peers.iter().find(|p| p.ip() == from.ip()))
-            .copied()
-        else {
-            self.stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        self.rx[base..base + VNET_HDR_LEN].fill(0);
-        let buf = &self.rx[base..base + VNET_HDR_LEN + inner_len];
-        let Ok(info) = frame::parse(buf, net.spec.mtu) else {
-            self.stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if Some(info.src) == net.spec.gateway_mac {
-            return;
-        }
-        let now = Instant::now();
-        if net.stations.contains_key(&info.src) {
-            // Known from the store: nothing to learn.
-        } else if let Some(e) = net.remote.get_mut(&info.src) {
-            *e = (peer, now);
-        } else if net.remote.len() < MAX_REMOTE_MACS {
-            net.remote.insert(info.src, (peer, now));
-        }
-        self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-        let fd = net.spec.fd.as_raw_fd();
-        if net.spec.coalesce {
-            net.gro.push(buf, &mut |b| to_switch(fd, b, &self.stats));
-        } else {
-            to_switch(fd, buf, &self.stats);
-        }
-    }
-
-    /// Hand every pending super-frame to its switch: the burst is over.
-    fn flush_coalesced(&mut self) {
-        for net in self.nets.iter_mut().flatten() {
-            let fd = net.spec.fd.as_raw_fd();
-            net.gro.flush(&mut |b| to_switch(fd, b, &self.stats));
-        }
-    }
-
-    /// Frames from the switch: segment, encapsulate, send to one VTEP or every peer. The
-    /// segments of one super-frame leave in one `sendmsg` per destination with UDP GSO.
-    fn encap_from_switch(&mut self, slot: usize) {
-        let Some(Some(net)) = self.nets.get(slot) else {
-            return;
-        };
-        let fd = net.spec.fd.as_raw_fd();
-        loop {
-            // SAFETY: rx is valid for writes of its length; fd is owned by the net.
-            let n = unsafe { libc::read(fd, self.rx.as_mut_ptr().cast(), self.rx.len()) };
-            if n <= 0 {
-                return;
-            }
-            let n = n as usize;
-            let Some(Some(net)) = self.nets.get(slot) else {
-                return;
-            };
-            if !net.addresses.is_empty()
-                && let Some(reply) = self
-                    .rx
-                    .get(VNET_HDR_LEN..n)
-                    .and_then(|f| proxy_arp(f, &net.addresses))
-            {
-                let mut out = [0u8; VNET_HDR_LEN + 42];
-                out[VNET_HDR_LEN..].copy_from_slice(&reply);
-                to_switch(fd, &out, &self.stats);
-                self.stats.arp_answered.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if !net.addresses6.is_empty()
-                && let Some(reply) = self
-                    .rx
-                    .get(VNET_HDR_LEN..n)
-                    .and_then(|f| proxy_ndp(f, &net.addresses6))
-            {
-                let mut out = [0u8; VNET_HDR_LEN + NA_FRAME_LEN];
-                out[VNET_HDR_LEN..].copy_from_slice(&reply);
-                to_switch(fd, &out, &self.stats);
-                self.stats.nd_answered.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let mut batch = Batch {
-                net,
-                out: &mut self.out,
-                tx: &self.tx,
-                stats: &self.stats,
-                gso: &mut self.gso,
-                len: 0,
-                seg: 0,
-                count: 0,
-                closed: false,
-            };
-            let result = self.seg.segment(&self.rx[..n], &mut |seg: &[u8]| {
-                batch.push(&seg[VNET_HDR_LEN..]);
-            });
-            batch.flush();
-            if result.is_err() {
-                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// Write one frame (virtio-net header included) to a network's switch port; a full socket drops
-/// it, counted.
-fn to_switch(fd: std::os::fd::RawFd, frame: &[u8], stats: &VtepStats) {
-    // SAFETY: frame is valid for reads of its length; fd is a network's open socketpair end.
-    let n = unsafe { libc::write(fd, frame.as_ptr().cast(), frame.len()) };
-    if n < 0 {
-        stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The largest UDP payload one GSO send may carry, and the kernel's segment limit.
-const GSO_MAX_BYTES: usize = 65507;
-const GSO_MAX_SEGMENTS: usize = 64;
-
-/// Encapsulated packets of one destination, back to back in `out`, all `seg` bytes long but
-/// the last: what one `sendmsg` with `UDP_SEGMENT` sends as that many datagrams.
-struct Batch<'a> {
-    net: &'a Net,
-    out: &'a mut [u8],
-    tx: &'a [UdpSocket],
-    stats: &'a VtepStats,
-    /// Does the kernel take UDP_SEGMENT? Cleared for good at the first refusal.
-    gso: &'a mut bool,
-    len: usize,
-    seg: usize,
-    count: usize,
-    /// A shorter packet ended the batch.
-    closed: bool,
-}
-
-impl Batch<'_> {
-    fn push(&mut self, frame: &[u8]) {
-        let eth = match Ethernet::new_checked(frame) {
-            Ok(eth) if frame.len() + HEADER_LEN <= self.out.len() => eth,
-            _ => {
-                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        // The anycast gateway stays home.
-        if self.net.spec.gateway_mac == Some(eth.src()) {
-            return;
-        }
-        let size = HEADER_LEN + frame.len();
-        if self.count > 0
-            && (!*self.gso
-                || self.closed
-                || size > self.seg
-                || self.len + size > GSO_MAX_BYTES
-                || self.count == GSO_MAX_SEGMENTS
-                || eth.dst().0 != self.out[HEADER_LEN..HEADER_LEN + 6])
-        {
-            self.flush();
-        }
-        if self.count == 0 {
-            self.seg = size;
-        } else if size < self.seg {
-            self.closed = true;
-        }
-        let at = self.len;
-        self.out[at..at + HEADER_LEN].copy_from_slice(&vxlan::header(self.net.spec.vni));
-        self.out[at + HEADER_LEN..at + size].copy_from_slice(frame);
-        self.len += size;
-        self.count += 1;
-    }
-
-    fn flush(&mut self) {
-        if self.count == 0 {
-            return;
-        }
-        let first = &self.out[HEADER_LEN..self.seg];
-        let socket = &self.tx[usize::from(vxlan::source_port(first)) % self.tx.len()];
-        // `push` took only frames with an Ethernet header: the fallback (flood) is never used.
-        let dst = Ethernet::new_checked(first).map_or(MacAddr::BROADCAST, |e| e.dst());
-        let known = (!dst.is_multicast())
-            .then(|| {
-                self.net
-                    .stations
-                    .get(&dst)
-                    .or_else(|| self.net.remote.get(&dst).map(|(vtep, _)| vtep))
-            })
-            .flatten();
-        match known {
-            Some(vtep) => self.send(socket, vtep),
-            None => {
-                for peer in &self.net.spec.peers {
-                    self.send(socket, peer);
-                }
-            }
-        }
-        self.len = 0;
-        self.count = 0;
-        self.closed = false;
-    }
-
-    fn send(&mut self, socket: &UdpSocket, to: &SocketAddr) {
-        let count = self.count as u64;
-        if self.count > 1 && *self.gso {
-            match send_segments(socket, &self.out[..self.len], self.seg as u16, to) {
-                Ok(_) => {
-                    self.stats.tx_packets.fetch_add(count, Ordering::Relaxed);
-                    return;
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT)
-                    ) =>
-                {
-                    // No UDP GSO here: one datagram each from now on.
-                    *self.gso = false;
-                }
-                Err(_) => {
-                    self.stats.tx_dropped.fetch_add(count, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-        for packet in self.out[..self.len].chunks(self.seg) {
-            match socket.send_to(packet, to) {
-                Ok(_) => self.stats.tx_packets.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed),
-            };
-        }
-    }
-}
-
-/// One `sendmsg` of `buf` to `to`, cut by the kernel into datagrams of `seg` bytes (the last
-/// may be shorter): UDP GSO, a control message of type `UDP_SEGMENT`.
-fn send_segments(
-    socket: &UdpSocket,
-    buf: &[u8],
-    seg: u16,
-    to: &SocketAddr,
-) -> std::io::Result<usize> {
-    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
-    let addr = SockaddrStorage::from(*to);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // Room for one cmsghdr and a u16, 8-byte aligned.
-    let mut control = [0u64; 4];
-    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
-    msg.msg_namelen = addr.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: the CMSG_ macros compute sizes and walk the control buffer set up above, which
-    // holds one header and a u16 (CMSG_SPACE(2) is at most 32 bytes).
-    let n = unsafe {
-        msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = libc::UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
-        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
+/// One socket of a VTEP's receiving group: `SO_REUSEPORT`, bound to `addr`, non-blocking,
+/// with UDP_GRO and a large receive buffer where the kernel allows.
+fn group_socket(addr: SocketAddr) -> Result<UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, socket};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
     } else {
-        Ok(n as usize)
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context(|| format!("VTEP socket for {addr}"))?;
+    setsockopt(&fd, sockopt::ReusePort, &true)
+        .context(|| format!("SO_REUSEPORT on the VTEP socket for {addr}"))?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).context(|| format!("bind VTEP {addr}"))?;
+    // Let the kernel hand over bursts of datagrams in one receive where it can (UDP_GRO);
+    // without it each datagram comes alone, which works the same.
+    let _ = setsockopt(&fd, sockopt::UdpGroSegment, &true);
+    // Bursts of a whole super-frame's segments arrive at once: room for many of them.
+    // FORCE passes rmem_max where the daemon may (root); the plain call is capped by it.
+    if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUF);
     }
+    Ok(UdpSocket::from(fd))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use super::egress;
 use super::fdb::{Learned, PortId};
 use super::frame;
 use super::network::NetworkDp;
+use super::overlay_rx::{SwitchCtx, VtepSockets};
 use super::policy::{self, PolicyTable};
 use super::port::{NetId, Port};
 use super::security;
@@ -58,6 +59,16 @@ pub enum Command {
     },
     RemoveCapture {
         network: NetId,
+        id: u64,
+        done: Sender<()>,
+    },
+    /// Poll `socket`, this worker's of a VTEP's receiving group.
+    AddVtep {
+        vtep: Arc<super::overlay_rx::VtepRxShared>,
+        socket: std::net::UdpSocket,
+    },
+    /// Close VTEP `id`'s socket.
+    RemoveVtep {
         id: u64,
         done: Sender<()>,
     },
@@ -105,6 +116,8 @@ pub struct Worker {
     delayed: DelayQueue,
     /// Wakes the poll at the next deadline; without it, the poll timeout does (1 ms steps).
     timer: Option<Timer>,
+    /// This worker's sockets of the VTEPs' receiving groups.
+    vteps: VtepSockets,
 }
 
 pub(super) fn slot<T: Default>(v: &mut Vec<T>, i: usize) -> &mut T {
@@ -141,6 +154,7 @@ impl Worker {
             segmenter: Segmenter::new(),
             delayed: DelayQueue::default(),
             timer,
+            vteps: VtepSockets::default(),
         }
     }
 
@@ -178,6 +192,8 @@ impl Worker {
                     if let Some(timer) = self.timer.as_mut() {
                         timer.fired();
                     }
+                } else if let Some(slot) = VtepSockets::slot_of(event.token().0) {
+                    forwarded |= self.receive_overlay(slot, now);
                 } else {
                     forwarded |= self.service(event.token().0 as PortId, now);
                 }
@@ -276,6 +292,25 @@ impl Worker {
         read > 0
     }
 
+    /// Switch what VTEP socket `slot` received. True if anything was forwarded.
+    fn receive_overlay(&mut self, slot: usize, now: u32) -> bool {
+        let read = self.vteps.receive(
+            slot,
+            &mut SwitchCtx {
+                ports: &self.ports,
+                networks: &self.networks,
+                now,
+                segmenter: &mut self.segmenter,
+                delayed: &mut self.delayed,
+                out: &mut Direct(self.index),
+            },
+        );
+        self.frames_read
+            .0
+            .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        read > 0
+    }
+
     /// A read from `port` failed. An empty queue is the normal end of a batch; anything else
     /// (the TAP's device was deleted in its sandbox: EBADFD) will fail again, and the
     /// level-triggered poll would report the fd at once, for ever: stop polling it here. The
@@ -291,6 +326,11 @@ impl Worker {
                 Some(Command::AddPort { port, owner }) => self.add_port(port, owner),
                 Some(Command::RemovePort { id, done }) => {
                     self.remove_port(id);
+                    let _ = done.send(());
+                }
+                Some(Command::AddVtep { vtep, socket }) => self.vteps.add(&self.poll, vtep, socket),
+                Some(Command::RemoveVtep { id, done }) => {
+                    self.vteps.remove(&self.poll, id);
                     let _ = done.send(());
                 }
                 Some(Command::Stop) => return false,
@@ -438,9 +478,14 @@ pub(super) fn release_due(
 /// Poll `fd` level-triggered under `id`'s token. mio registers edge-triggered only, so this
 /// talks to its epoll instance directly; mio reads the token back from the event as usual.
 pub(super) fn watch(poll: &Poll, fd: RawFd, id: PortId) -> io::Result<()> {
+    watch_token(poll, fd, id as usize)
+}
+
+/// `watch` under any token.
+pub(super) fn watch_token(poll: &Poll, fd: RawFd, token: usize) -> io::Result<()> {
     let mut event = libc::epoll_event {
         events: libc::EPOLLIN as u32,
-        u64: id as u64,
+        u64: token as u64,
     };
     // SAFETY: both fds are open; event is a valid epoll_event for the call's duration.
     let r = unsafe { libc::epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };

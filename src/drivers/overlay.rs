@@ -152,7 +152,7 @@ impl NetworkDriver for Overlay {
         super::options::check_families(addr, &opts.peers)
             .map_err(|e| Error::invalid(format!("overlay network {}: {e}", net.name)))?;
         if let std::collections::hash_map::Entry::Vacant(slot) = ctx.overlay.vteps.entry(addr) {
-            slot.insert(Vtep::start(addr)?);
+            slot.insert(Vtep::start(addr, ctx.dp)?);
         }
         bridge::add_switch(ctx, net).inspect_err(|_| drop_if_unused(ctx, addr))?;
         let attached = bridge::gateway_port().and_then(|(switch_end, vtep_end)| {
@@ -160,14 +160,30 @@ impl NetworkDriver for Overlay {
                 .nets
                 .get(&net.name)
                 .ok_or_else(|| Error::not_found("network", &net.name))?;
+            let vtep = ctx
+                .overlay
+                .vteps
+                .get(&addr)
+                .ok_or_else(|| Error::not_found("VTEP", addr.to_string()))?;
+            let overlay = vtep.network(NetworkSpec {
+                vni,
+                fd: vtep_end,
+                peers: opts.peers.clone(),
+                mtu: net.mtu as usize,
+                aging: std::time::Duration::from_secs(u64::from(net.mac_aging_s)),
+                gateway_mac: net.gateway.map(MacAddr::from_ipv4),
+                // Super-frames only where the TAPs take them.
+                coalesce: net.offload && ctx.offload != crate::netns::tap::Offload::Off,
+            });
             // Remote stations send as themselves: no port security on the VTEP port.
-            let port = ctx
-                .dp
-                .add_service_port(id, VTEP_PORT.to_string(), switch_end)?;
-            Ok((port, vtep_end))
+            let port =
+                ctx.dp
+                    .add_overlay_port(id, VTEP_PORT.to_string(), switch_end, overlay.clone())?;
+            vtep.attach(port, overlay);
+            Ok(port)
         });
-        let (port, vtep_end) = match attached {
-            Ok(a) => a,
+        let port = match attached {
+            Ok(port) => port,
             Err(e) => {
                 let sw = bridge_take(ctx, &net.name);
                 stop(ctx, sw);
@@ -175,18 +191,6 @@ impl NetworkDriver for Overlay {
                 return Err(e);
             }
         };
-        if let Some(vtep) = ctx.overlay.vteps.get_mut(&addr) {
-            vtep.add_network(NetworkSpec {
-                vni,
-                fd: vtep_end,
-                peers: opts.peers,
-                mtu: net.mtu as usize,
-                aging: std::time::Duration::from_secs(u64::from(net.mac_aging_s)),
-                gateway_mac: net.gateway.map(MacAddr::from_ipv4),
-                // Super-frames only where the TAPs take them.
-                coalesce: net.offload && ctx.offload != crate::netns::tap::Offload::Off,
-            });
-        }
         ctx.overlay
             .members
             .insert(net.name.clone(), (addr, port, vni));

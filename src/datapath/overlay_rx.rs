@@ -1,0 +1,320 @@
+//! The way into an overlay network, run by every datapath worker: each has its own UDP socket
+//! on each VTEP address, the sockets of one address an `SO_REUSEPORT` group, so the kernel
+//! hands each flow (the sender's flow-hashed source port) to one worker and a burst is
+//! decapsulated where it will be switched, without a hop through another thread.
+//!
+//! Only packets from a peer are taken; the header is checked (flags, a known VNI), the inner
+//! frame parsed as a TAP frame would be, the source MAC learned against the sending peer,
+//! TCP segments coalesced into super-frames where the network's TAPs take them, and the frame
+//! switched as one from the network's VTEP port. Everything dropped is counted.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use mio::Poll;
+
+use super::coalesce::Coalescer;
+use super::delay::DelayQueue;
+use super::fdb::PortId;
+use super::frame;
+use super::overlay_net::OverlayNet;
+use super::port::Port;
+use super::vtep::VtepStats;
+use super::vxlan::{self, DecapError, HEADER_LEN};
+use super::worker::{BATCH, NetView, Output, forward, unwatch, watch_token};
+use crate::offload::Segmenter;
+use crate::wire::{MAX_FRAME_LEN, VNET_HDR_LEN};
+
+/// Tokens of VTEP sockets in a worker's poll start here, above every port id (a u32).
+pub(super) const FIRST_VTEP_TOKEN: usize = 1 << 32;
+/// Where a datagram is received in the buffer: its VXLAN header (8 bytes) ends where a
+/// virtio-net header (12) would, so the inner frame needs no move.
+const AT: usize = VNET_HDR_LEN - HEADER_LEN;
+
+/// What the workers share of one VTEP address: its networks by VNI, with their switch ports.
+pub struct VtepRxShared {
+    pub id: u64,
+    pub stats: Arc<VtepStats>,
+    nets: RwLock<HashMap<u32, (PortId, Arc<OverlayNet>)>>,
+}
+
+impl VtepRxShared {
+    pub fn new(id: u64, stats: Arc<VtepStats>) -> VtepRxShared {
+        VtepRxShared {
+            id,
+            stats,
+            nets: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Frames of `net` arriving from now on enter the switch through port `port`.
+    pub fn insert(&self, port: PortId, net: Arc<OverlayNet>) {
+        self.nets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(net.vni, (port, net));
+    }
+
+    /// Stop taking frames of `vni`; gives its network back.
+    pub fn remove(&self, vni: u32) -> Option<Arc<OverlayNet>> {
+        self.nets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&vni)
+            .map(|(_, net)| net)
+    }
+
+    pub fn get(&self, vni: u32) -> Option<(PortId, Arc<OverlayNet>)> {
+        self.nets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&vni)
+            .cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// One worker's socket of one VTEP, with its receive buffers and pending super-frames.
+struct VtepRx {
+    shared: Arc<VtepRxShared>,
+    socket: UdpSocket,
+    buf: Box<[u8]>,
+    /// Control messages of `recvmsg` (the UDP_GRO segment size), allocated once.
+    cmsg: Vec<u8>,
+    /// Received TCP segments waiting to become one super-frame, per VNI.
+    gro: Vec<(u32, Coalescer)>,
+}
+
+/// A worker's VTEP sockets, polled in its `Poll` under `FIRST_VTEP_TOKEN + slot`.
+#[derive(Default)]
+pub(super) struct VtepSockets {
+    slots: Vec<Option<VtepRx>>,
+}
+
+/// What switching a received frame needs from the worker.
+pub(super) struct SwitchCtx<'a, O: Output> {
+    pub ports: &'a [Option<Arc<Port>>],
+    pub networks: &'a [Option<NetView>],
+    pub now: u32,
+    pub segmenter: &'a mut Segmenter,
+    pub delayed: &'a mut DelayQueue,
+    pub out: &'a mut O,
+}
+
+impl VtepSockets {
+    /// Poll `socket`, this worker's of VTEP `shared`.
+    pub(super) fn add(&mut self, poll: &Poll, shared: Arc<VtepRxShared>, socket: UdpSocket) {
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        if let Err(e) = watch_token(poll, socket.as_raw_fd(), FIRST_VTEP_TOKEN + slot) {
+            eprintln!("tapnet: cannot poll VTEP socket: {e}");
+            return;
+        }
+        self.slots[slot] = Some(VtepRx {
+            shared,
+            socket,
+            buf: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+            cmsg: nix::cmsg_space!(i32),
+            gro: Vec::new(),
+        });
+    }
+
+    /// Stop polling VTEP `id`'s socket and close it.
+    pub(super) fn remove(&mut self, poll: &Poll, id: u64) {
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|rx| rx.shared.id == id)
+                && let Some(rx) = slot.take()
+            {
+                unwatch(poll, rx.socket.as_raw_fd());
+            }
+        }
+    }
+
+    /// The slot of a poll token, if it is a VTEP socket's.
+    pub(super) fn slot_of(token: usize) -> Option<usize> {
+        token.checked_sub(FIRST_VTEP_TOKEN)
+    }
+
+    /// Receive, check and switch up to `BATCH` receives of slot `slot`'s socket (each may
+    /// hold many datagrams, UDP_GRO); the poll is level-triggered and reports it again if more
+    /// wait. Returns the frames switched.
+    pub(super) fn receive<O: Output>(&mut self, slot: usize, cx: &mut SwitchCtx<'_, O>) -> u64 {
+        let Some(Some(rx)) = self.slots.get_mut(slot) else {
+            return 0;
+        };
+        let mut frames = 0;
+        for _ in 0..BATCH {
+            let Some((n, from, seg)) = rx.recv() else {
+                break;
+            };
+            // With UDP_GRO the kernel hands over several datagrams of `seg` bytes back to
+            // back (the last may be shorter). Each is taken where it lies: its virtio-net
+            // header overwrites the 4 last bytes of the one before, done with by then.
+            let seg = if seg == 0 { n } else { seg };
+            let mut start = 0;
+            while start < n {
+                let len = seg.min(n - start);
+                frames += u64::from(rx.take(start, len, from, cx));
+                start += len;
+            }
+        }
+        rx.flush(cx);
+        frames
+    }
+}
+
+impl VtepRx {
+    /// One `recvmsg` into `buf` at [`AT`]: bytes, sender, and the datagram size when the
+    /// kernel coalesced several (UDP_GRO), else 0. `None` when nothing is waiting.
+    fn recv(&mut self) -> Option<(usize, SocketAddr, usize)> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+        let mut iov = [std::io::IoSliceMut::new(&mut self.buf[AT..])];
+        let msg = recvmsg::<SockaddrStorage>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut self.cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .ok()?;
+        // Address and port only: peers are compared with it, and an IPv6 sender's flow label
+        // and scope must not make it a stranger (nor a v4-mapped one on a socket bound to ::).
+        let from = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::new(v4.ip().into(), v4.port()))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::new(v6.ip().to_canonical(), v6.port()))
+                })
+        })?;
+        let mut seg = 0;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::UdpGroSegments(size) = c {
+                    seg = usize::try_from(size).unwrap_or(0);
+                }
+            }
+        }
+        Some((msg.bytes, from, seg))
+    }
+
+    /// Check, learn and switch the datagram at `buf[base + AT..base + AT + n]`; its frame
+    /// enters the switch from `buf[base..]`, behind a zero virtio-net header. True if it did.
+    fn take<O: Output>(
+        &mut self,
+        base: usize,
+        n: usize,
+        from: SocketAddr,
+        cx: &mut SwitchCtx<'_, O>,
+    ) -> bool {
+        let stats = &self.shared.stats;
+        let (vni, inner_len) = match vxlan::decap(&self.buf[base + AT..base + AT + n]) {
+            Ok((vni, inner)) => (vni, inner.len()),
+            Err(DecapError::Runt) => {
+                stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            Err(DecapError::BadFlags) => {
+                stats.rx_bad_flags.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        let Some((port_id, net)) = self.shared.get(vni) else {
+            stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let Some(peer) = net.read().peer(from) else {
+            stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        self.buf[base..base + VNET_HDR_LEN].fill(0);
+        let frame = &self.buf[base..base + VNET_HDR_LEN + inner_len];
+        let Ok(info) = frame::parse(frame, net.mtu) else {
+            stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        if Some(info.src) == net.gateway_mac {
+            return false;
+        }
+        net.learn(info.src, peer);
+        stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+        // The network's port and view in this worker: absent while it is being added or
+        // removed, when the frame is dropped.
+        let Some(Some(port)) = cx.ports.get(port_id as usize) else {
+            stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let Some(Some(view)) = cx.networks.get(port.network as usize) else {
+            stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let mut switch = |b: &[u8]| {
+            forward(
+                cx.ports,
+                view,
+                port,
+                b,
+                cx.now,
+                cx.segmenter,
+                cx.delayed,
+                true,
+                cx.out,
+            );
+        };
+        if net.coalesce {
+            let i = match self.gro.iter().position(|(v, _)| *v == vni) {
+                Some(i) => i,
+                None => {
+                    self.gro.push((vni, Coalescer::new()));
+                    self.gro.len() - 1
+                }
+            };
+            self.gro[i].1.push(frame, &mut switch);
+        } else {
+            switch(frame);
+        }
+        true
+    }
+
+    /// Switch every pending super-frame: the burst is over.
+    fn flush<O: Output>(&mut self, cx: &mut SwitchCtx<'_, O>) {
+        for (vni, gro) in &mut self.gro {
+            let Some((port_id, _)) = self.shared.get(*vni) else {
+                gro.flush(&mut |_| {});
+                continue;
+            };
+            let port = cx.ports.get(port_id as usize).and_then(Option::as_ref);
+            let view = port.and_then(|p| cx.networks.get(p.network as usize)?.as_ref());
+            let (Some(port), Some(view)) = (port, view) else {
+                gro.flush(&mut |_| {});
+                continue;
+            };
+            gro.flush(&mut |b| {
+                forward(
+                    cx.ports,
+                    view,
+                    port,
+                    b,
+                    cx.now,
+                    cx.segmenter,
+                    cx.delayed,
+                    true,
+                    cx.out,
+                )
+            });
+        }
+    }
+}
