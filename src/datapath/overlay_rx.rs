@@ -26,7 +26,7 @@ use super::vtep::VtepStats;
 use super::vxlan::{self, DecapError, HEADER_LEN};
 use super::worker::{BATCH, NetView, Output, forward, unwatch, watch_token};
 use crate::offload::Segmenter;
-use crate::wire::{MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::wire::{MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN};
 
 /// Tokens of VTEP sockets in a worker's poll start here, above every port id (a u32).
 pub(super) const FIRST_VTEP_TOKEN: usize = 1 << 32;
@@ -92,6 +92,20 @@ struct VtepRx {
     cmsg: Vec<u8>,
     /// Received TCP segments waiting to become one super-frame, per VNI.
     gro: Vec<(u32, Coalescer)>,
+    /// The last datagram's sender, network and source station, for the next: the datagrams
+    /// of one UDP_GRO burst share them, so the shared tables are read once per burst.
+    /// Cleared at each readiness, so a table change applies from the next at the latest.
+    memo: Option<Memo>,
+}
+
+struct Memo {
+    vni: u32,
+    from: SocketAddr,
+    port: PortId,
+    net: Arc<OverlayNet>,
+    peer: SocketAddr,
+    /// The source MAC last learned (refreshed) from this sender.
+    learned: MacAddr,
 }
 
 /// A worker's VTEP sockets, polled in its `Poll` under `FIRST_VTEP_TOKEN + slot`.
@@ -130,6 +144,7 @@ impl VtepSockets {
             buf: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
             cmsg: nix::cmsg_space!(i32),
             gro: Vec::new(),
+            memo: None,
         });
     }
 
@@ -157,6 +172,7 @@ impl VtepSockets {
             return 0;
         };
         let mut frames = 0;
+        rx.memo = None;
         for _ in 0..BATCH {
             let Some((n, from, seg)) = rx.recv() else {
                 break;
@@ -232,24 +248,42 @@ impl VtepRx {
                 return false;
             }
         };
-        let Some((port_id, net)) = self.shared.get(vni) else {
-            stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
-            return false;
+        let memo = match self.memo.take() {
+            Some(m) if m.vni == vni && m.from == from => m,
+            _ => {
+                let Some((port, net)) = self.shared.get(vni) else {
+                    stats.rx_foreign_vni.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                };
+                let Some(peer) = net.read().peer(from) else {
+                    stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                };
+                Memo {
+                    vni,
+                    from,
+                    port,
+                    net,
+                    peer,
+                    learned: MacAddr::BROADCAST,
+                }
+            }
         };
-        let Some(peer) = net.read().peer(from) else {
-            stats.rx_unknown_peer.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
+        let memo = self.memo.insert(memo);
         self.buf[base..base + VNET_HDR_LEN].fill(0);
         let frame = &self.buf[base..base + VNET_HDR_LEN + inner_len];
-        let Ok(info) = frame::parse(frame, net.mtu) else {
+        let Ok(info) = frame::parse(frame, memo.net.mtu) else {
             stats.rx_malformed.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        if Some(info.src) == net.gateway_mac {
+        if Some(info.src) == memo.net.gateway_mac {
             return false;
         }
-        net.learn(info.src, peer);
+        if memo.learned != info.src {
+            memo.net.learn(info.src, memo.peer);
+            memo.learned = info.src;
+        }
+        let (port_id, net) = (memo.port, &*memo.net);
         stats.rx_packets.fetch_add(1, Ordering::Relaxed);
         // The network's port and view in this worker: absent while it is being added or
         // removed, when the frame is dropped.
