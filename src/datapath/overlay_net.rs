@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::overlay_tx::VtepTx;
+use super::overlay_tx::{Scratch, VtepTx};
 use super::vtep::{ClusterView, NetworkSpec, RemoteRow};
 use crate::wire::MacAddr;
 
@@ -37,6 +37,9 @@ pub struct OverlayNet {
     pub(super) answers: OwnedFd,
     pub(super) tx: Arc<VtepTx>,
     table: RwLock<Table>,
+    /// Worker i's segmenter and queued packets, made at its first frame: only that worker
+    /// locks it, so the lock is never contended.
+    scratch: Box<[Mutex<Option<Box<Scratch>>>]>,
 }
 
 /// Where frames of one network go, and who may send them.
@@ -92,6 +95,7 @@ impl OverlayNet {
             coalesce: spec.coalesce,
             aging: spec.aging,
             answers: spec.fd,
+            scratch: (0..tx.workers).map(|_| Mutex::new(None)).collect(),
             tx,
             table: RwLock::new(Table {
                 peers: spec.peers.clone(),
@@ -104,6 +108,11 @@ impl OverlayNet {
 
     pub(super) fn aging(&self) -> Duration {
         self.aging
+    }
+
+    pub(super) fn scratch(&self, worker: usize) -> MutexGuard<'_, Option<Box<Scratch>>> {
+        let slot = &self.scratch[worker % self.scratch.len()];
+        crate::guard::lock_or_stop(slot, "a VTEP's send buffers")
     }
 
     pub(super) fn read(&self) -> RwLockReadGuard<'_, Table> {

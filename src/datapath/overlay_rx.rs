@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use mio::Poll;
+use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use super::coalesce::Coalescer;
 use super::delay::DelayQueue;
@@ -30,9 +31,15 @@ use crate::wire::{MAX_FRAME_LEN, MacAddr, VNET_HDR_LEN};
 
 /// Tokens of VTEP sockets in a worker's poll start here, above every port id (a u32).
 pub(super) const FIRST_VTEP_TOKEN: usize = 1 << 32;
-/// Where a datagram is received in the buffer: its VXLAN header (8 bytes) ends where a
+/// Where a datagram is received in its slot: its VXLAN header (8 bytes) ends where a
 /// virtio-net header (12) would, so the inner frame needs no move.
 const AT: usize = VNET_HDR_LEN - HEADER_LEN;
+const UNSPECIFIED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+/// Messages one `recvmmsg` takes; each may be a UDP_GRO burst of up to 64 KiB.
+const SLOTS: usize = 8;
+/// Bytes of one message's slot in the receive buffer (touched only as far as messages reach).
+const SLOT: usize = MAX_FRAME_LEN + HEADER_LEN;
 
 /// What the workers share of one VTEP address: its networks by VNI, with their switch ports.
 pub struct VtepRxShared {
@@ -87,9 +94,8 @@ impl VtepRxShared {
 struct VtepRx {
     shared: Arc<VtepRxShared>,
     socket: UdpSocket,
+    /// `SLOTS` slots of `SLOT` bytes, one per message of a `recvmmsg`.
     buf: Box<[u8]>,
-    /// Control messages of `recvmsg` (the UDP_GRO segment size), allocated once.
-    cmsg: Vec<u8>,
     /// Received TCP segments waiting to become one super-frame, per VNI.
     gro: Vec<(u32, Coalescer)>,
     /// The last datagram's sender, network and source station, for the next: the datagrams
@@ -141,8 +147,7 @@ impl VtepSockets {
         self.slots[slot] = Some(VtepRx {
             shared,
             socket,
-            buf: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
-            cmsg: nix::cmsg_space!(i32),
+            buf: vec![0u8; SLOTS * SLOT].into_boxed_slice(),
             gro: Vec::new(),
             memo: None,
         });
@@ -173,19 +178,24 @@ impl VtepSockets {
         };
         let mut frames = 0;
         rx.memo = None;
-        for _ in 0..BATCH {
-            let Some((n, from, seg)) = rx.recv() else {
+        let mut got = [(0, UNSPECIFIED, 0); SLOTS];
+        for _ in 0..BATCH / SLOTS {
+            let n = rx.recv_many(&mut got);
+            for (slot, &(bytes, from, seg)) in got.iter().enumerate().take(n) {
+                // With UDP_GRO the kernel hands over several datagrams of `seg` bytes back
+                // to back (the last may be shorter). Each is taken where it lies: its
+                // virtio-net header overwrites the 4 last bytes of the one before, done with
+                // by then.
+                let seg = if seg == 0 { bytes } else { seg };
+                let mut start = 0;
+                while start < bytes {
+                    let len = seg.min(bytes - start);
+                    frames += u64::from(rx.take(slot * SLOT + start, len, from, cx));
+                    start += len;
+                }
+            }
+            if n < SLOTS {
                 break;
-            };
-            // With UDP_GRO the kernel hands over several datagrams of `seg` bytes back to
-            // back (the last may be shorter). Each is taken where it lies: its virtio-net
-            // header overwrites the 4 last bytes of the one before, done with by then.
-            let seg = if seg == 0 { n } else { seg };
-            let mut start = 0;
-            while start < n {
-                let len = seg.min(n - start);
-                frames += u64::from(rx.take(start, len, from, cx));
-                start += len;
             }
         }
         rx.flush(cx);
@@ -194,37 +204,74 @@ impl VtepSockets {
 }
 
 impl VtepRx {
-    /// One `recvmsg` into `buf` at [`AT`]: bytes, sender, and the datagram size when the
-    /// kernel coalesced several (UDP_GRO), else 0. `None` when nothing is waiting.
-    fn recv(&mut self) -> Option<(usize, SocketAddr, usize)> {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
-        let mut iov = [std::io::IoSliceMut::new(&mut self.buf[AT..])];
-        let msg = recvmsg::<SockaddrStorage>(
-            self.socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut self.cmsg),
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .ok()?;
-        // Address and port only: peers are compared with it, and an IPv6 sender's flow label
-        // and scope must not make it a stranger (nor a v4-mapped one on a socket bound to ::).
-        let from = msg.address.and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::new(v4.ip().into(), v4.port()))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::new(v6.ip().to_canonical(), v6.port()))
-                })
-        })?;
-        let mut seg = 0;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::UdpGroSegments(size) = c {
-                    seg = usize::try_from(size).unwrap_or(0);
-                }
-            }
+    /// One `recvmmsg` of up to [`SLOTS`] messages, message i into `buf` at `i * SLOT + AT`:
+    /// for each, its bytes, sender, and its datagram size when the kernel coalesced several
+    /// (UDP_GRO), else 0. Returns how many came (0: nothing waiting).
+    fn recv_many(&mut self, got: &mut [(usize, SocketAddr, usize); SLOTS]) -> usize {
+        // SAFETY: an all-zero sockaddr_storage is a valid value.
+        let mut names: [libc::sockaddr_storage; SLOTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: an all-zero iovec (null, 0) is a valid value.
+        let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: an all-zero mmsghdr (null pointers, zero lengths) is a valid value.
+        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+        // Room for one cmsghdr and an int (UDP_GRO's segment size), 8-byte aligned.
+        let mut control = [[0u64; 4]; SLOTS];
+        let base = self.buf.as_mut_ptr();
+        for i in 0..SLOTS {
+            // SAFETY: `buf` holds SLOTS slots of SLOT bytes: the pointer stays inside it, and
+            // the iovec covers its slot from AT to its end.
+            let slot = unsafe { base.add(i * SLOT + AT) };
+            iovs[i] = libc::iovec {
+                iov_base: slot.cast(),
+                iov_len: SLOT - AT,
+            };
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            hdr.msg_iov = &mut iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = control[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of_val(&control[i]);
         }
-        Some((msg.bytes, from, seg))
+        // SAFETY: every pointer in `msgs` points into this frame's arrays or `buf`, which
+        // outlive the call; the kernel writes within the lengths given.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                SLOTS as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return 0;
+        }
+        let n = n as usize;
+        for (i, msg) in msgs.iter().enumerate().take(n) {
+            // SAFETY: the kernel wrote a socket address of msg_namelen bytes into names[i].
+            let name = unsafe {
+                SockaddrStorage::from_raw(
+                    (&names[i] as *const libc::sockaddr_storage).cast(),
+                    Some(msg.msg_hdr.msg_namelen),
+                )
+            };
+            // Address and port only: peers are compared with it, and an IPv6 sender's flow
+            // label and scope must not make it a stranger (nor a v4-mapped one on a socket
+            // bound to ::). A message without one is skipped (0 bytes).
+            got[i] = match name.and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::new(v4.ip().into(), v4.port()))
+                    .or_else(|| {
+                        a.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::new(v6.ip().to_canonical(), v6.port()))
+                    })
+            }) {
+                Some(from) => (msg.msg_len as usize, from, gro_segment(&msg.msg_hdr)),
+                None => (0, UNSPECIFIED, 0),
+            };
+        }
+        n
     }
 
     /// Check, learn and switch the datagram at `buf[base + AT..base + AT + n]`; its frame
@@ -351,4 +398,21 @@ impl VtepRx {
             });
         }
     }
+}
+
+/// The datagram size of a UDP_GRO receive, from its control message; 0 if there is none.
+fn gro_segment(hdr: &libc::msghdr) -> usize {
+    // SAFETY: the CMSG_ macros walk the control buffer the kernel filled, within
+    // msg_controllen bytes; a UDP_GRO message carries an int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(size).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    0
 }

@@ -2,7 +2,9 @@
 //! frame for the network's VTEP port is segmented to wire size (`offload::Segmenter`,
 //! checksums completed), its destination looked up in the network's table (a known MAC goes
 //! to its VTEP, anything else to every peer: head-end replication), encapsulated, and sent.
-//! The segments of one super-frame leave in one `sendmsg` per destination with UDP GSO.
+//! Packets of one flow to one destination, the segments of a super-frame or the small frames
+//! a worker switches in one round, are queued back to back and leave in one `sendmsg` with UDP
+//! GSO, at the latest when the worker's round ends (`Port::flush` -> `OverlayNet::flush`).
 //!
 //! The UDP source port is chosen by a hash of the inner flow among a few sockets bound to
 //! ephemeral ports, so underlay ECMP spreads flows and keeps each in order, and the receiving
@@ -13,8 +15,8 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use super::overlay_net::{OverlayNet, Table};
 use super::vtep::{NA_FRAME_LEN, VtepStats, proxy_arp, proxy_ndp};
@@ -26,20 +28,20 @@ use crate::wire::{Ethernet, MAX_FRAME_LEN, VNET_HDR_LEN};
 const GSO_MAX_BYTES: usize = 65507;
 const GSO_MAX_SEGMENTS: usize = 64;
 
-/// What the workers send a VTEP's packets with: its sockets, and each worker's buffers.
+/// What the workers send a VTEP's packets with.
 pub struct VtepTx {
     sockets: Vec<UdpSocket>,
     /// Does the kernel take UDP_SEGMENT? Cleared for good at the first refusal.
     gso: AtomicBool,
-    /// Worker i's segmenter and send buffer, made at its first frame: only that worker locks
-    /// it, so the lock is never contended.
-    scratch: Box<[Mutex<Option<Box<Scratch>>>]>,
+    /// Datapath workers: each network has a `Scratch` slot per worker.
+    pub(super) workers: usize,
     pub stats: Arc<VtepStats>,
 }
 
-struct Scratch {
+/// One worker's segmenter and the packets it has queued for one network in this round.
+pub(super) struct Scratch {
     seg: Segmenter,
-    out: Box<[u8]>,
+    pending: Pending,
 }
 
 impl VtepTx {
@@ -47,7 +49,7 @@ impl VtepTx {
         VtepTx {
             sockets,
             gso: AtomicBool::new(true),
-            scratch: (0..workers.max(1)).map(|_| Mutex::new(None)).collect(),
+            workers: workers.max(1),
             stats,
         }
     }
@@ -61,36 +63,36 @@ impl VtepTx {
 
 impl OverlayNet {
     /// A frame (virtio-net header included) the switch sends to the network's VTEP port,
-    /// through worker `worker`.
+    /// through worker `worker`. Its packets join what the worker queued in this round when
+    /// they go to the same place (one UDP GSO send), else the queue goes first; `flush` sends
+    /// the rest at the end of the round.
     pub fn send(&self, worker: usize, frame: &[u8]) {
         let tx = &*self.tx;
         let table = self.read();
         if self.answer(&table, frame) {
             return;
         }
-        let slot = &tx.scratch[worker % tx.scratch.len()];
-        let mut guard = crate::guard::lock_or_stop(slot, "a VTEP's send buffers");
+        let mut guard = self.scratch(worker);
         let scratch = guard.get_or_insert_with(|| {
             Box::new(Scratch {
                 seg: Segmenter::new(),
-                out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+                pending: Pending::new(),
             })
         });
-        let Scratch { seg, out } = &mut **scratch;
-        let mut batch = Batch {
-            net: self,
-            table: &table,
-            out,
-            tx,
-            len: 0,
-            seg: 0,
-            count: 0,
-            closed: false,
-        };
-        let result = seg.segment(frame, &mut |s: &[u8]| batch.push(&s[VNET_HDR_LEN..]));
-        batch.flush();
+        let Scratch { seg, pending } = &mut **scratch;
+        let result = seg.segment(frame, &mut |s: &[u8]| {
+            pending.push(self, &table, &s[VNET_HDR_LEN..]);
+        });
         if result.is_err() {
             tx.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Send what worker `worker` queued: its round is over.
+    pub fn flush(&self, worker: usize) {
+        let table = self.read();
+        if let Some(scratch) = self.scratch(worker).as_mut() {
+            scratch.pending.flush(self, &table);
         }
     }
 
@@ -135,70 +137,85 @@ pub(super) fn to_switch(fd: RawFd, frame: &[u8], stats: &VtepStats) {
 
 /// Encapsulated packets of one destination, back to back in `out`, all `seg` bytes long but
 /// the last: what one `sendmsg` with `UDP_SEGMENT` sends as that many datagrams.
-struct Batch<'a> {
-    net: &'a OverlayNet,
-    table: &'a Table,
-    out: &'a mut [u8],
-    tx: &'a VtepTx,
+struct Pending {
+    out: Box<[u8]>,
     len: usize,
     seg: usize,
     count: usize,
     /// A shorter packet ended the batch.
     closed: bool,
+    /// The inner flow's UDP source port (`vxlan::source_port`): a flow keeps one, so it
+    /// keeps one socket here and one worker at the receiving VTEP.
+    sport: u16,
 }
 
-impl Batch<'_> {
-    fn push(&mut self, frame: &[u8]) {
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            out: vec![0u8; MAX_FRAME_LEN + HEADER_LEN].into_boxed_slice(),
+            len: 0,
+            seg: 0,
+            count: 0,
+            closed: false,
+            sport: 0,
+        }
+    }
+
+    fn push(&mut self, net: &OverlayNet, table: &Table, frame: &[u8]) {
+        let tx = &*net.tx;
         let eth = match Ethernet::new_checked(frame) {
             Ok(eth) if frame.len() + HEADER_LEN <= self.out.len() => eth,
             _ => {
-                self.tx.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                tx.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
         // The anycast gateway stays home.
-        if self.net.gateway_mac == Some(eth.src()) {
+        if net.gateway_mac == Some(eth.src()) {
             return;
         }
         let size = HEADER_LEN + frame.len();
+        let sport = vxlan::source_port(frame);
         if self.count > 0
-            && (!self.tx.gso.load(Ordering::Relaxed)
+            && (!tx.gso.load(Ordering::Relaxed)
                 || self.closed
                 || size > self.seg
                 || self.len + size > GSO_MAX_BYTES
                 || self.count == GSO_MAX_SEGMENTS
+                || sport != self.sport
                 || eth.dst().0 != self.out[HEADER_LEN..HEADER_LEN + 6])
         {
-            self.flush();
+            self.flush(net, table);
         }
         if self.count == 0 {
             self.seg = size;
+            self.sport = sport;
         } else if size < self.seg {
             self.closed = true;
         }
         let at = self.len;
-        self.out[at..at + HEADER_LEN].copy_from_slice(&vxlan::header(self.net.vni));
+        self.out[at..at + HEADER_LEN].copy_from_slice(&vxlan::header(net.vni));
         self.out[at + HEADER_LEN..at + size].copy_from_slice(frame);
         self.len += size;
         self.count += 1;
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, net: &OverlayNet, table: &Table) {
         if self.count == 0 {
             return;
         }
         let first = &self.out[HEADER_LEN..self.seg];
-        let sockets = &self.tx.sockets;
-        let socket = &sockets[usize::from(vxlan::source_port(first)) % sockets.len()];
+        let sockets = &net.tx.sockets;
+        let socket = &sockets[usize::from(self.sport) % sockets.len()];
         // `push` took only frames with an Ethernet header: the fallback (flood) is never used.
         let known = Ethernet::new_checked(first)
             .ok()
-            .and_then(|e| self.table.destination(e.dst(), self.net.aging()));
+            .and_then(|e| table.destination(e.dst(), net.aging()));
         match known {
-            Some(vtep) => self.send(socket, &vtep),
+            Some(vtep) => self.send(&net.tx, socket, &vtep),
             None => {
-                for peer in &self.table.peers {
-                    self.send(socket, peer);
+                for peer in &table.peers {
+                    self.send(&net.tx, socket, peer);
                 }
             }
         }
@@ -207,10 +224,10 @@ impl Batch<'_> {
         self.closed = false;
     }
 
-    fn send(&self, socket: &UdpSocket, to: &SocketAddr) {
-        let stats = &self.tx.stats;
+    fn send(&self, tx: &VtepTx, socket: &UdpSocket, to: &SocketAddr) {
+        let stats = &tx.stats;
         let count = self.count as u64;
-        if self.count > 1 && self.tx.gso.load(Ordering::Relaxed) {
+        if self.count > 1 && tx.gso.load(Ordering::Relaxed) {
             match send_segments(socket, &self.out[..self.len], self.seg as u16, to) {
                 Ok(_) => {
                     stats.tx_packets.fetch_add(count, Ordering::Relaxed);
@@ -223,7 +240,7 @@ impl Batch<'_> {
                     ) =>
                 {
                     // No UDP GSO here: one datagram each from now on.
-                    self.tx.gso.store(false, Ordering::Relaxed);
+                    tx.gso.store(false, Ordering::Relaxed);
                 }
                 Err(_) => {
                     stats.tx_dropped.fetch_add(count, Ordering::Relaxed);

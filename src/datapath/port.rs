@@ -198,16 +198,26 @@ impl Port {
         self
     }
 
-    /// Whether the port has rings, whose queued frames `flush` sends.
+    /// Whether the port has packet rings: read through them (the fd polled all the same).
     pub fn has_ring(&self) -> bool {
         self.ring.is_some()
     }
 
-    /// Send the frames queued on the port's TX ring, if it has one.
+    /// Whether the port queues what a worker sends it until the end of the worker's round
+    /// (`flush`): a TX ring, or a VTEP's send queue.
+    pub fn queues_sends(&self) -> bool {
+        self.ring.is_some() || self.overlay.is_some()
+    }
+
+    /// Send what worker `worker` queued on the port in its round (the frames on its TX ring,
+    /// the packets for its VTEP), if it queues at all.
     #[inline]
-    pub fn flush(&self) {
+    pub fn flush(&self, worker: usize) {
         if let Some(ring) = &self.ring {
             ring.flush();
+        }
+        if let Some(net) = &self.overlay {
+            net.flush(worker);
         }
     }
 

@@ -85,7 +85,8 @@ pub struct UringWorker {
     segmenter: Segmenter,
     delayed: DelayQueue,
     timer: Option<Timer>,
-    /// The ports with packet rings (`--iface`), read through the mio poll.
+    /// The ports that queue what this worker sends them until the end of its round (packet
+    /// rings of `--iface` ports, which are also read through the mio poll; VTEP ports).
     rings: Vec<Arc<Port>>,
     /// Where a frame from a ring port is copied to be switched.
     buf: Vec<u8>,
@@ -192,7 +193,7 @@ impl UringWorker {
                 }
             }
             for port in &self.rings {
-                port.flush();
+                port.flush(self.index);
             }
         }
     }
@@ -321,8 +322,10 @@ impl UringWorker {
                     if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
                         view.members.push(port.clone());
                     }
-                    if port.has_ring() {
+                    if port.queues_sends() {
                         self.rings.push(port.clone());
+                    }
+                    if port.has_ring() {
                         if port.polled_by(self.index, owner)
                             && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
                         {
@@ -337,8 +340,8 @@ impl UringWorker {
                     if let Some(port) = slot(&mut self.ports, id as usize).take() {
                         self.delayed.purge(id);
                         // For a worker that does not read it, these do nothing.
+                        self.rings.retain(|p| p.id != id);
                         if port.has_ring() {
-                            self.rings.retain(|p| p.id != id);
                             unwatch(&self.poll, port.queue_fd(self.index));
                         }
                         self.io.remove_fd(id);

@@ -102,8 +102,8 @@ pub struct Worker {
     clock: Arc<Clock>,
     ports: Vec<Option<Arc<Port>>>,
     networks: Vec<Option<NetView>>,
-    /// The ports with a TX ring (`--iface`): what this worker queued on them is sent at the
-    /// end of each poll round, one system call per port.
+    /// The ports that queue what this worker sends them (TX rings of `--iface` ports, VTEP
+    /// ports): sent at the end of each poll round, one system call per port and batch.
     rings: Vec<Arc<Port>>,
     /// Poll round in which each port was last ready: ready in consecutive rounds means busy.
     last_ready: Vec<u64>,
@@ -202,7 +202,7 @@ impl Worker {
                 self.release_delayed();
             }
             for port in &self.rings {
-                port.flush();
+                port.flush(self.index);
             }
         }
     }
@@ -347,7 +347,7 @@ impl Worker {
         }
         *slot(&mut self.ports, id as usize) = Some(port.clone());
         *slot(&mut self.last_ready, id as usize) = 0;
-        if port.has_ring() {
+        if port.queues_sends() {
             self.rings.push(port.clone());
         }
         if port.polled_by(self.index, owner)
