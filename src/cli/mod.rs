@@ -479,15 +479,15 @@ pub struct DaemonArgs {
     /// polled by one thread. Kernels without multi-queue TAPs get `single`.
     #[arg(long, value_enum, default_value = "per-thread")]
     pub tap_queues: TapQueues,
-    /// With `--datapath-io epoll`: the longest a datapath thread polls without sleeping after
-    /// forwarding frames, in microseconds; it adapts below that to the gaps between frames,
-    /// and a thread that forwarded nothing does not spin. 0: always sleep.
+    /// The longest a datapath thread polls without sleeping after forwarding frames (its
+    /// epoll set, or its io_uring's completion queue), in microseconds; it adapts below that
+    /// to the gaps between frames, and a thread that forwarded nothing does not spin. 0:
+    /// always sleep.
     #[arg(long, value_name = "US", default_value_t = 50)]
     pub poll_spin: u64,
     /// How the datapath does TAP I/O: `uring`, io_uring (multishot reads into shared
     /// buffers, the writes of a round submitted together), or epoll with a warning where the
-    /// kernel or a seccomp filter refuses it; `epoll`, one read and one write per frame, and
-    /// a short poll without sleeping after busy rounds (`--poll-spin`).
+    /// kernel or a seccomp filter refuses it; `epoll`, one read and one write per frame.
     #[arg(long, value_enum, value_name = "MODE", default_value = "uring")]
     pub datapath_io: DatapathIo,
     /// Let outbound NAT reach only these destinations, IPv4 or IPv6 prefixes (repeatable or

@@ -155,6 +155,7 @@ impl Datapath {
                         clock.clone(),
                         support,
                         frames_read.clone(),
+                        options.spin,
                     )
                     .context(|| {
                         format!("create datapath worker {index}'s io_uring (`--datapath-io epoll` does without)")

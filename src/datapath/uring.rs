@@ -508,6 +508,12 @@ impl UringIo {
         }
     }
 
+    /// Whether a completion is waiting (a frame read, the poll fired), seen without entering
+    /// the kernel: what a spin before sleeping watches.
+    pub fn has_completions(&mut self) -> bool {
+        !self.ready.is_empty() || !self.ring.completion().is_empty()
+    }
+
     /// Whether the next `wait` would sleep with writes of this round queued: their completions
     /// (and so the output ports' counters) would then wait for the next frame.
     pub fn would_sleep_with_writes(&mut self) -> bool {

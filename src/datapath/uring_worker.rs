@@ -19,7 +19,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::{Events, Poll};
@@ -30,6 +30,7 @@ use super::egress;
 use super::fdb::PortId;
 use super::overlay_rx::{SwitchCtx, VtepSockets};
 use super::port::Port;
+use super::spin::Spin;
 use super::timer::Timer;
 use super::uring::{self, Frame, Support, Tx, UringIo};
 use super::worker::{
@@ -92,6 +93,8 @@ pub struct UringWorker {
     buf: Vec<u8>,
     /// This worker's sockets of the VTEPs' receiving groups, read through the mio poll.
     vteps: VtepSockets,
+    /// The busy-poll window before sleeping (`--poll-spin`).
+    spin: Spin,
 }
 
 impl UringWorker {
@@ -102,6 +105,7 @@ impl UringWorker {
         clock: Arc<Clock>,
         support: Support,
         frames_read: Arc<FramesRead>,
+        spin: Duration,
     ) -> io::Result<Self> {
         let io = UringIo::new(support)?;
         let timer = delay_timer(&poll);
@@ -120,6 +124,7 @@ impl UringWorker {
             rings: Vec::new(),
             buf: vec![0; MAX_FRAME_LEN],
             vteps: VtepSockets::default(),
+            spin: Spin::new(spin),
         })
     }
 
@@ -133,8 +138,25 @@ impl UringWorker {
         }
         self.io.poll_fd(POLL, self.poll.as_raw_fd());
         let mut events = Events::with_capacity(64);
+        let mut forwarded = false;
         loop {
             let timeout = sleep_timeout(&mut self.timer, &self.delayed);
+            // After a busy round, as the epoll worker does (`spin.rs`): everything queued goes
+            // to the kernel now (writes, re-armed reads), then the completion queue is watched
+            // without sleeping for the spin window, so a frame arriving within it costs no
+            // wake-up.
+            if forwarded && timeout != Some(Duration::ZERO) && !self.spin.window().is_zero() {
+                if let Err(e) = self.io.wait(Some(Duration::ZERO)) {
+                    eprintln!(
+                        "tapnet: datapath worker {}: io_uring failed: {e}",
+                        self.index
+                    );
+                    return;
+                }
+                self.count_written();
+                let caught = self.spin_for_completions();
+                self.spin.spun(caught);
+            }
             // Before sleeping, the round's writes go out on their own, so that their ports'
             // counters are current while the worker sleeps (`port stats` during a quiet
             // spell); under load the next frames are ready and one call does both.
@@ -148,6 +170,7 @@ impl UringWorker {
                 }
                 self.count_written();
             }
+            let slept_at = Instant::now();
             if let Err(e) = self.io.wait(timeout) {
                 eprintln!(
                     "tapnet: datapath worker {}: io_uring failed: {e}",
@@ -155,7 +178,11 @@ impl UringWorker {
                 );
                 return;
             }
-            self.switch_ready();
+            let read = self.switch_ready();
+            if forwarded && read > 0 {
+                self.spin.slept(slept_at.elapsed());
+            }
+            forwarded = read > 0;
             self.count_written();
             if !self.delayed.is_empty() {
                 self.release_delayed();
@@ -256,8 +283,26 @@ impl UringWorker {
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Switch every frame read so far.
-    fn switch_ready(&mut self) {
+    /// Watch the completion queue without sleeping for the spin window, yielding the CPU
+    /// between looks; true if something came.
+    fn spin_for_completions(&mut self) -> bool {
+        let window = self.spin.window();
+        let start = Instant::now();
+        loop {
+            if self.io.has_completions() {
+                return true;
+            }
+            if start.elapsed() >= window {
+                return false;
+            }
+            // Let a task waiting for this CPU (often the receiver of what was just
+            // forwarded) run first: a spin only takes time nobody else wants.
+            std::thread::yield_now();
+        }
+    }
+
+    /// Switch every frame read so far; returns how many.
+    fn switch_ready(&mut self) -> u64 {
         let now = self.clock.now_secs();
         let mut read = 0;
         while let Some(f) = self.io.next_frame() {
@@ -288,6 +333,7 @@ impl UringWorker {
         self.frames_read
             .0
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        read
     }
 
     /// Count the ring's completed writes in their output ports' counters.
