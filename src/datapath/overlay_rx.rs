@@ -130,6 +130,32 @@ pub(super) struct SwitchCtx<'a, O: Output> {
     pub out: &'a mut O,
 }
 
+impl<'a, O: Output> SwitchCtx<'a, O> {
+    /// A network's VTEP port `id` and the network's view in this worker: absent while it is
+    /// being added or removed.
+    fn vtep_port(&self, id: PortId) -> Option<(&'a Arc<Port>, &'a NetView)> {
+        let (ports, networks) = (self.ports, self.networks);
+        let port = ports.get(id as usize)?.as_ref()?;
+        let view = networks.get(port.network as usize)?.as_ref()?;
+        Some((port, view))
+    }
+
+    /// Switch `frame` as one that came in on `port`.
+    fn switch(&mut self, port: &Arc<Port>, view: &NetView, frame: &[u8]) {
+        forward(
+            self.ports,
+            view,
+            port,
+            frame,
+            self.now,
+            self.segmenter,
+            self.delayed,
+            true,
+            self.out,
+        );
+    }
+}
+
 impl VtepSockets {
     /// Poll `socket`, this worker's of VTEP `shared`.
     pub(super) fn add(&mut self, poll: &Poll, shared: Arc<VtepRxShared>, socket: UdpSocket) {
@@ -332,29 +358,11 @@ impl VtepRx {
         }
         let (port_id, net) = (memo.port, &*memo.net);
         stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-        // The network's port and view in this worker: absent while it is being added or
-        // removed, when the frame is dropped.
-        let Some(Some(port)) = cx.ports.get(port_id as usize) else {
+        let Some((port, view)) = cx.vtep_port(port_id) else {
             stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let Some(Some(view)) = cx.networks.get(port.network as usize) else {
-            stats.rx_dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        let mut switch = |b: &[u8]| {
-            forward(
-                cx.ports,
-                view,
-                port,
-                b,
-                cx.now,
-                cx.segmenter,
-                cx.delayed,
-                true,
-                cx.out,
-            );
-        };
+        let mut switch = |b: &[u8]| cx.switch(port, view, b);
         if net.coalesce {
             let i = match self.gro.iter().position(|(v, _)| *v == vni) {
                 Some(i) => i,
@@ -373,29 +381,11 @@ impl VtepRx {
     /// Switch every pending super-frame: the burst is over.
     fn flush<O: Output>(&mut self, cx: &mut SwitchCtx<'_, O>) {
         for (vni, gro) in &mut self.gro {
-            let Some((port_id, _)) = self.shared.get(*vni) else {
-                gro.flush(&mut |_| {});
-                continue;
-            };
-            let port = cx.ports.get(port_id as usize).and_then(Option::as_ref);
-            let view = port.and_then(|p| cx.networks.get(p.network as usize)?.as_ref());
-            let (Some(port), Some(view)) = (port, view) else {
-                gro.flush(&mut |_| {});
-                continue;
-            };
-            gro.flush(&mut |b| {
-                forward(
-                    cx.ports,
-                    view,
-                    port,
-                    b,
-                    cx.now,
-                    cx.segmenter,
-                    cx.delayed,
-                    true,
-                    cx.out,
-                )
-            });
+            match self.shared.get(*vni).and_then(|(id, _)| cx.vtep_port(id)) {
+                Some((port, view)) => gro.flush(&mut |b| cx.switch(port, view, b)),
+                // Its network went: what was pending goes with it.
+                None => gro.flush(&mut |_| {}),
+            }
         }
     }
 }

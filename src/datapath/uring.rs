@@ -508,10 +508,11 @@ impl UringIo {
         }
     }
 
-    /// Whether a completion is waiting (a frame read, the poll fired), seen without entering
-    /// the kernel: what a spin before sleeping watches.
+    /// Whether something came since the last `wait`: a frame read, the poll fired, or a
+    /// completion not collected yet. (Reads complete only when the worker enters the kernel:
+    /// the ring defers their task work to it.)
     pub fn has_completions(&mut self) -> bool {
-        !self.ready.is_empty() || !self.ring.completion().is_empty()
+        !self.ready.is_empty() || self.woken || !self.ring.completion().is_empty()
     }
 
     /// Whether the next `wait` would sleep with writes of this round queued: their completions

@@ -141,20 +141,22 @@ impl UringWorker {
         let mut forwarded = false;
         loop {
             let timeout = sleep_timeout(&mut self.timer, &self.delayed);
-            // After a busy round, as the epoll worker does (`spin.rs`): everything queued goes
-            // to the kernel now (writes, re-armed reads), then the completion queue is watched
-            // without sleeping for the spin window, so a frame arriving within it costs no
-            // wake-up.
+            // After a busy round, as the epoll worker does (`spin.rs`): the kernel is asked
+            // for completions without sleeping (submitting what is queued, running the reads'
+            // deferred work), again and again for the spin window, so a frame arriving
+            // within it costs no wake-up.
             if forwarded && timeout != Some(Duration::ZERO) && !self.spin.window().is_zero() {
-                if let Err(e) = self.io.wait(Some(Duration::ZERO)) {
-                    eprintln!(
-                        "tapnet: datapath worker {}: io_uring failed: {e}",
-                        self.index
-                    );
-                    return;
-                }
+                let caught = match self.spin_for_completions() {
+                    Ok(caught) => caught,
+                    Err(e) => {
+                        eprintln!(
+                            "tapnet: datapath worker {}: io_uring failed: {e}",
+                            self.index
+                        );
+                        return;
+                    }
+                };
                 self.count_written();
-                let caught = self.spin_for_completions();
                 self.spin.spun(caught);
             }
             // Before sleeping, the round's writes go out on their own, so that their ports'
@@ -283,17 +285,18 @@ impl UringWorker {
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Watch the completion queue without sleeping for the spin window, yielding the CPU
-    /// between looks; true if something came.
-    fn spin_for_completions(&mut self) -> bool {
+    /// Ask the kernel for completions without sleeping until something comes or the spin
+    /// window ends, yielding the CPU between asks; true if something came.
+    fn spin_for_completions(&mut self) -> io::Result<bool> {
         let window = self.spin.window();
         let start = Instant::now();
         loop {
+            self.io.wait(Some(Duration::ZERO))?;
             if self.io.has_completions() {
-                return true;
+                return Ok(true);
             }
             if start.elapsed() >= window {
-                return false;
+                return Ok(false);
             }
             // Let a task waiting for this CPU (often the receiver of what was just
             // forwarded) run first: a spin only takes time nobody else wants.
