@@ -162,6 +162,13 @@ fn without_the_keeper_kill_9_makes_the_taps_anew() {
     t.stop_daemon(Signal::SIGKILL);
     off(&["sandbox", "ls"]);
     assert_ne!(ifindex(&t, "a"), before, "the TAP was made anew");
+    // The dead daemon's TAP may linger for a while (its io_uring's reads hold it): the new
+    // one waits for it rather than give the sandbox up.
+    let log = std::fs::read_to_string(t.dir.join("daemon.log")).unwrap_or_default();
+    assert!(!log.contains("cannot restore sandbox"), "{log}");
+    if let Some(waited) = log.lines().find(|l| l.contains("restored after")) {
+        eprintln!("{waited}");
+    }
 }
 
 /// Kept queues that no longer fit the datapath (a daemon started with another number of

@@ -502,14 +502,10 @@ impl Inner {
         Ok((self.attachment_view(a)?, a.netns.clone()))
     }
 
-    /// After a restart: make the TAPs again in namespaces that still exist.
-    ///
-    /// An interface of the attachment's name may still be there: the TAP of the daemon that
-    /// died, which the kernel removes only once it has released the dead process's last
-    /// reference to it (an io_uring's in-flight reads hold one until the ring's teardown, which
-    /// runs later, in a kernel worker). Those are tried again until `STALE_TAP_WAIT` is over.
+    /// After a restart: make the TAPs again in namespaces that still exist. An interface of
+    /// the attachment's name may still be there, the TAP of the daemon that died: those are
+    /// tried again for a while (`restore::retry_while_interfaces_linger`).
     pub(super) fn restore_cni(&mut self) {
-        const STALE_TAP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
         let mut pending = Vec::new();
         for a in self.state.cni.clone() {
             if !std::path::Path::new(&a.netns).exists() {
@@ -521,37 +517,36 @@ impl Inner {
             }
             pending.push(a);
         }
-        let started = std::time::Instant::now();
-        let mut waited = false;
-        loop {
-            let mut taken = Vec::new();
-            for a in pending {
-                match self.cni_wire(&a) {
-                    Ok(()) => {}
-                    Err(Error::Conflict(m))
-                        if m == crate::cni::ifname_taken(&a.ifname, &a.netns)
-                            && started.elapsed() < STALE_TAP_WAIT =>
-                    {
-                        taken.push(a)
+        let waited = super::restore::retry_while_interfaces_linger(
+            pending,
+            |a| {
+                self.cni_wire(a).map_err(|e| match e {
+                    Error::Conflict(m) if m == crate::cni::ifname_taken(&a.ifname, &a.netns) => {
+                        Error::exists("interface", a.ifname.clone())
                     }
-                    Err(e) => eprintln!(
-                        "tapnet: cannot restore CNI attachment {}/{}: {e}",
-                        a.container_id, a.ifname
-                    ),
-                }
-            }
-            if taken.is_empty() {
-                break;
-            }
-            pending = taken;
-            waited = true;
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        if waited {
+                    e => e,
+                })
+            },
+            |e| {
+                matches!(
+                    e,
+                    Error::AlreadyExists {
+                        kind: "interface",
+                        ..
+                    }
+                )
+            },
+            |a, e| {
+                eprintln!(
+                    "tapnet: cannot restore CNI attachment {}/{}: {e}",
+                    a.container_id, a.ifname
+                )
+            },
+        );
+        if let Some(ms) = waited {
             eprintln!(
-                "tapnet: CNI attachments restored after {} ms waiting for the dead daemon's \
-                 interfaces to go",
-                started.elapsed().as_millis()
+                "tapnet: CNI attachments restored after {ms} ms waiting for the dead daemon's \
+                 interfaces to go"
             );
         }
     }

@@ -46,11 +46,26 @@ impl Inner {
                 eprintln!("tapnet: cannot restore network {}: {e}", net.name);
             }
         }
-        let sandboxes = self.state.sandboxes.clone();
-        for sb in &sandboxes {
-            if let Err(e) = self.restore_sandbox(sb) {
-                eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name);
-            }
+        let sandboxes: Vec<Arc<Sandbox>> = self.state.sandboxes.iter().cloned().collect();
+        let waited = retry_while_interfaces_linger(
+            sandboxes,
+            |sb| self.restore_sandbox(sb),
+            |e| {
+                matches!(
+                    e,
+                    Error::AlreadyExists {
+                        kind: "interface",
+                        ..
+                    }
+                )
+            },
+            |sb, e| eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name),
+        );
+        if let Some(ms) = waited {
+            eprintln!(
+                "tapnet: sandboxes restored after {ms} ms waiting for the dead daemon's \
+                 interfaces to go"
+            );
         }
         // Impairments and blocks, once per network now that its sandboxes' ports are there.
         for net in &networks {
@@ -79,6 +94,13 @@ impl Inner {
             self.refresh_etc(sb);
         }
         for ep in &sb.endpoints {
+            // Tried again (`restore`): an endpoint wired by an earlier try is done.
+            if self
+                .ports
+                .contains_key(&(sb.name.clone(), ep.network.clone()))
+            {
+                continue;
+            }
             if let Some(net) = self.state.network(&ep.network).cloned() {
                 self.wire(sb, ep, &net)?;
             }
@@ -100,5 +122,40 @@ impl Inner {
             .collect::<Result<Vec<_>>>()?;
         self.publish(sb, sockets);
         Ok(())
+    }
+}
+
+/// How long a restart waits for the TAPs of the daemon that died: the kernel removes one only
+/// once it has released the dead process's last reference to it (an io_uring's in-flight reads
+/// hold one until the ring's teardown, which runs later, in a kernel worker; 740-773 ms in the
+/// runs of issue 24).
+const STALE_TAP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Restore each of `items` with `attempt`; one that fails because an interface of its name is
+/// still there (`lingers`) is tried again every 50 ms until `STALE_TAP_WAIT` is over, any other
+/// failure goes to `report`. Returns the milliseconds waited, if it had to wait.
+pub(super) fn retry_while_interfaces_linger<T>(
+    mut items: Vec<T>,
+    mut attempt: impl FnMut(&T) -> Result<()>,
+    lingers: impl Fn(&Error) -> bool,
+    report: impl Fn(&T, Error),
+) -> Option<u128> {
+    let started = std::time::Instant::now();
+    let mut waited = false;
+    loop {
+        let mut again = Vec::new();
+        for item in items {
+            match attempt(&item) {
+                Ok(()) => {}
+                Err(e) if lingers(&e) && started.elapsed() < STALE_TAP_WAIT => again.push(item),
+                Err(e) => report(&item, e),
+            }
+        }
+        if again.is_empty() {
+            return waited.then(|| started.elapsed().as_millis());
+        }
+        items = again;
+        waited = true;
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
