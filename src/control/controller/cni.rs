@@ -527,15 +527,6 @@ impl Inner {
                     e => e,
                 })
             },
-            |e| {
-                matches!(
-                    e,
-                    Error::AlreadyExists {
-                        kind: "interface",
-                        ..
-                    }
-                )
-            },
             |a, e| {
                 eprintln!(
                     "tapnet: cannot restore CNI attachment {}/{}: {e}",

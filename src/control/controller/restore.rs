@@ -50,15 +50,6 @@ impl Inner {
         let waited = retry_while_interfaces_linger(
             sandboxes,
             |sb| self.restore_sandbox(sb),
-            |e| {
-                matches!(
-                    e,
-                    Error::AlreadyExists {
-                        kind: "interface",
-                        ..
-                    }
-                )
-            },
             |sb, e| eprintln!("tapnet: cannot restore sandbox {}: {e}", sb.name),
         );
         if let Some(ms) = waited {
@@ -132,14 +123,23 @@ impl Inner {
 const STALE_TAP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Restore each of `items` with `attempt`; one that fails because an interface of its name is
-/// still there (`lingers`) is tried again every 50 ms until `STALE_TAP_WAIT` is over, any other
-/// failure goes to `report`. Returns the milliseconds waited, if it had to wait.
+/// still there (`Error::AlreadyExists` of kind "interface") is tried again every 50 ms until
+/// `STALE_TAP_WAIT` is over, any other failure goes to `report`. Returns the milliseconds
+/// waited, if it had to wait.
 pub(super) fn retry_while_interfaces_linger<T>(
     mut items: Vec<T>,
     mut attempt: impl FnMut(&T) -> Result<()>,
-    lingers: impl Fn(&Error) -> bool,
     report: impl Fn(&T, Error),
 ) -> Option<u128> {
+    let lingers = |e: &Error| {
+        matches!(
+            e,
+            Error::AlreadyExists {
+                kind: "interface",
+                ..
+            }
+        )
+    };
     let started = std::time::Instant::now();
     let mut waited = false;
     loop {
