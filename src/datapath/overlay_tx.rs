@@ -88,12 +88,18 @@ impl OverlayNet {
         }
     }
 
-    /// Send what worker `worker` queued: its round is over.
+    /// Send what worker `worker` queued: its round is over. Called at the end of every round
+    /// of every worker for every overlay network: with nothing queued it takes only the
+    /// worker's own lock, not the shared table's. (Only worker `worker` takes its scratch
+    /// lock, so holding it while waiting for the table cannot deadlock with `send`, which
+    /// takes them the other way round.)
     pub fn flush(&self, worker: usize) {
+        let mut guard = self.scratch(worker);
+        let Some(scratch) = guard.as_mut().filter(|s| s.pending.count > 0) else {
+            return;
+        };
         let table = self.read();
-        if let Some(scratch) = self.scratch(worker).as_mut() {
-            scratch.pending.flush(self, &table);
-        }
+        scratch.pending.flush(self, &table);
     }
 
     /// Answer an ARP request or Neighbour Solicitation for a remote address the cluster store
