@@ -521,15 +521,22 @@ impl UringIo {
         self.queued > 0 && self.ready.is_empty() && self.ring.completion().is_empty()
     }
 
-    /// Submit what is queued (the writes of the last round too) and, unless frames are ready
-    /// already, wait for one completion more than those of the queued writes, which complete
-    /// inline (at most `timeout`, `None`: no limit). Then collect every completion.
+    /// Submit what is queued (the writes of the last round too) and, unless something came
+    /// already (frames ready, the poll fired: a spin may have collected them), wait for one
+    /// completion more than those of the queued writes, which complete inline (at most
+    /// `timeout`, `None`: no limit). Then collect every completion.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.bufs.publish();
         self.arm();
-        self.stats.submits += 1;
         let want = std::mem::take(&mut self.queued) + 1;
-        let res = if !self.ready.is_empty() || !self.ring.completion().is_empty() {
+        let came = self.has_completions();
+        if came && self.ring.submission().is_empty() {
+            // Nothing to submit and nothing to wait for: no system call.
+            self.reap();
+            return Ok(());
+        }
+        self.stats.submits += 1;
+        let res = if came {
             self.ring.submit()
         } else if let Some(t) = timeout {
             let ts = Timespec::from(t);
