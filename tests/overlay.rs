@@ -162,39 +162,6 @@ fn sandboxes_on_two_daemons_share_one_overlay_network() {
     assert_eq!(o["rx_malformed"], 0, "{v}");
 }
 
-/// A daemon in the foreground with `args`, for a host whose daemon needs options; killed on
-/// drop (drop its `Host` first, whose reset stops it cleanly).
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(h: &Host, args: &[&str]) -> Daemon {
-        let mut full = vec!["daemon"];
-        full.extend(args);
-        let child =
-            h.t.command(&full)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("daemon");
-        assert!(
-            common::wait_until(std::time::Duration::from_secs(5), || h
-                .t
-                .dir
-                .join("tapnet.sock")
-                .exists()),
-            "daemon did not start"
-        );
-        Daemon(child)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Frames each datapath worker of `h` has read (TAP queues and VTEP sockets).
 fn frames_read(h: &Host) -> Vec<u64> {
     let info = h.t.json(&["info"]);
@@ -213,7 +180,7 @@ fn frames_read(h: &Host) -> Vec<u64> {
 fn every_datapath_worker_decapsulates_a_share_of_the_flows() {
     let a = host("ovwa");
     let b = host("ovwb");
-    let daemon = Daemon::start(&b, &["--datapath-threads", "2"]);
+    let daemon = common::Daemon::start(&b.t, &["--datapath-threads", "2"]);
     overlay(&a, "ovw", 4250, "10.80.0.0/24", "10.80.0.0/25", &[&b.vtep]);
     overlay(
         &b,

@@ -3,63 +3,11 @@
 
 mod common;
 
-use common::{Tapnet, port_stats, wait_until};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use common::{Daemon, Tapnet, port_stats, wait_until};
 use std::time::Duration;
 
 const A: &str = "172.18.0.2";
 const B: &str = "172.18.0.3";
-
-/// A daemon started with `args`, its stderr in a file of its own; killed on drop if the
-/// `Tapnet` guard's reset has not stopped it already.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(t: &Tapnet, args: &[&str]) -> Daemon {
-        Self::start_with(t, args, |_| {})
-    }
-
-    /// `prepare` may change the daemon's command before it is spawned.
-    fn start_with(t: &Tapnet, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
-        let log = t.dir.with_extension("log");
-        let file = std::fs::File::create(&log).expect("daemon log");
-        let mut full = vec!["daemon"];
-        full.extend(args);
-        let mut cmd = t.command(&full);
-        prepare(&mut cmd);
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("daemon");
-        assert!(
-            wait_until(Duration::from_secs(5), || t
-                .dir
-                .join("tapnet.sock")
-                .exists()),
-            "daemon did not start"
-        );
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
 
 fn two_sandboxes(t: &Tapnet) {
     t.ok(&["network", "create", "n"]);

@@ -539,6 +539,56 @@ impl Drop for Tapnet {
     }
 }
 
+/// A daemon started with `args`, its stderr in a file of its own; killed on drop if the
+/// `Tapnet` guard's reset has not stopped it already.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(t: &Tapnet, args: &[&str]) -> Daemon {
+        Self::start_with(t, args, |_| {})
+    }
+
+    /// `prepare` may change the daemon's command before it is spawned.
+    pub fn start_with(t: &Tapnet, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
+        let log = t.dir.with_extension("log");
+        let file = std::fs::File::create(&log).expect("daemon log");
+        let mut full = vec!["daemon"];
+        full.extend(args);
+        let mut cmd = t.command(&full);
+        prepare(&mut cmd);
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("daemon");
+        assert!(
+            wait_until(Duration::from_secs(5), || t
+                .dir
+                .join("tapnet.sock")
+                .exists()),
+            "daemon did not start"
+        );
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 pub fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
