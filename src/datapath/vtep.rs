@@ -252,11 +252,15 @@ pub struct Vtep {
     rx: Arc<VtepRxShared>,
     tx: Arc<VtepTx>,
     dp: Arc<Datapath>,
+    /// The receiving sockets, bound but not yet polled: the workers get them with the first
+    /// network, so a packet that arrives before it waits in the socket instead of being
+    /// counted as of a foreign VNI.
+    unpolled: std::sync::Mutex<Option<Vec<UdpSocket>>>,
 }
 
 impl Vtep {
-    /// Bind `addr`: one receiving socket per datapath worker (an `SO_REUSEPORT` group), and
-    /// the sending sockets.
+    /// Bind `addr`: one receiving socket per datapath worker (an `SO_REUSEPORT` group, polled
+    /// once a network is attached), and the sending sockets.
     pub fn start(addr: SocketAddr, dp: &Arc<Datapath>) -> Result<Vtep> {
         // A plain bind first: with SO_REUSEPORT alone, a second daemon of the same user on the
         // same address would join the group and take a share of the packets instead of
@@ -285,12 +289,12 @@ impl Vtep {
             NEXT_ID.fetch_add(1, Ordering::Relaxed),
             stats.clone(),
         ));
-        dp.add_vtep(rx.clone(), rx_sockets);
         Ok(Vtep {
             tx: Arc::new(VtepTx::new(tx, dp.threads(), stats.clone())),
             stats,
             rx,
             dp: dp.clone(),
+            unpolled: std::sync::Mutex::new(Some(rx_sockets)),
         })
     }
 
@@ -300,9 +304,14 @@ impl Vtep {
         Arc::new(OverlayNet::new(spec, self.tx.clone()))
     }
 
-    /// Frames of `net` received from now on enter the switch through port `port`.
+    /// Frames of `net` received from now on enter the switch through port `port`; with the
+    /// first network, the workers start polling the VTEP's sockets.
     pub fn attach(&self, port: PortId, net: Arc<OverlayNet>) {
         self.rx.insert(port, net);
+        let sockets = crate::guard::lock_or_stop(&self.unpolled, "a VTEP's sockets").take();
+        if let Some(sockets) = sockets {
+            self.dp.add_vtep(self.rx.clone(), sockets);
+        }
     }
 
     /// Stop carrying network `vni` (its switch port is removed by the caller).
