@@ -370,6 +370,9 @@ impl UringIo {
             .setup_cqsize(RING_ENTRIES * 4)
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // The kernel marks the SQ ring when reads' deferred work waits for the worker, so a
+            // spin can see from userspace when entering the kernel would collect something.
+            .setup_taskrun_flag()
             .setup_r_disabled()
             .build(RING_ENTRIES)
             .or_else(|_| {
@@ -512,7 +515,30 @@ impl UringIo {
     /// completion not collected yet. (Reads complete only when the worker enters the kernel:
     /// the ring defers their task work to it.)
     pub fn has_completions(&mut self) -> bool {
-        !self.ready.is_empty() || self.woken || !self.ring.completion().is_empty()
+        !self.ready.is_empty()
+            || self.woken
+            || !self.ring.completion().is_empty()
+            || self.ring.submission().taskrun()
+    }
+
+    /// One look without sleeping, for a spin: submit what is queued, and only where the kernel
+    /// has marked deferred work (or something is to be submitted) enter it, asking for no
+    /// completion, so it runs that work and returns. (A wait with a zero timeout would arm a
+    /// timer and schedule each time: a third of a core spent spinning in `io_cqring_wait`.)
+    pub fn peek(&mut self) -> io::Result<()> {
+        self.bufs.publish();
+        self.arm();
+        if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
+            self.stats.submits += 1;
+            self.queued = 0;
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.reap();
+        Ok(())
     }
 
     /// Whether the next `wait` would sleep with writes of this round queued: their completions
@@ -530,8 +556,8 @@ impl UringIo {
         self.arm();
         let want = std::mem::take(&mut self.queued) + 1;
         let came = self.has_completions();
-        if came && self.ring.submission().is_empty() {
-            // Nothing to submit and nothing to wait for: no system call.
+        if came && self.ring.submission().is_empty() && !self.ring.submission().taskrun() {
+            // Nothing to submit, no deferred work, nothing to wait for: no system call.
             self.reap();
             return Ok(());
         }

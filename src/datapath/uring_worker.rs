@@ -141,10 +141,10 @@ impl UringWorker {
         let mut forwarded = false;
         loop {
             let timeout = sleep_timeout(&mut self.timer, &self.delayed);
-            // After a busy round, as the epoll worker does (`spin.rs`): the kernel is asked
-            // for completions without sleeping (submitting what is queued, running the reads'
-            // deferred work), again and again for the spin window, so a frame arriving
-            // within it costs no wake-up.
+            // After a busy round, as the epoll worker does (`spin.rs`): the worker looks for
+            // completions without sleeping (entering the kernel only when it has marked the
+            // reads' deferred work, or to submit), again and again for the spin window, so a
+            // frame arriving within it costs no wake-up.
             if forwarded && timeout != Some(Duration::ZERO) && !self.spin.window().is_zero() {
                 let caught = match self.spin_for_completions() {
                     Ok(caught) => caught,
@@ -291,7 +291,7 @@ impl UringWorker {
         let window = self.spin.window();
         let start = Instant::now();
         loop {
-            self.io.wait(Some(Duration::ZERO))?;
+            self.io.peek()?;
             if self.io.has_completions() {
                 return Ok(true);
             }
