@@ -112,6 +112,8 @@ pub struct Datapath {
     /// Queues asked of every sandbox TAP: one per worker, or 1 (`--tap-queues single`).
     tap_queues: usize,
     io: IoMode,
+    /// `--poll-spin`, for the service threads beside the workers (the gateways) too.
+    spin: Duration,
     /// Set once a TAP came with fewer queues than asked (the kernel refused multi-queue).
     warned_single_queue: AtomicBool,
     registry: Mutex<Registry>,
@@ -187,6 +189,7 @@ impl Datapath {
             workers: Mutex::new(workers),
             tap_queues,
             io: options.io,
+            spin: options.spin,
             warned_single_queue: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
             clock,
@@ -228,6 +231,11 @@ impl Datapath {
     /// How the workers do TAP I/O.
     pub fn io(&self) -> IoMode {
         self.io
+    }
+
+    /// The longest busy poll before a thread of the datapath sleeps (`--poll-spin`).
+    pub fn spin(&self) -> Duration {
+        self.spin
     }
 
     /// How many queues a sandbox's TAP should have (see `netns::tap::open_tap_queues`).

@@ -152,6 +152,7 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         limits: opts.nat,
         dns: None,
         ipv6,
+        spin: ctx.dp.spin(),
     };
     // Internal networks resolve their own names only; others forward, but only to upstreams
     // the NAT policy admits.

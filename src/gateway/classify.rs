@@ -164,6 +164,7 @@ mod tests {
                 "127.0.0.1:2".parse().unwrap(),
             )),
             ipv6: None,
+            spin: std::time::Duration::ZERO,
         }
     }
 

@@ -229,6 +229,7 @@ pub(crate) mod tests {
                 subnet: "fd00:42::/64".parse().unwrap(),
                 ip: gw6(),
             }),
+            spin: Duration::ZERO,
         }
     }
 

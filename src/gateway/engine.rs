@@ -32,6 +32,7 @@ use super::tcp_nat::{FlowKey, SynVerdict, TcpNat};
 use super::udp_nat::FlowKey6 as TcpTuple6;
 use super::udp_nat::{FlowKey6, UdpNat, build_udp_frame, build_udp6_frame};
 use super::{GatewayConfig, GatewayStats};
+use crate::datapath::spin::Spin;
 use crate::error::{Context, Error, Result};
 use crate::wire::MacAddr;
 
@@ -170,6 +171,12 @@ impl Engine {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        // After a round with work, as the datapath workers do (`datapath/spin.rs`): a
+        // sandbox's next packet of a short exchange (a connection's ACK, its request after the
+        // handshake) usually comes within tens of microseconds, and catching it without
+        // sleeping saves this thread's wake-up and the worker's in its write.
+        let mut spin = Spin::new(self.config.spin);
+        let mut worked = false;
         while !self.stop.load(Ordering::Relaxed) {
             let now = self.now();
             let sleep = self
@@ -179,7 +186,13 @@ impl Engine {
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP)
                 .min(self.ra_delay());
-            if let Err(e) = self.poll.poll(&mut events, Some(sleep)) {
+            let caught = worked && !spin.window().is_zero() && {
+                let caught = self.spin_poll(&mut events, spin.window());
+                spin.spun(caught);
+                caught
+            };
+            let slept_at = std::time::Instant::now();
+            if !caught && let Err(e) = self.poll.poll(&mut events, Some(sleep)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -189,6 +202,11 @@ impl Engine {
                 );
                 return;
             }
+            let came = !events.is_empty();
+            if worked && came && !caught {
+                spin.slept(slept_at.elapsed());
+            }
+            worked = came;
             let mut host_ready = Vec::new();
             for event in events.iter() {
                 match event.token() {
@@ -227,6 +245,21 @@ impl Engine {
             self.stats
                 .udp_evicted
                 .store(evicted as usize, Ordering::Relaxed);
+        }
+    }
+
+    /// Poll without sleeping for up to `window`, yielding the CPU between polls (to the
+    /// sandbox or host process this round just answered, often); whether anything came.
+    fn spin_poll(&mut self, events: &mut Events, window: Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if self.poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
+                return true;
+            }
+            if start.elapsed() >= window {
+                return false;
+            }
+            std::thread::yield_now();
         }
     }
 

@@ -63,6 +63,9 @@ pub struct GatewayConfig {
     pub dns: Option<(std::net::SocketAddrV4, std::net::SocketAddrV4)>,
     /// The network's IPv6 side, on a dual-stack or IPv6-only network.
     pub ipv6: Option<GatewayV6>,
+    /// The longest busy poll after a round with work before the thread sleeps, as the
+    /// datapath workers do (`--poll-spin`; zero: never).
+    pub spin: std::time::Duration,
 }
 
 /// A gateway's IPv4 subnet and address.
@@ -284,6 +287,8 @@ mod tests {
             limits: NatLimits::default(),
             dns: None,
             ipv6: None,
+            // As the daemon's default, so these tests run the spin too.
+            spin: std::time::Duration::from_micros(50),
         }
     }
 

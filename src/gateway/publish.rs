@@ -372,6 +372,7 @@ mod tests {
                 subnet: "fd00:42::/64".parse().unwrap(),
                 ip: "fd00:42::1".parse().unwrap(),
             }),
+            spin: std::time::Duration::ZERO,
         }
     }
 

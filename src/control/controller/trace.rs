@@ -558,6 +558,7 @@ impl Inner {
                 std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53),
             )),
             ipv6,
+            spin: std::time::Duration::ZERO,
         };
         // Connections to the gateway address are carried to the host's loopback.
         let own = match dst {
