@@ -531,7 +531,7 @@ impl UringIo {
         if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
             self.stats.submits += 1;
             self.queued = 0;
-            match self.ring.submit() {
+            match self.submit_and_collect() {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
                 Err(e) => return Err(e),
@@ -563,7 +563,7 @@ impl UringIo {
         }
         self.stats.submits += 1;
         let res = if came {
-            self.ring.submit()
+            self.submit_and_collect()
         } else if let Some(t) = timeout {
             let ts = Timespec::from(t);
             let args = SubmitArgs::new().timespec(&ts);
@@ -592,13 +592,28 @@ impl UringIo {
         }
         self.stats.submits += 1;
         self.queued = 0;
-        match self.ring.submit() {
+        match self.submit_and_collect() {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
             Err(e) => return Err(e),
         }
         self.reap();
         Ok(())
+    }
+
+    /// Submit what is queued and run the reads' deferred work in the same call, without
+    /// waiting: a frame written to a TAP often has its answer queued before the write returns
+    /// (the receiver's stack runs inline), and this reads it without another system call.
+    fn submit_and_collect(&mut self) -> io::Result<usize> {
+        let queued = self.ring.submission().len() as u32;
+        let getevents = io_uring::EnterFlags::GETEVENTS.bits();
+        // SAFETY: `enter` is unsafe for its argument's pointer, and none is passed (the entries
+        // were pushed under their own safety contracts).
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, getevents, None)
+        }
     }
 
     fn reap(&mut self) {
