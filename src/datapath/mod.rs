@@ -10,6 +10,7 @@ pub mod egress;
 pub mod fdb;
 pub mod frame;
 pub mod impair;
+pub mod inbox;
 pub(crate) mod network;
 pub mod overlay_net;
 pub(crate) mod overlay_rx;
@@ -326,6 +327,18 @@ impl Datapath {
         self.insert_port(net, label, vec![fd], None, true, |p| p)
     }
 
+    /// A service port whose frames come in through `inbox` (a gateway's), while what the
+    /// switch sends it is written to `fd`.
+    pub fn add_inbox_port(
+        &self,
+        net: NetId,
+        label: String,
+        fd: OwnedFd,
+        inbox: Arc<inbox::Inbox>,
+    ) -> Result<PortId> {
+        self.insert_port(net, label, vec![fd], None, true, |p| p.with_inbox(inbox))
+    }
+
     /// Wire an overlay network's VTEP port into network `net`: a service port whose frames
     /// `overlay` encapsulates and sends, in the worker that switched them; `fd`, the switch end
     /// of a socketpair, brings the VTEP's own answers (proxy ARP and NDP) in.
@@ -519,7 +532,7 @@ impl Datapath {
                 id: p.id,
                 network: p.network,
                 label: p.label.clone(),
-                stats: p.counters.snapshot(),
+                stats: p.stats(),
                 policy: p.policy,
             })
             .collect();

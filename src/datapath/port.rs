@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::fdb::PortId;
 use super::frame::DropReason;
 use super::impair::Link;
+use super::inbox::Inbox;
 use super::overlay_net::OverlayNet;
 use super::packet_ring::{PacketRing, Received};
 use super::security::{PortPolicy, Violation};
@@ -67,11 +68,20 @@ pub struct PortStats {
     /// connection table).
     #[serde(default)]
     pub rx_policy: u64,
+    /// Frames lost before the switch because the port's inbox was full (the gateway sent
+    /// faster than the switch took them).
+    #[serde(default)]
+    pub rx_queue_full: u64,
 }
 
 impl PortStats {
     pub fn drops(&self) -> u64 {
-        self.rx_malformed + self.rx_oversize + self.tx_dropped + self.rx_spoofed + self.rx_policy
+        self.rx_malformed
+            + self.rx_oversize
+            + self.tx_dropped
+            + self.rx_spoofed
+            + self.rx_policy
+            + self.rx_queue_full
     }
 
     /// The port security drops of one reason.
@@ -128,6 +138,7 @@ impl PortCounters {
             spoofed_by: std::array::from_fn(|i| get(&self.spoofed_by[i])),
             learn_refused: get(&self.learn_refused),
             rx_policy: get(&self.rx_policy),
+            rx_queue_full: 0,
         }
     }
 }
@@ -153,6 +164,10 @@ pub struct Port {
     /// An overlay network's VTEP port: what the switch sends it is encapsulated and sent by
     /// the sending worker (`overlay_tx.rs`), not written to its fd.
     overlay: Option<Arc<OverlayNet>>,
+    /// An in-process port's inbox (`inbox.rs`): frames from the gateway's thread come through
+    /// memory, and its eventfd is polled instead of the port's fd (which still takes what the
+    /// switch sends the port).
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl Port {
@@ -177,7 +192,23 @@ impl Port {
             service: false,
             ring: None,
             overlay: None,
+            inbox: None,
         }
+    }
+
+    /// The port's counters, with what its inbox dropped.
+    pub fn stats(&self) -> PortStats {
+        let mut stats = self.counters.snapshot();
+        if let Some(inbox) = &self.inbox {
+            stats.rx_queue_full = inbox.dropped.load(Ordering::Relaxed);
+        }
+        stats
+    }
+
+    /// Receive through `inbox` rather than the fd.
+    pub fn with_inbox(mut self, inbox: Arc<Inbox>) -> Self {
+        self.inbox = Some(inbox);
+        self
     }
 
     /// Send through `net`'s VTEP rather than the fd (an overlay network's VTEP port).
@@ -198,9 +229,18 @@ impl Port {
         self
     }
 
-    /// Whether the port has packet rings: read through them (the fd polled all the same).
-    pub fn has_ring(&self) -> bool {
-        self.ring.is_some()
+    /// Whether the port is read by `recv` when the worker's mio poll reports `poll_fd`
+    /// (packet rings, an inbox), rather than by the io_uring worker's reads of its fd.
+    pub fn reads_through_poll(&self) -> bool {
+        self.ring.is_some() || self.inbox.is_some()
+    }
+
+    /// The fd worker `worker` polls for frames to read: the inbox's eventfd, or its queue.
+    pub fn poll_fd(&self, worker: usize) -> RawFd {
+        match &self.inbox {
+            Some(inbox) => inbox.fd(),
+            None => self.queue_fd(worker),
+        }
     }
 
     /// Whether the port queues what a worker sends it until the end of the worker's round
@@ -244,6 +284,9 @@ impl Port {
 
     /// Read one frame (virtio-net header included) from worker `worker`'s queue into `buf`.
     pub fn recv(&self, worker: usize, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(inbox) = &self.inbox {
+            return inbox.recv(buf);
+        }
         if let Some(ring) = &self.ring {
             loop {
                 match ring.recv(buf)? {
@@ -326,6 +369,21 @@ mod tests {
         // More workers than queues: the extra ones poll nothing and write through a queue.
         assert!(!multi.polled_by(2, 0));
         assert_eq!(multi.queue_fd(2), multi.queue_fd(0));
+    }
+
+    #[test]
+    fn an_inbox_port_reads_from_memory_and_counts_what_its_full_inbox_dropped() {
+        let inbox = Arc::new(Inbox::new(1).expect("eventfd"));
+        let p = port(1).with_inbox(inbox.clone());
+        assert!(p.reads_through_poll());
+        assert_eq!(p.poll_fd(0), inbox.fd());
+        inbox.push_with(3, &mut [0u8; 8], |b| b.copy_from_slice(b"abc"));
+        inbox.push_with(3, &mut [0u8; 8], |b| b.copy_from_slice(b"xyz"));
+        let mut buf = [0u8; 8];
+        assert_eq!(p.recv(0, &mut buf).expect("a frame"), 3);
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(p.stats().rx_queue_full, 1);
+        assert_eq!(p.stats().drops(), 1);
     }
 
     #[test]

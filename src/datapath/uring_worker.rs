@@ -374,9 +374,9 @@ impl UringWorker {
                     if port.queues_sends() {
                         self.rings.push(port.clone());
                     }
-                    if port.has_ring() {
+                    if port.reads_through_poll() {
                         if port.polled_by(self.index, owner)
-                            && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
+                            && let Err(e) = watch(&self.poll, port.poll_fd(self.index), id)
                         {
                             eprintln!("tapnet: cannot poll port {}: {e}", port.label);
                         }
@@ -390,8 +390,8 @@ impl UringWorker {
                         self.delayed.purge(id);
                         // For a worker that does not read it, these do nothing.
                         self.rings.retain(|p| p.id != id);
-                        if port.has_ring() {
-                            unwatch(&self.poll, port.queue_fd(self.index));
+                        if port.reads_through_poll() {
+                            unwatch(&self.poll, port.poll_fd(self.index));
                         }
                         self.io.remove_fd(id);
                         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {

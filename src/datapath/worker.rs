@@ -351,7 +351,7 @@ impl Worker {
             self.rings.push(port.clone());
         }
         if port.polled_by(self.index, owner)
-            && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
+            && let Err(e) = watch(&self.poll, port.poll_fd(self.index), id)
         {
             eprintln!("tapnet: cannot poll port {}: {e}", port.label);
         }
@@ -364,7 +364,7 @@ impl Worker {
         self.delayed.purge(id);
         self.rings.retain(|p| p.id != id);
         // A worker that does not poll the port fails this harmlessly.
-        unwatch(&self.poll, port.queue_fd(self.index));
+        unwatch(&self.poll, port.poll_fd(self.index));
         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {
             view.members.retain(|p| p.id != id);
         }
@@ -505,7 +505,7 @@ pub(super) fn read_failed(poll: &Poll, index: usize, port: &Port, e: &io::Error)
         "tapnet: read from port {} failed: {e}; datapath worker {index} stops polling it",
         port.label
     );
-    unwatch(poll, port.queue_fd(index));
+    unwatch(poll, port.poll_fd(index));
 }
 
 pub(super) fn unwatch(poll: &Poll, fd: RawFd) {

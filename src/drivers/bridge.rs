@@ -3,11 +3,13 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use super::{Ctx, Device, DevicePlan, NetOptions, NetworkDriver, Options, Switch, check_keys};
 use crate::control::model::{Endpoint, Network};
 use crate::control::wiring::TapSpec;
 use crate::datapath::fdb::PortId;
+use crate::datapath::inbox::Inbox;
 use crate::datapath::security::PortPolicy;
 use crate::error::{Context, Error, Result};
 use crate::gateway::dns::DnsServer;
@@ -19,6 +21,9 @@ pub use super::options::BridgeOptions;
 
 /// Label of a network's gateway port in `stats` and `fdb`.
 pub const GATEWAY_PORT: &str = "gateway";
+/// Frames a gateway may have waiting for the switch: a 1 MiB window of 64 KiB segments and
+/// more. Buffers grow only as frames need them.
+const GATEWAY_INBOX_FRAMES: usize = 32;
 
 /// Label of a network's host port (`host_access=on`) in `stats` and `fdb`.
 pub const HOST_PORT: &str = "host";
@@ -170,11 +175,16 @@ pub fn add_switch(ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
     };
     let started = gateway_port().and_then(|(switch_end, gateway_end)| {
         let dns = DnsServer::start_with(&net.name, upstreams, Some(ctx.nat_policy.clone()))?;
-        // The gateway speaks for many addresses (NAT replies): no port security.
-        let port = ctx
-            .dp
-            .add_service_port(id, GATEWAY_PORT.to_string(), switch_end)?;
-        match Gateway::start(config, gateway_end, dns) {
+        // The gateway speaks for many addresses (NAT replies): no port security. Its frames
+        // reach the switch through memory (`datapath/inbox.rs`), the switch's through the
+        // socketpair.
+        let inbox = Arc::new(
+            Inbox::new(GATEWAY_INBOX_FRAMES).context(|| "create the gateway's inbox".into())?,
+        );
+        let port =
+            ctx.dp
+                .add_inbox_port(id, GATEWAY_PORT.to_string(), switch_end, inbox.clone())?;
+        match Gateway::start_with(config, gateway_end, Some(inbox), dns) {
             Ok(gw) => Ok((port, gw)),
             Err(e) => {
                 ctx.dp.remove_port(port);

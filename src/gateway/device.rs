@@ -1,8 +1,12 @@
 //! The gateway's side of its switch port, as a smoltcp `Device`: one frame in, frames out.
 //! The port is a SOCK_SEQPACKET socketpair whose other end the datapath polls like a TAP, so
-//! every message carries the same 12-byte virtio-net header as a TAP frame.
+//! every message carries the same 12-byte virtio-net header as a TAP frame. In the daemon,
+//! frames out go through the port's inbox (`datapath/inbox.rs`), in memory, instead.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::datapath::inbox::Inbox;
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -16,16 +20,33 @@ pub struct SwitchDevice {
     rx_len: Option<usize>,
     tx: Box<[u8]>,
     mtu: usize,
+    /// Where frames out go when the switch polls an inbox for this port; else the fd.
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl SwitchDevice {
-    pub fn new(fd: OwnedFd, mtu: usize) -> Self {
+    pub fn new(fd: OwnedFd, mtu: usize, inbox: Option<Arc<Inbox>>) -> Self {
         SwitchDevice {
             fd,
             rx: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             rx_len: None,
             tx: vec![0u8; MAX_FRAME_LEN].into_boxed_slice(),
             mtu,
+            inbox,
+        }
+    }
+
+    /// The gateway's end of the socketpair, to poll.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn tx_token(&mut self) -> TxToken<'_> {
+        TxToken {
+            fd: self.fd.as_raw_fd(),
+            tx: &mut self.tx,
+            mtu: self.mtu,
+            inbox: self.inbox.as_deref(),
         }
     }
 
@@ -74,11 +95,7 @@ impl SwitchDevice {
     /// Send an Ethernet frame to the switch, with an all-zero virtio-net header.
     /// A full socket drops the frame, as a congested link would.
     pub fn send(&mut self, frame: &[u8]) {
-        let token = TxToken {
-            fd: self.fd.as_raw_fd(),
-            tx: &mut self.tx,
-            mtu: self.mtu,
-        };
+        let token = self.tx_token();
         phy::TxToken::consume(token, frame.len(), |b| b.copy_from_slice(frame));
     }
 }
@@ -91,6 +108,7 @@ pub struct TxToken<'a> {
     fd: i32,
     tx: &'a mut [u8],
     mtu: usize,
+    inbox: Option<&'a Inbox>,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -106,9 +124,18 @@ impl phy::TxToken for TxToken<'_> {
             return f(&mut vec![0u8; len]);
         }
         let total = VNET_HDR_LEN + len;
-        self.tx[..VNET_HDR_LEN].fill(0);
-        let result = f(&mut self.tx[VNET_HDR_LEN..total]);
-        super::tso::prepare_tx(&mut self.tx[..total], self.mtu);
+        let mtu = self.mtu;
+        // The header is all zero but what `prepare_tx` sets for a TCP frame.
+        let build = |b: &mut [u8]| {
+            b[..VNET_HDR_LEN].fill(0);
+            let result = f(&mut b[VNET_HDR_LEN..]);
+            super::tso::prepare_tx(b, mtu);
+            result
+        };
+        if let Some(inbox) = self.inbox {
+            return inbox.push_with(total, self.tx, build);
+        }
+        let result = build(&mut self.tx[..total]);
         // SAFETY: tx is valid for reads of `total` bytes.
         unsafe { libc::write(self.fd, self.tx.as_ptr().cast(), total) };
         result
@@ -121,25 +148,21 @@ impl phy::Device for SwitchDevice {
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let len = self.rx_len.take()?;
-        let fd = self.fd.as_raw_fd();
         Some((
             RxToken {
                 frame: &self.rx[..len],
             },
             TxToken {
-                fd,
+                fd: self.fd.as_raw_fd(),
                 tx: &mut self.tx,
                 mtu: self.mtu,
+                inbox: self.inbox.as_deref(),
             },
         ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken {
-            fd: self.fd.as_raw_fd(),
-            tx: &mut self.tx,
-            mtu: self.mtu,
-        })
+        Some(self.tx_token())
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

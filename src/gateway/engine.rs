@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crossbeam_channel::Receiver;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -83,7 +82,7 @@ mod v6;
 impl Engine {
     pub fn new(
         config: GatewayConfig,
-        port: OwnedFd,
+        mut device: SwitchDevice,
         stop: Arc<AtomicBool>,
         stats: Arc<GatewayStats>,
         commands: Receiver<GatewayCommand>,
@@ -93,11 +92,10 @@ impl Engine {
         let poll = Poll::new().context(|| "create gateway poll".into())?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).context(|| "create gateway waker".into())?);
-        let raw = port.as_raw_fd();
+        let raw = device.fd();
         poll.registry()
             .register(&mut SourceFd(&raw), SWITCH, Interest::READABLE)
             .context(|| "poll the gateway port".into())?;
-        let mut device = SwitchDevice::new(port, config.mtu as usize);
         let epoch = std::time::Instant::now();
         let hw = HardwareAddress::Ethernet(EthernetAddress(config.mac.0));
         let mut iface = Interface::new(Config::new(hw), &mut device, SmolInstant::from_millis(0));

@@ -134,7 +134,18 @@ pub struct Gateway {
 
 impl Gateway {
     /// Serve `config` on `port`, the gateway's end of its switch port.
-    pub fn start(mut config: GatewayConfig, port: OwnedFd, dns: dns::DnsServer) -> Result<Gateway> {
+    pub fn start(config: GatewayConfig, port: OwnedFd, dns: dns::DnsServer) -> Result<Gateway> {
+        Gateway::start_with(config, port, None, dns)
+    }
+
+    /// As `start`, with the frames to the switch going through `inbox` (which the switch's
+    /// side of the port polls) rather than `port`.
+    pub fn start_with(
+        mut config: GatewayConfig,
+        port: OwnedFd,
+        inbox: Option<Arc<crate::datapath::inbox::Inbox>>,
+        dns: dns::DnsServer,
+    ) -> Result<Gateway> {
         config.dns = Some((dns.udp, dns.tcp));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
@@ -146,7 +157,7 @@ impl Gateway {
         let engine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             engine::Engine::new(
                 config.clone(),
-                port,
+                device::SwitchDevice::new(port, config.mtu as usize, inbox),
                 stop.clone(),
                 stats.clone(),
                 receiver,
