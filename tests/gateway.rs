@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Tapnet, wait_until};
+use common::{Daemon, Tapnet, wait_until};
 use std::time::Duration;
 
 /// A loopback TCP port this test holds bound but not listening: connections to it are refused,
@@ -83,6 +83,54 @@ fn tcp_reaches_the_host_loopback_at_the_gateway_address() {
         "{:?}",
         nat_flows(&t, "n")
     );
+}
+
+/// The gateway hands its frames to the switch through memory (its port's inbox), which both
+/// kinds of datapath worker read: bulk data each way arrives intact, and the gateway's port
+/// counts what came through it.
+#[test]
+fn the_gateway_s_inbox_carries_nat_both_ways_with_either_datapath_io() {
+    for io in ["uring", "epoll"] {
+        let mut t = Tapnet::new(&format!("gwinbox-{io}"));
+        let daemon = Daemon::start(&t, &["--datapath-io", io]);
+        t.ok(&["network", "create", "n", "--opt", "host_loopback=on"]);
+        t.ok(&["sandbox", "create", "a", "--net", "n"]);
+        assert!(
+            daemon.log().contains(&format!("datapath I/O: {io}")),
+            "{}",
+            daemon.log()
+        );
+        let size = (20 << 20).to_string();
+        let (server, port) =
+            t.spawn_host_server_on_free_port(&["tcp-give", "127.0.0.1", "0", &size]);
+        let fetched = t.traffic("a", &["tcp-fetch", "172.18.0.1", &port]);
+        assert_eq!(
+            fetched,
+            t.server_output(server),
+            "{io}: 20 MiB from the host intact"
+        );
+        let (server, port) = t.spawn_host_server_on_free_port(&["tcp-serve", "127.0.0.1", "0"]);
+        let sent = t.traffic("a", &["tcp-send", "172.18.0.1", &port, &size]);
+        assert_eq!(
+            sent,
+            t.server_output(server),
+            "{io}: 20 MiB to the host intact"
+        );
+        // The row of this network's gateway (the default network has one too).
+        let rows = t.json(&["stats"]);
+        let gw = rows
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|r| r["network"] == "n" && r["port"] == "gateway")
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no gateway of n in {rows}"));
+        let rx = gw["rx_packets"].as_u64().unwrap_or(0);
+        assert!(rx > 100, "{io}: frames from the gateway counted: {gw}");
+        assert!(gw["rx_queue_full"].as_u64().is_some(), "{gw}");
+        drop(t);
+    }
 }
 
 #[test]

@@ -556,6 +556,9 @@ pub struct StatsRow {
     /// Dropped by the network's policy (`icc=false`, rules, the default, a full table).
     #[serde(default)]
     pub rx_policy: u64,
+    /// The gateway's port only: frames the gateway could not hand the switch, its inbox full.
+    #[serde(default)]
+    pub rx_queue_full: u64,
     /// On the row of a network's gateway port: its DHCPv4 server's counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpView>,

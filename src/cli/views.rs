@@ -761,6 +761,7 @@ mod tests {
             learn_refused: seed + 11,
             host_loopback_refused: seed + 14,
             rx_policy: 0,
+            rx_queue_full: 0,
             dhcp: None,
         }
     }

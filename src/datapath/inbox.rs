@@ -89,6 +89,15 @@ impl Inbox {
         result
     }
 
+    /// Write the eventfd even though it was written for this burst: a reader whose io_uring
+    /// consumed the count, and that stopped before the inbox was empty, is told again.
+    pub fn signal_again(&self) {
+        self.signaled.store(true, Ordering::SeqCst);
+        let one: u64 = 1;
+        // SAFETY: as in `signal`.
+        unsafe { libc::write(self.event.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
     fn signal(&self) {
         if !self.signaled.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;

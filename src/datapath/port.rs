@@ -229,10 +229,14 @@ impl Port {
         self
     }
 
-    /// Whether the port is read by `recv` when the worker's mio poll reports `poll_fd`
-    /// (packet rings, an inbox), rather than by the io_uring worker's reads of its fd.
-    pub fn reads_through_poll(&self) -> bool {
-        self.ring.is_some() || self.inbox.is_some()
+    /// Whether the port has packet rings: read through them (the fd polled all the same).
+    pub fn has_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// The port's inbox, if frames come to it through memory.
+    pub fn inbox(&self) -> Option<&Inbox> {
+        self.inbox.as_deref()
     }
 
     /// The fd worker `worker` polls for frames to read: the inbox's eventfd, or its queue.
@@ -375,7 +379,7 @@ mod tests {
     fn an_inbox_port_reads_from_memory_and_counts_what_its_full_inbox_dropped() {
         let inbox = Arc::new(Inbox::new(1).expect("eventfd"));
         let p = port(1).with_inbox(inbox.clone());
-        assert!(p.reads_through_poll());
+        assert!(p.inbox().is_some() && !p.has_ring());
         assert_eq!(p.poll_fd(0), inbox.fd());
         inbox.push_with(3, &mut [0u8; 8], |b| b.copy_from_slice(b"abc"));
         inbox.push_with(3, &mut [0u8; 8], |b| b.copy_from_slice(b"xyz"));

@@ -95,6 +95,9 @@ pub struct UringWorker {
     vteps: VtepSockets,
     /// The busy-poll window before sleeping (`--poll-spin`).
     spin: Spin,
+    /// Inbox ports whose eventfd the ring read this round: their frames are switched after
+    /// the ring's.
+    inboxes_ready: Vec<PortId>,
 }
 
 impl UringWorker {
@@ -125,6 +128,7 @@ impl UringWorker {
             buf: vec![0; MAX_FRAME_LEN],
             vteps: VtepSockets::default(),
             spin: Spin::new(spin),
+            inboxes_ready: Vec::new(),
         })
     }
 
@@ -217,7 +221,7 @@ impl UringWorker {
                     } else if let Some(slot) = VtepSockets::slot_of(event.token().0) {
                         self.receive_overlay(slot);
                     } else {
-                        self.switch_from_ring_port(event.token().0 as PortId);
+                        let _ = self.switch_from_ring_port(event.token().0 as PortId);
                     }
                 }
             }
@@ -229,9 +233,11 @@ impl UringWorker {
 
     /// Switch up to `BATCH` frames from a ring port the poll reported: the poll is level-
     /// triggered, so one with more waiting is reported again in the next round.
-    fn switch_from_ring_port(&mut self, id: PortId) {
+    /// An inbox is read the same way; its eventfd's count was taken by the ring's read, so
+    /// one left with frames after a full batch is signalled again. Returns the frames read.
+    fn switch_from_ring_port(&mut self, id: PortId) -> u64 {
         let Some(port) = self.ports.get(id as usize).cloned().flatten() else {
-            return;
+            return 0;
         };
         let now = self.clock.now_secs();
         let mut read = 0;
@@ -261,9 +267,15 @@ impl UringWorker {
             }
             read += 1;
         }
+        if read == BATCH as u64
+            && let Some(inbox) = port.inbox()
+        {
+            inbox.signal_again();
+        }
         self.frames_read
             .0
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        read
     }
 
     /// Switch what VTEP socket `slot` received (plain writes: its frames are in no ring
@@ -311,6 +323,13 @@ impl UringWorker {
         while let Some(f) = self.io.next_frame() {
             let ingress = self.ports.get(f.token as usize).and_then(Option::as_ref);
             if let Some(port) = ingress
+                && port.inbox().is_some()
+            {
+                // The eventfd's count, not a frame: the frames wait in the inbox.
+                if !self.inboxes_ready.contains(&port.id) {
+                    self.inboxes_ready.push(port.id);
+                }
+            } else if let Some(port) = ingress
                 && let Some(Some(view)) = self.networks.get(port.network as usize)
             {
                 read += 1;
@@ -336,6 +355,10 @@ impl UringWorker {
         self.frames_read
             .0
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.inboxes_ready.len() {
+            read += self.switch_from_ring_port(self.inboxes_ready[i]);
+        }
+        self.inboxes_ready.clear();
         read
     }
 
@@ -374,14 +397,16 @@ impl UringWorker {
                     if port.queues_sends() {
                         self.rings.push(port.clone());
                     }
-                    if port.reads_through_poll() {
+                    if port.has_ring() {
                         if port.polled_by(self.index, owner)
-                            && let Err(e) = watch(&self.poll, port.poll_fd(self.index), id)
+                            && let Err(e) = watch(&self.poll, port.queue_fd(self.index), id)
                         {
                             eprintln!("tapnet: cannot poll port {}: {e}", port.label);
                         }
                     } else if port.polled_by(self.index, owner) {
-                        self.io.add_fd(id, port.queue_fd(self.index));
+                        // An inbox port's eventfd is read like a TAP: each read says frames
+                        // wait in memory (`switch_from_inboxes`).
+                        self.io.add_fd(id, port.poll_fd(self.index));
                     }
                     *slot(&mut self.ports, id as usize) = Some(port);
                 }
@@ -390,8 +415,8 @@ impl UringWorker {
                         self.delayed.purge(id);
                         // For a worker that does not read it, these do nothing.
                         self.rings.retain(|p| p.id != id);
-                        if port.reads_through_poll() {
-                            unwatch(&self.poll, port.poll_fd(self.index));
+                        if port.has_ring() {
+                            unwatch(&self.poll, port.queue_fd(self.index));
                         }
                         self.io.remove_fd(id);
                         if let Some(Some(view)) = self.networks.get_mut(port.network as usize) {

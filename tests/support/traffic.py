@@ -60,6 +60,36 @@ def tcp_serve(addr, port):
     print(total, digest.hexdigest(), flush=True)
 
 
+def tcp_give(addr, port, count):
+    """Serve one connection COUNT bytes of the pattern, close, and print "COUNT SHA256"."""
+    data = pattern(int(count))
+    srv = socket.socket(family(addr), socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, int(port)))
+    srv.listen(1)
+    srv.settimeout(60)
+    ready(srv, port)
+    conn, _ = srv.accept()
+    conn.settimeout(60)
+    conn.sendall(data)
+    conn.close()
+    print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+
+
+def tcp_fetch(addr, port):
+    """Connect, read until the server closes, print "BYTES SHA256"."""
+    conn = socket.create_connection((addr, int(port)), timeout=10)
+    conn.settimeout(60)
+    digest, total = hashlib.sha256(), 0
+    while True:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            break
+        digest.update(chunk)
+        total += len(chunk)
+    print(total, digest.hexdigest(), flush=True)
+
+
 def tcp_send(addr, port, count):
     data = pattern(int(count))
     conn = socket.create_connection((addr, int(port)), timeout=10)
@@ -222,6 +252,8 @@ if __name__ == "__main__":
     modes = {
         "tcp-serve": tcp_serve,
         "tcp-send": tcp_send,
+        "tcp-give": tcp_give,
+        "tcp-fetch": tcp_fetch,
         "tcp-trickle": tcp_trickle,
         "tcp-send-timed": tcp_send_timed,
         "udp-echo": udp_echo,

@@ -203,6 +203,7 @@ impl Inner {
                     .collect(),
                 learn_refused: r.stats.learn_refused,
                 rx_policy: r.stats.rx_policy,
+                rx_queue_full: r.stats.rx_queue_full,
                 dhcp: self.gateway_dhcp(names.get(&r.network).map(|n| n.as_str()), r.id),
             })
             .collect())
