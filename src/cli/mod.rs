@@ -480,9 +480,9 @@ pub struct DaemonArgs {
     #[arg(long, value_enum, default_value = "per-thread")]
     pub tap_queues: TapQueues,
     /// The longest a datapath thread polls without sleeping after forwarding frames (its
-    /// epoll set, or its io_uring's completion queue), in microseconds; it adapts below that
-    /// to the gaps between frames, and a thread that forwarded nothing does not spin. 0:
-    /// always sleep.
+    /// epoll set, or its io_uring's completion queue), and a network's gateway after a round
+    /// with work, in microseconds; it adapts below that to the gaps between frames, and a
+    /// thread that did nothing does not spin. 0: always sleep.
     #[arg(long, value_name = "US", default_value_t = 50)]
     pub poll_spin: u64,
     /// How the datapath does TAP I/O: `uring`, io_uring (multishot reads into shared
