@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
                 subnet: "fd00:42::/64".parse().expect("subnet"),
                 ip: "fd00:42::1".parse().expect("address"),
             }),
+        spin: Duration::ZERO,
     };
     match classify(data, &config) {
         Inbound::Udp { payload: r, .. }
