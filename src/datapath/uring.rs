@@ -529,13 +529,7 @@ impl UringIo {
         self.bufs.publish();
         self.arm();
         if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
-            self.stats.submits += 1;
-            self.queued = 0;
-            match self.submit_and_collect() {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
-                Err(e) => return Err(e),
-            }
+            self.submit_now()?;
         }
         self.reap();
         Ok(())
@@ -590,15 +584,21 @@ impl UringIo {
         if self.ring.submission().is_empty() {
             return Ok(());
         }
+        self.submit_now()?;
+        self.reap();
+        Ok(())
+    }
+
+    /// `submit_and_collect`, counted, with the queued writes no longer waited for; an
+    /// interrupted or busy ring is tried again by the next call.
+    fn submit_now(&mut self) -> io::Result<()> {
         self.stats.submits += 1;
         self.queued = 0;
         match self.submit_and_collect() {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
         }
-        self.reap();
-        Ok(())
     }
 
     /// Submit what is queued and run the reads' deferred work in the same call, without

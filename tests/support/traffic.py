@@ -41,7 +41,8 @@ def family(addr):
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def tcp_serve(addr, port):
+def accept_one(addr, port):
+    """Listen on ADDR PORT, say "ready", and return the first connection."""
     srv = socket.socket(family(addr), socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((addr, int(port)))
@@ -50,6 +51,11 @@ def tcp_serve(addr, port):
     ready(srv, port)
     conn, _ = srv.accept()
     conn.settimeout(60)
+    return conn
+
+
+def print_digest_of_all(conn):
+    """Read until the peer closes; print "BYTES SHA256"."""
     digest, total = hashlib.sha256(), 0
     while True:
         chunk = conn.recv(1 << 16)
@@ -60,17 +66,14 @@ def tcp_serve(addr, port):
     print(total, digest.hexdigest(), flush=True)
 
 
+def tcp_serve(addr, port):
+    print_digest_of_all(accept_one(addr, port))
+
+
 def tcp_give(addr, port, count):
     """Serve one connection COUNT bytes of the pattern, close, and print "COUNT SHA256"."""
     data = pattern(int(count))
-    srv = socket.socket(family(addr), socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((addr, int(port)))
-    srv.listen(1)
-    srv.settimeout(60)
-    ready(srv, port)
-    conn, _ = srv.accept()
-    conn.settimeout(60)
+    conn = accept_one(addr, port)
     conn.sendall(data)
     conn.close()
     print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
@@ -80,14 +83,7 @@ def tcp_fetch(addr, port):
     """Connect, read until the server closes, print "BYTES SHA256"."""
     conn = socket.create_connection((addr, int(port)), timeout=10)
     conn.settimeout(60)
-    digest, total = hashlib.sha256(), 0
-    while True:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            break
-        digest.update(chunk)
-        total += len(chunk)
-    print(total, digest.hexdigest(), flush=True)
+    print_digest_of_all(conn)
 
 
 def tcp_send(addr, port, count):
