@@ -93,18 +93,20 @@ impl Inbox {
     /// consumed the count, and that stopped before the inbox was empty, is told again.
     pub fn signal_again(&self) {
         self.signaled.store(true, Ordering::SeqCst);
-        let one: u64 = 1;
-        // SAFETY: as in `signal`.
-        unsafe { libc::write(self.event.as_raw_fd(), (&raw const one).cast(), 8) };
+        self.write_event();
     }
 
     fn signal(&self) {
         if !self.signaled.swap(true, Ordering::SeqCst) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd. It cannot fail short of
-            // the counter's overflow, which 2^64 - 1 signals never reach.
-            unsafe { libc::write(self.event.as_raw_fd(), (&raw const one).cast(), 8) };
+            self.write_event();
         }
+    }
+
+    fn write_event(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd. It cannot fail short of the
+        // counter's overflow, which 2^64 - 1 signals never reach.
+        unsafe { libc::write(self.event.as_raw_fd(), (&raw const one).cast(), 8) };
     }
 
     /// Copy the next frame into `out` (cut to its length): its length, or `WouldBlock` when

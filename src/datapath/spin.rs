@@ -6,7 +6,7 @@
 //! found nothing. A worker that forwarded nothing since it last slept does not spin, so an idle
 //! daemon uses no CPU.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A window shorter than this is not worth a spin: it closes to zero.
 const MIN_WINDOW: Duration = Duration::from_micros(4);
@@ -29,9 +29,34 @@ impl Spin {
         }
     }
 
-    /// How long to poll without sleeping before the next sleep.
+    /// How long to poll without sleeping before the next sleep (what `spin` uses).
+    #[cfg(test)]
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// Spin: call `look` (true when something is ready) without sleeping until something is
+    /// ready or the window ends, yielding the CPU between looks, and learn from the outcome.
+    /// Returns whether something came; with the window closed, looks not at all.
+    pub fn spin<E>(&mut self, mut look: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
+        let window = self.window;
+        if window.is_zero() {
+            return Ok(false);
+        }
+        let start = Instant::now();
+        loop {
+            if look()? {
+                self.spun(true);
+                return Ok(true);
+            }
+            if start.elapsed() >= window {
+                self.spun(false);
+                return Ok(false);
+            }
+            // Let a task waiting for this CPU (often the receiver of what was just
+            // forwarded) run first: a spin only takes time nobody else wants.
+            std::thread::yield_now();
+        }
     }
 
     /// A spin ended: `caught` says whether something became ready during it.
@@ -109,6 +134,41 @@ mod tests {
         s.spun(false);
         s.spun(false);
         assert_eq!(s.window(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_spin_looks_until_something_comes_and_learns_from_it() {
+        let mut s = Spin::new(MAX);
+        let mut looks = 0;
+        assert_eq!(
+            s.spin(|| Ok::<_, ()>({
+                looks += 1;
+                true
+            })),
+            Ok(false)
+        );
+        assert_eq!(looks, 0, "a closed window looks not at all");
+        s.slept(Duration::from_micros(20));
+        assert_eq!(
+            s.spin(|| Ok::<_, ()>({
+                looks += 1;
+                looks == 3
+            })),
+            Ok(true)
+        );
+        assert_eq!(looks, 3);
+        assert_eq!(
+            s.window(),
+            Duration::from_micros(40),
+            "a catch keeps the window"
+        );
+        assert_eq!(s.spin(|| Ok::<_, ()>(false)), Ok(false));
+        assert_eq!(
+            s.window(),
+            Duration::from_micros(20),
+            "an empty spin halves it"
+        );
+        assert_eq!(s.spin(|| Err::<bool, _>("failed")), Err("failed"));
     }
 
     #[test]

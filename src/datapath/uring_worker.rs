@@ -149,19 +149,19 @@ impl UringWorker {
             // completions without sleeping (entering the kernel only when it has marked the
             // reads' deferred work, or to submit), again and again for the spin window, so a
             // frame arriving within it costs no wake-up.
-            if forwarded && timeout != Some(Duration::ZERO) && !self.spin.window().is_zero() {
-                let caught = match self.spin_for_completions() {
-                    Ok(caught) => caught,
-                    Err(e) => {
-                        eprintln!(
-                            "tapnet: datapath worker {}: io_uring failed: {e}",
-                            self.index
-                        );
-                        return;
-                    }
-                };
+            if forwarded && timeout != Some(Duration::ZERO) {
+                let io = &mut self.io;
+                if let Err(e) = self.spin.spin(|| {
+                    io.peek()?;
+                    Ok::<_, io::Error>(io.has_completions())
+                }) {
+                    eprintln!(
+                        "tapnet: datapath worker {}: io_uring failed: {e}",
+                        self.index
+                    );
+                    return;
+                }
                 self.count_written();
-                self.spin.spun(caught);
             }
             // Before sleeping, the round's writes go out on their own, so that their ports'
             // counters are current while the worker sleeps (`port stats` during a quiet
@@ -297,25 +297,6 @@ impl UringWorker {
             .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Ask the kernel for completions without sleeping until something comes or the spin
-    /// window ends, yielding the CPU between asks; true if something came.
-    fn spin_for_completions(&mut self) -> io::Result<bool> {
-        let window = self.spin.window();
-        let start = Instant::now();
-        loop {
-            self.io.peek()?;
-            if self.io.has_completions() {
-                return Ok(true);
-            }
-            if start.elapsed() >= window {
-                return Ok(false);
-            }
-            // Let a task waiting for this CPU (often the receiver of what was just
-            // forwarded) run first: a spin only takes time nobody else wants.
-            std::thread::yield_now();
-        }
-    }
-
     /// Switch every frame read so far; returns how many.
     fn switch_ready(&mut self) -> u64 {
         let now = self.clock.now_secs();
@@ -405,7 +386,7 @@ impl UringWorker {
                         }
                     } else if port.polled_by(self.index, owner) {
                         // An inbox port's eventfd is read like a TAP: each read says frames
-                        // wait in memory (`switch_from_inboxes`).
+                        // wait in memory (`switch_ready` then reads them).
                         self.io.add_fd(id, port.poll_fd(self.index));
                     }
                     *slot(&mut self.ports, id as usize) = Some(port);

@@ -165,7 +165,12 @@ impl Worker {
             let timeout = sleep_timeout(&mut self.timer, &self.delayed);
             events.clear();
             if forwarded && timeout != Some(Duration::ZERO) {
-                self.spin_poll(&mut events);
+                let poll = &mut self.poll;
+                let Ok(_) = self.spin.spin(|| {
+                    Ok::<_, std::convert::Infallible>(
+                        poll.poll(&mut events, Some(Duration::ZERO)).is_ok() && !events.is_empty(),
+                    )
+                });
             }
             if events.is_empty() {
                 let slept_at = Instant::now();
@@ -204,28 +209,6 @@ impl Worker {
             for port in &self.rings {
                 port.flush(self.index);
             }
-        }
-    }
-
-    /// Poll without sleeping for the spin window, until something is ready.
-    fn spin_poll(&mut self, events: &mut Events) {
-        let window = self.spin.window();
-        if window.is_zero() {
-            return;
-        }
-        let start = Instant::now();
-        loop {
-            if self.poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
-                self.spin.spun(true);
-                return;
-            }
-            if start.elapsed() >= window {
-                self.spin.spun(false);
-                return;
-            }
-            // Let a task waiting for this CPU (often the receiver of what was just forwarded)
-            // run first: a spin only takes time nobody else wants.
-            std::thread::yield_now();
         }
     }
 

@@ -93,7 +93,7 @@ impl SwitchDevice {
     }
 
     /// Send an Ethernet frame to the switch, with an all-zero virtio-net header.
-    /// A full socket drops the frame, as a congested link would.
+    /// A full inbox (or socket) drops the frame, as a congested link would.
     pub fn send(&mut self, frame: &[u8]) {
         let token = self.tx_token();
         phy::TxToken::consume(token, frame.len(), |b| b.copy_from_slice(frame));

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crossbeam_channel::Receiver;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -184,9 +185,13 @@ impl Engine {
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP)
                 .min(self.ra_delay());
-            let caught = worked && !spin.window().is_zero() && {
-                let caught = self.spin_poll(&mut events, spin.window());
-                spin.spun(caught);
+            let caught = worked && {
+                let poll = &mut self.poll;
+                let Ok(caught) = spin.spin(|| {
+                    Ok::<_, Infallible>(
+                        poll.poll(&mut events, Some(Duration::ZERO)).is_ok() && !events.is_empty(),
+                    )
+                });
                 caught
             };
             let slept_at = std::time::Instant::now();
@@ -243,21 +248,6 @@ impl Engine {
             self.stats
                 .udp_evicted
                 .store(evicted as usize, Ordering::Relaxed);
-        }
-    }
-
-    /// Poll without sleeping for up to `window`, yielding the CPU between polls (to the
-    /// sandbox or host process this round just answered, often); whether anything came.
-    fn spin_poll(&mut self, events: &mut Events, window: Duration) -> bool {
-        let start = std::time::Instant::now();
-        loop {
-            if self.poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
-                return true;
-            }
-            if start.elapsed() >= window {
-                return false;
-            }
-            std::thread::yield_now();
         }
     }
 
