@@ -55,7 +55,7 @@ pub fn source_port(frame: &[u8]) -> u16 {
     let mut h = Fnv::new();
     let Ok(eth) = Ethernet::new_checked(frame) else {
         h.feed(frame);
-        return scale(h.0);
+        return scale(h.finish());
     };
     h.feed(&frame[..ETH_HDR_LEN]);
     let ip = eth.payload();
@@ -93,7 +93,7 @@ pub fn source_port(frame: &[u8]) -> u16 {
     {
         h.feed(&ports[0..4]);
     }
-    scale(h.0)
+    scale(h.finish())
 }
 
 /// Map a hash onto the source port range, without division.
@@ -104,7 +104,9 @@ fn scale(hash: u64) -> u16 {
     lo + ((u64::from(folded) * span) >> 32) as u16
 }
 
-/// FNV-1a: cheap, no table, and good enough to spread flows.
+/// FNV-1a: cheap and no table, with a final mix: FNV alone carries a change in the last bytes
+/// fed only into the hash's low and top bits, so flows that differ in their last port (one
+/// server's replies to one client's connections) would all get one source port.
 struct Fnv(u64);
 
 impl Fnv {
@@ -116,6 +118,15 @@ impl Fnv {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+    /// MurmurHash3's 64-bit finaliser: every input bit reaches every output bit.
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 }
 
@@ -189,6 +200,34 @@ mod tests {
         for len in 0..40 {
             let p = source_port(&frame(7)[..len]);
             assert!((SOURCE_PORTS.0..=SOURCE_PORTS.1).contains(&p));
+        }
+    }
+
+    /// The replies of one server to one client's connections differ only in the destination
+    /// port, the client's ephemeral ports in steps of 2 (Linux's `connect`): the last bytes
+    /// the hash takes. They must still leave through different sockets of the VTEP
+    /// (`overlay_tx` picks one by the port modulo its socket count), or every such flow
+    /// reaches one worker of the receiving VTEP.
+    #[test]
+    fn flows_that_differ_only_in_the_last_port_spread_over_sockets() {
+        const SOCKETS: u16 = 32;
+        let to = |dst_port: u16| {
+            let mut f = frame(5201);
+            f[36..38].copy_from_slice(&dst_port.to_be_bytes());
+            f
+        };
+        for base in [40000u16, 45678, 60000] {
+            let ports: std::collections::HashSet<u16> =
+                (0..16).map(|i| source_port(&to(base + 2 * i))).collect();
+            assert!(
+                ports.len() >= 15,
+                "from {base}: {} source ports",
+                ports.len()
+            );
+            let sockets: std::collections::HashSet<u16> =
+                ports.iter().map(|p| p % SOCKETS).collect();
+            // 16 flows over 32 sockets at random reach about 12.5 of them.
+            assert!(sockets.len() >= 8, "from {base}: {} sockets", sockets.len());
         }
     }
 
