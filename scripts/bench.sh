@@ -54,6 +54,8 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB="$REPO/scripts/bench/benchlib.py"
+# shellcheck source=scripts/profile/overlay-pair.sh
+. "$REPO/scripts/profile/overlay-pair.sh"
 # The exact command, with the knobs that came from the environment, for the report.
 ORIG_CMD=""
 for v in ROUNDS CASES OUT TAPNET TAPNET_ARGS TCP_SECS UDP_SECS PING_COUNT SCALING SCALE_PAIRS \
@@ -510,12 +512,7 @@ setup_tapnet_overlay() {
     wait_for 10 test -S "$second/tapnet.sock"
     # CPU and RSS columns take one process: the sending side's daemon.
     SW_PIDS=$first_pid SW_EXTRA=""
-    "$TAPNET" --state-dir "$first" network create benchnet --driver overlay --vni 42 \
-        --subnet 10.77.3.0/24 --ip-range 10.77.3.0/25 -o vtep=127.77.0.2 -o peers=127.77.0.3 >/dev/null
-    "$TAPNET" --state-dir "$second" network create benchnet --driver overlay --vni 42 \
-        --subnet 10.77.3.0/24 --ip-range 10.77.3.128/25 -o vtep=127.77.0.3 -o peers=127.77.0.2 >/dev/null
-    "$TAPNET" --state-dir "$first" sandbox create a --net benchnet >/dev/null
-    "$TAPNET" --state-dir "$second" sandbox create b --net benchnet >/dev/null
+    overlay_pair "$first" "$second" benchnet
     NS_A=$(tn_netns a)
     NS_B=$(TAPNET_STATE_DIR=$second tn_netns b) IPB=$(TAPNET_STATE_DIR=$second tn_ip b)
 }

@@ -56,12 +56,9 @@ done
 for host in 1 2; do
     for _ in $(seq 100); do [ -S "$DIR/$host/tapnet.sock" ] && break; sleep 0.1; done
 done
-"$TAPNET" --state-dir "$DIR/1" network create profov --driver overlay --vni 42 \
-    --subnet 10.77.3.0/24 --ip-range 10.77.3.0/25 -o vtep=127.77.0.2 -o peers=127.77.0.3 >/dev/null
-"$TAPNET" --state-dir "$DIR/2" network create profov --driver overlay --vni 42 \
-    --subnet 10.77.3.0/24 --ip-range 10.77.3.128/25 -o vtep=127.77.0.3 -o peers=127.77.0.2 >/dev/null
-"$TAPNET" --state-dir "$DIR/1" sandbox create a --net profov >/dev/null
-"$TAPNET" --state-dir "$DIR/2" sandbox create b --net profov >/dev/null
+# shellcheck source=scripts/profile/overlay-pair.sh
+. "$REPO/scripts/profile/overlay-pair.sh"
+overlay_pair "$DIR/1" "$DIR/2" profov
 B_IP=$("$TAPNET" --state-dir "$DIR/2" sandbox inspect b --format json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["interfaces"][0]["ipv4"].split("/")[0])')
 RECEIVER=${PIDS[1]}
