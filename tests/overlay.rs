@@ -178,38 +178,71 @@ fn frames_read(h: &Host) -> Vec<u64> {
 /// sandbox sent back, a few ICMP errors at most, under the bar below.)
 #[test]
 fn every_datapath_worker_decapsulates_a_share_of_the_flows() {
-    let a = host("ovwa");
-    let b = host("ovwb");
+    // 64 sockets, one flow each: the flows differ in their source port.
+    flows_spread_over_the_receiving_workers("ovw", 4250, "10.80.0", |right, flows, each| {
+        format!(
+            "import socket, time\n\
+             socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({flows})]\n\
+             for _ in range({each}):\n    \
+                 for s in socks:\n        s.sendto(b'x' * 64, ('{right}', 9))\n    \
+                 time.sleep(0.01)\n"
+        )
+    });
+}
+
+/// Flows that differ only in their destination port, the last bytes the VTEP's flow hash
+/// takes (one server's replies to one client's connections), spread too: with FNV-1a alone
+/// they all got one outer source port, left through one socket and reached one worker.
+#[test]
+fn flows_that_differ_only_in_their_destination_port_spread_over_the_workers() {
+    // One socket to 64 ports, two apart as Linux hands out a client's ephemeral ports.
+    flows_spread_over_the_receiving_workers("ovd", 4251, "10.83.0", |right, flows, each| {
+        format!(
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for _ in range({each}):\n    \
+                 for i in range({flows}):\n        s.sendto(b'x' * 64, ('{right}', 40000 + 2 * i))\n    \
+                 time.sleep(0.01)\n"
+        )
+    });
+}
+
+/// Two hosts on overlay network `tag` (VNI `vni`, `{prefix}.0/24`), the receiving daemon with
+/// two workers; the sandbox on the first sends 64 UDP flows of 25 datagrams each with the
+/// Python program `script(destination, flows, each)` builds, and each receiving worker must
+/// have read at least a tenth of what arrived.
+fn flows_spread_over_the_receiving_workers(
+    tag: &str,
+    vni: u32,
+    prefix: &str,
+    script: impl Fn(&str, u64, u64) -> String,
+) {
+    let a = host(&format!("{tag}a"));
+    let b = host(&format!("{tag}b"));
     let daemon = common::Daemon::start(&b.t, &["--datapath-threads", "2"]);
-    overlay(&a, "ovw", 4250, "10.80.0.0/24", "10.80.0.0/25", &[&b.vtep]);
+    let subnet = format!("{prefix}.0/24");
+    overlay(&a, tag, vni, &subnet, &format!("{prefix}.0/25"), &[&b.vtep]);
     overlay(
         &b,
-        "ovw",
-        4250,
-        "10.80.0.0/24",
-        "10.80.0.128/25",
+        tag,
+        vni,
+        &subnet,
+        &format!("{prefix}.128/25"),
         &[&a.vtep],
     );
-    a.t.ok(&["sandbox", "create", "left", "--net", "ovw"]);
-    b.t.ok(&["sandbox", "create", "right", "--net", "ovw"]);
+    a.t.ok(&["sandbox", "create", "left", "--net", tag]);
+    b.t.ok(&["sandbox", "create", "right", "--net", tag]);
     let right = ip_of(&b, "right");
     assert!(a.t.ping("left", &right), "left cannot ping right");
     let before = frames_read(&b);
     assert_eq!(before.len(), 2, "{before:?}");
     const FLOWS: u64 = 64;
     const EACH: u64 = 25;
-    let send = format!(
-        "import socket, time\n\
-         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({FLOWS})]\n\
-         for _ in range({EACH}):\n    \
-             for s in socks:\n        s.sendto(b'x' * 64, ('{right}', 9))\n    \
-             time.sleep(0.01)\n"
-    );
-    a.t.exec_ok("left", &["python3", "-c", &send]);
+    a.t.exec_ok("left", &["python3", "-c", &script(&right, FLOWS, EACH)]);
     let sent = FLOWS * EACH;
     // What arrived: the VTEP counts every datagram it took.
     let arrived = || {
-        inspect(&b, "ovw")["overlay"]["rx_packets"]
+        inspect(&b, tag)["overlay"]["rx_packets"]
             .as_u64()
             .unwrap_or(0)
     };
@@ -217,7 +250,7 @@ fn every_datapath_worker_decapsulates_a_share_of_the_flows() {
         common::wait_until(std::time::Duration::from_secs(5), || arrived() >= sent / 2),
         "{} of {sent} datagrams arrived: {}",
         arrived(),
-        inspect(&b, "ovw")
+        inspect(&b, tag)
     );
     let after = frames_read(&b);
     let read: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
