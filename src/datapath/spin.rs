@@ -59,6 +59,17 @@ impl Spin {
         }
     }
 
+    /// `spin` over a mio poll (the epoll worker's, a gateway's): poll without waiting until
+    /// an event is ready, which is then in `events`.
+    pub fn spin_poll(&mut self, poll: &mut mio::Poll, events: &mut mio::Events) -> bool {
+        let Ok(caught) = self.spin(|| {
+            Ok::<_, std::convert::Infallible>(
+                poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty(),
+            )
+        });
+        caught
+    }
+
     /// A spin ended: `caught` says whether something became ready during it.
     pub fn spun(&mut self, caught: bool) {
         if !caught {

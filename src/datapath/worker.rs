@@ -165,12 +165,7 @@ impl Worker {
             let timeout = sleep_timeout(&mut self.timer, &self.delayed);
             events.clear();
             if forwarded && timeout != Some(Duration::ZERO) {
-                let poll = &mut self.poll;
-                let Ok(_) = self.spin.spin(|| {
-                    Ok::<_, std::convert::Infallible>(
-                        poll.poll(&mut events, Some(Duration::ZERO)).is_ok() && !events.is_empty(),
-                    )
-                });
+                self.spin.spin_poll(&mut self.poll, &mut events);
             }
             if events.is_empty() {
                 let slept_at = Instant::now();

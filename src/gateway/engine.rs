@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crossbeam_channel::Receiver;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -185,15 +184,7 @@ impl Engine {
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP)
                 .min(self.ra_delay());
-            let caught = worked && {
-                let poll = &mut self.poll;
-                let Ok(caught) = spin.spin(|| {
-                    Ok::<_, Infallible>(
-                        poll.poll(&mut events, Some(Duration::ZERO)).is_ok() && !events.is_empty(),
-                    )
-                });
-                caught
-            };
+            let caught = worked && spin.spin_poll(&mut self.poll, &mut events);
             let slept_at = std::time::Instant::now();
             if !caught && let Err(e) = self.poll.poll(&mut events, Some(sleep)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
