@@ -80,8 +80,10 @@ impl OverlayNet {
             })
         });
         let Scratch { seg, pending } = &mut **scratch;
+        // Segments keep their super-frame's MACs, addresses and ports: one flow, hashed once.
+        let sport = vxlan::source_port(frame.get(VNET_HDR_LEN..).unwrap_or_default());
         let result = seg.segment(frame, &mut |s: &[u8]| {
-            pending.push(self, &table, &s[VNET_HDR_LEN..]);
+            pending.push(self, &table, &s[VNET_HDR_LEN..], sport);
         });
         if result.is_err() {
             tx.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
@@ -167,7 +169,8 @@ impl Pending {
         }
     }
 
-    fn push(&mut self, net: &OverlayNet, table: &Table, frame: &[u8]) {
+    /// Queue `frame` of the flow whose source port is `sport`.
+    fn push(&mut self, net: &OverlayNet, table: &Table, frame: &[u8], sport: u16) {
         let tx = &*net.tx;
         let eth = match Ethernet::new_checked(frame) {
             Ok(eth) if frame.len() + HEADER_LEN <= self.out.len() => eth,
@@ -181,7 +184,6 @@ impl Pending {
             return;
         }
         let size = HEADER_LEN + frame.len();
-        let sport = vxlan::source_port(frame);
         if self.count > 0
             && (!tx.gso.load(Ordering::Relaxed)
                 || self.closed
