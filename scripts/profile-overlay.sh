@@ -19,21 +19,12 @@ STREAMS=${1:-4}
 SECS=${2:-3}
 shift 2 || shift $#
 [ "${1:-}" != "--" ] || shift
-if [ "$(id -u)" -ne 0 ]; then
-    echo "profile-overlay.sh: perf -a, bpftrace and namespaces need root" >&2
-    exit 1
-fi
-missing=()
-command -v perf >/dev/null || missing+=(linux-perf)
-command -v bpftrace >/dev/null || missing+=(bpftrace)
-command -v iperf3 >/dev/null || missing+=(iperf3)
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
-if [ -z "${TAPNET:-}" ]; then
-    (cd "$REPO" && cargo build --release >&2)
-    TAPNET=${CARGO_TARGET_DIR:-$REPO/target}/release/tapnet
-fi
+# shellcheck source=scripts/profile/need.sh
+. "$REPO/scripts/profile/need.sh"
+need_root "perf -a, bpftrace and namespaces"
+need_tools perf:linux-perf bpftrace:bpftrace iperf3:iperf3
+need_tracefs
+need_tapnet
 
 DIR=$(mktemp -d /tmp/tnprofov.XXXXXX)
 PIDS=()

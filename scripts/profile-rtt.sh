@@ -16,19 +16,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COUNT=${1:-1000}
 shift || true
 [ "${1:-}" != "--" ] || shift
-if [ "$(id -u)" -ne 0 ]; then
-    echo "profile-rtt.sh: bpftrace and namespaces need root" >&2
-    exit 1
-fi
-command -v bpftrace >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >&2
-}
-# bpftrace needs tracefs for its tracepoints.
-[ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing
+# shellcheck source=scripts/profile/need.sh
+. "$REPO/scripts/profile/need.sh"
+need_root "bpftrace and namespaces"
+need_tools bpftrace:bpftrace
+need_tracefs
 if [ "${SWITCH:-tapnet}" = vde ]; then
-    command -v vde_switch >/dev/null || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vde2 >&2
-    }
+    need_tools vde_switch:vde2
     # shellcheck source=scripts/profile/vde-pair.sh
     . "$REPO/scripts/profile/vde-pair.sh"
     THREADS=vde_switch

@@ -15,16 +15,10 @@ STREAMS=${1:-1}
 SECS=${2:-4}
 shift 2 || shift $#
 [ "${1:-}" != "--" ] || shift
-if [ "$(id -u)" -ne 0 ]; then
-    echo "profile-tcp.sh: perf -a and namespaces need root" >&2
-    exit 1
-fi
-missing=()
-command -v perf >/dev/null || missing+=(linux-perf)
-command -v iperf3 >/dev/null || missing+=(iperf3)
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
+# shellcheck source=scripts/profile/need.sh
+. "$REPO/scripts/profile/need.sh"
+need_root "perf -a and namespaces"
+need_tools perf:linux-perf iperf3:iperf3
 # shellcheck source=scripts/profile/two-sandboxes.sh
 . "$REPO/scripts/profile/two-sandboxes.sh"
 nsenter --net="$DIR/netns/b" iperf3 -s -1 -p 5399 >/dev/null 2>&1 &

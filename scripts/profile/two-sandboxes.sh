@@ -1,10 +1,9 @@
 # Sourced by scripts/profile-*.sh: a tapnet daemon (built unless TAPNET is set; extra daemon
 # arguments from "$@") in a throwaway state dir, one network and two sandboxes a and b.
 # Sets TAPNET, DIR (the state dir), PID (the daemon) and B_IP, and removes everything on exit.
-if [ -z "${TAPNET:-}" ]; then
-    (cd "$REPO" && cargo build --release >&2)
-    TAPNET=${CARGO_TARGET_DIR:-$REPO/target}/release/tapnet
-fi
+# shellcheck source=scripts/profile/need.sh
+. "$REPO/scripts/profile/need.sh"
+need_tapnet
 
 DIR=$(mktemp -d /tmp/tnprof.XXXXXX)
 PID=""
